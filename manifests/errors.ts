@@ -50,6 +50,7 @@ const CODES = {
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,
   locked: EXIT.conflict,
+  incompatible: EXIT.conflict,
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
   'child-failed': EXIT.source,

@@ -1,0 +1,76 @@
+/*
+ * RESTORE.txt: the steps to check and open this one bundle with stock tools only (OpenSSH's
+ * ssh-keygen, coreutils' sha256sum, age, zstd, GNU tar), for a restore operator who has neither
+ * airlock nor network, possibly years later. Generated from the manifest, so the names are exact.
+ */
+import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
+import { bundleName, type Manifest } from '../../manifests/manifest.js';
+import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
+import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
+
+export function restoreText(m: Manifest): string {
+  const name = bundleName(m.site, m.seq);
+  const volumes = m.payload.volumes;
+  const first = volumes[0]?.name ?? 'payload.000';
+  const last = volumes.at(-1)?.name ?? first;
+  const decrypt =
+    m.payload.compression === 'zstd'
+      ? `cat ${name}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C restored`
+      : `cat ${name}/payload.* | age -d -i key.txt | tar -x -f - -C restored`;
+  return `RESTORING BUNDLE ${name}
+${'='.repeat(18 + name.length)}
+
+Site ${m.site}, bundle number ${m.seq}, made ${m.created} by ${m.tool}.
+Signed by the SSH key ${m.signer}.
+Encrypted with age to ${m.recipients.length} recipient(s):
+${m.recipients.map((r) => `  ${r}`).join('\n')}
+Payload: ${volumes.length} volume(s), ${first} to ${last}, ${m.payload.size} bytes in all,
+${m.payload.compression === 'zstd' ? 'a zstd-compressed' : 'an uncompressed'} tar inside.
+${m.prev ? `It follows the bundle whose ${SUMS} has sha256 ${m.prev}.` : 'It is the first bundle of its site.'}
+
+You need: this folder, the file allowed_signers from your auditor (a line
+"${m.site} ssh-ed25519 AAAA..."), and, to open it, the age identity (key.txt)
+of one recipient above. Tools: ssh-keygen, sha256sum, age, ${m.payload.compression === 'zstd' ? 'zstd, ' : ''}tar.
+Run every step from the folder that holds ${name}/ and stop at the first error.
+
+1. Check the signature (proves who made the bundle; anyone can encrypt to a
+   public recipient, so never skip this):
+
+   ssh-keygen -Y verify -f allowed_signers -I ${m.site} -n ${BUNDLE_NAMESPACE} \\
+     -s ${name}/${SUMS_SIG} < ${name}/${SUMS}
+
+   It must print: Good "${BUNDLE_NAMESPACE}" signature for ${m.site} ...
+
+2. Check every file against the signed list:
+
+   (cd ${name} && sha256sum --strict -c ${SUMS})
+
+   Every line must say OK. Also check that the folder holds no other files
+   than those listed, ${SUMS} and ${SUMS_SIG}.
+
+3. Decrypt and unpack into a new, empty folder:
+
+   set -o pipefail
+   mkdir restored
+   ${decrypt}
+
+   The command must end without any error message and with status 0
+   (echo $? prints 0). If it fails, delete the folder "restored": its contents
+   are incomplete.
+
+4. Check the unpacked files against the inner manifest:
+
+   (cd restored && sha256sum --strict -c ${INNER_MANIFEST})
+
+5. What the files are: restored/${INDEX} has one JSON line per item. Its first
+   line names the site and bundle. A line with "path" names a file in
+   "restored"; "source" is where it came from, with its mode, owner (uid, gid)
+   and modification time. Lines without "path" describe folders, symbolic links
+   ("target") and hard links, which you recreate by hand, e.g.:
+
+   grep '"type":"file"' restored/${INDEX}
+
+   Configuration files are under restored/files/, numbered; copy each to its
+   "source" path and set its mode and owner as the line says.
+`;
+}

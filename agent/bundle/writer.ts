@@ -1,0 +1,339 @@
+/*
+ * The bundle writer: source items -> tar -> (zstd) -> age -> fixed-size volumes, then the cleartext
+ * files (manifest.json, RESTORE.txt, SHA256SUMS, SHA256SUMS.sig), all inside `<bundle>.partial`, each
+ * fsynced; the folder is renamed to its final name last. A failure at any point removes the partial
+ * folder, so a bundle either exists whole under its final name or not at all.
+ *
+ * Every byte is read once: each entry's body is hashed as it goes into the tar, the ciphertext is
+ * hashed per volume and as a whole as it goes to disk. index.jsonl and MANIFEST.sha256 are spooled to
+ * hidden files in the partial folder (they can be large) and appended to the tar at the end.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { encryptStream } from '../../manifests/age/stream.js';
+import { parseRecipient } from '../../manifests/age/keys.js';
+import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
+import { spawnFilter } from '../../manifests/child.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { sha256Hex } from '../../manifests/hash.js';
+import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
+import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
+import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
+import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
+import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
+import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
+import { faultPoint } from '../faults.js';
+import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
+import { restoreText } from './restore-text.js';
+
+export const TOOL = 'airlock 0.1.0';
+export const RESTORE_TXT = 'RESTORE.txt';
+export const MANIFEST_JSON = 'manifest.json';
+
+/** A payload entry: bytes that go into the tar, with the index record that says what they are. */
+export interface EntryItem {
+  kind: 'entry';
+  /** the generated tar path, e.g. files/000001 */
+  name: string;
+  size: number;
+  mode: number;
+  /** seconds since the epoch */
+  mtime: number;
+  pax?: Record<string, string>;
+  /** the body; must yield exactly `size` bytes or throw */
+  open: () => AsyncIterable<Uint8Array>;
+  /** the index record, without path, size and sha256 (the writer adds them) */
+  record: IndexRecord;
+}
+
+/** Metadata only: a folder, a link, a device; it becomes an index line and no tar entry. */
+export interface RecordItem {
+  kind: 'record';
+  record: IndexRecord;
+}
+
+export type SourceItem = EntryItem | RecordItem;
+
+export interface WriterOptions {
+  medium: string;
+  site: string;
+  seq: number;
+  prev: string | undefined;
+  recipients: readonly string[];
+  signingKey: SigningKey;
+  compression: Compression;
+  volumeSize: number;
+  now: () => Date;
+  signal?: AbortSignal;
+  /** called with the plaintext bytes written so far */
+  progress?: (bytes: number) => void;
+}
+
+export interface WrittenBundle {
+  path: string;
+  manifest: Manifest;
+  /** sha256 of SHA256SUMS: the bundle's identity in the chain */
+  sumsSha256: string;
+}
+
+/** Where a bundle of `site` with `seq` lives on a medium. */
+export function bundlePath(medium: string, site: string, seq: number): string {
+  return path.join(medium, site, bundleName(site, seq));
+}
+
+/** Lines appended to a hidden file while hashing them; read back into the tar at the end. */
+class Spool {
+  private readonly out: WriteStream;
+  private readonly hash = createHash('sha256');
+  size = 0;
+
+  constructor(readonly file: string) {
+    this.out = createWriteStream(file, { flags: 'wx', mode: 0o600 });
+  }
+
+  async write(text: string): Promise<void> {
+    const b = Buffer.from(text);
+    this.hash.update(b);
+    this.size += b.byteLength;
+    if (!this.out.write(b)) await new Promise<void>((resolve, reject) => {
+      this.out.once('drain', resolve);
+      this.out.once('error', reject);
+    });
+  }
+
+  async close(): Promise<string> {
+    await new Promise<void>((resolve, reject) => this.out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    return this.hash.digest('hex');
+  }
+}
+
+/** Writes the ciphertext into volumes of `volumeSize` bytes, hashing each and the whole. */
+class VolumeSink extends Writable {
+  readonly volumes: Volume[] = [];
+  readonly whole = createHash('sha256');
+  private fh: FileHandle | undefined;
+  private hash = createHash('sha256');
+  private used = 0;
+
+  constructor(private readonly dir: string, private readonly volumeSize: number) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (e?: Error | null) => void): void {
+    this.put(chunks.map((c) => c.chunk)).then(() => callback(), callback);
+  }
+
+  override _final(callback: (e?: Error | null) => void): void {
+    this.closeVolume().then(() => callback(), callback);
+  }
+
+  private async put(buffers: Buffer[]): Promise<void> {
+    let batch: Buffer[] = [];
+    for (let b of buffers) {
+      while (b.byteLength > 0) {
+        if (!this.fh) {
+          await this.flush(batch);
+          batch = [];
+          this.fh = await open(path.join(this.dir, volumeName(this.volumes.length, 1)), 'wx', 0o644);
+        }
+        const piece = b.subarray(0, this.volumeSize - this.used);
+        b = b.subarray(piece.byteLength);
+        this.hash.update(piece);
+        this.whole.update(piece);
+        this.used += piece.byteLength;
+        batch.push(piece);
+        if (this.used === this.volumeSize) {
+          await this.flush(batch);
+          batch = [];
+          await this.closeVolume();
+        }
+      }
+    }
+    await this.flush(batch);
+  }
+
+  private async flush(batch: Buffer[]): Promise<void> {
+    if (batch.length === 0 || !this.fh) return;
+    let pending = batch;
+    while (pending.length > 0) {
+      const { bytesWritten } = await this.fh.writev(pending);
+      // writev may write less than asked (a full medium writes what fits, then fails)
+      let skip = bytesWritten;
+      const rest: Buffer[] = [];
+      for (const p of pending) {
+        if (skip >= p.byteLength) skip -= p.byteLength;
+        else {
+          rest.push(p.subarray(skip));
+          skip = 0;
+        }
+      }
+      pending = rest;
+    }
+  }
+
+  private async closeVolume(): Promise<void> {
+    if (!this.fh) return;
+    await this.fh.sync();
+    await this.fh.close();
+    this.fh = undefined;
+    this.volumes.push({ name: volumeName(this.volumes.length, 1), size: this.used, sha256: this.hash.digest('hex') });
+    this.hash = createHash('sha256');
+    this.used = 0;
+  }
+
+  override _destroy(error: Error | null, callback: (e?: Error | null) => void): void {
+    const fh = this.fh;
+    this.fh = undefined;
+    if (fh) fh.close().then(() => callback(error), () => callback(error));
+    else callback(error);
+  }
+}
+
+interface Counts {
+  files: number;
+  metadata: number;
+  bytes: number;
+  entries: number;
+}
+
+/** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
+async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
+  const index = new Spool(path.join(partial, '.index.jsonl'));
+  const inner = new Spool(path.join(partial, '.MANIFEST.sha256'));
+  let written = 0;
+  const seen = new Set<string>();
+  const emit = async function* (name: string, size: number, mode: number, mtime: number, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, pax?: Record<string, string>): AsyncGenerator<Buffer, string> {
+    if (seen.has(name)) throw new AirlockError('internal', `two entries named ${name}`);
+    seen.add(name);
+    yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
+    const h = createHash('sha256');
+    let n = 0;
+    for await (const chunk of body) {
+      n += chunk.byteLength;
+      if (n > size) break;
+      h.update(chunk);
+      written += chunk.byteLength;
+      yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    }
+    if (n !== size) throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, { hint: 'the source changed while it was read; run the export again' });
+    yield paddingFor(size);
+    progress?.(written);
+    const sha256 = h.digest('hex');
+    await inner.write(`${sha256}  ${name}\n`);
+    counts.entries++;
+    return sha256;
+  };
+
+  try {
+    const salt = randomBytes(SALT_SIZE);
+    yield* emit(SALT, SALT_SIZE, 0o600, Math.floor(Date.parse(created) / 1000), [salt]);
+    await index.write(`${canonicalLine({ type: 'bundle', site, seq, created, format: FORMAT, version: FORMAT_VERSION })}\n`);
+    for await (const item of items) {
+      if (item.kind === 'record') {
+        counts.metadata++;
+        await index.write(`${canonicalLine(item.record)}\n`);
+        continue;
+      }
+      const sha256 = yield* emit(item.name, item.size, item.mode, item.mtime, item.open(), item.pax);
+      if (item.record.type === 'file') counts.files++;
+      counts.bytes += item.size;
+      await index.write(`${canonicalLine({ ...item.record, path: item.name, size: item.size, sha256 })}\n`);
+    }
+    await index.close();
+    const now = Math.floor(Date.parse(created) / 1000);
+    yield* emit(INDEX, index.size, 0o600, now, createReadStream(index.file));
+    innerHash.sha256 = await inner.close();
+    yield encodeHeader({ path: INNER_MANIFEST, type: 'file', size: inner.size, mode: 0o600, mtime: now });
+    yield* createReadStream(inner.file);
+    yield paddingFor(inner.size);
+    yield END_OF_ARCHIVE;
+  } finally {
+    await index.close().catch(() => {});
+    await inner.close().catch(() => {});
+    await unlink(index.file).catch(() => {});
+    await unlink(inner.file).catch(() => {});
+  }
+}
+
+/**
+ * Writes one bundle with `items` and returns where it is. Throws `target-exists` if that bundle is
+ * already on the medium, `medium-full` / `io` for medium failures, what the sources throw, and
+ * `child-failed` when zstd fails; on any failure the partial folder is removed.
+ */
+export async function writeBundle(opts: WriterOptions, items: AsyncIterable<SourceItem>): Promise<WrittenBundle> {
+  const final = bundlePath(opts.medium, opts.site, opts.seq);
+  const partial = `${final}.partial`;
+  const created = opts.now().toISOString();
+  const recipientKeys = opts.recipients.map((r) => parseRecipient(r));
+
+  if (await stat(final).then(() => true, () => false)) {
+    throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog and the medium disagree; run airlock export again to reconcile, or check the medium' });
+  }
+  try {
+    await mkdir(path.dirname(final), { recursive: true });
+    await removeTree(partial);
+    await mkdir(partial);
+  } catch (e) {
+    throw fromSystemError(e, partial);
+  }
+
+  try {
+    const counts: Counts = { files: 0, metadata: 0, bytes: 0, entries: 0 };
+    const innerHash = { sha256: '' };
+    const tar = Readable.from(tarStream(items, opts.site, opts.seq, created, partial, counts, innerHash, opts.progress), { objectMode: false, highWaterMark: 1024 * 1024 });
+    const sink = new VolumeSink(partial, opts.volumeSize);
+    const stages: NodeJS.ReadWriteStream[] = [];
+    if (opts.compression === 'zstd') stages.push(spawnFilter('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
+    stages.push(encryptStream(recipientKeys));
+    await pipeline([tar, ...stages, sink], ...(opts.signal ? [{ signal: opts.signal }] : []));
+    faultPoint('writer:after-volumes');
+
+    // more than 1000 volumes: rename every volume to the wider width, so a plain sort orders them
+    const count = sink.volumes.length;
+    const volumes: Volume[] = [];
+    for (const [i, v] of sink.volumes.entries()) {
+      const name = volumeName(i, count);
+      if (name !== v.name) await rename(path.join(partial, v.name), path.join(partial, name));
+      volumes.push({ ...v, name });
+    }
+    const size = volumes.reduce((a, v) => a + v.size, 0);
+    const manifest: Manifest = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      site: opts.site,
+      seq: opts.seq,
+      ...(opts.prev !== undefined ? { prev: opts.prev } : {}),
+      created,
+      tool: TOOL,
+      signer: fingerprint(opts.signingKey.publicKey),
+      recipients: [...opts.recipients],
+      payload: { encryption: 'age-v1', compression: opts.compression, volumeSize: opts.volumeSize, volumes, size, sha256: sink.whole.digest('hex') },
+      inner: { sha256: innerHash.sha256, entries: counts.entries },
+      contents: { files: counts.files, metadata: counts.metadata, bytes: counts.bytes },
+    };
+    const manifestText = canonicalJson(manifest);
+    const restore = restoreText(manifest);
+    await writeFileDurable(path.join(partial, MANIFEST_JSON), manifestText);
+    await writeFileDurable(path.join(partial, RESTORE_TXT), restore);
+    const sums = formatSums([
+      ...volumes.map((v) => ({ name: v.name, sha256: v.sha256 })),
+      { name: MANIFEST_JSON, sha256: sha256Hex(manifestText) },
+      { name: RESTORE_TXT, sha256: sha256Hex(restore) },
+    ]);
+    await writeFileDurable(path.join(partial, SUMS), sums);
+    await writeFileDurable(path.join(partial, SUMS_SIG), sign(opts.signingKey, Buffer.from(sums), BUNDLE_NAMESPACE));
+    await fsyncDir(partial);
+    faultPoint('writer:before-rename');
+    await rename(partial, final);
+    await fsyncDir(path.dirname(final));
+    faultPoint('writer:after-rename');
+    return { path: final, manifest, sumsSha256: sha256Hex(sums) };
+  } catch (e) {
+    await removeTree(partial);
+    throw fromSystemError(e, partial);
+  }
+}

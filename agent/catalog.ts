@@ -1,0 +1,126 @@
+/*
+ * The agent's catalog: a SQLite database in the state folder that remembers every bundle written.
+ * The catalog, not the medium, decides a site's next seq, because media are removed, pruned and
+ * swapped. Writing a bundle is a small state machine:
+ *
+ *   (none) --intent--> writing --commit--> done
+ *                         |
+ *                         +--abandon--> (row deleted; the seq was never published)
+ *
+ * An export records the intent before it writes and commits after the rename. A crash in between
+ * leaves a `writing` row that the next start reconciles by looking at the medium: a finished bundle
+ * there is committed (its seq is never reused), a partial one is removed and the seq reused.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { AirlockError } from '../manifests/errors.js';
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE bundles (
+     site TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('writing', 'done')),
+     path TEXT NOT NULL,
+     sums_sha256 TEXT,
+     size INTEGER,
+     started TEXT NOT NULL,
+     finished TEXT,
+     imported INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (site, seq)
+   ) STRICT`,
+];
+
+export interface BundleRow {
+  site: string;
+  seq: number;
+  state: 'writing' | 'done';
+  path: string;
+  sums_sha256: string | null;
+  size: number | null;
+  started: string;
+  finished: string | null;
+  imported: number;
+}
+
+/** The default state folder, unless --state-dir or AIRLOCK_STATE_DIR say otherwise. */
+export const DEFAULT_STATE_DIR = '/var/lib/airlock';
+
+export function resolveStateDir(flag: string | undefined): string {
+  return path.resolve(flag ?? process.env.AIRLOCK_STATE_DIR ?? DEFAULT_STATE_DIR);
+}
+
+export class Catalog {
+  private constructor(private readonly db: Database.Database) {}
+
+  /** Opens (creating and migrating) the catalog in `stateDir`. Throws `io` when it cannot. */
+  static open(stateDir: string): Catalog {
+    let db: Database.Database;
+    try {
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      db = new Database(path.join(stateDir, 'catalog.db'));
+    } catch (e) {
+      throw new AirlockError('io', `cannot open the catalog in ${stateDir}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
+    }
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('busy_timeout = 10000');
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      db.close();
+      throw new AirlockError('incompatible', 'the catalog was written by a newer airlock', { hint: 'use that newer airlock, or another --state-dir' });
+    }
+    db.transaction(() => {
+      for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
+      db.pragma(`user_version = ${MIGRATIONS.length}`);
+    })();
+    return new Catalog(db);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** The newest finished bundle of `site`. */
+  lastDone(site: string): BundleRow | undefined {
+    return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'done' ORDER BY seq DESC LIMIT 1`).get(site) as BundleRow | undefined;
+  }
+
+  unfinished(site: string): BundleRow[] {
+    return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'writing' ORDER BY seq`).all(site) as BundleRow[];
+  }
+
+  bundles(site: string): BundleRow[] {
+    return this.db.prepare(`SELECT * FROM bundles WHERE site = ? ORDER BY seq`).all(site) as BundleRow[];
+  }
+
+  /** Records the intent to write `seq`. Throws `seq-conflict` if that seq is already recorded. */
+  intend(site: string, seq: number, where: string, now: Date): void {
+    try {
+      this.db.prepare(`INSERT INTO bundles (site, seq, state, path, started) VALUES (?, ?, 'writing', ?, ?)`).run(site, seq, where, now.toISOString());
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new AirlockError('seq-conflict', `seq ${seq} of ${site} is already in the catalog`);
+      }
+      throw e;
+    }
+  }
+
+  commit(site: string, seq: number, sumsSha256: string, size: number, now: Date): void {
+    this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
+  }
+
+  abandon(site: string, seq: number): void {
+    this.db.prepare(`DELETE FROM bundles WHERE site = ? AND seq = ? AND state = 'writing'`).run(site, seq);
+  }
+
+  /** Records a bundle found on a medium (reconciled or --continue-from) as done. */
+  importDone(site: string, seq: number, where: string, sumsSha256: string, size: number, now: Date): void {
+    this.db
+      .prepare(
+        `INSERT INTO bundles (site, seq, state, path, sums_sha256, size, started, finished, imported) VALUES (?, ?, 'done', ?, ?, ?, ?, ?, 1)
+         ON CONFLICT (site, seq) DO UPDATE SET state = 'done', path = excluded.path, sums_sha256 = excluded.sums_sha256, size = excluded.size, finished = excluded.finished`,
+      )
+      .run(site, seq, where, sumsSha256, size, now.toISOString(), now.toISOString());
+  }
+}

@@ -1,0 +1,76 @@
+/*
+ * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
+ * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
+ */
+import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
+import { loadConfig, type Config } from '../config.js';
+
+export const VERSION = '0.1.0';
+
+export function printError(e: unknown): number {
+  if (e instanceof AirlockError) {
+    process.stderr.write(`airlock: error: ${e.message}\n`);
+    if (e.hint) process.stderr.write(`airlock: hint: ${e.hint}\n`);
+    return exitCodeOf(e);
+  }
+  process.stderr.write(`airlock: error: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.stderr.write('airlock: hint: this is a bug; please report it with the lines above\n');
+  return EXIT.internal;
+}
+
+/** Settings from `--config` under the flags: a flag given wins over the file. */
+export class Settings {
+  private readonly config: Config;
+
+  constructor(configFile: string | undefined) {
+    this.config = configFile ? loadConfig(configFile) : new Map();
+  }
+
+  one(flag: string | undefined, key: string): string | undefined {
+    return flag ?? this.config.get(key)?.[0];
+  }
+
+  list(flag: readonly string[] | undefined, key: string): string[] {
+    return flag && flag.length > 0 ? [...flag] : (this.config.get(key) ?? []);
+  }
+
+  required(flag: string | undefined, key: string, hint: string): string {
+    const v = this.one(flag, key);
+    if (v === undefined) throw new AirlockError('usage', `--${key} is required`, { hint });
+    return v;
+  }
+}
+
+function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+/** A progress line on stderr when it is a TTY (bytes, rate), silent otherwise. */
+export function progressReporter(label: string): { update: (bytes: number) => void; done: () => void } {
+  if (!process.stderr.isTTY) return { update: () => {}, done: () => {} };
+  const start = Date.now();
+  let last = 0;
+  let shown = false;
+  return {
+    update: (bytes) => {
+      const now = Date.now();
+      if (now - last < 250) return;
+      last = now;
+      shown = true;
+      const rate = bytes / Math.max((now - start) / 1000, 0.001);
+      process.stderr.write(`\r${label}: ${human(bytes)} at ${human(rate)}/s\x1b[K`);
+    },
+    done: () => {
+      if (shown) process.stderr.write('\n');
+    },
+  };
+}
+
+export { human };

@@ -1,0 +1,106 @@
+/*
+ * airlock export: writes the next bundle of a site onto a medium and prints its path.
+ */
+import type { Command } from 'commander';
+import { AirlockError } from '../../manifests/errors.js';
+import { FAT32_MAX_FILE, type Compression } from '../../manifests/manifest.js';
+import { resolveStateDir } from '../catalog.js';
+import { parseSize } from '../config.js';
+import { runExport } from '../export.js';
+import { checkRecipients, loadSigningKey } from '../keys.js';
+import { fileItems } from '../sources/files.js';
+import { Settings, human, progressReporter } from './common.js';
+
+interface ExportFlags {
+  to?: string;
+  site?: string;
+  signingKey?: string;
+  recipient?: string[];
+  files?: string[];
+  compress?: string;
+  volumeSize?: string;
+  notFat32?: boolean;
+  continueFrom?: string;
+  stateDir?: string;
+  config?: string;
+  json?: boolean;
+}
+
+export const DEFAULT_VOLUME_SIZE = 1024 ** 3;
+
+async function exportCommand(flags: ExportFlags): Promise<void> {
+  const s = new Settings(flags.config);
+  const medium = s.required(flags.to, 'medium', 'give --to MEDIUM (the mount point of the medium)');
+  const site = s.required(flags.site, 'site', 'give --site SITE');
+  const keyFile = s.required(flags.signingKey, 'signing-key', 'give --signing-key FILE (made by airlock keygen)');
+  const recipients = s.list(flags.recipient, 'recipient');
+  const files = s.list(flags.files, 'files');
+  const compress = s.one(flags.compress, 'compress') ?? 'zstd';
+  if (compress !== 'zstd' && compress !== 'none') throw new AirlockError('usage', `--compress ${compress}: must be zstd or none`);
+  const sizeText = s.one(flags.volumeSize, 'volume-size');
+  const volumeSize = sizeText === undefined ? DEFAULT_VOLUME_SIZE : parseSize(sizeText);
+  if (volumeSize === undefined || volumeSize < 1024 * 1024) throw new AirlockError('usage', `--volume-size ${sizeText}: must be a size of at least 1M`);
+  const notFat32 = flags.notFat32 === true || s.one(undefined, 'not-fat32') === 'true';
+  if (volumeSize > FAT32_MAX_FILE && !notFat32) {
+    throw new AirlockError('volume-too-large', `--volume-size ${sizeText} is over 4 GiB - 1, which FAT32 media cannot hold`, { hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system' });
+  }
+  if (files.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry)' });
+  checkRecipients(recipients);
+  const signingKey = await loadSigningKey(keyFile);
+
+  const controller = new AbortController();
+  const stop = () => controller.abort(new AirlockError('internal', 'interrupted'));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const progress = progressReporter('airlock: export');
+  try {
+    const written = await runExport(
+      {
+        stateDir: resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')),
+        medium,
+        site,
+        signingKey,
+        recipients,
+        compression: compress as Compression,
+        volumeSize,
+        ...(flags.continueFrom !== undefined ? { continueFrom: flags.continueFrom } : {}),
+        now: () => new Date(),
+        signal: controller.signal,
+        progress: progress.update,
+      },
+      fileItems(files),
+    );
+    progress.done();
+    const m = written.manifest;
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents })}\n`);
+    } else {
+      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+      process.stdout.write(`${written.path}\n`);
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function register(program: Command): void {
+  program
+    .command('export')
+    .description('write the next bundle of a site onto a medium and print its path')
+    .option('--to <medium>', 'the medium: a mounted folder; the bundle goes to MEDIUM/SITE/SITE-SEQ')
+    .option('--site <site>', 'the site id (lowercase letters, digits, ".", "_", "-")')
+    .option('--signing-key <file>', 'the appliance Ed25519 signing key (OpenSSH format, mode 0600)')
+    .option('--recipient <age1...>', 'an age recipient; give two: the recovery site and an escrow key', collect)
+    .option('--files <path...>', 'config and secret files or folders to carry')
+    .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
+    .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')
+    .option('--not-fat32', 'the medium is not FAT32: allow volumes of 4 GiB and more')
+    .option('--continue-from <bundle>', 'the state folder was lost: continue the chain after this bundle')
+    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--config <file>', 'read settings from this config file (flags win)')
+    .option('--json', 'print the result as JSON')
+    .action(exportCommand);
+}

@@ -1,0 +1,63 @@
+/*
+ * airlock keygen: the appliance's Ed25519 signing key (OpenSSH format, so ssh-keygen can use it
+ * too) with the allowed_signers line auditors need; or, at the recovery site only, an age identity.
+ */
+import type { Command } from 'commander';
+import { generateIdentity } from '../../manifests/age/keys.js';
+import { AirlockError } from '../../manifests/errors.js';
+import { fingerprint, generateSigningKey } from '../../manifests/sshkey.js';
+import { writeFileDurable } from '../fsutil.js';
+import { Settings } from './common.js';
+
+interface KeygenFlags {
+  signingKey?: string;
+  age?: string;
+  site?: string;
+  config?: string;
+}
+
+async function keygen(flags: KeygenFlags): Promise<void> {
+  if ((flags.signingKey === undefined) === (flags.age === undefined)) {
+    throw new AirlockError('usage', 'give exactly one of --signing-key FILE and --age FILE', { hint: 'the appliance needs --signing-key; --age is for the recovery site' });
+  }
+  if (flags.age !== undefined) {
+    const id = generateIdentity();
+    const text = `# created: ${new Date().toISOString()}\n# public key: ${id.recipient}\n${id.identity}\n`;
+    await writeFileDurable(flags.age, text, 0o600).catch((e: unknown) => {
+      throw (e as { code?: string }).code === 'EEXIST' ? new AirlockError('target-exists', `${flags.age} already exists`, { hint: 'never overwrite a key; choose another file name' }) : e;
+    });
+    process.stderr.write(`airlock: wrote the age identity ${flags.age}; keep it at the recovery site, never on the appliance\n`);
+    process.stdout.write(`${id.recipient}\n`);
+    return;
+  }
+  const file = flags.signingKey as string;
+  const site = new Settings(flags.config).required(flags.site, 'site', 'the allowed_signers line names the site: give --site SITE');
+  const key = generateSigningKey(`airlock ${site}`);
+  for (const [f, text, mode] of [
+    [file, key.privateKeyText, 0o600],
+    [`${file}.pub`, `${key.publicKeyLine}\n`, 0o644],
+  ] as const) {
+    try {
+      await writeFileDurable(f, text, mode);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EEXIST' || (e as { cause?: { code?: string } }).cause?.code === 'EEXIST') {
+        throw new AirlockError('target-exists', `${f} already exists`, { hint: 'never overwrite a key; choose another file name' });
+      }
+      throw e;
+    }
+  }
+  process.stderr.write(`airlock: wrote ${file} (keep private) and ${file}.pub; fingerprint ${fingerprint(key.publicKey)}\n`);
+  process.stderr.write('airlock: give auditors this allowed_signers line:\n');
+  process.stdout.write(`${site} ${key.publicKeyLine}\n`);
+}
+
+export function register(program: Command): void {
+  program
+    .command('keygen')
+    .description('make the appliance signing key (--signing-key), or a recovery-site age identity (--age)')
+    .option('--signing-key <file>', 'write an Ed25519 signing key here (0600) and FILE.pub; prints the allowed_signers line')
+    .option('--site <site>', 'the site id the allowed_signers line names')
+    .option('--age <file>', 'recovery site only: write an age identity here (0600); prints its recipient')
+    .option('--config <file>', 'read settings from this config file')
+    .action(keygen);
+}

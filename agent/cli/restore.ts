@@ -1,0 +1,83 @@
+/*
+ * airlock restore files: verify first, then decrypt and lay out a bundle's config and secret files.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { parseIdentities } from '../../manifests/age/keys.js';
+import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
+import { restoreFiles } from '../restore/files.js';
+
+interface RestoreFlags {
+  from: string;
+  identity: string;
+  allowedSigners: string;
+  to: string;
+  site?: string;
+  seq?: string;
+  json?: boolean;
+}
+
+async function readText(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw fromSystemError(e, file);
+  }
+}
+
+/** Verifies everything under `from` and picks the bundle to restore: `seq`, or the newest. */
+export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined): Promise<BundleReport> {
+  const allowedSigners = parseAllowedSigners(await readAllowedSigners(allowedSignersFile));
+  const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock' });
+  const sites = [...new Set(report.bundles.map((b) => b.site).filter((s) => s !== undefined))];
+  const chosenSite = site ?? (sites.length === 1 ? sites[0] : undefined);
+  if (chosenSite === undefined) {
+    throw new AirlockError(sites.length === 0 ? 'no-bundle' : 'usage', sites.length === 0 ? `no verifiable bundle under ${from}` : `${from} holds bundles of ${sites.join(', ')}`, {
+      hint: sites.length === 0 ? 'run airlock-verify on it to see why' : 'choose one with --site',
+    });
+  }
+  const candidates = report.bundles.filter((b) => b.site === chosenSite && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+  const chosen = candidates.at(-1);
+  if (!chosen) throw new AirlockError('no-bundle', `no bundle of ${chosenSite}${seq !== undefined ? ` with seq ${seq}` : ''} under ${from}`);
+  if (chosen.findings.length > 0) {
+    const lines = chosen.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
+    throw new AirlockError('verification-failed', `${path.basename(chosen.path)} failed verification: ${lines}`, { hint: 'nothing was restored; restore from another copy, or an older bundle with --seq' });
+  }
+  for (const f of allFindings(report)) {
+    if (f.bundle !== chosen.path) process.stderr.write(`airlock: warning: ${f.result}: ${path.basename(f.bundle)}${f.file ? `/${f.file}` : ''}: ${f.message}\n`);
+  }
+  return chosen;
+}
+
+async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
+  const seq = flags.seq === undefined ? undefined : Number(flags.seq);
+  if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 1)) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
+  const identities = parseIdentities(await readText(flags.identity));
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq);
+  process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+  const s = await restoreFiles(bundle, identities, flags.to);
+  for (const k of s.skipped) process.stderr.write(`airlock: warning: ${k}\n`);
+  if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+  else {
+    process.stderr.write(`airlock: restored ${s.files} file(s), ${s.dirs} folder(s), ${s.symlinks} symbolic link(s), ${s.hardlinks} hard link(s) from seq ${s.seq}\n`);
+    process.stdout.write(`${s.to}\n`);
+  }
+}
+
+export function register(program: Command): void {
+  const restore = program.command('restore').description('verify, then restore from bundles');
+  restore
+    .command('files')
+    .description('restore the config and secret files of a bundle into an empty folder')
+    .requiredOption('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
+    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
+    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .requiredOption('--to <dir>', 'a new or empty folder; files go to DIR/<original path>')
+    .option('--site <site>', 'the site, when the folder holds bundles of several')
+    .option('--seq <n>', 'restore this bundle instead of the newest')
+    .option('--json', 'print the result as JSON')
+    .action(restoreFilesCommand);
+}

@@ -1,0 +1,90 @@
+/*
+ * The config file: `key = value` lines, `#` comments, a key given again adds to a list. Every
+ * problem is collected with its line number and reported at once. Secrets never live here: the file
+ * names key files, never key material. Command-line flags win over the file.
+ *
+ *   site = plant-7
+ *   medium = /media/airlock
+ *   signing-key = /etc/airlock/signing_key
+ *   recipient = age1...          # the recovery site
+ *   recipient = age1...          # escrow
+ *   files = /etc/platform
+ *   compress = zstd
+ *   volume-size = 1G
+ *   state-dir = /var/lib/airlock
+ */
+import { readFileSync } from 'node:fs';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
+
+export interface ConfigKey {
+  list: boolean;
+  check?: (v: string) => string | undefined;
+}
+
+export const CONFIG_KEYS: Record<string, ConfigKey> = {
+  site: { list: false, check: (v) => (/^[a-z0-9][a-z0-9._-]{0,62}$/.test(v) ? undefined : 'not a valid site id') },
+  medium: { list: false },
+  'signing-key': { list: false },
+  recipient: { list: true, check: (v) => (/^age1[0-9a-z]{58}$/.test(v) ? undefined : 'not an age recipient (age1...)') },
+  files: { list: true },
+  compress: { list: false, check: (v) => (v === 'zstd' || v === 'none' ? undefined : 'must be zstd or none') },
+  'volume-size': { list: false, check: (v) => (parseSize(v) === undefined ? 'not a size like 1G, 650M or 4294967295' : undefined) },
+  'not-fat32': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
+  'state-dir': { list: false },
+};
+
+export type Config = Map<string, string[]>;
+
+/** Parses `1G`, `650M`, `64K`, `1GiB` or a plain byte count. */
+export function parseSize(v: string): number | undefined {
+  const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(v.trim());
+  if (!m) return undefined;
+  const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[(m[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  const n = Number(m[1]) * mult;
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** Parses config text; throws `config-invalid` listing every problem with its line. */
+export function parseConfig(text: string, file: string): Config {
+  const out: Config = new Map();
+  const problems: string[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/(^|\s)#.*$/, '').trim();
+    if (line === '') return;
+    const m = /^([a-z][a-z0-9-]*)\s*=\s*(.*)$/.exec(line);
+    const where = `${file}:${i + 1}`;
+    if (!m) {
+      problems.push(`${where}: not "key = value"`);
+      return;
+    }
+    const [, key, value] = m as unknown as [string, string, string];
+    const spec = CONFIG_KEYS[key];
+    if (!spec) {
+      problems.push(`${where}: unknown key ${key}`);
+      return;
+    }
+    if (value === '') {
+      problems.push(`${where}: ${key} has no value`);
+      return;
+    }
+    const bad = spec.check?.(value);
+    if (bad) problems.push(`${where}: ${key}: ${bad}`);
+    if (!spec.list && out.has(key)) problems.push(`${where}: ${key} given twice`);
+    out.set(key, [...(out.get(key) ?? []), value]);
+  });
+  if (problems.length > 0) {
+    throw new AirlockError('config-invalid', `${problems.length} problem(s) in the config: ${problems.join('; ')}`, { hint: 'fix every line named and run again' });
+  }
+  return out;
+}
+
+/** Reads and parses the config file. Throws `not-found` or `config-invalid`. */
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw fromSystemError(e, file);
+  }
+  return parseConfig(text, file);
+}

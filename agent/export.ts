@@ -1,0 +1,164 @@
+/*
+ * One export: decide the next seq from the catalog, record the intent, write the bundle, commit.
+ *
+ * Before deciding, unfinished intents of the site are reconciled against the medium (catalog.ts has
+ * the state machine). When the catalog knows nothing of a site whose bundles are already on the
+ * medium, the state was lost: writing seq 1 again would fork the chain, so the export refuses until
+ * the operator names the bundle to continue from.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { AllowedSigner } from '../manifests/allowed-signers.js';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { SITE_RE, type Compression } from '../manifests/manifest.js';
+import type { SigningKey } from '../manifests/sshkey.js';
+import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
+import { writeBundle, type SourceItem, type WrittenBundle } from './bundle/writer.js';
+import { Catalog } from './catalog.js';
+import { faultPoint } from './faults.js';
+import { removeTree } from './fsutil.js';
+import { acquireLock } from './lock.js';
+
+export interface ExportOptions {
+  stateDir: string;
+  medium: string;
+  site: string;
+  signingKey: SigningKey;
+  recipients: readonly string[];
+  compression: Compression;
+  volumeSize: number;
+  continueFrom?: string;
+  now: () => Date;
+  signal?: AbortSignal;
+  progress?: (bytes: number) => void;
+}
+
+const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/** Checks a bundle on a medium as this appliance's own: signed by our key for our site, intact. */
+async function checkOwnBundle(dir: string, site: string, key: SigningKey, now: Date): Promise<BundleReport> {
+  const self: AllowedSigner = { principals: [site], publicKey: key.publicKey, certAuthority: false, line: 0 };
+  return verifyKeyless(dir, { allowedSigners: [self], now, tool: 'airlock' });
+}
+
+function describe(b: BundleReport): string {
+  return b.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
+}
+
+/** Settles intents left by a crashed export. Throws `seq-conflict` when the medium they name is absent. */
+async function reconcile(catalog: Catalog, site: string, key: SigningKey, now: Date): Promise<void> {
+  for (const row of catalog.unfinished(site)) {
+    const mediumRoot = path.dirname(path.dirname(row.path));
+    if (!(await exists(mediumRoot))) {
+      throw new AirlockError('seq-conflict', `an export of ${site} seq ${row.seq} to ${row.path} did not finish and that medium is not here`, {
+        hint: `insert the medium that holds ${mediumRoot} so the export can be reconciled`,
+      });
+    }
+    if (await exists(row.path)) {
+      const b = await checkOwnBundle(row.path, site, key, now);
+      if (b.findings.length > 0 || !b.sums || b.seq !== row.seq) {
+        throw new AirlockError('seq-conflict', `${row.path} was being written when an export stopped and does not verify: ${describe(b)}`, {
+          hint: 'move that folder away after checking it, then export again',
+        });
+      }
+      catalog.importDone(site, row.seq, row.path, b.sums, b.size ?? 0, now);
+    } else {
+      await removeTree(`${row.path}.partial`);
+      catalog.abandon(site, row.seq);
+    }
+  }
+}
+
+/** The bundle folders of `site` on a medium, newest last. */
+async function bundlesOnMedium(medium: string, site: string): Promise<string[]> {
+  const dir = path.join(medium, site);
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const re = new RegExp(`^${site.replace(/[.]/g, '\\.')}-\\d{8,}$`);
+  return names.filter((n) => re.test(n)).sort().map((n) => path.join(dir, n));
+}
+
+/**
+ * Writes the next bundle of `opts.site` with `items`. Throws `usage` for a bad site, `not-found` for a
+ * missing medium, `locked` when another export runs, `state-lost` when the catalog has no history
+ * for a site that the medium has bundles of, `seq-conflict` for contradictions, and whatever the
+ * writer and the sources throw (the catalog then forgets the intent).
+ */
+export async function runExport(opts: ExportOptions, items: AsyncIterable<SourceItem>): Promise<WrittenBundle> {
+  if (!SITE_RE.test(opts.site)) {
+    throw new AirlockError('usage', `site id ${JSON.stringify(opts.site)} is not valid`, { hint: 'use lowercase letters, digits, ".", "_" and "-", at most 63' });
+  }
+  try {
+    if (!(await stat(opts.medium)).isDirectory()) throw new AirlockError('usage', `${opts.medium}: not a folder`);
+  } catch (e) {
+    if (e instanceof AirlockError) throw e;
+    throw new AirlockError('not-found', `medium ${opts.medium} is not there`, { hint: 'mount the medium and give its mount point with --to', cause: fromSystemError(e, opts.medium) });
+  }
+  const medium = path.resolve(opts.medium);
+  const catalog = Catalog.open(opts.stateDir);
+  let release: (() => void) | undefined;
+  try {
+    release = acquireLock(opts.stateDir, 'export');
+    await reconcile(catalog, opts.site, opts.signingKey, opts.now());
+    let last = catalog.lastDone(opts.site);
+
+    if (opts.continueFrom !== undefined) {
+      const from = path.resolve(opts.continueFrom);
+      const b = await checkOwnBundle(from, opts.site, opts.signingKey, opts.now());
+      if (b.findings.length > 0 || !b.sums || b.seq === undefined) {
+        throw new AirlockError('verification-failed', `--continue-from ${opts.continueFrom} does not verify as a bundle of ${opts.site} signed by this key: ${describe(b)}`);
+      }
+      if (last && (last.seq !== b.seq || last.sums_sha256 !== b.sums)) {
+        throw new AirlockError('seq-conflict', `the catalog already continues from seq ${last.seq}, not from seq ${b.seq}`, { hint: 'drop --continue-from; it is only for a lost state folder' });
+      }
+      if (!last) catalog.importDone(opts.site, b.seq, from, b.sums, b.size ?? 0, opts.now());
+      last = catalog.lastDone(opts.site);
+    } else if (!last) {
+      const onMedium = await bundlesOnMedium(medium, opts.site);
+      const newest = onMedium.at(-1);
+      if (newest) {
+        throw new AirlockError('state-lost', `the catalog has no bundle of ${opts.site} but ${medium} holds ${onMedium.length}`, {
+          hint: `if the state folder was lost, continue the chain with --continue-from ${newest} (the newest bundle of the site, wherever it is)`,
+        });
+      }
+    }
+
+    const seq = last ? last.seq + 1 : 1;
+    const prev = last?.sums_sha256 ?? undefined;
+    const target = path.join(medium, opts.site, `${opts.site}-${String(seq).padStart(8, '0')}`);
+    catalog.intend(opts.site, seq, target, opts.now());
+    faultPoint('export:after-intent');
+    let written: WrittenBundle;
+    try {
+      written = await writeBundle(
+        {
+          medium,
+          site: opts.site,
+          seq,
+          prev,
+          recipients: opts.recipients,
+          signingKey: opts.signingKey,
+          compression: opts.compression,
+          volumeSize: opts.volumeSize,
+          now: opts.now,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(opts.progress ? { progress: opts.progress } : {}),
+        },
+        items,
+      );
+    } catch (e) {
+      catalog.abandon(opts.site, seq);
+      throw e;
+    }
+    faultPoint('export:before-commit');
+    catalog.commit(opts.site, seq, written.sumsSha256, written.manifest.payload.size, opts.now());
+    return written;
+  } finally {
+    release?.();
+    catalog.close();
+  }
+}

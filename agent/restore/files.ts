@@ -1,0 +1,191 @@
+/*
+ * Restoring the configuration and secrets tier of one bundle into a folder.
+ *
+ *   verify (keyless) -> decrypt into a staging folder beside the target, hashing the ciphertext as it
+ *   is read -> check every entry against the inner manifest -> lay the files out under their original
+ *   paths inside the staging tree -> recreate folders, modes, times, hard links and symbolic links ->
+ *   rename the staging tree onto the target.
+ *
+ * Nothing reaches the target before the last volume's hash matched the signed SHA256SUMS and the
+ * inner manifest checked out; any failure removes the staging folder. Symbolic links are created
+ * last, so no file is ever written through one, and every path is checked to stay inside the tree.
+ */
+import { randomBytes, createHash } from 'node:crypto';
+import { chmod, chown, lchown, link, lutimes, mkdir, open, readdir, rename, rmdir, stat, symlink, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { Digest } from '../../manifests/hash.js';
+import { ENTRY_PATH_RE, type IndexRecord } from '../../manifests/inner.js';
+import { checkInner } from '../../manifests/inner-check.js';
+import { openPlaintext } from '../../manifests/payload.js';
+import { readTar, type ReadEntry } from '../../manifests/tar.js';
+import { fsyncDir, removeTree } from '../fsutil.js';
+import type { BundleReport } from '../../verifier/verify.js';
+
+export interface RestoreSummary {
+  bundle: string;
+  site: string;
+  seq: number;
+  to: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  /** records that were not restored, with why */
+  skipped: string[];
+}
+
+/** A `source` from the index as a relative path inside the tree; throws `unsafe-entry` otherwise. */
+function treePath(source: unknown): string {
+  if (typeof source !== 'string' || !source.startsWith('/') || source.includes('\0') || source === '/' || path.posix.normalize(source) !== source || source.endsWith('/')) {
+    throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
+  }
+  const rel = source.slice(1);
+  if (rel.split('/').some((c) => c === '..' || c === '.' || c === '')) throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
+  return rel;
+}
+
+function modeOf(r: IndexRecord): number | undefined {
+  return typeof r.mode === 'string' && /^[0-7]{3,4}$/.test(r.mode) ? parseInt(r.mode, 8) : undefined;
+}
+
+async function isEmptyOrAbsent(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length === 0;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw fromSystemError(e, dir);
+  }
+}
+
+/** Writes one payload entry into the staging folder while hashing it. */
+async function stageEntry(entriesDir: string, entry: ReadEntry, body: AsyncIterable<Buffer>): Promise<Digest> {
+  if (!ENTRY_PATH_RE.test(entry.path)) throw new AirlockError('unsafe-entry', `tar entry ${JSON.stringify(entry.path)} is not a name airlock writes`);
+  const file = path.join(entriesDir, entry.path);
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const fh = await open(file, 'wx', 0o600);
+  const h = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      h.update(chunk);
+      size += chunk.byteLength;
+      await fh.write(chunk);
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return { sha256: h.digest('hex'), size };
+}
+
+/**
+ * Restores the files of the verified bundle `bundle` into `to`. Throws `target-exists` when `to` is
+ * not empty, `verification-failed` when the payload does not match its manifests, `decrypt-failed`,
+ * `unsafe-entry`, volume check errors, and typed system errors; the target is untouched on failure.
+ */
+export async function restoreFiles(bundle: BundleReport, identities: readonly Uint8Array[], to: string, signal?: AbortSignal): Promise<RestoreSummary> {
+  const manifest = bundle.manifest;
+  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+  const target = path.resolve(to);
+  if (!(await isEmptyOrAbsent(target))) throw new AirlockError('target-exists', `${target} is not empty`, { hint: 'restore into a new or empty folder' });
+  const parent = path.dirname(target);
+  await mkdir(parent, { recursive: true });
+  const staging = path.join(parent, `.${path.basename(target)}.airlock-staging-${randomBytes(6).toString('hex')}`);
+  const entriesDir = path.join(staging, 'entries');
+  const tree = path.join(staging, 'tree');
+  const summary: RestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, to: target, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, skipped: [] };
+  const root = process.getuid?.() === 0;
+
+  try {
+    await mkdir(entriesDir, { recursive: true, mode: 0o700 });
+    await mkdir(tree, { mode: 0o700 });
+    const records: IndexRecord[] = [];
+    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+    const problems = await checkInner(readTar(plain), manifest, {
+      onEntry: (entry, body) => stageEntry(entriesDir, entry, body),
+      onRecord: (r) => records.push(r),
+    });
+    if (problems.length > 0) {
+      const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
+      throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
+    }
+    if (!plain.readableEnded) throw new AirlockError('internal', 'the payload was not read to its end');
+
+    // lay out: folders and files now, links after, folder modes and times last (deepest first)
+    const placed = new Map<string, string>(); // source -> tree path
+    const dirs: { dest: string; r: IndexRecord }[] = [];
+    const later: IndexRecord[] = [];
+    const place = (r: IndexRecord) => {
+      const rel = treePath(r.source);
+      if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${String(r.source)} twice`);
+      const dest = path.join(tree, rel);
+      placed.set(rel, dest);
+      return dest;
+    };
+    for (const r of records) {
+      if (r.type === 'dir') {
+        const dest = place(r);
+        await mkdir(dest, { recursive: true, mode: 0o700 });
+        dirs.push({ dest, r });
+        summary.dirs++;
+      } else if (r.type === 'file' && r.path !== undefined) {
+        const dest = place(r);
+        await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+        await rename(path.join(entriesDir, r.path), dest);
+        const mode = modeOf(r);
+        if (mode !== undefined) await chmod(dest, mode);
+        if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await chown(dest, r.uid as number, r.gid as number);
+        const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
+        if (t && !Number.isNaN(t.getTime())) await utimes(dest, t, t);
+        summary.files++;
+      } else if (r.type === 'symlink' || r.type === 'hardlink') {
+        later.push(r);
+      } else if (typeof r.source === 'string') {
+        summary.skipped.push(`${r.source}: ${r.type}${typeof r.kind === 'string' ? ` (${r.kind})` : ''} recorded, not recreated`);
+      }
+    }
+    for (const r of later.filter((x) => x.type === 'hardlink')) {
+      const dest = place(r);
+      const first = typeof r.target === 'string' ? placed.get(treePath(r.target)) : undefined;
+      if (!first || !(await stat(first).then((s) => s.isFile(), () => false))) {
+        summary.skipped.push(`${String(r.source)}: hard link to ${String(r.target)}, which is not in this bundle`);
+        continue;
+      }
+      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await link(first, dest);
+      summary.hardlinks++;
+    }
+    for (const r of later.filter((x) => x.type === 'symlink')) {
+      const dest = place(r);
+      if (typeof r.target !== 'string' || r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${String(r.source)} has no valid target`);
+      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await symlink(r.target, dest);
+      if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await lchown(dest, r.uid as number, r.gid as number);
+      const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
+      if (t && !Number.isNaN(t.getTime())) await lutimes(dest, t, t);
+      summary.symlinks++;
+    }
+    dirs.sort((a, b) => b.dest.length - a.dest.length);
+    for (const { dest, r } of dirs) {
+      await fsyncDir(dest);
+      const mode = modeOf(r);
+      if (mode !== undefined) await chmod(dest, mode);
+      if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await chown(dest, r.uid as number, r.gid as number);
+      const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
+      if (t && !Number.isNaN(t.getTime())) await utimes(dest, t, t);
+    }
+
+    // promote: the tree becomes the target in one rename
+    await chmod(tree, 0o755);
+    await fsyncDir(tree);
+    if (await stat(target).then(() => true, () => false)) await rmdir(target);
+    await rename(tree, target);
+    await fsyncDir(parent);
+    return summary;
+  } catch (e) {
+    throw fromSystemError(e, target);
+  } finally {
+    await removeTree(staging);
+  }
+}

@@ -1,0 +1,152 @@
+/*
+ * The configuration and secrets tier: files and folders given by path, walked without following
+ * symbolic links, in byte order of names so two exports of the same tree produce the same index.
+ * Regular files become tar entries named files/NNNNNN; their original path, mode, owner and time go
+ * into the index record. Folders, symbolic links, hard links (a second name of a file already
+ * exported) and special files are records only: they never become tar link or device entries.
+ *
+ * A file is read through one open descriptor and checked before and after: if it changed while being
+ * read, the export fails (source-changed) rather than storing a torn copy.
+ */
+import { lstatSync, readFileSync } from 'node:fs';
+import { lstat, open, opendir, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { SourceItem } from '../bundle/writer.js';
+
+const READ_SIZE = 1024 * 1024;
+
+function idNames(file: string): Map<number, string> {
+  const names = new Map<number, string>();
+  try {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name && id && /^\d+$/.test(id) && !names.has(Number(id))) names.set(Number(id), name);
+    }
+  } catch {
+    // no /etc/passwd (a container): numeric ids only
+  }
+  return names;
+}
+
+function mode(m: number): string {
+  return (m & 0o7777).toString(8).padStart(4, '0');
+}
+
+function specialKind(s: { isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+  if (s.isFIFO()) return 'fifo';
+  if (s.isSocket()) return 'socket';
+  if (s.isCharacterDevice()) return 'char-device';
+  if (s.isBlockDevice()) return 'block-device';
+  return 'unknown';
+}
+
+/** Reads exactly `size` bytes of `file`, failing with `source-changed` if it changes meanwhile. */
+async function* readExactly(file: string, size: number, ino: number, mtimeMs: number): AsyncGenerator<Buffer> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (e) {
+    throw fromSystemError(e, file);
+  }
+  try {
+    const before = await fh.stat();
+    const changed = () => new AirlockError('source-changed', `${file}: changed while it was exported`, { hint: 'run the export again when the file is quiet' });
+    if (before.ino !== ino || before.size !== size || before.mtimeMs !== mtimeMs) throw changed();
+    let done = 0;
+    while (done < size) {
+      const want = Math.min(READ_SIZE, size - done);
+      const buf = Buffer.allocUnsafe(want);
+      const { bytesRead } = await fh.read(buf, 0, want, done);
+      if (bytesRead === 0) throw changed();
+      done += bytesRead;
+      yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+    }
+    const after = await fh.stat();
+    if (after.size !== size || after.mtimeMs !== mtimeMs) throw changed();
+  } catch (e) {
+    throw fromSystemError(e, file);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Yields the items for `roots` (files or folders, absolute or relative to the working folder).
+ * Throws `not-found` for a missing root and `source-unreadable` for a file or folder it may not read;
+ * an export never silently leaves out part of what it was asked for.
+ */
+export async function* fileItems(roots: readonly string[]): AsyncGenerator<SourceItem> {
+  const users = idNames('/etc/passwd');
+  const groups = idNames('/etc/group');
+  const firstName = new Map<string, string>(); // dev:ino -> first path, for hard links
+  let n = 0;
+
+  async function* visit(p: string): AsyncGenerator<SourceItem> {
+    let s;
+    try {
+      s = await lstat(p);
+    } catch (e) {
+      throw fromSystemError(e, p);
+    }
+    const owner = {
+      source: p,
+      mode: mode(s.mode),
+      uid: s.uid,
+      gid: s.gid,
+      ...(users.has(s.uid) ? { user: users.get(s.uid) } : {}),
+      ...(groups.has(s.gid) ? { group: groups.get(s.gid) } : {}),
+      mtime: new Date(s.mtimeMs).toISOString(),
+    };
+    if (s.isSymbolicLink()) {
+      yield { kind: 'record', record: { type: 'symlink', ...owner, target: await readlink(p) } };
+    } else if (s.isDirectory()) {
+      yield { kind: 'record', record: { type: 'dir', ...owner } };
+      let names: string[];
+      try {
+        const d = await opendir(p);
+        names = [];
+        for await (const e of d) names.push(e.name);
+      } catch (e) {
+        throw fromSystemError(e, p);
+      }
+      names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      for (const name of names) yield* visit(path.join(p, name));
+    } else if (s.isFile()) {
+      const key = `${s.dev}:${s.ino}`;
+      const first = s.nlink > 1 ? firstName.get(key) : undefined;
+      if (first !== undefined) {
+        yield { kind: 'record', record: { type: 'hardlink', ...owner, target: first } };
+        return;
+      }
+      if (s.nlink > 1) firstName.set(key, p);
+      n++;
+      const name = `files/${String(n).padStart(6, '0')}`;
+      const { size, ino, mtimeMs } = s;
+      yield {
+        kind: 'entry',
+        name,
+        size,
+        mode: 0o600,
+        mtime: Math.floor(mtimeMs / 1000),
+        open: () => readExactly(p, size, ino, mtimeMs),
+        record: { type: 'file', ...owner },
+      };
+    } else {
+      yield { kind: 'record', record: { type: 'special', ...owner, kind: specialKind(s), rdev: s.rdev } };
+    }
+  }
+
+  const seen = new Set<string>();
+  for (const root of roots) {
+    const abs = path.resolve(root);
+    if (seen.has(abs)) continue;
+    seen.add(abs);
+    try {
+      lstatSync(abs);
+    } catch (e) {
+      throw new AirlockError('not-found', `${root}: no such file or folder`, { hint: 'check the --files paths', cause: e });
+    }
+    yield* visit(abs);
+  }
+}

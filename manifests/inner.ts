@@ -1,0 +1,83 @@
+/*
+ * The inner manifest: what the tar inside the payload holds, readable only with the key.
+ *
+ * Tar order: `SALT` (32 random bytes) first, then the payload entries, then `index.jsonl`, then
+ * `MANIFEST.sha256` last. MANIFEST.sha256 is plain `sha256sum -c` text over every other entry in tar
+ * order, SALT included; since SALT is random, the hash of MANIFEST.sha256 that the cleartext manifest
+ * carries confirms no guess about any file. index.jsonl says what each entry is: its first line binds
+ * the tar to its bundle (site, seq), every other line is one record, and every record with a `path`
+ * names exactly one tar entry. Links, folders and devices exist only as records, never as entries.
+ */
+import { AirlockError } from './errors.js';
+import { SHA256_RE, SITE_RE } from './manifest.js';
+import { parseSumLines, type SumLine } from './sums.js';
+
+export const SALT = 'SALT';
+export const SALT_SIZE = 32;
+export const INDEX = 'index.jsonl';
+export const INNER_MANIFEST = 'MANIFEST.sha256';
+/** One index.jsonl line at most (an S3 key is at most 1 KiB, its metadata 2 KiB). */
+export const INDEX_LINE_LIMIT = 1024 * 1024;
+/** MANIFEST.sha256 is read whole; about 10 million entries. */
+export const INNER_MANIFEST_LIMIT = 1024 ** 3;
+
+/** Tar paths the writer generates: short, ASCII, relative, no "." or ".." components. */
+export const ENTRY_PATH_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}(\/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}){0,7}$/;
+
+export interface BundleRecord {
+  type: 'bundle';
+  site: string;
+  seq: number;
+  created: string;
+}
+
+/** A record's common shape; tiers add their own fields. `path`, `size` and `sha256` go together. */
+export interface IndexRecord {
+  type: string;
+  path?: string;
+  size?: number;
+  sha256?: string;
+  [field: string]: unknown;
+}
+
+/** Formats MANIFEST.sha256 in tar order. */
+export function formatInnerManifest(lines: readonly SumLine[]): string {
+  return lines.map((l) => `${l.sha256}  ${l.name}\n`).join('');
+}
+
+/** Parses MANIFEST.sha256. Throws `malformed` on a bad line, a bad name or a duplicate. */
+export function parseInnerManifest(bytes: Uint8Array): SumLine[] {
+  return parseSumLines(bytes, INNER_MANIFEST, ENTRY_PATH_RE, false, INNER_MANIFEST_LIMIT);
+}
+
+/**
+ * Parses one index.jsonl line (1-based `n`). The first line must be the bundle record.
+ * Throws `malformed` naming the line.
+ */
+export function parseIndexLine(text: string, n: number): IndexRecord {
+  const where = `${INDEX} line ${n}`;
+  if (text.length > INDEX_LINE_LIMIT) throw new AirlockError('malformed', `${where}: longer than ${INDEX_LINE_LIMIT} bytes`);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new AirlockError('malformed', `${where}: not valid JSON`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new AirlockError('malformed', `${where}: not an object`);
+  const r = v as IndexRecord;
+  if (typeof r.type !== 'string' || !/^[a-z][a-z-]{0,31}$/.test(r.type)) throw new AirlockError('malformed', `${where}: no record type`);
+  if (n === 1) {
+    const b = r as unknown as BundleRecord;
+    if (r.type !== 'bundle' || typeof b.site !== 'string' || !SITE_RE.test(b.site) || !Number.isSafeInteger(b.seq)) {
+      throw new AirlockError('malformed', `${where}: the first line must be the bundle record with site and seq`);
+    }
+  } else if (r.type === 'bundle') {
+    throw new AirlockError('malformed', `${where}: a second bundle record`);
+  }
+  if ('path' in r) {
+    if (typeof r.path !== 'string' || !ENTRY_PATH_RE.test(r.path)) throw new AirlockError('malformed', `${where}: bad entry path`);
+    if (!Number.isSafeInteger(r.size) || (r.size as number) < 0) throw new AirlockError('malformed', `${where}: bad size`);
+    if (typeof r.sha256 !== 'string' || !SHA256_RE.test(r.sha256)) throw new AirlockError('malformed', `${where}: bad sha256`);
+  }
+  return r;
+}

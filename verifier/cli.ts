@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+/*
+ * airlock-verify: the auditor's tool. It needs the allowed_signers file (an unchecked signature proves
+ * nothing) and, for the deep check only, an age identity file. It prints one line per finding, one per
+ * bundle, a summary and `status: ok|error`, or one JSON document with --json, and exits 0 only when
+ * every check passed. It depends on the format library and Node alone.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { parseIdentities } from '../manifests/age/keys.js';
+import { parseAllowedSigners } from '../manifests/allowed-signers.js';
+import { AirlockError, EXIT, exitCodeOf, formatExitTable, fromSystemError } from '../manifests/errors.js';
+import { readState, writeState } from './state.js';
+import { allFindings, readAllowedSigners, verifyPaths, type BundleReport, type Finding, type Report } from './verify.js';
+
+const VERSION = '0.1.0';
+const NAME = 'airlock-verify';
+
+const HELP = `Usage: ${NAME} --allowed-signers FILE [--identity FILE] [--state FILE] [--json] PATH...
+
+Verifies airlock bundles. PATH is a bundle folder or any folder holding bundles
+(searched recursively). Without a key it checks the signature, SHA256SUMS, the
+manifest, every volume and the chain of bundles; with --identity it also
+decrypts every bundle in memory and checks every entry inside.
+
+Options:
+  --allowed-signers FILE  OpenSSH allowed_signers: "<site> ssh-ed25519 AAAA..." (required)
+  --identity FILE         age identity file (AGE-SECRET-KEY-1...): adds the deep check
+  --state FILE            remember the newest bundle per site here; reports rollbacks
+                          and bundles that contradict what was seen before
+  --json                  print one JSON document instead of lines
+  -q, --quiet             print findings and the summary only, not one line per bundle
+  -h, --help              this help
+  --version               the version
+
+Results: ok, missing, extra, checksum-mismatch, size-mismatch, bad-signature,
+wrong-signer, chain-gap, fork, rollback, partial, unsafe-entry, malformed,
+decrypt-failed.
+
+The same keyless check with stock tools, per bundle folder B of site S:
+  ssh-keygen -Y verify -f allowed_signers -I S -n airlock-bundle -s B/SHA256SUMS.sig < B/SHA256SUMS
+  (cd B && sha256sum --strict -c SHA256SUMS)
+
+${formatExitTable()}
+`;
+
+function fail(e: unknown): never {
+  const err = e instanceof AirlockError ? e : undefined;
+  process.stderr.write(`${NAME}: error: ${err ? err.message : String((e as Error)?.stack ?? e)}\n`);
+  if (err?.hint) process.stderr.write(`${NAME}: hint: ${err.hint}\n`);
+  process.exit(err ? exitCodeOf(err) : EXIT.internal);
+}
+
+function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+function findingLine(f: Finding): string {
+  const where = f.file ? `${path.basename(f.bundle)}/${f.file}` : f.bundle.includes('/') ? path.basename(f.bundle) : f.bundle;
+  return `${f.result}: ${where}: ${f.message}`;
+}
+
+function bundleLine(b: BundleReport, deep: boolean): string {
+  const name = path.basename(b.path);
+  if (b.findings.length > 0) return `failed: ${name}: ${b.findings.length} finding(s)`;
+  const vols = b.manifest?.payload.volumes.length ?? 0;
+  return `ok: ${name}: ${vols} volume(s), ${human(b.size ?? 0)}, signed by ${b.signer ?? '?'}${deep ? ', contents checked' : ''}`;
+}
+
+export function renderText(r: Report, quiet: boolean): string {
+  const out: string[] = [];
+  for (const b of r.bundles) {
+    if (!quiet) out.push(bundleLine(b, r.deep));
+    for (const f of b.findings) out.push(findingLine(f));
+  }
+  for (const f of r.findings) out.push(findingLine(f));
+  for (const s of r.sites) out.push(`site ${s.site}: ${s.bundles} bundle(s), seq ${s.first} to ${s.newest.seq}`);
+  const failed = r.bundles.filter((b) => b.findings.length > 0).length;
+  const n = allFindings(r).length;
+  out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);
+  out.push(`status: ${r.ok ? 'ok' : 'error'}`);
+  return `${out.join('\n')}\n`;
+}
+
+export function reportJson(r: Report): unknown {
+  return {
+    tool: r.tool,
+    checkedAt: r.checkedAt,
+    deep: r.deep,
+    status: r.ok ? 'ok' : 'error',
+    paths: r.paths,
+    sites: r.sites,
+    bundles: r.bundles.map(({ manifest, ...b }) => ({ ...b, ...(manifest ? { prev: manifest.prev ?? null, volumes: manifest.payload.volumes.length, contents: manifest.contents } : {}) })),
+    findings: allFindings(r),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'allowed-signers': { type: 'string' },
+        identity: { type: 'string' },
+        state: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        quiet: { type: 'boolean', short: 'q', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
+      },
+    });
+  } catch (e) {
+    throw new AirlockError('usage', (e as Error).message.toLowerCase().replace(/\.$/, ''), { hint: `see ${NAME} --help` });
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    process.stdout.write(HELP);
+    return EXIT.ok;
+  }
+  if (v.version) {
+    process.stdout.write(`${NAME} ${VERSION}\n`);
+    return EXIT.ok;
+  }
+  if (!v['allowed-signers']) throw new AirlockError('usage', '--allowed-signers is required', { hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line' });
+  if (positionals.length === 0) throw new AirlockError('usage', 'no PATH given', { hint: `${NAME} --allowed-signers FILE PATH...` });
+
+  const allowedSigners = parseAllowedSigners(await readAllowedSigners(v['allowed-signers']));
+  if (allowedSigners.length === 0) throw new AirlockError('bad-allowed-signers', `${v['allowed-signers']}: no ed25519 key in it`);
+  let identities: Uint8Array[] | undefined;
+  if (v.identity) {
+    let text: string;
+    try {
+      text = await readFile(v.identity, 'utf8');
+    } catch (e) {
+      throw fromSystemError(e, v.identity);
+    }
+    identities = parseIdentities(text);
+  }
+  const state = v.state ? await readState(v.state) : undefined;
+  const tty = process.stderr.isTTY && !v.json;
+  const report = await verifyPaths(positionals, {
+    allowedSigners,
+    ...(identities ? { identities } : {}),
+    ...(state ? { state } : {}),
+    now: new Date(),
+    tool: `${NAME} ${VERSION}`,
+    onBundle: (b, i, total) => {
+      if (tty) process.stderr.write(`\r${NAME}: checked ${i + 1}/${total} ${path.basename(b.path)}\x1b[K${i + 1 === total ? '\n' : ''}`);
+    },
+  });
+  if (v.state && state) await writeState(v.state, state, report);
+  process.stdout.write(v.json ? `${JSON.stringify(reportJson(report), null, 2)}\n` : renderText(report, v.quiet));
+  return report.ok ? EXIT.ok : EXIT.failed;
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code), fail);

@@ -1,0 +1,394 @@
+/*
+ * Verification of bundles on a medium: the auditor's checks, without the key and with it.
+ *
+ * Keyless, per bundle: the signature over SHA256SUMS (by a key allowed for the manifest's site),
+ * every listed file present with its sha256, nothing unlisted, manifest.json well-formed and in
+ * agreement with SHA256SUMS and with the volumes on disk, the age header's recipient count. Then,
+ * across bundles: the chain (gaps, forks, rollback against remembered state) and leftover partial
+ * folders. With an identity: decrypt every bundle that passed keyless (writing nothing to disk) and
+ * check every entry against the inner manifest and the manifest's claims.
+ *
+ * Nothing stops at the first problem: every finding gets a closed result and the run goes on, so the
+ * report lists all of them. Only usage errors (no allowed signers, unreadable paths) throw.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { parseHeader } from '../manifests/age/header.js';
+import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
+import { parseCanonical } from '../manifests/canonical.js';
+import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { digestFile, sha256Hex } from '../manifests/hash.js';
+import { checkInner } from '../manifests/inner-check.js';
+import { MANIFEST_LIMIT, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
+import { openPlaintext } from '../manifests/payload.js';
+import { fingerprint } from '../manifests/sshkey.js';
+import { BUNDLE_NAMESPACE, verify as verifySignature } from '../manifests/sshsig.js';
+import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
+import { readTar } from '../manifests/tar.js';
+
+export const RESULTS = [
+  'ok',
+  'missing',
+  'extra',
+  'checksum-mismatch',
+  'size-mismatch',
+  'bad-signature',
+  'wrong-signer',
+  'chain-gap',
+  'fork',
+  'rollback',
+  'partial',
+  'unsafe-entry',
+  'malformed',
+  'decrypt-failed',
+] as const;
+export type Result = (typeof RESULTS)[number];
+
+export interface Finding {
+  result: Exclude<Result, 'ok'>;
+  /** the bundle folder (or the path searched, when no bundle is involved) */
+  bundle: string;
+  /** a file of the bundle, or an entry inside its payload */
+  file?: string;
+  site?: string;
+  seq?: number;
+  message: string;
+}
+
+export interface BundleReport {
+  path: string;
+  site?: string;
+  seq?: number;
+  created?: string;
+  signer?: string;
+  size?: number;
+  /** sha256 of SHA256SUMS, the bundle's identity */
+  sums?: string;
+  keyless: 'ok' | 'failed';
+  deep: 'ok' | 'failed' | 'skipped' | 'not-run';
+  findings: Finding[];
+  manifest?: Manifest;
+}
+
+export interface Report {
+  tool: string;
+  checkedAt: string;
+  deep: boolean;
+  paths: string[];
+  bundles: BundleReport[];
+  /** findings that concern no single bundle's files: chain, partial folders, empty paths */
+  findings: Finding[];
+  sites: { site: string; first: number; newest: SiteState; bundles: number }[];
+  ok: boolean;
+}
+
+export interface VerifyOptions {
+  allowedSigners: readonly AllowedSigner[];
+  identities?: readonly Uint8Array[];
+  state?: ReadonlyMap<string, SiteState>;
+  now: Date;
+  tool: string;
+  signal?: AbortSignal;
+  /** called after each bundle, for progress output */
+  onBundle?: (b: BundleReport, index: number, total: number) => void;
+}
+
+const BUNDLE_DIR_RE = /^([a-z0-9][a-z0-9._-]{0,62})-(\d{8,})$/;
+
+/** Finds bundle folders and leftover partial folders under each path. Throws `not-found` for a missing path. */
+export async function findBundles(paths: readonly string[]): Promise<{ bundles: string[]; partials: string[]; empty: string[] }> {
+  const bundles = new Set<string>();
+  const partials = new Set<string>();
+  const empty: string[] = [];
+  async function walk(dir: string, depth: number): Promise<void> {
+    if (depth > 8) return;
+    const entries = await readdir(dir, { withFileTypes: true });
+    if (entries.some((e) => e.name === SUMS || e.name === 'manifest.json' || e.name === SUMS_SIG)) {
+      if (dir.endsWith('.partial')) partials.add(dir);
+      else bundles.add(dir);
+      return;
+    }
+    if (path.basename(dir).endsWith('.partial')) {
+      partials.add(dir);
+      return;
+    }
+    for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (e.isDirectory()) await walk(path.join(dir, e.name), depth + 1);
+    }
+  }
+  for (const p of paths) {
+    const abs = path.resolve(p);
+    let s;
+    try {
+      s = await stat(abs);
+    } catch (e) {
+      throw fromSystemError(e, p);
+    }
+    if (!s.isDirectory()) throw new AirlockError('usage', `${p}: not a folder`, { hint: 'give a bundle folder or a folder that holds bundles' });
+    const before = bundles.size + partials.size;
+    await walk(abs, 0);
+    if (bundles.size + partials.size === before) empty.push(abs);
+  }
+  return { bundles: [...bundles].sort(), partials: [...partials].sort(), empty };
+}
+
+/** Hashes one file, also feeding `whole`; returns its size and sha256. */
+async function hashInto(file: string, whole: Hash): Promise<{ size: number; sha256: string }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+    const b = chunk as Buffer;
+    h.update(b);
+    whole.update(b);
+    size += b.byteLength;
+  }
+  return { size, sha256: h.digest('hex') };
+}
+
+async function readLimited(file: string, limit: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(limit + 1);
+    const { bytesRead } = await fh.read(buf, 0, limit + 1, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The keyless checks of one bundle folder. Never throws for what it finds; findings go into the report. */
+export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<BundleReport> {
+  const report: BundleReport = { path: dir, keyless: 'ok', deep: 'not-run', findings: [] };
+  const add = (result: Finding['result'], message: string, file?: string) => {
+    report.findings.push({
+      result,
+      bundle: dir,
+      message,
+      ...(file !== undefined ? { file } : {}),
+      ...(report.site !== undefined ? { site: report.site } : {}),
+      ...(report.seq !== undefined ? { seq: report.seq } : {}),
+    });
+  };
+  const done = () => {
+    if (report.findings.length > 0) report.keyless = 'failed';
+    return report;
+  };
+
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    add('missing', `cannot read the bundle folder: ${(e as Error).message}`);
+    return done();
+  }
+  const names = new Set(entries.map((e) => e.name));
+  for (const e of entries) {
+    if (!e.isFile()) add('extra', `${e.isDirectory() ? 'a folder' : e.isSymbolicLink() ? 'a symbolic link' : 'a special file'} inside a bundle`, e.name);
+  }
+
+  // 1. the signed list
+  if (!names.has(SUMS)) {
+    add('missing', 'no SHA256SUMS: nothing in this folder can be checked', SUMS);
+    return done();
+  }
+  let sumsBytes: Buffer;
+  let sums;
+  try {
+    sumsBytes = await readLimited(path.join(dir, SUMS), SUMS_LIMIT);
+    sums = parseSums(sumsBytes);
+  } catch (e) {
+    add('malformed', (e as Error).message, SUMS);
+    return done();
+  }
+  report.sums = sha256Hex(sumsBytes);
+
+  // 2. the signature over it
+  let signerKey: Uint8Array | undefined;
+  if (!names.has(SUMS_SIG)) add('missing', 'no signature', SUMS_SIG);
+  else {
+    try {
+      const sig = (await readLimited(path.join(dir, SUMS_SIG), 64 * 1024)).toString('utf8');
+      signerKey = verifySignature(sig, sumsBytes, BUNDLE_NAMESPACE).publicKey;
+      report.signer = fingerprint(signerKey);
+    } catch (e) {
+      add('bad-signature', (e as Error).message, SUMS_SIG);
+    }
+  }
+
+  // 3. nothing unlisted, nothing missing
+  const listed = new Map(sums.map((l) => [l.name, l.sha256]));
+  for (const e of entries) {
+    if (e.isFile() && e.name !== SUMS && e.name !== SUMS_SIG && !listed.has(e.name)) add('extra', 'not listed in SHA256SUMS', e.name);
+  }
+  for (const name of listed.keys()) if (!names.has(name)) add('missing', 'listed in SHA256SUMS but absent', name);
+  for (const required of ['manifest.json', 'RESTORE.txt']) if (!listed.has(required)) add('missing', 'not listed in SHA256SUMS', required);
+
+  // 4. the manifest, trusted only once its hash matches the signed list
+  let manifest: Manifest | undefined;
+  if (listed.has('manifest.json') && names.has('manifest.json')) {
+    try {
+      const bytes = await readLimited(path.join(dir, 'manifest.json'), MANIFEST_LIMIT);
+      if (sha256Hex(bytes) !== listed.get('manifest.json')) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', 'manifest.json');
+      else {
+        const v = parseCanonical(bytes, 'manifest.json', MANIFEST_LIMIT);
+        assertManifest(v);
+        manifest = v;
+      }
+    } catch (e) {
+      add('malformed', (e as Error).message, 'manifest.json');
+    }
+  }
+  if (manifest) {
+    report.manifest = manifest;
+    report.site = manifest.site;
+    report.seq = manifest.seq;
+    report.created = manifest.created;
+    report.size = manifest.payload.size;
+    for (const f of report.findings) Object.assign(f, { site: manifest.site, seq: manifest.seq });
+    if (path.basename(dir) !== bundleName(manifest.site, manifest.seq)) add('malformed', `folder name is not ${bundleName(manifest.site, manifest.seq)}`);
+    if (signerKey) {
+      if (fingerprint(signerKey) !== manifest.signer) add('wrong-signer', `signed by ${fingerprint(signerKey)} but the manifest names ${manifest.signer}`, SUMS_SIG);
+      else if (!isAllowed([...opts.allowedSigners], manifest.site, signerKey, BUNDLE_NAMESPACE, opts.now)) {
+        add('wrong-signer', `${fingerprint(signerKey)} is not allowed to sign for site ${manifest.site}`, SUMS_SIG);
+      }
+    }
+    const volumeNames = manifest.payload.volumes.map((v) => v.name);
+    const listedVolumes = [...listed.keys()].filter((n) => n.startsWith('payload.'));
+    for (const n of listedVolumes) if (!volumeNames.includes(n)) add('malformed', 'listed in SHA256SUMS but not a volume of the manifest', n);
+    for (const v of manifest.payload.volumes) {
+      if (!listed.has(v.name)) add('missing', 'a volume of the manifest is not listed in SHA256SUMS', v.name);
+      else if (listed.get(v.name) !== v.sha256) add('malformed', 'sha256 in manifest.json differs from SHA256SUMS', v.name);
+    }
+  }
+
+  // 5. every listed file's bytes; the volumes in order, also hashed as one age file
+  const whole = createHash('sha256');
+  let volumesIntact = manifest !== undefined;
+  for (const [name, sha256] of listed) {
+    if (name === 'manifest.json' || !names.has(name)) continue;
+    opts.signal?.throwIfAborted();
+    const vol = manifest?.payload.volumes.find((v) => v.name === name);
+    if (vol) continue; // below, in order
+    try {
+      const d = await digestFile(path.join(dir, name));
+      if (d.sha256 !== sha256) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', name);
+    } catch (e) {
+      add('missing', `cannot be read: ${(e as Error).message}`, name);
+    }
+  }
+  if (manifest) {
+    for (const vol of manifest.payload.volumes) {
+      opts.signal?.throwIfAborted();
+      if (!names.has(vol.name)) {
+        volumesIntact = false;
+        continue;
+      }
+      try {
+        const d = await hashInto(path.join(dir, vol.name), whole);
+        if (d.size !== vol.size) {
+          add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
+          volumesIntact = false;
+        } else if (d.sha256 !== listed.get(vol.name)) {
+          add('checksum-mismatch', 'sha256 differs from SHA256SUMS', vol.name);
+          volumesIntact = false;
+        }
+      } catch (e) {
+        add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
+        volumesIntact = false;
+      }
+    }
+    if (volumesIntact && whole.digest('hex') !== manifest.payload.sha256) add('malformed', 'payload.sha256 in manifest.json is not the hash of the volumes');
+    const first = manifest.payload.volumes[0];
+    if (volumesIntact && first) {
+      try {
+        const head = await readLimited(path.join(dir, first.name), 64 * 1024);
+        const h = parseHeader(head);
+        if (!h) add('malformed', 'the age header does not end within the first 64 KiB', first.name);
+        else {
+          const x25519 = h.stanzas.filter((s) => s.type === 'X25519').length;
+          if (x25519 !== manifest.recipients.length) add('malformed', `the age header has ${x25519} X25519 recipients, the manifest lists ${manifest.recipients.length}`, first.name);
+        }
+      } catch (e) {
+        add('malformed', `not an age file: ${(e as Error).message}`, first.name);
+      }
+    }
+  }
+  return done();
+}
+
+/** Decrypts a bundle that passed keyless checks and checks its payload; adds findings to `report`. */
+export async function verifyDeep(report: BundleReport, identities: readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+  const manifest = report.manifest;
+  if (!manifest || report.keyless !== 'ok') {
+    report.deep = 'skipped';
+    return;
+  }
+  const base = { bundle: report.path, site: manifest.site, seq: manifest.seq };
+  try {
+    const plain = openPlaintext(report.path, manifest.payload, identities, signal);
+    const problems = await checkInner(readTar(plain), manifest);
+    for (const p of problems) report.findings.push({ ...base, result: p.result, file: p.file, message: p.message });
+  } catch (e) {
+    const code = e instanceof AirlockError ? e.code : undefined;
+    const result: Finding['result'] =
+      code === 'decrypt-failed' ? 'decrypt-failed' : code === 'checksum-mismatch' ? 'checksum-mismatch' : code === 'size-mismatch' ? 'size-mismatch' : code === 'not-found' ? 'missing' : 'malformed';
+    report.findings.push({ ...base, result, message: `payload: ${(e as Error).message}` });
+  }
+  report.deep = report.findings.length > 0 ? 'failed' : 'ok';
+}
+
+/** Verifies every bundle under `paths` and the chains they form. Throws only for unusable paths. */
+export async function verifyPaths(paths: readonly string[], opts: VerifyOptions): Promise<Report> {
+  const found = await findBundles(paths);
+  const findings: Finding[] = [];
+  for (const p of found.partials) findings.push({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
+  for (const p of found.empty) findings.push({ result: 'missing', bundle: p, message: 'no bundle found here' });
+
+  const bundles: BundleReport[] = [];
+  for (const [i, dir] of found.bundles.entries()) {
+    const b = await verifyKeyless(dir, opts);
+    if (opts.identities && opts.identities.length > 0) await verifyDeep(b, opts.identities, opts.signal);
+    bundles.push(b);
+    opts.onBundle?.(b, i, found.bundles.length);
+  }
+
+  const links: ChainLink[] = [];
+  for (const b of bundles) {
+    const m = b.manifest;
+    if (m && b.sums && b.signer && !b.findings.some((f) => f.result === 'bad-signature' || f.result === 'wrong-signer')) {
+      links.push({ site: m.site, seq: m.seq, prev: m.prev, sums: b.sums, location: b.path });
+    }
+  }
+  const chain = checkChain(links, opts.state);
+  for (const p of chain.problems) {
+    findings.push({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
+  }
+  const ok = findings.length === 0 && bundles.every((b) => b.findings.length === 0);
+  return {
+    tool: opts.tool,
+    checkedAt: opts.now.toISOString(),
+    deep: (opts.identities?.length ?? 0) > 0,
+    paths: paths.map((p) => path.resolve(p)),
+    bundles,
+    findings,
+    sites: chain.sites.map((s) => ({ site: s.site, first: s.first, newest: s.newest, bundles: s.bundles.length })),
+    ok,
+  };
+}
+
+/** Every finding of a report: per bundle first, then the cross-bundle ones. */
+export function allFindings(r: Report): Finding[] {
+  return [...r.bundles.flatMap((b) => b.findings), ...r.findings];
+}
+
+/** Reads an allowed_signers file; the verifier refuses to run without one. */
+export async function readAllowedSigners(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw fromSystemError(e, file);
+  }
+}

@@ -21,6 +21,8 @@ const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
 /** FAT32 cannot hold a file of 4 GiB or more. */
 export const FAT32_MAX_FILE = 4 * 1024 ** 3 - 1;
 export const MAX_VOLUMES = 1_000_000;
+/** The smallest volume the format allows; the CLI asks for at least 1 MiB. */
+export const MIN_VOLUME_SIZE = 4096;
 
 export type Compression = 'none' | 'zstd';
 
@@ -161,7 +163,7 @@ function assertPayload(v: unknown, p: Problems): void {
   if (!pl) return;
   if (pl.encryption !== 'age-v1') p.push('payload.encryption: must be "age-v1"');
   if (pl.compression !== 'none' && pl.compression !== 'zstd') p.push('payload.compression: must be "none" or "zstd"');
-  const volumeSizeOk = int(pl.volumeSize, 'payload.volumeSize', p, 1024 * 1024);
+  const volumeSizeOk = int(pl.volumeSize, 'payload.volumeSize', p, MIN_VOLUME_SIZE);
   str(pl.sha256, 'payload.sha256', p, SHA256_RE, 'a lowercase sha256');
   const sizeOk = int(pl.size, 'payload.size', p, 1);
   if (!Array.isArray(pl.volumes) || pl.volumes.length < 1 || pl.volumes.length > MAX_VOLUMES) {

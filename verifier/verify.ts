@@ -148,11 +148,26 @@ async function hashInto(file: string, whole: Hash): Promise<{ size: number; sha2
   return { size, sha256: h.digest('hex') };
 }
 
+/** Reads a small file whole; throws `malformed` when it is larger than `limit`. */
 async function readLimited(file: string, limit: number): Promise<Buffer> {
   const fh = await open(file, 'r');
   try {
+    const { size } = await fh.stat();
+    if (size > limit) throw new AirlockError('malformed', `${path.basename(file)}: ${size} bytes is over the ${limit}-byte limit`);
     const buf = Buffer.alloc(limit + 1);
     const { bytesRead } = await fh.read(buf, 0, limit + 1, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The first `n` bytes of a file (fewer if it is shorter). */
+async function readHead(file: string, n: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(buf, 0, n, 0);
     return buf.subarray(0, bytesRead);
   } finally {
     await fh.close();
@@ -304,7 +319,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     const first = manifest.payload.volumes[0];
     if (volumesIntact && first) {
       try {
-        const head = await readLimited(path.join(dir, first.name), 64 * 1024);
+        const head = await readHead(path.join(dir, first.name), 64 * 1024);
         const h = parseHeader(head);
         if (!h) add('malformed', 'the age header does not end within the first 64 KiB', first.name);
         else {

@@ -46,8 +46,13 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
     const lines = chosen.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
     throw new AirlockError('verification-failed', `${path.basename(chosen.path)} failed verification: ${lines}`, { hint: 'nothing was restored; restore from another copy, or an older bundle with --seq' });
   }
-  for (const f of allFindings(report)) {
-    if (f.bundle !== chosen.path) process.stderr.write(`airlock: warning: ${f.result}: ${path.basename(f.bundle)}${f.file ? `/${f.file}` : ''}: ${f.message}\n`);
+  // verify first means the whole set: a damaged or forked neighbour casts doubt on the medium
+  const others = allFindings(report).filter((f) => !chosen.findings.includes(f));
+  if (others.length > 0) {
+    const lines = others.slice(0, 3).map((f) => `${f.result} ${path.basename(f.bundle)}${f.file ? `/${f.file}` : ''}: ${f.message}`).join('; ');
+    throw new AirlockError('verification-failed', `${from} does not verify (${others.length} finding(s)): ${lines}`, {
+      hint: `nothing was restored; run airlock-verify for the full list, or give --from ${chosen.path} to restore that bundle alone`,
+    });
   }
   return chosen;
 }

@@ -1,0 +1,67 @@
+/*
+ * Test helpers: temporary folders removed at exit, the built CLIs run as child processes (as users
+ * run them), and a set of real keys made by the real tools.
+ */
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+const temps: string[] = [];
+process.on('exit', () => {
+  if (!process.env.AIRLOCK_KEEP_TEST_FILES) for (const t of temps) rmSync(t, { recursive: true, force: true });
+});
+
+/** A new temporary folder, removed when the test process exits. */
+export function tmp(prefix = 'airlock-test-'): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temps.push(d);
+  return d;
+}
+
+export interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program with an argument list; never a shell. */
+export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions & { input?: string | Buffer } = {}): Ran {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...opts });
+  if (r.error) throw r.error;
+  return { code: r.status ?? 128 + (r.signal ? os.constants.signals[r.signal] : 0), stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
+}
+
+export function airlock(args: readonly string[], opts: SpawnSyncOptions & { input?: string } = {}): Ran {
+  return run(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
+}
+
+export function airlockVerify(args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
+  return run(process.execPath, [path.join(ROOT, 'dist/verifier/cli.js'), ...args], opts);
+}
+
+export interface Keys {
+  dir: string;
+  site: string;
+  signingKey: string;
+  allowedSigners: string;
+  identity: string;
+  recipient: string;
+}
+
+/** A signing key made by `airlock keygen`, its allowed_signers, and an age identity made by `age-keygen`. */
+export function makeKeys(site = 'site-a'): Keys {
+  const dir = tmp('airlock-keys-');
+  const signingKey = path.join(dir, 'signing_key');
+  const k = airlock(['keygen', '--signing-key', signingKey, '--site', site]);
+  if (k.code !== 0) throw new Error(`keygen failed: ${k.stderr}`);
+  const allowedSigners = path.join(dir, 'allowed_signers');
+  writeFileSync(allowedSigners, k.stdout);
+  const identity = path.join(dir, 'identity.txt');
+  const a = run('age-keygen', ['-o', identity]);
+  if (a.code !== 0) throw new Error(`age-keygen failed: ${a.stderr}`);
+  const recipient = /public key: (age1[0-9a-z]+)/.exec(readFileSync(identity, 'utf8'))?.[1];
+  if (!recipient) throw new Error('no recipient in the identity file');
+  return { dir, site, signingKey, allowedSigners, identity, recipient };
+}

@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { sha256Hex } from '../../manifests/hash.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+
+const keys = makeKeys('site-a');
+
+function sourceTree(): string {
+  const src = path.join(tmp(), 'etc-platform');
+  mkdirSync(path.join(src, 'conf.d', 'deep'), { recursive: true });
+  writeFileSync(path.join(src, 'app.conf'), 'listen = 127.0.0.1\n');
+  writeFileSync(path.join(src, 'secret.key'), 'very secret\n');
+  chmodSync(path.join(src, 'secret.key'), 0o600);
+  writeFileSync(path.join(src, 'empty'), '');
+  writeFileSync(path.join(src, 'conf.d', 'deep', 'ünïcode name.conf'), Buffer.alloc(200_000, 7));
+  symlinkSync('app.conf', path.join(src, 'current.conf'));
+  symlinkSync('/nonexistent/outside', path.join(src, 'dangling'));
+  linkSync(path.join(src, 'app.conf'), path.join(src, 'app-hardlink.conf'));
+  run('mkfifo', [path.join(src, 'fifo')]);
+  utimesSync(path.join(src, 'app.conf'), new Date('2025-01-02T03:04:05Z'), new Date('2025-01-02T03:04:05Z'));
+  chmodSync(path.join(src, 'conf.d'), 0o750);
+  return src;
+}
+
+function exportTo(medium: string, stateDir: string, src: string, extra: string[] = []) {
+  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', stateDir, ...extra]);
+}
+
+test('export, stock-tool audit and decrypt, airlock-verify, restore: the round trip', () => {
+  const src = sourceTree();
+  const medium = tmp();
+  const state = tmp();
+  const r = exportTo(medium, state, src);
+  assert.is(r.code, 0, r.stderr);
+  const bundle = r.stdout.trim();
+  assert.is(bundle, path.join(medium, 'site-a', 'site-a-00000001'));
+  assert.equal(readdirSync(bundle).sort(), ['RESTORE.txt', 'SHA256SUMS', 'SHA256SUMS.sig', 'manifest.json', 'payload.000']);
+
+  // stock tools: signature, checksums, decrypt, inner manifest
+  const sums = readFileSync(path.join(bundle, 'SHA256SUMS'));
+  const sig = run('ssh-keygen', ['-Y', 'verify', '-f', keys.allowedSigners, '-I', 'site-a', '-n', 'airlock-bundle', '-s', path.join(bundle, 'SHA256SUMS.sig')], { input: sums });
+  assert.is(sig.code, 0, sig.stderr);
+  assert.match(sig.stdout, 'Good "airlock-bundle" signature for site-a');
+  assert.is(run('sha256sum', ['--strict', '-c', 'SHA256SUMS'], { cwd: bundle }).code, 0);
+  const out = tmp();
+  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | zstd -d -q | tar -x -f - -C "$3"', 'x', bundle, keys.identity, out]);
+  assert.is(sh.code, 0, sh.stderr);
+  const check = run('sha256sum', ['--strict', '-c', 'MANIFEST.sha256'], { cwd: out });
+  assert.is(check.code, 0, check.stderr);
+  assert.equal(readdirSync(out).sort(), ['MANIFEST.sha256', 'SALT', 'files', 'index.jsonl']);
+  assert.is(statSync(path.join(out, 'SALT')).size, 32);
+  const index = readFileSync(path.join(out, 'index.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.is(index[0].type, 'bundle');
+  assert.is(index[0].seq, 1);
+  const types = index.slice(1).map((r: { type: string }) => r.type).sort();
+  assert.equal(types, ['dir', 'dir', 'dir', 'file', 'file', 'file', 'file', 'hardlink', 'special', 'symlink', 'symlink']);
+
+  // airlock-verify, keyless and deep
+  const v = airlockVerify(['--allowed-signers', keys.allowedSigners, medium]);
+  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.match(v.stdout, 'status: ok');
+  const deep = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
+  assert.is(deep.code, 0, deep.stdout + deep.stderr);
+  assert.match(deep.stdout, 'contents checked');
+
+  // restore
+  const to = path.join(tmp(), 'restored');
+  const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+  assert.is(rs.code, 0, rs.stderr);
+  const back = path.join(to, src);
+  assert.is(readFileSync(path.join(back, 'app.conf'), 'utf8'), 'listen = 127.0.0.1\n');
+  assert.is(statSync(path.join(back, 'secret.key')).mode & 0o777, 0o600);
+  assert.is(statSync(path.join(back, 'conf.d')).mode & 0o777, 0o750);
+  assert.is(statSync(path.join(back, 'empty')).size, 0);
+  assert.is(sha256Hex(readFileSync(path.join(back, 'conf.d', 'deep', 'ünïcode name.conf'))), sha256Hex(Buffer.alloc(200_000, 7)));
+  assert.is(readlinkSync(path.join(back, 'current.conf')), 'app.conf');
+  assert.is(readlinkSync(path.join(back, 'dangling')), '/nonexistent/outside');
+  assert.is(statSync(path.join(back, 'app-hardlink.conf')).ino, statSync(path.join(back, 'app.conf')).ino);
+  assert.is(statSync(path.join(back, 'app.conf')).mtime.toISOString(), '2025-01-02T03:04:05.000Z');
+  assert.not.ok(readdirSync(back).includes('fifo'), 'a fifo is metadata, not recreated');
+  assert.match(rs.stderr, 'fifo');
+  assert.equal(readdirSync(path.dirname(to)), ['restored'], 'no staging folder left');
+});
+
+test('the next export links to the previous one, and the set verifies as a chain', () => {
+  const src = sourceTree();
+  const medium = tmp();
+  const state = tmp();
+  const first = exportTo(medium, state, src);
+  assert.is(first.code, 0, first.stderr);
+  const second = exportTo(medium, state, src, ['--compress', 'none']);
+  assert.is(second.code, 0, second.stderr);
+  assert.match(second.stdout, 'site-a-00000002');
+  const m2 = JSON.parse(readFileSync(path.join(second.stdout.trim(), 'manifest.json'), 'utf8'));
+  assert.is(m2.seq, 2);
+  assert.is(m2.prev, sha256Hex(readFileSync(path.join(first.stdout.trim(), 'SHA256SUMS'))));
+  assert.is(m2.payload.compression, 'none');
+  const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, '--json', medium]);
+  assert.is(v.code, 0, v.stdout);
+  const j = JSON.parse(v.stdout);
+  assert.is(j.status, 'ok');
+  assert.equal(j.sites, [{ site: 'site-a', first: 1, newest: { seq: 2, sums: sha256Hex(readFileSync(path.join(second.stdout.trim(), 'SHA256SUMS'))) }, bundles: 2 }]);
+  // stock decrypt of an uncompressed bundle
+  const out = tmp();
+  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256', 'x', second.stdout.trim(), keys.identity, out]);
+  assert.is(sh.code, 0, sh.stderr);
+});
+
+test('small volumes: many numbered volumes that a plain sort orders', () => {
+  const src = tmp();
+  writeFileSync(path.join(src, 'big.bin'), randomBytes(5 * 1024 * 1024 + 123));
+  const medium = tmp();
+  const r = exportTo(medium, tmp(), src, ['--volume-size', '1M', '--compress', 'none']);
+  assert.is(r.code, 0, r.stderr);
+  const names = readdirSync(r.stdout.trim()).filter((n) => n.startsWith('payload.'));
+  assert.equal(names, ['payload.000', 'payload.001', 'payload.002', 'payload.003', 'payload.004', 'payload.005']);
+  for (const n of names.slice(0, -1)) assert.is(lstatSync(path.join(r.stdout.trim(), n)).size, 1024 * 1024);
+  const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
+  assert.is(v.code, 0, v.stdout);
+});
+
+test('usage errors: typed, one line, a hint, exit 2; nothing written', () => {
+  const medium = tmp();
+  const r = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--files', ROOT]);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /^airlock: error: no recipient given\nairlock: hint: /);
+  const big = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', ROOT, '--volume-size', '5G']);
+  assert.is(big.code, 2);
+  assert.match(big.stderr, 'FAT32');
+  const unknown = airlock(['export', '--bogus']);
+  assert.is(unknown.code, 2);
+  assert.match(unknown.stderr, "airlock: error: unknown option '--bogus'");
+  const noSigners = airlockVerify([medium]);
+  assert.is(noSigners.code, 2);
+  assert.match(noSigners.stderr, 'airlock-verify: error: --allowed-signers is required');
+  assert.equal(readdirSync(medium), []);
+});
+
+test('help lists the exit codes', () => {
+  for (const r of [airlock(['--help']), airlock(['export', '--help']), airlockVerify(['--help'])]) {
+    assert.is(r.code, 0);
+    assert.match(r.stdout, 'Exit codes:');
+    assert.match(r.stdout, ' 6  the medium or state directory failed');
+  }
+});
+
+test.run();

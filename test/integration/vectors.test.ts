@@ -1,0 +1,72 @@
+/*
+ * Runs every bundle test vector (test/vectors/cases/*): airlock-verify must end with the expected
+ * exit code and findings, and `airlock restore files` must refuse every bad set and write nothing.
+ */
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+
+const VECTORS = path.join(ROOT, 'test', 'vectors');
+const KEYS = path.join(VECTORS, 'keys');
+const cases = readdirSync(path.join(VECTORS, 'cases')).sort();
+
+interface Expected {
+  description: string;
+  deep?: boolean;
+  wrongIdentity?: boolean;
+  state?: Record<string, { seq: number; sums: string }>;
+  exit: number;
+  findings: { result: string; file?: string }[];
+  restoreRefused: boolean;
+}
+
+test('there are at least 20 tamper vectors and some good ones', () => {
+  const all = cases.map((c) => JSON.parse(readFileSync(path.join(VECTORS, 'cases', c, 'expected.json'), 'utf8')) as Expected);
+  assert.ok(all.filter((e) => e.exit === 1).length >= 20);
+  assert.ok(all.filter((e) => e.exit === 0).length >= 2);
+});
+
+for (const name of cases) {
+  test(`vector ${name}`, () => {
+    const dir = path.join(VECTORS, 'cases', name);
+    const e = JSON.parse(readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
+    const media = path.join(dir, 'media');
+    const identity = path.join(KEYS, e.wrongIdentity ? 'other-identity.txt' : 'identity.txt');
+    const args = ['--allowed-signers', path.join(KEYS, 'allowed_signers'), '--json'];
+    if (e.deep) args.push('--identity', identity);
+    if (e.state) {
+      const state = path.join(tmp(), 'state.json');
+      writeFileSync(state, JSON.stringify({ format: 'airlock-verify-state', version: 1, sites: e.state }));
+      args.push('--state', state);
+    }
+    const r = airlockVerify([...args, media]);
+    assert.is(r.code, e.exit, `${e.description}\n${r.stdout}${r.stderr}`);
+    const report = JSON.parse(r.stdout) as { status: string; findings: { result: string; file?: string; message: string }[] };
+    assert.is(report.status, e.exit === 0 ? 'ok' : 'error');
+    const allowed = new Set(e.findings.map((f) => f.result));
+    for (const f of report.findings) assert.ok(allowed.has(f.result), `unexpected finding ${f.result} ${f.file ?? ''}: ${f.message}`);
+    for (const want of e.findings) {
+      assert.ok(
+        report.findings.some((f) => f.result === want.result && (want.file === undefined || f.file === want.file)),
+        `expected ${want.result} ${want.file ?? ''}; got ${JSON.stringify(report.findings)}`,
+      );
+    }
+    if (e.exit === 0) assert.is(report.findings.length, 0);
+
+    const parent = tmp();
+    const to = path.join(parent, 'restored');
+    const rs = airlock(['restore', 'files', '--from', media, '--identity', identity, '--allowed-signers', path.join(KEYS, 'allowed_signers'), '--to', to]);
+    if (e.restoreRefused) {
+      assert.is.not(rs.code, 0, `restore must refuse: ${e.description}`);
+      assert.match(rs.stderr, /^airlock: error: /m);
+      assert.not.ok(existsSync(to), 'restore wrote the target');
+      assert.equal(readdirSync(parent), [], 'restore left files behind');
+    } else {
+      assert.is(rs.code, 0, rs.stderr);
+    }
+  });
+}
+
+test.run();

@@ -343,7 +343,7 @@ test('truncation, flipped bytes, trailing data and wrong keys fail with the righ
 
 // --- throughput (printed, not asserted) ---
 
-/** Streams `total` bytes of `block` repeated through `t` in 64 KiB writes, discarding the output. */
+/** Writes `count` buffers from `source` into `t`, counting and discarding the output. */
 async function timeThrough(t: Transform, source: (i: number) => Buffer, count: number): Promise<{ ms: number; bytes: number }> {
   let bytes = 0;
   t.on('data', (d: Buffer) => (bytes += d.length));
@@ -362,34 +362,42 @@ test('throughput of 256 MiB in memory', async () => {
   const id = generateIdentity();
   const r = parseRecipient(id.recipient);
   const mbps = (ms: number): string => (total / (1 << 20) / (ms / 1000)).toFixed(0);
-
-  await timeThrough(encryptStream([r]), () => block, 512); // warm-up
-  // The ciphertext to decrypt is made first, untimed; collecting garbage before each timing keeps
-  // one phase from paying for another's.
-  const file = (await pump(encryptStream([r]), (function* () { for (let i = 0; i < writes; i++) yield block; })())).out;
   v8.setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
+  // V8 sizes its young generation to the allocation rate over the first few hundred MiB, so one
+  // cold pass reads low; the best of two passes, each after a collection, is the steady state.
+  const best = async (run: () => Promise<{ ms: number; bytes: number }>, bytes: number): Promise<number> => {
+    let ms = Infinity;
+    for (let i = 0; i < 2; i++) {
+      gc();
+      const t = await run();
+      assert.is(t.bytes, bytes);
+      ms = Math.min(ms, t.ms);
+    }
+    return ms;
+  };
 
-  // Timed without keeping the output: holding 256 MiB would measure page faults, not the cipher.
-  gc();
-  const enc = await timeThrough(encryptStream([r]), () => block, writes);
-  assert.is(file.length, enc.bytes);
-  gc();
-  const dec = await timeThrough(decryptStream([id.secret]), (i) => file.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE), Math.ceil(file.length / CHUNK_SIZE));
-  assert.is(dec.bytes, total);
+  // The ciphertext to decrypt is made first, untimed. Timed passes discard their output: holding
+  // 256 MiB would measure page faults, not the cipher.
+  const file = (await pump(encryptStream([r]), (function* () { for (let i = 0; i < writes; i++) yield block; })())).out;
+  const enc = await best(() => timeThrough(encryptStream([r]), () => block, writes), file.length);
+  const slice = (i: number): Buffer => file.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE);
+  const dec = await best(() => timeThrough(decryptStream([id.secret]), slice, Math.ceil(file.length / CHUNK_SIZE)), total);
+
   // The bare cipher over the same chunks, for comparison.
-  gc();
-  const t0 = performance.now();
   const key = randomBytes(32);
   const nonce = Buffer.alloc(12);
-  for (let i = 0; i < writes; i++) {
-    const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
-    c.update(block);
-    c.final();
-    c.getAuthTag();
-  }
-  const raw = performance.now() - t0;
-  console.log(`  throughput 256 MiB, 64 KiB writes: encrypt ${mbps(enc.ms)} MB/s, decrypt ${mbps(dec.ms)} MB/s; raw node:crypto chacha20-poly1305 ${mbps(raw)} MB/s`);
+  const raw = await best(async () => {
+    const t0 = performance.now();
+    for (let i = 0; i < writes; i++) {
+      const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+      c.update(block);
+      c.final();
+      c.getAuthTag();
+    }
+    return { ms: performance.now() - t0, bytes: total };
+  }, total);
+  console.log(`  throughput 256 MiB, 64 KiB writes, best of 2: encrypt ${mbps(enc)} MB/s, decrypt ${mbps(dec)} MB/s; bare node:crypto chacha20-poly1305 ${mbps(raw)} MB/s`);
 });
 
 test.run();

@@ -27,13 +27,13 @@ export interface Ran {
 }
 
 /** Runs a program with an argument list; never a shell. */
-export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions & { input?: string | Buffer } = {}): Ran {
+export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...opts });
   if (r.error) throw r.error;
   return { code: r.status ?? 128 + (r.signal ? os.constants.signals[r.signal] : 0), stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
 }
 
-export function airlock(args: readonly string[], opts: SpawnSyncOptions & { input?: string } = {}): Ran {
+export function airlock(args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
   return run(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
 }
 

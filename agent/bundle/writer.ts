@@ -20,6 +20,7 @@ import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
 import { spawnFilter } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
+import { HashWorker } from '../../manifests/hash-worker.js';
 import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
@@ -111,12 +112,15 @@ class Spool {
   }
 }
 
-/** Writes the ciphertext into volumes of `volumeSize` bytes, hashing each and the whole. */
+/**
+ * Writes the ciphertext into volumes of `volumeSize` bytes. Each volume's sha256 and the whole's are
+ * computed on a worker thread, so hashing runs beside encryption instead of after it.
+ */
 class VolumeSink extends Writable {
   readonly volumes: Volume[] = [];
-  readonly whole = createHash('sha256');
+  whole = '';
+  private readonly hasher = new HashWorker();
   private fh: FileHandle | undefined;
-  private hash = createHash('sha256');
   private used = 0;
 
   constructor(private readonly dir: string, private readonly volumeSize: number) {
@@ -128,7 +132,12 @@ class VolumeSink extends Writable {
   }
 
   override _final(callback: (e?: Error | null) => void): void {
-    this.closeVolume().then(() => callback(), callback);
+    this.closeVolume()
+      .then(async () => {
+        this.whole = await this.hasher.digest('whole');
+        await this.hasher.close();
+      })
+      .then(() => callback(), callback);
   }
 
   private async put(buffers: Buffer[]): Promise<void> {
@@ -142,8 +151,6 @@ class VolumeSink extends Writable {
         }
         const piece = b.subarray(0, this.volumeSize - this.used);
         b = b.subarray(piece.byteLength);
-        this.hash.update(piece);
-        this.whole.update(piece);
         this.used += piece.byteLength;
         batch.push(piece);
         if (this.used === this.volumeSize) {
@@ -156,6 +163,7 @@ class VolumeSink extends Writable {
     await this.flush(batch);
   }
 
+  /** Writes `batch` into the open volume, then hands it to the hasher (which takes the buffers over). */
   private async flush(batch: Buffer[]): Promise<void> {
     if (batch.length === 0 || !this.fh) return;
     let pending = batch;
@@ -173,6 +181,7 @@ class VolumeSink extends Writable {
       }
       pending = rest;
     }
+    await this.hasher.give([`v${this.volumes.length}`, 'whole'], batch);
   }
 
   private async closeVolume(): Promise<void> {
@@ -180,16 +189,17 @@ class VolumeSink extends Writable {
     await this.fh.sync();
     await this.fh.close();
     this.fh = undefined;
-    this.volumes.push({ name: volumeName(this.volumes.length, 1), size: this.used, sha256: this.hash.digest('hex') });
-    this.hash = createHash('sha256');
+    const i = this.volumes.length;
+    this.volumes.push({ name: volumeName(i, 1), size: this.used, sha256: await this.hasher.digest(`v${i}`) });
     this.used = 0;
   }
 
   override _destroy(error: Error | null, callback: (e?: Error | null) => void): void {
     const fh = this.fh;
     this.fh = undefined;
-    if (fh) fh.close().then(() => callback(error), () => callback(error));
-    else callback(error);
+    const done = () => this.hasher.close().then(() => callback(error), () => callback(error));
+    if (fh) fh.close().then(done, done);
+    else done();
   }
 }
 
@@ -311,7 +321,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
       tool: TOOL,
       signer: fingerprint(opts.signingKey.publicKey),
       recipients: [...opts.recipients],
-      payload: { encryption: 'age-v1', compression: opts.compression, volumeSize: opts.volumeSize, volumes, size, sha256: sink.whole.digest('hex') },
+      payload: { encryption: 'age-v1', compression: opts.compression, volumeSize: opts.volumeSize, volumes, size, sha256: sink.whole },
       inner: { sha256: innerHash.sha256, entries: counts.entries },
       contents: { files: counts.files, metadata: counts.metadata, bytes: counts.bytes },
     };

@@ -49,25 +49,34 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
   } catch (e) {
     throw fromSystemError(e, file);
   }
+  const handle = fh;
+  let next: Promise<Buffer> | undefined;
   try {
-    const before = await fh.stat();
+    const before = await handle.stat();
     const changed = () => new AirlockError('source-changed', `${file}: changed while it was exported`, { hint: 'run the export again when the file is quiet' });
     if (before.ino !== ino || before.size !== size || before.mtimeMs !== mtimeMs) throw changed();
+    // one read ahead: the next block comes from the disk while this one is hashed and encrypted
+    const readAt = (at: number) => {
+      const want = Math.min(READ_SIZE, size - at);
+      return handle.read(Buffer.allocUnsafe(want), 0, want, at).then(({ bytesRead, buffer }) => (bytesRead === want ? buffer : buffer.subarray(0, bytesRead)));
+    };
     let done = 0;
-    while (done < size) {
-      const want = Math.min(READ_SIZE, size - done);
-      const buf = Buffer.allocUnsafe(want);
-      const { bytesRead } = await fh.read(buf, 0, want, done);
-      if (bytesRead === 0) throw changed();
-      done += bytesRead;
-      yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+    next = size > 0 ? readAt(0) : undefined;
+    while (next) {
+      const buf = await next;
+      next = undefined;
+      if (buf.byteLength === 0) throw changed();
+      done += buf.byteLength;
+      if (done < size) next = readAt(done);
+      yield buf;
     }
-    const after = await fh.stat();
+    const after = await handle.stat();
     if (after.size !== size || after.mtimeMs !== mtimeMs) throw changed();
   } catch (e) {
     throw fromSystemError(e, file);
   } finally {
-    await fh.close();
+    await next?.catch(() => undefined);
+    await handle.close();
   }
 }
 

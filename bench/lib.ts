@@ -1,0 +1,55 @@
+/*
+ * Benchmark helpers. Every figure is a ratio against a peer tool run in the same process, on the
+ * same data, right before or after, because this machine is shared and absolute times are noise.
+ * Each side runs `rounds` times alternately and the best time counts.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+
+export interface Timed {
+  seconds: number;
+  maxRssMb: number;
+}
+
+/** Runs a command under GNU time; throws if it fails. */
+export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Timed {
+  const r = spawnSync('/usr/bin/time', ['-f', 'BENCH %e %M', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  const m = /BENCH ([\d.]+) (\d+)/.exec(r.stderr);
+  if (!m) throw new Error(`no timing from ${cmd}`);
+  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024 };
+}
+
+/** Runs `ours` and `peer` alternately `rounds` times (with `reset` before each) and keeps the best of each. */
+export function compare(rounds: number, reset: () => void, ours: () => Timed, peer: () => Timed): { ours: Timed; peer: Timed } {
+  let best: { ours: Timed; peer: Timed } | undefined;
+  for (let i = 0; i < rounds; i++) {
+    reset();
+    const p = peer();
+    reset();
+    const o = ours();
+    best = {
+      ours: !best || o.seconds < best.ours.seconds ? o : best.ours,
+      peer: !best || p.seconds < best.peer.seconds ? p : best.peer,
+    };
+    best.ours.maxRssMb = Math.max(best.ours.maxRssMb, o.maxRssMb);
+  }
+  return best as { ours: Timed; peer: Timed };
+}
+
+export function line(name: string, r: { ours: Timed; peer: Timed }, peerName: string, bytes: number, target: string, faster: 'higher' | 'lower' = 'higher', rssLimitMb?: number): string {
+  const mb = bytes / 1024 / 1024;
+  const ratio = faster === 'higher' ? r.peer.seconds / r.ours.seconds : r.ours.seconds / r.peer.seconds;
+  const rss = `peak RSS ${r.ours.maxRssMb.toFixed(0)} MB${rssLimitMb ? ` (limit ${rssLimitMb})` : ''}`;
+  return `${name}: ${ratio.toFixed(2)}x ${faster === 'higher' ? 'the speed of' : 'the time of'} ${peerName} (target ${target}); airlock ${r.ours.seconds.toFixed(2)} s = ${(mb / r.ours.seconds).toFixed(0)} MB/s, ${peerName} ${r.peer.seconds.toFixed(2)} s = ${(mb / r.peer.seconds).toFixed(0)} MB/s; ${rss}`;
+}
+
+export function scratch(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
+  process.on('exit', () => rmSync(d, { recursive: true, force: true }));
+  return d;
+}

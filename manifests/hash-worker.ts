@@ -1,0 +1,132 @@
+/*
+ * SHA-256 on a second core. The ciphertext of a bundle is hashed twice (per volume, and whole for the
+ * manifest); doing both on the thread that also encrypts would make hashing the bottleneck, so the
+ * bytes are copied (one memcpy, far cheaper than a hash) into batches that a worker thread hashes.
+ * Batches in flight are bounded, so a slow worker slows the producer instead of filling memory.
+ */
+import { Worker } from 'node:worker_threads';
+import { AirlockError } from './errors.js';
+
+const WORKER = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  if (m.op === 'update') {
+    let bytes = 0;
+    for (const id of m.ids) {
+      let h = hashes.get(id);
+      if (!h) { h = createHash('sha256'); hashes.set(id, h); }
+      for (const d of m.data) h.update(d);
+    }
+    for (const d of m.data) bytes += d.byteLength;
+    parentPort.postMessage({ op: 'ack', bytes });
+  } else if (m.op === 'digest') {
+    const h = hashes.get(m.id) || createHash('sha256');
+    hashes.delete(m.id);
+    parentPort.postMessage({ op: 'digest', id: m.id, hex: h.digest('hex') });
+  }
+});
+`;
+
+const BATCH = 1024 * 1024;
+const MAX_IN_FLIGHT = 16 * 1024 * 1024;
+
+/** Named running SHA-256 digests computed on a worker thread. */
+export class HashWorker {
+  private readonly worker = new Worker(WORKER, { eval: true });
+  private inFlight = 0;
+  private batch = Buffer.allocUnsafe(BATCH);
+  private used = 0;
+  private batchIds: readonly string[] = [];
+  private failure: Error | undefined;
+  private readonly drained: (() => void)[] = [];
+  private readonly digests = new Map<string, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
+
+  constructor() {
+    this.worker.on('message', (m: { op: string; bytes?: number; id?: string; hex?: string }) => {
+      if (m.op === 'ack') {
+        this.inFlight -= m.bytes ?? 0;
+        if (this.inFlight <= MAX_IN_FLIGHT / 2) for (const w of this.drained.splice(0)) w();
+      } else if (m.op === 'digest' && m.id !== undefined) {
+        this.digests.get(m.id)?.resolve(m.hex ?? '');
+        this.digests.delete(m.id);
+      }
+    });
+    this.worker.on('error', (e) => this.fail(e));
+    this.worker.on('exit', (code) => this.fail(new AirlockError('internal', `the hash worker exited (${code})`)));
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    for (const w of this.drained.splice(0)) w();
+    for (const d of this.digests.values()) d.reject(this.failure);
+    this.digests.clear();
+  }
+
+  private flush(): void {
+    if (this.used === 0) return;
+    const data = this.batch.subarray(0, this.used);
+    this.worker.postMessage({ op: 'update', ids: this.batchIds, data: [data] }, [data.buffer]);
+    this.inFlight += this.used;
+    this.batch = Buffer.allocUnsafe(BATCH);
+    this.used = 0;
+  }
+
+  /** Feeds `data` to every digest in `ids`. Await the result: it waits while the worker is behind. */
+  async update(ids: readonly string[], data: Uint8Array): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (ids !== this.batchIds && (ids.length !== this.batchIds.length || ids.some((id, i) => id !== this.batchIds[i]))) {
+      this.flush();
+      this.batchIds = [...ids];
+    }
+    let at = 0;
+    while (at < data.byteLength) {
+      const n = Math.min(BATCH - this.used, data.byteLength - at);
+      this.batch.set(data.subarray(at, at + n), this.used);
+      this.used += n;
+      at += n;
+      if (this.used === BATCH) this.flush();
+    }
+    if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));
+    if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Feeds `buffers`, in order, to every digest in `ids`, and takes them over: a buffer that owns its
+   * whole memory is moved to the worker without a copy and must not be used again by the caller.
+   */
+  async give(ids: readonly string[], buffers: readonly Buffer[]): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.flush();
+    const data: Uint8Array[] = [];
+    const moved: ArrayBuffer[] = [];
+    let bytes = 0;
+    for (const b of buffers) {
+      const owns = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer && !moved.includes(b.buffer);
+      const d = owns ? b : new Uint8Array(b);
+      data.push(d);
+      moved.push(d.buffer as ArrayBuffer);
+      bytes += d.byteLength;
+    }
+    this.worker.postMessage({ op: 'update', ids: [...ids], data }, moved);
+    this.inFlight += bytes;
+    if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));
+    if (this.failure) throw this.failure;
+  }
+
+  /** The hex digest of everything fed to `id`; the digest is then forgotten. */
+  digest(id: string): Promise<string> {
+    this.flush();
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.digests.set(id, { resolve, reject });
+      this.worker.postMessage({ op: 'digest', id });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what airlock needs on a Debian 12 machine, then its npm dependencies.
+# Usage: bash scripts/setup.sh          (as root, or with sudo available)
+# Installs only what is missing: age, zstd, openssh-client (ssh-keygen), GNU tar, coreutils,
+# time (benchmarks), and PostgreSQL 15 (its server binaries back the tests and the demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(age zstd openssh-client tar coreutils time postgresql-15)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+node -e 'const [maj] = process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: node ${process.version} is too old; airlock needs node 20 or newer`); process.exit(1); }'
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
+echo "setup: done"

@@ -5,6 +5,7 @@
  * Batches in flight are bounded, so a slow worker slows the producer instead of filling memory.
  */
 import { Worker } from 'node:worker_threads';
+import { transferable } from './age/transfer.js';
 import { AirlockError } from './errors.js';
 
 const WORKER = `
@@ -30,7 +31,7 @@ parentPort.on('message', (m) => {
 `;
 
 const BATCH = 1024 * 1024;
-const MAX_IN_FLIGHT = 16 * 1024 * 1024;
+const MAX_IN_FLIGHT = 8 * 1024 * 1024;
 
 /** Named running SHA-256 digests computed on a worker thread. */
 export class HashWorker {
@@ -99,16 +100,7 @@ export class HashWorker {
   async give(ids: readonly string[], buffers: readonly Buffer[]): Promise<void> {
     if (this.failure) throw this.failure;
     this.flush();
-    const data: Uint8Array[] = [];
-    const moved: ArrayBuffer[] = [];
-    let bytes = 0;
-    for (const b of buffers) {
-      const owns = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer && !moved.includes(b.buffer);
-      const d = owns ? b : new Uint8Array(b);
-      data.push(d);
-      moved.push(d.buffer as ArrayBuffer);
-      bytes += d.byteLength;
-    }
+    const { data, moved, bytes } = transferable(buffers);
     this.worker.postMessage({ op: 'update', ids: [...ids], data }, moved);
     this.inFlight += bytes;
     if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));

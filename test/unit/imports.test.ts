@@ -1,0 +1,52 @@
+/*
+ * The architecture's import rules, enforced: the verifier stands alone (manifests/ and Node built-ins
+ * only, never agent/ or a database or S3 client), and the format library knows nothing of the agent.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ROOT } from '../helpers.js';
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = path.join(dir, n);
+    return statSync(p).isDirectory() ? files(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+function importsOf(text: string): string[] {
+  return [...text.matchAll(/(?:^|\n)\s*(?:import|export)[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)|require\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1] ?? m[2] ?? m[3] ?? '');
+}
+
+function check(dir: string, allowedRoots: string[]): string[] {
+  const bad: string[] = [];
+  for (const f of files(path.join(ROOT, dir))) {
+    for (const spec of importsOf(readFileSync(f, 'utf8'))) {
+      if (spec.startsWith('node:')) continue;
+      if (!spec.startsWith('.')) {
+        bad.push(`${path.relative(ROOT, f)} imports package ${spec}`);
+        continue;
+      }
+      const target = path.relative(ROOT, path.resolve(path.dirname(f), spec));
+      if (!allowedRoots.some((r) => target.startsWith(`${r}/`))) bad.push(`${path.relative(ROOT, f)} imports ${target}`);
+    }
+  }
+  return bad;
+}
+
+test('verifier/ imports only manifests/ and Node built-ins', () => {
+  assert.equal(check('verifier', ['verifier', 'manifests']), []);
+  assert.ok(files(path.join(ROOT, 'verifier')).length >= 3);
+});
+
+test('manifests/ imports only itself and Node built-ins', () => {
+  assert.equal(check('manifests', ['manifests']), []);
+});
+
+test('the rule catches a bad import', () => {
+  const sample = "import x from 'pg';\nimport {\n  y,\n} from '../agent/catalog.js';\nconst m = await import('minio');\nexport { z } from './z.js';\n";
+  assert.equal(importsOf(sample), ['pg', '../agent/catalog.js', 'minio', './z.js']);
+});
+
+test.run();

@@ -3,6 +3,7 @@
  * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
  */
 import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
+import { human } from '../../verifier/render.js';
 import { loadConfig, type Config } from '../config.js';
 
 export const VERSION = '0.1.0';
@@ -39,17 +40,6 @@ export class Settings {
     if (v === undefined) throw new AirlockError('usage', `--${key} is required`, { hint });
     return v;
   }
-}
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
 }
 
 /** A progress line on stderr when it is a TTY (bytes, rate), silent otherwise. */

@@ -1,0 +1,58 @@
+/*
+ * The verifier's report as text lines (one per bundle and finding, then the summary and `status:`)
+ * and as one JSON document with the same facts.
+ */
+import path from 'node:path';
+import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
+
+/** A byte count for people: 1.5 MiB. */
+export function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+function findingLine(f: Finding): string {
+  const where = f.file ? `${path.basename(f.bundle)}/${f.file}` : f.bundle.includes('/') ? path.basename(f.bundle) : f.bundle;
+  return `${f.result}: ${where}: ${f.message}`;
+}
+
+function bundleLine(b: BundleReport, deep: boolean): string {
+  const name = path.basename(b.path);
+  if (b.findings.length > 0) return `failed: ${name}: ${b.findings.length} finding(s)`;
+  const vols = b.manifest?.payload.volumes.length ?? 0;
+  return `ok: ${name}: ${vols} volume(s), ${human(b.size ?? 0)}, signed by ${b.signer ?? '?'}${deep ? ', contents checked' : ''}`;
+}
+
+export function renderText(r: Report, quiet: boolean): string {
+  const out: string[] = [];
+  for (const b of r.bundles) {
+    if (!quiet) out.push(bundleLine(b, r.deep));
+    for (const f of b.findings) out.push(findingLine(f));
+  }
+  for (const f of r.findings) out.push(findingLine(f));
+  for (const s of r.sites) out.push(`site ${s.site}: ${s.bundles} bundle(s), seq ${s.first} to ${s.newest.seq}`);
+  const failed = r.bundles.filter((b) => b.findings.length > 0).length;
+  const n = allFindings(r).length;
+  out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);
+  out.push(`status: ${r.ok ? 'ok' : 'error'}`);
+  return `${out.join('\n')}\n`;
+}
+
+export function reportJson(r: Report): unknown {
+  return {
+    tool: r.tool,
+    checkedAt: r.checkedAt,
+    deep: r.deep,
+    status: r.ok ? 'ok' : 'error',
+    paths: r.paths,
+    sites: r.sites,
+    bundles: r.bundles.map(({ manifest, ...b }) => ({ ...b, ...(manifest ? { prev: manifest.prev ?? null, volumes: manifest.payload.volumes.length, contents: manifest.contents } : {}) })),
+    findings: allFindings(r),
+  };
+}

@@ -90,10 +90,6 @@ export class Catalog {
     return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'writing' ORDER BY seq`).all(site) as BundleRow[];
   }
 
-  bundles(site: string): BundleRow[] {
-    return this.db.prepare(`SELECT * FROM bundles WHERE site = ? ORDER BY seq`).all(site) as BundleRow[];
-  }
-
   /** Records the intent to write `seq`. Throws `seq-conflict` if that seq is already recorded. */
   intend(site: string, seq: number, where: string, now: Date): void {
     try {
@@ -106,8 +102,10 @@ export class Catalog {
     }
   }
 
+  /** Marks the intent for `seq` done. Throws `seq-conflict` if there is no such intent. */
   commit(site: string, seq: number, sumsSha256: string, size: number, now: Date): void {
-    this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
+    const r = this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
+    if (r.changes !== 1) throw new AirlockError('seq-conflict', `no export of ${site} seq ${seq} was in progress in the catalog`);
   }
 
   abandon(site: string, seq: number): void {

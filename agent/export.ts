@@ -13,7 +13,7 @@ import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { SITE_RE, type Compression } from '../manifests/manifest.js';
 import type { SigningKey } from '../manifests/sshkey.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
-import { writeBundle, type SourceItem, type WrittenBundle } from './bundle/writer.js';
+import { bundlePath, preparePartial, writeBundle, type SourceItem, type WrittenBundle } from './bundle/writer.js';
 import { Catalog } from './catalog.js';
 import { faultPoint } from './faults.js';
 import { removeTree } from './fsutil.js';
@@ -28,6 +28,8 @@ export interface ExportOptions {
   compression: Compression;
   volumeSize: number;
   continueFrom?: string;
+  /** forget unfinished exports whose medium is not mounted (the operator knows none finished) */
+  abandonUnfinished?: boolean;
   now: () => Date;
   signal?: AbortSignal;
   progress?: (bytes: number) => void;
@@ -45,15 +47,15 @@ function describe(b: BundleReport): string {
   return b.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
 }
 
-/** Settles intents left by a crashed export. Throws `seq-conflict` when the medium they name is absent. */
-async function reconcile(catalog: Catalog, site: string, key: SigningKey, now: Date): Promise<void> {
+/**
+ * Settles intents left by a crashed export. The partial folder is created before the intent is
+ * recorded, so an unfinished intent always left either its finished bundle or its partial folder on
+ * its medium: the first is adopted (its seq is never reused), the second removed (the seq was never
+ * published). Neither there means that medium is not mounted: throws `seq-conflict` rather than
+ * guessing, unless `abandonUnchecked` says the operator knows it never held a finished bundle.
+ */
+async function reconcile(catalog: Catalog, site: string, key: SigningKey, now: Date, abandonUnchecked: boolean): Promise<void> {
   for (const row of catalog.unfinished(site)) {
-    const mediumRoot = path.dirname(path.dirname(row.path));
-    if (!(await exists(mediumRoot))) {
-      throw new AirlockError('seq-conflict', `an export of ${site} seq ${row.seq} to ${row.path} did not finish and that medium is not here`, {
-        hint: `insert the medium that holds ${mediumRoot} so the export can be reconciled`,
-      });
-    }
     if (await exists(row.path)) {
       const b = await checkOwnBundle(row.path, site, key, now);
       if (b.findings.length > 0 || !b.sums || b.seq !== row.seq) {
@@ -62,15 +64,21 @@ async function reconcile(catalog: Catalog, site: string, key: SigningKey, now: D
         });
       }
       catalog.importDone(site, row.seq, row.path, b.sums, b.size ?? 0, now);
-    } else {
+    } else if (await exists(`${row.path}.partial`)) {
       await removeTree(`${row.path}.partial`);
       catalog.abandon(site, row.seq);
+    } else if (abandonUnchecked) {
+      catalog.abandon(site, row.seq);
+    } else {
+      throw new AirlockError('seq-conflict', `an export of ${site} seq ${row.seq} to ${row.path} did not finish and that medium is not here`, {
+        hint: `mount the medium that holds ${path.dirname(row.path)} so the export can be reconciled; only if that medium is lost and never held a finished bundle ${row.seq}, add --abandon-unfinished`,
+      });
     }
   }
 }
 
-/** The bundle folders of `site` on a medium, newest last. */
-async function bundlesOnMedium(medium: string, site: string): Promise<string[]> {
+/** The finished bundle folders of `site` on a medium, by seq, newest last. */
+async function bundlesOnMedium(medium: string, site: string): Promise<{ seq: number; path: string }[]> {
   const dir = path.join(medium, site);
   let names: string[];
   try {
@@ -78,8 +86,11 @@ async function bundlesOnMedium(medium: string, site: string): Promise<string[]> 
   } catch {
     return [];
   }
-  const re = new RegExp(`^${site.replace(/[.]/g, '\\.')}-\\d{8,}$`);
-  return names.filter((n) => re.test(n)).sort().map((n) => path.join(dir, n));
+  const prefix = `${site}-`;
+  return names
+    .filter((n) => n.startsWith(prefix) && /^\d{8,}$/.test(n.slice(prefix.length)))
+    .map((n) => ({ seq: Number(n.slice(prefix.length)), path: path.join(dir, n) }))
+    .sort((a, b) => a.seq - b.seq);
 }
 
 /**
@@ -103,8 +114,10 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
   let release: (() => void) | undefined;
   try {
     release = acquireLock(opts.stateDir, 'export');
-    await reconcile(catalog, opts.site, opts.signingKey, opts.now());
+    await reconcile(catalog, opts.site, opts.signingKey, opts.now(), opts.abandonUnfinished === true);
     let last = catalog.lastDone(opts.site);
+    const onMedium = await bundlesOnMedium(medium, opts.site);
+    const newestOnMedium = onMedium.at(-1);
 
     if (opts.continueFrom !== undefined) {
       const from = path.resolve(opts.continueFrom);
@@ -112,24 +125,26 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
       if (b.findings.length > 0 || !b.sums || b.seq === undefined) {
         throw new AirlockError('verification-failed', `--continue-from ${opts.continueFrom} does not verify as a bundle of ${opts.site} signed by this key: ${describe(b)}`);
       }
+      if (newestOnMedium && newestOnMedium.seq > b.seq) {
+        throw new AirlockError('seq-conflict', `${medium} already holds seq ${newestOnMedium.seq}, newer than the bundle to continue from`, { hint: `continue from the newest bundle: --continue-from ${newestOnMedium.path}` });
+      }
       if (last && (last.seq !== b.seq || last.sums_sha256 !== b.sums)) {
         throw new AirlockError('seq-conflict', `the catalog already continues from seq ${last.seq}, not from seq ${b.seq}`, { hint: 'drop --continue-from; it is only for a lost state folder' });
       }
       if (!last) catalog.importDone(opts.site, b.seq, from, b.sums, b.size ?? 0, opts.now());
       last = catalog.lastDone(opts.site);
-    } else if (!last) {
-      const onMedium = await bundlesOnMedium(medium, opts.site);
-      const newest = onMedium.at(-1);
-      if (newest) {
-        throw new AirlockError('state-lost', `the catalog has no bundle of ${opts.site} but ${medium} holds ${onMedium.length}`, {
-          hint: `if the state folder was lost, continue the chain with --continue-from ${newest} (the newest bundle of the site, wherever it is)`,
-        });
-      }
+    } else if (newestOnMedium && newestOnMedium.seq > (last?.seq ?? 0)) {
+      // the medium is ahead of the catalog: a lost or restored-from-backup state folder
+      throw new AirlockError('state-lost', last ? `the catalog ends at seq ${last.seq} of ${opts.site} but ${medium} holds seq ${newestOnMedium.seq}` : `the catalog has no bundle of ${opts.site} but ${medium} holds ${onMedium.length}`, {
+        hint: `if the state folder was lost or restored from an old copy, continue the chain with --continue-from ${newestOnMedium.path} (the newest bundle of the site, wherever it is)`,
+      });
     }
 
     const seq = last ? last.seq + 1 : 1;
     const prev = last?.sums_sha256 ?? undefined;
-    const target = path.join(medium, opts.site, `${opts.site}-${String(seq).padStart(8, '0')}`);
+    const target = bundlePath(medium, opts.site, seq);
+    // the partial folder first: an intent without it on its medium is then never ambiguous
+    await preparePartial(medium, opts.site, seq);
     catalog.intend(opts.site, seq, target, opts.now());
     faultPoint('export:after-intent');
     let written: WrittenBundle;
@@ -145,13 +160,15 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
           compression: opts.compression,
           volumeSize: opts.volumeSize,
           now: opts.now,
+          prepared: true,
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(opts.progress ? { progress: opts.progress } : {}),
         },
         items,
       );
     } catch (e) {
-      catalog.abandon(opts.site, seq);
+      // renamed but not synced to the end: leave the intent for the next start to adopt the bundle
+      if (!(await exists(target))) catalog.abandon(opts.site, seq);
       throw e;
     }
     faultPoint('export:before-commit');

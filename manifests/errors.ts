@@ -23,6 +23,8 @@ export const EXIT = {
   medium: 6,
   /** a bug: please report it */
   internal: 70,
+  /** stopped by SIGINT or SIGTERM; nothing half-written was left looking finished */
+  interrupted: 130,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -57,6 +59,7 @@ const CODES = {
   'medium-full': EXIT.medium,
   io: EXIT.medium,
   internal: EXIT.internal,
+  interrupted: EXIT.interrupted,
 } as const satisfies Record<string, ExitCode>;
 
 export type Code = keyof typeof CODES;
@@ -86,15 +89,20 @@ export function exitCodeOf(e: unknown): ExitCode {
   return e instanceof AirlockError ? e.exitCode : EXIT.internal;
 }
 
-/** Maps Node's system errors on a path to a typed error; anything else is returned unchanged. */
-export function fromSystemError(e: unknown, what: string): unknown {
+/**
+ * Maps Node's system errors on a path to a typed error; anything else is returned unchanged.
+ * `denied` is the code for a permission error, which depends on what the path was: a source being
+ * read (the default), a medium being written (`io`), an input such as a key (`not-found` is wrong
+ * there too, so callers pass what fits).
+ */
+export function fromSystemError(e: unknown, what: string, denied: Code = 'source-unreadable'): unknown {
   const errno = (e as NodeJS.ErrnoException | null)?.code;
   switch (errno) {
     case 'ENOENT':
       return new AirlockError('not-found', `${what}: no such file or directory`, { cause: e });
     case 'EACCES':
     case 'EPERM':
-      return new AirlockError('source-unreadable', `${what}: permission denied`, { cause: e });
+      return new AirlockError(denied, `${what}: permission denied`, { cause: e });
     case 'ENOSPC':
     case 'EDQUOT':
       return new AirlockError('medium-full', `${what}: no space left on device`, {
@@ -119,6 +127,7 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.source, 'a source failed during export (file changed or unreadable, a child tool failed)'],
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
+  [EXIT.interrupted, 'interrupted (SIGINT or SIGTERM); partial output was removed'],
 ];
 
 export function formatExitTable(): string {

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INNER_MANIFEST, SALT, SALT_SIZE, parseIndexLine, parseInnerManifest, type BundleRecord, type IndexRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, SALT, SALT_SIZE, checkSources, parseIndexLine, parseInnerManifest, type BundleRecord, type IndexRecord } from './inner.js';
 import type { Manifest } from './manifest.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
@@ -65,12 +65,13 @@ export async function checkInner(
   let indexSeen = false;
   let files = 0;
   let metadata = 0;
+  const sources: IndexRecord[] = [];
   let bytes = 0;
 
   for await (const { entry, body } of entries) {
     position++;
     const name = entry.path;
-    const unsafe = entryProblem(entry, seenNames);
+    const unsafe = entryProblem(entry, seenNames) ?? (entry.typeflag === '5' ? 'a folder entry (airlock writes folders as index records)' : undefined);
     if (unsafe) {
       add('unsafe-entry', name, `tar entry ${JSON.stringify(name)} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
       continue;
@@ -114,7 +115,6 @@ export async function checkInner(
       const h = createHash('sha256');
       let size = 0;
       let n = 0;
-      let rest = '';
       const handle = (line: string) => {
         n++;
         let r: IndexRecord;
@@ -129,6 +129,7 @@ export async function checkInner(
           if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
           return;
         }
+        sources.push(r);
         if (r.path === undefined) metadata++;
         else {
           if (r.type === 'file') files++;
@@ -143,15 +144,20 @@ export async function checkInner(
         }
         options.onRecord?.(r);
       };
+      // split raw bytes on LF and decode whole lines: a character may straddle two chunks
+      let rest: Buffer = Buffer.alloc(0);
       for await (const c of body) {
         h.update(c);
         size += c.byteLength;
-        const lines = (rest + c.toString('utf8')).split('\n');
-        rest = lines.pop() ?? '';
-        if (rest.length > 1024 * 1024) throw new AirlockError('malformed', `${INDEX}: a line is over the limit`);
-        for (const line of lines) handle(line);
+        let buf = rest.byteLength > 0 ? Buffer.concat([rest, c]) : c;
+        for (let nl = buf.indexOf(0x0a); nl >= 0; nl = buf.indexOf(0x0a)) {
+          handle(buf.subarray(0, nl).toString('utf8'));
+          buf = buf.subarray(nl + 1);
+        }
+        if (buf.byteLength > INDEX_LINE_LIMIT) throw new AirlockError('malformed', `${INDEX}: line ${n + 1} is over ${INDEX_LINE_LIMIT} bytes`);
+        rest = Buffer.from(buf);
       }
-      if (rest !== '') add('malformed', INDEX, 'last line has no LF');
+      if (rest.byteLength > 0) add('malformed', INDEX, 'last line has no LF');
       if (n === 0) add('malformed', INDEX, 'empty');
       digest = { sha256: h.digest('hex'), size };
       for (const o of observed) {
@@ -170,6 +176,7 @@ export async function checkInner(
     byName.set(name, seen);
   }
 
+  for (const p of checkSources(sources)) add('unsafe-entry', INDEX, p);
   if (!indexSeen) add('missing', INDEX, 'the tar has no index');
   if (!innerDone) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;

@@ -9,7 +9,7 @@
  * names exactly one tar entry. Links, folders and devices exist only as records, never as entries.
  */
 import { AirlockError } from './errors.js';
-import { SHA256_RE, SITE_RE } from './manifest.js';
+import { FORMAT, FORMAT_VERSION, SHA256_RE, SITE_RE } from './manifest.js';
 import { parseSumLines, type SumLine } from './sums.js';
 
 export const SALT = 'SALT';
@@ -56,7 +56,7 @@ export function parseInnerManifest(bytes: Uint8Array): SumLine[] {
  */
 export function parseIndexLine(text: string, n: number): IndexRecord {
   const where = `${INDEX} line ${n}`;
-  if (text.length > INDEX_LINE_LIMIT) throw new AirlockError('malformed', `${where}: longer than ${INDEX_LINE_LIMIT} bytes`);
+  if (Buffer.byteLength(text) > INDEX_LINE_LIMIT) throw new AirlockError('malformed', `${where}: longer than ${INDEX_LINE_LIMIT} bytes`);
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -67,9 +67,9 @@ export function parseIndexLine(text: string, n: number): IndexRecord {
   const r = v as IndexRecord;
   if (typeof r.type !== 'string' || !/^[a-z][a-z-]{0,31}$/.test(r.type)) throw new AirlockError('malformed', `${where}: no record type`);
   if (n === 1) {
-    const b = r as unknown as BundleRecord;
-    if (r.type !== 'bundle' || typeof b.site !== 'string' || !SITE_RE.test(b.site) || !Number.isSafeInteger(b.seq)) {
-      throw new AirlockError('malformed', `${where}: the first line must be the bundle record with site and seq`);
+    const b = r as unknown as BundleRecord & { format?: unknown; version?: unknown };
+    if (r.type !== 'bundle' || b.format !== FORMAT || b.version !== FORMAT_VERSION || typeof b.site !== 'string' || !SITE_RE.test(b.site) || !Number.isSafeInteger(b.seq)) {
+      throw new AirlockError('malformed', `${where}: the first line must be the bundle record (format, version, site, seq)`);
     }
   } else if (r.type === 'bundle') {
     throw new AirlockError('malformed', `${where}: a second bundle record`);
@@ -80,4 +80,39 @@ export function parseIndexLine(text: string, n: number): IndexRecord {
     if (typeof r.sha256 !== 'string' || !SHA256_RE.test(r.sha256)) throw new AirlockError('malformed', `${where}: bad sha256`);
   }
   return r;
+}
+
+/** Record types of the configuration tier, which carry a `source` path to lay out on restore. */
+export const SOURCE_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'special']);
+
+/**
+ * The rules a restore relies on for `source` paths (SPEC.md 6.3): absolute and normalised, each named
+ * once, and nothing placed under a path that is not a folder (a symbolic link above a file would let a
+ * restore write through it). Returns one message per violation.
+ */
+export function checkSources(records: readonly IndexRecord[]): string[] {
+  const problems: string[] = [];
+  const kind = new Map<string, string>();
+  for (const r of records) {
+    if (!SOURCE_TYPES.has(r.type)) continue;
+    const s = r.source;
+    if (typeof s !== 'string' || !isSourcePath(s)) {
+      problems.push(`source ${JSON.stringify(s)} is not an absolute, normalised path`);
+      continue;
+    }
+    if (kind.has(s)) problems.push(`source ${s} is named twice`);
+    kind.set(s, r.type);
+  }
+  for (const s of kind.keys()) {
+    for (let i = s.indexOf('/', 1); i > 0; i = s.indexOf('/', i + 1)) {
+      const above = kind.get(s.slice(0, i));
+      if (above !== undefined && above !== 'dir') problems.push(`source ${s} lies under ${s.slice(0, i)}, which is a ${above}, not a folder`);
+    }
+  }
+  return problems;
+}
+
+/** An absolute POSIX path without empty, "." or ".." components, NUL or a trailing slash. */
+export function isSourcePath(s: string): boolean {
+  return s.length > 1 && s.length <= 4096 && s.startsWith('/') && !s.includes('\0') && s.slice(1).split('/').every((c) => c !== '' && c !== '.' && c !== '..');
 }

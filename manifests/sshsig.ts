@@ -43,7 +43,9 @@ const VERSION = 1;
 const BEGIN = '-----BEGIN SSH SIGNATURE-----\n';
 const END = '-----END SSH SIGNATURE-----';
 /** An Ed25519 signature is under 300 bytes armored; this bounds what we read from a medium. */
-const MAX_ARMORED = 16 * 1024;
+/** An armored signature is a few hundred bytes; anything near this is not one. */
+export const SIG_LIMIT = 16 * 1024;
+const MAX_ARMORED = SIG_LIMIT;
 const HASH = 'sha512';
 /** the order of the Ed25519 base point */
 const L = 2n ** 252n + 27742317777372353535851937790883648493n;

@@ -11,21 +11,20 @@
  * Nothing stops at the first problem: every finding gets a closed result and the run goes on, so the
  * report lists all of them. Only usage errors (no allowed signers, unreadable paths) throw.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseHeader } from '../manifests/age/header.js';
 import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
 import { parseCanonical } from '../manifests/canonical.js';
 import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
-import { digestFile, sha256Hex } from '../manifests/hash.js';
+import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
 import { MANIFEST_LIMIT, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { fingerprint } from '../manifests/sshkey.js';
-import { BUNDLE_NAMESPACE, verify as verifySignature } from '../manifests/sshsig.js';
+import { BUNDLE_NAMESPACE, SIG_LIMIT, verify as verifySignature } from '../manifests/sshsig.js';
 import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
 import { readTar } from '../manifests/tar.js';
 
@@ -96,8 +95,6 @@ export interface VerifyOptions {
   onBundle?: (b: BundleReport, index: number, total: number) => void;
 }
 
-const BUNDLE_DIR_RE = /^([a-z0-9][a-z0-9._-]{0,62})-(\d{8,})$/;
-
 /** Finds bundle folders and leftover partial folders under each path. Throws `not-found` for a missing path. */
 export async function findBundles(paths: readonly string[]): Promise<{ bundles: string[]; partials: string[]; empty: string[] }> {
   const bundles = new Set<string>();
@@ -135,60 +132,22 @@ export async function findBundles(paths: readonly string[]): Promise<{ bundles: 
   return { bundles: [...bundles].sort(), partials: [...partials].sort(), empty };
 }
 
-/** Hashes one file, also feeding `whole`; returns its size and sha256. */
-async function hashInto(file: string, whole: Hash): Promise<{ size: number; sha256: string }> {
-  const h = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
-    const b = chunk as Buffer;
-    h.update(b);
-    whole.update(b);
-    size += b.byteLength;
-  }
-  return { size, sha256: h.digest('hex') };
-}
+/** The files a v1 bundle may list besides its volumes. */
+const CLEARTEXT = ['manifest.json', 'RESTORE.txt'];
 
-/** Reads a small file whole; throws `malformed` when it is larger than `limit`. */
-async function readLimited(file: string, limit: number): Promise<Buffer> {
-  const fh = await open(file, 'r');
-  try {
-    const { size } = await fh.stat();
-    if (size > limit) throw new AirlockError('malformed', `${path.basename(file)}: ${size} bytes is over the ${limit}-byte limit`);
-    const buf = Buffer.alloc(limit + 1);
-    const { bytesRead } = await fh.read(buf, 0, limit + 1, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** The first `n` bytes of a file (fewer if it is shorter). */
-async function readHead(file: string, n: number): Promise<Buffer> {
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** The keyless checks of one bundle folder. Never throws for what it finds; findings go into the report. */
+/**
+ * The keyless checks of one bundle folder, in the order trust is built (SPEC.md 4.3): the signature
+ * over SHA256SUMS, then each file against SHA256SUMS, and only then the manifest's content.
+ * Never throws for what it finds; findings go into the report.
+ */
 export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<BundleReport> {
   const report: BundleReport = { path: dir, keyless: 'ok', deep: 'not-run', findings: [] };
   const add = (result: Finding['result'], message: string, file?: string) => {
-    report.findings.push({
-      result,
-      bundle: dir,
-      message,
-      ...(file !== undefined ? { file } : {}),
-      ...(report.site !== undefined ? { site: report.site } : {}),
-      ...(report.seq !== undefined ? { seq: report.seq } : {}),
-    });
+    report.findings.push({ result, bundle: dir, message, ...(file !== undefined ? { file } : {}) });
   };
   const done = () => {
     if (report.findings.length > 0) report.keyless = 'failed';
+    for (const f of report.findings) if (report.site !== undefined && report.seq !== undefined) Object.assign(f, { site: report.site, seq: report.seq });
     return report;
   };
 
@@ -199,20 +158,21 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     add('missing', `cannot read the bundle folder: ${(e as Error).message}`);
     return done();
   }
-  const names = new Set(entries.map((e) => e.name));
+  // only regular files are ever opened: a FIFO would block, a link would lead elsewhere
+  const files = new Set(entries.filter((e) => e.isFile()).map((e) => e.name));
   for (const e of entries) {
     if (!e.isFile()) add('extra', `${e.isDirectory() ? 'a folder' : e.isSymbolicLink() ? 'a symbolic link' : 'a special file'} inside a bundle`, e.name);
   }
 
   // 1. the signed list
-  if (!names.has(SUMS)) {
+  if (!files.has(SUMS)) {
     add('missing', 'no SHA256SUMS: nothing in this folder can be checked', SUMS);
     return done();
   }
   let sumsBytes: Buffer;
   let sums;
   try {
-    sumsBytes = await readLimited(path.join(dir, SUMS), SUMS_LIMIT);
+    sumsBytes = await readSmall(path.join(dir, SUMS), SUMS_LIMIT);
     sums = parseSums(sumsBytes);
   } catch (e) {
     add('malformed', (e as Error).message, SUMS);
@@ -222,10 +182,10 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
 
   // 2. the signature over it
   let signerKey: Uint8Array | undefined;
-  if (!names.has(SUMS_SIG)) add('missing', 'no signature', SUMS_SIG);
+  if (!files.has(SUMS_SIG)) add('missing', 'no signature', SUMS_SIG);
   else {
     try {
-      const sig = (await readLimited(path.join(dir, SUMS_SIG), 64 * 1024)).toString('utf8');
+      const sig = (await readSmall(path.join(dir, SUMS_SIG), SIG_LIMIT)).toString('utf8');
       signerKey = verifySignature(sig, sumsBytes, BUNDLE_NAMESPACE).publicKey;
       report.signer = fingerprint(signerKey);
     } catch (e) {
@@ -238,14 +198,14 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   for (const e of entries) {
     if (e.isFile() && e.name !== SUMS && e.name !== SUMS_SIG && !listed.has(e.name)) add('extra', 'not listed in SHA256SUMS', e.name);
   }
-  for (const name of listed.keys()) if (!names.has(name)) add('missing', 'listed in SHA256SUMS but absent', name);
-  for (const required of ['manifest.json', 'RESTORE.txt']) if (!listed.has(required)) add('missing', 'not listed in SHA256SUMS', required);
+  for (const name of listed.keys()) if (!files.has(name) && entries.every((e) => e.name !== name)) add('missing', 'listed in SHA256SUMS but absent', name);
+  for (const required of CLEARTEXT) if (!listed.has(required)) add('missing', 'not listed in SHA256SUMS', required);
 
-  // 4. the manifest, trusted only once its hash matches the signed list
+  // 4. the manifest: read only under a good signature, trusted only once its hash matches
   let manifest: Manifest | undefined;
-  if (listed.has('manifest.json') && names.has('manifest.json')) {
+  if (signerKey && listed.has('manifest.json') && files.has('manifest.json')) {
     try {
-      const bytes = await readLimited(path.join(dir, 'manifest.json'), MANIFEST_LIMIT);
+      const bytes = await readSmall(path.join(dir, 'manifest.json'), MANIFEST_LIMIT);
       if (sha256Hex(bytes) !== listed.get('manifest.json')) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', 'manifest.json');
       else {
         const v = parseCanonical(bytes, 'manifest.json', MANIFEST_LIMIT);
@@ -256,23 +216,21 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
       add('malformed', (e as Error).message, 'manifest.json');
     }
   }
-  if (manifest) {
+  if (manifest && signerKey) {
     report.manifest = manifest;
     report.site = manifest.site;
     report.seq = manifest.seq;
     report.created = manifest.created;
     report.size = manifest.payload.size;
-    for (const f of report.findings) Object.assign(f, { site: manifest.site, seq: manifest.seq });
     if (path.basename(dir) !== bundleName(manifest.site, manifest.seq)) add('malformed', `folder name is not ${bundleName(manifest.site, manifest.seq)}`);
-    if (signerKey) {
-      if (fingerprint(signerKey) !== manifest.signer) add('wrong-signer', `signed by ${fingerprint(signerKey)} but the manifest names ${manifest.signer}`, SUMS_SIG);
-      else if (!isAllowed([...opts.allowedSigners], manifest.site, signerKey, BUNDLE_NAMESPACE, opts.now)) {
-        add('wrong-signer', `${fingerprint(signerKey)} is not allowed to sign for site ${manifest.site}`, SUMS_SIG);
-      }
+    if (fingerprint(signerKey) !== manifest.signer) add('wrong-signer', `signed by ${fingerprint(signerKey)} but the manifest names ${manifest.signer}`, SUMS_SIG);
+    else if (!isAllowed([...opts.allowedSigners], manifest.site, signerKey, BUNDLE_NAMESPACE, opts.now)) {
+      add('wrong-signer', `${fingerprint(signerKey)} is not allowed to sign for site ${manifest.site}`, SUMS_SIG);
     }
-    const volumeNames = manifest.payload.volumes.map((v) => v.name);
-    const listedVolumes = [...listed.keys()].filter((n) => n.startsWith('payload.'));
-    for (const n of listedVolumes) if (!volumeNames.includes(n)) add('malformed', 'listed in SHA256SUMS but not a volume of the manifest', n);
+    const volumeNames = new Set(manifest.payload.volumes.map((v) => v.name));
+    for (const n of listed.keys()) {
+      if (!volumeNames.has(n) && !CLEARTEXT.includes(n)) add('extra', 'listed in SHA256SUMS but not part of a version 1 bundle', n);
+    }
     for (const v of manifest.payload.volumes) {
       if (!listed.has(v.name)) add('missing', 'a volume of the manifest is not listed in SHA256SUMS', v.name);
       else if (listed.get(v.name) !== v.sha256) add('malformed', 'sha256 in manifest.json differs from SHA256SUMS', v.name);
@@ -280,13 +238,11 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   }
 
   // 5. every listed file's bytes; the volumes in order, also hashed as one age file
-  const whole = createHash('sha256');
-  let volumesIntact = manifest !== undefined;
+  const volumes = manifest?.payload.volumes ?? [];
+  const isVolume = new Set(volumes.map((v) => v.name));
   for (const [name, sha256] of listed) {
-    if (name === 'manifest.json' || !names.has(name)) continue;
+    if (name === 'manifest.json' || !files.has(name) || isVolume.has(name)) continue;
     opts.signal?.throwIfAborted();
-    const vol = manifest?.payload.volumes.find((v) => v.name === name);
-    if (vol) continue; // below, in order
     try {
       const d = await digestFile(path.join(dir, name));
       if (d.sha256 !== sha256) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', name);
@@ -295,35 +251,32 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     }
   }
   if (manifest) {
-    for (const vol of manifest.payload.volumes) {
+    const whole = createHash('sha256');
+    let intact = true;
+    for (const vol of volumes) {
       opts.signal?.throwIfAborted();
-      if (!names.has(vol.name)) {
-        volumesIntact = false;
+      if (!files.has(vol.name)) {
+        intact = false;
         continue;
       }
       try {
-        const d = await hashInto(path.join(dir, vol.name), whole);
-        if (d.size !== vol.size) {
-          add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
-          volumesIntact = false;
-        } else if (d.sha256 !== listed.get(vol.name)) {
-          add('checksum-mismatch', 'sha256 differs from SHA256SUMS', vol.name);
-          volumesIntact = false;
-        }
+        const d = await digestFile(path.join(dir, vol.name), [whole]);
+        if (d.size !== vol.size) add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
+        else if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', vol.name);
+        else continue;
       } catch (e) {
         add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
-        volumesIntact = false;
       }
+      intact = false;
     }
-    if (volumesIntact && whole.digest('hex') !== manifest.payload.sha256) add('malformed', 'payload.sha256 in manifest.json is not the hash of the volumes');
-    const first = manifest.payload.volumes[0];
-    if (volumesIntact && first) {
+    if (intact && whole.digest('hex') !== manifest.payload.sha256) add('malformed', 'payload.sha256 in manifest.json is not the hash of the volumes');
+    const first = volumes[0];
+    if (intact && first) {
       try {
-        const head = await readHead(path.join(dir, first.name), 64 * 1024);
-        const h = parseHeader(head);
+        const h = parseHeader(await readPrefix(path.join(dir, first.name), 64 * 1024));
         if (!h) add('malformed', 'the age header does not end within the first 64 KiB', first.name);
         else {
-          const x25519 = h.stanzas.filter((s) => s.type === 'X25519').length;
+          const x25519 = h.stanzas.filter((st) => st.type === 'X25519').length;
           if (x25519 !== manifest.recipients.length) add('malformed', `the age header has ${x25519} X25519 recipients, the manifest lists ${manifest.recipients.length}`, first.name);
         }
       } catch (e) {

@@ -9,7 +9,7 @@
  * hidden files in the partial folder (they can be large) and appended to the tar at the end.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -70,6 +70,8 @@ export interface WriterOptions {
   volumeSize: number;
   now: () => Date;
   signal?: AbortSignal;
+  /** the partial folder was made by preparePartial already */
+  prepared?: boolean;
   /** called with the plaintext bytes written so far */
   progress?: (bytes: number) => void;
 }
@@ -88,27 +90,43 @@ export function bundlePath(medium: string, site: string, seq: number): string {
 
 /** Lines appended to a hidden file while hashing them; read back into the tar at the end. */
 class Spool {
-  private readonly out: WriteStream;
+  private fh: FileHandle | undefined;
   private readonly hash = createHash('sha256');
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   size = 0;
 
-  constructor(readonly file: string) {
-    this.out = createWriteStream(file, { flags: 'wx', mode: 0o600 });
-  }
+  constructor(readonly file: string) {}
 
   async write(text: string): Promise<void> {
     const b = Buffer.from(text);
     this.hash.update(b);
     this.size += b.byteLength;
-    if (!this.out.write(b)) await new Promise<void>((resolve, reject) => {
-      this.out.once('drain', resolve);
-      this.out.once('error', reject);
-    });
+    this.pending.push(b);
+    this.pendingBytes += b.byteLength;
+    if (this.pendingBytes >= 256 * 1024) await this.flush();
   }
 
+  private async flush(): Promise<void> {
+    this.fh ??= await open(this.file, 'wx', 0o600);
+    const data = Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.fh.write(data);
+  }
+
+  /** Writes what is left and closes the file; returns the sha256 of everything written. */
   async close(): Promise<string> {
-    await new Promise<void>((resolve, reject) => this.out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    await this.flush();
+    await this.fh?.close();
+    this.fh = undefined;
     return this.hash.digest('hex');
+  }
+
+  async discard(): Promise<void> {
+    await this.fh?.close().catch(() => {});
+    this.fh = undefined;
+    await unlink(this.file).catch(() => {});
   }
 }
 
@@ -260,12 +278,10 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     yield encodeHeader({ path: INNER_MANIFEST, type: 'file', size: inner.size, mode: 0o600, mtime: now });
     yield* createReadStream(inner.file);
     yield paddingFor(inner.size);
-    yield END_OF_ARCHIVE;
+    yield Buffer.from(END_OF_ARCHIVE);
   } finally {
-    await index.close().catch(() => {});
-    await inner.close().catch(() => {});
-    await unlink(index.file).catch(() => {});
-    await unlink(inner.file).catch(() => {});
+    await index.discard();
+    await inner.discard();
   }
 }
 
@@ -280,17 +296,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
   const created = opts.now().toISOString();
   const recipientKeys = opts.recipients.map((r) => parseRecipient(r));
 
-  if (await stat(final).then(() => true, () => false)) {
-    throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog and the medium disagree; run airlock export again to reconcile, or check the medium' });
-  }
-  try {
-    await mkdir(path.dirname(final), { recursive: true });
-    await removeTree(partial);
-    await mkdir(partial);
-  } catch (e) {
-    throw fromSystemError(e, partial);
-  }
-
+  if (!opts.prepared) await preparePartial(opts.medium, opts.site, opts.seq);
   try {
     const counts: Counts = { files: 0, metadata: 0, bytes: 0, entries: 0 };
     const innerHash = { sha256: '' };
@@ -343,7 +349,31 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     faultPoint('writer:after-rename');
     return { path: final, manifest, sumsSha256: sha256Hex(sums) };
   } catch (e) {
-    await removeTree(partial);
-    throw fromSystemError(e, partial);
+    // after the rename the bundle is finished even if a later fsync failed: the caller must see that
+    await removeTree(partial).catch(() => {});
+    throw fromSystemError(e, partial, 'io');
   }
+}
+
+/**
+ * Creates the empty `<bundle>.partial` folder (removing a stale one) and makes its parents durable.
+ * Throws `target-exists` if the finished bundle is already there, typed system errors otherwise.
+ */
+export async function preparePartial(medium: string, site: string, seq: number): Promise<string> {
+  const final = bundlePath(medium, site, seq);
+  const partial = `${final}.partial`;
+  if (await stat(final).then(() => true, () => false)) {
+    throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog is behind this medium; check the medium, or continue with --continue-from' });
+  }
+  try {
+    const siteDir = path.dirname(final);
+    const created = await mkdir(siteDir, { recursive: true });
+    if (created !== undefined) await fsyncDir(path.dirname(siteDir));
+    await removeTree(partial);
+    await mkdir(partial);
+    await fsyncDir(siteDir);
+  } catch (e) {
+    throw fromSystemError(e, partial, 'io');
+  }
+  return partial;
 }

@@ -19,6 +19,26 @@ export function printError(e: unknown): number {
   return EXIT.internal;
 }
 
+/**
+ * Runs `work` with an AbortSignal that SIGINT and SIGTERM fire; an abort surfaces as `interrupted`
+ * once `work` has cleaned up (removed its partial output) and returned.
+ */
+export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await work(controller.signal);
+  } catch (e) {
+    if (controller.signal.aborted) throw new AirlockError('interrupted', 'interrupted; nothing half-written was left', { cause: e });
+    throw e;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
 /** Settings from `--config` under the flags: a flag given wins over the file. */
 export class Settings {
   private readonly config: Config;

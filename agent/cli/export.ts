@@ -9,7 +9,7 @@ import { parseSize } from '../config.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
 import { fileItems } from '../sources/files.js';
-import { Settings, human, progressReporter } from './common.js';
+import { Settings, human, interruptible, progressReporter } from './common.js';
 
 interface ExportFlags {
   to?: string;
@@ -21,6 +21,7 @@ interface ExportFlags {
   volumeSize?: string;
   notFat32?: boolean;
   continueFrom?: string;
+  abandonUnfinished?: boolean;
   stateDir?: string;
   config?: string;
   json?: boolean;
@@ -48,13 +49,9 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   checkRecipients(recipients);
   const signingKey = await loadSigningKey(keyFile);
 
-  const controller = new AbortController();
-  const stop = () => controller.abort(new AirlockError('internal', 'interrupted'));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
   const progress = progressReporter('airlock: export');
-  try {
-    const written = await runExport(
+  const written = await interruptible((signal) =>
+    runExport(
       {
         stateDir: resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')),
         medium,
@@ -64,23 +61,21 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         compression: compress as Compression,
         volumeSize,
         ...(flags.continueFrom !== undefined ? { continueFrom: flags.continueFrom } : {}),
+        abandonUnfinished: flags.abandonUnfinished === true,
         now: () => new Date(),
-        signal: controller.signal,
+        signal,
         progress: progress.update,
       },
       fileItems(files),
-    );
-    progress.done();
-    const m = written.manifest;
-    if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents })}\n`);
-    } else {
-      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
-      process.stdout.write(`${written.path}\n`);
-    }
-  } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
+    ),
+  );
+  progress.done();
+  const m = written.manifest;
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents })}\n`);
+  } else {
+    process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+    process.stdout.write(`${written.path}\n`);
   }
 }
 
@@ -99,6 +94,7 @@ export function register(program: Command): void {
     .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')
     .option('--not-fat32', 'the medium is not FAT32: allow volumes of 4 GiB and more')
     .option('--continue-from <bundle>', 'the state folder was lost: continue the chain after this bundle')
+    .option('--abandon-unfinished', 'forget an interrupted export whose medium is lost (only if it never held a finished bundle)')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
     .option('--config <file>', 'read settings from this config file (flags win)')
     .option('--json', 'print the result as JSON')

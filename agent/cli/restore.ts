@@ -9,6 +9,7 @@ import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
 import { restoreFiles } from '../restore/files.js';
+import { interruptible } from './common.js';
 
 interface RestoreFlags {
   from: string;
@@ -58,12 +59,12 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
 }
 
 async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
-  const seq = flags.seq === undefined ? undefined : Number(flags.seq);
-  if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 1)) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
+  const seq = flags.seq === undefined || !/^[1-9]\d{0,15}$/.test(flags.seq) ? undefined : Number(flags.seq);
+  if (flags.seq !== undefined && seq === undefined) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
   const identities = parseIdentities(await readText(flags.identity));
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq);
   process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
-  const s = await restoreFiles(bundle, identities, flags.to);
+  const s = await interruptible((signal) => restoreFiles(bundle, identities, flags.to, signal));
   for (const k of s.skipped) process.stderr.write(`airlock: warning: ${k}\n`);
   if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
   else {

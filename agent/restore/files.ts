@@ -11,11 +11,11 @@
  * last, so no file is ever written through one, and every path is checked to stay inside the tree.
  */
 import { randomBytes, createHash } from 'node:crypto';
-import { chmod, chown, lchown, link, lutimes, mkdir, open, readdir, rename, rmdir, stat, symlink, utimes } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rmdir, stat, symlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
-import { ENTRY_PATH_RE, type IndexRecord } from '../../manifests/inner.js';
+import { ENTRY_PATH_RE, isSourcePath, type IndexRecord } from '../../manifests/inner.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar, type ReadEntry } from '../../manifests/tar.js';
@@ -37,12 +37,35 @@ export interface RestoreSummary {
 
 /** A `source` from the index as a relative path inside the tree; throws `unsafe-entry` otherwise. */
 function treePath(source: unknown): string {
-  if (typeof source !== 'string' || !source.startsWith('/') || source.includes('\0') || source === '/' || path.posix.normalize(source) !== source || source.endsWith('/')) {
-    throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
+  if (typeof source !== 'string' || !isSourcePath(source)) throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
+  return source.slice(1);
+}
+
+/**
+ * Creates the folders above `rel` inside `tree` and checks that each is a real folder, so nothing is
+ * ever placed through a symbolic link (the index was checked for this; this is the second lock).
+ */
+async function parentsInside(tree: string, rel: string): Promise<string> {
+  const dest = path.join(tree, rel);
+  await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+  let at = tree;
+  for (const c of rel.split('/').slice(0, -1)) {
+    at = path.join(at, c);
+    const st = await lstat(at);
+    if (!st.isDirectory()) throw new AirlockError('unsafe-entry', `${rel}: ${path.relative(tree, at)} is not a folder`);
   }
-  const rel = source.slice(1);
-  if (rel.split('/').some((c) => c === '..' || c === '.' || c === '')) throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
-  return rel;
+  return dest;
+}
+
+/** Sets a restored item's mode (not for links), owner (when running as root) and times. */
+async function applyMeta(dest: string, r: IndexRecord, link: boolean): Promise<void> {
+  const mode = modeOf(r);
+  if (!link && mode !== undefined) await chmod(dest, mode);
+  if (process.getuid?.() === 0 && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) {
+    await (link ? lchown : chown)(dest, r.uid as number, r.gid as number);
+  }
+  const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
+  if (t && !Number.isNaN(t.getTime())) await (link ? lutimes : utimes)(dest, t, t);
 }
 
 function modeOf(r: IndexRecord): number | undefined {
@@ -91,11 +114,13 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
   if (!(await isEmptyOrAbsent(target))) throw new AirlockError('target-exists', `${target} is not empty`, { hint: 'restore into a new or empty folder' });
   const parent = path.dirname(target);
   await mkdir(parent, { recursive: true });
-  const staging = path.join(parent, `.${path.basename(target)}.airlock-staging-${randomBytes(6).toString('hex')}`);
+  // a restore that was killed leaves decrypted data in its staging folder: remove it now
+  const stagingPrefix = `.${path.basename(target)}.airlock-staging-`;
+  for (const n of await readdir(parent)) if (n.startsWith(stagingPrefix)) await removeTree(path.join(parent, n));
+  const staging = path.join(parent, `${stagingPrefix}${randomBytes(6).toString('hex')}`);
   const entriesDir = path.join(staging, 'entries');
   const tree = path.join(staging, 'tree');
   const summary: RestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, to: target, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, skipped: [] };
-  const root = process.getuid?.() === 0;
 
   try {
     await mkdir(entriesDir, { recursive: true, mode: 0o700 });
@@ -113,67 +138,54 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
     if (!plain.readableEnded) throw new AirlockError('internal', 'the payload was not read to its end');
 
     // lay out: folders and files now, links after, folder modes and times last (deepest first)
-    const placed = new Map<string, string>(); // source -> tree path
-    const dirs: { dest: string; r: IndexRecord }[] = [];
-    const later: IndexRecord[] = [];
-    const place = (r: IndexRecord) => {
+    const placed = new Map<string, string>(); // source -> path in the tree
+    const place = async (r: IndexRecord) => {
       const rel = treePath(r.source);
       if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${String(r.source)} twice`);
-      const dest = path.join(tree, rel);
+      const dest = await parentsInside(tree, rel);
       placed.set(rel, dest);
       return dest;
     };
+    const dirs: { dest: string; r: IndexRecord }[] = [];
+    const links: IndexRecord[] = [];
     for (const r of records) {
       if (r.type === 'dir') {
-        const dest = place(r);
+        const dest = await place(r);
         await mkdir(dest, { recursive: true, mode: 0o700 });
         dirs.push({ dest, r });
         summary.dirs++;
       } else if (r.type === 'file' && r.path !== undefined) {
-        const dest = place(r);
-        await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+        const dest = await place(r);
         await rename(path.join(entriesDir, r.path), dest);
-        const mode = modeOf(r);
-        if (mode !== undefined) await chmod(dest, mode);
-        if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await chown(dest, r.uid as number, r.gid as number);
-        const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
-        if (t && !Number.isNaN(t.getTime())) await utimes(dest, t, t);
+        await applyMeta(dest, r, false);
         summary.files++;
       } else if (r.type === 'symlink' || r.type === 'hardlink') {
-        later.push(r);
+        links.push(r);
       } else if (typeof r.source === 'string') {
         summary.skipped.push(`${r.source}: ${r.type}${typeof r.kind === 'string' ? ` (${r.kind})` : ''} recorded, not recreated`);
       }
     }
-    for (const r of later.filter((x) => x.type === 'hardlink')) {
-      const dest = place(r);
-      const first = typeof r.target === 'string' ? placed.get(treePath(r.target)) : undefined;
-      if (!first || !(await stat(first).then((s) => s.isFile(), () => false))) {
+    // hard links first: a symbolic link must never be in place while anything else is still created
+    for (const r of links.filter((x) => x.type === 'hardlink')) {
+      const first = typeof r.target === 'string' && isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
+      if (!first || !(await lstat(first).then((st) => st.isFile(), () => false))) {
         summary.skipped.push(`${String(r.source)}: hard link to ${String(r.target)}, which is not in this bundle`);
         continue;
       }
-      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-      await link(first, dest);
+      await link(first, await place(r));
       summary.hardlinks++;
     }
-    for (const r of later.filter((x) => x.type === 'symlink')) {
-      const dest = place(r);
+    for (const r of links.filter((x) => x.type === 'symlink')) {
       if (typeof r.target !== 'string' || r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${String(r.source)} has no valid target`);
-      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      const dest = await place(r);
       await symlink(r.target, dest);
-      if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await lchown(dest, r.uid as number, r.gid as number);
-      const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
-      if (t && !Number.isNaN(t.getTime())) await lutimes(dest, t, t);
+      await applyMeta(dest, r, true);
       summary.symlinks++;
     }
     dirs.sort((a, b) => b.dest.length - a.dest.length);
     for (const { dest, r } of dirs) {
       await fsyncDir(dest);
-      const mode = modeOf(r);
-      if (mode !== undefined) await chmod(dest, mode);
-      if (root && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) await chown(dest, r.uid as number, r.gid as number);
-      const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
-      if (t && !Number.isNaN(t.getTime())) await utimes(dest, t, t);
+      await applyMeta(dest, r, false);
     }
 
     // promote: the tree becomes the target in one rename
@@ -186,6 +198,6 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
   } catch (e) {
     throw fromSystemError(e, target);
   } finally {
-    await removeTree(staging);
+    await removeTree(staging).catch(() => process.stderr.write(`airlock: warning: could not remove ${staging}; delete it, it may hold decrypted data\n`));
   }
 }

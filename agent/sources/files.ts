@@ -11,6 +11,7 @@
 import { lstatSync, readFileSync } from 'node:fs';
 import { lstat, open, opendir, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { handOver } from '../../manifests/age/transfer.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { SourceItem } from '../bundle/writer.js';
 
@@ -58,7 +59,7 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
     // one read ahead: the next block comes from the disk while this one is hashed and encrypted
     const readAt = (at: number) => {
       const want = Math.min(READ_SIZE, size - at);
-      return handle.read(Buffer.allocUnsafe(want), 0, want, at).then(({ bytesRead, buffer }) => (bytesRead === want ? buffer : buffer.subarray(0, bytesRead)));
+      return handle.read(Buffer.allocUnsafe(want), 0, want, at).then(({ bytesRead, buffer }) => (bytesRead === want ? handOver(buffer) : buffer.subarray(0, bytesRead)));
     };
     let done = 0;
     next = size > 0 ? readAt(0) : undefined;
@@ -146,16 +147,16 @@ export async function* fileItems(roots: readonly string[]): AsyncGenerator<Sourc
     }
   }
 
-  const seen = new Set<string>();
+  // a root inside another root would be exported twice: keep only the outermost
+  const absolute = [...new Set(roots.map((r) => path.resolve(r)))];
+  const outermost = absolute.filter((r) => !absolute.some((o) => o !== r && (r.startsWith(`${o}/`) || o === '/')));
   for (const root of roots) {
     const abs = path.resolve(root);
-    if (seen.has(abs)) continue;
-    seen.add(abs);
     try {
       lstatSync(abs);
     } catch (e) {
       throw new AirlockError('not-found', `${root}: no such file or folder`, { hint: 'check the --files paths', cause: e });
     }
-    yield* visit(abs);
   }
+  for (const abs of outermost) yield* visit(abs);
 }

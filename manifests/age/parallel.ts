@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { AirlockError } from '../errors.js';
 import { KEY_SIZE } from './keys.js';
 import { encryptStream } from './stream.js';
-import { transferable } from './transfer.js';
+import { handOver, transferable } from './transfer.js';
 
 const MAX_IN_FLIGHT = 4 * 1024 * 1024;
 
@@ -59,7 +59,7 @@ export function encryptOffThread(recipients: Uint8Array[]): Transform {
   };
   worker.on('message', (m: { op: 'out'; data: Uint8Array[]; consumed: number; done: boolean } | { op: 'error'; message: string }) => {
     if (m.op === 'error') return fail(new AirlockError('internal', `encryption failed: ${m.message}`));
-    for (const d of m.data) t.push(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+    for (const d of m.data) t.push(handOver(Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
     inFlight -= m.consumed;
     if (waiting && inFlight <= MAX_IN_FLIGHT / 2) {
       const w = waiting;

@@ -7,7 +7,7 @@
  * refused: tests connect through a socket in that folder), and archives through the built
  * `airlock wal-push` into a spool in that folder, as production does. The archive_command runs as
  * the cluster's user, so the built CLI must be readable by it: when the checkout is not (a 0700
- * home), dist/ and the one runtime dependency are copied to a folder it can read.
+ * home), dist/ is copied to a folder it can read.
  *
  * Waiting is always bounded polling: a server that does not start or a segment that never arrives
  * fails the test with the server log's tail, never hangs it.
@@ -88,23 +88,30 @@ function freePort(): number {
   return port;
 }
 
+/** True when `user` can run wal-push from `main`: a call without arguments loads it and fails as usage. */
+function canRunWalPush(user: Cluster['user'], main: string): Ran {
+  return runAs(user, process.execPath, [main, 'wal-push']);
+}
+
 /**
  * The built CLI as `user` can run it: the checkout's dist/ when that user can read it, otherwise a
- * copy of dist/, package.json (for "type": "module") and commander in `base`. AIRLOCK_TEST_COPY_CLI=1
- * forces the copy.
+ * copy of dist/ and package.json (for "type": "module") in `base`. wal-push loads Node built-ins only
+ * (main.ts dispatches it before commander), so no node_modules are needed for archiving.
+ * AIRLOCK_TEST_COPY_CLI=1 forces the copy.
  */
 function reachableCli(user: Cluster['user'], base: string): string {
   const main = path.join(ROOT, 'dist/agent/cli/main.js');
   if (!existsSync(main)) throw new Error('dist/ is missing: run npm run build first');
-  if (!process.env.AIRLOCK_TEST_COPY_CLI && runAs(user, process.execPath, [main, '--version']).code === 0) return main;
+  const works = (r: Ran) => r.code === 2 && r.stderr.includes('wal-push takes 1 argument');
+  if (!process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
   const dir = path.join(base, 'cli');
   cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
   cpSync(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
-  cpSync(path.join(ROOT, 'node_modules', 'commander'), path.join(dir, 'node_modules', 'commander'), { recursive: true, dereference: true });
-  run('chmod', ['-R', 'a+rX', dir]);
+  const chmod = run('chmod', ['-R', 'a+rX', dir]);
+  if (chmod.code !== 0) throw new Error(`chmod failed: ${chmod.stderr}`);
   const copy = path.join(dir, 'dist/agent/cli/main.js');
-  const check = runAs(user, process.execPath, [copy, '--version']);
-  if (check.code !== 0) throw new Error(`${user.name} cannot run the copied CLI (${process.execPath} ${copy}): ${check.stderr}`);
+  const check = canRunWalPush(user, copy);
+  if (!works(check)) throw new Error(`${user.name} cannot run wal-push from the copied CLI (${process.execPath} ${copy}): ${check.stderr}`);
   return copy;
 }
 

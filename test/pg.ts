@@ -48,14 +48,14 @@ export function poll<T>(what: string, timeoutMs: number, check: () => T | undefi
   for (;;) {
     const v = check();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${current ? `\n--- server log tail ---\n${logTail(current)}` : ''}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${current ? `\n--- server log tail ---\n${logTail(current.log)}` : ''}`);
     sleepMs(everyMs);
   }
 }
 
-function logTail(c: Cluster, lines = 30): string {
+export function logTail(log: string, lines = 30): string {
   try {
-    return readFileSync(c.log, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    return readFileSync(log, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
   }
@@ -116,38 +116,94 @@ function reachableCli(user: Cluster['user'], base: string): string {
 }
 
 /** A path safe to put into archive_command unquoted (PostgreSQL runs it through /bin/sh). */
-function shellSafe(p: string): string {
+export function shellSafe(p: string): string {
   if (!/^[A-Za-z0-9_./-]+$/.test(p)) throw new Error(`path ${p} has characters the test archive_command does not quote`);
   return p;
 }
 
 let current: Cluster | undefined;
 
-function stop(c: Cluster): void {
+/** A running postgres started by this process. */
+export interface Server {
+  data: string;
+  port: number;
+  pid: number;
+  socketDir: string;
+  log: string;
+}
+const servers = new Set<Server>();
+
+/** True while `pid` runs (a zombie, exited but not yet reaped by the event loop, counts as gone). */
+export function alive(pid: number): boolean {
   try {
-    process.kill(c.pid, 'SIGINT'); // fast shutdown: abort sessions, checkpoint, exit
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
-    return; // already gone
+    return false;
   }
-  // our own child is only reaped by the event loop, which no longer runs at exit, so watch the pid file
-  const pidFile = path.join(c.data, 'postmaster.pid');
-  const deadline = Date.now() + 20_000;
-  while (existsSync(pidFile) && Date.now() < deadline) sleepMs(50);
-  if (existsSync(pidFile)) {
+}
+
+/** Stops a server by its PID: fast shutdown, then immediate after 20 s. Waits (bounded) until it is gone. */
+export function stopServer(s: Server): void {
+  servers.delete(s);
+  const signal = (sig: NodeJS.Signals) => {
     try {
-      process.kill(c.pid, 'SIGQUIT'); // immediate shutdown
+      process.kill(s.pid, sig);
     } catch {
-      // gone meanwhile
+      // already gone
     }
+  };
+  signal('SIGINT'); // fast shutdown: abort sessions, checkpoint, exit
+  const deadline = Date.now() + 20_000;
+  while (alive(s.pid) && Date.now() < deadline) sleepMs(50);
+  if (alive(s.pid)) {
+    signal('SIGQUIT'); // immediate shutdown
+    const hard = Date.now() + 5_000;
+    while (alive(s.pid) && Date.now() < hard) sleepMs(50);
   }
 }
 
 process.prependListener('exit', () => {
-  if (!current) return;
-  stop(current);
-  if (!process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(current.base, { recursive: true, force: true });
+  for (const s of [...servers]) stopServer(s);
+  if (current && !process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(current.base, { recursive: true, force: true });
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+
+/**
+ * Appends `conf` to the data folder's postgresql.conf (with a free port on 127.0.0.1 and the socket
+ * folder) and starts postgres as `user`. With `waitReady`, waits up to 60 s for connections and
+ * throws with the log's tail if the server exits or does not come up.
+ */
+export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true): Server {
+  const port = freePort();
+  appendFileSync(
+    path.join(data, 'postgresql.conf'),
+    ['', '# airlock test server', "listen_addresses = '127.0.0.1'", `port = ${port}`, `unix_socket_directories = '${shellSafe(socketDir)}'`, "log_line_prefix = '%m [%p] '", ...conf, ''].join('\n'),
+  );
+  if (!existsSync(log)) {
+    writeFileSync(log, '');
+    chownSync(log, user.uid, user.gid);
+  }
+  const logFd = openSync(log, 'a');
+  const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
+  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data], {
+    stdio: ['ignore', logFd, logFd],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
+    ...asUser,
+  });
+  closeSync(logFd);
+  child.unref();
+  if (child.pid === undefined) throw new Error('postgres did not start');
+  const s: Server = { data, port, pid: child.pid, socketDir, log };
+  servers.add(s);
+  if (waitReady) {
+    poll(`the server on port ${port} to accept connections`, 60_000, () => {
+      if (!alive(s.pid)) throw new Error(`postgres exited:\n${logTail(log)}`);
+      return run(path.join(PG_BIN, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port)]).code === 0 ? true : undefined;
+    });
+  }
+  return s;
+}
 
 /**
  * The cluster of this test process, started on first call (initdb, configure, start, wait until it
@@ -168,50 +224,33 @@ export function cluster(): Cluster {
     chownSync(d, user.uid, user.gid);
   }
   const log = path.join(base, 'server.log');
-  writeFileSync(log, '');
-  chownSync(log, user.uid, user.gid);
-
   const init = runAs(user, path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
-  const port = freePort();
   const archive = `${shellSafe(process.execPath)} ${shellSafe(cli)} wal-push %p --spool ${shellSafe(spool)}`;
-  appendFileSync(
-    path.join(data, 'postgresql.conf'),
-    [
-      '',
-      '# airlock test cluster',
-      "listen_addresses = '127.0.0.1'",
-      `port = ${port}`,
-      `unix_socket_directories = '${shellSafe(socketDir)}'`,
-      'wal_level = replica',
-      'archive_mode = on',
-      `archive_command = '${archive}'`,
-      // short enough that an idle test never waits long for a segment, long enough not to flood the spool
-      'archive_timeout = 10',
-      'track_commit_timestamp = on',
-      'max_connections = 20',
-      'shared_buffers = 32MB',
-      "log_line_prefix = '%m [%p] '",
-      '',
-    ].join('\n'),
-  );
-  const logFd = openSync(log, 'a');
-  const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
-  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data], {
-    stdio: ['ignore', logFd, logFd],
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: base },
-    ...asUser,
-  });
-  closeSync(logFd);
-  child.unref();
-  if (child.pid === undefined) throw new Error('postgres did not start');
-  const c: Cluster = { base, data, spool, socketDir, port, pid: child.pid, log, user, cli };
-  current = c;
-  poll('the server to accept connections', 60_000, () => {
-    if (child.exitCode !== null) throw new Error(`postgres exited with ${child.exitCode}:\n${logTail(c)}`);
-    return run(path.join(PG_BIN, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port)]).code === 0 ? true : undefined;
-  });
-  return c;
+  const server = startServer(user, data, socketDir, log, [
+    'wal_level = replica',
+    'archive_mode = on',
+    `archive_command = '${archive}'`,
+    // short enough that an idle test never waits long for a segment, long enough not to flood the spool
+    'archive_timeout = 10',
+    'track_commit_timestamp = on',
+    'max_connections = 20',
+    'shared_buffers = 32MB',
+  ]);
+  current = { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli };
+  return current;
+}
+
+/**
+ * A folder inside the cluster's base folder, owned by the cluster's user: for base backups,
+ * restored clusters and WAL folders that server must read.
+ */
+export function clusterDir(name: string): string {
+  const c = cluster();
+  const d = path.join(c.base, name);
+  mkdirSync(d, { mode: 0o700 });
+  chownSync(d, c.user.uid, c.user.gid);
+  return d;
 }
 
 /**
@@ -219,8 +258,8 @@ export function cluster(): Cluster {
  * unaligned, tuples-only output, trimmed. `input` is sent on stdin instead (several statements in
  * one session). Throws with psql's stderr when it fails.
  */
-export function psql(sql: string, opts: { db?: string; input?: boolean } = {}): string {
-  const c = cluster();
+export function psql(sql: string, opts: { db?: string; input?: boolean; server?: Server } = {}): string {
+  const c = opts.server ?? cluster();
   const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', opts.db ?? 'postgres'];
   const r = run(path.join(PG_BIN, 'psql'), opts.input ? args : [...args, '-c', sql], opts.input ? { input: sql } : {});
   if (r.code !== 0) throw new Error(`psql failed (${r.code}): ${r.stderr.trim()}\nsql: ${sql}`);

@@ -12,7 +12,7 @@ import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel } from '../../agent/sources/postgres/wal.js';
 import { airlock, run, tmp } from '../helpers.js';
-import { cluster, psql, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
+import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -237,6 +237,71 @@ test('wal-push into a full spool fails cleanly and leaves no partial file', () =
   } finally {
     const u = run('umount', [mnt]);
     assert.is(u.code, 0, u.stderr);
+  }
+});
+
+/** A base backup without WAL (-X none), ready for archive recovery: every segment must come from wal-fetch. */
+function baseBackup(): { data: string; log: string } {
+  const c = cluster();
+  const data = clusterDir(`restore-${Math.random().toString(36).slice(2, 8)}`);
+  const b = runAs(c.user, path.join(PG_BIN, 'pg_basebackup'), ['-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-D', data, '-X', 'none', '-c', 'fast']);
+  assert.is(b.code, 0, b.stderr);
+  writeFileSync(path.join(data, 'recovery.signal'), '');
+  return { data, log: path.join(data, 'restore.log') };
+}
+
+/*
+ * A point-in-time restore with wal-fetch as restore_command reading copies of the spool: PostgreSQL
+ * replays to the end of the WAL and ends recovery when wal-fetch says the next file is absent; with
+ * one damaged segment it must abort instead.
+ */
+test('a real restore: wal-fetch feeds recovery to the end of the WAL; a corrupt segment aborts it', () => {
+  const c = cluster();
+  psql("CREATE TABLE IF NOT EXISTS restored (note text); INSERT INTO restored VALUES ('before the backup')");
+  const good = baseBackup();
+  const bad = baseBackup();
+  psql("INSERT INTO restored VALUES ('after the backup')");
+  const last = switchWal();
+  // what a restore operator has after extracting bundles: the WAL files and their sidecars
+  const walDir = clusterDir('restore-wal');
+  for (const n of readdirSync(c.spool)) copyFileSync(path.join(c.spool, n), path.join(walDir, n));
+  run('chmod', ['-R', 'a+rX', walDir]);
+  const restoreCommand = (dir: string) => `restore_command = '${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-fetch %f %p --from ${shellSafe(dir)}'`;
+  const conf = (dir: string) => ['archive_mode = off', restoreCommand(dir), "recovery_target_action = 'promote'"];
+
+  const ok = startServer(c.user, good.data, c.socketDir, good.log, conf(walDir), false);
+  try {
+    poll('recovery to finish', 60_000, () => {
+      if (!alive(ok.pid)) throw new Error(`the restored server exited:\n${logTail(good.log)}`);
+      const r = run(path.join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-h', c.socketDir, '-p', String(ok.port), '-U', 'postgres', '-c', 'SELECT pg_is_in_recovery()']);
+      return r.code === 0 && r.stdout.trim() === 'f' ? true : undefined;
+    });
+    assert.is(psql('SELECT string_agg(note, \',\' ORDER BY note) FROM restored', { server: ok }), 'after the backup,before the backup');
+    const log = readFileSync(good.log, 'utf8');
+    assert.match(log, `restored log file "${last}" from archive`);
+    assert.match(log, 'archive recovery complete');
+    assert.match(log, 'selected new timeline ID: 2');
+  } finally {
+    stopServer(ok);
+  }
+
+  // the segment the backup starts in is damaged: recovery must stop with an error, not end early
+  const label = readFileSync(path.join(bad.data, 'backup_label'), 'utf8');
+  const first = /\(file ([0-9A-F]{24})\)/.exec(label)?.[1] as string;
+  const badDir = clusterDir('restore-wal-bad');
+  for (const n of readdirSync(walDir)) copyFileSync(path.join(walDir, n), path.join(badDir, n));
+  flipByte(path.join(badDir, first), 100_000);
+  run('chmod', ['-R', 'a+rX', badDir]);
+  const broken = startServer(c.user, bad.data, c.socketDir, bad.log, conf(badDir), false);
+  try {
+    poll('the server to give up', 60_000, () => (alive(broken.pid) ? undefined : true));
+    const log = readFileSync(bad.log, 'utf8');
+    assert.match(log, `airlock: error: ${first}: sha256`);
+    // PostgreSQL words exit status 126 as the shell's "command not executable", and treats it as fatal
+    assert.match(log, new RegExp(`FATAL:\\s+could not restore file "${first}" from archive: command not executable`));
+    assert.not.match(log, 'archive recovery complete');
+  } finally {
+    stopServer(broken);
   }
 });
 

@@ -50,8 +50,10 @@ test('file names: segments, partial, history, backup, and what is not WAL', () =
   assert.equal(parseWalFileName('000000010000000000000003'), { kind: 'segment', name: '000000010000000000000003', timeline: 1, log: 0, seg: 3 });
   assert.equal(parseWalFileName('0000000A00000001000000FF.partial'), { kind: 'partial', name: '0000000A00000001000000FF.partial', timeline: 10, log: 1, seg: 255 });
   assert.equal(parseWalFileName('00000002.history'), { kind: 'history', name: '00000002.history', timeline: 2 });
+  // PostgreSQL asks restore_command for it at the end of recovery, though it never exists
+  assert.equal(parseWalFileName('00000001.history'), { kind: 'history', name: '00000001.history', timeline: 1 });
   assert.equal(parseWalFileName('000000010000000000000002.00000028.backup'), { kind: 'backup', name: '000000010000000000000002.00000028.backup', timeline: 1, log: 0, seg: 2, offset: 0x28 });
-  for (const bad of ['00000001000000000000003', '0000000100000000000000030', '000000010000000000000003.sha256', '00000001.history', '00000000.history', '000000000000000000000003', '00000001000000000000000a', 'archive_status', '../000000010000000000000003', '']) {
+  for (const bad of ['00000001000000000000003', '0000000100000000000000030', '000000010000000000000003.sha256', '00000000.history', '000000000000000000000003', '00000001000000000000000a', 'archive_status', '../000000010000000000000003', '']) {
     assert.is(parseWalFileName(bad), undefined, bad);
   }
 });

@@ -78,8 +78,9 @@ export function parseWalFileName(name: string): WalFileName | undefined {
   m = HISTORY_RE.exec(name);
   if (m) {
     const timeline = hex(m[1]);
-    // timeline 1 never has a history file: it has no parent
-    return timeline <= 1 ? undefined : { kind: 'history', name, timeline };
+    // timeline 1 has no parent, so no history file exists for it, but PostgreSQL asks for
+    // 00000001.history at the end of recovery: the name is valid, the file is simply absent
+    return timeline === 0 ? undefined : { kind: 'history', name, timeline };
   }
   m = BACKUP_RE.exec(name);
   if (m) {

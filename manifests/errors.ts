@@ -156,5 +156,5 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
 ];
 
 export function formatExitTable(): string {
-  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(2)}  ${s}`)].join('\n');
+  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`)].join('\n');
 }

@@ -163,9 +163,14 @@ export function stopServer(s: Server): void {
   }
 }
 
+/** the cluster's base folder, removed at exit even when the cluster failed to start */
+let baseDir: string | undefined;
+/** a start that failed is not retried by every later test: they get the same error at once */
+let startFailure: unknown;
+
 process.prependListener('exit', () => {
   for (const s of [...servers]) stopServer(s);
-  if (current && !process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(current.base, { recursive: true, force: true });
+  if (baseDir && !process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(baseDir, { recursive: true, force: true });
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
@@ -211,8 +216,20 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
  */
 export function cluster(): Cluster {
   if (current) return current;
+  if (startFailure !== undefined) throw startFailure;
+  try {
+    current = startCluster();
+    return current;
+  } catch (e) {
+    startFailure = e;
+    throw e;
+  }
+}
+
+function startCluster(): Cluster {
   const user = clusterUser();
   const base = mkdtempSync(path.join(os.tmpdir(), 'airlock-pg-'));
+  baseDir = base;
   chmodSync(base, 0o700);
   chownSync(base, user.uid, user.gid);
   const cli = reachableCli(user, base);
@@ -237,8 +254,7 @@ export function cluster(): Cluster {
     'max_connections = 20',
     'shared_buffers = 32MB',
   ]);
-  current = { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli };
-  return current;
+  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli };
 }
 
 /**

@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { checkSegmentHeader, parseBackupLabel } from '../../agent/sources/postgres/wal.js';
+import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
 import { airlock, run, tmp } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
@@ -252,15 +252,21 @@ function baseBackup(): { data: string; log: string } {
 
 /*
  * A point-in-time restore with wal-fetch as restore_command reading copies of the spool: PostgreSQL
- * replays to the end of the WAL and ends recovery when wal-fetch says the next file is absent; with
- * one damaged segment it must abort instead.
+ * replays to a named restore point and forks timeline 2 there; with one damaged segment recovery
+ * must abort instead of ending early. (A recovery that runs out of WAL ends on wal-fetch's exit 1:
+ * the damaged case shows the other side of that line.)
  */
-test('a real restore: wal-fetch feeds recovery to the end of the WAL; a corrupt segment aborts it', () => {
+test('a real point-in-time restore through wal-fetch; the new timeline ingests; a corrupt segment aborts recovery', () => {
   const c = cluster();
   psql("CREATE TABLE IF NOT EXISTS restored (note text); INSERT INTO restored VALUES ('before the backup')");
   const good = baseBackup();
   const bad = baseBackup();
   psql("INSERT INTO restored VALUES ('after the backup')");
+  // well over a WAL page more before the target, so timeline 2 forks past the first page of its
+  // segment, and that page keeps timeline 1 in the new timeline's copy of the segment
+  psql("INSERT INTO restored SELECT 'filler ' || g FROM generate_series(1, 2000) g");
+  psql("SELECT pg_create_restore_point('airlock-test-target')");
+  psql("INSERT INTO restored VALUES ('after the target')");
   const last = switchWal();
   // what a restore operator has after extracting bundles: the WAL files and their sidecars
   const walDir = clusterDir('restore-wal');
@@ -269,18 +275,42 @@ test('a real restore: wal-fetch feeds recovery to the end of the WAL; a corrupt 
   const restoreCommand = (dir: string) => `restore_command = '${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-fetch %f %p --from ${shellSafe(dir)}'`;
   const conf = (dir: string) => ['archive_mode = off', restoreCommand(dir), "recovery_target_action = 'promote'"];
 
-  const ok = startServer(c.user, good.data, c.socketDir, good.log, conf(walDir), false);
+  const ok = startServer(c.user, good.data, c.socketDir, good.log, [...conf(walDir), "recovery_target_name = 'airlock-test-target'"], false);
   try {
     poll('recovery to finish', 60_000, () => {
       if (!alive(ok.pid)) throw new Error(`the restored server exited:\n${logTail(good.log)}`);
       const r = run(path.join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-h', c.socketDir, '-p', String(ok.port), '-U', 'postgres', '-c', 'SELECT pg_is_in_recovery()']);
       return r.code === 0 && r.stdout.trim() === 'f' ? true : undefined;
     });
-    assert.is(psql('SELECT string_agg(note, \',\' ORDER BY note) FROM restored', { server: ok }), 'after the backup,before the backup');
+    assert.is(psql('SELECT string_agg(note, \',\' ORDER BY note) FROM restored WHERE note NOT LIKE \'filler%\'', { server: ok }), 'after the backup,before the backup');
     const log = readFileSync(good.log, 'utf8');
     assert.match(log, `restored log file "${last}" from archive`);
+    assert.match(log, 'recovery stopping at restore point "airlock-test-target"');
     assert.match(log, 'archive recovery complete');
     assert.match(log, 'selected new timeline ID: 2');
+
+    // the new timeline's history file and first segment, pushed and ingested: that segment starts as
+    // a copy of timeline 1's, so its first page says timeline 1 and only the history vouches for it
+    const tl2 = readdirSync(path.join(good.data, 'pg_wal')).filter((n) => n.startsWith('00000002')).sort();
+    assert.is(tl2[0], '00000002.history');
+    const spool = tmp('airlock-spool-');
+    for (const n of tl2.slice(0, 2)) {
+      const r = airlock(['wal-push', path.join(good.data, 'pg_wal', n), '--spool', spool]);
+      assert.is(r.code, 0, r.stderr);
+    }
+    const seg = tl2[1] as string;
+    const firstPage = readFileSync(path.join(spool, seg)).subarray(0, 40);
+    assert.is(checkSegmentHeader(seg, firstPage, { history: parseHistory('00000002.history', readFileSync(path.join(spool, '00000002.history'), 'utf8')) }).header.timeline, 1);
+    const state = tmp('airlock-state-');
+    const ing = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
+    assert.is(ing.code, 0, ing.stderr);
+    assert.equal(JSON.parse(ing.stdout).ingested, ['00000002.history', seg]);
+    // without the history the same segment is refused
+    const alone = tmp('airlock-spool-');
+    for (const n of [seg, `${seg}.sha256`]) copyFileSync(path.join(spool, n), path.join(alone, n));
+    const refused = airlock(['wal-ingest', '--spool', alone, '--state-dir', tmp('airlock-state-'), '--json']);
+    assert.is(refused.code, 1);
+    assert.match(refused.stdout, 'page timeline 1 is not an ancestor of timeline 2');
   } finally {
     stopServer(ok);
   }

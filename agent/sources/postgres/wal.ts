@@ -354,6 +354,7 @@ export function parseBackupLabel(fileName: string, text: string): BackupLabel {
   if (!fileName.startsWith(start.segment)) throw bad(`the start segment ${start.segment} is not the one in the file's name`);
   if (parseLsn(stop.lsn) < parseLsn(start.lsn)) throw bad(`stop location ${stop.lsn} is before start location ${start.lsn}`);
   const ckpt = fields.get('CHECKPOINT LOCATION');
+  if (ckpt !== undefined && !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(ckpt)) throw bad('CHECKPOINT LOCATION is not a location');
   const startTime = need('START TIME');
   const stopTime = need('STOP TIME');
   return {

@@ -335,7 +335,7 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
   }
 });
 
-test('wal-push starts without loading commander, sqlite or the bundle code', () => {
+test('wal-push starts without loading commander, sqlite, the agent lock or the bundle code', () => {
   const name = segments()[0] as string;
   const spool = tmp('airlock-spool-');
   // NODE_DEBUG=esm logs every module the process loads: only the light ones may appear
@@ -344,7 +344,7 @@ test('wal-push starts without loading commander, sqlite or the bundle code', () 
   });
   assert.is(probe.code, 0, probe.stderr);
   assert.match(probe.stderr, 'wal-push.js', 'the module log works');
-  for (const heavy of ['commander', 'better-sqlite3', 'program.js', 'writer.js', 'catalog.js']) {
+  for (const heavy of ['commander', 'better-sqlite3', 'program.js', 'writer.js', 'catalog.js', 'lock.js', 'export.js']) {
     assert.not.match(probe.stderr, heavy, `${heavy} is loaded by wal-push`);
   }
 });

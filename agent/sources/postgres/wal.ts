@@ -113,14 +113,14 @@ export function segmentNumber(name: { name: string; log: number; seg: number }, 
   return BigInt(name.log) * per + BigInt(name.seg);
 }
 
-/** The name of segment `segno` on `timeline`. */
+/** The name of segment `segno` on `timeline`. Throws `usage` for an invalid segment size. */
 export function segmentName(timeline: number, segno: bigint, segmentSize: number): string {
   const per = segmentsPerLog(segmentSize);
   const h8 = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
   return `${h8(timeline)}${h8(segno / per)}${h8(segno % per)}`;
 }
 
-/** The WAL location where a segment starts. */
+/** The WAL location where a segment starts. Throws like segmentNumber. */
 export function segmentStartLsn(name: { name: string; log: number; seg: number }, segmentSize: number): string {
   return formatLsn(segmentNumber(name, segmentSize) * BigInt(segmentSize));
 }

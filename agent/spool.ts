@@ -19,7 +19,7 @@
  * catalog, no commander), so the catalog is only a type here.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
@@ -181,6 +181,16 @@ export function pushToSpool(source: string, spool: string): Pushed {
     throw new AirlockError('not-found', `${source}: no such file`, { hint: 'postgresql passes %p relative to its data folder, where it runs the command', cause: e });
   }
   const final = path.join(spool, name);
+  // a retry of a file already spooled (PostgreSQL retries until it sees 0) must not need space
+  if (existsSync(final)) {
+    let got: { sha256: string; size: number };
+    try {
+      got = hashFileSync(source);
+    } catch (e) {
+      throw fromSystemError(e, source);
+    }
+    return confirmSpooled(spool, name, got);
+  }
   let tmp: string | undefined;
   let created = false;
   try {
@@ -193,22 +203,8 @@ export function pushToSpool(source: string, spool: string): Pushed {
     created = linkNoReplace(tmp, final);
     unlinkQuietly(tmp);
     tmp = undefined;
-    if (!created) {
-      const there = hashFileSync(final);
-      if (there.sha256 !== got.sha256 || there.size !== got.size) {
-        throw new AirlockError('wal-conflict', `${name}: the spool already holds a different file of that name (sha256 ${there.sha256}, ${there.size} bytes; pushed ${got.sha256}, ${got.size} bytes)`, {
-          hint: 'the spooled file was kept; two clusters may be archiving into one spool, or the spool was tampered with: investigate before anything else',
-        });
-      }
-      let sidecarOk = false;
-      try {
-        sidecarOk = parseSidecar(name, readFileSync(`${final}${SIDECAR_SUFFIX}`, 'utf8')) === got.sha256;
-      } catch {
-        // missing or damaged: an earlier push died before its sidecar; write it now
-      }
-      if (!sidecarOk) writeSidecar(spool, name, got.sha256);
-      return { name, ...got, already: true };
-    }
+    // another push of the same name won the race
+    if (!created) return confirmSpooled(spool, name, got);
     fsyncDirSync(spool);
     writeSidecar(spool, name, got.sha256);
     return { name, ...got, already: false };
@@ -219,6 +215,33 @@ export function pushToSpool(source: string, spool: string): Pushed {
       unlinkQuietly(`${final}${SIDECAR_SUFFIX}`);
       unlinkQuietly(final);
     }
+    if (e instanceof AirlockError) throw e;
+    throw spoolError(e, name);
+  }
+}
+
+/**
+ * The spool already holds `name`: success when it has the pushed bytes (writing a missing or
+ * damaged sidecar), `wal-conflict` otherwise, the spooled file kept either way.
+ */
+function confirmSpooled(spool: string, name: string, got: { sha256: string; size: number }): Pushed {
+  const final = path.join(spool, name);
+  try {
+    const there = hashFileSync(final);
+    if (there.sha256 !== got.sha256 || there.size !== got.size) {
+      throw new AirlockError('wal-conflict', `${name}: the spool already holds a different file of that name (sha256 ${there.sha256}, ${there.size} bytes; pushed ${got.sha256}, ${got.size} bytes)`, {
+        hint: 'the spooled file was kept; two clusters may be archiving into one spool, or the spool was tampered with: investigate before anything else',
+      });
+    }
+    let sidecarOk = false;
+    try {
+      sidecarOk = parseSidecar(name, readFileSync(`${final}${SIDECAR_SUFFIX}`, 'utf8')) === got.sha256;
+    } catch {
+      // missing or damaged: an earlier push died before its sidecar; write it now
+    }
+    if (!sidecarOk) writeSidecar(spool, name, got.sha256);
+    return { name, sha256: got.sha256, size: got.size, already: true };
+  } catch (e) {
     if (e instanceof AirlockError) throw e;
     throw spoolError(e, name);
   }

@@ -234,6 +234,9 @@ test('wal-push into a full spool fails cleanly and leaves no partial file', () =
     assert.match(full.stderr, 'airlock: hint: free space in the spool');
     assert.equal(readdirSync(mnt).sort(), [a, `${a}.sha256`], 'only the first push is there');
     assert.is(statSync(path.join(mnt, a)).size, SEGMENT);
+    // PostgreSQL retrying a file that is already spooled succeeds even on a full spool
+    const retry = airlock(['wal-push', path.join(cluster().spool, a), '--spool', mnt]);
+    assert.is(retry.code, 0, retry.stderr);
   } finally {
     const u = run('umount', [mnt]);
     assert.is(u.code, 0, u.stderr);

@@ -29,7 +29,37 @@ const MIGRATIONS: readonly string[] = [
      imported INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (site, seq)
    ) STRICT`,
+  // WAL files ingested from the spool. The name is the key: PostgreSQL never archives two different
+  // files under one name, so a second, different file with a known name is a conflict, not an update.
+  `CREATE TABLE wal (
+     name TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('segment', 'partial', 'history', 'backup')),
+     timeline INTEGER NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     spooled_path TEXT NOT NULL,
+     header_checked INTEGER NOT NULL CHECK (header_checked IN (0, 1)),
+     start_lsn TEXT,
+     system_identifier TEXT,
+     segment_size INTEGER,
+     ingested TEXT NOT NULL
+   ) STRICT`,
 ];
+
+export interface WalRow {
+  name: string;
+  kind: 'segment' | 'partial' | 'history' | 'backup';
+  timeline: number;
+  size: number;
+  sha256: string;
+  spooled_path: string;
+  /** 1 when the segment's first page header was checked against its name */
+  header_checked: 0 | 1;
+  start_lsn: string | null;
+  system_identifier: string | null;
+  segment_size: number | null;
+  ingested: string;
+}
 
 export interface BundleRow {
   site: string;
@@ -110,6 +140,40 @@ export class Catalog {
 
   abandon(site: string, seq: number): void {
     this.db.prepare(`DELETE FROM bundles WHERE site = ? AND seq = ? AND state = 'writing'`).run(site, seq);
+  }
+
+  /** The ingested WAL file of that name. */
+  wal(name: string): WalRow | undefined {
+    return this.db.prepare(`SELECT * FROM wal WHERE name = ?`).get(name) as WalRow | undefined;
+  }
+
+  /** Every ingested WAL file, in name order (which is timeline, then WAL order). */
+  walFiles(): WalRow[] {
+    return this.db.prepare(`SELECT * FROM wal ORDER BY name`).all() as WalRow[];
+  }
+
+  /** The cluster that the ingested segments belong to, if any was ingested. */
+  walCluster(): { system_identifier: string; segment_size: number } | undefined {
+    return this.db.prepare(`SELECT system_identifier, segment_size FROM wal WHERE system_identifier IS NOT NULL ORDER BY ingested LIMIT 1`).get() as
+      | { system_identifier: string; segment_size: number }
+      | undefined;
+  }
+
+  /** Records an ingested WAL file. Throws `wal-conflict` if that name is already recorded. */
+  addWal(row: WalRow): void {
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO wal (name, kind, timeline, size, sha256, spooled_path, header_checked, start_lsn, system_identifier, segment_size, ingested)
+           VALUES (@name, @kind, @timeline, @size, @sha256, @spooled_path, @header_checked, @start_lsn, @system_identifier, @segment_size, @ingested)`,
+        )
+        .run(row);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new AirlockError('wal-conflict', `${row.name} is already in the catalog`);
+      }
+      throw e;
+    }
   }
 
   /** Records a bundle found on a medium (reconciled or --continue-from) as done. */

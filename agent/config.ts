@@ -12,6 +12,7 @@
  *   compress = zstd
  *   volume-size = 1G
  *   state-dir = /var/lib/airlock
+ *   spool = /var/spool/airlock-wal   # where wal-push puts WAL files, written by the database's user
  */
 import { readFileSync } from 'node:fs';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
@@ -31,6 +32,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'volume-size': { list: false, check: (v) => (parseSize(v) === undefined ? 'not a size like 1G, 650M or 4294967295' : undefined) },
   'not-fat32': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'state-dir': { list: false },
+  spool: { list: false },
 };
 
 export type Config = Map<string, string[]>;

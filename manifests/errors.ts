@@ -48,15 +48,18 @@ const CODES = {
   'size-mismatch': EXIT.failed,
   'unsafe-entry': EXIT.failed,
   'verification-failed': EXIT.failed,
+  'bad-wal': EXIT.failed,
   'target-exists': EXIT.conflict,
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,
   locked: EXIT.conflict,
   incompatible: EXIT.conflict,
+  'wal-conflict': EXIT.conflict,
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
   'child-failed': EXIT.source,
   'medium-full': EXIT.medium,
+  'spool-full': EXIT.medium,
   io: EXIT.medium,
   internal: EXIT.internal,
   interrupted: EXIT.interrupted,
@@ -117,6 +120,34 @@ export function fromSystemError(e: unknown, what: string, denied: Code = 'source
   }
 }
 
+/**
+ * `airlock wal-fetch` runs as PostgreSQL's restore_command, where exit codes mean something else:
+ * PostgreSQL takes any status from 1 to 125 as "this file does not exist" and quietly ends recovery
+ * (or moves on to the next timeline), and aborts recovery on a status above 125. So wal-fetch exits
+ * 1 only when the file is absent, and every other failure, even a bad command line, is above 125:
+ * a corrupt or unreadable segment must stop the restore, never shorten it silently.
+ */
+export const WAL_FETCH_EXIT = {
+  ok: 0,
+  /** the requested WAL file is not in the folder: PostgreSQL ends recovery here */
+  absent: 1,
+  /** the file is there but failed its check (checksum mismatch, no known checksum, bad WAL) */
+  refused: 126,
+  /** anything else: bad arguments, unreadable folder, I/O error, no space, a bug */
+  error: 127,
+} as const;
+
+/**
+ * The exit code of wal-fetch for a thrown value (see WAL_FETCH_EXIT). Never `absent`: wal-fetch
+ * reports an absent file by its result, not by an error, so a missing folder or sidecar can never
+ * be mistaken for the end of the WAL.
+ */
+export function walFetchExitCodeOf(e: unknown): number {
+  if (!(e instanceof AirlockError)) return WAL_FETCH_EXIT.error;
+  if (e.code === 'checksum-mismatch' || e.code === 'bad-wal' || e.code === 'malformed') return WAL_FETCH_EXIT.refused;
+  return WAL_FETCH_EXIT.error;
+}
+
 /** The exit-code table as printed by `--help` and copied into the docs. */
 export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.ok, 'success; for airlock-verify: every check passed'],
@@ -128,8 +159,11 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
   [EXIT.interrupted, 'interrupted (SIGINT or SIGTERM); partial output was removed'],
+  [WAL_FETCH_EXIT.absent, 'wal-fetch only: the requested WAL file is absent (PostgreSQL ends recovery)'],
+  [WAL_FETCH_EXIT.refused, 'wal-fetch only: the WAL file is there but failed its check (recovery aborts)'],
+  [WAL_FETCH_EXIT.error, 'wal-fetch only: any other failure, bad arguments included (recovery aborts)'],
 ];
 
 export function formatExitTable(): string {
-  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(2)}  ${s}`)].join('\n');
+  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`)].join('\n');
 }

@@ -84,3 +84,33 @@ export function progressReporter(label: string): { update: (bytes: number) => vo
 }
 
 export { human };
+
+/**
+ * A tiny argument parser for the commands PostgreSQL runs once per WAL file (wal-push, wal-fetch):
+ * they must start without loading commander. Takes exactly `positionals` plain arguments and
+ * `--name VALUE` or `--name=VALUE` for each name in `options`, each at most once. Throws `usage`.
+ */
+export function parseSimpleArgs(command: string, args: readonly string[], positionals: number, options: readonly string[]): { positional: string[]; options: Map<string, string> } {
+  const positional: string[] = [];
+  const opts = new Map<string, string>();
+  const hint = `see airlock ${command} --help`;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a.startsWith('--') && a.length > 2) {
+      const eq = a.indexOf('=');
+      const name = a.slice(2, eq < 0 ? undefined : eq);
+      if (!options.includes(name)) throw new AirlockError('usage', `unknown option --${name}`, { hint });
+      const value = eq < 0 ? args[++i] : a.slice(eq + 1);
+      if (value === undefined || value === '') throw new AirlockError('usage', `--${name} needs a value`, { hint });
+      if (opts.has(name)) throw new AirlockError('usage', `--${name} given twice`, { hint });
+      opts.set(name, value);
+    } else if (a === '--') {
+      positional.push(...args.slice(i + 1));
+      break;
+    } else {
+      positional.push(a);
+    }
+  }
+  if (positional.length !== positionals) throw new AirlockError('usage', `${command} takes ${positionals} argument(s), got ${positional.length}`, { hint });
+  return { positional, options: opts };
+}

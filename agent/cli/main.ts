@@ -1,47 +1,17 @@
 #!/usr/bin/env node
 /*
- * airlock: the appliance agent and the restore side. One command per file in this folder; this file
- * puts them together, prints errors the one way, and appends the exit-code table to every help.
+ * The `airlock` executable. PostgreSQL runs wal-push once per 16 MiB of WAL (and wal-fetch once per
+ * segment during recovery), so those two are dispatched here before anything else is loaded: their
+ * modules use Node built-ins only, while the full program pulls in commander, better-sqlite3 and the
+ * bundle code. Every other command, and help for any command, goes through program.ts.
  */
-import { Command, CommanderError } from 'commander';
-import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
-import { VERSION, printError } from './common.js';
-import { register as registerExport } from './export.js';
-import { register as registerKeygen } from './keygen.js';
-import { register as registerRestore } from './restore.js';
-
-export function buildProgram(): Command {
-  const program = new Command('airlock')
-    .description('Backs up PostgreSQL, S3 buckets and config files into encrypted, signed bundles on removable media')
-    .version(VERSION, '--version')
-    .showHelpAfterError(false);
-  registerKeygen(program);
-  registerExport(program);
-  registerRestore(program);
-  const configure = (c: Command) => {
-    c.exitOverride();
-    c.configureOutput({
-      writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `airlock: ${s}airlock: hint: see airlock ${c.name() === 'airlock' ? '' : `${c.name()} `}--help\n` : s),
-    });
-    c.addHelpText('after', `\n${formatExitTable()}\n`);
-    for (const sub of c.commands) configure(sub);
-  };
-  configure(program);
-  return program;
+const [, , command, ...rest] = process.argv;
+const wantsHelp = rest.some((a) => a === '--help' || a === '-h');
+let code: number;
+if ((command === 'wal-push' || command === 'wal-fetch') && !wantsHelp) {
+  const m = command === 'wal-push' ? await import('./wal-push.js') : await import('./wal-fetch.js');
+  code = await m.main(rest);
+} else {
+  code = await (await import('./program.js')).runProgram(process.argv);
 }
-
-async function main(): Promise<number> {
-  try {
-    await buildProgram().parseAsync(process.argv);
-    return EXIT.ok;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
-      return EXIT.usage;
-    }
-    if (e instanceof AirlockError || e instanceof Error) return printError(e);
-    return printError(e);
-  }
-}
-
-main().then((code) => process.exit(code));
+process.exit(code);

@@ -1,0 +1,52 @@
+/*
+ * airlock: the appliance agent and the restore side. One command per file in this folder; this file
+ * puts them together, prints errors the one way, and appends the exit-code table to every help.
+ * main.ts loads it for every command except the per-WAL-file ones (wal-push, wal-fetch).
+ */
+import { Command, CommanderError } from 'commander';
+import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
+import { VERSION, printError } from './common.js';
+import { register as registerExport } from './export.js';
+import { register as registerKeygen } from './keygen.js';
+import { register as registerRestore } from './restore.js';
+import { register as registerWalFetch } from './wal-fetch.js';
+import { register as registerWalIngest } from './wal-ingest.js';
+import { register as registerWalPush } from './wal-push.js';
+
+export function buildProgram(): Command {
+  const program = new Command('airlock')
+    .description('Backs up PostgreSQL, S3 buckets and config files into encrypted, signed bundles on removable media')
+    .version(VERSION, '--version')
+    .showHelpAfterError(false);
+  registerKeygen(program);
+  registerExport(program);
+  registerRestore(program);
+  registerWalPush(program);
+  registerWalIngest(program);
+  registerWalFetch(program);
+  const configure = (c: Command) => {
+    c.exitOverride();
+    c.configureOutput({
+      writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `airlock: ${s}airlock: hint: see airlock ${c.name() === 'airlock' ? '' : `${c.name()} `}--help\n` : s),
+    });
+    c.addHelpText('after', `\n${formatExitTable()}\n`);
+    for (const sub of c.commands) configure(sub);
+  };
+  configure(program);
+  return program;
+}
+
+/** Parses `argv` (process.argv) and runs the command; returns the exit code. */
+export async function runProgram(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync([...argv]);
+    return EXIT.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage;
+    }
+    if (e instanceof AirlockError || e instanceof Error) return printError(e);
+    return printError(e);
+  }
+}

@@ -1,0 +1,59 @@
+/*
+ * airlock wal-ingest: the agent's side of the spool, run as the agent's own user. Checks every
+ * finished file in the spool (sidecar hash, segment header, history and backup contents) and records
+ * the good ones in the catalog. A bad file is reported by name and left out; the command goes on
+ * with the rest and fails at the end. The long-running agent will call the same function.
+ */
+import type { Command } from 'commander';
+import { AirlockError } from '../../manifests/errors.js';
+import { Catalog, resolveStateDir } from '../catalog.js';
+import { ingestSpool } from '../spool.js';
+import { Settings, printError } from './common.js';
+import { resolveSpool } from './wal-push.js';
+
+interface IngestFlags {
+  spool?: string;
+  stateDir?: string;
+  config?: string;
+  json?: boolean;
+}
+
+async function walIngest(flags: IngestFlags): Promise<void> {
+  const s = new Settings(flags.config);
+  const spool = resolveSpool(flags.spool, flags.config);
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
+  try {
+    const r = ingestSpool(catalog, spool);
+    if (flags.json) {
+      process.stdout.write(
+        `${JSON.stringify({
+          ingested: r.ingested.map((w) => w.name),
+          known: r.known,
+          waiting: r.waiting,
+          problems: r.problems.map((p) => ({ code: p.code, message: p.message })),
+        })}\n`,
+      );
+    } else {
+      for (const w of r.ingested) process.stdout.write(`${w.name}\n`);
+    }
+    process.stderr.write(`airlock: wal-ingest: ${r.ingested.length} ingested, ${r.known.length} already known, ${r.waiting.length} waiting, ${r.problems.length} refused\n`);
+    if (r.problems.length > 0) {
+      for (const p of r.problems.slice(0, -1)) printError(p);
+      const last = r.problems.at(-1) as AirlockError;
+      throw last;
+    }
+  } finally {
+    catalog.close();
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('wal-ingest')
+    .description('check the files in the wal spool and record the good ones in the catalog')
+    .option('--spool <dir>', 'the spool folder (or spool = in --config, or AIRLOCK_SPOOL)')
+    .option('--state-dir <dir>', 'the catalog folder (or AIRLOCK_STATE_DIR)')
+    .option('--json', 'print the result as one JSON object')
+    .option('--config <file>', 'read settings from this config file')
+    .action(walIngest);
+}

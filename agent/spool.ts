@@ -1,0 +1,363 @@
+/*
+ * The WAL spool: the one folder the database's OS user may write, and the hand-over point between
+ * PostgreSQL's archive_command (`airlock wal-push`, running as that user) and the agent (its own user,
+ * owning the catalog). Any database superuser can run programs as the database's OS user, so nothing
+ * written here is trusted until the agent has checked it on ingest.
+ *
+ * Layout, flat:
+ *   <name>           a WAL file under PostgreSQL's own name (segment, .partial, .history, .backup)
+ *   <name>.sha256    its sidecar, `<sha256>  <name>\n` (sha256sum format): the commit marker
+ *   .<name>.*.tmp    a push in progress (or one killed mid-way); never read, never ingested
+ *
+ * A push writes the file under a temporary name, fsyncs it, hard-links it to its final name (which
+ * fails if the name exists, so a file is never replaced), fsyncs the folder, then writes the sidecar
+ * the same way. A file without a sidecar is an unfinished push: the next push of it completes it,
+ * ingest waits for it. PostgreSQL never archives two different files under one name, so a second
+ * push with other bytes is refused loudly and the first file kept.
+ *
+ * This module is loaded by `wal-push` once per segment: it must stay light (Node built-ins, no
+ * catalog, no commander), so the catalog is only a type here.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import type { Catalog, WalRow } from './catalog.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseWalFileName, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
+
+export const SIDECAR_SUFFIX = '.sha256';
+const CHUNK = 1024 * 1024;
+/** history and backup files are a few lines; anything bigger is not one */
+const MAX_TEXT_FILE = 1024 * 1024;
+
+/** The sidecar text for a file: one sha256sum line. */
+export function sidecarText(name: string, sha256: string): string {
+  return `${sha256}  ${name}\n`;
+}
+
+/** Parses a sidecar for `name`; throws `malformed` naming the sidecar when it is not one line for that name. */
+export function parseSidecar(name: string, text: string): string {
+  const m = /^([0-9a-f]{64})  (\S+)\n$/.exec(text);
+  if (!m || m[2] !== name) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
+  return m[1] as string;
+}
+
+function fsyncDirSync(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function unlinkQuietly(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // already gone, or the error that brought us here matters more
+  }
+}
+
+/** Reads a file once in chunks, hashing it; returns its sha256, size and first bytes. Throws system errors. */
+export function hashFileSync(file: string, firstBytes = 0, sink?: (chunk: Uint8Array) => void): { sha256: string; size: number; first: Buffer } {
+  const fd = openSync(file, 'r');
+  try {
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(CHUNK);
+    let size = 0;
+    let first = Buffer.alloc(0);
+    for (;;) {
+      const n = readSync(fd, buf, 0, CHUNK, null);
+      if (n === 0) break;
+      const chunk = buf.subarray(0, n);
+      if (first.length < firstBytes) first = Buffer.concat([first, chunk.subarray(0, firstBytes - first.length)]);
+      h.update(chunk);
+      sink?.(chunk);
+      size += n;
+    }
+    return { sha256: h.digest('hex'), size, first };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function spoolError(e: unknown, what: string): unknown {
+  const errno = (e as NodeJS.ErrnoException | null)?.code;
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+    return new AirlockError('spool-full', `${what}: no space left in the wal spool`, {
+      cause: e,
+      hint: 'free space in the spool (let the agent ingest and export it); nothing partial was left and postgresql retries the file',
+    });
+  }
+  return fromSystemError(e, what);
+}
+
+/** Writes `data` (or the chunks `fill` writes) to a new temporary file in `dir`, fsynced; returns its path. */
+function writeTemp(dir: string, name: string, fill: (fd: number) => void): string {
+  const tmp = path.join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o640);
+  try {
+    fill(fd);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkQuietly(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  return tmp;
+}
+
+function writeAll(fd: number, chunk: Uint8Array): void {
+  let off = 0;
+  while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
+}
+
+/** Links `tmp` to `final` without ever replacing `final`; false when `final` already exists. */
+function linkNoReplace(tmp: string, final: string): boolean {
+  try {
+    linkSync(tmp, final);
+    return true;
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'EEXIST') return false;
+    // a file system without hard links: check, then rename (a race with a second pusher of the
+    // same name could replace the file there; PostgreSQL runs one archiver, so accept that)
+    if (errno === 'EPERM' || errno === 'ENOTSUP' || errno === 'EOPNOTSUPP' || errno === 'EMLINK') {
+      try {
+        statSync(final);
+        return false;
+      } catch {
+        renameSync(tmp, final);
+        return true;
+      }
+    }
+    throw e;
+  }
+}
+
+function writeSidecar(spool: string, name: string, sha256: string): void {
+  const sidecar = `${name}${SIDECAR_SUFFIX}`;
+  const tmp = writeTemp(spool, sidecar, (fd) => writeAll(fd, Buffer.from(sidecarText(name, sha256))));
+  try {
+    // the sidecar may be replaced: it is derived from the file, which is never replaced
+    renameSync(tmp, path.join(spool, sidecar));
+  } catch (e) {
+    unlinkQuietly(tmp);
+    throw e;
+  }
+  fsyncDirSync(spool);
+}
+
+export interface Pushed {
+  name: string;
+  sha256: string;
+  size: number;
+  /** the same bytes were already in the spool */
+  already: boolean;
+}
+
+/**
+ * Copies a WAL file (PostgreSQL's %p) into the spool durably, with its sidecar. Succeeds without
+ * writing when the same bytes are already there. Throws `usage` for a name that is not a WAL file
+ * name, `not-found` for a missing source or spool, `wal-conflict` when the spool holds other bytes
+ * under that name (the spooled file is kept), `spool-full` on ENOSPC (nothing partial left), and
+ * other typed system errors.
+ */
+export function pushToSpool(source: string, spool: string): Pushed {
+  const name = path.basename(source);
+  if (!parseWalFileName(name)) {
+    throw new AirlockError('usage', `${JSON.stringify(name)} is not a wal file name`, { hint: "archive_command must pass %p, e.g. archive_command = 'airlock wal-push %p --spool DIR'" });
+  }
+  try {
+    if (!statSync(spool).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+  } catch (e) {
+    throw new AirlockError('not-found', `the wal spool ${spool} is not a folder`, { hint: "create it, writable by the database's os user only, or fix --spool / AIRLOCK_SPOOL", cause: e });
+  }
+  try {
+    statSync(source);
+  } catch (e) {
+    throw new AirlockError('not-found', `${source}: no such file`, { hint: 'postgresql passes %p relative to its data folder, where it runs the command', cause: e });
+  }
+  const final = path.join(spool, name);
+  // a retry of a file already spooled (PostgreSQL retries until it sees 0) must not need space
+  if (existsSync(final)) {
+    let got: { sha256: string; size: number };
+    try {
+      got = hashFileSync(source);
+    } catch (e) {
+      throw fromSystemError(e, source);
+    }
+    return confirmSpooled(spool, name, got);
+  }
+  let tmp: string | undefined;
+  let created = false;
+  try {
+    let copied: { sha256: string; size: number } | undefined;
+    tmp = writeTemp(spool, name, (fd) => {
+      const r = hashFileSync(source, 0, (chunk) => writeAll(fd, chunk));
+      copied = { sha256: r.sha256, size: r.size };
+    });
+    const got = copied as { sha256: string; size: number };
+    created = linkNoReplace(tmp, final);
+    unlinkQuietly(tmp);
+    tmp = undefined;
+    // another push of the same name won the race
+    if (!created) return confirmSpooled(spool, name, got);
+    fsyncDirSync(spool);
+    writeSidecar(spool, name, got.sha256);
+    return { name, ...got, already: false };
+  } catch (e) {
+    if (tmp !== undefined) unlinkQuietly(tmp);
+    if (created) {
+      // the sidecar failed: take the file back too, so the spool shows no half push
+      unlinkQuietly(`${final}${SIDECAR_SUFFIX}`);
+      unlinkQuietly(final);
+    }
+    if (e instanceof AirlockError) throw e;
+    throw spoolError(e, name);
+  }
+}
+
+/**
+ * The spool already holds `name`: success when it has the pushed bytes (writing a missing or
+ * damaged sidecar), `wal-conflict` otherwise, the spooled file kept either way.
+ */
+function confirmSpooled(spool: string, name: string, got: { sha256: string; size: number }): Pushed {
+  const final = path.join(spool, name);
+  try {
+    const there = hashFileSync(final);
+    if (there.sha256 !== got.sha256 || there.size !== got.size) {
+      throw new AirlockError('wal-conflict', `${name}: the spool already holds a different file of that name (sha256 ${there.sha256}, ${there.size} bytes; pushed ${got.sha256}, ${got.size} bytes)`, {
+        hint: 'the spooled file was kept; two clusters may be archiving into one spool, or the spool was tampered with: investigate before anything else',
+      });
+    }
+    let sidecarOk = false;
+    try {
+      sidecarOk = parseSidecar(name, readFileSync(`${final}${SIDECAR_SUFFIX}`, 'utf8')) === got.sha256;
+    } catch {
+      // missing or damaged: an earlier push died before its sidecar; write it now
+    }
+    if (!sidecarOk) writeSidecar(spool, name, got.sha256);
+    return { name, sha256: got.sha256, size: got.size, already: true };
+  } catch (e) {
+    if (e instanceof AirlockError) throw e;
+    throw spoolError(e, name);
+  }
+}
+
+export interface IngestReport {
+  /** newly recorded in the catalog */
+  ingested: WalRow[];
+  /** already in the catalog with the same sha256 */
+  known: string[];
+  /** no sidecar yet: a push in progress or one that died; left for the next run */
+  waiting: string[];
+  /** refused files, each a typed error naming the file; none of them was recorded */
+  problems: AirlockError[];
+}
+
+const KIND_ORDER: Record<WalFileName['kind'], number> = { history: 0, segment: 1, partial: 1, backup: 2 };
+
+/**
+ * Ingests every finished file in the spool into the catalog: checks the sidecar hash, then a
+ * segment's first page header (PostgreSQL 15, its name's timeline and start address, one cluster and
+ * one segment size across the catalog), or parses a history or backup file. Keeps going after a bad
+ * file and returns each problem (`checksum-mismatch`, `bad-wal`, `malformed`, `wal-conflict`, a
+ * system error) in the report; a refused file is not recorded. Throws only when the spool cannot be
+ * listed (`not-found` or another typed system error).
+ */
+export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = () => new Date()): IngestReport {
+  let entries: string[];
+  try {
+    entries = readdirSync(spool);
+  } catch (e) {
+    throw fromSystemError(e, `the wal spool ${spool}`);
+  }
+  const present = new Set(entries);
+  const report: IngestReport = { ingested: [], known: [], waiting: [], problems: [] };
+  const names = entries
+    .map((n) => parseWalFileName(n))
+    .filter((n): n is WalFileName => n !== undefined)
+    .sort((a, b) => KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || (a.name < b.name ? -1 : 1));
+
+  const histories = new Map<number, TimelineHistory>();
+  for (const row of catalog.walFiles()) {
+    if (row.kind !== 'history') continue;
+    try {
+      histories.set(row.timeline, parseHistory(row.name, readFileSync(row.spooled_path, 'utf8')));
+    } catch {
+      // already pruned from the spool; segments forked from it were checked when it was here
+    }
+  }
+  let cluster = catalog.walCluster();
+
+  for (const name of names) {
+    if (!present.has(`${name.name}${SIDECAR_SUFFIX}`)) {
+      report.waiting.push(name.name);
+      continue;
+    }
+    const file = path.join(spool, name.name);
+    try {
+      const expected = parseSidecar(name.name, readFileSync(`${file}${SIDECAR_SUFFIX}`, 'utf8'));
+      const known = catalog.wal(name.name);
+      if (known) {
+        if (known.sha256 === expected) {
+          report.known.push(name.name);
+          continue;
+        }
+        throw new AirlockError('wal-conflict', `${name.name}: the catalog already holds this file with sha256 ${known.sha256}, the spool now has ${expected}`, {
+          hint: 'a file of this name was ingested before with other bytes; investigate the spool before anything else',
+        });
+      }
+      const isSegment = name.kind === 'segment' || name.kind === 'partial';
+      const got = hashFileSync(file, isSegment ? LONG_PAGE_HEADER_SIZE : MAX_TEXT_FILE + 1);
+      if (got.sha256 !== expected) {
+        throw new AirlockError('checksum-mismatch', `${name.name}: sha256 ${got.sha256} does not match its sidecar's ${expected}`, {
+          hint: 'the spooled file changed after it was pushed; it was not ingested; archive the segment again from the server if it still has it',
+        });
+      }
+      const row: WalRow = {
+        name: name.name,
+        kind: name.kind,
+        timeline: name.timeline,
+        size: got.size,
+        sha256: got.sha256,
+        spooled_path: path.resolve(file),
+        header_checked: 0,
+        start_lsn: null,
+        system_identifier: null,
+        segment_size: null,
+        ingested: now().toISOString(),
+      };
+      if (isSegment) {
+        const history = histories.get(name.timeline);
+        const checked = checkSegmentHeader(name.name, got.first, {
+          fileSize: got.size,
+          ...(cluster ? { systemIdentifier: cluster.system_identifier, segmentSize: cluster.segment_size } : {}),
+          ...(history ? { history } : {}),
+        });
+        row.header_checked = 1;
+        row.start_lsn = checked.startLsn;
+        row.system_identifier = checked.header.long.systemIdentifier;
+        row.segment_size = checked.header.long.segmentSize;
+        cluster ??= { system_identifier: row.system_identifier, segment_size: row.segment_size };
+      } else {
+        if (got.size > MAX_TEXT_FILE) throw new AirlockError('bad-wal', `${name.name}: ${got.size} bytes is too big for a ${name.kind} file`);
+        const text = got.first.toString('utf8');
+        if (name.kind === 'history') histories.set(name.timeline, parseHistory(name.name, text));
+        else {
+          const label = parseBackupLabel(name.name, text);
+          row.start_lsn = label.startLsn;
+        }
+      }
+      catalog.addWal(row);
+      report.ingested.push(row);
+    } catch (e) {
+      const err = e instanceof AirlockError ? e : fromSystemError(e, name.name);
+      report.problems.push(err instanceof AirlockError ? err : new AirlockError('io', `${name.name}: ${(e as Error).message}`, { cause: e }));
+    }
+  }
+  return report;
+}

@@ -1,0 +1,355 @@
+/*
+ * WAL archiving against a real PostgreSQL 15: the cluster's archive_command is the built
+ * `airlock wal-push`, running as the cluster's OS user; the agent's side (wal-ingest) and the
+ * restore side (wal-fetch) run as the built CLI too.
+ */
+import Database from 'better-sqlite3';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
+import { sha256Hex } from '../../manifests/hash.js';
+import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
+import { airlock, run, tmp } from '../helpers.js';
+import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
+
+const SEGMENT = 16 * 1024 * 1024;
+
+/** Two segments archived by the cluster, pushed by PostgreSQL itself. */
+const archived: string[] = [];
+function segments(): string[] {
+  while (archived.length < 2) archived.push(switchWal());
+  return archived;
+}
+
+/** A fresh spool holding copies of `names` (and their sidecars) from the cluster's spool. */
+function spoolCopy(names: readonly string[]): string {
+  const dir = tmp('airlock-spool-');
+  for (const n of names) {
+    copyFileSync(path.join(cluster().spool, n), path.join(dir, n));
+    copyFileSync(path.join(cluster().spool, `${n}.sha256`), path.join(dir, `${n}.sha256`));
+  }
+  return dir;
+}
+
+function flipByte(file: string, at: number): void {
+  const b = readFileSync(file);
+  b[at] = (b[at] as number) ^ 0xff;
+  writeFileSync(file, b);
+}
+
+function walRows(stateDir: string): { name: string; kind: string; header_checked: number; sha256: string; start_lsn: string | null; system_identifier: string | null }[] {
+  const db = new Database(path.join(stateDir, 'catalog.db'), { readonly: true });
+  try {
+    return db.prepare('SELECT * FROM wal ORDER BY name').all() as never;
+  } finally {
+    db.close();
+  }
+}
+
+test('the cluster archives through wal-push: durable copies, correct sidecars, headers that check', () => {
+  const c = cluster();
+  const sysid = systemIdentifier();
+  for (const name of segments()) {
+    const file = path.join(c.spool, name);
+    const bytes = readFileSync(file);
+    assert.is(bytes.length, SEGMENT);
+    assert.is(readFileSync(`${file}.sha256`, 'utf8'), `${sha256Hex(bytes)}  ${name}\n`);
+    // written by PostgreSQL's own user, as in production
+    assert.is(statSync(file).uid, c.user.uid);
+    const checked = checkSegmentHeader(name, bytes.subarray(0, 40), { fileSize: bytes.length, systemIdentifier: sysid, segmentSize: SEGMENT });
+    assert.is(checked.header.magic, 0xd110);
+    assert.is(checked.header.timeline, 1);
+    assert.is(checked.header.pageAddress, checked.startLsn);
+  }
+  assert.equal(readdirSync(c.spool).filter((n) => n.endsWith('.tmp')), [], 'no temporary file left');
+  const stat = psql('SELECT archived_count, failed_count FROM pg_stat_archiver').split('|').map(Number);
+  assert.ok((stat[0] as number) >= 2);
+  assert.is(stat[1], 0, 'no failed archive_command');
+});
+
+test('wal-ingest records good segments and a real backup history file, and is idempotent', () => {
+  const c = cluster();
+  segments();
+  const stop = psql("SELECT pg_backup_start('airlock test', true);\nSELECT lsn FROM pg_backup_stop(true);", { input: true }).split('\n').at(-1) as string;
+  const backupName = readdirSync(c.spool).find((n) => n.endsWith('.backup'));
+  assert.ok(backupName, 'a .backup file was archived');
+  waitSpooled(backupName);
+  const label = parseBackupLabel(backupName, readFileSync(path.join(c.spool, backupName), 'utf8'));
+  assert.is(label.stopLsn, stop);
+  assert.is(label.label, 'airlock test');
+  assert.is(label.startTimeline, 1);
+  assert.ok(label.startTimeUtc?.endsWith('Z'));
+
+  const spool = spoolCopy([...segments(), backupName]);
+  const state = tmp('airlock-state-');
+  const r = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.ingested, [...segments(), backupName].sort());
+  assert.equal(out.problems, []);
+  const rows = walRows(state);
+  const seg = rows.find((w) => w.name === segments()[0]);
+  assert.is(seg?.header_checked, 1);
+  assert.is(seg?.system_identifier, systemIdentifier());
+  assert.is(rows.find((w) => w.name === backupName)?.start_lsn, label.startLsn);
+
+  const again = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
+  assert.is(again.code, 0, again.stderr);
+  assert.equal(JSON.parse(again.stdout).ingested, []);
+  assert.is(JSON.parse(again.stdout).known.length, rows.length);
+});
+
+test('pushing a segment again: same bytes succeed, different bytes fail with wal-conflict and keep the first', () => {
+  const c = cluster();
+  const name = segments()[0] as string;
+  const spooled = path.join(c.spool, name);
+  const first = readFileSync(spooled);
+  const src = path.join(tmp(), name);
+  writeFileSync(src, first);
+  const same = airlock(['wal-push', src, '--spool', c.spool]);
+  assert.is(same.code, 0, same.stderr);
+
+  flipByte(src, 1000);
+  const other = airlock(['wal-push', src, '--spool', c.spool]);
+  assert.is(other.code, 4, other.stderr);
+  assert.match(other.stderr, `airlock: error: ${name}: the spool already holds a different file of that name`);
+  assert.match(other.stderr, 'airlock: hint: the spooled file was kept');
+  assert.ok(readFileSync(spooled).equals(first), 'the first file is kept');
+  assert.is(readFileSync(`${spooled}.sha256`, 'utf8'), `${sha256Hex(first)}  ${name}\n`);
+  assert.equal(readdirSync(c.spool).filter((n) => n.endsWith('.tmp')), []);
+});
+
+test('wal-push completes a push that died before its sidecar, and refuses what is not WAL', () => {
+  const name = segments()[1] as string;
+  const spool = tmp('airlock-spool-');
+  copyFileSync(path.join(cluster().spool, name), path.join(spool, name));
+  const r = airlock(['wal-push', path.join(cluster().spool, name), '--spool', spool]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(readFileSync(path.join(spool, `${name}.sha256`), 'utf8'), readFileSync(path.join(cluster().spool, `${name}.sha256`), 'utf8'));
+
+  const junk = path.join(tmp(), 'postgresql.conf');
+  writeFileSync(junk, 'x');
+  const bad = airlock(['wal-push', junk, '--spool', spool]);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, 'is not a wal file name');
+  const noSpool = airlock(['wal-push', path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: '' } });
+  assert.is(noSpool.code, 2);
+  assert.match(noSpool.stderr, 'no wal spool given');
+  const fromEnv = airlock(['wal-push', path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: spool } });
+  assert.is(fromEnv.code, 0, fromEnv.stderr);
+});
+
+test('wal-ingest refuses a corrupted segment and one whose header does not fit its name, and ingests the rest', () => {
+  const [a, b] = segments() as [string, string];
+  const spool = spoolCopy([a, b]);
+  flipByte(path.join(spool, a), 5000);
+  // a good segment under the wrong name, with a sidecar that matches its bytes: only the header can tell
+  const wrongName = '0000000100000000000000F0';
+  const bBytes = readFileSync(path.join(spool, b));
+  writeFileSync(path.join(spool, wrongName), bBytes);
+  writeFileSync(path.join(spool, `${wrongName}.sha256`), `${sha256Hex(bBytes)}  ${wrongName}\n`);
+  // a push still in progress: no sidecar yet
+  writeFileSync(path.join(spool, '0000000100000000000000F1'), bBytes);
+
+  const state = tmp('airlock-state-');
+  const r = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
+  assert.is(r.code, 1, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.ingested, [b]);
+  assert.equal(out.waiting, ['0000000100000000000000F1']);
+  assert.equal(
+    out.problems.map((p: { code: string }) => p.code),
+    ['checksum-mismatch', 'bad-wal'],
+  );
+  assert.match(out.problems[0].message, `${a}: sha256 `);
+  assert.match(out.problems[1].message, `${wrongName}: not a valid postgresql 15 wal segment: page address`);
+  assert.match(r.stderr, `airlock: error: ${a}: sha256`);
+  assert.match(r.stderr, `airlock: error: ${wrongName}:`);
+  assert.equal(walRows(state).map((w) => w.name), [b], 'refused files are not in the catalog');
+});
+
+test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrupt one, 127 for bad use', () => {
+  const [a, b] = segments() as [string, string];
+  const from = spoolCopy([a, b]);
+  const pgWal = tmp('airlock-pgwal-');
+  const target = path.join(pgWal, 'RECOVERYXLOG');
+
+  const ok = airlock(['wal-fetch', a, target, '--from', from]);
+  assert.is(ok.code, WAL_FETCH_EXIT.ok, ok.stderr);
+  assert.ok(readFileSync(target).equals(readFileSync(path.join(from, a))));
+
+  const absent = airlock(['wal-fetch', '0000000100000000000000EE', path.join(pgWal, 'X'), '--from', from]);
+  assert.is(absent.code, WAL_FETCH_EXIT.absent);
+  assert.is(absent.stderr, '', 'an absent file is not an error');
+  const absentHistory = airlock(['wal-fetch', '00000002.history', path.join(pgWal, 'X'), '--from', from]);
+  assert.is(absentHistory.code, 1);
+
+  flipByte(path.join(from, b), 20000);
+  const bad = airlock(['wal-fetch', b, path.join(pgWal, 'Y'), '--from', from]);
+  assert.is(bad.code, WAL_FETCH_EXIT.refused);
+  assert.match(bad.stderr, `airlock: error: ${b}: sha256`);
+  assert.not.ok(existsSync(path.join(pgWal, 'Y')), 'nothing written for a bad file');
+  assert.equal(readdirSync(pgWal), ['RECOVERYXLOG'], 'no temporary file left');
+
+  // no sidecar: only a hash from an index (the bundle's MANIFEST.sha256) makes it trusted
+  const staging = tmp('airlock-staging-');
+  mkdirSync(path.join(staging, 'pg', 'wal'), { recursive: true });
+  copyFileSync(path.join(cluster().spool, a), path.join(staging, 'pg', 'wal', a));
+  const unknown = airlock(['wal-fetch', a, path.join(pgWal, 'Z'), '--from', path.join(staging, 'pg', 'wal')]);
+  assert.is(unknown.code, WAL_FETCH_EXIT.refused);
+  assert.match(unknown.stderr, 'no known sha256');
+  writeFileSync(path.join(staging, 'MANIFEST.sha256'), `${sha256Hex(readFileSync(path.join(staging, 'pg', 'wal', a)))}  pg/wal/${a}\n`);
+  const indexed = airlock(['wal-fetch', a, path.join(pgWal, 'Z'), '--from', path.join(staging, 'pg', 'wal'), '--sums', path.join(staging, 'MANIFEST.sha256')]);
+  assert.is(indexed.code, 0, indexed.stderr);
+
+  for (const args of [
+    [a, target], // no --from
+    [a, target, '--from', path.join(from, 'missing-folder')],
+    ['../etc/passwd', target, '--from', from],
+    [a, '--from', from],
+    [a, target, '--from', from, '--frmo', 'x'],
+  ]) {
+    const r = airlock(['wal-fetch', ...args]);
+    assert.is(r.code, WAL_FETCH_EXIT.error, `${args.join(' ')}: ${r.stderr}`);
+  }
+});
+
+test('wal-push into a full spool fails cleanly and leaves no partial file', () => {
+  if (process.getuid?.() !== 0) {
+    console.log('  (skipped: mounting a tmpfs needs root)');
+    return;
+  }
+  const [a, b] = segments() as [string, string];
+  const mnt = tmp('airlock-tmpfs-');
+  const m = run('mount', ['-t', 'tmpfs', '-o', 'size=20m', 'tmpfs', mnt]);
+  assert.is(m.code, 0, m.stderr);
+  try {
+    const first = airlock(['wal-push', path.join(cluster().spool, a), '--spool', mnt]);
+    assert.is(first.code, 0, first.stderr);
+    const full = airlock(['wal-push', path.join(cluster().spool, b), '--spool', mnt]);
+    assert.is(full.code, 6, full.stderr);
+    assert.match(full.stderr, `airlock: error: ${b}: no space left in the wal spool`);
+    assert.match(full.stderr, 'airlock: hint: free space in the spool');
+    assert.equal(readdirSync(mnt).sort(), [a, `${a}.sha256`], 'only the first push is there');
+    assert.is(statSync(path.join(mnt, a)).size, SEGMENT);
+    // PostgreSQL retrying a file that is already spooled succeeds even on a full spool
+    const retry = airlock(['wal-push', path.join(cluster().spool, a), '--spool', mnt]);
+    assert.is(retry.code, 0, retry.stderr);
+  } finally {
+    const u = run('umount', [mnt]);
+    assert.is(u.code, 0, u.stderr);
+  }
+});
+
+/** A base backup without WAL (-X none), ready for archive recovery: every segment must come from wal-fetch. */
+function baseBackup(): { data: string; log: string } {
+  const c = cluster();
+  const data = clusterDir(`restore-${Math.random().toString(36).slice(2, 8)}`);
+  const b = runAs(c.user, path.join(PG_BIN, 'pg_basebackup'), ['-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-D', data, '-X', 'none', '-c', 'fast']);
+  assert.is(b.code, 0, b.stderr);
+  writeFileSync(path.join(data, 'recovery.signal'), '');
+  return { data, log: path.join(data, 'restore.log') };
+}
+
+/*
+ * A point-in-time restore with wal-fetch as restore_command reading copies of the spool: PostgreSQL
+ * replays to a named restore point and forks timeline 2 there; with one damaged segment recovery
+ * must abort instead of ending early. (A recovery that runs out of WAL ends on wal-fetch's exit 1:
+ * the damaged case shows the other side of that line.)
+ */
+test('a real point-in-time restore through wal-fetch; the new timeline ingests; a corrupt segment aborts recovery', () => {
+  const c = cluster();
+  psql("CREATE TABLE IF NOT EXISTS restored (note text); INSERT INTO restored VALUES ('before the backup')");
+  const good = baseBackup();
+  const bad = baseBackup();
+  psql("INSERT INTO restored VALUES ('after the backup')");
+  // well over a WAL page more before the target, so timeline 2 forks past the first page of its
+  // segment, and that page keeps timeline 1 in the new timeline's copy of the segment
+  psql("INSERT INTO restored SELECT 'filler ' || g FROM generate_series(1, 2000) g");
+  psql("SELECT pg_create_restore_point('airlock-test-target')");
+  psql("INSERT INTO restored VALUES ('after the target')");
+  const last = switchWal();
+  // what a restore operator has after extracting bundles: the WAL files and their sidecars
+  const walDir = clusterDir('restore-wal');
+  for (const n of readdirSync(c.spool)) copyFileSync(path.join(c.spool, n), path.join(walDir, n));
+  run('chmod', ['-R', 'a+rX', walDir]);
+  const restoreCommand = (dir: string) => `restore_command = '${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-fetch %f %p --from ${shellSafe(dir)}'`;
+  const conf = (dir: string) => ['archive_mode = off', restoreCommand(dir), "recovery_target_action = 'promote'"];
+
+  const ok = startServer(c.user, good.data, c.socketDir, good.log, [...conf(walDir), "recovery_target_name = 'airlock-test-target'"], false);
+  try {
+    poll('recovery to finish', 60_000, () => {
+      if (!alive(ok.pid)) throw new Error(`the restored server exited:\n${logTail(good.log)}`);
+      const r = run(path.join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-h', c.socketDir, '-p', String(ok.port), '-U', 'postgres', '-c', 'SELECT pg_is_in_recovery()']);
+      return r.code === 0 && r.stdout.trim() === 'f' ? true : undefined;
+    });
+    assert.is(psql('SELECT string_agg(note, \',\' ORDER BY note) FROM restored WHERE note NOT LIKE \'filler%\'', { server: ok }), 'after the backup,before the backup');
+    const log = readFileSync(good.log, 'utf8');
+    assert.match(log, `restored log file "${last}" from archive`);
+    assert.match(log, 'recovery stopping at restore point "airlock-test-target"');
+    assert.match(log, 'archive recovery complete');
+    assert.match(log, 'selected new timeline ID: 2');
+
+    // the new timeline's history file and first segment, pushed and ingested: that segment starts as
+    // a copy of timeline 1's, so its first page says timeline 1 and only the history vouches for it
+    const tl2 = readdirSync(path.join(good.data, 'pg_wal')).filter((n) => n.startsWith('00000002')).sort();
+    assert.is(tl2[0], '00000002.history');
+    const spool = tmp('airlock-spool-');
+    for (const n of tl2.slice(0, 2)) {
+      const r = airlock(['wal-push', path.join(good.data, 'pg_wal', n), '--spool', spool]);
+      assert.is(r.code, 0, r.stderr);
+    }
+    const seg = tl2[1] as string;
+    const firstPage = readFileSync(path.join(spool, seg)).subarray(0, 40);
+    assert.is(checkSegmentHeader(seg, firstPage, { history: parseHistory('00000002.history', readFileSync(path.join(spool, '00000002.history'), 'utf8')) }).header.timeline, 1);
+    const state = tmp('airlock-state-');
+    const ing = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
+    assert.is(ing.code, 0, ing.stderr);
+    assert.equal(JSON.parse(ing.stdout).ingested, ['00000002.history', seg]);
+    // without the history the same segment is refused
+    const alone = tmp('airlock-spool-');
+    for (const n of [seg, `${seg}.sha256`]) copyFileSync(path.join(spool, n), path.join(alone, n));
+    const refused = airlock(['wal-ingest', '--spool', alone, '--state-dir', tmp('airlock-state-'), '--json']);
+    assert.is(refused.code, 1);
+    assert.match(refused.stdout, 'page timeline 1 is not an ancestor of timeline 2');
+  } finally {
+    stopServer(ok);
+  }
+
+  // the segment the backup starts in is damaged: recovery must stop with an error, not end early
+  const label = readFileSync(path.join(bad.data, 'backup_label'), 'utf8');
+  const first = /\(file ([0-9A-F]{24})\)/.exec(label)?.[1] as string;
+  const badDir = clusterDir('restore-wal-bad');
+  for (const n of readdirSync(walDir)) copyFileSync(path.join(walDir, n), path.join(badDir, n));
+  flipByte(path.join(badDir, first), 100_000);
+  run('chmod', ['-R', 'a+rX', badDir]);
+  const broken = startServer(c.user, bad.data, c.socketDir, bad.log, conf(badDir), false);
+  try {
+    poll('the server to give up', 60_000, () => (alive(broken.pid) ? undefined : true));
+    const log = readFileSync(bad.log, 'utf8');
+    assert.match(log, `airlock: error: ${first}: sha256`);
+    // PostgreSQL words exit status 126 as the shell's "command not executable", and treats it as fatal
+    assert.match(log, new RegExp(`FATAL:\\s+could not restore file "${first}" from archive: command not executable`));
+    assert.not.match(log, 'archive recovery complete');
+  } finally {
+    stopServer(broken);
+  }
+});
+
+test('wal-push starts without loading commander, sqlite, the agent lock or the bundle code', () => {
+  const name = segments()[0] as string;
+  const spool = tmp('airlock-spool-');
+  // NODE_DEBUG=esm logs every module the process loads: only the light ones may appear
+  const probe = airlock(['wal-push', path.join(cluster().spool, name), '--spool', spool], {
+    env: { ...process.env, NODE_DEBUG: 'esm' },
+  });
+  assert.is(probe.code, 0, probe.stderr);
+  assert.match(probe.stderr, 'wal-push.js', 'the module log works');
+  for (const heavy of ['commander', 'better-sqlite3', 'program.js', 'writer.js', 'catalog.js', 'lock.js', 'export.js']) {
+    assert.not.match(probe.stderr, heavy, `${heavy} is loaded by wal-push`);
+  }
+});
+
+test.run();

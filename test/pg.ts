@@ -1,0 +1,307 @@
+/*
+ * A throwaway PostgreSQL 15 cluster for tests: one per test process, started on first use and
+ * stopped (by its PID) when the process exits.
+ *
+ * It runs as an unprivileged OS user (`postgres` when the tests run as root, the current user
+ * otherwise) in a temp folder that user owns, listens on 127.0.0.1 on a free port (TCP logins are
+ * refused: tests connect through a socket in that folder), and archives through the built
+ * `airlock wal-push` into a spool in that folder, as production does. The archive_command runs as
+ * the cluster's user, so the built CLI must be readable by it: when the checkout is not (a 0700
+ * home), dist/ is copied to a folder it can read.
+ *
+ * Waiting is always bounded polling: a server that does not start or a segment that never arrives
+ * fails the test with the server log's tail, never hangs it.
+ */
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT, run, type Ran } from './helpers.js';
+
+export const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+export interface Cluster {
+  /** the temp folder holding everything, owned by the cluster's user */
+  base: string;
+  data: string;
+  /** where archive_command (airlock wal-push) puts WAL files */
+  spool: string;
+  /** the folder of the unix socket */
+  socketDir: string;
+  port: number;
+  pid: number;
+  log: string;
+  /** the OS user the server and its archive_command run as */
+  user: { name: string; uid: number; gid: number };
+  /** the airlock CLI as that user runs it */
+  cli: string;
+}
+
+/** Sleeps synchronously (for short, bounded polling only). */
+export function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Polls `check` every `everyMs` until it returns a value other than undefined; throws `what` after `timeoutMs`. */
+export function poll<T>(what: string, timeoutMs: number, check: () => T | undefined, everyMs = 50): T {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${current ? `\n--- server log tail ---\n${logTail(current.log)}` : ''}`);
+    sleepMs(everyMs);
+  }
+}
+
+export function logTail(log: string, lines = 30): string {
+  try {
+    return readFileSync(log, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** The user to run PostgreSQL as: `postgres` when we are root (initdb refuses root), else ourselves. */
+function clusterUser(): Cluster['user'] {
+  if (process.getuid?.() !== 0) {
+    const me = os.userInfo();
+    return { name: me.username, uid: me.uid, gid: me.gid };
+  }
+  const r = run('id', ['-u', 'postgres']);
+  const g = run('id', ['-g', 'postgres']);
+  if (r.code !== 0 || g.code !== 0) throw new Error('tests run as root need a postgres OS user to run the cluster as');
+  return { name: 'postgres', uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
+}
+
+/** Runs a program as the cluster's user, with an argument list. */
+export function runAs(user: Cluster['user'], cmd: string, args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
+  const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
+  return run(cmd, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: os.tmpdir() }, ...asUser, ...opts });
+}
+
+/** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
+function freePort(): number {
+  const script = "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})";
+  const r = run(process.execPath, ['-e', script]);
+  const port = Number(r.stdout);
+  if (r.code !== 0 || !Number.isInteger(port) || port <= 0) throw new Error(`cannot find a free port: ${r.stderr}`);
+  return port;
+}
+
+/** True when `user` can run wal-push from `main`: a call without arguments loads it and fails as usage. */
+function canRunWalPush(user: Cluster['user'], main: string): Ran {
+  return runAs(user, process.execPath, [main, 'wal-push']);
+}
+
+/**
+ * The built CLI as `user` can run it: the checkout's dist/ when that user can read it, otherwise a
+ * copy of dist/ and package.json (for "type": "module") in `base`. wal-push loads Node built-ins only
+ * (main.ts dispatches it before commander), so no node_modules are needed for archiving.
+ * AIRLOCK_TEST_COPY_CLI=1 forces the copy.
+ */
+function reachableCli(user: Cluster['user'], base: string): string {
+  const main = path.join(ROOT, 'dist/agent/cli/main.js');
+  if (!existsSync(main)) throw new Error('dist/ is missing: run npm run build first');
+  const works = (r: Ran) => r.code === 2 && r.stderr.includes('wal-push takes 1 argument');
+  if (!process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
+  const dir = path.join(base, 'cli');
+  cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  cpSync(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
+  const chmod = run('chmod', ['-R', 'a+rX', dir]);
+  if (chmod.code !== 0) throw new Error(`chmod failed: ${chmod.stderr}`);
+  const copy = path.join(dir, 'dist/agent/cli/main.js');
+  const check = canRunWalPush(user, copy);
+  if (!works(check)) throw new Error(`${user.name} cannot run wal-push from the copied CLI (${process.execPath} ${copy}): ${check.stderr}`);
+  return copy;
+}
+
+/** A path safe to put into archive_command unquoted (PostgreSQL runs it through /bin/sh). */
+export function shellSafe(p: string): string {
+  if (!/^[A-Za-z0-9_./-]+$/.test(p)) throw new Error(`path ${p} has characters the test archive_command does not quote`);
+  return p;
+}
+
+let current: Cluster | undefined;
+
+/** A running postgres started by this process. */
+export interface Server {
+  data: string;
+  port: number;
+  pid: number;
+  socketDir: string;
+  log: string;
+}
+const servers = new Set<Server>();
+
+/** True while `pid` runs (a zombie, exited but not yet reaped by the event loop, counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Stops a server by its PID: fast shutdown, then immediate after 20 s. Waits (bounded) until it is gone. */
+export function stopServer(s: Server): void {
+  servers.delete(s);
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(s.pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  signal('SIGINT'); // fast shutdown: abort sessions, checkpoint, exit
+  const deadline = Date.now() + 20_000;
+  while (alive(s.pid) && Date.now() < deadline) sleepMs(50);
+  if (alive(s.pid)) {
+    signal('SIGQUIT'); // immediate shutdown
+    const hard = Date.now() + 5_000;
+    while (alive(s.pid) && Date.now() < hard) sleepMs(50);
+  }
+}
+
+/** the cluster's base folder, removed at exit even when the cluster failed to start */
+let baseDir: string | undefined;
+/** a start that failed is not retried by every later test: they get the same error at once */
+let startFailure: unknown;
+
+process.prependListener('exit', () => {
+  for (const s of [...servers]) stopServer(s);
+  if (baseDir && !process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(baseDir, { recursive: true, force: true });
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+
+/**
+ * Appends `conf` to the data folder's postgresql.conf (with a free port on 127.0.0.1 and the socket
+ * folder) and starts postgres as `user`. With `waitReady`, waits up to 60 s for connections and
+ * throws with the log's tail if the server exits or does not come up.
+ */
+export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true): Server {
+  const port = freePort();
+  appendFileSync(
+    path.join(data, 'postgresql.conf'),
+    ['', '# airlock test server', "listen_addresses = '127.0.0.1'", `port = ${port}`, `unix_socket_directories = '${shellSafe(socketDir)}'`, "log_line_prefix = '%m [%p] '", ...conf, ''].join('\n'),
+  );
+  if (!existsSync(log)) {
+    writeFileSync(log, '');
+    chownSync(log, user.uid, user.gid);
+  }
+  const logFd = openSync(log, 'a');
+  const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
+  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data], {
+    stdio: ['ignore', logFd, logFd],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
+    ...asUser,
+  });
+  closeSync(logFd);
+  child.unref();
+  if (child.pid === undefined) throw new Error('postgres did not start');
+  const s: Server = { data, port, pid: child.pid, socketDir, log };
+  servers.add(s);
+  if (waitReady) {
+    poll(`the server on port ${port} to accept connections`, 60_000, () => {
+      if (!alive(s.pid)) throw new Error(`postgres exited:\n${logTail(log)}`);
+      return run(path.join(PG_BIN, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port)]).code === 0 ? true : undefined;
+    });
+  }
+  return s;
+}
+
+/**
+ * The cluster of this test process, started on first call (initdb, configure, start, wait until it
+ * accepts connections). Throws with the server log when it does not come up within 60 s.
+ */
+export function cluster(): Cluster {
+  if (current) return current;
+  if (startFailure !== undefined) throw startFailure;
+  try {
+    current = startCluster();
+    return current;
+  } catch (e) {
+    startFailure = e;
+    throw e;
+  }
+}
+
+function startCluster(): Cluster {
+  const user = clusterUser();
+  const base = mkdtempSync(path.join(os.tmpdir(), 'airlock-pg-'));
+  baseDir = base;
+  chmodSync(base, 0o700);
+  chownSync(base, user.uid, user.gid);
+  const cli = reachableCli(user, base);
+  const data = path.join(base, 'data');
+  const spool = path.join(base, 'spool');
+  const socketDir = path.join(base, 'sock');
+  for (const d of [spool, socketDir]) {
+    mkdirSync(d, { mode: 0o750 });
+    chownSync(d, user.uid, user.gid);
+  }
+  const log = path.join(base, 'server.log');
+  const init = runAs(user, path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
+  if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  const archive = `${shellSafe(process.execPath)} ${shellSafe(cli)} wal-push %p --spool ${shellSafe(spool)}`;
+  const server = startServer(user, data, socketDir, log, [
+    'wal_level = replica',
+    'archive_mode = on',
+    `archive_command = '${archive}'`,
+    // short enough that an idle test never waits long for a segment, long enough not to flood the spool
+    'archive_timeout = 10',
+    'track_commit_timestamp = on',
+    'max_connections = 20',
+    'shared_buffers = 32MB',
+  ]);
+  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli };
+}
+
+/**
+ * A folder inside the cluster's base folder, owned by the cluster's user: for base backups,
+ * restored clusters and WAL folders that server must read.
+ */
+export function clusterDir(name: string): string {
+  const c = cluster();
+  const d = path.join(c.base, name);
+  mkdirSync(d, { mode: 0o700 });
+  chownSync(d, c.user.uid, c.user.gid);
+  return d;
+}
+
+/**
+ * Runs SQL through psql (an argument list, never a shell) as the postgres role; returns the
+ * unaligned, tuples-only output, trimmed. `input` is sent on stdin instead (several statements in
+ * one session). Throws with psql's stderr when it fails.
+ */
+export function psql(sql: string, opts: { db?: string; input?: boolean; server?: Server } = {}): string {
+  const c = opts.server ?? cluster();
+  const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', opts.db ?? 'postgres'];
+  const r = run(path.join(PG_BIN, 'psql'), opts.input ? args : [...args, '-c', sql], opts.input ? { input: sql } : {});
+  if (r.code !== 0) throw new Error(`psql failed (${r.code}): ${r.stderr.trim()}\nsql: ${sql}`);
+  return r.stdout.trim();
+}
+
+/** Waits until `name` (a WAL file name) and its sidecar are in the spool; returns the file's path. */
+export function waitSpooled(name: string, timeoutMs = 30_000): string {
+  const c = cluster();
+  const file = path.join(c.spool, name);
+  return poll(`${name} in the spool`, timeoutMs, () => (existsSync(`${file}.sha256`) ? file : undefined));
+}
+
+/**
+ * Writes a little WAL, forces a segment switch and waits until the finished segment is spooled.
+ * Returns the segment's name.
+ */
+export function switchWal(): string {
+  psql('CREATE TABLE IF NOT EXISTS airlock_tick (at timestamptz DEFAULT now()); INSERT INTO airlock_tick DEFAULT VALUES');
+  const name = psql('SELECT pg_walfile_name(pg_switch_wal())');
+  if (!/^[0-9A-F]{24}$/.test(name)) throw new Error(`unexpected segment name ${JSON.stringify(name)}`);
+  waitSpooled(name);
+  return name;
+}
+
+/** The cluster's system identifier, as a decimal string. */
+export function systemIdentifier(): string {
+  return psql('SELECT system_identifier FROM pg_control_system()');
+}

@@ -1,24 +1,22 @@
 /*
- * Named fault points. Tests set AIRLOCK_FAULT to a point's name (or `seed:N`, which picks one of the
- * points reached, deterministically) and the process kills itself with SIGKILL when it gets there, as a
- * power cut would: no finally blocks, no cleanup. Production runs never set it.
+ * Named fault points. Tests set AIRLOCK_FAULT to a point's name, or to `seed:N` which picks point
+ * N mod (number of points) from the list below, and the process kills itself with SIGKILL when it
+ * gets there, as a power cut would: no finally blocks, no cleanup. Production runs never set it.
  */
 
-let reached = 0;
+/** Every fault point, in the order an export reaches them. */
+export const FAULT_POINTS = ['export:after-intent', 'writer:after-volumes', 'writer:before-rename', 'writer:after-rename', 'export:before-commit'] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
 
-function pick(spec: string, name: string): boolean {
-  if (spec === name) return true;
+function chosen(spec: string): string {
   const m = /^seed:(\d+)$/.exec(spec);
-  if (!m) return false;
-  // the point number `seed mod 16` among those reached in this run is the one that fires
-  reached++;
-  return reached - 1 === Number(m[1]) % 16;
+  return m ? (FAULT_POINTS[Number(m[1]) % FAULT_POINTS.length] as string) : spec;
 }
 
 /** Kills the process at the named point when the environment asks for it. */
-export function faultPoint(name: string): void {
+export function faultPoint(name: FaultPoint): void {
   const spec = process.env.AIRLOCK_FAULT;
-  if (spec && pick(spec, name)) {
+  if (spec && chosen(spec) === name) {
     process.stderr.write(`airlock: fault point ${name} reached, killing myself\n`);
     process.kill(process.pid, 'SIGKILL');
   }

@@ -67,6 +67,9 @@ const CODES = {
 
 export type Code = keyof typeof CODES;
 
+/** Every error code, for documentation and tests. */
+export const ALL_CODES = Object.keys(CODES) as Code[];
+
 export class AirlockError extends Error {
   readonly code: Code;
   readonly hint: string | undefined;

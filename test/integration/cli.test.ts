@@ -92,6 +92,7 @@ test('a missing medium and a missing source are typed errors that leave nothing 
   // and the seq was not consumed
   writeFileSync(path.join(src, 'a'), 'a');
   const ok = airlock(['export', '--to', medium, '--site', 'site-k', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state]);
+  assert.is(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, 'site-k-00000001');
 });
 

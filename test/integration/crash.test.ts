@@ -67,10 +67,13 @@ for (const point of ['writer:after-rename', 'export:before-commit']) {
 test('killed at a seeded fault point, again and again: the chain stays continuous', () => {
   const medium = tmp();
   const state = tmp();
+  let killed = 0;
   for (let seed = 0; seed < 6; seed++) {
     const r = exportOnce(medium, state, { AIRLOCK_FAULT: `seed:${seed}` });
     assert.ok(r.code === 0 || r.code === 137, r.stderr);
+    if (r.code === 137) killed++;
   }
+  assert.is(killed, 6, 'every seed names a fault point that an export reaches');
   const last = exportOnce(medium, state);
   assert.is(last.code, 0, last.stderr);
   const names = seqs(medium);

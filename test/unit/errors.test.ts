@@ -1,12 +1,18 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { AirlockError, EXIT, WAL_FETCH_EXIT, exitCodeOf, formatExitTable, fromSystemError, isAirlockError, walFetchExitCodeOf } from '../../manifests/errors.js';
+import { ALL_CODES, AirlockError, EXIT, EXIT_TABLE, WAL_FETCH_EXIT, exitCodeOf, formatExitTable, fromSystemError, isAirlockError, walFetchExitCodeOf } from '../../manifests/errors.js';
 
 test('each code maps to its documented exit code', () => {
   assert.is(new AirlockError('usage', 'x').exitCode, EXIT.usage);
   assert.is(new AirlockError('bad-signature', 'x').exitCode, EXIT.failed);
   assert.is(new AirlockError('medium-full', 'x').exitCode, EXIT.medium);
   assert.is(exitCodeOf(new Error('boom')), EXIT.internal);
+});
+
+test('every code has an exit code that the table documents', () => {
+  const documented = new Set(EXIT_TABLE.map(([c]) => c));
+  assert.ok(ALL_CODES.length >= 25);
+  for (const code of ALL_CODES) assert.ok(documented.has(new AirlockError(code, 'x').exitCode), code);
 });
 
 test('system errors become typed errors', () => {

@@ -664,48 +664,4 @@ test('malformed: magic, non-octal fields, sizes on types without data', async ()
   assert.is(got[0]?.body.toString(), 'abc');
 });
 
-// ---- 5. throughput (printed, not asserted) ----
-
-test('throughput', async () => {
-  const n = 20_000;
-  const payload = randomBytes(4096);
-  let t = performance.now();
-  const parts: Buffer[] = [];
-  for (let i = 0; i < n; i++) {
-    const h: EntryHeader = { path: `files/d${i % 100}/f${i}.bin`, type: 'file', size: payload.length, mode: 0o644, mtime: MTIME };
-    parts.push(encodeHeader(h), payload, paddingFor(payload.length));
-  }
-  parts.push(END_OF_ARCHIVE);
-  const writeS = (performance.now() - t) / 1000; // encoding only: a real writer streams the parts
-  const tar = Buffer.concat(parts);
-  t = performance.now();
-  let count = 0;
-  let bytes = 0;
-  for await (const { body } of readTar(chunked(tar, 64 * 1024))) {
-    count++;
-    for await (const b of body) bytes += b.length;
-  }
-  const readS = (performance.now() - t) / 1000;
-  assert.is(count, n);
-  assert.is(bytes, n * payload.length);
-
-  const big = 256 * 1024 * 1024;
-  const chunk = randomBytes(1024 * 1024);
-  async function* stream(): AsyncGenerator<Uint8Array> {
-    yield encodeHeader({ path: 'big.bin', type: 'file', size: big, mode: 0o644, mtime: MTIME });
-    // 64 KiB chunks, as a file or pipe stream would deliver them.
-    for (let i = 0; i < big / chunk.length; i++) for (let j = 0; j < chunk.length; j += 65536) yield chunk.subarray(j, j + 65536);
-    yield END_OF_ARCHIVE;
-  }
-  t = performance.now();
-  let bigBytes = 0;
-  for await (const { body } of readTar(stream())) for await (const b of body) bigBytes += b.length;
-  const bigS = (performance.now() - t) / 1000;
-  assert.is(bigBytes, big);
-  console.log(
-    `  tar throughput: write ${Math.round(n / writeS)} entries/s, read ${Math.round(n / readS)} entries/s ` +
-      `(20,000 x 4 KiB); one 256 MiB entry read at ${Math.round(big / 1024 / 1024 / bigS)} MiB/s (zero-copy views)`,
-  );
-});
-
 test.run();

@@ -146,7 +146,7 @@ interface RawEntry {
 }
 
 /** Seals a hand-made tar as bundle `seq` of site-a: encrypted, in volumes, with manifest, sums and signature. */
-async function sealRaw(medium: string, seq: number, prev: string | undefined, raw: RawEntry[]): Promise<string> {
+async function sealRaw(medium: string, seq: number, prev: string | undefined, raw: RawEntry[], records: Record<string, unknown>[] = []): Promise<string> {
   const created = clock(seq)().toISOString();
   const parts: Buffer[] = [];
   const inner: string[] = [];
@@ -173,6 +173,7 @@ async function sealRaw(medium: string, seq: number, prev: string | undefined, ra
       bytes += body.byteLength;
     }
   }
+  for (const r of records) index.push(canonicalLine(r));
   const indexText = `${index.join('\n')}\n`;
   put('index.jsonl', Buffer.from(indexText), true);
   const innerText = inner.join('');
@@ -202,7 +203,7 @@ async function sealRaw(medium: string, seq: number, prev: string | undefined, ra
     recipients: [recipient],
     payload: { encryption: 'age-v1', compression: 'none', volumeSize: VOLUME, volumes, size: cipher.byteLength, sha256: sha256(cipher) },
     inner: { sha256: sha256(innerText), entries: inner.length },
-    contents: { files, metadata: 0, bytes },
+    contents: { files, metadata: records.length, bytes },
   };
   writeFileSync(path.join(dir, 'manifest.json'), canonicalJson(manifest));
   writeFileSync(path.join(dir, 'RESTORE.txt'), restoreText(manifest));
@@ -225,7 +226,11 @@ interface Expected {
   restoreRefused: boolean;
 }
 
+/** Case names given on the command line: build only those (the others stay as they are). */
+const only = process.argv.slice(2);
+
 async function makeCase(name: string, expected: Expected, build: (media: string) => Promise<void>): Promise<void> {
+  if (only.length > 0 && !only.includes(name)) return;
   const dir = path.join(CASES, name);
   rmSync(dir, { recursive: true, force: true });
   const media = path.join(dir, 'media');
@@ -237,7 +242,7 @@ async function makeCase(name: string, expected: Expected, build: (media: string)
 const bad = (description: string, findings: Expected['findings'], extra: Partial<Expected> = {}): Expected => ({ description, exit: 1, findings, restoreRefused: true, ...extra });
 
 async function main(): Promise<void> {
-  rmSync(CASES, { recursive: true, force: true });
+  if (only.length === 0) rmSync(CASES, { recursive: true, force: true });
   const base = path.join(V, '.base');
   rmSync(base, { recursive: true, force: true });
   const baseSums = await chain(base, 3);
@@ -404,6 +409,19 @@ async function main(): Promise<void> {
   });
   await makeCase('inner-manifest-mismatch', bad('MANIFEST.sha256 claims another hash for files/000002', [{ result: 'checksum-mismatch', file: 'files/000002' }], { deep: true }), async (m) => {
     await sealRaw(m, 1, undefined, [file(1), { ...file(2), claim: 'c'.repeat(64) }]);
+  });
+  const meta = { mode: '0644', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' };
+  await makeCase('index-under-symlink', bad('a signed index puts a file under a symbolic link (a restore would write through it)', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
+    await sealRaw(m, 1, undefined, [file(1)], [
+      { type: 'symlink', source: '/etc/platform/l', target: '/tmp', ...meta },
+      { type: 'symlink', source: '/etc/platform/l/x', target: 'evil', ...meta },
+    ]);
+  });
+  await makeCase('index-duplicate-source', bad('a signed index names one source path twice', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
+    await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/platform/000001', ...meta }]);
+  });
+  await makeCase('index-relative-source', bad('a signed index names a source with ..', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
+    await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/../root', ...meta }]);
   });
   rmSync(base, { recursive: true, force: true });
   console.log(`wrote ${readdirSync(CASES).length} cases to ${CASES}`);

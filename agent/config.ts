@@ -12,6 +12,10 @@
  *   compress = zstd
  *   volume-size = 1G
  *   state-dir = /var/lib/airlock
+ *   s3-endpoint = http://127.0.0.1:7480
+ *   bucket = records              # a whole bucket
+ *   bucket = media/2025/          # or the keys under a prefix
+ *   s3-credentials = /etc/airlock/s3-credentials   # mode 0600; or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
  */
 import { readFileSync } from 'node:fs';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
@@ -31,6 +35,9 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'volume-size': { list: false, check: (v) => (parseSize(v) === undefined ? 'not a size like 1G, 650M or 4294967295' : undefined) },
   'not-fat32': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'state-dir': { list: false },
+  's3-endpoint': { list: false, check: (v) => (/^https?:\/\/[^/?#@\s]+\/?$/.test(v) ? undefined : 'not an http(s)://host:port URL') },
+  bucket: { list: true },
+  's3-credentials': { list: false },
 };
 
 export type Config = Map<string, string[]>;

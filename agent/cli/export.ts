@@ -8,7 +8,11 @@ import { resolveStateDir } from '../catalog.js';
 import { parseSize } from '../config.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
+import { S3Client } from '../s3/client.js';
+import { loadCredentials } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
+import { objectItems, parseBucketSpec, preflight, type ObjectStats } from '../sources/objects.js';
+import type { SourceItem } from '../bundle/writer.js';
 import { Settings, human, progressReporter } from './common.js';
 
 interface ExportFlags {
@@ -17,6 +21,9 @@ interface ExportFlags {
   signingKey?: string;
   recipient?: string[];
   files?: string[];
+  s3Endpoint?: string;
+  bucket?: string[];
+  s3Credentials?: string;
   compress?: string;
   volumeSize?: string;
   notFat32?: boolean;
@@ -44,11 +51,31 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   if (volumeSize > FAT32_MAX_FILE && !notFat32) {
     throw new AirlockError('volume-too-large', `--volume-size ${sizeText} is over 4 GiB - 1, which FAT32 media cannot hold`, { hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system' });
   }
-  if (files.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry)' });
+  const buckets = s.list(flags.bucket, 'bucket').map(parseBucketSpec);
+  const endpoint = s.one(flags.s3Endpoint, 's3-endpoint');
+  if (files.length === 0 && buckets.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry) and/or --s3-endpoint URL --bucket NAME' });
+  if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
+  if (buckets.length === 0 && endpoint !== undefined) throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
   checkRecipients(recipients);
   const signingKey = await loadSigningKey(keyFile);
-
+  let client: S3Client | undefined;
+  if (endpoint !== undefined) {
+    client = new S3Client({ endpoint, credentials: await loadCredentials(s.one(flags.s3Credentials, 's3-credentials')) });
+    // a missing bucket, bad credentials or a dead endpoint end the export before a bundle is begun
+    try {
+      await preflight(client, buckets);
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+  }
   const controller = new AbortController();
+  const objectStats: ObjectStats = { versions: 0, deleteMarkers: 0, bytes: 0 };
+  async function* items(): AsyncGenerator<SourceItem> {
+    if (files.length > 0) yield* fileItems(files);
+    if (client) yield* objectItems({ client, targets: buckets, stats: objectStats, signal: controller.signal });
+  }
+
   const stop = () => controller.abort(new AirlockError('internal', 'interrupted'));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -68,17 +95,19 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         signal: controller.signal,
         progress: progress.update,
       },
-      fileItems(files),
+      items(),
     );
     progress.done();
     const m = written.manifest;
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents })}\n`);
+      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: objectStats } : {}) })}\n`);
     } else {
-      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+      const objects = client ? `${objectStats.versions} object version(s), ${objectStats.deleteMarkers} delete marker(s), ` : '';
+      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
   } finally {
+    client?.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
@@ -95,6 +124,9 @@ export function register(program: Command): void {
     .option('--signing-key <file>', 'the appliance Ed25519 signing key (OpenSSH format, mode 0600)')
     .option('--recipient <age1...>', 'an age recipient; give two: the recovery site and an escrow key', collect)
     .option('--files <path...>', 'config and secret files or folders to carry')
+    .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
+    .option('--bucket <name[/prefix]...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
     .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
     .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')
     .option('--not-fat32', 'the medium is not FAT32: allow volumes of 4 GiB and more')

@@ -125,7 +125,7 @@ export function register(program: Command): void {
     .option('--recipient <age1...>', 'an age recipient; give two: the recovery site and an escrow key', collect)
     .option('--files <path...>', 'config and secret files or folders to carry')
     .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
-    .option('--bucket <name[/prefix]...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
+    .option('--bucket <bucket...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
     .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
     .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
     .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')

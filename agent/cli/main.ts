@@ -9,6 +9,7 @@ import { VERSION, printError } from './common.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerRestore } from './restore.js';
+import { register as registerRestoreObjects } from './restore-objects.js';
 
 export function buildProgram(): Command {
   const program = new Command('airlock')
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerExport(program);
   registerRestore(program);
+  registerRestoreObjects(program);
   const configure = (c: Command) => {
     c.exitOverride();
     c.configureOutput({

@@ -41,7 +41,8 @@ export const KEY_MAP_FILE = '.airlock-keys.jsonl';
 /** Objects above this size are uploaded in parts of PART_SIZE. */
 export const MULTIPART_THRESHOLD = 64 * 1024 * 1024;
 export const PART_SIZE = 16 * 1024 * 1024;
-const CONCURRENT_KEYS = 4;
+/** keys replayed at once (each key's history stays in order); S3 latency makes this the throughput */
+const CONCURRENT_KEYS = 16;
 
 export interface ObjectRestoreSummary {
   bundle: string;

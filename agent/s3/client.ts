@@ -18,6 +18,7 @@
  * Idempotent requests without a streamed body are retried a few times on network errors and 5xx.
  */
 import { createHash, createHmac } from 'node:crypto';
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
@@ -35,7 +36,7 @@ export interface S3Options {
   endpoint: string;
   credentials: S3Credentials;
   region?: string;
-  /** most requests in flight at once (default 16) */
+  /** most requests in flight at once (default 40) */
   maxSockets?: number;
 }
 
@@ -127,7 +128,7 @@ export class S3Client {
     this.region = opts.region ?? 'us-east-1';
     this.credentials = opts.credentials;
     this.transport = u.protocol === 'https:' ? https : http;
-    this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 16 });
+    this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 40 });
   }
 
   close(): void {
@@ -177,6 +178,8 @@ export class S3Client {
     } else if (r.method === 'PUT' || r.method === 'POST') {
       headers['content-length'] = '0';
     }
+    // each request in flight listens on the signal; dozens at once are expected, not a leak
+    if (r.signal && getMaxListeners(r.signal) < 256) setMaxListeners(256, r.signal);
     headers.authorization = this.sign(r.method, pathText, query, headers, payloadHash, new Date());
     return new Promise<S3Response>((resolve, reject) => {
       const req = this.transport.request(

@@ -16,7 +16,7 @@
  *
  * Reading: a window of the next few objects is fetched concurrently while the tar is written in
  * listing order. Small objects (up to 1 MiB) are read whole into the window, so at most
- * PREFETCH x 1 MiB is held; a larger object is requested only when it is next and streams through.
+ * PREFETCH (32) x 1 MiB is held; a larger object is requested only when it is next and streams through.
  * Every object's bytes are counted and MD5-hashed as they pass and checked against the listed size
  * and, for a single-part upload, the ETag; the sha256 is the writer's. A multipart ETag (`...-N`)
  * cannot be checked from the bytes, and radosgw may list it empty, so the GET's own ETag is recorded.
@@ -38,7 +38,7 @@ export interface BucketTarget {
 export interface ObjectSourceOptions {
   client: S3Client;
   targets: readonly BucketTarget[];
-  /** objects fetched ahead of the one being written (default 8) */
+  /** objects fetched ahead of the one being written (default 32: S3 answers each request after tens of milliseconds, so throughput comes from requests in flight) */
   prefetch?: number;
   /** objects up to this size are read whole ahead of time (default 1 MiB) */
   smallObject?: number;
@@ -331,7 +331,7 @@ function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecor
  */
 export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<SourceItem> {
   const { client, signal } = opts;
-  const prefetch = Math.max(1, opts.prefetch ?? 8);
+  const prefetch = Math.max(1, opts.prefetch ?? 32);
   const smallLimit = opts.smallObject ?? 1024 * 1024;
   let n = (opts.firstNumber ?? 1) - 1;
 

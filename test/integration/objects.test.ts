@@ -7,7 +7,9 @@
  * Buckets are filled with independent clients (`minio`, and `curl --aws-sigv4` where minio cannot
  * send raw UTF-8 metadata), so airlock's own S3 client is checked against other implementations.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { Readable } from 'node:stream';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,7 +19,7 @@ import * as assert from 'uvu/assert';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/sources/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
-import { airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, type S3Server } from '../s3.js';
 
 const keys = makeKeys('site-s3');
@@ -114,9 +116,9 @@ async function fixture(srv: S3Server): Promise<Fixture> {
   return { bucket, plain, past: mid.toISOString() };
 }
 
-function decryptTo(bundle: string): string {
+function decryptTo(bundle: string, compressed = true): string {
   const out = tmp();
-  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | zstd -d -q | tar --warning=no-unknown-keyword -x -f - -C "$3"', 'x', bundle, keys.identity, out]);
+  const sh = run('bash', ['-c', `set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | ${compressed ? 'zstd -d -q |' : ''} tar --warning=no-unknown-keyword -x -f - -C "$3"`, 'x', bundle, keys.identity, out]);
   if (sh.code !== 0) throw new Error(sh.stderr);
   return out;
 }
@@ -320,6 +322,54 @@ test('more than 1,000 versions: listing pages turn on keys that need escaping', 
   const runs = order.filter((k, i) => i === 0 || order[i - 1] !== k);
   assert.is(runs.length, 400);
   ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'deep verify');
+});
+
+test('a 100 MiB multipart object streams through export in bounded memory and goes back up in parts', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('big');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const MiB = 1024 * 1024;
+  const size = 100 * MiB;
+  const seed = randomBytes(MiB);
+  const chunk = (i: number) => {
+    const b = Buffer.from(seed);
+    b.writeUInt32BE(i, 0);
+    return b;
+  };
+  const expected = createHash('sha256');
+  for (let i = 0; i < 100; i++) expected.update(chunk(i));
+  // a stream of 1 MiB chunks, so the minio client uploads it in parts
+  await c.putObject(bucket, 'big/ünï.bin', Readable.from((function* () {
+    for (let i = 0; i < 100; i++) yield chunk(i);
+  })()), size, { 'Content-Type': 'application/x-big' });
+  const stat = await c.statObject(bucket, 'big/ünï.bin');
+  assert.match(stat.etag, /-\d+$/, 'uploaded in parts');
+
+  const medium = tmp();
+  const timed = run('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...exportArgs(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])], { env: ENV });
+  ok(timed, 'export');
+  const rss = Number(/maxrss=(\d+)/.exec(timed.stderr)?.[1]) * 1024;
+  process.stderr.write(`  export of 100 MiB: max RSS ${Math.round(rss / MiB)} MiB\n`);
+  assert.ok(rss > 0 && rss < 200 * MiB, `export held ${Math.round(rss / MiB)} MiB at most; a 100 MiB object must stream`);
+  const out = decryptTo(JSON.parse(timed.stdout.trim().split('\n').at(-1) as string).path, false);
+  const rec = indexOf(out).find((x) => x.type === 'object') as Record<string, unknown>;
+  assert.is(rec.size, size);
+  assert.is(rec.sha256, expected.digest('hex'));
+  assert.match(String(rec.etag), /-\d+"?$/);
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'deep verify');
+
+  const dest = bucketName('bigback');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore');
+  const back = await c.statObject(dest, 'big/ünï.bin');
+  assert.is(back.size, size);
+  assert.match(back.etag, /-\d+$/, 'restored in parts');
+  assert.is(back.metaData['content-type'], 'application/x-big');
+  const h = createHash('sha256');
+  for await (const p of await c.getObject(dest, 'big/ünï.bin')) h.update(p as Buffer);
+  assert.is(h.digest('hex'), rec.sha256);
 });
 
 async function freePort(): Promise<number> {

@@ -348,6 +348,7 @@ export function safeComponents(key: string): string[] {
 async function restoreToFolder(staged: Staged, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
   const buckets = new Set<string>();
   for await (const r of readRecords(staged.records)) if (r.type === 'bucket') buckets.add(str(r, 'bucket'));
+  if (buckets.size === 0) throw new AirlockError('not-found', 'this bundle holds no bucket', { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
   const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
   const bucketDir = (b: string) => {
@@ -400,8 +401,8 @@ async function restoreToFolder(staged: Staged, to: string, tree: string, until: 
  * the epoch; Infinity for all). Throws `verification-failed` (payload does not match its manifests,
  * nothing touched), `target-exists` (a non-empty destination bucket or folder, or an existing id map),
  * `usage` for a bucket map that names no bucket of the bundle, the S3 client's errors, and typed
- * system errors. A failure during a bucket restore leaves what was written so far; the id map is only
- * written (under its final name) when everything succeeded.
+ * system errors. A failure during a bucket restore leaves what was written so far, and the id map of
+ * it as `<id map>.partial`; the id map gets its final name only when everything succeeded.
  */
 export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal): Promise<ObjectRestoreSummary> {
   const manifest = bundle.manifest;
@@ -416,6 +417,8 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
     await mkdir(parent, { recursive: true }).catch((e: unknown) => {
       throw fromSystemError(e, parent);
     });
+    // a wrong endpoint or key should fail now, not after the whole payload was decrypted
+    await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
     const dir = path.join(parent, `.airlock-staging-${randomBytes(6).toString('hex')}`);
     try {
       const staged = await stage(bundle, identities, dir, signal);

@@ -95,13 +95,16 @@ const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'E
 export async function readBody(body: Readable, limit = 16 * 1024 * 1024): Promise<Buffer> {
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const c of body) {
-    n += (c as Buffer).byteLength;
-    if (n > limit) {
-      body.destroy();
-      throw new AirlockError('s3-failed', `the server sent a response over ${limit} bytes where a small one was expected`);
+  try {
+    for await (const c of body) {
+      n += (c as Buffer).byteLength;
+      if (n > limit) throw new AirlockError('s3-failed', `the server sent a response over ${limit} bytes where at most that was expected`);
+      parts.push(c as Buffer);
     }
-    parts.push(c as Buffer);
+  } catch (e) {
+    body.destroy();
+    if (e instanceof AirlockError) throw e;
+    throw new AirlockError('s3-failed', `the connection to the S3 server broke while reading a response: ${(e as Error).message}`, { cause: e });
   }
   return Buffer.concat(parts);
 }
@@ -197,7 +200,11 @@ export class S3Client {
         (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }),
       );
       req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
-      req.on('error', reject);
+      req.on('error', (e) => {
+        // a file stream feeding the request must not stay open
+        if (r.body && !Buffer.isBuffer(r.body)) r.body.destroy();
+        reject(e);
+      });
       if (Buffer.isBuffer(r.body)) req.end(r.body);
       else if (r.body) {
         r.body.on('error', (e) => req.destroy(e));

@@ -187,9 +187,10 @@ export function parseTagSet(doc: XmlNode): Record<string, string> {
 
 /** A bucket sub-resource document as text, or null when the server says it is not set (404). */
 async function optionalDocument(client: S3Client, bucket: string, what: string, signal?: AbortSignal): Promise<string | null> {
-  const res = await client.request({ method: 'GET', bucket, query: [[what, '']], accept: [404], ...(signal ? { signal } : {}) });
+  // 404: not set; 501: a server without the feature (then it cannot be set either)
+  const res = await client.request({ method: 'GET', bucket, query: [[what, '']], accept: [404, 501], ...(signal ? { signal } : {}) });
   const body = (await readBody(res.body)).toString('utf8');
-  if (res.status === 404) {
+  if (res.status === 404 || res.status === 501) {
     if (/<Code>NoSuchBucket<\/Code>/.test(body)) throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, { hint: 'check the bucket name and the endpoint' });
     return null;
   }

@@ -63,7 +63,7 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       for (const d of [medium, state, peerOut]) rmSync(d, { recursive: true, force: true });
       mkdirSync(medium);
     };
-    const env = { ...process.env, AWS_ACCESS_KEY_ID: 'minioadmin', AWS_SECRET_ACCESS_KEY: 'minioadmin' };
+    const env: NodeJS.ProcessEnv = { ...process.env, AWS_ACCESS_KEY_ID: 'minioadmin', AWS_SECRET_ACCESS_KEY: 'minioadmin' };
     // rclone takes its remote from the environment, so no key appears in argv
     const { AWS_CA_BUNDLE: _unused, ...plain } = env; // rclone refuses a CA bundle with its own transport; the endpoint is plain http
     void _unused;

@@ -413,6 +413,22 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   chmodSync(loose, 0o600);
   const medium = tmp();
   ok(airlock(exportArgs(medium, tmp(), srv, [bucket], ['--s3-credentials', loose]), { env: { PATH: process.env.PATH } }), 'export with a credentials file');
+
+  // restore: a dead endpoint, bad keys or a bucket missing from the bundle fail before anything is written
+  const restoreCases: { endpoint: string; env: NodeJS.ProcessEnv; map: string; code: number; message: string }[] = [
+    { endpoint: `http://127.0.0.1:${port}`, env: ENV, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'connection refused' },
+    { endpoint: srv.endpoint, env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'refused the request' },
+    { endpoint: srv.endpoint, env: ENV, map: `not-in-bundle=${bucketName('never')}`, code: 2, message: 'names not-in-bundle, which is not in this bundle' },
+  ];
+  for (const c of restoreCases) {
+    const dir = tmp();
+    const r = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', c.endpoint, '--bucket-map', c.map, '--id-map', path.join(dir, 'ids.jsonl')], { env: c.env });
+    assert.is(r.code, c.code, r.stderr);
+    assert.match(r.stderr, c.message);
+    assert.equal(readdirSync(dir), [], 'no id map, no staging left');
+  }
+  const buckets = (await srv.client.listBuckets()).map((b) => b.name);
+  assert.not.ok(buckets.some((b) => b.startsWith('never-')), 'no bucket was created');
 });
 
 test.run();

@@ -316,7 +316,7 @@ function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecor
     isLatest: v.isLatest,
     lastModified: v.lastModified,
     etag: f.etag,
-    contentType: header(f.headers, 'content-type') ?? '',
+    contentType: headerBytes(header(f.headers, 'content-type') ?? '').toString('utf8'),
     ...(v.storageClass ? { storageClass: v.storageClass } : {}),
     headers,
     ...userMetadata(f.headers),

@@ -11,7 +11,7 @@ import { checkRecipients, loadSigningKey } from '../keys.js';
 import { S3Client } from '../s3/client.js';
 import { loadCredentials } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
-import { objectItems, parseBucketSpec, preflight, type ObjectStats } from '../sources/objects.js';
+import { checkTargets, objectItems, parseBucketSpec, preflight, type ObjectStats } from '../sources/objects.js';
 import type { SourceItem } from '../bundle/writer.js';
 import { Settings, human, progressReporter } from './common.js';
 
@@ -52,6 +52,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     throw new AirlockError('volume-too-large', `--volume-size ${sizeText} is over 4 GiB - 1, which FAT32 media cannot hold`, { hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system' });
   }
   const buckets = s.list(flags.bucket, 'bucket').map(parseBucketSpec);
+  checkTargets(buckets);
   const endpoint = s.one(flags.s3Endpoint, 's3-endpoint');
   if (files.length === 0 && buckets.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry) and/or --s3-endpoint URL --bucket NAME' });
   if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });

@@ -262,7 +262,7 @@ async function restoreToBuckets(staged: Staged, target: Extract<ObjectTarget, { 
       summary.skipped.push(`bucket ${src}: not named in --bucket-map, not restored`);
       continue;
     }
-    if (plans.has(src)) throw new AirlockError('malformed', `the index names bucket ${src} twice`);
+    if (plans.has(src)) continue; // two prefixes of one bucket: one destination, set up once
     plans.set(src, { source: r, dest, lock: typeof r.objectLock === 'string' && r.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
   }
   for (const src of target.bucketMap.keys()) {

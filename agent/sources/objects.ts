@@ -72,6 +72,21 @@ export function parseBucketSpec(spec: string): BucketTarget {
   return { bucket, prefix };
 }
 
+/**
+ * Checks that no two targets overlap (the same bucket twice, or a prefix inside another), which
+ * would export the same versions twice. Throws `usage`.
+ */
+export function checkTargets(targets: readonly BucketTarget[]): void {
+  for (const [i, a] of targets.entries()) {
+    for (const b of targets.slice(i + 1)) {
+      if (a.bucket === b.bucket && (a.prefix.startsWith(b.prefix) || b.prefix.startsWith(a.prefix))) {
+        const show = (t: BucketTarget) => (t.prefix === '' ? t.bucket : `${t.bucket}/${t.prefix}`);
+        throw new AirlockError('usage', `--bucket ${show(a)} and --bucket ${show(b)} overlap`, { hint: 'name each bucket or prefix once; a whole bucket includes all its prefixes' });
+      }
+    }
+  }
+}
+
 /** One entry of a version listing. */
 export interface ListedVersion {
   kind: 'version' | 'delete-marker';

@@ -10,7 +10,7 @@ import { parseAt, parseBucketMap } from '../../agent/cli/restore-objects.js';
 import { uriEscape, utf8Header, headerBytes } from '../../agent/s3/client.js';
 import { parseCredentials } from '../../agent/s3/credentials.js';
 import { parseXml, textOf } from '../../agent/s3/xml.js';
-import { parseBucketSpec } from '../../agent/sources/objects.js';
+import { checkTargets, parseBucketSpec } from '../../agent/sources/objects.js';
 
 function throwsCode(fn: () => unknown, code: string): void {
   try {
@@ -49,6 +49,9 @@ test('bucket specs, bucket maps and --at times', () => {
   assert.equal(parseBucketSpec('records'), { bucket: 'records', prefix: '' });
   assert.equal(parseBucketSpec('media/2025/ü x'), { bucket: 'media', prefix: '2025/ü x' });
   for (const bad of ['', 'A', 'ab', 'a..b', '-ab', '192.168.1.1', 'x'.repeat(64)]) throwsCode(() => parseBucketSpec(bad), 'usage');
+  checkTargets(['a-1', 'a-1/x/', 'b-1/x/'].map(parseBucketSpec).slice(1).concat(parseBucketSpec('a-1/y')));
+  throwsCode(() => checkTargets(['a-1', 'a-1/x/'].map(parseBucketSpec)), 'usage');
+  throwsCode(() => checkTargets(['a-1/x', 'a-1/x/y'].map(parseBucketSpec)), 'usage');
   assert.equal([...parseBucketMap(['a-1=b-1', 'c-2=d-2'])], [['a-1', 'b-1'], ['c-2', 'd-2']]);
   throwsCode(() => parseBucketMap(['a-1']), 'usage');
   throwsCode(() => parseBucketMap(['a-1=b-1', 'a-1=c-1']), 'usage');

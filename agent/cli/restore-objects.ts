@@ -12,6 +12,7 @@ import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
 import { S3Client } from '../s3/client.js';
 import { loadCredentials } from '../s3/credentials.js';
 import { BUCKET_RE } from '../sources/objects.js';
+import type { BundleReport } from '../../verifier/verify.js';
 import { pickVerifiedBundle } from './restore.js';
 
 interface RestoreObjectsFlags {
@@ -70,7 +71,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   }
   const identities = parseIdentities(identityText);
   const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq);
+  const verified: BundleReport[] = [];
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
   process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
 
   let client: S3Client | undefined;
@@ -87,7 +89,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
-    const s = await restoreObjects(bundle, identities, target, until, controller.signal);
+    const s = await restoreObjects(bundle, identities, target, until, controller.signal, verified);
     for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {

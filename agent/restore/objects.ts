@@ -18,7 +18,9 @@
  *           The tree is built in staging and renamed onto DIR at the end.
  *
  * Records of one key are contiguous in the index (the source writes them in listing order), so
- * replay holds one key's history in memory at a time, never the whole index.
+ * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
+ * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
+ * export: each is staged, and their key histories are merged (newer bundle, newer versions).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
@@ -121,6 +123,87 @@ async function* keyGroups(records: AsyncIterable<IndexRecord>): AsyncGenerator<I
     group.push(r);
   }
   if (group.length > 0) yield group;
+}
+
+/** What a restore reads: the buckets of the chosen bundle, and the key histories of its chain. */
+interface Chain {
+  /** the `bucket` records of the chosen (newest) bundle: what is restored, with which settings */
+  buckets: IndexRecord[];
+  /** one group per key, newest first, in S3 key order per bucket; records carry `_file`, their staged body */
+  groups: () => AsyncIterable<IndexRecord[]>;
+}
+
+const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+/**
+ * Stages `bundle` and, when its buckets were exported incrementally (`since`), every bundle of the
+ * chain back to a whole export, taking those from `verified`. Throws `no-bundle` when a bundle of
+ * the chain is not among them, and what staging throws.
+ */
+async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<Chain> {
+  const bucketsOf = async (st: Staged) => {
+    const out: IndexRecord[] = [];
+    for await (const r of readRecords(st.records)) if (r.type === 'bucket') out.push(r);
+    return out;
+  };
+  const seqOf = (b: BundleReport) => b.manifest?.seq ?? 0;
+  const staged = new Map<number, Staged>();
+  const first = await stage(bundle, identities, path.join(dir, `b${seqOf(bundle)}`), signal);
+  staged.set(seqOf(bundle), first);
+  const buckets = await bucketsOf(first);
+  const targets = buckets.map((r) => ({ bucket: str(r, 'bucket'), prefix: typeof r.prefix === 'string' ? r.prefix : '' }));
+  const queue = buckets.map((r) => r.since).filter((x): x is number => typeof x === 'number');
+  while (queue.length > 0) {
+    const seq = queue.shift() as number;
+    if (staged.has(seq)) continue;
+    const b = verified.find((x) => seqOf(x) === seq);
+    if (!b) {
+      throw new AirlockError('no-bundle', `bundle ${seq} of ${bundle.manifest?.site ?? '?'} is not here, and ${path.basename(bundle.path)} builds on it (an incremental export)`, {
+        hint: 'give --from a folder that holds the whole chain back to a full export of the buckets',
+      });
+    }
+    const st = await stage(b, identities, path.join(dir, `b${seq}`), signal);
+    staged.set(seq, st);
+    for (const r of await bucketsOf(st)) {
+      if (typeof r.since === 'number' && targets.some((t) => t.bucket === r.bucket && t.prefix === r.prefix)) queue.push(r.since);
+    }
+  }
+  const wanted = (r: IndexRecord) => targets.some((t) => t.bucket === r.bucket && typeof r.key === 'string' && r.key.startsWith(t.prefix));
+  const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
+
+  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<IndexRecord> {
+    for await (const r of readRecords(st.records)) {
+      if (r.type === 'bucket' || r.bucket !== bucket || !wanted(r)) continue;
+      if (r.type === 'object') r._file = path.join(st.entries, str(r, 'path'));
+      yield r;
+    }
+  }
+  // a k-way merge of the bundles' key groups: every bundle lists keys in S3 order; for one key the
+  // newer bundle's versions are newer (they did not exist when the older bundle listed that key)
+  async function* groups(): AsyncGenerator<IndexRecord[]> {
+    for (const bucket of [...new Set(targets.map((t) => t.bucket))]) {
+      const iters = newestFirst.map(([, st]) => keyGroups(ofBucket(st, bucket)));
+      const heads = await Promise.all(iters.map((it) => it.next()));
+      for (;;) {
+        let min: string | undefined;
+        for (const h of heads) if (!h.done && (min === undefined || keyOrder(str(h.value[0] as IndexRecord, 'key'), min) < 0)) min = str(h.value[0] as IndexRecord, 'key');
+        if (min === undefined) break;
+        const group: IndexRecord[] = [];
+        const seen = new Set<string>();
+        for (const [i, h] of heads.entries()) {
+          if (h.done || str(h.value[0] as IndexRecord, 'key') !== min) continue;
+          for (const r of h.value) {
+            const id = str(r, 'versionId') === 'null' ? `null@${String(r.lastModified)}@${String(r.etag)}` : str(r, 'versionId');
+            if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
+            seen.add(id);
+          }
+          heads[i] = await (iters[i] as AsyncGenerator<IndexRecord[]>).next();
+        }
+        yield group;
+      }
+    }
+  }
+  return { buckets, groups };
 }
 
 function str(r: IndexRecord, field: string): string {
@@ -249,12 +332,11 @@ async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: 
   if (failure) throw failure.e;
 }
 
-async function restoreToBuckets(staged: Staged, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal): Promise<void> {
+async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal): Promise<void> {
   const { client } = target;
   const plans = new Map<string, BucketPlan>();
   const inBundle: string[] = [];
-  for await (const r of readRecords(staged.records)) {
-    if (r.type !== 'bucket') continue;
+  for (const r of chain.buckets) {
     const src = str(r, 'bucket');
     inBundle.push(src);
     const dest = target.bucketMap.get(src);
@@ -283,7 +365,7 @@ async function restoreToBuckets(staged: Staged, target: Extract<ObjectTarget, { 
     out.write(`${JSON.stringify(o)}\n`);
   };
   try {
-    await forEachLimited(keyGroups(readRecords(staged.records)), CONCURRENT_KEYS, async (group) => {
+    await forEachLimited(chain.groups(), CONCURRENT_KEYS, async (group) => {
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
       // oldest first; the index lists a key's history newest first
@@ -297,7 +379,7 @@ async function restoreToBuckets(staged: Staged, target: Extract<ObjectTarget, { 
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
         } else {
           const size = r.size as number;
-          const file = path.join(staged.entries, str(r, 'path'));
+          const file = str(r, '_file');
           const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
           summary.versions++;
           summary.bytes += size;
@@ -345,9 +427,8 @@ export function safeComponents(key: string): string[] {
   });
 }
 
-async function restoreToFolder(staged: Staged, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
-  const buckets = new Set<string>();
-  for await (const r of readRecords(staged.records)) if (r.type === 'bucket') buckets.add(str(r, 'bucket'));
+async function restoreToFolder(chain: Chain, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
+  const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
   if (buckets.size === 0) throw new AirlockError('not-found', 'this bundle holds no bucket', { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
   const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
@@ -357,7 +438,7 @@ async function restoreToFolder(staged: Staged, to: string, tree: string, until: 
   };
   // first pass: every folder the chosen keys need, so a key that is also a folder gets a `%` suffix
   const folders = new Set<string>();
-  for await (const group of keyGroups(readRecords(staged.records))) {
+  for await (const group of chain.groups()) {
     const r = choose(group);
     if (!r || r.type !== 'object') continue;
     const parts = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))];
@@ -369,7 +450,7 @@ async function restoreToFolder(staged: Staged, to: string, tree: string, until: 
     map.on('close', resolve);
   });
   try {
-    for await (const group of keyGroups(readRecords(staged.records))) {
+    for await (const group of chain.groups()) {
       const r = choose(group);
       for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
@@ -381,7 +462,7 @@ async function restoreToFolder(staged: Staged, to: string, tree: string, until: 
       if (folders.has(rel)) rel += '%';
       const dest = path.join(tree, rel);
       await mkdir(path.dirname(dest), { recursive: true, mode: 0o755 });
-      await rename(path.join(staged.entries, str(r, 'path')), dest);
+      await rename(str(r, '_file'), dest);
       await chmod(dest, 0o644);
       const t = new Date(at(r));
       await utimes(dest, t, t);
@@ -398,13 +479,14 @@ async function restoreToFolder(staged: Staged, to: string, tree: string, until: 
 
 /**
  * Restores the objects of the verified `bundle` to `target`, with history up to `until` (ms since
- * the epoch; Infinity for all). Throws `verification-failed` (payload does not match its manifests,
+ * the epoch; Infinity for all). An incremental bundle takes the rest of its chain from `verified`
+ * (bundles of the same site that passed verification). Throws `no-bundle` for a missing link,  `verification-failed` (payload does not match its manifests,
  * nothing touched), `target-exists` (a non-empty destination bucket or folder, or an existing id map),
  * `usage` for a bucket map that names no bucket of the bundle, the S3 client's errors, and typed
  * system errors. A failure during a bucket restore leaves what was written so far, and the id map of
  * it as `<id map>.partial`; the id map gets its final name only when everything succeeded.
  */
-export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal): Promise<ObjectRestoreSummary> {
+export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = []): Promise<ObjectRestoreSummary> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
@@ -421,8 +503,8 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
     await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
     const dir = path.join(parent, `.airlock-staging-${randomBytes(6).toString('hex')}`);
     try {
-      const staged = await stage(bundle, identities, dir, signal);
-      await restoreToBuckets(staged, { ...target, idMap }, until, summary, signal);
+      const chain = await stageChain(bundle, verified, identities, dir, signal);
+      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal);
       summary.map = idMap;
       return summary;
     } catch (e) {
@@ -438,10 +520,10 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
   await mkdir(parent, { recursive: true });
   const dir = path.join(parent, `.${path.basename(to)}.airlock-staging-${randomBytes(6).toString('hex')}`);
   try {
-    const staged = await stage(bundle, identities, dir, signal);
+    const chain = await stageChain(bundle, verified, identities, dir, signal);
     const tree = path.join(dir, 'tree');
     await mkdir(tree, { mode: 0o755 });
-    await restoreToFolder(staged, to, tree, until, summary);
+    await restoreToFolder(chain, to, tree, until, summary);
     await fsyncDir(tree);
     if (await exists(to)) await rmdir(to);
     await rename(tree, to);

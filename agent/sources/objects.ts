@@ -7,6 +7,8 @@
  *   2. per key (byte order, as S3 lists), per version newest first as S3 lists them: an `object`
  *      entry named `objects/NNNNNNNN` for a version, a `delete-marker` record for a delete marker;
  *   3. a `bucket-summary` record with the counts (the manifest schema has no object fields yet).
+ * An incremental export (a `since` seq in the bucket record) leaves out the versions and markers
+ * that the bundles of its chain already hold; a restore reads the chain back to a whole export.
  * The key is never a tar path: it lives in the index record and in the entry's AIRLOCK.key pax record.
  *
  * Listing: ListObjectVersions pages of 1,000, asked for with `encoding-type=url` (so keys with control
@@ -47,6 +49,21 @@ export interface ObjectSourceOptions {
   signal?: AbortSignal;
   /** totals over all targets, filled in as the items are yielded */
   stats?: ObjectStats;
+  /**
+   * Incremental export: for a target, the seq of the earlier bundle to build on and a check for the
+   * versions the chain already holds (those are left out); undefined exports the target whole.
+   */
+  incremental?: (t: BucketTarget) => { since: number; has: (key: string, version: string) => boolean } | undefined;
+  /** called for every version and delete marker written, with its identity (see versionIdentity) */
+  onExported?: (t: BucketTarget, key: string, version: string) => void;
+}
+
+/**
+ * What identifies a version across exports: its version id, or in an unversioned bucket (where every
+ * id is "null") its time and ETag, so an overwritten object counts as new.
+ */
+export function versionIdentity(v: ListedVersion): string {
+  return v.versionId === 'null' ? `null@${v.lastModified}@${v.etag ?? ''}` : v.versionId;
 }
 
 export interface ObjectStats {
@@ -223,7 +240,7 @@ export async function preflight(client: S3Client, targets: readonly BucketTarget
 }
 
 /** The bucket's settings as an index record. Throws what the client throws. */
-async function bucketRecord(client: S3Client, t: BucketTarget, signal?: AbortSignal): Promise<IndexRecord> {
+async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<IndexRecord> {
   const versioning = await client.xml({ method: 'GET', bucket: t.bucket, query: [['versioning', '']], ...(signal ? { signal } : {}) });
   const lifecycle = await optionalDocument(client, t.bucket, 'lifecycle', signal);
   const objectLock = await optionalDocument(client, t.bucket, 'object-lock', signal);
@@ -237,6 +254,7 @@ async function bucketRecord(client: S3Client, t: BucketTarget, signal?: AbortSig
     lifecycle,
     objectLock,
     tags: tagging === null ? null : parseTagSet(parseXml(tagging)),
+    ...(since !== undefined ? { since } : {}),
   };
 }
 
@@ -352,8 +370,9 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
   let n = (opts.firstNumber ?? 1) - 1;
 
   for (const t of opts.targets) {
-    yield { kind: 'record', record: await bucketRecord(client, t, signal) };
-    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0 };
+    const inc = opts.incremental?.(t);
+    yield { kind: 'record', record: await bucketRecord(client, t, inc?.since, signal) };
+    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0 };
     const listing = listVersions(client, t.bucket, t.prefix, signal);
     const window: { v: ListedVersion; fetch?: Promise<Fetched> }[] = [];
     let listingDone = false;
@@ -369,6 +388,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         while (!listingDone && window.length < prefetch) {
           const next = await listing.next();
           if (next.done) listingDone = true;
+          else if (inc?.has(next.value.key, versionIdentity(next.value))) counts.alreadyExported++;
           else window.push({ v: next.value });
         }
         for (const w of window) start(w, false);
@@ -378,6 +398,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         if (v.kind === 'delete-marker') {
           counts.deleteMarkers++;
           yield { kind: 'record', record: { type: 'delete-marker', bucket: t.bucket, key: v.key, versionId: v.versionId, isLatest: v.isLatest, lastModified: v.lastModified } };
+          opts.onExported?.(t, v.key, versionIdentity(v));
           continue;
         }
         start(head, true);
@@ -406,6 +427,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         } finally {
           if (!opened) f.res.body.destroy();
         }
+        opts.onExported?.(t, v.key, versionIdentity(v));
       }
     } finally {
       // stopped early (an error further down the pipeline): release what was fetched ahead

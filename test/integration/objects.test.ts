@@ -372,6 +372,62 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
   assert.is(h.digest('hex'), rec.sha256);
 });
 
+test('incremental exports carry only new versions; a restore reads the chain back to the full export', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('incr');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const plain = bucketName('incrplain');
+  await c.makeBucket(plain);
+  await c.putObject(bucket, 'a key', Buffer.from('a1'));
+  await c.putObject(bucket, 'b+key', Buffer.from('b1'));
+  await c.putObject(plain, 'p', Buffer.from('p1'));
+  const medium = tmp();
+  const state = tmp();
+  const first = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(first, 'first export (nothing to build on: whole)');
+  await c.putObject(bucket, 'a key', Buffer.from('a2'));
+  await c.removeObject(bucket, 'b+key');
+  await c.putObject(bucket, 'c/ü', Buffer.from('c1'));
+  await c.putObject(plain, 'p', Buffer.from('p2'));
+  const second = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(second, 'incremental export');
+  const third = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(third, 'incremental export without changes');
+
+  const idx1 = indexOf(decryptTo(JSON.parse(first.stdout).path));
+  const idx2 = indexOf(decryptTo(JSON.parse(second.stdout).path));
+  const idx3 = indexOf(decryptTo(JSON.parse(third.stdout).path));
+  assert.is((idx1.find((x) => x.type === 'bucket' && x.bucket === bucket) as Record<string, unknown>).since, undefined);
+  assert.is((idx2.find((x) => x.type === 'bucket' && x.bucket === bucket) as Record<string, unknown>).since, 1);
+  assert.is((idx3.find((x) => x.type === 'bucket' && x.bucket === plain) as Record<string, unknown>).since, 2);
+  const kinds = (idx: Record<string, unknown>[]) => idx.filter((x) => x.type === 'object' || x.type === 'delete-marker').map((x) => `${String(x.bucket).split('-')[0]} ${String(x.type)} ${String(x.key)}`);
+  assert.equal(kinds(idx2), ['incr object a key', 'incr delete-marker b+key', 'incr object c/ü', 'incrplain object p']);
+  assert.equal(kinds(idx3), []);
+  assert.is((idx3.find((x) => x.type === 'bucket-summary' && x.bucket === bucket) as Record<string, unknown>).alreadyExported, 5);
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'the chain verifies');
+
+  // restore the newest: the whole history, from three bundles
+  const dest = bucketName('incrback');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore of the chain');
+  const ids = new Map(readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((m) => [`${m.key}\n${m.sourceVersionId}`, m.versionId as string]));
+  const src = await listAll(c, bucket);
+  assert.equal((await listAll(c, dest)).map((b) => [b.name, b.versionId, b.isDeleteMarker]), src.map((x) => [x.name, ids.get(`${x.name}\n${x.versionId}`), x.isDeleteMarker]));
+  const folder = path.join(tmp(), 'f');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore of the chain');
+  assert.is(readFileSync(path.join(folder, bucket, 'a key'), 'utf8'), 'a2');
+  assert.is(readFileSync(path.join(folder, bucket, 'c', 'ü'), 'utf8'), 'c1');
+  assert.not.ok(existsSync(path.join(folder, bucket, 'b+key')));
+  assert.is(readFileSync(path.join(folder, plain, 'p'), 'utf8'), 'p2');
+
+  // the newest bundle alone cannot be restored: it names the bundle it builds on
+  const alone = airlock(['restore', 'objects', '--from', JSON.parse(third.stdout).path, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'g')]);
+  assert.is(alone.code, 3, alone.stderr);
+  assert.match(alone.stderr, 'builds on it (an incremental export)');
+});
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();

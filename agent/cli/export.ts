@@ -3,7 +3,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
@@ -84,7 +83,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const objectStats: ObjectStats = { versions: 0, deleteMarkers: 0, bytes: 0 };
   // every version written is remembered (after the bundle is committed), so a later --incremental
   // export can leave it out; the list is spooled to a file because a bucket may hold millions
-  const spoolFile = path.join(os.tmpdir(), `airlock-exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
+  // in the state folder (the agent's own, 0700): the list names keys, which may be confidential
+  const spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
   let spoolFd: number | undefined;
   let catalog: Catalog | undefined;
   const origin = client?.endpoint.origin ?? '';
@@ -133,7 +133,14 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     );
     progress.done();
     const m = written.manifest;
-    if (client && spoolFd !== undefined) await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
+    if (client && spoolFd !== undefined) {
+      try {
+        await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
+      } catch (e) {
+        // the bundle is written and committed; only the next --incremental export grows
+        process.stderr.write(`airlock: warning: could not record the exported versions in the catalog (${(e as Error).message}); the next --incremental export will carry them again\n`);
+      }
+    }
     if (flags.json) {
       process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: objectStats } : {}) })}\n`);
     } else {

@@ -15,7 +15,8 @@
  *   folder: for each key the newest version at `--at` (or now); a key whose newest entry then is a
  *           delete marker is absent. Keys become safe relative paths (see `safeComponents`) under
  *           DIR/<bucket>/, and DIR/.airlock-keys.jsonl maps each path back to bucket, key and version.
- *           The tree is built in staging and renamed onto DIR at the end.
+ *           The tree is built in staging and renamed onto DIR at the end; files are 0600 and folders
+ *           0700, since a bucket's contents carry no mode and may be confidential.
  *
  * Records of one key are contiguous in the index (the source writes them in listing order), so
  * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
@@ -24,7 +25,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
-import { chmod, mkdir, open, rename, rmdir, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, rename, rmdir, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
@@ -444,7 +445,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
     const parts = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))];
     for (let i = 1; i < parts.length; i++) folders.add(parts.slice(0, i).join('/'));
   }
-  const map = createWriteStream(path.join(tree, KEY_MAP_FILE), { flags: 'wx', mode: 0o644 });
+  const map = createWriteStream(path.join(tree, KEY_MAP_FILE), { flags: 'wx', mode: 0o600 });
   const mapDone = new Promise<void>((resolve, reject) => {
     map.on('error', reject);
     map.on('close', resolve);
@@ -461,9 +462,8 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       let rel = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))].join('/');
       if (folders.has(rel)) rel += '%';
       const dest = path.join(tree, rel);
-      await mkdir(path.dirname(dest), { recursive: true, mode: 0o755 });
-      await rename(str(r, '_file'), dest);
-      await chmod(dest, 0o644);
+      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await rename(str(r, '_file'), dest); // stays 0600: bucket contents are nobody else's business
       const t = new Date(at(r));
       await utimes(dest, t, t);
       summary.written++;
@@ -522,7 +522,7 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
   try {
     const chain = await stageChain(bundle, verified, identities, dir, signal);
     const tree = path.join(dir, 'tree');
-    await mkdir(tree, { mode: 0o755 });
+    await mkdir(tree, { mode: 0o700 });
     await restoreToFolder(chain, to, tree, until, summary);
     await fsyncDir(tree);
     if (await exists(to)) await rmdir(to);

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(age zstd openssh-client tar coreutils time postgresql-15 ceph-mon ceph-osd radosgw ceph-common curl iproute2 rclone)
+packages=(age zstd openssh-client tar coreutils time postgresql-15 ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

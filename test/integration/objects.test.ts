@@ -428,6 +428,31 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   assert.match(alone.stderr, 'builds on it (an incremental export)');
 });
 
+test('an object the server refuses mid-export: typed error, no bundle, the seq is not used up', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('denied');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  for (let i = 0; i < 50; i++) await c.putObject(bucket, `open/${i}`, Buffer.from(`${i}`));
+  await c.putObject(bucket, 'secret/x', Buffer.from('no'));
+  // listing and bucket settings stay allowed, so the refusal comes after the bundle was begun
+  await c.setBucketPolicy(bucket, JSON.stringify({
+    Version: '2012-10-17',
+    Statement: [{ Effect: 'Deny', Principal: { AWS: ['*'] }, Action: ['s3:GetObject', 's3:GetObjectVersion'], Resource: [`arn:aws:s3:::${bucket}/secret/*`] }],
+  }));
+  const medium = tmp();
+  const state = tmp();
+  const r = airlock(exportArgs(medium, state, srv, [bucket]), { env: ENV });
+  assert.is(r.code, 5, r.stderr);
+  assert.match(r.stderr, `refused the request for ${bucket}/secret/x`);
+  assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle and no partial folder');
+  // the keys the server does serve export fine, as seq 1: the failed attempt used nothing up
+  const again = airlock(exportArgs(medium, state, srv, [`${bucket}/open/`]), { env: ENV });
+  ok(again, 'export of the readable prefix');
+  assert.match(again.stdout, `${keys.site}-00000001`);
+});
+
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();

@@ -269,6 +269,8 @@ interface Fetched {
   /** the whole body when it was read ahead */
   body?: Buffer;
   etag: string;
+  /** the ETag to check the bytes' MD5 against: '' when the server's ETag is not an MD5 (SSE-KMS, SSE-C) */
+  md5Etag: string;
 }
 
 const SINGLE_PART_ETAG = /^"?([0-9a-f]{32})"?$/;
@@ -296,16 +298,18 @@ async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, s
       etag = header(head.headers, 'etag') ?? '';
     }
     const length = Number(header(h, 'content-length'));
-    if (length !== v.size) checkBytes(bucket, v, etag, length, '');
+    const sse = header(h, 'x-amz-server-side-encryption') ?? '';
+    const md5Etag = sse.startsWith('aws:kms') || header(h, 'x-amz-server-side-encryption-customer-algorithm') !== undefined ? '' : etag;
+    if (length !== v.size) checkBytes(bucket, v, md5Etag, length, '');
     let tags: Record<string, string> = {};
     if (Number(header(h, 'x-amz-tagging-count') ?? '0') > 0) {
       const t = await client.request({ method: 'GET', bucket, key: v.key, query: [['tagging', ''], ...vq], ...(signal ? { signal } : {}) });
       tags = parseTagSet(parseXml((await readBody(t.body)).toString('utf8')));
     }
-    const f: Fetched = { res, headers: h, tags, etag };
+    const f: Fetched = { res, headers: h, tags, etag, md5Etag };
     if (small) {
       const body = await readBody(res.body, v.size ?? 0);
-      checkBytes(bucket, v, etag, body.byteLength, createHash('md5').update(body).digest('hex'));
+      checkBytes(bucket, v, md5Etag, body.byteLength, createHash('md5').update(body).digest('hex'));
       f.body = body;
     }
     return f;
@@ -332,7 +336,7 @@ async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): Asy
   } finally {
     f.res.body.destroy();
   }
-  checkBytes(bucket, v, f.etag, n, md5.digest('hex'));
+  checkBytes(bucket, v, f.md5Etag, n, md5.digest('hex'));
 }
 
 function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecord {

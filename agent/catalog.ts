@@ -44,6 +44,26 @@ const MIGRATIONS: readonly string[] = [
      segment_size INTEGER,
      ingested TEXT NOT NULL
    ) STRICT`,
+  // object storage: which bundle last exported a bucket (or prefix), and every version it holds, so
+  // an incremental export leaves out what an earlier bundle of the chain already carries
+  `CREATE TABLE object_targets (
+     site TEXT NOT NULL,
+     endpoint TEXT NOT NULL,
+     bucket TEXT NOT NULL,
+     prefix TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (site, endpoint, bucket, prefix, seq)
+   ) STRICT;
+   CREATE TABLE object_versions (
+     site TEXT NOT NULL,
+     endpoint TEXT NOT NULL,
+     bucket TEXT NOT NULL,
+     prefix TEXT NOT NULL,
+     key TEXT NOT NULL,
+     version TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (site, endpoint, bucket, prefix, key, version)
+   ) STRICT, WITHOUT ROWID`,
 ];
 
 export interface WalRow {
@@ -59,6 +79,13 @@ export interface WalRow {
   system_identifier: string | null;
   segment_size: number | null;
   ingested: string;
+}
+
+/** A bucket or prefix of one S3 endpoint, as the catalog tracks its exports. */
+export interface ObjectTargetKey {
+  endpoint: string;
+  bucket: string;
+  prefix: string;
 }
 
 export interface BundleRow {
@@ -174,6 +201,33 @@ export class Catalog {
       }
       throw e;
     }
+  }
+
+  /** The newest finished bundle of `site` that exported `t`, if any. */
+  lastObjectExport(site: string, t: ObjectTargetKey): number | undefined {
+    const row = this.db
+      .prepare(`SELECT MAX(o.seq) AS seq FROM object_targets o JOIN bundles b ON b.site = o.site AND b.seq = o.seq AND b.state = 'done' WHERE o.site = ? AND o.endpoint = ? AND o.bucket = ? AND o.prefix = ?`)
+      .get(site, t.endpoint, t.bucket, t.prefix) as { seq: number | null } | undefined;
+    return row?.seq ?? undefined;
+  }
+
+  /** A checker for versions of `t` that a finished bundle of `site` already holds. */
+  objectVersionChecker(site: string, t: ObjectTargetKey): (key: string, version: string) => boolean {
+    const q = this.db.prepare(`SELECT 1 FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND v.key = ? AND v.version = ?`).pluck();
+    return (key, version) => q.get(site, t.endpoint, t.bucket, t.prefix, key, version) !== undefined;
+  }
+
+  /**
+   * Records that bundle `seq` exported `t` with `versions` (key, version identity). Call it after
+   * the bundle is committed; rows of a seq that never finishes are ignored by the joins above.
+   */
+  recordObjectExport(site: string, seq: number, t: ObjectTargetKey, versions: Iterable<readonly [string, string]>): void {
+    const target = this.db.prepare(`INSERT OR IGNORE INTO object_targets (site, endpoint, bucket, prefix, seq) VALUES (?, ?, ?, ?, ?)`);
+    const version = this.db.prepare(`INSERT OR IGNORE INTO object_versions (site, endpoint, bucket, prefix, key, version, seq) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+    this.db.transaction(() => {
+      target.run(site, t.endpoint, t.bucket, t.prefix, seq);
+      for (const [k, v] of versions) version.run(site, t.endpoint, t.bucket, t.prefix, k, v, seq);
+    })();
   }
 
   /** Records a bundle found on a medium (reconciled or --continue-from) as done. */

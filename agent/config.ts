@@ -13,6 +13,10 @@
  *   volume-size = 1G
  *   state-dir = /var/lib/airlock
  *   spool = /var/spool/airlock-wal   # where wal-push puts WAL files, written by the database's user
+ *   s3-endpoint = http://127.0.0.1:7480
+ *   bucket = records              # a whole bucket
+ *   bucket = media/2025/          # or the keys under a prefix
+ *   s3-credentials = /etc/airlock/s3-credentials   # mode 0600; or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
  */
 import { readFileSync } from 'node:fs';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
@@ -33,6 +37,9 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'not-fat32': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'state-dir': { list: false },
   spool: { list: false },
+  's3-endpoint': { list: false, check: (v) => (/^https?:\/\/[^/?#@\s]+\/?$/.test(v) ? undefined : 'not an http(s)://host:port URL') },
+  bucket: { list: true },
+  's3-credentials': { list: false },
 };
 
 export type Config = Map<string, string[]>;

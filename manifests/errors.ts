@@ -58,6 +58,15 @@ const CODES = {
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
   'child-failed': EXIT.source,
+  /** the S3 endpoint did not answer (refused, unknown host, timed out) */
+  's3-unreachable': EXIT.source,
+  /** the S3 server rejected the credentials or the request's permissions */
+  's3-denied': EXIT.source,
+  /** any other refusal or unexpected answer of the S3 server */
+  's3-failed': EXIT.source,
+  /** an object's bytes did not match the size or ETag the server stated */
+  'source-corrupt': EXIT.source,
+  'bucket-not-found': EXIT.input,
   'medium-full': EXIT.medium,
   'spool-full': EXIT.medium,
   io: EXIT.medium,
@@ -156,9 +165,9 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.ok, 'success; for airlock-verify: every check passed'],
   [EXIT.failed, 'verification failed (a finding), or a restore refused because of one'],
   [EXIT.usage, 'usage error: unknown option, missing argument, invalid config'],
-  [EXIT.input, 'an input is missing or unreadable: key, allowed_signers, bundle, file'],
+  [EXIT.input, 'an input is missing or unreadable: key, allowed_signers, bundle, file, bucket'],
   [EXIT.conflict, 'refused by state: target not empty, seq conflict, lock held, lost state'],
-  [EXIT.source, 'a source failed during export (file changed or unreadable, a child tool failed)'],
+  [EXIT.source, 'a source or S3 server failed (file changed or unreadable, a child tool failed, S3 unreachable or refusing)'],
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
   [EXIT.interrupted, 'interrupted (SIGINT or SIGTERM); partial output was removed'],

@@ -14,7 +14,7 @@ import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/prom
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { encryptOffThread } from '../../manifests/age/parallel.js';
+import { encryptStream } from '../../manifests/age/stream.js';
 import { parseRecipient } from '../../manifests/age/keys.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
 import { spawnFilter } from '../../manifests/child.js';
@@ -304,7 +304,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     const sink = new VolumeSink(partial, opts.volumeSize);
     const stages: NodeJS.ReadWriteStream[] = [];
     if (opts.compression === 'zstd') stages.push(spawnFilter('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
-    stages.push(encryptOffThread(recipientKeys));
+    stages.push(encryptStream(recipientKeys));
     await pipeline([tar, ...stages, sink], ...(opts.signal ? [{ signal: opts.signal }] : []));
     faultPoint('writer:after-volumes');
 

@@ -1,14 +1,22 @@
 /*
  * airlock export: writes the next bundle of a site onto a medium and prints its path.
  */
+import { randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, openSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { FAT32_MAX_FILE, type Compression } from '../../manifests/manifest.js';
-import { resolveStateDir } from '../catalog.js';
+import { Catalog, resolveStateDir } from '../catalog.js';
 import { parseSize } from '../config.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
+import { S3Client } from '../s3/client.js';
+import { loadCredentials } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
+import { checkTargets, objectItems, parseBucketSpec, preflight, type BucketTarget, type ObjectStats } from '../sources/objects.js';
+import type { SourceItem } from '../bundle/writer.js';
 import { Settings, human, interruptible, progressReporter } from './common.js';
 
 interface ExportFlags {
@@ -17,6 +25,10 @@ interface ExportFlags {
   signingKey?: string;
   recipient?: string[];
   files?: string[];
+  s3Endpoint?: string;
+  bucket?: string[];
+  s3Credentials?: string;
+  incremental?: boolean;
   compress?: string;
   volumeSize?: string;
   notFat32?: boolean;
@@ -45,15 +57,67 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   if (volumeSize > FAT32_MAX_FILE && !notFat32) {
     throw new AirlockError('volume-too-large', `--volume-size ${sizeText} is over 4 GiB - 1, which FAT32 media cannot hold`, { hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system' });
   }
-  if (files.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry)' });
+  // byte order of bucket and prefix: a bucket's records then come in S3 key order, which the
+  // restore's merge of incremental chains relies on
+  const bytes = (x: string) => Buffer.from(x, 'utf8');
+  const buckets = s.list(flags.bucket, 'bucket').map(parseBucketSpec).sort((a, b) => Buffer.compare(bytes(a.bucket), bytes(b.bucket)) || Buffer.compare(bytes(a.prefix), bytes(b.prefix)));
+  checkTargets(buckets);
+  const endpoint = s.one(flags.s3Endpoint, 's3-endpoint');
+  if (files.length === 0 && buckets.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry) and/or --s3-endpoint URL --bucket NAME' });
+  if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
+  if (buckets.length === 0 && endpoint !== undefined) throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
   checkRecipients(recipients);
   const signingKey = await loadSigningKey(keyFile);
+  let client: S3Client | undefined;
+  if (endpoint !== undefined) {
+    client = new S3Client({ endpoint, credentials: await loadCredentials(s.one(flags.s3Credentials, 's3-credentials')) });
+    // a missing bucket, bad credentials or a dead endpoint end the export before a bundle is begun
+    try {
+      await preflight(client, buckets);
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+  }
+  let abortSignal: AbortSignal | undefined;
+  const stateDir = resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir'));
+  const objectStats: ObjectStats = { versions: 0, deleteMarkers: 0, bytes: 0 };
+  // every version written is remembered (after the bundle is committed), so a later --incremental
+  // export can leave it out; the list is spooled to a file because a bucket may hold millions
+  // in the state folder (the agent's own, 0700): the list names keys, which may be confidential
+  const spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
+  let spoolFd: number | undefined;
+  let catalog: Catalog | undefined;
+  const origin = client?.endpoint.origin ?? '';
+  async function* items(): AsyncGenerator<SourceItem> {
+    if (files.length > 0) yield* fileItems(files);
+    if (!client) return;
+    if (flags.incremental) catalog = Catalog.open(stateDir);
+    spoolFd = openSync(spoolFile, 'wx', 0o600);
+    const fd = spoolFd;
+    yield* objectItems({
+      client,
+      targets: buckets,
+      stats: objectStats,
+      ...(abortSignal ? { signal: abortSignal } : {}),
+      ...(catalog ? {
+        incremental: (t: BucketTarget) => {
+          const key = { endpoint: origin, ...t };
+          const since = catalog?.lastObjectExport(site, key);
+          return since === undefined || !catalog ? undefined : { since, has: catalog.objectVersionChecker(site, key) };
+        },
+      } : {}),
+      onExported: (t, key, version) => void writeSync(fd, `${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
+    });
+  }
 
   const progress = progressReporter('airlock: export');
-  const written = await interruptible((signal) =>
-    runExport(
+  try {
+    const written = await interruptible((signal) => {
+      abortSignal = signal;
+      return runExport(
       {
-        stateDir: resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')),
+        stateDir,
         medium,
         site,
         signingKey,
@@ -66,16 +130,59 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         signal,
         progress: progress.update,
       },
-      fileItems(files),
-    ),
-  );
-  progress.done();
-  const m = written.manifest;
-  if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents })}\n`);
-  } else {
-    process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
-    process.stdout.write(`${written.path}\n`);
+      items(),
+      );
+    });
+    progress.done();
+    const m = written.manifest;
+    if (client && spoolFd !== undefined) {
+      try {
+        await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
+      } catch (e) {
+        // the bundle is written and committed; only the next --incremental export grows
+        process.stderr.write(`airlock: warning: could not record the exported versions in the catalog (${(e as Error).message}); the next --incremental export will carry them again\n`);
+      }
+    }
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: objectStats } : {}) })}\n`);
+    } else {
+      const objects = client ? `${objectStats.versions} object version(s), ${objectStats.deleteMarkers} delete marker(s), ` : '';
+      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+      process.stdout.write(`${written.path}\n`);
+    }
+  } finally {
+    catalog?.close();
+    if (spoolFd !== undefined) closeSync(spoolFd);
+    rmSync(spoolFile, { force: true });
+    client?.close();
+  }
+}
+
+/** Records the spooled versions of bundle `seq` in the catalog, in batches. */
+async function rememberExported(stateDir: string, site: string, seq: number, endpoint: string, targets: readonly BucketTarget[], spool: string): Promise<void> {
+  const catalog = Catalog.open(stateDir);
+  try {
+    const batches = new Map<string, [string, string][]>();
+    const flush = (id: string) => {
+      const [bucket, prefix] = JSON.parse(id) as [string, string];
+      catalog.recordObjectExport(site, seq, { endpoint, bucket, prefix }, batches.get(id) ?? []);
+      batches.set(id, []);
+    };
+    for (const t of targets) batches.set(JSON.stringify([t.bucket, t.prefix]), []);
+    for (const id of batches.keys()) flush(id); // a target with nothing in it was exported too
+    const rl = createInterface({ input: createReadStream(spool, 'utf8'), crlfDelay: Infinity });
+    for await (const line of rl) {
+      if (line === '') continue;
+      const [bucket, prefix, key, version] = JSON.parse(line) as [string, string, string, string];
+      const id = JSON.stringify([bucket, prefix]);
+      const batch = batches.get(id) ?? [];
+      batch.push([key, version]);
+      batches.set(id, batch);
+      if (batch.length >= 10_000) flush(id);
+    }
+    for (const id of batches.keys()) flush(id);
+  } finally {
+    catalog.close();
   }
 }
 
@@ -90,6 +197,10 @@ export function register(program: Command): void {
     .option('--signing-key <file>', 'the appliance Ed25519 signing key (OpenSSH format, mode 0600)')
     .option('--recipient <age1...>', 'an age recipient; give two: the recovery site and an escrow key', collect)
     .option('--files <path...>', 'config and secret files or folders to carry')
+    .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
+    .option('--bucket <bucket...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--incremental', 'buckets: leave out the versions that earlier bundles of this site already hold')
     .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
     .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')
     .option('--not-fat32', 'the medium is not FAT32: allow volumes of 4 GiB and more')

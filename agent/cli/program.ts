@@ -9,6 +9,7 @@ import { VERSION, printError } from './common.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerRestore } from './restore.js';
+import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerExport(program);
   registerRestore(program);
+  registerRestoreObjects(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

@@ -29,8 +29,12 @@ async function readText(file: string): Promise<string> {
   }
 }
 
-/** Verifies everything under `from` and picks the bundle to restore: `seq`, or the newest. */
-export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined): Promise<BundleReport> {
+/**
+ * Verifies everything under `from` and picks the bundle to restore: `seq`, or the newest. When
+ * `verified` is given, every bundle of the (clean) set is pushed onto it, for restores that need a
+ * chain of bundles.
+ */
+export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined, verified?: BundleReport[]): Promise<BundleReport> {
   const allowedSigners = parseAllowedSigners(await readAllowedSigners(allowedSignersFile));
   const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock' });
   const sites = [...new Set(report.bundles.map((b) => b.site).filter((s) => s !== undefined))];
@@ -55,6 +59,7 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
       hint: `nothing was restored; run airlock-verify for the full list, or give --from ${chosen.path} to restore that bundle alone`,
     });
   }
+  verified?.push(...report.bundles.filter((b) => b.site === chosenSite));
   return chosen;
 }
 

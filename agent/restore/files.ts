@@ -72,7 +72,7 @@ function modeOf(r: IndexRecord): number | undefined {
   return typeof r.mode === 'string' && /^[0-7]{3,4}$/.test(r.mode) ? parseInt(r.mode, 8) : undefined;
 }
 
-async function isEmptyOrAbsent(dir: string): Promise<boolean> {
+export async function isEmptyOrAbsent(dir: string): Promise<boolean> {
   try {
     return (await readdir(dir)).length === 0;
   } catch (e) {
@@ -81,8 +81,8 @@ async function isEmptyOrAbsent(dir: string): Promise<boolean> {
   }
 }
 
-/** Writes one payload entry into the staging folder while hashing it. */
-async function stageEntry(entriesDir: string, entry: ReadEntry, body: AsyncIterable<Buffer>): Promise<Digest> {
+/** Writes one payload entry into the staging folder while hashing it. Throws `unsafe-entry` for a name airlock does not write, and system errors. */
+export async function stageEntry(entriesDir: string, entry: ReadEntry, body: AsyncIterable<Buffer>): Promise<Digest> {
   if (!ENTRY_PATH_RE.test(entry.path)) throw new AirlockError('unsafe-entry', `tar entry ${JSON.stringify(entry.path)} is not a name airlock writes`);
   const file = path.join(entriesDir, entry.path);
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });

@@ -11,7 +11,6 @@
 import { lstatSync, readFileSync } from 'node:fs';
 import { lstat, open, opendir, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { handOver } from '../../manifests/age/transfer.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { SourceItem } from '../bundle/writer.js';
 
@@ -59,7 +58,7 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
     // one read ahead: the next block comes from the disk while this one is hashed and encrypted
     const readAt = (at: number) => {
       const want = Math.min(READ_SIZE, size - at);
-      return handle.read(Buffer.allocUnsafe(want), 0, want, at).then(({ bytesRead, buffer }) => (bytesRead === want ? handOver(buffer) : buffer.subarray(0, bytesRead)));
+      return handle.read(Buffer.allocUnsafe(want), 0, want, at).then(({ bytesRead, buffer }) => (bytesRead === want ? buffer : buffer.subarray(0, bytesRead)));
     };
     let done = 0;
     next = size > 0 ? readAt(0) : undefined;

@@ -1,0 +1,126 @@
+/*
+ * airlock restore objects: verify first, then put a bundle's buckets back, either into buckets of an
+ * S3 server (every version in order, delete markers, metadata, tags; a version-id map written) or
+ * into a folder (each key's newest version at --at, keys mapped to safe paths).
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { parseIdentities } from '../../manifests/age/keys.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
+import { S3Client } from '../s3/client.js';
+import { loadCredentials } from '../s3/credentials.js';
+import { BUCKET_RE } from '../sources/objects.js';
+import type { BundleReport } from '../../verifier/verify.js';
+import { pickVerifiedBundle } from './restore.js';
+
+interface RestoreObjectsFlags {
+  from: string;
+  identity: string;
+  allowedSigners: string;
+  endpoint?: string;
+  bucketMap?: string[];
+  s3Credentials?: string;
+  idMap?: string;
+  to?: string;
+  at?: string;
+  site?: string;
+  seq?: string;
+  json?: boolean;
+}
+
+/** Parses `SRC=DST` pairs. Throws `usage` for a malformed pair, a bad name or a source given twice. */
+export function parseBucketMap(pairs: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const p of pairs) {
+    const m = /^([^=]+)=([^=]+)$/.exec(p);
+    const [src, dst] = m ? [m[1] as string, m[2] as string] : ['', ''];
+    if (!m || !BUCKET_RE.test(src) || !BUCKET_RE.test(dst)) throw new AirlockError('usage', `--bucket-map ${JSON.stringify(p)}: not SOURCE=DESTINATION bucket names`, { hint: 'give --bucket-map records=records-restored' });
+    if (map.has(src)) throw new AirlockError('usage', `--bucket-map names ${src} twice`);
+    map.set(src, dst);
+  }
+  return map;
+}
+
+/** Parses --at: an ISO 8601 time. Throws `usage`. */
+export function parseAt(text: string | undefined): number {
+  if (text === undefined) return Infinity;
+  const t = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(t)) throw new AirlockError('usage', `--at ${text}: not a time`, { hint: 'give an ISO 8601 time with a zone, e.g. 2025-06-01T12:00:00Z' });
+  return t;
+}
+
+async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> {
+  const seq = flags.seq === undefined ? undefined : Number(flags.seq);
+  if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 1)) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
+  const until = parseAt(flags.at);
+  const toBucket = flags.endpoint !== undefined || (flags.bucketMap?.length ?? 0) > 0;
+  if (toBucket === (flags.to !== undefined)) {
+    throw new AirlockError('usage', 'give either --endpoint URL --bucket-map SRC=DST, or --to DIR', { hint: 'restore into buckets of an S3 server, or into a folder' });
+  }
+  if (toBucket && (flags.endpoint === undefined || (flags.bucketMap?.length ?? 0) === 0)) {
+    throw new AirlockError('usage', '--endpoint and --bucket-map go together', { hint: 'give --endpoint http(s)://host:port and --bucket-map SOURCE=DESTINATION for each bucket to restore' });
+  }
+  const bucketMap = toBucket ? parseBucketMap(flags.bucketMap ?? []) : new Map<string, string>();
+  let identityText: string;
+  try {
+    identityText = await readFile(flags.identity, 'utf8');
+  } catch (e) {
+    throw fromSystemError(e, flags.identity);
+  }
+  const identities = parseIdentities(identityText);
+  const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
+  const verified: BundleReport[] = [];
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
+  process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+
+  let client: S3Client | undefined;
+  let target: ObjectTarget;
+  if (toBucket && credentials) {
+    client = new S3Client({ endpoint: flags.endpoint as string, credentials });
+    const idMap = flags.idMap ?? `${path.basename(bundle.path)}.id-map.jsonl`;
+    target = { kind: 'bucket', client, bucketMap, idMap };
+  } else {
+    target = { kind: 'folder', to: flags.to as string };
+  }
+  const controller = new AbortController();
+  const stop = () => controller.abort(new AirlockError('internal', 'interrupted'));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const s = await restoreObjects(bundle, identities, target, until, controller.signal, verified);
+    for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
+    if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
+    else {
+      process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);
+      process.stdout.write(`${target.kind === 'bucket' ? s.map : path.resolve(flags.to as string)}\n`);
+    }
+  } finally {
+    client?.close();
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+/** Adds `restore objects` to the `restore` command registered by restore.ts. */
+export function register(program: Command): void {
+  const restore = program.commands.find((c) => c.name() === 'restore');
+  if (!restore) throw new AirlockError('internal', 'the restore command is not registered');
+  restore
+    .command('objects')
+    .description('restore the buckets of a bundle into buckets of an S3 server, or into a folder')
+    .requiredOption('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
+    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
+    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--endpoint <url>', 'the S3 server to restore into: http(s)://host:port')
+    .option('--bucket-map <src=dst...>', 'restore bucket SRC of the bundle into bucket DST (new or empty)')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--id-map <file>', 'where to write the map of source version ids to new ones (default ./<bundle>.id-map.jsonl)')
+    .option('--to <dir>', 'restore into this new or empty folder instead: DIR/<bucket>/<key as a safe path>')
+    .option('--at <time>', 'restore history up to this time (ISO 8601); into a folder: the version current then')
+    .option('--site <site>', 'the site, when the folder holds bundles of several')
+    .option('--seq <n>', 'restore this bundle instead of the newest')
+    .option('--json', 'print the result as JSON')
+    .action(restoreObjectsCommand);
+}

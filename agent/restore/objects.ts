@@ -1,0 +1,537 @@
+/*
+ * Restoring the object-storage tier of one verified bundle, into buckets or into a folder.
+ *
+ *   decrypt into a staging folder (object bodies as files, index records spooled to a file) ->
+ *   check every entry against the inner manifest -> only then touch the target:
+ *
+ *   bucket: every destination bucket must be new or hold no version at all. Each key's history is
+ *           replayed oldest first (the index lists newest first, as S3 does): a version is PUT with
+ *           its content type, standard headers, user metadata and tags; a delete marker is a DELETE
+ *           without version id, which makes a new marker. The server gives every write a new version
+ *           id; the id map (JSON lines: source id -> new id) is how a caller finds its versions again.
+ *           Versioning is switched on before the first write and back to Suspended after the last
+ *           when the source was suspended; lifecycle, object lock rules and bucket tags are put last,
+ *           so no lifecycle rule acts on a half-restored bucket. Large objects go up in parts.
+ *   folder: for each key the newest version at `--at` (or now); a key whose newest entry then is a
+ *           delete marker is absent. Keys become safe relative paths (see `safeComponents`) under
+ *           DIR/<bucket>/, and DIR/.airlock-keys.jsonl maps each path back to bucket, key and version.
+ *           The tree is built in staging and renamed onto DIR at the end; files are 0600 and folders
+ *           0700, since a bucket's contents carry no mode and may be confidential.
+ *
+ * Records of one key are contiguous in the index (the source writes them in listing order), so
+ * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
+ * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
+ * export: each is staged, and their key histories are merged (newer bundle, newer versions).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdir, open, rename, rmdir, stat, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { IndexRecord } from '../../manifests/inner.js';
+import { checkInner } from '../../manifests/inner-check.js';
+import { openPlaintext } from '../../manifests/payload.js';
+import { readTar } from '../../manifests/tar.js';
+import type { BundleReport } from '../../verifier/verify.js';
+import { fsyncDir, removeTree } from '../fsutil.js';
+import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
+import { escapeXml, textOf } from '../s3/xml.js';
+import { isEmptyOrAbsent, stageEntry } from './files.js';
+
+export const KEY_MAP_FILE = '.airlock-keys.jsonl';
+
+/** Objects above this size are uploaded in parts of PART_SIZE. */
+export const MULTIPART_THRESHOLD = 64 * 1024 * 1024;
+export const PART_SIZE = 16 * 1024 * 1024;
+/** keys replayed at once (each key's history stays in order); S3 latency makes this the throughput */
+const CONCURRENT_KEYS = 16;
+
+export interface ObjectRestoreSummary {
+  bundle: string;
+  site: string;
+  seq: number;
+  buckets: number;
+  versions: number;
+  deleteMarkers: number;
+  /** folder: objects written; bucket: versions and markers written */
+  written: number;
+  bytes: number;
+  /** where the id map (bucket) or key map (folder) was written */
+  map: string;
+  skipped: string[];
+}
+
+export type ObjectTarget =
+  | { kind: 'bucket'; client: S3Client; bucketMap: ReadonlyMap<string, string>; idMap: string; multipartThreshold?: number; partSize?: number }
+  | { kind: 'folder'; to: string };
+
+interface Staged {
+  dir: string;
+  entries: string;
+  records: string;
+}
+
+/** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
+async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<Staged> {
+  const manifest = bundle.manifest;
+  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+  const entries = path.join(dir, 'entries');
+  const records = path.join(dir, 'records.jsonl');
+  await mkdir(entries, { recursive: true, mode: 0o700 });
+  const fd = openSync(records, 'wx', 0o600);
+  let pending = '';
+  try {
+    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+    const problems = await checkInner(readTar(plain), manifest, {
+      onEntry: (entry, body) => stageEntry(entries, entry, body),
+      onRecord: (r) => {
+        if (r.type !== 'bucket' && r.type !== 'object' && r.type !== 'delete-marker') return;
+        pending += `${JSON.stringify(r)}\n`;
+        if (pending.length > 1024 * 1024) {
+          writeSync(fd, pending);
+          pending = '';
+        }
+      },
+    });
+    writeSync(fd, pending);
+    if (problems.length > 0) {
+      const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
+      throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
+    }
+    if (!plain.readableEnded) throw new AirlockError('internal', 'the payload was not read to its end');
+  } finally {
+    closeSync(fd);
+  }
+  return { dir, entries, records };
+}
+
+async function* readRecords(file: string): AsyncGenerator<IndexRecord> {
+  const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+  for await (const line of rl) if (line !== '') yield JSON.parse(line) as IndexRecord;
+}
+
+/** Runs of records with the same bucket and key, in index order (newest first within a run). */
+async function* keyGroups(records: AsyncIterable<IndexRecord>): AsyncGenerator<IndexRecord[]> {
+  let group: IndexRecord[] = [];
+  for await (const r of records) {
+    if (r.type === 'bucket') continue;
+    const head = group[0];
+    if (head && (head.bucket !== r.bucket || head.key !== r.key)) {
+      yield group;
+      group = [];
+    }
+    group.push(r);
+  }
+  if (group.length > 0) yield group;
+}
+
+/** What a restore reads: the buckets of the chosen bundle, and the key histories of its chain. */
+interface Chain {
+  /** the `bucket` records of the chosen (newest) bundle: what is restored, with which settings */
+  buckets: IndexRecord[];
+  /** one group per key, newest first, in S3 key order per bucket; records carry `_file`, their staged body */
+  groups: () => AsyncIterable<IndexRecord[]>;
+}
+
+const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+/**
+ * Stages `bundle` and, when its buckets were exported incrementally (`since`), every bundle of the
+ * chain back to a whole export, taking those from `verified`. Throws `no-bundle` when a bundle of
+ * the chain is not among them, and what staging throws.
+ */
+async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<Chain> {
+  const bucketsOf = async (st: Staged) => {
+    const out: IndexRecord[] = [];
+    for await (const r of readRecords(st.records)) if (r.type === 'bucket') out.push(r);
+    return out;
+  };
+  const seqOf = (b: BundleReport) => b.manifest?.seq ?? 0;
+  const staged = new Map<number, Staged>();
+  const first = await stage(bundle, identities, path.join(dir, `b${seqOf(bundle)}`), signal);
+  staged.set(seqOf(bundle), first);
+  const buckets = await bucketsOf(first);
+  const targets = buckets.map((r) => ({ bucket: str(r, 'bucket'), prefix: typeof r.prefix === 'string' ? r.prefix : '' }));
+  const queue = buckets.map((r) => r.since).filter((x): x is number => typeof x === 'number');
+  while (queue.length > 0) {
+    const seq = queue.shift() as number;
+    if (staged.has(seq)) continue;
+    const b = verified.find((x) => seqOf(x) === seq);
+    if (!b) {
+      throw new AirlockError('no-bundle', `bundle ${seq} of ${bundle.manifest?.site ?? '?'} is not here, and ${path.basename(bundle.path)} builds on it (an incremental export)`, {
+        hint: 'give --from a folder that holds the whole chain back to a full export of the buckets',
+      });
+    }
+    const st = await stage(b, identities, path.join(dir, `b${seq}`), signal);
+    staged.set(seq, st);
+    for (const r of await bucketsOf(st)) {
+      if (typeof r.since === 'number' && targets.some((t) => t.bucket === r.bucket && t.prefix === r.prefix)) queue.push(r.since);
+    }
+  }
+  const wanted = (r: IndexRecord) => targets.some((t) => t.bucket === r.bucket && typeof r.key === 'string' && r.key.startsWith(t.prefix));
+  const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
+
+  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<IndexRecord> {
+    for await (const r of readRecords(st.records)) {
+      if (r.type === 'bucket' || r.bucket !== bucket || !wanted(r)) continue;
+      if (r.type === 'object') r._file = path.join(st.entries, str(r, 'path'));
+      yield r;
+    }
+  }
+  // a k-way merge of the bundles' key groups: every bundle lists keys in S3 order; for one key the
+  // newer bundle's versions are newer (they did not exist when the older bundle listed that key)
+  async function* groups(): AsyncGenerator<IndexRecord[]> {
+    for (const bucket of [...new Set(targets.map((t) => t.bucket))]) {
+      const iters = newestFirst.map(([, st]) => keyGroups(ofBucket(st, bucket)));
+      const heads = await Promise.all(iters.map((it) => it.next()));
+      for (;;) {
+        let min: string | undefined;
+        for (const h of heads) if (!h.done && (min === undefined || keyOrder(str(h.value[0] as IndexRecord, 'key'), min) < 0)) min = str(h.value[0] as IndexRecord, 'key');
+        if (min === undefined) break;
+        const group: IndexRecord[] = [];
+        const seen = new Set<string>();
+        for (const [i, h] of heads.entries()) {
+          if (h.done || str(h.value[0] as IndexRecord, 'key') !== min) continue;
+          for (const r of h.value) {
+            const id = str(r, 'versionId') === 'null' ? `null@${String(r.lastModified)}@${String(r.etag)}` : str(r, 'versionId');
+            if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
+            seen.add(id);
+          }
+          heads[i] = await (iters[i] as AsyncGenerator<IndexRecord[]>).next();
+        }
+        yield group;
+      }
+    }
+  }
+  return { buckets, groups };
+}
+
+function str(r: IndexRecord, field: string): string {
+  const v = r[field];
+  if (typeof v !== 'string') throw new AirlockError('malformed', `an index record of type ${r.type} has no ${field}`);
+  return v;
+}
+
+function at(r: IndexRecord): number {
+  return Date.parse(str(r, 'lastModified'));
+}
+
+/** The object's headers for a PUT, as byte strings. */
+function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
+  const h: Record<string, string> = {};
+  const ct = r.contentType;
+  if (typeof ct === 'string' && ct !== '') h['content-type'] = utf8Header(ct);
+  for (const [k, v] of Object.entries((r.headers ?? {}) as Record<string, unknown>)) {
+    if (typeof v !== 'string') continue;
+    if (k.startsWith('x-amz-object-lock-') && !lock) continue;
+    if (k === 'x-amz-server-side-encryption') continue; // the destination decides its own encryption
+    h[k] = utf8Header(v);
+  }
+  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') h[`x-amz-meta-${k}`] = utf8Header(v);
+  for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') h[`x-amz-meta-${k}`] = Buffer.from(v, 'base64').toString('latin1');
+  const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
+  if (tags.length > 0) h['x-amz-tagging'] = tags.map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
+  if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') h['x-amz-storage-class'] = r.storageClass;
+  return h;
+}
+
+const versioningXml = (status: 'Enabled' | 'Suspended') => Buffer.from(`<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>${status}</Status></VersioningConfiguration>`);
+const md5b64 = (b: Buffer) => createHash('md5').update(b).digest('base64');
+
+interface BucketPlan {
+  source: IndexRecord;
+  dest: string;
+  lock: boolean;
+}
+
+/** Uploads one staged object; returns the new version id ('' when the bucket is unversioned). */
+async function putObject(client: S3Client, bucket: string, key: string, file: string, size: number, headers: Record<string, string>, threshold: number, partSize: number, signal?: AbortSignal): Promise<string> {
+  const sig = signal ? { signal } : {};
+  if (size <= threshold) {
+    const res = await client.call({ method: 'PUT', bucket, key, headers, body: createReadStream(file), contentLength: size, ...sig });
+    return header(res.headers, 'x-amz-version-id') ?? '';
+  }
+  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, ...sig });
+  const uploadId = textOf(init, 'UploadId');
+  if (!uploadId) throw new AirlockError('s3-failed', `the server started no multipart upload for ${bucket}/${key}`);
+  try {
+    const parts: string[] = [];
+    for (let off = 0, n = 1; off < size; off += partSize, n++) {
+      const len = Math.min(partSize, size - off);
+      const res = await client.call({ method: 'PUT', bucket, key, query: [['partNumber', String(n)], ['uploadId', uploadId]], body: createReadStream(file, { start: off, end: off + len - 1 }), contentLength: len, ...sig });
+      parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
+    }
+    const body = Buffer.from(`<CompleteMultipartUpload>${parts.join('')}</CompleteMultipartUpload>`);
+    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, ...sig });
+    const text = (await readBody(res.body)).toString('utf8');
+    // S3 may answer 200 and still report an error in the body
+    if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
+    return header(res.headers, 'x-amz-version-id') ?? '';
+  } catch (e) {
+    await client.call({ method: 'DELETE', bucket, key, query: [['uploadId', uploadId]] }).catch(() => {});
+    throw e;
+  }
+}
+
+/** Checks and prepares the destination buckets; throws `target-exists` for one that holds anything. */
+async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
+  const sig = signal ? { signal } : {};
+  for (const p of plans) {
+    const head = await client.request({ method: 'HEAD', bucket: p.dest, accept: [404], ...sig });
+    await readBody(head.body);
+    if (head.status === 404) {
+      await client.call({ method: 'PUT', bucket: p.dest, headers: p.lock ? { 'x-amz-bucket-object-lock-enabled': 'true' } : {}, ...sig });
+    } else {
+      const list = await client.xml({ method: 'GET', bucket: p.dest, query: [['versions', ''], ['max-keys', '1']], ...sig });
+      if (list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
+        throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
+      }
+    }
+    const v = p.source.versioning;
+    if (v === 'Enabled' || v === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Enabled'), ...sig });
+  }
+}
+
+async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
+  const sig = signal ? { signal } : {};
+  for (const p of plans) {
+    const put = async (what: string, doc: string) => {
+      const body = Buffer.from(doc);
+      await client.call({ method: 'PUT', bucket: p.dest, query: [[what, '']], body, headers: { 'content-md5': md5b64(body) }, ...sig });
+    };
+    if (p.source.versioning === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Suspended'), ...sig });
+    const tags = p.source.tags;
+    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) {
+      const set = Object.entries(tags as Record<string, string>).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('');
+      await put('tagging', `<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><TagSet>${set}</TagSet></Tagging>`);
+    }
+    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await put('object-lock', p.source.objectLock);
+    if (typeof p.source.lifecycle === 'string') await put('lifecycle', p.source.lifecycle);
+  }
+}
+
+/** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
+async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  const running = new Set<Promise<void>>();
+  let failure: { e: unknown } | undefined;
+  for await (const item of source) {
+    if (failure) break;
+    const p = work(item).then(
+      () => {
+        running.delete(p);
+      },
+      (e) => {
+        running.delete(p);
+        failure ??= { e };
+      },
+    );
+    running.add(p);
+    if (running.size >= limit) await Promise.race(running);
+  }
+  await Promise.all(running);
+  if (failure) throw failure.e;
+}
+
+async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal): Promise<void> {
+  const { client } = target;
+  const plans = new Map<string, BucketPlan>();
+  const inBundle: string[] = [];
+  for (const r of chain.buckets) {
+    const src = str(r, 'bucket');
+    inBundle.push(src);
+    const dest = target.bucketMap.get(src);
+    if (dest === undefined) {
+      summary.skipped.push(`bucket ${src}: not named in --bucket-map, not restored`);
+      continue;
+    }
+    if (plans.has(src)) continue; // two prefixes of one bucket: one destination, set up once
+    plans.set(src, { source: r, dest, lock: typeof r.objectLock === 'string' && r.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
+  }
+  for (const src of target.bucketMap.keys()) {
+    if (!plans.has(src)) throw new AirlockError('usage', `--bucket-map names ${src}, which is not in this bundle`, { hint: `the bundle holds ${inBundle.join(', ') || 'no bucket'}` });
+  }
+  const dests = [...plans.values()].map((p) => p.dest);
+  if (new Set(dests).size !== dests.length) throw new AirlockError('usage', 'two source buckets map to the same destination', { hint: 'give each source bucket its own destination in --bucket-map' });
+  summary.buckets = plans.size;
+  await prepareBuckets(client, [...plans.values()], signal);
+
+  const partial = `${target.idMap}.partial`;
+  const out = createWriteStream(partial, { flags: 'wx', mode: 0o644 });
+  const outDone = new Promise<void>((resolve, reject) => {
+    out.on('error', reject);
+    out.on('close', resolve);
+  });
+  const writeLine = (o: object) => {
+    out.write(`${JSON.stringify(o)}\n`);
+  };
+  try {
+    await forEachLimited(chain.groups(), CONCURRENT_KEYS, async (group) => {
+      const plan = plans.get(String(group[0]?.bucket));
+      if (!plan) return;
+      // oldest first; the index lists a key's history newest first
+      for (const r of [...group].reverse()) {
+        if (at(r) > until) continue;
+        const key = str(r, 'key');
+        const sourceVersionId = str(r, 'versionId');
+        if (r.type === 'delete-marker') {
+          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, ...(signal ? { signal } : {}) });
+          summary.deleteMarkers++;
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
+        } else {
+          const size = r.size as number;
+          const file = str(r, '_file');
+          const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
+          summary.versions++;
+          summary.bytes += size;
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
+        }
+        summary.written++;
+      }
+    });
+    await finishBuckets(client, [...plans.values()], signal);
+  } finally {
+    out.end();
+    await outDone;
+  }
+  const fh = await open(partial, 'r');
+  await fh.sync();
+  await fh.close();
+  await rename(partial, target.idMap);
+  await fsyncDir(path.dirname(target.idMap));
+}
+
+const MAX_COMPONENT = 255;
+
+/**
+ * An object key as path components that are safe on a POSIX file system: `%` and control
+ * characters become %XX, an empty component (from `//` or a leading `/`) becomes `%`, `.` and `..`
+ * become `%2E` and `%2E%2E`, and a component over 255 bytes is cut and ends in `%~` and a hash.
+ * Since every `%` the encoder writes is followed by two hex digits or one of those forms, no two
+ * keys map to the same path, and a trailing `%` stays free for file/folder clashes.
+ */
+export function safeComponents(key: string): string[] {
+  return key.split('/').map((c) => {
+    if (c === '') return '%';
+    if (c === '.' || c === '..') return c.replace(/\./g, '%2E');
+    // eslint-disable-next-line no-control-regex
+    let e = c.replace(/[%\x00-\x1f\x7f]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+    if (Buffer.byteLength(e) > MAX_COMPONENT) {
+      const hash = createHash('sha256').update(c).digest('hex').slice(0, 16);
+      let cut = e.slice(0, 200);
+      while (Buffer.byteLength(cut) > 200) cut = cut.slice(0, -1);
+      // never cut inside a %XX escape or a surrogate pair
+      cut = cut.replace(/%[0-9A-F]?$/, '').replace(/[\ud800-\udbff]$/, '');
+      e = `${cut}%~${hash}`;
+    }
+    return e;
+  });
+}
+
+async function restoreToFolder(chain: Chain, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
+  const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
+  if (buckets.size === 0) throw new AirlockError('not-found', 'this bundle holds no bucket', { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
+  summary.buckets = buckets.size;
+  const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
+  const bucketDir = (b: string) => {
+    if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
+    return b;
+  };
+  // first pass: every folder the chosen keys need, so a key that is also a folder gets a `%` suffix
+  const folders = new Set<string>();
+  for await (const group of chain.groups()) {
+    const r = choose(group);
+    if (!r || r.type !== 'object') continue;
+    const parts = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))];
+    for (let i = 1; i < parts.length; i++) folders.add(parts.slice(0, i).join('/'));
+  }
+  const map = createWriteStream(path.join(tree, KEY_MAP_FILE), { flags: 'wx', mode: 0o600 });
+  const mapDone = new Promise<void>((resolve, reject) => {
+    map.on('error', reject);
+    map.on('close', resolve);
+  });
+  try {
+    for await (const group of chain.groups()) {
+      const r = choose(group);
+      for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
+      if (!r) continue;
+      if (r.type !== 'object') {
+        summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
+        continue;
+      }
+      let rel = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))].join('/');
+      if (folders.has(rel)) rel += '%';
+      const dest = path.join(tree, rel);
+      await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await rename(str(r, '_file'), dest); // stays 0600: bucket contents are nobody else's business
+      const t = new Date(at(r));
+      await utimes(dest, t, t);
+      summary.written++;
+      summary.bytes += r.size as number;
+      map.write(`${JSON.stringify({ path: rel, bucket: r.bucket, key: r.key, versionId: r.versionId, lastModified: r.lastModified, size: r.size, sha256: r.sha256, etag: r.etag, contentType: r.contentType, headers: r.headers, metadata: r.metadata, tags: r.tags })}\n`);
+    }
+  } finally {
+    map.end();
+    await mapDone;
+  }
+  summary.map = path.join(to, KEY_MAP_FILE);
+}
+
+/**
+ * Restores the objects of the verified `bundle` to `target`, with history up to `until` (ms since
+ * the epoch; Infinity for all). An incremental bundle takes the rest of its chain from `verified`
+ * (bundles of the same site that passed verification). Throws `no-bundle` for a missing link,  `verification-failed` (payload does not match its manifests,
+ * nothing touched), `target-exists` (a non-empty destination bucket or folder, or an existing id map),
+ * `usage` for a bucket map that names no bucket of the bundle, the S3 client's errors, and typed
+ * system errors. A failure during a bucket restore leaves what was written so far, and the id map of
+ * it as `<id map>.partial`; the id map gets its final name only when everything succeeded.
+ */
+export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = []): Promise<ObjectRestoreSummary> {
+  const manifest = bundle.manifest;
+  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
+  const exists = (p: string) => stat(p).then(() => true, () => false);
+
+  if (target.kind === 'bucket') {
+    const idMap = path.resolve(target.idMap);
+    if (await exists(idMap)) throw new AirlockError('target-exists', `${idMap} already exists`, { hint: 'give --id-map a new file name' });
+    const parent = path.dirname(idMap);
+    await mkdir(parent, { recursive: true }).catch((e: unknown) => {
+      throw fromSystemError(e, parent);
+    });
+    // a wrong endpoint or key should fail now, not after the whole payload was decrypted
+    await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
+    const dir = path.join(parent, `.airlock-staging-${randomBytes(6).toString('hex')}`);
+    try {
+      const chain = await stageChain(bundle, verified, identities, dir, signal);
+      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal);
+      summary.map = idMap;
+      return summary;
+    } catch (e) {
+      throw fromSystemError(e, idMap);
+    } finally {
+      await removeTree(dir);
+    }
+  }
+
+  const to = path.resolve(target.to);
+  if (!(await isEmptyOrAbsent(to))) throw new AirlockError('target-exists', `${to} is not empty`, { hint: 'restore into a new or empty folder' });
+  const parent = path.dirname(to);
+  await mkdir(parent, { recursive: true });
+  const dir = path.join(parent, `.${path.basename(to)}.airlock-staging-${randomBytes(6).toString('hex')}`);
+  try {
+    const chain = await stageChain(bundle, verified, identities, dir, signal);
+    const tree = path.join(dir, 'tree');
+    await mkdir(tree, { mode: 0o700 });
+    await restoreToFolder(chain, to, tree, until, summary);
+    await fsyncDir(tree);
+    if (await exists(to)) await rmdir(to);
+    await rename(tree, to);
+    await fsyncDir(parent);
+    return summary;
+  } catch (e) {
+    throw fromSystemError(e, to);
+  } finally {
+    await removeTree(dir);
+  }
+}

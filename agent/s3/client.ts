@@ -1,0 +1,302 @@
+/*
+ * A small S3 client on node:http and node:crypto (AWS Signature Version 4, path-style addressing).
+ *
+ * Why not a client library: the `minio` client does not URL-escape the key marker when it pages a
+ * version listing, mangles non-ASCII metadata, and can return an empty multipart ETag; a backup must
+ * see every version of every key exactly, so the few requests airlock needs are written out here,
+ * where the escaping is visible. Every path segment and query value is escaped the SigV4 way (RFC
+ * 3986 unreserved characters kept, everything else %XX of its UTF-8 bytes), and the same escaped text
+ * is both signed and sent, so keys with `+`, `%`, spaces, `..` or unicode reach the server unchanged.
+ *
+ * Header values are byte strings: Node reads response headers as latin1, so a metadata value that a
+ * server stores as raw UTF-8 arrives as one latin1 character per byte; `headerBytes` turns it back
+ * into those bytes. Outgoing values are given the same way (one character per byte) and signed as
+ * latin1, which is what the server sees on the wire.
+ *
+ * Errors: a refused or failed connection is `s3-unreachable`, a rejected signature or key
+ * `s3-denied`, a missing bucket `bucket-not-found`, anything else the server refuses `s3-failed`.
+ * Idempotent requests without a streamed body are retried a few times on network errors and 5xx.
+ */
+import { createHash, createHmac } from 'node:crypto';
+import { getMaxListeners, setMaxListeners } from 'node:events';
+import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AirlockError } from '../../manifests/errors.js';
+import { parseXml, textOf, type XmlNode } from './xml.js';
+
+export interface S3Credentials {
+  accessKey: string;
+  secretKey: string;
+}
+
+export interface S3Options {
+  /** http(s)://host:port of the server; path-style requests go below it */
+  endpoint: string;
+  credentials: S3Credentials;
+  region?: string;
+  /** most requests in flight at once (default 40) */
+  maxSockets?: number;
+}
+
+export interface S3Request {
+  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE';
+  bucket?: string;
+  key?: string;
+  /** query parameters in any order; an empty value is sent as `name=` */
+  query?: readonly (readonly [string, string])[];
+  /** header values as byte strings (one character per byte) */
+  headers?: Record<string, string>;
+  /** a buffer (signed) or a stream of exactly `contentLength` bytes (sent unsigned) */
+  body?: Buffer | Readable;
+  contentLength?: number;
+  /** statuses that are not errors besides 2xx (e.g. 404 for a probe) */
+  accept?: readonly number[];
+  signal?: AbortSignal;
+}
+
+export interface S3Response {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: IncomingMessage;
+}
+
+/** The error the server answered with; `classify` turns it into an AirlockError. */
+export class S3ServerError extends Error {
+  constructor(readonly status: number, readonly s3Code: string, message: string, readonly resource: string) {
+    super(message);
+    this.name = 'S3ServerError';
+  }
+}
+
+const EMPTY_SHA256 = createHash('sha256').digest('hex');
+const RETRIES = 3;
+
+/** RFC 3986 escaping as SigV4 wants it: every byte but A-Z a-z 0-9 - . _ ~ as %XX. */
+export function uriEscape(s: string, keepSlash = false): string {
+  const e = encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return keepSlash ? e.replace(/%2F/g, '/') : e;
+}
+
+/** The bytes of a header value as Node handed it over (latin1: one character per byte). */
+export function headerBytes(v: string): Buffer {
+  return Buffer.from(v, 'latin1');
+}
+
+/** A UTF-8 string as a header value Node will send byte for byte. */
+export function utf8Header(v: string): string {
+  return Buffer.from(v, 'utf8').toString('latin1');
+}
+
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED']);
+
+/** Reads a small response body whole (error documents, listings, configurations). */
+export async function readBody(body: Readable, limit = 16 * 1024 * 1024): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of body) {
+      n += (c as Buffer).byteLength;
+      if (n > limit) throw new AirlockError('s3-failed', `the server sent a response over ${limit} bytes where at most that was expected`);
+      parts.push(c as Buffer);
+    }
+  } catch (e) {
+    body.destroy();
+    if (e instanceof AirlockError) throw e;
+    throw new AirlockError('s3-failed', `the connection to the S3 server broke while reading a response: ${(e as Error).message}`, { cause: e });
+  }
+  return Buffer.concat(parts);
+}
+
+export class S3Client {
+  readonly endpoint: URL;
+  private readonly region: string;
+  private readonly credentials: S3Credentials;
+  private readonly agent: http.Agent;
+  private readonly transport: typeof http | typeof https;
+
+  /** Throws `usage` for an endpoint that is not an http(s) URL without a path. */
+  constructor(opts: S3Options) {
+    let u: URL;
+    try {
+      u = new URL(opts.endpoint);
+    } catch {
+      throw new AirlockError('usage', `${opts.endpoint}: not a URL`, { hint: 'give the S3 endpoint as http://host:port or https://host:port' });
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || (u.pathname !== '/' && u.pathname !== '') || u.search || u.username || u.password) {
+      throw new AirlockError('usage', `${opts.endpoint}: not an S3 endpoint URL`, { hint: 'give http(s)://host:port, without a path, query or credentials' });
+    }
+    this.endpoint = u;
+    this.region = opts.region ?? 'us-east-1';
+    this.credentials = opts.credentials;
+    this.transport = u.protocol === 'https:' ? https : http;
+    this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 40 });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private sign(method: string, pathText: string, query: string, headers: Record<string, string>, payloadHash: string, now: Date): string {
+    const amzDate = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+    const day = amzDate.slice(0, 8);
+    headers['x-amz-date'] = amzDate;
+    headers['x-amz-content-sha256'] = payloadHash;
+    const names = Object.keys(headers).map((h) => h.toLowerCase()).sort();
+    const canonicalHeaders = names.map((n) => `${n}:${String(headers[n]).trim().replace(/\s+/g, ' ')}\n`).join('');
+    const signed = names.join(';');
+    const canonical = [method, pathText, query, canonicalHeaders, signed, payloadHash].join('\n');
+    const scope = `${day}/${this.region}/s3/aws4_request`;
+    const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, createHash('sha256').update(Buffer.from(canonical, 'latin1')).digest('hex')].join('\n');
+    let k: Buffer = createHmac('sha256', `AWS4${this.credentials.secretKey}`).update(day).digest();
+    for (const part of [this.region, 's3', 'aws4_request']) k = createHmac('sha256', k).update(part).digest();
+    const signature = createHmac('sha256', k).update(toSign).digest('hex');
+    return `AWS4-HMAC-SHA256 Credential=${this.credentials.accessKey}/${scope}, SignedHeaders=${signed}, Signature=${signature}`;
+  }
+
+  private resource(r: S3Request): string {
+    return r.bucket === undefined ? this.endpoint.host : r.key === undefined ? `bucket ${r.bucket}` : `${r.bucket}/${r.key}`;
+  }
+
+  private once(r: S3Request): Promise<S3Response> {
+    let pathText = '/';
+    if (r.bucket !== undefined) pathText += uriEscape(r.bucket);
+    if (r.key !== undefined) pathText += `/${uriEscape(r.key, true)}`;
+    const query = [...(r.query ?? [])]
+      .map(([k, v]) => [uriEscape(k), uriEscape(v)] as const)
+      .sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0))
+      .map(([k, v]) => `${k}=${v}`)
+      .join('&');
+    const headers: Record<string, string> = { host: this.endpoint.host };
+    for (const [k, v] of Object.entries(r.headers ?? {})) headers[k.toLowerCase()] = v;
+    let payloadHash = EMPTY_SHA256;
+    if (Buffer.isBuffer(r.body)) {
+      payloadHash = createHash('sha256').update(r.body).digest('hex');
+      headers['content-length'] = String(r.body.byteLength);
+    } else if (r.body) {
+      payloadHash = 'UNSIGNED-PAYLOAD';
+      if (r.contentLength === undefined) throw new AirlockError('internal', 'a streamed S3 body needs its length');
+      headers['content-length'] = String(r.contentLength);
+    } else if (r.method === 'PUT' || r.method === 'POST') {
+      headers['content-length'] = '0';
+    }
+    // each request in flight listens on the signal; dozens at once are expected, not a leak
+    if (r.signal && getMaxListeners(r.signal) < 256) setMaxListeners(256, r.signal);
+    headers.authorization = this.sign(r.method, pathText, query, headers, payloadHash, new Date());
+    return new Promise<S3Response>((resolve, reject) => {
+      const req = this.transport.request(
+        {
+          protocol: this.endpoint.protocol,
+          hostname: this.endpoint.hostname,
+          port: this.endpoint.port,
+          method: r.method,
+          path: query ? `${pathText}?${query}` : pathText,
+          headers,
+          agent: this.agent,
+          timeout: 120_000,
+          ...(r.signal ? { signal: r.signal } : {}),
+        },
+        (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }),
+      );
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+      req.on('error', (e) => {
+        // a file stream feeding the request must not stay open
+        if (r.body && !Buffer.isBuffer(r.body)) r.body.destroy();
+        reject(e);
+      });
+      if (Buffer.isBuffer(r.body)) req.end(r.body);
+      else if (r.body) {
+        r.body.on('error', (e) => req.destroy(e));
+        r.body.pipe(req);
+      } else req.end();
+    });
+  }
+
+  /**
+   * Sends one request and returns the response with its body unread. Throws `s3-unreachable`,
+   * `s3-denied`, `bucket-not-found` or `s3-failed` (see the top of this file).
+   */
+  async request(r: S3Request): Promise<S3Response> {
+    const replayable = r.body === undefined || Buffer.isBuffer(r.body);
+    for (let attempt = 1; ; attempt++) {
+      let res: S3Response;
+      try {
+        res = await this.once(r);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        if (replayable && attempt < RETRIES && NETWORK_ERRORS.has(code) && code !== 'ECONNREFUSED' && code !== 'ENOTFOUND' && !r.signal?.aborted) {
+          await sleep(200 * attempt);
+          continue;
+        }
+        throw this.classify(e, r);
+      }
+      if ((res.status >= 200 && res.status < 300) || r.accept?.includes(res.status)) return res;
+      const text = await readBody(res.body, 1024 * 1024).catch(() => Buffer.alloc(0));
+      if (replayable && attempt < RETRIES && (res.status === 500 || res.status === 503)) {
+        await sleep(200 * attempt);
+        continue;
+      }
+      let code = '';
+      let message = '';
+      if (text.byteLength > 0) {
+        try {
+          const doc = parseXml(text.toString('utf8'));
+          code = textOf(doc, 'Code') ?? '';
+          message = textOf(doc, 'Message') ?? '';
+        } catch {
+          // not an S3 error document: keep the status
+        }
+      }
+      throw this.classify(new S3ServerError(res.status, code, message || `HTTP ${res.status}`, this.resource(r)), r);
+    }
+  }
+
+  /** Maps a failure of request `r` to a typed error. */
+  private classify(e: unknown, r: S3Request): AirlockError {
+    if (e instanceof AirlockError) return e;
+    const where = `${this.endpoint.origin}`;
+    if (e instanceof S3ServerError) {
+      if (e.s3Code === 'NoSuchBucket' || (e.status === 404 && r.method === 'HEAD' && r.bucket !== undefined && r.key === undefined)) {
+        return new AirlockError('bucket-not-found', `bucket ${r.bucket ?? '?'} does not exist on ${where}`, { hint: 'check the bucket name (--bucket or --bucket-map) and the endpoint', cause: e });
+      }
+      if (e.status === 403 || e.status === 401 || ['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied'].includes(e.s3Code)) {
+        return new AirlockError('s3-denied', `${where} refused the request for ${e.resource}: ${e.s3Code || `HTTP ${e.status}`}`, {
+          hint: 'check the access key and secret (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --s3-credentials) and their permissions',
+          cause: e,
+        });
+      }
+      return new AirlockError('s3-failed', `${where} answered ${e.status}${e.s3Code ? ` ${e.s3Code}` : ''} for ${r.method} ${e.resource}: ${e.message}`, { cause: e });
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err?.name === 'AbortError' || r.signal?.aborted) return new AirlockError('internal', 'interrupted', { cause: e });
+    if (NETWORK_ERRORS.has(err?.code ?? '')) {
+      return new AirlockError('s3-unreachable', `cannot reach ${where}: ${err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message || err.code}`, {
+        hint: 'check --s3-endpoint (scheme, host and port) and that the S3 server is running',
+        cause: e,
+      });
+    }
+    return new AirlockError('s3-failed', `${r.method} ${this.resource(r)} failed: ${err?.message ?? String(e)}`, { cause: e });
+  }
+
+  /** Sends a request and parses its XML answer. Throws what `request` throws. */
+  async xml(r: S3Request): Promise<XmlNode> {
+    const res = await this.request(r);
+    return parseXml((await readBody(res.body)).toString('utf8'));
+  }
+
+  /** Sends a request and drains its body; returns the headers. Throws what `request` throws. */
+  async call(r: S3Request): Promise<S3Response> {
+    const res = await this.request(r);
+    await readBody(res.body);
+    return res;
+  }
+}
+
+/** A response header as one string (the first, when a header came several times). */
+export function header(h: IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export { EMPTY_SHA256 };

@@ -1,0 +1,515 @@
+/*
+ * Object storage against a real radosgw (test/s3.ts): export of versioned and unversioned buckets,
+ * keyless and deep verification, stock-tool decryption, restore into fresh buckets (history compared
+ * through the id map) and into folders at a past time, listings of more than 1,000 versions whose
+ * pages turn on keys that need escaping, and the failures that must leave no bundle behind.
+ *
+ * Buckets are filled with independent clients (`minio`, and `curl --aws-sigv4` where minio cannot
+ * send raw UTF-8 metadata), so airlock's own S3 client is checked against other implementations.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { Readable } from 'node:stream';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type * as Minio from 'minio';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { S3Client } from '../../agent/s3/client.js';
+import { listVersions } from '../../agent/sources/objects.js';
+import { safeComponents } from '../../agent/restore/objects.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ACCESS_KEY, SECRET_KEY, bucketName, s3, type S3Server } from '../s3.js';
+
+const keys = makeKeys('site-s3');
+const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
+const NOTE = 'grüße aus 日本 – ünïcode';
+
+/** Keys that must never become tar paths and must survive every request unchanged. */
+const ODD_KEYS = ['..', 'a/../b', 'with space', 'plus+sign', 'percent%41%', 'ünïcödé/日本語.txt', '/leading', 'trailing/', 'dir//double', 'q?x#y&z=1'];
+
+function exportArgs(medium: string, state: string, srv: S3Server, buckets: string[], extra: string[] = []): string[] {
+  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', ...buckets, ...extra];
+}
+
+/** PUT with curl's own SigV4, raw UTF-8 header bytes and all. */
+function curlPut(srv: S3Server, bucket: string, key: string, body: string, headers: Record<string, string>): void {
+  const dir = tmp();
+  const file = path.join(dir, 'body');
+  writeFileSync(file, body);
+  const sha = run('sha256sum', [file]).stdout.split(' ')[0] as string;
+  const url = `${srv.endpoint}/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  const args = ['-sS', '-f', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ACCESS_KEY}:${SECRET_KEY}`, '-X', 'PUT', '-H', `x-amz-content-sha256: ${sha}`, '--data-binary', `@${file}`, '-o', '/dev/null'];
+  for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
+  const r = run('curl', [...args, url]);
+  if (r.code !== 0) throw new Error(`curl PUT ${key}: ${r.stderr}`);
+}
+
+/** Response headers of a HEAD by curl, as raw UTF-8 text. */
+function curlHead(srv: S3Server, bucket: string, key: string, versionId?: string): string {
+  const url = `${srv.endpoint}/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}${versionId ? `?versionId=${encodeURIComponent(versionId)}` : ''}`;
+  const r = run('curl', ['-sS', '-f', '-I', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ACCESS_KEY}:${SECRET_KEY}`, '-H', 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', url]);
+  if (r.code !== 0) throw new Error(`curl HEAD ${key}: ${r.stderr}`);
+  return r.stdout;
+}
+
+interface Listed {
+  name: string;
+  versionId: string;
+  isDeleteMarker: boolean;
+  lastModified: Date;
+}
+
+async function listAll(c: Minio.Client, bucket: string): Promise<Listed[]> {
+  const out: Listed[] = [];
+  for await (const o of c.listObjects(bucket, '', true, { IncludeVersion: true })) {
+    const x = o as { name?: string; versionId?: string | null; isDeleteMarker?: boolean; lastModified?: Date };
+    out.push({ name: x.name ?? '', versionId: x.versionId ?? 'null', isDeleteMarker: x.isDeleteMarker === true, lastModified: x.lastModified ?? new Date(0) });
+  }
+  return out;
+}
+
+async function bytesOf(c: Minio.Client, bucket: string, key: string, versionId?: string): Promise<Buffer> {
+  const s = await c.getObject(bucket, key, versionId ? { versionId } : {});
+  const parts: Buffer[] = [];
+  for await (const p of s) parts.push(p as Buffer);
+  return Buffer.concat(parts);
+}
+
+interface Fixture {
+  bucket: string;
+  plain: string;
+  /** a time after the first round of writes and before the second */
+  past: string;
+}
+
+/** A versioned bucket with history, odd keys, metadata and tags; and a small unversioned bucket. */
+async function fixture(srv: S3Server): Promise<Fixture> {
+  const c = srv.client;
+  const bucket = bucketName('hist');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  await c.setBucketTagging(bucket, { owner: 'platform', tier: 'gold' });
+  await c.putObject(bucket, 'docs/report.txt', Buffer.from('one'), 3, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-cache' });
+  await c.putObject(bucket, 'docs/report.txt', Buffer.from('two'), 3, { 'Content-Type': 'text/plain', 'Cache-Control': 'max-age=60' });
+  await c.putObject(bucket, 'deleted.txt', Buffer.from('soon gone'), 9, { 'Content-Type': 'text/plain' });
+  await c.putObject(bucket, 'resurrected', Buffer.from('first life'), 10);
+  await c.putObject(bucket, 'empty.bin', Buffer.alloc(0), 0, { 'Content-Type': 'application/octet-stream' });
+  curlPut(srv, bucket, 'meta/ünï x.bin', 'metadata carrier', { 'x-amz-meta-note': NOTE, 'x-amz-meta-plain': 'ascii', 'Content-Type': 'text/plain; charset=utf-8', 'Content-Language': 'de' });
+  const tagged = await c.putObject(bucket, 'tagged.json', Buffer.from('{"a":1}'), 7, { 'Content-Type': 'application/json' });
+  await c.setObjectTagging(bucket, 'tagged.json', { project: 'airlock', 'ümlaut key': 'wert mit ü' }, { versionId: tagged.versionId as string });
+  for (const k of ODD_KEYS) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
+  await sleep(60);
+  const mid = new Date();
+  await sleep(60);
+  await c.putObject(bucket, 'docs/report.txt', Buffer.from('three'), 5, { 'Content-Type': 'text/markdown' });
+  await c.removeObject(bucket, 'deleted.txt');
+  await c.removeObject(bucket, 'resurrected');
+  await c.putObject(bucket, 'resurrected', Buffer.from('second life'), 11);
+
+  const plain = bucketName('plain');
+  await c.makeBucket(plain);
+  await c.putObject(plain, 'p1', Buffer.from('old'), 3);
+  await c.putObject(plain, 'p1', Buffer.from('new'), 3);
+  await c.putObject(plain, 'p2', Buffer.from('only'), 4);
+  return { bucket, plain, past: mid.toISOString() };
+}
+
+function decryptTo(bundle: string, compressed = true): string {
+  const out = tmp();
+  const sh = run('bash', ['-c', `set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | ${compressed ? 'zstd -d -q |' : ''} tar --warning=no-unknown-keyword -x -f - -C "$3"`, 'x', bundle, keys.identity, out]);
+  if (sh.code !== 0) throw new Error(sh.stderr);
+  return out;
+}
+
+function indexOf(out: string): Record<string, unknown>[] {
+  return readFileSync(path.join(out, 'index.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function ok(r: Ran, what: string): void {
+  assert.is(r.code, 0, `${what}: ${r.stderr}${r.stdout}`);
+}
+
+test('versioned bucket: export, verify, stock decrypt, restore into a fresh bucket with the same history', async () => {
+  const srv = await s3();
+  const f = await fixture(srv);
+  const medium = tmp();
+  const state = tmp();
+  const conf = tmp();
+  writeFileSync(path.join(conf, 'app.conf'), 'x = 1\n');
+  const r = airlock(exportArgs(medium, state, srv, [f.bucket, f.plain], ['--files', conf, '--json']), { env: ENV });
+  ok(r, 'export');
+  const res = JSON.parse(r.stdout);
+  assert.is(res.contents.files, 1);
+  const src = await listAll(srv.client, f.bucket);
+  const versions = src.filter((v) => !v.isDeleteMarker).length;
+  assert.equal(res.objects, { versions: versions + 2, deleteMarkers: 2, bytes: res.objects.bytes });
+
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, medium]), 'keyless verify');
+  const deep = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
+  ok(deep, 'deep verify');
+  assert.match(deep.stdout, 'status: ok');
+
+  // inside: generated tar paths only; keys live in the index
+  const out = decryptTo(res.path);
+  ok(run('sha256sum', ['--strict', '-c', 'MANIFEST.sha256'], { cwd: out }), 'inner sums');
+  const listed = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | zstd -d -q | tar -t', 'x', res.path, keys.identity]);
+  for (const name of listed.stdout.trim().split('\n')) assert.match(name, /^(SALT|index\.jsonl|MANIFEST\.sha256|files\/\d{6}|objects\/\d{8})$/);
+  const index = indexOf(out);
+  const objects = index.filter((x) => x.type === 'object' && x.bucket === f.bucket);
+  const markers = index.filter((x) => x.type === 'delete-marker');
+  assert.is(objects.length, versions);
+  assert.equal(markers.map((m) => m.key).sort(), ['deleted.txt', 'resurrected']);
+  assert.equal([...new Set(objects.map((o) => o.key))].sort(), [...new Set(src.map((s) => s.name))].sort());
+  const meta = objects.find((o) => o.key === 'meta/ünï x.bin') as Record<string, unknown>;
+  assert.equal(meta.metadata, { note: NOTE, plain: 'ascii' });
+  assert.is(meta.contentType, 'text/plain; charset=utf-8');
+  assert.equal(meta.headers, { 'content-language': 'de' });
+  assert.equal((objects.find((o) => o.key === 'tagged.json') as Record<string, unknown>).tags, { project: 'airlock', 'ümlaut key': 'wert mit ü' });
+  const empty = objects.find((o) => o.key === 'empty.bin') as Record<string, unknown>;
+  assert.is(empty.size, 0);
+  assert.is(empty.sha256, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  const bucketRec = index.find((x) => x.type === 'bucket' && x.bucket === f.bucket) as Record<string, unknown>;
+  assert.is(bucketRec.versioning, 'Enabled');
+  assert.equal(bucketRec.tags, { owner: 'platform', tier: 'gold' });
+  // the unversioned bucket: its current objects only
+  const plainObjects = index.filter((x) => x.type === 'object' && x.bucket === f.plain);
+  assert.equal(plainObjects.map((o) => [o.key, o.versionId]), [['p1', 'null'], ['p2', 'null']]);
+  assert.is(readFileSync(path.join(out, String(plainObjects[0]?.path))).toString(), 'new');
+  const summary = index.find((x) => x.type === 'bucket-summary' && x.bucket === f.bucket) as Record<string, unknown>;
+  assert.is(summary.versions, versions);
+  assert.is(summary.deleteMarkers, 2);
+
+  // restore into a fresh bucket
+  const dest = bucketName('back');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  const rs = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', idMap], { env: ENV });
+  ok(rs, 'restore into a bucket');
+  assert.is(rs.stdout.trim(), idMap);
+  assert.match(rs.stderr, `${f.plain}: not named in --bucket-map`);
+  const ids = new Map<string, { versionId: string; deleteMarker: boolean }>();
+  for (const line of readFileSync(idMap, 'utf8').trim().split('\n')) {
+    const m = JSON.parse(line);
+    assert.is(m.destBucket, dest);
+    ids.set(`${m.key}\n${m.sourceVersionId}`, m);
+  }
+  assert.is(ids.size, src.length);
+  const back = await listAll(srv.client, dest);
+  const expected = src.map((s) => {
+    const m = ids.get(`${s.name}\n${s.versionId}`);
+    assert.ok(m, `no id for ${s.name} ${s.versionId}`);
+    assert.is(m.deleteMarker, s.isDeleteMarker);
+    return [s.name, m.versionId, s.isDeleteMarker];
+  });
+  assert.equal(back.map((b) => [b.name, b.versionId, b.isDeleteMarker]), expected, 'same keys, versions and delete markers in the same order');
+  for (const s of src.filter((x) => !x.isDeleteMarker)) {
+    const m = ids.get(`${s.name}\n${s.versionId}`) as { versionId: string };
+    assert.ok((await bytesOf(srv.client, f.bucket, s.name, s.versionId)).equals(await bytesOf(srv.client, dest, s.name, m.versionId)), `bytes of ${s.name}`);
+    const a = await srv.client.statObject(f.bucket, s.name, { versionId: s.versionId });
+    const b = await srv.client.statObject(dest, s.name, { versionId: m.versionId });
+    assert.is(b.metaData['content-type'], a.metaData['content-type'], `content type of ${s.name}`);
+    assert.is(b.metaData['cache-control'], a.metaData['cache-control'], `cache-control of ${s.name}`);
+    assert.is(b.etag, a.etag, `etag of ${s.name}`);
+  }
+  const metaVersion = ids.get(`meta/ünï x.bin\n${String(meta.versionId)}`) as { versionId: string };
+  const head = curlHead(srv, dest, 'meta/ünï x.bin', metaVersion.versionId);
+  assert.match(head, `x-amz-meta-note: ${NOTE}`);
+  assert.match(head, 'x-amz-meta-plain: ascii');
+  assert.match(head, /content-language: de/i);
+  const taggedSrc = src.find((s) => s.name === 'tagged.json') as Listed;
+  const tags = await srv.client.getObjectTagging(dest, 'tagged.json', { versionId: (ids.get(`tagged.json\n${taggedSrc.versionId}`) as { versionId: string }).versionId });
+  assert.equal(Object.fromEntries(tags.map((t: { Key: string; Value: string }) => [t.Key, t.Value])), { project: 'airlock', 'ümlaut key': 'wert mit ü' });
+  assert.is((await srv.client.getBucketVersioning(dest)).Status, 'Enabled');
+
+  // a second restore into the now non-empty bucket is refused and writes nothing
+  const again = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', path.join(tmp(), 'ids2.jsonl')], { env: ENV });
+  assert.is(again.code, 4, again.stderr);
+  assert.match(again.stderr, `airlock: error: bucket ${dest} is not empty`);
+  assert.is((await listAll(srv.client, dest)).length, src.length);
+
+  // into a folder: now, and at a past time
+  const now = path.join(tmp(), 'now');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', now]), 'restore into a folder');
+  const b = path.join(now, f.bucket);
+  assert.is(readFileSync(path.join(b, 'docs/report.txt'), 'utf8'), 'three');
+  assert.is(readFileSync(path.join(b, 'resurrected'), 'utf8'), 'second life');
+  assert.not.ok(existsSync(path.join(b, 'deleted.txt')));
+  assert.is(statSync(path.join(b, 'empty.bin')).size, 0);
+  assert.is(readFileSync(path.join(b, 'meta', 'ünï x.bin'), 'utf8'), 'metadata carrier');
+  assert.is(readFileSync(path.join(b, '%2E%2E'), 'utf8'), 'body of ..');
+  assert.is(readFileSync(path.join(b, 'a', '%2E%2E', 'b'), 'utf8'), 'body of a/../b');
+  assert.is(readFileSync(path.join(b, 'percent%2541%25'), 'utf8'), 'body of percent%41%');
+  assert.is(readFileSync(path.join(b, '%', 'leading'), 'utf8'), 'body of /leading');
+  assert.is(readFileSync(path.join(b, 'trailing', '%'), 'utf8'), 'body of trailing/');
+  assert.is(readFileSync(path.join(now, f.plain, 'p1'), 'utf8'), 'new');
+  const keyMap = readFileSync(path.join(now, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  for (const k of ODD_KEYS) {
+    const e = keyMap.find((m) => m.key === k && m.bucket === f.bucket);
+    assert.ok(e, `key map has ${k}`);
+    assert.is(readFileSync(path.join(now, e.path), 'utf8'), `body of ${k}`);
+  }
+  assert.equal(readdirSync(path.dirname(now)), ['now'], 'no staging folder left');
+
+  const past = path.join(tmp(), 'past');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', past, '--at', f.past]), 'restore at a past time');
+  const p = path.join(past, f.bucket);
+  assert.is(readFileSync(path.join(p, 'docs/report.txt'), 'utf8'), 'two');
+  assert.is(readFileSync(path.join(p, 'deleted.txt'), 'utf8'), 'soon gone');
+  assert.is(readFileSync(path.join(p, 'resurrected'), 'utf8'), 'first life');
+});
+
+test('safe paths: every key shape maps to distinct relative components', () => {
+  const all = [...ODD_KEYS, '.', '%', '%25', 'a\u0001b', 'x'.repeat(300), `${'y'.repeat(300)}/z`];
+  const seen = new Set<string>();
+  for (const k of all) {
+    const parts = safeComponents(k);
+    for (const c of parts) {
+      assert.ok(c !== '' && c !== '.' && c !== '..' && !c.includes('/') && !c.includes('\0') && Buffer.byteLength(c) <= 255, `${JSON.stringify(k)} -> ${JSON.stringify(c)}`);
+    }
+    const joined = parts.join('/');
+    assert.not.ok(seen.has(joined), `two keys map to ${joined}`);
+    seen.add(joined);
+  }
+});
+
+test('more than 1,000 versions: listing pages turn on keys that need escaping', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('many');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const keysMade: string[] = [];
+  for (let i = 0; i < 400; i++) keysMade.push(`esc/ä ö+%2F ${String(i).padStart(3, '0')} &<>`);
+  const expected = new Set<string>();
+  const queue = keysMade.flatMap((k) => [k, k, k]);
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (let k = queue.shift(); k !== undefined; k = queue.shift()) {
+        const r = await c.putObject(bucket, k, Buffer.from(`${k} ${expected.size}`));
+        expected.add(`${k}\n${String(r.versionId)}`);
+      }
+    }),
+  );
+  for (let i = 0; i < 400; i += 10) await c.removeObject(bucket, keysMade[i] as string);
+  await c.putObject(bucket, 'outside/prefix', Buffer.from('not exported'));
+  assert.is(expected.size, 1200);
+
+  // our listing, in small pages (many turns) and in the default 1,000
+  const client = new S3Client({ endpoint: srv.endpoint, credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY } });
+  try {
+    const small: string[] = [];
+    for await (const v of listVersions(client, bucket, 'esc/', undefined, 7)) small.push(`${v.kind} ${v.key}\n${v.versionId}`);
+    const big: string[] = [];
+    for await (const v of listVersions(client, bucket, 'esc/')) big.push(`${v.kind} ${v.key}\n${v.versionId}`);
+    assert.is(small.length, 1240);
+    assert.equal(small, big);
+    assert.is(new Set(small).size, 1240, 'no entry twice');
+  } finally {
+    client.close();
+  }
+
+  const medium = tmp();
+  const r = airlock(exportArgs(medium, tmp(), srv, [`${bucket}/esc/`], ['--json']), { env: ENV });
+  ok(r, 'export');
+  const index = indexOf(decryptTo(JSON.parse(r.stdout).path));
+  const got = index.filter((x) => x.type === 'object').map((x) => `${String(x.key)}\n${String(x.versionId)}`);
+  assert.is(got.length, 1200);
+  assert.equal(new Set(got), expected);
+  assert.is(index.filter((x) => x.type === 'delete-marker').length, 40);
+  // within each key, newest first, and keys contiguous
+  const order = index.filter((x) => x.type === 'object' || x.type === 'delete-marker').map((x) => String(x.key));
+  const runs = order.filter((k, i) => i === 0 || order[i - 1] !== k);
+  assert.is(runs.length, 400);
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'deep verify');
+});
+
+test('a 100 MiB multipart object streams through export in bounded memory and goes back up in parts', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('big');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const MiB = 1024 * 1024;
+  const size = 100 * MiB;
+  const seed = randomBytes(MiB);
+  const chunk = (i: number) => {
+    const b = Buffer.from(seed);
+    b.writeUInt32BE(i, 0);
+    return b;
+  };
+  const expected = createHash('sha256');
+  for (let i = 0; i < 100; i++) expected.update(chunk(i));
+  // a stream of 1 MiB chunks, so the minio client uploads it in parts
+  await c.putObject(bucket, 'big/ünï.bin', Readable.from((function* () {
+    for (let i = 0; i < 100; i++) yield chunk(i);
+  })()), size, { 'Content-Type': 'application/x-big' });
+  const stat = await c.statObject(bucket, 'big/ünï.bin');
+  assert.match(stat.etag, /-\d+$/, 'uploaded in parts');
+
+  const medium = tmp();
+  const timed = run('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...exportArgs(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])], { env: ENV });
+  ok(timed, 'export');
+  const rss = Number(/maxrss=(\d+)/.exec(timed.stderr)?.[1]) * 1024;
+  process.stderr.write(`  export of 100 MiB: max RSS ${Math.round(rss / MiB)} MiB\n`);
+  assert.ok(rss > 0 && rss < 200 * MiB, `export held ${Math.round(rss / MiB)} MiB at most; a 100 MiB object must stream`);
+  const out = decryptTo(JSON.parse(timed.stdout.trim().split('\n').at(-1) as string).path, false);
+  const rec = indexOf(out).find((x) => x.type === 'object') as Record<string, unknown>;
+  assert.is(rec.size, size);
+  assert.is(rec.sha256, expected.digest('hex'));
+  assert.match(String(rec.etag), /-\d+"?$/);
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'deep verify');
+
+  const dest = bucketName('bigback');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore');
+  const back = await c.statObject(dest, 'big/ünï.bin');
+  assert.is(back.size, size);
+  assert.match(back.etag, /-\d+$/, 'restored in parts');
+  assert.is(back.metaData['content-type'], 'application/x-big');
+  const h = createHash('sha256');
+  for await (const p of await c.getObject(dest, 'big/ünï.bin')) h.update(p as Buffer);
+  assert.is(h.digest('hex'), rec.sha256);
+});
+
+test('incremental exports carry only new versions; a restore reads the chain back to the full export', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('incr');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const plain = bucketName('incrplain');
+  await c.makeBucket(plain);
+  await c.putObject(bucket, 'a key', Buffer.from('a1'));
+  await c.putObject(bucket, 'b+key', Buffer.from('b1'));
+  await c.putObject(plain, 'p', Buffer.from('p1'));
+  const medium = tmp();
+  const state = tmp();
+  const first = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(first, 'first export (nothing to build on: whole)');
+  await c.putObject(bucket, 'a key', Buffer.from('a2'));
+  await c.removeObject(bucket, 'b+key');
+  await c.putObject(bucket, 'c/ü', Buffer.from('c1'));
+  await c.putObject(plain, 'p', Buffer.from('p2'));
+  const second = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(second, 'incremental export');
+  const third = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  ok(third, 'incremental export without changes');
+
+  const idx1 = indexOf(decryptTo(JSON.parse(first.stdout).path));
+  const idx2 = indexOf(decryptTo(JSON.parse(second.stdout).path));
+  const idx3 = indexOf(decryptTo(JSON.parse(third.stdout).path));
+  assert.is((idx1.find((x) => x.type === 'bucket' && x.bucket === bucket) as Record<string, unknown>).since, undefined);
+  assert.is((idx2.find((x) => x.type === 'bucket' && x.bucket === bucket) as Record<string, unknown>).since, 1);
+  assert.is((idx3.find((x) => x.type === 'bucket' && x.bucket === plain) as Record<string, unknown>).since, 2);
+  const kinds = (idx: Record<string, unknown>[]) => idx.filter((x) => x.type === 'object' || x.type === 'delete-marker').map((x) => `${String(x.bucket).split('-')[0]} ${String(x.type)} ${String(x.key)}`);
+  assert.equal(kinds(idx2), ['incr object a key', 'incr delete-marker b+key', 'incr object c/ü', 'incrplain object p']);
+  assert.equal(kinds(idx3), []);
+  assert.is((idx3.find((x) => x.type === 'bucket-summary' && x.bucket === bucket) as Record<string, unknown>).alreadyExported, 5);
+  ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'the chain verifies');
+
+  // restore the newest: the whole history, from three bundles
+  const dest = bucketName('incrback');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore of the chain');
+  const ids = new Map(readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((m) => [`${m.key}\n${m.sourceVersionId}`, m.versionId as string]));
+  const src = await listAll(c, bucket);
+  assert.equal((await listAll(c, dest)).map((b) => [b.name, b.versionId, b.isDeleteMarker]), src.map((x) => [x.name, ids.get(`${x.name}\n${x.versionId}`), x.isDeleteMarker]));
+  const folder = path.join(tmp(), 'f');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore of the chain');
+  assert.is(readFileSync(path.join(folder, bucket, 'a key'), 'utf8'), 'a2');
+  assert.is(readFileSync(path.join(folder, bucket, 'c', 'ü'), 'utf8'), 'c1');
+  assert.not.ok(existsSync(path.join(folder, bucket, 'b+key')));
+  assert.is(readFileSync(path.join(folder, plain, 'p'), 'utf8'), 'p2');
+
+  // the newest bundle alone cannot be restored: it names the bundle it builds on
+  const alone = airlock(['restore', 'objects', '--from', JSON.parse(third.stdout).path, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'g')]);
+  assert.is(alone.code, 3, alone.stderr);
+  assert.match(alone.stderr, 'builds on it (an incremental export)');
+});
+
+test('an object the server refuses mid-export: typed error, no bundle, the seq is not used up', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('denied');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  for (let i = 0; i < 50; i++) await c.putObject(bucket, `open/${i}`, Buffer.from(`${i}`));
+  await c.putObject(bucket, 'secret/x', Buffer.from('no'));
+  // listing and bucket settings stay allowed, so the refusal comes after the bundle was begun
+  await c.setBucketPolicy(bucket, JSON.stringify({
+    Version: '2012-10-17',
+    Statement: [{ Effect: 'Deny', Principal: { AWS: ['*'] }, Action: ['s3:GetObject', 's3:GetObjectVersion'], Resource: [`arn:aws:s3:::${bucket}/secret/*`] }],
+  }));
+  const medium = tmp();
+  const state = tmp();
+  const r = airlock(exportArgs(medium, state, srv, [bucket]), { env: ENV });
+  assert.is(r.code, 5, r.stderr);
+  assert.match(r.stderr, `refused the request for ${bucket}/secret/x`);
+  assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle and no partial folder');
+  // the keys the server does serve export fine, as seq 1: the failed attempt used nothing up
+  const again = airlock(exportArgs(medium, state, srv, [`${bucket}/open/`]), { env: ENV });
+  ok(again, 'export of the readable prefix');
+  assert.match(again.stdout, `${keys.site}-00000001`);
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+test('missing bucket, wrong credentials, unreachable endpoint, readable credentials file: typed errors, no bundle', async () => {
+  const srv = await s3();
+  const bucket = bucketName('exists');
+  await srv.client.makeBucket(bucket);
+  await srv.client.putObject(bucket, 'k', Buffer.from('v'));
+  const port = await freePort();
+  const loose = path.join(tmp(), 'creds');
+  writeFileSync(loose, `[default]\naws_access_key_id = ${ACCESS_KEY}\naws_secret_access_key = ${SECRET_KEY}\n`);
+  chmodSync(loose, 0o644);
+  const cases: { args: (m: string) => string[]; env: NodeJS.ProcessEnv; code: number; message: string }[] = [
+    { args: (m) => exportArgs(m, tmp(), srv, ['no-such-bucket-here']), env: ENV, code: 3, message: 'airlock: error: bucket no-such-bucket-here does not exist' },
+    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, code: 5, message: 'refused the request' },
+    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_ACCESS_KEY_ID: 'nobody' }, code: 5, message: 'InvalidAccessKeyId' },
+    { args: (m) => exportArgs(m, tmp(), { ...srv, endpoint: `http://127.0.0.1:${port}` }, [bucket]), env: ENV, code: 5, message: 'connection refused' },
+    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { PATH: process.env.PATH }, code: 2, message: 'no S3 credentials given' },
+    { args: (m) => exportArgs(m, tmp(), srv, [bucket], ['--s3-credentials', loose]), env: { PATH: process.env.PATH }, code: 3, message: 'may be read by other users' },
+  ];
+  for (const c of cases) {
+    const medium = tmp();
+    const r = airlock(c.args(medium), { env: c.env });
+    assert.is(r.code, c.code, r.stderr);
+    assert.match(r.stderr, c.message);
+    assert.match(r.stderr, /\nairlock: hint: /);
+    assert.not.match(r.stderr + r.stdout, 'not-the-secret', 'the secret is never printed');
+    assert.equal(readdirSync(medium), [], 'nothing on the medium');
+  }
+  // a private credentials file works
+  chmodSync(loose, 0o600);
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket], ['--s3-credentials', loose]), { env: { PATH: process.env.PATH } }), 'export with a credentials file');
+
+  // restore: a dead endpoint, bad keys or a bucket missing from the bundle fail before anything is written
+  const restoreCases: { endpoint: string; env: NodeJS.ProcessEnv; map: string; code: number; message: string }[] = [
+    { endpoint: `http://127.0.0.1:${port}`, env: ENV, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'connection refused' },
+    { endpoint: srv.endpoint, env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'refused the request' },
+    { endpoint: srv.endpoint, env: ENV, map: `not-in-bundle=${bucketName('never')}`, code: 2, message: 'names not-in-bundle, which is not in this bundle' },
+  ];
+  for (const c of restoreCases) {
+    const dir = tmp();
+    const r = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', c.endpoint, '--bucket-map', c.map, '--id-map', path.join(dir, 'ids.jsonl')], { env: c.env });
+    assert.is(r.code, c.code, r.stderr);
+    assert.match(r.stderr, c.message);
+    assert.equal(readdirSync(dir), [], 'no id map, no staging left');
+  }
+  const buckets = (await srv.client.listBuckets()).map((b) => b.name);
+  assert.not.ok(buckets.some((b) => b.startsWith('never-')), 'no bucket was created');
+});
+
+test.run();

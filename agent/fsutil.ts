@@ -3,9 +3,7 @@
  * temporary name, fsynced, renamed, and their folder fsynced, so after a crash a file is either
  * complete under its final name or absent.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
+import { open, rm } from 'node:fs/promises';
 import { fromSystemError } from '../manifests/errors.js';
 
 /** fsyncs a folder so a rename or a new file in it survives a crash. */
@@ -29,19 +27,6 @@ export async function writeFileDurable(file: string, data: string | Uint8Array, 
       await fh.close();
     }
   } catch (e) {
-    throw fromSystemError(e, file);
-  }
-}
-
-/** Replaces `file` atomically: temporary file beside it, fsync, rename, fsync the folder. */
-export async function replaceFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    await writeFileDurable(tmp, data, mode);
-    await rename(tmp, file);
-    await fsyncDir(path.dirname(file));
-  } catch (e) {
-    await rm(tmp, { force: true });
     throw fromSystemError(e, file);
   }
 }

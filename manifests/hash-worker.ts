@@ -1,8 +1,9 @@
 /*
  * SHA-256 on a second core. The ciphertext of a bundle is hashed twice (per volume, and whole for the
  * manifest); doing both on the thread that also encrypts would make hashing the bottleneck, so the
- * bytes are copied (one memcpy, far cheaper than a hash) into batches that a worker thread hashes.
- * Batches in flight are bounded, so a slow worker slows the producer instead of filling memory.
+ * written buffers are handed to a worker thread (moved without a copy where their producer allows,
+ * see age/transfer.ts). Bytes in flight are bounded, so a slow worker slows the producer instead of
+ * filling memory.
  */
 import { Worker } from 'node:worker_threads';
 import { transferable } from './age/transfer.js';
@@ -30,16 +31,12 @@ parentPort.on('message', (m) => {
 });
 `;
 
-const BATCH = 1024 * 1024;
 const MAX_IN_FLIGHT = 8 * 1024 * 1024;
 
 /** Named running SHA-256 digests computed on a worker thread. */
 export class HashWorker {
   private readonly worker = new Worker(WORKER, { eval: true });
   private inFlight = 0;
-  private batch = Buffer.allocUnsafe(BATCH);
-  private used = 0;
-  private batchIds: readonly string[] = [];
   private failure: Error | undefined;
   private readonly drained: (() => void)[] = [];
   private readonly digests = new Map<string, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
@@ -65,41 +62,13 @@ export class HashWorker {
     this.digests.clear();
   }
 
-  private flush(): void {
-    if (this.used === 0) return;
-    const data = this.batch.subarray(0, this.used);
-    this.worker.postMessage({ op: 'update', ids: this.batchIds, data: [data] }, [data.buffer]);
-    this.inFlight += this.used;
-    this.batch = Buffer.allocUnsafe(BATCH);
-    this.used = 0;
-  }
-
-  /** Feeds `data` to every digest in `ids`. Await the result: it waits while the worker is behind. */
-  async update(ids: readonly string[], data: Uint8Array): Promise<void> {
-    if (this.failure) throw this.failure;
-    if (ids !== this.batchIds && (ids.length !== this.batchIds.length || ids.some((id, i) => id !== this.batchIds[i]))) {
-      this.flush();
-      this.batchIds = [...ids];
-    }
-    let at = 0;
-    while (at < data.byteLength) {
-      const n = Math.min(BATCH - this.used, data.byteLength - at);
-      this.batch.set(data.subarray(at, at + n), this.used);
-      this.used += n;
-      at += n;
-      if (this.used === BATCH) this.flush();
-    }
-    if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));
-    if (this.failure) throw this.failure;
-  }
-
   /**
-   * Feeds `buffers`, in order, to every digest in `ids`, and takes them over: a buffer that owns its
-   * whole memory is moved to the worker without a copy and must not be used again by the caller.
+   * Feeds `buffers`, in order, to every digest in `ids`, and takes them over: a buffer its producer
+   * handed over (age/transfer.ts) is moved to the worker without a copy and must not be used again.
+   * Waits while the worker is behind.
    */
   async give(ids: readonly string[], buffers: readonly Buffer[]): Promise<void> {
     if (this.failure) throw this.failure;
-    this.flush();
     const { data, moved, bytes } = transferable(buffers);
     this.worker.postMessage({ op: 'update', ids: [...ids], data }, moved);
     this.inFlight += bytes;
@@ -109,7 +78,6 @@ export class HashWorker {
 
   /** The hex digest of everything fed to `id`; the digest is then forgotten. */
   digest(id: string): Promise<string> {
-    this.flush();
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.digests.set(id, { resolve, reject });

@@ -3,7 +3,8 @@
  * temporary name, fsynced, renamed, and their folder fsynced, so after a crash a file is either
  * complete under its final name or absent.
  */
-import { open, rm } from 'node:fs/promises';
+import { open, rename, rm, rmdir, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { fromSystemError } from '../manifests/errors.js';
 
 /** fsyncs a folder so a rename or a new file in it survives a crash. */
@@ -34,4 +35,15 @@ export async function writeFileDurable(file: string, data: string | Uint8Array, 
 /** Removes a folder tree; never throws for a missing one. */
 export async function removeTree(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Makes a finished staging tree the restore target in one rename (replacing an empty target folder)
+ * and makes that durable. Throws system errors; the target is either untouched or complete.
+ */
+export async function promoteTree(tree: string, target: string): Promise<void> {
+  await fsyncDir(tree);
+  if (await stat(target).then(() => true, () => false)) await rmdir(target);
+  await rename(tree, target);
+  await fsyncDir(path.dirname(target));
 }

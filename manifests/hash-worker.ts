@@ -23,6 +23,9 @@ parentPort.on('message', (m) => {
     }
     for (const d of m.data) bytes += d.byteLength;
     parentPort.postMessage({ op: 'ack', bytes });
+  } else if (m.op === 'fork') {
+    const h = hashes.get(m.from) || createHash('sha256');
+    hashes.set(m.to, h.copy());
   } else if (m.op === 'digest') {
     const h = hashes.get(m.id) || createHash('sha256');
     hashes.delete(m.id);
@@ -74,6 +77,11 @@ export class HashWorker {
     this.inFlight += bytes;
     if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));
     if (this.failure) throw this.failure;
+  }
+
+  /** Starts digest `to` as a copy of `from` as fed so far: a hash of A + B without hashing A twice. */
+  fork(from: string, to: string): void {
+    this.worker.postMessage({ op: 'fork', from, to });
   }
 
   /** The hex digest of everything fed to `id`; the digest is then forgotten. */

@@ -199,7 +199,9 @@ class VolumeSink extends Writable {
       }
       pending = rest;
     }
-    await this.hasher.give([`v${this.volumes.length}`, 'whole'], batch);
+    // the first volume is hashed once: the whole-payload hash starts as a copy of its state
+    const i = this.volumes.length;
+    await this.hasher.give(i === 0 ? ['v0'] : [`v${i}`, 'whole'], batch);
   }
 
   private async closeVolume(): Promise<void> {
@@ -208,6 +210,7 @@ class VolumeSink extends Writable {
     await this.fh.close();
     this.fh = undefined;
     const i = this.volumes.length;
+    if (i === 0) this.hasher.fork('v0', 'whole');
     this.volumes.push({ name: volumeName(i, 1), size: this.used, sha256: await this.hasher.digest(`v${i}`) });
     this.used = 0;
   }

@@ -11,7 +11,7 @@
  * last, so no file is ever written through one, and every path is checked to stay inside the tree.
  */
 import { randomBytes, createHash } from 'node:crypto';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rmdir, stat, symlink, utimes } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, symlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
@@ -19,7 +19,7 @@ import { ENTRY_PATH_RE, isSourcePath, type IndexRecord } from '../../manifests/i
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar, type ReadEntry } from '../../manifests/tar.js';
-import { fsyncDir, removeTree } from '../fsutil.js';
+import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
 import type { BundleReport } from '../../verifier/verify.js';
 
 export interface RestoreSummary {
@@ -190,10 +190,7 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
 
     // promote: the tree becomes the target in one rename
     await chmod(tree, 0o755);
-    await fsyncDir(tree);
-    if (await stat(target).then(() => true, () => false)) await rmdir(target);
-    await rename(tree, target);
-    await fsyncDir(parent);
+    await promoteTree(tree, target);
     return summary;
   } catch (e) {
     throw fromSystemError(e, target);

@@ -25,7 +25,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
-import { mkdir, open, rename, rmdir, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
@@ -34,7 +34,7 @@ import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { fsyncDir, removeTree } from '../fsutil.js';
+import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
@@ -524,10 +524,7 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
     const tree = path.join(dir, 'tree');
     await mkdir(tree, { mode: 0o700 });
     await restoreToFolder(chain, to, tree, until, summary);
-    await fsyncDir(tree);
-    if (await exists(to)) await rmdir(to);
-    await rename(tree, to);
-    await fsyncDir(parent);
+    await promoteTree(tree, to);
     return summary;
   } catch (e) {
     throw fromSystemError(e, to);

@@ -11,13 +11,13 @@
  * (exit 1); every failure, including a missing folder, exits above 125 so PostgreSQL aborts
  * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseWalFileName } from '../sources/postgres/wal.js';
+import { hashFileSync } from '../spool.js';
 
-const CHUNK = 1024 * 1024;
 const SIDECAR_SUFFIX = '.sha256';
 
 export interface FetchOptions {
@@ -75,9 +75,8 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     throw new AirlockError('not-found', `the wal folder ${opts.from} is not a folder`, { hint: 'give --from the folder the bundles were extracted to (…/pg/wal)', cause: e });
   }
   const src = path.join(opts.from, name);
-  let fd: number;
   try {
-    fd = openSync(src, 'r');
+    statSync(src);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
     throw fromSystemError(e, src);
@@ -87,21 +86,11 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
   try {
     const expected = knownSha256(name, src, opts);
     out = openSync(tmp, 'wx', 0o600);
-    const h = createHash('sha256');
-    const buf = Buffer.allocUnsafe(CHUNK);
-    let first = Buffer.alloc(0);
-    let size = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, CHUNK, null);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
-      if (first.length < LONG_PAGE_HEADER_SIZE) first = Buffer.concat([first, chunk.subarray(0, LONG_PAGE_HEADER_SIZE - first.length)]);
-      h.update(chunk);
+    const fd = out;
+    const { sha256, size, first } = hashFileSync(src, LONG_PAGE_HEADER_SIZE, (chunk) => {
       let off = 0;
-      while (off < n) off += writeSync(out, chunk, off, n - off);
-      size += n;
-    }
-    const sha256 = h.digest('hex');
+      while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
+    });
     if (sha256 !== expected) {
       throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
         hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
@@ -122,7 +111,5 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
       // never created
     }
     throw e instanceof AirlockError ? e : fromSystemError(e, target);
-  } finally {
-    closeSync(fd);
   }
 }

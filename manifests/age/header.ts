@@ -25,7 +25,6 @@ export const MAX_STANZAS = 64;
 const X25519_TYPE = 'X25519';
 const X25519_INFO = 'age-encryption.org/v1/X25519';
 const BODY_COLUMNS = 64;
-const MAC_SIZE = 32;
 const TAG_SIZE = 16;
 
 export type AgeFailure = 'no-match' | 'header' | 'hmac' | 'payload';

@@ -74,7 +74,7 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       () => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--state-dir', state, '--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket], { env }),
       () => timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], { env: rcloneEnv }),
     );
-    return [line(`export bucket (${small} small versions, ${large} x 64 MiB)`, r, 'rclone copy --s3-versions', bytes, '>= 0.5x', 'higher', 250)];
+    return [line(`export bucket (${small} small versions, ${large} x 64 MiB)`, r, 'rclone copy --s3-versions', bytes, '>= 1.0x', 'higher', 300)];
   } finally {
     rgw.stop();
   }

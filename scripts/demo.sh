@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The airlock demo: a site exports its configuration and secrets to a "medium" (a folder), an auditor
+# The airlock demo: a site exports its configuration and secrets and a versioned S3 bucket (on a
+# throwaway single-node Ceph radosgw) to a "medium" (a folder), an auditor
 # verifies the media without the key (with airlock-verify and with stock tools), and the recovery
 # site verifies again and restores. Everything happens in a temporary folder removed at the end.
 # Usage: npm run demo        (after bash scripts/setup.sh)
@@ -12,7 +13,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 [ -n "${NO_COLOR:-}" ] && step() { printf '\n== %s\n' "$*"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-demo.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+cleanup() { [ -f "$WORK/rgw/ceph.conf" ] && bash "$ROOT/scripts/rgw.sh" stop "$WORK/rgw" >/dev/null 2>&1; rm -rf "$WORK"; }
+trap cleanup EXIT
 cd "$WORK"
 mkdir -p appliance recovery auditor medium
 
@@ -33,6 +35,24 @@ chmod 600 site/etc/platform/secrets/db.env
 ln -s ../app.conf site/etc/platform/conf.d/active.conf
 find site -printf '%M %p\n' | sort -k2
 
+step "site: a throwaway S3 server (single-node Ceph radosgw on 127.0.0.1) with a versioned bucket"
+EP=$(bash "$ROOT/scripts/rgw.sh" start "$WORK/rgw" | sed -n 's/.*endpoint=\([^ ]*\).*/\1/p')
+echo "S3 endpoint $EP"
+export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
+s3() { # s3 METHOD PATH [BODY-FILE]: one signed request with curl; the response body on stdout
+  local body=${3:-/dev/null}
+  curl -sSf --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -X "$1" \
+    -H "x-amz-content-sha256: $(sha256sum < "$body" | cut -d' ' -f1)" --data-binary "@$body" "$EP/$2"
+}
+s3 PUT records >/dev/null
+printf '<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>' > versioning.xml
+s3 PUT 'records?versioning=' versioning.xml >/dev/null
+echo "run 1: ok" > r1; echo "run 1: ok, run 2: failed" > r2; echo "draft" > d
+for a in 'PUT records/runs/log.txt r1' 'PUT records/runs/log.txt r2' 'PUT records/draft.txt d' 'DELETE records/draft.txt'; do
+  s3 $a >/dev/null
+done
+echo "bucket records: runs/log.txt in 2 versions, draft.txt written then deleted (a delete marker)"
+
 cat > appliance/airlock.conf <<CONF
 site = demo-site
 medium = $WORK/medium
@@ -41,6 +61,8 @@ recipient = $R1
 recipient = $R2
 files = $WORK/site/etc/platform
 state-dir = $WORK/appliance/state
+s3-endpoint = $EP
+bucket = records
 CONF
 
 step "appliance: export bundle 1, change a file, export bundle 2"
@@ -69,4 +91,11 @@ diff -r site/etc/platform "restored$WORK/site/etc/platform" && echo "restored fi
 stat -c '%A %n' "restored$WORK/site/etc/platform/secrets/db.env"
 readlink "restored$WORK/site/etc/platform/conf.d/active.conf"
 
-step "done: the demo folder $WORK is removed"
+step "recovery site: restore the bucket as it was, every version, into a new bucket and into a folder"
+airlock restore objects --from medium --identity recovery/identity.txt --allowed-signers auditor/allowed_signers \
+  --endpoint "$EP" --bucket-map records=records-restored --id-map id-map.jsonl
+s3 GET 'records-restored?versions=' | grep -o '<Key>[^<]*</Key>\|<DeleteMarker>' | tr '\n' ' '; echo
+airlock restore objects --from medium --identity recovery/identity.txt --allowed-signers auditor/allowed_signers --to restored-objects
+find restored-objects -type f ! -name '.airlock-keys.jsonl' | sort | while read -r f; do echo "$f: $(cat "$f")"; done
+
+step "done: the S3 server is stopped and the demo folder $WORK removed"

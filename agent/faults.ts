@@ -1,12 +1,17 @@
 /*
  * Named fault points. Tests set AIRLOCK_FAULT to a point's name, or to `seed:N` which picks point
- * N mod (number of points) from the list below, and the process kills itself with SIGKILL when it
+ * N mod (number of points) from the export's list below, and the process kills itself with SIGKILL when it
  * gets there, as a power cut would: no finally blocks, no cleanup. Production runs never set it.
  */
 
-/** Every fault point, in the order an export reaches them. */
+/** Every fault point of an export, in the order it reaches them; `seed:N` picks among these. */
 export const FAULT_POINTS = ['export:after-intent', 'writer:after-volumes', 'writer:before-rename', 'writer:after-rename', 'export:before-commit'] as const;
-export type FaultPoint = (typeof FAULT_POINTS)[number];
+/** A bucket restore, after a version was written and before its journal line. */
+export const RESTORE_FAULT_POINTS = ['restore:after-write'] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number] | (typeof RESTORE_FAULT_POINTS)[number];
+
+/** AIRLOCK_FAULT_SKIP=N lets a point pass N times before it fires (to stop a restore halfway). */
+let passes = 0;
 
 function chosen(spec: string): string {
   const m = /^seed:(\d+)$/.exec(spec);
@@ -16,7 +21,7 @@ function chosen(spec: string): string {
 /** Kills the process at the named point when the environment asks for it. */
 export function faultPoint(name: FaultPoint): void {
   const spec = process.env.AIRLOCK_FAULT;
-  if (spec && chosen(spec) === name) {
+  if (spec && chosen(spec) === name && passes++ >= Number(process.env.AIRLOCK_FAULT_SKIP ?? 0)) {
     process.stderr.write(`airlock: fault point ${name} reached, killing myself\n`);
     process.kill(process.pid, 'SIGKILL');
   }

@@ -25,7 +25,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
-import { mkdir, open, rename, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
@@ -34,6 +34,7 @@ import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
+import { faultPoint } from '../faults.js';
 import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
@@ -274,8 +275,11 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
   }
 }
 
-/** Checks and prepares the destination buckets; throws `target-exists` for one that holds anything. */
-async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
+/**
+ * Checks and prepares the destination buckets; throws `target-exists` for one that holds anything,
+ * unless `resuming` (an interrupted restore's journal says what it already wrote there).
+ */
+async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], resuming: boolean, signal?: AbortSignal): Promise<void> {
   const sig = signal ? { signal } : {};
   for (const p of plans) {
     const head = await client.request({ method: 'HEAD', bucket: p.dest, accept: [404], ...sig });
@@ -284,7 +288,7 @@ async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], si
       await client.call({ method: 'PUT', bucket: p.dest, headers: p.lock ? { 'x-amz-bucket-object-lock-enabled': 'true' } : {}, ...sig });
     } else {
       const list = await client.xml({ method: 'GET', bucket: p.dest, query: [['versions', ''], ['max-keys', '1']], ...sig });
-      if (list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
+      if (!resuming && list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
         throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
       }
     }
@@ -309,6 +313,41 @@ async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], sig
     if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await put('object-lock', p.source.objectLock);
     if (typeof p.source.lifecycle === 'string') await put('lifecycle', p.source.lifecycle);
   }
+}
+
+const journalKey = (bucket: string, key: string, sourceVersionId: string) => JSON.stringify([bucket, key, sourceVersionId]);
+const unquote = (etag: unknown) => (typeof etag === 'string' ? etag.replace(/^"|"$/g, '') : undefined);
+
+/** The versions an interrupted restore journaled, or undefined when there is no journal. */
+async function readJournal(file: string): Promise<Set<string> | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw fromSystemError(e, file);
+  }
+  const done = new Set<string>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    try {
+      const m = JSON.parse(line) as { bucket: string; key: string; sourceVersionId: string };
+      done.add(journalKey(m.bucket, m.key, m.sourceVersionId));
+    } catch {
+      // the last line of a killed run may be cut short: that version is checked in the bucket instead
+    }
+  }
+  return done;
+}
+
+/** The newest version (or delete marker) of exactly `key` in `bucket`, if any. */
+async function newestVersion(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<{ versionId: string; deleteMarker: boolean; etag?: string; size?: number } | undefined> {
+  const list = await client.xml({ method: 'GET', bucket, query: [['versions', ''], ['prefix', key], ['max-keys', '1']], ...(signal ? { signal } : {}) });
+  const first = list.children.find((c) => c.name === 'Version' || c.name === 'DeleteMarker');
+  if (!first || textOf(first, 'Key') !== key) return undefined;
+  const etag = unquote(textOf(first, 'ETag'));
+  const size = textOf(first, 'Size');
+  return { versionId: textOf(first, 'VersionId') ?? '', deleteMarker: first.name === 'DeleteMarker', ...(etag ? { etag } : {}), ...(size ? { size: Number(size) } : {}) };
 }
 
 /** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
@@ -354,10 +393,13 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   const dests = [...plans.values()].map((p) => p.dest);
   if (new Set(dests).size !== dests.length) throw new AirlockError('usage', 'two source buckets map to the same destination', { hint: 'give each source bucket its own destination in --bucket-map' });
   summary.buckets = plans.size;
-  await prepareBuckets(client, [...plans.values()], signal);
-
+  // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
-  const out = createWriteStream(partial, { flags: 'wx', mode: 0o644 });
+  const journal = await readJournal(partial);
+  if (journal) process.stderr.write(`airlock: resuming an interrupted restore: ${journal.size} version(s) already written\n`);
+  await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
+
+  const out = createWriteStream(partial, { flags: journal ? 'a' : 'wx', mode: 0o644 });
   const outDone = new Promise<void>((resolve, reject) => {
     out.on('error', reject);
     out.on('close', resolve);
@@ -370,13 +412,27 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
       // oldest first; the index lists a key's history newest first
+      let checkedNewest = journal === undefined;
       for (const r of [...group].reverse()) {
         if (at(r) > until) continue;
         const key = str(r, 'key');
         const sourceVersionId = str(r, 'versionId');
+        if (journal?.has(journalKey(str(plan.source, 'bucket'), key, sourceVersionId))) continue;
+        if (!checkedNewest) {
+          // a write can have landed without its journal line (killed in between): the key's newest
+          // version in the destination tells, by kind, ETag and size
+          checkedNewest = true;
+          const landed = await newestVersion(client, plan.dest, key, signal);
+          const same = landed && (r.type === 'delete-marker' ? landed.deleteMarker : !landed.deleteMarker && landed.etag === unquote(r.etag) && landed.size === r.size);
+          if (landed && same) {
+            writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: landed.versionId, deleteMarker: landed.deleteMarker, lastModified: r.lastModified, ...(landed.deleteMarker ? {} : { etag: r.etag }) });
+            continue;
+          }
+        }
         if (r.type === 'delete-marker') {
           const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, ...(signal ? { signal } : {}) });
           summary.deleteMarkers++;
+          faultPoint('restore:after-write');
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
         } else {
           const size = r.size as number;
@@ -384,6 +440,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
           summary.versions++;
           summary.bytes += size;
+          faultPoint('restore:after-write');
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
         }
         summary.written++;

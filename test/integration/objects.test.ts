@@ -259,6 +259,46 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.is(readFileSync(path.join(p, 'resurrected'), 'utf8'), 'first life');
 });
 
+test('a bucket restore killed halfway resumes from its journal without duplicating a version', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('resume');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  for (let k = 0; k < 6; k++) {
+    for (let v = 0; v < 3; v++) await c.putObject(bucket, `k${k}/x`, Buffer.from(`key ${k} version ${v}`));
+  }
+  await c.removeObject(bucket, 'k2/x');
+  const src = await listAll(c, bucket);
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const dest = bucketName('resumed');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  const args = ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap];
+  // killed after a version landed and before its journal line: the worst moment
+  const killed = airlock(args, { env: { ...ENV, AIRLOCK_FAULT: 'restore:after-write', AIRLOCK_FAULT_SKIP: '7' } });
+  assert.is(killed.code, 137, killed.stderr);
+  assert.ok(existsSync(`${idMap}.partial`), 'the journal is left');
+  assert.not.ok(existsSync(idMap), 'no finished id map');
+  const partway = (await listAll(c, dest)).length;
+  assert.ok(partway >= 8 && partway < src.length, `${partway} of ${src.length} written before the kill`);
+  const again = airlock(args, { env: ENV });
+  ok(again, 'resumed restore');
+  assert.match(again.stderr, 'resuming an interrupted restore');
+  const back = await listAll(c, dest);
+  assert.is(back.length, src.length, 'no version written twice');
+  const lines = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; sourceVersionId: string; versionId: string; deleteMarker: boolean });
+  assert.is(lines.length, src.length);
+  assert.equal(new Set(lines.map((l) => `${l.key} ${l.sourceVersionId}`)).size, src.length);
+  const destIds = new Set(back.map((b) => b.versionId));
+  for (const l of lines) assert.ok(destIds.has(l.versionId), `${l.key}: mapped to a version the bucket has`);
+  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]), 'same keys and delete markers in the same order');
+  for (let k = 0; k < 6; k++) {
+    if (k === 2) continue;
+    assert.is((await bytesOf(c, dest, `k${k}/x`)).toString(), `key ${k} version 2`);
+  }
+});
+
 test('safe paths: every key shape maps to distinct relative components', () => {
   const all = [...ODD_KEYS, '.', '%', '%25', 'a\u0001b', 'x'.repeat(300), `${'y'.repeat(300)}/z`];
   const seen = new Set<string>();

@@ -19,7 +19,7 @@
  * catalog, no commander), so the catalog is only a type here.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
@@ -59,9 +59,48 @@ function unlinkQuietly(file: string): void {
   }
 }
 
-/** Reads a file once in chunks, hashing it; returns its sha256, size and first bytes. Throws system errors. */
+/** The largest file the spool takes: a WAL segment is at most 1 GiB. */
+const MAX_SPOOL_FILE = 1024 ** 3;
+
+/**
+ * Opens a file for reading without following a symbolic link or blocking on a FIFO, and requires a
+ * regular file: the spool is writable by the database's user, whom the agent does not trust.
+ * Throws `malformed` for anything else, system errors otherwise.
+ */
+export function openRegularSync(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
+    throw new AirlockError('malformed', `${path.basename(file)}: a symbolic link, not a file`, { hint: 'something other than wal-push wrote into the spool; investigate before anything else' });
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new AirlockError('malformed', `${path.basename(file)}: not a regular file`, { hint: 'something other than wal-push wrote into the spool; investigate before anything else' });
+  }
+  return fd;
+}
+
+/** Reads a small regular file as text; throws `malformed` when it is larger than `limit`. */
+export function readSmallSync(file: string, limit: number): string {
+  const fd = openRegularSync(file);
+  try {
+    const buf = Buffer.alloc(limit + 1);
+    const n = readSync(fd, buf, 0, limit + 1, 0);
+    if (n > limit) throw new AirlockError('malformed', `${path.basename(file)}: larger than ${limit} bytes`);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads a regular file once in chunks, hashing it; returns its sha256, size and first bytes.
+ * Throws `malformed` for a non-regular file or one over 1 GiB, system errors otherwise.
+ */
 export function hashFileSync(file: string, firstBytes = 0, sink?: (chunk: Uint8Array) => void): { sha256: string; size: number; first: Buffer } {
-  const fd = openSync(file, 'r');
+  const fd = openRegularSync(file);
   try {
     const h = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
@@ -75,6 +114,7 @@ export function hashFileSync(file: string, firstBytes = 0, sink?: (chunk: Uint8A
       h.update(chunk);
       sink?.(chunk);
       size += n;
+      if (size > MAX_SPOOL_FILE) throw new AirlockError('malformed', `${path.basename(file)}: larger than any WAL file`);
     }
     return { sha256: h.digest('hex'), size, first };
   } finally {
@@ -235,11 +275,19 @@ function confirmSpooled(spool: string, name: string, got: { sha256: string; size
     }
     let sidecarOk = false;
     try {
-      sidecarOk = parseSidecar(name, readFileSync(`${final}${SIDECAR_SUFFIX}`, 'utf8')) === got.sha256;
+      sidecarOk = parseSidecar(name, readSmallSync(`${final}${SIDECAR_SUFFIX}`, 4096)) === got.sha256;
     } catch {
       // missing or damaged: an earlier push died before its sidecar; write it now
     }
     if (!sidecarOk) writeSidecar(spool, name, got.sha256);
+    // an earlier push may have died before its fsyncs: success means durable, so make it so now
+    const fd = openRegularSync(final);
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    fsyncDirSync(spool);
     return { name, sha256: got.sha256, size: got.size, already: true };
   } catch (e) {
     if (e instanceof AirlockError) throw e;
@@ -286,7 +334,7 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
   for (const row of catalog.walFiles()) {
     if (row.kind !== 'history') continue;
     try {
-      histories.set(row.timeline, parseHistory(row.name, readFileSync(row.spooled_path, 'utf8')));
+      histories.set(row.timeline, parseHistory(row.name, readSmallSync(row.spooled_path, MAX_TEXT_FILE)));
     } catch {
       // already pruned from the spool; segments forked from it were checked when it was here
     }
@@ -300,7 +348,7 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
     }
     const file = path.join(spool, name.name);
     try {
-      const expected = parseSidecar(name.name, readFileSync(`${file}${SIDECAR_SUFFIX}`, 'utf8'));
+      const expected = parseSidecar(name.name, readSmallSync(`${file}${SIDECAR_SUFFIX}`, 4096));
       const known = catalog.wal(name.name);
       if (known) {
         if (known.sha256 === expected) {

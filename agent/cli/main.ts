@@ -9,8 +9,16 @@ const [, , command, ...rest] = process.argv;
 const wantsHelp = rest.some((a) => a === '--help' || a === '-h');
 let code: number;
 if ((command === 'wal-push' || command === 'wal-fetch') && !wantsHelp) {
-  const m = command === 'wal-push' ? await import('./wal-push.js') : await import('./wal-fetch.js');
-  code = await m.main(rest);
+  // PostgreSQL reads wal-fetch's exit 1 as "absent, end recovery": a crash must never look like that
+  const crashed = () => process.exit(command === 'wal-fetch' ? 127 : 70);
+  process.on('uncaughtException', crashed);
+  process.on('unhandledRejection', crashed);
+  try {
+    const m = command === 'wal-push' ? await import('./wal-push.js') : await import('./wal-fetch.js');
+    code = await m.main(rest);
+  } catch {
+    code = command === 'wal-fetch' ? 127 : 70;
+  }
 } else {
   code = await (await import('./program.js')).runProgram(process.argv);
 }

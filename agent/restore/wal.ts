@@ -12,7 +12,7 @@
  * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseWalFileName } from '../sources/postgres/wal.js';
@@ -76,10 +76,20 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
   }
   const src = path.join(opts.from, name);
   try {
-    statSync(src);
+    lstatSync(src);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-    throw fromSystemError(e, src);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, src);
+    // absent ends recovery, so only a file nothing vouches for may be absent: one with a sidecar
+    // or a line in --sums was extracted incompletely or deleted, and recovery must stop instead
+    let vouched = false;
+    try {
+      knownSha256(name, src, opts);
+      vouched = true;
+    } catch {
+      // unknown: truly absent
+    }
+    if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
+    return 'absent';
   }
   const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
   let out: number | undefined;

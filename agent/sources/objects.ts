@@ -288,7 +288,8 @@ function checkBytes(bucket: string, v: ListedVersion, etag: string, size: number
 }
 
 async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, small: boolean, signal?: AbortSignal): Promise<Fetched> {
-  const vq: [string, string][] = v.versionId === 'null' ? [] : [['versionId', v.versionId]];
+  // always the listed version, the null one included: without versionId S3 answers with the newest
+  const vq: [string, string][] = [['versionId', v.versionId]];
   const res = await client.request({ method: 'GET', bucket, key: v.key, query: vq, ...(signal ? { signal } : {}) });
   try {
     const h = res.headers;

@@ -4,7 +4,7 @@
  * restore side (wal-fetch) run as the built CLI too.
  */
 import Database from 'better-sqlite3';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -168,6 +168,19 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   assert.match(r.stderr, `airlock: error: ${a}: sha256`);
   assert.match(r.stderr, `airlock: error: ${wrongName}:`);
   assert.equal(walRows(state).map((w) => w.name), [b], 'refused files are not in the catalog');
+
+  // the database's user can write into the spool: a FIFO or a link in it must not hang or mislead ingest
+  const fifo = '0000000100000000000000F2';
+  assert.is(run('mkfifo', [path.join(spool, fifo)]).code, 0);
+  writeFileSync(path.join(spool, `${fifo}.sha256`), `${'0'.repeat(64)}  ${fifo}\n`);
+  const link = '0000000100000000000000F3';
+  symlinkSync('/dev/zero', path.join(spool, link));
+  writeFileSync(path.join(spool, `${link}.sha256`), `${'0'.repeat(64)}  ${link}\n`);
+  const r2 = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json'], { timeout: 60_000 });
+  assert.is(r2.code, 1, r2.stderr);
+  const codes = JSON.parse(r2.stdout).problems.map((p: { message: string }) => p.message).join('\n');
+  assert.match(codes, `${fifo}: not a regular file`);
+  assert.match(codes, link);
 });
 
 test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrupt one, 127 for bad use', () => {
@@ -185,6 +198,12 @@ test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrup
   assert.is(absent.stderr, '', 'an absent file is not an error');
   const absentHistory = airlock(['wal-fetch', '00000002.history', path.join(pgWal, 'X'), '--from', from]);
   assert.is(absentHistory.code, 1);
+  // a sidecar without its file: extracted incompletely, so recovery must stop, not end
+  const vouched = '0000000100000000000000ED';
+  writeFileSync(path.join(from, `${vouched}.sha256`), `${'0'.repeat(64)}  ${vouched}\n`);
+  const missing = airlock(['wal-fetch', vouched, path.join(pgWal, 'X'), '--from', from]);
+  assert.ok(missing.code > 125, `${missing.code}: ${missing.stderr}`);
+  assert.match(missing.stderr, 'its checksum is known but the file is missing');
 
   flipByte(path.join(from, b), 20000);
   const bad = airlock(['wal-fetch', b, path.join(pgWal, 'Y'), '--from', from]);

@@ -155,6 +155,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   const buckets = await bucketsOf(first);
   const targets = buckets.map((r) => ({ bucket: str(r, 'bucket'), prefix: typeof r.prefix === 'string' ? r.prefix : '' }));
   const queue = buckets.map((r) => r.since).filter((x): x is number => typeof x === 'number');
+  const bucketRecords = new Map<number, IndexRecord[]>([[seqOf(bundle), buckets]]);
   while (queue.length > 0) {
     const seq = queue.shift() as number;
     if (staged.has(seq)) continue;
@@ -166,9 +167,23 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
     }
     const st = await stage(b, identities, path.join(dir, `b${seq}`), signal);
     staged.set(seq, st);
-    for (const r of await bucketsOf(st)) {
+    const bs = await bucketsOf(st);
+    bucketRecords.set(seq, bs);
+    for (const r of bs) {
       if (typeof r.since === 'number' && targets.some((t) => t.bucket === r.bucket && t.prefix === r.prefix)) queue.push(r.since);
     }
+  }
+  // each bucket merges only the bundles of its own chain: a bucket exported whole in the newest
+  // bundle must not get back keys from older bundles that were staged for another bucket
+  const chainOf = new Map<string, Set<number>>();
+  for (const r of buckets) {
+    const seqs = chainOf.get(str(r, 'bucket')) ?? new Set<number>([seqOf(bundle)]);
+    let since = r.since;
+    while (typeof since === 'number' && !seqs.has(since)) {
+      seqs.add(since);
+      since = bucketRecords.get(since)?.find((x) => x.bucket === r.bucket && x.prefix === r.prefix)?.since;
+    }
+    chainOf.set(str(r, 'bucket'), seqs);
   }
   const wanted = (r: IndexRecord) => targets.some((t) => t.bucket === r.bucket && typeof r.key === 'string' && r.key.startsWith(t.prefix));
   const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
@@ -184,7 +199,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   // newer bundle's versions are newer (they did not exist when the older bundle listed that key)
   async function* groups(): AsyncGenerator<IndexRecord[]> {
     for (const bucket of [...new Set(targets.map((t) => t.bucket))]) {
-      const iters = newestFirst.map(([, st]) => keyGroups(ofBucket(st, bucket)));
+      const iters = newestFirst.filter(([seq]) => chainOf.get(bucket)?.has(seq)).map(([, st]) => keyGroups(ofBucket(st, bucket)));
       const heads = await Promise.all(iters.map((it) => it.next()));
       for (;;) {
         let min: string | undefined;
@@ -218,6 +233,12 @@ function at(r: IndexRecord): number {
   return Date.parse(str(r, 'lastModified'));
 }
 
+/** Whether a version's object-lock retention date lies in the past. */
+function retentionEnded(r: IndexRecord): boolean {
+  const until = (r.headers as Record<string, unknown> | undefined)?.['x-amz-object-lock-retain-until-date'];
+  return typeof until === 'string' && Date.parse(until) <= Date.now();
+}
+
 /** The object's headers for a PUT, as byte strings. */
 function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   const h: Record<string, string> = {};
@@ -226,6 +247,8 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   for (const [k, v] of Object.entries((r.headers ?? {}) as Record<string, unknown>)) {
     if (typeof v !== 'string') continue;
     if (k.startsWith('x-amz-object-lock-') && !lock) continue;
+    // S3 refuses a retention that already ended; the version is no longer locked anyway
+    if ((k === 'x-amz-object-lock-retain-until-date' || k === 'x-amz-object-lock-mode') && retentionEnded(r)) continue;
     if (k === 'x-amz-server-side-encryption') continue; // the destination decides its own encryption
     h[k] = utf8Header(v);
   }

@@ -232,6 +232,8 @@ export class S3Client {
         throw this.classify(e, r);
       }
       if ((res.status >= 200 && res.status < 300) || r.accept?.includes(res.status)) return res;
+      // the server may answer before it read a streamed body: that file stream must not stay open
+      if (r.body && !Buffer.isBuffer(r.body)) r.body.destroy();
       const text = await readBody(res.body, 1024 * 1024).catch(() => Buffer.alloc(0));
       if (replayable && attempt < RETRIES && (res.status === 500 || res.status === 503)) {
         await sleep(200 * attempt);

@@ -375,8 +375,14 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
   let n = (opts.firstNumber ?? 1) - 1;
 
   for (const t of opts.targets) {
-    const inc = opts.incremental?.(t);
-    yield { kind: 'record', record: await bucketRecord(client, t, inc?.since, signal) };
+    let inc = opts.incremental?.(t);
+    let record = await bucketRecord(client, t, inc?.since, signal);
+    if (inc && record.versioning !== 'Enabled') {
+      // without versioning an overwrite or a delete leaves no trace to carry: export it whole
+      inc = undefined;
+      record = await bucketRecord(client, t, undefined, signal);
+    }
+    yield { kind: 'record', record };
     const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0 };
     const listing = listVersions(client, t.bucket, t.prefix, signal);
     const window: { v: ListedVersion; fetch?: Promise<Fetched> }[] = [];

@@ -128,7 +128,10 @@ export class Catalog {
       throw new AirlockError('incompatible', 'the catalog was written by a newer airlock', { hint: 'use that newer airlock, or another --state-dir' });
     }
     db.transaction(() => {
-      for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
+      for (let v = version; v < MIGRATIONS.length; v++) {
+        // one prepared statement at a time: a migration may hold several, separated by ";" and a line end
+        for (const statement of (MIGRATIONS[v] as string).split(/;\s*\n/)) db.prepare(statement).run();
+      }
       db.pragma(`user_version = ${MIGRATIONS.length}`);
     })();
     return new Catalog(db);

@@ -46,7 +46,7 @@ export type Config = Map<string, string[]>;
 
 /** Parses `1G`, `650M`, `64K`, `1GiB` or a plain byte count. */
 export function parseSize(v: string): number | undefined {
-  const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(v.trim());
+  const m = v.trim().match(/^(\d+)\s*([KMGT]?)(i?B)?$/i);
   if (!m) return undefined;
   const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[(m[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
   const n = Number(m[1]) * mult;
@@ -60,7 +60,7 @@ export function parseConfig(text: string, file: string): Config {
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/(^|\s)#.*$/, '').trim();
     if (line === '') return;
-    const m = /^([a-z][a-z0-9-]*)\s*=\s*(.*)$/.exec(line);
+    const m = line.match(/^([a-z][a-z0-9-]*)\s*=\s*(.*)$/);
     const where = `${file}:${i + 1}`;
     if (!m) {
       problems.push(`${where}: not "key = value"`);

@@ -37,7 +37,7 @@ export function sidecarText(name: string, sha256: string): string {
 
 /** Parses a sidecar for `name`; throws `malformed` naming the sidecar when it is not one line for that name. */
 export function parseSidecar(name: string, text: string): string {
-  const m = /^([0-9a-f]{64})  (\S+)\n$/.exec(text);
+  const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
   if (!m || m[2] !== name) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
   return m[1] as string;
 }

@@ -48,7 +48,7 @@ export function parseSumLines(bytes: Uint8Array, what: string, nameRe: RegExp, s
   const rows = text.split('\n');
   rows.pop();
   rows.forEach((row, i) => {
-    const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(row);
+    const m = row.match(/^([0-9a-f]{64}) {2}(.+)$/);
     const line = `${what} line ${i + 1}`;
     if (!m || row.includes('\r')) throw new AirlockError('malformed', `${line}: not "<sha256>  <name>" with LF line ends`);
     const [, sha256, name] = m as unknown as [string, string, string];

@@ -559,7 +559,7 @@ function paxSize(value: string, at: number): number {
 }
 
 function paxMtime(value: string, at: number): number {
-  const m = /^(-?)([0-9]{1,16})(\.[0-9]*)?$/.exec(value);
+  const m = value.match(/^(-?)([0-9]{1,16})(\.[0-9]*)?$/);
   const whole = m === null ? NaN : Number(m[2]);
   if (m === null || !Number.isSafeInteger(whole)) throw malformed(at, `bad pax mtime ${JSON.stringify(value)}`);
   if (m[1] === '') return whole;

@@ -34,7 +34,7 @@ interface RestoreObjectsFlags {
 export function parseBucketMap(pairs: readonly string[]): Map<string, string> {
   const map = new Map<string, string>();
   for (const p of pairs) {
-    const m = /^([^=]+)=([^=]+)$/.exec(p);
+    const m = p.match(/^([^=]+)=([^=]+)$/);
     const [src, dst] = m ? [m[1] as string, m[2] as string] : ['', ''];
     if (!m || !BUCKET_RE.test(src) || !BUCKET_RE.test(dst)) throw new AirlockError('usage', `--bucket-map ${JSON.stringify(p)}: not SOURCE=DESTINATION bucket names`, { hint: 'give --bucket-map records=records-restored' });
     if (map.has(src)) throw new AirlockError('usage', `--bucket-map names ${src} twice`);

@@ -36,7 +36,7 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
-    const m = /^([0-9a-f]{64})  (\S+)\n$/.exec(text);
+    const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
     if (!m || m[2] !== name) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
     return m[1] as string;
   }
@@ -50,7 +50,7 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     const base = path.dirname(path.resolve(opts.sums));
     const want = path.resolve(src);
     for (const line of sums.split('\n')) {
-      const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+      const m = line.match(/^([0-9a-f]{64}) [ *](.+)$/);
       if (m && path.resolve(base, m[2] as string) === want) return m[1] as string;
     }
   }

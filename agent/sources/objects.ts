@@ -283,7 +283,7 @@ function checkBytes(bucket: string, v: ListedVersion, etag: string, size: number
       ? new AirlockError('source-changed', `${bucket}/${v.key}: ${why}; the object changed while it was exported`, { hint: 'run the export again when the bucket is quiet, or enable versioning on it' })
       : new AirlockError('source-corrupt', `${bucket}/${v.key} version ${v.versionId}: ${why}`, { hint: 'the S3 server returned other bytes than it stores; check the server, nothing was written' });
   if (size !== v.size) throw fail(`read ${size} bytes, the listing says ${String(v.size)}`);
-  const m = SINGLE_PART_ETAG.exec(etag);
+  const m = etag.match(SINGLE_PART_ETAG);
   if (m && m[1] !== md5) throw fail(`the bytes hash to md5 ${md5}, the ETag is ${etag}`);
 }
 

@@ -134,7 +134,7 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
       const [type, ...rest] = args;
       stanzas.push({ type: type!, args: rest, body });
     } else if (line.startsWith('---')) {
-      const m = /^--- ([A-Za-z0-9+/]{43})$/.exec(line);
+      const m = line.match(/^--- ([A-Za-z0-9+/]{43})$/);
       const mac = m ? decodeBase64(m[1]!) : undefined;
       if (mac === undefined) throw headerError('the MAC line is not "--- " and a canonical base64 32-byte MAC');
       return { stanzas, macInput: Buffer.from(b.subarray(0, lineStart + 3)), mac, length: pos };

@@ -6,6 +6,7 @@
  * that would reveal contents (no plaintext hashes except the salted inner manifest's, no names).
  * `assertManifest` collects every bad field into one error, so a broken manifest is described whole.
  */
+import { coverageProblems, type Coverage } from './coverage.js';
 import { AirlockError } from './errors.js';
 
 export const FORMAT = 'airlock-bundle';
@@ -76,6 +77,8 @@ export interface Manifest {
   payload: Payload;
   inner: Inner;
   contents: Contents;
+  /** what the bundle claims about the databases it carries (coverage.ts); absent without PostgreSQL */
+  coverage?: Coverage;
 }
 
 /** The folder name of a bundle: `<site>-<seq as 8 digits>`. */
@@ -124,7 +127,7 @@ function str(v: unknown, where: string, p: Problems, re: RegExp, what: string): 
  */
 export function assertManifest(v: unknown): asserts v is Manifest {
   const p: Problems = [];
-  const m = obj(v, 'manifest', p, ['format', 'version', 'site', 'seq', 'created', 'tool', 'signer', 'recipients', 'payload', 'inner', 'contents'], ['prev']);
+  const m = obj(v, 'manifest', p, ['format', 'version', 'site', 'seq', 'created', 'tool', 'signer', 'recipients', 'payload', 'inner', 'contents'], ['prev', 'coverage']);
   if (m) {
     if (m.format !== FORMAT) p.push(`format: must be "${FORMAT}"`);
     if (m.version !== FORMAT_VERSION) p.push(`version: this tool reads version ${FORMAT_VERSION}`);
@@ -154,6 +157,7 @@ export function assertManifest(v: unknown): asserts v is Manifest {
       int(c.metadata, 'contents.metadata', p, 0);
       int(c.bytes, 'contents.bytes', p, 0);
     }
+    if (m.coverage !== undefined) p.push(...coverageProblems(m.coverage));
   }
   if (p.length > 0) throw new AirlockError('malformed', `manifest.json: ${p.join('; ')}`);
 }

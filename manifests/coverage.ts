@@ -1,0 +1,153 @@
+/*
+ * PostgreSQL coverage: what a bundle claims about the database it carries, in the cleartext
+ * manifest (SPEC.md, "Coverage"), so an auditor without the key can check WAL continuity across a
+ * media set and see to which times the set restores.
+ *
+ * A WAL range names its first and last segment files; the range is contiguous (every segment
+ * between them is in the bundle). Across the bundles of a site, the ranges of each timeline must
+ * join up from the oldest base backup onwards; a gap is `wal-gap`, a timeline whose history file is
+ * in no bundle is `timeline-break`. LSNs are strings ("0/3000028"), system identifiers decimal
+ * strings, so no 64-bit value passes through a JSON number.
+ */
+export interface WalRange {
+  timeline: number;
+  /** the first segment file name, 24 hex digits */
+  first: string;
+  /** the last segment file name; the range holds every segment from first to last */
+  last: string;
+}
+
+export interface TimelineSwitch {
+  /** the timeline that began */
+  timeline: number;
+  /** the timeline it branched from */
+  parent: number;
+  /** where the parent's WAL stops and the new timeline starts */
+  switchLsn: string;
+}
+
+export interface BaseBackupCoverage {
+  timeline: number;
+  startLsn: string;
+  stopLsn: string;
+  startTime: string;
+  stopTime: string;
+}
+
+export interface RestorePoint {
+  name: string;
+  lsn: string;
+  time: string;
+  timeline: number;
+}
+
+export interface PostgresCoverage {
+  /** pg_control's database system identifier, decimal */
+  systemIdentifier: string;
+  /** the server's major version, e.g. 15 */
+  major: number;
+  /** wal_segment_size in bytes */
+  segmentSize: number;
+  dataChecksums: boolean;
+  /** the timeline the server was on at export */
+  timeline: number;
+  /** the WAL segments in the bundle, as contiguous runs, sorted by timeline then name */
+  wal: WalRange[];
+  /** the timeline history carried by the bundle's .history files */
+  timelines: TimelineSwitch[];
+  /** present when the bundle holds a physical base backup */
+  base?: BaseBackupCoverage;
+  /** logical dumps in the bundle (databases, plus one for the globals) */
+  dumps: number;
+  /** the restore point the export created and sealed with a WAL switch */
+  restorePoint?: RestorePoint;
+}
+
+export interface Coverage {
+  postgres?: PostgresCoverage;
+}
+
+const SEGMENT_RE = /^[0-9A-F]{24}$/;
+const LSN_RE = /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/;
+const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
+const SYSID_RE = /^[1-9][0-9]{0,19}$/;
+
+type Problems = string[];
+
+function fields(v: unknown, where: string, p: Problems, keys: readonly string[], optional: readonly string[] = []): Record<string, unknown> | undefined {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    p.push(`${where}: not an object`);
+    return undefined;
+  }
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!keys.includes(k) && !optional.includes(k)) p.push(`${where}.${k}: unknown field`);
+  for (const k of keys) if (!(k in o)) p.push(`${where}.${k}: missing`);
+  return o;
+}
+
+const isTimeline = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= 0xffffffff;
+
+function check(ok: boolean, p: Problems, where: string, what: string): void {
+  if (!ok) p.push(`${where}: must be ${what}`);
+}
+
+const matches = (v: unknown, re: RegExp) => typeof v === 'string' && re.test(v);
+
+/** Lists every problem of a `coverage` section (an empty list when it is well-formed). */
+export function coverageProblems(v: unknown): string[] {
+  const p: Problems = [];
+  const c = fields(v, 'coverage', p, [], ['postgres']);
+  if (!c || c.postgres === undefined) return p;
+  const where = 'coverage.postgres';
+  const pg = fields(c.postgres, where, p, ['systemIdentifier', 'major', 'segmentSize', 'dataChecksums', 'timeline', 'wal', 'timelines', 'dumps'], ['base', 'restorePoint']);
+  if (!pg) return p;
+  check(matches(pg.systemIdentifier, SYSID_RE), p, `${where}.systemIdentifier`, 'a decimal string');
+  check(typeof pg.major === 'number' && Number.isSafeInteger(pg.major) && pg.major >= 9 && pg.major < 1000, p, `${where}.major`, 'a major version');
+  const seg = pg.segmentSize;
+  check(typeof seg === 'number' && Number.isSafeInteger(seg) && seg >= 1 << 20 && seg <= 1 << 30 && (seg & (seg - 1)) === 0, p, `${where}.segmentSize`, 'a power of two from 1 MiB to 1 GiB');
+  check(typeof pg.dataChecksums === 'boolean', p, `${where}.dataChecksums`, 'true or false');
+  check(isTimeline(pg.timeline), p, `${where}.timeline`, 'a timeline id');
+  check(typeof pg.dumps === 'number' && Number.isSafeInteger(pg.dumps) && pg.dumps >= 0, p, `${where}.dumps`, 'a count');
+  if (!Array.isArray(pg.wal)) p.push(`${where}.wal: must be a list`);
+  else {
+    pg.wal.forEach((r, i) => {
+      const w = `${where}.wal[${i}]`;
+      const o = fields(r, w, p, ['timeline', 'first', 'last']);
+      if (!o) return;
+      check(isTimeline(o.timeline), p, `${w}.timeline`, 'a timeline id');
+      check(matches(o.first, SEGMENT_RE) && matches(o.last, SEGMENT_RE), p, `${w}.first/last`, 'WAL segment file names');
+      if (typeof o.first === 'string' && typeof o.last === 'string' && o.first > o.last) p.push(`${w}: first is after last`);
+      if (typeof o.first === 'string' && isTimeline(o.timeline) && parseInt(o.first.slice(0, 8), 16) !== o.timeline) p.push(`${w}.first: not on timeline ${String(o.timeline)}`);
+    });
+  }
+  if (!Array.isArray(pg.timelines)) p.push(`${where}.timelines: must be a list`);
+  else {
+    pg.timelines.forEach((t, i) => {
+      const w = `${where}.timelines[${i}]`;
+      const o = fields(t, w, p, ['timeline', 'parent', 'switchLsn']);
+      if (!o) return;
+      check(isTimeline(o.timeline) && isTimeline(o.parent) && (o.parent as number) < (o.timeline as number), p, `${w}.timeline/parent`, 'timeline ids, the parent lower');
+      check(matches(o.switchLsn, LSN_RE), p, `${w}.switchLsn`, 'an LSN like 0/3000028');
+    });
+  }
+  if (pg.base !== undefined) {
+    const w = `${where}.base`;
+    const b = fields(pg.base, w, p, ['timeline', 'startLsn', 'stopLsn', 'startTime', 'stopTime']);
+    if (b) {
+      check(isTimeline(b.timeline), p, `${w}.timeline`, 'a timeline id');
+      check(matches(b.startLsn, LSN_RE) && matches(b.stopLsn, LSN_RE), p, `${w}.startLsn/stopLsn`, 'LSNs');
+      check(matches(b.startTime, TIME_RE) && matches(b.stopTime, TIME_RE), p, `${w}.startTime/stopTime`, 'UTC times');
+    }
+  }
+  if (pg.restorePoint !== undefined) {
+    const w = `${where}.restorePoint`;
+    const r = fields(pg.restorePoint, w, p, ['name', 'lsn', 'time', 'timeline']);
+    if (r) {
+      check(matches(r.name, /^[ -~]{1,63}$/), p, `${w}.name`, 'printable ASCII of at most 63 characters');
+      check(matches(r.lsn, LSN_RE), p, `${w}.lsn`, 'an LSN');
+      check(matches(r.time, TIME_RE), p, `${w}.time`, 'a UTC time');
+      check(isTimeline(r.timeline), p, `${w}.timeline`, 'a timeline id');
+    }
+  }
+  return p;
+}

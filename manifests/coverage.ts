@@ -151,3 +151,18 @@ export function coverageProblems(v: unknown): string[] {
   }
   return p;
 }
+
+/**
+ * A span of time to which a media set can restore one site's database: from the end of a base
+ * backup (the earliest consistent point) to the last WAL the set holds without a gap after it.
+ */
+export interface RecoveryWindow {
+  timeline: number;
+  /** the bundle holding the base backup the window starts from */
+  baseSeq: number;
+  /** the newest bundle whose WAL the window reaches */
+  lastSeq: number;
+  from: { lsn: string; time: string };
+  /** `time` is the newest restore point's time in the window, or absent when none is known */
+  to: { lsn: string; time?: string; segment: string };
+}

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { parseHeader } from '../manifests/age/header.js';
 import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
 import { parseCanonical } from '../manifests/canonical.js';
+import type { RecoveryWindow } from '../manifests/coverage.js';
 import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
@@ -43,6 +44,8 @@ export const RESULTS = [
   'unsafe-entry',
   'malformed',
   'decrypt-failed',
+  'wal-gap',
+  'timeline-break',
 ] as const;
 export type Result = (typeof RESULTS)[number];
 
@@ -80,7 +83,7 @@ export interface Report {
   bundles: BundleReport[];
   /** findings that concern no single bundle's files: chain, partial folders, empty paths */
   findings: Finding[];
-  sites: { site: string; first: number; newest: SiteState; bundles: number }[];
+  sites: { site: string; first: number; newest: SiteState; bundles: number; windows?: RecoveryWindow[] }[];
   ok: boolean;
 }
 

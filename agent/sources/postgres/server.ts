@@ -111,7 +111,7 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
     await query(
       conn,
       `SELECT current_setting('server_version_num'), version(), (SELECT system_identifier FROM pg_control_system()),
-              current_setting('wal_segment_size'), current_setting('data_checksums'),
+              (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), current_setting('data_checksums'),
               ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,
               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
               CASE WHEN pg_has_role('pg_read_all_settings', 'member') THEN current_setting('data_directory') END,

@@ -3,6 +3,7 @@
  * backup plus WAL, recovered by the server through wal-fetch), or a logical dump through pg_restore.
  */
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
@@ -35,6 +36,7 @@ interface RestorePgFlags {
   database?: string;
   site?: string;
   seq?: string;
+  staging?: string;
   json?: boolean;
 }
 
@@ -67,7 +69,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.dirname(path.resolve(flags.identity)), signal));
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal));
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
@@ -127,6 +129,7 @@ export function register(program: Command): void {
     .option('--dump', 'restore a logical dump instead: needs --dbname and --database')
     .option('--dbname <conninfo>', 'with --dump: the database to restore into (it must exist)')
     .option('--database <name>', 'with --dump: the dumped database to restore')
+    .option('--staging <dir>', 'with --dump: where the decrypted dump waits for pg_restore (default the temp folder)')
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--seq <n>', 'with --dump: the bundle to take the dump from (default the newest with dumps)')
     .option('--json', 'print the result as JSON')

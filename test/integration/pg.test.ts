@@ -152,4 +152,25 @@ test('a target time needs an offset, and one after the newest data is refused un
   assert.match(future.stderr, 'after the newest data');
 });
 
+test('logical dumps: every database and the globals; one restores into a fresh database with equal rows', () => {
+  psql('DROP DATABASE IF EXISTS shop');
+  psql('CREATE DATABASE shop');
+  psql("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric); INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 5000) g; CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT repeat('n', g % 50) FROM generate_series(1, 700) g", { db: 'shop' });
+  const b = exportPg(['--pg-dump']);
+  const pg = b.manifest.coverage?.postgres;
+  assert.ok(pg && !pg.base);
+  assert.ok(pg.dumps >= 3, `dumps of postgres, shop and the globals: ${pg.dumps}`);
+  psql('DROP DATABASE IF EXISTS shop_restored');
+  psql('CREATE DATABASE shop_restored');
+  const c = cluster();
+  const r = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'shop', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`, '--json']);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(JSON.parse(r.stdout).seq, b.manifest.seq);
+  const sums = (db: string) => ['items', 'notes'].map((t) => psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${t} x`, { db })).join('; ');
+  assert.is(sums('shop_restored'), sums('shop'));
+  const missing = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'nosuchdb', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`]);
+  assert.is(missing.code, 3, missing.stderr);
+  assert.match(missing.stderr, 'no dump of database');
+});
+
 test.run();

@@ -4,11 +4,13 @@
  * cleartext manifests, and point-in-time restores into fresh clusters.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
+import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
+import { resignManifest } from '../resign.js';
 import { airlock, airlockVerify, makeKeys, tmp, type Keys } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, psql, stopServer, type Server } from '../pg.js';
 
@@ -171,6 +173,35 @@ test('logical dumps: every database and the globals; one restores into a fresh d
   const missing = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'nosuchdb', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`]);
   assert.is(missing.code, 3, missing.stderr);
   assert.match(missing.stderr, 'no dump of database');
+});
+
+test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, and restore refuses', () => {
+  const copy = tmp('airlock-medium-');
+  cpSync(medium, copy, { recursive: true });
+  const site = path.join(copy, k().site);
+  // the first WAL-only bundle loses its first segment from its claims: only continuity can tell
+  const victim = readdirSync(site).sort().map((n) => path.join(site, n)).find((d) => {
+    const pg = (JSON.parse(readFileSync(path.join(d, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;
+    return pg !== undefined && pg.base === undefined && pg.wal.length > 0;
+  }) as string;
+  let dropped = '';
+  resignManifest(victim, k().signingKey, (m) => {
+    const pg = m.coverage?.postgres as NonNullable<NonNullable<Manifest['coverage']>['postgres']>;
+    const r = pg.wal[0] as { timeline: number; first: string; last: string };
+    dropped = r.first;
+    const n = parseWalFileName(r.first) as { name: string; log: number; seg: number };
+    const next = segmentName(r.timeline, segmentNumber(n, pg.segmentSize) + 1n, pg.segmentSize);
+    pg.wal = r.first === r.last ? pg.wal.slice(1) : [{ ...r, first: next }, ...pg.wal.slice(1)];
+  });
+  const v = airlockVerify(['--allowed-signers', k().allowedSigners, copy]);
+  assert.is(v.code, 1, v.stdout + v.stderr);
+  assert.match(v.stdout, `wal-gap: `);
+  assert.match(v.stdout, dropped);
+  const clean = airlockVerify(['--allowed-signers', k().allowedSigners, medium]);
+  assert.is(clean.code, 0, clean.stdout);
+  const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', path.join(tmp(), 'data'), '--latest']);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, 'wal-gap');
 });
 
 test.run();

@@ -232,4 +232,21 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
   assert.equal(readdirSync(path.join(media, k().site)).filter((n) => n.endsWith('.partial')), [], 'no partial folder left after the next export');
 });
 
+test('airlock check: the test cluster passes; a long archive_timeout and a missing spool are problems', () => {
+  const c = cluster();
+  const ok = airlock(['check', '--pg', conninfo(), '--wal-spool', c.spool, '--json']);
+  assert.is(ok.code, 0, ok.stdout + ok.stderr);
+  const checks = (JSON.parse(ok.stdout) as { checks: { check: string; result: string }[] }).checks;
+  for (const name of ['wal_level', 'archive_mode', 'archive_command', 'archive_timeout', 'tool: pg_dump', 'spool']) {
+    assert.is(checks.find((x) => x.check === name)?.result, 'ok', name);
+  }
+  const strict = airlock(['check', '--pg', conninfo(), '--wal-spool', path.join(tmp(), 'nope'), '--max-archive-timeout', '5']);
+  assert.is(strict.code, 1, strict.stdout);
+  assert.match(strict.stdout, 'problem: archive_timeout: archive_timeout = 10 s: set at most 5 s');
+  assert.match(strict.stdout, 'problem: spool');
+  const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);
+  assert.is(down.code, 1);
+  assert.match(down.stdout, 'problem: connection');
+});
+
 test.run();

@@ -40,6 +40,11 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   's3-endpoint': { list: false, check: (v) => (/^https?:\/\/[^/?#@\s]+\/?$/.test(v) ? undefined : 'not an http(s)://host:port URL') },
   bucket: { list: true },
   's3-credentials': { list: false },
+  pg: { list: false },
+  'pg-base': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
+  'pg-dump': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
+  'pg-bin': { list: false },
+  'wal-timeout': { list: false, check: (v) => (/^\d+$/.test(v) && Number(v) > 0 ? undefined : 'not a number of seconds') },
 };
 
 export type Config = Map<string, string[]>;

@@ -166,3 +166,68 @@ export interface RecoveryWindow {
   /** `time` is the newest restore point's time in the window, or absent when none is known */
   to: { lsn: string; time?: string; segment: string };
 }
+
+const hex8 = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
+
+/** A WAL location "X/Y" as a number. The caller checked the form (LSN_RE). */
+export function lsnValue(lsn: string): bigint {
+  const [hi = '0', lo = '0'] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+export function formatLsnValue(v: bigint): string {
+  return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffff_ffffn).toString(16).toUpperCase()}`;
+}
+
+/** The segment number of a 24-digit segment file name. */
+export function segmentNo(name: string, segmentSize: number): bigint {
+  const per = 0x1_0000_0000n / BigInt(segmentSize);
+  return BigInt(`0x${name.slice(8, 16)}`) * per + BigInt(`0x${name.slice(16, 24)}`);
+}
+
+/** The file name of segment `segno` on `timeline`. */
+export function segmentFileName(timeline: number, segno: bigint, segmentSize: number): string {
+  const per = 0x1_0000_0000n / BigInt(segmentSize);
+  return `${hex8(timeline)}${hex8(segno / per)}${hex8(segno % per)}`;
+}
+
+/** Contiguous runs of segment file names, per timeline, sorted; names that are not segments are left out. */
+export function walRanges(names: Iterable<string>, segmentSize: number): WalRange[] {
+  const ranges: WalRange[] = [];
+  let open: (WalRange & { next: bigint }) | undefined;
+  for (const name of [...names].filter((n) => SEGMENT_RE.test(n)).sort()) {
+    const timeline = parseInt(name.slice(0, 8), 16);
+    const segno = segmentNo(name, segmentSize);
+    if (open && open.timeline === timeline && open.next === segno) {
+      open.last = name;
+      open.next = segno + 1n;
+      continue;
+    }
+    if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
+    open = { timeline, first: name, last: name, next: segno + 1n };
+  }
+  if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
+  return ranges;
+}
+
+/**
+ * With the key: does the manifest's coverage say what the index holds? The WAL ranges must be the
+ * segments of the `pg-wal` records, a base backup claimed iff the payload has one, the dump and
+ * timeline counts equal. Returns one message per disagreement.
+ */
+export function coverageAgainstIndex(coverage: Coverage | undefined, records: readonly { type: string; [k: string]: unknown }[]): string[] {
+  const pg = coverage?.postgres;
+  const wal = records.filter((r) => r.type === 'pg-wal');
+  const has = (type: string) => records.some((r) => r.type === type);
+  if (!pg) return wal.length > 0 || has('pg-base-end') || has('pg-dump-end') ? ['the payload holds PostgreSQL data that coverage does not declare'] : [];
+  const out: string[] = [];
+  const segments = wal.filter((r) => r.kind === 'segment' && typeof r.name === 'string').map((r) => r.name as string);
+  const key = (rs: readonly WalRange[]) => rs.map((r) => `${r.timeline}:${r.first}-${r.last}`).join(',');
+  if (key(walRanges(segments, pg.segmentSize)) !== key(pg.wal)) out.push(`coverage.postgres.wal does not list the WAL segments the payload holds (${segments.length})`);
+  if ((pg.base !== undefined) !== has('pg-base-end')) out.push(`coverage.postgres.base says ${pg.base ? 'a base backup' : 'none'}, the payload holds ${has('pg-base-end') ? 'one' : 'none'}`);
+  const dumps = records.filter((r) => r.type === 'pg-dump-end' || r.type === 'pg-globals-end').length;
+  if (dumps !== pg.dumps) out.push(`coverage.postgres.dumps is ${pg.dumps}, the payload holds ${dumps}`);
+  const histories = wal.filter((r) => r.kind === 'history').length;
+  if (histories !== pg.timelines.length) out.push(`coverage.postgres.timelines lists ${pg.timelines.length} switch(es), the payload holds ${histories} history file(s)`);
+  return out;
+}

@@ -177,7 +177,7 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.usage, 'usage error: unknown option, missing argument, invalid config'],
   [EXIT.input, 'an input is missing or unreadable: key, allowed_signers, bundle, file, bucket'],
   [EXIT.conflict, 'refused by state: target not empty, seq conflict, lock held, lost state'],
-  [EXIT.source, 'a source or S3 server failed (file changed or unreadable, a child tool failed, S3 unreachable or refusing)'],
+  [EXIT.source, 'a source failed (file changed or unreadable, a child tool failed, PostgreSQL refused or its WAL did not arrive, S3 unreachable or refusing)'],
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
   [EXIT.interrupted, 'interrupted (SIGINT or SIGTERM); partial output was removed'],

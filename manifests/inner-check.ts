@@ -6,6 +6,7 @@
  * restore uses the same checker and refuses to promote anything when the list is not empty.
  */
 import { createHash } from 'node:crypto';
+import { coverageAgainstIndex } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
 import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, SALT, SALT_SIZE, checkSources, parseIndexLine, parseInnerManifest, type BundleRecord, type IndexRecord } from './inner.js';
@@ -183,5 +184,6 @@ export async function checkInner(
   if (indexSeen && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
     add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
+  if (indexSeen) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
   return problems;
 }

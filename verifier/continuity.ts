@@ -8,33 +8,12 @@
  * is `timeline-break`: recovery could not follow it. Each base backup then gives a recovery window:
  * from its stop location to the last segment reached without a hole, following timeline switches.
  */
-import type { PostgresCoverage, RecoveryWindow, TimelineSwitch } from '../manifests/coverage.js';
+import { formatLsnValue as formatLsn, lsnValue, segmentFileName as nameOf, segmentNo as segnoOf, type PostgresCoverage, type RecoveryWindow, type TimelineSwitch } from '../manifests/coverage.js';
 import type { BundleReport, Finding } from './verify.js';
 
 interface Held {
   seq: number;
   bundle: string;
-}
-
-const hex8 = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
-
-function lsnValue(lsn: string): bigint {
-  const [hi = '0', lo = '0'] = lsn.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-}
-
-function segnoOf(name: string, segmentSize: number): bigint {
-  const per = 0x1_0000_0000n / BigInt(segmentSize);
-  return BigInt(`0x${name.slice(8, 16)}`) * per + BigInt(`0x${name.slice(16, 24)}`);
-}
-
-function nameOf(timeline: number, segno: bigint, segmentSize: number): string {
-  const per = 0x1_0000_0000n / BigInt(segmentSize);
-  return `${hex8(timeline)}${hex8(segno / per)}${hex8(segno % per)}`;
-}
-
-function formatLsn(v: bigint): string {
-  return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffff_ffffn).toString(16).toUpperCase()}`;
 }
 
 export interface Continuity {
@@ -89,7 +68,7 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
     const from = startOf(timeline) ?? (have[0] as bigint);
     if (oldest && timeline !== oldest.timeline && !switches.has(timeline) && timeline > oldest.timeline) {
       const first = held.get(have[0] as bigint) as Held;
-      findings.push({ result: 'timeline-break', bundle: first.bundle, site, seq: first.seq, message: `WAL of timeline ${timeline} is in the set but no bundle carries ${hex8(timeline)}.history, so recovery cannot follow the switch to it` });
+      findings.push({ result: 'timeline-break', bundle: first.bundle, site, seq: first.seq, message: `WAL of timeline ${timeline} is in the set but no bundle carries ${nameOf(timeline, 0n, segmentSize).slice(0, 8)}.history, so recovery cannot follow the switch to it` });
     }
     let missingFrom: bigint | undefined;
     for (let s = from; s <= newest + 1n; s++) {

@@ -97,7 +97,7 @@ async function checkCommand(flags: CheckFlags): Promise<void> {
   const maxText = flags.maxArchiveTimeout ?? '60';
   const max = Number(maxText);
   if (!Number.isFinite(max) || max <= 0) throw new AirlockError('usage', `--max-archive-timeout ${maxText}: not a number of seconds`);
-  const lines = await runChecks({ conninfo, ...(bin !== undefined ? { bin } : {}) }, s.one(flags.walSpool, 'wal-spool'), max);
+  const lines = await runChecks({ conninfo, ...(bin !== undefined ? { bin } : {}) }, s.one(flags.walSpool, 'spool'), max);
   const problems = lines.filter((l) => l.result === 'problem').length;
   if (flags.json) process.stdout.write(`${JSON.stringify({ status: problems > 0 ? 'problem' : 'ok', checks: lines })}\n`);
   else {

@@ -72,7 +72,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   checkTargets(buckets);
   const endpoint = s.one(flags.s3Endpoint, 's3-endpoint');
   const pgConn = s.one(flags.pg, 'pg');
-  const walSpool = s.one(flags.walSpool, 'wal-spool');
+  const walSpool = s.one(flags.walSpool, 'spool');
   const pgBase = flags.pgBase === true || s.one(undefined, 'pg-base') === 'true';
   const pgDump = flags.pgDump === true || s.one(undefined, 'pg-dump') === 'true';
   if (pgConn === undefined && (pgBase || pgDump || walSpool !== undefined)) throw new AirlockError('usage', '--pg-base, --pg-dump and --wal-spool need --pg', { hint: 'give --pg CONNINFO, the connection to the server (e.g. "host=/run/postgresql user=airlock dbname=postgres")' });

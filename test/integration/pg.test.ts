@@ -198,6 +198,10 @@ test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, a
   assert.is(v.code, 1, v.stdout + v.stderr);
   assert.match(v.stdout, `wal-gap: `);
   assert.match(v.stdout, dropped);
+  // with the key, the claim no longer matches what the payload holds
+  const deep = airlockVerify(['--allowed-signers', k().allowedSigners, '--identity', k().identity, copy]);
+  assert.is(deep.code, 1);
+  assert.match(deep.stdout, 'coverage.postgres.wal does not list the WAL segments the payload holds');
   const clean = airlockVerify(['--allowed-signers', k().allowedSigners, medium]);
   assert.is(clean.code, 0, clean.stdout);
   const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', path.join(tmp(), 'data'), '--latest']);

@@ -18,7 +18,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { hostname, release, type as osType } from 'node:os';
-import type { PostgresCoverage, TimelineSwitch, WalRange } from '../../../manifests/coverage.js';
+import { walRanges, type PostgresCoverage, type TimelineSwitch } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { readChunks } from '../../../manifests/hash.js';
 import type { IndexRecord } from '../../../manifests/inner.js';
@@ -27,7 +27,7 @@ import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
 import { ingestSpool, readSmallSync } from '../../spool.js';
 import { clientEnv, program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
-import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, segmentNumber, type BackupLabel } from './wal.js';
+import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from './wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
 const TEXT_LIMIT = 64 * 1024;
@@ -118,27 +118,6 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
   }
   if (heldBytes > 0 || parts === 0) yield part(held, heldBytes);
   return { parts, bytes };
-}
-
-/** Contiguous runs of segments, per timeline. */
-export function walRanges(segments: readonly { name: string }[], segmentSize: number): WalRange[] {
-  const ranges: WalRange[] = [];
-  let open: (WalRange & { next: bigint }) | undefined;
-  const sorted = [...segments].sort((a, b) => (a.name < b.name ? -1 : 1));
-  for (const s of sorted) {
-    const n = parseWalFileName(s.name);
-    if (!n || n.kind !== 'segment') continue;
-    const segno = segmentNumber(n, segmentSize);
-    if (open && open.timeline === n.timeline && open.next === segno) {
-      open.last = n.name;
-      open.next = segno + 1n;
-      continue;
-    }
-    if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
-    open = { timeline: n.timeline, first: n.name, last: n.name, next: segno + 1n };
-  }
-  if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
-  return ranges;
 }
 
 /**
@@ -286,7 +265,7 @@ export class PostgresSnapshot {
       segmentSize: info.segmentSize,
       dataChecksums: info.dataChecksums,
       timeline: restorePoint.timeline,
-      wal: walRanges(rows.filter((r) => r.kind === 'segment'), info.segmentSize),
+      wal: walRanges(rows.filter((r) => r.kind === 'segment').map((r) => r.name), info.segmentSize),
       timelines,
       ...(label && baseTimes
         ? {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The airlock demo: a site exports its configuration and secrets and a versioned S3 bucket (on a
-# throwaway single-node Ceph radosgw) to a "medium" (a folder), an auditor
-# verifies the media without the key (with airlock-verify and with stock tools), and the recovery
-# site verifies again and restores. Everything happens in a temporary folder removed at the end.
+# The airlock demo: a site exports its configuration and secrets, a versioned S3 bucket (on a
+# throwaway single-node Ceph radosgw) and a PostgreSQL database (a throwaway cluster archiving its
+# WAL through airlock) to a "medium" (a folder): a base backup first, then an incremental export. An
+# auditor verifies the media without the key (with airlock-verify and with stock tools), and the
+# recovery site verifies again and restores the files, the bucket, and the database to a point in
+# time. Everything happens in a temporary folder removed at the end.
 # Usage: npm run demo        (after bash scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +15,19 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 [ -n "${NO_COLOR:-}" ] && step() { printf '\n== %s\n' "$*"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-demo.XXXXXX")
-cleanup() { [ -f "$WORK/rgw/ceph.conf" ] && bash "$ROOT/scripts/rgw.sh" stop "$WORK/rgw" >/dev/null 2>&1; rm -rf "$WORK"; }
+cleanup() {
+  [ -f "$WORK/rgw/ceph.conf" ] && bash "$ROOT/scripts/rgw.sh" stop "$WORK/rgw" >/dev/null 2>&1
+  [ -d "$WORK/pg-restored/data" ] && bash "$ROOT/scripts/pg.sh" stop "$WORK/pg-restored" >/dev/null 2>&1
+  [ -d "$WORK/pg/data" ] && bash "$ROOT/scripts/pg.sh" stop "$WORK/pg" >/dev/null 2>&1
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 cd "$WORK"
-mkdir -p appliance recovery auditor medium
+# the database's OS user runs archive_command and restore_command inside this folder: it may pass
+# through, not list it; the keys stay in 0700 folders
+chmod 711 "$WORK"
+mkdir -p -m 700 appliance recovery
+mkdir -p auditor medium
 
 step "recovery site: make two age identities (recovery + escrow); only their public recipients leave"
 R1=$(airlock keygen --age recovery/identity.txt 2>/dev/null)
@@ -53,6 +64,17 @@ for a in 'PUT records/runs/log.txt r1' 'PUT records/runs/log.txt r2' 'PUT record
 done
 echo "bucket records: runs/log.txt in 2 versions, draft.txt written then deleted (a delete marker)"
 
+step "site: a throwaway PostgreSQL 15 that archives its WAL through airlock wal-push"
+PGLINE=$(bash "$ROOT/scripts/pg.sh" start "$WORK/pg")
+echo "$PGLINE"
+PGPORT=$(sed -n 's/.* port=\([0-9]*\).*/\1/p' <<<"$PGLINE")
+PGSOCK=$WORK/pg/sock
+sql() { psql -X -q -A -t -h "$PGSOCK" -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -c "$1"; }
+sql "CREATE TABLE orders (id serial PRIMARY KEY, item text, at timestamptz DEFAULT now())"
+sql "INSERT INTO orders (item) SELECT 'order ' || g FROM generate_series(1, 1000) g"
+echo "orders: $(sql 'SELECT count(*) FROM orders') rows"
+airlock check --pg "host=$PGSOCK port=$PGPORT user=postgres dbname=postgres" --wal-spool "$WORK/pg/spool"
+
 cat > appliance/airlock.conf <<CONF
 site = demo-site
 medium = $WORK/medium
@@ -63,11 +85,19 @@ files = $WORK/site/etc/platform
 state-dir = $WORK/appliance/state
 s3-endpoint = $EP
 bucket = records
+pg = host=$PGSOCK port=$PGPORT user=postgres dbname=postgres
+spool = $WORK/pg/spool
 CONF
 
-step "appliance: export bundle 1, change a file, export bundle 2"
-airlock export --config appliance/airlock.conf
+step "appliance: export bundle 1 with a base backup and dumps; more orders, a mistake, then bundle 2 (WAL only)"
+airlock export --config appliance/airlock.conf --pg-base --pg-dump
 echo "workers = 8" >> site/etc/platform/app.conf
+sql "INSERT INTO orders (item) SELECT 'late order ' || g FROM generate_series(1, 500) g"
+sleep 1
+TARGET=$(sql "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+sleep 1
+sql "DELETE FROM orders WHERE id % 2 = 0"
+echo "at $TARGET there were 1500 orders; then someone deleted half: $(sql 'SELECT count(*) FROM orders') left"
 airlock export --config appliance/airlock.conf
 ls -l medium/demo-site/demo-site-00000002
 
@@ -98,4 +128,14 @@ s3 GET 'records-restored?versions=' | grep -o '<Key>[^<]*</Key>\|<DeleteMarker>'
 airlock restore objects --from medium --identity recovery/identity.txt --allowed-signers auditor/allowed_signers --to restored-objects
 find restored-objects -type f ! -name '.airlock-keys.jsonl' | sort | while read -r f; do echo "$f: $(cat "$f")"; done
 
-step "done: the S3 server is stopped and the demo folder $WORK removed"
+step "recovery site: restore the database to $TARGET, before the mistake (verify, base backup + WAL, recover, promote)"
+mkdir -p "$WORK/pg-restored"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pg-restored"
+RPORT=$(( PGPORT + 1 ))
+airlock restore pg --from medium --identity recovery/identity.txt --allowed-signers auditor/allowed_signers \
+  --pgdata "$WORK/pg-restored/data" --target-time "$TARGET" --port "$RPORT" --start \
+  --airlock-cli "$WORK/pg/cli/dist/agent/cli/main.js"
+echo "restored orders: $(psql -X -A -t -h "$WORK/pg-restored/data" -p "$RPORT" -U postgres -d postgres -c 'SELECT count(*) FROM orders') (the source has $(sql 'SELECT count(*) FROM orders'))"
+echo "restored archive_mode: $(psql -X -A -t -h "$WORK/pg-restored/data" -p "$RPORT" -U postgres -d postgres -c 'SHOW archive_mode')"
+
+step "done: the servers are stopped and the demo folder $WORK removed"

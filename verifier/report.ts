@@ -79,7 +79,7 @@ interface SiteView {
   /** the bundles of the site, by seq */
   bundles: BundleReport[];
   findings: Finding[];
-  /** undefined when the verifier did not work them out (no chain for the site) */
+  /** undefined when the site forms no chain, so the verifier did not work them out */
   windows: RecoveryWindow[] | undefined;
   summary: Report['sites'][number] | undefined;
   postgres: boolean;
@@ -98,7 +98,7 @@ function siteViews(r: Report): SiteView[] {
       site,
       bundles,
       findings: all.filter((f) => f.site === site),
-      windows: summary?.windows,
+      windows: summary ? (summary.windows ?? []) : undefined,
       summary,
       postgres: bundles.some((b) => pgOf(b) !== undefined),
     };

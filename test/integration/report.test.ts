@@ -52,7 +52,7 @@ function coverage(i: number): PostgresCoverage {
     wal: [{ timeline: 1, first: segment(wal[0]), last: segment(wal[1]) }],
     timelines: [],
     dumps: 0,
-    restorePoint: { name: `airlock-plant-db-${i + 1}`, lsn: `0/${(wal[1] + 1).toString(16).toUpperCase()}000090`, time: at(i * 24, 55), timeline: 1 },
+    restorePoint: { name: `airlock-plant-db-${i + 1}`, lsn: `0/${wal[1].toString(16).toUpperCase()}000090`, time: at(i * 24, 55), timeline: 1 },
   };
   if (i === 0) c.base = { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000138', startTime: at(0), stopTime: at(0, 5) };
   return c;
@@ -165,6 +165,12 @@ test('in Chromium: the verdict, the tampered bundle and the gap are shown, and n
   assert.ok(await gap.isVisible(), 'the WAL gap is drawn on the timeline');
   assert.match(await gap.locator('text').textContent() ?? '', 'WAL GAP');
   assert.ok(await page.locator('table.findings tr[data-result="wal-gap"][data-seq="3"]').isVisible());
+  // one window: from the base backup in seq 1 to the restore point of seq 2, just before the gap
+  assert.is(await db.locator('[data-mark="window"]').count(), 1);
+  const window = await page.locator('section.site[data-site="plant-db"] table.windows tr[data-window="1"]').innerText();
+  assert.match(window, `${at(0, 5).slice(0, 10)} ${at(0, 5).slice(11, 19)} UTC`);
+  assert.match(window, `${at(24, 55).slice(0, 10)} ${at(24, 55).slice(11, 19)} UTC`);
+  assert.match(window, segment(8));
 
   // the stock-tool commands, as RESTORE.txt gives them
   const commands = await page.locator('pre').allInnerTexts();

@@ -10,6 +10,7 @@ import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
+import { register as registerRestorePg } from './restore-pg.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerRestore(program);
   registerRestoreObjects(program);
+  registerRestorePg(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

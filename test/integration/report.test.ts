@@ -86,6 +86,16 @@ const plain = airlockVerify(['--allowed-signers', signers, medium]);
 const withReport = airlockVerify(['--allowed-signers', signers, '--report', reportFile, medium]);
 const json = JSON.parse(airlockVerify(['--allowed-signers', signers, '--json', medium]).stdout) as { findings: { result: string; file?: string; seq?: number; site?: string }[] };
 
+test('with --identity the report adds the contents check; a clean site reads ok', () => {
+  const file = path.join(tmp(), 'deep.html');
+  const r = airlockVerify(['--allowed-signers', signers, '--identity', filesSite.identity, '--report', file, path.join(medium, 'plant-files')]);
+  assert.is(r.code, 0, r.stdout + r.stderr);
+  const text = readFileSync(file, 'utf8');
+  assert.match(text, 'data-verdict="ok"');
+  assert.match(text, 'contents (decrypted)');
+  assert.is((text.match(/<tr data-seq="\d" data-site="plant-files" data-result="ok"><td>plant-files-0000000\d<\/td>[^]*?<td>ok<\/td><td>ok<\/td><td>ok<\/td><\/tr>/g) ?? []).length, 3);
+});
+
 let browser: Browser | undefined;
 test.after(async () => {
   await browser?.close();

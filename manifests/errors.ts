@@ -74,6 +74,8 @@ const CODES = {
   'wal-timeout': EXIT.source,
   /** a restored server did not reach what the target asked for */
   'recovery-failed': EXIT.failed,
+  /** airlock check found a setting, right or tool that exports need */
+  'check-failed': EXIT.failed,
   'bucket-not-found': EXIT.input,
   'medium-full': EXIT.medium,
   'spool-full': EXIT.medium,

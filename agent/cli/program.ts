@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
 import { VERSION, printError } from './common.js';
+import { register as registerCheck } from './check.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerRestore } from './restore.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .showHelpAfterError(false);
   registerKeygen(program);
   registerExport(program);
+  registerCheck(program);
   registerRestore(program);
   registerRestoreObjects(program);
   registerRestorePg(program);

@@ -3,15 +3,16 @@
  * backups, dumps and WAL exported by the built CLI, the continuity the verifier reads from the
  * cleartext manifests, and point-in-time restores into fresh clusters.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
+import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { airlock, airlockVerify, makeKeys, tmp, type Keys } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, tmp, type Keys } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, psql, stopServer, type Server } from '../pg.js';
 
 let keys: Keys | undefined;
@@ -202,6 +203,50 @@ test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, a
   const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', path.join(tmp(), 'data'), '--latest']);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, 'wal-gap');
+});
+
+test('an export killed at every fault point (seeded) and by SIGKILL: no bundle left that does not verify, the chain continues', () => {
+  const c = cluster();
+  const media = tmp('airlock-medium-');
+  const state = tmp('airlock-state-');
+  const args = ['export', '--to', media, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', state, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base', '--pg-dump'];
+  const first = airlock(args);
+  assert.is(first.code, 0, first.stderr);
+  for (let seed = 0; seed < FAULT_POINTS.length; seed++) {
+    psql('INSERT INTO t (v) VALUES (md5(random()::text))');
+    const r = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: `seed:${seed}` } });
+    assert.is(r.code, 137, `${FAULT_POINTS[seed]}: ${r.stderr}`);
+    assert.match(r.stderr, `fault point ${FAULT_POINTS[seed]}`);
+  }
+  // and a kill from outside while pg_basebackup streams
+  const killed = spawnSync(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], { timeout: 700, killSignal: 'SIGKILL' });
+  assert.is(killed.signal, 'SIGKILL');
+  const last = airlock(args);
+  assert.is(last.code, 0, last.stderr);
+  const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--identity', k().identity, '--json', media]);
+  assert.is(v.code, 0, v.stdout);
+  const report = JSON.parse(v.stdout) as { bundles: { seq: number }[]; sites: { newest: { seq: number }; windows?: unknown[] }[] };
+  const seqs = report.bundles.map((b) => b.seq);
+  assert.equal(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'continuous seqs, nothing half-written');
+  assert.ok((report.sites[0]?.windows?.length ?? 0) >= 2, 'recovery windows from the first and the last base backup');
+  assert.equal(readdirSync(path.join(media, k().site)).filter((n) => n.endsWith('.partial')), [], 'no partial folder left after the next export');
+});
+
+test('airlock check: the test cluster passes; a long archive_timeout and a missing spool are problems', () => {
+  const c = cluster();
+  const ok = airlock(['check', '--pg', conninfo(), '--wal-spool', c.spool, '--json']);
+  assert.is(ok.code, 0, ok.stdout + ok.stderr);
+  const checks = (JSON.parse(ok.stdout) as { checks: { check: string; result: string }[] }).checks;
+  for (const name of ['wal_level', 'archive_mode', 'archive_command', 'archive_timeout', 'tool: pg_dump', 'spool']) {
+    assert.is(checks.find((x) => x.check === name)?.result, 'ok', name);
+  }
+  const strict = airlock(['check', '--pg', conninfo(), '--wal-spool', path.join(tmp(), 'nope'), '--max-archive-timeout', '5']);
+  assert.is(strict.code, 1, strict.stdout);
+  assert.match(strict.stdout, 'problem: archive_timeout: archive_timeout = 10 s: set at most 5 s');
+  assert.match(strict.stdout, 'problem: spool');
+  const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);
+  assert.is(down.code, 1);
+  assert.match(down.stdout, 'problem: connection');
 });
 
 test.run();

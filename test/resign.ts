@@ -24,3 +24,18 @@ export function resignManifest(bundle: string, signingKeyFile: string, mutate: (
   writeFileSync(path.join(bundle, SUMS_SIG), sign(parsePrivateKey(readFileSync(signingKeyFile, 'utf8')), Buffer.from(sums), BUNDLE_NAMESPACE));
   return manifest;
 }
+
+/**
+ * Re-signs the bundles of one chain in order, each after `mutate(manifest, index)`, keeping every
+ * `prev` pointing at the re-signed predecessor (the first bundle's `prev` is left as it is).
+ */
+export function resignChain(bundles: readonly string[], signingKeyFile: string, mutate: (m: Manifest, index: number) => void): void {
+  let prev: string | undefined;
+  bundles.forEach((b, i) => {
+    resignManifest(b, signingKeyFile, (m) => {
+      if (prev !== undefined) m.prev = prev;
+      mutate(m, i);
+    });
+    prev = sha256Hex(readFileSync(path.join(b, SUMS)));
+  });
+}

@@ -11,6 +11,8 @@ import { parseArgs } from 'node:util';
 import { parseIdentities } from '../manifests/age/keys.js';
 import { parseAllowedSigners } from '../manifests/allowed-signers.js';
 import { AirlockError, EXIT, exitCodeOf, formatExitTable, fromSystemError } from '../manifests/errors.js';
+import { assertWritableTarget, writeFileAtomic } from './atomic.js';
+import { renderHtml } from './report.js';
 import { readState, writeState } from './state.js';
 import { renderText, reportJson } from './render.js';
 import { readAllowedSigners, verifyPaths } from './verify.js';
@@ -18,7 +20,7 @@ import { readAllowedSigners, verifyPaths } from './verify.js';
 const VERSION = '0.1.0';
 const NAME = 'airlock-verify';
 
-const HELP = `Usage: ${NAME} --allowed-signers FILE [--identity FILE] [--state FILE] [--json] PATH...
+const HELP = `Usage: ${NAME} --allowed-signers FILE [--identity FILE] [--state FILE] [--json] [--report FILE.html] PATH...
 
 Verifies airlock bundles. PATH is a bundle folder or any folder holding bundles
 (searched recursively). Without a key it checks the signature, SHA256SUMS, the
@@ -31,6 +33,10 @@ Options:
   --state FILE            remember the newest bundle per site here; reports rollbacks
                           and bundles that contradict what was seen before
   --json                  print one JSON document instead of lines
+  --report FILE.html      also write the auditor's report: one self-contained HTML
+                          file (verdict, a timeline per site, every bundle and
+                          finding, the stock-tool commands), printable on A4;
+                          the output and the exit code stay the same
   -q, --quiet             print findings and the summary only, not one line per bundle
   -h, --help              this help
   --version               the version
@@ -65,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
         identity: { type: 'string' },
         state: { type: 'string' },
         json: { type: 'boolean', default: false },
+        report: { type: 'string' },
         quiet: { type: 'boolean', short: 'q', default: false },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
@@ -97,6 +104,8 @@ async function main(argv: string[]): Promise<number> {
     }
     identities = parseIdentities(text);
   }
+  // a report that cannot be written is found out before a long check, not after
+  if (v.report !== undefined) await assertWritableTarget(v.report);
   const state = v.state ? await readState(v.state) : undefined;
   const tty = process.stderr.isTTY && !v.json;
   const report = await verifyPaths(positionals, {
@@ -111,6 +120,7 @@ async function main(argv: string[]): Promise<number> {
   });
   if (v.state && state) await writeState(v.state, state, report);
   process.stdout.write(v.json ? `${JSON.stringify(reportJson(report), null, 2)}\n` : renderText(report, v.quiet));
+  if (v.report !== undefined) await writeFileAtomic(v.report, renderHtml(report));
   return report.ok ? EXIT.ok : EXIT.failed;
 }
 

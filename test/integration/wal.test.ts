@@ -73,7 +73,10 @@ test('wal-ingest records good segments and a real backup history file, and is id
   const c = cluster();
   segments();
   const stop = psql("SELECT pg_backup_start('airlock test', true);\nSELECT lsn FROM pg_backup_stop(true);", { input: true }).split('\n').at(-1) as string;
-  const backupName = readdirSync(c.spool).find((n) => n.endsWith('.backup'));
+  // other tests of this process may have taken base backups too: find this one by its label
+  const backupName = poll('the .backup file of this backup', 30_000, () =>
+    readdirSync(c.spool).find((n) => n.endsWith('.backup') && existsSync(path.join(c.spool, `${n}.sha256`)) && readFileSync(path.join(c.spool, n), 'utf8').includes('LABEL: airlock test\n')),
+  );
   assert.ok(backupName, 'a .backup file was archived');
   waitSpooled(backupName);
   const label = parseBackupLabel(backupName, readFileSync(path.join(c.spool, backupName), 'utf8'));

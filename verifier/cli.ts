@@ -43,7 +43,8 @@ Options:
 
 Results: ok, missing, extra, checksum-mismatch, size-mismatch, bad-signature,
 wrong-signer, chain-gap, fork, rollback, partial, unsafe-entry, malformed,
-decrypt-failed.
+decrypt-failed, wal-gap (a WAL segment in no bundle of the set), timeline-break
+(a timeline switch without its history, or a bundle of another cluster).
 
 The same keyless check with stock tools, per bundle folder B of site S:
   ssh-keygen -Y verify -f allowed_signers -I S -n airlock-bundle -s B/SHA256SUMS.sig < B/SHA256SUMS

@@ -44,6 +44,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'pg-base': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'pg-dump': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'pg-bin': { list: false },
+  'pg-table-checks': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'wal-timeout': { list: false, check: (v) => (/^\d+$/.test(v) && Number(v) > 0 ? undefined : 'not a number of seconds') },
 };
 

@@ -76,6 +76,8 @@ const CODES = {
   'recovery-failed': EXIT.failed,
   /** airlock check found a setting, right or tool that exports need */
   'check-failed': EXIT.failed,
+  /** a restore drill found a problem */
+  'drill-failed': EXIT.failed,
   'bucket-not-found': EXIT.input,
   'medium-full': EXIT.medium,
   'spool-full': EXIT.medium,

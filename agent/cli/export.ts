@@ -36,6 +36,7 @@ interface ExportFlags {
   walSpool?: string;
   pgBase?: boolean;
   pgDump?: boolean;
+  pgTableChecks?: boolean;
   walTimeout?: string;
   compress?: string;
   volumeSize?: string;
@@ -115,7 +116,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       pgCatalog = Catalog.open(stateDir);
       const bin = s.one(flags.pgBin, 'pg-bin');
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
-      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, ...(abortSignal ? { signal: abortSignal } : {}) });
+      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
       const own = bin === undefined ? versionBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
@@ -239,6 +240,7 @@ export function register(program: Command): void {
     .option('--wal-spool <dir>', 'PostgreSQL: the folder archive_command (airlock wal-push) writes into')
     .option('--pg-base', 'PostgreSQL: take a physical base backup (pg_basebackup) into the bundle')
     .option('--pg-dump', 'PostgreSQL: take pg_dump -Fc of every database and pg_dumpall --globals-only')
+    .option('--pg-table-checks', 'PostgreSQL: record row counts and checksums of every table at the restore point, for drills (holds writers while it reads)')
     .option('--pg-bin <dir>', 'PostgreSQL: the folder of pg_basebackup, pg_dump and psql (default: the server version\'s)')
     .option('--wal-timeout <seconds>', 'PostgreSQL: how long to wait for the restore point\'s WAL to be archived (default 120)')
     .option('--incremental', 'buckets: leave out the versions that earlier bundles of this site already hold')

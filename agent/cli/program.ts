@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
 import { VERSION, printError } from './common.js';
 import { register as registerCheck } from './check.js';
+import { register as registerDrill } from './drill.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerRestore } from './restore.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerRestore(program);
   registerRestoreObjects(program);
   registerRestorePg(program);
+  registerDrill(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

@@ -85,6 +85,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   say(`${verified.length} bundle(s) verified; preparing ${flags.pgdata}`);
   const cli = flags.airlockCli ?? (process.argv[1] as string);
   const r = await interruptible((signal) => preparePgRestore({ verified, identities, pgdata: flags.pgdata as string, target, orLatest: flags.orLatest === true, port, walFetch: { node: process.execPath, cli: path.resolve(cli) }, signal, say }));
+  for (const w of r.warnings) process.stderr.write(`airlock: warning: ${w}\n`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
   const bin = flags.pgBin ?? versionBin(major);

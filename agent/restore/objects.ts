@@ -41,6 +41,8 @@ import { escapeXml, textOf } from '../s3/xml.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
+/** The message of a restore from a bundle without buckets, which a drill counts as nothing to check. */
+export const NO_BUCKET = 'this bundle holds no bucket';
 
 /** Objects above this size are uploaded in parts of PART_SIZE. */
 export const MULTIPART_THRESHOLD = 64 * 1024 * 1024;
@@ -510,7 +512,7 @@ export function safeComponents(key: string): string[] {
 
 async function restoreToFolder(chain: Chain, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
   const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
-  if (buckets.size === 0) throw new AirlockError('not-found', 'this bundle holds no bucket', { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
+  if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
   const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
   const bucketDir = (b: string) => {

@@ -225,6 +225,10 @@ export interface PgRestoreResult {
   lastSegment: string | undefined;
   segmentSize: number;
   restorePoint?: { name: string; lsn: string; time: string };
+  /** pg/tables.json of the newest chosen bundle that has one (export --pg-table-checks) */
+  tableChecks?: { database: string; restorePoint: string; tables: Record<string, [number, string]> };
+  /** warnings for the operator, e.g. a collation library that differs from the source's */
+  warnings: string[];
 }
 
 /**
@@ -246,6 +250,8 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const say = opts.say ?? (() => {});
   let lastSegment: string | undefined;
   let walFiles = 0;
+  let tableChecks: PgRestoreResult['tableChecks'];
+  const warnings: string[] = [];
   try {
     await removeTree(partial);
     await mkdir(partial, { mode: 0o700 });
@@ -259,6 +265,10 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         say(`unpacking the base backup of seq ${x.seq} (${parts.length} part(s))`);
         await feed('tar', ['-x', '-f', '-', '--no-same-owner', '--no-same-permissions', '-C', partial], parts.map((p) => path.join(dir, p)), opts.signal ? { signal: opts.signal } : {});
       }
+      const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
+      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
+      const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
+      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
       for (const r of records) {
         if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
         const n = parseWalFileName(r.name);
@@ -320,8 +330,27 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     walFiles,
     lastSegment,
     segmentSize: plan.base.pg.segmentSize,
+    ...(tableChecks ? { tableChecks } : {}),
+    warnings,
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
+}
+
+interface SourceInfo {
+  os?: { glibc?: string | null };
+  collation?: { provider: string; version: string | null }[];
+}
+
+/**
+ * Text sorts by the C library's (or ICU's) collation: an index built under one version may be
+ * wrong under another, silently. When the source's glibc differs from this machine's, say so.
+ */
+function collationWarnings(info: SourceInfo): string[] {
+  const here = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
+  const there = info.os?.glibc ?? undefined;
+  const libc = (info.collation ?? []).some((c) => c.provider === 'libc');
+  if (!libc || !here || !there || here === there) return [];
+  return [`the source ran glibc ${there}, this machine has ${here}: indexes on text columns may be ordered differently; run REINDEX (or amcheck) on the restored cluster before trusting them`];
 }
 
 /** The first WAL location of a segment name. */

@@ -4,7 +4,7 @@
  * cleartext manifests, and point-in-time restores into fresh clusters.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -251,6 +251,40 @@ test('airlock check: the test cluster passes; a long archive_timeout and a missi
   const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);
   assert.is(down.code, 1);
   assert.match(down.stdout, 'problem: connection');
+});
+
+function drill(from: string): { code: number; report: { result: string; checks: { name: string; result: string; detail: string }[]; recoverySeconds?: number }; stderr: string } {
+  const prefix = path.join(tmp(), 'drill');
+  const r = airlock(['drill', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--airlock-cli', cluster().cli, '--timeout', '120', '--report', prefix]);
+  return { code: r.code, report: JSON.parse(readFileSync(`${prefix}.json`, 'utf8')), stderr: r.stderr + r.stdout };
+}
+
+test('drill: passes on the media set with table checks and pg_amcheck; fails on a corrupted volume and on a WAL gap', () => {
+  psql("INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 300) g; CREATE INDEX IF NOT EXISTS t_v ON t (v)");
+  exportPg(['--pg-table-checks']);
+  const good = drill(medium);
+  assert.is(good.code, 0, good.stderr);
+  assert.is(good.report.result, 'pass');
+  const byName = new Map(good.report.checks.map((c) => [c.name, c]));
+  assert.is(byName.get('postgresql recovery')?.result, 'pass');
+  assert.is(byName.get('table checks')?.result, 'pass', byName.get('table checks')?.detail);
+  assert.match(byName.get('table checks')?.detail ?? '', /\d+ table\(s\) of postgres/);
+  assert.is(byName.get('pg_amcheck')?.result, 'pass', byName.get('pg_amcheck')?.detail);
+  assert.ok((good.report.recoverySeconds ?? 0) > 0);
+
+  const corrupt = tmp('airlock-medium-');
+  cpSync(medium, corrupt, { recursive: true });
+  const site = path.join(corrupt, k().site);
+  const last = readdirSync(site).sort().at(-1) as string;
+  const vol = path.join(site, last, 'payload.000');
+  const bytes = readFileSync(vol);
+  bytes[100] = (bytes[100] as number) ^ 0xff;
+  writeFileSync(vol, bytes);
+  const bad = drill(corrupt);
+  assert.is(bad.code, 1, bad.stderr);
+  assert.is(bad.report.result, 'fail');
+  assert.is(bad.report.checks.find((c) => c.name === 'verify')?.result, 'fail');
+  assert.match(bad.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'checksum-mismatch');
 });
 
 test.run();

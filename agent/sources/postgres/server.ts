@@ -103,6 +103,7 @@ export interface ServerInfo {
   collation: { provider: string; collate: string; ctype: string; version: string | null }[];
   archiveMode: string;
   walLevel: string;
+  currentDatabase: string;
 }
 
 /** Reads what the export needs to know about the server in one round trip. */
@@ -119,12 +120,12 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
               (SELECT string_agg(spcname, chr(10) ORDER BY spcname) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),
               (SELECT string_agg(datname, chr(10) ORDER BY datname) FROM pg_database WHERE datallowconn AND NOT datistemplate),
               (SELECT string_agg(concat_ws(chr(9), datname, datlocprovider, datcollate, datctype, coalesce(datcollversion, '')), chr(10) ORDER BY datname) FROM pg_database WHERE datallowconn),
-              current_setting('archive_mode'), current_setting('wal_level')`,
+              current_setting('archive_mode'), current_setting('wal_level'), current_database()`,
       signal,
     )
   )[0];
-  if (!row || row.length !== 14) throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
-  const [num, version, sysid, segsize, checksums, tli, superuser, datadir, configs, spaces, dbs, colls, archiveMode, walLevel] = row as [string, string, string, string, string, string, string, string, string, string, string, string, string, string];
+  if (!row || row.length !== 15) throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
+  const [num, version, sysid, segsize, checksums, tli, superuser, datadir, configs, spaces, dbs, colls, archiveMode, walLevel, currentDatabase] = row as [string, string, string, string, string, string, string, string, string, string, string, string, string, string, string];
   const versionNum = Number(num);
   const lines = (s: string) => (s === '' ? [] : s.split('\n'));
   const dataDirectory = datadir === '' ? undefined : datadir;
@@ -147,5 +148,6 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
     }),
     archiveMode,
     walLevel,
+    currentDatabase,
   };
 }

@@ -47,12 +47,53 @@ export interface PostgresExportOptions {
   now: () => Date;
   sleep?: (ms: number) => Promise<void>;
   signal?: AbortSignal;
+  /** record row counts and checksums of every table at the restore point, for restore drills */
+  tableChecks?: boolean;
   /** progress messages for people */
   say?: (line: string) => void;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
 const utc = (d: Date) => d.toISOString();
+
+/** The permanent user tables of the connected database, as quoted identifiers. */
+async function userTables(conn: Connection, signal?: AbortSignal): Promise<string[]> {
+  const rows = await query(
+    conn,
+    `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      ORDER BY 1`,
+    signal,
+  );
+  return rows.map((r) => r[0] as string);
+}
+
+/**
+ * A row count and an order-independent checksum (the sum of the first 64 bits of each row's md5)
+ * per table, as one JSON object; the same SQL runs on a restored cluster to compare.
+ */
+export function tableChecksSql(tables: readonly string[]): string {
+  if (tables.length === 0) return `'{}'::json`;
+  const one = (t: string) => `${quoteLiteral(t)}, (SELECT json_build_array(count(*), coalesce(sum(('x' || substr(md5(x::text), 1, 16))::bit(64)::bigint::numeric), 0)::text) FROM ${t} x)`;
+  // json_build_object takes at most 100 arguments: one object per 50 tables, merged
+  const chunks: string[] = [];
+  for (let i = 0; i < tables.length; i += 50) chunks.push(`jsonb_build_object(${tables.slice(i, i + 50).map(one).join(', ')})`);
+  return `(${chunks.join(' || ')})::json`;
+}
+
+const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+/**
+ * The restore point, its time and timeline, and with `tables` their checks. The tables are locked
+ * against writes (SHARE) before the statement's snapshot is taken, so the checks see exactly what a
+ * recovery to the restore point sees; writers wait meanwhile, which is why the checks are optional.
+ */
+function sealSql(name: string, tables: readonly string[] | undefined): string {
+  const point = `pg_create_restore_point(${quoteLiteral(name)}), ${SQL_UTC('now()')}, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`;
+  if (!tables) return `SELECT ${point}`;
+  const lock = tables.length > 0 ? `LOCK TABLE ${tables.join(', ')} IN SHARE MODE; ` : '';
+  return `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ${lock}SELECT ${point}, ${tableChecksSql(tables)}`;
+}
 
 /** `SELECT ... AT TIME ZONE 'UTC'` as the manifest writes times. */
 const SQL_UTC = (expr: string) => `to_char(${expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
@@ -241,9 +282,14 @@ export class PostgresSnapshot {
     }
 
     // the seal: a named restore point, then a switch so its segment is archived now, not when full
-    const [point] = await query(conn, `SELECT pg_create_restore_point('${this.restorePointName}'), ${SQL_UTC('now()')}, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`, signal);
+    const tables = this.opts.tableChecks ? await userTables(conn, signal) : undefined;
+    const [point] = await query(conn, sealSql(this.restorePointName, tables), signal);
     const switched = await scalar(conn, 'SELECT pg_walfile_name(pg_switch_wal())', signal);
-    if (!point || point.length !== 3 || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    if (!point || point.length !== (tables ? 4 : 3) || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    if (tables) {
+      const checks = Buffer.from(`${JSON.stringify({ database: info.currentDatabase, restorePoint: this.restorePointName, tables: JSON.parse(point[3] as string) as unknown }, null, 1)}\n`);
+      yield { kind: 'entry', name: 'pg/tables.json', size: checks.byteLength, mode: 0o600, mtime, open: async function* () { yield checks; }, record: { type: 'pg-tables', database: info.currentDatabase } };
+    }
     const restorePoint = { name: this.restorePointName, lsn: formatLsn(parseLsn(point[0] as string)), time: point[1] as string, timeline: Number(point[2]) };
     say(`restore point ${restorePoint.name} at ${restorePoint.lsn}; waiting for ${switched} in the spool`);
     await this.waitFor(`WAL segment ${switched}`, () => (this.opts.catalog.wal(switched) ? true : undefined));

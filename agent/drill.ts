@@ -1,0 +1,219 @@
+/*
+ * A restore drill: prove that a media set restores, and how long it takes.
+ *
+ * The drill verifies the whole set, restores PostgreSQL into a throwaway cluster (a scratch data
+ * folder, a free port on localhost, archiving off) up to the newest export's restore point, the
+ * newest bundle's files and buckets into scratch folders, and checks what the exports recorded: row
+ * counts and checksums per table taken at the restore point (export --pg-table-checks), pg_amcheck
+ * over every database, and the file and object counts. Every stage is a check with pass, fail or
+ * skipped and a reason; a failed stage does not hide the ones after it when they can still run. The
+ * report says pass only when every check that ran passed.
+ */
+import { spawn } from 'node:child_process';
+import { chmod, chown, mkdir, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { AirlockError } from '../manifests/errors.js';
+import type { BundleReport } from '../verifier/verify.js';
+import { restoreFiles } from './restore/files.js';
+import { NO_BUCKET, restoreObjects } from './restore/objects.js';
+import { preparePgRestore, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
+import { removeTree } from './fsutil.js';
+import { clientEnv, query, versionBin } from './sources/postgres/server.js';
+import { tableChecksSql } from './sources/postgres/snapshot.js';
+
+export interface DrillCheck {
+  name: string;
+  result: 'pass' | 'fail' | 'skipped';
+  detail: string;
+}
+
+export interface DrillReport {
+  result: 'pass' | 'fail';
+  media: string;
+  site: string | undefined;
+  started: string;
+  finished: string;
+  /** wall time of the whole drill */
+  seconds: number;
+  /** from starting the restored server to the end of recovery */
+  recoverySeconds?: number;
+  /** from the start of the drill to a promoted, checked cluster */
+  restoreSeconds?: number;
+  bundles: { seq: number; created: string | undefined; base: boolean; restorePoint: string | undefined }[];
+  target?: string;
+  checks: DrillCheck[];
+}
+
+export interface DrillOptions {
+  from: string;
+  identities: readonly Uint8Array[];
+  /** verifies the set and returns its bundles (the clean set), or throws why not */
+  verify: () => Promise<BundleReport[]>;
+  scratch: string;
+  /** the OS user that owns and runs the throwaway cluster when the drill runs as root */
+  osUser: { uid: number; gid: number } | undefined;
+  pgUser: string;
+  pgBin: string | undefined;
+  airlockCli: string;
+  timeoutMs: number;
+  now: () => Date;
+  keep: boolean;
+  say?: (line: string) => void;
+}
+
+/** A free TCP port on 127.0.0.1, asked from the kernel. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function run(cmd: string, args: readonly string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv() });
+    let out = '';
+    const take = (d: Buffer) => (out = (out + d.toString('utf8')).slice(-8192));
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    child.on('error', (e) => resolve({ code: null, out: e.message }));
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** Runs a drill; never throws for a failed stage (that is a failed check), only for bad usage. */
+export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
+  const t0 = Date.now();
+  const started = opts.now();
+  const say = opts.say ?? (() => {});
+  const checks: DrillCheck[] = [];
+  const check = (name: string, result: DrillCheck['result'], detail: string) => {
+    checks.push({ name, result, detail });
+    say(`${result}: ${name}: ${detail}`);
+  };
+  const report: DrillReport = { result: 'fail', media: path.resolve(opts.from), site: undefined, started: started.toISOString(), finished: '', seconds: 0, bundles: [], checks };
+
+  let verified: BundleReport[] = [];
+  try {
+    say(`verifying ${opts.from}`);
+    verified = await opts.verify();
+    check('verify', 'pass', `${verified.length} bundle(s) verified without findings`);
+  } catch (e) {
+    check('verify', 'fail', message(e));
+  }
+  const sorted = [...verified].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+  report.site = sorted[0]?.site;
+  report.bundles = sorted.map((b) => ({ seq: b.seq as number, created: b.created, base: b.manifest?.coverage?.postgres?.base !== undefined, restorePoint: b.manifest?.coverage?.postgres?.restorePoint?.name }));
+  const newest = sorted.at(-1);
+
+  await mkdir(opts.scratch, { recursive: true, mode: 0o711 });
+  const scratch = await stat(opts.scratch);
+  if (!scratch.isDirectory()) throw new AirlockError('usage', `${opts.scratch}: not a folder`);
+  // the cluster's user passes through (not lists) it to its own 0700 folder
+  if (opts.osUser) await chmod(opts.scratch, 0o711);
+  let restored: PgRestoreResult | undefined;
+  let pid: number | undefined;
+  try {
+    const point = sorted.map((b) => b.manifest?.coverage?.postgres?.restorePoint?.name).filter((n) => n !== undefined).at(-1);
+    if (verified.length === 0) check('postgresql', 'skipped', 'the set did not verify');
+    else if (!sorted.some((b) => b.manifest?.coverage?.postgres?.base)) check('postgresql', 'skipped', 'no base backup in the set');
+    else if (!point) check('postgresql', 'skipped', 'no restore point in the set');
+    else {
+      report.target = point;
+      const pgHome = path.join(opts.scratch, 'pg');
+      await mkdir(pgHome, { mode: 0o700 });
+      if (opts.osUser) await chown(pgHome, opts.osUser.uid, opts.osUser.gid);
+      const port = await freePort();
+      try {
+        restored = await preparePgRestore({
+          verified,
+          identities: opts.identities,
+          pgdata: path.join(pgHome, 'data'),
+          target: { kind: 'name', name: point },
+          orLatest: false,
+          port,
+          walFetch: { node: process.execPath, cli: opts.airlockCli },
+          say,
+        });
+        for (const w of restored.warnings) say(`warning: ${w}`);
+        const major = sorted.find((b) => b.seq === restored?.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
+        const bin = opts.pgBin ?? versionBin(major);
+        const rec = await startAndRecover(restored, { bin, user: opts.pgUser, timeoutMs: opts.timeoutMs });
+        pid = rec.pid;
+        report.recoverySeconds = rec.recoveryMs / 1000;
+        check('postgresql recovery', 'pass', `base backup of seq ${restored.baseSeq} and WAL of seq ${restored.bundles.join(', ')} recovered to ${point} at ${rec.replayLsn} in ${report.recoverySeconds.toFixed(1)} s`);
+        const conn = { conninfo: `host=${restored.pgdata} port=${port} user=${opts.pgUser} dbname=${restored.tableChecks?.database ?? 'postgres'}`, ...(bin ? { bin } : {}) };
+        const expected = restored.tableChecks;
+        if (!expected) check('table checks', 'skipped', 'the exports recorded none (export --pg-table-checks)');
+        else if (expected.restorePoint !== point) check('table checks', 'skipped', `recorded at ${expected.restorePoint}, not at ${point}`);
+        else {
+          const names = Object.keys(expected.tables);
+          const [row] = await query(conn, `SELECT ${tableChecksSql(names)}`);
+          const got = JSON.parse(row?.[0] ?? '{}') as Record<string, [number, string]>;
+          const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
+          check('table checks', differ.length === 0 ? 'pass' : 'fail', differ.length === 0 ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point` : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`);
+        }
+        const am = await run(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w']);
+        check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${am.out.trim().split('\n').slice(-3).join(' / ')}`);
+        report.restoreSeconds = (Date.now() - t0) / 1000;
+      } catch (e) {
+        check('postgresql recovery', 'fail', message(e));
+      }
+    }
+
+    if (newest && (newest.manifest?.contents.files ?? 0) > 0) {
+      try {
+        const s = await restoreFiles(newest, opts.identities, path.join(opts.scratch, 'files'));
+        const want = newest.manifest?.contents.files ?? 0;
+        check('files', s.files === want ? 'pass' : 'fail', `${s.files} of ${want} file(s) of seq ${s.seq} restored and checked`);
+      } catch (e) {
+        check('files', 'fail', message(e));
+      }
+    } else check('files', 'skipped', 'the newest bundle carries no files');
+
+    if (newest) {
+      try {
+        const s = await restoreObjects(newest, opts.identities, { kind: 'folder', to: path.join(opts.scratch, 'objects') }, Infinity, undefined, verified);
+        if (s.buckets === 0) check('objects', 'skipped', 'the newest bundle carries no buckets');
+        else check('objects', 'pass', `${s.written} current object(s) of ${s.buckets} bucket(s) restored with their sizes and hashes checked (${s.versions} version(s), ${s.deleteMarkers} delete marker(s) in the set)`);
+      } catch (e) {
+        if (e instanceof AirlockError && e.code === 'not-found' && e.message === NO_BUCKET) check('objects', 'skipped', 'the newest bundle carries no buckets');
+        else check('objects', 'fail', message(e));
+      }
+    }
+  } finally {
+    if (restored && pid !== undefined) {
+      await stopRestored(restored.pgdata, opts.pgBin ?? versionBin(sorted[0]?.manifest?.coverage?.postgres?.major ?? 0)).catch((e: unknown) => say(`warning: could not stop the drill's server (pid ${pid}): ${message(e)}`));
+    }
+    if (!opts.keep) {
+      for (const d of ['pg', 'files', 'objects']) await removeTree(path.join(opts.scratch, d)).catch(() => say(`warning: could not remove ${path.join(opts.scratch, d)}`));
+      if (restored) await removeTree(restored.walDir).catch(() => {});
+    }
+  }
+  const finished = opts.now();
+  report.finished = finished.toISOString();
+  report.seconds = (Date.now() - t0) / 1000;
+  report.result = checks.length > 0 && checks.every((c) => c.result !== 'fail') && checks.some((c) => c.result === 'pass' && c.name !== 'verify') ? 'pass' : 'fail';
+  return report;
+}
+
+/** The drill report for people. */
+export function drillText(r: DrillReport): string {
+  const lines = [
+    `airlock restore drill: ${r.result.toUpperCase()}`,
+    `media: ${r.media}`,
+    `site: ${r.site ?? '(none verified)'}; bundles: ${r.bundles.map((b) => `${b.seq}${b.base ? ' (base)' : ''}`).join(', ') || 'none'}`,
+    ...(r.target ? [`target: restore point ${r.target}`] : []),
+    `started ${r.started}, finished ${r.finished}: ${r.seconds.toFixed(1)} s${r.restoreSeconds !== undefined ? `; a checked, promoted cluster after ${r.restoreSeconds.toFixed(1)} s (recovery ${r.recoverySeconds?.toFixed(1)} s)` : ''}`,
+    '',
+    ...r.checks.map((c) => `${c.result}: ${c.name}: ${c.detail}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}

@@ -33,6 +33,8 @@ export interface ExportOptions {
   now: () => Date;
   signal?: AbortSignal;
   progress?: (bytes: number) => void;
+  /** par2 recovery data for this percentage of the volumes' blocks */
+  recoveryPercent?: number;
 }
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
@@ -163,6 +165,7 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
           prepared: true,
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(opts.progress ? { progress: opts.progress } : {}),
+          ...(opts.recoveryPercent ? { recoveryPercent: opts.recoveryPercent } : {}),
         },
         items,
       );

@@ -8,6 +8,7 @@ import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
 import { VERSION, printError } from './common.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
+import { register as registerMedia } from './media.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerWalFetch } from './wal-fetch.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerRestore(program);
   registerRestoreObjects(program);
+  registerMedia(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

@@ -94,10 +94,17 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   }
   if (damaged.length === 0) return { dir: scratch, repaired: [] };
 
-  const r = await runTool('par2', ['repair', '-q', '-q', first, '--', ...volumes.map((v) => v.name)], { cwd: scratch, ...(signal ? { signal } : {}) });
+  let said = '';
+  const r = await runTool('par2', ['repair', '-q', first, '--', ...volumes.map((v) => v.name)], {
+    cwd: scratch,
+    onStdout: (d) => {
+      said = (said + d.toString('utf8')).slice(-4096);
+    },
+    ...(signal ? { signal } : {}),
+  });
   const cannot = (why: string) =>
-    new AirlockError('verification-failed', `${path.basename(bundleDir)}: ${damaged.join(', ')} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`, { hint: 'restore from another copy of the bundle; nothing was restored' });
-  if (r.code !== 0) throw cannot(lastLine(r.stderr) || `par2 repair exited with status ${r.code}`);
+    new AirlockError('verification-failed', `${path.basename(bundleDir)}: ${damaged.join(', ')} ${damaged.length > 1 ? 'are' : 'is'} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`, { hint: 'restore from another copy of the bundle; nothing was restored' });
+  if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || `par2 repair exited with status ${r.code}`);
   for (const v of volumes) {
     const d = await digestFile(path.join(scratch, v.name)).catch(() => undefined);
     if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from SHA256SUMS after the repair`);

@@ -49,7 +49,7 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
   const chosen = candidates.at(-1);
   if (!chosen) throw new AirlockError('no-bundle', `no bundle of ${chosenSite}${seq !== undefined ? ` with seq ${seq}` : ''} under ${from}`);
   // damaged volumes with recovery data beside them: the caller repairs them (withRepairedBundle)
-  if (chosen.findings.length > 0 && !(opts.allowRepair === true && mayRepair(chosen))) {
+  if (chosen.findings.length > 0 && !(opts.allowRepair === true && (await mayRepair(chosen)))) {
     const lines = chosen.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
     throw new AirlockError('verification-failed', `${path.basename(chosen.path)} failed verification: ${lines}`, { hint: 'nothing was restored; restore from another copy, or an older bundle with --seq' });
   }

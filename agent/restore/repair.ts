@@ -10,7 +10,7 @@ import path from 'node:path';
 import { AirlockError } from '../../manifests/errors.js';
 import { readSmall, sha256Hex } from '../../manifests/hash.js';
 import { isRecoveryFile } from '../../manifests/recovery.js';
-import { SUMS, SUMS_LIMIT, parseSums } from '../../manifests/sums.js';
+import { SUMS, SUMS_LIMIT, parseSums, type SumLine } from '../../manifests/sums.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { repairVolumes } from '../bundle/recovery.js';
 import { removeTree } from '../fsutil.js';
@@ -22,11 +22,19 @@ const REPAIRABLE = new Set(['checksum-mismatch', 'size-mismatch', 'missing']);
  * Whether the only findings of `b` are damaged volumes or recovery files that its recovery data
  * may repair: the signature, SHA256SUMS and manifest checked out, and recovery files are listed.
  */
-export function mayRepair(b: BundleReport): boolean {
+export async function mayRepair(b: BundleReport): Promise<boolean> {
   const m = b.manifest;
   if (!m || b.sums === undefined || b.signer === undefined || b.findings.length === 0) return false;
   const volumes = new Set(m.payload.volumes.map((v) => v.name));
-  return b.findings.every((f) => REPAIRABLE.has(f.result) && f.file !== undefined && (volumes.has(f.file) || isRecoveryFile(f.file)));
+  if (!b.findings.every((f) => REPAIRABLE.has(f.result) && f.file !== undefined && (volumes.has(f.file) || isRecoveryFile(f.file)))) return false;
+  return (await signedList(b)).some((l) => isRecoveryFile(l.name));
+}
+
+/** The bundle's SHA256SUMS, read again: it must be the one whose signature was checked. */
+async function signedList(b: BundleReport): Promise<SumLine[]> {
+  const bytes = await readSmall(path.join(b.path, SUMS), SUMS_LIMIT);
+  if (sha256Hex(bytes) !== b.sums) throw new AirlockError('verification-failed', `${b.path}: ${SUMS} changed since it was verified`);
+  return parseSums(bytes);
 }
 
 /**
@@ -38,7 +46,7 @@ export function mayRepair(b: BundleReport): boolean {
 export async function withRepairedBundle<T>(bundle: BundleReport, to: string, restore: (b: BundleReport) => Promise<T>, signal?: AbortSignal): Promise<T> {
   if (bundle.findings.length === 0) return restore(bundle);
   const manifest = bundle.manifest;
-  if (!manifest || !mayRepair(bundle)) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+  if (!manifest || !(await mayRepair(bundle))) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const target = path.resolve(to);
   if (!(await isEmptyOrAbsent(target))) throw new AirlockError('target-exists', `${target} is not empty`, { hint: 'restore into a new or empty folder' });
   const parent = path.dirname(target);
@@ -47,10 +55,7 @@ export async function withRepairedBundle<T>(bundle: BundleReport, to: string, re
   for (const n of await readdir(parent)) if (n.startsWith(prefix)) await removeTree(path.join(parent, n));
   const scratch = path.join(parent, `${prefix}${randomBytes(6).toString('hex')}`);
   try {
-    // the signed list, read again: it must be the one whose signature was checked
-    const sumsBytes = await readSmall(path.join(bundle.path, SUMS), SUMS_LIMIT);
-    if (sha256Hex(sumsBytes) !== bundle.sums) throw new AirlockError('verification-failed', `${bundle.path}: ${SUMS} changed since it was verified`);
-    const listed = new Map(parseSums(sumsBytes).map((l) => [l.name, l.sha256]));
+    const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
     const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, scratch, signal);
     if (r.repaired.length > 0) process.stderr.write(`airlock: repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches SHA256SUMS\n`);
     return await restore({ ...bundle, path: r.dir, findings: [] });

@@ -21,7 +21,7 @@ import { human } from '../verifier/render.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
 import { fsyncDir, removeTree, writeFileDurable } from './fsutil.js';
-import { runTool } from './tool.js';
+import { lastLine, runTool } from './tool.js';
 
 export const LABEL_FILE = 'AIRLOCK-MEDIUM.json';
 export const LABEL_FORMAT = 'airlock-medium';
@@ -201,7 +201,7 @@ export async function digestDirect(file: string, notes: ReadBackNotes, signal?: 
       ...(signal ? { signal } : {}),
     });
     if (r.code === 0) return { sha256: h.digest('hex'), size };
-    if (!/invalid argument/i.test(r.stderr)) throw new AirlockError('io', `${file}: cannot be read back from the medium: ${r.stderr.trim().split('\n').at(-1) ?? `dd exited with status ${r.code}`}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
+    if (!/invalid argument/i.test(r.stderr)) throw new AirlockError('io', `${file}: cannot be read back from the medium: ${lastLine(r.stderr) || `dd exited with status ${r.code}`}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
     notes.cached = true;
   }
   return digestFile(file);

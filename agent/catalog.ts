@@ -64,6 +64,13 @@ const MIGRATIONS: readonly string[] = [
      seq INTEGER NOT NULL,
      PRIMARY KEY (site, endpoint, bucket, prefix, key, version)
    ) STRICT, WITHOUT ROWID`,
+  // which bundle carries each WAL file; rows of a bundle that never finished are ignored by joins
+  `CREATE TABLE wal_exports (
+     site TEXT NOT NULL,
+     name TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (site, name, seq)
+   ) STRICT, WITHOUT ROWID`,
   // media are counted by the UUID of their label, never by mount path; a copy counts for retention
   // only once it was read back from that medium and verified. job_runs keeps the outcome of every
   // run of a job (export, media copy, ...) so a status view can show the last success and failure.
@@ -213,10 +220,24 @@ export class Catalog {
     }
   }
 
-  /** Marks the intent for `seq` done. Throws `seq-conflict` if there is no such intent. */
-  commit(site: string, seq: number, sumsSha256: string, size: number, now: Date): void {
-    const r = this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
-    if (r.changes !== 1) throw new AirlockError('seq-conflict', `no export of ${site} seq ${seq} was in progress in the catalog`);
+  /**
+   * Marks the intent for `seq` done and, in the same transaction, records the WAL files it carries.
+   * Throws `seq-conflict` if there is no such intent.
+   */
+  commit(site: string, seq: number, sumsSha256: string, size: number, now: Date, wal: readonly string[] = []): void {
+    const mark = this.db.prepare(`INSERT OR IGNORE INTO wal_exports (site, name, seq) VALUES (?, ?, ?)`);
+    this.db.transaction(() => {
+      const r = this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
+      if (r.changes !== 1) throw new AirlockError('seq-conflict', `no export of ${site} seq ${seq} was in progress in the catalog`);
+      for (const name of wal) mark.run(site, name, seq);
+    })();
+  }
+
+  /** Ingested WAL files that no finished bundle of `site` carries yet, in name order. */
+  unexportedWal(site: string): WalRow[] {
+    return this.db
+      .prepare(`SELECT * FROM wal w WHERE NOT EXISTS (SELECT 1 FROM wal_exports e JOIN bundles b ON b.site = e.site AND b.seq = e.seq AND b.state = 'done' WHERE e.site = ? AND e.name = w.name) ORDER BY name`)
+      .all(site) as WalRow[];
   }
 
   abandon(site: string, seq: number): void {

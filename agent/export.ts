@@ -8,6 +8,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { Coverage } from '../manifests/coverage.js';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { SITE_RE, type Compression } from '../manifests/manifest.js';
@@ -35,6 +36,10 @@ export interface ExportOptions {
   progress?: (bytes: number) => void;
   /** par2 recovery data for this percentage of the volumes' blocks */
   recoveryPercent?: number;
+  /** the manifest's coverage, asked for once every item was written */
+  coverage?: () => Coverage | undefined;
+  /** WAL files the bundle carries, recorded with the commit */
+  walNames?: () => readonly string[];
 }
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
@@ -101,7 +106,7 @@ async function bundlesOnMedium(medium: string, site: string): Promise<{ seq: num
  * for a site that the medium has bundles of, `seq-conflict` for contradictions, and whatever the
  * writer and the sources throw (the catalog then forgets the intent).
  */
-export async function runExport(opts: ExportOptions, items: AsyncIterable<SourceItem>): Promise<WrittenBundle> {
+export async function runExport(opts: ExportOptions, items: (seq: number) => AsyncIterable<SourceItem>): Promise<WrittenBundle> {
   if (!SITE_RE.test(opts.site)) {
     throw new AirlockError('usage', `site id ${JSON.stringify(opts.site)} is not valid`, { hint: 'use lowercase letters, digits, ".", "_" and "-", at most 63' });
   }
@@ -166,8 +171,9 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(opts.progress ? { progress: opts.progress } : {}),
           ...(opts.recoveryPercent ? { recoveryPercent: opts.recoveryPercent } : {}),
+          ...(opts.coverage ? { coverage: opts.coverage } : {}),
         },
-        items,
+        items(seq),
       );
     } catch (e) {
       // renamed but not synced to the end: leave the intent for the next start to adopt the bundle
@@ -175,7 +181,7 @@ export async function runExport(opts: ExportOptions, items: AsyncIterable<Source
       throw e;
     }
     faultPoint('export:before-commit');
-    catalog.commit(opts.site, seq, written.sumsSha256, written.manifest.payload.size, opts.now());
+    catalog.commit(opts.site, seq, written.sumsSha256, written.manifest.payload.size, opts.now(), opts.walNames?.() ?? []);
     return written;
   } finally {
     release?.();

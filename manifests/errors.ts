@@ -66,6 +66,16 @@ const CODES = {
   's3-failed': EXIT.source,
   /** an object's bytes did not match the size or ETag the server stated */
   'source-corrupt': EXIT.source,
+  /** PostgreSQL refused a query or the connection failed */
+  'pg-failed': EXIT.source,
+  /** the server has something a streamed backup cannot carry (extra tablespaces) */
+  'pg-unsupported': EXIT.source,
+  /** an archived WAL file the export waits for did not reach the spool in time */
+  'wal-timeout': EXIT.source,
+  /** a restored server did not reach what the target asked for */
+  'recovery-failed': EXIT.failed,
+  /** airlock check found a setting, right or tool that exports need */
+  'check-failed': EXIT.failed,
   'bucket-not-found': EXIT.input,
   'medium-full': EXIT.medium,
   'spool-full': EXIT.medium,

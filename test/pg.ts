@@ -80,7 +80,7 @@ export function runAs(user: Cluster['user'], cmd: string, args: readonly string[
 }
 
 /** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
-function freePort(): number {
+export function freePort(): number {
   const script = "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})";
   const r = run(process.execPath, ['-e', script]);
   const port = Number(r.stdout);

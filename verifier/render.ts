@@ -36,7 +36,12 @@ export function renderText(r: Report, quiet: boolean): string {
     for (const f of b.findings) out.push(findingLine(f));
   }
   for (const f of r.findings) out.push(findingLine(f));
-  for (const s of r.sites) out.push(`site ${s.site}: ${s.bundles} bundle(s), seq ${s.first} to ${s.newest.seq}`);
+  for (const s of r.sites) {
+    out.push(`site ${s.site}: ${s.bundles} bundle(s), seq ${s.first} to ${s.newest.seq}`);
+    for (const w of s.windows ?? []) {
+      out.push(`site ${s.site}: restorable from ${w.from.time} (base backup in seq ${w.baseSeq}, ${w.from.lsn}) to ${w.to.time ? `${w.to.time} (restore point)` : 'the end of the WAL'}, WAL up to ${w.to.segment} in seq ${w.lastSeq}, timeline ${w.timeline}`);
+    }
+  }
   const failed = r.bundles.filter((b) => b.findings.length > 0).length;
   const n = allFindings(r).length;
   out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);

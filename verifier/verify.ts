@@ -28,6 +28,7 @@ import { fingerprint } from '../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, SIG_LIMIT, verify as verifySignature } from '../manifests/sshsig.js';
 import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
 import { readTar } from '../manifests/tar.js';
+import { checkContinuity } from './continuity.js';
 import { isRecoveryFile } from '../manifests/recovery.js';
 
 export const RESULTS = [
@@ -340,6 +341,12 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
   for (const p of chain.problems) {
     findings.push({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
   }
+  const windows = new Map<string, RecoveryWindow[]>();
+  for (const s of chain.sites) {
+    const c = checkContinuity(s.site, bundles.filter((b) => b.site === s.site));
+    findings.push(...c.findings);
+    windows.set(s.site, c.windows);
+  }
   const ok = findings.length === 0 && bundles.every((b) => b.findings.length === 0);
   return {
     tool: opts.tool,
@@ -348,7 +355,10 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
     paths: paths.map((p) => path.resolve(p)),
     bundles,
     findings,
-    sites: chain.sites.map((s) => ({ site: s.site, first: s.first, newest: s.newest, bundles: s.bundles.length })),
+    sites: chain.sites.map((s) => {
+      const w = windows.get(s.site) ?? [];
+      return { site: s.site, first: s.first, newest: s.newest, bundles: s.bundles.length, ...(w.length > 0 ? { windows: w } : {}) };
+    }),
     ok,
   };
 }

@@ -22,6 +22,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { HashWorker } from '../../manifests/hash-worker.js';
 import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
+import type { Coverage } from '../../manifests/coverage.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
@@ -46,6 +47,8 @@ export interface EntryItem {
   /** seconds since the epoch */
   mtime: number;
   pax?: Record<string, string>;
+  /** when known in advance: the body must hash to it, or the export fails */
+  sha256?: string;
   /** the body; must yield exactly `size` bytes or throw */
   open: () => AsyncIterable<Uint8Array>;
   /** the index record, without path, size and sha256 (the writer adds them) */
@@ -77,6 +80,8 @@ export interface WriterOptions {
   progress?: (bytes: number) => void;
   /** write par2 recovery data able to rebuild this percentage of the volumes' blocks */
   recoveryPercent?: number;
+  /** the manifest's coverage section, asked for once every item was written */
+  coverage?: () => Coverage | undefined;
 }
 
 export interface WrittenBundle {
@@ -273,6 +278,9 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
         continue;
       }
       const sha256 = yield* emit(item.name, item.size, item.mode, item.mtime, item.open(), item.pax);
+      if (item.sha256 !== undefined && item.sha256 !== sha256) {
+        throw new AirlockError('source-changed', `${item.name}: its bytes hash to ${sha256}, not to the ${item.sha256} recorded when it was taken in`, { hint: 'the source file changed after it was checked; investigate it before exporting again' });
+      }
       if (item.record.type === 'file') counts.files++;
       counts.bytes += item.size;
       await index.write(`${canonicalLine({ ...item.record, path: item.name, size: item.size, sha256 })}\n`);
@@ -338,6 +346,8 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
       contents: { files: counts.files, metadata: counts.metadata, bytes: counts.bytes },
     };
     const recovery = opts.recoveryPercent ? await recoveryLines(partial, volumes, opts.recoveryPercent, opts.signal) : [];
+    const coverage = opts.coverage?.();
+    if (coverage !== undefined) manifest.coverage = coverage;
     const manifestText = canonicalJson(manifest);
     const restore = restoreText(manifest, recovery.length > 0);
     await writeFileDurable(path.join(partial, MANIFEST_JSON), manifestText);

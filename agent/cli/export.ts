@@ -20,6 +20,8 @@ import type { SourceItem } from '../bundle/writer.js';
 import { recordRun } from '../jobs.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
+import { versionBin, type Connection } from '../sources/postgres/server.js';
+import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { Settings, human, interruptible, progressReporter } from './common.js';
 
 interface ExportFlags {
@@ -33,6 +35,12 @@ interface ExportFlags {
   bucket?: string[];
   s3Credentials?: string;
   incremental?: boolean;
+  pg?: string;
+  pgBin?: string;
+  walSpool?: string;
+  pgBase?: boolean;
+  pgDump?: boolean;
+  walTimeout?: string;
   compress?: string;
   volumeSize?: string;
   notFat32?: boolean;
@@ -67,7 +75,16 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const buckets = s.list(flags.bucket, 'bucket').map(parseBucketSpec).sort((a, b) => Buffer.compare(bytes(a.bucket), bytes(b.bucket)) || Buffer.compare(bytes(a.prefix), bytes(b.prefix)));
   checkTargets(buckets);
   const endpoint = s.one(flags.s3Endpoint, 's3-endpoint');
-  if (files.length === 0 && buckets.length === 0) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry) and/or --s3-endpoint URL --bucket NAME' });
+  const pgConn = s.one(flags.pg, 'pg');
+  const walSpool = s.one(flags.walSpool, 'wal-spool');
+  const pgBase = flags.pgBase === true || s.one(undefined, 'pg-base') === 'true';
+  const pgDump = flags.pgDump === true || s.one(undefined, 'pg-dump') === 'true';
+  if (pgConn === undefined && (pgBase || pgDump || walSpool !== undefined)) throw new AirlockError('usage', '--pg-base, --pg-dump and --wal-spool need --pg', { hint: 'give --pg CONNINFO, the connection to the server (e.g. "host=/run/postgresql user=airlock dbname=postgres")' });
+  if (pgConn !== undefined && walSpool === undefined) throw new AirlockError('usage', '--pg needs --wal-spool', { hint: 'give --wal-spool DIR, the folder archive_command (airlock wal-push) writes into' });
+  const walTimeoutText = s.one(flags.walTimeout, 'wal-timeout') ?? '120';
+  const walTimeout = Number(walTimeoutText);
+  if (!Number.isFinite(walTimeout) || walTimeout <= 0) throw new AirlockError('usage', `--wal-timeout ${walTimeoutText}: must be a number of seconds`);
+  if (files.length === 0 && buckets.length === 0 && pgConn === undefined) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry), --s3-endpoint URL --bucket NAME, and/or --pg CONNINFO --wal-spool DIR' });
   if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
   if (buckets.length === 0 && endpoint !== undefined) throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
   const recoveryText = s.one(flags.recoveryPercent, 'recovery-percent');
@@ -95,9 +112,22 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
   let spoolFd: number | undefined;
   let catalog: Catalog | undefined;
+  let pgCatalog: Catalog | undefined;
+  let snapshot: PostgresSnapshot | undefined;
   const origin = client?.endpoint.origin ?? '';
-  async function* items(): AsyncGenerator<SourceItem> {
+  const say = (line: string) => void (process.stderr.isTTY && !flags.json ? process.stderr.write(`airlock: ${line}\n`) : undefined);
+  async function* items(seq: number): AsyncGenerator<SourceItem> {
     if (files.length > 0) yield* fileItems(files);
+    if (pgConn !== undefined && walSpool !== undefined) {
+      pgCatalog = Catalog.open(stateDir);
+      const bin = s.one(flags.pgBin, 'pg-bin');
+      const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
+      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, ...(abortSignal ? { signal: abortSignal } : {}) });
+      const info = await snapshot.prepare();
+      const own = bin === undefined ? versionBin(info.major) : undefined;
+      if (own !== undefined) conn.bin = own;
+      yield* snapshot.items();
+    }
     if (!client) return;
     if (flags.incremental) catalog = Catalog.open(stateDir);
     spoolFd = openSync(spoolFile, 'wx', 0o600);
@@ -120,7 +150,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
 
   const progress = progressReporter('airlock: export');
   try {
-    // buckets are listed only while they are exported: for them, only the floor is checked up front
+    // buckets and databases are read only while they are exported: for them only the floor is checked up front
     const label = await prepareMedium(medium, bundleNeeds(await estimateFiles(files), recoveryPercent));
     const written = await interruptible((signal) => {
       abortSignal = signal;
@@ -139,8 +169,10 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         signal,
         progress: progress.update,
         ...(recoveryPercent > 0 ? { recoveryPercent } : {}),
+        coverage: () => (snapshot?.coverage ? { postgres: snapshot.coverage } : undefined),
+        walNames: () => snapshot?.walNames ?? [],
       },
-      items(),
+      items,
       );
     });
     progress.done();
@@ -155,10 +187,12 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       }
     }
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: objectStats } : {}) })}\n`);
+      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: objectStats } : {}), ...(m.coverage ? { coverage: m.coverage } : {}) })}\n`);
     } else {
       const objects = client ? `${objectStats.versions} object version(s), ${objectStats.deleteMarkers} delete marker(s), ` : '';
-      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+      const pg = m.coverage?.postgres;
+      const db = pg ? `${pg.base ? 'a base backup, ' : ''}${pg.dumps > 0 ? `${pg.dumps} dump(s), ` : ''}${pg.wal.length} WAL range(s) to restore point ${pg.restorePoint?.name ?? '?'}, ` : '';
+      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
     recordRun(stateDir, 'export', site, undefined);
@@ -167,6 +201,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     throw e;
   } finally {
     catalog?.close();
+    pgCatalog?.close();
     if (spoolFd !== undefined) closeSync(spoolFd);
     rmSync(spoolFile, { force: true });
     client?.close();
@@ -215,6 +250,12 @@ export function register(program: Command): void {
     .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
     .option('--bucket <bucket...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
     .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--pg <conninfo>', 'PostgreSQL: the connection (libpq string or URL; the password from PGPASSFILE or PGPASSWORD, never here)')
+    .option('--wal-spool <dir>', 'PostgreSQL: the folder archive_command (airlock wal-push) writes into')
+    .option('--pg-base', 'PostgreSQL: take a physical base backup (pg_basebackup) into the bundle')
+    .option('--pg-dump', 'PostgreSQL: take pg_dump -Fc of every database and pg_dumpall --globals-only')
+    .option('--pg-bin <dir>', 'PostgreSQL: the folder of pg_basebackup, pg_dump and psql (default: the server version\'s)')
+    .option('--wal-timeout <seconds>', 'PostgreSQL: how long to wait for the restore point\'s WAL to be archived (default 120)')
     .option('--incremental', 'buckets: leave out the versions that earlier bundles of this site already hold')
     .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
     .option('--recovery-percent <n>', 'also write par2 recovery data able to rebuild N% of the volumes (1-100)')

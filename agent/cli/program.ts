@@ -6,11 +6,13 @@
 import { Command, CommanderError } from 'commander';
 import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
 import { VERSION, printError } from './common.js';
+import { register as registerCheck } from './check.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerMedia } from './media.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
+import { register as registerRestorePg } from './restore-pg.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -22,9 +24,11 @@ export function buildProgram(): Command {
     .showHelpAfterError(false);
   registerKeygen(program);
   registerExport(program);
+  registerCheck(program);
   registerRestore(program);
   registerRestoreObjects(program);
   registerMedia(program);
+  registerRestorePg(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

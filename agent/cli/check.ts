@@ -1,0 +1,121 @@
+/*
+ * airlock check: a pre-flight of the PostgreSQL side before the first export. It reads the server's
+ * settings and the role's rights, asks the client programs for their versions and looks at the
+ * spool, then prints one line per check (ok, warning, problem) and exits 1 when any check failed.
+ */
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, statfsSync, statSync } from 'node:fs';
+import type { Command } from 'commander';
+import { AirlockError } from '../../manifests/errors.js';
+import { program as pgProgram, query, versionBin, type Connection } from '../sources/postgres/server.js';
+import { Settings, human } from './common.js';
+
+interface CheckFlags {
+  pg?: string;
+  walSpool?: string;
+  pgBin?: string;
+  maxArchiveTimeout?: string;
+  config?: string;
+  json?: boolean;
+}
+
+export interface CheckLine {
+  check: string;
+  result: 'ok' | 'warning' | 'problem';
+  message: string;
+}
+
+function clientMajor(file: string): number | undefined {
+  const r = spawnSync(file, ['--version'], { encoding: 'utf8' });
+  const m = r.status === 0 ? r.stdout.match(/\(PostgreSQL\) (\d+)/) : null;
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Runs every check against the server and spool; never throws for a failed check, only for bad usage. */
+export async function runChecks(conn: Connection, spool: string | undefined, maxArchiveTimeout: number): Promise<CheckLine[]> {
+  const out: CheckLine[] = [];
+  const add = (check: string, ok: boolean | 'warning', message: string) => out.push({ check, result: ok === true ? 'ok' : ok === false ? 'problem' : 'warning', message });
+  let row: string[] | undefined;
+  try {
+    [row] = await query(
+      conn,
+      `SELECT current_setting('server_version_num'), current_setting('wal_level'), current_setting('archive_mode'), current_setting('archive_command'),
+              (SELECT setting FROM pg_settings WHERE name = 'archive_timeout'), current_setting('max_wal_senders'),
+              r.rolsuper, r.rolreplication, pg_has_role('pg_read_all_settings', 'member'),
+              has_function_privilege('pg_create_restore_point(text)', 'execute'), has_function_privilege('pg_switch_wal()', 'execute'),
+              a.failed_count, coalesce(a.last_failed_wal, ''), coalesce(a.last_failed_time > coalesce(a.last_archived_time, '-infinity'), false)
+         FROM pg_roles r, pg_stat_archiver a WHERE r.rolname = current_user`,
+    );
+  } catch (e) {
+    add('connection', false, (e as Error).message);
+    return out;
+  }
+  if (!row || row.length !== 14) {
+    add('connection', false, 'unexpected answer from the server');
+    return out;
+  }
+  const [num, walLevel, archiveMode, archiveCommand, archiveTimeout, senders, superuser, replication, readSettings, canPoint, canSwitch, failed, lastFailedWal, failing] = row as [string, string, string, string, string, string, string, string, string, string, string, string, string, string];
+  const major = Math.floor(Number(num) / 10000);
+  add('connection', true, `PostgreSQL ${major} answers`);
+  add('wal_level', walLevel !== 'minimal', `wal_level = ${walLevel}${walLevel === 'minimal' ? ': set replica' : ''}`);
+  add('archive_mode', archiveMode === 'on' || archiveMode === 'always', `archive_mode = ${archiveMode}${archiveMode === 'off' ? ': set on and restart' : ''}`);
+  add('archive_command', archiveCommand.includes('wal-push'), archiveCommand.includes('wal-push') ? `archive_command runs airlock wal-push` : `archive_command = '${archiveCommand}': set it to 'airlock wal-push %p --spool DIR'`);
+  const timeout = Number(archiveTimeout);
+  add('archive_timeout', timeout > 0 && timeout <= maxArchiveTimeout, `archive_timeout = ${timeout} s${timeout === 0 || timeout > maxArchiveTimeout ? `: set at most ${maxArchiveTimeout} s, or an idle server keeps its last changes out of the spool (the on-appliance RPO)` : ''}`);
+  add('max_wal_senders', Number(senders) > 0, `max_wal_senders = ${senders}${Number(senders) > 0 ? '' : ': pg_basebackup needs at least 1'}`);
+  const su = superuser === 't';
+  add('role: replication', su || replication === 't', su ? 'superuser' : replication === 't' ? 'the role may stream base backups' : 'the role lacks REPLICATION: ALTER ROLE ... REPLICATION for --pg-base');
+  add('role: settings', su || readSettings === 't', su || readSettings === 't' ? 'the role reads the data folder and config file paths' : 'grant pg_read_all_settings so config files outside the data folder are carried');
+  add('role: restore point', canPoint === 't' && canSwitch === 't', canPoint === 't' && canSwitch === 't' ? 'the role may create restore points and switch WAL' : 'GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO the role');
+  add('role: globals', su ? true : 'warning', su ? 'pg_dumpall --globals-only includes role passwords' : 'not a superuser: the globals dump leaves role passwords out (--no-role-passwords)');
+  add('pg_stat_archiver', failing === 't' ? false : Number(failed) > 0 ? 'warning' : true, failing === 't' ? `archiving fails now (last failed ${lastFailedWal}); read the server log` : `${failed} failure(s) since the statistics were reset`);
+
+  const bin = conn.bin ?? versionBin(major);
+  for (const tool of ['pg_basebackup', 'pg_dump', 'pg_dumpall', 'psql']) {
+    const file = bin === undefined ? pgProgram(conn, tool) : `${bin}/${tool}`;
+    const v = clientMajor(file);
+    add(`tool: ${tool}`, v !== undefined && v >= major, v === undefined ? `${file} not found` : `${file} is version ${v}${v < major ? `, older than the server's ${major}: install postgresql-client-${major}` : ''}`);
+  }
+  if (spool !== undefined) {
+    try {
+      if (!statSync(spool).isDirectory()) throw new Error('not a folder');
+      accessSync(spool, constants.R_OK | constants.W_OK);
+      const fs = statfsSync(spool);
+      const free = fs.bavail * fs.bsize;
+      add('spool', free > 1024 ** 3 ? true : 'warning', `${spool}: ${human(free)} free${free > 1024 ** 3 ? '' : '; when it is full archiving stops and pg_wal grows'}`);
+    } catch (e) {
+      add('spool', false, `${spool}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return out;
+}
+
+async function checkCommand(flags: CheckFlags): Promise<void> {
+  const s = new Settings(flags.config);
+  const conninfo = s.required(flags.pg, 'pg', 'give --pg CONNINFO, the connection to the server');
+  const bin = s.one(flags.pgBin, 'pg-bin');
+  const maxText = flags.maxArchiveTimeout ?? '60';
+  const max = Number(maxText);
+  if (!Number.isFinite(max) || max <= 0) throw new AirlockError('usage', `--max-archive-timeout ${maxText}: not a number of seconds`);
+  const lines = await runChecks({ conninfo, ...(bin !== undefined ? { bin } : {}) }, s.one(flags.walSpool, 'wal-spool'), max);
+  const problems = lines.filter((l) => l.result === 'problem').length;
+  if (flags.json) process.stdout.write(`${JSON.stringify({ status: problems > 0 ? 'problem' : 'ok', checks: lines })}\n`);
+  else {
+    for (const l of lines) process.stdout.write(`${l.result}: ${l.check}: ${l.message}\n`);
+    process.stdout.write(`${lines.length} check(s), ${problems} problem(s), ${lines.filter((l) => l.result === 'warning').length} warning(s)\n`);
+  }
+  if (problems > 0) throw new AirlockError('check-failed', `${problems} pre-flight check(s) failed`, { hint: 'fix the lines marked problem, then run airlock check again' });
+}
+
+export function register(program: Command): void {
+  program
+    .command('check')
+    .description('pre-flight: are the server, the role, the client programs and the spool ready for exports')
+    .option('--pg <conninfo>', 'the connection to the server (libpq string or URL)')
+    .option('--wal-spool <dir>', 'the spool archive_command writes into')
+    .option('--pg-bin <dir>', 'the folder of the client programs (default: the server version\'s)')
+    .option('--max-archive-timeout <seconds>', 'the largest archive_timeout that passes (default 60)')
+    .option('--config <file>', 'read settings from this config file (flags win)')
+    .option('--json', 'print the checks as JSON')
+    .action(checkCommand);
+}

@@ -1,0 +1,137 @@
+/*
+ * airlock restore pg: verify the whole media set, then restore PostgreSQL to a point in time (a base
+ * backup plus WAL, recovered by the server through wal-fetch), or a logical dump through pg_restore.
+ */
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { parseIdentities } from '../../manifests/age/keys.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { BundleReport } from '../../verifier/verify.js';
+import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
+import { versionBin } from '../sources/postgres/server.js';
+import { interruptible } from './common.js';
+import { pickVerifiedBundle } from './restore.js';
+
+interface RestorePgFlags {
+  from: string;
+  identity: string;
+  allowedSigners: string;
+  pgdata?: string;
+  targetTime?: string;
+  targetLsn?: string;
+  targetName?: string;
+  latest?: boolean;
+  orLatest?: boolean;
+  port?: string;
+  start?: boolean;
+  stop?: boolean;
+  pgUser?: string;
+  pgBin?: string;
+  timeout?: string;
+  airlockCli?: string;
+  dump?: boolean;
+  dbname?: string;
+  database?: string;
+  site?: string;
+  seq?: string;
+  staging?: string;
+  json?: boolean;
+}
+
+function targetOf(flags: RestorePgFlags): Target {
+  const given = [flags.targetTime, flags.targetLsn, flags.targetName, flags.latest ? 'latest' : undefined].filter((x) => x !== undefined);
+  if (given.length !== 1) throw new AirlockError('usage', 'give exactly one of --target-time, --target-lsn, --target-name, --latest', { hint: '--latest replays every WAL segment of the set' });
+  if (flags.targetTime !== undefined) return parseTargetTime(flags.targetTime);
+  if (flags.targetLsn !== undefined) {
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(flags.targetLsn)) throw new AirlockError('usage', `--target-lsn ${flags.targetLsn}: not a WAL location like 0/3000028`);
+    return { kind: 'lsn', lsn: flags.targetLsn.toUpperCase() };
+  }
+  if (flags.targetName !== undefined) {
+    if (!/^[ -~]{1,63}$/.test(flags.targetName) || flags.targetName.includes("'")) throw new AirlockError('usage', `--target-name: not a restore point name`);
+    return { kind: 'name', name: flags.targetName };
+  }
+  return { kind: 'latest' };
+}
+
+async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
+  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
+  const verified: BundleReport[] = [];
+  const say = (line: string) => void (flags.json ? undefined : process.stderr.write(`airlock: ${line}\n`));
+
+  if (flags.dump) {
+    if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
+    const seq = flags.seq === undefined ? undefined : Number(flags.seq);
+    await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
+    const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+    const bundle = withDumps.at(-1);
+    if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
+    say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
+    const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal));
+    if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
+    else say(`restored ${flags.database} from seq ${bundle.seq}`);
+    return;
+  }
+
+  if (flags.pgdata === undefined) throw new AirlockError('usage', 'give --pgdata DIR (a new or empty data folder)');
+  const target = targetOf(flags);
+  const port = Number(flags.port ?? '5433');
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AirlockError('usage', `--port ${flags.port}: not a port`);
+  const timeout = Number(flags.timeout ?? '3600');
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new AirlockError('usage', `--timeout ${flags.timeout}: not a number of seconds`);
+  await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified);
+  say(`${verified.length} bundle(s) verified; preparing ${flags.pgdata}`);
+  const cli = flags.airlockCli ?? (process.argv[1] as string);
+  const r = await interruptible((signal) => preparePgRestore({ verified, identities, pgdata: flags.pgdata as string, target, orLatest: flags.orLatest === true, port, walFetch: { node: process.execPath, cli: path.resolve(cli) }, signal, say }));
+  say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
+  const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
+  const bin = flags.pgBin ?? versionBin(major);
+  let recovered;
+  if (flags.start || flags.stop) {
+    say(`starting the server on port ${port} and waiting for recovery to end`);
+    recovered = await startAndRecover(r, { bin, user: flags.pgUser ?? 'postgres', timeoutMs: timeout * 1000 });
+    say(`recovery ended at ${recovered.replayLsn} on timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s; the server (pid ${recovered.pid}) accepts connections on port ${port}, socket in ${r.pgdata}`);
+    if (flags.stop) {
+      await stopRestored(r.pgdata, bin);
+      say('server stopped');
+    }
+  } else {
+    say(`start it with: pg_ctl -D ${r.pgdata} start (as the data folder's owner); it recovers through airlock wal-fetch from ${r.walDir} and promotes at the target`);
+  }
+  if (flags.json) process.stdout.write(`${JSON.stringify({ ...r, ...(recovered ? { recovered } : {}) })}\n`);
+  else process.stdout.write(`${r.pgdata}\n`);
+}
+
+export function register(program: Command): void {
+  const restore = program.commands.find((c) => c.name() === 'restore');
+  if (!restore) throw new AirlockError('internal', 'the restore command is not registered');
+  restore
+    .command('pg')
+    .description('verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
+    .requiredOption('--from <path>', 'the media set: a folder holding bundles')
+    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
+    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--pgdata <dir>', 'a new or empty data folder; its WAL goes to DIR.wal beside it')
+    .option('--target-time <time>', 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)')
+    .option('--target-lsn <lsn>', 'recover to this WAL location')
+    .option('--target-name <name>', 'recover to this restore point (every export creates airlock-SITE-SEQ)')
+    .option('--latest', 'recover every WAL segment of the set')
+    .option('--or-latest', 'with --target-time after the newest data: restore the newest instead of refusing')
+    .option('--port <port>', 'the port of the restored server (default 5433); it listens on localhost only')
+    .option('--start', 'start the server, wait until recovery ended and check it reached the target; leave it running')
+    .option('--stop', 'like --start, then stop the server again')
+    .option('--pg-user <role>', 'the role that checks the restored server (default postgres)')
+    .option('--pg-bin <dir>', 'the folder of pg_ctl, psql, pg_restore (default: the backed-up major version\'s)')
+    .option('--timeout <seconds>', 'how long recovery may take (default 3600)')
+    .option('--airlock-cli <file>', 'the airlock main.js the server\'s user runs for restore_command (default: this one)')
+    .option('--dump', 'restore a logical dump instead: needs --dbname and --database')
+    .option('--dbname <conninfo>', 'with --dump: the database to restore into (it must exist)')
+    .option('--database <name>', 'with --dump: the dumped database to restore')
+    .option('--staging <dir>', 'with --dump: where the decrypted dump waits for pg_restore (default the temp folder)')
+    .option('--site <site>', 'the site, when the folder holds bundles of several')
+    .option('--seq <n>', 'with --dump: the bundle to take the dump from (default the newest with dumps)')
+    .option('--json', 'print the result as JSON')
+    .action(restorePgCommand);
+}

@@ -1,0 +1,439 @@
+/*
+ * Restoring PostgreSQL from a verified media set.
+ *
+ * Point in time: choose the newest base backup that ends at or before the target, decrypt its bundle
+ * into staging (every entry hashed and checked against the inner manifest before anything is used),
+ * unpack the base backup's parts with GNU tar into a partial data folder, gather the WAL of that
+ * bundle and of every later one the target needs into a WAL folder with a sidecar hash per file,
+ * write the recovery settings, and rename the partial folder into place. The settings always turn
+ * archiving off and bind the server to localhost on the given port, so a restored cluster never
+ * archives into a production spool; restore_command is `airlock wal-fetch`, which hands PostgreSQL
+ * only files whose hash matches.
+ *
+ * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { appendFile, chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { PostgresCoverage } from '../../manifests/coverage.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { IndexRecord } from '../../manifests/inner.js';
+import { checkInner } from '../../manifests/inner-check.js';
+import { openPlaintext } from '../../manifests/payload.js';
+import { readTar } from '../../manifests/tar.js';
+import type { BundleReport } from '../../verifier/verify.js';
+import { fsyncDir, removeTree } from '../fsutil.js';
+import { clientEnv } from '../sources/postgres/server.js';
+import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
+import { isEmptyOrAbsent, stageEntry } from './files.js';
+
+export type Target =
+  | { kind: 'latest' }
+  | { kind: 'time'; time: string; at: number }
+  | { kind: 'lsn'; lsn: string }
+  | { kind: 'name'; name: string };
+
+/** Parses a --target-time value; it must carry an explicit offset (Z or ±HH:MM). Throws `usage`. */
+export function parseTargetTime(text: string): Target {
+  const m = text.match(/^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)(Z|[+-]\d{2}(?::?\d{2})?)$/);
+  const at = m ? Date.parse(`${m[1]}T${m[2]}${m[3] === 'Z' ? 'Z' : (m[3] as string).length === 3 ? `${m[3]}:00` : (m[3] as string).replace(/^([+-]\d{2})(\d{2})$/, '$1:$2')}`) : Number.NaN;
+  if (!m || Number.isNaN(at)) {
+    throw new AirlockError('usage', `--target-time ${JSON.stringify(text)}: not a time with an explicit offset`, { hint: 'write it like 2026-03-01T12:00:00Z or 2026-03-01 13:00:00+01:00; a time without an offset is ambiguous across the air gap' });
+  }
+  return { kind: 'time', time: text, at };
+}
+
+interface PgBundle {
+  b: BundleReport;
+  seq: number;
+  pg: PostgresCoverage;
+}
+
+function pgBundles(verified: readonly BundleReport[]): PgBundle[] {
+  return verified
+    .filter((b) => b.manifest?.coverage?.postgres && b.seq !== undefined)
+    .map((b) => ({ b, seq: b.seq as number, pg: b.manifest?.coverage?.postgres as PostgresCoverage }))
+    .sort((a, b) => a.seq - b.seq);
+}
+
+export interface RestorePlan {
+  base: PgBundle;
+  /** the base bundle and every later one whose WAL the target needs, in order */
+  bundles: PgBundle[];
+  /** the newest point the chosen bundles reach */
+  newest: { time?: string; lsn?: string };
+}
+
+/**
+ * Chooses the base backup and the bundles for `target`. Throws `no-bundle` when the set holds no
+ * base backup that ends before the target, `usage` when the target lies after the newest data (unless
+ * `orLatest`, which then restores everything).
+ */
+export function planRestore(verified: readonly BundleReport[], target: Target, orLatest: boolean): { plan: RestorePlan; target: Target } {
+  const all = pgBundles(verified);
+  const bases = all.filter((x) => x.pg.base);
+  if (bases.length === 0) throw new AirlockError('no-bundle', 'the media set holds no base backup', { hint: 'restore from a set that includes a bundle exported with --pg-base, or restore a logical dump with --dump' });
+  const newestPoint = all.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  let chosen = target;
+  let base: PgBundle | undefined;
+  if (target.kind === 'latest') base = bases.at(-1);
+  else if (target.kind === 'time') {
+    if (newestPoint && target.at > Date.parse(newestPoint.time)) {
+      if (!orLatest) {
+        throw new AirlockError('usage', `the target time ${target.time} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.time})`, {
+          hint: 'give an earlier --target-time, or --latest (or add --or-latest to take the newest when the target is beyond it)',
+        });
+      }
+      chosen = { kind: 'latest' };
+      base = bases.at(-1);
+    } else base = bases.filter((x) => Date.parse(x.pg.base?.stopTime as string) <= target.at).at(-1);
+  } else if (target.kind === 'lsn') {
+    const want = parseLsn(target.lsn);
+    base = bases.filter((x) => parseLsn(x.pg.base?.stopLsn as string) <= want).at(-1);
+  } else {
+    const named = all.find((x) => x.pg.restorePoint?.name === target.name);
+    base = bases.filter((x) => named === undefined || x.seq <= named.seq).at(-1);
+  }
+  if (!base) {
+    const first = bases[0]?.pg.base;
+    throw new AirlockError('no-bundle', `no base backup in the set ends before the target (the oldest ends at ${first?.stopTime} / ${first?.stopLsn})`, { hint: 'choose a later target, or fetch the media holding an older base backup' });
+  }
+  const after = all.filter((x) => x.seq >= base.seq);
+  // only as far as the target needs: up to the first bundle whose restore point is at or past it
+  const needed: PgBundle[] = [];
+  for (const x of after) {
+    needed.push(x);
+    const p = x.pg.restorePoint;
+    if (!p || chosen.kind === 'latest') continue;
+    if (chosen.kind === 'name' && p.name === chosen.name) break;
+    if (chosen.kind === 'time' && Date.parse(p.time) >= chosen.at) break;
+    if (chosen.kind === 'lsn' && parseLsn(p.lsn) >= parseLsn(chosen.lsn)) break;
+  }
+  const lastPoint = needed.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  return { plan: { base, bundles: needed, newest: { ...(lastPoint ? { time: lastPoint.time, lsn: lastPoint.lsn } : {}) } }, target: chosen };
+}
+
+/** Decrypts `bundle` into `dir`, checking every entry; returns its index records. */
+export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<IndexRecord[]> {
+  const manifest = bundle.manifest;
+  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const records: IndexRecord[] = [];
+  const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+  const problems = await checkInner(readTar(plain), manifest, { onEntry: (entry, body) => stageEntry(dir, entry, body), onRecord: (r) => records.push(r) });
+  if (problems.length > 0) {
+    const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
+    throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
+  }
+  return records;
+}
+
+/** The staged parts of one stream, checked against its end record, in order. */
+function streamParts(records: readonly IndexRecord[], type: string, endType: string, match: (r: IndexRecord) => boolean, what: string): string[] {
+  const parts = records.filter((r) => r.type === type && match(r)).sort((a, b) => (a.part as number) - (b.part as number));
+  const end = records.find((r) => r.type === endType && match(r));
+  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1 || typeof p.path !== 'string')) {
+    throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
+  }
+  return parts.map((p) => p.path as string);
+}
+
+/** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
+async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<string> {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    out = (out + d).slice(-65536);
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
+    err = (err + d).slice(-8192);
+  });
+  const closed = new Promise<number | null>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: `install ${path.basename(cmd)}` }) : e));
+    child.on('close', (code) => resolve(code));
+  });
+  const input = async function* () {
+    for (const f of files) yield* createReadStream(f);
+  };
+  const sent = pipeline(Readable.from(input()), child.stdin).catch((e: unknown) => e);
+  const code = await closed;
+  const sendError = await sent;
+  if (code !== 0) {
+    const last = err.trim().split('\n').slice(-3).join(' / ');
+    throw new AirlockError('child-failed', `${path.basename(cmd)} exited with status ${code}${last ? `: ${last}` : ''}`);
+  }
+  if (sendError) throw sendError;
+  return out;
+}
+
+/** The owner restored files get: the data folder's, or its parent's when it does not exist yet. */
+async function ownerFor(pgdata: string): Promise<{ uid: number; gid: number } | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const st = await stat(pgdata).catch(() => stat(path.dirname(pgdata)));
+  return st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+}
+
+async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
+  await chown(dir, owner.uid, owner.gid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, owner);
+    else await lchown(p, owner.uid, owner.gid);
+  }
+}
+
+/** A path for a shell command inside a PostgreSQL setting: single-quoted for the shell. */
+function shellQuote(p: string): string {
+  return `'${p.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A PostgreSQL configuration string value. */
+function confString(v: string): string {
+  return `'${v.replace(/'/g, "''")}'`;
+}
+
+export interface PgRestoreOptions {
+  verified: readonly BundleReport[];
+  identities: readonly Uint8Array[];
+  pgdata: string;
+  target: Target;
+  orLatest: boolean;
+  port: number;
+  /** node and the airlock CLI as the server's user runs them for restore_command */
+  walFetch: { node: string; cli: string };
+  signal?: AbortSignal;
+  say?: (line: string) => void;
+}
+
+export interface PgRestoreResult {
+  pgdata: string;
+  walDir: string;
+  site: string;
+  baseSeq: number;
+  bundles: number[];
+  target: Target;
+  port: number;
+  walFiles: number;
+  /** the last WAL segment the chosen bundles hold */
+  lastSegment: string | undefined;
+  segmentSize: number;
+  restorePoint?: { name: string; lsn: string; time: string };
+}
+
+/**
+ * Lays down a data folder ready for point-in-time recovery. Throws `target-exists` when `pgdata` is
+ * not empty, `verification-failed` / `malformed` for a payload that does not check, `child-failed`
+ * when tar fails; the data folder is left absent on failure.
+ */
+export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestoreResult> {
+  const { plan, target } = planRestore(opts.verified, opts.target, opts.orLatest);
+  const pgdata = path.resolve(opts.pgdata);
+  if (!(await isEmptyOrAbsent(pgdata))) throw new AirlockError('target-exists', `${pgdata} is not empty`, { hint: 'restore into a new or empty data folder' });
+  const owner = await ownerFor(pgdata);
+  const parent = path.dirname(pgdata);
+  await mkdir(parent, { recursive: true });
+  const partial = path.join(parent, `.${path.basename(pgdata)}.airlock-partial`);
+  const staging = path.join(parent, `.${path.basename(pgdata)}.airlock-staging-${randomBytes(6).toString('hex')}`);
+  const walDir = `${pgdata}.wal`;
+  if (!(await isEmptyOrAbsent(walDir))) throw new AirlockError('target-exists', `${walDir} is not empty`, { hint: 'it holds the WAL of an earlier restore: remove it once that recovery finished' });
+  const say = opts.say ?? (() => {});
+  let lastSegment: string | undefined;
+  let walFiles = 0;
+  try {
+    await removeTree(partial);
+    await mkdir(partial, { mode: 0o700 });
+    await mkdir(walDir, { recursive: true, mode: 0o700 });
+    for (const x of plan.bundles) {
+      const dir = path.join(staging, String(x.seq));
+      say(`decrypting and checking seq ${x.seq}`);
+      const records = await stageBundle(x.b, opts.identities, dir, opts.signal);
+      if (x === plan.base) {
+        const parts = streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+        say(`unpacking the base backup of seq ${x.seq} (${parts.length} part(s))`);
+        await feed('tar', ['-x', '-f', '-', '--no-same-owner', '--no-same-permissions', '-C', partial], parts.map((p) => path.join(dir, p)), opts.signal ? { signal: opts.signal } : {});
+      }
+      for (const r of records) {
+        if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
+        const n = parseWalFileName(r.name);
+        if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+        await rename(path.join(dir, r.path), path.join(walDir, n.name));
+        await writeFile(path.join(walDir, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+        walFiles++;
+        if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
+      }
+      await removeTree(dir);
+    }
+    // the recovery settings, after everything the bundle says: the last line wins in PostgreSQL
+    const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}`;
+    const lines = [
+      '',
+      `# written by airlock restore pg from seq ${plan.bundles.map((x) => x.seq).join(', ')}`,
+      `restore_command = ${confString(fetch)}`,
+      ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.time)}`] : []),
+      ...(target.kind === 'lsn' ? [`recovery_target_lsn = ${confString(target.lsn)}`] : []),
+      ...(target.kind === 'name' ? [`recovery_target_name = ${confString(target.name)}`] : []),
+      "recovery_target_action = 'promote'",
+      "recovery_target_timeline = 'latest'",
+      '# a restored cluster must never archive into the production spool, nor listen beyond this host',
+      'archive_mode = off',
+      "archive_command = ''",
+      `port = ${opts.port}`,
+      "listen_addresses = 'localhost'",
+      `unix_socket_directories = ${confString(pgdata)}`,
+      '',
+    ];
+    await appendFile(path.join(partial, 'postgresql.auto.conf'), lines.join('\n'), { mode: 0o600 });
+    await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
+    // a copy of the source's pid file or socket lock must not stop the server from starting
+    await rm(path.join(partial, 'postmaster.pid'), { force: true });
+    if (owner) {
+      await chownTree(partial, owner);
+      await chownTree(walDir, owner);
+    }
+    await fsyncDir(partial);
+    if (await lstat(pgdata).then(() => true, () => false)) await rmdir(pgdata);
+    await rename(partial, pgdata);
+    await fsyncDir(parent);
+  } catch (e) {
+    await removeTree(partial).catch(() => {});
+    await removeTree(walDir).catch(() => {});
+    throw fromSystemError(e, pgdata);
+  } finally {
+    await removeTree(staging).catch(() => process.stderr.write(`airlock: warning: could not remove ${staging}; delete it, it may hold decrypted data\n`));
+  }
+  const point = plan.bundles.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  return {
+    pgdata,
+    walDir,
+    site: plan.base.b.site as string,
+    baseSeq: plan.base.seq,
+    bundles: plan.bundles.map((x) => x.seq),
+    target,
+    port: opts.port,
+    walFiles,
+    lastSegment,
+    segmentSize: plan.base.pg.segmentSize,
+    ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
+  };
+}
+
+/** The first WAL location of a segment name. */
+export function segmentStart(name: string, segmentSize: number): bigint {
+  const n = parseWalFileName(name);
+  if (!n || n.kind !== 'segment') throw new AirlockError('internal', `${name} is not a segment name`);
+  return segmentNumber(n, segmentSize) * BigInt(segmentSize);
+}
+
+export interface RecoveryOptions {
+  /** the folder of pg_ctl and psql */
+  bin: string | undefined;
+  /** the role psql connects as for the checks */
+  user: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface Recovered {
+  pid: number;
+  port: number;
+  timeline: number;
+  replayLsn: string;
+  /** from the server's start to the end of recovery */
+  recoveryMs: number;
+  log: string;
+}
+
+function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(owner ? { uid: owner.uid, gid: owner.gid } : {}), ...(signal ? { signal } : {}) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-8192)));
+    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL server programs, or give --pg-bin' }) : e));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function logTail(text: string, lines = 8): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * Starts the restored server, waits until recovery ended and it was promoted, and checks that replay
+ * reached what was asked: the named restore point, the target LSN, or (latest) the set's last
+ * segment. Throws `recovery-failed` with the server log's tail otherwise. The server keeps running.
+ */
+export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions): Promise<Recovered> {
+  const bin = (name: string) => (opts.bin ? path.join(opts.bin, name) : name);
+  const owner = await ownerFor(r.pgdata);
+  const log = path.join(r.pgdata, 'airlock-restore.log');
+  const started = Date.now();
+  const readLog = () => readFile(log, 'utf8').catch(() => '');
+  const start = await runAsOwner(bin('pg_ctl'), ['-D', r.pgdata, '-l', log, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'start'], owner, opts.signal);
+  if (start.code !== 0) {
+    throw new AirlockError('recovery-failed', `the restored server did not start: ${logTail(await readLog(), 4).replace(/\n/g, ' / ')}`, { hint: `read ${log}; the data folder is kept for inspection` });
+  }
+  const pidText = await readFile(path.join(r.pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
+  const pid = Number(pidText.split('\n')[0]);
+  const psql = (sql: string) => runAsOwner(bin('psql'), ['-X', '-w', '-A', '-t', '-h', r.pgdata, '-p', String(r.port), '-U', opts.user, '-d', 'postgres', '-c', sql], undefined, opts.signal);
+  const deadline = started + opts.timeoutMs;
+  for (;;) {
+    const q = await psql('SELECT pg_is_in_recovery()');
+    if (q.code === 0 && q.stdout.trim() === 'f') break;
+    let alive = Number.isInteger(pid) && pid > 0;
+    try {
+      if (alive) process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+    if (!alive) throw new AirlockError('recovery-failed', `the restored server stopped during recovery: ${logTail(await readLog(), 4).replace(/\n/g, ' / ')}`, { hint: `read ${log}` });
+    if (Date.now() > deadline) throw new AirlockError('recovery-failed', `recovery did not end within ${Math.round(opts.timeoutMs / 1000)} s`, { hint: `the server (pid ${pid}) still runs; read ${log}` });
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  const recoveryMs = Date.now() - started;
+  const q = await psql("SELECT pg_last_wal_replay_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint");
+  const [replay = '', tli = ''] = q.stdout.trim().split('|');
+  if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay)) throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${q.stderr.trim()}`, { hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}` });
+  const text = await readLog();
+  const replayLsn = parseLsn(replay);
+  const t = r.target;
+  const fail = (why: string) => new AirlockError('recovery-failed', `recovery ended at ${replay} but ${why}`, { hint: `read ${log}; the server (pid ${pid}) still runs on port ${r.port}` });
+  if (t.kind === 'name' && !text.includes(`recovery stopping at restore point "${t.name}"`)) throw fail(`the server log does not say it stopped at restore point ${t.name}`);
+  if (t.kind === 'lsn' && replayLsn < parseLsn(t.lsn)) throw fail(`the target was ${t.lsn}`);
+  if (t.kind === 'time' && !/recovery stopping (before|after) (commit|abort)/.test(text)) throw fail('the server log does not say it stopped at the target time');
+  if (t.kind === 'latest' && r.lastSegment !== undefined && replayLsn < segmentStart(r.lastSegment, r.segmentSize)) throw fail(`the set's WAL goes on into ${r.lastSegment}`);
+  return { pid, port: r.port, timeline: Number(tli), replayLsn: formatLsn(replayLsn), recoveryMs, log };
+}
+
+/** Stops a restored server (fast shutdown) through pg_ctl. */
+export async function stopRestored(pgdata: string, bin: string | undefined): Promise<void> {
+  const owner = await ownerFor(pgdata);
+  const r = await runAsOwner(bin ? path.join(bin, 'pg_ctl') : 'pg_ctl', ['-D', pgdata, '-m', 'fast', '-w', 'stop'], owner);
+  if (r.code !== 0) throw new AirlockError('child-failed', `pg_ctl stop failed: ${r.stderr.trim()}`);
+}
+
+/**
+ * Restores database `database` from the newest (or the given) bundle that holds dumps into the
+ * database `dbname` names, through pg_restore. Throws `no-bundle` when no bundle has a dump of it.
+ */
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal): Promise<{ parts: number }> {
+  const dir = path.join(staging, `.airlock-dump-${randomBytes(6).toString('hex')}`);
+  try {
+    const records = await stageBundle(bundle, identities, dir, signal);
+    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
+    if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
+    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
+    await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
+    return { parts: parts.length };
+  } finally {
+    await removeTree(dir).catch(() => process.stderr.write(`airlock: warning: could not remove ${dir}; delete it, it holds decrypted data\n`));
+  }
+}

@@ -1,0 +1,330 @@
+/*
+ * The database tier of an export: a physical base backup and/or logical dumps, then the WAL that the
+ * agent ingested from the spool, sealed by a restore point and a WAL switch so even an idle database
+ * gives a bundle that restores up to the moment of the export.
+ *
+ * Order inside the bundle:
+ *   pg/info.json              what the server was: version, checksums, collations, settings
+ *   pg/config/NNN             postgresql.conf, pg_hba.conf, pg_ident.conf when outside the data folder
+ *   pg/base/NNNNNN            `pg_basebackup -Ft -D - -X none` as numbered parts (base.tar, in order)
+ *   pg/dump/DDD/NNNNNN        `pg_dump -Fc` of database DDD, as numbered parts
+ *   pg/globals/NNNNNN         `pg_dumpall --globals-only` (roles without passwords unless superuser)
+ *   pg/wal/<name>             every ingested WAL file not in an earlier bundle, under its own name
+ * A program's output is cut into parts of at most `partSize` bytes because a tar entry's size comes
+ * before its bytes; one part is held in memory at a time, never the whole backup, and the last part
+ * is emitted only after the program exited 0, so a failed program never looks like a short backup.
+ * Each stream ends with a record (`pg-base-end`, ...) giving its part count and bytes.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { hostname, release, type as osType } from 'node:os';
+import type { PostgresCoverage, TimelineSwitch, WalRange } from '../../../manifests/coverage.js';
+import { AirlockError } from '../../../manifests/errors.js';
+import { readChunks } from '../../../manifests/hash.js';
+import type { IndexRecord } from '../../../manifests/inner.js';
+import type { SourceItem } from '../../bundle/writer.js';
+import type { Catalog, WalRow } from '../../catalog.js';
+import { faultPoint } from '../../faults.js';
+import { ingestSpool, readSmallSync } from '../../spool.js';
+import { clientEnv, program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
+import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, segmentNumber, type BackupLabel } from './wal.js';
+
+export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
+const TEXT_LIMIT = 64 * 1024;
+
+export interface PostgresExportOptions {
+  conn: Connection;
+  /** the folder wal-push writes into */
+  spool: string;
+  catalog: Catalog;
+  site: string;
+  seq: number;
+  base: boolean;
+  dumps: boolean;
+  partSize?: number;
+  /** how long to wait for the server to archive the restore point's segment */
+  walTimeoutMs: number;
+  now: () => Date;
+  sleep?: (ms: number) => Promise<void>;
+  signal?: AbortSignal;
+  /** progress messages for people */
+  say?: (line: string) => void;
+}
+
+const pad = (n: number, width: number) => String(n).padStart(width, '0');
+const utc = (d: Date) => d.toISOString();
+
+/** `SELECT ... AT TIME ZONE 'UTC'` as the manifest writes times. */
+const SQL_UTC = (expr: string) => `to_char(${expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+interface StreamEnd {
+  parts: number;
+  bytes: number;
+}
+
+/**
+ * Runs `cmd args` and yields its stdout as entries `<prefix>/NNNNNN` of at most `partSize` bytes.
+ * Throws `child-failed` (the program's last stderr line) when it exits non-zero, `not-found` when
+ * it is not installed.
+ */
+async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => IndexRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-4096);
+  });
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin' }) : e);
+    });
+    child.on('close', (code, sig) => {
+      if (code === 0) return resolve();
+      const last = stderr.trim().split('\n').at(-1) ?? '';
+      reject(new AirlockError('child-failed', `${cmd} ${sig ? `was killed by ${sig}` : `exited with status ${code}`}${last ? `: ${last}` : ''}`, { hint: 'nothing was written; fix the cause and export again' }));
+    });
+  });
+  exited.catch(() => {}); // awaited below; a failure while a part is being written surfaces there
+  const mtime = Math.floor(now().getTime() / 1000);
+  let parts = 0;
+  let bytes = 0;
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  const part = (chunks: Buffer[], size: number): SourceItem => {
+    parts++;
+    bytes += size;
+    return { kind: 'entry', name: `${prefix}/${pad(parts, 6)}`, size, mode: 0o600, mtime, open: async function* () { yield* chunks; }, record: record(parts) };
+  };
+  try {
+    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+      let c = chunk;
+      while (heldBytes + c.byteLength >= partSize) {
+        const take = partSize - heldBytes;
+        held.push(c.subarray(0, take));
+        c = c.subarray(take);
+        const full = held;
+        held = [];
+        heldBytes = 0;
+        yield part(full, partSize);
+      }
+      if (c.byteLength > 0) {
+        held.push(c);
+        heldBytes += c.byteLength;
+      }
+    }
+    await exited;
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  }
+  if (heldBytes > 0 || parts === 0) yield part(held, heldBytes);
+  return { parts, bytes };
+}
+
+/** Contiguous runs of segments, per timeline. */
+export function walRanges(segments: readonly { name: string }[], segmentSize: number): WalRange[] {
+  const ranges: WalRange[] = [];
+  let open: (WalRange & { next: bigint }) | undefined;
+  const sorted = [...segments].sort((a, b) => (a.name < b.name ? -1 : 1));
+  for (const s of sorted) {
+    const n = parseWalFileName(s.name);
+    if (!n || n.kind !== 'segment') continue;
+    const segno = segmentNumber(n, segmentSize);
+    if (open && open.timeline === n.timeline && open.next === segno) {
+      open.last = n.name;
+      open.next = segno + 1n;
+      continue;
+    }
+    if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
+    open = { timeline: n.timeline, first: n.name, last: n.name, next: segno + 1n };
+  }
+  if (open) ranges.push({ timeline: open.timeline, first: open.first, last: open.last });
+  return ranges;
+}
+
+/**
+ * The database part of one export. `items()` yields the entries; after it finished, `coverage`
+ * holds the manifest's claims and `walNames` the WAL files the bundle carries, which the catalog
+ * marks as exported when the bundle commits.
+ */
+export class PostgresSnapshot {
+  coverage: PostgresCoverage | undefined;
+  walNames: string[] = [];
+  private info: ServerInfo | undefined;
+
+  constructor(private readonly opts: PostgresExportOptions) {}
+
+  get restorePointName(): string {
+    return `airlock-${this.opts.site}-${this.opts.seq}`;
+  }
+
+  /** Checks the server before anything is written: version, tablespaces, that it archives. */
+  async prepare(): Promise<ServerInfo> {
+    const info = await serverInfo(this.opts.conn, this.opts.signal);
+    if (info.walLevel === 'minimal') throw new AirlockError('pg-failed', 'wal_level is minimal: the server writes no WAL that can be archived', { hint: 'set wal_level = replica and archive_mode = on (airlock check lists every setting)' });
+    if (info.archiveMode === 'off') throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', { hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server" });
+    if (this.opts.base && info.tablespaces.length > 0) {
+      throw new AirlockError('pg-unsupported', `the server has tablespaces outside the data folder (${info.tablespaces.join(', ')}), which a streamed base backup cannot carry`, {
+        hint: 'move them into pg_default (ALTER TABLE ... SET TABLESPACE pg_default) or export logical dumps only (--pg-dump without --pg-base)',
+      });
+    }
+    const known = this.opts.catalog.walCluster();
+    if (known && known.system_identifier !== info.systemIdentifier) {
+      throw new AirlockError('wal-conflict', `the server's system identifier ${info.systemIdentifier} is not the one of the WAL in the catalog (${known.system_identifier})`, {
+        hint: 'this is another cluster than the one archived so far (a new initdb or a restore); use a new state folder and spool for it',
+      });
+    }
+    this.info = info;
+    return info;
+  }
+
+  private ingest(): void {
+    const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now);
+    for (const p of r.problems) this.opts.say?.(`warning: spool: ${p.message}`);
+  }
+
+  /** Ingests the spool until `found` returns a value; throws `wal-timeout` after walTimeoutMs. */
+  private async waitFor<T>(what: string, found: () => T | undefined): Promise<T> {
+    const sleep = this.opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    const deadline = Date.now() + this.opts.walTimeoutMs;
+    for (;;) {
+      this.ingest();
+      const v = found();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) {
+        throw new AirlockError('wal-timeout', `${what} did not reach the spool ${this.opts.spool} within ${Math.round(this.opts.walTimeoutMs / 1000)} s`, {
+          hint: 'check that archive_command runs airlock wal-push into this spool (pg_stat_archiver shows failures, the server log says why); nothing was written',
+        });
+      }
+      if (this.opts.signal?.aborted) throw new AirlockError('interrupted', 'interrupted');
+      await sleep(200);
+    }
+  }
+
+  /** Every entry of the database tier, in bundle order. */
+  async *items(): AsyncGenerator<SourceItem> {
+    const info = this.info ?? (await this.prepare());
+    const { conn, now, signal } = this.opts;
+    const partSize = this.opts.partSize ?? DEFAULT_PART_SIZE;
+    const say = this.opts.say ?? (() => {});
+
+    const infoJson = Buffer.from(`${JSON.stringify({
+      version: info.version,
+      versionNum: info.versionNum,
+      systemIdentifier: info.systemIdentifier,
+      segmentSize: info.segmentSize,
+      dataChecksums: info.dataChecksums,
+      timeline: info.timeline,
+      databases: info.databases,
+      collation: info.collation,
+      os: { type: osType(), release: release(), host: hostname(), glibc: (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ?? null },
+      configFiles: info.configFiles,
+    }, null, 2)}\n`);
+    const mtime = Math.floor(now().getTime() / 1000);
+    yield { kind: 'entry', name: 'pg/info.json', size: infoJson.byteLength, mode: 0o600, mtime, open: async function* () { yield infoJson; }, record: { type: 'pg-info' } };
+
+    for (const [i, file] of info.configFiles.entries()) {
+      let text: Buffer;
+      try {
+        text = readFileSync(file);
+      } catch (e) {
+        throw new AirlockError('source-unreadable', `${file}: the server's config file cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
+          hint: 'let the agent\'s user read it (e.g. add it to the postgres group), since a restore needs it',
+        });
+      }
+      yield { kind: 'entry', name: `pg/config/${pad(i + 1, 3)}`, size: text.byteLength, mode: 0o600, mtime, open: async function* () { yield text; }, record: { type: 'pg-config', file } };
+    }
+
+    let label: BackupLabel | undefined;
+    let baseTimes: { start: Date; stop: Date } | undefined;
+    if (this.opts.base) {
+      say('base backup: pg_basebackup');
+      const start = now();
+      const args = ['-d', conn.conninfo, '-w', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label', this.restorePointName];
+      const end = yield* programParts(program(conn, 'pg_basebackup'), args, 'pg/base', (part) => ({ type: 'pg-base', part }), partSize, now, signal);
+      yield { kind: 'record', record: { type: 'pg-base-end', parts: end.parts, bytes: end.bytes, label: this.restorePointName } };
+      baseTimes = { start, stop: now() };
+      faultPoint('export:after-base');
+      label = await this.waitFor('the base backup\'s .backup file', () => this.findLabel());
+    }
+
+    if (this.opts.dumps) {
+      for (const [i, db] of info.databases.entries()) {
+        say(`dump: pg_dump ${db}`);
+        const prefix = `pg/dump/${pad(i + 1, 3)}`;
+        const end = yield* programParts(program(conn, 'pg_dump'), ['-d', withDatabase(conn.conninfo, db), '-w', '-Fc'], prefix, (part) => ({ type: 'pg-dump', database: db, part }), partSize, now, signal);
+        yield { kind: 'record', record: { type: 'pg-dump-end', database: db, prefix, parts: end.parts, bytes: end.bytes } };
+      }
+      say('dump: pg_dumpall --globals-only');
+      const globals = ['-d', conn.conninfo, '-w', '--globals-only', ...(info.superuser ? [] : ['--no-role-passwords'])];
+      const end = yield* programParts(program(conn, 'pg_dumpall'), globals, 'pg/globals', (part) => ({ type: 'pg-globals', part }), partSize, now, signal);
+      yield { kind: 'record', record: { type: 'pg-globals-end', parts: end.parts, bytes: end.bytes, passwords: info.superuser } };
+      faultPoint('export:after-dumps');
+    }
+
+    // the seal: a named restore point, then a switch so its segment is archived now, not when full
+    const [point] = await query(conn, `SELECT pg_create_restore_point('${this.restorePointName}'), ${SQL_UTC('now()')}, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`, signal);
+    const switched = await scalar(conn, 'SELECT pg_walfile_name(pg_switch_wal())', signal);
+    if (!point || point.length !== 3 || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    const restorePoint = { name: this.restorePointName, lsn: formatLsn(parseLsn(point[0] as string)), time: point[1] as string, timeline: Number(point[2]) };
+    say(`restore point ${restorePoint.name} at ${restorePoint.lsn}; waiting for ${switched} in the spool`);
+    await this.waitFor(`WAL segment ${switched}`, () => (this.opts.catalog.wal(switched) ? true : undefined));
+    faultPoint('export:after-switch');
+
+    const rows = this.opts.catalog.unexportedWal(this.opts.site);
+    this.walNames = rows.map((r) => r.name);
+    for (const row of rows) yield walItem(row, mtime);
+
+    const timelines: TimelineSwitch[] = [];
+    for (const row of rows.filter((r) => r.kind === 'history')) {
+      const h = parseHistory(row.name, readSmallSync(row.spooled_path, TEXT_LIMIT));
+      const parent = h.parents.at(-1);
+      if (parent) timelines.push({ timeline: h.timeline, parent: parent.timeline, switchLsn: parent.end });
+    }
+    this.coverage = {
+      systemIdentifier: info.systemIdentifier,
+      major: info.major,
+      segmentSize: info.segmentSize,
+      dataChecksums: info.dataChecksums,
+      timeline: restorePoint.timeline,
+      wal: walRanges(rows.filter((r) => r.kind === 'segment'), info.segmentSize),
+      timelines,
+      ...(label && baseTimes
+        ? {
+            base: {
+              timeline: label.startTimeline,
+              startLsn: label.startLsn,
+              stopLsn: label.stopLsn,
+              startTime: label.startTimeUtc ? new Date(label.startTimeUtc).toISOString() : utc(baseTimes.start),
+              stopTime: label.stopTimeUtc ? new Date(label.stopTimeUtc).toISOString() : utc(baseTimes.stop),
+            },
+          }
+        : {}),
+      dumps: this.opts.dumps ? info.databases.length + 1 : 0,
+      restorePoint,
+    };
+  }
+
+  /** The ingested .backup file whose label is this export's, if it arrived. */
+  private findLabel(): BackupLabel | undefined {
+    for (const row of this.opts.catalog.unexportedWal(this.opts.site)) {
+      if (row.kind !== 'backup') continue;
+      const label = parseBackupLabel(row.name, readSmallSync(row.spooled_path, TEXT_LIMIT));
+      if (label.label === this.restorePointName) return label;
+    }
+    return undefined;
+  }
+}
+
+/** A spooled WAL file as an entry; the writer refuses it unless its bytes still hash as ingested. */
+function walItem(row: WalRow, mtime: number): SourceItem {
+  return {
+    kind: 'entry',
+    name: `pg/wal/${row.name}`,
+    size: row.size,
+    mode: 0o600,
+    mtime,
+    sha256: row.sha256,
+    open: () => readChunks(row.spooled_path),
+    record: { type: 'pg-wal', name: row.name, kind: row.kind, timeline: row.timeline },
+  };
+}

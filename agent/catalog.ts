@@ -71,7 +71,58 @@ const MIGRATIONS: readonly string[] = [
      seq INTEGER NOT NULL,
      PRIMARY KEY (site, name, seq)
    ) STRICT, WITHOUT ROWID`,
+  // media are counted by the UUID of their label, never by mount path; a copy counts for retention
+  // only once it was read back from that medium and verified. job_runs keeps the outcome of every
+  // run of a job (export, media copy, ...) so a status view can show the last success and failure.
+  `CREATE TABLE media (
+     uuid TEXT PRIMARY KEY,
+     label TEXT NOT NULL,
+     first_seen TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE bundle_copies (
+     site TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     media_uuid TEXT NOT NULL REFERENCES media (uuid),
+     path TEXT NOT NULL,
+     sums_sha256 TEXT NOT NULL,
+     verified TEXT NOT NULL,
+     PRIMARY KEY (site, seq, media_uuid)
+   ) STRICT;
+   CREATE TABLE job_runs (
+     id INTEGER PRIMARY KEY,
+     job TEXT NOT NULL,
+     site TEXT,
+     time TEXT NOT NULL,
+     outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed')),
+     code TEXT,
+     message TEXT
+   ) STRICT;
+   CREATE INDEX job_runs_by_job ON job_runs (job, site, time)`,
 ];
+
+export interface MediumRow {
+  uuid: string;
+  label: string;
+  first_seen: string;
+}
+
+export interface CopyRow {
+  site: string;
+  seq: number;
+  media_uuid: string;
+  path: string;
+  sums_sha256: string;
+  verified: string;
+}
+
+export interface JobRun {
+  job: string;
+  site: string | null;
+  time: string;
+  outcome: 'ok' | 'failed';
+  code: string | null;
+  message: string | null;
+}
 
 export interface WalRow {
   name: string;
@@ -252,6 +303,57 @@ export class Catalog {
       target.run(site, t.endpoint, t.bucket, t.prefix, seq);
       for (const [k, v] of versions) version.run(site, t.endpoint, t.bucket, t.prefix, k, v, seq);
     })();
+  }
+
+  /** Remembers a labelled medium (the first time it is seen). */
+  recordMedium(uuid: string, label: string, now: Date): void {
+    this.db.prepare(`INSERT INTO media (uuid, label, first_seen) VALUES (?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET label = excluded.label`).run(uuid, label, now.toISOString());
+  }
+
+  medium(uuid: string): MediumRow | undefined {
+    return this.db.prepare(`SELECT * FROM media WHERE uuid = ?`).get(uuid) as MediumRow | undefined;
+  }
+
+  /**
+   * Records that the bundle `site`/`seq` with identity `sumsSha256` was read back from the medium
+   * `mediaUuid` and verified at `now` (record the medium first). Throws `seq-conflict` when the
+   * catalog knows another bundle under that seq: a copy of a foreign bundle must never count.
+   */
+  recordVerifiedCopy(site: string, seq: number, sumsSha256: string, mediaUuid: string, where: string, now: Date): void {
+    const known = this.db.prepare(`SELECT sums_sha256 FROM bundles WHERE site = ? AND seq = ? AND state = 'done'`).pluck().get(site, seq) as string | null | undefined;
+    if (known != null && known !== sumsSha256) {
+      throw new AirlockError('seq-conflict', `${where} is not the bundle ${seq} of ${site} that this appliance wrote (its SHA256SUMS differs)`, { hint: 'check where that bundle came from; it was not recorded as a copy' });
+    }
+    this.db
+      .prepare(
+        `INSERT INTO bundle_copies (site, seq, media_uuid, path, sums_sha256, verified) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (site, seq, media_uuid) DO UPDATE SET path = excluded.path, sums_sha256 = excluded.sums_sha256, verified = excluded.verified`,
+      )
+      .run(site, seq, mediaUuid, where, sumsSha256, now.toISOString());
+  }
+
+  /** The verified copies of a bundle, one per medium. */
+  copies(site: string, seq: number): CopyRow[] {
+    return this.db.prepare(`SELECT * FROM bundle_copies WHERE site = ? AND seq = ? ORDER BY verified`).all(site, seq) as CopyRow[];
+  }
+
+  /** On how many distinct media (by UUID) the bundle has a verified copy. */
+  verifiedCopyCount(site: string, seq: number): number {
+    return this.db.prepare(`SELECT COUNT(DISTINCT media_uuid) FROM bundle_copies WHERE site = ? AND seq = ?`).pluck().get(site, seq) as number;
+  }
+
+  /** Records the outcome of one run of a job (`export`, `media copy`, ...). */
+  recordJob(run: JobRun): void {
+    this.db.prepare(`INSERT INTO job_runs (job, site, time, outcome, code, message) VALUES (@job, @site, @time, @outcome, @code, @message)`).run(run);
+  }
+
+  /** The runs of `job` (of `site`, when given), newest first. */
+  jobRuns(job: string, site?: string, limit = 20): JobRun[] {
+    return (
+      site === undefined
+        ? this.db.prepare(`SELECT job, site, time, outcome, code, message FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT ?`).all(job, limit)
+        : this.db.prepare(`SELECT job, site, time, outcome, code, message FROM job_runs WHERE job = ? AND site = ? ORDER BY id DESC LIMIT ?`).all(job, site, limit)
+    ) as JobRun[];
   }
 
   /** Records a bundle found on a medium (reconciled or --continue-from) as done. */

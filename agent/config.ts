@@ -35,6 +35,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   compress: { list: false, check: (v) => (v === 'zstd' || v === 'none' ? undefined : 'must be zstd or none') },
   'volume-size': { list: false, check: (v) => (parseSize(v) === undefined ? 'not a size like 1G, 650M or 4294967295' : undefined) },
   'not-fat32': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
+  'recovery-percent': { list: false, check: (v) => (/^(100|[1-9]\d?)$/.test(v) ? undefined : 'must be a whole number from 1 to 100') },
   'state-dir': { list: false },
   spool: { list: false },
   's3-endpoint': { list: false, check: (v) => (/^https?:\/\/[^/?#@\s]+\/?$/.test(v) ? undefined : 'not an http(s)://host:port URL') },

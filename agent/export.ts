@@ -34,6 +34,8 @@ export interface ExportOptions {
   now: () => Date;
   signal?: AbortSignal;
   progress?: (bytes: number) => void;
+  /** par2 recovery data for this percentage of the volumes' blocks */
+  recoveryPercent?: number;
   /** the manifest's coverage, asked for once every item was written */
   coverage?: () => Coverage | undefined;
   /** WAL files the bundle carries, recorded with the commit */
@@ -168,6 +170,7 @@ export async function runExport(opts: ExportOptions, items: (seq: number) => Asy
           prepared: true,
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(opts.progress ? { progress: opts.progress } : {}),
+          ...(opts.recoveryPercent ? { recoveryPercent: opts.recoveryPercent } : {}),
           ...(opts.coverage ? { coverage: opts.coverage } : {}),
         },
         items(seq),

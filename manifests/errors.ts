@@ -134,7 +134,7 @@ export function fromSystemError(e: unknown, what: string, denied: Code = 'source
     case 'EDQUOT':
       return new AirlockError('medium-full', `${what}: no space left on device`, {
         cause: e,
-        hint: 'use a larger medium or a smaller --volume-size; nothing was left behind',
+        hint: 'free space on the medium or use a larger one; nothing was left behind',
       });
     case 'EIO':
     case 'EROFS':

@@ -29,6 +29,7 @@ import { BUNDLE_NAMESPACE, SIG_LIMIT, verify as verifySignature } from '../manif
 import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
 import { readTar } from '../manifests/tar.js';
 import { checkContinuity } from './continuity.js';
+import { isRecoveryFile } from '../manifests/recovery.js';
 
 export const RESULTS = [
   'ok',
@@ -233,7 +234,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     }
     const volumeNames = new Set(manifest.payload.volumes.map((v) => v.name));
     for (const n of listed.keys()) {
-      if (!volumeNames.has(n) && !CLEARTEXT.includes(n)) add('extra', 'listed in SHA256SUMS but not part of a version 1 bundle', n);
+      if (!volumeNames.has(n) && !CLEARTEXT.includes(n) && !isRecoveryFile(n)) add('extra', 'listed in SHA256SUMS but not part of a version 1 bundle', n);
     }
     for (const v of manifest.payload.volumes) {
       if (!listed.has(v.name)) add('missing', 'a volume of the manifest is not listed in SHA256SUMS', v.name);
@@ -257,6 +258,8 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   if (manifest) {
     const whole = createHash('sha256');
     let intact = true;
+    // the medium is damaged either way; the note only says a restore may still succeed
+    const repairNote = [...listed.keys()].some(isRecoveryFile) ? ' (the bundle carries recovery data that may repair it)' : '';
     for (const vol of volumes) {
       opts.signal?.throwIfAborted();
       if (!files.has(vol.name)) {
@@ -266,7 +269,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
       try {
         const d = await digestFile(path.join(dir, vol.name), [whole]);
         if (d.size !== vol.size) add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
-        else if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', vol.name);
+        else if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
         else continue;
       } catch (e) {
         add('missing', `cannot be read: ${(e as Error).message}`, vol.name);

@@ -6,9 +6,10 @@
 import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
 import { bundleName, type Manifest } from '../../manifests/manifest.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
+import { RECOVERY_INDEX } from '../../manifests/recovery.js';
 import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
 
-export function restoreText(m: Manifest): string {
+export function restoreText(m: Manifest, recovery = false): string {
   const name = bundleName(m.site, m.seq);
   const volumes = m.payload.volumes;
   const first = volumes[0]?.name ?? 'payload.000';
@@ -46,7 +47,16 @@ Run every step from the folder that holds ${name}/ and stop at the first error.
    (cd ${name} && sha256sum --strict -c ${SUMS})
 
    Every line must say OK. Also check that the folder holds no other files
-   than those listed, ${SUMS} and ${SUMS_SIG}.
+   than those listed, ${SUMS} and ${SUMS_SIG}.${recovery ? `
+
+   If only payload volumes fail, the bundle's recovery data (par2, Debian
+   package "par2") may rebuild them. Copy the whole folder elsewhere (never
+   repair the only copy), then in the copy:
+
+   par2 repair -p ${RECOVERY_INDEX} -- payload.*
+
+   (-p removes par2's backups, which cat payload.* would otherwise read)
+   and run this step again on the copy: it must now say OK for every volume.` : ''}
 
 3. Decrypt and unpack into a new, empty folder:
 

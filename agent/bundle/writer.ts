@@ -30,6 +30,7 @@ import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
+import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
 export const TOOL = 'airlock 0.1.0';
@@ -77,6 +78,8 @@ export interface WriterOptions {
   prepared?: boolean;
   /** called with the plaintext bytes written so far */
   progress?: (bytes: number) => void;
+  /** write par2 recovery data able to rebuild this percentage of the volumes' blocks */
+  recoveryPercent?: number;
   /** the manifest's coverage section, asked for once every item was written */
   coverage?: () => Coverage | undefined;
 }
@@ -342,16 +345,18 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
       inner: { sha256: innerHash.sha256, entries: counts.entries },
       contents: { files: counts.files, metadata: counts.metadata, bytes: counts.bytes },
     };
+    const recovery = opts.recoveryPercent ? await recoveryLines(partial, volumes, opts.recoveryPercent, opts.signal) : [];
     const coverage = opts.coverage?.();
     if (coverage !== undefined) manifest.coverage = coverage;
     const manifestText = canonicalJson(manifest);
-    const restore = restoreText(manifest);
+    const restore = restoreText(manifest, recovery.length > 0);
     await writeFileDurable(path.join(partial, MANIFEST_JSON), manifestText);
     await writeFileDurable(path.join(partial, RESTORE_TXT), restore);
     const sums = formatSums([
       ...volumes.map((v) => ({ name: v.name, sha256: v.sha256 })),
       { name: MANIFEST_JSON, sha256: sha256Hex(manifestText) },
       { name: RESTORE_TXT, sha256: sha256Hex(restore) },
+      ...recovery,
     ]);
     await writeFileDurable(path.join(partial, SUMS), sums);
     await writeFileDurable(path.join(partial, SUMS_SIG), sign(opts.signingKey, Buffer.from(sums), BUNDLE_NAMESPACE));

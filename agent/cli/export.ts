@@ -17,6 +17,9 @@ import { loadCredentials } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
 import { checkTargets, objectItems, parseBucketSpec, preflight, type BucketTarget, type ObjectStats } from '../sources/objects.js';
 import type { SourceItem } from '../bundle/writer.js';
+import { recordRun } from '../jobs.js';
+import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
+import { confirmExport } from './media.js';
 import { versionBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { Settings, human, interruptible, progressReporter } from './common.js';
@@ -27,6 +30,7 @@ interface ExportFlags {
   signingKey?: string;
   recipient?: string[];
   files?: string[];
+  recoveryPercent?: string;
   s3Endpoint?: string;
   bucket?: string[];
   s3Credentials?: string;
@@ -84,6 +88,9 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   if (files.length === 0 && buckets.length === 0 && pgConn === undefined) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry), --s3-endpoint URL --bucket NAME, and/or --pg CONNINFO --wal-spool DIR' });
   if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
   if (buckets.length === 0 && endpoint !== undefined) throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
+  const recoveryText = s.one(flags.recoveryPercent, 'recovery-percent');
+  const recoveryPercent = recoveryText === undefined ? 0 : /^(100|[1-9]\d?)$/.test(recoveryText) ? Number(recoveryText) : undefined;
+  if (recoveryPercent === undefined) throw new AirlockError('usage', `--recovery-percent ${recoveryText}: must be a whole number from 1 to 100`);
   checkRecipients(recipients);
   const signingKey = await loadSigningKey(keyFile);
   let client: S3Client | undefined;
@@ -144,6 +151,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
 
   const progress = progressReporter('airlock: export');
   try {
+    // buckets and databases are read only while they are exported: for them only the floor is checked up front
+    const label = await prepareMedium(medium, bundleNeeds(await estimateFiles(files), recoveryPercent));
     const written = await interruptible((signal) => {
       abortSignal = signal;
       return runExport(
@@ -160,6 +169,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         now: () => new Date(),
         signal,
         progress: progress.update,
+        ...(recoveryPercent > 0 ? { recoveryPercent } : {}),
         coverage: () => (snapshot?.coverage ? { postgres: snapshot.coverage } : undefined),
         walNames: () => snapshot?.walNames ?? [],
       },
@@ -168,6 +178,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     });
     progress.done();
     const m = written.manifest;
+    await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
     if (client && spoolFd !== undefined) {
       try {
         await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
@@ -185,6 +196,10 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
+    recordRun(stateDir, 'export', site, undefined);
+  } catch (e) {
+    recordRun(stateDir, 'export', site, e);
+    throw e;
   } finally {
     catalog?.close();
     pgCatalog?.close();
@@ -245,6 +260,7 @@ export function register(program: Command): void {
     .option('--wal-timeout <seconds>', 'PostgreSQL: how long to wait for the restore point\'s WAL to be archived (default 120)')
     .option('--incremental', 'buckets: leave out the versions that earlier bundles of this site already hold')
     .option('--compress <zstd|none>', 'compress the tar with zstd before encryption (default zstd)')
+    .option('--recovery-percent <n>', 'also write par2 recovery data able to rebuild N% of the volumes (1-100)')
     .option('--volume-size <size>', 'size of each payload volume (default 1G; at most 4G-1 on FAT32)')
     .option('--not-fat32', 'the medium is not FAT32: allow volumes of 4 GiB and more')
     .option('--continue-from <bundle>', 'the state folder was lost: continue the chain after this bundle')

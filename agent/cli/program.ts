@@ -10,6 +10,7 @@ import { register as registerCheck } from './check.js';
 import { register as registerDrill } from './drill.js';
 import { register as registerExport } from './export.js';
 import { register as registerKeygen } from './keygen.js';
+import { register as registerMedia } from './media.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerRestorePg } from './restore-pg.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerCheck(program);
   registerRestore(program);
   registerRestoreObjects(program);
+  registerMedia(program);
   registerRestorePg(program);
   registerDrill(program);
   registerWalPush(program);

@@ -9,6 +9,7 @@ import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
 import { restoreFiles } from '../restore/files.js';
+import { mayRepair, withRepairedBundle } from '../restore/repair.js';
 import { interruptible } from './common.js';
 
 interface RestoreFlags {
@@ -34,7 +35,7 @@ async function readText(file: string): Promise<string> {
  * `verified` is given, every bundle of the (clean) set is pushed onto it, for restores that need a
  * chain of bundles.
  */
-export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined, verified?: BundleReport[]): Promise<BundleReport> {
+export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined, verified?: BundleReport[], opts: { allowRepair?: boolean } = {}): Promise<BundleReport> {
   const allowedSigners = parseAllowedSigners(await readAllowedSigners(allowedSignersFile));
   const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock' });
   const sites = [...new Set(report.bundles.map((b) => b.site).filter((s) => s !== undefined))];
@@ -47,7 +48,8 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
   const candidates = report.bundles.filter((b) => b.site === chosenSite && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
   const chosen = candidates.at(-1);
   if (!chosen) throw new AirlockError('no-bundle', `no bundle of ${chosenSite}${seq !== undefined ? ` with seq ${seq}` : ''} under ${from}`);
-  if (chosen.findings.length > 0) {
+  // damaged volumes with recovery data beside them: the caller repairs them (withRepairedBundle)
+  if (chosen.findings.length > 0 && !(opts.allowRepair === true && (await mayRepair(chosen)))) {
     const lines = chosen.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
     throw new AirlockError('verification-failed', `${path.basename(chosen.path)} failed verification: ${lines}`, { hint: 'nothing was restored; restore from another copy, or an older bundle with --seq' });
   }
@@ -67,9 +69,11 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
   const seq = flags.seq === undefined || !/^[1-9]\d{0,15}$/.test(flags.seq) ? undefined : Number(flags.seq);
   if (flags.seq !== undefined && seq === undefined) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
   const identities = parseIdentities(await readText(flags.identity));
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq);
-  process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
-  const s = await interruptible((signal) => restoreFiles(bundle, identities, flags.to, signal));
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, undefined, { allowRepair: true });
+  if (bundle.findings.length > 0) process.stderr.write(`airlock: ${path.basename(bundle.path)} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data\n`);
+  else process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+  const s = await interruptible((signal) => withRepairedBundle(bundle, flags.to, (b) => restoreFiles(b, identities, flags.to, signal), signal));
+  s.bundle = bundle.path;
   for (const k of s.skipped) process.stderr.write(`airlock: warning: ${k}\n`);
   if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
   else {

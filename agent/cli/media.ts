@@ -1,0 +1,257 @@
+/*
+ * airlock media: label a medium (init), copy bundles onto a second medium and verify them there
+ * (copy), show what a medium holds (list). Also what an export prints about the medium it wrote to.
+ */
+import { lstat, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { parseAllowedSigners, type AllowedSigner } from '../../manifests/allowed-signers.js';
+import { parseCanonical } from '../../manifests/canonical.js';
+import { AirlockError } from '../../manifests/errors.js';
+import { readSmall } from '../../manifests/hash.js';
+import { MANIFEST_LIMIT, assertManifest, bundleName } from '../../manifests/manifest.js';
+import { isRecoveryFile } from '../../manifests/recovery.js';
+import type { SigningKey } from '../../manifests/sshkey.js';
+import { SUMS, SUMS_LIMIT, parseSums } from '../../manifests/sums.js';
+import { findBundles, readAllowedSigners, verifyKeyless, type BundleReport } from '../../verifier/verify.js';
+import { Catalog, resolveStateDir } from '../catalog.js';
+import { recordRun } from '../jobs.js';
+import { loadSigningKey } from '../keys.js';
+import {
+  SPACE_FLOOR,
+  bundleBytes,
+  confirmOnMedium,
+  copyBundle,
+  initMedium,
+  readBack,
+  readLabel,
+  requireSpace,
+  selfSigner,
+  type MediumLabel,
+  type ReadBackNotes,
+} from '../media.js';
+import { human, interruptible, progressReporter } from './common.js';
+
+function noteCached(medium: string, notes: ReadBackNotes): void {
+  if (notes.cached) process.stderr.write(`airlock: note: the file system of ${medium} refuses direct reads; the read-back went through the page cache\n`);
+}
+
+/** After an export: read the bundle back, record the verified copy, and say what was done. */
+export async function confirmExport(written: { path: string; sumsSha256: string; site: string; seq: number }, label: MediumLabel | undefined, key: SigningKey, stateDir: string): Promise<void> {
+  const notes = await confirmOnMedium(written, label, key, stateDir, new Date());
+  const medium = path.dirname(path.dirname(written.path));
+  noteCached(medium, notes);
+  if (label) process.stderr.write(`airlock: read back and verified on medium "${label.label}" (${label.uuid})\n`);
+  else process.stderr.write(`airlock: note: read back and verified, but ${medium} has no label, so this copy does not count for retention; label media with airlock media init\n`);
+}
+
+interface InitFlags {
+  label: string;
+  force?: boolean;
+  stateDir?: string;
+  json?: boolean;
+}
+
+async function initCommand(medium: string, flags: InitFlags): Promise<void> {
+  const now = new Date();
+  const label = await initMedium(medium, flags.label, flags.force === true, now);
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
+  try {
+    catalog.recordMedium(label.uuid, label.label, now);
+  } finally {
+    catalog.close();
+  }
+  if (flags.json) process.stdout.write(`${JSON.stringify(label)}\n`);
+  else {
+    process.stderr.write(`airlock: labelled ${medium} "${label.label}"\n`);
+    process.stdout.write(`${label.uuid}\n`);
+  }
+}
+
+interface CopyFlags {
+  signingKey?: string;
+  allowedSigners?: string;
+  stateDir?: string;
+  json?: boolean;
+}
+
+interface CopyResult {
+  site: string;
+  seq: number;
+  from: string;
+  to: string;
+  sums: string;
+  /** false when the target medium held the bundle already (it was verified there again) */
+  copied: boolean;
+  /** the media UUIDs the bundle is now recorded as verified on by this run */
+  verifiedOn: string[];
+}
+
+async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
+  if (flags.allowedSigners !== undefined) return parseAllowedSigners(await readAllowedSigners(flags.allowedSigners));
+  if (flags.signingKey !== undefined) return [selfSigner(await loadSigningKey(flags.signingKey))];
+  throw new AirlockError('usage', 'media copy needs --signing-key or --allowed-signers', { hint: 'give the appliance signing key (only its public half is used) or an allowed_signers file, to verify the bundles before and after copying' });
+}
+
+async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<void> {
+  const stateDir = resolveStateDir(flags.stateDir);
+  try {
+    await copyAll(src, dst, flags, stateDir);
+    recordRun(stateDir, 'media copy', undefined, undefined);
+  } catch (e) {
+    recordRun(stateDir, 'media copy', undefined, e);
+    throw e;
+  }
+}
+
+async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: string): Promise<void> {
+  const signers = await signersFrom(flags);
+  if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
+  const from = await readLabel(src);
+  const to = await readLabel(dst);
+  if (from && to && from.uuid === to.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
+  if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
+  const found = await findBundles([src]);
+  if (found.bundles.length === 0) throw new AirlockError('no-bundle', `no bundle under ${src}`);
+  for (const p of found.partials) process.stderr.write(`airlock: warning: ${p} is a leftover partial bundle; not copied\n`);
+
+  // verify every bundle where it is first: a damaged bundle is not spread to a second medium
+  const now = new Date();
+  const good: { report: BundleReport; target: string; exists: boolean }[] = [];
+  const bad: string[] = [];
+  for (const dir of found.bundles) {
+    const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock' });
+    if (report.findings.length > 0 || report.site === undefined || report.seq === undefined || report.sums === undefined) {
+      bad.push(`${path.basename(dir)}: ${report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}`).join(', ')}`);
+      continue;
+    }
+    const target = path.join(path.resolve(dst), report.site, bundleName(report.site, report.seq));
+    good.push({ report, target, exists: await lstat(target).then(() => true, () => false) });
+  }
+  let needed = SPACE_FLOOR;
+  for (const g of good) if (!g.exists) needed += await bundleBytes(g.report.path);
+  const copies = good.filter((g) => !g.exists).length;
+  if (copies > 0) await requireSpace(path.resolve(dst), needed, `copying ${copies} bundle(s)`);
+
+  const results: CopyResult[] = [];
+  const notes: ReadBackNotes = { cached: false };
+  const progress = progressReporter('airlock: media copy');
+  let before = 0;
+  await interruptible(async (signal) => {
+    for (const g of good) {
+      const { report, target } = g;
+      const site = report.site as string;
+      const seq = report.seq as number;
+      const sums = report.sums as string;
+      if (!g.exists) {
+        await copyBundle(report.path, target, (n) => progress.update(before + n), signal);
+        before += await bundleBytes(target);
+      }
+      // read back from the target, past the page cache, before the copy may count
+      await readBack(target, sums, signers, new Date(), notes, signal);
+      const verifiedOn: string[] = [];
+      const catalog = Catalog.open(stateDir);
+      try {
+        for (const [label, where] of [[from, report.path], [to, target]] as const) {
+          if (!label) continue;
+          catalog.recordMedium(label.uuid, label.label, now);
+          catalog.recordVerifiedCopy(site, seq, sums, label.uuid, where, new Date());
+          verifiedOn.push(label.uuid);
+        }
+      } finally {
+        catalog.close();
+      }
+      results.push({ site, seq, from: report.path, to: target, sums, copied: !g.exists, verifiedOn });
+    }
+  });
+  progress.done();
+  noteCached(dst, notes);
+  if (flags.json) process.stdout.write(`${JSON.stringify({ from: from ?? null, to: to ?? null, bundles: results, failed: bad })}\n`);
+  else {
+    for (const r of results) process.stdout.write(`${r.to}\n`);
+    const n = results.filter((r) => r.copied).length;
+    process.stderr.write(`airlock: copied ${n} bundle(s), ${results.length - n} already there; all ${results.length} read back and verified on ${to ? `medium "${to.label}" (${to.uuid})` : dst}\n`);
+    if (!to) process.stderr.write(`airlock: note: ${dst} has no label, so these copies do not count for retention; label it with airlock media init\n`);
+  }
+  if (bad.length > 0) {
+    throw new AirlockError('verification-failed', `${bad.length} bundle(s) under ${src} did not verify and were not copied: ${bad.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list' });
+  }
+}
+
+interface ListFlags {
+  json?: boolean;
+}
+
+interface ListedBundle {
+  path: string;
+  site?: string;
+  seq?: number;
+  created?: string;
+  payloadBytes?: number;
+  volumes?: number;
+  recovery: boolean;
+  problem?: string;
+}
+
+/** What a bundle folder says about itself, unverified (list is an inventory, not an audit). */
+async function describeBundle(dir: string): Promise<ListedBundle> {
+  const out: ListedBundle = { path: dir, recovery: false };
+  try {
+    const m = parseCanonical(await readSmall(path.join(dir, 'manifest.json'), MANIFEST_LIMIT), 'manifest.json', MANIFEST_LIMIT);
+    assertManifest(m);
+    Object.assign(out, { site: m.site, seq: m.seq, created: m.created, payloadBytes: m.payload.size, volumes: m.payload.volumes.length });
+    out.recovery = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT)).some((l) => isRecoveryFile(l.name));
+  } catch (e) {
+    out.problem = (e as Error).message;
+  }
+  return out;
+}
+
+async function listCommand(medium: string, flags: ListFlags): Promise<void> {
+  const label = await readLabel(medium);
+  const found = await findBundles([medium]);
+  const bundles: ListedBundle[] = [];
+  for (const b of found.bundles) bundles.push(await describeBundle(b));
+  const fs = await statfs(medium);
+  const space = { free: fs.bavail * fs.bsize, size: fs.blocks * fs.bsize };
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({ medium: path.resolve(medium), label: label ?? null, space, bundles, partials: found.partials })}\n`);
+    return;
+  }
+  const lines = [label ? `medium "${label.label}" ${label.uuid}, labelled ${label.created}` : `${medium}: no label (airlock media init labels it)`, `space: ${human(space.free)} free of ${human(space.size)}`];
+  for (const b of bundles) {
+    lines.push(b.problem !== undefined ? `${b.path}: unreadable manifest: ${b.problem}` : `${b.site} seq ${b.seq}  ${b.created}  ${human(b.payloadBytes ?? 0)} in ${b.volumes} volume(s)${b.recovery ? ', recovery data' : ''}`);
+  }
+  for (const p of found.partials) lines.push(`${p}: partial (an interrupted write; not a bundle)`);
+  lines.push(`${bundles.length} bundle(s); not verified here: run airlock-verify to check them`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export function register(program: Command): void {
+  const media = program.command('media').description('label media, copy bundles between media, list what a medium holds');
+  media
+    .command('init')
+    .description('write a label with a new UUID at the root of a medium (media are counted by UUID, not mount path)')
+    .argument('<path>', 'the mount point of the medium')
+    .requiredOption('--label <label>', 'a name for people, written on the medium (letters, digits, space, ".", "_", "-")')
+    .option('--force', 'label a medium that has a label or bundles already (a new UUID: copies under the old one stop counting)')
+    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--json', 'print the label as JSON')
+    .action(initCommand);
+  media
+    .command('copy')
+    .description('copy every bundle of a medium onto a second medium, then read them back there and verify them')
+    .argument('<src>', 'the medium (or folder) holding the bundles')
+    .argument('<dst>', 'the mount point of the second medium')
+    .option('--signing-key <file>', 'the appliance signing key: bundles must be signed by it (only its public half is used)')
+    .option('--allowed-signers <file>', 'or: OpenSSH allowed_signers naming the keys bundles may be signed by')
+    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--json', 'print the result as JSON')
+    .action(copyCommand);
+  media
+    .command('list')
+    .description('show the label, free space and bundles of a medium (unverified; airlock-verify checks them)')
+    .argument('<path>', 'the mount point of the medium')
+    .option('--json', 'print the result as JSON')
+    .action(listCommand);
+}

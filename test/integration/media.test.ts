@@ -1,0 +1,291 @@
+/*
+ * Media: labels, the free-space check and a medium that fills up mid-write (a real size-limited
+ * tmpfs, mounted here), the read-back, copies onto a second medium counted per medium UUID, and par2
+ * recovery data that lets a restore get past damaged blocks.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Catalog } from '../../agent/catalog.js';
+import { sha256Hex } from '../../manifests/hash.js';
+import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ACCESS_KEY, SECRET_KEY, bucketName, s3 } from '../s3.js';
+
+const keys = makeKeys('site-m');
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** A source folder with one file of `bytes` random bytes and a small one. */
+function source(bytes: number): string {
+  const src = path.join(tmp(), 'etc-app');
+  mkdirSync(src);
+  writeFileSync(path.join(src, 'data.bin'), randomBytes(bytes));
+  writeFileSync(path.join(src, 'app.conf'), 'port = 5432\n');
+  return src;
+}
+
+function exportFiles(medium: string, state: string, src: string, extra: string[] = []) {
+  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state, ...extra]);
+}
+
+function init(medium: string, label: string, state: string): string {
+  const r = airlock(['media', 'init', medium, '--label', label, '--state-dir', state]);
+  assert.is(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+/**
+ * Runs `body` with a tmpfs of `size` mounted on a fresh folder (the medium), unmounted and removed
+ * afterwards whatever happens. The folder is not one of the helpers' temp folders, whose removal at
+ * exit must never meet a mount point.
+ */
+async function withSmallMedium(size: string, body: (medium: string) => Promise<void> | void): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'airlock-medium-'));
+  const m = run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]);
+  assert.is(m.code, 0, `mounting a tmpfs needs root: ${m.stderr}`);
+  try {
+    await body(dir);
+  } finally {
+    spawnSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** What the catalog says about the site: bundles done and unfinished, and the last export run. */
+function catalogState(state: string) {
+  const c = Catalog.open(state);
+  try {
+    return { done: c.lastDone(keys.site), unfinished: c.unfinished(keys.site), runs: c.jobRuns('export', keys.site) };
+  } finally {
+    c.close();
+  }
+}
+
+/** Overwrites `n` bytes at `at` of `file` with other bytes, as a bad sector would return. */
+function damage(file: string, at: number, n: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    writeSync(fd, randomBytes(n), 0, n, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('media init writes a label with a UUID once; list shows the medium', () => {
+  const medium = tmp();
+  const state = tmp();
+  const uuid = init(medium, 'offsite 1', state);
+  assert.match(uuid, UUID_RE);
+  const label = JSON.parse(readFileSync(path.join(medium, 'AIRLOCK-MEDIUM.json'), 'utf8'));
+  assert.equal(Object.keys(label), ['created', 'format', 'label', 'uuid', 'version'], 'canonical JSON: sorted keys');
+  assert.is(label.uuid, uuid);
+  assert.is(label.label, 'offsite 1');
+
+  const again = airlock(['media', 'init', medium, '--label', 'other', '--state-dir', state]);
+  assert.is(again.code, 4);
+  assert.match(again.stderr, /^airlock: error: .* is already labelled "offsite 1" \(.*\)\nairlock: hint: .*--force.*\n$/);
+  assert.is(JSON.parse(readFileSync(path.join(medium, 'AIRLOCK-MEDIUM.json'), 'utf8')).uuid, uuid, 'the label is unchanged');
+
+  // a medium with bundles but no label is refused too, then labelled with --force
+  const used = tmp();
+  assert.is(exportFiles(used, tmp(), source(1000)).code, 0);
+  const refused = airlock(['media', 'init', used, '--label', 'old stick', '--state-dir', state]);
+  assert.is(refused.code, 4);
+  assert.match(refused.stderr, 'already holds bundles');
+  const forced = airlock(['media', 'init', used, '--label', 'old stick', '--force', '--state-dir', state]);
+  assert.is(forced.code, 0, forced.stderr);
+  assert.is.not(forced.stdout.trim(), uuid);
+
+  const bad = airlock(['media', 'init', tmp(), '--label', '../x', '--state-dir', state]);
+  assert.is(bad.code, 2);
+
+  const list = airlock(['media', 'list', used, '--json']);
+  assert.is(list.code, 0, list.stderr);
+  const j = JSON.parse(list.stdout);
+  assert.is(j.label.label, 'old stick');
+  assert.is(j.bundles.length, 1);
+  assert.is(j.bundles[0].site, keys.site);
+  assert.is(j.bundles[0].seq, 1);
+  assert.ok(j.space.free > 0);
+  const text = airlock(['media', 'list', used]);
+  assert.match(text.stdout, 'medium "old stick"');
+  assert.match(text.stdout, `${keys.site} seq 1`);
+});
+
+test('a bundle larger than the medium is refused up front: typed error, size needed, nothing written, the failure recorded', async () => {
+  await withSmallMedium('2m', (medium) => {
+    const state = tmp();
+    init(medium, 'small', state);
+    const r = exportFiles(medium, state, source(3 * 1024 * 1024));
+    assert.is(r.code, 6, r.stderr);
+    assert.match(r.stderr, /^airlock: error: the bundle needs about [\d.]+ MiB on \S+ but only [\d.]+ (KiB|MiB) is free\nairlock: hint: [^\n]+nothing was written\n$/);
+    assert.is(r.stderr.split('\n').length, 3, 'one error line and one hint');
+    assert.is(r.stdout, '');
+    assert.equal(readdirSync(medium), ['AIRLOCK-MEDIUM.json'], 'nothing but the label');
+    const c = catalogState(state);
+    assert.is(c.done, undefined);
+    assert.equal(c.unfinished, []);
+    assert.is(c.runs[0]?.outcome, 'failed');
+    assert.is(c.runs[0]?.code, 'medium-full');
+  });
+});
+
+test('the medium fills up mid-write (a bucket, whose size is not known up front): partial removed, nothing done, the failure recorded', async () => {
+  const srv = await s3();
+  const bucket = bucketName('media-full');
+  await srv.client.makeBucket(bucket);
+  for (let i = 0; i < 3; i++) await srv.client.putObject(bucket, `blob-${i}`, randomBytes(1024 * 1024));
+  await withSmallMedium('2m', (medium) => {
+    const state = tmp();
+    const uuid = init(medium, 'small', state);
+    const r = airlock(
+      ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none'],
+      { env: { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY } },
+    );
+    assert.is(r.code, 6, r.stderr);
+    assert.match(r.stderr, /^airlock: error: [^\n]*no space left on device\nairlock: hint: [^\n]+\n$/);
+    const siteDir = path.join(medium, keys.site);
+    assert.equal(existsSync(siteDir) ? readdirSync(siteDir) : [], [], 'no partial bundle left');
+    const c = catalogState(state);
+    assert.is(c.done, undefined, 'nothing recorded as done');
+    assert.equal(c.unfinished, [], 'the intent was abandoned');
+    assert.is(c.runs[0]?.outcome, 'failed');
+    assert.is(c.runs[0]?.code, 'medium-full');
+    assert.match(c.runs[0]?.message ?? '', 'no space left');
+    // the medium is usable again at once, and the seq was not used up
+    const small = exportFiles(medium, state, source(1000));
+    assert.is(small.code, 0, small.stderr);
+    assert.match(small.stdout, `${keys.site}-00000001`);
+    const after = Catalog.open(state);
+    try {
+      assert.is(after.verifiedCopyCount(keys.site, 1), 1);
+      assert.is(after.copies(keys.site, 1)[0]?.media_uuid, uuid);
+      assert.is(after.jobRuns('export', keys.site)[0]?.outcome, 'ok');
+    } finally {
+      after.close();
+    }
+  });
+});
+
+test('recovery data: a volume with damaged blocks is repaired in a scratch copy and the files restore byte for byte', () => {
+  const src = source(3 * 1024 * 1024);
+  const medium = tmp();
+  const state = tmp();
+  const r = exportFiles(medium, state, src, ['--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
+  assert.is(r.code, 0, r.stderr);
+  const bundle = r.stdout.trim();
+  const names = readdirSync(bundle).sort();
+  assert.ok(names.includes('recovery.par2'), names.join(' '));
+  assert.ok(names.some((n) => /^recovery\.vol\d+-\d+\.par2$/.test(n)), names.join(' '));
+  const listed = readFileSync(path.join(bundle, 'SHA256SUMS'), 'utf8');
+  for (const n of names.filter((x) => x.startsWith('recovery.'))) assert.match(listed, `  ${n}\n`);
+  // stock tools: the recovery files are checked like any file, and cat payload.* still reads only the volumes
+  assert.is(run('sha256sum', ['--strict', '-c', 'SHA256SUMS'], { cwd: bundle }).code, 0);
+  const out = tmp();
+  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256', 'x', bundle, keys.identity, out]);
+  assert.is(sh.code, 0, sh.stderr);
+  assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]).code, 0);
+
+  // bad blocks in the middle of a volume
+  const vol = path.join(bundle, 'payload.001');
+  damage(vol, 300_000, 8192);
+  const damaged = readFileSync(vol);
+  const v = airlockVerify(['--allowed-signers', keys.allowedSigners, medium]);
+  assert.is(v.code, 1, 'the damage is still a finding');
+  assert.match(v.stdout, /checksum-mismatch: \S+payload\.001: .*recovery data/);
+
+  const parent = tmp();
+  const to = path.join(parent, 'restored');
+  const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+  assert.is(rs.code, 0, rs.stderr);
+  assert.match(rs.stderr, 'airlock: repaired payload.001');
+  const back = path.join(to, src);
+  assert.is(sha256Hex(readFileSync(path.join(back, 'data.bin'))), sha256Hex(readFileSync(path.join(src, 'data.bin'))));
+  assert.is(readFileSync(path.join(back, 'app.conf'), 'utf8'), 'port = 5432\n');
+  assert.equal(readdirSync(parent), ['restored'], 'no scratch copy or staging left');
+  assert.ok(readFileSync(vol).equals(damaged), 'the medium was not written');
+});
+
+test('without recovery data a damaged volume fails the restore cleanly; too much damage for the recovery data too', () => {
+  const src = source(3 * 1024 * 1024);
+  for (const extra of [[], ['--recovery-percent', '5']]) {
+    const medium = tmp();
+    const r = exportFiles(medium, tmp(), src, ['--volume-size', '1M', '--compress', 'none', ...extra]);
+    assert.is(r.code, 0, r.stderr);
+    // with recovery data: more damage than 5% can rebuild
+    damage(path.join(r.stdout.trim(), 'payload.001'), 0, extra.length > 0 ? 600_000 : 4096);
+    const parent = tmp();
+    const to = path.join(parent, 'restored');
+    const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+    assert.is(rs.code, 1, rs.stderr);
+    assert.match(rs.stderr, /airlock: error: [^\n]*(checksum-mismatch payload\.001|could not repair it)[^\n]*\nairlock: hint: [^\n]*nothing was restored/);
+    assert.equal(readdirSync(parent), [], 'nothing in the target, no staging or scratch copy left');
+  }
+});
+
+test('media copy: the bundles go onto a second medium, are read back there, and count as verified on both media UUIDs', async () => {
+  const state = tmp();
+  const a = tmp();
+  const b = tmp();
+  const uuidA = init(a, 'primary', state);
+  const uuidB = init(b, 'offsite', state);
+  const src = source(200_000);
+  const first = exportFiles(a, state, src, ['--recovery-percent', '10']);
+  assert.is(first.code, 0, first.stderr);
+  assert.match(first.stderr, `read back and verified on medium "primary" (${uuidA})`);
+  assert.is(exportFiles(a, state, src).code, 0);
+
+  const c = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json']);
+  assert.is(c.code, 0, c.stderr);
+  const j = JSON.parse(c.stdout);
+  assert.equal(j.bundles.map((x: { seq: number; copied: boolean }) => [x.seq, x.copied]), [[1, true], [2, true]]);
+  assert.equal(j.bundles[0].verifiedOn, [uuidA, uuidB]);
+  const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, b]);
+  assert.is(v.code, 0, v.stdout);
+  assert.equal(readdirSync(path.join(b, keys.site, `${keys.site}-00000001`)).sort(), readdirSync(path.join(a, keys.site, `${keys.site}-00000001`)).sort());
+  const cat = Catalog.open(state);
+  try {
+    for (const seq of [1, 2]) {
+      assert.is(cat.verifiedCopyCount(keys.site, seq), 2);
+      assert.equal(cat.copies(keys.site, seq).map((x) => x.media_uuid).sort(), [uuidA, uuidB].sort());
+    }
+    assert.is(cat.jobRuns('media copy')[0]?.outcome, 'ok');
+  } finally {
+    cat.close();
+  }
+  // again: nothing to copy, both verified again
+  const again = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state]);
+  assert.is(again.code, 0, again.stderr);
+  assert.match(again.stderr, 'copied 0 bundle(s), 2 already there');
+
+  // a medium too small for the copy is refused before anything is written
+  await withSmallMedium('2m', (small) => {
+    const big = tmp();
+    init(big, 'big', state);
+    assert.is(exportFiles(big, tmp(), source(3 * 1024 * 1024)).code, 0);
+    init(small, 'small', state);
+    const r = airlock(['media', 'copy', big, small, '--signing-key', keys.signingKey, '--state-dir', state]);
+    assert.is(r.code, 6, r.stderr);
+    assert.match(r.stderr, /^airlock: error: copying 1 bundle\(s\) needs about [\d.]+ MiB on /);
+    assert.equal(readdirSync(small), ['AIRLOCK-MEDIUM.json']);
+  });
+});
+
+test('an unlabelled medium still works, but its copies do not count', () => {
+  const state = tmp();
+  const r = exportFiles(tmp(), state, source(1000));
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, 'has no label, so this copy does not count for retention');
+  const c = Catalog.open(state);
+  try {
+    assert.is(c.verifiedCopyCount(keys.site, 1), 0);
+    assert.is(c.lastDone(keys.site)?.seq, 1);
+  } finally {
+    c.close();
+  }
+});
+
+test.run();

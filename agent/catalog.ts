@@ -98,6 +98,8 @@ const MIGRATIONS: readonly string[] = [
      message TEXT
    ) STRICT;
    CREATE INDEX job_runs_by_job ON job_runs (job, site, time)`,
+  // a spooled WAL file removed by prune once enough verified media hold it
+  `ALTER TABLE wal ADD COLUMN pruned TEXT`,
 ];
 
 export interface MediumRow {
@@ -137,6 +139,8 @@ export interface WalRow {
   system_identifier: string | null;
   segment_size: number | null;
   ingested: string;
+  /** when prune removed the spooled copy (absent in rows read before that column existed) */
+  pruned?: string | null;
 }
 
 /** A bucket or prefix of one S3 endpoint, as the catalog tracks its exports. */
@@ -340,6 +344,41 @@ export class Catalog {
   /** On how many distinct media (by UUID) the bundle has a verified copy. */
   verifiedCopyCount(site: string, seq: number): number {
     return this.db.prepare(`SELECT COUNT(DISTINCT media_uuid) FROM bundle_copies WHERE site = ? AND seq = ?`).pluck().get(site, seq) as number;
+  }
+
+  /** Per labelled medium: the newest bundle of `site` verified on it. */
+  newestCopies(site: string): { uuid: string; label: string; seq: number; verified: string }[] {
+    return this.db
+      .prepare(
+        `SELECT m.uuid, m.label, c.seq, c.verified FROM media m JOIN bundle_copies c ON c.media_uuid = m.uuid
+          WHERE c.site = ? AND c.seq = (SELECT MAX(seq) FROM bundle_copies WHERE site = c.site AND media_uuid = m.uuid) ORDER BY m.label, m.uuid`,
+      )
+      .all(site) as { uuid: string; label: string; seq: number; verified: string }[];
+  }
+
+  /** The newest bundle of `site` verified on any medium, with when its export began (its data is that recent). */
+  newestVerifiedData(site: string): { seq: number; time: string } | undefined {
+    return this.db
+      .prepare(`SELECT b.seq, b.started AS time FROM bundles b JOIN bundle_copies c ON c.site = b.site AND c.seq = b.seq AND c.sums_sha256 = b.sums_sha256 WHERE b.site = ? AND b.state = 'done' ORDER BY b.seq DESC LIMIT 1`)
+      .get(site) as { seq: number; time: string } | undefined;
+  }
+
+  /** Ingested WAL files still in the spool that a finished bundle of `site` with verified copies on at least `copies` media carries. */
+  prunableWal(site: string, copies: number): WalRow[] {
+    return this.db
+      .prepare(
+        `SELECT w.* FROM wal w WHERE w.pruned IS NULL AND EXISTS (
+           SELECT 1 FROM wal_exports e JOIN bundles b ON b.site = e.site AND b.seq = e.seq AND b.state = 'done'
+            WHERE e.site = ? AND e.name = w.name
+              AND (SELECT COUNT(DISTINCT c.media_uuid) FROM bundle_copies c WHERE c.site = b.site AND c.seq = b.seq AND c.sums_sha256 = b.sums_sha256) >= ?)
+         ORDER BY w.name`,
+      )
+      .all(site, copies) as WalRow[];
+  }
+
+  /** Marks a WAL file's spooled copy as removed. */
+  markPruned(name: string, now: Date): void {
+    this.db.prepare(`UPDATE wal SET pruned = ? WHERE name = ?`).run(now.toISOString(), name);
   }
 
   /** Records the outcome of one run of a job (`export`, `media copy`, ...). */

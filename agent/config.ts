@@ -26,6 +26,9 @@ export interface ConfigKey {
   check?: (v: string) => string | undefined;
 }
 
+const durationCheck = (v: string) => (parseDuration(v) === undefined ? 'not a duration like 90s, 5m, 26h or 7d' : undefined);
+const percentCheck = (v: string) => (/^\d{1,2}(\.\d+)?%?$/.test(v) ? undefined : 'not a percentage like 20%');
+
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
   site: { list: false, check: (v) => (/^[a-z0-9][a-z0-9._-]{0,62}$/.test(v) ? undefined : 'not a valid site id') },
   medium: { list: false },
@@ -45,11 +48,26 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'pg-base': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'pg-dump': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'pg-bin': { list: false },
+  'wal-age-warning': { list: false, check: durationCheck },
+  'wal-age-critical': { list: false, check: durationCheck },
+  'offsite-rpo-warning': { list: false, check: durationCheck },
+  'offsite-rpo-critical': { list: false, check: durationCheck },
+  'spool-free-warning': { list: false, check: percentCheck },
+  'spool-free-critical': { list: false, check: percentCheck },
+  'min-copies': { list: false, check: (v) => (/^[1-9]\d?$/.test(v) ? undefined : 'not a number of media from 1 to 99') },
   'pg-table-checks': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'wal-timeout': { list: false, check: (v) => (/^\d+$/.test(v) && Number(v) > 0 ? undefined : 'not a number of seconds') },
 };
 
 export type Config = Map<string, string[]>;
+
+/** Parses a duration in seconds: `90`, `90s`, `5m`, `26h`, `7d`. */
+export function parseDuration(v: string): number | undefined {
+  const m = v.trim().match(/^(\d+)\s*(s|m|min|h|d)?$/);
+  if (!m) return undefined;
+  const unit = { s: 1, m: 60, min: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's' | 'm' | 'min' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}
 
 /** Parses `1G`, `650M`, `64K`, `1GiB` or a plain byte count. */
 export function parseSize(v: string): number | undefined {

@@ -14,6 +14,8 @@ import { register as registerMedia } from './media.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerRestorePg } from './restore-pg.js';
+import { register as registerStatus } from './status.js';
+import { register as registerPrune } from './prune.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -31,6 +33,8 @@ export function buildProgram(): Command {
   registerMedia(program);
   registerRestorePg(program);
   registerDrill(program);
+  registerStatus(program);
+  registerPrune(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);
@@ -50,7 +54,8 @@ export function buildProgram(): Command {
 export async function runProgram(argv: readonly string[]): Promise<number> {
   try {
     await buildProgram().parseAsync([...argv]);
-    return EXIT.ok;
+    // a command with exit codes of its own (status: Nagios levels) leaves them in process.exitCode
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;

@@ -1,0 +1,95 @@
+/*
+ * airlock status: backup health with Nagios exit codes (0 ok, 1 warning, 2 critical, 3 unknown),
+ * optionally written as a Prometheus text file for node_exporter's textfile collector.
+ */
+import type { Command } from 'commander';
+import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
+import { writeFileAtomic } from '../../verifier/atomic.js';
+import { Catalog, resolveStateDir } from '../catalog.js';
+import { now } from '../clock.js';
+import { parseDuration } from '../config.js';
+import { query } from '../sources/postgres/server.js';
+import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, prometheusText, statusText, type Status, type Thresholds } from '../status.js';
+import { Settings } from './common.js';
+
+interface StatusFlags {
+  site?: string;
+  stateDir?: string;
+  walSpool?: string;
+  pg?: string;
+  prometheus?: string;
+  config?: string;
+  json?: boolean;
+}
+
+function thresholds(s: Settings): Thresholds {
+  const t = { ...DEFAULT_THRESHOLDS };
+  const seconds = (key: string, field: 'walAgeWarning' | 'walAgeCritical' | 'offsiteWarning' | 'offsiteCritical') => {
+    const v = s.one(undefined, key);
+    if (v !== undefined) t[field] = parseDuration(v) as number;
+  };
+  seconds('wal-age-warning', 'walAgeWarning');
+  seconds('wal-age-critical', 'walAgeCritical');
+  seconds('offsite-rpo-warning', 'offsiteWarning');
+  seconds('offsite-rpo-critical', 'offsiteCritical');
+  const pct = (key: string, field: 'spoolFreeWarning' | 'spoolFreeCritical') => {
+    const v = s.one(undefined, key);
+    if (v !== undefined) t[field] = Number(v.replace(/%$/, '')) / 100;
+  };
+  pct('spool-free-warning', 'spoolFreeWarning');
+  pct('spool-free-critical', 'spoolFreeCritical');
+  return t;
+}
+
+async function statusCommand(flags: StatusFlags): Promise<number> {
+  const s = new Settings(flags.config);
+  const site = s.required(flags.site, 'site', 'give --site SITE');
+  const spool = s.one(flags.walSpool, 'spool');
+  const pg = s.one(flags.pg, 'pg');
+  let archiver: Status['archiver'];
+  let archiverError: string | undefined;
+  if (pg !== undefined) {
+    try {
+      const [row] = await query({ conninfo: pg }, `SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver`);
+      archiver = { failedCount: Number(row?.[0] ?? 0), lastFailedWal: row?.[1] || null, failingNow: row?.[2] === 't' };
+    } catch (e) {
+      archiverError = (e as Error).message;
+    }
+  }
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
+  let status: Status;
+  try {
+    status = collectStatus({ catalog, site, spool, now: now(), thresholds: thresholds(s), ...(archiver ? { archiver } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+  } finally {
+    catalog.close();
+  }
+  if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusText(status));
+  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status));
+  return LEVEL_EXIT[status.level];
+}
+
+export function register(program: Command): void {
+  program
+    .command('status')
+    .description('backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
+    .option('--site <site>', 'the site id')
+    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--wal-spool <dir>', 'the WAL spool')
+    .option('--pg <conninfo>', 'ask the server for pg_stat_archiver too')
+    .option('--prometheus <file>', 'also write the figures as a Prometheus text file (atomically)')
+    .option('--config <file>', 'read settings and thresholds from this config file (flags win)')
+    .option('--json', 'print the status as JSON')
+    .addHelpText('after', '\nExit status (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for a usage error).')
+    .action(async (flags: StatusFlags) => {
+      let code: number;
+      try {
+        code = await statusCommand(flags);
+      } catch (e) {
+        // a status that cannot be taken is "unknown" to a monitoring system
+        const { printError } = await import('./common.js');
+        printError(e);
+        code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
+      }
+      process.exitCode = code;
+    });
+}

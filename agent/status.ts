@@ -1,0 +1,194 @@
+/*
+ * Backup health: what an operator or a monitoring system needs to know about the appliance, from the
+ * catalog, the spool and (when reachable) the server, judged against thresholds.
+ *
+ * Two recovery point objectives: on the appliance, the age of the newest WAL in the spool (what a
+ * lost server would lose); off site, the age of the newest data on verified media (what a lost
+ * appliance would lose). A full spool stops archiving and then fills the server's pg_wal, so its free
+ * space is watched too. Levels follow Nagios: ok, warning, critical, unknown.
+ */
+import { readdirSync, statfsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { Catalog } from './catalog.js';
+import { parseWalFileName } from './sources/postgres/wal.js';
+
+export type Level = 'ok' | 'warning' | 'critical' | 'unknown';
+export const LEVEL_EXIT: Record<Level, number> = { ok: 0, warning: 1, critical: 2, unknown: 3 };
+
+export interface Thresholds {
+  /** seconds since the newest spooled WAL file */
+  walAgeWarning: number;
+  walAgeCritical: number;
+  /** free space of the spool's file system, as a fraction */
+  spoolFreeWarning: number;
+  spoolFreeCritical: number;
+  /** seconds since the newest data on verified media */
+  offsiteWarning: number;
+  offsiteCritical: number;
+}
+
+export const DEFAULT_THRESHOLDS: Thresholds = {
+  walAgeWarning: 5 * 60,
+  walAgeCritical: 15 * 60,
+  spoolFreeWarning: 0.2,
+  spoolFreeCritical: 0.05,
+  offsiteWarning: 26 * 3600,
+  offsiteCritical: 50 * 3600,
+};
+
+export interface StatusCheck {
+  name: string;
+  level: Level;
+  message: string;
+}
+
+export interface Status {
+  level: Level;
+  site: string;
+  at: string;
+  checks: StatusCheck[];
+  jobs: { job: string; lastSuccess: string | null; lastFailure: string | null; lastFailureMessage: string | null }[];
+  wal: { newest: string | null; newestAgeSeconds: number | null; spoolBytes: number; spoolFreeBytes: number | null; spoolFreeFraction: number | null; unexportedBytes: number; unexportedFiles: number };
+  archiver?: { failedCount: number; failingNow: boolean; lastFailedWal: string | null };
+  media: { uuid: string; label: string; newestSeq: number; verified: string }[];
+  rpo: { onAppliance: number | null; offSite: number | null };
+}
+
+export interface StatusInput {
+  catalog: Catalog;
+  site: string;
+  spool: string | undefined;
+  now: Date;
+  thresholds: Thresholds;
+  /** pg_stat_archiver, when the server answered */
+  archiver?: Status['archiver'];
+  /** why the server could not be asked, when it was configured */
+  archiverError?: string;
+}
+
+const worst = (levels: readonly Level[]): Level => (['critical', 'unknown', 'warning', 'ok'] as const).find((l) => levels.includes(l)) ?? 'ok';
+
+function byAge(age: number, warn: number, crit: number): Level {
+  return age >= crit ? 'critical' : age >= warn ? 'warning' : 'ok';
+}
+
+const duration = (s: number) => (s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+
+/** Reads the spool: the newest WAL file's time, total bytes, free space. */
+function spoolFacts(spool: string): { newest: { name: string; mtime: number } | undefined; bytes: number; free: number; fraction: number } {
+  let newest: { name: string; mtime: number } | undefined;
+  let bytes = 0;
+  for (const name of readdirSync(spool)) {
+    const w = parseWalFileName(name);
+    if (!w) continue;
+    const st = statSync(path.join(spool, name));
+    bytes += st.size;
+    if (w.kind === 'segment' && (!newest || st.mtimeMs > newest.mtime)) newest = { name, mtime: st.mtimeMs };
+  }
+  const fs = statfsSync(spool);
+  return { newest, bytes, free: fs.bavail * fs.bsize, fraction: fs.blocks > 0 ? fs.bavail / fs.blocks : 0 };
+}
+
+/** Collects the status. Never throws for an unhealthy appliance: that is a level. */
+export function collectStatus(input: StatusInput): Status {
+  const { catalog, site, now, thresholds: t } = input;
+  const checks: StatusCheck[] = [];
+  const nowMs = now.getTime();
+  const status: Status = {
+    level: 'ok',
+    site,
+    at: now.toISOString(),
+    checks,
+    jobs: [],
+    wal: { newest: null, newestAgeSeconds: null, spoolBytes: 0, spoolFreeBytes: null, spoolFreeFraction: null, unexportedBytes: 0, unexportedFiles: 0 },
+    media: [],
+    rpo: { onAppliance: null, offSite: null },
+  };
+
+  for (const job of ['export', 'media-copy', 'prune', 'drill']) {
+    const runs = catalog.jobRuns(job, site, 200);
+    const ok = runs.find((r) => r.outcome === 'ok');
+    const bad = runs.find((r) => r.outcome === 'failed');
+    if (runs.length === 0) continue;
+    status.jobs.push({ job, lastSuccess: ok?.time ?? null, lastFailure: bad?.time ?? null, lastFailureMessage: bad?.message ?? null });
+    const latest = runs[0];
+    if (latest?.outcome === 'failed') checks.push({ name: `job ${job}`, level: 'warning', message: `the last ${job} failed at ${latest.time}: ${latest.message ?? latest.code ?? ''}` });
+    else checks.push({ name: `job ${job}`, level: 'ok', message: `the last ${job} succeeded at ${latest?.time}` });
+  }
+
+  if (input.spool !== undefined) {
+    try {
+      const s = spoolFacts(input.spool);
+      status.wal.spoolBytes = s.bytes;
+      status.wal.spoolFreeBytes = s.free;
+      status.wal.spoolFreeFraction = s.fraction;
+      if (s.newest) {
+        const age = Math.max(0, (nowMs - s.newest.mtime) / 1000);
+        status.wal.newest = s.newest.name;
+        status.wal.newestAgeSeconds = age;
+        status.rpo.onAppliance = age;
+        checks.push({ name: 'wal age', level: byAge(age, t.walAgeWarning, t.walAgeCritical), message: `the newest spooled segment ${s.newest.name} is ${duration(age)} old` });
+      } else checks.push({ name: 'wal age', level: 'warning', message: 'no WAL segment in the spool yet' });
+      const freeLevel: Level = s.fraction <= t.spoolFreeCritical ? 'critical' : s.fraction <= t.spoolFreeWarning ? 'warning' : 'ok';
+      checks.push({ name: 'spool space', level: freeLevel, message: `${(s.fraction * 100).toFixed(1)}% free (${Math.round(s.free / 1024 ** 2)} MiB); a full spool stops archiving and then fills pg_wal` });
+    } catch (e) {
+      checks.push({ name: 'spool', level: 'unknown', message: `${input.spool}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    }
+    const unexported = catalog.unexportedWal(site);
+    status.wal.unexportedFiles = unexported.length;
+    status.wal.unexportedBytes = unexported.reduce((a, r) => a + r.size, 0);
+  }
+
+  if (input.archiver) {
+    status.archiver = input.archiver;
+    checks.push({ name: 'archiver', level: input.archiver.failingNow ? 'critical' : 'ok', message: input.archiver.failingNow ? `archive_command fails (last ${input.archiver.lastFailedWal}); WAL piles up in pg_wal` : `archiving works (${input.archiver.failedCount} failure(s) since the statistics reset)` });
+  } else if (input.archiverError !== undefined) {
+    checks.push({ name: 'archiver', level: 'unknown', message: `cannot ask the server: ${input.archiverError}` });
+  }
+
+  const media = catalog.newestCopies(site);
+  status.media = media.map((m) => ({ uuid: m.uuid, label: m.label, newestSeq: m.seq, verified: m.verified }));
+  const offsite = catalog.newestVerifiedData(site);
+  if (offsite) {
+    const age = Math.max(0, (nowMs - Date.parse(offsite.time)) / 1000);
+    status.rpo.offSite = age;
+    checks.push({ name: 'off-site RPO', level: byAge(age, t.offsiteWarning, t.offsiteCritical), message: `the newest data on verified media (seq ${offsite.seq}) is ${duration(age)} old` });
+  } else {
+    checks.push({ name: 'off-site RPO', level: 'warning', message: 'no bundle of this site is verified on any labelled medium yet' });
+  }
+  status.level = worst(checks.map((c) => c.level));
+  return status;
+}
+
+/** The Prometheus text format, for node_exporter's textfile collector. */
+export function prometheusText(s: Status): string {
+  const lines: string[] = [];
+  const metric = (name: string, help: string, values: { labels?: Record<string, string>; value: number | null }[]) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
+    for (const v of values) {
+      if (v.value === null) continue;
+      const labels = { site: s.site, ...v.labels };
+      const text = Object.entries(labels).map(([k, x]) => `${k}="${x.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
+      lines.push(`${name}{${text}} ${v.value}`);
+    }
+  };
+  metric('airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]);
+  metric('airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool (the on-appliance RPO)', [{ value: s.wal.newestAgeSeconds }]);
+  metric('airlock_spool_bytes', 'bytes of WAL files in the spool', [{ value: s.wal.spoolBytes }]);
+  metric('airlock_spool_free_bytes', 'free bytes of the spool file system', [{ value: s.wal.spoolFreeBytes }]);
+  metric('airlock_unexported_bytes', 'bytes of ingested WAL no finished bundle carries yet', [{ value: s.wal.unexportedBytes }]);
+  metric('airlock_rpo_offsite_seconds', 'age of the newest data on verified media', [{ value: s.rpo.offSite }]);
+  metric('airlock_archiver_failing', '1 when archive_command fails now', [{ value: s.archiver ? Number(s.archiver.failingNow) : null }]);
+  metric('airlock_job_last_success_timestamp_seconds', 'time of the last successful run of a job', s.jobs.map((j) => ({ labels: { job: j.job }, value: j.lastSuccess ? Date.parse(j.lastSuccess) / 1000 : null })));
+  metric('airlock_job_last_failure_timestamp_seconds', 'time of the last failed run of a job', s.jobs.map((j) => ({ labels: { job: j.job }, value: j.lastFailure ? Date.parse(j.lastFailure) / 1000 : null })));
+  metric('airlock_medium_newest_seq', 'the newest bundle verified on a medium', s.media.map((m) => ({ labels: { medium: m.uuid, label: m.label }, value: m.newestSeq })));
+  return `${lines.join('\n')}\n`;
+}
+
+/** The status for people: one line per check, the level last. */
+export function statusText(s: Status): string {
+  const out = s.checks.map((c) => `${c.level}: ${c.name}: ${c.message}`);
+  for (const m of s.media) out.push(`medium ${m.label} (${m.uuid}): newest verified bundle seq ${m.newestSeq} at ${m.verified}`);
+  out.push(`status: ${s.level}`);
+  return `${out.join('\n')}\n`;
+}

@@ -188,6 +188,9 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [WAL_FETCH_EXIT.error, 'wal-fetch only: any other failure, bad arguments included (recovery aborts)'],
 ];
 
+/** `airlock status` speaks the monitoring plugins' language instead (Nagios). */
+export const STATUS_EXIT_NOTE = 'airlock status only (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also when the status cannot be taken)';
+
 export function formatExitTable(): string {
-  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`)].join('\n');
+  return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`), `  ${STATUS_EXIT_NOTE}`].join('\n');
 }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { EXIT_TABLE } from '../../manifests/errors.js';
+import { EXIT_TABLE, STATUS_EXIT_NOTE } from '../../manifests/errors.js';
 import { ROOT } from '../helpers.js';
 
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -16,6 +16,8 @@ test('the README lists every exit code as the code table says', () => {
     if (text.startsWith('wal-fetch only')) assert.match(readme, `${code} `);
     else assert.ok(readme.includes(`| ${code} | ${text} |`), `README lacks: | ${code} | ${text} |`);
   }
+  assert.match(STATUS_EXIT_NOTE, '0 ok, 1 warning, 2 critical, 3 unknown');
+  assert.match(readme.replace(/\s+/g, ' '), '0 ok, 1 warning, 2 critical, 3 unknown');
 });
 
 test('the README starts with the demo and the test commands', () => {

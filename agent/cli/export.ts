@@ -18,6 +18,7 @@ import { fileItems } from '../sources/files.js';
 import { checkTargets, objectItems, parseBucketSpec, preflight, type BucketTarget, type ObjectStats } from '../sources/objects.js';
 import type { SourceItem } from '../bundle/writer.js';
 import { recordRun } from '../jobs.js';
+import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
 import { versionBin, type Connection } from '../sources/postgres/server.js';
@@ -196,10 +197,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
-    recordRun(stateDir, 'export', site, undefined);
-  } catch (e) {
-    recordRun(stateDir, 'export', site, e);
-    throw e;
+    recordRun(stateDir, 'export', site, undefined, clockNow());
+    if (pgBase) recordRun(stateDir, 'base-backup', site, undefined, clockNow());
   } finally {
     catalog?.close();
     pgCatalog?.close();
@@ -268,5 +267,22 @@ export function register(program: Command): void {
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
     .option('--config <file>', 'read settings from this config file (flags win)')
     .option('--json', 'print the result as JSON')
-    .action(exportCommand);
+    .action(async (flags: ExportFlags) => {
+      try {
+        await exportCommand(flags);
+      } catch (e) {
+        // every failure is recorded for status and the scheduler, the early ones (bad source,
+        // endpoint down, no space) too; without a site the run cannot be attributed
+        let where: { site: string | undefined; stateDir: string } | undefined;
+        try {
+          const s = new Settings(flags.config);
+          where = { site: s.one(flags.site, 'site'), stateDir: resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')) };
+        } catch {
+          where = undefined;
+        }
+        const usage = e instanceof AirlockError && (e.code === 'usage' || e.code === 'config-invalid');
+        if (where?.site !== undefined && !usage) recordRun(where.stateDir, 'export', where.site, e, clockNow());
+        throw e;
+      }
+    });
 }

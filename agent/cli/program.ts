@@ -16,6 +16,7 @@ import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerRestorePg } from './restore-pg.js';
 import { register as registerStatus } from './status.js';
 import { register as registerPrune } from './prune.js';
+import { register as registerRun } from './run.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerDrill(program);
   registerStatus(program);
   registerPrune(program);
+  registerRun(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

@@ -3,12 +3,13 @@
  * verified media hold it (a media copy counts), and status turns warning and critical as the newest
  * WAL ages (an injected clock) and as the spool's file system fills, and back to ok.
  */
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { airlock, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
 
 const keys = makeKeys('site-ops');
@@ -117,6 +118,67 @@ test('status: the newest WAL ages into warning and critical with an injected clo
   } finally {
     run('umount', [mnt]);
   }
+});
+
+test('airlock run on an injected clock: exports on schedule, a failed job is recorded and the next pass recovers, SIGTERM mid-export leaves no partial bundle', async () => {
+  const c = cluster();
+  const st = tmp('airlock-state-');
+  const med = tmp('airlock-medium-');
+  ok(['media', 'init', med, '--label', 'run medium', '--state-dir', st]);
+  const files = tmp();
+  writeFileSync(path.join(files, 'app.conf'), 'workers = 4\n');
+  const conf = (extra = '') => {
+    const f = path.join(tmp(), 'airlock.conf');
+    writeFileSync(f, [`site = ${keys.site}-run`, `medium = ${med}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${st}`, `spool = ${c.spool}`, `pg = ${conninfo()}`, `files = ${files}`, 'export-every = 1h', 'base-every = 24h', 'min-copies = 1', extra, ''].join('\n'));
+    return f;
+  };
+  const good = conf();
+  const t0 = Date.parse('2031-05-01T00:00:00Z');
+  const at = (minutes: number) => ({ env: { ...process.env, AIRLOCK_NOW: new Date(t0 + minutes * 60_000).toISOString(), AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'nothing' } });
+  const bundles = () => (existsSync(path.join(med, `${keys.site}-run`)) ? readdirSync(path.join(med, `${keys.site}-run`)).sort() : []);
+  const manifest = (name: string) => JSON.parse(readFileSync(path.join(med, `${keys.site}-run`, name, 'manifest.json'), 'utf8')) as Manifest;
+
+  const first = airlock(['run', '--config', good, '--once'], at(0));
+  assert.is(first.code, 0, first.stderr);
+  assert.is(bundles().length, 1);
+  assert.ok(manifest(bundles()[0] as string).coverage?.postgres?.base, 'the first export carries a base backup');
+  const early = airlock(['run', '--config', good, '--once'], at(30));
+  assert.is(early.code, 0, early.stderr);
+  assert.is(bundles().length, 1, 'not due yet after 30 minutes');
+  const second = airlock(['run', '--config', good, '--once'], at(61));
+  assert.is(second.code, 0, second.stderr);
+  assert.is(bundles().length, 2);
+  assert.not.ok(manifest(bundles()[1] as string).coverage?.postgres?.base, 'the hourly export is WAL only');
+
+  // the bucket endpoint is down: the job fails, is recorded, and the next pass (fixed) exports
+  const broken = conf('s3-endpoint = http://127.0.0.1:9\nbucket = records');
+  const failed = airlock(['run', '--config', broken, '--once'], at(180));
+  assert.is(failed.code, 1, failed.stderr);
+  assert.match(failed.stderr, 'the export failed');
+  assert.is(bundles().length, 2);
+  const seen = JSON.parse(airlock(['status', '--config', good, '--json'], at(181)).stdout) as { jobs: { job: string; lastFailure: string | null; lastFailureMessage: string | null }[] };
+  const job = seen.jobs.find((j) => j.job === 'export');
+  assert.is(job?.lastFailure, new Date(t0 + 180 * 60_000).toISOString());
+  assert.match(job?.lastFailureMessage ?? '', /127\.0\.0\.1:9|S3|connect/i);
+  const recovered = airlock(['run', '--config', good, '--once'], at(182));
+  assert.is(recovered.code, 0, recovered.stderr);
+  assert.is(bundles().length, 3);
+
+  // SIGTERM while the export writes: the agent stops, the partial bundle is gone
+  const agent = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), 'run', '--config', good], { ...at(300), stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  agent.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => agent.on('close', (code) => resolve(code)));
+  const deadline = Date.now() + 60_000;
+  while (!bundles().some((n) => n.endsWith('.partial')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(bundles().some((n) => n.endsWith('.partial')), 'the export began writing');
+  agent.kill('SIGTERM');
+  assert.is(await exited, 130, log);
+  assert.equal(bundles().filter((n) => n.endsWith('.partial')), [], 'no partial bundle left');
+  assert.is(bundles().length, 3, 'and no new finished one');
+  const after = airlock(['run', '--config', good, '--once'], at(301));
+  assert.is(after.code, 0, after.stderr);
+  assert.is(bundles().at(-1), `${keys.site}-run-00000004`);
 });
 
 test.run();

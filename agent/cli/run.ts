@@ -1,0 +1,171 @@
+/*
+ * airlock run: the long-running agent, as its own OS user (never the database's).
+ *
+ * Each pass ingests the WAL spool, then, when an export is due and the configured medium is present
+ * (its mount point holds an airlock medium label), runs one export as a child process: a base backup
+ * and dumps when `base-every` has passed since the last successful one, WAL (and the configured files
+ * and buckets) otherwise; then prunes the spool. One job at a time; a failed job is recorded in the
+ * catalog (by the export itself) and the next pass tries again. SIGTERM or SIGINT stop the loop; a
+ * running export gets the signal and removes its partial bundle before the agent exits.
+ * `--once` does one pass (for cron, systemd timers and tests); AIRLOCK_NOW sets the clock.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { AirlockError, EXIT } from '../../manifests/errors.js';
+import { Catalog, resolveStateDir } from '../catalog.js';
+import { now } from '../clock.js';
+import { parseDuration } from '../config.js';
+import { LABEL_FILE } from '../media.js';
+import { ingestSpool } from '../spool.js';
+import { Settings } from './common.js';
+
+interface RunFlags {
+  config?: string;
+  once?: boolean;
+  json?: boolean;
+}
+
+interface Running {
+  /** signals the running child job, if any */
+  kill: ((sig: NodeJS.Signals) => void) | undefined;
+  stopping: boolean;
+}
+
+const say = (line: string) => process.stderr.write(`airlock run: ${now().toISOString()} ${line}\n`);
+
+/** Runs `airlock ARGS` as a child; resolves its exit code. `stop` forwards a signal to it. */
+function child(args: readonly string[], running: Running): Promise<number> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [process.argv[1] as string, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    running.kill = (sig) => c.kill(sig);
+    c.on('error', () => resolve(EXIT.internal));
+    c.on('close', (code, sig) => {
+      running.kill = undefined;
+      resolve(code ?? (sig ? 128 + (sig === 'SIGKILL' ? 9 : 15) : EXIT.internal));
+    });
+  });
+}
+
+interface Plan {
+  site: string;
+  stateDir: string;
+  medium: string | undefined;
+  spool: string | undefined;
+  pg: boolean;
+  exportEvery: number;
+  baseEvery: number;
+}
+
+function plan(config: string): Plan {
+  const s = new Settings(config);
+  const seconds = (key: string, fallback: string) => {
+    const text = s.one(undefined, key) ?? fallback;
+    const v = parseDuration(text);
+    if (v === undefined || v <= 0) throw new AirlockError('config-invalid', `${config}: ${key} = ${text} is not a duration`);
+    return v;
+  };
+  return {
+    site: s.required(undefined, 'site', 'put site = SITE into the config file'),
+    stateDir: resolveStateDir(s.one(undefined, 'state-dir')),
+    medium: s.one(undefined, 'medium'),
+    spool: s.one(undefined, 'spool'),
+    pg: s.one(undefined, 'pg') !== undefined,
+    exportEvery: seconds('export-every', '1h'),
+    baseEvery: seconds('base-every', '24h'),
+  };
+}
+
+/** When a job last succeeded, by the catalog's record of runs. */
+function lastOk(p: Plan, job: string): number | undefined {
+  const catalog = Catalog.open(p.stateDir);
+  try {
+    const ok = catalog.jobRuns(job, p.site, 500).find((r) => r.outcome === 'ok');
+    return ok ? Date.parse(ok.time) : undefined;
+  } finally {
+    catalog.close();
+  }
+}
+
+/** One pass. Returns whether every job it ran succeeded, and when the next export is due. */
+async function pass(config: string, p: Plan, running: Running): Promise<{ ok: boolean; nextDue: number }> {
+  let ok = true;
+  const t = now().getTime();
+  if (p.spool !== undefined) {
+    const catalog = Catalog.open(p.stateDir);
+    try {
+      const r = ingestSpool(catalog, p.spool, now);
+      if (r.ingested.length > 0) say(`ingested ${r.ingested.length} WAL file(s)`);
+      for (const e of r.problems) {
+        ok = false;
+        say(`spool: ${e.message}`);
+      }
+    } finally {
+      catalog.close();
+    }
+  }
+  const last = lastOk(p, 'export');
+  const due = last === undefined ? t : last + p.exportEvery * 1000;
+  if (due > t) return { ok, nextDue: due };
+  if (p.medium === undefined || !existsSync(path.join(p.medium, LABEL_FILE))) {
+    say(`an export is due but no airlock medium is at ${p.medium ?? '(no medium configured)'}; waiting for one`);
+    return { ok, nextDue: t + 60_000 };
+  }
+  const lastBase = lastOk(p, 'base-backup');
+  const base = p.pg && (lastBase === undefined || lastBase + p.baseEvery * 1000 <= t);
+  say(`export to ${p.medium}${base ? ' with a base backup and dumps' : ''}`);
+  const code = await child(['export', '--config', config, ...(base ? ['--pg-base', '--pg-dump'] : [])], running);
+  if (code !== 0) {
+    ok = false;
+    say(`the export failed (exit ${code}); it is recorded and the next pass tries again`);
+  } else if (p.spool !== undefined && !running.stopping) {
+    const pruned = await child(['prune', '--config', config], running);
+    if (pruned !== 0) ok = false;
+  }
+  return { ok, nextDue: code === 0 ? now().getTime() + p.exportEvery * 1000 : now().getTime() + 60_000 };
+}
+
+async function runCommand(flags: RunFlags): Promise<void> {
+  if (flags.config === undefined) throw new AirlockError('usage', 'airlock run needs --config FILE', { hint: 'the config names the site, keys, sources, medium and schedule (see the README)' });
+  const config = flags.config;
+  const p = plan(config);
+  const running: Running = { kill: undefined, stopping: false };
+  let wake: (() => void) | undefined;
+  const stop = (sig: NodeJS.Signals) => {
+    if (running.stopping) return;
+    running.stopping = true;
+    say(`${sig}: stopping${running.kill ? ' after the running job cleans up' : ''}`);
+    running.kill?.(sig);
+    wake?.();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  for (;;) {
+    const r = await pass(config, p, running);
+    if (running.stopping) throw new AirlockError('interrupted', 'stopped by a signal; no partial bundle was left');
+    if (flags.once) {
+      if (!r.ok) throw new AirlockError('verification-failed', 'a job of this pass failed; it is recorded in the catalog (airlock status shows it)');
+      return;
+    }
+    const wait = Math.min(Math.max(r.nextDue - now().getTime(), 1000), 60_000);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, wait);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    wake = undefined;
+    if (running.stopping) throw new AirlockError('interrupted', 'stopped by a signal');
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time')
+    .option('--config <file>', 'the config file (site, keys, sources, medium, export-every, base-every)')
+    .option('--once', 'one pass, then exit (non-zero when a job failed): for cron, timers and tests')
+    .action(runCommand);
+}

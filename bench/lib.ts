@@ -15,11 +15,11 @@ export interface Timed {
   maxRssMb: number;
 }
 
-/** Runs a command under GNU time; throws if it fails. */
-export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Timed {
+/** Runs a command under GNU time (as `uid`/`gid` when given); throws if it fails. */
+export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Timed {
   const r = spawnSync('/usr/bin/time', ['-f', 'BENCH %e %M', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
-  const m = /BENCH ([\d.]+) (\d+)/.exec(r.stderr);
+  const m = r.stderr.match(/BENCH ([\d.]+) (\d+)/);
   if (!m) throw new Error(`no timing from ${cmd}`);
   return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024 };
 }

@@ -41,6 +41,15 @@ export function compare(rounds: number, reset: () => void, ours: () => Timed, pe
   return best as { ours: Timed; peer: Timed };
 }
 
+/**
+ * Writes every dirty page back (sync). The disk here is slow next to the page cache, so without it a
+ * side that runs right after another pays for writing back the other's gigabyte.
+ */
+export function settle(): void {
+  const r = spawnSync('sync', [], { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error('sync failed');
+}
+
 export function line(name: string, r: { ours: Timed; peer: Timed }, peerName: string, bytes: number, target: string, faster: 'higher' | 'lower' = 'higher', rssLimitMb?: number): string {
   const mb = bytes / 1024 / 1024;
   const ratio = faster === 'higher' ? r.peer.seconds / r.ours.seconds : r.ours.seconds / r.peer.seconds;

@@ -16,7 +16,8 @@
  *            server started, waited for until promoted, and stopped; target <= 1.2x the time.
  *
  * Before each airlock export the spool and the state folder are emptied, so the bundle carries the
- * base backup and the WAL of its own window, not the WAL of loading the rows. BENCH_PGBR_PROCESS_MAX
+ * base backup and the WAL of its own window, not the WAL of loading the rows. Before each side runs,
+ * every dirty page is written back, so neither pays for the other's writes. BENCH_PGBR_PROCESS_MAX
  * (default 1) sets pgBackRest's process-max. BENCH_PG=0 skips all of it.
  */
 import { randomBytes } from 'node:crypto';
@@ -25,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeKeys } from '../test/helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, freePort, poll, psql, shellSafe, stopServer, type Cluster } from '../test/pg.js';
-import { ROOT, compare, line, scratch, timed, type Timed } from './lib.js';
+import { ROOT, compare, line, scratch, settle, timed, type Timed } from './lib.js';
 
 /**
  * Writes a pgBackRest config for the cluster `c` as stanza `bench` into `dir` (with its lock, log
@@ -149,6 +150,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const d of [medium, state]) rmSync(d, { recursive: true, force: true });
     mkdirSync(medium);
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
+    settle();
   };
   const exp = compare(
     rounds,
@@ -175,6 +177,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
       stopLeftover(d);
       rmSync(path.dirname(d), { recursive: true, force: true });
     }
+    settle();
   };
   const peerScript = [
     'set -euo pipefail',

@@ -13,6 +13,8 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
 export interface Timed {
   seconds: number;
   maxRssMb: number;
+  /** what the command printed on stdout */
+  stdout: string;
 }
 
 /** Runs a command under GNU time (as `uid`/`gid` when given); throws if it fails. */
@@ -21,7 +23,7 @@ export function timed(cmd: string, args: readonly string[], opts: { cwd?: string
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
   const m = r.stderr.match(/BENCH ([\d.]+) (\d+)/);
   if (!m) throw new Error(`no timing from ${cmd}`);
-  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024 };
+  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024, stdout: r.stdout };
 }
 
 /** Runs `ours` and `peer` alternately `rounds` times (with `reset` before each) and keeps the best of each. */

@@ -13,15 +13,17 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
 export interface Timed {
   seconds: number;
   maxRssMb: number;
+  /** what the command printed on stdout */
+  stdout: string;
 }
 
-/** Runs a command under GNU time; throws if it fails. */
-export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Timed {
+/** Runs a command under GNU time (as `uid`/`gid` when given); throws if it fails. */
+export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Timed {
   const r = spawnSync('/usr/bin/time', ['-f', 'BENCH %e %M', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
-  const m = /BENCH ([\d.]+) (\d+)/.exec(r.stderr);
+  const m = r.stderr.match(/BENCH ([\d.]+) (\d+)/);
   if (!m) throw new Error(`no timing from ${cmd}`);
-  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024 };
+  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024, stdout: r.stdout };
 }
 
 /** Runs `ours` and `peer` alternately `rounds` times (with `reset` before each) and keeps the best of each. */
@@ -39,6 +41,15 @@ export function compare(rounds: number, reset: () => void, ours: () => Timed, pe
     best.ours.maxRssMb = Math.max(best.ours.maxRssMb, o.maxRssMb);
   }
   return best as { ours: Timed; peer: Timed };
+}
+
+/**
+ * Writes every dirty page back (sync). The disk here is slow next to the page cache, so without it a
+ * side that runs right after another pays for writing back the other's gigabyte.
+ */
+export function settle(): void {
+  const r = spawnSync('sync', [], { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error('sync failed');
 }
 
 export function line(name: string, r: { ours: Timed; peer: Timed }, peerName: string, bytes: number, target: string, faster: 'higher' | 'lower' = 'higher', rssLimitMb?: number): string {

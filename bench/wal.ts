@@ -7,10 +7,11 @@
  * report adds bare `node -e 0` per segment as the floor any Node CLI has against a C binary.
  * BENCH_WAL_SEGMENTS (default 16) and BENCH_ROUNDS (default 2) scale it.
  */
-import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { cluster, switchWal } from '../test/pg.js';
 import { ROOT, compare, line, scratch, timed } from './lib.js';
+import { pgbackrestConf } from './pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -28,28 +29,7 @@ export function benchWalPush(): string[] {
 
   const spool = path.join(dir, 'spool');
   const repo = path.join(dir, 'repo');
-  const conf = path.join(dir, 'pgbackrest.conf');
-  for (const d of ['log', 'lock', 'pgbr-spool']) mkdirSync(path.join(dir, d));
-  writeFileSync(
-    conf,
-    [
-      '[global]',
-      `repo1-path=${repo}`,
-      'compress-type=none',
-      'archive-check=n',
-      'log-level-console=warn',
-      'log-level-file=off',
-      `lock-path=${path.join(dir, 'lock')}`,
-      `spool-path=${path.join(dir, 'pgbr-spool')}`,
-      '',
-      '[bench]',
-      `pg1-path=${c.data}`,
-      `pg1-socket-path=${c.socketDir}`,
-      `pg1-port=${c.port}`,
-      'pg1-user=postgres',
-      '',
-    ].join('\n'),
-  );
+  const conf = pgbackrestConf(dir, c, ['archive-check=n']);
   const pgbr = (...args: string[]) => timed('pgbackrest', [`--config=${conf}`, '--stanza=bench', ...args]);
   pgbr('stanza-create');
 

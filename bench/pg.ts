@@ -1,0 +1,218 @@
+/*
+ * Issue 3 (PostgreSQL): base backup export and point-in-time restore of a real PostgreSQL 15 cluster
+ * (test/pg.ts) holding BENCH_SIZE_MB MiB of incompressible rows, against pgBackRest on the same
+ * cluster in the same run.
+ *
+ * The rows are random bytea with storage EXTERNAL, so TOAST stores them out of line and never
+ * compresses them; airlock exports with `--compress none` and pgBackRest with `compress-type=none`,
+ * both encrypting (age / aes-256-cbc). One archive_command feeds both tools (wal-push into the
+ * spool, then archive-push into the pgBackRest repo), so each backup waits for its own WAL to be
+ * archived, as a backup that restores must, and each restore recovers from its own tool's WAL.
+ *
+ *   export:  `airlock export --pg-base` against `pgbackrest backup --type=full`, as throughput of
+ *            the database size; target >= 1.5x.
+ *   restore: `airlock restore pg --latest --stop` (verify, decrypt, unpack, recover until promoted,
+ *            stop) against `pgbackrest restore --type=immediate --target-action=promote`, then the
+ *            server started, waited for until promoted, and stopped; target <= 1.2x the time.
+ *
+ * Before each airlock export the spool and the state folder are emptied, so the bundle carries the
+ * base backup and the WAL of its own window, not the WAL of loading the rows. Before each side runs,
+ * every dirty page is written back, so neither pays for the other's writes. BENCH_PGBR_PROCESS_MAX
+ * (default 1) sets pgBackRest's process-max. BENCH_PG=0 skips all of it.
+ */
+import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeKeys } from '../test/helpers.js';
+import { PG_BIN, alive, cluster, clusterDir, freePort, poll, psql, shellSafe, stopServer, type Cluster } from '../test/pg.js';
+import { ROOT, compare, line, scratch, settle, timed, type Timed } from './lib.js';
+
+/**
+ * Writes a pgBackRest config for the cluster `c` as stanza `bench` into `dir` (with its lock, log
+ * and spool folders) and returns its path. `global` adds options to [global].
+ */
+export function pgbackrestConf(dir: string, c: Cluster, global: readonly string[]): string {
+  for (const d of ['log', 'lock', 'pgbr-spool']) mkdirSync(path.join(dir, d), { recursive: true });
+  const conf = path.join(dir, 'pgbackrest.conf');
+  writeFileSync(
+    conf,
+    [
+      '[global]',
+      `repo1-path=${path.join(dir, 'repo')}`,
+      'compress-type=none',
+      'log-level-console=warn',
+      'log-level-file=off',
+      `log-path=${path.join(dir, 'log')}`,
+      `lock-path=${path.join(dir, 'lock')}`,
+      `spool-path=${path.join(dir, 'pgbr-spool')}`,
+      ...global,
+      '',
+      '[bench]',
+      `pg1-path=${c.data}`,
+      `pg1-socket-path=${c.socketDir}`,
+      `pg1-port=${c.port}`,
+      'pg1-user=postgres',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  return conf;
+}
+
+/** Options that run a child as the cluster's OS user, with a plain environment. */
+function asClusterUser(c: Cluster): { uid?: number; gid?: number; env: NodeJS.ProcessEnv } {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: c.base };
+  return process.getuid?.() === 0 ? { uid: c.user.uid, gid: c.user.gid, env } : { env };
+}
+
+/** Changes the owner of `p` and everything in it to the cluster's user. */
+function chownTree(p: string, c: Cluster): void {
+  if (process.getuid?.() !== 0) return;
+  chownSync(p, c.user.uid, c.user.gid);
+  for (const e of readdirSync(p, { withFileTypes: true })) {
+    const q = path.join(p, e.name);
+    if (e.isDirectory()) chownTree(q, c);
+    else chownSync(q, c.user.uid, c.user.gid);
+  }
+}
+
+/** Stops the server whose postmaster.pid is in `data`, if one runs (a restore that failed half-way). */
+function stopLeftover(data: string): void {
+  let text = '';
+  try {
+    text = readFileSync(path.join(data, 'postmaster.pid'), 'utf8');
+  } catch {
+    return;
+  }
+  const pid = Number(text.split('\n')[0]);
+  if (Number.isInteger(pid) && pid > 0 && alive(pid)) stopServer({ data, pid, port: 0, socketDir: data, log: '' });
+}
+
+/** Waits until the archiver has handed over every finished segment (a switch first closes the current one). */
+function drainArchive(): void {
+  const name = psql('SELECT pg_walfile_name(pg_switch_wal())');
+  poll(`${name} to be archived`, 120_000, () => {
+    const done = psql('SELECT last_archived_wal FROM pg_stat_archiver');
+    return done >= name ? true : undefined;
+  }, 100);
+}
+
+/** Loads `sizeMb` MiB of random 4 KiB bytea values, stored out of line and uncompressed. */
+function loadRows(sizeMb: number): void {
+  psql('CREATE EXTENSION IF NOT EXISTS pgcrypto');
+  psql('DROP TABLE IF EXISTS bench_rows');
+  psql('CREATE TABLE bench_rows (id int PRIMARY KEY, payload bytea NOT NULL)');
+  psql('ALTER TABLE bench_rows ALTER COLUMN payload SET STORAGE EXTERNAL');
+  const rows = (sizeMb * 1024 * 1024) / 4096;
+  const batch = 16_384; // 64 MiB a statement
+  const value = Array.from({ length: 4 }, () => 'gen_random_bytes(1024)').join(' || ');
+  for (let from = 1; from <= rows; from += batch) {
+    const to = Math.min(rows, from + batch - 1);
+    psql(`INSERT INTO bench_rows SELECT g, ${value} FROM generate_series(${from}, ${to}) g`);
+  }
+  psql('VACUUM ANALYZE bench_rows');
+  psql('CHECKPOINT');
+}
+
+export function benchPg(sizeMb: number, rounds: number): string[] {
+  const c = cluster();
+  const processMax = Number(process.env.BENCH_PGBR_PROCESS_MAX ?? 1);
+  loadRows(sizeMb);
+  const bytes = Number(psql('SELECT sum(pg_database_size(datname)) FROM pg_database'));
+  const payload = Number(psql("SELECT pg_total_relation_size('bench_rows')"));
+  const compressed = psql("SELECT count(*) FROM (SELECT pg_column_compression(payload) AS m FROM bench_rows) x WHERE m IS NOT NULL");
+  if (compressed !== '0') throw new Error(`${compressed} rows of bench_rows are compressed; the benchmark needs incompressible data`);
+
+  // pgBackRest runs as the cluster's user (archive-push does), with its repo beside the cluster
+  const pgbrDir = clusterDir('pgbackrest');
+  const conf = pgbackrestConf(pgbrDir, c, [`repo1-cipher-type=aes-256-cbc`, `repo1-cipher-pass=${randomBytes(24).toString('hex')}`, `process-max=${processMax}`, 'repo1-retention-full=9999', 'start-fast=y']);
+  chownTree(pgbrDir, c);
+  const user = asClusterUser(c);
+  const pgbr = (...args: string[]) => timed('pgbackrest', [`--config=${conf}`, '--stanza=bench', ...args], user);
+  pgbr('stanza-create');
+  const walPush = `${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-push %p --spool ${shellSafe(c.spool)}`;
+  const archivePush = `pgbackrest --config=${shellSafe(conf)} --stanza=bench archive-push %p`;
+  psql(`ALTER SYSTEM SET archive_command = '${walPush} && ${archivePush}'`);
+  // segments only when a backup switches, so emptying the spool never races the archiver
+  psql('ALTER SYSTEM SET archive_timeout = 0');
+  psql('SELECT pg_reload_conf()');
+  pgbr('check');
+
+  const keys = makeKeys('bench');
+  const dir = scratch();
+  const medium = path.join(dir, 'medium');
+  const state = path.join(dir, 'state');
+  const cli = path.join(ROOT, 'dist/agent/cli/main.js');
+  const conninfo = `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`;
+  const resetExport = () => {
+    drainArchive();
+    for (const d of [medium, state]) rmSync(d, { recursive: true, force: true });
+    mkdirSync(medium);
+    for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
+    settle();
+  };
+  const exp = compare(
+    rounds,
+    resetExport,
+    () => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none']),
+    () => pgbr('backup', '--type=full'),
+  );
+  const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
+  const out = [
+    `pg: database ${mib(bytes)} (bench_rows ${mib(payload)} of random bytea, storage EXTERNAL, none compressed); airlock --compress none; pgbackrest repo1-cipher-type=aes-256-cbc compress-type=none process-max=${processMax}; ${os.availableParallelism()} CPU(s)`,
+    line(`pg base backup export ${mib(bytes)}`, exp, 'pgbackrest backup', bytes, '>= 1.5x', 'higher'),
+  ];
+
+  // restore the last bundle and the last pgBackRest backup into fresh data folders
+  let n = 0;
+  const targets: string[] = [];
+  const fresh = (name: string) => {
+    const d = path.join(clusterDir(`${name}-${++n}`), 'data');
+    targets.push(d);
+    return d;
+  };
+  const resetRestore = () => {
+    for (const d of targets.splice(0)) {
+      stopLeftover(d);
+      rmSync(path.dirname(d), { recursive: true, force: true });
+    }
+    settle();
+  };
+  const peerScript = [
+    'set -euo pipefail',
+    'conf=$1 data=$2 port=$3 bin=$4',
+    'pgbackrest --config="$conf" --stanza=bench --pg1-path="$data" --type=immediate --target-action=promote restore',
+    // what airlock writes into a restored cluster: no archiving, localhost, its own port and socket
+    `printf '%s\\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$data'" "archive_mode = off" >> "$data/postgresql.auto.conf"`,
+    '"$bin/pg_ctl" -D "$data" -l "$data/restore.log" -w -t 3600 start > /dev/null',
+    'until [ "$("$bin/psql" -X -A -t -h "$data" -p "$port" -U postgres -d postgres -c "SELECT pg_is_in_recovery()" 2> /dev/null)" = f ]; do sleep 0.1; done',
+    '"$bin/pg_ctl" -D "$data" -m fast -w stop > /dev/null',
+  ].join('\n');
+  try {
+    const res = compare(
+      rounds,
+      resetRestore,
+      () => restoreAirlock(c, cli, medium, keys, fresh('airlock-restore')),
+      () => {
+        const data = fresh('pgbr-restore');
+        mkdirSync(data, { mode: 0o700 });
+        chownTree(data, c);
+        return timed('bash', ['-c', peerScript, 'x', conf, shellSafe(data), String(freePort()), PG_BIN], user);
+      },
+    );
+    out.push(line(`pg restore ${mib(bytes)} to a promoted cluster`, res, 'pgbackrest restore + recovery', bytes, '<= 1.2x', 'lower'));
+    const recoveryMs = (JSON.parse(res.ours.stdout) as { recovered?: { recoveryMs?: number } }).recovered?.recoveryMs;
+    if (recoveryMs !== undefined) out.push(`pg restore, airlock's part: ${(res.ours.seconds - recoveryMs / 1000).toFixed(2)} s verify, decrypt and unpack, ${(recoveryMs / 1000).toFixed(2)} s from server start to promoted (then stopped)`);
+  } finally {
+    resetRestore();
+  }
+  return out;
+}
+
+function restoreAirlock(c: Cluster, cli: string, medium: string, keys: { identity: string; allowedSigners: string }, data: string): Timed {
+  const args = [cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
+  const t = timed(process.execPath, args);
+  if (!existsSync(path.join(data, 'PG_VERSION'))) throw new Error(`airlock restore pg left no cluster in ${data}`);
+  return t;
+}

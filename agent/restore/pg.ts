@@ -12,8 +12,8 @@
  *
  * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
  */
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { appendFile, chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -24,7 +24,8 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
-import { readTar } from '../../manifests/tar.js';
+import { readTar, type ReadEntry } from '../../manifests/tar.js';
+import type { Digest } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv } from '../sources/postgres/server.js';
@@ -117,14 +118,21 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
   return { plan: { base, bundles: needed, newest: { ...(lastPoint ? { time: lastPoint.time, lsn: lastPoint.lsn } : {}) } }, target: chosen };
 }
 
-/** Decrypts `bundle` into `dir`, checking every entry; returns its index records. */
-export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<IndexRecord[]> {
+/** Where an entry goes instead of the staging folder: a consumer that hashes what it takes. */
+type Divert = (entry: ReadEntry) => ((body: AsyncIterable<Buffer>) => Promise<Digest>) | undefined;
+
+/**
+ * Decrypts `bundle` into `dir`, checking every entry; returns its index records. Entries that
+ * `divert` claims go to its consumer instead (their hashes are checked all the same).
+ */
+export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, divert?: Divert): Promise<IndexRecord[]> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const records: IndexRecord[] = [];
   const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
-  const problems = await checkInner(readTar(plain), manifest, { onEntry: (entry, body) => stageEntry(dir, entry, body), onRecord: (r) => records.push(r) });
+  const onEntry = (entry: ReadEntry, body: AsyncIterable<Buffer>) => divert?.(entry)?.(body) ?? stageEntry(dir, entry, body);
+  const problems = await checkInner(readTar(plain), manifest, { onEntry, onRecord: (r) => records.push(r) });
   if (problems.length > 0) {
     const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
     throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
@@ -140,6 +148,65 @@ function streamParts(records: readonly IndexRecord[], type: string, endType: str
     throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
   }
   return parts.map((p) => p.path as string);
+}
+
+/**
+ * GNU tar unpacking a base backup whose parts arrive in order while the bundle is decrypted, so the
+ * backup is written once (into the partial data folder), not staged first. Nothing it writes counts
+ * until the bundle's inner check passed and `finish` saw tar exit 0; the caller removes the partial
+ * folder otherwise.
+ */
+class TarSink {
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private exit: Promise<void> | undefined;
+  private stdinError: Error | undefined;
+  private next = 1;
+  private stderr = '';
+
+  constructor(private readonly into: string, private readonly signal?: AbortSignal) {}
+
+  private start(): ChildProcessWithoutNullStreams {
+    const child = spawn('tar', ['-x', '-f', '-', '--no-same-owner', '--no-same-permissions', '-C', this.into], { stdio: ['pipe', 'pipe', 'pipe'], ...(this.signal ? { signal: this.signal } : {}) });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-4096)));
+    child.stdout.resume();
+    child.stdin.on('error', (e) => (this.stdinError = e));
+    this.exit = new Promise((resolve, reject) => {
+      child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', 'tar: command not found', { hint: 'install GNU tar' }) : e));
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new AirlockError('child-failed', `tar exited with status ${code}: ${this.stderr.trim().split('\n').at(-1) ?? ''}`))));
+    });
+    this.exit.catch(() => {});
+    this.child = child;
+    return child;
+  }
+
+  /** Takes the part named by `entry` (they must come in order), hashing it. */
+  take(entry: ReadEntry): (body: AsyncIterable<Buffer>) => Promise<Digest> {
+    return async (body) => {
+      const part = Number(path.basename(entry.path));
+      if (part !== this.next++) throw new AirlockError('malformed', `${entry.path}: base backup part out of order`);
+      const stdin = (this.child ?? this.start()).stdin;
+      const h = createHash('sha256');
+      let size = 0;
+      for await (const chunk of body) {
+        h.update(chunk);
+        size += chunk.byteLength;
+        if (this.stdinError) throw new AirlockError('child-failed', `tar stopped reading: ${this.stderr.trim() || this.stdinError.message}`);
+        if (!stdin.write(chunk)) await new Promise<void>((resolve) => stdin.once('drain', resolve).once('close', resolve));
+      }
+      return { sha256: h.digest('hex'), size };
+    };
+  }
+
+  /** Ends tar's input and waits for it; throws `child-failed` when tar did not exit 0. */
+  async finish(): Promise<void> {
+    if (!this.child || !this.exit) throw new AirlockError('malformed', 'the bundle holds no base backup part');
+    this.child.stdin.end();
+    await this.exit;
+  }
+
+  abort(): void {
+    if (this.child && this.child.exitCode === null) this.child.kill('SIGTERM');
+  }
 }
 
 /** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
@@ -259,11 +326,18 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     for (const x of plan.bundles) {
       const dir = path.join(staging, String(x.seq));
       say(`decrypting and checking seq ${x.seq}`);
-      const records = await stageBundle(x.b, opts.identities, dir, opts.signal);
-      if (x === plan.base) {
-        const parts = streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-        say(`unpacking the base backup of seq ${x.seq} (${parts.length} part(s))`);
-        await feed('tar', ['-x', '-f', '-', '--no-same-owner', '--no-same-permissions', '-C', partial], parts.map((p) => path.join(dir, p)), opts.signal ? { signal: opts.signal } : {});
+      const sink = x === plan.base ? new TarSink(partial, opts.signal) : undefined;
+      if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
+      let records: IndexRecord[];
+      try {
+        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) : undefined);
+        if (sink) {
+          streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+          await sink.finish();
+        }
+      } catch (e) {
+        sink?.abort();
+        throw e;
       }
       const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
       if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];

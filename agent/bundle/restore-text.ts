@@ -82,5 +82,48 @@ Run every step from the folder that holds ${name}/ and stop at the first error.
 
    Configuration files are under restored/files/, numbered; copy each to its
    "source" path and set its mode and owner as the line says.
-`;
+${m.coverage?.postgres ? postgresSteps(m) : ''}`;
+}
+
+/** Step 6 for a bundle that carries PostgreSQL: lay down the base backup, replay WAL, or load a dump. */
+function postgresSteps(m: Manifest): string {
+  const pg = m.coverage?.postgres;
+  if (!pg) return '';
+  const point = pg.restorePoint;
+  const wal = pg.wal.map((r) => `${r.first} to ${r.last}`).join(', ') || 'none';
+  return `
+6. PostgreSQL ${pg.major} (system identifier ${pg.systemIdentifier}). This bundle holds
+   ${pg.base ? `a base backup (WAL ${pg.base.startLsn} to ${pg.base.stopLsn}, ended ${pg.base.stopTime}), ` : ''}${pg.dumps > 0 ? `${pg.dumps} logical dump(s), ` : ''}WAL segments ${wal},
+   up to the restore point ${point ? `${point.name} (${point.time})` : '(none)'}.
+   restored/pg/info.json says what the server was (version, collations, C library).
+${pg.base ? `
+   Point in time, from this bundle's base backup (as the database's OS user):
+
+   mkdir -m 700 PGDATA
+   cat restored/pg/base/* | tar -x -f - -C PGDATA     # the numbered parts, in order
+   mkdir WALDIR
+   cp restored/pg/wal/* WALDIR/     # and, in order, the pg/wal/ files of every later bundle
+   cat >> PGDATA/postgresql.auto.conf <<'EOF'
+   restore_command = 'cp WALDIR/%f %p'
+   recovery_target_name = '${point?.name ?? 'NAME'}'    # or recovery_target_time = '...+00'
+   recovery_target_action = 'promote'
+   archive_mode = off
+   listen_addresses = 'localhost'
+   port = 5433
+   EOF
+   touch PGDATA/recovery.signal
+   pg_ctl -D PGDATA -l PGDATA/restore.log start
+
+   Step 4 checked every WAL file. Replace PGDATA and WALDIR by real paths; a
+   restored server must never archive into the production spool.
+` : `
+   WAL only: replay it on top of the base backup of an earlier bundle (see that
+   bundle's RESTORE.txt); copy restored/pg/wal/* into the same WALDIR.
+`}${pg.dumps > 0 ? `
+   A logical dump: grep '"pg-dump-end"' restored/${INDEX} names the database of
+   each restored/pg/dump/NNN/ folder. Into an existing empty database:
+
+   cat restored/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
+   cat restored/pg/globals/* | psql -d postgres      # roles, first, if needed
+` : ''}`;
 }

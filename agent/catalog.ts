@@ -208,6 +208,11 @@ export class Catalog {
     return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'done' ORDER BY seq DESC LIMIT 1`).get(site) as BundleRow | undefined;
   }
 
+  /** Every finished bundle of `site`, by seq. */
+  doneBundles(site: string): BundleRow[] {
+    return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'done' ORDER BY seq`).all(site) as BundleRow[];
+  }
+
   unfinished(site: string): BundleRow[] {
     return this.db.prepare(`SELECT * FROM bundles WHERE site = ? AND state = 'writing' ORDER BY seq`).all(site) as BundleRow[];
   }

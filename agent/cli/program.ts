@@ -17,6 +17,7 @@ import { register as registerRestorePg } from './restore-pg.js';
 import { register as registerStatus } from './status.js';
 import { register as registerPrune } from './prune.js';
 import { register as registerRun } from './run.js';
+import { register as registerRunbook } from './runbook.js';
 import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerPrune(program);
   registerRun(program);
+  registerRunbook(program);
   registerWalPush(program);
   registerWalIngest(program);
   registerWalFetch(program);

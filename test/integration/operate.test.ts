@@ -181,4 +181,17 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(bundles().at(-1), `${keys.site}-run-00000004`);
 });
 
+test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-time commands for the newest base backup', () => {
+  const c = cluster();
+  const config = path.join(tmp(), 'airlock.conf');
+  writeFileSync(config, [`site = ${keys.site}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${state}`, `spool = ${c.spool}`, ''].join('\n'));
+  const text = ok(['runbook', '--config', config]);
+  assert.match(text, `RECOVERY RUNBOOK, SITE ${keys.site}`);
+  assert.match(text, /seq 1 \(base backup \+ WAL, [^)]+\): usb a \([0-9a-f-]+\), usb b \([0-9a-f-]+\)/);
+  assert.match(text, readFileSync(keys.allowedSigners, 'utf8').trim().split(' ').slice(0, 3).join(' '));
+  assert.match(text, keys.recipient);
+  assert.match(text, `--target-name airlock-${keys.site}-1`);
+  assert.match(text, 'RESTORE.txt of seq 1, step 6');
+});
+
 test.run();

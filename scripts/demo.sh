@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The airlock demo: a site exports its configuration and secrets, a versioned S3 bucket (on a
-# throwaway single-node Ceph radosgw) and a PostgreSQL database (a throwaway cluster archiving its
-# WAL through airlock) to a "medium" (a folder): a base backup first, then an incremental export. An
-# auditor verifies the media without the key (with airlock-verify and with stock tools), and the
-# recovery site verifies again and restores the files, the bucket, and the database to a point in
-# time. Everything happens in a temporary folder removed at the end.
+# The airlock demo: a site's agent (airlock run, on an injected clock) exports its configuration and
+# secrets, a versioned S3 bucket (on a throwaway single-node Ceph radosgw) and a PostgreSQL database
+# (a throwaway cluster archiving its WAL through airlock) to a labelled "medium" (a folder): a base
+# backup first, then an hour later the WAL since. An auditor verifies the media without the key (with
+# airlock-verify and with stock tools), and the recovery site verifies again, restores the files, the
+# bucket and the database to a point in time, and runs a timed restore drill of the whole set.
+# Everything happens in a temporary folder removed at the end.
 # Usage: npm run demo        (after bash scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,10 +88,15 @@ s3-endpoint = $EP
 bucket = records
 pg = host=$PGSOCK port=$PGPORT user=postgres dbname=postgres
 spool = $WORK/pg/spool
+pg-table-checks = true
+export-every = 1h
+base-every = 24h
 CONF
 
-step "appliance: export bundle 1 with a base backup and dumps; more orders, a mistake, then bundle 2 (WAL only)"
-airlock export --config appliance/airlock.conf --pg-base --pg-dump
+step "appliance: label the medium; the agent's first pass exports a base backup, dumps, the files and the bucket"
+airlock media init medium --label demo-usb-1 --state-dir "$WORK/appliance/state"
+T0=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+AIRLOCK_NOW=$T0 airlock run --config appliance/airlock.conf --once
 echo "workers = 8" >> site/etc/platform/app.conf
 sql "INSERT INTO orders (item) SELECT 'late order ' || g FROM generate_series(1, 500) g"
 sleep 1
@@ -98,8 +104,12 @@ TARGET=$(sql "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US
 sleep 1
 sql "DELETE FROM orders WHERE id % 2 = 0"
 echo "at $TARGET there were 1500 orders; then someone deleted half: $(sql 'SELECT count(*) FROM orders') left"
-airlock export --config appliance/airlock.conf
+
+step "appliance: an hour later (an injected clock) the agent's next pass exports the WAL since, the files and new bucket versions"
+T1=$(date -u -d "$T0 + 61 minutes" +%Y-%m-%dT%H:%M:%SZ)
+AIRLOCK_NOW=$T1 airlock run --config appliance/airlock.conf --once
 ls -l medium/demo-site/demo-site-00000002
+AIRLOCK_NOW=$T1 airlock status --config appliance/airlock.conf || echo "(exit $?: a warning, since a single medium holds the bundles)"
 
 step "auditor, without the key: airlock-verify"
 airlock_verify --allowed-signers auditor/allowed_signers medium
@@ -137,5 +147,10 @@ airlock restore pg --from medium --identity recovery/identity.txt --allowed-sign
   --airlock-cli "$WORK/pg/cli/dist/agent/cli/main.js"
 echo "restored orders: $(psql -X -A -t -h "$WORK/pg-restored/data" -p "$RPORT" -U postgres -d postgres -c 'SELECT count(*) FROM orders') (the source has $(sql 'SELECT count(*) FROM orders'))"
 echo "restored archive_mode: $(psql -X -A -t -h "$WORK/pg-restored/data" -p "$RPORT" -U postgres -d postgres -c 'SHOW archive_mode')"
+
+step "recovery site: a restore drill of the whole media set, timed, with its report"
+airlock drill --from medium --identity recovery/identity.txt --allowed-signers auditor/allowed_signers \
+  --airlock-cli "$WORK/pg/cli/dist/agent/cli/main.js" --report drill 2>/dev/null
+echo "(also in drill.json and drill.txt)"
 
 step "done: the servers are stopped and the demo folder $WORK removed"

@@ -191,7 +191,15 @@ class TarSink {
         h.update(chunk);
         size += chunk.byteLength;
         if (this.stdinError) throw new AirlockError('child-failed', `tar stopped reading: ${this.stderr.trim() || this.stdinError.message}`);
-        if (!stdin.write(chunk)) await new Promise<void>((resolve) => stdin.once('drain', resolve).once('close', resolve));
+        if (!stdin.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              stdin.off('drain', done).off('close', done);
+              resolve();
+            };
+            stdin.on('drain', done).on('close', done);
+          });
+        }
       }
       return { sha256: h.digest('hex'), size };
     };

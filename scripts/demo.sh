@@ -109,7 +109,8 @@ step "appliance: an hour later (an injected clock) the agent's next pass exports
 T1=$(date -u -d "$T0 + 61 minutes" +%Y-%m-%dT%H:%M:%SZ)
 AIRLOCK_NOW=$T1 airlock run --config appliance/airlock.conf --once
 ls -l medium/demo-site/demo-site-00000002
-AIRLOCK_NOW=$T1 airlock status --config appliance/airlock.conf || echo "(exit $?: a warning, since a single medium holds the bundles)"
+step "appliance: backup health (Nagios exit codes; --prometheus writes the same for node_exporter)"
+airlock status --config appliance/airlock.conf || echo "(exit $?)"
 
 step "auditor, without the key: airlock-verify"
 airlock_verify --allowed-signers auditor/allowed_signers medium

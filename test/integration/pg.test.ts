@@ -176,7 +176,12 @@ test('logical dumps: every database and the globals; one restores into a fresh d
   assert.match(missing.stderr, 'no dump of database');
 });
 
-test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, and restore refuses', () => {
+/**
+ * A copy of the medium whose first WAL-only bundle no longer claims its first segment (manifest
+ * rewritten and signed again): only continuity across bundles can tell. Returns the copy and the
+ * segment dropped.
+ */
+function withWalGap(): { copy: string; dropped: string } {
   const copy = tmp('airlock-medium-');
   cpSync(medium, copy, { recursive: true });
   const site = path.join(copy, k().site);
@@ -194,6 +199,11 @@ test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, a
     const next = segmentName(r.timeline, segmentNumber(n, pg.segmentSize) + 1n, pg.segmentSize);
     pg.wal = r.first === r.last ? pg.wal.slice(1) : [{ ...r, first: next }, ...pg.wal.slice(1)];
   });
+  return { copy, dropped };
+}
+
+test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, and restore refuses', () => {
+  const { copy, dropped } = withWalGap();
   const v = airlockVerify(['--allowed-signers', k().allowedSigners, copy]);
   assert.is(v.code, 1, v.stdout + v.stderr);
   assert.match(v.stdout, `wal-gap: `);
@@ -285,6 +295,11 @@ test('drill: passes on the media set with table checks and pg_amcheck; fails on 
   assert.is(bad.report.result, 'fail');
   assert.is(bad.report.checks.find((c) => c.name === 'verify')?.result, 'fail');
   assert.match(bad.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'checksum-mismatch');
+
+  const gap = drill(withWalGap().copy);
+  assert.is(gap.code, 1, gap.stderr);
+  assert.is(gap.report.result, 'fail');
+  assert.match(gap.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'wal-gap');
 });
 
 test('stock tools only: RESTORE.txt of a base backup bundle brings the cluster back with cat, age, zstd, tar and pg_ctl', () => {

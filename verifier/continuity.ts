@@ -64,7 +64,9 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
   };
   for (const [timeline, held] of [...segments].sort((a, b) => a[0] - b[0])) {
     const have = [...held.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const newest = have.at(-1) as bigint;
+    // a timeline that another one branches off must be whole up to the segment before the switch
+    const children = [...switches.values()].filter((t) => t.parent === timeline && segments.has(t.timeline)).map((t) => lsnValue(t.switchLsn) / BigInt(segmentSize) - 1n);
+    const newest = [have.at(-1) as bigint, ...children].reduce((a, b) => (b > a ? b : a));
     const from = startOf(timeline) ?? (have[0] as bigint);
     if (oldest && timeline !== oldest.timeline && !switches.has(timeline) && timeline > oldest.timeline) {
       const first = held.get(have[0] as bigint) as Held;

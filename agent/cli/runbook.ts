@@ -95,7 +95,7 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     line(`5. PostgreSQL ${pg.major}: the base backup of seq ${base} (ended ${pg.base?.stopTime}) and the WAL of seq ${needed.join(', ')}`);
     line(`   reach the restore point ${lastPoint ? `${lastPoint.name} (${lastPoint.time})` : 'of the newest bundle'}. Into an empty data folder:`);
     line('   airlock restore pg --from MEDIA --identity key.txt --allowed-signers allowed_signers \\');
-    line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${lastPoint?.name ?? 'NAME'} --port 5432 --start`);
+    line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${shellQuote(lastPoint?.name ?? 'NAME')} --port 5432 --start`);
     line("   (or --target-time '2026-03-01 12:00:00+00' for an earlier moment, or --latest)");
     line(`   Without airlock: RESTORE.txt of seq ${base}, step 6, then the pg/wal/ files of every later bundle.`);
     line('   The restored server has archive_mode = off and listens on localhost: re-enable archiving');
@@ -117,6 +117,11 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** Single-quoted for a POSIX shell: a manifest's text must never become a command. */
+function shellQuote(v: string): string {
+  return `'${v.replace(/'/g, `'\\''`)}'`;
+}
 
 export function register(program: Command): void {
   program

@@ -271,7 +271,8 @@ function shellQuote(p: string): string {
 
 /** A PostgreSQL configuration string value. */
 function confString(v: string): string {
-  return `'${v.replace(/'/g, "''")}'`;
+  // the config parser reads backslash escapes inside quoted values
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
 export interface PgRestoreOptions {

@@ -190,7 +190,7 @@ test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-
   assert.match(text, /seq 1 \(base backup \+ WAL, [^)]+\): usb a \([0-9a-f-]+\), usb b \([0-9a-f-]+\)/);
   assert.match(text, readFileSync(keys.allowedSigners, 'utf8').trim().split(' ').slice(0, 3).join(' '));
   assert.match(text, keys.recipient);
-  assert.match(text, `--target-name airlock-${keys.site}-1`);
+  assert.match(text, new RegExp(`--target-name 'airlock-${keys.site}-1-[0-9a-f]{6}'`));
   assert.match(text, 'RESTORE.txt of seq 1, step 6');
 });
 

@@ -39,14 +39,14 @@ test('a base backup export and a WAL-only export: coverage in the manifest, cont
   const pg1 = first.manifest.coverage?.postgres;
   assert.ok(pg1, 'coverage.postgres');
   assert.ok(pg1.base, 'a base backup');
-  assert.is(pg1.restorePoint?.name, `airlock-${k().site}-1`);
+  assert.match(pg1.restorePoint?.name ?? '', new RegExp(`^airlock-${k().site}-1-[0-9a-f]{6}$`));
   assert.is(pg1.segmentSize, 16 * 1024 * 1024);
   assert.ok(pg1.wal.length >= 1);
   psql("INSERT INTO t (v) VALUES ('between')");
   const second = exportPg([]);
   const pg2 = second.manifest.coverage?.postgres;
   assert.ok(pg2 && !pg2.base && pg2.wal.length >= 1, 'WAL only');
-  assert.is(pg2.restorePoint?.name, `airlock-${k().site}-2`);
+  assert.match(pg2.restorePoint?.name ?? '', new RegExp(`^airlock-${k().site}-2-[0-9a-f]{6}$`));
   assert.ok((pg2.wal[0]?.first ?? '') > (pg1.wal.at(-1)?.last ?? ''), 'the second bundle continues after the first');
 
   const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--json', medium]);
@@ -319,7 +319,9 @@ test('stock tools only: RESTORE.txt of a base backup bundle brings the cluster b
   const wal = path.join(work, 'WALDIR');
   const port = freePort();
   // the settings RESTORE.txt gives, with real paths, a free port and a private socket folder
-  const conf = ["restore_command = 'cp WALDIR/%f %p'", "recovery_target_name = 'airlock-site-pg-1'", "recovery_target_action = 'promote'", 'archive_mode = off', "listen_addresses = 'localhost'", `port = ${port}`, `unix_socket_directories = '${work}'`].join('\n').replace('WALDIR', wal);
+  const point = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres?.restorePoint?.name as string;
+  assert.match(text, `recovery_target_name = '${point}'`);
+  const conf = ["restore_command = 'cp WALDIR/%f %p'", `recovery_target_name = '${point}'`, "recovery_target_action = 'promote'", 'archive_mode = off', "listen_addresses = 'localhost'", `port = ${port}`, `unix_socket_directories = '${work}'`].join('\n').replace('WALDIR', wal);
   sh(`mkdir -m 700 ${data}; cat ${restored}/pg/base/* | tar -x -f - -C ${data}; mkdir ${wal}; cp ${restored}/pg/wal/* ${wal}/; printf '%s\\n' "${conf}" >> ${data}/postgresql.auto.conf; touch ${data}/recovery.signal; ${PG_BIN}/pg_ctl -D ${data} -l ${work}/restore.log -w start`, true);
   const pid = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
   const server: Server = { data, port, pid, socketDir: work, log: path.join(work, 'restore.log') };

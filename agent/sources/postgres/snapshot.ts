@@ -16,6 +16,7 @@
  * Each stream ends with a record (`pg-base-end`, ...) giving its part count and bytes.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname, release, type as osType } from 'node:os';
 import { walRanges, type PostgresCoverage, type TimelineSwitch } from '../../../manifests/coverage.js';
@@ -170,11 +171,16 @@ export class PostgresSnapshot {
   coverage: PostgresCoverage | undefined;
   walNames: string[] = [];
   private info: ServerInfo | undefined;
+  /**
+   * `airlock-<site>-<seq>-<6 hex>`: an export that failed after its seal leaves a restore point and
+   * a backup label in the WAL, and its seq is used again; PostgreSQL stops at the first restore point
+   * of a name, so every attempt gets its own. At most 63 characters (a long site id is cut).
+   */
+  readonly restorePointName: string;
 
-  constructor(private readonly opts: PostgresExportOptions) {}
-
-  get restorePointName(): string {
-    return `airlock-${this.opts.site}-${this.opts.seq}`;
+  constructor(private readonly opts: PostgresExportOptions) {
+    const tail = `-${opts.seq}-${randomBytes(3).toString('hex')}`;
+    this.restorePointName = `airlock-${opts.site.slice(0, 63 - 'airlock-'.length - tail.length)}${tail}`;
   }
 
   /** Checks the server before anything is written: version, tablespaces, that it archives. */
@@ -197,9 +203,16 @@ export class PostgresSnapshot {
     return info;
   }
 
+  private readonly reported = new Set<string>();
+
+  /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
   private ingest(): void {
     const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now);
-    for (const p of r.problems) this.opts.say?.(`warning: spool: ${p.message}`);
+    for (const p of r.problems) {
+      if (this.reported.has(p.message)) continue;
+      this.reported.add(p.message);
+      process.stderr.write(`airlock: warning: spool: ${p.message}\n`);
+    }
   }
 
   /** Ingests the spool until `found` returns a value; throws `wal-timeout` after walTimeoutMs. */
@@ -299,6 +312,17 @@ export class PostgresSnapshot {
     this.walNames = rows.map((r) => r.name);
     for (const row of rows) yield walItem(row, mtime);
 
+    // a refused or lost segment would leave a hole inside this bundle's WAL: refuse to seal it
+    const ranges = walRanges(rows.filter((r) => r.kind === 'segment').map((r) => r.name), info.segmentSize);
+    const perTimeline = new Map<number, number>();
+    for (const r of ranges) perTimeline.set(r.timeline, (perTimeline.get(r.timeline) ?? 0) + 1);
+    const holed = [...perTimeline].filter(([, n]) => n > 1).map(([t]) => t);
+    if (holed.length > 0) {
+      throw new AirlockError('bad-wal', `the WAL to export has a hole on timeline ${holed.join(', ')} (${ranges.map((r) => `${r.first}..${r.last}`).join(', ')}): a segment is missing from the spool or was refused`, {
+        hint: 'read the spool warnings above; archive the missing segment again from the server (it may still be in pg_wal), then export again',
+      });
+    }
+
     const timelines: TimelineSwitch[] = [];
     for (const row of rows.filter((r) => r.kind === 'history')) {
       const h = parseHistory(row.name, readSmallSync(row.spooled_path, TEXT_LIMIT));
@@ -311,7 +335,7 @@ export class PostgresSnapshot {
       segmentSize: info.segmentSize,
       dataChecksums: info.dataChecksums,
       timeline: restorePoint.timeline,
-      wal: walRanges(rows.filter((r) => r.kind === 'segment').map((r) => r.name), info.segmentSize),
+      wal: ranges,
       timelines,
       ...(label && baseTimes
         ? {

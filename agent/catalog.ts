@@ -319,6 +319,11 @@ export class Catalog {
     this.db.prepare(`INSERT INTO media (uuid, label, first_seen) VALUES (?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET label = excluded.label`).run(uuid, label, now.toISOString());
   }
 
+  /** Forgets the copies on a medium that was relabelled (wiped, or reused): they no longer count. */
+  retireMedium(uuid: string): void {
+    this.db.prepare(`DELETE FROM bundle_copies WHERE media_uuid = ?`).run(uuid);
+  }
+
   medium(uuid: string): MediumRow | undefined {
     return this.db.prepare(`SELECT * FROM media WHERE uuid = ?`).get(uuid) as MediumRow | undefined;
   }

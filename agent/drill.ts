@@ -10,6 +10,7 @@
  * report says pass only when every check that ran passed.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -189,8 +190,9 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
       }
     }
   } finally {
-    if (restored && pid !== undefined) {
-      await stopRestored(restored.pgdata, opts.pgBin ?? versionBin(sorted[0]?.manifest?.coverage?.postgres?.major ?? 0)).catch((e: unknown) => say(`warning: could not stop the drill's server (pid ${pid}): ${message(e)}`));
+    // a server that started but failed a check (or never finished recovering) runs too: stop it
+    if (restored && (pid !== undefined || existsSync(path.join(restored.pgdata, 'postmaster.pid')))) {
+      await stopRestored(restored.pgdata, opts.pgBin ?? versionBin(sorted[0]?.manifest?.coverage?.postgres?.major ?? 0)).catch((e: unknown) => say(`warning: could not stop the drill's server${pid !== undefined ? ` (pid ${pid})` : ''}: ${message(e)}`));
     }
     if (!opts.keep) {
       for (const d of ['pg', 'files', 'objects']) await removeTree(path.join(opts.scratch, d)).catch(() => say(`warning: could not remove ${path.join(opts.scratch, d)}`));

@@ -105,8 +105,9 @@ export function collectStatus(input: StatusInput): Status {
     rpo: { onAppliance: null, offSite: null },
   };
 
-  for (const job of ['export', 'media-copy', 'prune', 'drill']) {
-    const runs = catalog.jobRuns(job, site, 200);
+  // media copies are recorded without a site (a copy may carry several)
+  for (const [job, of] of [['export', site], ['base-backup', site], ['media copy', undefined], ['prune', site]] as const) {
+    const runs = catalog.jobRuns(job, of, 200);
     const ok = runs.find((r) => r.outcome === 'ok');
     const bad = runs.find((r) => r.outcome === 'failed');
     if (runs.length === 0) continue;

@@ -54,9 +54,12 @@ interface InitFlags {
 
 async function initCommand(medium: string, flags: InitFlags): Promise<void> {
   const now = new Date();
+  // a relabelled medium is a new identity: the copies recorded under the old one stop counting
+  const before = flags.force ? await readLabel(medium).catch(() => undefined) : undefined;
   const label = await initMedium(medium, flags.label, flags.force === true, now);
   const catalog = Catalog.open(resolveStateDir(flags.stateDir));
   try {
+    if (before) catalog.retireMedium(before.uuid);
     catalog.recordMedium(label.uuid, label.label, now);
   } finally {
     catalog.close();

@@ -25,7 +25,7 @@ import type { IndexRecord } from '../../manifests/inner.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar, type ReadEntry } from '../../manifests/tar.js';
-import type { Digest } from '../../manifests/hash.js';
+import { digestStream, type Digest } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv } from '../sources/postgres/server.js';
@@ -352,6 +352,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
       const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
       if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
+      if (x === plan.base) warnings.push(...(await placeOutsideConfig(partial, dir, records)));
       for (const r of records) {
         if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
         const n = parseWalFileName(r.name);
@@ -417,6 +418,39 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     warnings,
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
+}
+
+/**
+ * A source that kept its configuration outside the data folder (Debian: /etc/postgresql/N/main)
+ * gives a base backup without postgresql.conf and pg_hba.conf, and a server cannot start from it.
+ * The bundle carries those files: they go into `airlock-source-config/` for the operator, pg_hba.conf
+ * and pg_ident.conf into the data folder, and a postgresql.conf that only points at them (the
+ * recovery settings are in postgresql.auto.conf). Returns what the operator should know.
+ */
+async function placeOutsideConfig(data: string, staged: string, records: readonly IndexRecord[]): Promise<string[]> {
+  if (await lstat(path.join(data, 'postgresql.conf')).then(() => true, () => false)) return [];
+  const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string');
+  const keep = path.join(data, 'airlock-source-config');
+  await mkdir(keep, { mode: 0o700 });
+  const names = new Map<string, string>();
+  for (const r of carried) {
+    const base = path.basename(r.file as string);
+    if (!/^[A-Za-z0-9._-]+$/.test(base) || names.has(base)) continue;
+    await rename(path.join(staged, r.path as string), path.join(keep, base));
+    names.set(base, r.file as string);
+  }
+  const copy = async (name: string, fallback: string) => {
+    const from = names.has(name) ? await readFile(path.join(keep, name), 'utf8') : fallback;
+    await writeFile(path.join(data, name), from, { mode: 0o600 });
+  };
+  await copy('pg_hba.conf', '# written by airlock restore pg: the source\'s pg_hba.conf was not in the bundle\nlocal all all peer\n');
+  await copy('pg_ident.conf', '');
+  await writeFile(
+    path.join(data, 'postgresql.conf'),
+    `# written by airlock restore pg: the source kept its configuration outside the data folder\n# (${[...names.values()].join(', ') || 'not carried'}); copies are in airlock-source-config/.\n# Review them and carry over what this server needs (memory, extensions, logging).\n`,
+    { mode: 0o600 },
+  );
+  return [`the source's configuration lived outside its data folder: a minimal postgresql.conf was written and the originals are in ${keep}; review them before production use`];
 }
 
 interface SourceInfo {
@@ -539,7 +573,8 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
 export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal): Promise<{ parts: number }> {
   const dir = path.join(staging, `.airlock-dump-${randomBytes(6).toString('hex')}`);
   try {
-    const records = await stageBundle(bundle, identities, dir, signal);
+    // only the dumps are written to disk; every other entry is hashed (checked) and dropped
+    const records = await stageBundle(bundle, identities, dir, signal, (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream));
     const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
     const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);

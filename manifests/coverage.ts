@@ -9,6 +9,8 @@
  * in no bundle is `timeline-break`. LSNs are strings ("0/3000028"), system identifiers decimal
  * strings, so no 64-bit value passes through a JSON number.
  */
+import { fieldsOf, type Problems } from './fields.js';
+
 export interface WalRange {
   timeline: number;
   /** the first segment file name, 24 hex digits */
@@ -72,18 +74,7 @@ const LSN_RE = /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/;
 const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
 const SYSID_RE = /^[1-9][0-9]{0,19}$/;
 
-type Problems = string[];
-
-function fields(v: unknown, where: string, p: Problems, keys: readonly string[], optional: readonly string[] = []): Record<string, unknown> | undefined {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-    p.push(`${where}: not an object`);
-    return undefined;
-  }
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!keys.includes(k) && !optional.includes(k)) p.push(`${where}.${k}: unknown field`);
-  for (const k of keys) if (!(k in o)) p.push(`${where}.${k}: missing`);
-  return o;
-}
+const fields = fieldsOf;
 
 const isTimeline = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= 0xffffffff;
 

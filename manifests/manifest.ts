@@ -8,6 +8,7 @@
  */
 import { coverageProblems, type Coverage } from './coverage.js';
 import { AirlockError } from './errors.js';
+import { fieldsOf, type Problems } from './fields.js';
 
 export const FORMAT = 'airlock-bundle';
 export const FORMAT_VERSION = 1;
@@ -92,18 +93,7 @@ export function volumeName(i: number, count: number): string {
   return `payload.${String(i).padStart(width, '0')}`;
 }
 
-type Problems = string[];
-
-function obj(v: unknown, where: string, p: Problems, keys: readonly string[], optional: readonly string[] = []): Record<string, unknown> | undefined {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-    p.push(`${where}: not an object`);
-    return undefined;
-  }
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!keys.includes(k) && !optional.includes(k)) p.push(`${where}.${k}: unknown field`);
-  for (const k of keys) if (!(k in o)) p.push(`${where}.${k}: missing`);
-  return o;
-}
+const obj = fieldsOf;
 
 function int(v: unknown, where: string, p: Problems, min: number, max = Number.MAX_SAFE_INTEGER): v is number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {

@@ -10,6 +10,8 @@
 # archive_command runs as the cluster's user, which must be able to run the CLI: dist/ is copied to
 # DIR/cli (wal-push and wal-fetch need no node_modules).
 set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 usage() { echo "usage: pg.sh start DIR | pg.sh stop DIR" >&2; exit 2; }
 BIN=/usr/lib/postgresql/15/bin
@@ -19,15 +21,6 @@ as_owner() { # run a command as the cluster's user
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-free_port() {
-  local p i
-  for i in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
-    if [ -z "$(ss -Htln "sport = :$p")" ]; then echo "$p"; return 0; fi
-  done
-  echo "pg.sh: no free port found" >&2
-  return 1
-}
 
 start() {
   local dir=$1 port

@@ -12,19 +12,11 @@
 # "crc secure" modes (the defaults fail without cephx), pool size 1 and few placement groups (one OSD),
 # memstore (no block file, fast start). Every daemon reads DIR/ceph.conf and nothing else.
 set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 usage() { echo "usage: rgw.sh start DIR [PORT] | rgw.sh stop DIR" >&2; exit 2; }
 
-# A TCP port nobody listens on. Random, so two test processes starting at once rarely pick the same.
-free_port() {
-  local p i
-  for i in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
-    if [ -z "$(ss -Htln "sport = :$p")" ]; then echo "$p"; return 0; fi
-  done
-  echo "rgw.sh: no free port found" >&2
-  return 1
-}
 
 # Waits until "$@" succeeds, at most $1 tenths of a second.
 wait_for() {

@@ -81,8 +81,9 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AirlockError('usage', `--port ${flags.port}: not a port`);
   const timeout = Number(flags.timeout ?? '3600');
   if (!Number.isFinite(timeout) || timeout <= 0) throw new AirlockError('usage', `--timeout ${flags.timeout}: not a number of seconds`);
-  await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified);
-  say(`${verified.length} bundle(s) verified; preparing ${flags.pgdata}`);
+  // every volume used is hashed against SHA256SUMS as it is decrypted, before anything is promoted
+  await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified, { volumes: 'size' });
+  say(`${verified.length} bundle(s) verified (signatures, lists, chain, WAL continuity; volume bytes as they are read); preparing ${flags.pgdata}`);
   const cli = flags.airlockCli ?? (process.argv[1] as string);
   const r = await interruptible((signal) => preparePgRestore({ verified, identities, pgdata: flags.pgdata as string, target, orLatest: flags.orLatest === true, port, walFetch: { node: process.execPath, cli: path.resolve(cli) }, signal, say }));
   for (const w of r.warnings) process.stderr.write(`airlock: warning: ${w}\n`);

@@ -35,9 +35,9 @@ async function readText(file: string): Promise<string> {
  * `verified` is given, every bundle of the (clean) set is pushed onto it, for restores that need a
  * chain of bundles.
  */
-export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined, verified?: BundleReport[], opts: { allowRepair?: boolean } = {}): Promise<BundleReport> {
+export async function pickVerifiedBundle(from: string, allowedSignersFile: string, site: string | undefined, seq: number | undefined, verified?: BundleReport[], opts: { allowRepair?: boolean; volumes?: 'hash' | 'size' } = {}): Promise<BundleReport> {
   const allowedSigners = parseAllowedSigners(await readAllowedSigners(allowedSignersFile));
-  const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock' });
+  const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock', ...(opts.volumes ? { volumes: opts.volumes } : {}) });
   const sites = [...new Set(report.bundles.map((b) => b.site).filter((s) => s !== undefined))];
   const chosenSite = site ?? (sites.length === 1 ? sites[0] : undefined);
   if (chosenSite === undefined) {

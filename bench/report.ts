@@ -81,7 +81,7 @@ export async function benchReport(rounds: number): Promise<string[]> {
   const report = path.join(dir, 'report.html');
   const args = ['--allowed-signers', signers, '--quiet', medium];
   const r = compare(
-    Math.max(rounds, 3),
+    Math.max(rounds, 7),
     () => {},
     () => timed(process.execPath, [verifyCli, '--report', report, ...args]),
     () => timed(process.execPath, [verifyCli, ...args]),

@@ -10,7 +10,7 @@ import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
-import { versionBin } from '../sources/postgres/server.js';
+import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
 import { interruptible } from './common.js';
 import { pickVerifiedBundle } from './restore.js';
 
@@ -62,6 +62,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
 
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
+    assertNoPassword(flags.dbname);
     const seq = flags.seq === undefined ? undefined : Number(flags.seq);
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
     const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));

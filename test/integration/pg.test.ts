@@ -258,6 +258,10 @@ test('airlock check: the test cluster passes; a long archive_timeout and a missi
   assert.is(strict.code, 1, strict.stdout);
   assert.match(strict.stdout, 'problem: archive_timeout: archive_timeout = 10 s: set at most 5 s');
   assert.match(strict.stdout, 'problem: spool');
+  // a password never goes on a command line
+  const secret = airlock(['export', '--to', tmp(), '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', tmp(), '--pg', `${conninfo()} password=hunter2`, '--wal-spool', c.spool]);
+  assert.is(secret.code, 2, secret.stderr);
+  assert.match(secret.stderr, 'PGPASSFILE');
   const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);
   assert.is(down.code, 1);
   assert.match(down.stdout, 'problem: connection');

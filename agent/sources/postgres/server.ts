@@ -40,6 +40,16 @@ export function withDatabase(conninfo: string, dbname: string): string {
 
 const FIELD = '\x1f';
 
+/**
+ * Refuses a connection string that carries a password: it would sit in argv (visible in ps) or in
+ * the config file. Throws `usage`.
+ */
+export function assertNoPassword(conninfo: string): void {
+  if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
+    throw new AirlockError('usage', 'the PostgreSQL connection string carries a password', { hint: 'leave it out and put it in a pgpass file named by PGPASSFILE (mode 0600), or in PGPASSWORD' });
+  }
+}
+
 /** Child environment: the caller's, with the client's prompts and user-level files kept out of it. */
 export function clientEnv(): NodeJS.ProcessEnv {
   return { ...process.env, PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? '30', PSQLRC: '/dev/null' };
@@ -50,6 +60,7 @@ export function clientEnv(): NodeJS.ProcessEnv {
  * with psql's message when the server refuses or the connection fails, `not-found` without psql.
  */
 export function query(conn: Connection, sql: string, signal?: AbortSignal): Promise<string[][]> {
+  assertNoPassword(conn.conninfo);
   const args = ['-X', '-w', '-q', '-A', '-t', '-0', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-d', conn.conninfo, '-c', sql];
   return new Promise((resolve, reject) => {
     const child = spawn(program(conn, 'psql'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });

@@ -386,6 +386,22 @@ export class Catalog {
       .all(site, copies) as WalRow[];
   }
 
+  /**
+   * The catalog's retention window: forgets what is older than `before` and no longer needed, so
+   * years of hourly exports do not grow it without end: WAL rows whose spooled copy prune removed,
+   * and job runs. Bundles (the chain) and exported object versions (incremental exports) are kept.
+   * Returns how many rows went.
+   */
+  expire(before: Date): { wal: number; jobs: number } {
+    const cutoff = before.toISOString();
+    return this.db.transaction(() => {
+      const wal = this.db.prepare(`DELETE FROM wal WHERE pruned IS NOT NULL AND pruned < ?`).run(cutoff).changes;
+      this.db.prepare(`DELETE FROM wal_exports WHERE name NOT IN (SELECT name FROM wal)`).run();
+      const jobs = this.db.prepare(`DELETE FROM job_runs WHERE time < ?`).run(cutoff).changes;
+      return { wal, jobs };
+    })();
+  }
+
   /** Marks a WAL file's spooled copy as removed. */
   markPruned(name: string, now: Date): void {
     this.db.prepare(`UPDATE wal SET pruned = ? WHERE name = ?`).run(now.toISOString(), name);

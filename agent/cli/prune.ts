@@ -15,6 +15,7 @@ import { now } from '../clock.js';
 import { fsyncDir } from '../fsutil.js';
 import { recordRun } from '../jobs.js';
 import { SIDECAR_SUFFIX } from '../spool.js';
+import { parseDuration } from '../config.js';
 import { Settings } from './common.js';
 
 interface PruneFlags {
@@ -22,12 +23,15 @@ interface PruneFlags {
   stateDir?: string;
   walSpool?: string;
   minCopies?: string;
+  retention?: string;
   dryRun?: boolean;
   config?: string;
   json?: boolean;
 }
 
 export const DEFAULT_MIN_COPIES = 2;
+/** How long the catalog remembers pruned WAL files and job runs. */
+export const DEFAULT_RETENTION = '400d';
 
 async function pruneCommand(flags: PruneFlags): Promise<void> {
   const s = new Settings(flags.config);
@@ -36,10 +40,14 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
   const text = s.one(flags.minCopies, 'min-copies') ?? String(DEFAULT_MIN_COPIES);
   const minCopies = Number(text);
   if (!Number.isInteger(minCopies) || minCopies < 1) throw new AirlockError('usage', `--min-copies ${text}: not a number of media`);
+  const retentionText = s.one(flags.retention, 'retention') ?? DEFAULT_RETENTION;
+  const retention = parseDuration(retentionText);
+  if (retention === undefined || retention <= 0) throw new AirlockError('usage', `--retention ${retentionText}: not a duration like 400d`);
   const stateDir = resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir'));
   const catalog = Catalog.open(stateDir);
   const removed: string[] = [];
   let bytes = 0;
+  let forgotten = { wal: 0, jobs: 0 };
   try {
     const rows = catalog.prunableWal(site, minCopies);
     for (const row of rows) {
@@ -59,6 +67,7 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
       bytes += row.size;
     }
     if (!flags.dryRun && removed.length > 0) await fsyncDir(spool);
+    if (!flags.dryRun) forgotten = catalog.expire(new Date(now().getTime() - retention * 1000));
     if (!flags.dryRun) recordRun(stateDir, 'prune', site, undefined, now());
   } catch (e) {
     if (!flags.dryRun) recordRun(stateDir, 'prune', site, e, now());
@@ -66,10 +75,11 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
   } finally {
     catalog.close();
   }
-  if (flags.json) process.stdout.write(`${JSON.stringify({ site, minCopies, dryRun: flags.dryRun === true, removed, bytes })}\n`);
+  if (flags.json) process.stdout.write(`${JSON.stringify({ site, minCopies, dryRun: flags.dryRun === true, removed, bytes, forgotten })}\n`);
   else {
     for (const n of removed) process.stdout.write(`${flags.dryRun ? 'would remove' : 'removed'}: ${n}\n`);
     process.stderr.write(`airlock: ${removed.length} WAL file(s), ${bytes} bytes ${flags.dryRun ? 'would be' : 'were'} removed from the spool; only files on at least ${minCopies} verified media go\n`);
+    if (forgotten.wal + forgotten.jobs > 0) process.stderr.write(`airlock: the catalog forgot ${forgotten.wal} pruned WAL record(s) and ${forgotten.jobs} job run(s) older than ${retentionText}\n`);
   }
 }
 
@@ -80,6 +90,7 @@ export function register(program: Command): void {
     .option('--site <site>', 'the site id')
     .option('--wal-spool <dir>', 'the WAL spool')
     .option('--min-copies <n>', `verified media a bundle must be on before its WAL leaves the spool (default ${DEFAULT_MIN_COPIES})`)
+    .option('--retention <duration>', `the catalog's window: pruned WAL records and job runs older than this are forgotten (default ${DEFAULT_RETENTION})`)
     .option('--dry-run', 'list what would be removed, remove nothing')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
     .option('--config <file>', 'read settings from this config file (flags win)')

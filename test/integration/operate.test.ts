@@ -58,6 +58,20 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   const later = switchWal();
   assert.not.ok(prune().removed.includes(later));
   assert.ok(existsSync(path.join(c.spool, later)));
+
+  // the catalog's retention window: long after, the records of pruned files are forgotten, others kept
+  const far = { env: { ...process.env, AIRLOCK_NOW: new Date(Date.now() + 500 * 86_400_000).toISOString() } };
+  const expired = airlock(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--retention', '400d', '--json'], far);
+  assert.is(expired.code, 0, expired.stderr);
+  const forgotten = (JSON.parse(expired.stdout) as { forgotten: { wal: number; jobs: number } }).forgotten;
+  assert.ok(forgotten.wal >= carried.length, JSON.stringify(forgotten));
+  assert.ok(forgotten.jobs > 0);
+  // what is still in the spool ingests as before: nothing refused for lack of the forgotten records
+  const ingest = airlock(['wal-ingest', '--spool', c.spool, '--state-dir', state, '--json']);
+  assert.is(ingest.code, 0, ingest.stderr);
+  const seen = JSON.parse(ingest.stdout) as { ingested: string[]; known: string[]; problems: unknown[] };
+  assert.equal(seen.problems, []);
+  assert.ok([...seen.ingested, ...seen.known].includes(later));
 });
 
 test('status: the newest WAL ages into warning and critical with an injected clock; a filling spool too; back to ok', () => {

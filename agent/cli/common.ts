@@ -62,8 +62,11 @@ export class Settings {
   }
 }
 
-/** A progress line on stderr when it is a TTY (bytes, rate), silent otherwise. */
-export function progressReporter(label: string): { update: (bytes: number) => void; done: () => void } {
+/**
+ * A progress line on stderr when it is a TTY, silent otherwise: bytes and rate, and with a known
+ * `total` the share done and the time left.
+ */
+export function progressReporter(label: string, total?: number): { update: (bytes: number) => void; done: () => void } {
   if (!process.stderr.isTTY) return { update: () => {}, done: () => {} };
   const start = Date.now();
   let last = 0;
@@ -75,12 +78,19 @@ export function progressReporter(label: string): { update: (bytes: number) => vo
       last = now;
       shown = true;
       const rate = bytes / Math.max((now - start) / 1000, 0.001);
-      process.stderr.write(`\r${label}: ${human(bytes)} at ${human(rate)}/s\x1b[K`);
+      const left = total !== undefined && total > 0 && rate > 0 ? `, ${Math.min(100, (bytes / total) * 100).toFixed(0)}%, ${eta(Math.max(0, total - bytes) / rate)} left` : '';
+      process.stderr.write(`\r${label}: ${human(bytes)}${total !== undefined ? ` of ${human(total)}` : ''} at ${human(rate)}/s${left}\x1b[K`);
     },
     done: () => {
       if (shown) process.stderr.write('\n');
     },
   };
+}
+
+function eta(seconds: number): string {
+  if (seconds < 90) return `${Math.ceil(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
 }
 
 export { human };

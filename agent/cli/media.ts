@@ -138,7 +138,7 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
 
   const results: CopyResult[] = [];
   const notes: ReadBackNotes = { cached: false };
-  const progress = progressReporter('airlock: media copy');
+  const progress = progressReporter('airlock: media copy', needed - SPACE_FLOOR);
   let before = 0;
   await interruptible(async (signal) => {
     for (const g of good) {

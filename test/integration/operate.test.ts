@@ -45,7 +45,10 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   assert.equal(prune().removed, []);
   for (const n of carried) assert.ok(existsSync(path.join(c.spool, n)), `${n} stays in the spool`);
 
-  ok(['media', 'copy', mediumA, mediumB, '--signing-key', keys.signingKey, '--state-dir', state]);
+  // on a terminal (script(1) gives it one) the copy shows its progress with the share done and time left
+  const shown = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'media', 'copy', mediumA, mediumB, '--signing-key', keys.signingKey, '--state-dir', state].join(' '), '/dev/null']);
+  assert.is(shown.code, 0, shown.stdout);
+  assert.match(shown.stdout, /airlock: media copy: [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB) at .*\/s, \d+%, \d+ s left/);
   const after = ok(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--dry-run']);
   for (const n of carried) assert.match(after, `would remove: ${n}`);
   const removed = prune().removed;

@@ -57,6 +57,8 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'export-every': { list: false, check: durationCheck },
   'base-every': { list: false, check: durationCheck },
   retention: { list: false, check: durationCheck },
+  identity: { list: false },
+  'allowed-signers': { list: false },
   'min-copies': { list: false, check: (v) => (/^[1-9]\d?$/.test(v) ? undefined : 'not a number of media from 1 to 99') },
   'pg-table-checks': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'wal-timeout': { list: false, check: (v) => (/^\d+$/.test(v) && Number(v) > 0 ? undefined : 'not a number of seconds') },

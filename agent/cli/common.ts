@@ -62,6 +62,28 @@ export class Settings {
   }
 }
 
+/** A restore-side command's flags before withRecoverySettings filled them in. */
+export type Unresolved<T> = Omit<T, 'from' | 'identity' | 'allowedSigners'> & { config?: string; from?: string; identity?: string; allowedSigners?: string };
+
+/**
+ * The inputs every restore-side command needs, from the flags or a recovery-site config file
+ * (`medium`, `identity`, `allowed-signers`). Throws `usage` naming what is missing.
+ */
+export function withRecoverySettings<T extends { config?: string; from?: string; identity?: string; allowedSigners?: string }>(flags: T): T & { from: string; identity: string; allowedSigners: string } {
+  const s = new Settings(flags.config);
+  const need = (flag: string | undefined, key: string, option: string, hint: string) => {
+    const v = s.one(flag, key);
+    if (v === undefined) throw new AirlockError('usage', `${option} is required`, { hint: `${hint} (or ${key} = ... in the file given with --config)` });
+    return v;
+  };
+  return {
+    ...flags,
+    from: need(flags.from, 'medium', '--from', 'give --from MEDIA, the medium or folder holding the bundles'),
+    identity: need(flags.identity, 'identity', '--identity', 'give --identity FILE, the age identity of the recovery site'),
+    allowedSigners: need(flags.allowedSigners, 'allowed-signers', '--allowed-signers', 'give --allowed-signers FILE naming the site key'),
+  };
+}
+
 /**
  * A progress line on stderr when it is a TTY, silent otherwise: bytes and rate, and with a known
  * `total` the share done and the time left.

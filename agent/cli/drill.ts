@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
@@ -80,9 +81,10 @@ export function register(program: Command): void {
   program
     .command('drill')
     .description('restore drill: verify the media set, restore it into throwaway places, check and time it')
-    .requiredOption('--from <path>', 'the media set: a folder holding bundles')
-    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
-    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--from <path>', 'the media set: a folder holding bundles')
+    .option('--identity <file>', 'the age identity file of the recovery site')
+    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
     .option('--report <prefix>', 'write the report to PREFIX.json and PREFIX.txt')
     .option('--scratch <dir>', 'where the throwaway cluster and folders go (default a new temp folder)')
     .option('--os-user <user>', 'when run as root: the OS user the throwaway cluster runs as (default postgres)')
@@ -93,5 +95,5 @@ export function register(program: Command): void {
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--keep', 'keep the scratch folders (the cluster is stopped either way)')
     .option('--json', 'print the report as JSON')
-    .action(drillCommand);
+    .action((flags: Unresolved<DrillFlags>) => drillCommand(withRecoverySettings(flags)));
 }

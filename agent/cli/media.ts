@@ -30,7 +30,7 @@ import {
   type MediumLabel,
   type ReadBackNotes,
 } from '../media.js';
-import { human, interruptible, progressReporter } from './common.js';
+import { Settings, human, interruptible, progressReporter } from './common.js';
 
 function noteCached(medium: string, notes: ReadBackNotes): void {
   if (notes.cached) process.stderr.write(`airlock: note: the file system of ${medium} refuses direct reads; the read-back went through the page cache\n`);
@@ -49,7 +49,13 @@ interface InitFlags {
   label: string;
   force?: boolean;
   stateDir?: string;
+  config?: string;
   json?: boolean;
+}
+
+/** The state folder from the flag, the config file, the environment or the default. */
+function stateDirOf(flags: { stateDir?: string; config?: string }): string {
+  return resolveStateDir(flags.stateDir ?? new Settings(flags.config).one(undefined, 'state-dir'));
 }
 
 async function initCommand(medium: string, flags: InitFlags): Promise<void> {
@@ -57,7 +63,7 @@ async function initCommand(medium: string, flags: InitFlags): Promise<void> {
   // a relabelled medium is a new identity: the copies recorded under the old one stop counting
   const before = flags.force ? await readLabel(medium).catch(() => undefined) : undefined;
   const label = await initMedium(medium, flags.label, flags.force === true, now);
-  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
+  const catalog = Catalog.open(stateDirOf(flags));
   try {
     if (before) catalog.retireMedium(before.uuid);
     catalog.recordMedium(label.uuid, label.label, now);
@@ -75,6 +81,7 @@ interface CopyFlags {
   signingKey?: string;
   allowedSigners?: string;
   stateDir?: string;
+  config?: string;
   json?: boolean;
 }
 
@@ -91,13 +98,16 @@ interface CopyResult {
 }
 
 async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
-  if (flags.allowedSigners !== undefined) return parseAllowedSigners(await readAllowedSigners(flags.allowedSigners));
-  if (flags.signingKey !== undefined) return [selfSigner(await loadSigningKey(flags.signingKey))];
+  const s = new Settings(flags.config);
+  const allowed = s.one(flags.allowedSigners, 'allowed-signers');
+  const key = s.one(flags.signingKey, 'signing-key');
+  if (allowed !== undefined) return parseAllowedSigners(await readAllowedSigners(allowed));
+  if (key !== undefined) return [selfSigner(await loadSigningKey(key))];
   throw new AirlockError('usage', 'media copy needs --signing-key or --allowed-signers', { hint: 'give the appliance signing key (only its public half is used) or an allowed_signers file, to verify the bundles before and after copying' });
 }
 
 async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<void> {
-  const stateDir = resolveStateDir(flags.stateDir);
+  const stateDir = stateDirOf(flags);
   try {
     await copyAll(src, dst, flags, stateDir);
     recordRun(stateDir, 'media copy', undefined, undefined);
@@ -182,6 +192,8 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
 }
 
 interface ListFlags {
+  /** accepted for symmetry with every other command; list reads nothing from it */
+  config?: string;
   json?: boolean;
 }
 
@@ -211,6 +223,7 @@ async function describeBundle(dir: string): Promise<ListedBundle> {
 }
 
 async function listCommand(medium: string, flags: ListFlags): Promise<void> {
+  if (flags.config !== undefined) new Settings(flags.config);
   const label = await readLabel(medium);
   const found = await findBundles([medium]);
   const bundles: ListedBundle[] = [];
@@ -239,6 +252,7 @@ export function register(program: Command): void {
     .requiredOption('--label <label>', 'a name for people, written on the medium (letters, digits, space, ".", "_", "-")')
     .option('--force', 'label a medium that has a label or bundles already (a new UUID: copies under the old one stop counting)')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--config <file>', 'read state-dir from this config file (flags win)')
     .option('--json', 'print the label as JSON')
     .action(initCommand);
   media
@@ -249,12 +263,14 @@ export function register(program: Command): void {
     .option('--signing-key <file>', 'the appliance signing key: bundles must be signed by it (only its public half is used)')
     .option('--allowed-signers <file>', 'or: OpenSSH allowed_signers naming the keys bundles may be signed by')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
+    .option('--config <file>', 'read signing-key, allowed-signers and state-dir from this config file (flags win)')
     .option('--json', 'print the result as JSON')
     .action(copyCommand);
   media
     .command('list')
     .description('show the label, free space and bundles of a medium (unverified; airlock-verify checks them)')
     .argument('<path>', 'the mount point of the medium')
+    .option('--config <file>', 'checked like every config file; list needs nothing from it')
     .option('--json', 'print the result as JSON')
     .action(listCommand);
 }

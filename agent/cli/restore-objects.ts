@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
@@ -110,9 +111,10 @@ export function register(program: Command): void {
   restore
     .command('objects')
     .description('restore the buckets of a bundle into buckets of an S3 server, or into a folder')
-    .requiredOption('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
-    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
-    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
+    .option('--identity <file>', 'the age identity file of the recovery site')
+    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
     .option('--endpoint <url>', 'the S3 server to restore into: http(s)://host:port')
     .option('--bucket-map <src=dst...>', 'restore bucket SRC of the bundle into bucket DST (new or empty)')
     .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
@@ -122,5 +124,5 @@ export function register(program: Command): void {
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--seq <n>', 'restore this bundle instead of the newest')
     .option('--json', 'print the result as JSON')
-    .action(restoreObjectsCommand);
+    .action((flags: Unresolved<RestoreObjectsFlags>) => restoreObjectsCommand(withRecoverySettings(flags)));
 }

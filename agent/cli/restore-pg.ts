@@ -11,7 +11,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
-import { interruptible } from './common.js';
+import { interruptible, withRecoverySettings, type Unresolved } from './common.js';
 import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
@@ -113,9 +113,10 @@ export function register(program: Command): void {
   restore
     .command('pg')
     .description('verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
-    .requiredOption('--from <path>', 'the media set: a folder holding bundles')
-    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
-    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--from <path>', 'the media set: a folder holding bundles')
+    .option('--identity <file>', 'the age identity file of the recovery site')
+    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
     .option('--pgdata <dir>', 'a new or empty data folder; its WAL goes to DIR.wal beside it')
     .option('--target-time <time>', 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)')
     .option('--target-lsn <lsn>', 'recover to this WAL location')
@@ -136,5 +137,5 @@ export function register(program: Command): void {
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--seq <n>', 'with --dump: the bundle to take the dump from (default the newest with dumps)')
     .option('--json', 'print the result as JSON')
-    .action(restorePgCommand);
+    .action((flags: Unresolved<RestorePgFlags>) => restorePgCommand(withRecoverySettings(flags)));
 }

@@ -10,7 +10,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
 import { restoreFiles } from '../restore/files.js';
 import { mayRepair, withRepairedBundle } from '../restore/repair.js';
-import { interruptible } from './common.js';
+import { interruptible, withRecoverySettings, type Unresolved } from './common.js';
 
 interface RestoreFlags {
   from: string;
@@ -87,12 +87,13 @@ export function register(program: Command): void {
   restore
     .command('files')
     .description('restore the config and secret files of a bundle into an empty folder')
-    .requiredOption('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
-    .requiredOption('--identity <file>', 'the age identity file of the recovery site')
-    .requiredOption('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
+    .option('--identity <file>', 'the age identity file of the recovery site')
+    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
+    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
     .requiredOption('--to <dir>', 'a new or empty folder; files go to DIR/<original path>')
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--seq <n>', 'restore this bundle instead of the newest')
     .option('--json', 'print the result as JSON')
-    .action(restoreFilesCommand);
+    .action((flags: Unresolved<RestoreFlags>) => restoreFilesCommand(withRecoverySettings(flags)));
 }

@@ -83,6 +83,17 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
   assert.not.ok(readdirSync(back).includes('fifo'), 'a fifo is metadata, not recreated');
   assert.match(rs.stderr, 'fifo');
   assert.equal(readdirSync(path.dirname(to)), ['restored'], 'no staging folder left');
+
+  // the recovery site's config file can name the medium and the keys instead of flags
+  const conf = path.join(tmp(), 'recovery.conf');
+  writeFileSync(conf, `medium = ${medium}\nidentity = ${keys.identity}\nallowed-signers = ${keys.allowedSigners}\n`);
+  const again = path.join(tmp(), 'restored');
+  const viaConfig = airlock(['restore', 'files', '--config', conf, '--to', again]);
+  assert.is(viaConfig.code, 0, viaConfig.stderr);
+  assert.is(readFileSync(path.join(again, src, 'app.conf'), 'utf8'), 'listen = 127.0.0.1\n');
+  const missing = airlock(['restore', 'files', '--to', path.join(tmp(), 'x')]);
+  assert.is(missing.code, 2);
+  assert.match(missing.stderr, '--from is required');
 });
 
 test('the next export links to the previous one, and the set verifies as a chain', () => {

@@ -58,6 +58,7 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   'base-every': { list: false, check: durationCheck },
   retention: { list: false, check: durationCheck },
   identity: { list: false },
+  'wal-from': { list: false },
   'allowed-signers': { list: false },
   'min-copies': { list: false, check: (v) => (/^[1-9]\d?$/.test(v) ? undefined : 'not a number of media from 1 to 99') },
   'pg-table-checks': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },

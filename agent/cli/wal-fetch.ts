@@ -12,14 +12,14 @@
 import type { Command } from 'commander';
 import { AirlockError, WAL_FETCH_EXIT, walFetchExitCodeOf } from '../../manifests/errors.js';
 import { fetchWal } from '../restore/wal.js';
-import { parseSimpleArgs, printError } from './common.js';
+import { Settings, parseSimpleArgs, printError } from './common.js';
 
 /** Runs wal-fetch on its arguments (after the command name); returns the exit code (WAL_FETCH_EXIT). */
 export async function main(args: readonly string[]): Promise<number> {
   try {
-    const a = parseSimpleArgs('wal-fetch', args, 2, ['from', 'sums']);
-    const from = a.options.get('from');
-    if (from === undefined) throw new AirlockError('usage', '--from is required', { hint: 'give --from DIR, the folder holding the extracted wal files' });
+    const a = parseSimpleArgs('wal-fetch', args, 2, ['from', 'sums', 'config']);
+    const from = new Settings(a.options.get('config')).one(a.options.get('from'), 'wal-from');
+    if (from === undefined) throw new AirlockError('usage', '--from is required', { hint: 'give --from DIR, the folder holding the extracted wal files (or wal-from = DIR in the file given with --config)' });
     const sums = a.options.get('sums');
     const r = fetchWal(a.positional[0] as string, a.positional[1] as string, { from, ...(sums !== undefined ? { sums } : {}) });
     return r === 'absent' ? WAL_FETCH_EXIT.absent : WAL_FETCH_EXIT.ok;
@@ -35,7 +35,8 @@ export function register(program: Command): void {
     .description('restore_command: copy WAL file %f to %p from a folder of extracted bundles, after checking its sha256')
     .argument('<name>', "the WAL file name, PostgreSQL's %f")
     .argument('<target>', "where to write it, PostgreSQL's %p")
-    .requiredOption('--from <dir>', 'the folder holding the WAL files (and their .sha256 sidecars)')
+    .option('--from <dir>', 'the folder holding the WAL files (and their .sha256 sidecars)')
+    .option('--config <file>', 'read wal-from from this config file (the flag wins)')
     .option('--sums <file>', "a sha256sum index (the bundle's MANIFEST.sha256) for files without a sidecar")
     .addHelpText('after', '\nwal-fetch exits 0 when copied, 1 only when the file is absent, 126 when it failed its check, 127 on any other error.')
     .action(async () => {

@@ -20,7 +20,7 @@ import type { Payload, Volume } from './manifest.js';
  * `volumes` (the signed values) and throws `size-mismatch` or `checksum-mismatch` naming it, or what
  * readChunks throws when a volume cannot be read.
  */
-export async function* readVolumes(dir: string, volumes: readonly Volume[], signal?: AbortSignal): AsyncGenerator<Buffer> {
+export async function* readVolumes(dir: string, volumes: readonly Volume[], signal?: AbortSignal, onBytes?: (n: number) => void): AsyncGenerator<Buffer> {
   for (const vol of volumes) {
     const h = createHash('sha256');
     let size = 0;
@@ -29,6 +29,7 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
       size += chunk.byteLength;
       if (size > vol.size) throw new AirlockError('size-mismatch', `${vol.name}: longer than the ${vol.size} bytes listed`);
       h.update(chunk);
+      onBytes?.(chunk.byteLength);
       yield chunk;
     }
     if (size !== vol.size) throw new AirlockError('size-mismatch', `${vol.name}: ${size} bytes, ${vol.size} listed`);
@@ -42,11 +43,11 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
  * `decrypt-failed` (no identity matched, or a chunk failed authentication), a volume check, or zstd;
  * destroying it stops every stage.
  */
-export function openPlaintext(dir: string, payload: Payload, identities: readonly Uint8Array[], signal?: AbortSignal): Readable {
+export function openPlaintext(dir: string, payload: Payload, identities: readonly Uint8Array[], signal?: AbortSignal, onBytes?: (n: number) => void): Readable {
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
   const stages: NodeJS.ReadWriteStream[] = [decryptStream([...identities])];
   if (payload.compression === 'zstd') stages.push(spawnFilter('zstd', ['-d', '-q', '-c'], signal));
   // pipeline destroys every stream with the first error, `out` included, which is how the reader sees it
-  pipeline([Readable.from(readVolumes(dir, payload.volumes, signal)), ...stages, out]).catch(() => {});
+  pipeline([Readable.from(readVolumes(dir, payload.volumes, signal, onBytes)), ...stages, out]).catch(() => {});
   return out;
 }

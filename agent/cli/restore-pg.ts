@@ -11,7 +11,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
-import { interruptible, withRecoverySettings, type Unresolved } from './common.js';
+import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
@@ -86,7 +86,22 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified, { volumes: 'size' });
   say(`${verified.length} bundle(s) verified (signatures, lists, chain, WAL continuity; volume bytes as they are read); preparing ${flags.pgdata}`);
   const cli = flags.airlockCli ?? (process.argv[1] as string);
-  const r = await interruptible((signal) => preparePgRestore({ verified, identities, pgdata: flags.pgdata as string, target, orLatest: flags.orLatest === true, port, walFetch: { node: process.execPath, cli: path.resolve(cli) }, signal, say }));
+  let progress: ReturnType<typeof progressReporter> | undefined;
+  const r = await interruptible((signal) =>
+    preparePgRestore({
+      verified,
+      identities,
+      pgdata: flags.pgdata as string,
+      target,
+      orLatest: flags.orLatest === true,
+      port,
+      walFetch: { node: process.execPath, cli: path.resolve(cli) },
+      signal,
+      say,
+      progress: (bytes, total) => (progress ??= progressReporter('airlock: restore pg', total)).update(bytes),
+    }),
+  );
+  progress?.done();
   for (const w of r.warnings) process.stderr.write(`airlock: warning: ${w}\n`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;

@@ -125,12 +125,12 @@ type Divert = (entry: ReadEntry) => ((body: AsyncIterable<Buffer>) => Promise<Di
  * Decrypts `bundle` into `dir`, checking every entry; returns its index records. Entries that
  * `divert` claims go to its consumer instead (their hashes are checked all the same).
  */
-export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, divert?: Divert): Promise<IndexRecord[]> {
+export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, divert?: Divert, onBytes?: (n: number) => void): Promise<IndexRecord[]> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const records: IndexRecord[] = [];
-  const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+  const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, onBytes);
   const onEntry = (entry: ReadEntry, body: AsyncIterable<Buffer>) => divert?.(entry)?.(body) ?? stageEntry(dir, entry, body);
   const problems = await checkInner(readTar(plain), manifest, { onEntry, onRecord: (r) => records.push(r) });
   if (problems.length > 0) {
@@ -286,6 +286,8 @@ export interface PgRestoreOptions {
   walFetch: { node: string; cli: string };
   signal?: AbortSignal;
   say?: (line: string) => void;
+  /** told the bundle bytes read so far, and the total, for a progress line */
+  progress?: (bytes: number, total: number) => void;
 }
 
 export interface PgRestoreResult {
@@ -328,6 +330,9 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   let walFiles = 0;
   let tableChecks: PgRestoreResult['tableChecks'];
   const warnings: string[] = [];
+  const total = plan.bundles.reduce((a, x) => a + (x.b.manifest?.payload.size ?? 0), 0);
+  let read = 0;
+  const onBytes = opts.progress ? (n: number) => opts.progress?.((read += n), total) : undefined;
   try {
     await removeTree(partial);
     await mkdir(partial, { mode: 0o700 });
@@ -339,7 +344,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
       let records: IndexRecord[];
       try {
-        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) : undefined);
+        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) : undefined, onBytes);
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
           await sink.finish();

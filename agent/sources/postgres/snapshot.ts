@@ -31,6 +31,8 @@ import { clientEnv, program, query, scalar, serverInfo, withDatabase, type Conne
 import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from './wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
+/** Full parts read ahead of the one being written. */
+const READ_AHEAD = 1;
 const TEXT_LIMIT = 64 * 1024;
 
 export interface PostgresExportOptions {
@@ -137,22 +139,56 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
     bytes += size;
     return { kind: 'entry', name: `${prefix}/${pad(parts, 6)}`, size, mode: 0o600, mtime, open: async function* () { yield* chunks; }, record: record(parts) };
   };
+  // the program's output is read on while the previous part is written: at most READ_AHEAD full parts
+  // wait, then the pipe is paused (and the program with it)
+  const ready: Buffer[][] = [];
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const stdout = child.stdout;
+  stdout.on('data', (chunk: Buffer) => {
+    let c = chunk;
+    while (heldBytes + c.byteLength >= partSize) {
+      const take = partSize - heldBytes;
+      held.push(c.subarray(0, take));
+      c = c.subarray(take);
+      ready.push(held);
+      held = [];
+      heldBytes = 0;
+    }
+    if (c.byteLength > 0) {
+      held.push(c);
+      heldBytes += c.byteLength;
+    }
+    if (ready.length >= READ_AHEAD) stdout.pause();
+    notify();
+  });
+  stdout.on('end', () => {
+    ended = true;
+    notify();
+  });
+  stdout.on('error', (e) => {
+    failure = e;
+    notify();
+  });
   try {
-    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
-      let c = chunk;
-      while (heldBytes + c.byteLength >= partSize) {
-        const take = partSize - heldBytes;
-        held.push(c.subarray(0, take));
-        c = c.subarray(take);
-        const full = held;
-        held = [];
-        heldBytes = 0;
-        yield part(full, partSize);
+    for (;;) {
+      const next = ready.shift();
+      if (next) {
+        if (ready.length < READ_AHEAD && stdout.isPaused()) stdout.resume();
+        yield part(next, partSize);
+        continue;
       }
-      if (c.byteLength > 0) {
-        held.push(c);
-        heldBytes += c.byteLength;
-      }
+      if (failure !== undefined) throw failure;
+      if (ended) break;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
     }
     await exited;
   } finally {

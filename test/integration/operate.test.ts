@@ -204,7 +204,9 @@ test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-
   writeFileSync(config, [`site = ${keys.site}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${state}`, `spool = ${c.spool}`, ''].join('\n'));
   const text = ok(['runbook', '--config', config]);
   assert.match(text, `RECOVERY RUNBOOK, SITE ${keys.site}`);
-  assert.match(text, /seq 1 \(base backup \+ WAL, [^)]+\): usb a \([0-9a-f-]+\), usb b \([0-9a-f-]+\)/);
+  const seq1 = text.split('\n').find((l) => l.includes('seq 1 (base backup + WAL')) ?? '';
+  assert.match(seq1, /usb a \([0-9a-f-]{36}\)/);
+  assert.match(seq1, /usb b \([0-9a-f-]{36}\)/);
   assert.match(text, readFileSync(keys.allowedSigners, 'utf8').trim().split(' ').slice(0, 3).join(' '));
   assert.match(text, keys.recipient);
   assert.match(text, new RegExp(`--target-name 'airlock-${keys.site}-1-[0-9a-f]{6}'`));

@@ -107,7 +107,7 @@ export async function stageEntry(entriesDir: string, entry: ReadEntry, body: Asy
  * not empty, `verification-failed` when the payload does not match its manifests, `decrypt-failed`,
  * `unsafe-entry`, volume check errors, and typed system errors; the target is untouched on failure.
  */
-export async function restoreFiles(bundle: BundleReport, identities: readonly Uint8Array[], to: string, signal?: AbortSignal): Promise<RestoreSummary> {
+export async function restoreFiles(bundle: BundleReport, identities: readonly Uint8Array[], to: string, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<RestoreSummary> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const target = path.resolve(to);
@@ -126,7 +126,7 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
     await mkdir(entriesDir, { recursive: true, mode: 0o700 });
     await mkdir(tree, { mode: 0o700 });
     const records: IndexRecord[] = [];
-    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, onBytes);
     const problems = await checkInner(readTar(plain), manifest, {
       onEntry: (entry, body) => stageEntry(entriesDir, entry, body),
       onRecord: (r) => records.push(r),

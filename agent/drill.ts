@@ -9,7 +9,6 @@
  * skipped and a reason; a failed stage does not hide the ones after it when they can still run. The
  * report says pass only when every check that ran passed.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -18,9 +17,9 @@ import { AirlockError } from '../manifests/errors.js';
 import type { BundleReport } from '../verifier/verify.js';
 import { restoreFiles } from './restore/files.js';
 import { NO_BUCKET, restoreObjects } from './restore/objects.js';
-import { preparePgRestore, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
+import { preparePgRestore, runAsOwner, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
 import { removeTree } from './fsutil.js';
-import { clientEnv, query, versionBin } from './sources/postgres/server.js';
+import { query, versionBin } from './sources/postgres/server.js';
 import { tableChecksSql } from './sources/postgres/snapshot.js';
 
 export interface DrillCheck {
@@ -72,18 +71,6 @@ export function freePort(): Promise<number> {
       const a = s.address();
       s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
     });
-  });
-}
-
-function run(cmd: string, args: readonly string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv() });
-    let out = '';
-    const take = (d: Buffer) => (out = (out + d.toString('utf8')).slice(-8192));
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
-    child.on('error', (e) => resolve({ code: null, out: e.message }));
-    child.on('close', (code) => resolve({ code, out }));
   });
 }
 
@@ -161,8 +148,9 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
           check('table checks', differ.length === 0 ? 'pass' : 'fail', differ.length === 0 ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point` : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`);
         }
-        const am = await run(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w']);
-        check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${am.out.trim().split('\n').slice(-3).join(' / ')}`);
+        const am = await runAsOwner(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'], undefined).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
+        const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
+        check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`);
         report.restoreSeconds = (Date.now() - t0) / 1000;
       } catch (e) {
         check('postgresql recovery', 'fail', message(e));

@@ -4,12 +4,11 @@
  * contradicting a remembered hash are caught. The file is small JSON, replaced atomically, and only
  * advanced for sites that verified clean.
  */
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { SiteState } from '../manifests/chain.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { SHA256_RE, SITE_RE } from '../manifests/manifest.js';
+import { writeFileAtomic } from './atomic.js';
 import type { Report } from './verify.js';
 
 interface StateFile {
@@ -52,18 +51,5 @@ export async function writeState(file: string, before: ReadonlyMap<string, SiteS
     if (clean && (!known || s.newest.seq >= known.seq)) sites[s.site] = s.newest;
   }
   const body: StateFile = { format: 'airlock-verify-state', version: 1, sites };
-  const tmp = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    const fh = await open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(`${JSON.stringify(body, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw fromSystemError(e, file);
-  }
+  await writeFileAtomic(file, `${JSON.stringify(body, null, 2)}\n`);
 }

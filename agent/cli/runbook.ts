@@ -15,6 +15,7 @@ import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { loadSigningKey } from '../keys.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
+import { shellQuote } from '../restore/pg.js';
 import { Settings, VERSION } from './common.js';
 
 interface RunbookFlags {
@@ -118,10 +119,6 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** Single-quoted for a POSIX shell: a manifest's text must never become a command. */
-function shellQuote(v: string): string {
-  return `'${v.replace(/'/g, `'\\''`)}'`;
-}
 
 export function register(program: Command): void {
   program

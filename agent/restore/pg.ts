@@ -265,7 +265,7 @@ async function chownTree(dir: string, owner: { uid: number; gid: number }): Prom
 }
 
 /** A path for a shell command inside a PostgreSQL setting: single-quoted for the shell. */
-function shellQuote(p: string): string {
+export function shellQuote(p: string): string {
   return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -501,7 +501,7 @@ export interface Recovered {
   log: string;
 }
 
-function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(owner ? { uid: owner.uid, gid: owner.gid } : {}), ...(signal ? { signal } : {}) });
     let stdout = '';

@@ -8,7 +8,7 @@
  * cache where the kernel allows it, and verified keyless: a write that the medium only pretended to
  * keep must not let the spool drop anything.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { lstat, mkdir, open, opendir, readdir, rename, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
@@ -21,7 +21,7 @@ import { human } from '../verifier/render.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
 import { fsyncDir, removeTree, writeFileDurable } from './fsutil.js';
-import { lastLine, runTool } from './tool.js';
+import { digestDirect } from './direct.js';
 
 export const LABEL_FILE = 'AIRLOCK-MEDIUM.json';
 export const LABEL_FORMAT = 'airlock-medium';
@@ -186,24 +186,13 @@ export interface ReadBackNotes {
 }
 
 /**
- * Hashes a file read past the page cache (`dd iflag=direct`), falling back to a normal read when
- * the file system refuses direct I/O (noted in `notes`). Throws `io` when the medium cannot be read.
+ * Hashes a file read past the page cache, falling back to a normal read when the file system refuses
+ * direct I/O (noted in `notes`). Throws typed system errors when the medium cannot be read.
  */
-export async function digestDirect(file: string, notes: ReadBackNotes, signal?: AbortSignal): Promise<Digest> {
-  if (!notes.cached) {
-    const h = createHash('sha256');
-    let size = 0;
-    const r = await runTool('dd', [`if=${file}`, 'iflag=direct', 'bs=1M', 'status=none'], {
-      onStdout: (d) => {
-        h.update(d);
-        size += d.byteLength;
-      },
-      ...(signal ? { signal } : {}),
-    });
-    if (r.code === 0) return { sha256: h.digest('hex'), size };
-    if (!/invalid argument/i.test(r.stderr)) throw new AirlockError('io', `${file}: cannot be read back from the medium: ${lastLine(r.stderr) || `dd exited with status ${r.code}`}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
-    notes.cached = true;
-  }
+async function digestOnMedium(file: string, notes: ReadBackNotes, signal?: AbortSignal): Promise<Digest> {
+  const direct = notes.cached ? undefined : await digestDirect(file, signal);
+  if (direct) return direct;
+  notes.cached = true;
   return digestFile(file);
 }
 
@@ -214,19 +203,24 @@ export async function digestDirect(file: string, notes: ReadBackNotes, signal?: 
  * or `io`.
  */
 export async function readBack(dir: string, sums: string, signers: readonly AllowedSigner[], now: Date, notes: ReadBackNotes, signal?: AbortSignal): Promise<BundleReport> {
-  const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', ...(signal ? { signal } : {}) });
+  // every check but the volumes' bytes, which are read once below, past the page cache
+  const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', volumes: 'size', ...(signal ? { signal } : {}) });
   const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
   if (report.findings.length > 0) throw fail(report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; '));
   if (report.sums !== sums) throw fail('its SHA256SUMS is not the one written');
-  const direct = await digestDirect(path.join(dir, SUMS), notes, signal);
-  if (direct.sha256 !== sums) throw fail(`${SUMS} differs on the medium from what was written`);
+  const onMedium = async (name: string) => {
+    try {
+      return await digestOnMedium(path.join(dir, name), notes, signal);
+    } catch (e) {
+      throw new AirlockError('io', `${path.join(dir, name)}: cannot be read back from the medium: ${(e as Error).message}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
+    }
+  };
+  if ((await onMedium(SUMS)).sha256 !== sums) throw fail(`${SUMS} differs on the medium from what was written`);
   const lines = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT));
   for (const l of lines) {
-    const d = await digestDirect(path.join(dir, l.name), notes, signal);
-    if (d.sha256 !== l.sha256) throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
+    if ((await onMedium(l.name)).sha256 !== l.sha256) throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
   }
-  const sig = await digestDirect(path.join(dir, SUMS_SIG), notes, signal);
-  if (sig.sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256) throw fail(`${SUMS_SIG} differs on the medium from what was written`);
+  if ((await onMedium(SUMS_SIG)).sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256) throw fail(`${SUMS_SIG} differs on the medium from what was written`);
   return report;
 }
 

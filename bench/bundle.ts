@@ -2,11 +2,15 @@
  * Issue: bundle format. Export of a 1 GiB incompressible file against
  * `age -r R < file | tee >(sha256sum) > out`, and keyless verification against `sha256sum` over the
  * same volumes. Targets: export >= 1.5x the peer's speed, verify >= 1.0x, peak RSS <= 200 MB.
+ *
+ * The export is timed twice: as it runs by default, which then reads the whole bundle back from the
+ * medium past the page cache (a second pass over the disk that the peer does not make), and with
+ * --no-read-back, which does what the peer does and more (tar, two hashes, signing, fsync).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT, compare, line, scratch, timed } from './lib.js';
+import { ROOT, compare, line, scratch, settle, timed } from './lib.js';
 
 export function benchBundle(sizeMb: number, rounds: number): string[] {
   const dir = scratch();
@@ -33,15 +37,16 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
     rmSync(state, { recursive: true, force: true });
     rmSync(peerOut, { force: true });
     mkdirSync(medium);
+    settle();
   };
   const exportArgs = [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--files', src, '--state-dir', state, '--compress', 'none'];
-  const exp = compare(
-    rounds,
-    reset,
-    () => timed(process.execPath, exportArgs),
-    () => timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', recipient, file, peerOut]),
-  );
-  const out = [line(`export ${sizeMb} MiB`, exp, 'age | tee sha256sum', bytes, '>= 1.5x', 'higher', 200)];
+  const peer = () => timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', recipient, file, peerOut]);
+  const written = compare(rounds, reset, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
+  const exp = compare(rounds, reset, () => timed(process.execPath, exportArgs), peer);
+  const out = [
+    line(`export ${sizeMb} MiB, --no-read-back`, written, 'age | tee sha256sum', bytes, '>= 1.5x', 'higher', 200),
+    line(`export ${sizeMb} MiB, read back from the medium (default)`, exp, 'age | tee sha256sum', bytes, '>= 1.5x', 'higher', 200),
+  ];
 
   // keyless verify of the last bundle written, against sha256sum over the same volumes
   reset();

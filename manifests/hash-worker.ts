@@ -1,12 +1,11 @@
 /*
  * SHA-256 on a second core. The ciphertext of a bundle is hashed twice (per volume, and whole for the
  * manifest); doing both on the thread that also encrypts would make hashing the bottleneck, so the
- * written buffers are handed to a worker thread (moved without a copy where their producer allows,
- * see age/transfer.ts). Bytes in flight are bounded, so a slow worker slows the producer instead of
- * filling memory.
+ * bytes are hashed on a worker thread, which reads them from memory shared with this one
+ * (SharedArrayBuffer): nothing is copied or moved, and the worker makes no garbage. The producer
+ * reuses a block of that memory only once the worker said it hashed it.
  */
 import { Worker } from 'node:worker_threads';
-import { transferable } from './age/transfer.js';
 import { AirlockError } from './errors.js';
 
 const WORKER = `
@@ -15,14 +14,12 @@ const { createHash } = require('node:crypto');
 const hashes = new Map();
 parentPort.on('message', (m) => {
   if (m.op === 'update') {
-    let bytes = 0;
     for (const id of m.ids) {
       let h = hashes.get(id);
       if (!h) { h = createHash('sha256'); hashes.set(id, h); }
-      for (const d of m.data) h.update(d);
+      h.update(m.data);
     }
-    for (const d of m.data) bytes += d.byteLength;
-    parentPort.postMessage({ op: 'ack', bytes });
+    parentPort.postMessage({ op: 'ack' });
   } else if (m.op === 'fork') {
     const h = hashes.get(m.from) || createHash('sha256');
     hashes.set(m.to, h.copy());
@@ -34,22 +31,23 @@ parentPort.on('message', (m) => {
 });
 `;
 
-const MAX_IN_FLIGHT = 8 * 1024 * 1024;
+interface Pending {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 /** Named running SHA-256 digests computed on a worker thread. */
 export class HashWorker {
   private readonly worker = new Worker(WORKER, { eval: true });
-  private inFlight = 0;
   private failure: Error | undefined;
-  private readonly drained: (() => void)[] = [];
+  /** updates sent and not yet acknowledged, in order (the worker answers in order) */
+  private readonly updates: Pending[] = [];
   private readonly digests = new Map<string, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
 
   constructor() {
-    this.worker.on('message', (m: { op: string; bytes?: number; id?: string; hex?: string }) => {
-      if (m.op === 'ack') {
-        this.inFlight -= m.bytes ?? 0;
-        if (this.inFlight <= MAX_IN_FLIGHT / 2) for (const w of this.drained.splice(0)) w();
-      } else if (m.op === 'digest' && m.id !== undefined) {
+    this.worker.on('message', (m: { op: string; id?: string; hex?: string }) => {
+      if (m.op === 'ack') this.updates.shift()?.resolve();
+      else if (m.op === 'digest' && m.id !== undefined) {
         this.digests.get(m.id)?.resolve(m.hex ?? '');
         this.digests.delete(m.id);
       }
@@ -60,23 +58,23 @@ export class HashWorker {
 
   private fail(e: Error): void {
     this.failure ??= e;
-    for (const w of this.drained.splice(0)) w();
+    for (const u of this.updates.splice(0)) u.reject(this.failure);
     for (const d of this.digests.values()) d.reject(this.failure);
     this.digests.clear();
   }
 
   /**
-   * Feeds `buffers`, in order, to every digest in `ids`, and takes them over: a buffer its producer
-   * handed over (age/transfer.ts) is moved to the worker without a copy and must not be used again.
-   * Waits while the worker is behind.
+   * Feeds `data`, a view of shared memory, to every digest in `ids`, after everything fed before.
+   * Resolves once the worker hashed it; until then the caller must not change those bytes.
    */
-  async give(ids: readonly string[], buffers: readonly Buffer[]): Promise<void> {
-    if (this.failure) throw this.failure;
-    const { data, moved, bytes } = transferable(buffers);
-    this.worker.postMessage({ op: 'update', ids: [...ids], data }, moved);
-    this.inFlight += bytes;
-    if (this.inFlight > MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.drained.push(resolve));
-    if (this.failure) throw this.failure;
+  update(ids: readonly string[], data: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    // any other memory would be copied whole into the message, however small the view
+    if (!(data.buffer instanceof SharedArrayBuffer)) return Promise.reject(new AirlockError('internal', 'the hash worker reads shared memory only'));
+    return new Promise((resolve, reject) => {
+      this.updates.push({ resolve, reject });
+      this.worker.postMessage({ op: 'update', ids: [...ids], data });
+    });
   }
 
   /** Starts digest `to` as a copy of `from` as fed so far: a hash of A + B without hashing A twice. */
@@ -96,5 +94,57 @@ export class HashWorker {
   async close(): Promise<void> {
     this.worker.removeAllListeners('exit');
     await this.worker.terminate();
+    this.fail(new AirlockError('internal', 'the hash worker was closed'));
+  }
+}
+
+/**
+ * Feeds a HashWorker bytes from any memory: they are copied into a ring of shared blocks (copying
+ * costs a tenth of hashing), and each full block is hashed on the worker while the next one fills.
+ */
+export class HashFeed {
+  private readonly blocks: Uint8Array[];
+  private readonly busy: (Promise<void> | undefined)[];
+  private current = 0;
+  private filled = 0;
+  private id = '';
+
+  constructor(private readonly worker: HashWorker, count = 4, size = 1024 * 1024) {
+    const memory = new SharedArrayBuffer(count * size);
+    this.blocks = Array.from({ length: count }, (_, i) => new Uint8Array(memory, i * size, size));
+    this.busy = new Array<Promise<void> | undefined>(count).fill(undefined);
+  }
+
+  /** Appends `chunk` to digest `id`; one digest at a time, ended by `digest`. */
+  async add(id: string, chunk: Uint8Array): Promise<void> {
+    this.id = id;
+    let off = 0;
+    while (off < chunk.byteLength) {
+      if (this.filled === 0) await this.busy[this.current];
+      const block = this.blocks[this.current]!;
+      const take = Math.min(chunk.byteLength - off, block.byteLength - this.filled);
+      block.set(chunk.subarray(off, off + take), this.filled);
+      off += take;
+      this.filled += take;
+      if (this.filled === block.byteLength) this.submit();
+    }
+  }
+
+  /** The hex digest of everything added to `id`. */
+  async digest(id: string): Promise<string> {
+    this.submit();
+    const hex = await this.worker.digest(id);
+    await Promise.all(this.busy);
+    return hex;
+  }
+
+  private submit(): void {
+    if (this.filled === 0) return;
+    const work = this.worker.update([this.id], this.blocks[this.current]!.subarray(0, this.filled));
+    // a failure is thrown where the block is awaited next
+    work.catch(() => {});
+    this.busy[this.current] = work;
+    this.filled = 0;
+    this.current = (this.current + 1) % this.blocks.length;
   }
 }

@@ -34,15 +34,17 @@ export async function digestStream(chunks: AsyncIterable<Uint8Array>): Promise<D
 }
 
 /**
- * Opens a regular file for reading without following a symbolic link or blocking on a FIFO.
- * Throws `malformed` when it is anything but a regular file, typed system errors otherwise.
+ * Opens a regular file for reading without following a symbolic link or blocking on a FIFO, with
+ * `flags` added (such as O_DIRECT). Throws `malformed` when it is anything but a regular file, typed
+ * system errors otherwise (EINVAL raw, so a caller can tell a refused flag).
  */
-export async function openRegular(file: string): Promise<FileHandle> {
+export async function openRegular(file: string, flags = 0): Promise<FileHandle> {
   let fh: FileHandle;
   try {
-    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | flags);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new AirlockError('malformed', `${path.basename(file)}: a symbolic link, not a file`);
+    if (flags !== 0 && (e as NodeJS.ErrnoException).code === 'EINVAL') throw e;
     throw fromSystemError(e, path.basename(file));
   }
   const s = await fh.stat();

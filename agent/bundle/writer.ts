@@ -20,7 +20,7 @@ import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
 import { spawnFilter } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { HashWorker } from '../../manifests/hash-worker.js';
+import { HashFeed, HashWorker } from '../../manifests/hash-worker.js';
 import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
 import type { Coverage } from '../../manifests/coverage.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
@@ -30,6 +30,7 @@ import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
+import { BLOCK, DirectFile, alignedBlocks } from '../direct.js';
 import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
@@ -138,16 +139,30 @@ class Spool {
   }
 }
 
+/** Blocks of ciphertext in flight: one being filled, the others being written and hashed. */
+const RING = 4;
+
 /**
- * Writes the ciphertext into volumes of `volumeSize` bytes. Each volume's sha256 and the whole's are
- * computed on a worker thread, so hashing runs beside encryption instead of after it.
+ * Writes the ciphertext into volumes of `volumeSize` bytes. The bytes are copied into a ring of
+ * aligned blocks of shared memory; a full block is written past the page cache where the medium
+ * allows it (../direct.ts) while a worker thread hashes it (the volume's sha256 and the whole
+ * payload's), so writing and hashing run beside encryption, and a block is refilled only once both
+ * are done with it.
  */
 class VolumeSink extends Writable {
   readonly volumes: Volume[] = [];
   whole = '';
   private readonly hasher = new HashWorker();
-  private fh: FileHandle | undefined;
+  private readonly blocks = alignedBlocks(RING);
+  /** per block: its write and hash, until both are done */
+  private readonly busy: (Promise<unknown> | undefined)[] = new Array(RING).fill(undefined);
+  private current = 0;
+  private filled = 0;
+  private fh: DirectFile | undefined;
+  /** bytes of the open volume, copied into blocks */
   private used = 0;
+  /** bytes of the open volume handed to the file */
+  private submitted = 0;
 
   constructor(private readonly dir: string, private readonly volumeSize: number) {
     super({ highWaterMark: 4 * 1024 * 1024 });
@@ -167,68 +182,57 @@ class VolumeSink extends Writable {
   }
 
   private async put(buffers: Buffer[]): Promise<void> {
-    let batch: Buffer[] = [];
-    for (let b of buffers) {
-      while (b.byteLength > 0) {
-        if (!this.fh) {
-          await this.flush(batch);
-          batch = [];
-          this.fh = await open(path.join(this.dir, volumeName(this.volumes.length, 1)), 'wx', 0o644);
-        }
-        const piece = b.subarray(0, this.volumeSize - this.used);
-        b = b.subarray(piece.byteLength);
-        this.used += piece.byteLength;
-        batch.push(piece);
-        if (this.used === this.volumeSize) {
-          await this.flush(batch);
-          batch = [];
-          await this.closeVolume();
-        }
+    for (const b of buffers) {
+      let off = 0;
+      while (off < b.byteLength) {
+        if (!this.fh) this.fh = await DirectFile.create(path.join(this.dir, volumeName(this.volumes.length, 1)), 0o644);
+        if (this.filled === 0) await this.busy[this.current];
+        const take = Math.min(b.byteLength - off, BLOCK - this.filled, this.volumeSize - this.used);
+        b.copy(this.blocks[this.current]!, this.filled, off, off + take);
+        off += take;
+        this.filled += take;
+        this.used += take;
+        if (this.used === this.volumeSize) await this.closeVolume();
+        else if (this.filled === BLOCK) this.submit();
       }
     }
-    await this.flush(batch);
   }
 
-  /** Writes `batch` into the open volume, then hands it to the hasher (which takes the buffers over). */
-  private async flush(batch: Buffer[]): Promise<void> {
-    if (batch.length === 0 || !this.fh) return;
-    let pending = batch;
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.fh.writev(pending);
-      // writev may write less than asked (a full medium writes what fits, then fails)
-      let skip = bytesWritten;
-      const rest: Buffer[] = [];
-      for (const p of pending) {
-        if (skip >= p.byteLength) skip -= p.byteLength;
-        else {
-          rest.push(p.subarray(skip));
-          skip = 0;
-        }
-      }
-      pending = rest;
-    }
-    // the first volume is hashed once: the whole-payload hash starts as a copy of its state
+  /** Hands the filled part of the current block to the file and the hasher, and moves on. */
+  private submit(): void {
+    if (this.filled === 0 || !this.fh) return;
+    const block = this.blocks[this.current]!;
     const i = this.volumes.length;
-    await this.hasher.give(i === 0 ? ['v0'] : [`v${i}`, 'whole'], batch);
+    // the first volume is hashed once: the whole-payload hash starts as a copy of its state
+    const ids = i === 0 ? ['v0'] : [`v${i}`, 'whole'];
+    const work = Promise.all([this.fh.writeAt(block, this.filled, this.submitted), this.hasher.update(ids, block.subarray(0, this.filled))]);
+    // a failure is thrown where the block is awaited next
+    work.catch(() => {});
+    this.busy[this.current] = work;
+    this.submitted += this.filled;
+    this.filled = 0;
+    this.current = (this.current + 1) % RING;
   }
 
   private async closeVolume(): Promise<void> {
     if (!this.fh) return;
-    await this.fh.sync();
-    await this.fh.close();
+    this.submit();
+    await Promise.all(this.busy);
+    await this.fh.finish();
     this.fh = undefined;
     const i = this.volumes.length;
     if (i === 0) this.hasher.fork('v0', 'whole');
     this.volumes.push({ name: volumeName(i, 1), size: this.used, sha256: await this.hasher.digest(`v${i}`) });
     this.used = 0;
+    this.submitted = 0;
   }
 
   override _destroy(error: Error | null, callback: (e?: Error | null) => void): void {
     const fh = this.fh;
     this.fh = undefined;
+    const settled = Promise.allSettled(this.busy);
     const done = () => this.hasher.close().then(() => callback(error), () => callback(error));
-    if (fh) fh.close().then(done, done);
-    else done();
+    settled.then(() => fh?.abort()).then(done, done);
   }
 }
 
@@ -239,29 +243,42 @@ interface Counts {
   entries: number;
 }
 
+/**
+ * Entries of at least this size are hashed on a worker thread, beside the encryption on this one;
+ * smaller ones here, where a round trip to the worker per entry would cost more than it saves.
+ */
+const WORKER_HASH_MIN = 4 * 1024 * 1024;
+
 /** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
 async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
   const index = new Spool(path.join(partial, '.index.jsonl'));
   const inner = new Spool(path.join(partial, '.MANIFEST.sha256'));
+  let worker: HashWorker | undefined;
+  let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
   const emit = async function* (name: string, size: number, mode: number, mtime: number, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, pax?: Record<string, string>): AsyncGenerator<Buffer, string> {
     if (seen.has(name)) throw new AirlockError('internal', `two entries named ${name}`);
     seen.add(name);
     yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
-    const h = createHash('sha256');
+    const h = size < WORKER_HASH_MIN ? createHash('sha256') : undefined;
+    if (!h && !feed) {
+      worker = new HashWorker();
+      feed = new HashFeed(worker);
+    }
     let n = 0;
     for await (const chunk of body) {
       n += chunk.byteLength;
       if (n > size) break;
-      h.update(chunk);
+      if (h) h.update(chunk);
+      else await feed!.add(name, chunk);
       written += chunk.byteLength;
       yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     }
     if (n !== size) throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, { hint: 'the source changed while it was read; run the export again' });
     yield paddingFor(size);
     progress?.(written);
-    const sha256 = h.digest('hex');
+    const sha256 = h ? h.digest('hex') : await feed!.digest(name);
     await inner.write(`${sha256}  ${name}\n`);
     counts.entries++;
     return sha256;
@@ -294,6 +311,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     yield paddingFor(inner.size);
     yield Buffer.from(END_OF_ARCHIVE);
   } finally {
+    await worker?.close();
     await index.discard();
     await inner.discard();
   }

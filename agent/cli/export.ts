@@ -51,6 +51,8 @@ interface ExportFlags {
   stateDir?: string;
   config?: string;
   json?: boolean;
+  /** false with --no-read-back */
+  readBack?: boolean;
 }
 
 export const DEFAULT_VOLUME_SIZE = 1024 ** 3;
@@ -179,7 +181,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     });
     progress.done();
     const m = written.manifest;
-    await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
+    if (flags.readBack === false) process.stderr.write(`airlock: note: not read back from the medium (--no-read-back), so this copy does not count for retention\n`);
+    else await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
     if (client && spoolFd !== undefined) {
       try {
         await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
@@ -266,6 +269,7 @@ export function register(program: Command): void {
     .option('--abandon-unfinished', 'forget an interrupted export whose medium is lost (only if it never held a finished bundle)')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
     .option('--config <file>', 'read settings from this config file (flags win)')
+    .option('--no-read-back', 'do not read the bundle back from the medium afterwards (then this copy does not count for retention)')
     .option('--json', 'print the result as JSON')
     .action(async (flags: ExportFlags) => {
       try {

@@ -22,7 +22,6 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import { Transform, type TransformCallback } from 'node:stream';
 import { AirlockError } from '../errors.js';
 import { KEY_SIZE } from './keys.js';
-import { handOver } from './transfer.js';
 import { AgeError, FILE_KEY_SIZE, encodeHeader, parseHeader, unwrapFileKey, wrapX25519 } from './header.js';
 
 export { AgeError, type AgeFailure } from './header.js';
@@ -138,13 +137,12 @@ export function encryptStream(recipients: Uint8Array[], options: { fileKey?: Uin
   // The ciphertext and the tag are pushed as they come: measured, joining them into one buffer
   // costs more (a large allocation and a copy) than the extra push.
   const seal = (t: Transform, plain: Buffer, last: boolean): void => {
-    // every pushed buffer is fresh memory, handed over so a consumer may move it to another thread
-    if (prologue) t.push(handOver(prologue));
+    if (prologue) t.push(prologue);
     prologue = undefined;
     const cipher = createCipheriv('chacha20-poly1305', key, nonces.next(last), { authTagLength: TAG_SIZE });
-    if (plain.length > 0) t.push(handOver(cipher.update(plain)));
+    if (plain.length > 0) t.push(cipher.update(plain));
     cipher.final();
-    t.push(handOver(cipher.getAuthTag()));
+    t.push(cipher.getAuthTag());
     nonces.count++;
   };
 

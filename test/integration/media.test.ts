@@ -11,6 +11,9 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Catalog } from '../../agent/catalog.js';
+import { readBack, selfSigner } from '../../agent/media.js';
+import { AirlockError } from '../../manifests/errors.js';
+import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3 } from '../s3.js';
@@ -272,6 +275,54 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
     assert.match(r.stderr, /^airlock: error: copying 1 bundle\(s\) needs about [\d.]+ MiB on /);
     assert.equal(readdirSync(small), ['AIRLOCK-MEDIUM.json']);
   });
+});
+
+test('the read-back reads the medium past the page cache and notices bytes that differ from what was written', async () => {
+  const medium = tmp();
+  const r = exportFiles(medium, tmp(), source(9 * 1024 * 1024 + 123), ['--compress', 'none', '--volume-size', '4M']);
+  assert.is(r.code, 0, r.stderr);
+  const bundle = r.stdout.trim();
+  const sums = sha256Hex(readFileSync(path.join(bundle, 'SHA256SUMS')));
+  const signers = [selfSigner(parsePrivateKey(readFileSync(keys.signingKey, 'utf8')))];
+  const notes = { cached: false };
+  const report = await readBack(bundle, sums, signers, new Date(), notes);
+  assert.is(report.keyless, 'ok');
+  assert.is(notes.cached, false, 'this file system takes direct reads');
+  // a medium that kept other bytes than it was given, in a volume past the first and in the last one
+  const volumes = readdirSync(bundle).filter((n) => n.startsWith('payload.')).sort();
+  assert.ok(volumes.length >= 3, volumes.join(' '));
+  for (const v of [volumes[1]!, volumes.at(-1)!]) {
+    const file = path.join(bundle, v);
+    const before = readFileSync(file);
+    damage(file, 5000, 1);
+    try {
+      await readBack(bundle, sums, signers, new Date(), notes);
+      assert.unreachable('the read-back passed a damaged volume');
+    } catch (e) {
+      assert.instance(e, AirlockError);
+      assert.is((e as AirlockError).code, 'verification-failed');
+      assert.match((e as Error).message, `${v}: sha256 read back from the medium differs`);
+    }
+    writeFileSync(file, before);
+  }
+  await readBack(bundle, sums, signers, new Date(), notes);
+});
+
+test('--no-read-back: the bundle is written and committed, but on a labelled medium its copy does not count', () => {
+  const state = tmp();
+  const medium = tmp();
+  init(medium, 'unchecked', state);
+  const r = exportFiles(medium, state, source(1000), ['--no-read-back']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, 'not read back from the medium (--no-read-back)');
+  assert.not.match(r.stderr, 'read back and verified');
+  const c = Catalog.open(state);
+  try {
+    assert.is(c.lastDone(keys.site)?.seq, 1);
+    assert.is(c.verifiedCopyCount(keys.site, 1), 0);
+  } finally {
+    c.close();
+  }
 });
 
 test('an unlabelled medium still works, but its copies do not count', () => {

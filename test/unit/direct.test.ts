@@ -1,0 +1,65 @@
+/*
+ * Volumes written past the page cache: every length (empty, unaligned tails, several blocks) comes
+ * back byte for byte, a write the kernel refuses goes on through the page cache, and the direct
+ * read-back hashes what is on the disk.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BLOCK, DirectFile, alignedBlocks, digestDirect } from '../../agent/direct.js';
+import { tmp } from '../helpers.js';
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** Writes `data` through DirectFile in blocks from alignedBlocks, as the bundle writer does. */
+async function writeDirect(file: string, data: Buffer): Promise<void> {
+  const blocks = alignedBlocks(2);
+  const f = await DirectFile.create(file, 0o644);
+  const pending: Promise<void>[] = [];
+  for (let at = 0, i = 0; at < data.length; at += BLOCK, i++) {
+    const block = blocks[i % 2]!;
+    await pending[i - 2];
+    const n = data.copy(block, 0, at, Math.min(at + BLOCK, data.length));
+    pending.push(f.writeAt(block, n, at));
+  }
+  await f.finish();
+}
+
+test('files of every length come back byte for byte, and the direct read-back hashes them', async () => {
+  const dir = tmp();
+  for (const size of [0, 1, 4095, 4096, 4097, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 12345]) {
+    const data = randomBytes(size);
+    const file = path.join(dir, `f${size}`);
+    await writeDirect(file, data);
+    assert.is(statSync(file).size, size, `size ${size}`);
+    assert.ok(readFileSync(file).equals(data), `bytes of ${size}`);
+    assert.equal(await digestDirect(file), { sha256: sha(data), size }, `digest of ${size}`);
+  }
+});
+
+test('a file that exists is refused; a write the kernel refuses (memory not aligned) goes through the page cache', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'v');
+  const data = randomBytes(3 * 4096 + 17);
+  const f = await DirectFile.create(file, 0o644);
+  // memory at an odd address: O_DIRECT answers EINVAL
+  const unaligned = (b: Buffer) => {
+    const m = Buffer.alloc(b.length + 1);
+    b.copy(m, 1);
+    return m.subarray(1);
+  };
+  await f.writeAt(unaligned(data.subarray(0, 8192)), 8192, 0);
+  await f.writeAt(unaligned(data.subarray(8192)), data.length - 8192, 8192);
+  await f.finish();
+  assert.ok(readFileSync(file).equals(data));
+  try {
+    await DirectFile.create(file, 0o644);
+    assert.unreachable('an existing file was opened for writing');
+  } catch (e) {
+    assert.is((e as NodeJS.ErrnoException).code, 'EEXIST');
+  }
+});
+
+test.run();

@@ -12,19 +12,20 @@ const WORKER = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const hashes = new Map();
+const start = (id) => createHash(id.startsWith('md5:') ? 'md5' : 'sha256');
 parentPort.on('message', (m) => {
   if (m.op === 'update') {
     for (const id of m.ids) {
       let h = hashes.get(id);
-      if (!h) { h = createHash('sha256'); hashes.set(id, h); }
+      if (!h) { h = start(id); hashes.set(id, h); }
       h.update(m.data);
     }
     parentPort.postMessage({ op: 'ack' });
   } else if (m.op === 'fork') {
-    const h = hashes.get(m.from) || createHash('sha256');
+    const h = hashes.get(m.from) || start(m.from);
     hashes.set(m.to, h.copy());
   } else if (m.op === 'digest') {
-    const h = hashes.get(m.id) || createHash('sha256');
+    const h = hashes.get(m.id) || start(m.id);
     hashes.delete(m.id);
     parentPort.postMessage({ op: 'digest', id: m.id, hex: h.digest('hex') });
   }
@@ -36,7 +37,7 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Named running SHA-256 digests computed on a worker thread. */
+/** Named running digests computed on a worker thread: MD5 for a name that starts with `md5:`, SHA-256 otherwise. */
 export class HashWorker {
   private readonly worker = new Worker(WORKER, { eval: true });
   private failure: Error | undefined;
@@ -107,7 +108,7 @@ export class HashFeed {
   private readonly busy: (Promise<void> | undefined)[];
   private current = 0;
   private filled = 0;
-  private id = '';
+  private ids: readonly string[] = [];
 
   constructor(private readonly worker: HashWorker, count = 4, size = 1024 * 1024) {
     const memory = new SharedArrayBuffer(count * size);
@@ -115,9 +116,9 @@ export class HashFeed {
     this.busy = new Array<Promise<void> | undefined>(count).fill(undefined);
   }
 
-  /** Appends `chunk` to digest `id`; one digest at a time, ended by `digest`. */
-  async add(id: string, chunk: Uint8Array): Promise<void> {
-    this.id = id;
+  /** Appends `chunk` to the digests `ids`; one set of digests at a time, ended by `digest`. */
+  async add(ids: readonly string[], chunk: Uint8Array): Promise<void> {
+    this.ids = ids;
     let off = 0;
     while (off < chunk.byteLength) {
       if (this.filled === 0) await this.busy[this.current];
@@ -130,17 +131,17 @@ export class HashFeed {
     }
   }
 
-  /** The hex digest of everything added to `id`. */
-  async digest(id: string): Promise<string> {
+  /** The hex digests of everything added to `ids`. */
+  async digest(ids: readonly string[]): Promise<string[]> {
     this.submit();
-    const hex = await this.worker.digest(id);
+    const hex = await Promise.all(ids.map((id) => this.worker.digest(id)));
     await Promise.all(this.busy);
     return hex;
   }
 
   private submit(): void {
     if (this.filled === 0) return;
-    const work = this.worker.update([this.id], this.blocks[this.current]!.subarray(0, this.filled));
+    const work = this.worker.update(this.ids, this.blocks[this.current]!.subarray(0, this.filled));
     // a failure is thrown where the block is awaited next
     work.catch(() => {});
     this.busy[this.current] = work;

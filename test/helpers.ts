@@ -2,7 +2,7 @@
  * Test helpers: temporary folders removed at exit, the built CLIs run as child processes (as users
  * run them), and a set of real keys made by the real tools.
  */
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,6 +35,22 @@ export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions
 
 export function airlock(args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
   return run(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
+}
+
+/**
+ * airlock without blocking this process, for a test that serves something to it from here (a
+ * proxy); resolves when it exited.
+ */
+export function airlockAsync(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code: code ?? 128 + (signal ? os.constants.signals[signal] : 0), stdout, stderr }));
+  });
 }
 
 export function airlockVerify(args: readonly string[], opts: SpawnSyncOptions = {}): Ran {

@@ -50,6 +50,11 @@ export interface EntryItem {
   pax?: Record<string, string>;
   /** when known in advance: the body must hash to it, or the export fails */
   sha256?: string;
+  /**
+   * when set: called with the MD5 of the body once it ended, to check it (an S3 ETag); it throws to
+   * refuse the bytes. Computed beside the sha256, on the worker thread for a large entry.
+   */
+  md5?: (hex: string) => void;
   /** the body; must yield exactly `size` bytes or throw */
   open: () => AsyncIterable<Uint8Array>;
   /** the index record, without path, size and sha256 (the writer adds them) */
@@ -257,12 +262,13 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
-  const emit = async function* (name: string, size: number, mode: number, mtime: number, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, pax?: Record<string, string>): AsyncGenerator<Buffer, string> {
+  const emit = async function* (name: string, size: number, mode: number, mtime: number, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, pax?: Record<string, string>, md5?: (hex: string) => void): AsyncGenerator<Buffer, string> {
     if (seen.has(name)) throw new AirlockError('internal', `two entries named ${name}`);
     seen.add(name);
     yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
-    const h = size < WORKER_HASH_MIN ? createHash('sha256') : undefined;
-    if (!h && !feed) {
+    const here = size < WORKER_HASH_MIN ? [createHash('sha256'), ...(md5 ? [createHash('md5')] : [])] : undefined;
+    const ids = [`sha256:${name}`, ...(md5 ? [`md5:${name}`] : [])];
+    if (!here && !feed) {
       worker = new HashWorker();
       feed = new HashFeed(worker);
     }
@@ -270,15 +276,17 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     for await (const chunk of body) {
       n += chunk.byteLength;
       if (n > size) break;
-      if (h) h.update(chunk);
-      else await feed!.add(name, chunk);
+      if (here) for (const h of here) h.update(chunk);
+      else await feed!.add(ids, chunk);
       written += chunk.byteLength;
       yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     }
     if (n !== size) throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, { hint: 'the source changed while it was read; run the export again' });
     yield paddingFor(size);
     progress?.(written);
-    const sha256 = h ? h.digest('hex') : await feed!.digest(name);
+    const digests = here ? here.map((h) => h.digest('hex')) : await feed!.digest(ids);
+    const sha256 = digests[0]!;
+    if (md5) md5(digests[1]!);
     await inner.write(`${sha256}  ${name}\n`);
     counts.entries++;
     return sha256;
@@ -294,7 +302,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
         await index.write(`${canonicalLine(item.record)}\n`);
         continue;
       }
-      const sha256 = yield* emit(item.name, item.size, item.mode, item.mtime, item.open(), item.pax);
+      const sha256 = yield* emit(item.name, item.size, item.mode, item.mtime, item.open(), item.pax, item.md5);
       if (item.sha256 !== undefined && item.sha256 !== sha256) {
         throw new AirlockError('source-changed', `${item.name}: its bytes hash to ${sha256}, not to the ${item.sha256} recorded when it was taken in`, { hint: 'the source file changed after it was checked; investigate it before exporting again' });
       }

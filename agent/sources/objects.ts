@@ -320,15 +320,16 @@ async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, s
   }
 }
 
-/** The body of a large object, counted and hashed as it streams; checked at its end. */
+/**
+ * The body of a large object, counted as it streams and checked for its size at the end; its MD5 is
+ * computed by the bundle writer beside the sha256 (see md5Check).
+ */
 async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): AsyncGenerator<Buffer> {
-  const md5 = createHash('md5');
   let n = 0;
   try {
     for await (const chunk of f.res.body) {
       const b = chunk as Buffer;
       n += b.byteLength;
-      md5.update(b);
       yield b;
     }
   } catch (e) {
@@ -337,7 +338,13 @@ async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): Asy
   } finally {
     f.res.body.destroy();
   }
-  checkBytes(bucket, v, f.md5Etag, n, md5.digest('hex'));
+  if (n !== v.size) checkBytes(bucket, v, '', n, '');
+}
+
+/** For a large object whose ETag is the MD5 of its bytes: the check the writer calls with that MD5. */
+function md5Check(bucket: string, v: ListedVersion, f: Fetched): ((hex: string) => void) | undefined {
+  if (f.body || !SINGLE_PART_ETAG.test(f.md5Etag)) return undefined;
+  return (hex) => checkBytes(bucket, v, f.md5Etag, v.size ?? 0, hex);
 }
 
 function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecord {
@@ -433,6 +440,8 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
           },
           record: objectRecord(t, v, f),
         };
+        const md5 = md5Check(t.bucket, v, f);
+        if (md5) item.md5 = md5;
         try {
           yield item;
         } finally {

@@ -19,7 +19,7 @@ import * as assert from 'uvu/assert';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/sources/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, type S3Server } from '../s3.js';
 
 const keys = makeKeys('site-s3');
@@ -495,6 +495,60 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
   const again = airlock(exportArgs(medium, state, srv, [`${bucket}/open/`]), { env: ENV });
   ok(again, 'export of the readable prefix');
   assert.match(again.stdout, `${keys.site}-00000001`);
+});
+
+/**
+ * An HTTP proxy in front of the S3 server that passes everything through, except that in the body
+ * of every GET of a key containing `corrupt` (not its tagging) it flips the byte at offset 1000, as a
+ * failing disk or controller on the server would. Resolves to its endpoint and a stop function.
+ */
+async function corruptingProxy(target: string): Promise<{ endpoint: string; stop: () => Promise<void> }> {
+  const http = await import('node:http');
+  const to = new URL(target);
+  const server = http.createServer((req, res) => {
+    const flip = req.method === 'GET' && /corrupt/.test(decodeURIComponent(req.url ?? '')) && !/[?&]tagging/.test(req.url ?? '');
+    const up = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      let at = 0;
+      ur.on('data', (d: Buffer) => {
+        if (flip && at <= 1000 && 1000 < at + d.length) d.writeUInt8(d.readUInt8(1000 - at) ^ 0xff, 1000 - at);
+        at += d.length;
+        res.write(d);
+      });
+      ur.on('end', () => res.end());
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const a = server.address();
+  const port = typeof a === 'object' && a ? a.port : 0;
+  return { endpoint: `http://127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+test('a server that returns other bytes than the ETag says (small and large objects): source-corrupt, no bundle', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const medium = tmp();
+  const state = tmp();
+  const proxy = await corruptingProxy(srv.endpoint);
+  try {
+    for (const [label, size] of [['small', 5000], ['large', 5 * 1024 * 1024]] as const) {
+      const bucket = bucketName(`corrupt-${label}`);
+      await c.makeBucket(bucket);
+      await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+      await c.putObject(bucket, 'fine', Buffer.from('fine'));
+      await c.putObject(bucket, `corrupt-${label}`, randomBytes(size));
+      const r = await airlockAsync(exportArgs(medium, state, { ...srv, endpoint: proxy.endpoint }, [bucket]), { env: ENV });
+      assert.is(r.code, 5, `${label}: ${r.stderr}`);
+      assert.match(r.stderr, `${bucket}/corrupt-${label} version`, `${label}: ${r.stderr}`);
+      assert.match(r.stderr, 'the bytes hash to md5', label);
+      assert.match(r.stderr, 'the S3 server returned other bytes than it stores', label);
+      assert.equal(existsSync(path.join(medium, keys.site)) ? readdirSync(path.join(medium, keys.site)) : [], [], `${label}: no bundle and no partial folder`);
+    }
+  } finally {
+    await proxy.stop();
+  }
 });
 
 async function freePort(): Promise<number> {

@@ -55,22 +55,37 @@ export async function openRegular(file: string, flags = 0): Promise<FileHandle> 
   return fh;
 }
 
-/** Yields a regular file's bytes in order, in chunks of at most 1 MiB. */
+/**
+ * Yields a regular file's bytes in order, in chunks of at most 1 MiB, each in fresh memory. The next
+ * chunk is read while the consumer works on this one.
+ */
 export async function* readChunks(file: string): AsyncGenerator<Buffer> {
   const fh = await openRegular(file);
+  let at = 0;
+  const readNext = async (): Promise<Buffer> => {
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    let n: number;
+    try {
+      ({ bytesRead: n } = await fh.read(buf, 0, READ_SIZE, at));
+    } catch (e) {
+      throw fromSystemError(e, path.basename(file));
+    }
+    at += n;
+    return n === READ_SIZE ? buf : buf.subarray(0, n);
+  };
+  let next: Promise<Buffer> | undefined = readNext();
   try {
     for (;;) {
-      const buf = Buffer.allocUnsafe(READ_SIZE);
-      let n: number;
-      try {
-        ({ bytesRead: n } = await fh.read(buf, 0, READ_SIZE, null));
-      } catch (e) {
-        throw fromSystemError(e, path.basename(file));
-      }
-      if (n === 0) return;
-      yield n === READ_SIZE ? buf : buf.subarray(0, n);
+      const chunk = await next;
+      next = undefined;
+      if (chunk.byteLength === 0) return;
+      next = readNext();
+      // a failure is thrown where it is awaited; until then it must not count as unhandled
+      next.catch(() => {});
+      yield chunk;
     }
   } finally {
+    await next?.catch(() => {});
     await fh.close();
   }
 }

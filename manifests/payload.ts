@@ -13,7 +13,11 @@ import { decryptStream } from './age/stream.js';
 import { spawnFilter } from './child.js';
 import { AirlockError } from './errors.js';
 import { readChunks } from './hash.js';
+import { HashFeed, HashWorker } from './hash-worker.js';
 import type { Payload, Volume } from './manifest.js';
+
+/** Payloads of at least this size have their volumes hashed on a worker thread, beside decryption. */
+const WORKER_HASH_MIN = 8 * 1024 * 1024;
 
 /**
  * Yields the bytes of every volume in order. After each volume it checks size and sha256 against
@@ -21,19 +25,28 @@ import type { Payload, Volume } from './manifest.js';
  * readChunks throws when a volume cannot be read.
  */
 export async function* readVolumes(dir: string, volumes: readonly Volume[], signal?: AbortSignal, onBytes?: (n: number) => void): AsyncGenerator<Buffer> {
-  for (const vol of volumes) {
-    const h = createHash('sha256');
-    let size = 0;
-    for await (const chunk of readChunks(path.join(dir, vol.name))) {
-      signal?.throwIfAborted();
-      size += chunk.byteLength;
-      if (size > vol.size) throw new AirlockError('size-mismatch', `${vol.name}: longer than the ${vol.size} bytes listed`);
-      h.update(chunk);
-      onBytes?.(chunk.byteLength);
-      yield chunk;
+  const worker = volumes.reduce((a, v) => a + v.size, 0) >= WORKER_HASH_MIN ? new HashWorker() : undefined;
+  const feed = worker && new HashFeed(worker);
+  try {
+    for (const vol of volumes) {
+      const h = feed ? undefined : createHash('sha256');
+      const id = `volume:${vol.name}`;
+      let size = 0;
+      for await (const chunk of readChunks(path.join(dir, vol.name))) {
+        signal?.throwIfAborted();
+        size += chunk.byteLength;
+        if (size > vol.size) throw new AirlockError('size-mismatch', `${vol.name}: longer than the ${vol.size} bytes listed`);
+        if (h) h.update(chunk);
+        else await feed!.add([id], chunk);
+        onBytes?.(chunk.byteLength);
+        yield chunk;
+      }
+      if (size !== vol.size) throw new AirlockError('size-mismatch', `${vol.name}: ${size} bytes, ${vol.size} listed`);
+      const sha256 = h ? h.digest('hex') : (await feed!.digest([id]))[0];
+      if (sha256 !== vol.sha256) throw new AirlockError('checksum-mismatch', `${vol.name}: sha256 differs from SHA256SUMS`);
     }
-    if (size !== vol.size) throw new AirlockError('size-mismatch', `${vol.name}: ${size} bytes, ${vol.size} listed`);
-    if (h.digest('hex') !== vol.sha256) throw new AirlockError('checksum-mismatch', `${vol.name}: sha256 differs from SHA256SUMS`);
+  } finally {
+    await worker?.close();
   }
 }
 

@@ -67,7 +67,11 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
       next = undefined;
       if (buf.byteLength === 0) throw changed();
       done += buf.byteLength;
-      if (done < size) next = readAt(done);
+      if (done < size) {
+        next = readAt(done);
+        // a failure is thrown where it is awaited; until then it must not count as unhandled
+        next.catch(() => {});
+      }
       yield buf;
     }
     const after = await handle.stat();

@@ -82,10 +82,10 @@ export class DirectFile {
     return run;
   }
 
-  /** Waits for the writes, fsyncs and closes the file. */
-  async finish(): Promise<void> {
+  /** Waits for the writes, fsyncs (unless `sync` is false) and closes the file. */
+  async finish(sync = true): Promise<void> {
     await this.queue;
-    await this.fh.sync();
+    if (sync) await this.fh.sync();
     await this.fh.close();
   }
 

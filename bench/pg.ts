@@ -211,7 +211,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
 }
 
 function restoreAirlock(c: Cluster, cli: string, medium: string, keys: { identity: string; allowedSigners: string }, data: string): Timed {
-  const args = [cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
+  const args = [...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []), cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
   const t = timed(process.execPath, args);
   if (!existsSync(path.join(data, 'PG_VERSION'))) throw new Error(`airlock restore pg left no cluster in ${data}`);
   return t;

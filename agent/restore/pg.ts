@@ -3,7 +3,7 @@
  *
  * Point in time: choose the newest base backup that ends at or before the target, decrypt its bundle
  * into staging (every entry hashed and checked against the inner manifest before anything is used),
- * unpack the base backup's parts with GNU tar into a partial data folder, gather the WAL of that
+ * unpack the base backup's parts as they are decrypted into a partial data folder (unpack.ts), gather the WAL of that
  * bundle and of every later one the target needs into a WAL folder with a sidecar hash per file,
  * write the recovery settings, and rename the partial folder into place. The settings always turn
  * archiving off and bind the server to localhost on the given port, so a restored cluster never
@@ -12,8 +12,8 @@
  *
  * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { appendFile, chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -31,6 +31,7 @@ import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv } from '../sources/postgres/server.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
+import { BaseBackupSink } from './unpack.js';
 
 export type Target =
   | { kind: 'latest' }
@@ -150,72 +151,6 @@ function streamParts(records: readonly IndexRecord[], type: string, endType: str
   return parts.map((p) => p.path as string);
 }
 
-/**
- * GNU tar unpacking a base backup whose parts arrive in order while the bundle is decrypted, so the
- * backup is written once (into the partial data folder), not staged first. Nothing it writes counts
- * until the bundle's inner check passed and `finish` saw tar exit 0; the caller removes the partial
- * folder otherwise.
- */
-class TarSink {
-  private child: ChildProcessWithoutNullStreams | undefined;
-  private exit: Promise<void> | undefined;
-  private stdinError: Error | undefined;
-  private next = 1;
-  private stderr = '';
-
-  constructor(private readonly into: string, private readonly signal?: AbortSignal) {}
-
-  private start(): ChildProcessWithoutNullStreams {
-    const child = spawn('tar', ['-x', '-f', '-', '--no-same-owner', '--no-same-permissions', '-C', this.into], { stdio: ['pipe', 'pipe', 'pipe'], ...(this.signal ? { signal: this.signal } : {}) });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-4096)));
-    child.stdout.resume();
-    child.stdin.on('error', (e) => (this.stdinError = e));
-    this.exit = new Promise((resolve, reject) => {
-      child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', 'tar: command not found', { hint: 'install GNU tar' }) : e));
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new AirlockError('child-failed', `tar exited with status ${code}: ${this.stderr.trim().split('\n').at(-1) ?? ''}`))));
-    });
-    this.exit.catch(() => {});
-    this.child = child;
-    return child;
-  }
-
-  /** Takes the part named by `entry` (they must come in order), hashing it. */
-  take(entry: ReadEntry): (body: AsyncIterable<Buffer>) => Promise<Digest> {
-    return async (body) => {
-      const part = Number(path.basename(entry.path));
-      if (part !== this.next++) throw new AirlockError('malformed', `${entry.path}: base backup part out of order`);
-      const stdin = (this.child ?? this.start()).stdin;
-      const h = createHash('sha256');
-      let size = 0;
-      for await (const chunk of body) {
-        h.update(chunk);
-        size += chunk.byteLength;
-        if (this.stdinError) throw new AirlockError('child-failed', `tar stopped reading: ${this.stderr.trim() || this.stdinError.message}`);
-        if (!stdin.write(chunk)) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              stdin.off('drain', done).off('close', done);
-              resolve();
-            };
-            stdin.on('drain', done).on('close', done);
-          });
-        }
-      }
-      return { sha256: h.digest('hex'), size };
-    };
-  }
-
-  /** Ends tar's input and waits for it; throws `child-failed` when tar did not exit 0. */
-  async finish(): Promise<void> {
-    if (!this.child || !this.exit) throw new AirlockError('malformed', 'the bundle holds no base backup part');
-    this.child.stdin.end();
-    await this.exit;
-  }
-
-  abort(): void {
-    if (this.child && this.child.exitCode === null) this.child.kill('SIGTERM');
-  }
-}
 
 /** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
 async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<string> {
@@ -311,8 +246,8 @@ export interface PgRestoreResult {
 
 /**
  * Lays down a data folder ready for point-in-time recovery. Throws `target-exists` when `pgdata` is
- * not empty, `verification-failed` / `malformed` for a payload that does not check, `child-failed`
- * when tar fails; the data folder is left absent on failure.
+ * not empty, `verification-failed` / `malformed` for a payload that does not check, `unsafe-entry`
+ * for a base backup holding anything but folders and files; the data folder is left absent on failure.
  */
 export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestoreResult> {
   const { plan, target } = planRestore(opts.verified, opts.target, opts.orLatest);
@@ -340,7 +275,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     for (const x of plan.bundles) {
       const dir = path.join(staging, String(x.seq));
       say(`decrypting and checking seq ${x.seq}`);
-      const sink = x === plan.base ? new TarSink(partial, opts.signal) : undefined;
+      const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
       if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
       let records: IndexRecord[];
       try {
@@ -350,7 +285,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
           await sink.finish();
         }
       } catch (e) {
-        sink?.abort();
+        await sink?.abort();
         throw e;
       }
       const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');

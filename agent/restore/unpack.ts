@@ -1,0 +1,139 @@
+/*
+ * Unpacking a base backup (pg_basebackup's tar, carried as numbered parts) into the partial data
+ * folder as the bundle is decrypted, in this process rather than through GNU tar.
+ *
+ * Measured on a virtual disk: GNU tar unpacking 1 GiB from a pipe spends 4.5-6 s in the kernel copying
+ * into the page cache; written past it (../direct.ts) the same gigabyte takes under a second. Files of
+ * 1 MiB and more go that way; smaller ones (configuration, the visibility maps) are written plainly.
+ * Nothing is fsynced here: PostgreSQL syncs the whole data folder when it starts recovery.
+ *
+ * Only what a base backup holds is accepted: directories and regular files under relative paths
+ * without `..`. A link, a device or a duplicate name fails the restore (tablespaces, whose links
+ * pg_basebackup would write, are refused when the backup is taken).
+ */
+import { once } from 'node:events';
+import { createHash } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { AirlockError } from '../../manifests/errors.js';
+import type { Digest } from '../../manifests/hash.js';
+import { entryProblem, readTar, type ReadEntry } from '../../manifests/tar.js';
+import { BLOCK, DirectFile, alignedBlocks } from '../direct.js';
+
+/** Files below this size are written through the page cache. */
+const DIRECT_MIN = 1024 * 1024;
+
+/** Takes the parts of a base backup in order and unpacks the tar they form into `into`. */
+export class BaseBackupSink {
+  private readonly input = new PassThrough({ highWaterMark: 8 * 1024 * 1024 });
+  private unpacking: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private next = 1;
+  private readonly blocks = alignedBlocks(2);
+
+  constructor(private readonly into: string, private readonly signal?: AbortSignal) {}
+
+  /** Takes the part named by `entry` (they must come in order), hashing it. */
+  take(entry: ReadEntry): (body: AsyncIterable<Buffer>) => Promise<Digest> {
+    return async (body) => {
+      const part = Number(path.basename(entry.path));
+      if (part !== this.next++) throw new AirlockError('malformed', `${entry.path}: base backup part out of order`);
+      this.unpacking ??= this.unpack().catch((e: Error) => {
+        this.failure = e;
+        this.input.destroy();
+      });
+      const h = createHash('sha256');
+      let size = 0;
+      for await (const chunk of body) {
+        h.update(chunk);
+        size += chunk.byteLength;
+        if (!this.input.destroyed && !this.input.write(chunk)) await Promise.race([once(this.input, 'drain'), once(this.input, 'close')]);
+        if (this.input.destroyed) await this.stopped();
+      }
+      return { sha256: h.digest('hex'), size };
+    };
+  }
+
+  /** Ends the input and waits until everything is written; throws what unpacking threw. */
+  async finish(): Promise<void> {
+    if (!this.unpacking) throw new AirlockError('malformed', 'the bundle holds no base backup part');
+    this.input.end();
+    await this.unpacking;
+    if (this.failure) throw this.failure;
+  }
+
+  /** Stops unpacking and waits until nothing more is written, so the caller can remove the folder. */
+  async abort(): Promise<void> {
+    this.input.destroy();
+    await this.unpacking;
+  }
+
+  /** The input was closed early: unpacking failed (or was aborted); throws why. */
+  private async stopped(): Promise<never> {
+    await this.unpacking;
+    throw this.failure ?? new AirlockError('internal', 'unpacking the base backup stopped early');
+  }
+
+  private async unpack(): Promise<void> {
+    const seen = new Set<string>();
+    for await (const read of readTar(this.input)) {
+      this.signal?.throwIfAborted();
+      // pg_basebackup names some entries ./pg_wal/...; GNU tar drops that ./ too
+      const entry = { ...read.entry, path: read.entry.path.replace(/^\.\//, '') };
+      const body = read.body;
+      // the folder itself, as `tar -c .` writes it: it exists already
+      if (entry.typeflag === '5' && (entry.path === '' || entry.path === '.' || entry.path === './')) continue;
+      const problem = entryProblem(entry, seen);
+      if (problem) {
+        throw new AirlockError('unsafe-entry', `the base backup holds ${JSON.stringify(entry.path)} (${problem}), which a base backup never does`, { hint: 'the bundle was not written by a complete export; nothing of it is used' });
+      }
+      const target = path.join(this.into, entry.path.replace(/\/$/, ''));
+      if (entry.typeflag === '5') {
+        await mkdir(target, { recursive: true, mode: 0o700 });
+        continue;
+      }
+      await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+      await this.writeFile(target, entry.size, body);
+    }
+  }
+
+  private async writeFile(target: string, size: number, body: AsyncIterable<Buffer>): Promise<void> {
+    if (size < DIRECT_MIN) {
+      const parts: Buffer[] = [];
+      for await (const chunk of body) parts.push(chunk);
+      await writeFile(target, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
+      return;
+    }
+    const file = await DirectFile.create(target, 0o600);
+    const pending: (Promise<void> | undefined)[] = [undefined, undefined];
+    let current = 0;
+    let filled = 0;
+    let at = 0;
+    const submit = () => {
+      pending[current] = file.writeAt(this.blocks[current]!, filled, at);
+      pending[current]!.catch(() => {});
+      at += filled;
+      filled = 0;
+      current = 1 - current;
+    };
+    try {
+      for await (const chunk of body) {
+        let off = 0;
+        while (off < chunk.byteLength) {
+          if (filled === 0) await pending[current];
+          const n = chunk.copy(this.blocks[current]!, filled, off);
+          off += n;
+          filled += n;
+          if (filled === BLOCK) submit();
+        }
+      }
+      if (filled > 0) submit();
+      await Promise.all(pending);
+      await file.finish(false);
+    } catch (e) {
+      await file.abort();
+      throw e;
+    }
+  }
+}

@@ -120,6 +120,64 @@ export class DirectFile {
 }
 
 /**
+ * Streams bytes into a DirectFile through a ring of aligned blocks (alignedBlocks): a full block is
+ * written, and handed to `onBlock` (a hash worker reading the shared memory), while the next one
+ * fills; a block is refilled only once both are done with it. A writer may reuse the blocks of one
+ * that finished or aborted.
+ */
+export class BlockWriter {
+  private readonly busy: (Promise<unknown> | undefined)[];
+  private current = 0;
+  private filled = 0;
+  /** bytes taken */
+  size = 0;
+
+  constructor(private readonly file: DirectFile, private readonly blocks: readonly Buffer[], private readonly onBlock?: (view: Buffer) => Promise<void>) {
+    this.busy = blocks.map(() => undefined);
+  }
+
+  /** Takes `chunk` (copied: the caller may reuse it once this resolves). */
+  async write(chunk: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      if (this.filled === 0) await this.busy[this.current];
+      const block = this.blocks[this.current]!;
+      const n = Math.min(chunk.byteLength - off, BLOCK - this.filled);
+      block.set(chunk.subarray(off, off + n), this.filled);
+      off += n;
+      this.filled += n;
+      this.size += n;
+      if (this.filled === BLOCK) this.submit();
+    }
+  }
+
+  /** Writes what is left, waits for every block, fsyncs (unless `sync` is false) and closes the file. */
+  async finish(sync = true): Promise<void> {
+    this.submit();
+    await Promise.all(this.busy);
+    await this.file.finish(sync);
+  }
+
+  /** Waits for the blocks in flight and closes the file unfinished. */
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.busy);
+    await this.file.abort();
+  }
+
+  private submit(): void {
+    if (this.filled === 0) return;
+    const block = this.blocks[this.current]!;
+    const at = this.size - this.filled;
+    const work = Promise.all([this.file.writeAt(block, this.filled, at), this.onBlock?.(block.subarray(0, this.filled))]);
+    // a failure is thrown where the block is awaited next
+    work.catch(() => {});
+    this.busy[this.current] = work;
+    this.filled = 0;
+    this.current = (this.current + 1) % this.blocks.length;
+  }
+}
+
+/**
  * Hashes a regular file read past the page cache, the next block being read while this one is
  * hashed. Returns undefined when the file system refuses direct reads (the caller reads it cached).
  * Throws `malformed` for anything but a regular file, typed system errors for a failing medium.

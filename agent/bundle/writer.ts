@@ -30,7 +30,7 @@ import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
-import { BLOCK, DirectFile, alignedBlocks } from '../direct.js';
+import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
 import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
@@ -148,26 +148,17 @@ class Spool {
 const RING = 4;
 
 /**
- * Writes the ciphertext into volumes of `volumeSize` bytes. The bytes are copied into a ring of
- * aligned blocks of shared memory; a full block is written past the page cache where the medium
- * allows it (../direct.ts) while a worker thread hashes it (the volume's sha256 and the whole
- * payload's), so writing and hashing run beside encryption, and a block is refilled only once both
- * are done with it.
+ * Writes the ciphertext into volumes of `volumeSize` bytes, past the page cache where the medium
+ * allows it (../direct.ts). A worker thread hashes each block (the volume's sha256 and the whole
+ * payload's) from the same shared memory while it is written, so writing and hashing run beside
+ * encryption.
  */
 class VolumeSink extends Writable {
   readonly volumes: Volume[] = [];
   whole = '';
   private readonly hasher = new HashWorker();
   private readonly blocks = alignedBlocks(RING);
-  /** per block: its write and hash, until both are done */
-  private readonly busy: (Promise<unknown> | undefined)[] = new Array(RING).fill(undefined);
-  private current = 0;
-  private filled = 0;
-  private fh: DirectFile | undefined;
-  /** bytes of the open volume, copied into blocks */
-  private used = 0;
-  /** bytes of the open volume handed to the file */
-  private submitted = 0;
+  private out: BlockWriter | undefined;
 
   constructor(private readonly dir: string, private readonly volumeSize: number) {
     super({ highWaterMark: 4 * 1024 * 1024 });
@@ -190,54 +181,36 @@ class VolumeSink extends Writable {
     for (const b of buffers) {
       let off = 0;
       while (off < b.byteLength) {
-        if (!this.fh) this.fh = await DirectFile.create(path.join(this.dir, volumeName(this.volumes.length, 1)), 0o644);
-        if (this.filled === 0) await this.busy[this.current];
-        const take = Math.min(b.byteLength - off, BLOCK - this.filled, this.volumeSize - this.used);
-        b.copy(this.blocks[this.current]!, this.filled, off, off + take);
+        if (!this.out) {
+          const i = this.volumes.length;
+          // the first volume is hashed once: the whole-payload hash starts as a copy of its state
+          const ids = i === 0 ? ['v0'] : [`v${i}`, 'whole'];
+          const file = await DirectFile.create(path.join(this.dir, volumeName(i, 1)), 0o644);
+          this.out = new BlockWriter(file, this.blocks, (view) => this.hasher.update(ids, view));
+        }
+        const take = Math.min(b.byteLength - off, this.volumeSize - this.out.size);
+        await this.out.write(b.subarray(off, off + take));
         off += take;
-        this.filled += take;
-        this.used += take;
-        if (this.used === this.volumeSize) await this.closeVolume();
-        else if (this.filled === BLOCK) this.submit();
+        if (this.out.size === this.volumeSize) await this.closeVolume();
       }
     }
   }
 
-  /** Hands the filled part of the current block to the file and the hasher, and moves on. */
-  private submit(): void {
-    if (this.filled === 0 || !this.fh) return;
-    const block = this.blocks[this.current]!;
-    const i = this.volumes.length;
-    // the first volume is hashed once: the whole-payload hash starts as a copy of its state
-    const ids = i === 0 ? ['v0'] : [`v${i}`, 'whole'];
-    const work = Promise.all([this.fh.writeAt(block, this.filled, this.submitted), this.hasher.update(ids, block.subarray(0, this.filled))]);
-    // a failure is thrown where the block is awaited next
-    work.catch(() => {});
-    this.busy[this.current] = work;
-    this.submitted += this.filled;
-    this.filled = 0;
-    this.current = (this.current + 1) % RING;
-  }
-
   private async closeVolume(): Promise<void> {
-    if (!this.fh) return;
-    this.submit();
-    await Promise.all(this.busy);
-    await this.fh.finish();
-    this.fh = undefined;
+    if (!this.out) return;
+    await this.out.finish();
+    const size = this.out.size;
+    this.out = undefined;
     const i = this.volumes.length;
     if (i === 0) this.hasher.fork('v0', 'whole');
-    this.volumes.push({ name: volumeName(i, 1), size: this.used, sha256: await this.hasher.digest(`v${i}`) });
-    this.used = 0;
-    this.submitted = 0;
+    this.volumes.push({ name: volumeName(i, 1), size, sha256: await this.hasher.digest(`v${i}`) });
   }
 
   override _destroy(error: Error | null, callback: (e?: Error | null) => void): void {
-    const fh = this.fh;
-    this.fh = undefined;
-    const settled = Promise.allSettled(this.busy);
+    const out = this.out;
+    this.out = undefined;
     const done = () => this.hasher.close().then(() => callback(error), () => callback(error));
-    settled.then(() => fh?.abort()).then(done, done);
+    (out ? out.abort() : Promise.resolve()).then(done, done);
   }
 }
 

@@ -19,7 +19,7 @@ import { PassThrough } from 'node:stream';
 import { AirlockError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
 import { entryProblem, readTar, type ReadEntry } from '../../manifests/tar.js';
-import { BLOCK, DirectFile, alignedBlocks } from '../direct.js';
+import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
 
 /** Files below this size are written through the page cache. */
 const DIRECT_MIN = 1024 * 1024;
@@ -105,34 +105,12 @@ export class BaseBackupSink {
       await writeFile(target, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
       return;
     }
-    const file = await DirectFile.create(target, 0o600);
-    const pending: (Promise<void> | undefined)[] = [undefined, undefined];
-    let current = 0;
-    let filled = 0;
-    let at = 0;
-    const submit = () => {
-      pending[current] = file.writeAt(this.blocks[current]!, filled, at);
-      pending[current]!.catch(() => {});
-      at += filled;
-      filled = 0;
-      current = 1 - current;
-    };
+    const out = new BlockWriter(await DirectFile.create(target, 0o600), this.blocks);
     try {
-      for await (const chunk of body) {
-        let off = 0;
-        while (off < chunk.byteLength) {
-          if (filled === 0) await pending[current];
-          const n = chunk.copy(this.blocks[current]!, filled, off);
-          off += n;
-          filled += n;
-          if (filled === BLOCK) submit();
-        }
-      }
-      if (filled > 0) submit();
-      await Promise.all(pending);
-      await file.finish(false);
+      for await (const chunk of body) await out.write(chunk);
+      await out.finish(false);
     } catch (e) {
-      await file.abort();
+      await out.abort();
       throw e;
     }
   }

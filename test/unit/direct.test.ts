@@ -8,23 +8,17 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BLOCK, DirectFile, alignedBlocks, digestDirect } from '../../agent/direct.js';
+import { BLOCK, BlockWriter, DirectFile, alignedBlocks, digestDirect } from '../../agent/direct.js';
 import { tmp } from '../helpers.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Writes `data` through DirectFile in blocks from alignedBlocks, as the bundle writer does. */
 async function writeDirect(file: string, data: Buffer): Promise<void> {
-  const blocks = alignedBlocks(2);
-  const f = await DirectFile.create(file, 0o644);
-  const pending: Promise<void>[] = [];
-  for (let at = 0, i = 0; at < data.length; at += BLOCK, i++) {
-    const block = blocks[i % 2]!;
-    await pending[i - 2];
-    const n = data.copy(block, 0, at, Math.min(at + BLOCK, data.length));
-    pending.push(f.writeAt(block, n, at));
-  }
-  await f.finish();
+  const out = new BlockWriter(await DirectFile.create(file, 0o644), alignedBlocks(2));
+  for (let at = 0; at < data.length; at += 1000003) await out.write(data.subarray(at, at + 1000003));
+  assert.is(out.size, data.length);
+  await out.finish();
 }
 
 test('files of every length come back byte for byte, and the direct read-back hashes them', async () => {

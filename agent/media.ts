@@ -212,6 +212,7 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
     try {
       return await digestOnMedium(path.join(dir, name), notes, signal);
     } catch (e) {
+      if (signal?.aborted) throw e;
       throw new AirlockError('io', `${path.join(dir, name)}: cannot be read back from the medium: ${(e as Error).message}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
     }
   };

@@ -10,7 +10,9 @@
  * archived, as a backup that restores must, and each restore recovers from its own tool's WAL.
  *
  *   export:  `airlock export --pg-base` against `pgbackrest backup --type=full`, as throughput of
- *            the database size; target >= 1.5x.
+ *            the database size; target >= 1.5x. Timed as it runs by default (then reading the bundle
+ *            back from the medium) and with --no-read-back; pg_basebackup alone into /dev/null is
+ *            timed too, as the floor of an export built on it.
  *   restore: `airlock restore pg --latest --stop` (verify, decrypt, unpack, recover until promoted,
  *            stop) against `pgbackrest restore --type=immediate --target-action=promote`, then the
  *            server started, waited for until promoted, and stopped; target <= 1.2x the time.
@@ -152,16 +154,20 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const exp = compare(
-    rounds,
-    resetExport,
-    () => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none']),
-    () => pgbr('backup', '--type=full'),
-  );
+  const exportArgs = [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'];
+  const peer = () => pgbr('backup', '--type=full');
+  const exp = compare(rounds, resetExport, () => timed(process.execPath, exportArgs), peer);
+  const written = compare(rounds, resetExport, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
+  // the floor: pg_basebackup alone, its tar thrown away
+  settle();
+  const bare = timed('bash', ['-c', '"$1/pg_basebackup" -h "$2" -p "$3" -U postgres -Ft -D - -X none --checkpoint=fast > /dev/null', 'x', PG_BIN, c.socketDir, String(c.port)]);
   const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
+  const peerBest = Math.min(exp.peer.seconds, written.peer.seconds);
   const out = [
     `pg: database ${mib(bytes)} (bench_rows ${mib(payload)} of random bytea, storage EXTERNAL, none compressed); airlock --compress none; pgbackrest repo1-cipher-type=aes-256-cbc compress-type=none process-max=${processMax}; ${os.availableParallelism()} CPU(s)`,
-    line(`pg base backup export ${mib(bytes)}`, exp, 'pgbackrest backup', bytes, '>= 1.5x', 'higher'),
+    line(`pg base backup export ${mib(bytes)}, read back from the medium (default)`, exp, 'pgbackrest backup', bytes, '>= 1.5x', 'higher'),
+    line(`pg base backup export ${mib(bytes)}, --no-read-back`, written, 'pgbackrest backup', bytes, '>= 1.5x', 'higher'),
+    `pg_basebackup alone into /dev/null (the export's floor): ${bare.seconds.toFixed(2)} s = ${(bytes / 1024 / 1024 / bare.seconds).toFixed(0)} MB/s, ${(peerBest / bare.seconds).toFixed(2)}x the speed of pgbackrest backup (${peerBest.toFixed(2)} s)`,
   ];
 
   // restore the last bundle and the last pgBackRest backup into fresh data folders

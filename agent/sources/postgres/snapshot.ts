@@ -265,7 +265,7 @@ export class PostgresSnapshot {
         });
       }
       if (this.opts.signal?.aborted) throw new AirlockError('interrupted', 'interrupted');
-      await sleep(200);
+      await sleep(50);
     }
   }
 

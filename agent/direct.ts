@@ -96,8 +96,9 @@ export class DirectFile {
   }
 
   private async write(block: Buffer, length: number, at: number): Promise<void> {
-    if (this.direct) {
-      const padded = Math.ceil(length / ALIGN) * ALIGN;
+    const padded = Math.ceil(length / ALIGN) * ALIGN;
+    // a buffer without room for the padding is not one of alignedBlocks: it goes through the cache
+    if (this.direct && padded <= block.byteLength) {
       if (padded !== length) block.fill(0, length, padded);
       try {
         const { bytesWritten } = await this.fh.write(block, 0, padded, at);
@@ -108,6 +109,8 @@ export class DirectFile {
       } catch (e) {
         if (!refused(e)) throw e;
       }
+    }
+    if (this.direct) {
       // leave O_DIRECT: the rest of the file goes through the page cache
       await this.fh.close();
       this.fh = await open(this.file, constants.O_WRONLY);

@@ -11,7 +11,6 @@
  * without `..`. A link, a device or a duplicate name fails the restore (tablespaces, whose links
  * pg_basebackup would write, are refused when the backup is taken).
  */
-import { once } from 'node:events';
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -48,7 +47,7 @@ export class BaseBackupSink {
       for await (const chunk of body) {
         h.update(chunk);
         size += chunk.byteLength;
-        if (!this.input.destroyed && !this.input.write(chunk)) await Promise.race([once(this.input, 'drain'), once(this.input, 'close')]);
+        if (!this.input.destroyed && !this.input.write(chunk)) await this.drained();
         if (this.input.destroyed) await this.stopped();
       }
       return { sha256: h.digest('hex'), size };
@@ -67,6 +66,17 @@ export class BaseBackupSink {
   async abort(): Promise<void> {
     this.input.destroy();
     await this.unpacking;
+  }
+
+  /** Resolves when the input drained or closed (unpacking stopped). */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.input.off('drain', done).off('close', done);
+        resolve();
+      };
+      this.input.on('drain', done).on('close', done);
+    });
   }
 
   /** The input was closed early: unpacking failed (or was aborted); throws why. */

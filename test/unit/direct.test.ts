@@ -48,6 +48,12 @@ test('a file that exists is refused; a write the kernel refuses (memory not alig
   await f.writeAt(unaligned(data.subarray(8192)), data.length - 8192, 8192);
   await f.finish();
   assert.ok(readFileSync(file).equals(data));
+  // a buffer that is not one of alignedBlocks, with no room for the padding of its unaligned length
+  const small = path.join(dir, 'small');
+  const g = await DirectFile.create(small, 0o644);
+  await g.writeAt(Buffer.from('hello'), 5, 0);
+  await g.finish();
+  assert.is(readFileSync(small, 'utf8'), 'hello');
   try {
     await DirectFile.create(file, 0o644);
     assert.unreachable('an existing file was opened for writing');

@@ -57,6 +57,27 @@ interface ExportFlags {
 
 export const DEFAULT_VOLUME_SIZE = 1024 ** 3;
 
+/** Lines appended to a file in batches of 64 KiB (one write per object would cost a system call each). */
+class LineSpool {
+  private lines: string[] = [];
+  private bytes = 0;
+
+  constructor(private readonly fd: number | undefined) {}
+
+  add(line: string): void {
+    this.lines.push(line);
+    this.bytes += line.length;
+    if (this.bytes >= 64 * 1024) this.flush();
+  }
+
+  flush(): void {
+    if (this.fd === undefined || this.lines.length === 0) return;
+    writeSync(this.fd, this.lines.join(''));
+    this.lines = [];
+    this.bytes = 0;
+  }
+}
+
 async function exportCommand(flags: ExportFlags): Promise<void> {
   const s = new Settings(flags.config);
   const medium = s.required(flags.to, 'medium', 'give --to MEDIUM (the mount point of the medium)');
@@ -115,6 +136,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   // in the state folder (the agent's own, 0700): the list names keys, which may be confidential
   const spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
   let spoolFd: number | undefined;
+  let exported = new LineSpool(undefined);
   let catalog: Catalog | undefined;
   let pgCatalog: Catalog | undefined;
   let snapshot: PostgresSnapshot | undefined;
@@ -135,7 +157,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     if (!client) return;
     if (flags.incremental) catalog = Catalog.open(stateDir);
     spoolFd = openSync(spoolFile, 'wx', 0o600);
-    const fd = spoolFd;
+    exported = new LineSpool(spoolFd);
     yield* objectItems({
       client,
       targets: buckets,
@@ -148,7 +170,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
           return since === undefined || !catalog ? undefined : { since, has: catalog.objectVersionChecker(site, key) };
         },
       } : {}),
-      onExported: (t, key, version) => void writeSync(fd, `${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
+      onExported: (t, key, version) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
     });
   }
 
@@ -185,6 +207,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     else await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
     if (client && spoolFd !== undefined) {
       try {
+        exported.flush();
         await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
       } catch (e) {
         // the bundle is written and committed; only the next --incremental export grows

@@ -115,6 +115,7 @@ export class S3Client {
   private readonly credentials: S3Credentials;
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
+  private dayKey: { day: string; key: Buffer } | undefined;
 
   /** Throws `usage` for an endpoint that is not an http(s) URL without a path. */
   constructor(opts: S3Options) {
@@ -138,6 +139,16 @@ export class S3Client {
     this.agent.destroy();
   }
 
+  /** The SigV4 signing key of `day` (YYYYMMDD), derived once a day rather than once a request. */
+  private signingKey(day: string): Buffer {
+    if (this.dayKey?.day !== day) {
+      let k: Buffer = createHmac('sha256', `AWS4${this.credentials.secretKey}`).update(day).digest();
+      for (const part of [this.region, 's3', 'aws4_request']) k = createHmac('sha256', k).update(part).digest();
+      this.dayKey = { day, key: k };
+    }
+    return this.dayKey.key;
+  }
+
   private sign(method: string, pathText: string, query: string, headers: Record<string, string>, payloadHash: string, now: Date): string {
     const amzDate = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
     const day = amzDate.slice(0, 8);
@@ -149,9 +160,7 @@ export class S3Client {
     const canonical = [method, pathText, query, canonicalHeaders, signed, payloadHash].join('\n');
     const scope = `${day}/${this.region}/s3/aws4_request`;
     const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, createHash('sha256').update(Buffer.from(canonical, 'latin1')).digest('hex')].join('\n');
-    let k: Buffer = createHmac('sha256', `AWS4${this.credentials.secretKey}`).update(day).digest();
-    for (const part of [this.region, 's3', 'aws4_request']) k = createHmac('sha256', k).update(part).digest();
-    const signature = createHmac('sha256', k).update(toSign).digest('hex');
+    const signature = createHmac('sha256', this.signingKey(day)).update(toSign).digest('hex');
     return `AWS4-HMAC-SHA256 Credential=${this.credentials.accessKey}/${scope}, SignedHeaders=${signed}, Signature=${signature}`;
   }
 

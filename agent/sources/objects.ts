@@ -147,41 +147,54 @@ function parseListed(node: XmlNode, encoded: boolean, bucket: string): ListedVer
 }
 
 /**
- * Every version and delete marker under `prefix` in `bucket`, in listing order, one page in memory
- * at a time. Throws what the client throws, and `s3-failed` when the server's paging makes no progress.
+ * Every version and delete marker under `prefix` in `bucket`, in listing order, at most two pages in
+ * memory: the next one is fetched while this one is consumed. Throws what the client throws, and `s3-failed` when the server's paging makes no progress.
  */
 export async function* listVersions(client: S3Client, bucket: string, prefix: string, signal?: AbortSignal, pageSize = 1000): AsyncGenerator<ListedVersion> {
   let keyMarker: string | undefined;
   let versionMarker: string | undefined;
-  for (;;) {
+  const fetchPage = () => {
     const query: [string, string][] = [['versions', ''], ['encoding-type', 'url'], ['max-keys', String(pageSize)]];
     if (prefix !== '') query.push(['prefix', prefix]);
     if (keyMarker !== undefined) query.push(['key-marker', keyMarker]);
     if (versionMarker !== undefined) query.push(['version-id-marker', versionMarker]);
-    const doc = await client.xml({ method: 'GET', bucket, query, ...(signal ? { signal } : {}) });
+    const p = client.xml({ method: 'GET', bucket, query, ...(signal ? { signal } : {}) });
+    // awaited below; a page fetched ahead for a consumer that stopped must not count as unhandled
+    p.catch(() => {});
+    return p;
+  };
+  let page = fetchPage();
+  for (;;) {
+    const doc = await page;
     const encoded = textOf(doc, 'EncodingType') === 'url';
-    let last: ListedVersion | undefined;
+    const entries: ListedVersion[] = [];
     for (const node of doc.children) {
       if (node.name !== 'Version' && node.name !== 'DeleteMarker') continue;
       const v = parseListed(node, encoded, bucket);
       // a server that repeats the marker entry at the top of the next page must not double it
       if (keyMarker !== undefined && v.key === keyMarker && v.versionId === versionMarker) continue;
-      last = v;
-      yield v;
+      entries.push(v);
     }
-    if (textOf(doc, 'IsTruncated') !== 'true') return;
-    let nextKey = last?.key;
-    let nextVersion = last?.versionId;
-    if (last === undefined) {
-      const k = textOf(doc, 'NextKeyMarker');
-      nextKey = k === undefined ? undefined : decodeKey(k, encoded);
-      nextVersion = textOf(doc, 'NextVersionIdMarker');
+    const truncated = textOf(doc, 'IsTruncated') === 'true';
+    if (truncated) {
+      const last = entries.at(-1);
+      let nextKey = last?.key;
+      let nextVersion = last?.versionId;
+      if (last === undefined) {
+        const k = textOf(doc, 'NextKeyMarker');
+        nextKey = k === undefined ? undefined : decodeKey(k, encoded);
+        nextVersion = textOf(doc, 'NextVersionIdMarker');
+      }
+      if (nextKey === undefined || (nextKey === keyMarker && nextVersion === versionMarker)) {
+        throw new AirlockError('s3-failed', `the version listing of ${bucket} does not advance after ${JSON.stringify(keyMarker)}`, { hint: 'the S3 server pages listings wrongly; report it with the server version' });
+      }
+      keyMarker = nextKey;
+      versionMarker = nextVersion;
+      // the next page is fetched while this one is consumed
+      page = fetchPage();
     }
-    if (nextKey === undefined || (nextKey === keyMarker && nextVersion === versionMarker)) {
-      throw new AirlockError('s3-failed', `the version listing of ${bucket} does not advance after ${JSON.stringify(keyMarker)}`, { hint: 'the S3 server pages listings wrongly; report it with the server version' });
-    }
-    keyMarker = nextKey;
-    versionMarker = nextVersion;
+    yield* entries;
+    if (!truncated) return;
   }
 }
 

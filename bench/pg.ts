@@ -91,12 +91,20 @@ function stopLeftover(data: string): void {
   if (Number.isInteger(pid) && pid > 0 && alive(pid)) stopServer({ data, pid, port: 0, socketDir: data, log: '' });
 }
 
-/** Waits until the archiver has handed over every finished segment (a switch first closes the current one). */
-function drainArchive(): void {
+/**
+ * Waits until the archiver has handed over every finished segment (a switch first closes the current
+ * one) and has nothing left to archive, backup history files included: emptying the spool while
+ * wal-push still writes a file into it would fail that push. The archiver may take a backup history
+ * file after the segment that follows it, so pg_stat_archiver's last file can name the history file
+ * (which sorts before the segment) although the segment is done: its .done status counts too.
+ */
+function drainArchive(c: Cluster): void {
   const name = psql('SELECT pg_walfile_name(pg_switch_wal())');
-  poll(`${name} to be archived`, 120_000, () => {
-    const done = psql('SELECT last_archived_wal FROM pg_stat_archiver');
-    return done >= name ? true : undefined;
+  const status = path.join(c.data, 'pg_wal', 'archive_status');
+  poll(`${name} and every file before it to be archived`, 120_000, () => {
+    const names = readdirSync(status);
+    const done = psql('SELECT last_archived_wal FROM pg_stat_archiver') >= name || names.includes(`${name}.done`);
+    return done && !names.some((n) => n.endsWith('.ready')) ? true : undefined;
   }, 100);
 }
 
@@ -148,7 +156,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   const cli = path.join(ROOT, 'dist/agent/cli/main.js');
   const conninfo = `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`;
   const resetExport = () => {
-    drainArchive();
+    drainArchive(c);
     for (const d of [medium, state]) rmSync(d, { recursive: true, force: true });
     mkdirSync(medium);
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });

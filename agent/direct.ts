@@ -24,6 +24,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError } from '../manifests/errors.js';
 import { openRegular, type Digest } from '../manifests/hash.js';
+import { BlockRing } from '../manifests/hash-worker.js';
 
 /** Alignment of offsets and lengths: 4 KiB covers 512-byte and 4 KiB sector devices. */
 const ALIGN = 4096;
@@ -34,7 +35,8 @@ const WASM_PAGE = 65536;
 /** The one part of the WebAssembly API used here (the project compiles without the DOM types). */
 declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => { buffer: ArrayBuffer } };
 
-const directFlag = (constants as Record<string, number>).O_DIRECT;
+/** O_DIRECT where the platform has it. */
+export const directFlag: number | undefined = (constants as Record<string, number>).O_DIRECT;
 
 /** `count` page-aligned blocks of BLOCK bytes, in memory that worker threads can share. */
 export function alignedBlocks(count: number): Buffer[] {
@@ -43,7 +45,8 @@ export function alignedBlocks(count: number): Buffer[] {
   return Array.from({ length: count }, (_, i) => Buffer.from(mem.buffer, i * BLOCK, BLOCK));
 }
 
-const refused = (e: unknown): boolean => (e as NodeJS.ErrnoException).code === 'EINVAL';
+/** A file system's refusal of O_DIRECT (or of an unaligned direct write). */
+export const refused = (e: unknown): boolean => (e as NodeJS.ErrnoException).code === 'EINVAL';
 
 /** A new file written in blocks from alignedBlocks, past the page cache where the file system allows. */
 export class DirectFile {
@@ -76,7 +79,7 @@ export class DirectFile {
    * file's last write may have a length that is not a multiple of 4 KiB (its padding is overwritten
    * with zeros). The block must stay unchanged until this resolves.
    */
-  writeAt(block: Buffer, length: number, at: number): Promise<void> {
+  writeAt(block: Uint8Array, length: number, at: number): Promise<void> {
     const run = this.queue.then(() => this.write(block, length, at));
     this.queue = run.catch(() => {});
     return run;
@@ -95,7 +98,7 @@ export class DirectFile {
     await this.fh.close().catch(() => {});
   }
 
-  private async write(block: Buffer, length: number, at: number): Promise<void> {
+  private async write(block: Uint8Array, length: number, at: number): Promise<void> {
     const padded = Math.ceil(length / ALIGN) * ALIGN;
     // a buffer without room for the padding is not one of alignedBlocks: it goes through the cache
     if (this.direct && padded <= block.byteLength) {
@@ -125,58 +128,35 @@ export class DirectFile {
 /**
  * Streams bytes into a DirectFile through a ring of aligned blocks (alignedBlocks): a full block is
  * written, and handed to `onBlock` (a hash worker reading the shared memory), while the next one
- * fills; a block is refilled only once both are done with it. A writer may reuse the blocks of one
- * that finished or aborted.
+ * fills. A writer may reuse the blocks of one that finished or aborted.
  */
 export class BlockWriter {
-  private readonly busy: (Promise<unknown> | undefined)[];
-  private current = 0;
-  private filled = 0;
-  /** bytes taken */
-  size = 0;
+  private readonly ring: BlockRing;
 
-  constructor(private readonly file: DirectFile, private readonly blocks: readonly Buffer[], private readonly onBlock?: (view: Buffer) => Promise<void>) {
-    this.busy = blocks.map(() => undefined);
+  constructor(private readonly file: DirectFile, blocks: readonly Buffer[], onBlock?: (view: Uint8Array) => Promise<void>) {
+    this.ring = new BlockRing(blocks, (block, length, at) => Promise.all([file.writeAt(block, length, at), onBlock?.(block.subarray(0, length))]));
+  }
+
+  /** bytes taken */
+  get size(): number {
+    return this.ring.size;
   }
 
   /** Takes `chunk` (copied: the caller may reuse it once this resolves). */
-  async write(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < chunk.byteLength) {
-      if (this.filled === 0) await this.busy[this.current];
-      const block = this.blocks[this.current]!;
-      const n = Math.min(chunk.byteLength - off, BLOCK - this.filled);
-      block.set(chunk.subarray(off, off + n), this.filled);
-      off += n;
-      this.filled += n;
-      this.size += n;
-      if (this.filled === BLOCK) this.submit();
-    }
+  write(chunk: Uint8Array): Promise<void> {
+    return this.ring.write(chunk);
   }
 
   /** Writes what is left, waits for every block, fsyncs (unless `sync` is false) and closes the file. */
   async finish(sync = true): Promise<void> {
-    this.submit();
-    await Promise.all(this.busy);
+    await this.ring.drain();
     await this.file.finish(sync);
   }
 
   /** Waits for the blocks in flight and closes the file unfinished. */
   async abort(): Promise<void> {
-    await Promise.allSettled(this.busy);
+    await this.ring.settle();
     await this.file.abort();
-  }
-
-  private submit(): void {
-    if (this.filled === 0) return;
-    const block = this.blocks[this.current]!;
-    const at = this.size - this.filled;
-    const work = Promise.all([this.file.writeAt(block, this.filled, at), this.onBlock?.(block.subarray(0, this.filled))]);
-    // a failure is thrown where the block is awaited next
-    work.catch(() => {});
-    this.busy[this.current] = work;
-    this.filled = 0;
-    this.current = (this.current + 1) % this.blocks.length;
   }
 }
 

@@ -23,7 +23,7 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openS
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { alignedBlocks } from './direct.js';
+import { alignedBlocks, directFlag, refused } from './direct.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseWalFileName, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
@@ -133,8 +133,6 @@ function spoolError(e: unknown, what: string): unknown {
   return fromSystemError(e, what);
 }
 
-const directFlag = (constants as Record<string, number>).O_DIRECT;
-
 /**
  * Writes the chunks `fill` passes to `write` into a new temporary file in `dir`, fsynced; returns its
  * path. With `direct`, the file is written past the page cache (O_DIRECT) while the file system takes
@@ -150,7 +148,7 @@ function writeTemp(dir: string, name: string, fill: (write: (chunk: Uint8Array) 
   try {
     fd = openSync(tmp, flags | (directNow ? directFlag! : 0), 0o640);
   } catch (e) {
-    if (!directNow || (e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    if (!directNow || !refused(e)) throw e;
     directNow = false;
     fd = openSync(tmp, flags, 0o640);
   }
@@ -163,7 +161,7 @@ function writeTemp(dir: string, name: string, fill: (write: (chunk: Uint8Array) 
           return;
         }
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+        if (!refused(e)) throw e;
       }
       closeSync(fd);
       fd = openSync(tmp, constants.O_WRONLY);

@@ -100,52 +100,80 @@ export class HashWorker {
 }
 
 /**
+ * Bytes copied into a ring of blocks: each full block is handed to `consume` (which writes or hashes
+ * it from that memory) while the next one fills, and a block is refilled only once its consumer is
+ * done with it. A consumer's failure is thrown where its block is awaited next.
+ */
+export class BlockRing {
+  private readonly busy: (Promise<unknown> | undefined)[];
+  private current = 0;
+  private filled = 0;
+  /** bytes taken */
+  size = 0;
+
+  constructor(private readonly blocks: readonly Uint8Array[], private readonly consume: (block: Uint8Array, length: number, at: number) => Promise<unknown>) {
+    this.busy = blocks.map(() => undefined);
+  }
+
+  /** Takes `chunk` (copied: the caller may reuse it once this resolves). */
+  async write(chunk: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      if (this.filled === 0) await this.busy[this.current];
+      const block = this.blocks[this.current]!;
+      const n = Math.min(chunk.byteLength - off, block.byteLength - this.filled);
+      block.set(chunk.subarray(off, off + n), this.filled);
+      off += n;
+      this.filled += n;
+      this.size += n;
+      if (this.filled === block.byteLength) this.submit();
+    }
+  }
+
+  /** Hands over the partly filled block and waits until every block was consumed. */
+  async drain(): Promise<void> {
+    this.submit();
+    await Promise.all(this.busy);
+  }
+
+  /** Waits for the blocks in flight, whatever became of them. */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.busy);
+  }
+
+  private submit(): void {
+    if (this.filled === 0) return;
+    const work = this.consume(this.blocks[this.current]!, this.filled, this.size - this.filled);
+    work.catch(() => {});
+    this.busy[this.current] = work;
+    this.filled = 0;
+    this.current = (this.current + 1) % this.blocks.length;
+  }
+}
+
+/**
  * Feeds a HashWorker bytes from any memory: they are copied into a ring of shared blocks (copying
  * costs a tenth of hashing), and each full block is hashed on the worker while the next one fills.
  */
 export class HashFeed {
-  private readonly blocks: Uint8Array[];
-  private readonly busy: (Promise<void> | undefined)[];
-  private current = 0;
-  private filled = 0;
+  private readonly ring: BlockRing;
   private ids: readonly string[] = [];
 
   constructor(private readonly worker: HashWorker, count = 4, size = 1024 * 1024) {
     const memory = new SharedArrayBuffer(count * size);
-    this.blocks = Array.from({ length: count }, (_, i) => new Uint8Array(memory, i * size, size));
-    this.busy = new Array<Promise<void> | undefined>(count).fill(undefined);
+    const blocks = Array.from({ length: count }, (_, i) => new Uint8Array(memory, i * size, size));
+    this.ring = new BlockRing(blocks, (block, length) => this.worker.update(this.ids, block.subarray(0, length)));
   }
 
   /** Appends `chunk` to the digests `ids`; one set of digests at a time, ended by `digest`. */
   async add(ids: readonly string[], chunk: Uint8Array): Promise<void> {
     this.ids = ids;
-    let off = 0;
-    while (off < chunk.byteLength) {
-      if (this.filled === 0) await this.busy[this.current];
-      const block = this.blocks[this.current]!;
-      const take = Math.min(chunk.byteLength - off, block.byteLength - this.filled);
-      block.set(chunk.subarray(off, off + take), this.filled);
-      off += take;
-      this.filled += take;
-      if (this.filled === block.byteLength) this.submit();
-    }
+    await this.ring.write(chunk);
   }
 
   /** The hex digests of everything added to `ids`. */
   async digest(ids: readonly string[]): Promise<string[]> {
-    this.submit();
-    const hex = await Promise.all(ids.map((id) => this.worker.digest(id)));
-    await Promise.all(this.busy);
-    return hex;
-  }
-
-  private submit(): void {
-    if (this.filled === 0) return;
-    const work = this.worker.update(this.ids, this.blocks[this.current]!.subarray(0, this.filled));
-    // a failure is thrown where the block is awaited next
-    work.catch(() => {});
-    this.busy[this.current] = work;
-    this.filled = 0;
-    this.current = (this.current + 1) % this.blocks.length;
+    await this.ring.drain();
+    return Promise.all(ids.map((id) => this.worker.digest(id)));
   }
 }

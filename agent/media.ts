@@ -17,7 +17,7 @@ import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readChunks, readSmall, type Digest } from '../manifests/hash.js';
 import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
-import { human } from '../verifier/render.js';
+import { human } from '../verifier/human.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
 import { fsyncDir, removeTree, writeFileDurable } from './fsutil.js';

@@ -3,19 +3,10 @@
  * and as one JSON document with the same facts.
  */
 import path from 'node:path';
+import { human } from './human.js';
 import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
-/** A byte count for people: 1.5 MiB. */
-export function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
-}
+export { human };
 
 function findingLine(f: Finding): string {
   const where = f.file ? `${path.basename(f.bundle)}/${f.file}` : f.bundle.includes('/') ? path.basename(f.bundle) : f.bundle;

@@ -3,7 +3,7 @@
  * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
  */
 import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
-import { human } from '../../verifier/render.js';
+import { human } from '../../verifier/human.js';
 import { loadConfig, type Config } from '../config.js';
 
 export const VERSION = '0.1.0';

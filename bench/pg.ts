@@ -141,7 +141,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   const user = asClusterUser(c);
   const pgbr = (...args: string[]) => timed('pgbackrest', [`--config=${conf}`, '--stanza=bench', ...args], user);
   pgbr('stanza-create');
-  const walPush = `${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-push %p --spool ${shellSafe(c.spool)}`;
+  const walPush = `${shellSafe(c.walPush)} %p --spool ${shellSafe(c.spool)}`;
   const archivePush = `pgbackrest --config=${shellSafe(conf)} --stanza=bench archive-push %p`;
   psql(`ALTER SYSTEM SET archive_command = '${walPush} && ${archivePush}'`);
   // segments only when a backup switches, so emptying the spool never races the archiver

@@ -1,10 +1,11 @@
 /*
- * Issue 3 (WAL archiving): `airlock wal-push` against `pgbackrest archive-push`, each run once per
- * segment as archive_command runs them, on the same real 16 MiB segments from a throwaway
- * PostgreSQL 15 cluster (test/pg.ts). pgBackRest gets a local repo, no compression and no archive
- * check, so both sides do the same work: read, hash, write durably. Startup time is most of the
- * cost per segment, which is why wal-push is dispatched before the rest of the CLI loads; the
- * report adds bare `node -e 0` per segment as the floor any Node CLI has against a C binary.
+ * Issue 3 (WAL archiving): the archive_command against `pgbackrest archive-push`, each run once per
+ * segment as PostgreSQL runs them, on the same real 16 MiB segments from a throwaway PostgreSQL 15
+ * cluster (test/pg.ts). pgBackRest gets a local repo, no compression and no archive check, so both
+ * sides do the same work: read, hash, write durably. Two airlock lines: the native helper
+ * (dist/native/airlock-wal-push, the documented archive_command) and `airlock wal-push` in Node,
+ * whose startup is most of its cost; the report adds bare `node -e 0` per segment as the floor any
+ * Node CLI has against a C binary.
  * BENCH_WAL_SEGMENTS (default 16) and BENCH_ROUNDS (default 2) scale it.
  */
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -46,14 +47,18 @@ export function benchWalPush(): string[] {
   };
   // one process per segment, as PostgreSQL runs archive_command; arguments passed, never spliced
   const perSegment = 'set -e; cmd=$1; shift; while [ "$1" != "--" ]; do pre+=("$1"); shift; done; shift; for f in "$@"; do "$cmd" "${pre[@]}" "$f" "${post[@]}"; done';
-  const ours = () => timed('bash', ['-c', `post=(--spool "$SPOOL"); ${perSegment}`, 'x', process.execPath, cli, 'wal-push', '--', ...files], { env: { ...process.env, SPOOL: spool } });
+  const pushEach = (...cmd: string[]) => () => timed('bash', ['-c', `post=(--spool "$SPOOL"); ${perSegment}`, 'x', ...cmd, '--', ...files], { env: { ...process.env, SPOOL: spool } });
   const peer = () => timed('bash', ['-c', `post=(); ${perSegment}`, 'x', 'pgbackrest', `--config=${conf}`, '--stanza=bench', 'archive-push', '--', ...files]);
-  const r = compare(rounds, reset, ours, peer);
-  const out = [line(`wal-push ${n} x 16 MiB segments, one process each`, r, 'pgbackrest archive-push', n * SEGMENT, '>= 1.0x', 'higher', 100)];
+  const helper = compare(rounds, reset, pushEach(c.walPush), peer);
+  const node = compare(rounds, reset, pushEach(process.execPath, cli, 'wal-push'), peer);
+  const out = [
+    line(`wal-push ${n} x 16 MiB segments, one process each (airlock-wal-push)`, helper, 'pgbackrest archive-push', n * SEGMENT, '>= 1.0x', 'higher', 100),
+    line(`wal-push ${n} x 16 MiB segments, one process each (airlock wal-push, node)`, node, 'pgbackrest archive-push', n * SEGMENT, 'none', 'higher', 100),
+  ];
   // the floor for any Node CLI: starting node itself, n times, with nothing to do
   let floor = Infinity;
   for (let i = 0; i < rounds; i++) floor = Math.min(floor, timed('bash', ['-c', 'for i in $(seq "$1"); do "$2" -e 0; done', 'x', String(n), process.execPath]).seconds);
   const perSeg = (s: number) => `${((s / n) * 1000).toFixed(0)} ms`;
-  out.push(`wal-push per segment: airlock ${perSeg(r.ours.seconds)}, pgbackrest archive-push ${perSeg(r.peer.seconds)}, bare node startup ${perSeg(floor)}`);
+  out.push(`wal-push per segment: airlock-wal-push ${perSeg(helper.ours.seconds)}, airlock wal-push ${perSeg(node.ours.seconds)}, pgbackrest archive-push ${perSeg(Math.min(helper.peer.seconds, node.peer.seconds))}, bare node startup ${perSeg(floor)}`);
   return out;
 }

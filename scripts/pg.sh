@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster that archives through airlock wal-push, for the demo and for
+# A throwaway PostgreSQL 15 cluster that archives through airlock's wal-push, for the demo and for
 # trying airlock out. It runs as the `postgres` OS user when started by root (initdb refuses root),
 # listens on 127.0.0.1 only, keeps its socket in DIR/sock, and writes WAL into the spool DIR/spool.
 #
@@ -8,7 +8,8 @@
 #   scripts/pg.sh stop DIR    fast shutdown through pg_ctl (the server's PID is in DIR/data)
 #
 # archive_command runs as the cluster's user, which must be able to run the CLI: dist/ is copied to
-# DIR/cli (wal-push and wal-fetch need no node_modules).
+# DIR/cli (wal-push and wal-fetch need no node_modules). It is the native helper
+# dist/native/airlock-wal-push when the build made it, else airlock wal-push.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -34,6 +35,8 @@ start() {
   chmod 750 "$dir/spool"
   as_owner "$BIN/initdb" -D "$dir/data" -U postgres -E UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   port=$(free_port)
+  local archive="$(command -v node) $dir/cli/dist/agent/cli/main.js wal-push %p --spool $dir/spool"
+  [ -x "$dir/cli/dist/native/airlock-wal-push" ] && archive="$dir/cli/dist/native/airlock-wal-push %p --spool $dir/spool"
   cat >> "$dir/data/postgresql.conf" <<CONF
 # airlock throwaway cluster
 listen_addresses = '127.0.0.1'
@@ -41,7 +44,7 @@ port = $port
 unix_socket_directories = '$dir/sock'
 wal_level = replica
 archive_mode = on
-archive_command = '$(command -v node) $dir/cli/dist/agent/cli/main.js wal-push %p --spool $dir/spool'
+archive_command = '$archive'
 archive_timeout = 10
 track_commit_timestamp = on
 CONF

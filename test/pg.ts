@@ -5,9 +5,10 @@
  * It runs as an unprivileged OS user (`postgres` when the tests run as root, the current user
  * otherwise) in a temp folder that user owns, listens on 127.0.0.1 on a free port (TCP logins are
  * refused: tests connect through a socket in that folder), and archives through the built
- * `airlock wal-push` into a spool in that folder, as production does. The archive_command runs as
+ * `airlock-wal-push` into a spool in that folder, as production does. The archive_command runs as
  * the cluster's user, so the built CLI must be readable by it: when the checkout is not (a 0700
- * home), dist/ is copied to a folder it can read.
+ * home), dist/ is copied to a folder it can read. The archive_command is the native helper
+ * (dist/native/airlock-wal-push), which hands anything but a new push to that CLI.
  *
  * Waiting is always bounded polling: a server that does not start or a segment that never arrives
  * fails the test with the server log's tail, never hangs it.
@@ -35,6 +36,8 @@ export interface Cluster {
   user: { name: string; uid: number; gid: number };
   /** the airlock CLI as that user runs it */
   cli: string;
+  /** the archive_command helper beside that CLI (dist/native/airlock-wal-push), as production runs it */
+  walPush: string;
 }
 
 /** Sleeps synchronously (for short, bounded polling only). */
@@ -243,7 +246,9 @@ function startCluster(): Cluster {
   const log = path.join(base, 'server.log');
   const init = runAs(user, path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
-  const archive = `${shellSafe(process.execPath)} ${shellSafe(cli)} wal-push %p --spool ${shellSafe(spool)}`;
+  const walPush = path.join(path.dirname(cli), '../../native/airlock-wal-push');
+  if (!existsSync(walPush)) throw new Error(`${walPush} is missing: it needs gcc and libssl-dev (bash scripts/setup.sh), then npm run build`);
+  const archive = `${shellSafe(walPush)} %p --spool ${shellSafe(spool)}`;
   const server = startServer(user, data, socketDir, log, [
     'wal_level = replica',
     'archive_mode = on',
@@ -254,7 +259,7 @@ function startCluster(): Cluster {
     'max_connections = 20',
     'shared_buffers = 32MB',
   ]);
-  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli };
+  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli, walPush };
 }
 
 /**

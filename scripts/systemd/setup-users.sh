@@ -14,4 +14,5 @@ install -d -o airlock -g airlock -m 0700 /var/lib/airlock /etc/airlock
 # setgid: spooled files keep the group, so the agent can read and remove them
 install -d -o postgres -g airlock-spool -m 2770 /var/spool/airlock/wal
 echo "now: airlock keygen --signing-key /etc/airlock/signing_key --site SITE (as airlock), write /etc/airlock/airlock.conf,"
-echo "set archive_command = 'airlock wal-push %p --spool /var/spool/airlock/wal' and run airlock check"
+echo "set archive_command = '<airlock>/dist/native/airlock-wal-push %p --spool /var/spool/airlock/wal'"
+echo "(or 'airlock wal-push %p --spool /var/spool/airlock/wal' without the native helper) and run airlock check"

@@ -1,20 +1,29 @@
 /*
  * WAL archiving against a real PostgreSQL 15: the cluster's archive_command is the built
- * `airlock wal-push`, running as the cluster's OS user; the agent's side (wal-ingest) and the
- * restore side (wal-fetch) run as the built CLI too.
+ * `airlock-wal-push` helper, running as the cluster's OS user; the agent's side (wal-ingest) and the
+ * restore side (wal-fetch) run as the built CLI. What wal-push must do is checked on both pushers:
+ * the helper, and `airlock wal-push`, to which the helper hands everything but a new push.
  */
 import Database from 'better-sqlite3';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { SpawnSyncOptions } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
-import { airlock, run, tmp } from '../helpers.js';
+import { ROOT, airlock, run, tmp, type Ran } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
+
+/** The native archive_command helper, and `airlock wal-push`, which it hands all but a new push to. */
+const HELPER = path.join(ROOT, 'dist/native/airlock-wal-push');
+const pushers: [string, (args: readonly string[], opts?: SpawnSyncOptions) => Ran][] = [
+  ['airlock-wal-push', (args, opts) => run(HELPER, args, opts)],
+  ['airlock wal-push', (args, opts) => airlock(['wal-push', ...args], opts)],
+];
 
 /** Two segments archived by the cluster, pushed by PostgreSQL itself. */
 const archived: string[] = [];
@@ -48,7 +57,7 @@ function walRows(stateDir: string): { name: string; kind: string; header_checked
   }
 }
 
-test('the cluster archives through wal-push: durable copies, correct sidecars, headers that check', () => {
+test('the cluster archives through airlock-wal-push: durable copies, correct sidecars, headers that check', () => {
   const c = cluster();
   const sysid = systemIdentifier();
   for (const name of segments()) {
@@ -105,43 +114,89 @@ test('wal-ingest records good segments and a real backup history file, and is id
 });
 
 test('pushing a segment again: same bytes succeed, different bytes fail with wal-conflict and keep the first', () => {
-  const c = cluster();
   const name = segments()[0] as string;
-  const spooled = path.join(c.spool, name);
-  const first = readFileSync(spooled);
-  const src = path.join(tmp(), name);
-  writeFileSync(src, first);
-  const same = airlock(['wal-push', src, '--spool', c.spool]);
-  assert.is(same.code, 0, same.stderr);
+  const first = readFileSync(path.join(cluster().spool, name));
+  for (const [who, push] of pushers) {
+    const spool = spoolCopy([name]);
+    const spooled = path.join(spool, name);
+    const src = path.join(tmp(), name);
+    writeFileSync(src, first);
+    const same = push([src, '--spool', spool]);
+    assert.is(same.code, 0, `${who}: ${same.stderr}`);
 
-  flipByte(src, 1000);
-  const other = airlock(['wal-push', src, '--spool', c.spool]);
-  assert.is(other.code, 4, other.stderr);
-  assert.match(other.stderr, `airlock: error: ${name}: the spool already holds a different file of that name`);
-  assert.match(other.stderr, 'airlock: hint: the spooled file was kept');
-  assert.ok(readFileSync(spooled).equals(first), 'the first file is kept');
-  assert.is(readFileSync(`${spooled}.sha256`, 'utf8'), `${sha256Hex(first)}  ${name}\n`);
-  assert.equal(readdirSync(c.spool).filter((n) => n.endsWith('.tmp')), []);
+    flipByte(src, 1000);
+    const other = push([src, '--spool', spool]);
+    assert.is(other.code, 4, `${who}: ${other.stderr}`);
+    assert.match(other.stderr, `airlock: error: ${name}: the spool already holds a different file of that name`);
+    assert.match(other.stderr, 'airlock: hint: the spooled file was kept');
+    assert.ok(readFileSync(spooled).equals(first), `${who}: the first file is kept`);
+    assert.is(readFileSync(`${spooled}.sha256`, 'utf8'), `${sha256Hex(first)}  ${name}\n`);
+    assert.equal(readdirSync(spool).sort(), [name, `${name}.sha256`], `${who}: no temporary file left`);
+  }
 });
 
 test('wal-push completes a push that died before its sidecar, and refuses what is not WAL', () => {
   const name = segments()[1] as string;
-  const spool = tmp('airlock-spool-');
-  copyFileSync(path.join(cluster().spool, name), path.join(spool, name));
-  const r = airlock(['wal-push', path.join(cluster().spool, name), '--spool', spool]);
-  assert.is(r.code, 0, r.stderr);
-  assert.is(readFileSync(path.join(spool, `${name}.sha256`), 'utf8'), readFileSync(path.join(cluster().spool, `${name}.sha256`), 'utf8'));
+  for (const [who, push] of pushers) {
+    const spool = tmp('airlock-spool-');
+    copyFileSync(path.join(cluster().spool, name), path.join(spool, name));
+    const r = push([path.join(cluster().spool, name), '--spool', spool]);
+    assert.is(r.code, 0, `${who}: ${r.stderr}`);
+    assert.is(readFileSync(path.join(spool, `${name}.sha256`), 'utf8'), readFileSync(path.join(cluster().spool, `${name}.sha256`), 'utf8'));
 
-  const junk = path.join(tmp(), 'postgresql.conf');
-  writeFileSync(junk, 'x');
-  const bad = airlock(['wal-push', junk, '--spool', spool]);
-  assert.is(bad.code, 2);
-  assert.match(bad.stderr, 'is not a wal file name');
-  const noSpool = airlock(['wal-push', path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: '' } });
-  assert.is(noSpool.code, 2);
-  assert.match(noSpool.stderr, 'no wal spool given');
-  const fromEnv = airlock(['wal-push', path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: spool } });
-  assert.is(fromEnv.code, 0, fromEnv.stderr);
+    const junk = path.join(tmp(), 'postgresql.conf');
+    writeFileSync(junk, 'x');
+    const bad = push([junk, '--spool', spool]);
+    assert.is(bad.code, 2, who);
+    assert.match(bad.stderr, 'is not a wal file name');
+    const noSpool = push([path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: '' } });
+    assert.is(noSpool.code, 2, who);
+    assert.match(noSpool.stderr, 'no wal spool given');
+    const missing = push([path.join(tmp(), name), '--spool', spool]);
+    assert.is(missing.code, 3, `${who}: ${missing.stderr}`);
+    assert.match(missing.stderr, 'no such file');
+    const fresh = tmp('airlock-spool-');
+    const fromEnv = push([path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: fresh } });
+    assert.is(fromEnv.code, 0, `${who}: ${fromEnv.stderr}`);
+    assert.ok(readFileSync(path.join(fresh, name)).equals(readFileSync(path.join(cluster().spool, name))));
+  }
+});
+
+test('airlock-wal-push spools exactly what airlock wal-push spools, for every kind of WAL file', () => {
+  const c = cluster();
+  const history = path.join(tmp(), '00000002.history');
+  writeFileSync(history, '1\t0/3000000\tno recovery target specified\n');
+  const backup = readdirSync(c.spool).find((n) => n.endsWith('.backup'));
+  const sources = [path.join(c.spool, segments()[0] as string), history, ...(backup ? [path.join(c.spool, backup)] : [])];
+  const spools = pushers.map(([who, push]) => {
+    const spool = tmp('airlock-spool-');
+    for (const src of sources) {
+      const r = push([src, '--spool', spool]);
+      assert.is(r.code, 0, `${who} ${src}: ${r.stderr}`);
+    }
+    return spool;
+  });
+  const [native, node] = spools as [string, string];
+  assert.equal(readdirSync(native).sort(), readdirSync(node).sort());
+  assert.is(readdirSync(native).length, sources.length * 2, 'each file and its sidecar, nothing else');
+  for (const n of readdirSync(native)) {
+    assert.ok(readFileSync(path.join(native, n)).equals(readFileSync(path.join(node, n))), n);
+    assert.is(statSync(path.join(native, n)).mode & 0o777, 0o640, n);
+  }
+  // a --config (or any option it does not know) goes to airlock wal-push
+  const conf = path.join(tmp(), 'airlock.conf');
+  const viaConfig = tmp('airlock-spool-');
+  writeFileSync(conf, `spool = ${viaConfig}\n`);
+  const r = run(HELPER, [history, '--config', conf]);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(path.join(viaConfig, '00000002.history.sha256')));
+  // moved away from the CLI it hands over to, it says so and fails (postgresql keeps the file)
+  const moved = path.join(tmp(), 'airlock-wal-push');
+  copyFileSync(HELPER, moved);
+  run('chmod', ['+x', moved]);
+  const lost = run(moved, ['--help']);
+  assert.is(lost.code, 70);
+  assert.match(lost.stderr, 'airlock: error: cannot find the airlock cli beside this program');
 });
 
 test('wal-ingest refuses a corrupted segment and one whose header does not fit its name, and ingests the rest', () => {
@@ -244,24 +299,26 @@ test('wal-push into a full spool fails cleanly and leaves no partial file', () =
     return;
   }
   const [a, b] = segments() as [string, string];
-  const mnt = tmp('airlock-tmpfs-');
-  const m = run('mount', ['-t', 'tmpfs', '-o', 'size=20m', 'tmpfs', mnt]);
-  assert.is(m.code, 0, m.stderr);
-  try {
-    const first = airlock(['wal-push', path.join(cluster().spool, a), '--spool', mnt]);
-    assert.is(first.code, 0, first.stderr);
-    const full = airlock(['wal-push', path.join(cluster().spool, b), '--spool', mnt]);
-    assert.is(full.code, 6, full.stderr);
-    assert.match(full.stderr, `airlock: error: ${b}: no space left in the wal spool`);
-    assert.match(full.stderr, 'airlock: hint: free space in the spool');
-    assert.equal(readdirSync(mnt).sort(), [a, `${a}.sha256`], 'only the first push is there');
-    assert.is(statSync(path.join(mnt, a)).size, SEGMENT);
-    // PostgreSQL retrying a file that is already spooled succeeds even on a full spool
-    const retry = airlock(['wal-push', path.join(cluster().spool, a), '--spool', mnt]);
-    assert.is(retry.code, 0, retry.stderr);
-  } finally {
-    const u = run('umount', [mnt]);
-    assert.is(u.code, 0, u.stderr);
+  for (const [who, push] of pushers) {
+    const mnt = tmp('airlock-tmpfs-');
+    const m = run('mount', ['-t', 'tmpfs', '-o', 'size=20m', 'tmpfs', mnt]);
+    assert.is(m.code, 0, m.stderr);
+    try {
+      const first = push([path.join(cluster().spool, a), '--spool', mnt]);
+      assert.is(first.code, 0, `${who}: ${first.stderr}`);
+      const full = push([path.join(cluster().spool, b), '--spool', mnt]);
+      assert.is(full.code, 6, `${who}: ${full.stderr}`);
+      assert.match(full.stderr, `airlock: error: ${b}: no space left in the wal spool`);
+      assert.match(full.stderr, 'airlock: hint: free space in the spool');
+      assert.equal(readdirSync(mnt).sort(), [a, `${a}.sha256`], `${who}: only the first push is there`);
+      assert.is(statSync(path.join(mnt, a)).size, SEGMENT);
+      // PostgreSQL retrying a file that is already spooled succeeds even on a full spool
+      const retry = push([path.join(cluster().spool, a), '--spool', mnt]);
+      assert.is(retry.code, 0, `${who}: ${retry.stderr}`);
+    } finally {
+      const u = run('umount', [mnt]);
+      assert.is(u.code, 0, u.stderr);
+    }
   }
 });
 

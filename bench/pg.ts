@@ -162,7 +162,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const exportArgs = [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'];
+  const exportArgs = [...profiled(), cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'];
   const peer = () => pgbr('backup', '--type=full');
   const exp = compare(rounds, resetExport, () => timed(process.execPath, exportArgs), peer);
   const written = compare(rounds, resetExport, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
@@ -224,8 +224,13 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   return out;
 }
 
+/** node's options that write a CPU profile into BENCH_PROFILE, when it is set. */
+function profiled(): string[] {
+  return process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+}
+
 function restoreAirlock(c: Cluster, cli: string, medium: string, keys: { identity: string; allowedSigners: string }, data: string): Timed {
-  const args = [...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []), cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
+  const args = [...profiled(), cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
   const t = timed(process.execPath, args);
   if (!existsSync(path.join(data, 'PG_VERSION'))) throw new Error(`airlock restore pg left no cluster in ${data}`);
   return t;

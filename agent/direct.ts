@@ -24,7 +24,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError } from '../manifests/errors.js';
 import { openRegular, type Digest } from '../manifests/hash.js';
-import { BlockRing } from '../manifests/hash-worker.js';
+import { BlockRing, type HashWorker } from '../manifests/hash-worker.js';
 
 /** Alignment of offsets and lengths: 4 KiB covers 512-byte and 4 KiB sector devices. */
 const ALIGN = 4096;
@@ -160,12 +160,16 @@ export class BlockWriter {
   }
 }
 
+/** Names each file's digest on a hash worker apart from another file's. */
+let digestCount = 0;
+
 /**
  * Hashes a regular file read past the page cache, the next block being read while this one is
- * hashed. Returns undefined when the file system refuses direct reads (the caller reads it cached).
+ * hashed: here, or on `worker` (so that two files can be hashed at once on two cores). Returns
+ * undefined when the file system refuses direct reads (the caller reads it cached).
  * Throws `malformed` for anything but a regular file, typed system errors for a failing medium.
  */
-export async function digestDirect(file: string, signal?: AbortSignal): Promise<Digest | undefined> {
+export async function digestDirect(file: string, signal?: AbortSignal, worker?: HashWorker): Promise<Digest | undefined> {
   if (directFlag === undefined) return undefined;
   let fh: FileHandle;
   try {
@@ -175,7 +179,8 @@ export async function digestDirect(file: string, signal?: AbortSignal): Promise<
     throw e;
   }
   const blocks = alignedBlocks(2);
-  const h = createHash('sha256');
+  const id = `digest-direct-${++digestCount}`;
+  const h = worker ? undefined : createHash('sha256');
   let size = 0;
   let next: Promise<number> | undefined;
   try {
@@ -188,7 +193,8 @@ export async function digestDirect(file: string, signal?: AbortSignal): Promise<
       signal?.throwIfAborted();
       // a regular file reads short only at its end (and a direct read from there would be unaligned)
       if (n === BLOCK) next = readInto(1 - i, size + n);
-      h.update(blocks[i]!.subarray(0, n));
+      if (h) h.update(blocks[i]!.subarray(0, n));
+      else await worker!.update([id], blocks[i]!.subarray(0, n));
       size += n;
       if (!next) break;
       i = 1 - i;
@@ -200,5 +206,5 @@ export async function digestDirect(file: string, signal?: AbortSignal): Promise<
     await next?.catch(() => {});
     await fh.close();
   }
-  return { sha256: h.digest('hex'), size };
+  return { sha256: h ? h.digest('hex') : await worker!.digest(id), size };
 }

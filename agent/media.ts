@@ -16,6 +16,7 @@ import type { SigningKey } from '../manifests/sshkey.js';
 import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readChunks, readSmall, type Digest } from '../manifests/hash.js';
+import { HashWorker } from '../manifests/hash-worker.js';
 import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
 import { human } from '../verifier/human.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
@@ -189,8 +190,8 @@ export interface ReadBackNotes {
  * Hashes a file read past the page cache, falling back to a normal read when the file system refuses
  * direct I/O (noted in `notes`). Throws typed system errors when the medium cannot be read.
  */
-async function digestOnMedium(file: string, notes: ReadBackNotes, signal?: AbortSignal): Promise<Digest> {
-  const direct = notes.cached ? undefined : await digestDirect(file, signal);
+async function digestOnMedium(file: string, notes: ReadBackNotes, signal?: AbortSignal, worker?: HashWorker): Promise<Digest> {
+  const direct = notes.cached ? undefined : await digestDirect(file, signal, worker);
   if (direct) return direct;
   notes.cached = true;
   return digestFile(file);
@@ -208,9 +209,9 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
   if (report.findings.length > 0) throw fail(report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; '));
   if (report.sums !== sums) throw fail('its SHA256SUMS is not the one written');
-  const onMedium = async (name: string) => {
+  const onMedium = async (name: string, worker?: HashWorker) => {
     try {
-      return await digestOnMedium(path.join(dir, name), notes, signal);
+      return await digestOnMedium(path.join(dir, name), notes, signal, worker);
     } catch (e) {
       if (signal?.aborted) throw e;
       throw new AirlockError('io', `${path.join(dir, name)}: cannot be read back from the medium: ${(e as Error).message}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
@@ -218,8 +219,29 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   };
   if ((await onMedium(SUMS)).sha256 !== sums) throw fail(`${SUMS} differs on the medium from what was written`);
   const lines = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT));
-  for (const l of lines) {
-    if ((await onMedium(l.name)).sha256 !== l.sha256) throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
+  // two files at a time, one hashed here and one on a worker: the export is done, both cores are free
+  const worker = lines.length > 1 ? new HashWorker() : undefined;
+  let next = 0;
+  let failed = false;
+  const lane = async (hasher?: HashWorker) => {
+    for (let i = next++; i < lines.length && !failed; i = next++) {
+      const l = lines[i]!;
+      const got = await onMedium(l.name, hasher).catch((e: unknown) => {
+        failed = true;
+        throw e;
+      });
+      if (got.sha256 !== l.sha256) {
+        failed = true;
+        throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
+      }
+    }
+  };
+  try {
+    const lanes = await Promise.allSettled([lane(), ...(worker ? [lane(worker)] : [])]);
+    const first = lanes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (first) throw first.reason;
+  } finally {
+    await worker?.close();
   }
   if ((await onMedium(SUMS_SIG)).sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256) throw fail(`${SUMS_SIG} differs on the medium from what was written`);
   return report;

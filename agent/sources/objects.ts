@@ -16,9 +16,9 @@
  * our own client: one page in memory at a time, whatever the bucket holds. An unversioned bucket
  * lists the same way (every version id is "null"), which is its current objects.
  *
- * Reading: a window of the next few objects is fetched concurrently while the tar is written in
- * listing order. Small objects (up to 1 MiB) are read whole into the window, so at most
- * PREFETCH (32) x 1 MiB is held; a larger object is requested only when it is next and streams through.
+ * Reading: the tar is written in listing order while the small objects (up to 1 MiB) of a window of
+ * the next 4 x 32 listed items are fetched, 32 requests in flight, each read whole; at most 64 MiB of
+ * them is held. A larger object is requested only when it is next and streams through.
  * Every object's bytes are counted and MD5-hashed as they pass and checked against the listed size
  * and, for a single-part upload, the ETag; the sha256 is the writer's. A multipart ETag (`...-N`)
  * cannot be checked from the bytes, and radosgw may list it empty, so the GET's own ETag is recorded.
@@ -40,7 +40,7 @@ export interface BucketTarget {
 export interface ObjectSourceOptions {
   client: S3Client;
   targets: readonly BucketTarget[];
-  /** objects fetched ahead of the one being written (default 32: S3 answers each request after tens of milliseconds, so throughput comes from requests in flight) */
+  /** requests in flight for the objects ahead of the one being written (default 32: S3 answers each request after tens of milliseconds, so throughput comes from requests in flight) */
   prefetch?: number;
   /** objects up to this size are read whole ahead of time (default 1 MiB) */
   smallObject?: number;
@@ -382,6 +382,19 @@ function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecor
   };
 }
 
+/** A listed version or delete marker in the window ahead of the one being written. */
+interface Slot {
+  v: ListedVersion;
+  fetch?: Promise<Fetched>;
+  /** the bytes of its body held in memory once fetched (a small object's size, else 0) */
+  held: number;
+}
+
+/** Listed items the window holds per request in flight, so requests go on past a slow one. */
+const WINDOW_PER_REQUEST = 4;
+/** At most this many bytes of small objects fetched ahead and not yet written. */
+const HELD_LIMIT = 64 * 1024 * 1024;
+
 /**
  * Yields the items for `opts.targets` (see the top of this file). Throws `bucket-not-found`,
  * `s3-denied`, `s3-unreachable`, `s3-failed` from the server, `source-corrupt` when an object's
@@ -405,24 +418,42 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
     yield { kind: 'record', record };
     const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0 };
     const listing = listVersions(client, t.bucket, t.prefix, signal);
-    const window: { v: ListedVersion; fetch?: Promise<Fetched> }[] = [];
+    const window: Slot[] = [];
     let listingDone = false;
-    const start = (w: { v: ListedVersion; fetch?: Promise<Fetched> }, force: boolean) => {
-      if (w.fetch || w.v.kind !== 'version') return;
-      const small = (w.v.size ?? 0) <= smallLimit;
-      if (!small && !force) return;
+    let inFlight = 0;
+    let held = 0;
+    let stopped = false;
+    const start = (w: Slot, small: boolean) => {
+      inFlight++;
+      w.held = small ? (w.v.size ?? 0) : 0;
+      held += w.held;
       w.fetch = fetchObject(client, t.bucket, w.v, small, signal);
-      w.fetch.catch(() => {}); // awaited in order below; this only keeps a failure ahead from being "unhandled"
+      // awaited in order below; this only keeps a failure ahead from being "unhandled"
+      w.fetch.catch(() => {}).finally(() => {
+        inFlight--;
+        pump();
+      });
+    };
+    // `prefetch` requests in flight as long as the window has small objects not yet asked for: a
+    // slow one at the head does not hold back the requests behind it
+    const pump = () => {
+      if (stopped) return;
+      for (const w of window) {
+        if (inFlight >= prefetch) return;
+        if (w.fetch || w.v.kind !== 'version' || (w.v.size ?? 0) > smallLimit) continue;
+        if (held > 0 && held + (w.v.size ?? 0) > HELD_LIMIT) return;
+        start(w, true);
+      }
     };
     try {
       for (;;) {
-        while (!listingDone && window.length < prefetch) {
+        while (!listingDone && window.length < prefetch * WINDOW_PER_REQUEST) {
           const next = await listing.next();
           if (next.done) listingDone = true;
           else if (inc?.has(next.value.key, versionIdentity(next.value))) counts.alreadyExported++;
-          else window.push({ v: next.value });
+          else window.push({ v: next.value, held: 0 });
         }
-        for (const w of window) start(w, false);
+        pump();
         const head = window.shift();
         if (!head) break;
         const v = head.v;
@@ -432,7 +463,8 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
           opts.onExported?.(t, v.key, versionIdentity(v));
           continue;
         }
-        start(head, true);
+        // a large object is asked for when it is next, and streams through
+        if (!head.fetch) start(head, (v.size ?? 0) <= smallLimit);
         const f = await (head.fetch as Promise<Fetched>);
         const size = v.size ?? 0;
         counts.versions++;
@@ -459,11 +491,13 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
           yield item;
         } finally {
           if (!opened) f.res.body.destroy();
+          held -= head.held;
         }
         opts.onExported?.(t, v.key, versionIdentity(v));
       }
     } finally {
       // stopped early (an error further down the pipeline): release what was fetched ahead
+      stopped = true;
       for (const w of window) void w.fetch?.then((f) => f.res.body.destroy(), () => {});
       await listing.return(undefined);
     }

@@ -152,17 +152,29 @@ export class BlockRing {
 }
 
 /**
- * Feeds a HashWorker bytes from any memory: they are copied into a ring of shared blocks (copying
- * costs a tenth of hashing), and each full block is hashed on the worker while the next one fills.
+ * Feeds hash workers bytes from any memory: they are copied into a ring of shared blocks (copying
+ * costs a tenth of hashing), and each full block is hashed while the next one fills. With several
+ * digests at once (an object's sha256 and MD5), the n-th digest goes to worker n % `parallel`, so
+ * they are computed side by side; workers start when first needed.
  */
 export class HashFeed {
   private readonly ring: BlockRing;
+  private readonly workers: HashWorker[] = [];
   private ids: readonly string[] = [];
 
-  constructor(private readonly worker: HashWorker, count = 4, size = 1024 * 1024) {
+  constructor(private readonly parallel = 1, count = 4, size = 1024 * 1024) {
     const memory = new SharedArrayBuffer(count * size);
     const blocks = Array.from({ length: count }, (_, i) => new Uint8Array(memory, i * size, size));
-    this.ring = new BlockRing(blocks, (block, length) => this.worker.update(this.ids, block.subarray(0, length)));
+    this.ring = new BlockRing(blocks, (block, length) => {
+      const view = block.subarray(0, length);
+      const work: Promise<void>[] = [];
+      for (let w = 0; w < Math.min(this.parallel, this.ids.length); w++) work.push(this.worker(w).update(this.ids.filter((_, i) => i % this.parallel === w), view));
+      return Promise.all(work);
+    });
+  }
+
+  private worker(w: number): HashWorker {
+    return (this.workers[w] ??= new HashWorker());
   }
 
   /** Appends `chunk` to the digests `ids`; one set of digests at a time, ended by `digest`. */
@@ -174,6 +186,12 @@ export class HashFeed {
   /** The hex digests of everything added to `ids`. */
   async digest(ids: readonly string[]): Promise<string[]> {
     await this.ring.drain();
-    return Promise.all(ids.map((id) => this.worker.digest(id)));
+    return Promise.all(ids.map((id, i) => this.worker(i % this.parallel).digest(id)));
+  }
+
+  /** Stops the workers (after waiting for the blocks in flight). */
+  async close(): Promise<void> {
+    await this.ring.settle();
+    await Promise.all(this.workers.map((w) => w.close()));
   }
 }

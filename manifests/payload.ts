@@ -13,7 +13,7 @@ import { decryptStream } from './age/stream.js';
 import { spawnFilter } from './child.js';
 import { AirlockError } from './errors.js';
 import { readChunks } from './hash.js';
-import { HashFeed, HashWorker } from './hash-worker.js';
+import { HashFeed } from './hash-worker.js';
 import type { Payload, Volume } from './manifest.js';
 
 /** Payloads of at least this size have their volumes hashed on a worker thread, beside decryption. */
@@ -25,8 +25,7 @@ const WORKER_HASH_MIN = 8 * 1024 * 1024;
  * readChunks throws when a volume cannot be read.
  */
 export async function* readVolumes(dir: string, volumes: readonly Volume[], signal?: AbortSignal, onBytes?: (n: number) => void): AsyncGenerator<Buffer> {
-  const worker = volumes.reduce((a, v) => a + v.size, 0) >= WORKER_HASH_MIN ? new HashWorker() : undefined;
-  const feed = worker && new HashFeed(worker);
+  const feed = volumes.reduce((a, v) => a + v.size, 0) >= WORKER_HASH_MIN ? new HashFeed() : undefined;
   try {
     for (const vol of volumes) {
       const h = feed ? undefined : createHash('sha256');
@@ -46,7 +45,7 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
       if (sha256 !== vol.sha256) throw new AirlockError('checksum-mismatch', `${vol.name}: sha256 differs from SHA256SUMS`);
     }
   } finally {
-    await worker?.close();
+    await feed?.close();
   }
 }
 

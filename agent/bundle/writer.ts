@@ -231,7 +231,6 @@ const WORKER_HASH_MIN = 4 * 1024 * 1024;
 async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
   const index = new Spool(path.join(partial, '.index.jsonl'));
   const inner = new Spool(path.join(partial, '.MANIFEST.sha256'));
-  let worker: HashWorker | undefined;
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
@@ -241,10 +240,8 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
     const here = size < WORKER_HASH_MIN ? [createHash('sha256'), ...(md5 ? [createHash('md5')] : [])] : undefined;
     const ids = [`sha256:${name}`, ...(md5 ? [`md5:${name}`] : [])];
-    if (!here && !feed) {
-      worker = new HashWorker();
-      feed = new HashFeed(worker);
-    }
+    // the sha256 and the MD5 of an object side by side, on two workers
+    if (!here && !feed) feed = new HashFeed(2);
     let n = 0;
     for await (const chunk of body) {
       n += chunk.byteLength;
@@ -292,7 +289,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     yield paddingFor(inner.size);
     yield Buffer.from(END_OF_ARCHIVE);
   } finally {
-    await worker?.close();
+    await feed?.close();
     await index.discard();
     await inner.discard();
   }

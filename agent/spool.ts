@@ -15,6 +15,9 @@
  * ingest waits for it. PostgreSQL never archives two different files under one name, so a second
  * push with other bytes is refused loudly and the first file kept.
  *
+ * agent/native/wal-push.c (`airlock-wal-push`, the fast archive_command) writes a new push by the
+ * same steps and hands every other case to pushToSpool: a change to the layout changes both.
+ *
  * This module is loaded by `wal-push` once per segment: it must stay light (Node built-ins, no
  * catalog, no commander), so the catalog is only a type here.
  */

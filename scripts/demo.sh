@@ -65,7 +65,7 @@ for a in 'PUT records/runs/log.txt r1' 'PUT records/runs/log.txt r2' 'PUT record
 done
 echo "bucket records: runs/log.txt in 2 versions, draft.txt written then deleted (a delete marker)"
 
-step "site: a throwaway PostgreSQL 15 that archives its WAL through airlock wal-push"
+step "site: a throwaway PostgreSQL 15 that archives its WAL through airlock-wal-push"
 PGLINE=$(bash "$ROOT/scripts/pg.sh" start "$WORK/pg")
 echo "$PGLINE"
 PGPORT=$(sed -n 's/.* port=\([0-9]*\).*/\1/p' <<<"$PGLINE")

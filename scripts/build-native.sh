@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 src=agent/native/wal-push.c
 out=dist/native/airlock-wal-push
 cc=${CC:-cc}
+command -v "$cc" >/dev/null 2>&1 || cc=gcc
 node=$(command -v node)
 rm -f "$out"
 if ! command -v "$cc" >/dev/null 2>&1 || [ ! -f /usr/include/openssl/evp.h ]; then

@@ -498,40 +498,83 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
 });
 
 /**
- * An HTTP proxy in front of the S3 server that passes everything through, except that in the body
- * of every GET of a key containing `corrupt` (not its tagging) it flips the byte at offset 1000, as a
- * failing disk or controller on the server would. Resolves to its endpoint and a stop function.
+ * An HTTP proxy in front of the S3 server that passes everything through, except:
+ * - `corrupt`: in the body of every GET of a key it matches (not its tagging) the byte at offset
+ *   1000 is flipped, as a failing disk or controller on the server would;
+ * - `hold`: a GET of a key it matches is held back `ms` before it goes on; `servedWhileHeld` counts
+ *   the other object GETs answered meanwhile.
  */
-async function corruptingProxy(target: string): Promise<{ endpoint: string; stop: () => Promise<void> }> {
+async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: RegExp; ms: number } }): Promise<{ endpoint: string; stop: () => Promise<void>; servedWhileHeld: () => number }> {
   const http = await import('node:http');
   const to = new URL(target);
+  let holding = false;
+  let servedWhileHeld = 0;
   const server = http.createServer((req, res) => {
-    const flip = req.method === 'GET' && /corrupt/.test(decodeURIComponent(req.url ?? '')) && !/[?&]tagging/.test(req.url ?? '');
-    const up = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
-      res.writeHead(ur.statusCode ?? 502, ur.headers);
-      let at = 0;
-      ur.on('data', (d: Buffer) => {
-        if (flip && at <= 1000 && 1000 < at + d.length) d.writeUInt8(d.readUInt8(1000 - at) ^ 0xff, 1000 - at);
-        at += d.length;
-        res.write(d);
+    const url = decodeURIComponent(req.url ?? '');
+    const objectGet = req.method === 'GET' && /[?&]versionId=/.test(url) && !/[?&]tagging/.test(url);
+    const flip = objectGet && opts.corrupt?.test(url) === true;
+    const hold = objectGet && opts.hold?.key.test(url) === true;
+    const forward = () => {
+      const up = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+        res.writeHead(ur.statusCode ?? 502, ur.headers);
+        let at = 0;
+        ur.on('data', (d: Buffer) => {
+          if (flip && at <= 1000 && 1000 < at + d.length) d.writeUInt8(d.readUInt8(1000 - at) ^ 0xff, 1000 - at);
+          at += d.length;
+          res.write(d);
+        });
+        ur.on('end', () => {
+          if (objectGet && !hold && holding) servedWhileHeld++;
+          res.end();
+        });
       });
-      ur.on('end', () => res.end());
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    };
+    if (!hold) return forward();
+    holding = true;
+    setTimeout(() => {
+      holding = false;
+      forward();
+    }, opts.hold!.ms);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : 0;
-  return { endpoint: `http://127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(() => resolve())) };
+  return { endpoint: `http://127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(() => resolve())), servedWhileHeld: () => servedWhileHeld };
 }
+
+test('a slow object at the head of the export does not hold back the requests behind it', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('slow-head');
+  await c.makeBucket(bucket);
+  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const count = 100;
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    for (let i = next++; i < count; i = next++) await c.putObject(bucket, `k${String(i).padStart(3, '0')}`, Buffer.from(`object ${i}`));
+  }));
+  // the first key in listing order answers after 2 s; the others meanwhile
+  const proxy = await s3Proxy(srv.endpoint, { hold: { key: /\/k000\?/, ms: 2000 } });
+  try {
+    const medium = tmp();
+    const r = await airlockAsync(exportArgs(medium, tmp(), { ...srv, endpoint: proxy.endpoint }, [bucket], ['--json']), { env: ENV });
+    ok(r, 'export through the slow proxy');
+    assert.is(JSON.parse(r.stdout).objects.versions, count);
+    // 32 requests in flight: with the window stuck behind k000, at most 31 others could be answered
+    assert.ok(proxy.servedWhileHeld() >= 60, `${proxy.servedWhileHeld()} other objects were fetched while the first was held`);
+  } finally {
+    await proxy.stop();
+  }
+});
 
 test('a server that returns other bytes than the ETag says (small and large objects): source-corrupt, no bundle', async () => {
   const srv = await s3();
   const c = srv.client;
   const medium = tmp();
   const state = tmp();
-  const proxy = await corruptingProxy(srv.endpoint);
+  const proxy = await s3Proxy(srv.endpoint, { corrupt: /corrupt/ });
   try {
     for (const [label, size] of [['small', 5000], ['large', 5 * 1024 * 1024]] as const) {
       const bucket = bucketName(`corrupt-${label}`);

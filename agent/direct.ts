@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError } from '../manifests/errors.js';
 import { openRegular, type Digest } from '../manifests/hash.js';
@@ -69,6 +69,8 @@ export class DirectFile {
         return new DirectFile(file, await open(file, flags | directFlag, mode), true);
       } catch (e) {
         if (!refused(e)) throw e;
+        // a file system without O_DIRECT (ramfs, older tmpfs) refuses it after creating the file
+        await unlink(file).catch(() => {});
       }
     }
     return new DirectFile(file, await open(file, flags, mode), false);

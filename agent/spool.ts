@@ -152,6 +152,8 @@ function writeTemp(dir: string, name: string, fill: (write: (chunk: Uint8Array) 
     fd = openSync(tmp, flags | (directNow ? directFlag! : 0), 0o640);
   } catch (e) {
     if (!directNow || !refused(e)) throw e;
+    // a file system without O_DIRECT (ramfs, older tmpfs) refuses it after creating the file
+    unlinkQuietly(tmp);
     directNow = false;
     fd = openSync(tmp, flags, 0o640);
   }

@@ -147,6 +147,8 @@ static int copy_hashed(const char *source, const char *tmp, char hex[65]) {
   int direct = 1;
   int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0640);
   if (out < 0 && errno == EINVAL) {
+    /* a file system without O_DIRECT (ramfs, older tmpfs) refuses it after creating the file */
+    unlink(tmp);
     direct = 0;
     out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   }

@@ -322,6 +322,28 @@ test('wal-push into a full spool fails cleanly and leaves no partial file', () =
   }
 });
 
+test('wal-push into a spool without O_DIRECT (ramfs, which refuses it after creating the file) spools through the page cache', () => {
+  if (process.getuid?.() !== 0) {
+    console.log('  (skipped: mounting a ramfs needs root)');
+    return;
+  }
+  const name = segments()[0] as string;
+  for (const [who, push] of pushers) {
+    const mnt = tmp('airlock-ramfs-');
+    const m = run('mount', ['-t', 'ramfs', 'ramfs', mnt]);
+    assert.is(m.code, 0, m.stderr);
+    try {
+      const r = push([path.join(cluster().spool, name), '--spool', mnt]);
+      assert.is(r.code, 0, `${who}: ${r.stderr}`);
+      assert.equal(readdirSync(mnt).sort(), [name, `${name}.sha256`], `${who}: the file and its sidecar, no temporary file`);
+      assert.ok(readFileSync(path.join(mnt, name)).equals(readFileSync(path.join(cluster().spool, name))), who);
+    } finally {
+      const u = run('umount', [mnt]);
+      assert.is(u.code, 0, u.stderr);
+    }
+  }
+});
+
 /** A base backup without WAL (-X none), ready for archive recovery: every segment must come from wal-fetch. */
 function baseBackup(): { data: string; log: string } {
   const c = cluster();

@@ -1,15 +1,15 @@
 /*
  * Volumes written past the page cache: every length (empty, unaligned tails, several blocks) comes
- * back byte for byte, a write the kernel refuses goes on through the page cache, and the direct
- * read-back hashes what is on the disk.
+ * back byte for byte, a write the kernel refuses goes on through the page cache, a file system
+ * without O_DIRECT is written through it, and the direct read-back hashes what is on the disk.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BLOCK, BlockWriter, DirectFile, alignedBlocks, digestDirect } from '../../agent/direct.js';
-import { tmp } from '../helpers.js';
+import { run, tmp } from '../helpers.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -59,6 +59,27 @@ test('a file that exists is refused; a write the kernel refuses (memory not alig
     assert.unreachable('an existing file was opened for writing');
   } catch (e) {
     assert.is((e as NodeJS.ErrnoException).code, 'EEXIST');
+  }
+});
+
+test('a file system without O_DIRECT (ramfs refuses it after creating the file) is written through the page cache', async () => {
+  if (process.getuid?.() !== 0) {
+    console.log('  (skipped: mounting a ramfs needs root)');
+    return;
+  }
+  const mnt = tmp('airlock-ramfs-');
+  const m = run('mount', ['-t', 'ramfs', 'ramfs', mnt]);
+  assert.is(m.code, 0, m.stderr);
+  try {
+    const data = randomBytes(BLOCK + 4097);
+    await writeDirect(path.join(mnt, 'v'), data);
+    assert.ok(readFileSync(path.join(mnt, 'v')).equals(data));
+    assert.equal(readdirSync(mnt), ['v']);
+    // no direct reads either: the caller is told to read it cached
+    assert.is(await digestDirect(path.join(mnt, 'v')), undefined);
+  } finally {
+    const u = run('umount', [mnt]);
+    assert.is(u.code, 0, u.stderr);
   }
 });
 

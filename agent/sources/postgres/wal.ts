@@ -28,6 +28,7 @@
  * them ("0/3000028") and 64-bit identifiers as decimal strings, because JSON numbers lose precision
  * above 2^53; arithmetic happens in bigint.
  */
+import { formatLsnValue, lsnValue, segmentFileName } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 
 /** xlp_magic of PostgreSQL 15 (XLOG_PAGE_MAGIC in access/xlog_internal.h). */
@@ -115,9 +116,8 @@ export function segmentNumber(name: { name: string; log: number; seg: number }, 
 
 /** The name of segment `segno` on `timeline`. Throws `usage` for an invalid segment size. */
 export function segmentName(timeline: number, segno: bigint, segmentSize: number): string {
-  const per = segmentsPerLog(segmentSize);
-  const h8 = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
-  return `${h8(timeline)}${h8(segno / per)}${h8(segno % per)}`;
+  segmentsPerLog(segmentSize);
+  return segmentFileName(timeline, segno, segmentSize);
 }
 
 /** The WAL location where a segment starts. Throws like segmentNumber. */
@@ -127,15 +127,12 @@ export function segmentStartLsn(name: { name: string; log: number; seg: number }
 
 /** Parses "X/Y" (hexadecimal halves, as PostgreSQL prints an LSN). Throws `malformed`. */
 export function parseLsn(text: string): bigint {
-  const m = text.match(/^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/);
-  if (!m) throw new AirlockError('malformed', `${JSON.stringify(text)} is not a WAL location like 0/3000028`);
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+  if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(text)) throw new AirlockError('malformed', `${JSON.stringify(text)} is not a WAL location like 0/3000028`);
+  return lsnValue(text);
 }
 
 /** Formats an LSN the way PostgreSQL does: "%X/%X". */
-export function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffff_ffffn).toString(16).toUpperCase()}`;
-}
+export const formatLsn = formatLsnValue;
 
 export interface PageHeader {
   magic: number;

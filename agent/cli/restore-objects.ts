@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { withRecoverySettings, type Unresolved } from './common.js';
+import { progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
@@ -90,7 +90,16 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
-    const s = await restoreObjects(bundle, identities, target, until, controller.signal, verified);
+    // a progress line per step on a terminal: decrypting the bundles, then writing the versions
+    let step: { name: string; bytes: number; line: ReturnType<typeof progressReporter> } | undefined;
+    const progress = (name: string, bytes: number) => {
+      if (step?.name !== name) {
+        step?.line.done();
+        step = { name, bytes: 0, line: progressReporter(`airlock: restore objects: ${name === 'decrypt' ? 'decrypting' : 'writing'}`) };
+      }
+      step.line.update((step.bytes += bytes));
+    };
+    const s = await restoreObjects(bundle, identities, target, until, controller.signal, verified, progress).finally(() => step?.line.done());
     for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {

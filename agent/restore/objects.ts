@@ -75,8 +75,11 @@ interface Staged {
   records: string;
 }
 
+/** Told the bytes of each step as they pass: bundles decrypted into staging, object versions written to S3. */
+export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
+
 /** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
-async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<Staged> {
+async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const entries = path.join(dir, 'entries');
@@ -85,7 +88,7 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
   const fd = openSync(records, 'wx', 0o600);
   let pending = '';
   try {
-    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal);
+    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, progress && ((n) => progress('decrypt', n)));
     const problems = await checkInner(readTar(plain), manifest, {
       onEntry: (entry, body) => stageEntry(entries, entry, body),
       onRecord: (r) => {
@@ -144,7 +147,7 @@ const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8')
  * chain back to a whole export, taking those from `verified`. Throws `no-bundle` when a bundle of
  * the chain is not among them, and what staging throws.
  */
-async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal): Promise<Chain> {
+async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Chain> {
   const bucketsOf = async (st: Staged) => {
     const out: IndexRecord[] = [];
     for await (const r of readRecords(st.records)) if (r.type === 'bucket') out.push(r);
@@ -152,7 +155,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   };
   const seqOf = (b: BundleReport) => b.manifest?.seq ?? 0;
   const staged = new Map<number, Staged>();
-  const first = await stage(bundle, identities, path.join(dir, `b${seqOf(bundle)}`), signal);
+  const first = await stage(bundle, identities, path.join(dir, `b${seqOf(bundle)}`), signal, progress);
   staged.set(seqOf(bundle), first);
   const buckets = await bucketsOf(first);
   const targets = buckets.map((r) => ({ bucket: str(r, 'bucket'), prefix: typeof r.prefix === 'string' ? r.prefix : '' }));
@@ -167,7 +170,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
         hint: 'give --from a folder that holds the whole chain back to a full export of the buckets',
       });
     }
-    const st = await stage(b, identities, path.join(dir, `b${seq}`), signal);
+    const st = await stage(b, identities, path.join(dir, `b${seq}`), signal, progress);
     staged.set(seq, st);
     const bs = await bucketsOf(st);
     bucketRecords.set(seq, bs);
@@ -397,7 +400,7 @@ async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: 
   if (failure) throw failure.e;
 }
 
-async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal): Promise<void> {
+async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal, progress?: Progress): Promise<void> {
   const { client } = target;
   const plans = new Map<string, BucketPlan>();
   const inBundle: string[] = [];
@@ -465,6 +468,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
           summary.versions++;
           summary.bytes += size;
+          progress?.('write', size);
           faultPoint('restore:after-write');
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
         }
@@ -568,7 +572,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
  * system errors. A failure during a bucket restore leaves what was written so far, and the id map of
  * it as `<id map>.partial`; the id map gets its final name only when everything succeeded.
  */
-export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = []): Promise<ObjectRestoreSummary> {
+export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = [], progress?: Progress): Promise<ObjectRestoreSummary> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
@@ -585,8 +589,8 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
     await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
     const dir = path.join(parent, `.airlock-staging-${randomBytes(6).toString('hex')}`);
     try {
-      const chain = await stageChain(bundle, verified, identities, dir, signal);
-      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal);
+      const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
+      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal, progress);
       summary.map = idMap;
       return summary;
     } catch (e) {
@@ -602,7 +606,7 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
   await mkdir(parent, { recursive: true });
   const dir = path.join(parent, `.${path.basename(to)}.airlock-staging-${randomBytes(6).toString('hex')}`);
   try {
-    const chain = await stageChain(bundle, verified, identities, dir, signal);
+    const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
     const tree = path.join(dir, 'tree');
     await mkdir(tree, { mode: 0o700 });
     await restoreToFolder(chain, to, tree, until, summary);

@@ -184,10 +184,14 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   // restore into a fresh bucket
   const dest = bucketName('back');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  const rs = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', idMap], { env: ENV });
-  ok(rs, 'restore into a bucket');
-  assert.is(rs.stdout.trim(), idMap);
-  assert.match(rs.stderr, `${f.plain}: not named in --bucket-map`);
+  const restoreArgs = ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', idMap];
+  // on a terminal (script(1) gives it one) each step shows its progress
+  const rs = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...restoreArgs].join(' '), '/dev/null'], { env: ENV });
+  assert.is(rs.code, 0, `restore into a bucket: ${rs.stdout}`);
+  assert.match(rs.stdout, /airlock: restore objects: decrypting: [\d.]+ (B|KiB|MiB) at .*\/s/);
+  assert.match(rs.stdout, /airlock: restore objects: writing: [\d.]+ (B|KiB|MiB) at .*\/s/);
+  assert.match(rs.stdout, `${f.plain}: not named in --bucket-map`);
+  assert.is(rs.stdout.trim().split('\n').at(-1)?.trim(), idMap);
   const ids = new Map<string, { versionId: string; deleteMarker: boolean }>();
   for (const line of readFileSync(idMap, 'utf8').trim().split('\n')) {
     const m = JSON.parse(line);

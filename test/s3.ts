@@ -66,6 +66,14 @@ export function bucketName(label: string): string {
   return `${label}-${randomBytes(4).toString('hex')}`;
 }
 
+/** A new bucket with versioning on, named from `label` as bucketName does. */
+export async function versionedBucket(client: Minio.Client, label: string): Promise<string> {
+  const bucket = bucketName(label);
+  await client.makeBucket(bucket);
+  await client.setBucketVersioning(bucket, { Status: 'Enabled' });
+  return bucket;
+}
+
 /** The folder of the running server, if one was started (for logs when a test fails). */
 export function s3Dir(): string | undefined {
   return startedDir;

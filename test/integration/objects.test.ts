@@ -20,7 +20,7 @@ import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/sources/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
 import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
-import { ACCESS_KEY, SECRET_KEY, bucketName, s3, type S3Server } from '../s3.js';
+import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
 
 const keys = makeKeys('site-s3');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
@@ -87,9 +87,7 @@ interface Fixture {
 /** A versioned bucket with history, odd keys, metadata and tags; and a small unversioned bucket. */
 async function fixture(srv: S3Server): Promise<Fixture> {
   const c = srv.client;
-  const bucket = bucketName('hist');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'hist');
   await c.setBucketTagging(bucket, { owner: 'platform', tier: 'gold' });
   await c.putObject(bucket, 'docs/report.txt', Buffer.from('one'), 3, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-cache' });
   await c.putObject(bucket, 'docs/report.txt', Buffer.from('two'), 3, { 'Content-Type': 'text/plain', 'Cache-Control': 'max-age=60' });
@@ -266,9 +264,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
 test('a bucket restore killed halfway resumes from its journal without duplicating a version', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('resume');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'resume');
   for (let k = 0; k < 6; k++) {
     for (let v = 0; v < 3; v++) await c.putObject(bucket, `k${k}/x`, Buffer.from(`key ${k} version ${v}`));
   }
@@ -320,9 +316,7 @@ test('safe paths: every key shape maps to distinct relative components', () => {
 test('more than 1,000 versions: listing pages turn on keys that need escaping', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('many');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'many');
   const keysMade: string[] = [];
   for (let i = 0; i < 400; i++) keysMade.push(`esc/ä ö+%2F ${String(i).padStart(3, '0')} &<>`);
   const expected = new Set<string>();
@@ -371,9 +365,7 @@ test('more than 1,000 versions: listing pages turn on keys that need escaping', 
 test('a 100 MiB multipart object streams through export in bounded memory and goes back up in parts', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('big');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'big');
   const MiB = 1024 * 1024;
   const size = 100 * MiB;
   const seed = randomBytes(MiB);
@@ -419,9 +411,7 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
 test('incremental exports carry only new versions; a restore reads the chain back to the full export', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('incr');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'incr');
   const plain = bucketName('incrplain');
   await c.makeBucket(plain);
   await c.putObject(bucket, 'a key', Buffer.from('a1'));
@@ -479,9 +469,7 @@ test('incremental exports carry only new versions; a restore reads the chain bac
 test('an object the server refuses mid-export: typed error, no bundle, the seq is not used up', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('denied');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'denied');
   for (let i = 0; i < 50; i++) await c.putObject(bucket, `open/${i}`, Buffer.from(`${i}`));
   await c.putObject(bucket, 'secret/x', Buffer.from('no'));
   // listing and bucket settings stay allowed, so the refusal comes after the bundle was begun
@@ -551,9 +539,7 @@ async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: R
 test('a slow object at the head of the export does not hold back the requests behind it', async () => {
   const srv = await s3();
   const c = srv.client;
-  const bucket = bucketName('slow-head');
-  await c.makeBucket(bucket);
-  await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+  const bucket = await versionedBucket(c, 'slow-head');
   const count = 100;
   let next = 0;
   await Promise.all(Array.from({ length: 16 }, async () => {
@@ -581,9 +567,7 @@ test('a server that returns other bytes than the ETag says (small and large obje
   const proxy = await s3Proxy(srv.endpoint, { corrupt: /corrupt/ });
   try {
     for (const [label, size] of [['small', 5000], ['large', 5 * 1024 * 1024]] as const) {
-      const bucket = bucketName(`corrupt-${label}`);
-      await c.makeBucket(bucket);
-      await c.setBucketVersioning(bucket, { Status: 'Enabled' });
+      const bucket = await versionedBucket(c, `corrupt-${label}`);
       await c.putObject(bucket, 'fine', Buffer.from('fine'));
       await c.putObject(bucket, `corrupt-${label}`, randomBytes(size));
       const r = await airlockAsync(exportArgs(medium, state, { ...srv, endpoint: proxy.endpoint }, [bucket]), { env: ENV });

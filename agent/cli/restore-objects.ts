@@ -10,6 +10,7 @@ import { progressReporter, withRecoverySettings, type Unresolved } from './commo
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
+import { withRepairedBundle } from '../restore/repair.js';
 import { S3Client } from '../s3/client.js';
 import { loadCredentials } from '../s3/credentials.js';
 import { BUCKET_RE } from '../sources/objects.js';
@@ -73,8 +74,9 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   const identities = parseIdentities(identityText);
   const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
   const verified: BundleReport[] = [];
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
-  process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified, { allowRepair: true });
+  if (bundle.findings.length > 0) process.stderr.write(`airlock: ${path.basename(bundle.path)} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data\n`);
+  else process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
 
   let client: S3Client | undefined;
   let target: ObjectTarget;
@@ -99,7 +101,9 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
       }
       step.line.update((step.bytes += bytes));
     };
-    const s = await restoreObjects(bundle, identities, target, until, controller.signal, verified, progress).finally(() => step?.line.done());
+    // a damaged bundle is repaired into a scratch copy beside the folder or the id map
+    const beside = target.kind === 'bucket' ? target.idMap : target.to;
+    const s = await withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, controller.signal, verified, progress), controller.signal).finally(() => step?.line.done());
     for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {

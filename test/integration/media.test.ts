@@ -212,6 +212,31 @@ test('recovery data: a volume with damaged blocks is repaired in a scratch copy 
   assert.ok(readFileSync(vol).equals(damaged), 'the medium was not written');
 });
 
+test('recovery data: a bucket bundle with a damaged volume is repaired in a scratch copy and its objects restore byte for byte', async () => {
+  const srv = await s3();
+  const bucket = bucketName('media-repair');
+  await srv.client.makeBucket(bucket);
+  const blobs = [randomBytes(1500 * 1024), randomBytes(700 * 1024), Buffer.from('small')];
+  for (const [i, b] of blobs.entries()) await srv.client.putObject(bucket, `blob-${i}`, b);
+  const medium = tmp();
+  const env = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
+  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none'], { env });
+  assert.is(r.code, 0, r.stderr);
+  const vol = path.join(r.stdout.trim(), 'payload.001');
+  damage(vol, 300_000, 8192);
+  const damaged = readFileSync(vol);
+
+  const parent = tmp();
+  const to = path.join(parent, 'restored');
+  const rs = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+  assert.is(rs.code, 0, rs.stderr);
+  assert.match(rs.stderr, 'is damaged on the medium (checksum-mismatch payload.001); repairing from its recovery data');
+  assert.match(rs.stderr, 'airlock: repaired payload.001');
+  for (const [i, b] of blobs.entries()) assert.ok(readFileSync(path.join(to, bucket, `blob-${i}`)).equals(b), `blob-${i}`);
+  assert.equal(readdirSync(parent), ['restored'], 'no scratch copy or staging left');
+  assert.ok(readFileSync(vol).equals(damaged), 'the medium was not written');
+});
+
 test('without recovery data a damaged volume fails the restore cleanly; too much damage for the recovery data too', () => {
   const src = source(3 * 1024 * 1024);
   for (const extra of [[], ['--recovery-percent', '5']]) {

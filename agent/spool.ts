@@ -26,7 +26,6 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openS
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { alignedBlocks, directFlag, refused } from './direct.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseWalFileName, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
@@ -100,17 +99,18 @@ export function readSmallSync(file: string, limit: number): string {
 }
 
 /**
- * Reads a regular file once in chunks of `buf` (which `sink` then gets views of), hashing it; returns its sha256, size and first bytes.
+ * Reads a regular file once in chunks, hashing it; returns its sha256, size and first bytes.
  * Throws `malformed` for a non-regular file or one over 1 GiB, system errors otherwise.
  */
-export function hashFileSync(file: string, firstBytes = 0, sink?: (chunk: Uint8Array) => void, buf: Buffer = Buffer.allocUnsafe(CHUNK)): { sha256: string; size: number; first: Buffer } {
+export function hashFileSync(file: string, firstBytes = 0, sink?: (chunk: Uint8Array) => void): { sha256: string; size: number; first: Buffer } {
   const fd = openRegularSync(file);
   try {
     const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(CHUNK);
     let size = 0;
     let first = Buffer.alloc(0);
     for (;;) {
-      const n = readSync(fd, buf, 0, buf.byteLength, null);
+      const n = readSync(fd, buf, 0, CHUNK, null);
       if (n === 0) break;
       const chunk = buf.subarray(0, n);
       if (first.length < firstBytes) first = Buffer.concat([first, chunk.subarray(0, firstBytes - first.length)]);
@@ -136,51 +136,12 @@ function spoolError(e: unknown, what: string): unknown {
   return fromSystemError(e, what);
 }
 
-/**
- * Writes the chunks `fill` passes to `write` into a new temporary file in `dir`, fsynced; returns its
- * path. With `direct`, the file is written past the page cache (O_DIRECT) while the file system takes
- * it (chunks then come from aligned memory, see ./direct.ts): a WAL segment is written once and read
- * once, and through the cache it costs a copy and a slower fsync. A write refused with EINVAL (an
- * unaligned tail, a file system without O_DIRECT) goes on through the page cache.
- */
-function writeTemp(dir: string, name: string, fill: (write: (chunk: Uint8Array) => void) => void, direct = false): string {
+/** Writes `data` (or the chunks `fill` writes) to a new temporary file in `dir`, fsynced; returns its path. */
+function writeTemp(dir: string, name: string, fill: (fd: number) => void): string {
   const tmp = path.join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
-  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
-  let directNow = direct && directFlag !== undefined;
-  let fd: number;
+  const fd = openSync(tmp, 'wx', 0o640);
   try {
-    fd = openSync(tmp, flags | (directNow ? directFlag! : 0), 0o640);
-  } catch (e) {
-    if (!directNow || !refused(e)) throw e;
-    // a file system without O_DIRECT (ramfs, older tmpfs) refuses it after creating the file
-    unlinkQuietly(tmp);
-    directNow = false;
-    fd = openSync(tmp, flags, 0o640);
-  }
-  let at = 0;
-  const write = (chunk: Uint8Array) => {
-    if (directNow) {
-      try {
-        if (writeSync(fd, chunk, 0, chunk.byteLength, at) === chunk.byteLength) {
-          at += chunk.byteLength;
-          return;
-        }
-      } catch (e) {
-        if (!refused(e)) throw e;
-      }
-      closeSync(fd);
-      fd = openSync(tmp, constants.O_WRONLY);
-      directNow = false;
-    }
-    let off = 0;
-    while (off < chunk.byteLength) {
-      const n = writeSync(fd, chunk, off, chunk.byteLength - off, at);
-      off += n;
-      at += n;
-    }
-  };
-  try {
-    fill(write);
+    fill(fd);
     fsyncSync(fd);
   } catch (e) {
     closeSync(fd);
@@ -189,6 +150,11 @@ function writeTemp(dir: string, name: string, fill: (write: (chunk: Uint8Array) 
   }
   closeSync(fd);
   return tmp;
+}
+
+function writeAll(fd: number, chunk: Uint8Array): void {
+  let off = 0;
+  while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
 }
 
 /** Links `tmp` to `final` without ever replacing `final`; false when `final` already exists. */
@@ -216,7 +182,7 @@ function linkNoReplace(tmp: string, final: string): boolean {
 
 function writeSidecar(spool: string, name: string, sha256: string): void {
   const sidecar = `${name}${SIDECAR_SUFFIX}`;
-  const tmp = writeTemp(spool, sidecar, (write) => write(Buffer.from(sidecarText(name, sha256))));
+  const tmp = writeTemp(spool, sidecar, (fd) => writeAll(fd, Buffer.from(sidecarText(name, sha256))));
   try {
     // the sidecar may be replaced: it is derived from the file, which is never replaced
     renameSync(tmp, path.join(spool, sidecar));
@@ -272,15 +238,10 @@ export function pushToSpool(source: string, spool: string): Pushed {
   let created = false;
   try {
     let copied: { sha256: string; size: number } | undefined;
-    tmp = writeTemp(
-      spool,
-      name,
-      (write) => {
-        const r = hashFileSync(source, 0, write, alignedBlocks(1)[0]!);
-        copied = { sha256: r.sha256, size: r.size };
-      },
-      true,
-    );
+    tmp = writeTemp(spool, name, (fd) => {
+      const r = hashFileSync(source, 0, (chunk) => writeAll(fd, chunk));
+      copied = { sha256: r.sha256, size: r.size };
+    });
     const got = copied as { sha256: string; size: number };
     created = linkNoReplace(tmp, final);
     unlinkQuietly(tmp);

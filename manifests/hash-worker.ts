@@ -5,6 +5,7 @@
  * (SharedArrayBuffer): nothing is copied or moved, and the worker makes no garbage. The producer
  * reuses a block of that memory only once the worker said it hashed it.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { AirlockError } from './errors.js';
 
@@ -193,5 +194,27 @@ export class HashFeed {
   async close(): Promise<void> {
     await this.ring.settle();
     await Promise.all(this.workers.map((w) => w.close()));
+  }
+}
+
+/**
+ * The running digests of one input, named by `ids` (MD5 for an `md5:` name, SHA-256 otherwise):
+ * computed on this thread, or, given a `feed`, on its workers.
+ */
+export class Digests {
+  private readonly here: Hash[] | undefined;
+
+  constructor(private readonly ids: readonly string[], private readonly feed?: HashFeed) {
+    this.here = feed ? undefined : ids.map((id) => createHash(id.startsWith('md5:') ? 'md5' : 'sha256'));
+  }
+
+  async update(chunk: Uint8Array): Promise<void> {
+    if (this.here) for (const h of this.here) h.update(chunk);
+    else await this.feed!.add(this.ids, chunk);
+  }
+
+  /** The hex digests, in the order of `ids`. */
+  async digest(): Promise<string[]> {
+    return this.here ? this.here.map((h) => h.digest('hex')) : this.feed!.digest(this.ids);
   }
 }

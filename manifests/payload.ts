@@ -5,7 +5,6 @@
  * different bytes on a second read cannot slip past: whoever consumes the plaintext must read the
  * stream to its end (which is when the last volume's hash is checked) before trusting anything.
  */
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,7 +12,7 @@ import { decryptStream } from './age/stream.js';
 import { spawnFilter } from './child.js';
 import { AirlockError } from './errors.js';
 import { readChunks } from './hash.js';
-import { HashFeed } from './hash-worker.js';
+import { Digests, HashFeed } from './hash-worker.js';
 import type { Payload, Volume } from './manifest.js';
 
 /** Payloads of at least this size have their volumes hashed on a worker thread, beside decryption. */
@@ -28,20 +27,18 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
   const feed = volumes.reduce((a, v) => a + v.size, 0) >= WORKER_HASH_MIN ? new HashFeed() : undefined;
   try {
     for (const vol of volumes) {
-      const h = feed ? undefined : createHash('sha256');
-      const id = `volume:${vol.name}`;
+      const digests = new Digests([`volume:${vol.name}`], feed);
       let size = 0;
       for await (const chunk of readChunks(path.join(dir, vol.name))) {
         signal?.throwIfAborted();
         size += chunk.byteLength;
         if (size > vol.size) throw new AirlockError('size-mismatch', `${vol.name}: longer than the ${vol.size} bytes listed`);
-        if (h) h.update(chunk);
-        else await feed!.add([id], chunk);
+        await digests.update(chunk);
         onBytes?.(chunk.byteLength);
         yield chunk;
       }
       if (size !== vol.size) throw new AirlockError('size-mismatch', `${vol.name}: ${size} bytes, ${vol.size} listed`);
-      const sha256 = h ? h.digest('hex') : (await feed!.digest([id]))[0];
+      const [sha256] = await digests.digest();
       if (sha256 !== vol.sha256) throw new AirlockError('checksum-mismatch', `${vol.name}: sha256 differs from SHA256SUMS`);
     }
   } finally {

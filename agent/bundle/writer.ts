@@ -20,7 +20,7 @@ import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
 import { spawnFilter } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { HashFeed, HashWorker } from '../../manifests/hash-worker.js';
+import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
 import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
 import type { Coverage } from '../../manifests/coverage.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
@@ -238,25 +238,22 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     if (seen.has(name)) throw new AirlockError('internal', `two entries named ${name}`);
     seen.add(name);
     yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
-    const here = size < WORKER_HASH_MIN ? [createHash('sha256'), ...(md5 ? [createHash('md5')] : [])] : undefined;
-    const ids = [`sha256:${name}`, ...(md5 ? [`md5:${name}`] : [])];
-    // the sha256 and the MD5 of an object side by side, on two workers
-    if (!here && !feed) feed = new HashFeed(2);
+    // the sha256 and the MD5 of a large object side by side, on two workers
+    if (size >= WORKER_HASH_MIN) feed ??= new HashFeed(2);
+    const digests = new Digests([`sha256:${name}`, ...(md5 ? [`md5:${name}`] : [])], size >= WORKER_HASH_MIN ? feed : undefined);
     let n = 0;
     for await (const chunk of body) {
       n += chunk.byteLength;
       if (n > size) break;
-      if (here) for (const h of here) h.update(chunk);
-      else await feed!.add(ids, chunk);
+      await digests.update(chunk);
       written += chunk.byteLength;
       yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     }
     if (n !== size) throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, { hint: 'the source changed while it was read; run the export again' });
     yield paddingFor(size);
     progress?.(written);
-    const digests = here ? here.map((h) => h.digest('hex')) : await feed!.digest(ids);
-    const sha256 = digests[0]!;
-    if (md5) md5(digests[1]!);
+    const [sha256, md5Hex] = (await digests.digest()) as [string, string?];
+    if (md5) md5(md5Hex!);
     await inner.write(`${sha256}  ${name}\n`);
     counts.entries++;
     return sha256;

@@ -4,7 +4,7 @@
  * Each side runs `rounds` times alternately and the best time counts.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -13,17 +13,36 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
 export interface Timed {
   seconds: number;
   maxRssMb: number;
+  /** CPU time (user and system) of the command and the children it waited for */
+  cpuSeconds: number;
+  /** CPU time of the servers the command talked to, when the caller measured it (cpuOf) */
+  serverCpuSeconds?: number;
   /** what the command printed on stdout */
   stdout: string;
 }
 
 /** Runs a command under GNU time (as `uid`/`gid` when given); throws if it fails. */
 export function timed(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Timed {
-  const r = spawnSync('/usr/bin/time', ['-f', 'BENCH %e %M', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
+  const r = spawnSync('/usr/bin/time', ['-f', 'BENCH %e %M %U %S', cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
-  const m = r.stderr.match(/BENCH ([\d.]+) (\d+)/);
+  const m = r.stderr.match(/BENCH ([\d.]+) (\d+) ([\d.]+) ([\d.]+)/);
   if (!m) throw new Error(`no timing from ${cmd}`);
-  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024, stdout: r.stdout };
+  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024, cpuSeconds: Number(m[3]) + Number(m[4]), stdout: r.stdout };
+}
+
+/** Clock ticks per second of /proc/PID/stat's CPU times. */
+const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** CPU seconds (user and system, all threads) the running processes `pids` used so far. */
+export function cpuOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the fields after the command name, which is in parentheses and may hold anything
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / TICKS;
 }
 
 /** Runs `ours` and `peer` alternately `rounds` times (with `reset` before each) and keeps the best of each. */

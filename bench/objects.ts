@@ -5,17 +5,20 @@
  * buckets, two figures: 20,000 objects of 4 KiB (objects per second) and 20 objects of 64 MiB (bytes
  * per second), the large one also with --no-read-back (the default export reads the bundle back from
  * the medium afterwards; rclone makes no second pass). Target: >= 1.0x rclone on both, peak RSS <= 300 MB.
+ * A last line says where the CPU time of the large bucket goes: each side's and the S3 server's
+ * (which shares the cores), and what the hashing and encryption the export must do cost by themselves.
  * BENCH_OBJECTS (default 20000) sets the number of small objects; BENCH_SIZE_MB (default 1024) the
  * large ones' total (20 x 64 MiB at 1024).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as Minio from 'minio';
-import { ROOT, compare, line, scratch, settle, timed, type Timed } from './lib.js';
+import { ROOT, compare, cpuOf, line, scratch, settle, timed, type Timed } from './lib.js';
 
-async function startRgw(dir: string): Promise<{ endpoint: string; port: number; stop: () => void }> {
+async function startRgw(dir: string): Promise<{ endpoint: string; port: number; pids: number[]; stop: () => void }> {
   const child = spawn('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'start', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
@@ -24,7 +27,44 @@ async function startRgw(dir: string): Promise<{ endpoint: string; port: number; 
   if (code !== 0 || !m) throw new Error('scripts/rgw.sh start failed');
   const stop = () => void spawnSync('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'stop', dir], { stdio: 'ignore' });
   process.on('exit', stop);
-  return { endpoint: `http://127.0.0.1:${m[1]}`, port: Number(m[1]), stop };
+  // the monitor, the OSD and radosgw, whose CPU time counts as the server's
+  const run = path.join(dir, 'run');
+  const pids = readdirSync(run)
+    .filter((f) => f.endsWith('.pid'))
+    .map((f) => Number(readFileSync(path.join(run, f), 'utf8').trim()));
+  return { endpoint: `http://127.0.0.1:${m[1]}`, port: Number(m[1]), pids, stop };
+}
+
+/**
+ * CPU seconds this process takes for the work an export of `bytes` has to do on them whatever its
+ * design: MD5 (the ETag check), SHA-256 of the plaintext (the index) and of the ciphertext (the
+ * volumes), and ChaCha20-Poly1305 in age's 64 KiB chunks.
+ */
+function requiredCpu(bytes: number): number {
+  const block = randomBytes(1024 * 1024);
+  const key = randomBytes(32);
+  const nonce = Buffer.alloc(12);
+  const md5 = createHash('md5');
+  const plain = createHash('sha256');
+  const sealed = createHash('sha256');
+  const start = process.cpuUsage();
+  let chunk = 0;
+  for (let done = 0; done < bytes; done += block.byteLength) {
+    md5.update(block);
+    plain.update(block);
+    for (let at = 0; at < block.byteLength; at += 64 * 1024) {
+      nonce.writeUInt32BE(chunk++, 4);
+      const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+      sealed.update(c.update(block.subarray(at, at + 64 * 1024)));
+      c.final();
+      sealed.update(c.getAuthTag());
+    }
+  }
+  md5.digest();
+  plain.digest();
+  sealed.digest();
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1e6;
 }
 
 /** Puts `count` objects made by `body(i)` under `key(i)`, 16 at a time; returns the bytes put. */
@@ -74,12 +114,19 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const { AWS_CA_BUNDLE: _unused, ...plain } = env; // rclone refuses a CA bundle with its own transport; the endpoint is plain http
     void _unused;
     const rcloneEnv = { ...plain, RCLONE_CONFIG_SRC_TYPE: 's3', RCLONE_CONFIG_SRC_PROVIDER: 'Ceph', RCLONE_CONFIG_SRC_ENDPOINT: rgw.endpoint, RCLONE_CONFIG_SRC_ACCESS_KEY_ID: 'minioadmin', RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY: 'minioadmin', RCLONE_CONFIG_SRC_FORCE_PATH_STYLE: 'true' };
+    // the server shares the machine's cores with either side: its CPU time is measured with theirs
+    const withServer = (run: () => Timed) => () => {
+      const before = cpuOf(rgw.pids);
+      const t = run();
+      t.serverCpuSeconds = cpuOf(rgw.pids) - before;
+      return t;
+    };
     const side = (bucket: string, ...extra: string[]) =>
       compare(
         rounds,
         reset,
-        () => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--state-dir', state, '--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra], { env }),
-        () => timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], { env: rcloneEnv }),
+        withServer(() => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--state-dir', state, '--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra], { env })),
+        withServer(() => timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], { env: rcloneEnv })),
       );
     const s = side('bench-small');
     const perSecond = (t: Timed) => (small / t.seconds).toFixed(0);
@@ -87,10 +134,19 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const l = side('bench-large');
     // the default export reads the whole bundle back from the medium, which rclone does not
     const written = side('bench-large', '--no-read-back');
+    const required = requiredCpu(largeBytes);
+    const cores = os.availableParallelism();
+    const server = written.ours.serverCpuSeconds ?? 0;
+    const cpu = (t: Timed) => `${t.cpuSeconds.toFixed(1)} + S3 server ${(t.serverCpuSeconds ?? 0).toFixed(1)}`;
+    const cpuLine =
+      `export bucket of ${large} x 64 MiB objects, CPU seconds of the --no-read-back runs above: airlock ${cpu(written.ours)}, rclone ${cpu(written.peer)}; ` +
+      `MD5, SHA-256 twice and ChaCha20-Poly1305 of these bytes alone take ${required.toFixed(1)}, so on ${cores} cores shared with the server no export that checks, hashes and encrypts them ` +
+      `ends before (${required.toFixed(1)} + ${server.toFixed(1)}) / ${cores} = ${((required + server) / cores).toFixed(2)} s; rclone took ${written.peer.seconds.toFixed(2)} s`;
     return [
       smallLine,
       line(`export bucket of ${large} x 64 MiB objects, read back from the medium (default)`, l, 'rclone copy --s3-versions', largeBytes, '>= 1.0x', 'higher', 300),
       line(`export bucket of ${large} x 64 MiB objects, --no-read-back`, written, 'rclone copy --s3-versions', largeBytes, '>= 1.0x', 'higher', 300),
+      cpuLine,
     ];
   } finally {
     rgw.stop();

@@ -11,7 +11,7 @@
  * large ones' total (20 x 64 MiB at 1024).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,35 +36,29 @@ async function startRgw(dir: string): Promise<{ endpoint: string; port: number; 
 }
 
 /**
- * CPU seconds this process takes for the work an export of `bytes` has to do on them whatever its
- * design: MD5 (the ETag check), SHA-256 of the plaintext (the index) and of the ciphertext (the
- * volumes), and ChaCha20-Poly1305 in age's 64 KiB chunks.
+ * The work an export of `bytes` has to do on them whatever its design, done alone in a fresh node
+ * process: MD5 (the ETag check), SHA-256 of the plaintext (the index) and of the ciphertext (the
+ * volumes), ChaCha20-Poly1305 in age's 64 KiB chunks. Returns its CPU seconds.
  */
 function requiredCpu(bytes: number): number {
-  const block = randomBytes(1024 * 1024);
-  const key = randomBytes(32);
-  const nonce = Buffer.alloc(12);
-  const md5 = createHash('md5');
-  const plain = createHash('sha256');
-  const sealed = createHash('sha256');
-  const start = process.cpuUsage();
-  let chunk = 0;
-  for (let done = 0; done < bytes; done += block.byteLength) {
-    md5.update(block);
-    plain.update(block);
-    for (let at = 0; at < block.byteLength; at += 64 * 1024) {
-      nonce.writeUInt32BE(chunk++, 4);
-      const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
-      sealed.update(c.update(block.subarray(at, at + 64 * 1024)));
-      c.final();
-      sealed.update(c.getAuthTag());
+  const script = `
+    const { createCipheriv, createHash, randomBytes } = require('node:crypto');
+    const block = randomBytes(1024 * 1024), key = randomBytes(32), nonce = Buffer.alloc(12);
+    const md5 = createHash('md5'), plain = createHash('sha256'), sealed = createHash('sha256');
+    let chunk = 0;
+    for (let done = 0; done < ${bytes}; done += block.length) {
+      md5.update(block);
+      plain.update(block);
+      for (let at = 0; at < block.length; at += 65536) {
+        nonce.writeUInt32BE(chunk++, 4);
+        const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+        sealed.update(c.update(block.subarray(at, at + 65536)));
+        c.final();
+        sealed.update(c.getAuthTag());
+      }
     }
-  }
-  md5.digest();
-  plain.digest();
-  sealed.digest();
-  const used = process.cpuUsage(start);
-  return (used.user + used.system) / 1e6;
+    md5.digest(); plain.digest(); sealed.digest();`;
+  return timed(process.execPath, ['-e', script]).cpuSeconds;
 }
 
 /** Puts `count` objects made by `body(i)` under `key(i)`, 16 at a time; returns the bytes put. */

@@ -21,9 +21,10 @@ export function printError(e: unknown): number {
 
 /**
  * Runs `work` with an AbortSignal that SIGINT and SIGTERM fire; an abort surfaces as `interrupted`
- * once `work` has cleaned up (removed its partial output) and returned.
+ * once `work` has cleaned up (removed its partial output, or left what a rerun resumes from, which
+ * `message` then says) and returned.
  */
-export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>, message = 'interrupted; nothing half-written was left'): Promise<T> {
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
@@ -31,7 +32,7 @@ export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>
   try {
     return await work(controller.signal);
   } catch (e) {
-    if (controller.signal.aborted) throw new AirlockError('interrupted', 'interrupted; nothing half-written was left', { cause: e });
+    if (controller.signal.aborted) throw new AirlockError('interrupted', message, { cause: e });
     throw e;
   } finally {
     process.off('SIGINT', stop);

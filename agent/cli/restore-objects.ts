@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
@@ -87,10 +87,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   } else {
     target = { kind: 'folder', to: flags.to as string };
   }
-  const controller = new AbortController();
-  const stop = () => controller.abort(new AirlockError('internal', 'interrupted'));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // an interrupted bucket restore leaves its journal (the id map being written), which a rerun resumes from
+  const interrupted = target.kind === 'bucket' ? `interrupted; run the same command again to resume (${target.idMap}.partial says what was written)` : undefined;
   try {
     // a progress line per step on a terminal: decrypting the bundles, then writing the versions
     let step: { name: string; bytes: number; line: ReturnType<typeof progressReporter> } | undefined;
@@ -103,7 +101,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     };
     // a damaged bundle is repaired into a scratch copy beside the folder or the id map
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
-    const s = await withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, controller.signal, verified, progress), controller.signal).finally(() => step?.line.done());
+    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
@@ -112,8 +110,6 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     }
   } finally {
     client?.close();
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
   }
 }
 

@@ -12,6 +12,9 @@
  *           Versioning is switched on before the first write and back to Suspended after the last
  *           when the source was suspended; lifecycle, object lock rules and bucket tags are put last,
  *           so no lifecycle rule acts on a half-restored bucket. Large objects go up in parts.
+ *           Each write is sent once (a retry could write twice); a run that stopped, for whatever
+ *           reason, is resumed by running it again: the id map being written is the journal, and a
+ *           key's versions already in its destination bucket are the first of its history, in order.
  *   folder: for each key the newest version at `--at` (or now); a key whose newest entry then is a
  *           delete marker is absent. Keys become safe relative paths (see `safeComponents`) under
  *           DIR/<bucket>/, and DIR/.airlock-keys.jsonl maps each path back to bucket, key and version.
@@ -25,7 +28,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, truncate, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
@@ -38,6 +41,7 @@ import { faultPoint } from '../faults.js';
 import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
+import { listVersions, type ListedVersion } from '../sources/objects.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -281,7 +285,9 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
     const res = await client.call({ method: 'PUT', bucket, key, headers, body: createReadStream(file), contentLength: size, ...sig });
     return header(res.headers, 'x-amz-version-id') ?? '';
   }
-  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, ...sig });
+  // writes are sent once: a retry after a lost answer would write twice (see S3Request.retry); a
+  // failed run is resumed by running it again, which finds what landed
+  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, retry: false, ...sig });
   const uploadId = textOf(init, 'UploadId');
   if (!uploadId) throw new AirlockError('s3-failed', `the server started no multipart upload for ${bucket}/${key}`);
   try {
@@ -292,7 +298,7 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
       parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
     }
     const body = Buffer.from(`<CompleteMultipartUpload>${parts.join('')}</CompleteMultipartUpload>`);
-    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, ...sig });
+    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, retry: false, ...sig });
     const text = (await readBody(res.body)).toString('utf8');
     // S3 may answer 200 and still report an error in the body
     if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
@@ -344,9 +350,12 @@ async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], sig
 }
 
 const journalKey = (bucket: string, key: string, sourceVersionId: string) => JSON.stringify([bucket, key, sourceVersionId]);
-const unquote = (etag: unknown) => (typeof etag === 'string' ? etag.replace(/^"|"$/g, '') : undefined);
 
-/** The versions an interrupted restore journaled, or undefined when there is no journal. */
+/**
+ * The versions an interrupted restore journaled, or undefined when there is no journal. A line cut
+ * short by a crash is cut off the file, so the lines appended next start on a line of their own; a
+ * line lost whole (the journal is synced only at the end) is found again in the bucket.
+ */
 async function readJournal(file: string): Promise<Set<string> | undefined> {
   let text: string;
   try {
@@ -356,26 +365,34 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     throw fromSystemError(e, file);
   }
   const done = new Set<string>();
-  for (const line of text.split('\n')) {
+  const whole = text.slice(0, text.lastIndexOf('\n') + 1);
+  for (const line of whole.split('\n')) {
     if (line === '') continue;
     try {
       const m = JSON.parse(line) as { bucket: string; key: string; sourceVersionId: string };
       done.add(journalKey(m.bucket, m.key, m.sourceVersionId));
     } catch {
-      // the last line of a killed run may be cut short: that version is checked in the bucket instead
+      throw new AirlockError('malformed', `${file} is not the journal of a bucket restore: ${JSON.stringify(line.slice(0, 80))}`, { hint: 'it is the id map of an interrupted restore; move it away to restore into new buckets instead' });
     }
   }
+  if (whole.length < text.length) await truncate(file, Buffer.byteLength(whole));
   return done;
 }
 
-/** The newest version (or delete marker) of exactly `key` in `bucket`, if any. */
-async function newestVersion(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<{ versionId: string; deleteMarker: boolean; etag?: string; size?: number } | undefined> {
-  const list = await client.xml({ method: 'GET', bucket, query: [['versions', ''], ['prefix', key], ['max-keys', '1']], ...(signal ? { signal } : {}) });
-  const first = list.children.find((c) => c.name === 'Version' || c.name === 'DeleteMarker');
-  if (!first || textOf(first, 'Key') !== key) return undefined;
-  const etag = unquote(textOf(first, 'ETag'));
-  const size = textOf(first, 'Size');
-  return { versionId: textOf(first, 'VersionId') ?? '', deleteMarker: first.name === 'DeleteMarker', ...(etag ? { etag } : {}), ...(size ? { size: Number(size) } : {}) };
+/** Every version and delete marker of exactly `key` in `bucket`, oldest first. */
+async function versionsOf(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<ListedVersion[]> {
+  const found: ListedVersion[] = [];
+  // `key` lists before the keys it is a prefix of; a key rarely has more than a page of versions
+  const listing = listVersions(client, bucket, key, signal, 100);
+  try {
+    for await (const v of listing) {
+      if (v.key !== key) break;
+      found.push(v);
+    }
+  } finally {
+    await listing.return(undefined);
+  }
+  return found.reverse();
 }
 
 /** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
@@ -440,25 +457,33 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
       // oldest first; the index lists a key's history newest first
-      let checkedNewest = journal === undefined;
-      for (const r of [...group].reverse()) {
-        if (at(r) > until) continue;
+      const history = [...group].reverse().filter((r) => at(r) <= until);
+      const journaled = (r: IndexRecord) => journal?.has(journalKey(str(plan.source, 'bucket'), str(r, 'key'), str(r, 'versionId'))) ?? false;
+      // Resuming: the destination was empty and each key's versions are written one after another,
+      // oldest first, so the key's versions there are the first records of its history, in order.
+      // They count as written whether or not their journal line made it (killed between the write
+      // and the line, or lines lost with the page cache). A key whose every version is journaled is
+      // done and needs no listing.
+      const listed = journal !== undefined && !history.every(journaled);
+      const landed = listed ? await versionsOf(client, plan.dest, str(group[0] as IndexRecord, 'key'), signal) : [];
+      if (landed.length > history.length) throw historyDiffers(plan.dest, str(group[0] as IndexRecord, 'key'));
+      for (const [i, r] of history.entries()) {
         const key = str(r, 'key');
         const sourceVersionId = str(r, 'versionId');
-        if (journal?.has(journalKey(str(plan.source, 'bucket'), key, sourceVersionId))) continue;
-        if (!checkedNewest) {
-          // a write can have landed without its journal line (killed in between): the key's newest
-          // version in the destination tells, by kind, ETag and size
-          checkedNewest = true;
-          const landed = await newestVersion(client, plan.dest, key, signal);
-          const same = landed && (r.type === 'delete-marker' ? landed.deleteMarker : !landed.deleteMarker && landed.etag === unquote(r.etag) && landed.size === r.size);
-          if (landed && same) {
-            writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: landed.versionId, deleteMarker: landed.deleteMarker, lastModified: r.lastModified, ...(landed.deleteMarker ? {} : { etag: r.etag }) });
-            continue;
-          }
+        const there = landed[i];
+        if (there) {
+          const same = r.type === 'delete-marker' ? there.kind === 'delete-marker' : there.kind === 'version' && there.size === r.size;
+          if (!same) throw historyDiffers(plan.dest, key);
+          if (!journaled(r)) writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: there.versionId, deleteMarker: there.kind === 'delete-marker', lastModified: r.lastModified, ...(there.kind === 'delete-marker' ? {} : { etag: r.etag }) });
+          continue;
+        }
+        if (journaled(r)) {
+          // journaled, yet not in the bucket: somebody removed it
+          if (listed) throw historyDiffers(plan.dest, key);
+          continue;
         }
         if (r.type === 'delete-marker') {
-          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, ...(signal ? { signal } : {}) });
+          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, retry: false, ...(signal ? { signal } : {}) });
           summary.deleteMarkers++;
           faultPoint('restore:after-write');
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
@@ -485,6 +510,10 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   await fh.close();
   await rename(partial, target.idMap);
   await fsyncDir(path.dirname(target.idMap));
+}
+
+function historyDiffers(bucket: string, key: string): AirlockError {
+  return new AirlockError('target-exists', `bucket ${bucket}: the versions of ${JSON.stringify(key)} there are not the ones this restore wrote`, { hint: 'something else wrote to the destination bucket since the interrupted run; restore into a new bucket' });
 }
 
 const MAX_COMPONENT = 255;

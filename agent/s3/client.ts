@@ -53,6 +53,11 @@ export interface S3Request {
   contentLength?: number;
   /** statuses that are not errors besides 2xx (e.g. 404 for a probe) */
   accept?: readonly number[];
+  /**
+   * false for a request that must not be sent twice: a retry after a lost answer would repeat what
+   * the server already did (a second delete marker, a second multipart upload). Default true.
+   */
+  retry?: boolean;
   signal?: AbortSignal;
 }
 
@@ -77,6 +82,15 @@ const RETRIES = 3;
 export function uriEscape(s: string, keepSlash = false): string {
   const e = encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
   return keepSlash ? e.replace(/%2F/g, '/') : e;
+}
+
+/**
+ * A header value as SigV4 signs it: spaces and tabs trimmed at both ends and runs of them made one
+ * space. Values are byte strings, so only those two bytes count: JavaScript's `\s` would also take
+ * byte 0xA0, which is in the UTF-8 of "à" or a no-break space, and the server would sign other bytes.
+ */
+export function canonicalValue(v: string): string {
+  return v.replace(/^[ \t]+|[ \t]+$/g, '').replace(/[ \t]+/g, ' ');
 }
 
 /** The bytes of a header value as Node handed it over (latin1: one character per byte). */
@@ -155,7 +169,7 @@ export class S3Client {
     headers['x-amz-date'] = amzDate;
     headers['x-amz-content-sha256'] = payloadHash;
     const names = Object.keys(headers).map((h) => h.toLowerCase()).sort();
-    const canonicalHeaders = names.map((n) => `${n}:${String(headers[n]).trim().replace(/\s+/g, ' ')}\n`).join('');
+    const canonicalHeaders = names.map((n) => `${n}:${canonicalValue(String(headers[n]))}\n`).join('');
     const signed = names.join(';');
     const canonical = [method, pathText, query, canonicalHeaders, signed, payloadHash].join('\n');
     const scope = `${day}/${this.region}/s3/aws4_request`;
@@ -227,7 +241,7 @@ export class S3Client {
    * `s3-denied`, `bucket-not-found` or `s3-failed` (see the top of this file).
    */
   async request(r: S3Request): Promise<S3Response> {
-    const replayable = r.body === undefined || Buffer.isBuffer(r.body);
+    const replayable = r.retry !== false && (r.body === undefined || Buffer.isBuffer(r.body));
     for (let attempt = 1; ; attempt++) {
       let res: S3Response;
       try {

@@ -8,6 +8,7 @@
  * send raw UTF-8 metadata), so airlock's own S3 client is checked against other implementations.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -537,13 +538,19 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
  * - `hold`: a GET of a key it matches is held back `ms` before it goes on; `servedWhileHeld` counts
  *   the other object GETs answered meanwhile.
  */
-async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: RegExp; ms: number } }): Promise<{ endpoint: string; stop: () => Promise<void>; servedWhileHeld: () => number }> {
+async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: RegExp; ms: number }; stallObjectWrites?: boolean }): Promise<{ endpoint: string; stop: () => Promise<void>; servedWhileHeld: () => number; stalled: () => number }> {
   const http = await import('node:http');
   const to = new URL(target);
   let holding = false;
   let servedWhileHeld = 0;
+  let stalled = 0;
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent(req.url ?? '');
+    // a write of an object (a path below the bucket) is never answered, nor passed on
+    if (opts.stallObjectWrites && req.method !== 'GET' && req.method !== 'HEAD' && /^\/[^/?]+\/[^?]/.test(req.url ?? '')) {
+      stalled++;
+      return;
+    }
     const objectGet = req.method === 'GET' && /[?&]versionId=/.test(url) && !/[?&]tagging/.test(url);
     const flip = objectGet && opts.corrupt?.test(url) === true;
     const hold = objectGet && opts.hold?.key.test(url) === true;
@@ -574,8 +581,52 @@ async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: R
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : 0;
-  return { endpoint: `http://127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(() => resolve())), servedWhileHeld: () => servedWhileHeld };
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+    servedWhileHeld: () => servedWhileHeld,
+    stalled: () => stalled,
+  };
 }
+
+test('restore objects stopped by SIGINT exits 130, keeps its journal and says so; the same command then finishes it', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = await versionedBucket(c, 'sigint');
+  for (let i = 0; i < 5; i++) await c.putObject(bucket, `k${i}`, Buffer.from(`object ${i}`));
+  await c.removeObject(bucket, 'k1');
+  const src = await listAll(c, bucket);
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const dest = bucketName('sigint');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  const args = (endpoint: string) => ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap];
+  const proxy = await s3Proxy(srv.endpoint, { stallObjectWrites: true });
+  try {
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args(proxy.endpoint)], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    for (let waited = 0; proxy.stalled() === 0; waited += 50) {
+      assert.ok(waited < 60_000, `no object write reached the proxy: ${stderr}`);
+      await sleep(50);
+    }
+    child.kill('SIGINT');
+    assert.is(await closed, 130, stderr);
+    assert.match(stderr, 'run the same command again to resume');
+    assert.ok(existsSync(`${idMap}.partial`), 'the journal is kept');
+    assert.not.ok(existsSync(idMap), 'no finished id map');
+  } finally {
+    await proxy.stop();
+  }
+  ok(airlock(args(srv.endpoint), { env: ENV }), 'the same command, run again');
+  const back = await listAll(c, dest);
+  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]));
+});
 
 test('a slow object at the head of the export does not hold back the requests behind it', async () => {
   const srv = await s3();

@@ -552,19 +552,32 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
     return b;
   };
-  // first pass: every folder the chosen keys need, so a key that is also a folder gets a `%` suffix
-  const folders = new Set<string>();
-  for await (const group of chain.groups()) {
-    const r = choose(group);
-    if (!r || r.type !== 'object') continue;
-    const parts = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))];
-    for (let i = 1; i < parts.length; i++) folders.add(parts.slice(0, i).join('/'));
-  }
   const map = createWriteStream(path.join(tree, KEY_MAP_FILE), { flags: 'wx', mode: 0o600 });
   const mapDone = new Promise<void>((resolve, reject) => {
     map.on('error', reject);
     map.on('close', resolve);
   });
+  // A key that is also a folder of later keys ("a" and "a/b") becomes the file "a%". Keys come in
+  // byte order, and the keys below "a/" come after "a" and before "a0", so a written file waits on
+  // this stack until a later key settles it: one below it makes it a folder (the file moves to its
+  // `%` name), one past "a0" leaves it a file. The stack holds files whose keys are prefixes of one
+  // another's neighbours, not every key.
+  const pending: { bucket: string; key: string; rel: string; r: IndexRecord }[] = [];
+  const settle = async (next?: { bucket: string; key: string }) => {
+    for (let top = pending.at(-1); top; top = pending.at(-1)) {
+      const below = `${top.key}/`;
+      const same = next !== undefined && next.bucket === top.bucket;
+      if (same && keyOrder(next.key, below) < 0) return; // keys below it may still come
+      let rel = top.rel;
+      if (same && next.key.startsWith(below)) {
+        rel += '%';
+        await rename(path.join(tree, top.rel), path.join(tree, rel));
+      }
+      pending.pop();
+      const r = top.r;
+      map.write(`${JSON.stringify({ path: rel, bucket: r.bucket, key: r.key, versionId: r.versionId, lastModified: r.lastModified, size: r.size, sha256: r.sha256, etag: r.etag, contentType: r.contentType, headers: r.headers, metadata: r.metadata, tags: r.tags })}\n`);
+    }
+  };
   try {
     for await (const group of chain.groups()) {
       const r = choose(group);
@@ -574,8 +587,10 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
         summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
         continue;
       }
-      let rel = [bucketDir(str(r, 'bucket')), ...safeComponents(str(r, 'key'))].join('/');
-      if (folders.has(rel)) rel += '%';
+      const bucket = bucketDir(str(r, 'bucket'));
+      const key = str(r, 'key');
+      await settle({ bucket, key });
+      const rel = [bucket, ...safeComponents(key)].join('/');
       const dest = path.join(tree, rel);
       await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
       await rename(str(r, '_file'), dest); // stays 0600: bucket contents are nobody else's business
@@ -583,8 +598,9 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       await utimes(dest, t, t);
       summary.written++;
       summary.bytes += r.size as number;
-      map.write(`${JSON.stringify({ path: rel, bucket: r.bucket, key: r.key, versionId: r.versionId, lastModified: r.lastModified, size: r.size, sha256: r.sha256, etag: r.etag, contentType: r.contentType, headers: r.headers, metadata: r.metadata, tags: r.tags })}\n`);
+      pending.push({ bucket, key, rel, r: { ...r, _file: undefined } });
     }
+    await settle();
   } finally {
     map.end();
     await mapDone;

@@ -341,6 +341,26 @@ test('a bucket restore killed after any write resumes to the same history: equal
   }
 });
 
+test('restore into a folder: a key that is also a folder of later keys becomes NAME%, whatever sorts between them', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = await versionedBucket(c, 'folders');
+  // "a!b" and "a.b" sort between "a" and "a/b"; "a0" after all of "a/..."
+  const keys_ = ['a', 'a!b', 'a.b', 'a/b', 'a/b/c', 'a/b!', 'a0', 'x/', 'x/y', 'gone', 'gone/z'];
+  for (const k of keys_) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
+  await c.removeObject(bucket, 'gone');
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const to = path.join(tmp(), 'folders');
+  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]), 'restore into a folder');
+  const files = (dir: string, at = ''): string[] =>
+    readdirSync(path.join(dir, at), { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? files(dir, path.join(at, d.name)) : [path.join(at, d.name)]));
+  assert.equal(files(path.join(to, bucket)).sort(), ['a!b', 'a%', 'a.b', 'a/b%', 'a/b!', 'a/b/c', 'a0', 'gone/z', 'x/%', 'x/y'].sort());
+  const keyMap = readFileSync(path.join(to, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; key: string });
+  assert.is(keyMap.length, keys_.length - 1, 'every key but the deleted one');
+  for (const e of keyMap) assert.is(readFileSync(path.join(to, e.path), 'utf8'), `body of ${e.key}`, e.key);
+});
+
 test('safe paths: every key shape maps to distinct relative components', () => {
   const all = [...ODD_KEYS, '.', '%', '%25', 'a\u0001b', 'x'.repeat(300), `${'y'.repeat(300)}/z`];
   const seen = new Set<string>();

@@ -28,7 +28,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
-import { mkdir, open, readFile, rename, stat, truncate, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
@@ -38,7 +38,7 @@ import { openPlaintext } from '../../manifests/payload.js';
 import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
-import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
+import { fsyncDir, promoteTree, removeTree, writeFileDurable } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
 import { listVersions, type ListedVersion } from '../sources/objects.js';
@@ -352,9 +352,10 @@ async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], sig
 const journalKey = (bucket: string, key: string, sourceVersionId: string) => JSON.stringify([bucket, key, sourceVersionId]);
 
 /**
- * The versions an interrupted restore journaled, or undefined when there is no journal. A line cut
- * short by a crash is cut off the file, so the lines appended next start on a line of their own; a
- * line lost whole (the journal is synced only at the end) is found again in the bucket.
+ * The versions an interrupted restore journaled, or undefined when there is no journal. The journal
+ * is synced only at the end, so a crash can leave a line cut short, or lost, or garbled: such lines
+ * are dropped (the file is rewritten without them, so the id map ends up clean), and the versions
+ * they named are found again in the destination bucket.
  */
 async function readJournal(file: string): Promise<Set<string> | undefined> {
   let text: string;
@@ -365,17 +366,26 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     throw fromSystemError(e, file);
   }
   const done = new Set<string>();
-  const whole = text.slice(0, text.lastIndexOf('\n') + 1);
-  for (const line of whole.split('\n')) {
-    if (line === '') continue;
+  const kept: string[] = [];
+  const lines = text.split('\n');
+  // the text after the last newline is a line cut short (or nothing)
+  for (const line of lines.slice(0, -1)) {
     try {
-      const m = JSON.parse(line) as { bucket: string; key: string; sourceVersionId: string };
+      const m = JSON.parse(line) as { bucket: unknown; key: unknown; sourceVersionId: unknown };
+      if (typeof m.bucket !== 'string' || typeof m.key !== 'string' || typeof m.sourceVersionId !== 'string') continue;
       done.add(journalKey(m.bucket, m.key, m.sourceVersionId));
+      kept.push(`${line}\n`);
     } catch {
-      throw new AirlockError('malformed', `${file} is not the journal of a bucket restore: ${JSON.stringify(line.slice(0, 80))}`, { hint: 'it is the id map of an interrupted restore; move it away to restore into new buckets instead' });
+      // garbled by the crash
     }
   }
-  if (whole.length < text.length) await truncate(file, Buffer.byteLength(whole));
+  if (kept.length !== lines.length - 1 || lines.at(-1) !== '') {
+    const clean = `${file}.clean`;
+    await removeTree(clean);
+    await writeFileDurable(clean, kept.join(''));
+    await rename(clean, file);
+    await fsyncDir(path.dirname(file));
+  }
   return done;
 }
 

@@ -301,7 +301,7 @@ test('a bucket restore killed halfway resumes from its journal without duplicati
   }
 });
 
-test('a bucket restore killed after any write resumes to the same history: equal versions in a row, a delete marker, a multipart source, a torn or lost journal line', async () => {
+test('a bucket restore killed after any write resumes to the same history: equal versions in a row, a delete marker, a multipart source, a journal line lost, garbled or cut short', async () => {
   const srv = await s3();
   const c = srv.client;
   const bucket = await versionedBucket(c, 'resume-all');
@@ -328,8 +328,9 @@ test('a bucket restore killed after any write resumes to the same history: equal
     assert.is(killed.code, 137, killed.stderr);
     const journal = `${idMap}.partial`;
     const lines = readFileSync(journal, 'utf8').split('\n').filter((l) => l !== '');
-    // as a power cut would leave it: a line lost whole, or one cut short
-    if (skip % 2 === 0 && lines.length > 0) writeFileSync(journal, lines.slice(0, -1).map((l) => `${l}\n`).join(''));
+    // as a power cut would leave it: a line lost whole, one garbled, or one cut short
+    if (skip % 3 === 0 && lines.length > 0) writeFileSync(journal, lines.slice(0, -1).map((l) => `${l}\n`).join(''));
+    else if (skip % 3 === 1 && lines.length > 0) writeFileSync(journal, [...lines.slice(0, -1), '\0'.repeat(lines.at(-1)!.length)].map((l) => `${l}\n`).join(''));
     else writeFileSync(journal, `${lines.map((l) => `${l}\n`).join('')}{"bucket":"${bucket}","ke`);
     const again = airlock(args, { env: ENV });
     ok(again, `resumed after write ${skip + 1}`);

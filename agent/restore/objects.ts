@@ -608,7 +608,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       await utimes(dest, t, t);
       summary.written++;
       summary.bytes += r.size as number;
-      pending.push({ bucket, key, rel, r: { ...r, _file: undefined } });
+      pending.push({ bucket, key, rel, r });
     }
     await settle();
   } finally {

@@ -89,7 +89,7 @@ export function uriEscape(s: string, keepSlash = false): string {
  * space. Values are byte strings, so only those two bytes count: JavaScript's `\s` would also take
  * byte 0xA0, which is in the UTF-8 of "à" or a no-break space, and the server would sign other bytes.
  */
-export function canonicalValue(v: string): string {
+function canonicalValue(v: string): string {
   return v.replace(/^[ \t]+|[ \t]+$/g, '').replace(/[ \t]+/g, ' ');
 }
 

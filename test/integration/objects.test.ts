@@ -35,6 +35,11 @@ function exportArgs(medium: string, state: string, srv: S3Server, buckets: strin
   return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', ...buckets, ...extra];
 }
 
+/** `restore objects` of the bundles on `medium` into an S3 server: buckets as `map` says (SRC=DST), the id map at `idMap`. */
+function restoreToBuckets(medium: string, endpoint: string, map: string, idMap: string): string[] {
+  return ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', map, '--id-map', idMap];
+}
+
 /** PUT with curl's own SigV4, raw UTF-8 header bytes and all. */
 function curlPut(srv: S3Server, bucket: string, key: string, body: string, headers: Record<string, string>): void {
   const dir = tmp();
@@ -184,7 +189,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   // restore into a fresh bucket
   const dest = bucketName('back');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  const restoreArgs = ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', idMap];
+  const restoreArgs = restoreToBuckets(medium, srv.endpoint, `${f.bucket}=${dest}`, idMap);
   // on a terminal (script(1) gives it one) each step shows its progress
   const rs = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...restoreArgs].join(' '), '/dev/null'], { env: ENV });
   assert.is(rs.code, 0, `restore into a bucket: ${rs.stdout}`);
@@ -227,7 +232,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.is((await srv.client.getBucketVersioning(dest)).Status, 'Enabled');
 
   // a second restore into the now non-empty bucket is refused and writes nothing
-  const again = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${f.bucket}=${dest}`, '--id-map', path.join(tmp(), 'ids2.jsonl')], { env: ENV });
+  const again = airlock(restoreToBuckets(medium, srv.endpoint, `${f.bucket}=${dest}`, path.join(tmp(), 'ids2.jsonl')), { env: ENV });
   assert.is(again.code, 4, again.stderr);
   assert.match(again.stderr, `airlock: error: bucket ${dest} is not empty`);
   assert.is((await listAll(srv.client, dest)).length, src.length);
@@ -276,7 +281,7 @@ test('a bucket restore killed halfway resumes from its journal without duplicati
   ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
   const dest = bucketName('resumed');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  const args = ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap];
+  const args = restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap);
   // killed after a version landed and before its journal line: the worst moment
   const killed = airlock(args, { env: { ...ENV, AIRLOCK_FAULT: 'restore:after-write', AIRLOCK_FAULT_SKIP: '7' } });
   assert.is(killed.code, 137, killed.stderr);
@@ -323,7 +328,7 @@ test('a bucket restore killed after any write resumes to the same history: equal
   for (let skip = 0; skip < src.length; skip++) {
     const dest = bucketName('resumed');
     const idMap = path.join(tmp(), 'ids.jsonl');
-    const args = ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap];
+    const args = restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap);
     const killed = airlock(args, { env: { ...ENV, AIRLOCK_FAULT: 'restore:after-write', AIRLOCK_FAULT_SKIP: String(skip) } });
     assert.is(killed.code, 137, killed.stderr);
     const journal = `${idMap}.partial`;
@@ -461,7 +466,7 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
 
   const dest = bucketName('bigback');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore');
+  ok(airlock(restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap), { env: ENV }), 'restore');
   const back = await c.statObject(dest, 'big/ünï.bin');
   assert.is(back.size, size);
   assert.match(back.etag, /-\d+$/, 'restored in parts');
@@ -511,7 +516,7 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   // restore the newest: the whole history, from three bundles
   const dest = bucketName('incrback');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap], { env: ENV }), 'restore of the chain');
+  ok(airlock(restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap), { env: ENV }), 'restore of the chain');
   const ids = new Map(readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((m) => [`${m.key}\n${m.sourceVersionId}`, m.versionId as string]));
   const src = await listAll(c, bucket);
   assert.equal((await listAll(c, dest)).map((b) => [b.name, b.versionId, b.isDeleteMarker]), src.map((x) => [x.name, ids.get(`${x.name}\n${x.versionId}`), x.isDeleteMarker]));
@@ -559,12 +564,16 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
  * - `hold`: a GET of a key it matches is held back `ms` before it goes on; `servedWhileHeld` counts
  *   the other object GETs answered meanwhile.
  */
-async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: RegExp; ms: number }; stallObjectWrites?: boolean }): Promise<{ endpoint: string; stop: () => Promise<void>; servedWhileHeld: () => number; stalled: () => number }> {
+async function s3Proxy(
+  target: string,
+  opts: { corrupt?: RegExp; hold?: { key: RegExp; ms: number }; stallObjectWrites?: boolean; loseAnswerTo?: { method: string; path: RegExp } },
+): Promise<{ endpoint: string; stop: () => Promise<void>; servedWhileHeld: () => number; stalled: () => number }> {
   const http = await import('node:http');
   const to = new URL(target);
   let holding = false;
   let servedWhileHeld = 0;
   let stalled = 0;
+  let lost = false;
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent(req.url ?? '');
     // a write of an object (a path below the bucket) is never answered, nor passed on
@@ -573,10 +582,18 @@ async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: R
       return;
     }
     const objectGet = req.method === 'GET' && /[?&]versionId=/.test(url) && !/[?&]tagging/.test(url);
+    // the first such request reaches the server, and its answer is lost with the connection
+    const lose = !lost && opts.loseAnswerTo !== undefined && req.method === opts.loseAnswerTo.method && opts.loseAnswerTo.path.test(url);
+    if (lose) lost = true;
     const flip = objectGet && opts.corrupt?.test(url) === true;
     const hold = objectGet && opts.hold?.key.test(url) === true;
     const forward = () => {
       const up = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+        if (lose) {
+          ur.resume();
+          ur.on('end', () => res.socket?.destroy());
+          return;
+        }
         res.writeHead(ur.statusCode ?? 502, ur.headers);
         let at = 0;
         ur.on('data', (d: Buffer) => {
@@ -614,6 +631,30 @@ async function s3Proxy(target: string, opts: { corrupt?: RegExp; hold?: { key: R
   };
 }
 
+test('a delete marker whose answer is lost is not sent again: the restore stops, and the same command finishes it with one marker', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = await versionedBucket(c, 'lost-answer');
+  await c.putObject(bucket, 'k', Buffer.from('one'));
+  await c.removeObject(bucket, 'k');
+  await c.putObject(bucket, 'k', Buffer.from('two'));
+  const src = await listAll(c, bucket);
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const dest = bucketName('lost-answer');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  const proxy = await s3Proxy(srv.endpoint, { loseAnswerTo: { method: 'DELETE', path: new RegExp(`^/${dest}/k$`) } });
+  try {
+    const r = await airlockAsync(restoreToBuckets(medium, proxy.endpoint, `${bucket}=${dest}`, idMap), { env: ENV });
+    assert.is(r.code, 5, r.stderr);
+  } finally {
+    await proxy.stop();
+  }
+  ok(airlock(restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap), { env: ENV }), 'the same command, run again');
+  const back = await listAll(c, dest);
+  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]), 'one delete marker, where the source has it');
+});
+
 test('restore objects stopped by SIGINT exits 130, keeps its journal and says so; the same command then finishes it', async () => {
   const srv = await s3();
   const c = srv.client;
@@ -625,7 +666,7 @@ test('restore objects stopped by SIGINT exits 130, keeps its journal and says so
   ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
   const dest = bucketName('sigint');
   const idMap = path.join(tmp(), 'ids.jsonl');
-  const args = (endpoint: string) => ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', `${bucket}=${dest}`, '--id-map', idMap];
+  const args = (endpoint: string) => restoreToBuckets(medium, endpoint, `${bucket}=${dest}`, idMap);
   const proxy = await s3Proxy(srv.endpoint, { stallObjectWrites: true });
   try {
     const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args(proxy.endpoint)], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -745,7 +786,7 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   ];
   for (const c of restoreCases) {
     const dir = tmp();
-    const r = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', c.endpoint, '--bucket-map', c.map, '--id-map', path.join(dir, 'ids.jsonl')], { env: c.env });
+    const r = airlock(restoreToBuckets(medium, c.endpoint, c.map, path.join(dir, 'ids.jsonl')), { env: c.env });
     assert.is(r.code, c.code, r.stderr);
     assert.match(r.stderr, c.message);
     assert.equal(readdirSync(dir), [], 'no id map, no staging left');

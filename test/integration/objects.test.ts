@@ -77,6 +77,14 @@ async function listAll(c: Minio.Client, bucket: string): Promise<Listed[]> {
   return out;
 }
 
+/** The versions of `bucket` as listed now, and a medium holding an export of it. */
+async function exported(srv: S3Server, bucket: string): Promise<{ src: Listed[]; medium: string }> {
+  const src = await listAll(srv.client, bucket);
+  const medium = tmp();
+  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  return { src, medium };
+}
+
 async function bytesOf(c: Minio.Client, bucket: string, key: string, versionId?: string): Promise<Buffer> {
   const s = await c.getObject(bucket, key, versionId ? { versionId } : {});
   const parts: Buffer[] = [];
@@ -276,9 +284,7 @@ test('a bucket restore killed halfway resumes from its journal without duplicati
     for (let v = 0; v < 3; v++) await c.putObject(bucket, `k${k}/x`, Buffer.from(`key ${k} version ${v}`));
   }
   await c.removeObject(bucket, 'k2/x');
-  const src = await listAll(c, bucket);
-  const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const { src, medium } = await exported(srv, bucket);
   const dest = bucketName('resumed');
   const idMap = path.join(tmp(), 'ids.jsonl');
   const args = restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap);
@@ -638,9 +644,7 @@ test('a delete marker whose answer is lost is not sent again: the restore stops,
   await c.putObject(bucket, 'k', Buffer.from('one'));
   await c.removeObject(bucket, 'k');
   await c.putObject(bucket, 'k', Buffer.from('two'));
-  const src = await listAll(c, bucket);
-  const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const { src, medium } = await exported(srv, bucket);
   const dest = bucketName('lost-answer');
   const idMap = path.join(tmp(), 'ids.jsonl');
   const proxy = await s3Proxy(srv.endpoint, { loseAnswerTo: { method: 'DELETE', path: new RegExp(`^/${dest}/k$`) } });
@@ -661,9 +665,7 @@ test('restore objects stopped by SIGINT exits 130, keeps its journal and says so
   const bucket = await versionedBucket(c, 'sigint');
   for (let i = 0; i < 5; i++) await c.putObject(bucket, `k${i}`, Buffer.from(`object ${i}`));
   await c.removeObject(bucket, 'k1');
-  const src = await listAll(c, bucket);
-  const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  const { src, medium } = await exported(srv, bucket);
   const dest = bucketName('sigint');
   const idMap = path.join(tmp(), 'ids.jsonl');
   const args = (endpoint: string) => restoreToBuckets(medium, endpoint, `${bucket}=${dest}`, idMap);

@@ -326,10 +326,8 @@ test('a bucket restore killed after any write resumes to the same history: equal
   await parted.putObject(bucket, 'parts', Readable.from([big]), big.byteLength);
   assert.match((await c.statObject(bucket, 'parts')).etag, /-\d+"?$/, 'a multipart ETag, not the MD5 of the bytes');
   await c.putObject(bucket, 'parts', Buffer.from('small after big'));
-  const src = await listAll(c, bucket);
+  const { src, medium } = await exported(srv, bucket);
   assert.is(src.length, 7);
-  const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
 
   for (let skip = 0; skip < src.length; skip++) {
     const dest = bucketName('resumed');
@@ -358,8 +356,8 @@ test('restore into a folder: a key that is also a folder of later keys becomes N
   const c = srv.client;
   const bucket = await versionedBucket(c, 'folders');
   // "a!b" and "a.b" sort between "a" and "a/b"; "a0" after all of "a/..."
-  const keys_ = ['a', 'a!b', 'a.b', 'a/b', 'a/b/c', 'a/b!', 'a0', 'x/', 'x/y', 'gone', 'gone/z'];
-  for (const k of keys_) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
+  const names = ['a', 'a!b', 'a.b', 'a/b', 'a/b/c', 'a/b!', 'a0', 'x/', 'x/y', 'gone', 'gone/z'];
+  for (const k of names) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
   await c.removeObject(bucket, 'gone');
   const medium = tmp();
   ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
@@ -369,7 +367,7 @@ test('restore into a folder: a key that is also a folder of later keys becomes N
     readdirSync(path.join(dir, at), { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? files(dir, path.join(at, d.name)) : [path.join(at, d.name)]));
   assert.equal(files(path.join(to, bucket)).sort(), ['a!b', 'a%', 'a.b', 'a/b%', 'a/b!', 'a/b/c', 'a0', 'gone/z', 'x/%', 'x/y'].sort());
   const keyMap = readFileSync(path.join(to, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; key: string });
-  assert.is(keyMap.length, keys_.length - 1, 'every key but the deleted one');
+  assert.is(keyMap.length, names.length - 1, 'every key but the deleted one');
   for (const e of keyMap) assert.is(readFileSync(path.join(to, e.path), 'utf8'), `body of ${e.key}`, e.key);
 });
 
@@ -568,7 +566,10 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
  * - `corrupt`: in the body of every GET of a key it matches (not its tagging) the byte at offset
  *   1000 is flipped, as a failing disk or controller on the server would;
  * - `hold`: a GET of a key it matches is held back `ms` before it goes on; `servedWhileHeld` counts
- *   the other object GETs answered meanwhile.
+ *   the other object GETs answered meanwhile;
+ * - `stallObjectWrites`: a write of an object is neither passed on nor answered; `stalled` counts them;
+ * - `loseAnswerTo`: the first request it matches reaches the server, which acts on it, and then the
+ *   connection closes without the answer, as when a network drops at the wrong moment.
  */
 async function s3Proxy(
   target: string,
@@ -588,7 +589,6 @@ async function s3Proxy(
       return;
     }
     const objectGet = req.method === 'GET' && /[?&]versionId=/.test(url) && !/[?&]tagging/.test(url);
-    // the first such request reaches the server, and its answer is lost with the connection
     const lose = !lost && opts.loseAnswerTo !== undefined && req.method === opts.loseAnswerTo.method && opts.loseAnswerTo.path.test(url);
     if (lose) lost = true;
     const flip = objectGet && opts.corrupt?.test(url) === true;

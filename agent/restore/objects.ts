@@ -66,8 +66,12 @@ export interface ObjectRestoreSummary {
   bytes: number;
   /** where the id map (bucket) or key map (folder) was written */
   map: string;
+  /** what was not restored and why, one line each; keys deleted at the chosen time up to DELETED_LISTED, then counted */
   skipped: string[];
 }
+
+/** Keys deleted at the chosen time that a folder restore names one by one; the rest are counted. */
+const DELETED_LISTED = 100;
 
 export type ObjectTarget =
   | { kind: 'bucket'; client: S3Client; bucketMap: ReadonlyMap<string, string>; idMap: string; multipartThreshold?: number; partSize?: number }
@@ -573,6 +577,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   // `%` name), one past "a0" leaves it a file. The stack holds files whose keys are prefixes of one
   // another's neighbours, not every key.
   const pending: { bucket: string; key: string; rel: string; r: IndexRecord }[] = [];
+  let deleted = 0;
   const settle = async (next?: { bucket: string; key: string }) => {
     for (let top = pending.at(-1); top; top = pending.at(-1)) {
       const below = `${top.key}/`;
@@ -594,7 +599,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
       if (r.type !== 'object') {
-        summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
+        if (++deleted <= DELETED_LISTED) summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
         continue;
       }
       const bucket = bucketDir(str(r, 'bucket'));
@@ -615,6 +620,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
     map.end();
     await mapDone;
   }
+  if (deleted > DELETED_LISTED) summary.skipped.push(`${deleted - DELETED_LISTED} more keys deleted at that time (${KEY_MAP_FILE} lists what was restored)`);
   summary.map = path.join(to, KEY_MAP_FILE);
 }
 

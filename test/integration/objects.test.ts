@@ -359,10 +359,18 @@ test('restore into a folder: a key that is also a folder of later keys becomes N
   const names = ['a', 'a!b', 'a.b', 'a/b', 'a/b/c', 'a/b!', 'a0', 'x/', 'x/y', 'gone', 'gone/z'];
   for (const k of names) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
   await c.removeObject(bucket, 'gone');
+  // 102 keys deleted in all: the restore names 100 and counts the rest
+  for (let i = 0; i < 101; i++) {
+    await c.putObject(bucket, `del/${i}`, Buffer.from('short-lived'));
+    await c.removeObject(bucket, `del/${i}`);
+  }
   const medium = tmp();
   ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
   const to = path.join(tmp(), 'folders');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]), 'restore into a folder');
+  const restored = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+  ok(restored, 'restore into a folder');
+  assert.is(restored.stderr.split('\n').filter((l) => l.endsWith(': deleted at that time')).length, 100);
+  assert.match(restored.stderr, 'airlock: note: 2 more keys deleted at that time');
   const files = (dir: string, at = ''): string[] =>
     readdirSync(path.join(dir, at), { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? files(dir, path.join(at, d.name)) : [path.join(at, d.name)]));
   assert.equal(files(path.join(to, bucket)).sort(), ['a!b', 'a%', 'a.b', 'a/b%', 'a/b!', 'a/b/c', 'a0', 'gone/z', 'x/%', 'x/y'].sort());

@@ -136,7 +136,7 @@ function spoolError(e: unknown, what: string): unknown {
   return fromSystemError(e, what);
 }
 
-/** Writes `data` (or the chunks `fill` writes) to a new temporary file in `dir`, fsynced; returns its path. */
+/** Writes what `fill` writes to the file descriptor into a new temporary file in `dir`, fsynced; returns its path. */
 function writeTemp(dir: string, name: string, fill: (fd: number) => void): string {
   const tmp = path.join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', 0o640);

@@ -6,7 +6,6 @@ import path from 'node:path';
 import { human } from './human.js';
 import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
-export { human };
 
 function findingLine(f: Finding): string {
   const where = f.file ? `${path.basename(f.bundle)}/${f.file}` : f.bundle.includes('/') ? path.basename(f.bundle) : f.bundle;

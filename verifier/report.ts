@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { BaseBackupCoverage, PostgresCoverage, RecoveryWindow } from '../manifests/coverage.js';
 import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
 import { SUMS, SUMS_SIG } from '../manifests/sums.js';
-import { human } from './render.js';
+import { human } from './human.js';
 import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
 /** Markup that is already safe; anything else interpolated into `html` is escaped. */

@@ -116,7 +116,7 @@ export function segmentNumber(name: { name: string; log: number; seg: number }, 
 
 /** The name of segment `segno` on `timeline`. Throws `usage` for an invalid segment size. */
 export function segmentName(timeline: number, segno: bigint, segmentSize: number): string {
-  segmentsPerLog(segmentSize);
+  segmentsPerLog(segmentSize); // only its check of the size
   return segmentFileName(timeline, segno, segmentSize);
 }
 

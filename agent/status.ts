@@ -2,14 +2,18 @@
  * Backup health: what an operator or a monitoring system needs to know about the appliance, from the
  * catalog, the spool and (when reachable) the server, judged against thresholds.
  *
- * Two recovery point objectives: on the appliance, the age of the newest WAL in the spool (what a
- * lost server would lose); off site, the age of the newest data on verified media (what a lost
- * appliance would lose). A full spool stops archiving and then fills the server's pg_wal, so its free
+ * Two recovery point objectives: on the appliance, the age of the oldest WAL the server wrote that
+ * is not in the spool yet (what a lost server would lose); off site, the age of the newest data on
+ * verified media (what a lost appliance would lose). Only the server knows whether it wrote anything
+ * since the last archived segment: with it, an idle server that archived everything has an RPO of
+ * 0, however old its newest segment; without it, the newest spooled segment's age is the figure, an
+ * upper bound that grows on an idle server though nothing would be lost. A full spool stops archiving and then fills the server's pg_wal, so its free
  * space is watched too. Levels follow Nagios: ok, warning, critical, unknown.
  */
 import { readdirSync, statfsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Catalog } from './catalog.js';
+import { lsnValue, segmentNo } from '../manifests/coverage.js';
 import { parseWalFileName } from './sources/postgres/wal.js';
 
 export type Level = 'ok' | 'warning' | 'critical' | 'unknown';
@@ -51,7 +55,8 @@ export interface Status {
   wal: { newest: string | null; newestAgeSeconds: number | null; spoolBytes: number; spoolFreeBytes: number | null; spoolFreeFraction: number | null; unexportedBytes: number; unexportedFiles: number };
   archiver?: { failedCount: number; failingNow: boolean; lastFailedWal: string | null };
   media: { uuid: string; label: string; newestSeq: number; verified: string }[];
-  rpo: { onAppliance: number | null; offSite: number | null };
+  /** onApplianceFrom: `server` when it said what is not archived yet, `spool` for the newest segment's age (an upper bound) */
+  rpo: { onAppliance: number | null; onApplianceFrom?: 'server' | 'spool'; offSite: number | null };
 }
 
 export interface StatusInput {
@@ -64,6 +69,36 @@ export interface StatusInput {
   archiver?: Status['archiver'];
   /** why the server could not be asked, when it was configured */
   archiverError?: string;
+  /** where the server writes WAL now and the last segment it archived, when it answered */
+  server?: ServerWal;
+}
+
+export interface ServerWal {
+  /** pg_current_wal_insert_lsn() */
+  insertLsn: string;
+  segmentSize: number;
+  /** pg_stat_archiver's last archived file and when */
+  lastArchived: { name: string; time: string } | null;
+}
+
+/** A page's long header: the insert position of a segment nothing was written to yet. */
+const LONG_PAGE_HEADER = 40n;
+
+/**
+ * The on-appliance RPO from the server: 0 when nothing was written after the newest archived
+ * segment, else the time since that segment reached the spool (the WAL after it was written later,
+ * so this is its age, within the archiving delay). Undefined when no segment was archived yet.
+ */
+function serverRpo(server: ServerWal, spooled: { name: string; mtime: number } | undefined, nowMs: number): { age: number; message: string } | undefined {
+  const archived = server.lastArchived && parseWalFileName(server.lastArchived.name)?.kind === 'segment' ? { name: server.lastArchived.name, ms: Date.parse(server.lastArchived.time) } : undefined;
+  // the newer of what the server says and what the spool holds: a .backup or .history file may be the last archived
+  const newest = [archived, spooled && { name: spooled.name, ms: spooled.mtime }].filter((x) => x !== undefined).sort((a, b) => (a.name.slice(8) < b.name.slice(8) ? 1 : -1))[0];
+  if (!newest) return undefined;
+  const end = (segmentNo(newest.name, server.segmentSize) + 1n) * BigInt(server.segmentSize);
+  const pending = lsnValue(server.insertLsn) - end;
+  if (pending <= LONG_PAGE_HEADER) return { age: 0, message: `the server wrote nothing after ${newest.name}, the newest archived segment: all its WAL is in the spool` };
+  const age = Math.max(0, (nowMs - newest.ms) / 1000);
+  return { age, message: `the server wrote ${pending} bytes of WAL after ${newest.name}, archived ${duration(age)} ago; they are not in the spool yet` };
 }
 
 const worst = (levels: readonly Level[]): Level => (['critical', 'unknown', 'warning', 'ok'] as const).find((l) => levels.includes(l)) ?? 'ok';
@@ -123,12 +158,21 @@ export function collectStatus(input: StatusInput): Status {
       status.wal.spoolBytes = s.bytes;
       status.wal.spoolFreeBytes = s.free;
       status.wal.spoolFreeFraction = s.fraction;
+      const fromServer = input.server && serverRpo(input.server, s.newest, nowMs);
       if (s.newest) {
         const age = Math.max(0, (nowMs - s.newest.mtime) / 1000);
         status.wal.newest = s.newest.name;
         status.wal.newestAgeSeconds = age;
+      }
+      if (fromServer) {
+        status.rpo.onAppliance = fromServer.age;
+        status.rpo.onApplianceFrom = 'server';
+        checks.push({ name: 'wal age', level: byAge(fromServer.age, t.walAgeWarning, t.walAgeCritical), message: fromServer.message });
+      } else if (s.newest && status.wal.newestAgeSeconds !== null) {
+        const age = status.wal.newestAgeSeconds;
         status.rpo.onAppliance = age;
-        checks.push({ name: 'wal age', level: byAge(age, t.walAgeWarning, t.walAgeCritical), message: `the newest spooled segment ${s.newest.name} is ${duration(age)} old` });
+        status.rpo.onApplianceFrom = 'spool';
+        checks.push({ name: 'wal age', level: byAge(age, t.walAgeWarning, t.walAgeCritical), message: `the newest spooled segment ${s.newest.name} is ${duration(age)} old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)` });
       } else checks.push({ name: 'wal age', level: 'warning', message: 'no WAL segment in the spool yet' });
       const freeLevel: Level = s.fraction <= t.spoolFreeCritical ? 'critical' : s.fraction <= t.spoolFreeWarning ? 'warning' : 'ok';
       checks.push({ name: 'spool space', level: freeLevel, message: `${(s.fraction * 100).toFixed(1)}% free (${Math.round(s.free / 1024 ** 2)} MiB); a full spool stops archiving and then fills pg_wal` });
@@ -174,7 +218,8 @@ export function prometheusText(s: Status): string {
     }
   };
   metric('airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]);
-  metric('airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool (the on-appliance RPO)', [{ value: s.wal.newestAgeSeconds }]);
+  metric('airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool', [{ value: s.wal.newestAgeSeconds }]);
+  metric('airlock_rpo_appliance_seconds', 'age of the oldest WAL not in the spool (0: everything is archived); without --pg, the newest spooled segment\'s age, an upper bound', [{ value: s.rpo.onAppliance }]);
   metric('airlock_spool_bytes', 'bytes of WAL files in the spool', [{ value: s.wal.spoolBytes }]);
   metric('airlock_spool_free_bytes', 'free bytes of the spool file system', [{ value: s.wal.spoolFreeBytes }]);
   metric('airlock_unexported_bytes', 'bytes of ingested WAL no finished bundle carries yet', [{ value: s.wal.unexportedBytes }]);

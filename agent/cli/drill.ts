@@ -3,7 +3,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -45,8 +45,11 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
   if (flags.report !== undefined) {
     await assertWritableTarget(`${flags.report}.json`);
   }
-  const scratch = flags.scratch ?? mkdtempSync(path.join(tmpdir(), 'airlock-drill-'));
   const user = process.getuid?.() === 0 ? osUser(flags.osUser ?? 'postgres') : undefined;
+  const say = (line: string) => void (flags.json ? undefined : process.stderr.write(`airlock: ${line}\n`));
+  // a scratch folder the drill made is its own to remove; one given with --scratch is the operator's
+  const made = flags.scratch === undefined;
+  const scratch = flags.scratch ?? mkdtempSync(path.join(tmpdir(), 'airlock-drill-'));
   const report = await runDrill({
     from: flags.from,
     identities,
@@ -63,7 +66,11 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
     timeoutMs: timeout * 1000,
     now: () => new Date(),
     keep: flags.keep === true,
-    say: (line) => void (flags.json ? undefined : process.stderr.write(`airlock: ${line}\n`)),
+    say,
+  }).finally(async () => {
+    if (!made) return;
+    if (flags.keep) say(`the restored data is kept in ${scratch}`);
+    else await rmdir(scratch).catch(() => say(`warning: could not remove ${scratch}`));
   });
   const text = drillText(report);
   if (flags.report !== undefined) {

@@ -110,7 +110,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (flags.start || flags.stop) {
     say(`starting the server on port ${port} and waiting for recovery to end`);
     recovered = await startAndRecover(r, { bin, user: flags.pgUser ?? 'postgres', timeoutMs: timeout * 1000 });
-    say(`recovery ended at ${recovered.replayLsn} on timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s; the server (pid ${recovered.pid}) accepts connections on port ${port}, socket in ${r.pgdata}`);
+    say(`recovered to ${recovered.replayLsn}${recovered.lastCommit ? `, the last transaction replayed committed at ${recovered.lastCommit}` : ' (no transaction replayed after the base backup)'}; promoted to timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s`);
+    say(`the server (pid ${recovered.pid}) accepts connections on port ${port}, socket in ${r.pgdata}`);
     if (flags.stop) {
       await stopRestored(r.pgdata, bin);
       say('server stopped');

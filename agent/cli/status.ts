@@ -9,7 +9,7 @@ import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { parseDuration } from '../config.js';
 import { query } from '../sources/postgres/server.js';
-import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, prometheusText, statusText, type Status, type Thresholds } from '../status.js';
+import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
 import { Settings } from './common.js';
 
 interface StatusFlags {
@@ -48,10 +48,19 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
   const pg = s.one(flags.pg, 'pg');
   let archiver: Status['archiver'];
   let archiverError: string | undefined;
+  let server: ServerWal | undefined;
   if (pg !== undefined) {
     try {
-      const [row] = await query({ conninfo: pg }, `SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver`);
+      const [row] = await query(
+        { conninfo: pg },
+        `SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),
+          coalesce(last_archived_wal, ''), coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), ''),
+          pg_current_wal_insert_lsn(), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')
+        FROM pg_stat_archiver`,
+      );
       archiver = { failedCount: Number(row?.[0] ?? 0), lastFailedWal: row?.[1] || null, failingNow: row?.[2] === 't' };
+      const [, , , lastWal = '', lastTime = '', insertLsn = '', segmentSize = ''] = row ?? [];
+      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && Number(segmentSize) > 0) server = { insertLsn, segmentSize: Number(segmentSize), lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
     } catch (e) {
       archiverError = (e as Error).message;
     }
@@ -59,7 +68,7 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
   const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
   let status: Status;
   try {
-    status = collectStatus({ catalog, site, spool, now: now(), thresholds: thresholds(s), ...(archiver ? { archiver } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+    status = collectStatus({ catalog, site, spool, now: now(), thresholds: thresholds(s), ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
   } finally {
     catalog.close();
   }

@@ -35,19 +35,46 @@ import { BaseBackupSink } from './unpack.js';
 
 export type Target =
   | { kind: 'latest' }
-  | { kind: 'time'; time: string; at: number }
+  /** `time` as given, `pg` the same instant as PostgreSQL reads it, `us` microseconds since 1970 */
+  | { kind: 'time'; time: string; pg: string; us: number }
   | { kind: 'lsn'; lsn: string }
   | { kind: 'name'; name: string };
 
-/** Parses a --target-time value; it must carry an explicit offset (Z or ±HH:MM). Throws `usage`. */
-export function parseTargetTime(text: string): Target {
-  const m = text.match(/^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)(Z|[+-]\d{2}(?::?\d{2})?)$/);
-  const at = m ? Date.parse(`${m[1]}T${m[2]}${m[3] === 'Z' ? 'Z' : (m[3] as string).length === 3 ? `${m[3]}:00` : (m[3] as string).replace(/^([+-]\d{2})(\d{2})$/, '$1:$2')}`) : Number.NaN;
-  if (!m || Number.isNaN(at)) {
-    throw new AirlockError('usage', `--target-time ${JSON.stringify(text)}: not a time with an explicit offset`, { hint: 'write it like 2026-03-01T12:00:00Z or 2026-03-01 13:00:00+01:00; a time without an offset is ambiguous across the air gap' });
-  }
-  return { kind: 'time', time: text, at };
+/** ISO 8601 date and time with an offset: `T` or space, optional fraction, `Z`, `±HH`, `±HHMM` or `±HH:MM`. */
+const TARGET_TIME_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))? ?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
+
+/**
+ * Parses a --target-time value, which must carry an explicit offset, into the instant it names and
+ * the form PostgreSQL accepts in recovery_target_time. PostgreSQL reads that setting before it knows
+ * time zone abbreviations, so `Z` (an abbreviation to it) is refused at start: the value is written
+ * in UTC as `YYYY-MM-DD HH:MM:SS.ffffff+00`, to the microsecond. Throws `usage`.
+ */
+export function parseTargetTime(text: string): Extract<Target, { kind: 'time' }> {
+  const bad = (why: string) =>
+    new AirlockError('usage', `--target-time ${JSON.stringify(text)}: ${why}`, {
+      hint: 'write it like 2026-03-01T12:00:00Z or 2026-03-01 13:00:00.250+01:00; a time without an offset is ambiguous across the air gap',
+    });
+  const m = TARGET_TIME_RE.exec(text);
+  if (!m) throw bad('not a time with an explicit offset');
+  const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const ms = Date.UTC(y, mo - 1, d, h, mi, s);
+  const back = new Date(ms);
+  if (y < 1970 || back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || s > 59) throw bad('not a valid date and time');
+  const offsetMin = m[8] ? 0 : (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11] ?? '0'));
+  if (Number(m[10] ?? '0') > 15 || Number(m[11] ?? '0') > 59) throw bad('not a valid offset');
+  const us = ms * 1000 + Number((m[7] ?? '').padEnd(6, '0')) - offsetMin * 60_000_000;
+  return { kind: 'time', time: text, pg: utcMicros(us), us };
 }
+
+/** Microseconds since 1970 as `YYYY-MM-DD HH:MM:SS.ffffff+00`. */
+export function utcMicros(us: number): string {
+  const ms = Math.floor(us / 1000);
+  const frac = String(us - Math.floor(us / 1_000_000) * 1_000_000).padStart(6, '0');
+  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}.${frac}+00`;
+}
+
+/** A manifest time (ISO, UTC, milliseconds) in microseconds since 1970. */
+const micros = (iso: string) => Date.parse(iso) * 1000;
 
 interface PgBundle {
   b: BundleReport;
@@ -84,7 +111,7 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
   let base: PgBundle | undefined;
   if (target.kind === 'latest') base = bases.at(-1);
   else if (target.kind === 'time') {
-    if (newestPoint && target.at > Date.parse(newestPoint.time)) {
+    if (newestPoint && target.us > micros(newestPoint.time)) {
       if (!orLatest) {
         throw new AirlockError('usage', `the target time ${target.time} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.time})`, {
           hint: 'give an earlier --target-time, or --latest (or add --or-latest to take the newest when the target is beyond it)',
@@ -92,7 +119,7 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
       }
       chosen = { kind: 'latest' };
       base = bases.at(-1);
-    } else base = bases.filter((x) => Date.parse(x.pg.base?.stopTime as string) <= target.at).at(-1);
+    } else base = bases.filter((x) => micros(x.pg.base?.stopTime as string) <= target.us).at(-1);
   } else if (target.kind === 'lsn') {
     const want = parseLsn(target.lsn);
     base = bases.filter((x) => parseLsn(x.pg.base?.stopLsn as string) <= want).at(-1);
@@ -112,7 +139,7 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
     const p = x.pg.restorePoint;
     if (!p || chosen.kind === 'latest') continue;
     if (chosen.kind === 'name' && p.name === chosen.name) break;
-    if (chosen.kind === 'time' && Date.parse(p.time) >= chosen.at) break;
+    if (chosen.kind === 'time' && micros(p.time) >= chosen.us) break;
     if (chosen.kind === 'lsn' && parseLsn(p.lsn) >= parseLsn(chosen.lsn)) break;
   }
   const lastPoint = needed.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
@@ -310,7 +337,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       '',
       `# written by airlock restore pg from seq ${plan.bundles.map((x) => x.seq).join(', ')}`,
       `restore_command = ${confString(fetch)}`,
-      ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.time)}`] : []),
+      ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.pg)}`] : []),
       ...(target.kind === 'lsn' ? [`recovery_target_lsn = ${confString(target.lsn)}`] : []),
       ...(target.kind === 'name' ? [`recovery_target_name = ${confString(target.name)}`] : []),
       "recovery_target_action = 'promote'",
@@ -431,6 +458,8 @@ export interface Recovered {
   port: number;
   timeline: number;
   replayLsn: string;
+  /** the commit time of the last transaction replayed (UTC, microseconds); absent when recovery replayed none */
+  lastCommit?: string;
   /** from the server's start to the end of recovery */
   recoveryMs: number;
   log: string;
@@ -448,8 +477,24 @@ export function runAsOwner(cmd: string, args: readonly string[], owner: { uid: n
   });
 }
 
-function logTail(text: string, lines = 8): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
+/**
+ * Why a restored server failed, from its log: the phase it reached (it never started, recovery
+ * failed, or it stopped after recovery) and its FATAL or PANIC lines with the DETAIL and HINT lines
+ * that follow them, which name the cause; the log's last lines when it has none.
+ */
+export function serverFailure(log: string): { phase: string; why: string } {
+  const lines = log.trimEnd().split('\n');
+  const recovering = lines.some((l) => /starting (point-in-time|archive) recovery|redo starts at/.test(l));
+  const promoted = lines.some((l) => /selected new timeline ID|archive recovery complete/.test(l));
+  const phase = promoted ? 'the restored server stopped after recovery ended' : recovering ? 'recovery failed after the restored server started' : 'the restored server did not start';
+  const fatal: string[] = [];
+  lines.forEach((l, i) => {
+    if (!/\b(FATAL|PANIC):/.test(l)) return;
+    fatal.push(l.replace(/^.*?\b(FATAL|PANIC):/, '$1:').trim());
+    for (const next of lines.slice(i + 1, i + 3)) if (/\b(DETAIL|HINT):/.test(next)) fatal.push(next.replace(/^.*?\b(DETAIL|HINT):/, '$1:').trim());
+  });
+  const why = (fatal.length > 0 ? fatal.slice(0, 6) : lines.slice(-4)).join(' / ');
+  return { phase, why };
 }
 
 /**
@@ -465,7 +510,8 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   const readLog = () => readFile(log, 'utf8').catch(() => '');
   const start = await runAsOwner(bin('pg_ctl'), ['-D', r.pgdata, '-l', log, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'start'], owner, opts.signal);
   if (start.code !== 0) {
-    throw new AirlockError('recovery-failed', `the restored server did not start: ${logTail(await readLog(), 4).replace(/\n/g, ' / ')}`, { hint: `read ${log}; the data folder is kept for inspection` });
+    const f = serverFailure(await readLog());
+    throw new AirlockError('recovery-failed', `${f.phase}: ${f.why}`, { hint: `read ${log}; the data folder is kept for inspection` });
   }
   const pidText = await readFile(path.join(r.pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
   const pid = Number(pidText.split('\n')[0]);
@@ -480,13 +526,16 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
     } catch {
       alive = false;
     }
-    if (!alive) throw new AirlockError('recovery-failed', `the restored server stopped during recovery: ${logTail(await readLog(), 4).replace(/\n/g, ' / ')}`, { hint: `read ${log}` });
+    if (!alive) {
+      const f = serverFailure(await readLog());
+      throw new AirlockError('recovery-failed', `${f.phase}: ${f.why}`, { hint: `read ${log}; the data folder is kept for inspection` });
+    }
     if (Date.now() > deadline) throw new AirlockError('recovery-failed', `recovery did not end within ${Math.round(opts.timeoutMs / 1000)} s`, { hint: `the server (pid ${pid}) still runs; read ${log}` });
     await new Promise((res) => setTimeout(res, 200));
   }
   const recoveryMs = Date.now() - started;
-  const q = await psql("SELECT pg_last_wal_replay_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint");
-  const [replay = '', tli = ''] = q.stdout.trim().split('|');
+  const q = await psql(`SELECT pg_last_wal_replay_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`);
+  const [replay = '', tli = '', lastCommit = ''] = q.stdout.trim().split('|');
   if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay)) throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${q.stderr.trim()}`, { hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}` });
   const text = await readLog();
   const replayLsn = parseLsn(replay);
@@ -496,7 +545,7 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   if (t.kind === 'lsn' && replayLsn < parseLsn(t.lsn)) throw fail(`the target was ${t.lsn}`);
   if (t.kind === 'time' && !/recovery stopping (before|after) (commit|abort)/.test(text)) throw fail('the server log does not say it stopped at the target time');
   if (t.kind === 'latest' && r.lastSegment !== undefined && replayLsn < segmentStart(r.lastSegment, r.segmentSize)) throw fail(`the set's WAL goes on into ${r.lastSegment}`);
-  return { pid, port: r.port, timeline: Number(tli), replayLsn: formatLsn(replayLsn), recoveryMs, log };
+  return { pid, port: r.port, timeline: Number(tli), replayLsn: formatLsn(replayLsn), ...(lastCommit ? { lastCommit } : {}), recoveryMs, log };
 }
 
 /** Stops a restored server (fast shutdown) through pg_ctl. */

@@ -59,6 +59,26 @@ export interface PostgresExportOptions {
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
 const utc = (d: Date) => d.toISOString();
 
+/**
+ * The server's clock once pg_basebackup has exited, in ms rounded up: the backup's end record was
+ * written before it, so no commit before the consistent point carries a later time.
+ */
+async function serverTimeAfterBackup(conn: Connection, signal?: AbortSignal): Promise<string> {
+  const us = BigInt(await scalar(conn, 'SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint', signal));
+  return new Date(Number((us + 999n) / 1000n)).toISOString();
+}
+
+/**
+ * When a restore to a time can start: no earlier than the backup's end (its consistent point). The
+ * label's STOP TIME is cut to the second, so the backup ended before that second plus one; the
+ * server's clock after pg_basebackup exited is the tighter bound when it is earlier. A target before
+ * the real end makes PostgreSQL stop before the consistent point and fail, so this rounds up.
+ */
+function consistentFrom(label: BackupLabel, serverAfter: string): string {
+  const labelBound = label.stopTimeUtc ? Date.parse(label.stopTimeUtc) + 1000 : Number.POSITIVE_INFINITY;
+  return new Date(Math.min(labelBound, Date.parse(serverAfter))).toISOString();
+}
+
 /** The permanent user tables of the connected database, as quoted identifiers. */
 async function userTables(conn: Connection, signal?: AbortSignal): Promise<string[]> {
   const rows = await query(
@@ -93,9 +113,14 @@ const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
  */
 function sealSql(name: string, tables: readonly string[] | undefined): string {
   const point = `pg_create_restore_point(${quoteLiteral(name)}), ${SQL_UTC('now()')}, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`;
-  if (!tables) return `SELECT ${point}`;
+  // A transaction id makes this statement's end a commit record, after the restore point and with a
+  // later time. Recovery to a time stops at the first commit after it; on an idle server there
+  // would be none, and PostgreSQL fails with "recovery ended before configured recovery target was
+  // reached". With it, every time up to the restore point's is reached inside this bundle's WAL.
+  const sealed = 'pg_current_xact_id()::text';
+  if (!tables) return `SELECT ${point}, ${sealed}`;
   const lock = tables.length > 0 ? `LOCK TABLE ${tables.join(', ')} IN SHARE MODE; ` : '';
-  return `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ${lock}SELECT ${point}, ${tableChecksSql(tables)}`;
+  return `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ${lock}SELECT ${point}, ${tableChecksSql(tables)}, ${sealed}`;
 }
 
 /** `SELECT ... AT TIME ZONE 'UTC'` as the manifest writes times. */
@@ -304,14 +329,14 @@ export class PostgresSnapshot {
     }
 
     let label: BackupLabel | undefined;
-    let baseTimes: { start: Date; stop: Date } | undefined;
+    let baseTimes: { start: Date; stop: string } | undefined;
     if (this.opts.base) {
       say('base backup: pg_basebackup');
       const start = now();
       const args = ['-d', conn.conninfo, '-w', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label', this.restorePointName];
       const end = yield* programParts(program(conn, 'pg_basebackup'), args, 'pg/base', (part) => ({ type: 'pg-base', part }), partSize, now, signal);
       yield { kind: 'record', record: { type: 'pg-base-end', parts: end.parts, bytes: end.bytes, label: this.restorePointName } };
-      baseTimes = { start, stop: now() };
+      baseTimes = { start, stop: await serverTimeAfterBackup(conn, signal) };
       faultPoint('export:after-base');
       label = await this.waitFor('the base backup\'s .backup file', () => this.findLabel());
     }
@@ -334,7 +359,7 @@ export class PostgresSnapshot {
     const tables = this.opts.tableChecks ? await userTables(conn, signal) : undefined;
     const [point] = await query(conn, sealSql(this.restorePointName, tables), signal);
     const switched = await scalar(conn, 'SELECT pg_walfile_name(pg_switch_wal())', signal);
-    if (!point || point.length !== (tables ? 4 : 3) || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    if (!point || point.length !== (tables ? 5 : 4) || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
     if (tables) {
       const checks = Buffer.from(`${JSON.stringify({ database: info.currentDatabase, restorePoint: this.restorePointName, tables: JSON.parse(point[3] as string) as unknown }, null, 1)}\n`);
       yield { kind: 'entry', name: 'pg/tables.json', size: checks.byteLength, mode: 0o600, mtime, open: async function* () { yield checks; }, record: { type: 'pg-tables', database: info.currentDatabase } };
@@ -380,7 +405,7 @@ export class PostgresSnapshot {
               startLsn: label.startLsn,
               stopLsn: label.stopLsn,
               startTime: label.startTimeUtc ? new Date(label.startTimeUtc).toISOString() : utc(baseTimes.start),
-              stopTime: label.stopTimeUtc ? new Date(label.stopTimeUtc).toISOString() : utc(baseTimes.stop),
+              stopTime: consistentFrom(label, baseTimes.stop),
             },
           }
         : {}),

@@ -17,7 +17,8 @@ import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, run, type Ran } from './helpers.js';
+import type { Manifest } from '../manifests/manifest.js';
+import { ROOT, airlock, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -310,3 +311,61 @@ export function switchWal(): string {
 export function systemIdentifier(): string {
   return psql('SELECT system_identifier FROM pg_control_system()');
 }
+
+/** A restored server started by `airlock restore pg --start`, and what the command printed as JSON. */
+export interface Restored {
+  server: Server;
+  result: { baseSeq: number; bundles: number[]; recovered: { pid: number; replayLsn: string; lastCommit?: string; log: string } };
+  stderr: string;
+}
+
+/**
+ * One site's exports of the test cluster onto its own medium, with its own keys and state folder,
+ * and restores from that medium into new data folders inside the cluster's base folder.
+ */
+export function pgSite(site: string): {
+  keys: () => Keys;
+  medium: string;
+  stateDir: string;
+  conninfo: () => string;
+  exportPg: (extra: readonly string[]) => { path: string; manifest: Manifest };
+  restoreArgs: (data: string, from?: string) => string[];
+  restorePg: (target: readonly string[], from?: string) => Restored;
+} {
+  let keys: Keys | undefined;
+  const k = () => (keys ??= makeKeys(site));
+  const stateDir = tmp('airlock-state-');
+  const medium = tmp('airlock-medium-');
+  const conninfo = () => `host=${cluster().socketDir} port=${cluster().port} user=postgres dbname=postgres`;
+  const restoreArgs = (data: string, from = medium) => ['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data];
+  return {
+    keys: k,
+    medium,
+    stateDir,
+    conninfo,
+    exportPg(extra) {
+      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster().spool, '--wal-timeout', '60', ...extra]);
+      if (r.code !== 0) throw new Error(`export failed (${r.code}): ${r.stderr}`);
+      const dir = r.stdout.trim();
+      return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };
+    },
+    restoreArgs,
+    restorePg(target, from = medium) {
+      const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`), 'data');
+      const port = freePort();
+      const r = airlock([...restoreArgs(data, from), '--port', String(port), '--start', '--airlock-cli', cluster().cli, '--timeout', '120', '--json', ...target]);
+      if (r.code !== 0) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
+      const result = JSON.parse(r.stdout) as Restored['result'];
+      return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log }, result, stderr: r.stderr };
+    },
+  };
+}
+
+/** A steady write load in the background: one committed row per transaction, a few ms apart. */
+export function writeLoad(table: string, rows: number): Promise<void> {
+  const c = cluster();
+  const sql = `DO $$ BEGIN FOR i IN 1..${rows} LOOP INSERT INTO ${table} (v) VALUES (md5(random()::text)); COMMIT; PERFORM pg_sleep(0.004); END LOOP; END $$`;
+  const child = spawn(path.join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
+  return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`write load exited ${code}`)))));
+}
+

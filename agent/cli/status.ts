@@ -84,7 +84,7 @@ export function register(program: Command): void {
     .option('--site <site>', 'the site id')
     .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
     .option('--wal-spool <dir>', 'the WAL spool')
-    .option('--pg <conninfo>', 'ask the server for pg_stat_archiver too')
+    .option('--pg <conninfo>', 'ask the server too: pg_stat_archiver, and whether it wrote WAL that is not in the spool yet (the exact on-appliance RPO)')
     .option('--prometheus <file>', 'also write the figures as a Prometheus text file (atomically)')
     .option('--config <file>', 'read settings and thresholds from this config file (flags win)')
     .option('--json', 'print the status as JSON')

@@ -5,17 +5,18 @@
  * into staging (every entry hashed and checked against the inner manifest before anything is used),
  * unpack the base backup's parts as they are decrypted into a partial data folder (unpack.ts), gather the WAL of that
  * bundle and of every later one the target needs into a WAL folder with a sidecar hash per file,
- * write the recovery settings, and rename the partial folder into place. The settings always turn
- * archiving off and bind the server to localhost on the given port, so a restored cluster never
- * archives into a production spool; restore_command is `airlock wal-fetch`, which hands PostgreSQL
- * only files whose hash matches.
+ * write the configuration the server starts from (pgconf.ts: never the source's files, which a
+ * stolen appliance key could fill with commands), and rename the partial folder into place. The
+ * settings always turn archiving off and bind the server to localhost on the given port, so a
+ * restored cluster never archives into a production spool; restore_command is `airlock wal-fetch`,
+ * which hands PostgreSQL only files whose hash matches.
  *
  * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { appendFile, chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -31,6 +32,7 @@ import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv } from '../sources/postgres/server.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
+import { confString, writeRestoreConfig } from './pgconf.js';
 import { BaseBackupSink } from './unpack.js';
 
 export type Target =
@@ -231,11 +233,6 @@ export function shellQuote(p: string): string {
   return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A PostgreSQL configuration string value. */
-function confString(v: string): string {
-  // the config parser reads backslash escapes inside quoted values
-  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-}
 
 export interface PgRestoreOptions {
   verified: readonly BundleReport[];
@@ -295,6 +292,21 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const total = plan.bundles.reduce((a, x) => a + (x.b.manifest?.payload.size ?? 0), 0);
   let read = 0;
   const onBytes = opts.progress ? (n: number) => opts.progress?.((read += n), total) : undefined;
+  const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}`;
+  const settings = [
+    `# recovery, from seq ${plan.bundles.map((x) => x.seq).join(', ')}`,
+    `restore_command = ${confString(fetch)}`,
+    ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.pg)}`] : []),
+    ...(target.kind === 'lsn' ? [`recovery_target_lsn = ${confString(target.lsn)}`] : []),
+    ...(target.kind === 'name' ? [`recovery_target_name = ${confString(target.name)}`] : []),
+    "recovery_target_action = 'promote'",
+    "recovery_target_timeline = 'latest'",
+    '# a restored cluster must never archive into the production spool, nor listen beyond this host',
+    'archive_mode = off',
+    `port = ${opts.port}`,
+    "listen_addresses = 'localhost'",
+    `unix_socket_directories = ${confString(pgdata)}`,
+  ];
   try {
     await removeTree(partial);
     await mkdir(partial, { mode: 0o700 });
@@ -319,7 +331,10 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
       const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
       if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
-      if (x === plan.base) warnings.push(...(await placeOutsideConfig(partial, dir, records)));
+      if (x === plan.base) {
+        const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
+        warnings.push(...(await writeRestoreConfig(partial, carried, settings)));
+      }
       for (const r of records) {
         if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
         const n = parseWalFileName(r.name);
@@ -331,29 +346,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       }
       await removeTree(dir);
     }
-    // the recovery settings, after everything the bundle says: the last line wins in PostgreSQL
-    const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}`;
-    const lines = [
-      '',
-      `# written by airlock restore pg from seq ${plan.bundles.map((x) => x.seq).join(', ')}`,
-      `restore_command = ${confString(fetch)}`,
-      ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.pg)}`] : []),
-      ...(target.kind === 'lsn' ? [`recovery_target_lsn = ${confString(target.lsn)}`] : []),
-      ...(target.kind === 'name' ? [`recovery_target_name = ${confString(target.name)}`] : []),
-      "recovery_target_action = 'promote'",
-      "recovery_target_timeline = 'latest'",
-      '# a restored cluster must never archive into the production spool, nor listen beyond this host',
-      'archive_mode = off',
-      "archive_command = ''",
-      `port = ${opts.port}`,
-      "listen_addresses = 'localhost'",
-      `unix_socket_directories = ${confString(pgdata)}`,
-      '',
-    ];
-    await appendFile(path.join(partial, 'postgresql.auto.conf'), lines.join('\n'), { mode: 0o600 });
     await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
-    // a copy of the source's pid file or socket lock must not stop the server from starting
-    await rm(path.join(partial, 'postmaster.pid'), { force: true });
     if (owner) {
       await chownTree(partial, owner);
       await chownTree(walDir, owner);
@@ -385,39 +378,6 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     warnings,
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
-}
-
-/**
- * A source that kept its configuration outside the data folder (Debian: /etc/postgresql/N/main)
- * gives a base backup without postgresql.conf and pg_hba.conf, and a server cannot start from it.
- * The bundle carries those files: they go into `airlock-source-config/` for the operator, pg_hba.conf
- * and pg_ident.conf into the data folder, and a postgresql.conf that only points at them (the
- * recovery settings are in postgresql.auto.conf). Returns what the operator should know.
- */
-async function placeOutsideConfig(data: string, staged: string, records: readonly IndexRecord[]): Promise<string[]> {
-  if (await lstat(path.join(data, 'postgresql.conf')).then(() => true, () => false)) return [];
-  const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string');
-  const keep = path.join(data, 'airlock-source-config');
-  await mkdir(keep, { mode: 0o700 });
-  const names = new Map<string, string>();
-  for (const r of carried) {
-    const base = path.basename(r.file as string);
-    if (!/^[A-Za-z0-9._-]+$/.test(base) || names.has(base)) continue;
-    await rename(path.join(staged, r.path as string), path.join(keep, base));
-    names.set(base, r.file as string);
-  }
-  const copy = async (name: string, fallback: string) => {
-    const from = names.has(name) ? await readFile(path.join(keep, name), 'utf8') : fallback;
-    await writeFile(path.join(data, name), from, { mode: 0o600 });
-  };
-  await copy('pg_hba.conf', '# written by airlock restore pg: the source\'s pg_hba.conf was not in the bundle\nlocal all all peer\n');
-  await copy('pg_ident.conf', '');
-  await writeFile(
-    path.join(data, 'postgresql.conf'),
-    `# written by airlock restore pg: the source kept its configuration outside the data folder\n# (${[...names.values()].join(', ') || 'not carried'}); copies are in airlock-source-config/.\n# Review them and carry over what this server needs (memory, extensions, logging).\n`,
-    { mode: 0o600 },
-  );
-  return [`the source's configuration lived outside its data folder: a minimal postgresql.conf was written and the originals are in ${keep}; review them before production use`];
 }
 
 interface SourceInfo {

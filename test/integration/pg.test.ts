@@ -3,7 +3,7 @@
  * backups, dumps and WAL exported by the built CLI, the continuity the verifier reads from the
  * cleartext manifests, and point-in-time restores into fresh clusters.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -12,26 +12,15 @@ import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Keys } from '../helpers.js';
-import { PG_BIN, cluster, clusterDir, freePort, poll, psql, runAs, stopServer, type Server } from '../pg.js';
+import { ROOT, airlock, airlockVerify, run, tmp } from '../helpers.js';
+import { PG_BIN, cluster, clusterDir, freePort, pgSite, poll, psql, runAs, stopServer, writeLoad, type Server } from '../pg.js';
 
-let keys: Keys | undefined;
-const k = () => (keys ??= makeKeys('site-pg'));
-const stateDir = tmp('airlock-state-');
-const medium = tmp('airlock-medium-');
+const site = pgSite('site-pg');
+const k = site.keys;
+const { medium, conninfo, exportPg } = site;
 
-function conninfo(): string {
-  const c = cluster();
-  return `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`;
-}
-
-/** Runs `airlock export` of the test cluster with `extra` flags; returns the bundle's path and manifest. */
-function exportPg(extra: readonly string[]): { path: string; manifest: Manifest } {
-  const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster().spool, '--wal-timeout', '60', ...extra]);
-  assert.is(r.code, 0, r.stderr);
-  const dir = r.stdout.trim();
-  return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };
-}
+/** Runs `airlock restore pg` into a new data folder, started and recovered; returns the running server. */
+const restorePg = (target: readonly string[], from = medium) => site.restorePg(target, from);
 
 test('a base backup export and a WAL-only export: coverage in the manifest, continuity and a recovery window', () => {
   psql('CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 1000) g');
@@ -59,25 +48,6 @@ test('a base backup export and a WAL-only export: coverage in the manifest, cont
   assert.is(w[0]?.to.time, pg2.restorePoint?.time);
 });
 
-/** Runs `airlock restore pg` into a new data folder, started and recovered; returns the running server. */
-function restorePg(target: readonly string[], from = medium): { server: Server; result: { baseSeq: number; bundles: number[]; recovered: { replayLsn: string } } } {
-  const c = cluster();
-  const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`), 'data');
-  const port = freePort();
-  const r = airlock(['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data, '--port', String(port), '--start', '--airlock-cli', c.cli, '--timeout', '120', '--json', ...target]);
-  assert.is(r.code, 0, r.stderr);
-  const result = JSON.parse(r.stdout) as { baseSeq: number; bundles: number[]; recovered: { pid: number; replayLsn: string; log: string } };
-  return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log }, result };
-}
-
-/** A steady write load in the background: one committed row per transaction, a few ms apart. */
-function writeLoad(rows: number): Promise<void> {
-  const c = cluster();
-  const sql = `DO $$ BEGIN FOR i IN 1..${rows} LOOP INSERT INTO load (v) VALUES (md5(random()::text)); COMMIT; PERFORM pg_sleep(0.004); END LOOP; END $$`;
-  const child = spawn(path.join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
-  return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`write load exited ${code}`)))));
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Ids of `load` rows committed at or before `time` (by their commit timestamps), in id order. */
@@ -92,7 +62,7 @@ function ids(server?: Server): string {
 test('point in time under a steady write load: a time between two exports, the restore point name, --latest; archiving stays off', async () => {
   const c = cluster();
   psql('CREATE TABLE load (id serial PRIMARY KEY, v text)');
-  const load = writeLoad(2500);
+  const load = writeLoad('load', 2500);
   await sleep(300);
   const base = exportPg(['--pg-base']);
   await sleep(800);

@@ -333,7 +333,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
       if (x === plan.base) {
         const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
-        warnings.push(...(await writeRestoreConfig(partial, carried, settings)));
+        warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
       }
       for (const r of records) {
         if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;

@@ -5,7 +5,7 @@
  * anything is unpacked; failed recoveries that say which phase failed and why; the drill's scratch
  * folder; and the on-appliance RPO of an idle server.
  */
-import { chmodSync, cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -161,6 +161,49 @@ test('a restored server that cannot start says so, with its FATAL line', () => {
   } finally {
     stopServer(running.server);
   }
+});
+
+test('a restored cluster runs nothing the bundle\'s configuration names: commands, libraries, log paths and includes are kept aside', () => {
+  const c = cluster();
+  const marks = clusterDir(`marks-${Math.random().toString(36).slice(2, 8)}`);
+  const mark = (n: string) => path.join(marks, n);
+  const included = path.join(marks, 'included.conf');
+  writeFileSync(included, `recovery_end_command = 'touch ${mark('included')}'\n`);
+  const conf = path.join(c.data, 'postgresql.conf');
+  const original = readFileSync(conf);
+  // what a stolen appliance key can seal into a base backup; the source itself never reloads it
+  appendFileSync(conf, [
+    '',
+    `recovery_end_command = 'touch ${mark('recovery-end')}'`,
+    `archive_cleanup_command = 'touch ${mark('cleanup')}'`,
+    "shared_preload_libraries = 'airlock_no_such_library'",
+    `dynamic_library_path = '${marks}'`,
+    'logging_collector = on',
+    `log_directory = '${marks}'`,
+    `external_pid_file = '${mark('pid')}'`,
+    `include_if_exists = '${included}'`,
+    "work_mem = '7MB'",
+    "timezone = 'Europe/Berlin'",
+    '',
+  ].join('\n'));
+  let restored: Restored | undefined;
+  try {
+    exportPg(['--pg-base']);
+    restored = restorePg(['--latest']);
+    const warnings = (restored.result as unknown as { warnings: string[] }).warnings.join('\n');
+    assert.match(warnings, `the source's configuration is in ${restored.server.data}/airlock-source-config for review`);
+    for (const name of ['recovery_end_command', 'archive_cleanup_command', 'shared_preload_libraries', 'dynamic_library_path', 'logging_collector', 'log_directory', 'external_pid_file']) assert.match(warnings, name);
+    assert.match(warnings, `include_if_exists '${included}'`);
+    assert.is(psql('SHOW work_mem', { server: restored.server }), '7MB', 'a safe setting is kept');
+    assert.is(psql('SHOW timezone', { server: restored.server }), 'Europe/Berlin');
+    assert.is(psql('SHOW shared_preload_libraries', { server: restored.server }), '');
+    assert.is(psql('SHOW logging_collector', { server: restored.server }), 'off');
+    assert.ok(readFileSync(path.join(restored.server.data, 'airlock-source-config', 'postgresql.conf'), 'utf8').includes('recovery_end_command'), 'the source\'s file is kept for review');
+  } finally {
+    if (restored) stopServer(restored.server);
+    writeFileSync(conf, original);
+  }
+  assert.equal(readdirSync(marks).filter((n) => n !== 'included.conf'), [], 'no command ran, no log or pid file was written');
 });
 
 test('drill leaves no scratch folder behind', () => {

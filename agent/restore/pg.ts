@@ -124,6 +124,14 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
     } else base = bases.filter((x) => micros(x.pg.base?.stopTime as string) <= target.us).at(-1);
   } else if (target.kind === 'lsn') {
     const want = parseLsn(target.lsn);
+    if (newestPoint && want > parseLsn(newestPoint.lsn)) {
+      if (!orLatest) {
+        throw new AirlockError('usage', `the target LSN ${target.lsn} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.lsn})`, {
+          hint: 'give an earlier --target-lsn, or --latest (or add --or-latest to take the newest when the target is beyond it)',
+        });
+      }
+      chosen = { kind: 'latest' };
+    }
     base = bases.filter((x) => parseLsn(x.pg.base?.stopLsn as string) <= want).at(-1);
   } else {
     const named = all.find((x) => x.pg.restorePoint?.name === target.name);
@@ -232,7 +240,6 @@ async function chownTree(dir: string, owner: { uid: number; gid: number }): Prom
 export function shellQuote(p: string): string {
   return `'${p.replace(/'/g, `'\\''`)}'`;
 }
-
 
 export interface PgRestoreOptions {
   verified: readonly BundleReport[];

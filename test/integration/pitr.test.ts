@@ -88,13 +88,17 @@ test('an idle site: every time in the window restores, in every ISO 8601 form, e
   }
 });
 
-test('target times: malformed or impossible ones are usage errors', () => {
+test('target times: malformed or impossible ones are usage errors, as is a location after the newest data', () => {
   const data = path.join(tmp(), 'data');
   for (const t of ['2026-02-30T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T12:00:00', '2026-01-01T12:00:00.1234567Z', '2026-01-01T12:00:00+1:00', '2026-01-01T12:00:00+25:00', 'yesterday']) {
     const r = airlock([...restoreArgs(data), '--target-time', t]);
     assert.is(r.code, EXIT.usage, `${t}: ${r.stderr}`);
     assert.match(r.stderr, 'airlock: hint: write it like');
   }
+  // a location after the newest restore point: PostgreSQL would replay everything and then fail
+  const beyond = airlock([...restoreArgs(data), '--target-lsn', 'FFFF/0']);
+  assert.is(beyond.code, EXIT.usage, beyond.stderr);
+  assert.match(beyond.stderr, 'is after the newest data of the set');
 });
 
 test('a recovery that fails after the server started names the phase and the server\'s FATAL line', async () => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what airlock needs on a Debian 12 machine, then its npm dependencies.
 # Usage: bash scripts/setup.sh          (as root, or with sudo available)
-# Installs only what is missing: age, zstd, gcc and libssl-dev (to build the archive_command
+# Installs only what is missing: age, zstd, jq (RESTORE.txt's files step), gcc and libssl-dev (to build the archive_command
 # helper, agent/native/wal-push.c), openssh-client (ssh-keygen), GNU tar, coreutils (dd for
 # the read-back of written media), par2 (recovery data), time (benchmarks), PostgreSQL 15 (its server
 # binaries back the tests and the demo), Chromium (headless, for the test that renders the auditor
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(age zstd gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
+packages=(age zstd jq gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,7 @@
 /*
- * A throwaway PostgreSQL 15 cluster for tests: one per test process, started on first use and
- * stopped (by its PID) when the process exits.
+ * Throwaway PostgreSQL 15 clusters for tests: one per test process and configuration layout (in the
+ * data folder, or outside it as Debian keeps it), started on first use and stopped (by its PID) when
+ * the process exits.
  *
  * It runs as an unprivileged OS user (`postgres` when the tests run as root, the current user
  * otherwise) in a temp folder that user owns, listens on 127.0.0.1 on a free port (TCP logins are
@@ -167,14 +168,12 @@ export function stopServer(s: Server): void {
   }
 }
 
-/** the cluster's base folder, removed at exit even when the cluster failed to start */
-let baseDir: string | undefined;
-/** a start that failed is not retried by every later test: they get the same error at once */
-let startFailure: unknown;
+/** the clusters' base folders, removed at exit even when a cluster failed to start */
+const baseDirs: string[] = [];
 
 process.prependListener('exit', () => {
   for (const s of [...servers]) stopServer(s);
-  if (baseDir && !process.env.AIRLOCK_KEEP_TEST_FILES) rmSync(baseDir, { recursive: true, force: true });
+  if (!process.env.AIRLOCK_KEEP_TEST_FILES) for (const d of baseDirs) rmSync(d, { recursive: true, force: true });
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
@@ -183,10 +182,10 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => proces
  * folder) and starts postgres as `user`. With `waitReady`, waits up to 60 s for connections and
  * throws with the log's tail if the server exits or does not come up.
  */
-export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true): Server {
+export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true, configFile = path.join(data, 'postgresql.conf')): Server {
   const port = freePort();
   appendFileSync(
-    path.join(data, 'postgresql.conf'),
+    configFile,
     ['', '# airlock test server', "listen_addresses = '127.0.0.1'", `port = ${port}`, `unix_socket_directories = '${shellSafe(socketDir)}'`, "log_line_prefix = '%m [%p] '", ...conf, ''].join('\n'),
   );
   if (!existsSync(log)) {
@@ -195,7 +194,7 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
   }
   const logFd = openSync(log, 'a');
   const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
-  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data], {
+  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data, ...(configFile === path.join(data, 'postgresql.conf') ? [] : ['-c', `config_file=${configFile}`])], {
     stdio: ['ignore', logFd, logFd],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
     ...asUser,
@@ -215,25 +214,37 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
 }
 
 /**
- * The cluster of this test process, started on first call (initdb, configure, start, wait until it
- * accepts connections). Throws with the server log when it does not come up within 60 s.
+ * Where a cluster keeps its configuration: in its data folder (initdb's layout), or outside it as
+ * Debian does (/etc/postgresql/N/main), so that a base backup carries no postgresql.conf.
  */
-export function cluster(): Cluster {
-  if (current) return current;
-  if (startFailure !== undefined) throw startFailure;
+export type Layout = 'in-folder' | 'debian';
+
+const started = new Map<Layout, Cluster>();
+const failures = new Map<Layout, unknown>();
+
+/**
+ * The cluster of this test process in `layout`, started on first call (initdb, configure, start,
+ * wait until it accepts connections). Throws with the server log when it does not come up within 60 s.
+ */
+export function cluster(layout: Layout = 'in-folder'): Cluster {
+  const known = started.get(layout);
+  if (known) return known;
+  if (failures.has(layout)) throw failures.get(layout);
   try {
-    current = startCluster();
-    return current;
+    const c = startCluster(layout);
+    started.set(layout, c);
+    if (layout === 'in-folder') current = c;
+    return c;
   } catch (e) {
-    startFailure = e;
+    failures.set(layout, e);
     throw e;
   }
 }
 
-function startCluster(): Cluster {
+function startCluster(layout: Layout): Cluster {
   const user = clusterUser();
   const base = mkdtempSync(path.join(os.tmpdir(), 'airlock-pg-'));
-  baseDir = base;
+  baseDirs.push(base);
   chmodSync(base, 0o700);
   chownSync(base, user.uid, user.gid);
   const cli = reachableCli(user, base);
@@ -247,6 +258,18 @@ function startCluster(): Cluster {
   const log = path.join(base, 'server.log');
   const init = runAs(user, path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  let configFile = path.join(data, 'postgresql.conf');
+  if (layout === 'debian') {
+    const etc = path.join(base, 'etc');
+    mkdirSync(etc, { mode: 0o755 });
+    for (const f of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) {
+      cpSync(path.join(data, f), path.join(etc, f));
+      rmSync(path.join(data, f));
+      chownSync(path.join(etc, f), user.uid, user.gid);
+    }
+    configFile = path.join(etc, 'postgresql.conf');
+    appendFileSync(configFile, `\nhba_file = '${shellSafe(path.join(etc, 'pg_hba.conf'))}'\nident_file = '${shellSafe(path.join(etc, 'pg_ident.conf'))}'\n`);
+  }
   const walPush = path.join(path.dirname(cli), '../../native/airlock-wal-push');
   if (!existsSync(walPush)) throw new Error(`${walPush} is missing: it needs gcc and libssl-dev (bash scripts/setup.sh), then npm run build`);
   const archive = `${shellSafe(walPush)} %p --spool ${shellSafe(spool)}`;
@@ -259,7 +282,7 @@ function startCluster(): Cluster {
     'track_commit_timestamp = on',
     'max_connections = 20',
     'shared_buffers = 32MB',
-  ]);
+  ], true, configFile);
   return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli, walPush };
 }
 
@@ -323,7 +346,7 @@ export interface Restored {
  * One site's exports of the test cluster onto its own medium, with its own keys and state folder,
  * and restores from that medium into new data folders inside the cluster's base folder.
  */
-export function pgSite(site: string): {
+export function pgSite(site: string, layout: Layout = 'in-folder'): {
   keys: () => Keys;
   medium: string;
   stateDir: string;
@@ -336,7 +359,7 @@ export function pgSite(site: string): {
   const k = () => (keys ??= makeKeys(site));
   const stateDir = tmp('airlock-state-');
   const medium = tmp('airlock-medium-');
-  const conninfo = () => `host=${cluster().socketDir} port=${cluster().port} user=postgres dbname=postgres`;
+  const conninfo = () => `host=${cluster(layout).socketDir} port=${cluster(layout).port} user=postgres dbname=postgres`;
   const restoreArgs = (data: string, from = medium) => ['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data];
   return {
     keys: k,
@@ -344,7 +367,7 @@ export function pgSite(site: string): {
     stateDir,
     conninfo,
     exportPg(extra) {
-      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster().spool, '--wal-timeout', '60', ...extra]);
+      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster(layout).spool, '--wal-timeout', '60', ...extra]);
       if (r.code !== 0) throw new Error(`export failed (${r.code}): ${r.stderr}`);
       const dir = r.stdout.trim();
       return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };

@@ -98,7 +98,8 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     line('   airlock restore pg --from MEDIA --identity key.txt --allowed-signers allowed_signers \\');
     line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${shellQuote(lastPoint?.name ?? 'NAME')} --port 5432 --start`);
     line("   (or --target-time '2026-03-01 12:00:00+00' for an earlier moment, or --latest)");
-    line(`   Without airlock: RESTORE.txt of seq ${base}, step 6, then the pg/wal/ files of every later bundle.`);
+    line(`   Without airlock: RESTORE.txt of seq ${base}, steps 1 to 4 and 6a; then steps 1 to 4 and 6 of every`);
+    line(`   later bundle's RESTORE.txt in order; then step 6c of seq ${base}'s.`);
     line('   The restored server has archive_mode = off and listens on localhost: re-enable archiving');
     line('   (and point it at a new spool) only once it is the production server again.');
   }

@@ -12,8 +12,8 @@ import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { ROOT, airlock, airlockVerify, run, tmp } from '../helpers.js';
-import { PG_BIN, cluster, clusterDir, freePort, pgSite, poll, psql, runAs, stopServer, writeLoad, type Server } from '../pg.js';
+import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+import { cluster, pgSite, psql, stopServer, writeLoad, type Server } from '../pg.js';
 
 const site = pgSite('site-pg');
 const k = site.keys;
@@ -274,37 +274,6 @@ test('drill: passes on the media set with table checks and pg_amcheck; fails on 
   assert.is(gap.code, 1, gap.stderr);
   assert.is(gap.report.result, 'fail');
   assert.match(gap.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'wal-gap');
-});
-
-test('stock tools only: RESTORE.txt of a base backup bundle brings the cluster back with cat, age, zstd, tar and pg_ctl', () => {
-  const c = cluster();
-  const bundle = path.join(medium, k().site, `${k().site}-00000001`);
-  const text = readFileSync(path.join(bundle, 'RESTORE.txt'), 'utf8');
-  assert.match(text, 'cat restored/pg/base/* | tar -x -f - -C PGDATA');
-  const work = clusterDir(`stock-${Math.random().toString(36).slice(2, 8)}`);
-  const restored = path.join(work, 'restored');
-  const sh = (script: string, asCluster = false) => {
-    const r = asCluster ? runAs(c.user, 'bash', ['-c', `set -euo pipefail\n${script}`]) : run('bash', ['-c', `set -euo pipefail\n${script}`]);
-    assert.is(r.code, 0, `${script}\n${r.stderr}`);
-    return r.stdout;
-  };
-  sh(`mkdir ${restored}; cat ${bundle}/payload.* | age -d -i ${k().identity} | zstd -d -q | tar -x -f - -C ${restored}; cd ${restored}; sha256sum --strict -c MANIFEST.sha256 >/dev/null; chmod -R a+rX ${restored}`);
-  const data = path.join(work, 'PGDATA');
-  const wal = path.join(work, 'WALDIR');
-  const port = freePort();
-  // the settings RESTORE.txt gives, with real paths, a free port and a private socket folder
-  const point = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres?.restorePoint?.name as string;
-  assert.match(text, `recovery_target_name = '${point}'`);
-  const conf = ["restore_command = 'cp WALDIR/%f %p'", `recovery_target_name = '${point}'`, "recovery_target_action = 'promote'", 'archive_mode = off', "listen_addresses = 'localhost'", `port = ${port}`, `unix_socket_directories = '${work}'`].join('\n').replace('WALDIR', wal);
-  sh(`mkdir -m 700 ${data}; cat ${restored}/pg/base/* | tar -x -f - -C ${data}; mkdir ${wal}; cp ${restored}/pg/wal/* ${wal}/; printf '%s\\n' "${conf}" >> ${data}/postgresql.auto.conf; touch ${data}/recovery.signal; ${PG_BIN}/pg_ctl -D ${data} -l ${work}/restore.log -w start`, true);
-  const pid = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const server: Server = { data, port, pid, socketDir: work, log: path.join(work, 'restore.log') };
-  try {
-    poll('promotion', 60_000, () => (psql('SELECT pg_is_in_recovery()', { server }) === 'f' ? true : undefined));
-    assert.is(psql('SELECT count(*) >= 1000 FROM t', { server }), 't');
-  } finally {
-    stopServer(server);
-  }
 });
 
 test('restore pg hashes volumes as it decrypts them: a damaged volume in the base bundle fails cleanly, no data folder left', () => {

@@ -380,6 +380,15 @@ async function main(): Promise<void> {
     writeFileSync(f, canonicalJson(j));
     resum(b1(m));
   });
+  await makeCase('manifest-bom', bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }]), async (m) => {
+    copy(m);
+    const f = path.join(b1(m), 'manifest.json');
+    writeFileSync(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), readFileSync(f)]));
+    resum(b1(m));
+    // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
+    rmSync(bdir(m, 2), { recursive: true });
+    rmSync(bdir(m, 3), { recursive: true });
+  });
   await makeCase('manifest-wrong-recipient-count', bad('manifest lists two recipients, the payload is encrypted to one', [{ result: 'malformed', file: 'payload.000' }]), async (m) => {
     copy(m);
     const f = path.join(b1(m), 'manifest.json');

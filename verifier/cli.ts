@@ -30,8 +30,9 @@ decrypts every bundle in memory and checks every entry inside.
 Options:
   --allowed-signers FILE  OpenSSH allowed_signers: "<site> ssh-ed25519 AAAA..." (required)
   --identity FILE         age identity file (AGE-SECRET-KEY-1...): adds the deep check
-  --state FILE            remember the newest bundle per site here; reports rollbacks
-                          and bundles that contradict what was seen before
+  --state FILE            remember the newest bundle per site here; reports rollbacks,
+                          bundles that contradict what was seen before, and bundles
+                          withheld between the one seen before and the set's first
   --json                  print one JSON document instead of lines
   --report FILE.html      also write the auditor's report: one self-contained HTML
                           file (verdict, a timeline per site, every bundle and
@@ -42,7 +43,7 @@ Options:
   --version               the version
 
 Results: ok, missing, extra, checksum-mismatch, size-mismatch, bad-signature,
-wrong-signer, chain-gap, fork, rollback, partial, unsafe-entry, malformed,
+wrong-signer, chain-gap, fork, rollback, withheld, partial, unsafe-entry, malformed,
 decrypt-failed, wal-gap (a WAL segment in no bundle of the set), timeline-break
 (a timeline switch without its history, or a bundle of another cluster).
 

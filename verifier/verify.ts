@@ -4,8 +4,8 @@
  * Keyless, per bundle: the signature over SHA256SUMS (by a key allowed for the manifest's site),
  * every listed file present with its sha256, nothing unlisted, manifest.json well-formed and in
  * agreement with SHA256SUMS and with the volumes on disk, the age header's recipient count. Then,
- * across bundles: the chain (gaps, forks, rollback against remembered state) and leftover partial
- * folders. With an identity: decrypt every bundle that passed keyless (writing nothing to disk) and
+ * across bundles: the chain (gaps, forks; rollback and withheld bundles against remembered state)
+ * and leftover partial folders. With an identity: decrypt every bundle that passed keyless (writing nothing to disk) and
  * check every entry against the inner manifest and the manifest's claims.
  *
  * Nothing stops at the first problem: every finding gets a closed result and the run goes on, so the
@@ -42,6 +42,7 @@ export const RESULTS = [
   'chain-gap',
   'fork',
   'rollback',
+  'withheld',
   'partial',
   'unsafe-entry',
   'malformed',

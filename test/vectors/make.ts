@@ -350,6 +350,18 @@ async function main(): Promise<void> {
     async (m) => copy(m),
   );
   await makeCase(
+    'withheld',
+    bad('the verifier accepted seq 1 before; this set holds only seq 3, so seq 2 was never audited', [{ result: 'withheld' }], {
+      state: { 'site-a': { seq: 1, sums: baseSums[0] as string } },
+      restoreRefused: false,
+    }),
+    async (m) => {
+      copy(m);
+      rmSync(b1(m), { recursive: true });
+      rmSync(bdir(m, 2), { recursive: true });
+    },
+  );
+  await makeCase(
     'contradicts-state',
     bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], { state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } }, restoreRefused: false }),
     async (m) => copy(m),

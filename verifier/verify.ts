@@ -12,16 +12,17 @@
  * report lists all of them. Only usage errors (no allowed signers, unreadable paths) throw.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseHeader } from '../manifests/age/header.js';
 import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
 import { parseCanonical } from '../manifests/canonical.js';
 import type { RecoveryWindow } from '../manifests/coverage.js';
 import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
-import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { AirlockError, fromSystemError, isAirlockError } from '../manifests/errors.js';
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
+import { LIMITS } from '../manifests/limits.js';
 import { MANIFEST_LIMIT, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { fingerprint } from '../manifests/sshkey.js';
@@ -252,14 +253,17 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   // 5. every listed file's bytes; the volumes in order, also hashed as one age file
   const volumes = manifest?.payload.volumes ?? [];
   const isVolume = new Set(volumes.map((v) => v.name));
+  // files without a signed size are read only up to their limit (a sparse file costs no disk space)
+  const recoveryMax = 2 * (manifest?.payload.size ?? 0) + LIMITS.recoveryFileSlackBytes;
   for (const [name, sha256] of listed) {
     if (name === 'manifest.json' || !files.has(name) || isVolume.has(name)) continue;
     opts.signal?.throwIfAborted();
     try {
-      const d = await digestFile(path.join(dir, name));
+      const d = await digestFile(path.join(dir, name), [], { max: isRecoveryFile(name) ? recoveryMax : LIMITS.restoreTextBytes });
       if (d.sha256 !== sha256) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', name);
     } catch (e) {
-      add('missing', `cannot be read: ${(e as Error).message}`, name);
+      if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${name}: `, ''), name);
+      else add('missing', `cannot be read: ${(e as Error).message}`, name);
     }
   }
   if (manifest) {
@@ -274,12 +278,19 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
         continue;
       }
       try {
-        const d = opts.volumes === 'size' ? { size: (await stat(path.join(dir, vol.name))).size, sha256: listed.get(vol.name) } : await digestFile(path.join(dir, vol.name), [whole]);
-        if (d.size !== vol.size) add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
-        else if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
+        // the size first: a volume replaced by a sparse terabyte is found without reading a byte of it
+        const size = (await lstat(path.join(dir, vol.name))).size;
+        if (size !== vol.size) {
+          add('size-mismatch', `${size} bytes, the manifest says ${vol.size}`, vol.name);
+          intact = false;
+          continue;
+        }
+        const d = opts.volumes === 'size' ? { size, sha256: listed.get(vol.name) } : await digestFile(path.join(dir, vol.name), [whole], { size: vol.size });
+        if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
         else continue;
       } catch (e) {
-        add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
+        if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${vol.name}: `, ''), vol.name);
+        else add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
       }
       intact = false;
     }

@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { parseIdentities } from '../manifests/age/keys.js';
 import { parseAllowedSigners } from '../manifests/allowed-signers.js';
 import { AirlockError, EXIT, exitCodeOf, formatExitTable, fromSystemError } from '../manifests/errors.js';
+import { escapeStack, escapeText } from '../manifests/escape.js';
 import { assertWritableTarget, writeFileAtomic } from './atomic.js';
 import { renderHtml } from './report.js';
 import { readState, writeState } from './state.js';
@@ -54,10 +55,11 @@ The same keyless check with stock tools, per bundle folder B of site S:
 ${formatExitTable()}
 `;
 
+/** Errors quote paths and names from the medium: they reach the terminal through escapeText only. */
 function fail(e: unknown): never {
   const err = e instanceof AirlockError ? e : undefined;
-  process.stderr.write(`${NAME}: error: ${err ? err.message : String((e as Error)?.stack ?? e)}\n`);
-  if (err?.hint) process.stderr.write(`${NAME}: hint: ${err.hint}\n`);
+  process.stderr.write(`${NAME}: error: ${err ? escapeText(err.message) : escapeStack(e)}\n`);
+  if (err?.hint) process.stderr.write(`${NAME}: hint: ${escapeText(err.hint)}\n`);
   process.exit(err ? exitCodeOf(err) : EXIT.internal);
 }
 
@@ -117,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
     now: new Date(),
     tool: `${NAME} ${VERSION}`,
     onBundle: (b, i, total) => {
-      if (tty) process.stderr.write(`\r${NAME}: checked ${i + 1}/${total} ${path.basename(b.path)}\x1b[K${i + 1 === total ? '\n' : ''}`);
+      if (tty) process.stderr.write(`\r${NAME}: checked ${i + 1}/${total} ${escapeText(path.basename(b.path))}\x1b[K${i + 1 === total ? '\n' : ''}`);
     },
   });
   if (v.state && state) await writeState(v.state, state, report);

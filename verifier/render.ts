@@ -1,8 +1,11 @@
 /*
  * The verifier's report as text lines (one per bundle and finding, then the summary and `status:`)
- * and as one JSON document with the same facts.
+ * and as one JSON document with the same facts. Every text line passes escapeText as a whole, so a
+ * name or message from the medium cannot move the cursor, start a line of its own or turn text
+ * around; the JSON document carries the exact strings.
  */
 import path from 'node:path';
+import { escapeText } from '../manifests/escape.js';
 import { human } from './human.js';
 import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
@@ -36,7 +39,7 @@ export function renderText(r: Report, quiet: boolean): string {
   const n = allFindings(r).length;
   out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);
   out.push(`status: ${r.ok ? 'ok' : 'error'}`);
-  return `${out.join('\n')}\n`;
+  return `${out.map(escapeText).join('\n')}\n`;
 }
 
 export function reportJson(r: Report): unknown {

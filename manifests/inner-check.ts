@@ -6,10 +6,12 @@
  * restore uses the same checker and refuses to promote anything when the list is not empty.
  */
 import { createHash } from 'node:crypto';
+import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, SALT, SALT_SIZE, checkSources, parseIndexLine, parseInnerManifest, type BundleRecord, type IndexRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
+import { LIMITS } from './limits.js';
 import type { Manifest } from './manifest.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
@@ -17,9 +19,11 @@ export type InnerResult = 'missing' | 'extra' | 'checksum-mismatch' | 'size-mism
 
 export interface InnerProblem {
   result: InnerResult;
-  /** the tar entry (or index.jsonl / MANIFEST.sha256) concerned */
+  /** the tar entry (or index.jsonl / MANIFEST.sha256) concerned; empty on a summary */
   file: string;
   message: string;
+  /** on a summary: how many more problems of this result were found and not named */
+  more?: number;
 }
 
 export interface InnerCheckOptions {
@@ -29,11 +33,13 @@ export interface InnerCheckOptions {
   onRecord?: (record: IndexRecord) => void;
 }
 
+/** What is kept per entry: a name airlock writes (at most 807 bytes), its digest, two flags. */
 interface Seen {
   name: string;
   size: number;
   sha256: string;
   referenced: boolean;
+  listed: boolean;
 }
 
 async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string): Promise<Buffer> {
@@ -48,16 +54,53 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
 }
 
 /**
- * Reads every entry of `entries` and returns the problems found against `manifest`. Throws only what
- * reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks): those end the stream.
+ * What checkSources and coverageAgainstIndex need of a record, and no more, so that memory per record
+ * stays bounded whatever else a (signed) index line carries: the type, a `source` (cut past the
+ * longest valid one, so it stays invalid), and a WAL record's kind and name when they can be valid.
+ */
+function slim(r: IndexRecord): IndexRecord | undefined {
+  if (SOURCE_TYPES.has(r.type)) return { type: r.type, source: typeof r.source === 'string' ? r.source.slice(0, LIMITS.tarPathBytes + 1) : r.source === undefined ? undefined : null };
+  if (r.type === 'pg-wal') {
+    const short = (v: unknown) => (typeof v === 'string' && v.length <= 64 ? v : undefined);
+    return { type: r.type, kind: short(r.kind), name: short(r.name) };
+  }
+  if (r.type.startsWith('pg-')) return { type: r.type };
+  return undefined;
+}
+
+/**
+ * The signed bounds of the tar's parts, known before its first byte: the payload entries together
+ * hold `contents.bytes` (the manifest's), index.jsonl has one line per record (`inner.entries` minus
+ * SALT and itself, plus `contents.metadata`, plus the bundle record), MANIFEST.sha256 has
+ * `inner.entries` lines. An entry whose tar header claims more is refused before its body is read,
+ * so a restore never stages a byte past what the manifest signs.
+ */
+function bounds(manifest: Manifest): { index: number; inner: number } {
+  const lines = manifest.inner.entries - 1 + manifest.contents.metadata;
+  return {
+    index: Math.min(lines * (INDEX_LINE_LIMIT + 1), Number.MAX_SAFE_INTEGER),
+    inner: Math.min(manifest.inner.entries * LIMITS.innerLineBytes, INNER_MANIFEST_LIMIT),
+  };
+}
+
+function tooLarge(name: string, size: number, bound: number, why: string): AirlockError {
+  return new AirlockError('size-mismatch', `${clip(name)}: the tar says ${size} bytes, more than ${why} (${bound}); nothing of it was read`);
+}
+
+/**
+ * Reads every entry of `entries` and returns the problems found against `manifest`, at most
+ * LIMITS.findingsNamed of each result named and the rest counted in a summary (`more`). Throws what
+ * reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks), and
+ * `size-mismatch` for an entry larger than the manifest allows (see bounds): those end the stream.
  */
 export async function checkInner(
   entries: AsyncIterable<{ entry: ReadEntry; body: AsyncIterable<Buffer> }>,
   manifest: Manifest,
   options: InnerCheckOptions = {},
 ): Promise<InnerProblem[]> {
-  const problems: InnerProblem[] = [];
-  const add = (result: InnerResult, file: string, message: string) => problems.push({ result, file, message });
+  const problems = new BoundedFindings<InnerProblem>([]);
+  const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
+  const limit = bounds(manifest);
   const seenNames = new Set<string>();
   const observed: Seen[] = [];
   const byName = new Map<string, Seen>();
@@ -68,13 +111,19 @@ export async function checkInner(
   let metadata = 0;
   const sources: IndexRecord[] = [];
   let bytes = 0;
+  // entries whose names airlock never writes: the first few names, and how many
+  const unkept = { names: [] as string[], count: 0 };
 
   for await (const { entry, body } of entries) {
     position++;
     const name = entry.path;
+    const kept = ENTRY_PATH_RE.test(name);
     const unsafe = entryProblem(entry, seenNames) ?? (entry.typeflag === '5' ? 'a folder entry (airlock writes folders as index records)' : undefined);
+    // entryProblem keeps every good path to find duplicates; one that airlock never writes (up to
+    // 4 KiB) is reported below and never kept, so memory per entry stays within a generated name
+    if (!kept) seenNames.delete(name);
     if (unsafe) {
-      add('unsafe-entry', name, `tar entry ${JSON.stringify(name)} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
+      add('unsafe-entry', name, `tar entry ${JSON.stringify(clip(name))} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
       continue;
     }
     if (innerDone) {
@@ -86,33 +135,20 @@ export async function checkInner(
 
     if (name === INNER_MANIFEST) {
       innerDone = true;
-      const text = await readAll(body, 1024 ** 3, INNER_MANIFEST);
+      if (entry.size > limit.inner) throw tooLarge(name, entry.size, limit.inner, `inner.entries lines can hold`);
+      const text = await readAll(body, limit.inner, INNER_MANIFEST);
       const sha256 = createHash('sha256').update(text).digest('hex');
       if (sha256 !== manifest.inner.sha256) add('checksum-mismatch', name, 'sha256 differs from manifest.json inner.sha256');
-      let listed;
-      try {
-        listed = parseInnerManifest(text);
-      } catch (e) {
-        add('malformed', name, (e as Error).message);
-        continue;
-      }
-      if (listed.length !== manifest.inner.entries) add('malformed', name, `${listed.length} lines, manifest.json says ${manifest.inner.entries}`);
-      const listedNames = new Set(listed.map((l) => l.name));
-      for (const l of listed) {
-        const o = byName.get(l.name);
-        if (!o) add('missing', l.name, `listed in ${INNER_MANIFEST} but not in the tar`);
-        else if (o.sha256 !== l.sha256) add('checksum-mismatch', l.name, `sha256 differs from ${INNER_MANIFEST}`);
-      }
-      for (const o of observed) if (!listedNames.has(o.name)) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
-      const order = listed.map((l) => l.name).join('\n');
-      if (order !== observed.map((o) => o.name).join('\n') && problems.length === 0) add('malformed', name, 'lines are not in tar order');
+      checkListed(text, observed, byName, manifest.inner.entries, problems);
+      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not in ${INNER_MANIFEST}` }), unkept.names);
       continue;
     }
-    if (!ENTRY_PATH_RE.test(name)) add('malformed', name, 'not a name airlock writes');
+    if (!kept) add('malformed', name, 'not a name airlock writes');
 
     let digest: Digest;
     if (name === INDEX) {
       indexSeen = true;
+      if (entry.size > limit.index) throw tooLarge(name, entry.size, limit.index, 'its records can take');
       const h = createHash('sha256');
       let size = 0;
       let n = 0;
@@ -130,7 +166,8 @@ export async function checkInner(
           if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
           return;
         }
-        sources.push(r);
+        const s = slim(r);
+        if (s) sources.push(s);
         if (r.path === undefined) metadata++;
         else {
           if (r.type === 'file') files++;
@@ -164,15 +201,25 @@ export async function checkInner(
       for (const o of observed) {
         if (o.name !== SALT && !o.referenced) add('extra', o.name, `in the tar but not named by ${INDEX}`);
       }
+      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not named by ${INDEX}` }), unkept.names);
     } else if (name === SALT) {
+      if (entry.size > SALT_SIZE) throw tooLarge(name, entry.size, SALT_SIZE, `a ${SALT} holds`);
       digest = await digestStream(body);
       if (digest.size !== SALT_SIZE) add('size-mismatch', SALT, `${digest.size} bytes, must be ${SALT_SIZE}`);
     } else {
       if (indexSeen) add('malformed', name, `payload entry after ${INDEX}`);
+      const left = manifest.contents.bytes - bytes;
+      if (entry.size > left) throw tooLarge(name, entry.size, left, `the ${manifest.contents.bytes} bytes manifest.json signs for all payload entries leave`);
       digest = options.onEntry ? await options.onEntry(entry, body) : await digestStream(body);
       bytes += digest.size;
     }
-    const seen: Seen = { name, size: digest.size, sha256: digest.sha256, referenced: false };
+    if (!kept) {
+      // never listed (MANIFEST.sha256 and index.jsonl name only names airlock writes): counted, not kept
+      if (unkept.names.length < LIMITS.findingsNamed) unkept.names.push(clip(name));
+      unkept.count++;
+      continue;
+    }
+    const seen: Seen = { name, size: digest.size, sha256: digest.sha256, referenced: false, listed: false };
     observed.push(seen);
     byName.set(name, seen);
   }
@@ -185,5 +232,38 @@ export async function checkInner(
     add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
   if (indexSeen) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
-  return problems;
+  return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
+}
+
+/**
+ * Checks MANIFEST.sha256 (`text`) against the entries seen, line by line, without a second copy of
+ * the list: each line well-formed and naming an entry with that hash, none twice, every entry listed,
+ * in tar order, as many lines as manifest.json says. A line that is not well-formed ends the check.
+ */
+function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMap<string, Seen>, entries: number, problems: BoundedFindings<InnerProblem>): void {
+  const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
+  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) return add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`);
+  let lines = 0;
+  let inOrder = true;
+  for (let at = 0; at < text.byteLength; lines++) {
+    const nl = text.indexOf(0x0a, at);
+    const row = text.toString('utf8', at, nl);
+    at = nl + 1;
+    const where = `${INNER_MANIFEST} line ${lines + 1}`;
+    const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(row);
+    if (!m || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+    const [, sha256, name] = m as unknown as [string, string, string];
+    if (!ENTRY_PATH_RE.test(name)) return add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
+    if (observed[lines]?.name !== name) inOrder = false;
+    const o = byName.get(name);
+    if (!o) add('missing', name, `listed in ${INNER_MANIFEST} but not in the tar`);
+    else if (o.listed) return add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`);
+    else {
+      o.listed = true;
+      if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);
+    }
+  }
+  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, manifest.json says ${entries}`);
+  for (const o of observed) if (!o.listed) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
+  if (!inOrder && problems.total() === 0) add('malformed', INNER_MANIFEST, 'lines are not in tar order');
 }

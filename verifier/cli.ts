@@ -128,4 +128,6 @@ async function main(argv: string[]): Promise<number> {
   return report.ok ? EXIT.ok : EXIT.failed;
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code), fail);
+// stdout may be a pipe that takes the report in pieces: exit only once the last write left, or the
+// reader gets the findings without the verdict
+main(process.argv.slice(2)).then((code) => process.stdout.write('', () => process.exit(code)), fail);

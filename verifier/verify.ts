@@ -19,6 +19,7 @@ import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
 import { parseCanonical } from '../manifests/canonical.js';
 import type { RecoveryWindow } from '../manifests/coverage.js';
 import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
+import { BoundedFindings, moreMessage } from '../manifests/bounded.js';
 import { AirlockError, fromSystemError, isAirlockError } from '../manifests/errors.js';
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
@@ -62,6 +63,8 @@ export interface Finding {
   site?: string;
   seq?: number;
   message: string;
+  /** on a summary: how many more findings of this result (in this bundle, or in the set) were counted, not named */
+  more?: number;
 }
 
 export interface BundleReport {
@@ -155,10 +158,12 @@ const CLEARTEXT = ['manifest.json', 'RESTORE.txt'];
  */
 export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<BundleReport> {
   const report: BundleReport = { path: dir, keyless: 'ok', deep: 'not-run', findings: [] };
+  const found = new BoundedFindings<Finding>(report.findings);
   const add = (result: Finding['result'], message: string, file?: string) => {
-    report.findings.push({ result, bundle: dir, message, ...(file !== undefined ? { file } : {}) });
+    found.add({ result, bundle: dir, message, ...(file !== undefined ? { file } : {}) });
   };
   const done = () => {
+    found.finish((result, more) => ({ result, bundle: dir, message: moreMessage(result, more), more }));
     if (report.findings.length > 0) report.keyless = 'failed';
     for (const f of report.findings) if (report.site !== undefined && report.seq !== undefined) Object.assign(f, { site: report.site, seq: report.seq });
     return report;
@@ -323,7 +328,7 @@ export async function verifyDeep(report: BundleReport, identities: readonly Uint
   try {
     const plain = openPlaintext(report.path, manifest.payload, identities, signal);
     const problems = await checkInner(readTar(plain), manifest);
-    for (const p of problems) report.findings.push({ ...base, result: p.result, file: p.file, message: p.message });
+    for (const p of problems) report.findings.push({ ...base, result: p.result, ...(p.file !== '' ? { file: p.file } : {}), message: p.message, ...(p.more !== undefined ? { more: p.more } : {}) });
   } catch (e) {
     const code = e instanceof AirlockError ? e.code : undefined;
     const result: Finding['result'] =
@@ -337,8 +342,10 @@ export async function verifyDeep(report: BundleReport, identities: readonly Uint
 export async function verifyPaths(paths: readonly string[], opts: VerifyOptions): Promise<Report> {
   const found = await findBundles(paths);
   const findings: Finding[] = [];
-  for (const p of found.partials) findings.push({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
-  for (const p of found.empty) findings.push({ result: 'missing', bundle: p, message: 'no bundle found here' });
+  // findings of the set are bounded like a bundle's: a medium may hold any number of partial folders
+  const setFindings = new BoundedFindings<Finding>(findings);
+  for (const p of found.partials) setFindings.add({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
+  for (const p of found.empty) setFindings.add({ result: 'missing', bundle: p, message: 'no bundle found here' });
 
   const bundles: BundleReport[] = [];
   for (const [i, dir] of found.bundles.entries()) {
@@ -357,14 +364,15 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
   }
   const chain = checkChain(links, opts.state);
   for (const p of chain.problems) {
-    findings.push({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
+    setFindings.add({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
   }
   const windows = new Map<string, RecoveryWindow[]>();
   for (const s of chain.sites) {
     const c = checkContinuity(s.site, bundles.filter((b) => b.site === s.site));
-    findings.push(...c.findings);
+    for (const f of c.findings) setFindings.add(f);
     windows.set(s.site, c.windows);
   }
+  setFindings.finish((result, more) => ({ result, bundle: paths.map((p) => path.resolve(p)).join(', '), message: moreMessage(result, more), more }));
   const ok = findings.length === 0 && bundles.every((b) => b.findings.length === 0);
   return {
     tool: opts.tool,
@@ -384,6 +392,11 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
 /** Every finding of a report: per bundle first, then the cross-bundle ones. */
 export function allFindings(r: Report): Finding[] {
   return [...r.bundles.flatMap((b) => b.findings), ...r.findings];
+}
+
+/** How many findings `findings` stand for: one for each named one, `more` for each summary. */
+export function countFindings(findings: readonly Finding[]): number {
+  return findings.reduce((n, f) => n + (f.more ?? 1), 0);
 }
 
 /** Reads an allowed_signers file; the verifier refuses to run without one. */

@@ -3,17 +3,32 @@
  * payloads: what airlock-verify and a restore must survive with a verdict, in bounded time, memory
  * and disk, and without handing the terminal anything but text.
  */
-import { cpSync, mkdirSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { cpSync, mkdirSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+import { formatRecipient, parseIdentities, recipientOf } from '../../manifests/age/keys.js';
+import { encryptStream } from '../../manifests/age/stream.js';
+import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
+import { spawnFilter } from '../../manifests/child.js';
+import { LIMITS } from '../../manifests/limits.js';
+import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
+import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
+import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
+import { formatSums } from '../../manifests/sums.js';
+import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
+import { ROOT, airlock, airlockVerify, run, tmp } from '../helpers.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
 const KEYS = path.join(VECTORS, 'keys');
 const ALLOWED = path.join(KEYS, 'allowed_signers');
 const IDENTITY = path.join(KEYS, 'identity.txt');
 const TiB = 1024 ** 4;
+const MiB = 1024 ** 2;
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 /** A copy of the good three-bundle chain to tamper with, and its first bundle (six volumes). */
 function goodCopy(): { media: string; first: string } {
@@ -24,7 +39,7 @@ function goodCopy(): { media: string; first: string } {
 
 interface JsonReport {
   status: string;
-  findings: { result: string; file?: string; message: string; bundle: string }[];
+  findings: { result: string; file?: string; message: string; bundle: string; more?: number }[];
 }
 
 test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch at once, keyless, deep and in a restore', () => {
@@ -91,6 +106,150 @@ test('names from the medium reach the terminal escaped: no forged status line, n
   const errLines = rs.stderr.trimEnd().split('\n').filter((l) => l.startsWith('airlock: error: ') || l.startsWith('airlock: hint: '));
   assert.is(errLines.length, 2, rs.stderr);
   assert.match(rs.stderr, '\\x1b[2J');
+});
+
+/** What a tampering holder of the site's signing key claims about the tar it seals. */
+interface Claims {
+  inner: Manifest['inner'];
+  contents: Manifest['contents'];
+}
+
+/**
+ * Seals a hand-made tar stream as bundle 1 of site-a under `media`, as only the holder of the signing
+ * key could: zstd, age to the test recipient, volumes, manifest.json with `claims`, RESTORE.txt,
+ * SHA256SUMS and its signature. The tar is streamed, so it may be far larger than memory.
+ */
+async function sealTar(media: string, tar: AsyncIterable<Buffer>, claims: Claims): Promise<string> {
+  const recipient = recipientOf(parseIdentities(readFileSync(IDENTITY, 'utf8'))[0] as Uint8Array);
+  const parts: Buffer[] = [];
+  await pipeline(Readable.from(tar), spawnFilter('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) }));
+  const cipher = Buffer.concat(parts);
+  const dir = path.join(media, 'site-a', bundleName('site-a', 1));
+  mkdirSync(dir, { recursive: true });
+  const volumeSize = 1024 * 1024;
+  const count = Math.ceil(cipher.byteLength / volumeSize);
+  const volumes = Array.from({ length: count }, (_, i) => {
+    const data = cipher.subarray(i * volumeSize, (i + 1) * volumeSize);
+    writeFileSync(path.join(dir, volumeName(i, count)), data);
+    return { name: volumeName(i, count), size: data.byteLength, sha256: sha256(data) };
+  });
+  const key = parsePrivateKey(readFileSync(path.join(KEYS, 'site-a.key'), 'utf8'));
+  const manifest: Manifest = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    site: 'site-a',
+    seq: 1,
+    created: '2026-01-01T01:00:00.000Z',
+    tool: 'a tampering signer',
+    signer: fingerprint(key.publicKey),
+    recipients: [formatRecipient(recipient)],
+    payload: { encryption: 'age-v1', compression: 'zstd', volumeSize, volumes, size: cipher.byteLength, sha256: sha256(cipher) },
+    ...claims,
+  };
+  writeFileSync(path.join(dir, 'manifest.json'), canonicalJson(manifest));
+  writeFileSync(path.join(dir, 'RESTORE.txt'), 'do not restore\n');
+  const names = readdirSync(dir);
+  const sums = formatSums(names.map((n) => ({ name: n, sha256: sha256(readFileSync(path.join(dir, n))) })));
+  writeFileSync(path.join(dir, 'SHA256SUMS'), sums);
+  writeFileSync(path.join(dir, 'SHA256SUMS.sig'), sign(key, Buffer.from(sums), BUNDLE_NAMESPACE));
+  return dir;
+}
+
+function entry(name: string, size: number): Buffer {
+  return encodeHeader({ path: name, type: 'file', size, mode: 0o600, mtime: 1767225600 });
+}
+
+/** SALT, `middle`, then index.jsonl and MANIFEST.sha256 listing SALT, `listed` and the index. */
+async function* hostileTar(middle: () => AsyncIterable<Buffer>, records: Record<string, unknown>[], listed: { name: string; sha256: string }[]): AsyncGenerator<Buffer> {
+  const salt = randomBytes(32);
+  yield Buffer.concat([entry('SALT', 32), salt, paddingFor(32)]);
+  yield* middle();
+  const index = Buffer.from(`${[{ type: 'bundle', site: 'site-a', seq: 1, created: '2026-01-01T01:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }, ...records].map((r) => canonicalLine(r)).join('\n')}\n`);
+  yield Buffer.concat([entry('index.jsonl', index.byteLength), index, paddingFor(index.byteLength)]);
+  const inner = Buffer.from([{ name: 'SALT', sha256: sha256(salt) }, ...listed, { name: 'index.jsonl', sha256: sha256(index) }].map((l) => `${l.sha256}  ${l.name}\n`).join(''));
+  yield Buffer.concat([entry('MANIFEST.sha256', inner.byteLength), inner, paddingFor(inner.byteLength)]);
+  yield END_OF_ARCHIVE;
+}
+
+test('an entry that decompresses to 1 GiB where the signed manifest and index say 6 bytes is refused before a byte of it is staged', async () => {
+  const media = path.join(tmp(), 'media');
+  const six = Buffer.from('hello\n');
+  const GiB = 1024 ** 3;
+  const zeros = Buffer.alloc(MiB);
+  const tar = hostileTar(
+    async function* () {
+      yield entry('files/000001', GiB);
+      for (let i = 0; i < GiB / MiB; i++) yield zeros;
+    },
+    [{ type: 'file', path: 'files/000001', size: 6, sha256: sha256(six), source: '/etc/platform/a.conf', mode: '0640', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' }],
+    [{ name: 'files/000001', sha256: sha256(six) }],
+  );
+  await sealTar(media, tar, { inner: { sha256: '0'.repeat(64), entries: 3 }, contents: { files: 1, metadata: 0, bytes: 6 } });
+
+  // a restore may write at most 64 MiB: staging the entry whole (as before) dies of SIGXFSZ
+  const parent = tmp();
+  const rs = run('prlimit', [`--fsize=${64 * MiB}`, '--', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'restored')]);
+  assert.is(rs.code, 1, rs.stderr);
+  assert.match(rs.stderr, /^airlock: error: files\/000001: the tar says 1073741824 bytes, more than the 6 bytes manifest\.json signs for all payload entries leave \(6\); nothing of it was read$/m);
+  assert.equal(readdirSync(parent), []);
+
+  const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
+  assert.is(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as JsonReport;
+  assert.equal(report.findings.map((f) => f.result), ['size-mismatch']);
+  assert.match(report.findings[0]?.message ?? '', 'nothing of it was read');
+});
+
+/** Peak resident memory of a child in bytes, from GNU time. */
+function peakRss(stderr: string): number {
+  const kb = /Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1];
+  assert.ok(kb, stderr);
+  return Number(kb) * 1024;
+}
+
+test('80,000 long unique entry names in a signed bundle: the deep check keeps memory within its budget per entry, bounds its findings and prints a verdict', async () => {
+  const n = 80_000;
+  const media = path.join(tmp(), 'media');
+  // half of them names airlock could write (807 bytes: 8 components of 100), which the check keeps,
+  // half of them 4 KiB names it never writes
+  const component = 'a'.repeat(100);
+  const name = (i: number) =>
+    i % 2 === 0 ? [`${String(i).padStart(6, '0')}${component}`.slice(0, 100), ...Array(7).fill(component)].join('/') : `x/${String(i).padStart(6, '0')}${'a'.repeat(3990)}`;
+  const tar = hostileTar(
+    async function* () {
+      for (let i = 0; i < n; i++) yield entry(name(i), 0);
+    },
+    [],
+    [],
+  );
+  const dir = await sealTar(media, tar, { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
+  const size = readdirSync(dir).reduce((a, f) => a + readFileSync(path.join(dir, f)).byteLength, 0);
+  assert.ok(size < 4 * MiB, `the bundle is ${size} bytes`);
+
+  const verify = (args: string[]) => run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/verifier/cli.js'), '--allowed-signers', ALLOWED, ...args], { timeout: 300_000 });
+  // the same command on the small good chain: what the process needs before any entry
+  const baseline = peakRss(verify(['--identity', IDENTITY, path.join(VECTORS, 'cases', 'good-chain', 'media')]).stderr);
+  for (const json of [false, true]) {
+    const r = verify(['--identity', IDENTITY, ...(json ? ['--json'] : []), media]);
+    assert.is(r.code, 1, r.stderr.slice(0, 2000));
+    const peak = peakRss(r.stderr);
+    const budget = baseline + n * LIMITS.memoryPerEntryBytes;
+    assert.ok(peak <= budget, `peak RSS ${(peak / MiB).toFixed(0)} MiB over the budget ${(budget / MiB).toFixed(0)} MiB (baseline ${(baseline / MiB).toFixed(0)} MiB)`);
+    if (!json) {
+      const lines = r.stdout.trimEnd().split('\n');
+      assert.is(lines.at(-1), 'status: error');
+      assert.ok(lines.length < 1000, `${lines.length} lines`);
+      assert.match(r.stdout, `more extra finding(s)`);
+      continue;
+    }
+    const report = JSON.parse(r.stdout) as JsonReport;
+    assert.is(report.status, 'error');
+    const count = (result: string) => report.findings.filter((f) => f.result === result).reduce((a, f) => a + (f.more ?? 1), 0);
+    // each entry: not named by the index, not in MANIFEST.sha256; half of them not a name airlock writes
+    assert.is(count('malformed'), n / 2);
+    assert.is(count('extra'), 2 * n);
+    assert.ok(report.findings.length <= 3 * (LIMITS.findingsNamed + 1), `${report.findings.length} findings named`);
+  }
 });
 
 test.run();

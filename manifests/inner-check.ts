@@ -72,26 +72,34 @@ function slim(r: IndexRecord): IndexRecord | undefined {
  * The signed bounds of the tar's parts, known before its first byte: the payload entries together
  * hold `contents.bytes` (the manifest's), index.jsonl has one line per record (`inner.entries` minus
  * SALT and itself, plus `contents.metadata`, plus the bundle record), MANIFEST.sha256 has
- * `inner.entries` lines. An entry whose tar header claims more is refused before its body is read,
+ * `inner.entries` lines, and the tar holds `inner.entries + 1` entries (a few more are reported
+ * before reading stops). An entry whose tar header claims more is refused before its body is read,
  * so a restore never stages a byte past what the manifest signs.
  */
-function bounds(manifest: Manifest): { index: number; inner: number } {
+function bounds(manifest: Manifest): { entries: number; index: number; inner: number } {
   const lines = manifest.inner.entries - 1 + manifest.contents.metadata;
   return {
+    entries: manifest.inner.entries + 1 + LIMITS.surplusEntries,
     index: Math.min(lines * (INDEX_LINE_LIMIT + 1), Number.MAX_SAFE_INTEGER),
     inner: Math.min(manifest.inner.entries * LIMITS.innerLineBytes, INNER_MANIFEST_LIMIT),
   };
 }
 
-function tooLarge(name: string, size: number, bound: number, why: string): AirlockError {
-  return new AirlockError('size-mismatch', `${clip(name)}: the tar says ${size} bytes, more than ${why} (${bound}); nothing of it was read`);
+/** The most bytes the entry `name` may hold here, and what says so. */
+function boundOf(name: string, skippedEntry: boolean, limit: ReturnType<typeof bounds>, manifest: Manifest, bytes: number, skipped: number): [number, string] {
+  if (skippedEntry) return [LIMITS.skippedBytes - skipped, `the ${LIMITS.skippedBytes} bytes all entries that are not payload entries may hold`];
+  if (name === INNER_MANIFEST) return [limit.inner, `inner.entries lines can hold`];
+  if (name === INDEX) return [limit.index, 'its records can take'];
+  if (name === SALT) return [SALT_SIZE, `a ${SALT} holds`];
+  return [manifest.contents.bytes - bytes, `what is left of the ${manifest.contents.bytes} bytes manifest.json signs for the payload entries`];
 }
 
 /**
  * Reads every entry of `entries` and returns the problems found against `manifest`, at most
- * LIMITS.findingsNamed of each result named and the rest counted in a summary (`more`). Throws what
- * reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks), and
- * `size-mismatch` for an entry larger than the manifest allows (see bounds): those end the stream.
+ * LIMITS.findingsNamed of each result named and the rest counted in a summary (`more`). At an entry
+ * larger than the manifest allows (see bounds), or past the entries it signs, it adds that problem
+ * and stops reading (ending the stream), so no caller reads or stages a byte past the bound.
+ * Throws what reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks).
  */
 export async function checkInner(
   entries: AsyncIterable<{ entry: ReadEntry; body: AsyncIterable<Buffer> }>,
@@ -111,23 +119,41 @@ export async function checkInner(
   let metadata = 0;
   const sources: IndexRecord[] = [];
   let bytes = 0;
+  // bodies of entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), skipped
+  let skipped = 0;
+  // reading stopped at a bound: what is missing after that point is no news
+  let stopped = false;
   // entries whose names airlock never writes: the first few names, and how many
   const unkept = { names: [] as string[], count: 0 };
 
   for await (const { entry, body } of entries) {
     position++;
     const name = entry.path;
+    // reading stops at the first entry past what the manifest signs; what was found so far is kept
+    if (position > limit.entries) {
+      add('malformed', '', `the tar holds more than ${limit.entries} entries, ${LIMITS.surplusEntries} past the ${manifest.inner.entries + 1} manifest.json signs (inner.entries, and MANIFEST.sha256); nothing after them was read`);
+      stopped = true;
+      break;
+    }
     const kept = ENTRY_PATH_RE.test(name);
     const unsafe = entryProblem(entry, seenNames) ?? (entry.typeflag === '5' ? 'a folder entry (airlock writes folders as index records)' : undefined);
     // entryProblem keeps every good path to find duplicates; one that airlock never writes (up to
     // 4 KiB) is reported below and never kept, so memory per entry stays within a generated name
     if (!kept) seenNames.delete(name);
+    const [bound, why] = boundOf(name, unsafe !== undefined || innerDone, limit, manifest, bytes, skipped);
+    if (entry.size > bound) {
+      add('size-mismatch', name, `the tar says ${entry.size} bytes, more than ${why} (${bound}); nothing of it was read`);
+      stopped = true;
+      break;
+    }
     if (unsafe) {
       add('unsafe-entry', name, `tar entry ${JSON.stringify(clip(name))} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
+      skipped += entry.size;
       continue;
     }
     if (innerDone) {
       add('extra', name, `entry after ${INNER_MANIFEST}`);
+      skipped += entry.size;
       continue;
     }
     if (position === 1 && name !== SALT) add('malformed', name, `the first entry must be ${SALT}`);
@@ -135,7 +161,6 @@ export async function checkInner(
 
     if (name === INNER_MANIFEST) {
       innerDone = true;
-      if (entry.size > limit.inner) throw tooLarge(name, entry.size, limit.inner, `inner.entries lines can hold`);
       const text = await readAll(body, limit.inner, INNER_MANIFEST);
       const sha256 = createHash('sha256').update(text).digest('hex');
       if (sha256 !== manifest.inner.sha256) add('checksum-mismatch', name, 'sha256 differs from manifest.json inner.sha256');
@@ -148,7 +173,6 @@ export async function checkInner(
     let digest: Digest;
     if (name === INDEX) {
       indexSeen = true;
-      if (entry.size > limit.index) throw tooLarge(name, entry.size, limit.index, 'its records can take');
       const h = createHash('sha256');
       let size = 0;
       let n = 0;
@@ -203,13 +227,10 @@ export async function checkInner(
       }
       if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not named by ${INDEX}` }), unkept.names);
     } else if (name === SALT) {
-      if (entry.size > SALT_SIZE) throw tooLarge(name, entry.size, SALT_SIZE, `a ${SALT} holds`);
       digest = await digestStream(body);
       if (digest.size !== SALT_SIZE) add('size-mismatch', SALT, `${digest.size} bytes, must be ${SALT_SIZE}`);
     } else {
       if (indexSeen) add('malformed', name, `payload entry after ${INDEX}`);
-      const left = manifest.contents.bytes - bytes;
-      if (entry.size > left) throw tooLarge(name, entry.size, left, `the ${manifest.contents.bytes} bytes manifest.json signs for all payload entries leave`);
       digest = options.onEntry ? await options.onEntry(entry, body) : await digestStream(body);
       bytes += digest.size;
     }
@@ -225,13 +246,13 @@ export async function checkInner(
   }
 
   for (const p of checkSources(sources)) add('unsafe-entry', INDEX, p);
-  if (!indexSeen) add('missing', INDEX, 'the tar has no index');
-  if (!innerDone) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
+  if (!indexSeen && !stopped) add('missing', INDEX, 'the tar has no index');
+  if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;
-  if (indexSeen && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
+  if (indexSeen && !stopped && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
     add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
-  if (indexSeen) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
+  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
   return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
 }
 

@@ -40,6 +40,10 @@ export const LIMITS = {
   innerManifestBytes: GiB,
   /** one MANIFEST.sha256 line: a sha256, two spaces, a generated name (8 components of 100), LF */
   innerLineBytes: 64 + 2 + 8 * 100 + 7 + 1,
+  /** bodies of tar entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), in all */
+  skippedBytes: MiB,
+  /** tar entries past the `inner.entries + 1` the manifest signs that are still reported before reading stops */
+  surplusEntries: 100,
   /** findings of one result in one bundle that are named one by one; the rest are counted */
   findingsNamed: 100,
   /** what the deep check holds per payload entry at most (its name, digest and bookkeeping) */
@@ -74,6 +78,8 @@ export function limitsTable(): [string, string][] {
     indexLineBytes: 'index.jsonl line',
     innerManifestBytes: 'MANIFEST.sha256 (and `inner.entries` lines of at most the next row)',
     innerLineBytes: 'MANIFEST.sha256 line',
+    skippedBytes: 'bodies of tar entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), in all',
+    surplusEntries: 'tar entries past `inner.entries` + 1 reported before reading stops',
     findingsNamed: 'findings of one result in one bundle named one by one (the rest are counted)',
     memoryPerEntryBytes: 'memory of the deep check per payload entry',
   };

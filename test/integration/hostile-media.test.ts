@@ -160,7 +160,7 @@ function entry(name: string, size: number): Buffer {
 }
 
 /** SALT, `middle`, then index.jsonl and MANIFEST.sha256 listing SALT, `listed` and the index. */
-async function* hostileTar(middle: () => AsyncIterable<Buffer>, records: Record<string, unknown>[], listed: { name: string; sha256: string }[]): AsyncGenerator<Buffer> {
+async function* hostileTar(middle: () => AsyncIterable<Buffer>, records: Record<string, unknown>[], listed: { name: string; sha256: string }[], after?: () => AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const salt = randomBytes(32);
   yield Buffer.concat([entry('SALT', 32), salt, paddingFor(32)]);
   yield* middle();
@@ -168,6 +168,7 @@ async function* hostileTar(middle: () => AsyncIterable<Buffer>, records: Record<
   yield Buffer.concat([entry('index.jsonl', index.byteLength), index, paddingFor(index.byteLength)]);
   const inner = Buffer.from([{ name: 'SALT', sha256: sha256(salt) }, ...listed, { name: 'index.jsonl', sha256: sha256(index) }].map((l) => `${l.sha256}  ${l.name}\n`).join(''));
   yield Buffer.concat([entry('MANIFEST.sha256', inner.byteLength), inner, paddingFor(inner.byteLength)]);
+  if (after) yield* after();
   yield END_OF_ARCHIVE;
 }
 
@@ -190,14 +191,43 @@ test('an entry that decompresses to 1 GiB where the signed manifest and index sa
   const parent = tmp();
   const rs = run('prlimit', [`--fsize=${64 * MiB}`, '--', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'restored')]);
   assert.is(rs.code, 1, rs.stderr);
-  assert.match(rs.stderr, /^airlock: error: files\/000001: the tar says 1073741824 bytes, more than the 6 bytes manifest\.json signs for all payload entries leave \(6\); nothing of it was read$/m);
+  assert.match(rs.stderr, /^airlock: error: .*size-mismatch files\/000001: the tar says 1073741824 bytes, more than what is left of the 6 bytes manifest\.json signs for the payload entries \(6\); nothing of it was read/m);
   assert.equal(readdirSync(parent), []);
 
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
   assert.is(r.code, 1, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
-  assert.equal(report.findings.map((f) => f.result), ['size-mismatch']);
+  assert.equal(report.findings.map((f) => [f.result, f.file]), [['size-mismatch', 'files/000001']]);
   assert.match(report.findings[0]?.message ?? '', 'nothing of it was read');
+});
+
+test('what is not a payload entry is bounded by the signed numbers too: a 1 GiB body after MANIFEST.sha256, entries past inner.entries', async () => {
+  const zeros = Buffer.alloc(MiB);
+  const cases: [string, () => AsyncIterable<Buffer>, RegExp][] = [
+    [
+      'a 1 GiB entry after MANIFEST.sha256',
+      async function* () {
+        yield entry('files/000009', 1024 * MiB);
+        for (let i = 0; i < 1024; i++) yield zeros;
+      },
+      /^the tar says 1073741824 bytes, more than the 1048576 bytes all entries that are not payload entries may hold \(1048576\); nothing of it was read$/,
+    ],
+    [
+      '5,000 empty entries after MANIFEST.sha256',
+      async function* () {
+        for (let i = 0; i < 5000; i++) yield entry(`files/${String(i).padStart(6, '0')}`, 0);
+      },
+      /^the tar holds more than 103 entries, 100 past the 3 manifest\.json signs \(inner\.entries, and MANIFEST\.sha256\); nothing after them was read$/,
+    ],
+  ];
+  for (const [what, after, message] of cases) {
+    const media = path.join(tmp(), 'media');
+    await sealTar(media, hostileTar(async function* () {}, [], [], after), { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
+    const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
+    assert.is(r.code, 1, r.stderr);
+    const report = JSON.parse(r.stdout) as JsonReport;
+    assert.ok(report.findings.some((f) => message.test(f.message)), `${what}: ${JSON.stringify(report.findings.slice(-3))}`);
+  }
 });
 
 /** Peak resident memory of a child in bytes, from GNU time. */
@@ -222,7 +252,8 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
     [],
     [],
   );
-  const dir = await sealTar(media, tar, { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
+  // the manifest signs the true number of entries (SALT, the n, index.jsonl), so reading goes on to the end
+  const dir = await sealTar(media, tar, { inner: { sha256: '0'.repeat(64), entries: n + 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
   const size = readdirSync(dir).reduce((a, f) => a + readFileSync(path.join(dir, f)).byteLength, 0);
   assert.ok(size < 4 * MiB, `the bundle is ${size} bytes`);
 
@@ -245,8 +276,9 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
     const report = JSON.parse(r.stdout) as JsonReport;
     assert.is(report.status, 'error');
     const count = (result: string) => report.findings.filter((f) => f.result === result).reduce((a, f) => a + (f.more ?? 1), 0);
-    // each entry: not named by the index, not in MANIFEST.sha256; half of them not a name airlock writes
-    assert.is(count('malformed'), n / 2);
+    // each entry: not named by the index, not in MANIFEST.sha256; half of them not a name airlock
+    // writes; and MANIFEST.sha256 has 2 lines, not n + 2
+    assert.is(count('malformed'), n / 2 + 1);
     assert.is(count('extra'), 2 * n);
     assert.ok(report.findings.length <= 3 * (LIMITS.findingsNamed + 1), `${report.findings.length} findings named`);
   }

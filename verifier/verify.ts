@@ -5,11 +5,13 @@
  * every listed file present with its sha256, nothing unlisted, manifest.json well-formed and in
  * agreement with SHA256SUMS and with the volumes on disk, the age header's recipient count. Then,
  * across bundles: the chain (gaps, forks; rollback and withheld bundles against remembered state)
- * and leftover partial folders. With an identity: decrypt every bundle that passed keyless (writing nothing to disk) and
- * check every entry against the inner manifest and the manifest's claims.
+ * and leftover partial folders. With an identity: decrypt every bundle that passed keyless (writing
+ * nothing to disk) and check every entry against the inner manifest and the manifest's claims.
  *
  * Nothing stops at the first problem: every finding gets a closed result and the run goes on, so the
- * report lists all of them. Only usage errors (no allowed signers, unreadable paths) throw.
+ * report lists all of them (the first 100 of each result per bundle by name, the rest counted); only
+ * a payload is read no further than its signed sizes allow. Only usage errors (no allowed signers,
+ * unreadable paths) throw.
  */
 import { createHash } from 'node:crypto';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';

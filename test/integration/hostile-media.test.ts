@@ -4,7 +4,7 @@
  * and disk, and without handing the terminal anything but text.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -66,6 +66,19 @@ test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch 
   assert.is(rs.code, 1, rs.stderr);
   assert.match(rs.stderr, /^airlock: error: /m);
   assert.equal(readdirSync(parent), []);
+});
+
+test('a FIFO in place of a volume and a symbolic link in place of RESTORE.txt are never opened: findings, no hang', () => {
+  const { media, first } = goodCopy();
+  rmSync(path.join(first, 'payload.002'));
+  assert.is(run('mkfifo', [path.join(first, 'payload.002')]).code, 0);
+  rmSync(path.join(first, 'RESTORE.txt'));
+  symlinkSync('/dev/zero', path.join(first, 'RESTORE.txt'));
+  const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', media], { timeout: 30_000 });
+  assert.is(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as JsonReport;
+  assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'payload.002' && /special file/.test(f.message)), r.stdout);
+  assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'RESTORE.txt' && /symbolic link/.test(f.message)), r.stdout);
 });
 
 /** Names a courier can put on a medium to take over the auditor's terminal. */

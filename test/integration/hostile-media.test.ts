@@ -81,6 +81,24 @@ test('a FIFO in place of a volume and a symbolic link in place of RESTORE.txt ar
   assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'RESTORE.txt' && /symbolic link/.test(f.message)), r.stdout);
 });
 
+test('findings on a medium are bounded too: 250 extra files and 150 partial folders are named up to 100 each and counted', () => {
+  const { media, first } = goodCopy();
+  for (let i = 0; i < 250; i++) writeFileSync(path.join(first, `extra-${i}.txt`), 'x');
+  for (let i = 0; i < 150; i++) mkdirSync(path.join(media, 'site-a', `site-a-${String(100 + i).padStart(8, '0')}.partial`));
+  const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', media]);
+  assert.is(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as JsonReport;
+  const named = (result: string) => report.findings.filter((f) => f.result === result && f.more === undefined).length;
+  const more = (result: string) => report.findings.find((f) => f.result === result && f.more !== undefined)?.more;
+  assert.is(named('extra'), 100);
+  assert.is(more('extra'), 150);
+  assert.is(named('partial'), 100);
+  assert.is(more('partial'), 50);
+  const text = airlockVerify(['--allowed-signers', ALLOWED, '--quiet', media]);
+  assert.match(text.stdout, /^extra: site-a-00000001: and 150 more extra finding\(s\) like those above, counted, not named/m);
+  assert.match(text.stdout, /; 400 finding\(s\)\nstatus: error\n$/);
+});
+
 /** Names a courier can put on a medium to take over the auditor's terminal. */
 const EVIL_FILE = '\x1b[2J\x1b[Hstatus: ok\nstatus: ok\u202etxt.exe\u009b0m';
 const EVIL_PARTIAL = 'site-a-00000004\x1b]0;all good\x07\r\u2066ok\u2069.partial';

@@ -36,14 +36,22 @@ export function canonicalLine(value: unknown): string {
 }
 
 /**
- * Parses JSON text of at most `limit` bytes that must be in canonical form.
- * Throws `malformed` when it is too large, not JSON, or not canonical.
+ * Parses JSON text of at most `limit` bytes that must be in canonical form: the bytes themselves are
+ * compared with the canonical serialisation of what they parse to, so a byte-order mark, bytes that
+ * are not UTF-8 or any other spelling of the same value is refused, never smoothed over by a decoder.
+ * Throws `malformed` when it is too large, not UTF-8, not JSON, or not canonical.
  */
 export function parseCanonical(bytes: Uint8Array, what: string, limit: number): unknown {
   if (bytes.byteLength > limit) {
     throw new AirlockError('malformed', `${what}: ${bytes.byteLength} bytes is over the ${limit}-byte limit`);
   }
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
+  let text: string;
+  try {
+    // ignoreBOM keeps a byte-order mark in the text, where JSON.parse refuses it
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new AirlockError('malformed', `${what}: not UTF-8`);
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -56,6 +64,6 @@ export function parseCanonical(bytes: Uint8Array, what: string, limit: number): 
   } catch (e) {
     throw new AirlockError('malformed', `${what}: ${(e as Error).message}`);
   }
-  if (again !== text) throw new AirlockError('malformed', `${what}: not in canonical form`);
+  if (!Buffer.from(again, 'utf8').equals(bytes)) throw new AirlockError('malformed', `${what}: not in canonical form`);
   return value;
 }

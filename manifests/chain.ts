@@ -5,7 +5,9 @@
  * SHA256SUMS, so the SHA256SUMS hash is a bundle's identity. A media set may start at any seq (old
  * bundles get pruned) but must be continuous from there. The same bundle found twice (two media) is
  * one bundle; two different bundles with one seq are a fork. A missing tail or a rollback to an older
- * set is only visible against remembered state: the newest seq and hash a verifier has seen.
+ * set is only visible against remembered state: the newest seq and hash a verifier has seen. So is a
+ * set that starts past it: the bundles between the remembered seq and the set's first were withheld,
+ * and accepting the set would move the state past them without anyone having checked them.
  */
 
 export interface ChainLink {
@@ -22,7 +24,7 @@ export interface SiteState {
   sums: string;
 }
 
-export type ChainProblemKind = 'chain-gap' | 'fork' | 'rollback';
+export type ChainProblemKind = 'chain-gap' | 'fork' | 'rollback' | 'withheld';
 
 export interface ChainProblem {
   kind: ChainProblemKind;
@@ -93,6 +95,11 @@ export function checkChain(links: readonly ChainLink[], state?: ReadonlyMap<stri
         if (x.sums !== known.sums) {
           problems.push({ kind: 'fork', site, seq: known.seq, message: `seq ${known.seq} differs from the bundle seen before with that seq`, locations: x.locations });
         }
+      }
+      const first = bundles[0]?.seq ?? last.seq;
+      if (first > known.seq + 1) {
+        const missing = first - known.seq === 2 ? `seq ${known.seq + 1} was` : `seq ${known.seq + 1} to ${first - 1} were`;
+        problems.push({ kind: 'withheld', site, seq: first, message: `${missing} never seen: seq ${known.seq} was seen before and this set starts at seq ${first}`, locations: (bySeq.get(first) ?? []).flatMap((x) => x.locations) });
       }
       if (!atKnown) {
         for (const x of bySeq.get(known.seq + 1) ?? []) {

@@ -56,34 +56,64 @@ export async function openRegular(file: string, flags = 0): Promise<FileHandle> 
 }
 
 /**
- * Yields a regular file's bytes in order, in chunks of at most 1 MiB, each in fresh memory. The next
- * chunk is read while the consumer works on this one.
+ * What a file may hold before a byte of it is read: `size`, exactly its signed size, or at most `max`
+ * bytes for a file that has no signed size. A sparse file of a terabyte costs nothing on disk, so its
+ * size is compared before it is read, not found out after.
  */
-export async function* readChunks(file: string): AsyncGenerator<Buffer> {
+export interface SizeBound {
+  size?: number;
+  max?: number;
+}
+
+function sizeProblem(file: string, size: number, bound: SizeBound): AirlockError | undefined {
+  if (bound.size !== undefined && size !== bound.size) return new AirlockError('size-mismatch', `${path.basename(file)}: ${size} bytes, ${bound.size} listed`);
+  if (bound.max !== undefined && size > bound.max) return new AirlockError('size-mismatch', `${path.basename(file)}: ${size} bytes is over the ${bound.max}-byte limit`);
+  return undefined;
+}
+
+/**
+ * Yields a regular file's bytes in order, in chunks of at most 1 MiB, each in fresh memory. The next
+ * chunk is read while the consumer works on this one. With a `bound`, the file's size is checked
+ * before anything is read and nothing past the bound is read (a file that grows meanwhile ends in
+ * the same error). Throws as openRegular, `size-mismatch` for a size out of its bound.
+ */
+export async function* readChunks(file: string, bound: SizeBound = {}): AsyncGenerator<Buffer> {
   const fh = await openRegular(file);
+  const limit = bound.size ?? bound.max ?? Infinity;
   let at = 0;
   const readNext = async (): Promise<Buffer> => {
-    const buf = Buffer.allocUnsafe(READ_SIZE);
+    // one byte past the bound is read when it exists, so growth is seen, and no more
+    const want = Math.min(READ_SIZE, limit + 1 - at);
+    const buf = Buffer.allocUnsafe(want);
     let n: number;
     try {
-      ({ bytesRead: n } = await fh.read(buf, 0, READ_SIZE, at));
+      ({ bytesRead: n } = await fh.read(buf, 0, want, at));
     } catch (e) {
       throw fromSystemError(e, path.basename(file));
     }
     at += n;
-    return n === READ_SIZE ? buf : buf.subarray(0, n);
+    return n === want ? buf : buf.subarray(0, n);
   };
-  let next: Promise<Buffer> | undefined = readNext();
+  let next: Promise<Buffer> | undefined;
   try {
+    const early = sizeProblem(file, (await fh.stat()).size, bound);
+    if (early) throw early;
+    next = readNext();
+    let total = 0;
     for (;;) {
       const chunk = await next;
       next = undefined;
-      if (chunk.byteLength === 0) return;
+      if (chunk.byteLength === 0) break;
+      total += chunk.byteLength;
+      if (total > limit) break;
       next = readNext();
       // a failure is thrown where it is awaited; until then it must not count as unhandled
       next.catch(() => {});
       yield chunk;
     }
+    if (total > limit) throw new AirlockError('size-mismatch', `${path.basename(file)}: longer than ${limit} bytes`);
+    const late = sizeProblem(file, total, bound);
+    if (late) throw late;
   } finally {
     await next?.catch(() => {});
     await fh.close();
@@ -91,10 +121,10 @@ export async function* readChunks(file: string): AsyncGenerator<Buffer> {
 }
 
 /** Hashes a regular file, also feeding every hash in `also`. Throws as readChunks. */
-export async function digestFile(file: string, also: readonly Hash[] = []): Promise<Digest> {
+export async function digestFile(file: string, also: readonly Hash[] = [], bound: SizeBound = {}): Promise<Digest> {
   const h = createHash('sha256');
   let size = 0;
-  for await (const c of readChunks(file)) {
+  for await (const c of readChunks(file, bound)) {
     h.update(c);
     for (const a of also) a.update(c);
     size += c.byteLength;

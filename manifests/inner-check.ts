@@ -6,10 +6,12 @@
  * restore uses the same checker and refuses to promote anything when the list is not empty.
  */
 import { createHash } from 'node:crypto';
+import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, SALT, SALT_SIZE, checkSources, parseIndexLine, parseInnerManifest, type BundleRecord, type IndexRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
+import { LIMITS } from './limits.js';
 import type { Manifest } from './manifest.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
@@ -17,9 +19,11 @@ export type InnerResult = 'missing' | 'extra' | 'checksum-mismatch' | 'size-mism
 
 export interface InnerProblem {
   result: InnerResult;
-  /** the tar entry (or index.jsonl / MANIFEST.sha256) concerned */
+  /** the tar entry (or index.jsonl / MANIFEST.sha256) concerned; empty on a summary */
   file: string;
   message: string;
+  /** on a summary: how many more problems of this result were found and not named */
+  more?: number;
 }
 
 export interface InnerCheckOptions {
@@ -29,11 +33,13 @@ export interface InnerCheckOptions {
   onRecord?: (record: IndexRecord) => void;
 }
 
+/** What is kept per entry: a name airlock writes (at most 807 bytes), its digest, two flags. */
 interface Seen {
   name: string;
   size: number;
   sha256: string;
   referenced: boolean;
+  listed: boolean;
 }
 
 async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string): Promise<Buffer> {
@@ -48,16 +54,61 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
 }
 
 /**
- * Reads every entry of `entries` and returns the problems found against `manifest`. Throws only what
- * reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks): those end the stream.
+ * What checkSources and coverageAgainstIndex need of a record, and no more, so that memory per record
+ * stays bounded whatever else a (signed) index line carries: the type, a `source` (cut past the
+ * longest valid one, so it stays invalid), and a WAL record's kind and name when they can be valid.
+ */
+function slim(r: IndexRecord): IndexRecord | undefined {
+  if (SOURCE_TYPES.has(r.type)) return { type: r.type, source: typeof r.source === 'string' ? r.source.slice(0, LIMITS.tarPathBytes + 1) : r.source === undefined ? undefined : null };
+  if (r.type === 'pg-wal') {
+    const short = (v: unknown) => (typeof v === 'string' && v.length <= 64 ? v : undefined);
+    return { type: r.type, kind: short(r.kind), name: short(r.name) };
+  }
+  if (r.type.startsWith('pg-')) return { type: r.type };
+  return undefined;
+}
+
+/**
+ * The signed bounds of the tar's parts, known before its first byte: the payload entries together
+ * hold `contents.bytes` (the manifest's), index.jsonl has one line per record (`inner.entries` minus
+ * SALT and itself, plus `contents.metadata`, plus the bundle record), MANIFEST.sha256 has
+ * `inner.entries` lines, and the tar holds `inner.entries + 1` entries (a few more are reported
+ * before reading stops). An entry whose tar header claims more is refused before its body is read,
+ * so a restore never stages a byte past what the manifest signs.
+ */
+function bounds(manifest: Manifest): { entries: number; index: number; inner: number } {
+  const lines = manifest.inner.entries - 1 + manifest.contents.metadata;
+  return {
+    entries: manifest.inner.entries + 1 + LIMITS.surplusEntries,
+    index: Math.min(lines * (INDEX_LINE_LIMIT + 1), Number.MAX_SAFE_INTEGER),
+    inner: Math.min(manifest.inner.entries * LIMITS.innerLineBytes, INNER_MANIFEST_LIMIT),
+  };
+}
+
+/** The most bytes the entry `name` may hold here, and what says so. */
+function boundOf(name: string, skippedEntry: boolean, limit: ReturnType<typeof bounds>, manifest: Manifest, bytes: number, skipped: number): [number, string] {
+  if (skippedEntry) return [LIMITS.skippedBytes - skipped, `the ${LIMITS.skippedBytes} bytes all entries that are not payload entries may hold`];
+  if (name === INNER_MANIFEST) return [limit.inner, `inner.entries lines can hold`];
+  if (name === INDEX) return [limit.index, 'its records can take'];
+  if (name === SALT) return [SALT_SIZE, `a ${SALT} holds`];
+  return [manifest.contents.bytes - bytes, `what is left of the ${manifest.contents.bytes} bytes manifest.json signs for the payload entries`];
+}
+
+/**
+ * Reads every entry of `entries` and returns the problems found against `manifest`, at most
+ * LIMITS.findingsNamed of each result named and the rest counted in a summary (`more`). At an entry
+ * larger than the manifest allows (see bounds), or past the entries it signs, it adds that problem
+ * and stops reading (ending the stream), so no caller reads or stages a byte past the bound.
+ * Throws what reading the tar throws (`malformed` structure, `decrypt-failed`, volume checks).
  */
 export async function checkInner(
   entries: AsyncIterable<{ entry: ReadEntry; body: AsyncIterable<Buffer> }>,
   manifest: Manifest,
   options: InnerCheckOptions = {},
 ): Promise<InnerProblem[]> {
-  const problems: InnerProblem[] = [];
-  const add = (result: InnerResult, file: string, message: string) => problems.push({ result, file, message });
+  const problems = new BoundedFindings<InnerProblem>([]);
+  const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
+  const limit = bounds(manifest);
   const seenNames = new Set<string>();
   const observed: Seen[] = [];
   const byName = new Map<string, Seen>();
@@ -68,17 +119,41 @@ export async function checkInner(
   let metadata = 0;
   const sources: IndexRecord[] = [];
   let bytes = 0;
+  // bodies of entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), skipped
+  let skipped = 0;
+  // reading stopped at a bound: what is missing after that point is no news
+  let stopped = false;
+  // entries whose names airlock never writes: the first few names, and how many
+  const unkept = { names: [] as string[], count: 0 };
 
   for await (const { entry, body } of entries) {
     position++;
     const name = entry.path;
+    // reading stops at the first entry past what the manifest signs; what was found so far is kept
+    if (position > limit.entries) {
+      add('malformed', '', `the tar holds more than ${limit.entries} entries, ${LIMITS.surplusEntries} past the ${manifest.inner.entries + 1} manifest.json signs (inner.entries, and MANIFEST.sha256); nothing after them was read`);
+      stopped = true;
+      break;
+    }
+    const kept = ENTRY_PATH_RE.test(name);
     const unsafe = entryProblem(entry, seenNames) ?? (entry.typeflag === '5' ? 'a folder entry (airlock writes folders as index records)' : undefined);
+    // entryProblem keeps every good path to find duplicates; one that airlock never writes (up to
+    // 4 KiB) is reported below and never kept, so memory per entry stays within a generated name
+    if (!kept) seenNames.delete(name);
+    const [bound, why] = boundOf(name, unsafe !== undefined || innerDone, limit, manifest, bytes, skipped);
+    if (entry.size > bound) {
+      add('size-mismatch', name, `the tar says ${entry.size} bytes, more than ${why} (${bound}); nothing of it was read`);
+      stopped = true;
+      break;
+    }
     if (unsafe) {
-      add('unsafe-entry', name, `tar entry ${JSON.stringify(name)} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
+      add('unsafe-entry', name, `tar entry ${JSON.stringify(clip(name))} (type ${entry.typeflag}) is unsafe: ${unsafe}`);
+      skipped += entry.size;
       continue;
     }
     if (innerDone) {
       add('extra', name, `entry after ${INNER_MANIFEST}`);
+      skipped += entry.size;
       continue;
     }
     if (position === 1 && name !== SALT) add('malformed', name, `the first entry must be ${SALT}`);
@@ -86,29 +161,14 @@ export async function checkInner(
 
     if (name === INNER_MANIFEST) {
       innerDone = true;
-      const text = await readAll(body, 1024 ** 3, INNER_MANIFEST);
+      const text = await readAll(body, limit.inner, INNER_MANIFEST);
       const sha256 = createHash('sha256').update(text).digest('hex');
       if (sha256 !== manifest.inner.sha256) add('checksum-mismatch', name, 'sha256 differs from manifest.json inner.sha256');
-      let listed;
-      try {
-        listed = parseInnerManifest(text);
-      } catch (e) {
-        add('malformed', name, (e as Error).message);
-        continue;
-      }
-      if (listed.length !== manifest.inner.entries) add('malformed', name, `${listed.length} lines, manifest.json says ${manifest.inner.entries}`);
-      const listedNames = new Set(listed.map((l) => l.name));
-      for (const l of listed) {
-        const o = byName.get(l.name);
-        if (!o) add('missing', l.name, `listed in ${INNER_MANIFEST} but not in the tar`);
-        else if (o.sha256 !== l.sha256) add('checksum-mismatch', l.name, `sha256 differs from ${INNER_MANIFEST}`);
-      }
-      for (const o of observed) if (!listedNames.has(o.name)) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
-      const order = listed.map((l) => l.name).join('\n');
-      if (order !== observed.map((o) => o.name).join('\n') && problems.length === 0) add('malformed', name, 'lines are not in tar order');
+      checkListed(text, observed, byName, manifest.inner.entries, problems);
+      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not in ${INNER_MANIFEST}` }), unkept.names);
       continue;
     }
-    if (!ENTRY_PATH_RE.test(name)) add('malformed', name, 'not a name airlock writes');
+    if (!kept) add('malformed', name, 'not a name airlock writes');
 
     let digest: Digest;
     if (name === INDEX) {
@@ -130,7 +190,8 @@ export async function checkInner(
           if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
           return;
         }
-        sources.push(r);
+        const s = slim(r);
+        if (s) sources.push(s);
         if (r.path === undefined) metadata++;
         else {
           if (r.type === 'file') files++;
@@ -164,6 +225,7 @@ export async function checkInner(
       for (const o of observed) {
         if (o.name !== SALT && !o.referenced) add('extra', o.name, `in the tar but not named by ${INDEX}`);
       }
+      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not named by ${INDEX}` }), unkept.names);
     } else if (name === SALT) {
       digest = await digestStream(body);
       if (digest.size !== SALT_SIZE) add('size-mismatch', SALT, `${digest.size} bytes, must be ${SALT_SIZE}`);
@@ -172,18 +234,57 @@ export async function checkInner(
       digest = options.onEntry ? await options.onEntry(entry, body) : await digestStream(body);
       bytes += digest.size;
     }
-    const seen: Seen = { name, size: digest.size, sha256: digest.sha256, referenced: false };
+    if (!kept) {
+      // never listed (MANIFEST.sha256 and index.jsonl name only names airlock writes): counted, not kept
+      if (unkept.names.length < LIMITS.findingsNamed) unkept.names.push(clip(name));
+      unkept.count++;
+      continue;
+    }
+    const seen: Seen = { name, size: digest.size, sha256: digest.sha256, referenced: false, listed: false };
     observed.push(seen);
     byName.set(name, seen);
   }
 
   for (const p of checkSources(sources)) add('unsafe-entry', INDEX, p);
-  if (!indexSeen) add('missing', INDEX, 'the tar has no index');
-  if (!innerDone) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
+  if (!indexSeen && !stopped) add('missing', INDEX, 'the tar has no index');
+  if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;
-  if (indexSeen && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
+  if (indexSeen && !stopped && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
     add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
-  if (indexSeen) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
-  return problems;
+  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
+  return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
+}
+
+/**
+ * Checks MANIFEST.sha256 (`text`) against the entries seen, line by line, without a second copy of
+ * the list: each line well-formed and naming an entry with that hash, none twice, every entry listed,
+ * in tar order, as many lines as manifest.json says. A line that is not well-formed ends the check.
+ */
+function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMap<string, Seen>, entries: number, problems: BoundedFindings<InnerProblem>): void {
+  const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
+  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) return add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`);
+  let lines = 0;
+  let inOrder = true;
+  for (let at = 0; at < text.byteLength; lines++) {
+    const nl = text.indexOf(0x0a, at);
+    const row = text.toString('utf8', at, nl);
+    at = nl + 1;
+    const where = `${INNER_MANIFEST} line ${lines + 1}`;
+    const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(row);
+    if (!m || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+    const [, sha256, name] = m as unknown as [string, string, string];
+    if (!ENTRY_PATH_RE.test(name)) return add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
+    if (observed[lines]?.name !== name) inOrder = false;
+    const o = byName.get(name);
+    if (!o) add('missing', name, `listed in ${INNER_MANIFEST} but not in the tar`);
+    else if (o.listed) return add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`);
+    else {
+      o.listed = true;
+      if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);
+    }
+  }
+  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, manifest.json says ${entries}`);
+  for (const o of observed) if (!o.listed) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
+  if (!inOrder && problems.total() === 0) add('malformed', INNER_MANIFEST, 'lines are not in tar order');
 }

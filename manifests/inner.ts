@@ -9,6 +9,7 @@
  * names exactly one tar entry. Links, folders and devices exist only as records, never as entries.
  */
 import { AirlockError } from './errors.js';
+import { LIMITS } from './limits.js';
 import { FORMAT, FORMAT_VERSION, SHA256_RE, SITE_RE } from './manifest.js';
 import { parseSumLines, type SumLine } from './sums.js';
 
@@ -17,9 +18,9 @@ export const SALT_SIZE = 32;
 export const INDEX = 'index.jsonl';
 export const INNER_MANIFEST = 'MANIFEST.sha256';
 /** One index.jsonl line at most (an S3 key is at most 1 KiB, its metadata 2 KiB). */
-export const INDEX_LINE_LIMIT = 1024 * 1024;
+export const INDEX_LINE_LIMIT = LIMITS.indexLineBytes;
 /** MANIFEST.sha256 is read whole; about 10 million entries. */
-export const INNER_MANIFEST_LIMIT = 1024 ** 3;
+export const INNER_MANIFEST_LIMIT = LIMITS.innerManifestBytes;
 
 /** Tar paths the writer generates: short, ASCII, relative, no "." or ".." components. */
 export const ENTRY_PATH_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}(\/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}){0,7}$/;

@@ -9,11 +9,12 @@
 import { coverageProblems, type Coverage } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { fieldsOf, type Problems } from './fields.js';
+import { LIMITS } from './limits.js';
 
 export const FORMAT = 'airlock-bundle';
 export const FORMAT_VERSION = 1;
 /** manifest.json is read whole; anything larger is refused before parsing. */
-export const MANIFEST_LIMIT = 1024 * 1024;
+export const MANIFEST_LIMIT = LIMITS.manifestBytes;
 
 export const SITE_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const SHA256_RE = /^[0-9a-f]{64}$/;
@@ -22,7 +23,7 @@ const RECIPIENT_RE = /^age1[02-9ac-hj-np-z]{58}$/;
 const TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
 /** FAT32 cannot hold a file of 4 GiB or more. */
 export const FAT32_MAX_FILE = 4 * 1024 ** 3 - 1;
-export const MAX_VOLUMES = 1_000_000;
+export const MAX_VOLUMES = LIMITS.volumes;
 /** The smallest volume the format allows; the CLI asks for at least 1 MiB. */
 export const MIN_VOLUME_SIZE = 4096;
 
@@ -130,8 +131,8 @@ export function assertManifest(v: unknown): asserts v is Manifest {
     if (typeof m.created === 'string' && Number.isNaN(Date.parse(m.created))) p.push('created: not a real time');
     str(m.tool, 'tool', p, /^[ -~]{1,100}$/, 'printable ASCII of at most 100 characters');
     str(m.signer, 'signer', p, FINGERPRINT_RE, 'an SSH key fingerprint SHA256:...');
-    if (!Array.isArray(m.recipients) || m.recipients.length < 1 || m.recipients.length > 64) {
-      p.push('recipients: must list 1 to 64 age recipients');
+    if (!Array.isArray(m.recipients) || m.recipients.length < 1 || m.recipients.length > LIMITS.recipients) {
+      p.push(`recipients: must list 1 to ${LIMITS.recipients} age recipients`);
     } else {
       m.recipients.forEach((r, i) => str(r, `recipients[${i}]`, p, RECIPIENT_RE, 'an age X25519 recipient age1...'));
     }

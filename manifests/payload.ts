@@ -19,9 +19,9 @@ import type { Payload, Volume } from './manifest.js';
 const WORKER_HASH_MIN = 8 * 1024 * 1024;
 
 /**
- * Yields the bytes of every volume in order. After each volume it checks size and sha256 against
- * `volumes` (the signed values) and throws `size-mismatch` or `checksum-mismatch` naming it, or what
- * readChunks throws when a volume cannot be read.
+ * Yields the bytes of every volume in order. Before reading a volume it checks its size, and after it
+ * its sha256, against `volumes` (the signed values), and throws `size-mismatch` or
+ * `checksum-mismatch` naming it, or what readChunks throws when a volume cannot be read.
  */
 export async function* readVolumes(dir: string, volumes: readonly Volume[], signal?: AbortSignal, onBytes?: (n: number) => void): AsyncGenerator<Buffer> {
   const feed = volumes.reduce((a, v) => a + v.size, 0) >= WORKER_HASH_MIN ? new HashFeed() : undefined;
@@ -29,7 +29,7 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
     for (const vol of volumes) {
       const digests = new Digests([`volume:${vol.name}`], feed);
       let size = 0;
-      for await (const chunk of readChunks(path.join(dir, vol.name))) {
+      for await (const chunk of readChunks(path.join(dir, vol.name), { size: vol.size })) {
         signal?.throwIfAborted();
         size += chunk.byteLength;
         if (size > vol.size) throw new AirlockError('size-mismatch', `${vol.name}: longer than the ${vol.size} bytes listed`);

@@ -23,6 +23,7 @@
 
 import { createHash, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
 import { AirlockError } from './errors.js';
+import { LIMITS } from './limits.js';
 import {
   ED25519_KEY_TYPE,
   WireReader,
@@ -44,7 +45,7 @@ const BEGIN = '-----BEGIN SSH SIGNATURE-----\n';
 const END = '-----END SSH SIGNATURE-----';
 /** An Ed25519 signature is under 300 bytes armored; this bounds what we read from a medium. */
 /** An armored signature is a few hundred bytes; anything near this is not one. */
-export const SIG_LIMIT = 16 * 1024;
+export const SIG_LIMIT = LIMITS.signatureBytes;
 const MAX_ARMORED = SIG_LIMIT;
 const HASH = 'sha512';
 /** the order of the Ed25519 base point */

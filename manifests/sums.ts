@@ -7,10 +7,11 @@
  * other names is the inner MANIFEST.sha256 (see inner.ts), whose order is the tar order instead.
  */
 import { AirlockError } from './errors.js';
+import { LIMITS } from './limits.js';
 
 export const SUMS = 'SHA256SUMS';
 export const SUMS_SIG = 'SHA256SUMS.sig';
-export const SUMS_LIMIT = 1024 * 1024;
+export const SUMS_LIMIT = LIMITS.sumsBytes;
 /** What may be named in a bundle: a plain file name, never a path. */
 export const BUNDLE_FILE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 

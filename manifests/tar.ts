@@ -39,14 +39,15 @@
  */
 
 import { AirlockError } from './errors.js';
+import { LIMITS } from './limits.js';
 
 const BLOCK = 512;
 /** The largest value an 11-digit octal field holds: 8 GiB - 1. */
 const OCTAL11_MAX = 8 ** 11 - 1;
 /** Upper bound on a pax or GNU long-name body (read and written): a path is <= 4 KiB, an object key <= 1 KiB. */
-export const MAX_META_BYTES = 1024 * 1024;
+export const MAX_META_BYTES = LIMITS.paxHeaderBytes;
 /** The longest path entryProblem accepts and encodeHeader writes, in UTF-8 bytes (Linux PATH_MAX). */
-export const MAX_PATH_BYTES = 4096;
+export const MAX_PATH_BYTES = LIMITS.tarPathBytes;
 
 const ZERO_BLOCK: Buffer = Buffer.alloc(BLOCK);
 const EMPTY: Buffer = Buffer.alloc(0);
@@ -568,7 +569,7 @@ function paxMtime(value: string, at: number): number {
 }
 
 /** Real archives have a handful (GNU tar: none, or a comment). */
-const MAX_GLOBAL_RECORDS = 64;
+const MAX_GLOBAL_RECORDS = LIMITS.paxGlobalRecords;
 
 /** Types that POSIX says carry no data; a size on them would be framed differently by different tars. */
 const NO_DATA = new Set(['1', '2', '3', '4', '5', '6']);

@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { parseIdentities } from '../manifests/age/keys.js';
 import { parseAllowedSigners } from '../manifests/allowed-signers.js';
 import { AirlockError, EXIT, exitCodeOf, formatExitTable, fromSystemError } from '../manifests/errors.js';
+import { escapeStack, escapeText } from '../manifests/escape.js';
 import { assertWritableTarget, writeFileAtomic } from './atomic.js';
 import { renderHtml } from './report.js';
 import { readState, writeState } from './state.js';
@@ -30,8 +31,9 @@ decrypts every bundle in memory and checks every entry inside.
 Options:
   --allowed-signers FILE  OpenSSH allowed_signers: "<site> ssh-ed25519 AAAA..." (required)
   --identity FILE         age identity file (AGE-SECRET-KEY-1...): adds the deep check
-  --state FILE            remember the newest bundle per site here; reports rollbacks
-                          and bundles that contradict what was seen before
+  --state FILE            remember the newest bundle per site here; reports rollbacks,
+                          bundles that contradict what was seen before, and bundles
+                          withheld between the one seen before and the set's first
   --json                  print one JSON document instead of lines
   --report FILE.html      also write the auditor's report: one self-contained HTML
                           file (verdict, a timeline per site, every bundle and
@@ -42,7 +44,7 @@ Options:
   --version               the version
 
 Results: ok, missing, extra, checksum-mismatch, size-mismatch, bad-signature,
-wrong-signer, chain-gap, fork, rollback, partial, unsafe-entry, malformed,
+wrong-signer, chain-gap, fork, rollback, withheld, partial, unsafe-entry, malformed,
 decrypt-failed, wal-gap (a WAL segment in no bundle of the set), timeline-break
 (a timeline switch without its history, or a bundle of another cluster).
 
@@ -53,10 +55,11 @@ The same keyless check with stock tools, per bundle folder B of site S:
 ${formatExitTable()}
 `;
 
+/** Errors quote paths and names from the medium: they reach the terminal through escapeText only. */
 function fail(e: unknown): never {
   const err = e instanceof AirlockError ? e : undefined;
-  process.stderr.write(`${NAME}: error: ${err ? err.message : String((e as Error)?.stack ?? e)}\n`);
-  if (err?.hint) process.stderr.write(`${NAME}: hint: ${err.hint}\n`);
+  process.stderr.write(`${NAME}: error: ${err ? escapeText(err.message) : escapeStack(e)}\n`);
+  if (err?.hint) process.stderr.write(`${NAME}: hint: ${escapeText(err.hint)}\n`);
   process.exit(err ? exitCodeOf(err) : EXIT.internal);
 }
 
@@ -116,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
     now: new Date(),
     tool: `${NAME} ${VERSION}`,
     onBundle: (b, i, total) => {
-      if (tty) process.stderr.write(`\r${NAME}: checked ${i + 1}/${total} ${path.basename(b.path)}\x1b[K${i + 1 === total ? '\n' : ''}`);
+      if (tty) process.stderr.write(`\r${NAME}: checked ${i + 1}/${total} ${escapeText(path.basename(b.path))}\x1b[K${i + 1 === total ? '\n' : ''}`);
     },
   });
   if (v.state && state) await writeState(v.state, state, report);
@@ -125,4 +128,6 @@ async function main(argv: string[]): Promise<number> {
   return report.ok ? EXIT.ok : EXIT.failed;
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code), fail);
+// stdout may be a pipe that takes the report in pieces: exit only once the last write left, or the
+// reader gets the findings without the verdict
+main(process.argv.slice(2)).then((code) => process.stdout.write('', () => process.exit(code)), fail);

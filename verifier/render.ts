@@ -1,10 +1,13 @@
 /*
  * The verifier's report as text lines (one per bundle and finding, then the summary and `status:`)
- * and as one JSON document with the same facts.
+ * and as one JSON document with the same facts. Every text line passes escapeText as a whole, so a
+ * name or message from the medium cannot move the cursor, start a line of its own or turn text
+ * around; the JSON document carries the exact strings.
  */
 import path from 'node:path';
+import { escapeText } from '../manifests/escape.js';
 import { human } from './human.js';
-import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
+import { allFindings, countFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
 
 function findingLine(f: Finding): string {
@@ -14,7 +17,7 @@ function findingLine(f: Finding): string {
 
 function bundleLine(b: BundleReport, deep: boolean): string {
   const name = path.basename(b.path);
-  if (b.findings.length > 0) return `failed: ${name}: ${b.findings.length} finding(s)`;
+  if (b.findings.length > 0) return `failed: ${name}: ${countFindings(b.findings)} finding(s)`;
   const vols = b.manifest?.payload.volumes.length ?? 0;
   return `ok: ${name}: ${vols} volume(s), ${human(b.size ?? 0)}, signed by ${b.signer ?? '?'}${deep ? ', contents checked' : ''}`;
 }
@@ -33,10 +36,10 @@ export function renderText(r: Report, quiet: boolean): string {
     }
   }
   const failed = r.bundles.filter((b) => b.findings.length > 0).length;
-  const n = allFindings(r).length;
+  const n = countFindings(allFindings(r));
   out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);
   out.push(`status: ${r.ok ? 'ok' : 'error'}`);
-  return `${out.join('\n')}\n`;
+  return `${out.map(escapeText).join('\n')}\n`;
 }
 
 export function reportJson(r: Report): unknown {

@@ -17,7 +17,7 @@ import type { BaseBackupCoverage, PostgresCoverage, RecoveryWindow } from '../ma
 import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
 import { SUMS, SUMS_SIG } from '../manifests/sums.js';
 import { human } from './human.js';
-import { allFindings, type BundleReport, type Finding, type Report } from './verify.js';
+import { allFindings, countFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
 /** Markup that is already safe; anything else interpolated into `html` is escaped. */
 export class Html {
@@ -31,9 +31,12 @@ type Value = string | number | Html | undefined | false | null | readonly Value[
 
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
-/** Escapes text for HTML content and attribute values; control characters become U+FFFD. */
+/**
+ * Escapes text for HTML content and attribute values; control characters, C1 controls and bidi
+ * controls (which would show a name from the medium backwards) become U+FFFD.
+ */
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, '\ufffd');
+  return s.replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
 }
 
 function flatten(v: Value): string {
@@ -420,7 +423,7 @@ export function renderHtml(r: Report): string {
   const status = r.ok ? 'ok' : 'error';
   const verdict = r.ok
     ? html`<p class="big">&#x2714; OK: every check passed</p><p>${r.bundles.length} bundle(s) of ${views.length} site(s) are authentic, complete, untampered and in sequence${r.deep ? ', and their contents decrypt and match' : ''}.</p>`
-    : html`<p class="big">&#x2718; FINDINGS: ${all.length} problem(s)</p><p>${failedBundles} of ${r.bundles.length} bundle(s) failed a check; ${r.findings.length} finding(s) concern the set as a whole. Do not rely on what is listed below as failed.</p>`;
+    : html`<p class="big">&#x2718; FINDINGS: ${countFindings(all)} problem(s)</p><p>${failedBundles} of ${r.bundles.length} bundle(s) failed a check; ${r.findings.length} finding(s) concern the set as a whole. Do not rely on what is listed below as failed.</p>`;
   const orphans = r.bundles.filter((b) => b.site === undefined);
   const footer = `${r.tool}, checked ${when(r.checkedAt)}`;
   const css = `${CSS}@page { @bottom-left { content: ${cssString(footer)}; font-size: 7pt; } @bottom-right { content: "page " counter(page) " of " counter(pages); font-size: 7pt; } }\n`;
@@ -441,7 +444,7 @@ ${verdict}
 <tr><td>by</td><td>${r.tool}</td></tr>
 <tr><td>depth</td><td>${r.deep ? 'with the key: signatures, files and chain, then every bundle decrypted in memory and every entry checked' : 'without the key: signatures, every file against SHA256SUMS, manifests and the chain; contents not decrypted'}</td></tr>
 <tr><td>what was checked</td><td>${r.paths.map((p, i) => html`${i > 0 ? html`<br>` : ''}<code>${p}</code>`)}</td></tr>
-<tr><td>result</td><td>${r.bundles.length} bundle(s) of ${views.length} site(s): ${r.bundles.length - failedBundles} ok, ${failedBundles} failed; ${all.length} finding(s); status: <strong>${status}</strong></td></tr>
+<tr><td>result</td><td>${r.bundles.length} bundle(s) of ${views.length} site(s): ${r.bundles.length - failedBundles} ok, ${failedBundles} failed; ${countFindings(all)} finding(s); status: <strong>${status}</strong></td></tr>
 </tbody></table>
 <h2>Findings</h2>
 ${findingsSection(r)}

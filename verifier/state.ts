@@ -1,8 +1,9 @@
 /*
  * The verifier's memory: per site, the newest seq and SHA256SUMS hash it has accepted. With it, a
- * media set that stops before that seq (a rollback to older media, or a missing tail) and a bundle
- * contradicting a remembered hash are caught. The file is small JSON, replaced atomically, and only
- * advanced for sites that verified clean.
+ * media set that stops before that seq (a rollback to older media, or a missing tail), one that
+ * starts past the next seq (bundles withheld from the auditor) and a bundle contradicting a
+ * remembered hash are caught. The file is small JSON, replaced atomically, and only advanced for
+ * sites that verified clean, so withheld bundles keep being reported until they are shown.
  */
 import { readFile } from 'node:fs/promises';
 import type { SiteState } from '../manifests/chain.js';

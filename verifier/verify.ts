@@ -4,24 +4,28 @@
  * Keyless, per bundle: the signature over SHA256SUMS (by a key allowed for the manifest's site),
  * every listed file present with its sha256, nothing unlisted, manifest.json well-formed and in
  * agreement with SHA256SUMS and with the volumes on disk, the age header's recipient count. Then,
- * across bundles: the chain (gaps, forks, rollback against remembered state) and leftover partial
- * folders. With an identity: decrypt every bundle that passed keyless (writing nothing to disk) and
- * check every entry against the inner manifest and the manifest's claims.
+ * across bundles: the chain (gaps, forks; rollback and withheld bundles against remembered state)
+ * and leftover partial folders. With an identity: decrypt every bundle that passed keyless (writing
+ * nothing to disk) and check every entry against the inner manifest and the manifest's claims.
  *
  * Nothing stops at the first problem: every finding gets a closed result and the run goes on, so the
- * report lists all of them. Only usage errors (no allowed signers, unreadable paths) throw.
+ * report lists all of them (the first 100 of each result per bundle by name, the rest counted); only
+ * a payload is read no further than its signed sizes allow. Only usage errors (no allowed signers,
+ * unreadable paths) throw.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseHeader } from '../manifests/age/header.js';
 import { isAllowed, type AllowedSigner } from '../manifests/allowed-signers.js';
 import { parseCanonical } from '../manifests/canonical.js';
 import type { RecoveryWindow } from '../manifests/coverage.js';
 import { checkChain, type ChainLink, type SiteState } from '../manifests/chain.js';
-import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { BoundedFindings, moreMessage } from '../manifests/bounded.js';
+import { AirlockError, fromSystemError, isAirlockError } from '../manifests/errors.js';
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
+import { LIMITS } from '../manifests/limits.js';
 import { MANIFEST_LIMIT, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { fingerprint } from '../manifests/sshkey.js';
@@ -42,6 +46,7 @@ export const RESULTS = [
   'chain-gap',
   'fork',
   'rollback',
+  'withheld',
   'partial',
   'unsafe-entry',
   'malformed',
@@ -60,6 +65,8 @@ export interface Finding {
   site?: string;
   seq?: number;
   message: string;
+  /** on a summary: how many more findings of this result (in this bundle, or in the set) were counted, not named */
+  more?: number;
 }
 
 export interface BundleReport {
@@ -153,10 +160,12 @@ const CLEARTEXT = ['manifest.json', 'RESTORE.txt'];
  */
 export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<BundleReport> {
   const report: BundleReport = { path: dir, keyless: 'ok', deep: 'not-run', findings: [] };
+  const found = new BoundedFindings<Finding>(report.findings);
   const add = (result: Finding['result'], message: string, file?: string) => {
-    report.findings.push({ result, bundle: dir, message, ...(file !== undefined ? { file } : {}) });
+    found.add({ result, bundle: dir, message, ...(file !== undefined ? { file } : {}) });
   };
   const done = () => {
+    found.finish((result, more) => ({ result, bundle: dir, message: moreMessage(result, more), more }));
     if (report.findings.length > 0) report.keyless = 'failed';
     for (const f of report.findings) if (report.site !== undefined && report.seq !== undefined) Object.assign(f, { site: report.site, seq: report.seq });
     return report;
@@ -251,14 +260,17 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   // 5. every listed file's bytes; the volumes in order, also hashed as one age file
   const volumes = manifest?.payload.volumes ?? [];
   const isVolume = new Set(volumes.map((v) => v.name));
+  // files without a signed size are read only up to their limit (a sparse file costs no disk space)
+  const recoveryMax = 2 * (manifest?.payload.size ?? 0) + LIMITS.recoveryFileSlackBytes;
   for (const [name, sha256] of listed) {
     if (name === 'manifest.json' || !files.has(name) || isVolume.has(name)) continue;
     opts.signal?.throwIfAborted();
     try {
-      const d = await digestFile(path.join(dir, name));
+      const d = await digestFile(path.join(dir, name), [], { max: isRecoveryFile(name) ? recoveryMax : LIMITS.restoreTextBytes });
       if (d.sha256 !== sha256) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', name);
     } catch (e) {
-      add('missing', `cannot be read: ${(e as Error).message}`, name);
+      if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${name}: `, ''), name);
+      else add('missing', `cannot be read: ${(e as Error).message}`, name);
     }
   }
   if (manifest) {
@@ -273,12 +285,19 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
         continue;
       }
       try {
-        const d = opts.volumes === 'size' ? { size: (await stat(path.join(dir, vol.name))).size, sha256: listed.get(vol.name) } : await digestFile(path.join(dir, vol.name), [whole]);
-        if (d.size !== vol.size) add('size-mismatch', `${d.size} bytes, the manifest says ${vol.size}`, vol.name);
-        else if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
+        // the size first: a volume replaced by a sparse terabyte is found without reading a byte of it
+        const size = (await lstat(path.join(dir, vol.name))).size;
+        if (size !== vol.size) {
+          add('size-mismatch', `${size} bytes, the manifest says ${vol.size}`, vol.name);
+          intact = false;
+          continue;
+        }
+        const d = opts.volumes === 'size' ? { size, sha256: listed.get(vol.name) } : await digestFile(path.join(dir, vol.name), [whole], { size: vol.size });
+        if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
         else continue;
       } catch (e) {
-        add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
+        if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${vol.name}: `, ''), vol.name);
+        else add('missing', `cannot be read: ${(e as Error).message}`, vol.name);
       }
       intact = false;
     }
@@ -311,7 +330,7 @@ export async function verifyDeep(report: BundleReport, identities: readonly Uint
   try {
     const plain = openPlaintext(report.path, manifest.payload, identities, signal);
     const problems = await checkInner(readTar(plain), manifest);
-    for (const p of problems) report.findings.push({ ...base, result: p.result, file: p.file, message: p.message });
+    for (const p of problems) report.findings.push({ ...base, result: p.result, ...(p.file !== '' ? { file: p.file } : {}), message: p.message, ...(p.more !== undefined ? { more: p.more } : {}) });
   } catch (e) {
     const code = e instanceof AirlockError ? e.code : undefined;
     const result: Finding['result'] =
@@ -325,8 +344,10 @@ export async function verifyDeep(report: BundleReport, identities: readonly Uint
 export async function verifyPaths(paths: readonly string[], opts: VerifyOptions): Promise<Report> {
   const found = await findBundles(paths);
   const findings: Finding[] = [];
-  for (const p of found.partials) findings.push({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
-  for (const p of found.empty) findings.push({ result: 'missing', bundle: p, message: 'no bundle found here' });
+  // findings of the set are bounded like a bundle's: a medium may hold any number of partial folders
+  const setFindings = new BoundedFindings<Finding>(findings);
+  for (const p of found.partials) setFindings.add({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
+  for (const p of found.empty) setFindings.add({ result: 'missing', bundle: p, message: 'no bundle found here' });
 
   const bundles: BundleReport[] = [];
   for (const [i, dir] of found.bundles.entries()) {
@@ -345,14 +366,15 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
   }
   const chain = checkChain(links, opts.state);
   for (const p of chain.problems) {
-    findings.push({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
+    setFindings.add({ result: p.kind, bundle: p.locations[0] ?? p.site, site: p.site, seq: p.seq, message: p.message });
   }
   const windows = new Map<string, RecoveryWindow[]>();
   for (const s of chain.sites) {
     const c = checkContinuity(s.site, bundles.filter((b) => b.site === s.site));
-    findings.push(...c.findings);
+    for (const f of c.findings) setFindings.add(f);
     windows.set(s.site, c.windows);
   }
+  setFindings.finish((result, more) => ({ result, bundle: paths.map((p) => path.resolve(p)).join(', '), message: moreMessage(result, more), more }));
   const ok = findings.length === 0 && bundles.every((b) => b.findings.length === 0);
   return {
     tool: opts.tool,
@@ -372,6 +394,11 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
 /** Every finding of a report: per bundle first, then the cross-bundle ones. */
 export function allFindings(r: Report): Finding[] {
   return [...r.bundles.flatMap((b) => b.findings), ...r.findings];
+}
+
+/** How many findings `findings` stand for: one for each named one, `more` for each summary. */
+export function countFindings(findings: readonly Finding[]): number {
+  return findings.reduce((n, f) => n + (f.more ?? 1), 0);
 }
 
 /** Reads an allowed_signers file; the verifier refuses to run without one. */

@@ -3,18 +3,23 @@
  * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
  */
 import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
+import { escapeStack, escapeText } from '../../manifests/escape.js';
 import { human } from '../../verifier/human.js';
 import { loadConfig, type Config } from '../config.js';
 
 export const VERSION = '0.1.0';
 
+/**
+ * Prints an error and returns its exit code. Messages quote names from media, tars, buckets and
+ * servers, so they reach the terminal (or a log) through escapeText only.
+ */
 export function printError(e: unknown): number {
   if (e instanceof AirlockError) {
-    process.stderr.write(`airlock: error: ${e.message}\n`);
-    if (e.hint) process.stderr.write(`airlock: hint: ${e.hint}\n`);
+    process.stderr.write(`airlock: error: ${escapeText(e.message)}\n`);
+    if (e.hint) process.stderr.write(`airlock: hint: ${escapeText(e.hint)}\n`);
     return exitCodeOf(e);
   }
-  process.stderr.write(`airlock: error: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.stderr.write(`airlock: error: internal error: ${escapeStack(e)}\n`);
   process.stderr.write('airlock: hint: this is a bug; please report it with the lines above\n');
   return EXIT.internal;
 }

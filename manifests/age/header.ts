@@ -14,13 +14,14 @@
 
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AirlockError } from '../errors.js';
+import { LIMITS } from '../limits.js';
 import { KEY_SIZE, recipientOf, x25519 } from './keys.js';
 
 export const VERSION_LINE = 'age-encryption.org/v1';
 export const FILE_KEY_SIZE = 16;
 /** Bounds a hostile header; far above what any sane recipient list needs. */
-export const MAX_HEADER_BYTES = 64 * 1024;
-export const MAX_STANZAS = 64;
+export const MAX_HEADER_BYTES = LIMITS.ageHeaderBytes;
+export const MAX_STANZAS = LIMITS.ageStanzas;
 
 const X25519_TYPE = 'X25519';
 const X25519_INFO = 'age-encryption.org/v1/X25519';

@@ -95,6 +95,8 @@ function failing(): Report {
 
 test('escaping: markup from the medium arrives as text, never as elements', () => {
   assert.is(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  // a bidi override would show a name from the medium backwards ("exe.txt" as "txt.exe")
+  assert.is(escapeHtml('a\u202etxt.exe\u2066b\u2069\u009b'), 'a\ufffdtxt.exe\ufffdb\ufffd\ufffd');
   assert.is(html`<b>${'<i>'}</b>${html`<i>ok</i>`}`.text, '<b>&lt;i&gt;</b><i>ok</i>');
   const out = renderHtml(failing());
   assert.not.match(out, /<script/i);

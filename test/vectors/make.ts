@@ -350,6 +350,18 @@ async function main(): Promise<void> {
     async (m) => copy(m),
   );
   await makeCase(
+    'withheld',
+    bad('the verifier accepted seq 1 before; this set holds only seq 3, so seq 2 was never audited', [{ result: 'withheld' }], {
+      state: { 'site-a': { seq: 1, sums: baseSums[0] as string } },
+      restoreRefused: false,
+    }),
+    async (m) => {
+      copy(m);
+      rmSync(b1(m), { recursive: true });
+      rmSync(bdir(m, 2), { recursive: true });
+    },
+  );
+  await makeCase(
     'contradicts-state',
     bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], { state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } }, restoreRefused: false }),
     async (m) => copy(m),
@@ -379,6 +391,15 @@ async function main(): Promise<void> {
     j.tool = 'x'.repeat(1100 * 1024);
     writeFileSync(f, canonicalJson(j));
     resum(b1(m));
+  });
+  await makeCase('manifest-bom', bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }]), async (m) => {
+    copy(m);
+    const f = path.join(b1(m), 'manifest.json');
+    writeFileSync(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), readFileSync(f)]));
+    resum(b1(m));
+    // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
+    rmSync(bdir(m, 2), { recursive: true });
+    rmSync(bdir(m, 3), { recursive: true });
   });
   await makeCase('manifest-wrong-recipient-count', bad('manifest lists two recipients, the payload is encrypted to one', [{ result: 'malformed', file: 'payload.000' }]), async (m) => {
     copy(m);

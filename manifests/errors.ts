@@ -53,6 +53,8 @@ const CODES = {
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,
   locked: EXIT.conflict,
+  /** the state folder is writable by other users than its owner */
+  'unsafe-state': EXIT.conflict,
   incompatible: EXIT.conflict,
   'wal-conflict': EXIT.conflict,
   'source-changed': EXIT.source,

@@ -185,15 +185,15 @@ function migrate(db: Database.Database): void {
 }
 
 /**
- * Switches a new catalog to WAL mode. Connections that switch a new database at once can deadlock
- * on its rollback-mode locks, and SQLite then answers SQLITE_BUSY at once rather than call the busy
- * handler (which would wait forever), so that answer is retried here, for as long as busy_timeout.
+ * Runs `f` (which must be safe to run again) until SQLite stops answering SQLITE_BUSY, for at most
+ * as long as busy_timeout. Where waiting could deadlock SQLite answers SQLITE_BUSY at once instead
+ * of calling the busy handler; that was seen with six processes opening a new catalog together.
  */
-function walMode(db: Database.Database): void {
+function whenNotBusy(f: () => void): void {
   const until = Date.now() + 10_000;
   for (;;) {
     try {
-      db.pragma('journal_mode = WAL');
+      f();
       return;
     } catch (e) {
       if ((e as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > until) throw e;
@@ -271,9 +271,11 @@ export class Catalog {
     // first: two commands opening a new catalog at once wait for each other instead of failing
     db.pragma('busy_timeout = 10000');
     try {
-      walMode(db);
-      db.pragma('synchronous = FULL');
-      if ((db.pragma('user_version', { simple: true }) as number) !== MIGRATIONS.length) migrate(db);
+      whenNotBusy(() => {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = FULL');
+        if ((db.pragma('user_version', { simple: true }) as number) !== MIGRATIONS.length) migrate(db);
+      });
     } catch (e) {
       db.close();
       throw e;

@@ -50,6 +50,8 @@ const CODES = {
   'verification-failed': EXIT.failed,
   'bad-wal': EXIT.failed,
   'target-exists': EXIT.conflict,
+  /** a restore target that is a symbolic link (or not a folder) */
+  'unsafe-target': EXIT.conflict,
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,
   locked: EXIT.conflict,

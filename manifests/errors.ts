@@ -61,6 +61,8 @@ const CODES = {
   'wal-conflict': EXIT.conflict,
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
+  /** a file whose size the kernel does not know (a /proc, sysfs or FUSE file that says 0 and holds data) */
+  'source-unsized': EXIT.source,
   'child-failed': EXIT.source,
   /** the S3 endpoint did not answer (refused, unknown host, timed out) */
   's3-unreachable': EXIT.source,

@@ -3,7 +3,8 @@ import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readd
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { EXIT } from '../../manifests/errors.js';
+import { EXIT, isAirlockError } from '../../manifests/errors.js';
+import { fileItems } from '../../agent/sources/files.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 
@@ -239,6 +240,33 @@ test('a restore target that is a symbolic link is refused up front (exit 4), for
       else assert.not.ok(existsSync(elsewhere));
     }
   }
+});
+
+test('a /proc file, whose size the kernel gives as 0, fails the export (source-unsized, exit 5) instead of going out empty', async () => {
+  const proc = '/proc/cpuinfo';
+  assert.is(statSync(proc).size, 0);
+  assert.ok(readFileSync(proc).byteLength > 0);
+  const medium = tmp();
+  const r = exportTo(medium, tmp(), proc);
+  assert.is(r.code, EXIT.source, r.stderr);
+  assert.match(r.stderr, `airlock: error: ${proc}: its size is given as 0 but it holds data`);
+  assert.match(r.stderr, 'airlock: hint: copy it into a regular file');
+  assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle, no partial one');
+  // the source itself names the code
+  let code: string | undefined;
+  for await (const item of fileItems([proc])) {
+    if (item.kind !== 'entry') continue;
+    try {
+      for await (const chunk of item.open()) void chunk;
+    } catch (e) {
+      code = isAirlockError(e) ? e.code : String(e);
+    }
+  }
+  assert.is(code, 'source-unsized');
+  // an empty regular file is still exported empty
+  const src = tmp();
+  writeFileSync(path.join(src, 'empty'), '');
+  assert.is(exportTo(tmp(), tmp(), src).code, 0);
 });
 
 test.run();

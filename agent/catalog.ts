@@ -133,7 +133,7 @@ export interface WalRow {
   size: number;
   sha256: string;
   spooled_path: string;
-  /** 1 when the segment's first page header was checked against its name */
+  /** 1 when the segment's page headers were checked against its name (the first) and its place (every other) */
   header_checked: 0 | 1;
   start_lsn: string | null;
   system_identifier: string | null;

@@ -12,7 +12,7 @@
  * there is committed (its seq is never reused), a partial one is removed and the seq reused.
  */
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../manifests/errors.js';
 
@@ -238,9 +238,22 @@ function restrictStateFiles(file: string): void {
   }
   try {
     closeSync(openSync(file, 'wx', 0o600));
+    ownLikeFolder(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
+}
+
+/**
+ * Gives a state file that root just created the owner of its folder: a command run once as root in
+ * the agent's state folder must not leave a catalog or a lock (0600) that the agent cannot open.
+ * SQLite gives the -wal, -shm and -journal files the database's owner itself.
+ */
+export function ownLikeFolder(file: string): void {
+  if (process.getuid?.() !== 0) return;
+  const dir = statSync(path.dirname(file));
+  const st = statSync(file);
+  if (st.uid !== dir.uid || st.gid !== dir.gid) chownSync(file, dir.uid, dir.gid);
 }
 
 /** The default state folder, unless --state-dir or AIRLOCK_STATE_DIR say otherwise. */

@@ -19,6 +19,7 @@ import Database from 'better-sqlite3';
 import { chmodSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { ownLikeFolder } from './catalog.js';
 
 /**
  * Takes the lock `name` in `stateDir` and returns its release function (which may be called more
@@ -32,6 +33,7 @@ export function acquireLock(stateDir: string, name: string): () => void {
     // timeout 0: a held lock is an answer, not something to wait for
     db = new Database(file, { timeout: 0 });
     chmodSync(file, 0o600);
+    ownLikeFolder(file);
     db.exec('BEGIN EXCLUSIVE');
   } catch (e) {
     db?.close();

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -211,6 +211,15 @@ test('the catalog, its -wal and -shm files and the lock are 0600; a catalog made
     for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) assert.is(mode(path.join(state, f)), '600', f);
   } finally {
     catalog.close();
+  }
+  // a command run as root in the agent's state folder leaves the agent's files, not root's
+  const agents = tmp();
+  chownSync(agents, 65534, 65534);
+  const asRoot = airlock(exportArgs(tmp(), agents, [src]));
+  assert.is(asRoot.code, 0, asRoot.stderr);
+  for (const f of ['catalog.db', 'export.lock']) {
+    const st = statSync(path.join(agents, f));
+    assert.equal([st.uid, st.gid, mode(path.join(agents, f))], [65534, 65534, '600'], f);
   }
   // as an older airlock left them
   const old = tmp();

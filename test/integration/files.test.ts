@@ -5,6 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { fileItems } from '../../agent/sources/files.js';
+import { refuseUnsafeTarget } from '../../agent/restore/files.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 
@@ -212,7 +213,7 @@ test('as root, a restore gives back setuid, setgid and sticky bits, owners and t
   assert.equal(meta(src), before, 'the export changed nothing of the source');
 });
 
-test('a restore target that is a symbolic link is refused up front (exit 4), for files, pg and objects', () => {
+test('a restore target that is a symbolic link is refused up front (exit 4), for files, pg and objects', async () => {
   const medium = tmp();
   assert.is(exportTo(medium, tmp(), sourceTree()).code, 0);
   const keyArgs = ['--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners];
@@ -239,6 +240,15 @@ test('a restore target that is a symbolic link is refused up front (exit 4), for
       if (!dangling) assert.equal(readdirSync(elsewhere), [], `${what}: nothing where the link points`);
       else assert.not.ok(existsSync(elsewhere));
     }
+  }
+  // the check every restore makes names its code
+  const link = path.join(tmp(), 'target');
+  symlinkSync(tmp(), link);
+  try {
+    await refuseUnsafeTarget(link);
+    assert.unreachable('a link was accepted');
+  } catch (e) {
+    assert.ok(isAirlockError(e, 'unsafe-target'), String(e));
   }
 });
 

@@ -315,7 +315,12 @@ const KIND_ORDER: Record<WalFileName['kind'], number> = { history: 0, segment: 1
 const PAGE_HEADER_SIZE = 24;
 /** A segment's page problems named in an error; the rest are counted. */
 const PAGE_PROBLEMS_NAMED = 3;
-const ZEROS = Buffer.alloc(CHUNK);
+let zeros: Buffer | undefined;
+/** `n` zero bytes to compare with, allocated when first needed (wal-push loads this module too). */
+function zerosOf(n: number): Buffer {
+  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CHUNK));
+  return zeros.subarray(0, n);
+}
 /** The page flags a page after a segment's first may carry: every known one but XLP_LONG_HEADER. */
 const XLP_ALLOWED_AFTER_FIRST = 0x000f & ~XLP_LONG_HEADER;
 
@@ -330,7 +335,7 @@ const XLP_ALLOWED_AFTER_FIRST = 0x000f & ~XLP_LONG_HEADER;
  * zeros, headers included, so once a page is all zeros every later byte must be too. A `.partial`
  * file is the end of a timeline, copied from a file that may have been recycled: its WAL ends at the
  * first page that does not continue it and what follows is never replayed, so checking stops there.
- * Memory: one page header.
+ * Memory: one page header, and a megabyte of zeros to compare the end of a switched segment with.
  */
 class SegmentPages {
   private at = 0;
@@ -362,7 +367,7 @@ class SegmentPages {
       const { blockSize } = this.layout;
       if (this.zerosFrom !== undefined) {
         const rest = Buffer.from(chunk.buffer, chunk.byteOffset + off, chunk.byteLength - off);
-        if (Buffer.compare(rest, ZEROS.subarray(0, rest.byteLength)) !== 0) {
+        if (!rest.equals(zerosOf(rest.byteLength))) {
           const at = this.at + rest.findIndex((x) => x !== 0);
           this.problem(at - (at % blockSize), `not zeros, though the wal ended at ${this.zerosFrom}`);
           this.ended = true;
@@ -417,7 +422,7 @@ class SegmentPages {
       this.timeline = t;
     } else if (this.name.kind === 'partial') {
       this.ended = true;
-    } else if (this.header.equals(ZEROS.subarray(0, PAGE_HEADER_SIZE))) {
+    } else if (this.header.equals(zerosOf(PAGE_HEADER_SIZE))) {
       this.zerosFrom = offset;
     } else {
       this.problem(offset, wrong.join(', '));

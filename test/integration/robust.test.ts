@@ -182,15 +182,24 @@ function nodeAsync(args: readonly string[]): Promise<Ran> {
   return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? EXIT.internal, stdout, stderr })));
 }
 
-test('commands opening a new state folder together: one migrates, the others wait, none fails', async () => {
-  for (let round = 0; round < 4; round++) {
+test('commands opening a new or just-upgraded state folder together: one migrates, the others wait, none fails', async () => {
+  for (let round = 0; round < 6; round++) {
     const state = path.join(tmp(), 'state');
+    if (round % 2 === 1) {
+      // a catalog an airlock one migration older left: without the last migration's column
+      Catalog.open(state).close();
+      const db = new Database(path.join(state, 'catalog.db'));
+      db.exec('ALTER TABLE wal DROP COLUMN pruned');
+      db.pragma('user_version = 5');
+      db.close();
+    }
     const at = String(Date.now() + 1500);
     const opened = await Promise.all(Array.from({ length: 6 }, () => nodeAsync(['--input-type=module', '-e', OPEN_CATALOG, state, at])));
     for (const o of opened) assert.is(o.code, 0, `${o.stdout}${o.stderr}`);
     const db = new Database(path.join(state, 'catalog.db'), { readonly: true });
     assert.is(db.pragma('user_version', { simple: true }), 6);
     assert.is(db.prepare(`SELECT count(*) FROM sqlite_master WHERE name = 'bundles'`).pluck().get(), 1);
+    assert.is(db.prepare(`SELECT count(*) FROM pragma_table_info('wal') WHERE name = 'pruned'`).pluck().get(), 1);
     db.close();
   }
 });

@@ -12,7 +12,7 @@
  * there is committed (its seq is never reused), a partial one is removed and the seq reused.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../manifests/errors.js';
 
@@ -133,7 +133,7 @@ export interface WalRow {
   size: number;
   sha256: string;
   spooled_path: string;
-  /** 1 when the segment's first page header was checked against its name */
+  /** 1 when the segment's page headers were checked against its name (the first) and its place (every other) */
   header_checked: 0 | 1;
   start_lsn: string | null;
   system_identifier: string | null;
@@ -162,6 +162,100 @@ export interface BundleRow {
   imported: number;
 }
 
+const CATALOG_FILE = 'catalog.db';
+
+/**
+ * Brings the catalog to the newest schema. Under the database's exclusive lock, reading the version
+ * again inside it: commands started together on a new or just-upgraded state folder would otherwise
+ * each see the old version and run the same migration twice (`table bundles already exists`).
+ * Throws `incompatible` when a newer airlock wrote the catalog.
+ */
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new AirlockError('incompatible', 'the catalog was written by a newer airlock', { hint: 'use that newer airlock, or another --state-dir' });
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      // one prepared statement at a time: a migration may hold several, separated by ";" and a line end
+      for (const statement of (MIGRATIONS[v] as string).split(/;\s*\n/)) db.prepare(statement).run();
+    }
+    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).exclusive();
+}
+
+/**
+ * Runs `f` (which must be safe to run again) until SQLite stops answering SQLITE_BUSY, for at most
+ * as long as busy_timeout. Where waiting could deadlock SQLite answers SQLITE_BUSY at once instead
+ * of calling the busy handler; that was seen with six processes opening a new catalog together.
+ */
+function whenNotBusy(f: () => void): void {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      f();
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > until) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
+    }
+  }
+}
+
+/**
+ * Creates the state folder (0700) if it is missing, and refuses one that users other than its owner
+ * may write: they could replace the catalog or the lock under the agent. Throws `unsafe-state`, or
+ * system errors.
+ */
+export function checkStateDir(stateDir: string): void {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const mode = statSync(stateDir).mode & 0o7777;
+  if ((mode & 0o022) !== 0) {
+    throw new AirlockError('unsafe-state', `the state folder ${stateDir} is writable by other users (mode ${mode.toString(8).padStart(4, '0')})`, {
+      hint: `chmod 700 ${stateDir}: it holds the catalog, which names object keys and every bundle`,
+    });
+  }
+}
+
+/**
+ * Makes the catalog and its companions readable by the agent's user only (0600): the catalog names
+ * object keys and the bundle history, which SECURITY.md says live only in the encrypted payload.
+ * A new catalog is created 0600 before SQLite opens it; SQLite gives its -wal, -shm and -journal
+ * files the database's own mode. Files an older airlock created 0644 are narrowed here. The new
+ * file is created exclusively ("wx"), so this never opens and closes a descriptor of a database
+ * that this process may already have open (closing one would drop SQLite's fcntl locks on it).
+ */
+function restrictStateFiles(file: string): void {
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    let mode: number;
+    try {
+      mode = statSync(f).mode;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw e;
+    }
+    if ((mode & 0o077) !== 0) chmodSync(f, mode & 0o7700);
+  }
+  try {
+    closeSync(openSync(file, 'wx', 0o600));
+    ownLikeFolder(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+}
+
+/**
+ * Gives a state file that root just created the owner of its folder: a command run once as root in
+ * the agent's state folder must not leave a catalog or a lock (0600) that the agent cannot open.
+ * SQLite gives the -wal, -shm and -journal files the database's owner itself.
+ */
+export function ownLikeFolder(file: string): void {
+  if (process.getuid?.() !== 0) return;
+  const dir = statSync(path.dirname(file));
+  const st = statSync(file);
+  if (st.uid !== dir.uid || st.gid !== dir.gid) chownSync(file, dir.uid, dir.gid);
+}
+
 /** The default state folder, unless --state-dir or AIRLOCK_STATE_DIR say otherwise. */
 export const DEFAULT_STATE_DIR = '/var/lib/airlock';
 
@@ -172,30 +266,33 @@ export function resolveStateDir(flag: string | undefined): string {
 export class Catalog {
   private constructor(private readonly db: Database.Database) {}
 
-  /** Opens (creating and migrating) the catalog in `stateDir`. Throws `io` when it cannot. */
+  /**
+   * Opens (creating and migrating) the catalog in `stateDir`. Throws `unsafe-state` for a state
+   * folder that others may write, `io` when it cannot open it, `incompatible` for a newer catalog.
+   */
   static open(stateDir: string): Catalog {
+    const file = path.join(stateDir, CATALOG_FILE);
     let db: Database.Database;
     try {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-      db = new Database(path.join(stateDir, 'catalog.db'));
+      checkStateDir(stateDir);
+      restrictStateFiles(file);
+      db = new Database(file);
     } catch (e) {
+      if (e instanceof AirlockError) throw e;
       throw new AirlockError('io', `cannot open the catalog in ${stateDir}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
     }
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    // first: two commands opening a new catalog at once wait for each other instead of failing
     db.pragma('busy_timeout = 10000');
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) {
+    try {
+      whenNotBusy(() => {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = FULL');
+        if ((db.pragma('user_version', { simple: true }) as number) !== MIGRATIONS.length) migrate(db);
+      });
+    } catch (e) {
       db.close();
-      throw new AirlockError('incompatible', 'the catalog was written by a newer airlock', { hint: 'use that newer airlock, or another --state-dir' });
+      throw e;
     }
-    db.transaction(() => {
-      for (let v = version; v < MIGRATIONS.length; v++) {
-        // one prepared statement at a time: a migration may hold several, separated by ";" and a line end
-        for (const statement of (MIGRATIONS[v] as string).split(/;\s*\n/)) db.prepare(statement).run();
-      }
-      db.pragma(`user_version = ${MIGRATIONS.length}`);
-    })();
     return new Catalog(db);
   }
 

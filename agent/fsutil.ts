@@ -3,9 +3,9 @@
  * temporary name, fsynced, renamed, and their folder fsynced, so after a crash a file is either
  * complete under its final name or absent.
  */
-import { open, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { lstat, open, rename, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fromSystemError } from '../manifests/errors.js';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
 
 /** fsyncs a folder so a rename or a new file in it survives a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -39,11 +39,14 @@ export async function removeTree(dir: string): Promise<void> {
 
 /**
  * Makes a finished staging tree the restore target in one rename (replacing an empty target folder)
- * and makes that durable. Throws system errors; the target is either untouched or complete.
+ * and makes that durable. Throws `unsafe-target` when the target became a symbolic link since it was
+ * checked (rmdir would follow it), system errors otherwise; the target is either untouched or complete.
  */
 export async function promoteTree(tree: string, target: string): Promise<void> {
   await fsyncDir(tree);
-  if (await stat(target).then(() => true, () => false)) await rmdir(target);
+  const st = await lstat(target).catch(() => undefined);
+  if (st?.isSymbolicLink()) throw new AirlockError('unsafe-target', `${target} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
+  if (st) await rmdir(target);
   await rename(tree, target);
   await fsyncDir(path.dirname(target));
 }

@@ -1,37 +1,55 @@
 /*
- * One export at a time per state folder: a lock file created exclusively, holding the owner's PID.
- * A lock whose process is gone (killed, power cut) is stale and taken over.
+ * One export at a time per state folder, by a lock that the kernel holds for its owner. The lock
+ * file `<name>.lock` is an empty SQLite database that the holder keeps inside an exclusive
+ * transaction; SQLite takes that with an fcntl() record lock on the open file, and the kernel drops
+ * such a lock when the process ends, however it ends (exit, crash, SIGKILL; a power cut ends them
+ * all). So a dead holder never blocks the next start, and a live one is never taken over: nothing
+ * reads a PID, nothing removes the file, nothing is checked and then acted on. (A PID file with a
+ * takeover of "stale" locks let two racing starters both remove a dead lock, the second removing
+ * the first one's live lock, and then delete that export's partial bundle as a crashed one's.)
+ *
+ * Why SQLite: Node has no flock() or fcntl(), and better-sqlite3 (the catalog's) already reaches
+ * fcntl through SQLite's file locking, which is made for exactly this and works between processes
+ * and between connections of one process alike. fcntl locks have one trap: a process that closes
+ * any descriptor of the file loses its locks on it, so nothing else in airlock opens a lock file.
+ * The file stays when the lock is released: removed, the next starter would lock a new file while
+ * a holder still held the old one.
  */
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { chmodSync } from 'node:fs';
 import path from 'node:path';
-import { AirlockError } from '../manifests/errors.js';
+import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { ownLikeFolder } from './catalog.js';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Takes the lock `name` in `stateDir` and returns its release function. Throws `locked` if it is held. */
+/**
+ * Takes the lock `name` in `stateDir` and returns its release function (which may be called more
+ * than once). Throws `locked` if another process (or another caller in this one) holds it, and
+ * typed system errors when the lock file cannot be opened.
+ */
 export function acquireLock(stateDir: string, name: string): () => void {
   const file = path.join(stateDir, `${name}.lock`);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => rmSync(file, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) {
-        throw new AirlockError('locked', `another airlock ${name} is running (pid ${pid})`, { hint: `wait for it to finish; if no such process exists, remove ${file}` });
-      }
-      rmSync(file, { force: true });
+  let db: Database.Database | undefined;
+  try {
+    // timeout 0: a held lock is an answer, not something to wait for
+    db = new Database(file, { timeout: 0 });
+    chmodSync(file, 0o600);
+    ownLikeFolder(file);
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (e) {
+    db?.close();
+    const code = (e as { code?: string }).code;
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+      throw new AirlockError('locked', `another airlock ${name} is running`, { hint: `wait for it to finish: the lock is released when that process ends (fuser -v ${file} names it)` });
     }
+    if (code === 'SQLITE_NOTADB') {
+      throw new AirlockError('locked', `${file} is not a lock file of this airlock`, { hint: `an older airlock left it; once no airlock ${name} runs, remove it` });
+    }
+    const typed = fromSystemError(e, file, 'io');
+    if (typed instanceof AirlockError) throw typed;
+    throw new AirlockError('io', `cannot take the lock ${file}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
   }
-  throw new AirlockError('locked', `cannot take ${file}`);
+  const held = db;
+  return () => {
+    if (held.open) held.close();
+  };
 }

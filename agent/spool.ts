@@ -26,7 +26,7 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openS
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseWalFileName, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
 const CHUNK = 1024 * 1024;
@@ -311,15 +311,156 @@ export interface IngestReport {
 
 const KIND_ORDER: Record<WalFileName['kind'], number> = { history: 0, segment: 1, partial: 1, backup: 2 };
 
+/** Size of XLogPageHeaderData, the header of every page after a segment's first. */
+const PAGE_HEADER_SIZE = 24;
+/** A segment's page problems named in an error; the rest are counted. */
+const PAGE_PROBLEMS_NAMED = 3;
+let zeros: Buffer | undefined;
+/** `n` zero bytes to compare with, allocated when first needed (wal-push loads this module too). */
+function zerosOf(n: number): Buffer {
+  if (!zeros || zeros.byteLength < n) zeros = Buffer.alloc(Math.max(n, CHUNK));
+  return zeros.subarray(0, n);
+}
+/** The page flags a page after a segment's first may carry: every known one but XLP_LONG_HEADER. */
+const XLP_ALLOWED_AFTER_FIRST = 0x000f & ~XLP_LONG_HEADER;
+
+/**
+ * Checks every page of a segment after the first (which checkSegmentHeader checks) as the bytes
+ * stream by, so 16 MiB of anything behind one plausible first page is not ingested. Each page
+ * carries the first page's magic, no long header and no unknown flag, the page address of its place
+ * in the segment, and a timeline at most the name's that never goes back and is the first page's,
+ * the name's or an ancestor in the name timeline's history (a timeline's first segment begins as a
+ * copy of its parent's). A segment ended early by a WAL switch (archive_timeout, pg_switch_wal) is
+ * zeros from the first page after the switch record to its end: PostgreSQL writes those pages as
+ * zeros, headers included, so once a page is all zeros every later byte must be too. A `.partial`
+ * file is the end of a timeline, copied from a file that may have been recycled: its WAL ends at the
+ * first page that does not continue it and what follows is never replayed, so checking stops there.
+ * Memory: one page header, and a megabyte of zeros to compare the end of a switched segment with.
+ */
+class SegmentPages {
+  private at = 0;
+  private readonly first = Buffer.alloc(LONG_PAGE_HEADER_SIZE);
+  private readonly header = Buffer.alloc(PAGE_HEADER_SIZE);
+  private layout: { blockSize: number; start: bigint; magic: number; timeline: number } | undefined | null;
+  private timeline = 0;
+  /** where the zeros after a WAL switch began */
+  private zerosFrom: number | undefined;
+  private ended = false;
+  private readonly problems: string[] = [];
+  private more = 0;
+
+  constructor(private readonly name: WalFileName & { kind: 'segment' | 'partial' }, private readonly history: TimelineHistory | undefined) {}
+
+  feed(chunk: Uint8Array): void {
+    let off = 0;
+    while (off < chunk.byteLength && !this.ended) {
+      if (this.layout === undefined) {
+        // the first page's long header gives the block size and the segment's start
+        const n = Math.min(LONG_PAGE_HEADER_SIZE - this.at, chunk.byteLength - off);
+        this.first.set(chunk.subarray(off, off + n), this.at);
+        this.at += n;
+        off += n;
+        if (this.at === LONG_PAGE_HEADER_SIZE) this.layout = this.readLayout();
+        continue;
+      }
+      if (this.layout === null) return; // the first page does not check; checkSegmentHeader says why
+      const { blockSize } = this.layout;
+      if (this.zerosFrom !== undefined) {
+        const rest = Buffer.from(chunk.buffer, chunk.byteOffset + off, chunk.byteLength - off);
+        if (!rest.equals(zerosOf(rest.byteLength))) {
+          const at = this.at + rest.findIndex((x) => x !== 0);
+          this.problem(at - (at % blockSize), `not zeros, though the wal ended at ${this.zerosFrom}`);
+          this.ended = true;
+        }
+        this.at += rest.byteLength;
+        return;
+      }
+      const inPage = this.at % blockSize;
+      if (this.at < blockSize || inPage >= PAGE_HEADER_SIZE) {
+        // inside the first page, or past this page's header: on to the next page
+        const step = Math.min(blockSize - inPage, chunk.byteLength - off);
+        this.at += step;
+        off += step;
+        continue;
+      }
+      const n = Math.min(PAGE_HEADER_SIZE - inPage, chunk.byteLength - off);
+      this.header.set(chunk.subarray(off, off + n), inPage);
+      this.at += n;
+      off += n;
+      if (this.at % blockSize === PAGE_HEADER_SIZE) this.checkPage(this.at - PAGE_HEADER_SIZE);
+    }
+  }
+
+  private readLayout(): SegmentPages['layout'] {
+    try {
+      const h = parsePageHeader(this.first);
+      const blockSize = h.long?.blockSize ?? 0;
+      if (!h.long || blockSize < 1024 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0 || !isValidSegmentSize(h.long.segmentSize)) return null;
+      this.timeline = h.timeline;
+      return { blockSize, start: segmentNumber(this.name, h.long.segmentSize) * BigInt(h.long.segmentSize), magic: h.magic, timeline: h.timeline };
+    } catch {
+      return null;
+    }
+  }
+
+  private checkPage(offset: number): void {
+    const layout = this.layout as NonNullable<SegmentPages['layout']>;
+    // the short header (XLogPageHeaderData): magic, info, timeline, page address
+    const magic = this.header.readUInt16LE(0);
+    const info = this.header.readUInt16LE(2);
+    const t = this.header.readUInt32LE(4);
+    const pageAddress = formatLsn(this.header.readBigUInt64LE(8));
+    const wrong: string[] = [];
+    if (magic !== layout.magic) wrong.push(`magic 0x${magic.toString(16).toUpperCase()}`);
+    if ((info & ~XLP_ALLOWED_AFTER_FIRST) !== 0) wrong.push(`flags 0x${info.toString(16)}`);
+    const expected = formatLsn(layout.start + BigInt(offset));
+    if (pageAddress !== expected) wrong.push(`page address ${pageAddress}, not ${expected}`);
+    const known = t === this.name.timeline || t === layout.timeline || this.history?.parents.some((p) => p.timeline === t) === true;
+    if (t > this.name.timeline || !known) wrong.push(`timeline ${t}, neither the name's ${this.name.timeline} nor an ancestor`);
+    else if (t < this.timeline) wrong.push(`timeline ${t} after ${this.timeline}`);
+    if (wrong.length === 0) {
+      this.timeline = t;
+    } else if (this.name.kind === 'partial') {
+      this.ended = true;
+    } else if (this.header.equals(zerosOf(PAGE_HEADER_SIZE))) {
+      this.zerosFrom = offset;
+    } else {
+      this.problem(offset, wrong.join(', '));
+    }
+  }
+
+  private problem(offset: number, what: string): void {
+    if (this.problems.length < PAGE_PROBLEMS_NAMED) this.problems.push(`the page at ${offset}: ${what}`);
+    else this.more++;
+  }
+
+  /** The problems found, for an error message; empty when every page checked. */
+  summary(): string[] {
+    return this.more > 0 ? [...this.problems, `${this.more} more page(s) that do not continue the segment`] : this.problems;
+  }
+}
+
+/**
+ * The cluster whose WAL the catalog takes: its system identifier and segment size. An export with a
+ * connection passes the server's own (`pg_control_system()`); without one, the catalog's, and with an
+ * empty catalog the first segment that checks sets it.
+ */
+export interface WalCluster {
+  system_identifier: string;
+  segment_size: number;
+}
+
 /**
  * Ingests every finished file in the spool into the catalog: checks the sidecar hash, then a
  * segment's first page header (PostgreSQL 15, its name's timeline and start address, one cluster and
- * one segment size across the catalog), or parses a history or backup file. Keeps going after a bad
- * file and returns each problem (`checksum-mismatch`, `bad-wal`, `malformed`, `wal-conflict`, a
- * system error) in the report; a refused file is not recorded. Throws only when the spool cannot be
- * listed (`not-found` or another typed system error).
+ * one segment size across the catalog) and every later page's header (SegmentPages), or parses a
+ * history or backup file. `server` is the cluster the export is connected to: segments of any other
+ * are refused, whatever the spool holds first. Keeps going after a bad file and returns each
+ * problem (`checksum-mismatch`, `bad-wal`, `malformed`, `wal-conflict`, a system error) in the
+ * report; a refused file is not recorded. Throws only when the spool cannot be listed (`not-found`
+ * or another typed system error).
  */
-export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = () => new Date()): IngestReport {
+export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = () => new Date(), server?: WalCluster): IngestReport {
   let entries: string[];
   try {
     entries = readdirSync(spool);
@@ -342,7 +483,7 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
       // already pruned from the spool; segments forked from it were checked when it was here
     }
   }
-  let cluster = catalog.walCluster();
+  let cluster = server ?? catalog.walCluster();
 
   for (const name of names) {
     if (!present.has(`${name.name}${SIDECAR_SUFFIX}`)) {
@@ -363,7 +504,8 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
         });
       }
       const isSegment = name.kind === 'segment' || name.kind === 'partial';
-      const got = hashFileSync(file, isSegment ? LONG_PAGE_HEADER_SIZE : MAX_TEXT_FILE + 1);
+      const pages = isSegment ? new SegmentPages(name, histories.get(name.timeline)) : undefined;
+      const got = hashFileSync(file, isSegment ? LONG_PAGE_HEADER_SIZE : MAX_TEXT_FILE + 1, pages && ((chunk) => pages.feed(chunk)));
       if (got.sha256 !== expected) {
         throw new AirlockError('checksum-mismatch', `${name.name}: sha256 ${got.sha256} does not match its sidecar's ${expected}`, {
           hint: 'the spooled file changed after it was pushed; it was not ingested; archive the segment again from the server if it still has it',
@@ -389,6 +531,12 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
           ...(cluster ? { systemIdentifier: cluster.system_identifier, segmentSize: cluster.segment_size } : {}),
           ...(history ? { history } : {}),
         });
+        const wrongPages = pages?.summary() ?? [];
+        if (wrongPages.length > 0) {
+          throw new AirlockError('bad-wal', `${name.name}: not a valid postgresql 15 wal segment past its first page: ${wrongPages.join('; ')}`, {
+            hint: 'the file is damaged or not wal; do not use it (a server keeps a segment until it is archived, so archive it again from there)',
+          });
+        }
         row.header_checked = 1;
         row.start_lsn = checked.startLsn;
         row.system_identifier = checked.header.long.systemIdentifier;

@@ -50,13 +50,19 @@ const CODES = {
   'verification-failed': EXIT.failed,
   'bad-wal': EXIT.failed,
   'target-exists': EXIT.conflict,
+  /** a restore target that is a symbolic link (or not a folder) */
+  'unsafe-target': EXIT.conflict,
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,
   locked: EXIT.conflict,
+  /** the state folder is writable by other users than its owner */
+  'unsafe-state': EXIT.conflict,
   incompatible: EXIT.conflict,
   'wal-conflict': EXIT.conflict,
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
+  /** a file whose size the kernel does not know (a /proc, sysfs or FUSE file that says 0 and holds data) */
+  'source-unsized': EXIT.source,
   'child-failed': EXIT.source,
   /** the S3 endpoint did not answer (refused, unknown host, timed out) */
   's3-unreachable': EXIT.source,

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { refuseUnsafeTarget } from '../restore/files.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
 import { withRepairedBundle } from '../restore/repair.js';
 import { S3Client } from '../s3/client.js';
@@ -64,6 +65,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   if (toBucket && (flags.endpoint === undefined || (flags.bucketMap?.length ?? 0) === 0)) {
     throw new AirlockError('usage', '--endpoint and --bucket-map go together', { hint: 'give --endpoint http(s)://host:port and --bucket-map SOURCE=DESTINATION for each bucket to restore' });
   }
+  if (flags.to !== undefined) await refuseUnsafeTarget(flags.to);
   const bucketMap = toBucket ? parseBucketMap(flags.bucketMap ?? []) : new Map<string, string>();
   let identityText: string;
   try {

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
+import { refuseUnsafeTarget } from '../restore/files.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
 import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
@@ -77,6 +78,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   }
 
   if (flags.pgdata === undefined) throw new AirlockError('usage', 'give --pgdata DIR (a new or empty data folder)');
+  await refuseUnsafeTarget(flags.pgdata);
+  await refuseUnsafeTarget(`${path.resolve(flags.pgdata)}.wal`);
   const target = targetOf(flags);
   const port = Number(flags.port ?? '5433');
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AirlockError('usage', `--port ${flags.port}: not a port`);

@@ -8,7 +8,7 @@ import { parseIdentities } from '../../manifests/age/keys.js';
 import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
-import { restoreFiles } from '../restore/files.js';
+import { refuseUnsafeTarget, restoreFiles } from '../restore/files.js';
 import { mayRepair, withRepairedBundle } from '../restore/repair.js';
 import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 
@@ -68,6 +68,7 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
 async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
   const seq = flags.seq === undefined || !/^[1-9]\d{0,15}$/.test(flags.seq) ? undefined : Number(flags.seq);
   if (flags.seq !== undefined && seq === undefined) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
+  await refuseUnsafeTarget(flags.to);
   const identities = parseIdentities(await readText(flags.identity));
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, undefined, { allowRepair: true });
   if (bundle.findings.length > 0) process.stderr.write(`airlock: ${path.basename(bundle.path)} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data\n`);

@@ -1,8 +1,10 @@
 /*
  * airlock wal-ingest: the agent's side of the spool, run as the agent's own user. Checks every
- * finished file in the spool (sidecar hash, segment header, history and backup contents) and records
- * the good ones in the catalog. A bad file is reported by name and left out; the command goes on
- * with the rest and fails at the end. The long-running agent will call the same function.
+ * finished file in the spool (sidecar hash, every page header of a segment, history and backup
+ * contents) and records the good ones in the catalog. A bad file is reported by name and left out;
+ * the command goes on with the rest and fails at the end. The long-running agent calls the same
+ * function. Without a connection to the server it holds segments to the catalog's cluster identity
+ * (an empty catalog takes it from the first segment that checks); an export takes the server's.
  */
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';

@@ -57,13 +57,17 @@ async function parentsInside(tree: string, rel: string): Promise<string> {
   return dest;
 }
 
-/** Sets a restored item's mode (not for links), owner (when running as root) and times. */
+/**
+ * Sets a restored item's owner (when running as root), mode (not for links) and times, in that
+ * order: the kernel clears the setuid and setgid bits of a file whose owner changes, even for root,
+ * so a mode set before the chown would lose them.
+ */
 async function applyMeta(dest: string, r: IndexRecord, link: boolean): Promise<void> {
-  const mode = modeOf(r);
-  if (!link && mode !== undefined) await chmod(dest, mode);
   if (process.getuid?.() === 0 && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) {
     await (link ? lchown : chown)(dest, r.uid as number, r.gid as number);
   }
+  const mode = modeOf(r);
+  if (!link && mode !== undefined) await chmod(dest, mode);
   const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
   if (t && !Number.isNaN(t.getTime())) await (link ? lutimes : utimes)(dest, t, t);
 }
@@ -72,13 +76,30 @@ function modeOf(r: IndexRecord): number | undefined {
   return typeof r.mode === 'string' && /^[0-7]{3,4}$/.test(r.mode) ? parseInt(r.mode, 8) : undefined;
 }
 
+/**
+ * Whether a restore target is absent or an empty folder. Throws `unsafe-target` when it is a
+ * symbolic link (even to an empty folder: the restore would land wherever it points, and the final
+ * rename cannot replace it) or not a folder, before anything is decrypted; typed system errors.
+ */
 export async function isEmptyOrAbsent(dir: string): Promise<boolean> {
   try {
+    const st = await lstat(dir);
+    if (st.isSymbolicLink()) throw new AirlockError('unsafe-target', `${dir} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
+    if (!st.isDirectory()) throw new AirlockError('unsafe-target', `${dir} is not a folder`, { hint: 'restore into a new or empty folder' });
     return (await readdir(dir)).length === 0;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
     throw fromSystemError(e, dir);
   }
+}
+
+/**
+ * Refuses a restore target that is a symbolic link or not a folder (`unsafe-target`). Commands call
+ * it first, before the set is verified or anything decrypted; whether the target is empty is checked
+ * where the restore begins.
+ */
+export async function refuseUnsafeTarget(dir: string): Promise<void> {
+  await isEmptyOrAbsent(path.resolve(dir));
 }
 
 /** Writes one payload entry into the staging folder while hashing it. Throws `unsafe-entry` for a name airlock does not write, and system errors. */

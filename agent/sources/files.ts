@@ -6,7 +6,9 @@
  * exported) and special files are records only: they never become tar link or device entries.
  *
  * A file is read through one open descriptor and checked before and after: if it changed while being
- * read, the export fails (source-changed) rather than storing a torn copy.
+ * read, the export fails (source-changed) rather than storing a torn copy. It is read to its end, one
+ * byte past the size the kernel gave: a /proc or sysfs file that says 0 and holds data fails the
+ * export (source-unsized) rather than being exported empty.
  */
 import { lstatSync, readFileSync } from 'node:fs';
 import { lstat, open, opendir, readlink } from 'node:fs/promises';
@@ -74,8 +76,16 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
       }
       yield buf;
     }
+    // read to the end: the size the kernel gives is not always what the file holds (/proc, sysfs
+    // and FUSE files say 0, or a page, whatever they hold), and a file cut short must never look whole
+    const { bytesRead: beyond } = await handle.read(Buffer.alloc(1), 0, 1, size);
+    if (beyond > 0 && size === 0) {
+      throw new AirlockError('source-unsized', `${file}: its size is given as 0 but it holds data (a /proc, sysfs or FUSE file), so it cannot be exported as it is`, {
+        hint: 'copy it into a regular file and export the copy, or leave it out of --files',
+      });
+    }
     const after = await handle.stat();
-    if (after.size !== size || after.mtimeMs !== mtimeMs) throw changed();
+    if (beyond > 0 || after.size !== size || after.mtimeMs !== mtimeMs) throw changed();
   } catch (e) {
     throw fromSystemError(e, file);
   } finally {

@@ -3,18 +3,21 @@
  * and no catalog entry for it, the next export reconciles and keeps the chain continuous, and a lost
  * state folder is refused until the operator names the bundle to continue from.
  */
-import { createHash } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
-import { isAirlockError } from '../../manifests/errors.js';
+import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { FAULT_POINTS, PG_FAULT_POINTS, type FaultPoint } from '../../agent/faults.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { airlock, airlockVerify, makeKeys, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, tmp, type Ran } from '../helpers.js';
 
 const keys = makeKeys('site-c');
 const src = tmp();
@@ -143,12 +146,114 @@ test('a medium that returns other bytes on the second read: restore promotes not
   assert.equal(readdirSync(parent), [], 'nothing in the target, no staging left');
 });
 
-test('two exports at once: the second is refused while the first holds the lock', () => {
+// A process that takes the lock `export` of a state folder through the built agent/lock.js and
+// holds it until it is killed; resolves once it holds it.
+const LOCK_JS = pathToFileURL(path.join(ROOT, 'dist/agent/lock.js')).href;
+function lockHolder(state: string): Promise<ChildProcess> {
+  const code = `import { acquireLock } from ${JSON.stringify(LOCK_JS)}; acquireLock(process.argv[1], 'export'); process.stdout.write('held\\n'); setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code, state], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => d.includes('held') && resolve(child));
+    child.on('exit', (c) => reject(new Error(`the lock holder exited with ${c}: ${err}`)));
+  });
+}
+
+/** Runs node with `args` without blocking this process; resolves when it exited. */
+function nodeAsync(args: readonly string[]): Promise<Ran> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 + 9 : 70), stdout, stderr })));
+}
+
+function killed(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.removeAllListeners('exit');
+    child.on('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
+test('two exports at once: the second is refused while the first holds the lock', async () => {
   const state = tmp();
-  writeFileSync(path.join(state, 'export.lock'), `${process.pid}\n`);
-  const r = exportOnce(tmp(), state);
-  assert.is(r.code, 4);
-  assert.match(r.stderr, 'another airlock export is running');
+  const holder = await lockHolder(state);
+  try {
+    const r = exportOnce(tmp(), state);
+    assert.is(r.code, EXIT.conflict, r.stderr);
+    assert.match(r.stderr, 'airlock: error: another airlock export is running');
+    assert.match(r.stderr, 'airlock: hint: wait for it to finish');
+  } finally {
+    await killed(holder);
+  }
+  // killed, its lock went with it: the next export takes it
+  const after = exportOnce(tmp(), state);
+  assert.is(after.code, 0, after.stderr);
+});
+
+// Each contender tries to take the lock again and again for a while; when it has it, it creates
+// `inside` exclusively (so a second holder at the same time finds it there), keeps it a moment and
+// removes it. Any error but `locked`, or finding `inside`, ends it with exit 1.
+const CONTENDER = `
+import { openSync, closeSync, unlinkSync } from 'node:fs';
+import { acquireLock } from ${JSON.stringify(LOCK_JS)};
+const [state, inside, ms] = process.argv.slice(1);
+const nap = (t) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, t);
+let held = 0;
+for (const end = Date.now() + Number(ms); Date.now() < end; ) {
+  let release;
+  try {
+    release = acquireLock(state, 'export');
+  } catch (e) {
+    if (e.code !== 'locked') { console.log('error ' + (e.code ?? '') + ' ' + e.message); process.exit(1); }
+    continue;
+  }
+  try { closeSync(openSync(inside, 'wx')); } catch { console.log('two holders at once'); process.exit(1); }
+  held++;
+  nap(1);
+  unlinkSync(inside);
+  release();
+}
+console.log('held ' + held);
+`;
+
+test('a dead holder is taken over; racing starters never hold the lock together', async () => {
+  const state = tmp();
+  // the lock a killed export leaves behind
+  await killed(await lockHolder(state));
+  const inside = path.join(tmp(), 'inside');
+  const contenders = await Promise.all(Array.from({ length: 4 }, () => nodeAsync(['--input-type=module', '-e', CONTENDER, state, inside, '3000'])));
+  for (const c of contenders) {
+    assert.is(c.code, 0, `${c.stdout}${c.stderr}`);
+    assert.match(c.stdout, /^held \d+\n$/);
+  }
+  const held = contenders.reduce((a, c) => a + Number(c.stdout.split(' ')[1]), 0);
+  assert.ok(held > 10, `the lock was taken ${held} times`);
+});
+
+test('an export killed while it holds the lock, then exports racing on its state folder: one at a time, every bundle whole', async () => {
+  const medium = tmp();
+  const state = tmp();
+  // three volumes a bundle, so a bundle missing one would show
+  const big = tmp();
+  writeFileSync(path.join(big, 'data'), randomBytes(2_500_000));
+  const args = ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', big, '--state-dir', state, '--volume-size', '1M', '--compress', 'none'];
+  const dead = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: 'writer:after-volumes' } });
+  assert.is(dead.code, 128 + 9, dead.stderr);
+  const runs = await Promise.all(Array.from({ length: 3 }, () => airlockAsync(args)));
+  for (const r of runs) assert.ok(r.code === 0 || (r.code === EXIT.conflict && r.stderr.includes('another airlock export is running')), `${r.code} ${r.stderr}`);
+  const ok = runs.filter((r) => r.code === 0).length;
+  assert.ok(ok >= 1, 'one of them exported');
+  // every bundle the catalog holds as done is on the medium with every volume, and the set verifies
+  const db = new Database(path.join(state, 'catalog.db'), { readonly: true });
+  const done = db.prepare(`SELECT seq, path FROM bundles WHERE state = 'done' ORDER BY seq`).all() as { seq: number; path: string }[];
+  db.close();
+  assert.equal(done.map((d) => d.seq), Array.from({ length: ok }, (_, i) => i + 1));
+  assert.equal(seqs(medium), done.map((d) => path.basename(d.path)), 'no partial folder left');
+  verifyOk(medium);
 });
 
 test.run();

@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { EXIT, isAirlockError } from '../../manifests/errors.js';
+import { fileItems } from '../../agent/sources/files.js';
+import { refuseUnsafeTarget } from '../../agent/restore/files.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 
@@ -156,6 +159,124 @@ test('help lists the exit codes', () => {
     assert.match(r.stdout, 'Exit codes:');
     assert.match(r.stdout, ' 6  the medium or state directory failed');
   }
+});
+
+test('as root, a restore gives back setuid, setgid and sticky bits, owners and times exactly', () => {
+  assert.is(process.getuid?.(), 0, 'this test runs as root');
+  const src = path.join(tmp(), 'special-modes');
+  mkdirSync(path.join(src, 'shared', 'inbox'), { recursive: true });
+  mkdirSync(path.join(src, 'group-dir'));
+  const items: [string, number, number, number][] = [
+    // path, mode, uid, gid
+    ['suid-4755', 0o4755, 0, 0],
+    ['sgid-2750', 0o2750, 1234, 2345],
+    ['suid-4711', 0o4711, 1234, 0],
+    ['both-6755', 0o6755, 4321, 5432],
+    ['plain-0640', 0o640, 1234, 2345],
+    ['shared/inbox/note', 0o600, 4321, 4321],
+  ];
+  for (const [rel, , uid, gid] of items) {
+    writeFileSync(path.join(src, rel), `${rel}\n`);
+    chownSync(path.join(src, rel), uid, gid);
+  }
+  for (const [rel, m] of items) chmodSync(path.join(src, rel), m);
+  const dirs: [string, number, number, number][] = [
+    ['shared', 0o1777, 0, 0],
+    ['shared/inbox', 0o3770, 1234, 2345],
+    ['group-dir', 0o2775, 4321, 2345],
+    ['.', 0o755, 0, 0],
+  ];
+  for (const [rel, m, uid, gid] of dirs) {
+    chownSync(path.join(src, rel), uid, gid);
+    chmodSync(path.join(src, rel), m);
+  }
+  let t = Date.parse('2024-05-06T07:08:09Z');
+  for (const [rel] of [...items, ...dirs]) {
+    t += 3_600_500;
+    utimesSync(path.join(src, rel), new Date(t), new Date(t));
+  }
+  const meta = (root: string) =>
+    Object.fromEntries(
+      [...items, ...dirs].map(([rel]) => {
+        const st = lstatSync(path.join(root, rel));
+        return [rel, { mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid, mtime: st.mtime.toISOString() }];
+      }),
+    );
+  const before = meta(src);
+  const medium = tmp();
+  const e = exportTo(medium, tmp(), src);
+  assert.is(e.code, 0, e.stderr);
+  const to = path.join(tmp(), 'restored');
+  const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
+  assert.is(rs.code, 0, rs.stderr);
+  assert.equal(meta(path.join(to, src)), before);
+  assert.equal(meta(src), before, 'the export changed nothing of the source');
+});
+
+test('a restore target that is a symbolic link is refused up front (exit 4), for files, pg and objects', async () => {
+  const medium = tmp();
+  assert.is(exportTo(medium, tmp(), sourceTree()).code, 0);
+  const keyArgs = ['--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners];
+  const cases: [string, (link: string) => string[]][] = [
+    ['files', (link) => ['restore', 'files', ...keyArgs, '--to', link]],
+    ['pg', (link) => ['restore', 'pg', ...keyArgs, '--pgdata', link, '--latest']],
+    ['objects', (link) => ['restore', 'objects', ...keyArgs, '--to', link]],
+  ];
+  for (const [what, args] of cases) {
+    for (const dangling of [false, true]) {
+      const parent = tmp();
+      const elsewhere = path.join(tmp(), 'elsewhere');
+      if (!dangling) mkdirSync(elsewhere);
+      const link = path.join(parent, 'target');
+      symlinkSync(elsewhere, link);
+      const r = airlock(args(link));
+      assert.is(r.code, EXIT.conflict, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, `airlock: error: ${link} is a symbolic link`);
+      assert.match(r.stderr, 'airlock: hint: ');
+      assert.not.match(r.stderr, 'verified', `${what}: refused before the set is verified`);
+      assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+      assert.equal(readdirSync(parent), ['target'], `${what}: nothing beside the link`);
+      assert.is(readlinkSync(link), elsewhere);
+      if (!dangling) assert.equal(readdirSync(elsewhere), [], `${what}: nothing where the link points`);
+      else assert.not.ok(existsSync(elsewhere));
+    }
+  }
+  // the check every restore makes names its code
+  const link = path.join(tmp(), 'target');
+  symlinkSync(tmp(), link);
+  try {
+    await refuseUnsafeTarget(link);
+    assert.unreachable('a link was accepted');
+  } catch (e) {
+    assert.ok(isAirlockError(e, 'unsafe-target'), String(e));
+  }
+});
+
+test('a /proc file, whose size the kernel gives as 0, fails the export (source-unsized, exit 5) instead of going out empty', async () => {
+  const proc = '/proc/cpuinfo';
+  assert.is(statSync(proc).size, 0);
+  assert.ok(readFileSync(proc).byteLength > 0);
+  const medium = tmp();
+  const r = exportTo(medium, tmp(), proc);
+  assert.is(r.code, EXIT.source, r.stderr);
+  assert.match(r.stderr, `airlock: error: ${proc}: its size is given as 0 but it holds data`);
+  assert.match(r.stderr, 'airlock: hint: copy it into a regular file');
+  assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle, no partial one');
+  // the source itself names the code
+  let code: string | undefined;
+  for await (const item of fileItems([proc])) {
+    if (item.kind !== 'entry') continue;
+    try {
+      for await (const chunk of item.open()) void chunk;
+    } catch (e) {
+      code = isAirlockError(e) ? e.code : String(e);
+    }
+  }
+  assert.is(code, 'source-unsized');
+  // an empty regular file is still exported empty
+  const src = tmp();
+  writeFileSync(path.join(src, 'empty'), '');
+  assert.is(exportTo(tmp(), tmp(), src).code, 0);
 });
 
 test.run();

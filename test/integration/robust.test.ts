@@ -3,20 +3,23 @@
  * index chunks, two bundles from one process (buffers moved between threads), a full medium, a file
  * that changes while read, remembered verifier state, a medium that changes between reads.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { parseAllowedSigners } from '../../manifests/allowed-signers.js';
-import { isAirlockError } from '../../manifests/errors.js';
+import { EXIT, isAirlockError } from '../../manifests/errors.js';
+import { Catalog } from '../../agent/catalog.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
 
 const keys = makeKeys('site-r');
 const exportArgs = (medium: string, state: string, files: string[], extra: string[] = []) => [
@@ -152,6 +155,110 @@ test('a volume replaced after verification by a same-size one: restore promotes 
   assert.equal(readdirSync(parent), []);
   rmSync(other, { recursive: true, force: true });
   assert.not.ok(existsSync(path.join(parent, 'out')));
+});
+
+// Opens the catalog of a state folder through the built agent at the time given (ms since the
+// epoch), so that several processes start their first open together; prints "ok" or the error.
+const OPEN_CATALOG = `
+import { Catalog } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'dist/agent/catalog.js')).href)};
+import { exitCodeOf } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'dist/manifests/errors.js')).href)};
+const [state, at] = process.argv.slice(1);
+while (Date.now() < Number(at));
+try {
+  Catalog.open(state).close();
+  console.log('ok');
+} catch (e) {
+  console.log(\`\${e.code ?? ''} \${e.message}\`);
+  process.exit(exitCodeOf(e));
+}
+`;
+
+function nodeAsync(args: readonly string[]): Promise<Ran> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? EXIT.internal, stdout, stderr })));
+}
+
+test('commands opening a new or just-upgraded state folder together: one migrates, the others wait, none fails', async () => {
+  for (let round = 0; round < 6; round++) {
+    const state = path.join(tmp(), 'state');
+    if (round % 2 === 1) {
+      // a catalog an airlock one migration older left: without the last migration's column
+      Catalog.open(state).close();
+      const db = new Database(path.join(state, 'catalog.db'));
+      db.exec('ALTER TABLE wal DROP COLUMN pruned');
+      db.pragma('user_version = 5');
+      db.close();
+    }
+    const at = String(Date.now() + 1500);
+    const opened = await Promise.all(Array.from({ length: 6 }, () => nodeAsync(['--input-type=module', '-e', OPEN_CATALOG, state, at])));
+    for (const o of opened) assert.is(o.code, 0, `${o.stdout}${o.stderr}`);
+    const db = new Database(path.join(state, 'catalog.db'), { readonly: true });
+    assert.is(db.pragma('user_version', { simple: true }), 6);
+    assert.is(db.prepare(`SELECT count(*) FROM sqlite_master WHERE name = 'bundles'`).pluck().get(), 1);
+    assert.is(db.prepare(`SELECT count(*) FROM pragma_table_info('wal') WHERE name = 'pruned'`).pluck().get(), 1);
+    db.close();
+  }
+});
+
+const mode = (f: string) => (statSync(f).mode & 0o7777).toString(8);
+
+test('the catalog, its -wal and -shm files and the lock are 0600; a catalog made 0644 before is narrowed', () => {
+  const state = tmp();
+  const medium = tmp();
+  const src = tmp();
+  writeFileSync(path.join(src, 'a.conf'), 'a\n');
+  const r = airlock(exportArgs(medium, state, [src]));
+  assert.is(r.code, 0, r.stderr);
+  assert.is(mode(path.join(state, 'export.lock')), '600');
+  const catalog = Catalog.open(state);
+  try {
+    catalog.recordJob({ job: 'test', site: null, time: new Date().toISOString(), outcome: 'ok', code: null, message: null });
+    for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) assert.is(mode(path.join(state, f)), '600', f);
+  } finally {
+    catalog.close();
+  }
+  // a command run as root in the agent's state folder leaves the agent's files, not root's
+  const agents = tmp();
+  chownSync(agents, 65534, 65534);
+  const asRoot = airlock(exportArgs(tmp(), agents, [src]));
+  assert.is(asRoot.code, 0, asRoot.stderr);
+  for (const f of ['catalog.db', 'export.lock']) {
+    const st = statSync(path.join(agents, f));
+    assert.equal([st.uid, st.gid, mode(path.join(agents, f))], [65534, 65534, '600'], f);
+  }
+  // as an older airlock left them
+  const old = tmp();
+  const db = new Database(path.join(old, 'catalog.db'));
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE t (x)');
+  for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) chmodSync(path.join(old, f), 0o644);
+  const opened = Catalog.open(old);
+  for (const f of ['catalog.db', 'catalog.db-wal', 'catalog.db-shm']) assert.is(mode(path.join(old, f)), '600', f);
+  opened.close();
+  db.close();
+});
+
+test('a state folder that other users may write is refused (exit 4, unsafe-state), nothing created in it', () => {
+  for (const m of [0o777, 0o770, 0o1777]) {
+    const state = tmp();
+    chmodSync(state, m);
+    const spool = tmp();
+    const r = airlock(['wal-ingest', '--spool', spool, '--state-dir', state]);
+    assert.is(r.code, EXIT.conflict, r.stderr);
+    assert.match(r.stderr, `airlock: error: the state folder ${state} is writable by other users`);
+    assert.match(r.stderr, `airlock: hint: chmod 700 ${state}`);
+    assert.equal(readdirSync(state), []);
+    try {
+      Catalog.open(state);
+      assert.unreachable('opened');
+    } catch (e) {
+      assert.ok(isAirlockError(e, 'unsafe-state'), String(e));
+    }
+  }
 });
 
 test.run();

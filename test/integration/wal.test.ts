@@ -5,7 +5,8 @@
  * the helper, and `airlock wal-push`, to which the helper hands everything but a new push.
  */
 import Database from 'better-sqlite3';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { SpawnSyncOptions } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -13,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
-import { ROOT, airlock, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
@@ -392,6 +393,9 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
     assert.match(log, 'recovery stopping at restore point "airlock-test-target"');
     assert.match(log, 'archive recovery complete');
     assert.match(log, 'selected new timeline ID: 2');
+    // the archiver takes a segment only once it is finished: finish timeline 2's first one (a switch
+    // writes the rest of it as zeros and flushes it), so the copy below is what would be archived
+    psql('SELECT pg_switch_wal()', { server: ok });
 
     // the new timeline's history file and first segment, pushed and ingested: that segment starts as
     // a copy of timeline 1's, so its first page says timeline 1 and only the history vouches for it
@@ -450,6 +454,114 @@ test('wal-push starts without loading commander, sqlite, the agent lock or the b
   assert.match(probe.stderr, 'wal-push.js', 'the module log works');
   for (const heavy of ['commander', 'better-sqlite3', 'program.js', 'writer.js', 'catalog.js', 'lock.js', 'export.js']) {
     assert.not.match(probe.stderr, heavy, `${heavy} is loaded by wal-push`);
+  }
+});
+
+/** A fresh spool holding `bytes` under `name`, with a sidecar that matches them. */
+function spoolOf(name: string, bytes: Uint8Array): string {
+  const dir = tmp('airlock-spool-');
+  writeFileSync(path.join(dir, name), bytes);
+  writeFileSync(path.join(dir, `${name}.sha256`), `${sha256Hex(bytes)}  ${name}\n`);
+  return dir;
+}
+
+const BLOCK = 8192;
+
+/** A segment PostgreSQL wrote to its end (not one a WAL switch ended early): every page has a header. */
+let full: string | undefined;
+function fullSegment(): string {
+  if (full) return full;
+  psql('CREATE TABLE IF NOT EXISTS airlock_fill (v text); INSERT INTO airlock_fill SELECT repeat(md5(g::text), 30) FROM generate_series(1, 40000) g');
+  const last = switchWal();
+  const spool = cluster().spool;
+  full = readdirSync(spool)
+    .filter((n) => /^[0-9A-F]{24}$/.test(n) && n < last && existsSync(path.join(spool, `${n}.sha256`)))
+    .find((n) => readFileSync(path.join(spool, n)).readUInt16LE(SEGMENT - BLOCK) === 0xd110);
+  if (!full) throw new Error('no segment written to its end');
+  return full;
+}
+
+test('wal-ingest checks every page of a segment, not only the first', () => {
+  const name = fullSegment();
+  const real = readFileSync(path.join(cluster().spool, name));
+  const variants: [string, Buffer, string][] = [
+    ['random bytes behind a real first page', Buffer.concat([real.subarray(0, BLOCK), randomBytes(SEGMENT - BLOCK)]), `the page at ${BLOCK}: magic`],
+    ['one page address off by a page', Buffer.from(real), `the page at ${1000 * BLOCK}: page address`],
+    ['one page of another major version', Buffer.from(real), `the page at ${2000 * BLOCK}: magic 0xD113`],
+    ['one page of a later timeline', Buffer.from(real), `the page at ${1500 * BLOCK}: timeline 2, neither the name's 1 nor an ancestor`],
+  ];
+  const v = variants.map((x) => x[1]);
+  (v[1] as Buffer).writeUInt32LE((v[1] as Buffer).readUInt32LE(1000 * BLOCK + 8) + BLOCK, 1000 * BLOCK + 8);
+  (v[2] as Buffer).writeUInt16LE(0xd113, 2000 * BLOCK);
+  (v[3] as Buffer).writeUInt32LE(2, 1500 * BLOCK + 4);
+  // a segment a switch ended: zeros after the switch, one byte of something else at its very end
+  const switched = segments()[1] as string;
+  const tail = readFileSync(path.join(cluster().spool, switched));
+  assert.is(tail.readUInt16LE(SEGMENT - BLOCK), 0, 'a segment ended by a switch ends in zeros');
+  tail[SEGMENT - 1] = 1;
+  const cases: [string, string, Buffer, string][] = [...variants.map(([w, b, p]) => [w, name, b, p] as [string, string, Buffer, string]), ['a byte after the switch', switched, tail, `the page at ${SEGMENT - BLOCK}: not zeros, though the wal ended at `]];
+  for (const [what, n, bytes, problem] of cases) {
+    const state = tmp('airlock-state-');
+    const r = airlock(['wal-ingest', '--spool', spoolOf(n, bytes), '--state-dir', state, '--json']);
+    assert.is(r.code, 1, `${what}: ${r.stderr}`);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.ingested, [], what);
+    assert.equal(out.problems.map((p: { code: string }) => p.code), ['bad-wal'], what);
+    assert.match(out.problems[0].message, `${n}: not a valid postgresql 15 wal segment past its first page: ${problem}`, what);
+    assert.equal(walRows(state), [], `${what}: nothing in the catalog`);
+  }
+  // the real ones check; a .partial (the end of a timeline, maybe a recycled file) ends where its pages stop
+  for (const [n, bytes] of [
+    [name, real],
+    [switched, readFileSync(path.join(cluster().spool, switched))],
+    [`${name}.partial`, Buffer.concat([real.subarray(0, SEGMENT / 2), randomBytes(SEGMENT / 2)])],
+  ] as const) {
+    const r = airlock(['wal-ingest', '--spool', spoolOf(n, bytes), '--state-dir', tmp('airlock-state-'), '--json']);
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).ingested, [n]);
+  }
+});
+
+/** A WAL segment of another cluster (system identifier 42), every page header valid, named `name`. */
+function foreignSegment(segno: number): Buffer {
+  const b = Buffer.alloc(SEGMENT);
+  for (let at = 0; at < SEGMENT; at += BLOCK) {
+    b.writeUInt16LE(0xd110, at);
+    b.writeUInt16LE(at === 0 ? 0x0002 : 0, at + 2);
+    b.writeUInt32LE(1, at + 4);
+    b.writeBigUInt64LE(BigInt(segno) * BigInt(SEGMENT) + BigInt(at), at + 8);
+  }
+  b.writeBigUInt64LE(42n, 24);
+  b.writeUInt32LE(SEGMENT, 32);
+  b.writeUInt32LE(BLOCK, 36);
+  return b;
+}
+
+test("an export takes the cluster's identity from the server, not from the first segment in the spool", () => {
+  const c = cluster();
+  segments();
+  // another cluster's segment that sorts before every segment of this one
+  const foreign = '000000010000000000000000';
+  const bytes = foreignSegment(0);
+  assert.is(checkSegmentHeader(foreign, bytes.subarray(0, 40), { fileSize: SEGMENT }).header.long.systemIdentifier, '42');
+  writeFileSync(path.join(c.spool, foreign), bytes);
+  writeFileSync(path.join(c.spool, `${foreign}.sha256`), `${sha256Hex(bytes)}  ${foreign}\n`);
+  try {
+    const keys = makeKeys('site-w');
+    const state = tmp('airlock-state-');
+    const r = airlock([
+      'export', '--to', tmp('airlock-medium-'), '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state,
+      '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30',
+    ]);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, `${foreign}: not a valid postgresql 15 wal segment: system identifier 42 is not the cluster's ${systemIdentifier()}`);
+    const rows = walRows(state);
+    assert.ok(rows.length >= 2, 'the cluster\'s segments were ingested');
+    assert.not.ok(rows.some((w) => w.name === foreign), 'the foreign segment was not');
+    assert.equal([...new Set(rows.filter((w) => w.kind === 'segment').map((w) => w.system_identifier))], [systemIdentifier()]);
+  } finally {
+    rmSync(path.join(c.spool, foreign), { force: true });
+    rmSync(path.join(c.spool, `${foreign}.sha256`), { force: true });
   }
 });
 

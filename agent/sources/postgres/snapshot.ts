@@ -268,7 +268,8 @@ export class PostgresSnapshot {
 
   /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
   private ingest(): void {
-    const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now);
+    const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize };
+    const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now, server);
     for (const p of r.problems) {
       if (this.reported.has(p.message)) continue;
       this.reported.add(p.message);

@@ -2,9 +2,11 @@
  * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
  * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
  */
+import path from 'node:path';
 import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
 import { escapeStack, escapeText } from '../../manifests/escape.js';
 import { human } from '../../verifier/human.js';
+import type { BundleReport } from '../../verifier/verify.js';
 import { loadConfig, type Config } from '../config.js';
 
 export const VERSION = '0.1.0';
@@ -22,6 +24,22 @@ export function printError(e: unknown): number {
   process.stderr.write(`airlock: error: internal error: ${escapeStack(e)}\n`);
   process.stderr.write('airlock: hint: this is a bug; please report it with the lines above\n');
   return EXIT.internal;
+}
+
+/**
+ * One line for people on stderr, `airlock: LINE`. Lines quote names and messages from media, tars,
+ * buckets and servers (a source setting, a finding's file, a server's log), so the whole line goes
+ * through escapeText.
+ */
+export function note(line: string): void {
+  process.stderr.write(`airlock: ${escapeText(line)}\n`);
+}
+
+/** Says whether the bundle a restore takes verified, or is damaged and will be repaired from its recovery data. */
+export function announceBundle(bundle: BundleReport): void {
+  const name = path.basename(bundle.path);
+  if (bundle.findings.length > 0) note(`${name} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data`);
+  else note(`${name} verified (signed by ${bundle.signer}); restoring`);
 }
 
 /**

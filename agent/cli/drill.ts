@@ -7,7 +7,7 @@ import { readFile, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { withRecoverySettings, type Unresolved } from './common.js';
+import { note, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
@@ -46,7 +46,7 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
     await assertWritableTarget(`${flags.report}.json`);
   }
   const user = process.getuid?.() === 0 ? osUser(flags.osUser ?? 'postgres') : undefined;
-  const say = (line: string) => void (flags.json ? undefined : process.stderr.write(`airlock: ${line}\n`));
+  const say = (line: string) => void (flags.json ? undefined : note(line));
   // a scratch folder the drill made is its own to remove; one given with --scratch is the operator's
   const made = flags.scratch === undefined;
   const scratch = flags.scratch ?? mkdtempSync(path.join(tmpdir(), 'airlock-drill-'));

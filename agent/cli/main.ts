@@ -22,4 +22,5 @@ if ((command === 'wal-push' || command === 'wal-fetch') && !wantsHelp) {
 } else {
   code = await (await import('./program.js')).runProgram(process.argv);
 }
-process.exit(code);
+// stdout may be a pipe that takes a long answer (--json) in pieces: exit only once the last write left
+process.stdout.write('', () => process.exit(code));

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { refuseUnsafeTarget } from '../restore/files.js';
@@ -77,8 +77,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
   const verified: BundleReport[] = [];
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified, { allowRepair: true });
-  if (bundle.findings.length > 0) process.stderr.write(`airlock: ${path.basename(bundle.path)} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data\n`);
-  else process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+  announceBundle(bundle);
 
   let client: S3Client | undefined;
   let target: ObjectTarget;
@@ -104,7 +103,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     // a damaged bundle is repaired into a scratch copy beside the folder or the id map
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
     const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
-    for (const k of s.skipped) process.stderr.write(`airlock: note: ${k}\n`);
+    for (const k of s.skipped) note(`note: ${k}`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
       process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);

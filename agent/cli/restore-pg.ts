@@ -12,7 +12,7 @@ import type { BundleReport } from '../../verifier/verify.js';
 import { refuseUnsafeTarget } from '../restore/files.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
-import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
@@ -59,7 +59,7 @@ function targetOf(flags: RestorePgFlags): Target {
 async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
   const verified: BundleReport[] = [];
-  const say = (line: string) => void (flags.json ? undefined : process.stderr.write(`airlock: ${line}\n`));
+  const say = (line: string) => void (flags.json ? undefined : note(line));
 
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
@@ -105,7 +105,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     }),
   );
   progress?.done();
-  for (const w of r.warnings) process.stderr.write(`airlock: warning: ${w}\n`);
+  for (const w of r.warnings) note(`warning: ${w}`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
   const bin = flags.pgBin ?? versionBin(major);

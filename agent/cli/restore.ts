@@ -10,7 +10,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from '../../verifier/verify.js';
 import { refuseUnsafeTarget, restoreFiles } from '../restore/files.js';
 import { mayRepair, withRepairedBundle } from '../restore/repair.js';
-import { interruptible, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 
 interface RestoreFlags {
   from: string;
@@ -71,14 +71,13 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
   await refuseUnsafeTarget(flags.to);
   const identities = parseIdentities(await readText(flags.identity));
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, undefined, { allowRepair: true });
-  if (bundle.findings.length > 0) process.stderr.write(`airlock: ${path.basename(bundle.path)} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data\n`);
-  else process.stderr.write(`airlock: ${path.basename(bundle.path)} verified (signed by ${bundle.signer}); restoring\n`);
+  announceBundle(bundle);
   const progress = progressReporter('airlock: restore files', bundle.manifest?.payload.size);
   let read = 0;
   const s = await interruptible((signal) => withRepairedBundle(bundle, flags.to, (b) => restoreFiles(b, identities, flags.to, signal, (n) => progress.update((read += n))), signal));
   progress.done();
   s.bundle = bundle.path;
-  for (const k of s.skipped) process.stderr.write(`airlock: warning: ${k}\n`);
+  for (const k of s.skipped) note(`warning: ${k}`);
   if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
   else {
     process.stderr.write(`airlock: restored ${s.files} file(s), ${s.dirs} folder(s), ${s.symlinks} symbolic link(s), ${s.hardlinks} hard link(s) from seq ${s.seq}\n`);

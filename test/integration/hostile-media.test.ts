@@ -313,6 +313,14 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
     assert.is(count('extra'), 2 * n);
     assert.ok(report.findings.length <= 3 * (LIMITS.findingsNamed + 1), `${report.findings.length} findings named`);
   }
+  // a restore reads the same payload: it stops at the first name airlock never writes, within the same budget, leaving nothing
+  const parent = tmp();
+  const restore = run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'out')], { timeout: 300_000 });
+  assert.is(restore.code, 1, restore.stderr.slice(0, 2000));
+  assert.match(restore.stderr, /^airlock: error: tar entry "x\/000001a+"/m, restore.stderr.slice(0, 3000));
+  const peak = peakRss(restore.stderr);
+  assert.ok(peak <= baseline + n * LIMITS.memoryPerEntryBytes, `restore: peak RSS ${(peak / MiB).toFixed(0)} MiB`);
+  assert.equal(readdirSync(parent), [], 'no staging left');
 });
 
 test.run();

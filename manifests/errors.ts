@@ -55,6 +55,8 @@ const CODES = {
   locked: EXIT.conflict,
   incompatible: EXIT.conflict,
   'wal-conflict': EXIT.conflict,
+  /** a folder a medium command would write or count through is a link or another file system */
+  'unsafe-target': EXIT.conflict,
   'source-changed': EXIT.source,
   'source-unreadable': EXIT.source,
   'child-failed': EXIT.source,

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -299,6 +299,114 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
     assert.is(r.code, 6, r.stderr);
     assert.match(r.stderr, /^airlock: error: copying 1 bundle\(s\) needs about [\d.]+ MiB on /);
     assert.equal(readdirSync(small), ['AIRLOCK-MEDIUM.json']);
+  });
+});
+
+/** Two labelled media with `seqs` bundles exported onto the first; the second is empty. */
+function twoMedia(seqs = 1) {
+  const state = tmp();
+  const a = tmp();
+  const b = tmp();
+  const uuidA = init(a, 'primary', state);
+  const uuidB = init(b, 'offsite', state);
+  const src = source(20_000);
+  for (let i = 0; i < seqs; i++) assert.is(exportFiles(a, state, src).code, 0);
+  const bundle = (medium: string, seq = 1) => path.join(medium, keys.site, `${keys.site}-${String(seq).padStart(8, '0')}`);
+  return { state, a, b, uuidA, uuidB, bundle };
+}
+
+function copy(a: string, b: string, state: string) {
+  return airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state]);
+}
+
+/** The media UUIDs the catalog counts bundle `seq` as verified on. */
+function copiedOn(state: string, seq = 1): string[] {
+  const c = Catalog.open(state);
+  try {
+    return c.copies(keys.site, seq).map((x) => x.media_uuid).sort();
+  } finally {
+    c.close();
+  }
+}
+
+/** Files and folders under `dir`, as relative paths, without following links. */
+function tree(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, rel: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      out.push(path.join(rel, e.name));
+      if (e.isDirectory()) walk(path.join(d, e.name), path.join(rel, e.name));
+    }
+  };
+  walk(dir, '');
+  return out.sort();
+}
+
+test('media copy refuses a site folder on the target that is a symbolic link: exit 4, nothing written through it', () => {
+  const { state, a, b, uuidA } = twoMedia();
+  const outside = tmp();
+  symlinkSync(outside, path.join(b, keys.site));
+  const r = copy(a, b, state);
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(b, keys.site)} on the target medium is a symbolic link[^\\n]*\\nairlock: hint: [^\\n]+\\n$`));
+  assert.equal(readdirSync(outside), [], 'nothing written outside the medium');
+  assert.equal(tree(b), ['AIRLOCK-MEDIUM.json', keys.site]);
+  assert.equal(copiedOn(state), [uuidA]);
+  const c = Catalog.open(state);
+  try {
+    assert.is(c.jobRuns('media copy')[0]?.code, 'unsafe-target');
+  } finally {
+    c.close();
+  }
+});
+
+test('media copy: a bundle on the target that is a symbolic link to the source bundle is no copy: exit 4, counted on the source medium only', () => {
+  const { state, a, b, uuidA, bundle } = twoMedia();
+  mkdirSync(path.join(b, keys.site));
+  symlinkSync(bundle(a), bundle(b));
+  const r = copy(a, b, state);
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, new RegExp(`airlock: error: ${bundle(b)} on the target medium is a symbolic link`));
+  assert.equal(copiedOn(state), [uuidA], 'counted only on the medium that holds the bytes');
+  assert.ok(lstatSync(bundle(b)).isSymbolicLink(), 'the link is left for the operator to look at');
+});
+
+test('media copy: a site or bundle folder on the target that is another file system (a mount) is refused; nothing counts there', async () => {
+  const { state, a, uuidA, bundle } = twoMedia();
+  // the target is a file system of its own, as a real second medium is
+  await withSmallMedium('8m', (b) => {
+    const uuidB = init(b, 'offsite', state);
+    const site = path.join(b, keys.site);
+    mkdirSync(site);
+    // the source bundle bind-mounted where its copy would be: "already there", but on the source's file system
+    mkdirSync(bundle(b));
+    const bind = run('mount', ['--bind', bundle(a), bundle(b)]);
+    assert.is(bind.code, 0, `a bind mount needs root: ${bind.stderr}`);
+    try {
+      const r = copy(a, b, state);
+      assert.is(r.code, 4, r.stderr);
+      assert.match(r.stderr, new RegExp(`^airlock: error: ${bundle(b)} on the target medium is on another file system than the medium\nairlock: hint: `));
+      assert.equal(copiedOn(state), [uuidA]);
+    } finally {
+      spawnSync('umount', [bundle(b)]);
+    }
+    rmSync(bundle(b), { recursive: true });
+    // a tmpfs mounted on the site folder: a copy there would not be on the labelled medium
+    const m = run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', site]);
+    assert.is(m.code, 0, m.stderr);
+    try {
+      const r = copy(a, b, state);
+      assert.is(r.code, 4, r.stderr);
+      assert.match(r.stderr, `${site} on the target medium is on another file system than the medium`);
+      assert.equal(readdirSync(site), [], 'nothing written on the other file system');
+      assert.equal(copiedOn(state), [uuidA]);
+    } finally {
+      spawnSync('umount', [site]);
+    }
+    // once the medium holds real folders, the same copy works and counts on both media
+    const ok = copy(a, b, state);
+    assert.is(ok.code, 0, ok.stderr);
+    assert.equal(copiedOn(state), [uuidA, uuidB].sort());
   });
 });
 

@@ -410,6 +410,35 @@ test('media copy: a site or bundle folder on the target that is another file sys
   });
 });
 
+test('media copy from a hostile source: a bundle folder that is a link, a FIFO for a volume or SHA256SUMS, an extra file: each named and not copied, nothing hangs, the good bundle copied', () => {
+  const { state, a, b, uuidA, uuidB, bundle } = twoMedia(4);
+  const elsewhere = tmp();
+  const other = exportFiles(elsewhere, tmp(), source(1000));
+  assert.is(other.code, 0, other.stderr);
+  const link = path.join(a, keys.site, `${keys.site}-00000009`);
+  symlinkSync(other.stdout.trim(), link);
+  writeFileSync(path.join(bundle(a, 1), 'notes.txt'), 'not part of the bundle\n');
+  for (const [seq, name] of [[2, 'payload.000'], [3, 'SHA256SUMS']] as const) {
+    rmSync(path.join(bundle(a, seq), name));
+    assert.is(run('mkfifo', [path.join(bundle(a, seq), name)]).code, 0);
+  }
+  writeFileSync(path.join(a, keys.site, 'README'), 'a stray file beside the bundles\n');
+  const r = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json'], { timeout: 60_000 });
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^airlock: error: 4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; [^\\n]+\\nairlock: hint: [^\\n]*never follows a symbolic link\\n$`, 'm'));
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.bundles.map((x: { seq: number }) => x.seq), [4]);
+  assert.equal(j.failed, [
+    `${keys.site}/${keys.site}-00000009: a symbolic link, not followed`,
+    `${keys.site}-00000001: extra notes.txt`,
+    `${keys.site}-00000002: extra payload.000`,
+    `${keys.site}-00000003: extra SHA256SUMS, missing SHA256SUMS`,
+  ]);
+  assert.equal(readdirSync(path.join(b, keys.site)), [`${keys.site}-00000004`], 'only the good bundle was copied');
+  assert.equal(copiedOn(state, 4), [uuidA, uuidB].sort());
+  for (const seq of [1, 2, 3]) assert.equal(copiedOn(state, seq), [uuidA], `seq ${seq} counts only where the export read it back`);
+});
+
 test('the read-back reads the medium past the page cache and notices bytes that differ from what was written', async () => {
   const medium = tmp();
   const r = exportFiles(medium, tmp(), source(9 * 1024 * 1024 + 123), ['--compress', 'none', '--volume-size', '4M']);

@@ -5,7 +5,7 @@
  * the helper, and `airlock wal-push`, to which the helper hands everything but a new push.
  */
 import Database from 'better-sqlite3';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { SpawnSyncOptions } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -291,6 +291,73 @@ test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrup
     const r = airlock(['wal-fetch', ...args]);
     assert.is(r.code, WAL_FETCH_EXIT.error, `${args.join(' ')}: ${r.stderr}`);
   }
+});
+
+/** Writes `bytes` as WAL file `name` into `dir` with a sidecar that vouches for them, as a re-signed bundle would. */
+function vouched(dir: string, name: string, bytes: Buffer | string): void {
+  writeFileSync(path.join(dir, name), bytes);
+  writeFileSync(path.join(dir, `${name}.sha256`), `${sha256Hex(bytes)}  ${name}\n`);
+}
+
+/*
+ * A bundle is only as honest as its signer: a key taken from the appliance can sign any bytes under
+ * any name, and every hash then matches. wal-fetch must still not hand PostgreSQL a file whose
+ * contents are not what its name says, or recovery would replay the wrong WAL without a word.
+ */
+test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name: another segment, another timeline, a bad history or backup history file (126)', () => {
+  const [a, b] = segments() as [string, string];
+  const bytes = readFileSync(path.join(cluster().spool, a));
+  const from = tmp('airlock-wal-');
+  const pgWal = tmp('airlock-pgwal-');
+  const fetch = (name: string) => airlock(['wal-fetch', name, path.join(pgWal, 'RECOVERYXLOG'), '--from', from]);
+  const refused = (name: string, why: string | RegExp) => {
+    const r = fetch(name);
+    assert.is(r.code, WAL_FETCH_EXIT.refused, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+    assert.match(r.stderr, /\nairlock: hint: /);
+    assert.equal(readdirSync(pgWal), [], 'nothing handed to postgresql, no temporary file left');
+  };
+
+  // a valid segment under the next segment's name
+  vouched(from, b, bytes);
+  refused(b, /page address \S+ is not the segment's start/);
+
+  // the same segment under timeline 2's name: its first page says timeline 1
+  const tl2 = `00000002${a.slice(8)}`;
+  vouched(from, tl2, bytes);
+  refused(tl2, 'page timeline 1 is not an ancestor of timeline 2');
+  // a history in which timeline 1 ends after this segment: the segment is not where timeline 2 began
+  const start = BigInt(`0x${a.slice(8, 16)}`) * 0x1_0000_0000n + BigInt(`0x${a.slice(16)}`) * BigInt(SEGMENT);
+  const lsn = (v: bigint) => `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`;
+  vouched(from, '00000002.history', `1\t${lsn(start + 3n * BigInt(SEGMENT))}\tno recovery target specified\n`);
+  refused(tl2, `its first page is of timeline 1, which ended at ${lsn(start + 3n * BigInt(SEGMENT))}, after this segment`);
+  // where timeline 1 ended inside it, it is the first segment of timeline 2 and is handed over
+  vouched(from, '00000002.history', `1\t${lsn(start + 0x1234n)}\tno recovery target specified\n`);
+  const first = fetch(tl2);
+  assert.is(first.code, WAL_FETCH_EXIT.ok, first.stderr);
+  assert.ok(readFileSync(path.join(pgWal, 'RECOVERYXLOG')).equals(bytes));
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+  const history = fetch('00000002.history');
+  assert.is(history.code, WAL_FETCH_EXIT.ok, history.stderr);
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+
+  // history files that are not history files
+  vouched(from, '00000003.history', 'restore_command = \'sh -c id\'\n');
+  refused('00000003.history', '00000003.history: line 1 is not "timeline<TAB>location<TAB>reason"');
+  vouched(from, '00000003.history', '1\t0/3000000\tok\n7\t0/5000000\tnot an ancestor\n');
+  refused('00000003.history', 'timeline 7 is not an ancestor of 3');
+  vouched(from, '00000003.history', Buffer.alloc(2 * 1024 * 1024, 0x31));
+  refused('00000003.history', 'too large for a history file');
+
+  // a backup history file that names another segment than its own name
+  const label = (seg: string) =>
+    [`START WAL LOCATION: 0/2000028 (file ${seg})`, `STOP WAL LOCATION: 0/2000100 (file ${seg})`, 'CHECKPOINT LOCATION: 0/2000060', 'BACKUP METHOD: streamed', 'BACKUP FROM: primary', 'START TIME: 2026-01-01 00:00:00 UTC', 'LABEL: x', 'START TIMELINE: 1', 'STOP TIME: 2026-01-01 00:00:01 UTC', 'STOP TIMELINE: 1', ''].join('\n');
+  const backup = '000000010000000000000002.00000028.backup';
+  vouched(from, backup, label('000000010000000000000003'));
+  refused(backup, 'the start segment 000000010000000000000003 is not the one in the file\'s name');
+  vouched(from, backup, label('000000010000000000000002'));
+  const good = fetch(backup);
+  assert.is(good.code, WAL_FETCH_EXIT.ok, good.stderr);
 });
 
 test('wal-push into a full spool fails cleanly and leaves no partial file', () => {

@@ -371,6 +371,32 @@ test('media copy: a bundle on the target that is a symbolic link to the source b
   assert.ok(lstatSync(bundle(b)).isSymbolicLink(), 'the link is left for the operator to look at');
 });
 
+test('media copy: a leftover partial copy on the target that is a symbolic link is removed as a link; what it led to is untouched', () => {
+  const { state, a, b, uuidA, uuidB, bundle } = twoMedia();
+  const outside = tmp();
+  writeFileSync(path.join(outside, 'keep.txt'), 'not the medium\'s\n');
+  mkdirSync(path.join(b, keys.site));
+  symlinkSync(outside, `${bundle(b)}.partial`);
+  const r = copy(a, b, state);
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(readdirSync(outside), ['keep.txt'], 'nothing removed or written through the link');
+  assert.ok(lstatSync(bundle(b)).isDirectory());
+  assert.equal(readdirSync(path.join(b, keys.site)), [`${keys.site}-00000001`]);
+  assert.equal(copiedOn(state), [uuidA, uuidB].sort());
+});
+
+test('export onto a labelled medium whose site folder is a symbolic link: the read-back refuses to count it there (exit 4)', () => {
+  const state = tmp();
+  const medium = tmp();
+  init(medium, 'linked', state);
+  const outside = tmp();
+  symlinkSync(outside, path.join(medium, keys.site));
+  const r = exportFiles(medium, state, source(1000));
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, `airlock: error: ${path.join(medium, keys.site)} on the medium is a symbolic link`);
+  assert.equal(copiedOn(state), [], 'no verified copy recorded');
+});
+
 test('media copy: a site or bundle folder on the target that is another file system (a mount) is refused; nothing counts there', async () => {
   const { state, a, uuidA, bundle } = twoMedia();
   // the target is a file system of its own, as a real second medium is

@@ -24,9 +24,11 @@ import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unl
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
-import { hashFileSync } from '../spool.js';
+import { hashFileSync, readSmallSync } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';
+/** A sidecar is one sha256sum line. */
+const SIDECAR_LIMIT = 4096;
 /** History and backup history files are a few lines; anything larger is not one. */
 const TEXT_LIMIT = 1024 * 1024;
 
@@ -41,8 +43,10 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
   const sidecar = `${src}${SIDECAR_SUFFIX}`;
   let text: string | undefined;
   try {
-    text = readFileSync(sidecar, 'utf8');
+    // never through a link, never blocking on a FIFO: PostgreSQL would wait on recovery forever
+    text = readSmallSync(sidecar, SIDECAR_LIMIT);
   } catch (e) {
+    if (e instanceof AirlockError) throw new AirlockError('malformed', `${sidecar}: not a regular file of at most ${SIDECAR_LIMIT} bytes`, { hint: 'extract the file and its sidecar again from the bundle' });
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
@@ -140,8 +144,9 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     try {
       knownSha256(name, src, opts);
       vouched = true;
-    } catch {
-      // unknown: truly absent
+    } catch (e) {
+      // unknown: truly absent; but a sidecar that cannot be read is there, so recovery must stop
+      if (!(e instanceof AirlockError && e.code === 'bad-wal')) throw e;
     }
     if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
     return 'absent';

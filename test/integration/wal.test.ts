@@ -358,6 +358,24 @@ test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name:
   vouched(from, backup, label('000000010000000000000002'));
   const good = fetch(backup);
   assert.is(good.code, WAL_FETCH_EXIT.ok, good.stderr);
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+
+  // FIFOs for a file or its sidecar: refused at once, never a hang and never "absent"
+  const fifo = (file: string) => assert.is(run('mkfifo', [file]).code, 0);
+  const c = `00000001${a.slice(8, 16)}000000C0`;
+  writeFileSync(path.join(from, c), bytes);
+  fifo(path.join(from, `${c}.sha256`));
+  const d = `00000001${a.slice(8, 16)}000000C1`;
+  fifo(path.join(from, `${d}.sha256`));
+  const e = `00000001${a.slice(8, 16)}000000C2`;
+  fifo(path.join(from, e));
+  writeFileSync(path.join(from, `${e}.sha256`), `${sha256Hex(bytes)}  ${e}\n`);
+  for (const [name, why] of [[c, `${c}.sha256: not a regular file`], [d, `${d}.sha256: not a regular file`], [e, `${e}: not a regular file`]] as const) {
+    const r = airlock(['wal-fetch', name, path.join(pgWal, 'RECOVERYXLOG'), '--from', from], { timeout: 30_000 });
+    assert.is(r.code, WAL_FETCH_EXIT.refused, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+  }
+  assert.equal(readdirSync(pgWal), []);
 });
 
 test('wal-push into a full spool fails cleanly and leaves no partial file', () => {

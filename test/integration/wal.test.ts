@@ -524,6 +524,40 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
   }
 });
 
+/*
+ * The same through PostgreSQL itself: the WAL folder a restore lays down from a bundle signed by a
+ * taken-over appliance, where the segment the backup starts in holds the next segment's bytes (its
+ * sidecar vouches for them, as the bundle's index would). Recovery must abort, not replay the wrong
+ * WAL and report success.
+ */
+test('a real recovery whose first segment holds the next segment\'s bytes under a matching sha256: wal-fetch refuses it and recovery aborts', () => {
+  const c = cluster();
+  psql("CREATE TABLE IF NOT EXISTS renamed (note text); INSERT INTO renamed VALUES ('before the backup')");
+  const backup = baseBackup();
+  psql("INSERT INTO renamed VALUES ('after the backup')");
+  switchWal();
+  const label = readFileSync(path.join(backup.data, 'backup_label'), 'utf8');
+  const first = /\(file ([0-9A-F]{24})\)/.exec(label)?.[1] as string;
+  const walDir = clusterDir('restore-wal-renamed');
+  for (const n of readdirSync(c.spool)) copyFileSync(path.join(c.spool, n), path.join(walDir, n));
+  const next = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n > first).sort()[0] as string;
+  assert.ok(next, 'a segment after the first one');
+  vouched(walDir, first, readFileSync(path.join(walDir, next)));
+  run('chmod', ['-R', 'a+rX', walDir]);
+  const restoreCommand = `restore_command = '${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-fetch %f %p --from ${shellSafe(walDir)}'`;
+  const server = startServer(c.user, backup.data, c.socketDir, backup.log, ['archive_mode = off', restoreCommand, "recovery_target_action = 'promote'"], false);
+  try {
+    poll('the server to give up', 60_000, () => (alive(server.pid) ? undefined : true));
+    const log = readFileSync(backup.log, 'utf8');
+    assert.match(log, new RegExp(`airlock: error: ${first}: not a valid postgresql 15 wal segment: page address \\S+ is not the segment's start`));
+    assert.match(log, new RegExp(`FATAL:\\s+could not restore file "${first}" from archive: command not executable`));
+    assert.not.match(log, 'archive recovery complete');
+    assert.not.match(log, 'database system is ready to accept connections');
+  } finally {
+    stopServer(server);
+  }
+});
+
 test('wal-push starts without loading commander, sqlite, the agent lock or the bundle code', () => {
   const name = segments()[0] as string;
   const spool = tmp('airlock-spool-');

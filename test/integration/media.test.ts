@@ -465,6 +465,30 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   for (const seq of [1, 2, 3]) assert.equal(copiedOn(state, seq), [uuidA], `seq ${seq} counts only where the export read it back`);
 });
 
+test('media copy: a source bundle on another file system than the source medium is copied, but not counted on the source medium', () => {
+  const state = tmp();
+  const a = tmp();
+  const b = tmp();
+  init(a, 'primary', state);
+  const uuidB = init(b, 'offsite', state);
+  const unlabelled = tmp();
+  const e = exportFiles(unlabelled, state, source(20_000));
+  assert.is(e.code, 0, e.stderr);
+  const site = path.join(a, keys.site);
+  mkdirSync(site);
+  const m = run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', site]);
+  assert.is(m.code, 0, `mounting a tmpfs needs root: ${m.stderr}`);
+  try {
+    assert.is(run('cp', ['-a', e.stdout.trim(), site]).code, 0);
+    const r = copy(a, b, state);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, `airlock: warning: ${site} on the source medium is on another file system than the medium; not counted as a copy on medium "primary"`);
+    assert.equal(copiedOn(state), [uuidB], 'counted on the medium that holds its bytes only');
+  } finally {
+    spawnSync('umount', [site]);
+  }
+});
+
 test('the read-back reads the medium past the page cache and notices bytes that differ from what was written', async () => {
   const medium = tmp();
   const r = exportFiles(medium, tmp(), source(9 * 1024 * 1024 + 123), ['--compress', 'none', '--volume-size', '4M']);

@@ -24,11 +24,17 @@ interface Entry {
   pax: Record<string, string>;
 }
 
+/** Entries to add at the end of the payload, and a change to the manifest's claims to go with them. */
+export interface Additions {
+  entries?: { name: string; bytes: Buffer; record: IndexRecord }[];
+  manifest?: (m: Manifest) => void;
+}
+
 /**
  * Writes a re-sealed copy of `bundle` onto `medium`, after `change` edited the payload entries (tar
- * path -> bytes). Returns the new bundle's path.
+ * path -> bytes), with `add` appended. Returns the new bundle's path.
  */
-export async function resealBundle(bundle: string, medium: string, keys: Keys, change: (entries: Map<string, Buffer>) => void): Promise<string> {
+export async function resealBundle(bundle: string, medium: string, keys: Keys, change: (entries: Map<string, Buffer>) => void, add: Additions = {}): Promise<string> {
   const manifest = JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest;
   const entries = new Map<string, Entry>();
   for await (const { entry, body } of readTar(openPlaintext(bundle, manifest.payload, parseIdentities(readFileSync(keys.identity, 'utf8'))))) {
@@ -50,6 +56,8 @@ export async function resealBundle(bundle: string, medium: string, keys: Keys, c
     const body = bytes.get(name) as Buffer;
     return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record as IndexRecord };
   });
+  for (const e of add.entries ?? []) items.push({ kind: 'entry', name: e.name, size: e.bytes.length, mode: 0o600, mtime: Math.floor(Date.parse(manifest.created) / 1000), open: async function* () { yield e.bytes; }, record: e.record });
+  add.manifest?.(manifest);
   async function* all() {
     yield* items;
   }

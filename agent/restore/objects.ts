@@ -261,20 +261,21 @@ const CONTROL_BYTE = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** Half of a UTF-16 surrogate pair on its own: not text, so no UTF-8 for it exists to sign or send. */
 const LONE_SURROGATE = /\p{Cs}/u;
 
-/** Throws `unsafe-entry` naming the version `r` and `why`. */
+/** The `unsafe-entry` error for version `r` that cannot be sent as recorded, saying `why`. */
 function unsendable(r: IndexRecord, why: string): AirlockError {
   return new AirlockError('unsafe-entry', `${String(r.bucket)}/${JSON.stringify(r.key)} version ${String(r.versionId)}: ${why}`);
 }
 
-/** A header value from a record's text, checked: one header on the wire, as byte strings go. */
+/** A header value (a byte string) that stays one header on the wire. Throws `unsafe-entry`. */
 function headerValue(r: IndexRecord, name: string, bytes: string): string {
   if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${(bytes.match(CONTROL_BYTE)?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
   return bytes;
 }
 
-function textValue(r: IndexRecord, name: string, v: string): string {
+/** The UTF-8 bytes of a record's text as a byte string. Throws `unsafe-entry` for text that has none. */
+function textBytes(r: IndexRecord, name: string, v: string): string {
   if (LONE_SURROGATE.test(v)) throw unsendable(r, `${name} is not valid unicode text`);
-  return headerValue(r, name, utf8Header(v));
+  return utf8Header(v);
 }
 
 /**
@@ -289,7 +290,7 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   const key = r.key;
   if (typeof key !== 'string' || key === '' || LONE_SURROGATE.test(key)) throw unsendable(r, 'the key is not valid unicode text');
   const ct = r.contentType;
-  if (typeof ct === 'string' && ct !== '') h['content-type'] = textValue(r, 'its content type', ct);
+  if (typeof ct === 'string' && ct !== '') h['content-type'] = headerValue(r, 'its content type', textBytes(r, 'its content type', ct));
   for (const [k, v] of Object.entries((r.headers ?? {}) as Record<string, unknown>)) {
     if (!RECORD_HEADERS.has(k)) throw unsendable(r, `its record names the header ${JSON.stringify(k)}, which an export never records`);
     if (typeof v !== 'string') continue;
@@ -297,7 +298,7 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
     // S3 refuses a retention that already ended; the version is no longer locked anyway
     if ((k === 'x-amz-object-lock-retain-until-date' || k === 'x-amz-object-lock-mode') && retentionEnded(r)) continue;
     if (k === 'x-amz-server-side-encryption') continue; // the destination decides its own encryption
-    h[k] = textValue(r, k, v);
+    h[k] = headerValue(r, k, textBytes(r, k, v));
   }
   const meta = (k: string, bytes: string) => {
     const name = `x-amz-meta-${k}`;
@@ -305,7 +306,7 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
     if (name in h) throw unsendable(r, `the metadata ${JSON.stringify(k)} is given twice`);
     h[name] = headerValue(r, `the metadata ${JSON.stringify(k)}`, bytes);
   };
-  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, textValue(r, `the metadata ${JSON.stringify(k)}`, v));
+  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, textBytes(r, `the metadata ${JSON.stringify(k)}`, v));
   for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
   for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);

@@ -433,12 +433,14 @@ export function selfSigner(key: SigningKey): AllowedSigner {
 
 /**
  * Before an export: the medium's label (undefined for an unlabelled medium, which still works but
- * whose copies do not count) and enough free space for `needed` bytes. Throws `malformed` for a
- * damaged label and `medium-full` as requireSpace.
+ * whose copies do not count), the site's folder on it a real folder of the medium when it is there
+ * already (nothing is written through a link), and enough free space for `needed` bytes. Throws
+ * `malformed` for a damaged label, `unsafe-target` as realFolders and `medium-full` as requireSpace.
  */
-export async function prepareMedium(medium: string, needed: number): Promise<MediumLabel | undefined> {
+export async function prepareMedium(medium: string, needed: number, site?: string): Promise<MediumLabel | undefined> {
   // a medium that is not there is reported by the export itself, with its hint
   if (!(await lstat(medium).then((st) => st.isDirectory(), () => false))) return undefined;
+  if (site !== undefined) await realFolders(await mediumRoot(medium), [site]);
   const label = await readLabel(medium);
   await requireSpace(medium, needed, 'the bundle');
   return label;

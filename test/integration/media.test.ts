@@ -385,7 +385,7 @@ test('media copy: a leftover partial copy on the target that is a symbolic link 
   assert.equal(copiedOn(state), [uuidA, uuidB].sort());
 });
 
-test('export onto a labelled medium whose site folder is a symbolic link: the read-back refuses to count it there (exit 4)', () => {
+test('export onto a medium whose site folder is a symbolic link is refused before anything is written (exit 4)', () => {
   const state = tmp();
   const medium = tmp();
   init(medium, 'linked', state);
@@ -393,8 +393,12 @@ test('export onto a labelled medium whose site folder is a symbolic link: the re
   symlinkSync(outside, path.join(medium, keys.site));
   const r = exportFiles(medium, state, source(1000));
   assert.is(r.code, 4, r.stderr);
-  assert.match(r.stderr, `airlock: error: ${path.join(medium, keys.site)} on the medium is a symbolic link`);
+  assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(medium, keys.site)} on the medium is a symbolic link\\nairlock: hint: [^\\n]+\\n$`));
+  assert.equal(readdirSync(outside), [], 'nothing written through the link');
   assert.equal(copiedOn(state), [], 'no verified copy recorded');
+  const c = catalogState(state);
+  assert.is(c.done, undefined, 'no bundle done');
+  assert.is(c.runs[0]?.code, 'unsafe-target');
 });
 
 test('media copy: a site or bundle folder on the target that is another file system (a mount) is refused; nothing counts there', async () => {

@@ -7,9 +7,18 @@
  * copy of a bundle counts (for retention) only after it was read back from that medium, past the page
  * cache where the kernel allows it, and verified keyless: a write that the medium only pretended to
  * keep must not let the spool drop anything.
+ *
+ * Links: a medium is not trusted to be laid out as it looks. A site folder that is a symbolic link
+ * would take a copy somewhere else, and a bundle folder that is a link to (or a mount of) the source
+ * would read back fine and count as a second medium that does not exist. So every folder below the
+ * medium's root that media code writes into or counts is checked with lstat (a real folder, never a
+ * link) and must be on the medium's own file system (the st_dev of its label file), files are opened
+ * with O_NOFOLLOW, and a bundle counts only when each of its files is a regular file on that file
+ * system too. The root itself is the operator's choice and may be reached through a link.
  */
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, open, opendir, readdir, rename, statfs, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, opendir, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
 import type { SigningKey } from '../manifests/sshkey.js';
@@ -41,6 +50,103 @@ export interface MediumLabel {
 /** Throws `usage` for a label text that is not 1 to 63 letters, digits, spaces, ".", "_", "-". */
 export function checkLabelText(label: string): void {
   if (!LABEL_RE.test(label)) throw new AirlockError('usage', `label ${JSON.stringify(label)} is not valid`, { hint: 'use 1 to 63 letters, digits, spaces, ".", "_" and "-", starting with a letter or digit' });
+}
+
+/** A medium's root and the file system its bytes must be on to count (see the top of this file). */
+export interface MediumRoot {
+  root: string;
+  /** st_dev of the label file (of the root when there is no label) */
+  dev: number;
+  /** how messages name it: "the medium", "the target medium" */
+  name: string;
+}
+
+const unsafe = (message: string) =>
+  new AirlockError('unsafe-target', message, { hint: 'airlock writes and counts only real folders on the medium itself, never through a link or onto another mount; remove the link or mount (or use another medium) and run the command again' });
+
+/**
+ * The root of the medium at `root` for the checks below. Throws `not-found` when it is not there and
+ * `unsafe-target` when its label file is on another file system than the root.
+ */
+export async function mediumRoot(root: string, name = 'the medium'): Promise<MediumRoot> {
+  const abs = path.resolve(root);
+  let dev: number;
+  try {
+    dev = (await stat(abs)).dev;
+  } catch (e) {
+    throw fromSystemError(e, abs, 'io');
+  }
+  const label = await lstat(path.join(abs, LABEL_FILE)).catch(() => undefined);
+  if (label && label.dev !== dev) throw unsafe(`${path.join(abs, LABEL_FILE)} on ${name} is on another file system than the medium`);
+  return { root: abs, dev, name };
+}
+
+/**
+ * Checks the folders `parts` below the medium's root, one after the other, without following links:
+ * each must be a real folder on the medium's file system. Returns how many of them exist (checking
+ * stops at the first absent one). Throws `unsafe-target` for a link, anything but a folder, or
+ * another file system.
+ */
+async function realFolders(m: MediumRoot, parts: readonly string[]): Promise<number> {
+  let at = m.root;
+  for (const [i, part] of parts.entries()) {
+    if (part === '' || part === '.' || part === '..' || part.includes('/')) throw new AirlockError('internal', `${JSON.stringify(part)} is not a folder name`);
+    at = path.join(at, part);
+    let s;
+    try {
+      s = await lstat(at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return i;
+      throw fromSystemError(e, at, 'io');
+    }
+    if (s.isSymbolicLink()) throw unsafe(`${at} on ${m.name} is a symbolic link`);
+    if (!s.isDirectory()) throw unsafe(`${at} on ${m.name} is not a folder`);
+    if (s.dev !== m.dev) throw unsafe(`${at} on ${m.name} is on another file system than the medium`);
+  }
+  return parts.length;
+}
+
+/** The folders from the medium's root to `dir`, which must lie below it. Throws `unsafe-target`. */
+function below(m: MediumRoot, dir: string): string[] {
+  const rel = path.relative(m.root, path.resolve(dir));
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw unsafe(`${dir} is not inside ${m.name} at ${m.root}`);
+  return rel.split(path.sep);
+}
+
+/**
+ * Whether the bundle folder `dir` is a real folder on the medium `m`, reached through real folders
+ * only, and each of `files` in it a regular file on the medium's file system: what makes its bytes
+ * count as a copy on that medium. Throws `unsafe-target` naming what is not.
+ */
+export async function assertOnMedium(m: MediumRoot, dir: string, files: readonly string[]): Promise<void> {
+  const parts = below(m, dir);
+  if ((await realFolders(m, parts)) < parts.length) throw new AirlockError('not-found', `${dir}: no such folder on ${m.name}`);
+  for (const name of files) {
+    const file = path.join(dir, name);
+    const s = await lstat(file).catch((e: unknown) => {
+      throw fromSystemError(e, file, 'io');
+    });
+    if (!s.isFile()) throw unsafe(`${file} on ${m.name} is ${s.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}`);
+    if (s.dev !== m.dev) throw unsafe(`${file} on ${m.name} is on another file system than the medium`);
+  }
+}
+
+/**
+ * Whether the bundle `site/name` is on the medium already. Throws `unsafe-target` when its site
+ * folder or its own folder is a link, not a folder, or on another file system.
+ */
+export async function bundleOnMedium(m: MediumRoot, site: string, name: string): Promise<boolean> {
+  return (await realFolders(m, [site, name])) === 2;
+}
+
+/** fsyncs a real folder, never one a link leads to. */
+async function fsyncRealDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The label of the medium mounted at `medium`, or undefined when it has none. Throws `malformed` for a damaged label. */
@@ -200,10 +306,12 @@ async function digestOnMedium(file: string, notes: ReadBackNotes, signal?: Abort
 /**
  * Reads the bundle at `dir` back from its medium and checks it: the keyless verification by
  * `signers`, then every file of it read past the page cache against the signed SHA256SUMS, whose own
- * hash must be `sums` (the identity of the bundle that was written). Throws `verification-failed`
- * or `io`.
+ * hash must be `sums` (the identity of the bundle that was written). With `medium`, the bundle must
+ * also be on that medium itself (assertOnMedium), before and after it is read. Throws
+ * `verification-failed`, `unsafe-target` or `io`.
  */
-export async function readBack(dir: string, sums: string, signers: readonly AllowedSigner[], now: Date, notes: ReadBackNotes, signal?: AbortSignal): Promise<BundleReport> {
+export async function readBack(dir: string, sums: string, signers: readonly AllowedSigner[], now: Date, notes: ReadBackNotes, signal?: AbortSignal, medium?: MediumRoot): Promise<BundleReport> {
+  if (medium) await assertOnMedium(medium, dir, []);
   // every check but the volumes' bytes, which are read once below, past the page cache
   const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', volumes: 'size', ...(signal ? { signal } : {}) });
   const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
@@ -219,6 +327,8 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   };
   if ((await onMedium(SUMS)).sha256 !== sums) throw fail(`${SUMS} differs on the medium from what was written`);
   const lines = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT));
+  const files = [...lines.map((l) => l.name), SUMS, SUMS_SIG];
+  if (medium) await assertOnMedium(medium, dir, files);
   // two files at a time, one hashed here and one on a worker: the export is done, both cores are free
   const worker = lines.length > 1 ? new HashWorker() : undefined;
   let next = 0;
@@ -244,11 +354,13 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
     await worker?.close();
   }
   if ((await onMedium(SUMS_SIG)).sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256) throw fail(`${SUMS_SIG} differs on the medium from what was written`);
+  // again after reading: a link put in place meanwhile must not make what was read count
+  if (medium) await assertOnMedium(medium, dir, files);
   return report;
 }
 
 /** The files of a verified bundle: the listed ones, SHA256SUMS and its signature. */
-async function bundleFiles(dir: string): Promise<string[]> {
+export async function bundleFiles(dir: string): Promise<string[]> {
   const lines = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT));
   return [...lines.map((l) => l.name), SUMS, SUMS_SIG];
 }
@@ -261,24 +373,38 @@ export async function bundleBytes(dir: string): Promise<number> {
 }
 
 /**
- * Copies the (verified) bundle folder `src` to `dst`, durably: into `dst.partial`, every file and
- * folder fsynced, then renamed. `progress` gets the bytes copied so far. Throws `target-exists` when
- * `dst` is there already, `medium-full` / `io` for the target medium (the partial copy is removed).
+ * Copies the (verified) bundle folder `src` to `site/name` on the medium `m`, durably: into
+ * `name.partial`, every file and folder fsynced, then renamed. Nothing is written through a link or
+ * onto another file system: the site folder is made or checked as a real folder of the medium, the
+ * partial folder is checked again after it was made, and files are created with O_EXCL | O_NOFOLLOW.
+ * `progress` gets the bytes copied so far. Throws `target-exists` when the bundle is there already,
+ * `unsafe-target` (see realFolders), `medium-full` / `io` for the target medium (the partial copy is
+ * removed).
  */
-export async function copyBundle(src: string, dst: string, progress?: (bytes: number) => void, signal?: AbortSignal): Promise<void> {
-  if (await lstat(dst).then(() => true, () => false)) throw new AirlockError('target-exists', `${dst} already exists`);
-  const partial = `${dst}.partial`;
+export async function copyBundle(src: string, m: MediumRoot, site: string, name: string, progress?: (bytes: number) => void, signal?: AbortSignal): Promise<void> {
+  const siteDir = path.join(m.root, site);
+  const dst = path.join(siteDir, name);
+  const partialName = `${name}.partial`;
+  const partial = path.join(siteDir, partialName);
+  if ((await realFolders(m, [site, name])) === 2) throw new AirlockError('target-exists', `${dst} already exists`);
   let copied = 0;
+  let made = false;
   try {
-    const siteDir = path.dirname(dst);
-    const made = await mkdir(siteDir, { recursive: true });
-    if (made !== undefined) await fsyncDir(path.dirname(siteDir));
+    if ((await realFolders(m, [site])) === 0) {
+      // not recursive: the root is there, and mkdir fails on anything put in its place meanwhile
+      await mkdir(siteDir, { mode: 0o755 });
+      await fsyncRealDir(m.root);
+      await realFolders(m, [site]);
+    }
+    // a leftover partial copy (or a link by its name: rm removes the link, not what it leads to)
     await removeTree(partial);
     await mkdir(partial);
-    for (const name of await bundleFiles(src)) {
-      const fh = await open(path.join(partial, name), 'wx', 0o644);
+    made = true;
+    await realFolders(m, [site, partialName]);
+    for (const file of await bundleFiles(src)) {
+      const fh = await open(path.join(partial, file), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
       try {
-        for await (const chunk of readChunks(path.join(src, name))) {
+        for await (const chunk of readChunks(path.join(src, file))) {
           signal?.throwIfAborted();
           let at = 0;
           while (at < chunk.byteLength) at += (await fh.write(chunk, at, chunk.byteLength - at)).bytesWritten;
@@ -290,12 +416,13 @@ export async function copyBundle(src: string, dst: string, progress?: (bytes: nu
         await fh.close();
       }
     }
-    await fsyncDir(partial);
+    await fsyncRealDir(partial);
     await rename(partial, dst);
-    await fsyncDir(siteDir);
+    await fsyncRealDir(siteDir);
   } catch (e) {
-    await removeTree(partial).catch(() => {});
-    throw fromSystemError(e, dst, 'io');
+    // only a folder this call made is removed: never what a link put in its place leads to
+    if (made) await removeTree(partial).catch(() => {});
+    throw e instanceof AirlockError ? e : fromSystemError(e, dst, 'io');
   }
 }
 
@@ -306,12 +433,14 @@ export function selfSigner(key: SigningKey): AllowedSigner {
 
 /**
  * Before an export: the medium's label (undefined for an unlabelled medium, which still works but
- * whose copies do not count) and enough free space for `needed` bytes. Throws `malformed` for a
- * damaged label and `medium-full` as requireSpace.
+ * whose copies do not count), the site's folder on it a real folder of the medium when it is there
+ * already (nothing is written through a link), and enough free space for `needed` bytes. Throws
+ * `malformed` for a damaged label, `unsafe-target` as realFolders and `medium-full` as requireSpace.
  */
-export async function prepareMedium(medium: string, needed: number): Promise<MediumLabel | undefined> {
+export async function prepareMedium(medium: string, needed: number, site?: string): Promise<MediumLabel | undefined> {
   // a medium that is not there is reported by the export itself, with its hint
   if (!(await lstat(medium).then((st) => st.isDirectory(), () => false))) return undefined;
+  if (site !== undefined) await realFolders(await mediumRoot(medium), [site]);
   const label = await readLabel(medium);
   await requireSpace(medium, needed, 'the bundle');
   return label;
@@ -319,12 +448,14 @@ export async function prepareMedium(medium: string, needed: number): Promise<Med
 
 /**
  * After an export: reads the new bundle back from the medium and verifies it (see readBack), then,
- * on a labelled medium, records it in the catalog as a verified copy on that medium's UUID. Throws
- * as readBack; nothing is recorded then.
+ * on a labelled medium, records it in the catalog as a verified copy on that medium's UUID (when it
+ * is on that medium itself: see assertOnMedium). Throws as readBack; nothing is recorded then.
  */
 export async function confirmOnMedium(written: { path: string; sumsSha256: string; site: string; seq: number }, label: MediumLabel | undefined, key: SigningKey, stateDir: string, now: Date, signal?: AbortSignal): Promise<ReadBackNotes> {
   const notes: ReadBackNotes = { cached: false };
-  await readBack(written.path, written.sumsSha256, [selfSigner(key)], now, notes, signal);
+  // a copy counts on the label's UUID only for bytes on that labelled medium itself
+  const medium = label ? await mediumRoot(path.dirname(path.dirname(written.path))) : undefined;
+  await readBack(written.path, written.sumsSha256, [selfSigner(key)], now, notes, signal, medium);
   if (label) {
     const catalog = Catalog.open(stateDir);
     try {

@@ -50,7 +50,7 @@ const CODES = {
   'verification-failed': EXIT.failed,
   'bad-wal': EXIT.failed,
   'target-exists': EXIT.conflict,
-  /** a restore target that is a symbolic link (or not a folder) */
+  /** a restore target, or a folder a medium command would write or count through, that is a symbolic link, not a folder, or on another file system */
   'unsafe-target': EXIT.conflict,
   'state-lost': EXIT.conflict,
   'seq-conflict': EXIT.conflict,

@@ -177,7 +177,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const progress = progressReporter('airlock: export');
   try {
     // buckets and databases are read only while they are exported: for them only the floor is checked up front
-    const label = await prepareMedium(medium, bundleNeeds(await estimateFiles(files), recoveryPercent));
+    const label = await prepareMedium(medium, bundleNeeds(await estimateFiles(files), recoveryPercent), site);
     const written = await interruptible((signal) => {
       abortSignal = signal;
       return runExport(

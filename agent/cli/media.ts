@@ -2,7 +2,7 @@
  * airlock media: label a medium (init), copy bundles onto a second medium and verify them there
  * (copy), show what a medium holds (list). Also what an export prints about the medium it wrote to.
  */
-import { lstat, statfs } from 'node:fs/promises';
+import { lstat, readdir, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { parseAllowedSigners, type AllowedSigner } from '../../manifests/allowed-signers.js';
@@ -19,10 +19,14 @@ import { recordRun } from '../jobs.js';
 import { loadSigningKey } from '../keys.js';
 import {
   SPACE_FLOOR,
+  assertOnMedium,
   bundleBytes,
+  bundleFiles,
+  bundleOnMedium,
   confirmOnMedium,
   copyBundle,
   initMedium,
+  mediumRoot,
   readBack,
   readLabel,
   requireSpace,
@@ -117,6 +121,26 @@ async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<
   }
 }
 
+/**
+ * Symbolic links where site or bundle folders are under `src`. Bundles are found without following
+ * links (findBundles), so these would be skipped without a word; they are named instead, and the
+ * copy fails once the rest is done.
+ */
+async function linksUnder(src: string): Promise<string[]> {
+  const links: string[] = [];
+  const scan = async (dir: string, depth: number) => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    // inside a bundle folder a link is a finding of its own verification
+    if (entries.some((e) => e.name === SUMS)) return;
+    for (const e of entries) {
+      if (e.isSymbolicLink()) links.push(path.join(dir, e.name));
+      else if (e.isDirectory() && depth < 2) await scan(path.join(dir, e.name), depth + 1);
+    }
+  };
+  await scan(path.resolve(src), 1);
+  return links.sort();
+}
+
 async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: string): Promise<void> {
   const signers = await signersFrom(flags);
   if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
@@ -124,22 +148,26 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
   const to = await readLabel(dst);
   if (from && to && from.uuid === to.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
   if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
+  const target = await mediumRoot(dst, 'the target medium');
+  const source = await mediumRoot(src, 'the source medium');
   const found = await findBundles([src]);
-  if (found.bundles.length === 0) throw new AirlockError('no-bundle', `no bundle under ${src}`);
+  const links = await linksUnder(src);
+  if (found.bundles.length === 0 && links.length === 0) throw new AirlockError('no-bundle', `no bundle under ${src}`);
   for (const p of found.partials) process.stderr.write(`airlock: warning: ${p} is a leftover partial bundle; not copied\n`);
 
   // verify every bundle where it is first: a damaged bundle is not spread to a second medium
   const now = new Date();
-  const good: { report: BundleReport; target: string; exists: boolean }[] = [];
-  const bad: string[] = [];
+  const good: { report: BundleReport; name: string; exists: boolean }[] = [];
+  const bad: string[] = links.map((l) => `${path.relative(path.resolve(src), l)}: a symbolic link, not followed`);
   for (const dir of found.bundles) {
     const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock' });
     if (report.findings.length > 0 || report.site === undefined || report.seq === undefined || report.sums === undefined) {
       bad.push(`${path.basename(dir)}: ${report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}`).join(', ')}`);
       continue;
     }
-    const target = path.join(path.resolve(dst), report.site, bundleName(report.site, report.seq));
-    good.push({ report, target, exists: await lstat(target).then(() => true, () => false) });
+    // before anything is written: a link or mount where the copy would go refuses the whole copy
+    const name = bundleName(report.site, report.seq);
+    good.push({ report, name, exists: await bundleOnMedium(target, report.site, name) });
   }
   let needed = SPACE_FLOOR;
   for (const g of good) if (!g.exists) needed += await bundleBytes(g.report.path);
@@ -152,20 +180,26 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
   let before = 0;
   await interruptible(async (signal) => {
     for (const g of good) {
-      const { report, target } = g;
+      const { report, name } = g;
       const site = report.site as string;
       const seq = report.seq as number;
       const sums = report.sums as string;
+      const copy = path.join(target.root, site, name);
       if (!g.exists) {
-        await copyBundle(report.path, target, (n) => progress.update(before + n), signal);
-        before += await bundleBytes(target);
+        await copyBundle(report.path, target, site, name, (n) => progress.update(before + n), signal);
+        before += await bundleBytes(copy);
       }
       // read back from the target, past the page cache, before the copy may count
-      await readBack(target, sums, signers, new Date(), notes, signal);
+      await readBack(copy, sums, signers, new Date(), notes, signal, target);
+      // the source counts too, but only for a bundle on the source medium's own file system
+      const onSource = from ? await assertOnMedium(source, report.path, await bundleFiles(report.path)).then(() => true, (e: unknown) => {
+        process.stderr.write(`airlock: warning: ${(e as Error).message}; not counted as a copy on medium "${from.label}"\n`);
+        return false;
+      }) : false;
       const verifiedOn: string[] = [];
       const catalog = Catalog.open(stateDir);
       try {
-        for (const [label, where] of [[from, report.path], [to, target]] as const) {
+        for (const [label, where] of [[onSource ? from : undefined, report.path], [to, copy]] as const) {
           if (!label) continue;
           catalog.recordMedium(label.uuid, label.label, now);
           catalog.recordVerifiedCopy(site, seq, sums, label.uuid, where, new Date());
@@ -174,7 +208,7 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
       } finally {
         catalog.close();
       }
-      results.push({ site, seq, from: report.path, to: target, sums, copied: !g.exists, verifiedOn });
+      results.push({ site, seq, from: report.path, to: copy, sums, copied: !g.exists, verifiedOn });
     }
   });
   progress.done();
@@ -187,7 +221,7 @@ async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: str
     if (!to) process.stderr.write(`airlock: note: ${dst} has no label, so these copies do not count for retention; label it with airlock media init\n`);
   }
   if (bad.length > 0) {
-    throw new AirlockError('verification-failed', `${bad.length} bundle(s) under ${src} did not verify and were not copied: ${bad.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list' });
+    throw new AirlockError('verification-failed', `${bad.length} bundle(s) under ${src} were not copied: ${bad.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list; media copy never follows a symbolic link' });
   }
 }
 

@@ -252,25 +252,96 @@ function retentionEnded(r: IndexRecord): boolean {
   return typeof until === 'string' && Date.parse(until) <= Date.now();
 }
 
-/** The object's headers for a PUT, as byte strings. */
+/** The headers an object record may carry (what an export reads, SPEC.md 6.3); a restore sends no other. */
+const RECORD_HEADERS = new Set(['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'expires', 'x-amz-website-redirect-location', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date', 'x-amz-object-lock-legal-hold', 'x-amz-server-side-encryption']);
+/** A user metadata name as S3 keeps it: an HTTP token (RFC 9110), lower case. */
+const METADATA_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+/** Bytes no header value may hold: every control byte but tab (CR and LF would start another header), and DEL. */
+const CONTROL_BYTE = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** Half of a UTF-16 surrogate pair on its own: not text, so no UTF-8 for it exists to sign or send. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** The `unsafe-entry` error for version `r` that cannot be sent as recorded, saying `why`. */
+function unsendable(r: IndexRecord, why: string): AirlockError {
+  return new AirlockError('unsafe-entry', `${String(r.bucket)}/${JSON.stringify(r.key)} version ${String(r.versionId)}: ${why}`);
+}
+
+/** A header value (a byte string) that stays one header on the wire. Throws `unsafe-entry`. */
+function headerValue(r: IndexRecord, name: string, bytes: string): string {
+  if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${(bytes.match(CONTROL_BYTE)?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
+  return bytes;
+}
+
+/** The UTF-8 bytes of a record's text as a byte string. Throws `unsafe-entry` for text that has none. */
+function textBytes(r: IndexRecord, name: string, v: string): string {
+  if (LONE_SURROGATE.test(v)) throw unsendable(r, `${name} is not valid unicode text`);
+  return utf8Header(v);
+}
+
+/**
+ * The object's headers for a PUT, as byte strings, each checked so the request carries exactly one
+ * header per field, as recorded: only the headers an export records (a record naming another, such as
+ * x-amz-acl or x-amz-copy-source, would make the server do something else than store this version),
+ * metadata names that are lower-case tokens and given once, and values without control bytes.
+ * Throws `unsafe-entry` naming the version otherwise.
+ */
 function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   const h: Record<string, string> = {};
+  const key = r.key;
+  if (typeof key !== 'string' || key === '' || LONE_SURROGATE.test(key)) throw unsendable(r, 'the key is not valid unicode text');
   const ct = r.contentType;
-  if (typeof ct === 'string' && ct !== '') h['content-type'] = utf8Header(ct);
+  if (typeof ct === 'string' && ct !== '') h['content-type'] = headerValue(r, 'its content type', textBytes(r, 'its content type', ct));
   for (const [k, v] of Object.entries((r.headers ?? {}) as Record<string, unknown>)) {
+    if (!RECORD_HEADERS.has(k)) throw unsendable(r, `its record names the header ${JSON.stringify(k)}, which an export never records`);
     if (typeof v !== 'string') continue;
     if (k.startsWith('x-amz-object-lock-') && !lock) continue;
     // S3 refuses a retention that already ended; the version is no longer locked anyway
     if ((k === 'x-amz-object-lock-retain-until-date' || k === 'x-amz-object-lock-mode') && retentionEnded(r)) continue;
     if (k === 'x-amz-server-side-encryption') continue; // the destination decides its own encryption
-    h[k] = utf8Header(v);
+    h[k] = headerValue(r, k, textBytes(r, k, v));
   }
-  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') h[`x-amz-meta-${k}`] = utf8Header(v);
-  for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') h[`x-amz-meta-${k}`] = Buffer.from(v, 'base64').toString('latin1');
+  const meta = (k: string, bytes: string) => {
+    const name = `x-amz-meta-${k}`;
+    if (!METADATA_NAME.test(k)) throw unsendable(r, `the metadata name ${JSON.stringify(k)} is not a lower-case http token`);
+    if (name in h) throw unsendable(r, `the metadata ${JSON.stringify(k)} is given twice`);
+    h[name] = headerValue(r, `the metadata ${JSON.stringify(k)}`, bytes);
+  };
+  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, textBytes(r, `the metadata ${JSON.stringify(k)}`, v));
+  for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
+  for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
   if (tags.length > 0) h['x-amz-tagging'] = tags.map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
-  if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') h['x-amz-storage-class'] = r.storageClass;
+  if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
+    if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
+    h['x-amz-storage-class'] = r.storageClass;
+  }
   return h;
+}
+
+/**
+ * Before anything is written: every version the restore would send must be sendable as recorded
+ * (putHeaders), and every key valid text. Throws `unsafe-entry` naming up to three and counting the rest.
+ */
+async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>): Promise<void> {
+  const problems: string[] = [];
+  for await (const group of chain.groups()) {
+    const plan = plans.get(String(group[0]?.bucket));
+    if (!plan) continue;
+    for (const r of group) {
+      try {
+        if (r.type === 'object') putHeaders(r, plan.lock);
+        else if (typeof r.key !== 'string' || LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
+      } catch (e) {
+        if (!(e instanceof AirlockError)) throw e;
+        problems.push(e.message);
+      }
+    }
+  }
+  if (problems.length > 0) {
+    throw new AirlockError('unsafe-entry', `${problems.length} version(s) cannot be sent to the S3 server as the bundle records them: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; ...' : ''}`, {
+      hint: 'an export never records such values, so the bundle was not made by an honest airlock; nothing was written',
+    });
+  }
 }
 
 const versioningXml = (status: 'Enabled' | 'Suspended') => Buffer.from(`<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>${status}</Status></VersioningConfiguration>`);
@@ -455,6 +526,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
   const journal = await readJournal(partial);
+  await checkSendable(chain, plans);
   if (journal) process.stderr.write(`airlock: resuming an interrupted restore: ${journal.size} version(s) already written\n`);
   await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
 

@@ -7,6 +7,14 @@
  * MANIFEST.sha256, whose paths are relative to its own folder). The copy goes to a temporary name
  * beside %p and is renamed only after the hash matched, so PostgreSQL never sees a wrong file.
  *
+ * A matching hash proves only that the bundle's signer put these bytes under this name, and a signer
+ * (an appliance taken over) can put anything there. So what the bytes say must also agree with the
+ * name before PostgreSQL sees them, or recovery could replay another segment in this one's place and
+ * silently diverge: a segment's (or .partial's) first page must name it (page address, segment size,
+ * and the name's timeline, or an ancestor for the segment the timeline began in, as the name
+ * timeline's own checked history file says), a history file must parse with every ancestor below its
+ * own timeline, and a backup history file must start in the segment its name says.
+ *
  * Whether a file is absent is a result, not an error: only a missing file may end recovery
  * (exit 1); every failure, including a missing folder, exits above 125 so PostgreSQL aborts
  * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
@@ -15,10 +23,14 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseWalFileName } from '../sources/postgres/wal.js';
-import { hashFileSync } from '../spool.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
+import { hashFileSync, readSmallSync } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';
+/** A sidecar is one sha256sum line. */
+const SIDECAR_LIMIT = 4096;
+/** History and backup history files are a few lines; anything larger is not one. */
+const TEXT_LIMIT = 1024 * 1024;
 
 export interface FetchOptions {
   /** the folder holding the WAL files */
@@ -31,8 +43,10 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
   const sidecar = `${src}${SIDECAR_SUFFIX}`;
   let text: string | undefined;
   try {
-    text = readFileSync(sidecar, 'utf8');
+    // never through a link, never blocking on a FIFO: PostgreSQL would wait on recovery forever
+    text = readSmallSync(sidecar, SIDECAR_LIMIT);
   } catch (e) {
+    if (e instanceof AirlockError) throw new AirlockError('malformed', `${sidecar}: not a regular file of at most ${SIDECAR_LIMIT} bytes`, { hint: 'extract the file and its sidecar again from the bundle' });
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
@@ -60,10 +74,55 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
 }
 
 /**
+ * The history of `timeline` from the folder, checked against its own known sha256, or undefined when
+ * the folder has none. Throws as fetchWal does for a bad one.
+ */
+function historyOf(timeline: number, opts: FetchOptions): TimelineHistory | undefined {
+  const name = `${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
+  const src = path.join(opts.from, name);
+  try {
+    lstatSync(src);
+  } catch {
+    return undefined;
+  }
+  const expected = knownSha256(name, src, opts);
+  const { sha256, first } = hashFileSync(src, TEXT_LIMIT + 1);
+  if (sha256 !== expected) throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, { hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)' });
+  return checkText(name, first) as TimelineHistory;
+}
+
+/** Parses a history or backup history file's bytes (see parseHistory, parseBackupLabel). Throws `bad-wal`. */
+function checkText(name: string, bytes: Buffer): TimelineHistory | undefined {
+  if (bytes.byteLength > TEXT_LIMIT) throw new AirlockError('bad-wal', `${name}: over ${TEXT_LIMIT} bytes, too large for a history file`, { hint: 'the bundle carries a file that is not what its name says; recovery was stopped' });
+  const text = bytes.toString('utf8');
+  if (name.endsWith('.history')) return parseHistory(name, text);
+  parseBackupLabel(name, text);
+  return undefined;
+}
+
+/**
+ * Checks that a segment's first page (`first`, of a file of `size` bytes) is the segment `parsed`
+ * names: see the top of this file. Throws `bad-wal`.
+ */
+function checkSegment(parsed: WalFileName & { kind: 'segment' | 'partial' }, first: Buffer, size: number, opts: FetchOptions): void {
+  // the first segment of a timeline begins with its parent's pages: only the timeline's history vouches for them
+  const older = first.byteLength >= 8 && first.readUInt32LE(4) < parsed.timeline;
+  const history = older ? historyOf(parsed.timeline, opts) : undefined;
+  const c = checkSegmentHeader(parsed.name, first, { fileSize: size, ...(history ? { history } : {}) });
+  const parent = history?.parents.find((p) => p.timeline === c.header.timeline);
+  if (parent && parseLsn(parent.end) >= parseLsn(c.startLsn) + BigInt(c.header.long.segmentSize)) {
+    // a timeline's pages at the start of a later timeline's segment only where that timeline ended
+    throw new AirlockError('bad-wal', `${parsed.name}: its first page is of timeline ${c.header.timeline}, which ended at ${parent.end}, after this segment`, {
+      hint: 'only the segment a timeline begins in starts with its parent\'s pages; the bundle carries a file that is not what its name says, and recovery was stopped',
+    });
+  }
+}
+
+/**
  * Copies WAL file `name` from `opts.from` to `target` after checking it. Returns 'absent' when the
  * folder exists but the file is not in it. Throws `usage` for a name that is not a WAL file name,
  * `not-found` for a missing folder, `checksum-mismatch` when the bytes do not match the known hash,
- * `bad-wal` when no hash is known or a segment's header does not fit its name, `malformed` for a bad
+ * `bad-wal` when no hash is known or the bytes do not fit the name (see the top of this file), `malformed` for a bad
  * sidecar, and typed system errors. On any failure `target` is left untouched.
  */
 export function fetchWal(name: string, target: string, opts: FetchOptions): 'copied' | 'absent' {
@@ -85,8 +144,9 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     try {
       knownSha256(name, src, opts);
       vouched = true;
-    } catch {
-      // unknown: truly absent
+    } catch (e) {
+      // unknown: truly absent; but a sidecar that cannot be read is there, so recovery must stop
+      if (!(e instanceof AirlockError && e.code === 'bad-wal')) throw e;
     }
     if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
     return 'absent';
@@ -97,7 +157,8 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     const expected = knownSha256(name, src, opts);
     out = openSync(tmp, 'wx', 0o600);
     const fd = out;
-    const { sha256, size, first } = hashFileSync(src, LONG_PAGE_HEADER_SIZE, (chunk) => {
+    const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
+    const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
       let off = 0;
       while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
     });
@@ -106,7 +167,8 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
         hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
       });
     }
-    if (parsed.kind === 'segment') checkSegmentHeader(name, first, { fileSize: size });
+    if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
+    else checkText(name, first);
     // no fsync: PostgreSQL fsyncs a restored file itself when it keeps it, and a crash here only
     // means the fetch runs again
     closeSync(out);

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -300,6 +300,197 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
     assert.match(r.stderr, /^airlock: error: copying 1 bundle\(s\) needs about [\d.]+ MiB on /);
     assert.equal(readdirSync(small), ['AIRLOCK-MEDIUM.json']);
   });
+});
+
+/** Two labelled media with `seqs` bundles exported onto the first; the second is empty. */
+function twoMedia(seqs = 1) {
+  const state = tmp();
+  const a = tmp();
+  const b = tmp();
+  const uuidA = init(a, 'primary', state);
+  const uuidB = init(b, 'offsite', state);
+  const src = source(20_000);
+  for (let i = 0; i < seqs; i++) assert.is(exportFiles(a, state, src).code, 0);
+  const bundle = (medium: string, seq = 1) => path.join(medium, keys.site, `${keys.site}-${String(seq).padStart(8, '0')}`);
+  return { state, a, b, uuidA, uuidB, bundle };
+}
+
+function copy(a: string, b: string, state: string) {
+  return airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state]);
+}
+
+/** The media UUIDs the catalog counts bundle `seq` as verified on. */
+function copiedOn(state: string, seq = 1): string[] {
+  const c = Catalog.open(state);
+  try {
+    return c.copies(keys.site, seq).map((x) => x.media_uuid).sort();
+  } finally {
+    c.close();
+  }
+}
+
+/** Files and folders under `dir`, as relative paths, without following links. */
+function tree(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, rel: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      out.push(path.join(rel, e.name));
+      if (e.isDirectory()) walk(path.join(d, e.name), path.join(rel, e.name));
+    }
+  };
+  walk(dir, '');
+  return out.sort();
+}
+
+test('media copy refuses a site folder on the target that is a symbolic link: exit 4, nothing written through it', () => {
+  const { state, a, b, uuidA } = twoMedia();
+  const outside = tmp();
+  symlinkSync(outside, path.join(b, keys.site));
+  const r = copy(a, b, state);
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(b, keys.site)} on the target medium is a symbolic link[^\\n]*\\nairlock: hint: [^\\n]+\\n$`));
+  assert.equal(readdirSync(outside), [], 'nothing written outside the medium');
+  assert.equal(tree(b), ['AIRLOCK-MEDIUM.json', keys.site]);
+  assert.equal(copiedOn(state), [uuidA]);
+  const c = Catalog.open(state);
+  try {
+    assert.is(c.jobRuns('media copy')[0]?.code, 'unsafe-target');
+  } finally {
+    c.close();
+  }
+});
+
+test('media copy: a bundle on the target that is a symbolic link to the source bundle is no copy: exit 4, counted on the source medium only', () => {
+  const { state, a, b, uuidA, bundle } = twoMedia();
+  mkdirSync(path.join(b, keys.site));
+  symlinkSync(bundle(a), bundle(b));
+  const r = copy(a, b, state);
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, new RegExp(`airlock: error: ${bundle(b)} on the target medium is a symbolic link`));
+  assert.equal(copiedOn(state), [uuidA], 'counted only on the medium that holds the bytes');
+  assert.ok(lstatSync(bundle(b)).isSymbolicLink(), 'the link is left for the operator to look at');
+});
+
+test('media copy: a leftover partial copy on the target that is a symbolic link is removed as a link; what it led to is untouched', () => {
+  const { state, a, b, uuidA, uuidB, bundle } = twoMedia();
+  const outside = tmp();
+  writeFileSync(path.join(outside, 'keep.txt'), 'not the medium\'s\n');
+  mkdirSync(path.join(b, keys.site));
+  symlinkSync(outside, `${bundle(b)}.partial`);
+  const r = copy(a, b, state);
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(readdirSync(outside), ['keep.txt'], 'nothing removed or written through the link');
+  assert.ok(lstatSync(bundle(b)).isDirectory());
+  assert.equal(readdirSync(path.join(b, keys.site)), [`${keys.site}-00000001`]);
+  assert.equal(copiedOn(state), [uuidA, uuidB].sort());
+});
+
+test('export onto a medium whose site folder is a symbolic link is refused before anything is written (exit 4)', () => {
+  const state = tmp();
+  const medium = tmp();
+  init(medium, 'linked', state);
+  const outside = tmp();
+  symlinkSync(outside, path.join(medium, keys.site));
+  const r = exportFiles(medium, state, source(1000));
+  assert.is(r.code, 4, r.stderr);
+  assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(medium, keys.site)} on the medium is a symbolic link\\nairlock: hint: [^\\n]+\\n$`));
+  assert.equal(readdirSync(outside), [], 'nothing written through the link');
+  assert.equal(copiedOn(state), [], 'no verified copy recorded');
+  const c = catalogState(state);
+  assert.is(c.done, undefined, 'no bundle done');
+  assert.is(c.runs[0]?.code, 'unsafe-target');
+});
+
+test('media copy: a site or bundle folder on the target that is another file system (a mount) is refused; nothing counts there', async () => {
+  const { state, a, uuidA, bundle } = twoMedia();
+  // the target is a file system of its own, as a real second medium is
+  await withSmallMedium('8m', (b) => {
+    const uuidB = init(b, 'offsite', state);
+    const site = path.join(b, keys.site);
+    mkdirSync(site);
+    // the source bundle bind-mounted where its copy would be: "already there", but on the source's file system
+    mkdirSync(bundle(b));
+    const bind = run('mount', ['--bind', bundle(a), bundle(b)]);
+    assert.is(bind.code, 0, `a bind mount needs root: ${bind.stderr}`);
+    try {
+      const r = copy(a, b, state);
+      assert.is(r.code, 4, r.stderr);
+      assert.match(r.stderr, new RegExp(`^airlock: error: ${bundle(b)} on the target medium is on another file system than the medium\nairlock: hint: `));
+      assert.equal(copiedOn(state), [uuidA]);
+    } finally {
+      spawnSync('umount', [bundle(b)]);
+    }
+    rmSync(bundle(b), { recursive: true });
+    // a tmpfs mounted on the site folder: a copy there would not be on the labelled medium
+    const m = run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', site]);
+    assert.is(m.code, 0, m.stderr);
+    try {
+      const r = copy(a, b, state);
+      assert.is(r.code, 4, r.stderr);
+      assert.match(r.stderr, `${site} on the target medium is on another file system than the medium`);
+      assert.equal(readdirSync(site), [], 'nothing written on the other file system');
+      assert.equal(copiedOn(state), [uuidA]);
+    } finally {
+      spawnSync('umount', [site]);
+    }
+    // once the medium holds real folders, the same copy works and counts on both media
+    const ok = copy(a, b, state);
+    assert.is(ok.code, 0, ok.stderr);
+    assert.equal(copiedOn(state), [uuidA, uuidB].sort());
+  });
+});
+
+test('media copy from a hostile source: a bundle folder that is a link, a FIFO for a volume or SHA256SUMS, an extra file: each named and not copied, nothing hangs, the good bundle copied', () => {
+  const { state, a, b, uuidA, uuidB, bundle } = twoMedia(4);
+  const elsewhere = tmp();
+  const other = exportFiles(elsewhere, tmp(), source(1000));
+  assert.is(other.code, 0, other.stderr);
+  const link = path.join(a, keys.site, `${keys.site}-00000009`);
+  symlinkSync(other.stdout.trim(), link);
+  writeFileSync(path.join(bundle(a, 1), 'notes.txt'), 'not part of the bundle\n');
+  for (const [seq, name] of [[2, 'payload.000'], [3, 'SHA256SUMS']] as const) {
+    rmSync(path.join(bundle(a, seq), name));
+    assert.is(run('mkfifo', [path.join(bundle(a, seq), name)]).code, 0);
+  }
+  writeFileSync(path.join(a, keys.site, 'README'), 'a stray file beside the bundles\n');
+  const r = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json'], { timeout: 60_000 });
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^airlock: error: 4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; [^\\n]+\\nairlock: hint: [^\\n]*never follows a symbolic link\\n$`, 'm'));
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.bundles.map((x: { seq: number }) => x.seq), [4]);
+  assert.equal(j.failed, [
+    `${keys.site}/${keys.site}-00000009: a symbolic link, not followed`,
+    `${keys.site}-00000001: extra notes.txt`,
+    `${keys.site}-00000002: extra payload.000`,
+    `${keys.site}-00000003: extra SHA256SUMS, missing SHA256SUMS`,
+  ]);
+  assert.equal(readdirSync(path.join(b, keys.site)), [`${keys.site}-00000004`], 'only the good bundle was copied');
+  assert.equal(copiedOn(state, 4), [uuidA, uuidB].sort());
+  for (const seq of [1, 2, 3]) assert.equal(copiedOn(state, seq), [uuidA], `seq ${seq} counts only where the export read it back`);
+});
+
+test('media copy: a source bundle on another file system than the source medium is copied, but not counted on the source medium', () => {
+  const state = tmp();
+  const a = tmp();
+  const b = tmp();
+  init(a, 'primary', state);
+  const uuidB = init(b, 'offsite', state);
+  const unlabelled = tmp();
+  const e = exportFiles(unlabelled, state, source(20_000));
+  assert.is(e.code, 0, e.stderr);
+  const site = path.join(a, keys.site);
+  mkdirSync(site);
+  const m = run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', site]);
+  assert.is(m.code, 0, `mounting a tmpfs needs root: ${m.stderr}`);
+  try {
+    assert.is(run('cp', ['-a', e.stdout.trim(), site]).code, 0);
+    const r = copy(a, b, state);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, `airlock: warning: ${site} on the source medium is on another file system than the medium; not counted as a copy on medium "primary"`);
+    assert.equal(copiedOn(state), [uuidB], 'counted on the medium that holds its bytes only');
+  } finally {
+    spawnSync('umount', [site]);
+  }
 });
 
 test('the read-back reads the medium past the page cache and notices bytes that differ from what was written', async () => {

@@ -294,6 +294,91 @@ test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrup
   }
 });
 
+/** Writes `bytes` as WAL file `name` into `dir` with a sidecar that vouches for them, as a re-signed bundle would. */
+function vouched(dir: string, name: string, bytes: Buffer | string): void {
+  writeFileSync(path.join(dir, name), bytes);
+  writeFileSync(path.join(dir, `${name}.sha256`), `${sha256Hex(bytes)}  ${name}\n`);
+}
+
+/*
+ * A bundle is only as honest as its signer: a key taken from the appliance can sign any bytes under
+ * any name, and every hash then matches. wal-fetch must still not hand PostgreSQL a file whose
+ * contents are not what its name says, or recovery would replay the wrong WAL without a word.
+ */
+test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name: another segment, another timeline, a bad history or backup history file (126)', () => {
+  const [a, b] = segments() as [string, string];
+  const bytes = readFileSync(path.join(cluster().spool, a));
+  const from = tmp('airlock-wal-');
+  const pgWal = tmp('airlock-pgwal-');
+  const fetch = (name: string) => airlock(['wal-fetch', name, path.join(pgWal, 'RECOVERYXLOG'), '--from', from]);
+  const refused = (name: string, why: string | RegExp) => {
+    const r = fetch(name);
+    assert.is(r.code, WAL_FETCH_EXIT.refused, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+    assert.match(r.stderr, /\nairlock: hint: /);
+    assert.equal(readdirSync(pgWal), [], 'nothing handed to postgresql, no temporary file left');
+  };
+
+  // a valid segment under the next segment's name
+  vouched(from, b, bytes);
+  refused(b, /page address \S+ is not the segment's start/);
+
+  // the same segment under timeline 2's name: its first page says timeline 1
+  const tl2 = `00000002${a.slice(8)}`;
+  vouched(from, tl2, bytes);
+  refused(tl2, 'page timeline 1 is not an ancestor of timeline 2');
+  // a history in which timeline 1 ends after this segment: the segment is not where timeline 2 began
+  const start = BigInt(`0x${a.slice(8, 16)}`) * 0x1_0000_0000n + BigInt(`0x${a.slice(16)}`) * BigInt(SEGMENT);
+  const lsn = (v: bigint) => `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`;
+  vouched(from, '00000002.history', `1\t${lsn(start + 3n * BigInt(SEGMENT))}\tno recovery target specified\n`);
+  refused(tl2, `its first page is of timeline 1, which ended at ${lsn(start + 3n * BigInt(SEGMENT))}, after this segment`);
+  // where timeline 1 ended inside it, it is the first segment of timeline 2 and is handed over
+  vouched(from, '00000002.history', `1\t${lsn(start + 0x1234n)}\tno recovery target specified\n`);
+  const first = fetch(tl2);
+  assert.is(first.code, WAL_FETCH_EXIT.ok, first.stderr);
+  assert.ok(readFileSync(path.join(pgWal, 'RECOVERYXLOG')).equals(bytes));
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+  const history = fetch('00000002.history');
+  assert.is(history.code, WAL_FETCH_EXIT.ok, history.stderr);
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+
+  // history files that are not history files
+  vouched(from, '00000003.history', 'restore_command = \'sh -c id\'\n');
+  refused('00000003.history', '00000003.history: line 1 is not "timeline<TAB>location<TAB>reason"');
+  vouched(from, '00000003.history', '1\t0/3000000\tok\n7\t0/5000000\tnot an ancestor\n');
+  refused('00000003.history', 'timeline 7 is not an ancestor of 3');
+  vouched(from, '00000003.history', Buffer.alloc(2 * 1024 * 1024, 0x31));
+  refused('00000003.history', 'too large for a history file');
+
+  // a backup history file that names another segment than its own name
+  const label = (seg: string) =>
+    [`START WAL LOCATION: 0/2000028 (file ${seg})`, `STOP WAL LOCATION: 0/2000100 (file ${seg})`, 'CHECKPOINT LOCATION: 0/2000060', 'BACKUP METHOD: streamed', 'BACKUP FROM: primary', 'START TIME: 2026-01-01 00:00:00 UTC', 'LABEL: x', 'START TIMELINE: 1', 'STOP TIME: 2026-01-01 00:00:01 UTC', 'STOP TIMELINE: 1', ''].join('\n');
+  const backup = '000000010000000000000002.00000028.backup';
+  vouched(from, backup, label('000000010000000000000003'));
+  refused(backup, 'the start segment 000000010000000000000003 is not the one in the file\'s name');
+  vouched(from, backup, label('000000010000000000000002'));
+  const good = fetch(backup);
+  assert.is(good.code, WAL_FETCH_EXIT.ok, good.stderr);
+  rmSync(path.join(pgWal, 'RECOVERYXLOG'));
+
+  // FIFOs for a file or its sidecar: refused at once, never a hang and never "absent"
+  const fifo = (file: string) => assert.is(run('mkfifo', [file]).code, 0);
+  const c = `00000001${a.slice(8, 16)}000000C0`;
+  writeFileSync(path.join(from, c), bytes);
+  fifo(path.join(from, `${c}.sha256`));
+  const d = `00000001${a.slice(8, 16)}000000C1`;
+  fifo(path.join(from, `${d}.sha256`));
+  const e = `00000001${a.slice(8, 16)}000000C2`;
+  fifo(path.join(from, e));
+  writeFileSync(path.join(from, `${e}.sha256`), `${sha256Hex(bytes)}  ${e}\n`);
+  for (const [name, why] of [[c, `${c}.sha256: not a regular file`], [d, `${d}.sha256: not a regular file`], [e, `${e}: not a regular file`]] as const) {
+    const r = airlock(['wal-fetch', name, path.join(pgWal, 'RECOVERYXLOG'), '--from', from], { timeout: 30_000 });
+    assert.is(r.code, WAL_FETCH_EXIT.refused, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+  }
+  assert.equal(readdirSync(pgWal), []);
+});
+
 test('wal-push into a full spool fails cleanly and leaves no partial file', () => {
   if (process.getuid?.() !== 0) {
     console.log('  (skipped: mounting a tmpfs needs root)');
@@ -440,6 +525,40 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
     assert.not.match(log, 'archive recovery complete');
   } finally {
     stopServer(broken);
+  }
+});
+
+/*
+ * The same through PostgreSQL itself: the WAL folder a restore lays down from a bundle signed by a
+ * taken-over appliance, where the segment the backup starts in holds the next segment's bytes (its
+ * sidecar vouches for them, as the bundle's index would). Recovery must abort, not replay the wrong
+ * WAL and report success.
+ */
+test('a real recovery whose first segment holds the next segment\'s bytes under a matching sha256: wal-fetch refuses it and recovery aborts', () => {
+  const c = cluster();
+  psql("CREATE TABLE IF NOT EXISTS renamed (note text); INSERT INTO renamed VALUES ('before the backup')");
+  const backup = baseBackup();
+  psql("INSERT INTO renamed VALUES ('after the backup')");
+  switchWal();
+  const label = readFileSync(path.join(backup.data, 'backup_label'), 'utf8');
+  const first = /\(file ([0-9A-F]{24})\)/.exec(label)?.[1] as string;
+  const walDir = clusterDir('restore-wal-renamed');
+  for (const n of readdirSync(c.spool)) copyFileSync(path.join(c.spool, n), path.join(walDir, n));
+  const next = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n > first).sort()[0] as string;
+  assert.ok(next, 'a segment after the first one');
+  vouched(walDir, first, readFileSync(path.join(walDir, next)));
+  run('chmod', ['-R', 'a+rX', walDir]);
+  const restoreCommand = `restore_command = '${shellSafe(process.execPath)} ${shellSafe(c.cli)} wal-fetch %f %p --from ${shellSafe(walDir)}'`;
+  const server = startServer(c.user, backup.data, c.socketDir, backup.log, ['archive_mode = off', restoreCommand, "recovery_target_action = 'promote'"], false);
+  try {
+    poll('the server to give up', 60_000, () => (alive(server.pid) ? undefined : true));
+    const log = readFileSync(backup.log, 'utf8');
+    assert.match(log, new RegExp(`airlock: error: ${first}: not a valid postgresql 15 wal segment: page address \\S+ is not the segment's start`));
+    assert.match(log, new RegExp(`FATAL:\\s+could not restore file "${first}" from archive: command not executable`));
+    assert.not.match(log, 'archive recovery complete');
+    assert.not.match(log, 'database system is ready to accept connections');
+  } finally {
+    stopServer(server);
   }
 });
 

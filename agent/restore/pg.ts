@@ -446,8 +446,9 @@ export function runAsOwner(cmd: string, args: readonly string[], owner: { uid: n
 
 /**
  * Why a restored server failed, from its log: the phase it reached (it never started, recovery
- * failed, or it stopped after recovery) and its FATAL or PANIC lines with the DETAIL and HINT lines
- * that follow them, which name the cause; the log's last lines when it has none.
+ * failed, or it stopped after recovery), the last refusal wal-fetch wrote there, and the server's
+ * FATAL or PANIC lines with the DETAIL and HINT lines that follow them, which name the cause; the
+ * log's last lines when it has none.
  */
 export function serverFailure(log: string): { phase: string; why: string } {
   const lines = log.trimEnd().split('\n');
@@ -455,6 +456,9 @@ export function serverFailure(log: string): { phase: string; why: string } {
   const promoted = lines.some((l) => /selected new timeline ID|archive recovery complete/.test(l));
   const phase = promoted ? 'the restored server stopped after recovery ended' : recovering ? 'recovery failed after the restored server started' : 'the restored server did not start';
   const fatal: string[] = [];
+  // wal-fetch says why it refused a file on the server's stderr, which is this log
+  const refused = lines.filter((l) => l.startsWith('airlock: error: ')).slice(-1);
+  fatal.push(...refused);
   lines.forEach((l, i) => {
     if (!/\b(FATAL|PANIC):/.test(l)) return;
     fatal.push(l.replace(/^.*?\b(FATAL|PANIC):/, '$1:').trim());

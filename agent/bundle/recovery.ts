@@ -17,7 +17,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { digestFile, readChunks } from '../../manifests/hash.js';
+import { digestFile, readChunks, type SizeBound } from '../../manifests/hash.js';
+import { LIMITS } from '../../manifests/limits.js';
 import type { Volume } from '../../manifests/manifest.js';
 import { RECOVERY_INDEX, isRecoveryFile } from '../../manifests/recovery.js';
 import type { SumLine } from '../../manifests/sums.js';
@@ -70,12 +71,15 @@ export interface Repaired {
  */
 export async function repairVolumes(bundleDir: string, volumes: readonly Volume[], listed: ReadonlyMap<string, string>, scratch: string, signal?: AbortSignal): Promise<Repaired> {
   await mkdir(scratch, { recursive: true, mode: 0o700 });
+  // nothing here reads past a signed size or a limit: a sparse 1 TiB file on the medium is refused
+  // by its size, never hashed or copied (a recovery file has no signed size; manifests/limits.ts)
+  const recoveryBound = { max: 2 * volumes.reduce((a, v) => a + v.size, 0) + LIMITS.recoveryFileSlackBytes };
   const recovery: string[] = [];
   for (const name of [...listed.keys()].filter(isRecoveryFile).sort()) {
     // recovery files are parsed by par2: only those the signature vouches for are given to it
-    const d = await digestFile(path.join(bundleDir, name)).catch(() => undefined);
+    const d = await digestFile(path.join(bundleDir, name), [], recoveryBound).catch(() => undefined);
     if (d?.sha256 !== listed.get(name)) continue;
-    await copyInto(bundleDir, scratch, name);
+    await copyInto(bundleDir, scratch, name, recoveryBound);
     recovery.push(name);
   }
   const first = recovery.includes(RECOVERY_INDEX) ? RECOVERY_INDEX : recovery[0];
@@ -84,12 +88,14 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   const damaged: string[] = [];
   for (const v of volumes) {
     signal?.throwIfAborted();
-    const d = await digestFile(path.join(bundleDir, v.name)).catch(() => undefined);
-    if (d?.sha256 === v.sha256 && d.size === v.size) await copyInto(bundleDir, scratch, v.name);
+    // a volume cut short still has intact blocks for par2; a longer one is not read at all
+    const bound = { max: v.size };
+    const d = await digestFile(path.join(bundleDir, v.name), [], bound).catch(() => undefined);
+    if (d?.sha256 === v.sha256 && d.size === v.size) await copyInto(bundleDir, scratch, v.name, bound);
     else {
       damaged.push(v.name);
       // a damaged volume that can still be read is copied too: par2 uses its intact blocks
-      if (d !== undefined) await copyInto(bundleDir, scratch, v.name).catch(() => {});
+      if (d !== undefined) await copyInto(bundleDir, scratch, v.name, bound).catch(() => {});
     }
   }
   if (damaged.length === 0) return { dir: scratch, repaired: [] };
@@ -106,16 +112,16 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
     new AirlockError('verification-failed', `${path.basename(bundleDir)}: ${damaged.join(', ')} ${damaged.length > 1 ? 'are' : 'is'} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`, { hint: 'restore from another copy of the bundle; nothing was restored' });
   if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || `par2 repair exited with status ${r.code}`);
   for (const v of volumes) {
-    const d = await digestFile(path.join(scratch, v.name)).catch(() => undefined);
+    const d = await digestFile(path.join(scratch, v.name), [], { size: v.size }).catch(() => undefined);
     if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from SHA256SUMS after the repair`);
   }
   return { dir: scratch, repaired: damaged };
 }
 
-/** Copies a regular file of the medium (never through a link) into the scratch folder. */
-async function copyInto(from: string, to: string, name: string): Promise<void> {
+/** Copies a regular file of the medium (never through a link), at most `bound.max` bytes, into the scratch folder. */
+async function copyInto(from: string, to: string, name: string, bound: SizeBound): Promise<void> {
   try {
-    await pipeline(Readable.from(readChunks(path.join(from, name))), createWriteStream(path.join(to, name), { flags: 'w', mode: 0o600 }));
+    await pipeline(Readable.from(readChunks(path.join(from, name), bound)), createWriteStream(path.join(to, name), { flags: 'w', mode: 0o600 }));
   } catch (e) {
     throw fromSystemError(e, name, 'io');
   }

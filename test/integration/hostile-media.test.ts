@@ -20,7 +20,7 @@ import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
-import { ROOT, airlock, airlockVerify, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
 const KEYS = path.join(VECTORS, 'keys');
@@ -66,6 +66,24 @@ test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch 
   assert.is(rs.code, 1, rs.stderr);
   assert.match(rs.stderr, /^airlock: error: /m);
   assert.equal(readdirSync(parent), []);
+});
+
+test('a bundle with recovery data whose volume is a 1 TiB sparse file: the repair refuses it by its size, never reads it', () => {
+  const keys = makeKeys('site-sparse');
+  const src = tmp('airlock-src-');
+  writeFileSync(path.join(src, 'data.bin'), randomBytes(3 * MiB));
+  const medium = tmp('airlock-medium-');
+  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
+  assert.is(e.code, 0, e.stderr);
+  truncateSync(path.join(e.stdout.trim(), 'payload.001'), TiB);
+  const parent = tmp();
+  const started = Date.now();
+  const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(parent, 'restored')], { timeout: 120_000 });
+  const seconds = (Date.now() - started) / 1000;
+  assert.ok(seconds < 60, `took ${seconds} s`);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^airlock: error: .*payload\.001 is damaged and the recovery data could not repair it/m);
+  assert.equal(readdirSync(parent), [], 'no scratch copy or staging left');
 });
 
 test('a FIFO in place of a volume and a symbolic link in place of RESTORE.txt are never opened: findings, no hang', () => {

@@ -56,6 +56,8 @@ export function parseCanonical(bytes: Uint8Array, what: string, limit: number): 
   } catch (e) {
     throw new AirlockError('malformed', `${what}: ${(e as Error).message}`);
   }
-  if (again !== text) throw new AirlockError('malformed', `${what}: not in canonical form`);
+  // Bytes, not decoded text: the decoder drops a byte-order mark and turns bytes that are not UTF-8
+  // into U+FFFD, so equal text can come from other bytes than the canonical ones.
+  if (!Buffer.from(again, 'utf8').equals(bytes)) throw new AirlockError('malformed', `${what}: not in canonical form`);
   return value;
 }

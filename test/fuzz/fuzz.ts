@@ -34,8 +34,13 @@ export function check<T>(arb: fc.Arbitrary<T>, short: number, predicate: (v: T) 
     fc.property(arb, (v) => {
       predicate(v);
     }),
-    { seed: SEED, numRuns: runs(short) },
+    params(short),
   );
+}
+
+/** fast-check's parameters: the suite's seed, the run count, the failing error in the report. */
+function params(short: number): fc.Parameters<unknown> {
+  return { seed: SEED, numRuns: runs(short), includeErrorInReport: true, endOnFailure: process.env.FUZZ_NO_SHRINK !== undefined };
 }
 
 /** The asynchronous form of check. */
@@ -44,7 +49,7 @@ export async function checkAsync<T>(arb: fc.Arbitrary<T>, short: number, predica
     fc.asyncProperty(arb, async (v) => {
       await predicate(v);
     }),
-    { seed: SEED, numRuns: runs(short) },
+    params(short),
   );
 }
 
@@ -92,7 +97,7 @@ export type Mutation =
   | { op: 'repeat'; at: number; n: number; to: number }
   | { op: 'splice'; at: number; from: number; n: number; donor: number }
   | { op: 'token'; at: number; token: number; overwrite: boolean }
-  | { op: 'field'; field: number; token: number };
+  | { op: 'field'; field: number; token: number; overwrite: boolean };
 
 /**
  * What a format's mutations aim at: `fields` are the offsets its parser branches on (computed for
@@ -118,8 +123,8 @@ export function mutations(max = 4): fc.Arbitrary<Mutation[]> {
     fc.record({ op: fc.constant('repeat' as const), at: pos, n: fc.integer({ min: 1, max: 1100 }), to: pos }),
     fc.record({ op: fc.constant('splice' as const), at: pos, from: pos, n: fc.integer({ min: 1, max: 1100 }), donor: pos }),
     fc.record({ op: fc.constant('token' as const), at: pos, token: pos, overwrite: fc.boolean() }),
-    fc.record({ op: fc.constant('field' as const), field: pos, token: pos }),
-    fc.record({ op: fc.constant('field' as const), field: pos, token: pos }),
+    fc.record({ op: fc.constant('field' as const), field: pos, token: pos, overwrite: fc.constant(true) }),
+    fc.record({ op: fc.constant('field' as const), field: pos, token: pos, overwrite: fc.boolean() }),
   );
   return fc.array(one, { minLength: 1, maxLength: max });
 }
@@ -171,7 +176,7 @@ export function mutate(input: Uint8Array, ms: readonly Mutation[], target: Targe
       case 'field': {
         if (target.tokens.length === 0) break;
         const token = target.tokens[m.token % target.tokens.length] as Uint8Array;
-        const overwrite = m.op === 'field' || m.overwrite;
+        const overwrite = m.overwrite;
         const i = m.op === 'field' && target.fields.length > 0 ? (target.fields[m.field % target.fields.length] as number) : at(m.op === 'token' ? m.at : m.field);
         if (i > b.length) break;
         b = overwrite ? Buffer.concat([b.subarray(0, i), token, b.subarray(i + token.length)]) : Buffer.concat([b.subarray(0, i), token, b.subarray(i)]);

@@ -228,7 +228,7 @@ export function embedded(input: Uint8Array, fill = 0x41): Buffer {
 
 // A collection before each timed run, so that garbage left by building the input is not billed to it.
 v8.setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+export const gc = runInNewContext('gc') as () => void;
 
 async function timeOf(fn: () => unknown): Promise<number> {
   let best = Infinity;

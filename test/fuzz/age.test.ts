@@ -122,7 +122,7 @@ const ageFile = fc.record({
 
 test('damaged age files: only AgeError, and only authenticated plaintext in whole chunks is released', async () => {
   const donorFile = ageFile.map((d) => ({ ...d, size: d.size % 300 }));
-  await checkAsync(fc.record({ f: ageFile, donor: donorFile, ms: mutations(4), fixMac: fc.boolean(), feed, which: fc.nat() }), 300, async ({ f, donor, ms, fixMac, feed: piece, which }) => {
+  await checkAsync(fc.record({ f: ageFile, donor: donorFile, ms: mutations(4), fixMac: fc.boolean(), feed, which: fc.nat() }), 200, async ({ f, donor, ms, fixMac, feed: piece, which }) => {
     const plain = plaintext(f.size, f.salt);
     const file = await encrypt(plain, f.ids.map(recipientOf), f.fileKey, f.nonce);
     // The donor is encrypted to the same recipients with another file key: splices across files.
@@ -157,7 +157,7 @@ function sealChunks(fileKey: Uint8Array, nonce: Uint8Array, chunks: readonly { s
 
 test('STREAM framing: exactly the sequences the spec allows decrypt, every other one fails after its last good chunk', async () => {
   const chunk = fc.record({ size: fc.constantFrom(0, 1, 100, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1), last: fc.boolean() });
-  await checkAsync(fc.record({ f: ageFile, chunks: fc.array(chunk, { minLength: 0, maxLength: 4 }), feed }), 150, async ({ f, chunks, feed: piece }) => {
+  await checkAsync(fc.record({ f: ageFile, chunks: fc.array(chunk, { minLength: 0, maxLength: 4 }), feed }), 80, async ({ f, chunks, feed: piece }) => {
     const empty = await encrypt(Buffer.alloc(0), [recipientOf(f.ids[0] as Uint8Array)], f.fileKey, f.nonce);
     const header = empty.subarray(0, (parseHeader(empty) as ParsedHeader).length);
     const { payload, plains } = sealChunks(f.fileKey, f.nonce, chunks, f.salt);
@@ -183,7 +183,7 @@ test('STREAM framing: exactly the sequences the spec allows decrypt, every other
 });
 
 test('parseHeader: only AgeError(header), never reads outside its view, prefixes of a header are incomplete', () => {
-  check(fc.record({ f: ageFile, ms: mutations(3), cut: fc.nat() }), 800, ({ f, ms, cut }) => {
+  check(fc.record({ f: ageFile, ms: mutations(3), cut: fc.nat() }), 400, ({ f, ms, cut }) => {
     // Headers alone (no payload): encryption of a short plaintext gives one cheaply.
     const stanzas = f.ids.map((id) => `-> X25519 ${Buffer.from(recipientOf(id)).toString('base64').replace(/=+$/, '')}\n${'Q'.repeat(43)}\n`).join('');
     const text = Buffer.from(`age-encryption.org/v1\n-> other a b\n${'A'.repeat(64)}\n\n${stanzas}--- ${'A'.repeat(43)}\n`, 'latin1');

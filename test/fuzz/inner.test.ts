@@ -126,7 +126,7 @@ function fixChecksums(b: Buffer): Buffer {
 const INDEX_TOKENS = ascii('\n', '\r\n', '{', '}', '"', ',', ':', '"path":"SALT",', '"path":"../x",', '"size":-1,', '"size":1e400,', '"type":"bundle",', '"sha256":"x",', '"source":"/etc/../x",', '[', 'null', '\\u0000', '{}\n', '"type":"pg-wal","kind":"segment","name":"000000010000000000000001",');
 
 test('damaged inner tars: checkInner throws only malformed, otherwise reports; an undamaged tar has no finding', async () => {
-  await checkAsync(fc.record({ s: innerShape, ms: mutations(4), fix: fc.boolean(), piece: fc.constantFrom(1 << 20, 512, 1000, 7) }), 800, async ({ s, ms, fix, piece }) => {
+  await checkAsync(fc.record({ s: innerShape, ms: mutations(4), fix: fc.boolean(), piece: fc.constantFrom(1 << 20, 512, 1000, 7) }), 400, async ({ s, ms, fix, piece }) => {
     const { tar, manifest } = build(s);
     assert.equal(await checkInner(readTar(chunks(tar, 4096)), manifest), []);
     const indexAt = tar.indexOf('{"created"');
@@ -144,7 +144,7 @@ const ODD: unknown[] = [null, -1, 1.5, 2 ** 53, '', 'SALT', 'index.jsonl', 'MANI
 test('index records edited field by field: checkInner reports, never throws', async () => {
   const editArb = fc.array(fc.record({ rec: fc.nat(), key: fc.constantFrom('type', 'path', 'size', 'sha256', 'source', 'target', 'kind', 'name', 'extra'), op: fc.constantFrom('set', 'delete', 'duplicate'), value: fc.nat() }), { minLength: 1, maxLength: 3 });
   const coverage = { postgres: { systemIdentifier: '7311806245567262489', major: 15, segmentSize: 16 << 20, dataChecksums: true, timeline: 1, wal: [{ timeline: 1, first: '000000010000000000000001', last: '000000010000000000000001' }], timelines: [], dumps: 0 } };
-  await checkAsync(fc.record({ s: innerShape, edits: editArb, pg: fc.boolean() }), 800, async ({ s, edits, pg }) => {
+  await checkAsync(fc.record({ s: innerShape, edits: editArb, pg: fc.boolean() }), 400, async ({ s, edits, pg }) => {
     const base = build(s);
     // with a coverage section, the pg-wal records are checked against it too
     if (pg) base.manifest.coverage = coverage;
@@ -166,7 +166,7 @@ test('index records edited field by field: checkInner reports, never throws', as
 
 test('index.jsonl lines damaged: parseIndexLine throws only malformed', () => {
   const line = fc.record({ s: innerShape, n: fc.integer({ min: 1, max: 3 }), ms: mutations(3) });
-  check(line, 1500, ({ s, n, ms }) => {
+  check(line, 600, ({ s, n, ms }) => {
     const { records } = build(s);
     const text = n === 1 ? canonicalLine({ type: 'bundle', site: s.site, seq: s.seq, created: '2026-01-31T12:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }) : canonicalLine(records[0] ?? { type: 'dir', source: '/etc' });
     const b = Buffer.from(text);
@@ -176,7 +176,7 @@ test('index.jsonl lines damaged: parseIndexLine throws only malformed', () => {
 
 test('time is linear: entries and records; an index line past the bound is refused when it is reached', async () => {
   const shape = (n: number): Shape => ({ files: Array.from({ length: n }, (_, i) => ({ size: i % 100, name: `f${i}`, mode: '0600' })), meta: [], site: 's', seq: 1 });
-  await assertLinear('entries', (n: number) => build(shape(n)), async ({ tar, manifest }: Inner) => assert.equal(await checkInner(readTar(chunks(tar, 65536)), manifest), []), 300);
+  await assertLinear('entries', (n: number) => build(shape(n)), async ({ tar, manifest }: Inner) => assert.equal(await checkInner(readTar(chunks(tar, 65536)), manifest), []), 150);
   // One index.jsonl line of n bytes without an end: refused at the 1 MiB bound, not read to the end of the tar.
   const long = (n: number) => {
     const index = Buffer.concat([Buffer.from(`${canonicalLine({ type: 'bundle', site: 's', seq: 1, created: 'x', format: FORMAT, version: FORMAT_VERSION })}\n{"a":"`), Buffer.alloc(n, 0x61)]);

@@ -171,7 +171,7 @@ const jsonValue = fc.jsonValue({ maxDepth: 4 }).filter((v) => {
 });
 
 test('canonical JSON damaged once or twice: only malformed; accepted bytes are exactly the canonical bytes of the value', () => {
-  check(fc.record({ v: jsonValue, ms: mutations(2) }), 1500, ({ v, ms }) => {
+  check(fc.record({ v: jsonValue, ms: mutations(2) }), 800, ({ v, ms }) => {
     const valid = Buffer.from(canonicalJson(v));
     const bytes = mutate(valid, ms, { fields: jsonFields(valid), tokens: JSON_TOKENS });
     let got: unknown;
@@ -195,7 +195,7 @@ test('vector: canonical JSON with a byte that is not UTF-8, or a byte-order mark
 });
 
 test('manifest.json damaged byte by byte: only malformed; what is accepted is exactly its canonical bytes', () => {
-  check(fc.record({ m: manifest, donor: manifest, ms: mutations(4) }), 800, ({ m, donor, ms }) => {
+  check(fc.record({ m: manifest, donor: manifest, ms: mutations(4) }), 400, ({ m, donor, ms }) => {
     const valid = Buffer.from(canonicalJson(m));
     const bytes = mutate(valid, ms, { fields: jsonFields(valid), tokens: JSON_TOKENS, donors: [Buffer.from(canonicalJson(donor))] });
     let got: Manifest | undefined;
@@ -210,7 +210,7 @@ test('manifest.json damaged byte by byte: only malformed; what is accepted is ex
 });
 
 test('manifest.json edited field by field and serialised again: only malformed, and only consistent manifests pass', () => {
-  check(fc.record({ m: manifest, edits: fc.array(edit, { minLength: 1, maxLength: 3 }) }), 1500, ({ m, edits }) => {
+  check(fc.record({ m: manifest, edits: fc.array(edit, { minLength: 1, maxLength: 3 }) }), 600, ({ m, edits }) => {
     let v: unknown = structuredClone(m);
     for (const e of edits) v = applyEdit(v, e);
     let text: string;
@@ -228,7 +228,7 @@ test('manifest.json edited field by field and serialised again: only malformed, 
 });
 
 test('manifest.json: valid files read back, inside a larger buffer too; over the limit is refused unread', () => {
-  check(manifest, 300, (m) => {
+  check(manifest, 150, (m) => {
     const bytes = Buffer.from(canonicalJson(m));
     assert.equal(parseManifest(bytes), JSON.parse(canonicalJson(m)));
     assert.equal(parseManifest(embedded(bytes, 0x20)), JSON.parse(canonicalJson(m)));
@@ -272,7 +272,7 @@ function lineFields(text: Buffer): number[] {
 }
 
 test('SHA256SUMS damaged: only malformed; accepted text is exactly what formatSums writes for it', () => {
-  check(fc.record({ lines: sums, donor: sums, ms: mutations(4) }), 2000, ({ lines, donor, ms }) => {
+  check(fc.record({ lines: sums, donor: sums, ms: mutations(4) }), 800, ({ lines, donor, ms }) => {
     const valid = Buffer.from(formatSums(lines));
     const bytes = mutate(valid, ms, { fields: lineFields(valid), tokens: SUM_TOKENS, donors: [Buffer.from(formatSums(donor))] });
     let got: SumLine[] | undefined;
@@ -284,7 +284,7 @@ test('SHA256SUMS damaged: only malformed; accepted text is exactly what formatSu
 });
 
 test('MANIFEST.sha256 damaged: only malformed; accepted text is exactly what formatInnerManifest writes for it', () => {
-  check(fc.record({ lines: innerLines, donor: innerLines, ms: mutations(4) }), 1500, ({ lines, donor, ms }) => {
+  check(fc.record({ lines: innerLines, donor: innerLines, ms: mutations(4) }), 600, ({ lines, donor, ms }) => {
     const valid = Buffer.from(formatInnerManifest(lines));
     const bytes = mutate(valid, ms, { fields: lineFields(valid), tokens: SUM_TOKENS, donors: [Buffer.from(formatInnerManifest(donor))] });
     let got: SumLine[] | undefined;
@@ -299,7 +299,7 @@ test('MANIFEST.sha256 damaged: only malformed; accepted text is exactly what for
 });
 
 test('SHA256SUMS: valid files read back, inside a larger buffer too; over the limit is refused unread', () => {
-  check(sums, 300, (lines) => {
+  check(sums, 150, (lines) => {
     const text = Buffer.from(formatSums(lines));
     const sorted = [...lines].sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
     assert.equal(parseSums(text), sorted);

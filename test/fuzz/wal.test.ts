@@ -60,7 +60,7 @@ const history = fc.array(fc.tuple(fc.nat({ max: 0xff }), fc.nat({ max: 0xfffffff
 });
 
 test('damaged first pages: checkSegmentHeader throws only bad-wal, and judges only the bytes it is given', () => {
-  check(fc.record({ s: segment, ms: mutations(3), h: fc.option(history, { nil: undefined }), expectSize: fc.boolean(), expectSysid: fc.boolean() }), 2500, ({ s, ms, h, expectSize, expectSysid }) => {
+  check(fc.record({ s: segment, ms: mutations(3), h: fc.option(history, { nil: undefined }), expectSize: fc.boolean(), expectSysid: fc.boolean() }), 1000, ({ s, ms, h, expectSize, expectSysid }) => {
     const { name, bytes } = firstPage(s);
     const damaged = mutate(bytes, ms, { fields: HEADER_FIELDS, tokens: HEADER_TOKENS });
     let parsedHistory: TimelineHistory | undefined;
@@ -85,7 +85,7 @@ test('damaged first pages: checkSegmentHeader throws only bad-wal, and judges on
 });
 
 test('damaged names: parseWalFileName never throws; checkSegmentHeader refuses what is not a segment name with bad-wal', () => {
-  check(fc.record({ s: segment, ms: mutations(2) }), 1000, ({ s, ms }) => {
+  check(fc.record({ s: segment, ms: mutations(2) }), 500, ({ s, ms }) => {
     const { name, bytes } = firstPage(s);
     const damaged = mutate(Buffer.from(name), ms, { fields: [0, 8, 16, 24], tokens: ascii('0', 'F', 'f', 'G', '.partial', '.history', '.backup', '/', '..', '00000000', 'FFFFFFFF', '\u0000') }).toString('latin1');
     parseWalFileName(damaged);
@@ -126,7 +126,7 @@ function lineFields(text: string): number[] {
 }
 
 test('damaged history and backup files: only bad-wal; what parses is ordered as the format says', () => {
-  check(fc.record({ h: history, l: label, ms: mutations(3) }), 2000, ({ h, l, ms }) => {
+  check(fc.record({ h: history, l: label, ms: mutations(3) }), 800, ({ h, l, ms }) => {
     const ht = mutate(Buffer.from(h.text), ms, { fields: lineFields(h.text), tokens: TEXT_TOKENS }).toString('utf8');
     typedOnly(['bad-wal'], () => {
       const parsed = parseHistory(h.name, ht);
@@ -144,7 +144,7 @@ test('damaged history and backup files: only bad-wal; what parses is ordered as 
 });
 
 test('damaged sidecars: only malformed', () => {
-  check(fc.record({ s: segment, sha: fc.stringMatching(/^[0-9a-f]{64}$/), ms: mutations(2) }), 1000, ({ s, sha, ms }) => {
+  check(fc.record({ s: segment, sha: fc.stringMatching(/^[0-9a-f]{64}$/), ms: mutations(2) }), 400, ({ s, sha, ms }) => {
     const { name } = firstPage(s);
     const text = mutate(Buffer.from(sidecarText(name, sha)), ms, { fields: [0, 64, 66], tokens: ascii(' ', '  ', ' *', '\n', '\r\n', 'G', name) }).toString('utf8');
     let got: string | undefined;

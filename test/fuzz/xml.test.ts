@@ -70,7 +70,7 @@ async function listAll(client: S3Client): Promise<ListedVersion[]> {
 const page = fc.record({ versions: fc.array(version, { maxLength: 6 }), encoded: fc.boolean(), truncated: fc.boolean(), declaration: fc.boolean() });
 
 test('damaged version listings: parseXml and listVersions throw only s3-failed; what is listed is well-formed', async () => {
-  await checkAsync(fc.record({ first: page, second: page, ms: mutations(4) }), 1500, async ({ first, second, ms }) => {
+  await checkAsync(fc.record({ first: page, second: page, ms: mutations(4) }), 800, async ({ first, second, ms }) => {
     const valid = Buffer.from(listing(first.versions, first));
     const text = mutate(valid, ms, { fields: xmlFields(valid), tokens: XML_TOKENS, donors: [Buffer.from(listing(second.versions, second))] }).toString('utf8');
     let doc: XmlNode | undefined;
@@ -107,7 +107,7 @@ function textOfKey(ref: string): string | undefined {
 }
 
 test('version listings read back as written, url-encoded or not', async () => {
-  await checkAsync(page, 300, async (p) => {
+  await checkAsync(page, 150, async (p) => {
     const got = await listAll(serving([listing(p.versions, { ...p, truncated: false })]));
     assert.equal(
       got.map((v) => [v.kind, v.key, v.versionId, v.isLatest, v.lastModified, v.size]),
@@ -117,7 +117,7 @@ test('version listings read back as written, url-encoded or not', async () => {
 });
 
 test('damaged tag sets: only s3-failed', () => {
-  check(fc.record({ tags: fc.dictionary(fc.string({ minLength: 1, maxLength: 10 }), fc.string({ maxLength: 10 }), { maxKeys: 4 }), ms: mutations(3) }), 800, ({ tags, ms }) => {
+  check(fc.record({ tags: fc.dictionary(fc.string({ minLength: 1, maxLength: 10 }), fc.string({ maxLength: 10 }), { maxKeys: 4 }), ms: mutations(3) }), 400, ({ tags, ms }) => {
     const valid = Buffer.from(`<Tagging><TagSet>${Object.entries(tags).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('')}</TagSet></Tagging>`);
     typedOnly(['s3-failed'], () => parseTagSet(parseXml(mutate(valid, ms, { fields: xmlFields(valid), tokens: XML_TOKENS }).toString('utf8'))));
   });

@@ -23,33 +23,36 @@ export { fc };
 export const SEED = Number(process.env.FUZZ_SEED ?? 20261203);
 const RUNS = process.env.FUZZ_RUNS === undefined ? undefined : Number(process.env.FUZZ_RUNS);
 
-/** The run count of a property: its short default in `npm test`, or FUZZ_RUNS. */
-export function runs(short: number): number {
-  return RUNS !== undefined && Number.isSafeInteger(RUNS) && RUNS > 0 ? RUNS : short;
+/**
+ * The run count of a property: its short default in `npm test`, or FUZZ_RUNS, but never more than
+ * `max` (for a property over a handful of distinct inputs, which more runs would only repeat).
+ */
+export function runs(short: number, max = Infinity): number {
+  return Math.min(max, RUNS !== undefined && Number.isSafeInteger(RUNS) && RUNS > 0 ? RUNS : short);
 }
 
 /** Checks a synchronous property with the suite's seed; `short` runs unless FUZZ_RUNS says otherwise. */
-export function check<T>(arb: fc.Arbitrary<T>, short: number, predicate: (v: T) => void): void {
+export function check<T>(arb: fc.Arbitrary<T>, short: number, predicate: (v: T) => void, max?: number): void {
   fc.assert(
     fc.property(arb, (v) => {
       predicate(v);
     }),
-    params(short),
+    params(short, max),
   );
 }
 
 /** fast-check's parameters: the suite's seed, the run count, the failing error in the report. */
-function params(short: number): fc.Parameters<unknown> {
-  return { seed: SEED, numRuns: runs(short), includeErrorInReport: true, endOnFailure: process.env.FUZZ_NO_SHRINK !== undefined };
+function params(short: number, max?: number): fc.Parameters<unknown> {
+  return { seed: SEED, numRuns: runs(short, max), includeErrorInReport: true, endOnFailure: process.env.FUZZ_NO_SHRINK !== undefined };
 }
 
 /** The asynchronous form of check. */
-export async function checkAsync<T>(arb: fc.Arbitrary<T>, short: number, predicate: (v: T) => Promise<void>): Promise<void> {
+export async function checkAsync<T>(arb: fc.Arbitrary<T>, short: number, predicate: (v: T) => Promise<void>, max?: number): Promise<void> {
   await fc.assert(
     fc.asyncProperty(arb, async (v) => {
       await predicate(v);
     }),
-    params(short),
+    params(short, max),
   );
 }
 
@@ -248,15 +251,15 @@ async function timeOf(fn: () => unknown): Promise<number> {
  * Asserts that `run` on an input ten times larger (`make(10 * n)`) takes less than 30 times as long
  * as on `make(n)`: linear with a wide margin, where a quadratic parser takes about 100 times.
  * `n` should make the small run take several milliseconds, so that timer noise does not decide;
- * a ratio over the bound is measured once more before it fails, since other processes share the
- * machine, while a quadratic parser fails both times.
+ * a ratio over the bound is measured twice more before it fails, since other processes share the
+ * machine, while a quadratic parser fails every time.
  */
 export async function assertLinear(what: string, make: (n: number) => unknown, run: (input: never) => unknown, n: number): Promise<void> {
   const small = make(n);
   const large = make(10 * n);
   await run(small as never); // warm-up: compile the parser's paths before timing them
   let message = '';
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 3; attempt++) {
     const t1 = await timeOf(() => run(small as never));
     const t10 = await timeOf(() => run(large as never));
     // A 1 ms floor keeps a sub-millisecond small run from turning noise into a ratio.

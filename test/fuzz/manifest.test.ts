@@ -210,7 +210,7 @@ test('manifest.json damaged byte by byte: only malformed; what is accepted is ex
 });
 
 test('manifest.json edited field by field and serialised again: only malformed, and only consistent manifests pass', () => {
-  check(fc.record({ m: manifest, edits: fc.array(edit, { minLength: 1, maxLength: 3 }) }), 600, ({ m, edits }) => {
+  check(fc.record({ m: manifest, edits: fc.array(edit, { minLength: 1, maxLength: 3 }) }), 400, ({ m, edits }) => {
     let v: unknown = structuredClone(m);
     for (const e of edits) v = applyEdit(v, e);
     let text: string;

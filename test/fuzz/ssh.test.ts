@@ -76,7 +76,7 @@ function damaged(s: { seed: Uint8Array; ns: string; ms: Parameters<typeof mutate
 }
 
 test('damaged signatures: parse and verify throw only malformed or bad-signature; what verifies is the signer\'s', () => {
-  check(signature, 400, (s) => {
+  check(signature, 300, (s) => {
     const { text, key } = damaged(s);
     typedOnly(['malformed', 'bad-signature'], () => parseSignature(text));
     const ns = s.verifyNs ?? s.ns;
@@ -94,7 +94,7 @@ test('damaged signatures: parse and verify throw only malformed or bad-signature
 
 test('damaged signatures: airlock and ssh-keygen -Y check-novalidate agree on every one', () => {
   const sigFile = path.join(dir, 'check.sig');
-  check(signature, 60, (s) => {
+  check(signature, 40, (s) => {
     const { text } = damaged({ ...s, ns: BUNDLE_NAMESPACE });
     writeFileSync(sigFile, text, 'latin1');
     const r = spawnSync('ssh-keygen', ['-Y', 'check-novalidate', '-n', BUNDLE_NAMESPACE, '-s', sigFile], { input: MESSAGE });
@@ -165,7 +165,7 @@ function lineStarts(text: Buffer): number[] {
 }
 
 test('damaged allowed_signers: only bad-allowed-signers; what parses can be matched against without throwing', () => {
-  check(fc.record({ lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }), ms: mutations(3), key: seed, who: principal, ns: namespace, now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }) }), 400, ({ lines, ms, key, who, ns, now }) => {
+  check(fc.record({ lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }), ms: mutations(3), key: seed, who: principal, ns: namespace, now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }) }), 300, ({ lines, ms, key, who, ns, now }) => {
     const valid = Buffer.from(allowedSignersText(lines));
     const text = mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
     let signers: AllowedSigner[] | undefined;

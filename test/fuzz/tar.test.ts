@@ -90,6 +90,8 @@ const TOKENS: Uint8Array[] = [
     paxRecord('size=-1'),
     paxRecord('mtime=-1.5'),
     paxRecord('mtime=1e9'),
+    paxRecord('mtime=-9007199254740991.5'),
+    paxRecord('mtime=9007199254740992'),
     paxRecord('linkpath=/etc'),
     paxRecord('GNU.sparse.size=1'),
     paxRecord('AIRLOCK.key=a\u0000b'),
@@ -251,6 +253,17 @@ test('metadata headers over the 1 MiB bound are refused before their data is pul
     },
     500,
   );
+});
+
+// Found while writing the property above, which asserts safe-integer times: a pax mtime of
+// -(2^53 - 1) with a fraction was floored to -2^53, a time no arithmetic on it can be trusted with.
+test('vector: a pax mtime floored out of the safe-integer range is malformed', async () => {
+  const data = Buffer.from(paxRecord('mtime=-9007199254740991.5'), 'latin1');
+  const tar = Buffer.concat([metaHeader('x', data.length), data, paddingFor(data.length), encodeHeader({ path: 'f', type: 'file', size: 0, mode: 0o644, mtime: 0 }), END_OF_ARCHIVE]);
+  const e = await typedOnlyAsync(['malformed'], async () => {
+    for await (const { entry } of readTar(sourceOf(tar, 512).source)) assert.unreachable(`read mtime ${entry.mtime}`);
+  });
+  assert.match(e?.message ?? 'accepted', 'bad pax mtime');
 });
 
 test('a body of 64 GiB is skipped with bounded memory, then the truncated stream is refused', async () => {

@@ -184,7 +184,7 @@ test('STREAM framing: exactly the sequences the spec allows decrypt, every other
 
 test('parseHeader: only AgeError(header), never reads outside its view, prefixes of a header are incomplete', () => {
   check(fc.record({ f: ageFile, ms: mutations(3), cut: fc.nat() }), 300, ({ f, ms, cut }) => {
-    // Headers alone (no payload): encryption of a short plaintext gives one cheaply.
+    // A header alone, written by hand: an unknown stanza with a full body line, then X25519 stanzas.
     const stanzas = f.ids.map((id) => `-> X25519 ${Buffer.from(recipientOf(id)).toString('base64').replace(/=+$/, '')}\n${'Q'.repeat(43)}\n`).join('');
     const text = Buffer.from(`age-encryption.org/v1\n-> other a b\n${'A'.repeat(64)}\n\n${stanzas}--- ${'A'.repeat(43)}\n`, 'latin1');
     const bytes = mutate(text, ms, { fields: [0, 22, 25, text.length - 48], tokens: AGE_TOKENS });

@@ -181,6 +181,28 @@ test('damaged allowed_signers: only bad-allowed-signers; what parses can be matc
   });
 });
 
+test('allowed_signers, damaged or not: when airlock reads the file, it and ssh-keygen -Y verify agree on who may sign', () => {
+  const allowedFile = path.join(dir, 'allowed_signers');
+  const sigFile = path.join(dir, 'verify.sig');
+  const utcOnly = signerLine.map((l) => ({ ...l, options: l.options.map((o) => o.replace(/"(\d+)(|UTC|z)"$/, '"$1Z"')) }));
+  check(fc.record({ lines: fc.array(utcOnly, { minLength: 1, maxLength: 3 }), ms: fc.option(mutations(2), { nil: undefined }), who: fc.constantFrom('site-a', 'site-b', 'x', 'a,b'), line: fc.nat(), ns: fc.constantFrom(BUNDLE_NAMESPACE, 'file') }), 40, ({ lines, ms, who, line, ns }) => {
+    const valid = Buffer.from(allowedSignersText(lines));
+    const text = ms === undefined ? valid.toString('utf8') : mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
+    let signers: AllowedSigner[] | undefined;
+    typedOnly(['bad-allowed-signers'], () => {
+      signers = parseAllowedSigners(text);
+    });
+    if (signers === undefined) return;
+    // signed by the key of one of the lines (or another key), in `ns`
+    const signer = keyOf((lines[line % lines.length] as SignerLine).seed);
+    writeFileSync(allowedFile, text);
+    writeFileSync(sigFile, sign(signer, MESSAGE, ns));
+    const r = spawnSync('ssh-keygen', ['-Y', 'verify', '-f', allowedFile, '-I', who, '-n', ns, '-s', sigFile], { input: MESSAGE });
+    const ours = isAllowed(signers, who, signer.publicKey, ns, new Date());
+    assert.is(ours, r.status === 0, `airlock ${ours ? 'allows' : 'refuses'} ${who} in ${ns}, ssh-keygen ${r.status === 0 ? 'allows' : 'refuses'}: ${JSON.stringify(text)} ${r.stderr.toString()}`);
+  });
+});
+
 test('allowed_signers made whole parse, and match the principals they list', () => {
   check(fc.array(signerLine, { minLength: 1, maxLength: 4 }), 150, (lines) => {
     const signers = parseAllowedSigners(allowedSignersText(lines));

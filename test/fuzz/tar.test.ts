@@ -306,7 +306,7 @@ test('time is linear: entries, pax records per header, global records, GNU spars
   const many = (n: number) => build(Array.from({ length: n }, (_, i) => ({ path: `d/${'é'.repeat(i % 7)}f${i}`, type: 'file' as const, size: i % 600, mode: 0o644, mtime: i, pax: { 'AIRLOCK.i': String(i) } }))).bytes;
   await assertLinear('entries', many, drain, 500);
 
-  // One pax header of n short records ("a<i>=x"), the most work per byte the pax parser can get.
+  // One pax header of n short records (the sparse keys may repeat), the most work per byte the pax parser can get.
   const paxHeavy = (n: number) => {
     const text = Array.from({ length: n }, (_, i) => paxRecord(`GNU.sparse.offset=${i}`)).join('');
     const data = Buffer.from(text, 'latin1');

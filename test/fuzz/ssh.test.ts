@@ -108,6 +108,31 @@ test('damaged signatures: airlock and ssh-keygen -Y check-novalidate agree on ev
   });
 });
 
+// Found by the property above (FUZZ_SEED=7, path "736"): ssh-keygen takes the armored body as a C
+// string that may end in one NUL (sshbuf_dup_string), so it accepts a NUL as the body's last byte,
+// while airlock refused every NUL: an auditor's stock check passed where airlock-verify failed.
+test('vector: a NUL in the armor is accepted exactly where ssh-keygen accepts it', () => {
+  const key = keyOf(new Uint8Array(32).fill(5));
+  const [begin = '', ...rest] = sign(key, MESSAGE, BUNDLE_NAMESPACE).split('\n');
+  const body = rest.slice(0, -2).join('\n');
+  const end = '\n-----END SSH SIGNATURE-----\n';
+  const cases: [string, string, boolean][] = [
+    ['one NUL ending the body', `${begin}\n${body}\u0000${end}`, true],
+    ['one NUL on its own last line', `${begin}\n${body}\n\u0000${end}`, true],
+    ['two NULs ending the body', `${begin}\n${body}\u0000\u0000${end}`, false],
+    ['a NUL inside the base64', `${begin}\n${body.slice(0, 20)}\u0000${body.slice(20)}${end}`, false],
+    ['a NUL ending the first line', `${begin}\n${body.replace('\n', '\u0000\n')}${end}`, false],
+    ['a NUL then more base64', `${begin}\n${body}\u0000AAAA${end}`, false],
+  ];
+  const sigFile = path.join(dir, 'nul.sig');
+  for (const [what, text, accepted] of cases) {
+    writeFileSync(sigFile, text, 'latin1');
+    assert.is(spawnSync('ssh-keygen', ['-Y', 'check-novalidate', '-n', BUNDLE_NAMESPACE, '-s', sigFile], { input: MESSAGE }).status === 0, accepted, `ssh-keygen: ${what}`);
+    const e = typedOnly(['malformed'], () => verify(text, MESSAGE, BUNDLE_NAMESPACE));
+    assert.is(e === undefined, accepted, `airlock: ${what}: ${e?.message ?? 'accepted'}`);
+  }
+});
+
 test('signatures: the same answer inside a larger string; over 16 KiB is refused unread', () => {
   check(signature, 100, (s) => {
     const { text } = damaged(s);

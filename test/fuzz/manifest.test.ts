@@ -171,7 +171,7 @@ const jsonValue = fc.jsonValue({ maxDepth: 4 }).filter((v) => {
 });
 
 test('canonical JSON damaged once or twice: only malformed; accepted bytes are exactly the canonical bytes of the value', () => {
-  check(fc.record({ v: jsonValue, ms: mutations(2) }), 800, ({ v, ms }) => {
+  check(fc.record({ v: jsonValue, ms: mutations(2) }), 600, ({ v, ms }) => {
     const valid = Buffer.from(canonicalJson(v));
     const bytes = mutate(valid, ms, { fields: jsonFields(valid), tokens: JSON_TOKENS });
     let got: unknown;
@@ -272,7 +272,7 @@ function lineFields(text: Buffer): number[] {
 }
 
 test('SHA256SUMS damaged: only malformed; accepted text is exactly what formatSums writes for it', () => {
-  check(fc.record({ lines: sums, donor: sums, ms: mutations(4) }), 800, ({ lines, donor, ms }) => {
+  check(fc.record({ lines: sums, donor: sums, ms: mutations(4) }), 600, ({ lines, donor, ms }) => {
     const valid = Buffer.from(formatSums(lines));
     const bytes = mutate(valid, ms, { fields: lineFields(valid), tokens: SUM_TOKENS, donors: [Buffer.from(formatSums(donor))] });
     let got: SumLine[] | undefined;

@@ -76,7 +76,7 @@ function damaged(s: { seed: Uint8Array; ns: string; ms: Parameters<typeof mutate
 }
 
 test('damaged signatures: parse and verify throw only malformed or bad-signature; what verifies is the signer\'s', () => {
-  check(signature, 300, (s) => {
+  check(signature, 200, (s) => {
     const { text, key } = damaged(s);
     typedOnly(['malformed', 'bad-signature'], () => parseSignature(text));
     const ns = s.verifyNs ?? s.ns;
@@ -94,7 +94,7 @@ test('damaged signatures: parse and verify throw only malformed or bad-signature
 
 test('damaged signatures: airlock and ssh-keygen -Y check-novalidate agree on every one', () => {
   const sigFile = path.join(dir, 'check.sig');
-  check(signature, 40, (s) => {
+  check(signature, 30, (s) => {
     const { text } = damaged({ ...s, ns: BUNDLE_NAMESPACE });
     writeFileSync(sigFile, text, 'latin1');
     const r = spawnSync('ssh-keygen', ['-Y', 'check-novalidate', '-n', BUNDLE_NAMESPACE, '-s', sigFile], { input: MESSAGE });
@@ -190,7 +190,7 @@ function lineStarts(text: Buffer): number[] {
 }
 
 test('damaged allowed_signers: only bad-allowed-signers; what parses can be matched against without throwing', () => {
-  check(fc.record({ lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }), ms: mutations(3), key: seed, who: principal, ns: namespace, now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }) }), 300, ({ lines, ms, key, who, ns, now }) => {
+  check(fc.record({ lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }), ms: mutations(3), key: seed, who: principal, ns: namespace, now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }) }), 200, ({ lines, ms, key, who, ns, now }) => {
     const valid = Buffer.from(allowedSignersText(lines));
     const text = mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
     let signers: AllowedSigner[] | undefined;
@@ -210,7 +210,7 @@ test('allowed_signers, damaged or not: when airlock reads the file, it and ssh-k
   const allowedFile = path.join(dir, 'allowed_signers');
   const sigFile = path.join(dir, 'verify.sig');
   const utcOnly = signerLine.map((l) => ({ ...l, options: l.options.map((o) => o.replace(/"(\d+)(|UTC|z)"$/, '"$1Z"')) }));
-  check(fc.record({ lines: fc.array(utcOnly, { minLength: 1, maxLength: 3 }), ms: fc.option(mutations(2), { nil: undefined }), who: fc.constantFrom('site-a', 'site-b', 'x', 'a,b'), line: fc.nat(), ns: fc.constantFrom(BUNDLE_NAMESPACE, 'file') }), 40, ({ lines, ms, who, line, ns }) => {
+  check(fc.record({ lines: fc.array(utcOnly, { minLength: 1, maxLength: 3 }), ms: fc.option(mutations(2), { nil: undefined }), who: fc.constantFrom('site-a', 'site-b', 'x', 'a,b'), line: fc.nat(), ns: fc.constantFrom(BUNDLE_NAMESPACE, 'file') }), 30, ({ lines, ms, who, line, ns }) => {
     const valid = Buffer.from(allowedSignersText(lines));
     const text = ms === undefined ? valid.toString('utf8') : mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
     let signers: AllowedSigner[] | undefined;

@@ -173,7 +173,9 @@ function parse(armored: string): { parsed: ParsedSignature; namespaceBytes: Buff
   // The first "\n-----END" after the header closes the armor; ssh-keygen ignores what follows.
   const end = armored.indexOf(`\n${END}`, BEGIN.length);
   if (end < 0) malformed('no "-----END SSH SIGNATURE-----" line (truncated?)');
-  const body = armored.slice(BEGIN.length, end);
+  // ssh-keygen reads the body as a C string (sshbuf_dup_string): one NUL may end it, any other is refused.
+  const raw = armored.slice(BEGIN.length, end);
+  const body = raw.endsWith('\0') ? raw.slice(0, -1) : raw;
   const blob = body.includes('\0') ? undefined : decodeBase64Strict(body);
   if (blob === undefined) return malformed('not valid base64');
 

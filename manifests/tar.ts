@@ -564,8 +564,10 @@ function paxMtime(value: string, at: number): number {
   const whole = m === null ? NaN : Number(m[2]);
   if (m === null || !Number.isSafeInteger(whole)) throw malformed(at, `bad pax mtime ${JSON.stringify(value)}`);
   if (m[1] === '') return whole;
-  // Floor, not truncate: -1.5 is a moment in second -2.
-  return -whole - (m[3] !== undefined && /[1-9]/.test(m[3]) ? 1 : 0) || 0;
+  // Floor, not truncate: -1.5 is a moment in second -2 (which may leave the safe-integer range).
+  const floored = -whole - (m[3] !== undefined && /[1-9]/.test(m[3]) ? 1 : 0) || 0;
+  if (!Number.isSafeInteger(floored)) throw malformed(at, `bad pax mtime ${JSON.stringify(value)}`);
+  return floored;
 }
 
 /** Real archives have a handful (GNU tar: none, or a comment). */

@@ -15,10 +15,19 @@ export interface XmlNode {
 
 const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
+/** XML 1.0's Char production: what a character reference may stand for. */
+function isXmlChar(c: number): boolean {
+  return c === 0x9 || c === 0xa || c === 0xd || (c >= 0x20 && c <= 0xd7ff) || (c >= 0xe000 && c <= 0xfffd) || (c >= 0x10000 && c <= 0x10ffff);
+}
+
 function decodeEntities(s: string): string {
   return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, e: string) => {
-    if (e.startsWith('#x')) return String.fromCodePoint(parseInt(e.slice(2), 16));
-    if (e.startsWith('#')) return String.fromCodePoint(parseInt(e.slice(1), 10));
+    if (e.startsWith('#')) {
+      // Past U+10FFFF, fromCodePoint throws a RangeError; a surrogate would make a key no bundle can hold.
+      const c = e.startsWith('#x') ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
+      if (!isXmlChar(c)) throw new AirlockError('s3-failed', `the server sent XML with a character reference to no character: ${whole.slice(0, 40)}`);
+      return String.fromCodePoint(c);
+    }
     const v = NAMED[e];
     if (v === undefined) throw new AirlockError('s3-failed', `the server sent XML with an unknown entity ${whole}`);
     return v;

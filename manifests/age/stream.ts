@@ -22,7 +22,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 import { Transform, type TransformCallback } from 'node:stream';
 import { AirlockError } from '../errors.js';
 import { KEY_SIZE } from './keys.js';
-import { AgeError, FILE_KEY_SIZE, encodeHeader, parseHeader, unwrapFileKey, wrapX25519 } from './header.js';
+import { AgeError, FILE_KEY_SIZE, MAX_HEADER_BYTES, encodeHeader, parseHeader, unwrapFileKey, wrapX25519 } from './header.js';
 
 export { AgeError, type AgeFailure } from './header.js';
 
@@ -182,7 +182,10 @@ export function decryptStream(identities: Uint8Array[]): Transform {
   }
 
   let phase: 'header' | 'nonce' | 'payload' = 'header';
-  let head: Buffer = Buffer.alloc(0); // header and nonce bytes until the payload key is known
+  // Header and nonce bytes until the payload key is known, as the pieces written: joining them on
+  // every write made byte-sized writes quadratic, so they are joined only when a parse can decide.
+  let held: Buffer[] = [];
+  let heldBytes = 0;
   let fileKey: Buffer | undefined;
   let key: Buffer | undefined;
   const nonces = new ChunkNonces();
@@ -236,17 +239,24 @@ export function decryptStream(identities: Uint8Array[]): Transform {
 
   /** Consumes header and nonce bytes; returns the rest of `input` once the payload starts. */
   const readHead = (input: Buffer, eof: boolean): Buffer | undefined => {
-    const hadNewline = phase === 'header' && (head.length === 0 || input.includes(0x0a));
-    head = head.length === 0 ? input : Buffer.concat([head, input]);
+    const first = heldBytes === 0;
+    held.push(input);
+    heldBytes += input.length;
+    // Parsing only when a line may have ended keeps byte-sized writes from being quadratic; at the
+    // size bound too, or a header without line ends would be held without limit.
+    if (phase === 'header' && !(first || eof || input.includes(0x0a) || heldBytes >= MAX_HEADER_BYTES)) return undefined;
+    let head = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held);
+    held = [head];
     if (phase === 'header') {
-      // Parsing only when a line may have ended keeps byte-sized writes from being quadratic.
-      const header = hadNewline || eof ? parseHeader(head) : undefined;
+      const header = parseHeader(head);
       if (header === undefined) {
         if (eof) throw new AgeError('header', head.length === 0 ? 'the age file is empty' : 'the age header is truncated', { hint: 'the file is truncated or is not an age file' });
         return undefined;
       }
       fileKey = unwrapFileKey(header, identities);
       head = head.subarray(header.length);
+      held = [head];
+      heldBytes = head.length;
       phase = 'nonce';
     }
     if (head.length < NONCE_SIZE) {
@@ -255,7 +265,8 @@ export function decryptStream(identities: Uint8Array[]): Transform {
     }
     key = payloadKey(fileKey!, head.subarray(0, NONCE_SIZE));
     const rest = head.subarray(NONCE_SIZE);
-    head = Buffer.alloc(0);
+    held = [];
+    heldBytes = 0;
     phase = 'payload';
     return rest;
   };

@@ -337,7 +337,7 @@ const XLP_ALLOWED_AFTER_FIRST = 0x000f & ~XLP_LONG_HEADER;
  * first page that does not continue it and what follows is never replayed, so checking stops there.
  * Memory: one page header, and a megabyte of zeros to compare the end of a switched segment with.
  */
-class SegmentPages {
+export class SegmentPages {
   private at = 0;
   private readonly first = Buffer.alloc(LONG_PAGE_HEADER_SIZE);
   private readonly header = Buffer.alloc(PAGE_HEADER_SIZE);

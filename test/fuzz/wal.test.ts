@@ -9,8 +9,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkSegmentHeader, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory } from '../../agent/sources/postgres/wal.js';
-import { parseSidecar, sidecarText } from '../../agent/spool.js';
+import { checkSegmentHeader, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory, type WalFileName } from '../../agent/sources/postgres/wal.js';
+import { SegmentPages, parseSidecar, sidecarText } from '../../agent/spool.js';
 import { ascii, assertLinear, check, embedded, fc, mutate, mutations, typedOnly } from './fuzz.js';
 
 const MiB = 1024 * 1024;
@@ -82,6 +82,59 @@ test('damaged first pages: checkSegmentHeader throws only bad-wal, and judges on
       assert.is(p.pageAddress, segmentStartLsn(parseWalFileName(name) as { name: string; log: number; seg: number }, p.long.segmentSize));
     }
   });
+});
+
+/** A whole small segment as the server writes it: the first page's long header, then a short header per page. */
+function wholeSegment(s: Segment, switchedAt: number | undefined): { name: string; bytes: Buffer } {
+  const blck = 8192;
+  const size = MiB;
+  const name = segmentName(s.timeline, s.segno, size);
+  const start = s.segno * BigInt(size);
+  const bytes = Buffer.alloc(size, 0x5a);
+  Buffer.concat([u16(0xd110), u16(0x0002), u32(s.timeline), u64(start), u32(0), u32(0), u64(s.sysid), u32(size), u32(blck)]).copy(bytes, 0);
+  for (let i = 1; i < size / blck; i++) {
+    if (switchedAt !== undefined && i >= switchedAt) {
+      bytes.fill(0, i * blck);
+      break;
+    }
+    Buffer.concat([u16(0xd110), u16(i % 3 === 0 ? 0x0001 : 0), u32(s.timeline), u64(start + BigInt(i * blck)), u32(0)]).copy(bytes, i * blck);
+  }
+  return { name, bytes };
+}
+
+/** Feeds `bytes` to a fresh page check in pieces of `sizes` (cycled); returns what it says. */
+function pageCheck(name: string, bytes: Uint8Array, sizes: readonly number[]): string[] {
+  const parsed = parseWalFileName(name);
+  assert.is(parsed?.kind, 'segment');
+  const pages = new SegmentPages(parsed as WalFileName & { kind: 'segment' }, undefined);
+  let at = 0;
+  for (let i = 0; at < bytes.byteLength; i++) {
+    const n = Math.max(1, sizes[i % sizes.length] as number);
+    pages.feed(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return pages.summary();
+}
+
+test('every page of a segment: a whole segment checks in any pieces; damaged, it never throws, says the same whatever the pieces, and names at most a few pages', () => {
+  const pieces = fc.array(fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 70_000 })), { minLength: 1, maxLength: 6 });
+  check(fc.record({ s: segment, switchedAt: fc.option(fc.integer({ min: 1, max: 127 }), { nil: undefined }), sizes: pieces }), 20, ({ s, switchedAt, sizes }) => {
+    const { name, bytes } = wholeSegment(s, switchedAt);
+    assert.equal(pageCheck(name, bytes, sizes), [], 'a segment as the server writes it');
+  });
+  let refused = 0;
+  check(fc.record({ s: segment, switchedAt: fc.option(fc.integer({ min: 1, max: 127 }), { nil: undefined }), sizes: pieces, ms: mutations(4), page: fc.integer({ min: 1, max: 127 }) }), 60, ({ s, switchedAt, sizes, ms, page }) => {
+    const { name, bytes } = wholeSegment(s, switchedAt);
+    // damage one later page's header, field by field, with the values the check branches on
+    const at = page * 8192;
+    const damaged = Buffer.from(bytes);
+    mutate(damaged.subarray(at, at + 24), ms, { fields: [0, 2, 4, 8, 16], tokens: HEADER_TOKENS }).copy(damaged, at, 0, 24);
+    const whole = pageCheck(name, damaged, [damaged.byteLength]);
+    assert.equal(pageCheck(name, damaged, sizes), whole, 'the same answer whatever the pieces');
+    assert.ok(whole.length <= 4, whole.join('; '));
+    if (whole.length > 0) refused++;
+  });
+  assert.ok(refused > 0, 'some damaged page was refused');
 });
 
 test('damaged names: parseWalFileName never throws; checkSegmentHeader refuses what is not a segment name with bad-wal', () => {

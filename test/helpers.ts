@@ -42,7 +42,12 @@ export function airlock(args: readonly string[], opts: SpawnSyncOptions = {}): R
  * proxy); resolves when it exited.
  */
 export function airlockAsync(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  return nodeAsync([path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
+}
+
+/** Runs node with `args` without blocking this process (several at once); resolves when it exited, 128 + N for signal N. */
+export function nodeAsync(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -270,3 +270,18 @@ export async function assertLinear(what: string, make: (n: number) => unknown, r
   }
   assert.unreachable(message);
 }
+
+/**
+ * Recomputes the header checksum of every 512-byte block that carries the ustar magic, so damage
+ * made to a tar stream gets past the checksum and reaches the reader's deeper checks.
+ */
+export function fixChecksums(b: Buffer): Buffer {
+  for (let h = 0; h + 512 <= b.length; h += 512) {
+    if (b.toString('latin1', h + 257, h + 262) !== 'ustar') continue;
+    b.fill(0x20, h + 148, h + 156);
+    let sum = 0;
+    for (let i = h; i < h + 512; i++) sum += b[i] as number;
+    b.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, h + 148, 'latin1');
+  }
+  return b;
+}

@@ -16,7 +16,7 @@ import { INDEX, INNER_MANIFEST, SALT, formatInnerManifest, parseIndexLine } from
 import { checkInner } from '../../manifests/inner-check.js';
 import { FORMAT, FORMAT_VERSION, type Manifest } from '../../manifests/manifest.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor, readTar } from '../../manifests/tar.js';
-import { ascii, assertLinear, check, checkAsync, fc, mutate, mutations, typedOnly, typedOnlyAsync } from './fuzz.js';
+import { ascii, assertLinear, check, checkAsync, fc, fixChecksums, mutate, mutations, typedOnly, typedOnlyAsync } from './fuzz.js';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const BLOCK = 512;
@@ -110,17 +110,6 @@ function lineOf(r: Record<string, unknown>): string {
 
 async function* chunks(b: Buffer, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
-}
-
-function fixChecksums(b: Buffer): Buffer {
-  for (let h = 0; h + BLOCK <= b.length; h += BLOCK) {
-    if (b.toString('latin1', h + 257, h + 262) !== 'ustar') continue;
-    b.fill(0x20, h + 148, h + 156);
-    let sum = 0;
-    for (let i = h; i < h + BLOCK; i++) sum += b[i] as number;
-    b.write(`${sum.toString(8).padStart(6, '0')}\u0000`, h + 148, 'latin1');
-  }
-  return b;
 }
 
 const INDEX_TOKENS = ascii('\n', '\r\n', '{', '}', '"', ',', ':', '"path":"SALT",', '"path":"../x",', '"size":-1,', '"size":1e400,', '"type":"bundle",', '"sha256":"x",', '"source":"/etc/../x",', '[', 'null', '\\u0000', '{}\n', '"type":"pg-wal","kind":"segment","name":"000000010000000000000001",');

@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import { Parser } from 'tar';
 import * as assert from 'uvu/assert';
 import { END_OF_ARCHIVE, MAX_META_BYTES, encodeHeader, entryProblem, paddingFor, readTar, type EntryHeader } from '../../manifests/tar.js';
-import { CountingSource, ascii, assertLinear, checkAsync, fc, mutate, mutations, typedOnlyAsync, type Target } from './fuzz.js';
+import { CountingSource, ascii, assertLinear, checkAsync, fc, fixChecksums, mutate, mutations, typedOnlyAsync, type Target } from './fuzz.js';
 
 const BLOCK = 512;
 
@@ -106,19 +106,6 @@ const TOKENS: Uint8Array[] = [
   Buffer.alloc(2 * BLOCK),
   Buffer.from([0xc3, 0x28, 0xff, 0xfe]),
 ];
-
-/** Recomputes the checksum of every block that carries the ustar magic. */
-function fixChecksums(b: Buffer): Buffer {
-  for (let h = 0; h + BLOCK <= b.length; h += BLOCK) {
-    if (b.toString('latin1', h + 257, h + 262) !== 'ustar') continue;
-    b.fill(0x20, h + 148, h + 156);
-    let sum = 0;
-    for (let i = h; i < h + BLOCK; i++) sum += b[i] as number;
-    b.write(octal(sum, 7), h + 148, 'latin1');
-    b[h + 155] = 0x20;
-  }
-  return b;
-}
 
 function targetOf(t: Built, donors: readonly Uint8Array[]): Target {
   const fields: number[] = [];

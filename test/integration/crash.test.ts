@@ -17,7 +17,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { FAULT_POINTS, PG_FAULT_POINTS, type FaultPoint } from '../../agent/faults.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, nodeAsync, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-c');
 const src = tmp();
@@ -158,16 +158,6 @@ function lockHolder(state: string): Promise<ChildProcess> {
     child.stdout.setEncoding('utf8').on('data', (d: string) => d.includes('held') && resolve(child));
     child.on('exit', (c) => reject(new Error(`the lock holder exited with ${c}: ${err}`)));
   });
-}
-
-/** Runs node with `args` without blocking this process; resolves when it exited. */
-function nodeAsync(args: readonly string[]): Promise<Ran> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 + 9 : 70), stdout, stderr })));
 }
 
 function killed(child: ChildProcess): Promise<void> {

@@ -3,7 +3,6 @@
  * index chunks, two bundles from one process (buffers moved between threads), a full medium, a file
  * that changes while read, remembered verifier state, a medium that changes between reads.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -19,7 +18,7 @@ import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, nodeAsync, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-r');
 const exportArgs = (medium: string, state: string, files: string[], extra: string[] = []) => [
@@ -172,15 +171,6 @@ try {
   process.exit(exitCodeOf(e));
 }
 `;
-
-function nodeAsync(args: readonly string[]): Promise<Ran> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? EXIT.internal, stdout, stderr })));
-}
 
 test('commands opening a new or just-upgraded state folder together: one migrates, the others wait, none fails', async () => {
   for (let round = 0; round < 6; round++) {

@@ -314,8 +314,9 @@ function pathProblem(path: string): 'absolute-path' | 'dot-dot' | 'bad-path' | u
         bad = true;
       }
       start = i + 1;
-    } else if (c === 0 || c === 0x5c || c === 0xfffd) {
-      // Backslash is a separator to Windows tools; U+FFFD marks bytes that were not UTF-8.
+    } else if (c < 0x20 || c === 0x7f || c === 0x5c || c === 0xfffd) {
+      // Control characters (NUL, LF, ESC, ...) end or forge lines of sha256sum lists and terminals;
+      // backslash is a separator to Windows tools; U+FFFD marks bytes that were not UTF-8.
       bad = true;
     }
   }

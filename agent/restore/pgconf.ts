@@ -44,6 +44,7 @@ export const KEPT: Readonly<Record<string, Kind>> = {
   max_parallel_workers: 'number',
   max_parallel_workers_per_gather: 'number',
   max_replication_slots: 'number',
+  dynamic_shared_memory_type: 'word',
   // what the WAL records, so the restored cluster can be backed up and replicated as its source was
   wal_level: 'word',
   wal_log_hints: 'word',
@@ -186,7 +187,10 @@ export async function writeRestoreConfig(data: string, carried: readonly Carried
     const text = kept.has(name) ? await readFile(path.join(keep, name)) : `# written by airlock restore pg: the source's ${name} was not in the bundle\n${fallback}`;
     await writeFile(path.join(data, name), text, { mode: 0o600 });
   }
-  const { kept: settings, dropped } = keptSettings(source);
+  const { kept: settings, dropped: notKept } = keptSettings(source);
+  // what airlock sets itself (port, socket, archiving, recovery) replaces the source's on purpose
+  const ours = parseConf(airlock.join('\n')).settings;
+  const dropped = notKept.filter((name) => !ours.has(name));
   const lines = [
     '# written by airlock restore pg. The source\'s configuration files are in',
     `# ${SOURCE_CONFIG_DIR}/ (${[...kept.values()].join(', ') || 'none carried'}): review them and carry over what this`,

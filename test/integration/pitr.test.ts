@@ -198,6 +198,7 @@ test('a restored cluster runs nothing the bundle\'s configuration names: command
     assert.match(warnings, `the source's configuration is in ${restored.server.data}/airlock-source-config for review`);
     for (const name of ['recovery_end_command', 'archive_cleanup_command', 'shared_preload_libraries', 'dynamic_library_path', 'logging_collector', 'log_directory', 'external_pid_file']) assert.match(warnings, name);
     assert.match(warnings, `include_if_exists '${included}'`);
+    assert.not.match(warnings, /listen_addresses|unix_socket_directories/, 'what airlock sets itself is not reported as dropped');
     assert.is(psql('SHOW work_mem', { server: restored.server }), '7MB', 'a safe setting is kept');
     assert.is(psql('SHOW timezone', { server: restored.server }), 'Europe/Berlin');
     assert.is(psql('SHOW shared_preload_libraries', { server: restored.server }), '');

@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { encryptStream } from '../../manifests/age/stream.js';
 import { parseRecipient } from '../../manifests/age/keys.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
-import { spawnFilter } from '../../manifests/child.js';
+import { childStage } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
@@ -310,7 +310,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     const tar = Readable.from(tarStream(items, opts.site, opts.seq, created, partial, counts, innerHash, opts.progress), { objectMode: false, highWaterMark: 1024 * 1024 });
     const sink = new VolumeSink(partial, opts.volumeSize);
     const stages: NodeJS.ReadWriteStream[] = [];
-    if (opts.compression === 'zstd') stages.push(spawnFilter('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
+    if (opts.compression === 'zstd') stages.push(childStage('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
     stages.push(encryptStream(recipientKeys));
     await pipeline([tar, ...stages, sink], ...(opts.signal ? [{ signal: opts.signal }] : []));
     faultPoint('writer:after-volumes');

@@ -13,13 +13,11 @@
  *
  * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { childFailed, runChild } from '../../manifests/child.js';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
@@ -189,35 +187,14 @@ function streamParts(records: readonly IndexRecord[], type: string, endType: str
 }
 
 
-/** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
-async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<string> {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => {
-    out = (out + d).slice(-65536);
-  });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => {
-    err = (err + d).slice(-8192);
-  });
-  const closed = new Promise<number | null>((resolve, reject) => {
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: `install ${path.basename(cmd)}` }) : e));
-    child.on('close', (code) => resolve(code));
-  });
+/** Runs `cmd args` with the files concatenated on stdin; throws `child-failed` on a non-zero exit. */
+async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<void> {
   const input = async function* () {
     for (const f of files) yield* createReadStream(f);
   };
-  const sent = pipeline(Readable.from(input()), child.stdin).catch((e: unknown) => e);
-  const code = await closed;
-  const sendError = await sent;
-  if (code !== 0) {
-    const last = err.trim().split('\n').slice(-3).join(' / ');
-    throw new AirlockError('child-failed', `${path.basename(cmd)} exited with status ${code}${last ? `: ${last}` : ''}`);
-  }
-  if (sendError) throw sendError;
-  return out;
+  const r = await runChild(cmd, args, { input: input(), install: 'install the PostgreSQL client programs, or give --pg-bin', ...opts });
+  // pg_restore's error spans lines: the server's message, then the statement that failed
+  if (r.code !== 0) throw childFailed(path.basename(cmd), r, { lines: 3 });
 }
 
 /** The owner restored files get: the data folder's, or its parent's when it does not exist yet. */
@@ -432,16 +409,10 @@ export interface Recovered {
   log: string;
 }
 
-export function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(owner ? { uid: owner.uid, gid: owner.gid } : {}), ...(signal ? { signal } : {}) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-8192)));
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL server programs, or give --pg-bin' }) : e));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/** Runs a PostgreSQL program (as `owner`, when given) to completion; resolves with its exit status and output. */
+export async function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await runChild(cmd, args, { env: clientEnv(), capture: true, install: 'install the PostgreSQL server programs, or give --pg-bin', ...(owner ? { owner } : {}), ...(signal ? { signal } : {}) });
+  return { code: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
 /**

@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { formatRecipient, parseIdentities, recipientOf } from '../../manifests/age/keys.js';
 import { encryptStream } from '../../manifests/age/stream.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
-import { spawnFilter } from '../../manifests/child.js';
+import { childStage } from '../../manifests/child.js';
 import { LIMITS } from '../../manifests/limits.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
@@ -171,7 +171,7 @@ interface Claims {
 async function sealTar(media: string, tar: AsyncIterable<Buffer>, claims: Claims): Promise<string> {
   const recipient = recipientOf(parseIdentities(readFileSync(IDENTITY, 'utf8'))[0] as Uint8Array);
   const parts: Buffer[] = [];
-  await pipeline(Readable.from(tar), spawnFilter('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) }));
+  await pipeline(Readable.from(tar), childStage('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) }));
   const cipher = Buffer.concat(parts);
   const dir = path.join(media, 'site-a', bundleName('site-a', 1));
   mkdirSync(dir, { recursive: true });

@@ -7,9 +7,9 @@
  * The programs are taken from the server's own major version folder when it exists (Debian keeps one
  * per version in /usr/lib/postgresql/N/bin), so pg_dump is never older than the server.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { lastLine, runChild } from '../../../manifests/child.js';
 import { AirlockError } from '../../../manifests/errors.js';
 
 export interface Connection {
@@ -59,31 +59,17 @@ export function clientEnv(): NodeJS.ProcessEnv {
  * Runs one SQL text through psql and returns its rows (fields split, no header). Throws `pg-failed`
  * with psql's message when the server refuses or the connection fails, `not-found` without psql.
  */
-export function query(conn: Connection, sql: string, signal?: AbortSignal): Promise<string[][]> {
+export async function query(conn: Connection, sql: string, signal?: AbortSignal): Promise<string[][]> {
   assertNoPassword(conn.conninfo);
   const args = ['-X', '-w', '-q', '-A', '-t', '-0', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-d', conn.conninfo, '-c', sql];
-  return new Promise((resolve, reject) => {
-    const child = spawn(program(conn, 'psql'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (d: string) => {
-      err = (err + d).slice(-4096);
-    });
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${program(conn, 'psql')}: command not found`, { hint: 'install the PostgreSQL client (Debian: postgresql-client-15), or give --pg-bin' }) : e);
-    });
-    child.on('close', (code) => {
-      if (code !== 0) {
-        const line = err.trim().split('\n').filter((l) => l.trim() !== '').at(-1) ?? `psql exited with status ${code}`;
-        reject(new AirlockError('pg-failed', `postgresql: ${line.replace(/^psql: (error: )?/, '')}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' }));
-        return;
-      }
-      const text = Buffer.concat(out).toString('utf8');
-      resolve(text.split('\0').filter((r) => r !== '' && r !== '\n').map((r) => r.replace(/^\n/, '').split(FIELD)));
-    });
-  });
+  const psql = program(conn, 'psql');
+  const r = await runChild(psql, args, { env: clientEnv(), capture: true, install: 'install the PostgreSQL client (Debian: postgresql-client-15), or give --pg-bin', ...(signal ? { signal } : {}) });
+  if (r.code !== 0) {
+    const line = lastLine(r.stderr) || `psql exited with status ${r.code}`;
+    throw new AirlockError('pg-failed', `postgresql: ${line.replace(/^psql: (error: )?/, '')}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' });
+  }
+  const text = r.stdout.toString('utf8');
+  return text.split('\0').filter((row) => row !== '' && row !== '\n').map((row) => row.replace(/^\n/, '').split(FIELD));
 }
 
 /** The first field of the first row, or throws `pg-failed` when the query returned nothing. */

@@ -14,6 +14,7 @@
  */
 import path from 'node:path';
 import type { BaseBackupCoverage, PostgresCoverage, RecoveryWindow } from '../manifests/coverage.js';
+import { shellQuote } from '../manifests/shell.js';
 import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
 import { SUMS, SUMS_SIG } from '../manifests/sums.js';
 import { human } from './human.js';
@@ -58,11 +59,6 @@ export function html(strings: TemplateStringsArray, ...values: Value[]): Html {
 /** A CSS string literal that cannot end the string or the style element. */
 function cssString(s: string): string {
   return `"${s.replace(/[^ -~]/g, '?').replace(/["\\<>]/g, (c) => `\\${c.charCodeAt(0).toString(16)} `)}"`;
-}
-
-/** Quotes a word for a POSIX shell when it needs it. */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** "2026-01-31 12:00:00 UTC" from an ISO time; the input unchanged when it is not one. */

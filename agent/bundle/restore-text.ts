@@ -8,6 +8,7 @@
  */
 import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
 import { bundleName, type Manifest } from '../../manifests/manifest.js';
+import { shellQuote } from '../../manifests/shell.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
 import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
@@ -15,13 +16,16 @@ import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
 export function restoreText(m: Manifest, recovery = false): string {
   const name = bundleName(m.site, m.seq);
   const out = `${name}.restored`;
+  // a site id is letters, digits and dashes, so these are written as they are; quoted all the same,
+  // since the commands are pasted into a shell
+  const [qName, qOut, qSite] = [name, out, m.site].map(shellQuote) as [string, string, string];
   const volumes = m.payload.volumes;
   const first = volumes[0]?.name ?? 'payload.000';
   const last = volumes.at(-1)?.name ?? first;
   const decrypt =
     m.payload.compression === 'zstd'
-      ? `cat ${name}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C ${out}`
-      : `cat ${name}/payload.* | age -d -i key.txt | tar -x -f - -C ${out}`;
+      ? `cat ${qName}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C ${qOut}`
+      : `cat ${qName}/payload.* | age -d -i key.txt | tar -x -f - -C ${qOut}`;
   const files = (m.contents.files ?? 0) > 0;
   const pg = m.coverage?.postgres;
   const tools = ['ssh-keygen', 'sha256sum', 'age', ...(m.payload.compression === 'zstd' ? ['zstd'] : []), 'tar', ...(files ? ['jq'] : []), ...(pg ? ['pg_ctl (PostgreSQL)'] : [])];
@@ -46,14 +50,14 @@ indented by six spaces; paste them as they are.
 1. Check the signature (proves who made the bundle; anyone can encrypt to a
    public recipient, so never skip this):
 
-      ssh-keygen -Y verify -f allowed_signers -I ${m.site} -n ${BUNDLE_NAMESPACE} \\
-        -s ${name}/${SUMS_SIG} < ${name}/${SUMS}
+      ssh-keygen -Y verify -f allowed_signers -I ${qSite} -n ${BUNDLE_NAMESPACE} \\
+        -s ${qName}/${SUMS_SIG} < ${qName}/${SUMS}
 
    It must print: Good "${BUNDLE_NAMESPACE}" signature for ${m.site} ...
 
 2. Check every file against the signed list:
 
-      (cd ${name} && sha256sum --strict -c ${SUMS})
+      (cd ${qName} && sha256sum --strict -c ${SUMS})
 
    Every line must say OK. Also check that the folder holds no other files
    than those listed, ${SUMS} and ${SUMS_SIG}.${recovery ? `
@@ -68,7 +72,7 @@ indented by six spaces; paste them as they are.
 3. Decrypt and unpack into a new, empty folder, ${out}:
 
       set -o pipefail
-      mkdir -m 700 ${out}
+      mkdir -m 700 ${qOut}
       ${decrypt}
 
    The last command must end without any error message and with status 0
@@ -77,14 +81,14 @@ indented by six spaces; paste them as they are.
 
 4. Check the unpacked files against the inner manifest:
 
-      (cd ${out} && sha256sum --strict -c ${INNER_MANIFEST})
+      (cd ${qOut} && sha256sum --strict -c ${INNER_MANIFEST})
 
 5. What the files are: ${out}/${INDEX} has one JSON line per item. Its
    first line names the site and bundle. A line with "path" names a file in
    ${out}; "source" is where it came from, with its mode, owner (uid, gid)
    and modification time. Lines without "path" describe folders, symbolic links
    ("target") and hard links.
-${files ? filesSteps(out) : ''}${pg ? postgresSteps(m, out) : ''}`;
+${files ? filesSteps(qOut) : ''}${pg ? postgresSteps(m, out, qOut) : ''}`;
 }
 
 /**
@@ -93,8 +97,8 @@ ${files ? filesSteps(out) : ''}${pg ? postgresSteps(m, out) : ''}`;
  * byte in a name is safe; owners before modes (a chown clears setuid and setgid); folder times last,
  * since creating anything inside a folder changes its time.
  */
-function filesSteps(out: string): string {
-  const each = (select: string, fields: string, body: string) => `      jq -j '${select} | ${fields}' ${out}/${INDEX} |
+function filesSteps(qOut: string): string {
+  const each = (select: string, fields: string, body: string) => `      jq -j '${select} | ${fields}' ${qOut}/${INDEX} |
         while IFS= read -r -d '' a && IFS= read -r -d '' b; do ${body}; done`;
   return `
    To put the files back as they were, under a new folder FILES (as root, to
@@ -104,7 +108,7 @@ function filesSteps(out: string): string {
       FILES="$PWD/files"
       mkdir -m 700 "$FILES"
 ${each('select(.type == "dir")', '.source, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$a"')}
-${each('select(.type == "file")', '.path, "\\u0000", .source, "\\u0000"', `mkdir -p -- "$FILES$(dirname -- "$b")" && cp -- "${out}/$a" "$FILES$b"`)}
+${each('select(.type == "file")', '.path, "\\u0000", .source, "\\u0000"', `mkdir -p -- "$FILES$(dirname -- "$b")" && cp -- ${qOut}/"$a" "$FILES$b"`)}
 ${each('select(.type == "symlink")', '.target, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$(dirname -- "$b")" && ln -s -- "$a" "$FILES$b"')}
 ${each('select(.type == "hardlink")', '.target, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$(dirname -- "$b")" && ln -- "$FILES$a" "$FILES$b"')}
 ${each('select(.type == "dir" or .type == "file" or .type == "symlink")', '"\\(.uid):\\(.gid)", "\\u0000", .source, "\\u0000"', 'chown -h -- "$a" "$FILES$b"')}
@@ -126,7 +130,7 @@ const AT_LEAST = ['max_connections', 'max_worker_processes', 'max_wal_senders', 
  * server never reads the source's configuration files (they could run commands): as
  * `airlock restore pg` does, they are moved aside and postgresql.conf is written anew.
  */
-function postgresSteps(m: Manifest, out: string): string {
+function postgresSteps(m: Manifest, out: string, qOut: string): string {
   const pg = m.coverage?.postgres;
   if (!pg) return '';
   const point = pg.restorePoint;
@@ -156,8 +160,8 @@ function postgresSteps(m: Manifest, out: string): string {
    recovery settings; the server archives nothing and listens on this host only:
 
       mkdir -m 700 "$PGDATA" "$WALDIR" "$PGDATA/source-config"
-      cat ${out}/pg/base/* | tar -x -f - -C "$PGDATA"
-      cp ${out}/pg/wal/* "$WALDIR"/
+      cat ${qOut}/pg/base/* | tar -x -f - -C "$PGDATA"
+      cp ${qOut}/pg/wal/* "$WALDIR"/
       for f in postgresql.conf postgresql.auto.conf; do if [ -e "$PGDATA/$f" ]; then mv "$PGDATA/$f" "$PGDATA/source-config/"; fi; done
       cp ${out}/pg/config/* "$PGDATA/source-config/" 2>/dev/null || true
       rm -f "$PGDATA/postmaster.pid" "$PGDATA/postmaster.opts" "$PGDATA/standby.signal"
@@ -204,7 +208,7 @@ ${target}
    bundle's base backup (that bundle's RESTORE.txt, step 6a), in the same
    shell, with PGDATA and WALDIR set as there. After steps 1 to 4 of this file:
 
-      cp ${out}/pg/wal/* "$WALDIR"/
+      cp ${qOut}/pg/wal/* "$WALDIR"/
 ${target}
 
    The last recovery_target_name in postgresql.conf wins. Then the next bundle,
@@ -216,8 +220,8 @@ ${target}
    A logical dump: grep '"pg-dump-end"' ${out}/${INDEX} names the database of
    each ${out}/pg/dump/NNN/ folder. Into an existing empty database DBNAME
    (roles first, if needed), with NNN and DBNAME replaced:
-   cat ${out}/pg/globals/* | psql -d postgres
-   cat ${out}/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
+   cat ${qOut}/pg/globals/* | psql -d postgres
+   cat ${qOut}/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
 `
       : '';
   return intro + base + dumps;

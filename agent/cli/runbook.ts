@@ -14,8 +14,8 @@ import { findBundles } from '../../verifier/verify.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { loadSigningKey } from '../keys.js';
+import { shellQuote } from '../../manifests/shell.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
-import { shellQuote } from '../restore/pg.js';
 import { Settings, VERSION } from './common.js';
 
 interface RunbookFlags {

@@ -23,6 +23,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
+import { shellQuote } from '../../manifests/shell.js';
 import { readTar, type ReadEntry } from '../../manifests/tar.js';
 import { digestStream, type Digest } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
@@ -211,11 +212,6 @@ async function chownTree(dir: string, owner: { uid: number; gid: number }): Prom
     if (e.isDirectory()) await chownTree(p, owner);
     else await lchown(p, owner.uid, owner.gid);
   }
-}
-
-/** A path for a shell command inside a PostgreSQL setting: single-quoted for the shell. */
-export function shellQuote(p: string): string {
-  return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
 export interface PgRestoreOptions {

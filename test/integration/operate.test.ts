@@ -209,7 +209,7 @@ test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-
   assert.match(seq1, /usb b \([0-9a-f-]{36}\)/);
   assert.match(text, readFileSync(keys.allowedSigners, 'utf8').trim().split(' ').slice(0, 3).join(' '));
   assert.match(text, keys.recipient);
-  assert.match(text, new RegExp(`--target-name 'airlock-${keys.site}-1-[0-9a-f]{6}'`));
+  assert.match(text, new RegExp(`--target-name airlock-${keys.site}-1-[0-9a-f]{6} `));
   assert.match(text, 'RESTORE.txt of seq 1, steps 1 to 4 and 6a');
 });
 

@@ -86,8 +86,9 @@ export function runAs(user: Cluster['user'], cmd: string, args: readonly string[
 
 /** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
 export function freePort(): number {
-  const script = "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})";
-  const r = run(process.execPath, ['-e', script]);
+  // the agent's own freePort, run in a child so that synchronous test code can wait for it
+  const script = `import { freePort } from ${JSON.stringify(path.join(ROOT, 'dist/agent/port.js'))}; process.stdout.write(String(await freePort()))`;
+  const r = run(process.execPath, ['--input-type=module', '-e', script]);
   const port = Number(r.stdout);
   if (r.code !== 0 || !Number.isInteger(port) || port <= 0) throw new Error(`cannot find a free port: ${r.stderr}`);
   return port;

@@ -9,7 +9,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { freePort } from '../../agent/port.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/sources/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
@@ -745,17 +745,6 @@ test('a server that returns other bytes than the ETag says (small and large obje
     await proxy.stop();
   }
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 test('missing bucket, wrong credentials, unreachable endpoint, readable credentials file: typed errors, no bundle', async () => {
   const srv = await s3();

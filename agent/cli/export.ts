@@ -23,7 +23,7 @@ import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
 import { versionBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
-import { Settings, human, interruptible, progressReporter } from './common.js';
+import { Settings, human, interruptible, note, progressReporter } from './common.js';
 
 interface ExportFlags {
   to?: string;
@@ -148,7 +148,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       pgCatalog = Catalog.open(stateDir);
       const bin = s.one(flags.pgBin, 'pg-bin');
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
-      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, ...(abortSignal ? { signal: abortSignal } : {}) });
+      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, warn: note, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
       const own = bin === undefined ? versionBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
@@ -223,8 +223,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
-    recordRun(stateDir, 'export', site, undefined, clockNow());
-    if (pgBase) recordRun(stateDir, 'base-backup', site, undefined, clockNow());
+    recordRun(stateDir, 'export', site, undefined, clockNow(), note);
+    if (pgBase) recordRun(stateDir, 'base-backup', site, undefined, clockNow(), note);
   } finally {
     catalog?.close();
     pgCatalog?.close();
@@ -308,7 +308,7 @@ export function register(program: Command): void {
           where = undefined;
         }
         const usage = e instanceof AirlockError && (e.code === 'usage' || e.code === 'config-invalid');
-        if (where?.site !== undefined && !usage) recordRun(where.stateDir, 'export', where.site, e, clockNow());
+        if (where?.site !== undefined && !usage) recordRun(where.stateDir, 'export', where.site, e, clockNow(), note);
         throw e;
       }
     });

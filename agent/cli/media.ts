@@ -34,7 +34,7 @@ import {
   type MediumLabel,
   type ReadBackNotes,
 } from '../media.js';
-import { Settings, human, interruptible, progressReporter } from './common.js';
+import { Settings, human, interruptible, note, progressReporter } from './common.js';
 
 function noteCached(medium: string, notes: ReadBackNotes): void {
   if (notes.cached) process.stderr.write(`airlock: note: the file system of ${medium} refuses direct reads; the read-back went through the page cache\n`);
@@ -114,9 +114,9 @@ async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<
   const stateDir = stateDirOf(flags);
   try {
     await copyAll(src, dst, flags, stateDir);
-    recordRun(stateDir, 'media copy', undefined, undefined);
+    recordRun(stateDir, 'media copy', undefined, undefined, new Date(), note);
   } catch (e) {
-    recordRun(stateDir, 'media copy', undefined, e);
+    recordRun(stateDir, 'media copy', undefined, e, new Date(), note);
     throw e;
   }
 }

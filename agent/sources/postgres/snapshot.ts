@@ -54,6 +54,8 @@ export interface PostgresExportOptions {
   tableChecks?: boolean;
   /** progress messages for people */
   say?: (line: string) => void;
+  /** warnings for people, shown whatever the output is (a refused spool file may leave a hole) */
+  warn: (line: string) => void;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
@@ -255,14 +257,14 @@ export class PostgresSnapshot {
 
   private readonly reported = new Set<string>();
 
-  /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
+  /** Ingests the spool; a refused file is reported once, as a warning (it may leave a hole). */
   private ingest(): void {
     const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize };
     const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now, server);
     for (const p of r.problems) {
       if (this.reported.has(p.message)) continue;
       this.reported.add(p.message);
-      process.stderr.write(`airlock: warning: spool: ${p.message}\n`);
+      this.opts.warn(`warning: spool: ${p.message}`);
     }
   }
 

@@ -18,9 +18,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, opendir, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, opendir, readdir, rename, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
+import { writeFileAtomic } from '../manifests/atomic.js';
 import type { SigningKey } from '../manifests/sshkey.js';
 import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
@@ -30,7 +31,7 @@ import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
 import { human } from '../verifier/human.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
-import { fsyncDir, removeTree, writeFileDurable } from './fsutil.js';
+import { removeTree } from './fsutil.js';
 import { digestDirect } from './direct.js';
 
 export const LABEL_FILE = 'AIRLOCK-MEDIUM.json';
@@ -209,16 +210,7 @@ export async function initMedium(medium: string, label: string, force: boolean, 
   }
   const value: MediumLabel = { format: LABEL_FORMAT, version: 1, uuid: randomUUID(), label, created: now.toISOString() };
   const file = path.join(medium, LABEL_FILE);
-  const temp = `${file}.partial`;
-  await unlink(temp).catch(() => {});
-  try {
-    await writeFileDurable(temp, canonicalJson(value));
-    await rename(temp, file);
-    await fsyncDir(medium);
-  } catch (e) {
-    await unlink(temp).catch(() => {});
-    throw fromSystemError(e, file, 'io');
-  }
+  await writeFileAtomic(file, canonicalJson(value));
   return value;
 }
 

@@ -10,7 +10,7 @@ import { note, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { runChild } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
+import { assertWritableTarget, writeFileAtomic } from '../../manifests/atomic.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { drillText, runDrill } from '../drill.js';
 import { pickVerifiedBundle } from './restore.js';

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
-import { writeFileAtomic } from '../../verifier/atomic.js';
+import { writeFileAtomic } from '../../manifests/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { parseDuration } from '../config.js';

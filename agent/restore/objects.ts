@@ -31,6 +31,7 @@ import { createReadStream, createWriteStream, openSync, writeSync, closeSync } f
 import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { writeFileAtomic } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
 import { checkInner } from '../../manifests/inner-check.js';
@@ -38,7 +39,7 @@ import { openPlaintext } from '../../manifests/payload.js';
 import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
-import { fsyncDir, promoteTree, removeTree, writeFileDurable } from '../fsutil.js';
+import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
 import { listVersions, type ListedVersion } from '../sources/objects.js';
@@ -455,11 +456,7 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     }
   }
   if (kept.length !== lines.length - 1 || lines.at(-1) !== '') {
-    const clean = `${file}.clean`;
-    await removeTree(clean);
-    await writeFileDurable(clean, kept.join(''));
-    await rename(clean, file);
-    await fsyncDir(path.dirname(file));
+    await writeFileAtomic(file, kept.join(''));
   }
   return done;
 }

@@ -19,9 +19,9 @@
  * (exit 1); every failure, including a missing folder, exits above 125 so PostgreSQL aborts
  * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomicSync } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
 import { hashFileSync, readSmallSync } from '../spool.js';
@@ -151,37 +151,26 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
     return 'absent';
   }
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-  let out: number | undefined;
   try {
     const expected = knownSha256(name, src, opts);
-    out = openSync(tmp, 'wx', 0o600);
-    const fd = out;
-    const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
-    const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
-      let off = 0;
-      while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
-    });
-    if (sha256 !== expected) {
-      throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
-        hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
-      });
-    }
-    if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
-    else checkText(name, first);
     // no fsync: PostgreSQL fsyncs a restored file itself when it keeps it, and a crash here only
     // means the fetch runs again
-    closeSync(out);
-    out = undefined;
-    renameSync(tmp, target);
+    writeFileAtomicSync(target, (fd) => {
+      const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
+      const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
+        let off = 0;
+        while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
+      });
+      if (sha256 !== expected) {
+        throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
+          hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
+        });
+      }
+      if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
+      else checkText(name, first);
+    }, { mode: 0o600, durable: false });
     return 'copied';
   } catch (e) {
-    if (out !== undefined) closeSync(out);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // never created
-    }
     throw e instanceof AirlockError ? e : fromSystemError(e, target);
   }
 }

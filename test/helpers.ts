@@ -6,6 +6,7 @@ import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { EXIT } from '../manifests/errors.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 const temps: string[] = [];
@@ -76,7 +77,7 @@ export function makeKeys(site = 'site-a'): Keys {
   const dir = tmp('airlock-keys-');
   const signingKey = path.join(dir, 'signing_key');
   const k = airlock(['keygen', '--signing-key', signingKey, '--site', site]);
-  if (k.code !== 0) throw new Error(`keygen failed: ${k.stderr}`);
+  if (k.code !== EXIT.ok) throw new Error(`keygen failed: ${k.stderr}`);
   const allowedSigners = path.join(dir, 'allowed_signers');
   writeFileSync(allowedSigners, k.stdout);
   const identity = path.join(dir, 'identity.txt');

@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../manifests/manifest.js';
 import { ROOT, airlock, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
+import { EXIT } from '../manifests/errors.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -108,7 +109,7 @@ function canRunWalPush(user: Cluster['user'], main: string): Ran {
 function reachableCli(user: Cluster['user'], base: string): string {
   const main = path.join(ROOT, 'dist/agent/cli/main.js');
   if (!existsSync(main)) throw new Error('dist/ is missing: run npm run build first');
-  const works = (r: Ran) => r.code === 2 && r.stderr.includes('wal-push takes 1 argument');
+  const works = (r: Ran) => r.code === EXIT.usage && r.stderr.includes('wal-push takes 1 argument');
   if (!process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
   const dir = path.join(base, 'cli');
   cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
@@ -369,7 +370,7 @@ export function pgSite(site: string, layout: Layout = 'in-folder'): {
     conninfo,
     exportPg(extra) {
       const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster(layout).spool, '--wal-timeout', '60', ...extra]);
-      if (r.code !== 0) throw new Error(`export failed (${r.code}): ${r.stderr}`);
+      if (r.code !== EXIT.ok) throw new Error(`export failed (${r.code}): ${r.stderr}`);
       const dir = r.stdout.trim();
       return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };
     },
@@ -378,7 +379,7 @@ export function pgSite(site: string, layout: Layout = 'in-folder'): {
       const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`), 'data');
       const port = freePort();
       const r = airlock([...restoreArgs(data, from), '--port', String(port), '--start', '--airlock-cli', cluster().cli, '--timeout', '120', '--json', ...target]);
-      if (r.code !== 0) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
+      if (r.code !== EXIT.ok) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
       const result = JSON.parse(r.stdout) as Restored['result'];
       return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log }, result, stderr: r.stderr };
     },

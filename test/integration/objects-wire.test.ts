@@ -19,6 +19,7 @@ import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client, utf8Header } from '../../agent/s3/client.js';
 import { airlock, airlockAsync, makeKeys, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket } from '../s3.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-w');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
@@ -89,13 +90,13 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
   }
   const medium = tmp();
   const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', src], { env: ENV });
-  assert.is(e.code, 0, e.stderr);
+  assert.is(e.code, EXIT.ok, e.stderr);
 
   const proxy = await recordingProxy(srv.port);
   try {
     const dst = bucketName('wire-dst');
     const r = await airlockAsync(restoreArgs(medium, proxy.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     const puts = proxy.heads.filter((h) => h.startsWith(`PUT /${dst}/`));
     assert.is(puts.length, keysToTry.length, proxy.heads.map((h) => h.split('\r\n')[0]).join('\n'));
     for (const head of puts) {
@@ -163,7 +164,7 @@ test('restore objects: records a header cannot carry, headers an export never re
   const dst = bucketName('hostile-dst');
   const idMap = path.join(tmp(), 'ids.jsonl');
   const r = airlock(restoreArgs(medium, srv.endpoint, `${src}=${dst}`, idMap), { env: ENV });
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   assert.match(r.stderr, /\nairlock: error: 10 version\(s\) cannot be sent to the S3 server as the bundle records them: hostile-src\/"crlf-meta" version \w+: the metadata "note" holds a control byte \(0x0d\), which no http header can carry; [^\n]+; \.\.\.\nairlock: hint: [^\n]*nothing was written\n$/);
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
   assert.not.ok(existsSync(idMap) || existsSync(`${idMap}.partial`), 'no id map or journal');
@@ -182,7 +183,7 @@ test('restore objects: records a header cannot carry, headers an export never re
   ];
   for (const [record, why] of reasons) {
     const one = airlock(restoreArgs(await hostileBundle(src, [record]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-    assert.is(one.code, 1, one.stderr);
+    assert.is(one.code, EXIT.failed, one.stderr);
     // the message reaches the terminal through escapeText, which shows the backslashes JSON quoting wrote
     assert.match(one.stderr, `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${String(record.versionId)}: ${why}`)}`);
   }
@@ -190,7 +191,7 @@ test('restore objects: records a header cannot carry, headers an export never re
 
   // the fine version alone goes through, with its metadata
   const fine = airlock(restoreArgs(await hostileBundle(src, [records[10] as IndexRecord]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-  assert.is(fine.code, 0, fine.stderr);
+  assert.is(fine.code, EXIT.ok, fine.stderr);
   assert.is((await srv.client.statObject(dst, 'zz-fine')).metaData.ok, 'fine');
 });
 

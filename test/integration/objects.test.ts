@@ -22,6 +22,7 @@ import { listVersions } from '../../agent/sources/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
 import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-s3');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
@@ -241,7 +242,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
 
   // a second restore into the now non-empty bucket is refused and writes nothing
   const again = airlock(restoreToBuckets(medium, srv.endpoint, `${f.bucket}=${dest}`, path.join(tmp(), 'ids2.jsonl')), { env: ENV });
-  assert.is(again.code, 4, again.stderr);
+  assert.is(again.code, EXIT.conflict, again.stderr);
   assert.match(again.stderr, `airlock: error: bucket ${dest} is not empty`);
   assert.is((await listAll(srv.client, dest)).length, src.length);
 
@@ -542,7 +543,7 @@ test('incremental exports carry only new versions; a restore reads the chain bac
 
   // the newest bundle alone cannot be restored: it names the bundle it builds on
   const alone = airlock(['restore', 'objects', '--from', JSON.parse(third.stdout).path, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'g')]);
-  assert.is(alone.code, 3, alone.stderr);
+  assert.is(alone.code, EXIT.input, alone.stderr);
   assert.match(alone.stderr, 'builds on it (an incremental export)');
 });
 
@@ -560,7 +561,7 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
   const medium = tmp();
   const state = tmp();
   const r = airlock(exportArgs(medium, state, srv, [bucket]), { env: ENV });
-  assert.is(r.code, 5, r.stderr);
+  assert.is(r.code, EXIT.source, r.stderr);
   assert.match(r.stderr, `refused the request for ${bucket}/secret/x`);
   assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle and no partial folder');
   // the keys the server does serve export fine, as seq 1: the failed attempt used nothing up
@@ -658,7 +659,7 @@ test('a delete marker whose answer is lost is not sent again: the restore stops,
   const proxy = await s3Proxy(srv.endpoint, { loseAnswerTo: { method: 'DELETE', path: new RegExp(`^/${dest}/k$`) } });
   try {
     const r = await airlockAsync(restoreToBuckets(medium, proxy.endpoint, `${bucket}=${dest}`, idMap), { env: ENV });
-    assert.is(r.code, 5, r.stderr);
+    assert.is(r.code, EXIT.source, r.stderr);
   } finally {
     await proxy.stop();
   }
@@ -735,7 +736,7 @@ test('a server that returns other bytes than the ETag says (small and large obje
       await c.putObject(bucket, 'fine', Buffer.from('fine'));
       await c.putObject(bucket, `corrupt-${label}`, randomBytes(size));
       const r = await airlockAsync(exportArgs(medium, state, { ...srv, endpoint: proxy.endpoint }, [bucket]), { env: ENV });
-      assert.is(r.code, 5, `${label}: ${r.stderr}`);
+      assert.is(r.code, EXIT.source, `${label}: ${r.stderr}`);
       assert.match(r.stderr, `${bucket}/corrupt-${label} version`, `${label}: ${r.stderr}`);
       assert.match(r.stderr, 'the bytes hash to md5', label);
       assert.match(r.stderr, 'the S3 server returned other bytes than it stores', label);

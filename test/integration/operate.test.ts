@@ -11,6 +11,8 @@ import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
 import { ROOT, airlock, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
+import { LEVEL_EXIT } from '../../agent/status.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-ops');
 const state = tmp('airlock-state-');
@@ -24,7 +26,7 @@ function conninfo(): string {
 
 function ok(args: readonly string[], env: Record<string, string> = {}): string {
   const r = airlock(args, { env: { ...process.env, ...env } });
-  assert.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  assert.is(r.code, EXIT.ok, `${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
 
@@ -65,13 +67,13 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   // the catalog's retention window: long after, the records of pruned files are forgotten, others kept
   const far = { env: { ...process.env, AIRLOCK_NOW: new Date(Date.now() + 500 * 86_400_000).toISOString() } };
   const expired = airlock(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--retention', '400d', '--json'], far);
-  assert.is(expired.code, 0, expired.stderr);
+  assert.is(expired.code, EXIT.ok, expired.stderr);
   const forgotten = (JSON.parse(expired.stdout) as { forgotten: { wal: number; jobs: number } }).forgotten;
   assert.ok(forgotten.wal >= carried.length, JSON.stringify(forgotten));
   assert.ok(forgotten.jobs > 0);
   // what is still in the spool ingests as before: nothing refused for lack of the forgotten records
   const ingest = airlock(['wal-ingest', '--spool', c.spool, '--state-dir', state, '--json']);
-  assert.is(ingest.code, 0, ingest.stderr);
+  assert.is(ingest.code, EXIT.ok, ingest.stderr);
   const seen = JSON.parse(ingest.stdout) as { ingested: string[]; known: string[]; problems: unknown[] };
   assert.equal(seen.problems, []);
   assert.ok([...seen.ingested, ...seen.known].includes(later));
@@ -96,14 +98,14 @@ test('status: the newest WAL ages into warning and critical with an injected clo
   assert.is(fresh.check('wal age'), 'ok');
   assert.is(fresh.check('off-site RPO'), 'ok');
   assert.is(fresh.level, 'ok');
-  assert.is(fresh.code, 0);
+  assert.is(fresh.code, LEVEL_EXIT.ok);
   assert.is(Math.round(fresh.s.rpo.onAppliance), 60);
   const warning = status(10 * 60_000);
   assert.is(warning.check('wal age'), 'warning');
-  assert.is(warning.code, 1);
+  assert.is(warning.code, LEVEL_EXIT.warning);
   const critical = status(20 * 60_000);
   assert.is(critical.check('wal age'), 'critical');
-  assert.is(critical.code, 2);
+  assert.is(critical.code, LEVEL_EXIT.critical);
 
   // the same spool on a small file system that fills up
   const mnt = tmp();
@@ -122,11 +124,11 @@ test('status: the newest WAL ages into warning and critical with an injected clo
     writeFileSync(path.join(mnt, 'filler'), Buffer.alloc(4 * 1024 * 1024 - 96 * 1024));
     const full = status(60_000, small);
     assert.is(full.check('spool space'), 'critical');
-    assert.is(full.code, 2);
+    assert.is(full.code, LEVEL_EXIT.critical);
     run('rm', ['-f', path.join(mnt, 'filler')]);
     const prom = path.join(tmp(), 'airlock.prom');
     const back = airlock(['status', '--config', config, '--wal-spool', small, '--prometheus', prom], { env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + 60_000).toISOString() } });
-    assert.is(back.code, 0, back.stdout);
+    assert.is(back.code, EXIT.ok, back.stdout);
     assert.match(back.stdout, 'status: ok');
     const text = readFileSync(prom, 'utf8');
     assert.match(text, `airlock_status{site="${keys.site}"} 0`);
@@ -156,21 +158,21 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   const manifest = (name: string) => JSON.parse(readFileSync(path.join(med, `${keys.site}-run`, name, 'manifest.json'), 'utf8')) as Manifest;
 
   const first = airlock(['run', '--config', good, '--once'], at(0));
-  assert.is(first.code, 0, first.stderr);
+  assert.is(first.code, EXIT.ok, first.stderr);
   assert.is(bundles().length, 1);
   assert.ok(manifest(bundles()[0] as string).coverage?.postgres?.base, 'the first export carries a base backup');
   const early = airlock(['run', '--config', good, '--once'], at(30));
-  assert.is(early.code, 0, early.stderr);
+  assert.is(early.code, EXIT.ok, early.stderr);
   assert.is(bundles().length, 1, 'not due yet after 30 minutes');
   const second = airlock(['run', '--config', good, '--once'], at(61));
-  assert.is(second.code, 0, second.stderr);
+  assert.is(second.code, EXIT.ok, second.stderr);
   assert.is(bundles().length, 2);
   assert.not.ok(manifest(bundles()[1] as string).coverage?.postgres?.base, 'the hourly export is WAL only');
 
   // the bucket endpoint is down: the job fails, is recorded, and the next pass (fixed) exports
   const broken = conf('s3-endpoint = http://127.0.0.1:9\nbucket = records');
   const failed = airlock(['run', '--config', broken, '--once'], at(180));
-  assert.is(failed.code, 1, failed.stderr);
+  assert.is(failed.code, EXIT.failed, failed.stderr);
   assert.match(failed.stderr, 'the export failed');
   assert.is(bundles().length, 2);
   const seen = JSON.parse(airlock(['status', '--config', good, '--json'], at(181)).stdout) as { jobs: { job: string; lastFailure: string | null; lastFailureMessage: string | null }[] };
@@ -178,7 +180,7 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(job?.lastFailure, new Date(t0 + 180 * 60_000).toISOString());
   assert.match(job?.lastFailureMessage ?? '', /127\.0\.0\.1:9|S3|connect/i);
   const recovered = airlock(['run', '--config', good, '--once'], at(182));
-  assert.is(recovered.code, 0, recovered.stderr);
+  assert.is(recovered.code, EXIT.ok, recovered.stderr);
   assert.is(bundles().length, 3);
 
   // SIGTERM while the export writes: the agent stops, the partial bundle is gone
@@ -194,7 +196,7 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.equal(bundles().filter((n) => n.endsWith('.partial')), [], 'no partial bundle left');
   assert.is(bundles().length, 3, 'and no new finished one');
   const after = airlock(['run', '--config', good, '--once'], at(301));
-  assert.is(after.code, 0, after.stderr);
+  assert.is(after.code, EXIT.ok, after.stderr);
   assert.is(bundles().at(-1), `${keys.site}-run-00000004`);
 });
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
 const KEYS = path.join(VECTORS, 'keys');
@@ -62,12 +63,12 @@ for (const name of cases) {
     const to = path.join(parent, 'restored');
     const rs = airlock(['restore', 'files', '--from', media, '--identity', identity, '--allowed-signers', path.join(KEYS, 'allowed_signers'), '--to', to]);
     if (e.restoreRefused) {
-      assert.is.not(rs.code, 0, `restore must refuse: ${e.description}`);
+      assert.is.not(rs.code, EXIT.ok, `restore must refuse: ${e.description}`);
       assert.match(rs.stderr, /^airlock: error: /m);
       assert.not.ok(existsSync(to), 'restore wrote the target');
       assert.equal(readdirSync(parent), [], 'restore left files behind');
     } else {
-      assert.is(rs.code, 0, rs.stderr);
+      assert.is(rs.code, EXIT.ok, rs.stderr);
     }
   });
 }

@@ -72,6 +72,14 @@ export interface Keys {
   recipient: string;
 }
 
+/**
+ * The arguments of `airlock export` to `medium` as the site of `keys`, signed and encrypted with
+ * them, keeping its state in `state`; `rest` adds the sources and any other option.
+ */
+export function exportArgs(keys: Keys, medium: string, state: string, rest: readonly string[] = []): string[] {
+  return exportArgs(keys, medium, state, [...rest]);
+}
+
 /** A signing key made by `airlock keygen`, its allowed_signers, and an age identity made by `age-keygen`. */
 export function makeKeys(site = 'site-a'): Keys {
   const dir = tmp('airlock-keys-');

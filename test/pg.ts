@@ -19,7 +19,7 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openS
 import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../manifests/manifest.js';
-import { ROOT, airlock, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
+import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
 import { EXIT } from '../manifests/errors.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -369,7 +369,7 @@ export function pgSite(site: string, layout: Layout = 'in-folder'): {
     stateDir,
     conninfo,
     exportPg(extra) {
-      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster(layout).spool, '--wal-timeout', '60', ...extra]);
+      const r = airlock(exportArgs(k(), medium, stateDir, ['--pg', conninfo(), '--wal-spool', cluster(layout).spool, '--wal-timeout', '60', ...extra]));
       if (r.code !== EXIT.ok) throw new Error(`export failed (${r.code}): ${r.stderr}`);
       const dir = r.stdout.trim();
       return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };

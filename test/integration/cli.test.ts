@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-k');
@@ -81,18 +81,18 @@ test('config file: every problem with its line at once; flags win over the file'
 
 test('a missing medium and a missing source are typed errors that leave nothing behind', () => {
   const src = tmp();
-  const r = airlock(['export', '--to', '/nonexistent/medium', '--site', 'site-k', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', tmp()]);
+  const r = airlock(exportArgs(keys, '/nonexistent/medium', tmp(), ['--files', src]));
   assert.is(r.code, EXIT.input);
   assert.match(r.stderr, 'airlock: error: medium /nonexistent/medium is not there');
   const medium = tmp();
   const state = tmp();
-  const m = airlock(['export', '--to', medium, '--site', 'site-k', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', path.join(src, 'missing'), '--state-dir', state]);
+  const m = airlock(exportArgs(keys, medium, state, ['--files', path.join(src, 'missing')]));
   assert.is(m.code, EXIT.input);
   assert.match(m.stderr, 'no such file or folder');
   assert.equal(run('find', [medium, '-mindepth', '2']).stdout, '', 'no partial bundle');
   // and the seq was not consumed
   writeFileSync(path.join(src, 'a'), 'a');
-  const ok = airlock(['export', '--to', medium, '--site', 'site-k', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state]);
+  const ok = airlock(exportArgs(keys, medium, state, ['--files', src]));
   assert.is(ok.code, EXIT.ok, ok.stderr);
   assert.match(ok.stdout, 'site-k-00000001');
 });

@@ -17,7 +17,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { FAULT_POINTS, PG_FAULT_POINTS, type FaultPoint } from '../../agent/faults.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, nodeAsync, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, nodeAsync, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-c');
 const src = tmp();
@@ -25,7 +25,7 @@ writeFileSync(path.join(src, 'a.conf'), 'a\n');
 writeFileSync(path.join(src, 'b.conf'), 'b'.repeat(300_000));
 
 function exportOnce(medium: string, state: string, env: Record<string, string> = {}, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state, ...extra], {
+  return airlock(exportArgs(keys, medium, state, ['--files', src, ...extra]), {
     env: { ...process.env, ...env },
   });
 }
@@ -119,7 +119,7 @@ test('lost state: refused with a hint, then continued with --continue-from', () 
   verifyOk(medium);
   // a bundle signed by another key cannot be continued from
   const other = makeKeys('site-c');
-  const o = airlock(['export', '--to', tmp(), '--site', 'site-c', '--signing-key', other.signingKey, '--recipient', other.recipient, '--files', src, '--state-dir', tmp(), '--continue-from', first]);
+  const o = airlock(exportArgs(other, tmp(), tmp(), ['--files', src, '--continue-from', first]));
   assert.is(o.code, EXIT.failed, o.stderr);
   assert.match(o.stderr, 'wrong-signer');
 });
@@ -230,7 +230,7 @@ test('an export killed while it holds the lock, then exports racing on its state
   // three volumes a bundle, so a bundle missing one would show
   const big = tmp();
   writeFileSync(path.join(big, 'data'), randomBytes(2_500_000));
-  const args = ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', big, '--state-dir', state, '--volume-size', '1M', '--compress', 'none'];
+  const args = exportArgs(keys, medium, state, ['--files', big, '--volume-size', '1M', '--compress', 'none']);
   const dead = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: 'writer:after-volumes' } });
   assert.is(dead.code, 128 + 9, dead.stderr);
   const runs = await Promise.all(Array.from({ length: 3 }, () => airlockAsync(args)));

@@ -7,7 +7,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { refuseUnsafeTarget } from '../../agent/restore/files.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-a');
 
@@ -29,7 +29,7 @@ function sourceTree(): string {
 }
 
 function exportTo(medium: string, stateDir: string, src: string, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', stateDir, ...extra]);
+  return airlock(exportArgs(keys, medium, stateDir, ['--files', src, ...extra]));
 }
 
 test('export, stock-tool audit and decrypt, airlock-verify, restore: the round trip', () => {

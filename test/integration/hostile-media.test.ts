@@ -20,7 +20,7 @@ import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
@@ -74,7 +74,7 @@ test('a bundle with recovery data whose volume is a 1 TiB sparse file: the repai
   const src = tmp('airlock-src-');
   writeFileSync(path.join(src, 'data.bin'), randomBytes(3 * MiB));
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']));
   assert.is(e.code, EXIT.ok, e.stderr);
   truncateSync(path.join(e.stdout.trim(), 'payload.001'), TiB);
   const parent = tmp();

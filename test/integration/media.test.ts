@@ -15,7 +15,7 @@ import { readBack, selfSigner } from '../../agent/media.js';
 import { AirlockError, EXIT } from '../../manifests/errors.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3 } from '../s3.js';
 
 const keys = makeKeys('site-m');
@@ -31,7 +31,7 @@ function source(bytes: number): string {
 }
 
 function exportFiles(medium: string, state: string, src: string, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state, ...extra]);
+  return airlock(exportArgs(keys, medium, state, ['--files', src, ...extra]));
 }
 
 function init(medium: string, label: string, state: string): string {
@@ -145,7 +145,7 @@ test('the medium fills up mid-write (a bucket, whose size is not known up front)
     const state = tmp();
     const uuid = init(medium, 'small', state);
     const r = airlock(
-      ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none'],
+      exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none']),
       { env: { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY } },
     );
     assert.is(r.code, EXIT.medium, r.stderr);
@@ -220,7 +220,7 @@ test('recovery data: a bucket bundle with a damaged volume is repaired in a scra
   for (const [i, b] of blobs.entries()) await srv.client.putObject(bucket, `blob-${i}`, b);
   const medium = tmp();
   const env = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
-  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none'], { env });
+  const r = airlock(exportArgs(keys, medium, tmp(), ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']), { env });
   assert.is(r.code, EXIT.ok, r.stderr);
   const vol = path.join(r.stdout.trim(), 'payload.001');
   damage(vol, 300_000, 8192);

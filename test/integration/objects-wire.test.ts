@@ -17,7 +17,7 @@ import type { IndexRecord } from '../../manifests/inner.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client, utf8Header } from '../../agent/s3/client.js';
-import { airlock, airlockAsync, makeKeys, tmp } from '../helpers.js';
+import { airlock, airlockAsync, exportArgs, makeKeys, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket } from '../s3.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -89,7 +89,7 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
     client.close();
   }
   const medium = tmp();
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', src], { env: ENV });
+  const e = airlock(exportArgs(keys, medium, tmp(), ['--s3-endpoint', srv.endpoint, '--bucket', src]), { env: ENV });
   assert.is(e.code, EXIT.ok, e.stderr);
 
   const proxy = await recordingProxy(srv.port);

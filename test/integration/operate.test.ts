@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { ROOT, airlock, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
 import { LEVEL_EXIT } from '../../agent/status.js';
 import { EXIT } from '../../manifests/errors.js';
@@ -37,7 +37,7 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   ok(['media', 'init', mediumA, '--label', 'usb a', '--state-dir', state]);
   ok(['media', 'init', mediumB, '--label', 'usb b', '--state-dir', state]);
   switchWal();
-  const out = ok(['export', '--to', mediumA, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base']).trim();
+  const out = ok(exportArgs(keys, mediumA, state, ['--pg', conninfo(), '--wal-spool', c.spool, '--pg-base'])).trim();
   bundle = { path: out, manifest: JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest };
   const carried = (bundle.manifest.coverage?.postgres?.wal ?? []).map((r) => r.first);
   assert.ok(carried.length > 0);

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { lsnValue } from '../../manifests/coverage.js';
 import type { Manifest } from '../../manifests/manifest.js';
 import { segmentName } from '../../agent/sources/postgres/wal.js';
-import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, psql } from '../pg.js';
 import { resealBundle } from '../reseal.js';
 import { EXIT } from '../../manifests/errors.js';
@@ -22,7 +22,7 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   const c = cluster();
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
   assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
 
@@ -72,7 +72,7 @@ test('restore pg from a re-signed bundle with a history file forking a timeline 
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const rows = psql('SELECT count(*) FROM hostile');
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
   assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
   const pg = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;

@@ -12,7 +12,7 @@ import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, tmp } from '../helpers.js';
 import { cluster, pgSite, psql, stopServer, writeLoad, type Server } from '../pg.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -194,7 +194,7 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
   const c = cluster();
   const media = tmp('airlock-medium-');
   const state = tmp('airlock-state-');
-  const args = ['export', '--to', media, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', state, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base', '--pg-dump'];
+  const args = exportArgs(k(), media, state, ['--pg', conninfo(), '--wal-spool', c.spool, '--pg-base', '--pg-dump']);
   const first = airlock(args);
   assert.is(first.code, EXIT.ok, first.stderr);
   for (let seed = 0; seed < FAULT_POINTS.length; seed++) {
@@ -230,7 +230,7 @@ test('airlock check: the test cluster passes; a long archive_timeout and a missi
   assert.match(strict.stdout, 'problem: archive_timeout: archive_timeout = 10 s: set at most 5 s');
   assert.match(strict.stdout, 'problem: spool');
   // a password never goes on a command line
-  const secret = airlock(['export', '--to', tmp(), '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', tmp(), '--pg', `${conninfo()} password=hunter2`, '--wal-spool', c.spool]);
+  const secret = airlock(exportArgs(k(), tmp(), tmp(), ['--pg', `${conninfo()} password=hunter2`, '--wal-spool', c.spool]));
   assert.is(secret.code, EXIT.usage, secret.stderr);
   assert.match(secret.stderr, 'PGPASSFILE');
   const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256Hex } from '../../manifests/hash.js';
-import { airlock, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { renameInRecovery } from '../par2.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -23,7 +23,7 @@ function damagedBundle(): { medium: string; bundle: string; src: string } {
   mkdirSync(src);
   writeFileSync(path.join(src, 'data.bin'), randomBytes(3 * 1024 * 1024));
   const medium = tmp();
-  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', tmp(), '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
+  const r = airlock(exportArgs(keys, medium, tmp(), ['--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']));
   assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   const fd = openSync(path.join(bundle, 'payload.001'), 'r+');

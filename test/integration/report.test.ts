@@ -12,7 +12,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
-import { airlock, airlockVerify, makeKeys, tmp, type Keys } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, tmp, type Keys } from '../helpers.js';
 import { resignChain } from '../resign.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -29,7 +29,7 @@ function exportBundles(keys: Keys, medium: string, n: number): string[] {
   const out: string[] = [];
   for (let i = 1; i <= n; i++) {
     writeFileSync(path.join(src, 'app.conf'), `generation = ${i}\n`);
-    const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state]);
+    const r = airlock(exportArgs(keys, medium, state, ['--files', src]));
     assert.is(r.code, EXIT.ok, r.stderr);
     out.push(r.stdout.trim());
   }

@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { EXIT, WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
-import { ROOT, airlock, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
@@ -668,10 +668,7 @@ test("an export takes the cluster's identity from the server, not from the first
   try {
     const keys = makeKeys('site-w');
     const state = tmp('airlock-state-');
-    const r = airlock([
-      'export', '--to', tmp('airlock-medium-'), '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state,
-      '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30',
-    ]);
+    const r = airlock(exportArgs(keys, tmp('airlock-medium-'), state, ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30']));
     assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, `${foreign}: not a valid postgresql 15 wal segment: system identifier 42 is not the cluster's ${systemIdentifier()}`);
     const rows = walRows(state);

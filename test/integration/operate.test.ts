@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { ROOT, airlock, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
 
 const keys = makeKeys('site-ops');
@@ -208,6 +208,53 @@ test('under systemd (stderr is the journal stream JOURNAL_STREAM names) errors c
   // a stream that is not the journal (a child's redirected stderr) gets no prefix
   const plain = spawnSync(process.execPath, args, { env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` }, encoding: 'utf8' });
   assert.match(plain.stderr, /^airlock: error: /);
+});
+
+test('several sites on one appliance (airlock@NAME instances): two configs with their own state and spool export to one medium as two sites, both verify, status per instance; a site with two media gets each bundle on both', () => {
+  const c = cluster();
+  const shared = tmp('airlock-medium-');
+  const second = tmp('airlock-medium-');
+  const db = makeKeys('site-db');
+  const buckets = makeKeys('site-buckets');
+  const files = tmp();
+  writeFileSync(path.join(files, 'app.conf'), 'workers = 4\n');
+  const instance = (k: typeof db, extra: string[]) => {
+    const st = tmp('airlock-state-');
+    const f = path.join(tmp(), `${k.site}.conf`);
+    writeFileSync(f, [`site = ${k.site}`, `signing-key = ${k.signingKey}`, `recipient = ${k.recipient}`, `state-dir = ${st}`, `files = ${files}`, 'export-every = 1h', 'min-copies = 1', ...extra, ''].join('\n'));
+    return { conf: f, st, keys: k };
+  };
+  const a = instance(db, [`medium = ${shared}`, `spool = ${c.spool}`, `pg = ${conninfo()}`]);
+  const b = instance(buckets, [`medium = ${shared}`, `medium = ${second}`]);
+  ok(['media', 'init', shared, '--label', 'shared', '--state-dir', a.st]);
+  ok(['media', 'init', second, '--label', 'second', '--state-dir', b.st]);
+  const env = { AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'nothing' };
+  for (const i of [a, b]) ok(['run', '--config', i.conf, '--once'], env);
+
+  // one medium, two sites, each signed by its own key: both verify with both keys named
+  assert.equal(readdirSync(shared).filter((n) => n.startsWith('site-')).sort(), ['site-buckets', 'site-db']);
+  const signers = path.join(tmp(), 'allowed_signers');
+  writeFileSync(signers, readFileSync(db.allowedSigners, 'utf8') + readFileSync(buckets.allowedSigners, 'utf8'));
+  const verify = airlockVerify(['--allowed-signers', signers, '--json', shared]);
+  assert.is(verify.code, 0, verify.stdout);
+  const report = JSON.parse(verify.stdout) as { bundles: { site: string; findings: unknown[] }[] };
+  assert.equal([...new Set(report.bundles.map((x) => x.site))].sort(), ['site-buckets', 'site-db']);
+  assert.ok(report.bundles.every((x) => x.findings.length === 0));
+  // the site with two media: the bundle was copied to the second one and verified there
+  assert.equal(readdirSync(path.join(second, 'site-buckets')), readdirSync(path.join(shared, 'site-buckets')));
+  assert.is(airlockVerify(['--allowed-signers', buckets.allowedSigners, second]).code, 0);
+
+  // status per instance: its own site, its own jobs and media
+  const status = (i: typeof a) => JSON.parse(airlock(['status', '--config', i.conf, '--json']).stdout) as { site: string; media: { label: string }[]; lastBundle: { seq: number } | null; baseBackupAgeSeconds: number | null };
+  const sa = status(a);
+  const sb = status(b);
+  assert.is(sa.site, 'site-db');
+  assert.is(sb.site, 'site-buckets');
+  assert.equal(sa.media.map((m) => m.label), ['shared']);
+  assert.equal(sb.media.map((m) => m.label).sort(), ['second', 'shared']);
+  assert.ok(sa.baseBackupAgeSeconds !== null, 'the database site took a base backup');
+  assert.is(sb.baseBackupAgeSeconds, null);
+  assert.is(sb.lastBundle?.seq, 1);
 });
 
 test('airlock run on an injected clock: exports on schedule, a failed job is recorded and the next pass recovers, SIGTERM mid-export leaves no partial bundle', async () => {

@@ -18,7 +18,9 @@ export function restoreText(m: Manifest, recovery = false): string {
   const out = `${name}.restored`;
   // a site id is letters, digits and dashes, so these are written as they are; quoted all the same,
   // since the commands are pasted into a shell
-  const [qName, qOut, qSite] = [name, out, m.site].map(shellQuote) as [string, string, string];
+  const qName = shellQuote(name);
+  const qOut = shellQuote(out);
+  const qSite = shellQuote(m.site);
   const volumes = m.payload.volumes;
   const first = volumes[0]?.name ?? 'payload.000';
   const last = volumes.at(-1)?.name ?? first;

@@ -77,7 +77,7 @@ export interface Keys {
  * them, keeping its state in `state`; `rest` adds the sources and any other option.
  */
 export function exportArgs(keys: Keys, medium: string, state: string, rest: readonly string[] = []): string[] {
-  return exportArgs(keys, medium, state, [...rest]);
+  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, ...rest];
 }
 
 /** A signing key made by `airlock keygen`, its allowed_signers, and an age identity made by `age-keygen`. */

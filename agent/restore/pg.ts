@@ -15,8 +15,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { chown, lchown, lstat, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -546,15 +546,13 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
  * dump takes its size on disk once: pg_restore --jobs reads a file, never a pipe.
  */
 async function joinParts(parts: readonly string[], file: string): Promise<void> {
-  const out = await open(file, 'wx', 0o600);
-  try {
+  const each = async function* () {
     for (const p of parts) {
-      await pipeline(createReadStream(p), out.createWriteStream({ autoClose: false }));
+      yield* createReadStream(p);
       await rm(p);
     }
-  } finally {
-    await out.close();
-  }
+  };
+  await pipeline(Readable.from(each()), createWriteStream(file, { flags: 'wx', mode: 0o600 }));
 }
 
 /**

@@ -29,6 +29,9 @@ test('a cluster with two tablespaces exports: the manifest names each by OID, na
   psql(`CREATE TABLESPACE fast LOCATION '${where.fast}'`);
   psql(`CREATE TABLESPACE "slow space" LOCATION '${where.slow}'`);
   psql("CREATE TABLE big (id int PRIMARY KEY, v text) TABLESPACE fast; INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g; CREATE TABLE small (id int, v text) TABLESPACE \"slow space\"; INSERT INTO small SELECT g, 's' || g FROM generate_series(1, 50) g");
+  // what an export killed during its base backup would leave
+  mkdirSync(path.join(site.stateDir, '.pg-base-killed', 'backup'), { recursive: true });
+  writeFileSync(path.join(site.stateDir, '.pg-base-killed', 'backup', 'base.tar'), 'x');
   base = site.exportPg(['--pg-base', '--pg-dump']);
   const spaces = base.manifest.coverage?.postgres?.base?.tablespaces;
   const oids = psql("SELECT string_agg(oid::text, ',' ORDER BY oid) FROM pg_tablespace WHERE spcname IN ('fast', 'slow space')");
@@ -36,7 +39,7 @@ test('a cluster with two tablespaces exports: the manifest names each by OID, na
     { oid: Number(oids.split(',')[0]), name: 'fast', location: where.fast },
     { oid: Number(oids.split(',')[1]), name: 'slow space', location: where.slow },
   ]);
-  assert.equal(readdirSync(site.stateDir).filter((n) => n.startsWith('.pg-base-')), [], 'the scratch folder of the backup is gone');
+  assert.equal(readdirSync(site.stateDir).filter((n) => n.startsWith('.pg-base-')), [], 'the scratch folder of the backup is gone, and a killed export\'s too');
   // rows written after the base backup reach the restore through WAL, into the tablespace
   psql('INSERT INTO big SELECT g, md5(g::text) FROM generate_series(100001, 101000) g; DELETE FROM small WHERE id <= 10');
   walOnly = site.exportPg([]);

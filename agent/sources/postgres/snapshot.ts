@@ -48,7 +48,7 @@ export interface PostgresExportOptions {
   base: boolean;
   dumps: boolean;
   /** where a base backup of a cluster with tablespaces is written first (a private folder is made in it) */
-  scratch?: string;
+  scratch: string;
   partSize?: number;
   /** how long to wait for the server to archive the restore point's segment */
   walTimeoutMs: number;
@@ -257,7 +257,6 @@ export class PostgresSnapshot {
     if (info.archiveMode === 'off') throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', { hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server" });
     if (this.opts.base && info.tablespaces.length > 0) {
       this.tablespaces = await listTablespaces(this.opts.conn, this.opts.signal);
-      if (this.opts.scratch === undefined) throw new AirlockError('internal', 'a base backup with tablespaces needs a scratch folder');
     }
     const known = this.opts.catalog.walCluster();
     if (known && known.system_identifier !== info.systemIdentifier) {
@@ -342,8 +341,7 @@ export class PostgresSnapshot {
       const start = now();
       let end: StreamEnd;
       if (this.tablespaces.length > 0) {
-        const scratch = this.opts.scratch as string;
-        const r = yield* tablespaceBackup({ conn, tablespaces: this.tablespaces, scratch, label: this.restorePointName, partSize, mtime, ...(signal ? { signal } : {}) });
+        const r = yield* tablespaceBackup({ conn, tablespaces: this.tablespaces, scratch: this.opts.scratch, label: this.restorePointName, partSize, mtime, ...(signal ? { signal } : {}) });
         end = r.base;
         held = r.tablespaces;
       } else {

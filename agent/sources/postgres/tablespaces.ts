@@ -116,11 +116,13 @@ function runToEnd(cmd: string, args: readonly string[], signal?: AbortSignal): P
   });
 }
 
+const SCRATCH_PREFIX = '.pg-base-';
+
 export interface TablespaceBackupOptions {
   conn: Connection;
   /** the tablespaces listed before the backup */
   tablespaces: readonly Tablespace[];
-  /** the folder the private scratch folder is made in */
+  /** the folder the private scratch folder is made in: the state folder, whose export lock is held */
   scratch: string;
   label: string;
   partSize: number;
@@ -135,7 +137,9 @@ export interface TablespaceBackupOptions {
  * `pg-failed` when a tablespace was created while it ran (its name and location are unknown).
  */
 export async function* tablespaceBackup(opts: TablespaceBackupOptions): AsyncGenerator<SourceItem, { base: StreamEnd; tablespaces: Tablespace[] }> {
-  const scratch = await mkdtemp(path.join(opts.scratch, '.pg-base-'));
+  // a killed export's copy: this export holds the state folder's export lock, so none is in use
+  for (const n of await readdir(opts.scratch)) if (n.startsWith(SCRATCH_PREFIX)) await removeTree(path.join(opts.scratch, n));
+  const scratch = await mkdtemp(path.join(opts.scratch, SCRATCH_PREFIX));
   try {
     const dir = path.join(scratch, 'backup');
     const args = ['-d', opts.conn.conninfo, '-w', '-Ft', '-D', dir, '-X', 'none', '--checkpoint=fast', '--label', opts.label];

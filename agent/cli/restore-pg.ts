@@ -124,6 +124,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   progress?.done();
   for (const w of r.warnings) note(`warning: ${w}`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
+  for (const t of r.tablespaces) say(`tablespace ${t.oid} (${JSON.stringify(t.name)}) laid down in ${t.dir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
   const bin = flags.pgBin ?? versionBin(major);
   let recovered;

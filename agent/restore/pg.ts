@@ -276,6 +276,8 @@ export interface PgRestoreResult {
   tableChecks?: { database: string; restorePoint: string; tables: Record<string, [number, string]> };
   /** warnings for the operator, e.g. a collation library that differs from the source's */
   warnings: string[];
+  /** where each tablespace was laid down (linked from pg_tblspc) */
+  tablespaces: { oid: number; name: string; dir: string }[];
 }
 
 /**
@@ -398,6 +400,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     segmentSize: plan.base.pg.segmentSize,
     ...(tableChecks ? { tableChecks } : {}),
     warnings,
+    tablespaces: spaces.map((t) => ({ oid: t.oid, name: t.name, dir: t.dir })),
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
 }

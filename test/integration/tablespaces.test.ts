@@ -4,11 +4,13 @@
  * maps each to a folder of its own (refusing before anything is unpacked when one has no folder or
  * a folder is not empty). Also the parallel dump restore (restore pg --dump --jobs).
  */
-import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
+import { resealBundle } from '../reseal.js';
 import { resignManifest } from '../resign.js';
 import { airlock, airlockVerify, tmp } from '../helpers.js';
 import { cluster, clusterDir, pgSite, psql, stopServer, type Server } from '../pg.js';
@@ -62,6 +64,7 @@ test('restore pg maps each tablespace to its folder and recovers to a restore po
     assert.is(psql("SELECT string_agg(spcname || '=' || pg_tablespace_location(oid), ',' ORDER BY oid) FROM pg_tablespace WHERE spcname NOT LIKE 'pg\\_%'", { server: r.server }), `fast=${fast},slow space=${slow}`);
     const oid = String(base.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid);
     assert.is(readlinkSync(path.join(r.server.data, 'pg_tblspc', oid)), fast);
+    assert.match(r.stderr, `tablespace ${oid} ("fast") laid down in ${fast}`);
     assert.ok(readdirSync(fast).some((n) => n.startsWith('PG_15_')), 'the tablespace folder holds its version folder');
   } finally {
     stopServer(r.server);
@@ -112,6 +115,25 @@ test('the index and the manifest must agree on the tablespaces: a manifest that 
   const deep = airlockVerify(['--allowed-signers', k().allowedSigners, '--identity', k().identity, copy]);
   assert.is(deep.code, 1, deep.stdout);
   assert.match(deep.stdout, 'coverage.postgres.base.tablespaces lists 1 tablespace(s), the payload holds 2');
+});
+
+test('a re-sealed bundle whose tablespace tar holds a link: unsafe-entry, and neither the data folder nor a tablespace folder is left', async () => {
+  const src = tmp();
+  mkdirSync(path.join(src, 'PG_15_202209061'));
+  symlinkSync('/etc', path.join(src, 'PG_15_202209061', 'evil'));
+  const tar = spawnSync('tar', ['-c', '-f', '-', '-C', src, '.']);
+  assert.is(tar.status, 0, String(tar.stderr));
+  const [fast, slow] = base.manifest.coverage?.postgres?.base?.tablespaces ?? [];
+  const hostile = tmp('airlock-medium-');
+  await resealBundle(base.path, hostile, k(), (entries) => {
+    assert.ok(entries.has(`pg/tblspc/${fast?.oid}/000001`), [...entries.keys()].filter((n) => n.startsWith('pg/tblspc/')).join(' '));
+    entries.set(`pg/tblspc/${fast?.oid}/000001`, tar.stdout);
+  });
+  const home = clusterDir('restored-hostile');
+  const r = airlock([...site.restoreArgs(path.join(home, 'data'), hostile), '--latest', '--tablespace-map', `${fast?.oid}=${path.join(home, 'fast')}`, '--tablespace-map', `${slow?.oid}=${path.join(home, 'slow')}`]);
+  assert.is(r.code, 1, r.stderr);
+  assert.match(r.stderr, 'airlock: error: the base backup holds "PG_15_202209061/evil"');
+  assert.equal(readdirSync(home), [], 'nothing left beside the targets');
 });
 
 test('drill: maps the tablespaces into its scratch and passes', () => {

@@ -12,7 +12,6 @@
  */
 import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { AirlockError } from '../../manifests/errors.js';
 
 /** The folder inside a restored data folder that holds the source's configuration files. */
 export const SOURCE_CONFIG_DIR = 'airlock-source-config';

@@ -64,7 +64,8 @@ test('restore pg maps each tablespace to its folder and recovers to a restore po
     assert.is(psql("SELECT string_agg(spcname || '=' || pg_tablespace_location(oid), ',' ORDER BY oid) FROM pg_tablespace WHERE spcname NOT LIKE 'pg\\_%'", { server: r.server }), `fast=${fast},slow space=${slow}`);
     const oid = String(base.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid);
     assert.is(readlinkSync(path.join(r.server.data, 'pg_tblspc', oid)), fast);
-    assert.match(r.stderr, `tablespace ${oid} ("fast") laid down in ${fast}`);
+    const spaces = base.manifest.coverage?.postgres?.base?.tablespaces ?? [];
+    assert.equal((r.result as unknown as { tablespaces: unknown }).tablespaces, [{ oid: spaces[0]?.oid, name: 'fast', dir: fast }, { oid: spaces[1]?.oid, name: 'slow space', dir: slow }], 'the JSON result says where each went');
     assert.ok(readdirSync(fast).some((n) => n.startsWith('PG_15_')), 'the tablespace folder holds its version folder');
   } finally {
     stopServer(r.server);

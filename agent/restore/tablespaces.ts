@@ -33,7 +33,10 @@ export function parseTablespaceMaps(values: readonly string[]): TablespaceMappin
     const at = v.lastIndexOf('=');
     const key = v.slice(0, Math.max(at, 0));
     const dir = v.slice(at + 1);
-    if (at <= 0 || dir === '') throw new AirlockError('usage', `--tablespace-map ${JSON.stringify(v)}: not OID_OR_NAME=DIR`, { hint: 'e.g. --tablespace-map 16384=/srv/pg/fast or --tablespace-map fast=/srv/pg/fast' });
+    if (at <= 0 || dir === '')
+      throw new AirlockError('usage', `--tablespace-map ${JSON.stringify(v)}: not OID_OR_NAME=DIR`, {
+        hint: 'e.g. --tablespace-map 16384=/srv/pg/fast or --tablespace-map fast=/srv/pg/fast',
+      });
     return { key, dir: path.resolve(dir) };
   });
 }
@@ -60,12 +63,20 @@ export async function planTablespaces(spaces: readonly Tablespace[], maps: reado
   const chosen = new Map<number, string>();
   for (const m of maps) {
     const t = spaces.find((x) => String(x.oid) === m.key) ?? spaces.find((x) => x.name === m.key);
-    if (!t) throw new AirlockError('usage', `--tablespace-map ${JSON.stringify(m.key)}: the base backup has no tablespace of that OID or name`, { hint: spaces.length > 0 ? hint : 'the base backup has no tablespaces: leave --tablespace-map out' });
+    if (!t)
+      throw new AirlockError('usage', `--tablespace-map ${JSON.stringify(m.key)}: the base backup has no tablespace of that OID or name`, {
+        hint: spaces.length > 0 ? hint : 'the base backup has no tablespaces: leave --tablespace-map out',
+      });
     if (chosen.has(t.oid)) throw new AirlockError('usage', `--tablespace-map: tablespace ${t.oid} (${JSON.stringify(t.name)}) is mapped twice`, { hint });
     chosen.set(t.oid, m.dir);
   }
   const missing = spaces.filter((t) => !chosen.has(t.oid));
-  if (missing.length > 0) throw new AirlockError('tablespace-unmapped', `the base backup has ${missing.length === 1 ? 'a tablespace' : 'tablespaces'} with no --tablespace-map: ${listed(missing)}`, { hint });
+  if (missing.length > 0)
+    throw new AirlockError(
+      'tablespace-unmapped',
+      `the base backup has ${missing.length === 1 ? 'a tablespace' : 'tablespaces'} with no --tablespace-map: ${listed(missing)}`,
+      { hint },
+    );
   const targets = spaces.map((t) => {
     const dir = chosen.get(t.oid) as string;
     return { ...t, dir, partial: path.join(path.dirname(dir), `.${path.basename(dir)}.airlock-partial`) };
@@ -73,8 +84,14 @@ export async function planTablespaces(spaces: readonly Tablespace[], maps: reado
   const taken = [pgdata, `${pgdata}.wal`];
   for (const t of targets) {
     const clash = [...taken, ...targets.filter((o) => o !== t).map((o) => o.dir)].find((o) => inside(t.dir, o) || inside(o, t.dir));
-    if (clash !== undefined) throw new AirlockError('usage', `--tablespace-map: ${t.dir} overlaps ${clash}`, { hint: 'give each tablespace a folder of its own, outside the data folder' });
-    if (!(await isEmptyOrAbsent(t.dir))) throw new AirlockError('target-exists', `${t.dir} (tablespace ${JSON.stringify(t.name)}) is not empty`, { hint: 'map each tablespace to a new or empty folder' });
+    if (clash !== undefined)
+      throw new AirlockError('usage', `--tablespace-map: ${t.dir} overlaps ${clash}`, {
+        hint: 'give each tablespace a folder of its own, outside the data folder',
+      });
+    if (!(await isEmptyOrAbsent(t.dir)))
+      throw new AirlockError('target-exists', `${t.dir} (tablespace ${JSON.stringify(t.name)}) is not empty`, {
+        hint: 'map each tablespace to a new or empty folder',
+      });
   }
   return targets;
 }
@@ -83,7 +100,10 @@ export async function planTablespaces(spaces: readonly Tablespace[], maps: reado
 export class TablespaceSinks {
   private readonly sinks = new Map<number, BaseBackupSink>();
 
-  constructor(private readonly targets: readonly TablespaceTarget[], signal?: AbortSignal) {
+  constructor(
+    private readonly targets: readonly TablespaceTarget[],
+    signal?: AbortSignal,
+  ) {
     for (const t of targets) this.sinks.set(t.oid, new BaseBackupSink(t.partial, signal));
   }
 
@@ -101,7 +121,10 @@ export class TablespaceSinks {
     const m = /^pg\/tblspc\/([0-9]+)\/[0-9]+$/.exec(entry.path);
     if (!m) return undefined;
     const sink = this.sinks.get(Number(m[1]));
-    if (!sink) throw new AirlockError('unsafe-entry', `${entry.path}: a tablespace the manifest does not name`, { hint: 'the bundle was not written by a complete export; nothing of it is used' });
+    if (!sink)
+      throw new AirlockError('unsafe-entry', `${entry.path}: a tablespace the manifest does not name`, {
+        hint: 'the bundle was not written by a complete export; nothing of it is used',
+      });
     return sink.take(entry);
   }
 
@@ -122,16 +145,27 @@ export class TablespaceSinks {
  */
 export async function linkTablespaces(data: string, targets: readonly TablespaceTarget[]): Promise<void> {
   const map = path.join(data, 'tablespace_map');
-  const text = await readFile(map, 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? '' : Promise.reject(e)));
-  const oids = text.split('\n').filter((l) => l !== '').map((l) => Number(/^([0-9]+) /.exec(l)?.[1] ?? NaN)).sort((a, b) => a - b);
+  const text = await readFile(map, 'utf8').catch((e: unknown) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw e;
+  });
+  const oids = text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => Number(/^([0-9]+) /.exec(l)?.[1] ?? NaN))
+    .sort((a, b) => a - b);
   const want = targets.map((t) => t.oid).sort((a, b) => a - b);
   if (oids.join(',') !== want.join(',')) {
-    throw new AirlockError('unsafe-entry', `the base backup's tablespace_map names tablespace(s) ${oids.join(', ') || 'none'}, its manifest ${want.join(', ') || 'none'}`, { hint: 'the bundle was not written by airlock export; nothing of it is used' });
+    throw new AirlockError(
+      'unsafe-entry',
+      `the base backup's tablespace_map names tablespace(s) ${oids.join(', ') || 'none'}, its manifest ${want.join(', ') || 'none'}`,
+      { hint: 'the bundle was not written by airlock export; nothing of it is used' },
+    );
   }
   await rm(map, { force: true });
   if (targets.length === 0) return;
   const links = path.join(data, 'pg_tblspc');
-  if (!(await lstat(links)).isDirectory()) throw new AirlockError('unsafe-entry', 'the base backup\'s pg_tblspc is not a folder');
+  if (!(await lstat(links)).isDirectory()) throw new AirlockError('unsafe-entry', "the base backup's pg_tblspc is not a folder");
   for (const t of targets) await symlink(t.dir, path.join(links, String(t.oid)));
 }
 
@@ -144,6 +178,13 @@ export async function promoteTablespaces(targets: readonly TablespaceTarget[]): 
 export async function removeTablespaces(targets: readonly TablespaceTarget[], promoted: boolean): Promise<void> {
   for (const t of targets) {
     await removeTree(t.partial).catch(() => {});
-    if (promoted && (await lstat(t.dir).then((s) => s.isDirectory(), () => false))) await removeTree(t.dir).catch(() => {});
+    if (
+      promoted &&
+      (await lstat(t.dir).then(
+        (s) => s.isDirectory(),
+        () => false,
+      ))
+    )
+      await removeTree(t.dir).catch(() => {});
   }
 }

@@ -19,7 +19,8 @@ const site = pgSite('site-tblspc');
 const k = site.keys;
 
 /** Row count and an order-independent digest of a table. */
-const digest = (table: string, server?: Server) => psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${table} x`, server ? { server } : {});
+const digest = (table: string, server?: Server) =>
+  psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${table} x`, server ? { server } : {});
 
 let base: { path: string; manifest: Manifest };
 let walOnly: { path: string; manifest: Manifest };
@@ -30,7 +31,9 @@ test('a cluster with two tablespaces exports: the manifest names each by OID, na
   where.slow = clusterDir('ts-slow');
   psql(`CREATE TABLESPACE fast LOCATION '${where.fast}'`);
   psql(`CREATE TABLESPACE "slow space" LOCATION '${where.slow}'`);
-  psql("CREATE TABLE big (id int PRIMARY KEY, v text) TABLESPACE fast; INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g; CREATE TABLE small (id int, v text) TABLESPACE \"slow space\"; INSERT INTO small SELECT g, 's' || g FROM generate_series(1, 50) g");
+  psql(
+    'CREATE TABLE big (id int PRIMARY KEY, v text) TABLESPACE fast; INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g; CREATE TABLE small (id int, v text) TABLESPACE "slow space"; INSERT INTO small SELECT g, \'s\' || g FROM generate_series(1, 50) g',
+  );
   // what an export killed during its base backup would leave
   mkdirSync(path.join(site.stateDir, '.pg-base-killed', 'backup'), { recursive: true });
   writeFileSync(path.join(site.stateDir, '.pg-base-killed', 'backup', 'base.tar'), 'x');
@@ -41,7 +44,11 @@ test('a cluster with two tablespaces exports: the manifest names each by OID, na
     { oid: Number(oids.split(',')[0]), name: 'fast', location: where.fast },
     { oid: Number(oids.split(',')[1]), name: 'slow space', location: where.slow },
   ]);
-  assert.equal(readdirSync(site.stateDir).filter((n) => n.startsWith('.pg-base-')), [], 'the scratch folder of the backup is gone, and a killed export\'s too');
+  assert.equal(
+    readdirSync(site.stateDir).filter((n) => n.startsWith('.pg-base-')),
+    [],
+    "the scratch folder of the backup is gone, and a killed export's too",
+  );
   // rows written after the base backup reach the restore through WAL, into the tablespace
   psql('INSERT INTO big SELECT g, md5(g::text) FROM generate_series(100001, 101000) g; DELETE FROM small WHERE id <= 10');
   walOnly = site.exportPg([]);
@@ -56,17 +63,39 @@ test('restore pg maps each tablespace to its folder and recovers to a restore po
   const fast = path.join(home, 'fast');
   const slow = path.join(home, 'slow');
   const point = walOnly.manifest.coverage?.postgres?.restorePoint?.name as string;
-  const r = site.restorePg(['--target-name', point, '--tablespace-map', 'fast=' + fast, '--tablespace-map', `${base.manifest.coverage?.postgres?.base?.tablespaces?.[1]?.oid}=${slow}`]);
+  const r = site.restorePg([
+    '--target-name',
+    point,
+    '--tablespace-map',
+    'fast=' + fast,
+    '--tablespace-map',
+    `${base.manifest.coverage?.postgres?.base?.tablespaces?.[1]?.oid}=${slow}`,
+  ]);
   try {
     assert.is(digest('big', r.server), digest('big'));
     assert.is(digest('small', r.server), digest('small'));
     assert.match(digest('big', r.server), /^101000 /);
-    assert.is(psql("SELECT string_agg(spcname || '=' || pg_tablespace_location(oid), ',' ORDER BY oid) FROM pg_tablespace WHERE spcname NOT LIKE 'pg\\_%'", { server: r.server }), `fast=${fast},slow space=${slow}`);
+    assert.is(
+      psql("SELECT string_agg(spcname || '=' || pg_tablespace_location(oid), ',' ORDER BY oid) FROM pg_tablespace WHERE spcname NOT LIKE 'pg\\_%'", {
+        server: r.server,
+      }),
+      `fast=${fast},slow space=${slow}`,
+    );
     const oid = String(base.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid);
     assert.is(readlinkSync(path.join(r.server.data, 'pg_tblspc', oid)), fast);
     const spaces = base.manifest.coverage?.postgres?.base?.tablespaces ?? [];
-    assert.equal((r.result as unknown as { tablespaces: unknown }).tablespaces, [{ oid: spaces[0]?.oid, name: 'fast', dir: fast }, { oid: spaces[1]?.oid, name: 'slow space', dir: slow }], 'the JSON result says where each went');
-    assert.ok(readdirSync(fast).some((n) => n.startsWith('PG_15_')), 'the tablespace folder holds its version folder');
+    assert.equal(
+      (r.result as unknown as { tablespaces: unknown }).tablespaces,
+      [
+        { oid: spaces[0]?.oid, name: 'fast', dir: fast },
+        { oid: spaces[1]?.oid, name: 'slow space', dir: slow },
+      ],
+      'the JSON result says where each went',
+    );
+    assert.ok(
+      readdirSync(fast).some((n) => n.startsWith('PG_15_')),
+      'the tablespace folder holds its version folder',
+    );
   } finally {
     stopServer(r.server);
   }
@@ -80,7 +109,8 @@ test('a tablespace without a mapping is refused before anything is unpacked, nam
   const none = airlock(args);
   assert.is(none.code, 2, none.stderr);
   assert.match(none.stderr, 'airlock: error: the base backup has tablespaces with no --tablespace-map');
-  for (const t of base.manifest.coverage?.postgres?.base?.tablespaces ?? []) assert.match(none.stderr, `${t.oid} (${JSON.stringify(t.name)}, was ${t.location})`);
+  for (const t of base.manifest.coverage?.postgres?.base?.tablespaces ?? [])
+    assert.match(none.stderr, `${t.oid} (${JSON.stringify(t.name)}, was ${t.location})`);
   assert.not.match(none.stderr, 'decrypting');
   const one = airlock([...args, '--tablespace-map', `fast=${fast}`]);
   assert.is(one.code, 2, one.stderr);
@@ -131,7 +161,14 @@ test('a re-sealed bundle whose tablespace tar holds a link: unsafe-entry, and ne
     entries.set(`pg/tblspc/${fast?.oid}/000001`, tar.stdout);
   });
   const home = clusterDir('restored-hostile');
-  const r = airlock([...site.restoreArgs(path.join(home, 'data'), hostile), '--latest', '--tablespace-map', `${fast?.oid}=${path.join(home, 'fast')}`, '--tablespace-map', `${slow?.oid}=${path.join(home, 'slow')}`]);
+  const r = airlock([
+    ...site.restoreArgs(path.join(home, 'data'), hostile),
+    '--latest',
+    '--tablespace-map',
+    `${fast?.oid}=${path.join(home, 'fast')}`,
+    '--tablespace-map',
+    `${slow?.oid}=${path.join(home, 'slow')}`,
+  ]);
   assert.is(r.code, 1, r.stderr);
   assert.match(r.stderr, 'airlock: error: the base backup holds "PG_15_202209061/evil"');
   assert.equal(readdirSync(home), [], 'nothing left beside the targets');
@@ -139,7 +176,21 @@ test('a re-sealed bundle whose tablespace tar holds a link: unsafe-entry, and ne
 
 test('drill: maps the tablespaces into its scratch and passes', () => {
   const prefix = path.join(tmp(), 'drill');
-  const r = airlock(['drill', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--airlock-cli', cluster().cli, '--timeout', '120', '--report', prefix]);
+  const r = airlock([
+    'drill',
+    '--from',
+    site.medium,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--airlock-cli',
+    cluster().cli,
+    '--timeout',
+    '120',
+    '--report',
+    prefix,
+  ]);
   const report = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string; checks: { name: string; result: string; detail: string }[] };
   assert.is(r.code, 0, r.stderr + r.stdout);
   assert.is(report.checks.find((c) => c.name === 'postgresql recovery')?.result, 'pass');
@@ -150,18 +201,44 @@ test('restore pg --dump --jobs 2: pg_restore runs in parallel from a scratch fil
   psql('CREATE DATABASE copy');
   const c = cluster();
   const staging = tmp();
-  const args = ['restore', 'pg', '--dump', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'postgres', '--seq', String(base.manifest.seq), '--staging', staging, '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=copy`];
+  const args = [
+    'restore',
+    'pg',
+    '--dump',
+    '--from',
+    site.medium,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--database',
+    'postgres',
+    '--seq',
+    String(base.manifest.seq),
+    '--staging',
+    staging,
+    '--dbname',
+    `host=${c.socketDir} port=${c.port} user=postgres dbname=copy`,
+  ];
   for (const bad of ['0', '-1', '2.5', 'two']) {
     const r = airlock([...args, '--jobs', bad]);
     assert.is(r.code, 2, `--jobs ${bad}: ${r.stderr}`);
     assert.match(r.stderr, `--jobs ${bad}: not a positive whole number`);
   }
+  // pg_restore fails (no such database): the scratch file goes all the same
+  const failed = airlock([...args.slice(0, -1), `host=${c.socketDir} port=${c.port} user=postgres dbname=nosuchdb`, '--jobs', '2']);
+  assert.is(failed.code, 5, failed.stderr);
+  assert.match(failed.stderr, 'pg_restore exited with status 1');
+  assert.equal(readdirSync(staging), [], 'nothing left after a failure');
   const r = airlock([...args, '--jobs', '2']);
   assert.is(r.code, 0, r.stderr);
   assert.equal(readdirSync(staging), [], 'the dump file and its parts are gone');
   // the dump was taken at the base backup: the rows written after it are not in it
   assert.is(psql('SELECT count(*) FROM big', { db: 'copy' }), '100000');
-  assert.is(psql("SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM small x", { db: 'copy' }), psql("SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM (SELECT g AS id, 's' || g AS v FROM generate_series(1, 50) g) x"));
+  assert.is(
+    psql("SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM small x", { db: 'copy' }),
+    psql("SELECT count(*) || ' ' || md5(string_agg(x::text, ',' ORDER BY x::text)) FROM (SELECT g AS id, 's' || g AS v FROM generate_series(1, 50) g) x"),
+  );
 });
 
 test.run();

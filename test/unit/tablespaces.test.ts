@@ -19,8 +19,22 @@ const SPACES: Tablespace[] = [
 
 const coverage = (tablespaces: unknown): { postgres: PostgresCoverage } => ({
   postgres: {
-    systemIdentifier: '7000000000000000001', major: 15, segmentSize: 16 * 1024 * 1024, dataChecksums: true, timeline: 1, wal: [], timelines: [], dumps: 0,
-    base: { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000100', startTime: '2026-01-01T00:00:00Z', stopTime: '2026-01-01T00:00:01Z', ...(tablespaces === undefined ? {} : { tablespaces: tablespaces as Tablespace[] }) },
+    systemIdentifier: '7000000000000000001',
+    major: 15,
+    segmentSize: 16 * 1024 * 1024,
+    dataChecksums: true,
+    timeline: 1,
+    wal: [],
+    timelines: [],
+    dumps: 0,
+    base: {
+      timeline: 1,
+      startLsn: '0/2000028',
+      stopLsn: '0/2000100',
+      startTime: '2026-01-01T00:00:00Z',
+      stopTime: '2026-01-01T00:00:01Z',
+      ...(tablespaces === undefined ? {} : { tablespaces: tablespaces as Tablespace[] }),
+    },
   },
 });
 
@@ -39,7 +53,10 @@ test('coverage: tablespaces sorted by OID with names and absolute locations pass
   ];
   for (const [list, want] of bad) {
     const p = coverageProblems(coverage(list));
-    assert.ok(p.some((m) => m.includes(want)), `${JSON.stringify(list)}: ${JSON.stringify(p)}`);
+    assert.ok(
+      p.some((m) => m.includes(want)),
+      `${JSON.stringify(list)}: ${JSON.stringify(p)}`,
+    );
   }
 });
 
@@ -65,7 +82,10 @@ async function codeOf(f: () => unknown): Promise<{ code: Code; message: string; 
 }
 
 test('--tablespace-map: OID_OR_NAME=DIR, split at the last =, the folder made absolute; anything else is usage', async () => {
-  assert.equal(parseTablespaceMaps(['16384=/a', 'x=y=rel']), [{ key: '16384', dir: '/a' }, { key: 'x=y', dir: path.resolve('rel') }]);
+  assert.equal(parseTablespaceMaps(['16384=/a', 'x=y=rel']), [
+    { key: '16384', dir: '/a' },
+    { key: 'x=y', dir: path.resolve('rel') },
+  ]);
   for (const bad of ['=/a', 'fast=', 'fast']) assert.is((await codeOf(() => parseTablespaceMaps([bad]))).code, 'usage', bad);
 });
 
@@ -74,14 +94,23 @@ test('planning: by OID or name; a tablespace left out, named twice or unknown, a
   const pgdata = path.join(root, 'data');
   const at = (n: string) => path.join(root, n);
   const ok = await planTablespaces(SPACES, parseTablespaceMaps([`slow\nspace=${at('s')}`, `16384=${at('f')}`]), pgdata);
-  assert.equal(ok.map((t) => [t.oid, t.dir, t.partial]), [[16384, at('f'), at('.f.airlock-partial')], [16390, at('s'), at('.s.airlock-partial')]]);
+  assert.equal(
+    ok.map((t) => [t.oid, t.dir, t.partial]),
+    [
+      [16384, at('f'), at('.f.airlock-partial')],
+      [16390, at('s'), at('.s.airlock-partial')],
+    ],
+  );
 
   const missing = await codeOf(() => planTablespaces(SPACES, parseTablespaceMaps([`fast=${at('f')}`]), pgdata));
   assert.is(missing.code, 'tablespace-unmapped');
   assert.match(missing.message, 'a tablespace with no --tablespace-map: 16390 ("slow\\nspace", was /srv/pg/slow)');
   assert.match(missing.hint, '16384 ("fast", was /srv/pg/fast), 16390');
   assert.is((await codeOf(() => planTablespaces(SPACES, [], pgdata))).code, 'tablespace-unmapped');
-  assert.is((await codeOf(() => planTablespaces(SPACES, parseTablespaceMaps([`fast=${at('f')}`, `16384=${at('g')}`, `16390=${at('s')}`]), pgdata))).message, '--tablespace-map: tablespace 16384 ("fast") is mapped twice');
+  assert.is(
+    (await codeOf(() => planTablespaces(SPACES, parseTablespaceMaps([`fast=${at('f')}`, `16384=${at('g')}`, `16390=${at('s')}`]), pgdata))).message,
+    '--tablespace-map: tablespace 16384 ("fast") is mapped twice',
+  );
   assert.match((await codeOf(() => planTablespaces([], parseTablespaceMaps([`fast=${at('f')}`]), pgdata))).hint, 'no tablespaces');
   const inData = await codeOf(() => planTablespaces(SPACES, parseTablespaceMaps([`fast=${path.join(pgdata, 'ts')}`, `16390=${at('s')}`]), pgdata));
   assert.equal([inData.code, inData.message], ['usage', `--tablespace-map: ${path.join(pgdata, 'ts')} overlaps ${pgdata}`]);
@@ -100,7 +129,11 @@ test('linking: tablespace_map must name exactly the planned OIDs; it is replaced
   const root = tmp();
   const data = path.join(root, 'data');
   mkdirSync(path.join(data, 'pg_tblspc'), { recursive: true });
-  const targets = await planTablespaces(SPACES, parseTablespaceMaps([`fast=${path.join(root, 'f')}`, `16390=${path.join(root, 's')}`]), path.join(root, 'pgdata'));
+  const targets = await planTablespaces(
+    SPACES,
+    parseTablespaceMaps([`fast=${path.join(root, 'f')}`, `16390=${path.join(root, 's')}`]),
+    path.join(root, 'pgdata'),
+  );
   writeFileSync(path.join(data, 'tablespace_map'), '16384 /srv/pg/fast\n');
   assert.is((await codeOf(() => linkTablespaces(data, targets))).code, 'unsafe-entry');
   assert.is((await codeOf(() => linkTablespaces(data, []))).code, 'unsafe-entry', 'a map in a backup whose manifest names no tablespace');

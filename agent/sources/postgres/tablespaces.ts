@@ -64,13 +64,28 @@ export interface StreamEnd {
 }
 
 /** The stream `pieces` form as entries `<prefix>/NNNNNN` of at most `partSize` bytes (one empty part for an empty stream). */
-function* partsOf(pieces: readonly Piece[], prefix: string, record: (part: number) => IndexRecord, partSize: number, mtime: number, end: StreamEnd): Generator<SourceItem> {
+function* partsOf(
+  pieces: readonly Piece[],
+  prefix: string,
+  record: (part: number) => IndexRecord,
+  partSize: number,
+  mtime: number,
+  end: StreamEnd,
+): Generator<SourceItem> {
   const total = pieces.reduce((a, p) => a + pieceSize(p), 0);
   for (let from = 0, part = 1; from < total || part === 1; from += partSize, part++) {
     const to = Math.min(total, from + partSize);
     end.parts = part;
     end.bytes = to;
-    yield { kind: 'entry', name: `${prefix}/${String(part).padStart(6, '0')}`, size: to - from, mode: 0o600, mtime, open: () => readRange(pieces, from, to), record: record(part) };
+    yield {
+      kind: 'entry',
+      name: `${prefix}/${String(part).padStart(6, '0')}`,
+      size: to - from,
+      mode: 0o600,
+      mtime,
+      open: () => readRange(pieces, from, to),
+      record: record(part),
+    };
   }
 }
 
@@ -85,8 +100,15 @@ async function baseWithManifest(dir: string, mtime: number): Promise<Piece[]> {
   const tail = Buffer.alloc(END_OF_ARCHIVE.byteLength);
   const fh = await open(base, 'r');
   try {
-    if (size % 512 !== 0 || size < tail.byteLength || (await fh.read(tail, 0, tail.byteLength, size - tail.byteLength)).bytesRead !== tail.byteLength || !tail.equals(END_OF_ARCHIVE)) {
-      throw new AirlockError('pg-failed', 'pg_basebackup wrote a base.tar that does not end as a tar does', { hint: 'nothing was written; export again, and report it if it stays' });
+    if (
+      size % 512 !== 0 ||
+      size < tail.byteLength ||
+      (await fh.read(tail, 0, tail.byteLength, size - tail.byteLength)).bytesRead !== tail.byteLength ||
+      !tail.equals(END_OF_ARCHIVE)
+    ) {
+      throw new AirlockError('pg-failed', 'pg_basebackup wrote a base.tar that does not end as a tar does', {
+        hint: 'nothing was written; export again, and report it if it stays',
+      });
     }
   } finally {
     await fh.close();
@@ -107,11 +129,26 @@ function runToEnd(cmd: string, args: readonly string[], signal?: AbortSignal): P
     const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4096)));
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin' }) : e));
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'ENOENT'
+          ? new AirlockError('not-found', `${cmd}: command not found`, {
+              hint: "install the PostgreSQL client programs of the server's major version, or give --pg-bin",
+            })
+          : e,
+      ),
+    );
     child.on('close', (code, sig) => {
-      if (code === 0) return resolve();
+      if (code === 0) {
+        resolve();
+        return;
+      }
       const last = stderr.trim().split('\n').at(-1) ?? '';
-      reject(new AirlockError('child-failed', `${cmd} ${sig ? `was killed by ${sig}` : `exited with status ${code}`}${last ? `: ${last}` : ''}`, { hint: 'nothing was written; fix the cause and export again' }));
+      reject(
+        new AirlockError('child-failed', `${cmd} ${sig ? `was killed by ${sig}` : `exited with status ${code}`}${last ? `: ${last}` : ''}`, {
+          hint: 'nothing was written; fix the cause and export again',
+        }),
+      );
     });
   });
 }
@@ -144,7 +181,11 @@ export async function* tablespaceBackup(opts: TablespaceBackupOptions): AsyncGen
     const dir = path.join(scratch, 'backup');
     const args = ['-d', opts.conn.conninfo, '-w', '-Ft', '-D', dir, '-X', 'none', '--checkpoint=fast', '--label', opts.label];
     await runToEnd(program(opts.conn, 'pg_basebackup'), args, opts.signal);
-    const oids = (await readdir(dir)).map((n) => /^([1-9][0-9]*)\.tar$/.exec(n)?.[1]).filter((n) => n !== undefined).map(Number).sort((a, b) => a - b);
+    const oids = (await readdir(dir))
+      .map((n) => /^([1-9][0-9]*)\.tar$/.exec(n)?.[1])
+      .filter((n) => n !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
     const held = oids.map((oid) => {
       const t = opts.tablespaces.find((x) => x.oid === oid);
       if (!t) throw new AirlockError('pg-failed', `tablespace ${oid} was created while the base backup ran`, { hint: 'nothing was written; export again' });
@@ -156,7 +197,14 @@ export async function* tablespaceBackup(opts: TablespaceBackupOptions): AsyncGen
       const file = path.join(dir, `${t.oid}.tar`);
       const prefix = `pg/tblspc/${t.oid}`;
       const end: StreamEnd = { parts: 0, bytes: 0 };
-      yield* partsOf([{ file, start: 0, end: (await stat(file)).size }], prefix, (part) => ({ type: 'pg-tblspc', oid: t.oid, part }), opts.partSize, opts.mtime, end);
+      yield* partsOf(
+        [{ file, start: 0, end: (await stat(file)).size }],
+        prefix,
+        (part) => ({ type: 'pg-tblspc', oid: t.oid, part }),
+        opts.partSize,
+        opts.mtime,
+        end,
+      );
       yield { kind: 'record', record: { type: 'pg-tblspc-end', oid: t.oid, name: t.name, location: t.location, prefix, parts: end.parts, bytes: end.bytes } };
     }
     return { base, tablespaces: held };

@@ -174,6 +174,17 @@ test('a re-sealed bundle whose tablespace tar holds a link: unsafe-entry, and ne
   assert.equal(readdirSync(home), [], 'nothing left beside the targets');
 });
 
+test('airlock runbook: the restore command maps every tablespace of the newest base backup', () => {
+  const config = path.join(tmp(), 'airlock.conf');
+  writeFileSync(config, [`site = ${k().site}`, `signing-key = ${k().signingKey}`, `recipient = ${k().recipient}`, `state-dir = ${site.stateDir}`, `spool = ${cluster().spool}`, ''].join('\n'));
+  const r = airlock(['runbook', '--config', config]);
+  assert.is(r.code, 0, r.stderr);
+  for (const t of base.manifest.coverage?.postgres?.base?.tablespaces ?? []) {
+    assert.match(r.stdout, `     --tablespace-map ${t.oid}=/var/lib/postgresql/tablespaces/${t.oid} \\\n`);
+    assert.match(r.stdout, `Tablespace ${t.oid} is ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}`);
+  }
+});
+
 test('drill: maps the tablespaces into its scratch and passes', () => {
   const prefix = path.join(tmp(), 'drill');
   const r = airlock([

@@ -11,7 +11,11 @@
  * restored cluster never archives into a production spool; restore_command is `airlock wal-fetch`,
  * which hands PostgreSQL only files whose hash matches.
  *
- * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
+ * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`, or, for parallel
+ * jobs (which pg_restore runs only from a file it can seek in), join them into one file first.
+ *
+ * Tablespaces: tablespaces.ts maps each to its folder before anything is decrypted, unpacks it beside
+ * that folder and links it from pg_tblspc; it is promoted and removed together with the data folder.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -39,9 +39,8 @@ import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, promoteTree, removeTree, writeFileDurable } from '../fsutil.js';
-import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
-import { escapeXml, textOf } from '../s3/xml.js';
-import { listVersions, type ListedVersion } from '../sources/objects.js';
+import { S3Client, utf8Header } from '../s3/client.js';
+import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf } from '../s3/objects.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -310,7 +309,7 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
   for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
-  if (tags.length > 0) h['x-amz-tagging'] = tags.map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
+  if (tags.length > 0) h['x-amz-tagging'] = taggingHeader(Object.fromEntries(tags));
   if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
     if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
     h['x-amz-storage-class'] = r.storageClass;
@@ -344,44 +343,10 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
   }
 }
 
-const versioningXml = (status: 'Enabled' | 'Suspended') => Buffer.from(`<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>${status}</Status></VersioningConfiguration>`);
-const md5b64 = (b: Buffer) => createHash('md5').update(b).digest('base64');
-
 interface BucketPlan {
   source: IndexRecord;
   dest: string;
   lock: boolean;
-}
-
-/** Uploads one staged object; returns the new version id ('' when the bucket is unversioned). */
-async function putObject(client: S3Client, bucket: string, key: string, file: string, size: number, headers: Record<string, string>, threshold: number, partSize: number, signal?: AbortSignal): Promise<string> {
-  const sig = signal ? { signal } : {};
-  if (size <= threshold) {
-    const res = await client.call({ method: 'PUT', bucket, key, headers, body: createReadStream(file), contentLength: size, ...sig });
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  }
-  // writes are sent once: a retry after a lost answer would write twice (see S3Request.retry); a
-  // failed run is resumed by running it again, which finds what landed
-  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, retry: false, ...sig });
-  const uploadId = textOf(init, 'UploadId');
-  if (!uploadId) throw new AirlockError('s3-failed', `the server started no multipart upload for ${bucket}/${key}`);
-  try {
-    const parts: string[] = [];
-    for (let off = 0, n = 1; off < size; off += partSize, n++) {
-      const len = Math.min(partSize, size - off);
-      const res = await client.call({ method: 'PUT', bucket, key, query: [['partNumber', String(n)], ['uploadId', uploadId]], body: createReadStream(file, { start: off, end: off + len - 1 }), contentLength: len, ...sig });
-      parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
-    }
-    const body = Buffer.from(`<CompleteMultipartUpload>${parts.join('')}</CompleteMultipartUpload>`);
-    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, retry: false, ...sig });
-    const text = (await readBody(res.body)).toString('utf8');
-    // S3 may answer 200 and still report an error in the body
-    if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  } catch (e) {
-    await client.call({ method: 'DELETE', bucket, key, query: [['uploadId', uploadId]] }).catch(() => {});
-    throw e;
-  }
 }
 
 /**
@@ -389,38 +354,22 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
  * unless `resuming` (an interrupted restore's journal says what it already wrote there).
  */
 async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], resuming: boolean, signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const head = await client.request({ method: 'HEAD', bucket: p.dest, accept: [404], ...sig });
-    await readBody(head.body);
-    if (head.status === 404) {
-      await client.call({ method: 'PUT', bucket: p.dest, headers: p.lock ? { 'x-amz-bucket-object-lock-enabled': 'true' } : {}, ...sig });
-    } else {
-      const list = await client.xml({ method: 'GET', bucket: p.dest, query: [['versions', ''], ['max-keys', '1']], ...sig });
-      if (!resuming && list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
-        throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
-      }
-    }
+    const state = await bucketState(client, p.dest, signal);
+    if (state === 'absent') await createBucket(client, p.dest, p.lock, signal);
+    if (state === 'used' && !resuming) throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
     const v = p.source.versioning;
-    if (v === 'Enabled' || v === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Enabled'), ...sig });
+    if (v === 'Enabled' || v === 'Suspended') await setVersioning(client, p.dest, 'Enabled', signal);
   }
 }
 
 async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const put = async (what: string, doc: string) => {
-      const body = Buffer.from(doc);
-      await client.call({ method: 'PUT', bucket: p.dest, query: [[what, '']], body, headers: { 'content-md5': md5b64(body) }, ...sig });
-    };
-    if (p.source.versioning === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Suspended'), ...sig });
+    if (p.source.versioning === 'Suspended') await setVersioning(client, p.dest, 'Suspended', signal);
     const tags = p.source.tags;
-    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) {
-      const set = Object.entries(tags as Record<string, string>).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('');
-      await put('tagging', `<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><TagSet>${set}</TagSet></Tagging>`);
-    }
-    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await put('object-lock', p.source.objectLock);
-    if (typeof p.source.lifecycle === 'string') await put('lifecycle', p.source.lifecycle);
+    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags as Record<string, string>, signal);
+    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
+    if (typeof p.source.lifecycle === 'string') await putBucketDocument(client, p.dest, 'lifecycle', p.source.lifecycle, signal);
   }
 }
 
@@ -462,22 +411,6 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     await fsyncDir(path.dirname(file));
   }
   return done;
-}
-
-/** Every version and delete marker of exactly `key` in `bucket`, oldest first. */
-async function versionsOf(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<ListedVersion[]> {
-  const found: ListedVersion[] = [];
-  // `key` lists before the keys it is a prefix of; a key rarely has more than a page of versions
-  const listing = listVersions(client, bucket, key, signal, 100);
-  try {
-    for await (const v of listing) {
-      if (v.key !== key) break;
-      found.push(v);
-    }
-  } finally {
-    await listing.return(undefined);
-  }
-  return found.reverse();
 }
 
 /** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
@@ -569,14 +502,15 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           continue;
         }
         if (r.type === 'delete-marker') {
-          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, retry: false, ...(signal ? { signal } : {}) });
+          const versionId = await putDeleteMarker(client, plan.dest, key, signal);
           summary.deleteMarkers++;
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: true, lastModified: r.lastModified });
         } else {
           const size = r.size as number;
           const file = str(r, '_file');
-          const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
+          const threshold = target.multipartThreshold ?? MULTIPART_THRESHOLD;
+          const { versionId } = await putVersion(client, plan.dest, key, file, size, putHeaders(r, plan.lock), size > threshold ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {}, signal);
           summary.versions++;
           summary.bytes += size;
           progress?.('write', size);

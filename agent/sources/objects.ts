@@ -9,12 +9,15 @@
  *   3. a `bucket-summary` record with the counts (the manifest schema has no object fields yet).
  * An incremental export (a `since` seq in the bucket record) leaves out the versions and markers
  * that the bundles of its chain already hold; a restore reads the chain back to a whole export.
+ * What changed since on what they hold is carried as records among the key's records: an
+ * `object-tags` record for a version whose tags changed (each held version's tags are read again and
+ * compared with the fingerprint the catalog remembers; S3 keeps no other trace of a tag change), and
+ * a `version-removed` record for a version or delete marker the catalog holds that the listing no
+ * longer has (deleted for good, with its version id). The catalog's versions are walked in key byte
+ * order beside the listing, a page at a time, so a key that is gone entirely is found too.
  * The key is never a tar path: it lives in the index record and in the entry's AIRLOCK.key pax record.
  *
- * Listing: ListObjectVersions pages of 1,000, asked for with `encoding-type=url` (so keys with control
- * characters survive XML) and paged with the last entry's key and version id as markers, escaped by
- * our own client: one page in memory at a time, whatever the bucket holds. An unversioned bucket
- * lists the same way (every version id is "null"), which is its current objects.
+ * The S3 requests (listing, GET of a version, tags, bucket documents) are in s3/objects.ts.
  *
  * Reading: the tar is written in listing order while the small objects (up to 1 MiB) of a window of
  * the next 4 x 32 listed items are fetched, 32 requests in flight, each read whole; at most 64 MiB of
@@ -25,11 +28,12 @@
  */
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { AirlockError, isAirlockError } from '../../manifests/errors.js';
+import { AirlockError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
 import type { EntryItem, SourceItem } from '../bundle/writer.js';
-import { S3Client, header, headerBytes, readBody, type S3Response } from '../s3/client.js';
-import { child, parseXml, textOf, type XmlNode } from '../s3/xml.js';
+import { S3Client, header, headerBytes } from '../s3/client.js';
+import { BUCKET_RE, bucketDocument, getVersion, listVersions, parseTagSet, versionTags, versioningOf, type ListedVersion, type VersionBody } from '../s3/objects.js';
+import { parseXml } from '../s3/xml.js';
 
 /** A bucket, or the part of it under a prefix. */
 export interface BucketTarget {
@@ -49,13 +53,32 @@ export interface ObjectSourceOptions {
   signal?: AbortSignal;
   /** totals over all targets, filled in as the items are yielded */
   stats?: ObjectStats;
+  /** Incremental export: what the chain of a target holds; undefined exports the target whole. */
+  incremental?: (t: BucketTarget) => Incremental | undefined;
   /**
-   * Incremental export: for a target, the seq of the earlier bundle to build on and a check for the
-   * versions the chain already holds (those are left out); undefined exports the target whole.
+   * Called for every version and delete marker written, with its identity (see versionIdentity) and
+   * the fingerprint of its tags (tagsFingerprint); for a held version whose tags changed, with the
+   * new fingerprint; for a held version found deleted for good, with `removed`.
    */
-  incremental?: (t: BucketTarget) => { since: number; has: (key: string, version: string) => boolean } | undefined;
-  /** called for every version and delete marker written, with its identity (see versionIdentity) */
-  onExported?: (t: BucketTarget, key: string, version: string) => void;
+  onExported?: (t: BucketTarget, key: string, version: string, tags: string, removed?: boolean) => void;
+  /** the time a change found by an incremental export is recorded at (default: the clock) */
+  now?: () => Date;
+}
+
+/** What the bundles of a target's chain hold (the catalog's record of them). */
+export interface Incremental {
+  /** the seq of the earlier bundle to build on */
+  since: number;
+  /** the tags fingerprint of a version the chain holds (null: not remembered), undefined for one it does not hold */
+  has: (key: string, version: string) => string | null | undefined;
+  /** up to `limit` (key, version) the chain holds, in key byte order, after `after` */
+  page: (after: readonly [string, string] | undefined, limit: number) => [string, string][];
+}
+
+/** A fingerprint of a tag set that does not depend on the order the server lists the tags in; '' for none. */
+export function tagsFingerprint(tags: Record<string, string>): string {
+  const entries = Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return entries.length === 0 ? '' : createHash('sha256').update(JSON.stringify(entries)).digest('hex').slice(0, 32);
 }
 
 /**
@@ -71,9 +94,6 @@ export interface ObjectStats {
   deleteMarkers: number;
   bytes: number;
 }
-
-/** S3 bucket naming rules (the DNS-compatible subset every server accepts). */
-export const BUCKET_RE = /^(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 /**
  * Parses `NAME[/prefix]`. Throws `usage` for a name S3 would refuse. The prefix is taken as is:
@@ -104,100 +124,6 @@ export function checkTargets(targets: readonly BucketTarget[]): void {
   }
 }
 
-/** One entry of a version listing. */
-export interface ListedVersion {
-  kind: 'version' | 'delete-marker';
-  key: string;
-  versionId: string;
-  isLatest: boolean;
-  lastModified: string;
-  etag?: string;
-  size?: number;
-  storageClass?: string;
-}
-
-function decodeKey(s: string, encoded: boolean): string {
-  if (!encoded) return s;
-  try {
-    // AWS writes a space as "+" in url-encoded listings and always escapes a real "+" as %2B
-    return decodeURIComponent(s.replace(/\+/g, ' '));
-  } catch {
-    throw new AirlockError('s3-failed', `the server listed a key that is not valid url-encoded UTF-8: ${JSON.stringify(s)}`);
-  }
-}
-
-function parseListed(node: XmlNode, encoded: boolean, bucket: string): ListedVersion {
-  const key = textOf(node, 'Key');
-  const versionId = textOf(node, 'VersionId');
-  const lastModified = textOf(node, 'LastModified');
-  if (key === undefined || versionId === undefined || lastModified === undefined || Number.isNaN(Date.parse(lastModified))) {
-    throw new AirlockError('s3-failed', `the version listing of ${bucket} has an entry without key, version id or time`);
-  }
-  const v: ListedVersion = { kind: node.name === 'DeleteMarker' ? 'delete-marker' : 'version', key: decodeKey(key, encoded), versionId, isLatest: textOf(node, 'IsLatest') === 'true', lastModified: new Date(lastModified).toISOString() };
-  if (v.kind === 'version') {
-    const size = Number(textOf(node, 'Size'));
-    if (!Number.isSafeInteger(size) || size < 0) throw new AirlockError('s3-failed', `the version listing of ${bucket} gives ${JSON.stringify(v.key)} no valid size`);
-    v.size = size;
-    const etag = textOf(node, 'ETag');
-    if (etag) v.etag = etag;
-    const sc = textOf(node, 'StorageClass');
-    if (sc) v.storageClass = sc;
-  }
-  return v;
-}
-
-/**
- * Every version and delete marker under `prefix` in `bucket`, in listing order, at most two pages in
- * memory: the next one is fetched while this one is consumed. Throws what the client throws, and `s3-failed` when the server's paging makes no progress.
- */
-export async function* listVersions(client: S3Client, bucket: string, prefix: string, signal?: AbortSignal, pageSize = 1000): AsyncGenerator<ListedVersion> {
-  let keyMarker: string | undefined;
-  let versionMarker: string | undefined;
-  const fetchPage = () => {
-    const query: [string, string][] = [['versions', ''], ['encoding-type', 'url'], ['max-keys', String(pageSize)]];
-    if (prefix !== '') query.push(['prefix', prefix]);
-    if (keyMarker !== undefined) query.push(['key-marker', keyMarker]);
-    if (versionMarker !== undefined) query.push(['version-id-marker', versionMarker]);
-    const p = client.xml({ method: 'GET', bucket, query, ...(signal ? { signal } : {}) });
-    // awaited below; a page fetched ahead for a consumer that stopped must not count as unhandled
-    p.catch(() => {});
-    return p;
-  };
-  let page = fetchPage();
-  for (;;) {
-    const doc = await page;
-    const encoded = textOf(doc, 'EncodingType') === 'url';
-    const entries: ListedVersion[] = [];
-    for (const node of doc.children) {
-      if (node.name !== 'Version' && node.name !== 'DeleteMarker') continue;
-      const v = parseListed(node, encoded, bucket);
-      // a server that repeats the marker entry at the top of the next page must not double it
-      if (keyMarker !== undefined && v.key === keyMarker && v.versionId === versionMarker) continue;
-      entries.push(v);
-    }
-    const truncated = textOf(doc, 'IsTruncated') === 'true';
-    if (truncated) {
-      const last = entries.at(-1);
-      let nextKey = last?.key;
-      let nextVersion = last?.versionId;
-      if (last === undefined) {
-        const k = textOf(doc, 'NextKeyMarker');
-        nextKey = k === undefined ? undefined : decodeKey(k, encoded);
-        nextVersion = textOf(doc, 'NextVersionIdMarker');
-      }
-      if (nextKey === undefined || (nextKey === keyMarker && nextVersion === versionMarker)) {
-        throw new AirlockError('s3-failed', `the version listing of ${bucket} does not advance after ${JSON.stringify(keyMarker)}`, { hint: 'the S3 server pages listings wrongly; report it with the server version' });
-      }
-      keyMarker = nextKey;
-      versionMarker = nextVersion;
-      // the next page is fetched while this one is consumed
-      page = fetchPage();
-    }
-    yield* entries;
-    if (!truncated) return;
-  }
-}
-
 /** Headers stored with an object (besides user metadata), as S3 names them. */
 const STANDARD_HEADERS = ['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'expires', 'x-amz-website-redirect-location', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date', 'x-amz-object-lock-legal-hold', 'x-amz-server-side-encryption'];
 
@@ -219,51 +145,28 @@ function userMetadata(h: IncomingHttpHeaders): { metadata: Record<string, string
   return Object.keys(b64).length > 0 ? { metadata, metadataBase64: b64 } : { metadata };
 }
 
-/** Parses a <Tagging> document into name -> value. */
-export function parseTagSet(doc: XmlNode): Record<string, string> {
-  const tags: Record<string, string> = {};
-  for (const t of child(doc, 'TagSet')?.children ?? []) {
-    if (t.name !== 'Tag') continue;
-    const k = textOf(t, 'Key');
-    if (k !== undefined) tags[k] = textOf(t, 'Value') ?? '';
-  }
-  return tags;
-}
-
-/** A bucket sub-resource document as text, or null when the server says it is not set (404). */
-async function optionalDocument(client: S3Client, bucket: string, what: string, signal?: AbortSignal): Promise<string | null> {
-  // 404: not set; 501: a server without the feature (then it cannot be set either)
-  const res = await client.request({ method: 'GET', bucket, query: [[what, '']], accept: [404, 501], ...(signal ? { signal } : {}) });
-  const body = (await readBody(res.body)).toString('utf8');
-  if (res.status === 404 || res.status === 501) {
-    if (/<Code>NoSuchBucket<\/Code>/.test(body)) throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, { hint: 'check the bucket name and the endpoint' });
-    return null;
-  }
-  return body;
-}
-
 /**
  * Checks that every target bucket exists and the credentials may list it, before any bundle is
  * started. Throws `bucket-not-found`, `s3-denied`, `s3-unreachable` or `s3-failed`.
  */
 export async function preflight(client: S3Client, targets: readonly BucketTarget[], signal?: AbortSignal): Promise<void> {
   for (const t of targets) {
-    await client.xml({ method: 'GET', bucket: t.bucket, query: [['versioning', '']], ...(signal ? { signal } : {}) });
+    await versioningOf(client, t.bucket, signal);
   }
 }
 
 /** The bucket's settings as an index record. Throws what the client throws. */
 async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<IndexRecord> {
-  const versioning = await client.xml({ method: 'GET', bucket: t.bucket, query: [['versioning', '']], ...(signal ? { signal } : {}) });
-  const lifecycle = await optionalDocument(client, t.bucket, 'lifecycle', signal);
-  const objectLock = await optionalDocument(client, t.bucket, 'object-lock', signal);
-  const tagging = await optionalDocument(client, t.bucket, 'tagging', signal);
+  const versioning = await versioningOf(client, t.bucket, signal);
+  const lifecycle = await bucketDocument(client, t.bucket, 'lifecycle', signal);
+  const objectLock = await bucketDocument(client, t.bucket, 'object-lock', signal);
+  const tagging = await bucketDocument(client, t.bucket, 'tagging', signal);
   return {
     type: 'bucket',
     endpoint: client.endpoint.origin,
     bucket: t.bucket,
     prefix: t.prefix,
-    versioning: textOf(versioning, 'Status') ?? '',
+    versioning,
     lifecycle,
     objectLock,
     tags: tagging === null ? null : parseTagSet(parseXml(tagging)),
@@ -276,7 +179,7 @@ async function* once(b: Buffer): AsyncGenerator<Buffer> {
 }
 
 interface Fetched {
-  res: S3Response;
+  got: VersionBody;
   headers: IncomingHttpHeaders;
   tags: Record<string, string>;
   /** the whole body when it was read ahead */
@@ -300,35 +203,36 @@ function checkBytes(bucket: string, v: ListedVersion, etag: string, size: number
   if (m && m[1] !== md5) throw fail(`the bytes hash to md5 ${md5}, the ETag is ${etag}`);
 }
 
+/** Reads a small body whole; more bytes than the listing says fail as a size mismatch. */
+async function readSmall(bucket: string, v: ListedVersion, md5Etag: string, body: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += c.byteLength;
+    if (n > (v.size ?? 0)) checkBytes(bucket, v, md5Etag, n, '');
+    parts.push(c);
+  }
+  return Buffer.concat(parts);
+}
+
 async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, small: boolean, signal?: AbortSignal): Promise<Fetched> {
-  // always the listed version, the null one included: without versionId S3 answers with the newest
-  const vq: [string, string][] = [['versionId', v.versionId]];
-  const res = await client.request({ method: 'GET', bucket, key: v.key, query: vq, ...(signal ? { signal } : {}) });
+  const got = await getVersion(client, bucket, v.key, v.versionId, signal, v.etag);
   try {
-    const h = res.headers;
-    let etag = header(h, 'etag') ?? v.etag ?? '';
-    if (etag === '') {
-      const head = await client.call({ method: 'HEAD', bucket, key: v.key, query: vq, ...(signal ? { signal } : {}) });
-      etag = header(head.headers, 'etag') ?? '';
-    }
+    const h = got.headers;
     const length = Number(header(h, 'content-length'));
     const sse = header(h, 'x-amz-server-side-encryption') ?? '';
-    const md5Etag = sse.startsWith('aws:kms') || header(h, 'x-amz-server-side-encryption-customer-algorithm') !== undefined ? '' : etag;
+    const md5Etag = sse.startsWith('aws:kms') || header(h, 'x-amz-server-side-encryption-customer-algorithm') !== undefined ? '' : got.etag;
     if (length !== v.size) checkBytes(bucket, v, md5Etag, length, '');
-    let tags: Record<string, string> = {};
-    if (Number(header(h, 'x-amz-tagging-count') ?? '0') > 0) {
-      const t = await client.request({ method: 'GET', bucket, key: v.key, query: [['tagging', ''], ...vq], ...(signal ? { signal } : {}) });
-      tags = parseTagSet(parseXml((await readBody(t.body)).toString('utf8')));
-    }
-    const f: Fetched = { res, headers: h, tags, etag, md5Etag };
+    const tags = Number(header(h, 'x-amz-tagging-count') ?? '0') > 0 ? await versionTags(client, bucket, v.key, v.versionId, signal) : {};
+    const f: Fetched = { got, headers: h, tags, etag: got.etag, md5Etag };
     if (small) {
-      const body = await readBody(res.body, v.size ?? 0);
+      const body = await readSmall(bucket, v, md5Etag, got.body);
       checkBytes(bucket, v, md5Etag, body.byteLength, createHash('md5').update(body).digest('hex'));
       f.body = body;
     }
     return f;
   } catch (e) {
-    res.body.destroy();
+    got.discard();
     throw e;
   }
 }
@@ -340,16 +244,12 @@ async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, s
 async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): AsyncGenerator<Buffer> {
   let n = 0;
   try {
-    for await (const chunk of f.res.body) {
-      const b = chunk as Buffer;
+    for await (const b of f.got.body) {
       n += b.byteLength;
       yield b;
     }
-  } catch (e) {
-    if (isAirlockError(e)) throw e;
-    throw new AirlockError('s3-failed', `reading ${bucket}/${v.key} failed: ${(e as Error).message}`, { cause: e });
   } finally {
-    f.res.body.destroy();
+    f.got.discard();
   }
   if (n !== v.size) checkBytes(bucket, v, '', n, '');
 }
@@ -382,12 +282,92 @@ function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecor
   };
 }
 
-/** A listed version or delete marker in the window ahead of the one being written. */
-interface Slot {
-  v: ListedVersion;
-  fetch?: Promise<Fetched>;
-  /** the bytes of its body held in memory once fetched (a small object's size, else 0) */
-  held: number;
+/**
+ * An item in the window ahead of the one being written: a listed version or delete marker to carry,
+ * a held version whose tags are read again, or a held version found deleted for good.
+ */
+type Slot =
+  | {
+      kind: 'item';
+      v: ListedVersion;
+      fetch?: Promise<Fetched>;
+      /** the bytes of its body held in memory once fetched (a small object's size, else 0) */
+      held: number;
+    }
+  | { kind: 'tags'; v: ListedVersion; known: string | null; fetch?: Promise<Record<string, string>> }
+  | { kind: 'removed'; key: string; versionId: string };
+
+const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+/** The versions an incremental export's chain holds, walked in key byte order a page at a time. */
+class HeldVersions {
+  private page: [string, string][] = [];
+  private i = 0;
+  private last: [string, string] | undefined;
+  private done = false;
+
+  constructor(private readonly inc: Incremental) {}
+
+  private peek(): [string, string] | undefined {
+    if (this.i >= this.page.length && !this.done) {
+      this.page = this.inc.page(this.last, 1000);
+      this.i = 0;
+      this.done = this.page.length < 1000;
+    }
+    return this.page[this.i];
+  }
+
+  /** The held versions of keys before `key` (all of them when undefined), which the listing has passed. */
+  *before(key: string | undefined): Generator<[string, string]> {
+    for (let p = this.peek(); p && (key === undefined || keyOrder(p[0], key) < 0); p = this.peek()) {
+      this.i++;
+      this.last = p;
+      yield p;
+    }
+  }
+
+  /** The held version ids of exactly `key`. */
+  of(key: string): Set<string> {
+    const ids = new Set<string>();
+    for (let p = this.peek(); p && p[0] === key; p = this.peek()) {
+      this.i++;
+      this.last = p;
+      ids.add(p[1]);
+    }
+    return ids;
+  }
+}
+
+/**
+ * The window's items in index order: the listing, and with `inc` the held versions merged in (a held
+ * version is read again for its tags; one the listing no longer has is `removed`, among its key's
+ * records, or where its key would be). Counts what it leaves out in `counts.alreadyExported`.
+ */
+async function* planned(listing: AsyncIterable<ListedVersion>, inc: Incremental | undefined, counts: { alreadyExported: number }): AsyncGenerator<Slot> {
+  const held = inc ? new HeldVersions(inc) : undefined;
+  let key: string | undefined;
+  let ofKey = new Set<string>();
+  const gone = function* (k: string, ids: Iterable<string>): Generator<Slot> {
+    for (const versionId of ids) yield { kind: 'removed', key: k, versionId };
+  };
+  for await (const v of listing) {
+    if (v.key !== key) {
+      if (key !== undefined) yield* gone(key, ofKey);
+      if (held) {
+        for (const [k, id] of held.before(v.key)) yield { kind: 'removed', key: k, versionId: id };
+        ofKey = held.of(v.key);
+      }
+      key = v.key;
+    }
+    const id = versionIdentity(v);
+    ofKey.delete(id);
+    const known = inc?.has(v.key, id);
+    if (known === undefined) yield { kind: 'item', v, held: 0 };
+    else if (v.kind === 'version') yield { kind: 'tags', v, known };
+    else counts.alreadyExported++;
+  }
+  if (key !== undefined) yield* gone(key, ofKey);
+  if (held) for (const [k, id] of held.before(undefined)) yield { kind: 'removed', key: k, versionId: id };
 }
 
 /** Listed items the window holds per request in flight, so requests go on past a slow one. */
@@ -416,31 +396,43 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
       record = await bucketRecord(client, t, undefined, signal);
     }
     yield { kind: 'record', record };
-    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0 };
+    // changes found on held versions are as of the listing's start
+    const detected = (opts.now?.() ?? new Date()).toISOString();
+    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0, tagChanges: 0, removed: 0 };
     const listing = listVersions(client, t.bucket, t.prefix, signal);
+    const plan = planned(listing, inc, counts);
     const window: Slot[] = [];
     let listingDone = false;
     let inFlight = 0;
     let held = 0;
     let stopped = false;
-    const start = (w: Slot, small: boolean) => {
-      inFlight++;
-      w.held = small ? (w.v.size ?? 0) : 0;
-      held += w.held;
-      w.fetch = fetchObject(client, t.bucket, w.v, small, signal);
+    const settled = (p: Promise<unknown>) => {
       // awaited in order below; this only keeps a failure ahead from being "unhandled"
-      w.fetch.catch(() => {}).finally(() => {
+      p.catch(() => {}).finally(() => {
         inFlight--;
         pump();
       });
     };
-    // `prefetch` requests in flight as long as the window has small objects not yet asked for: a
-    // slow one at the head does not hold back the requests behind it
+    const start = (w: Extract<Slot, { kind: 'item' }>, small: boolean) => {
+      inFlight++;
+      w.held = small ? (w.v.size ?? 0) : 0;
+      held += w.held;
+      w.fetch = fetchObject(client, t.bucket, w.v, small, signal);
+      settled(w.fetch);
+    };
+    const startTags = (w: Extract<Slot, { kind: 'tags' }>) => {
+      inFlight++;
+      w.fetch = versionTags(client, t.bucket, w.v.key, w.v.versionId, signal);
+      settled(w.fetch);
+    };
+    // `prefetch` requests in flight as long as the window has small objects (or tags) not yet asked
+    // for: a slow one at the head does not hold back the requests behind it
     const pump = () => {
       if (stopped) return;
       for (const w of window) {
         if (inFlight >= prefetch) return;
-        if (w.fetch || w.v.kind !== 'version' || (w.v.size ?? 0) > smallLimit) continue;
+        if (w.kind === 'tags' && !w.fetch) startTags(w);
+        if (w.kind !== 'item' || w.fetch || w.v.kind !== 'version' || (w.v.size ?? 0) > smallLimit) continue;
         if (held > 0 && held + (w.v.size ?? 0) > HELD_LIMIT) return;
         start(w, true);
       }
@@ -448,19 +440,38 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
     try {
       for (;;) {
         while (!listingDone && window.length < prefetch * WINDOW_PER_REQUEST) {
-          const next = await listing.next();
+          const next = await plan.next();
           if (next.done) listingDone = true;
-          else if (inc?.has(next.value.key, versionIdentity(next.value))) counts.alreadyExported++;
-          else window.push({ v: next.value, held: 0 });
+          else window.push(next.value);
         }
         pump();
         const head = window.shift();
         if (!head) break;
+        if (head.kind === 'removed') {
+          counts.removed++;
+          yield { kind: 'record', record: { type: 'version-removed', bucket: t.bucket, key: head.key, versionId: head.versionId, detected } };
+          opts.onExported?.(t, head.key, head.versionId, '', true);
+          continue;
+        }
         const v = head.v;
+        const id = versionIdentity(v);
+        if (head.kind === 'tags') {
+          if (!head.fetch) startTags(head);
+          const tags = await (head.fetch as Promise<Record<string, string>>);
+          const fp = tagsFingerprint(tags);
+          if (fp === head.known) {
+            counts.alreadyExported++;
+            continue;
+          }
+          counts.tagChanges++;
+          yield { kind: 'record', record: { type: 'object-tags', bucket: t.bucket, key: v.key, versionId: v.versionId, tags, detected } };
+          opts.onExported?.(t, v.key, id, fp);
+          continue;
+        }
         if (v.kind === 'delete-marker') {
           counts.deleteMarkers++;
           yield { kind: 'record', record: { type: 'delete-marker', bucket: t.bucket, key: v.key, versionId: v.versionId, isLatest: v.isLatest, lastModified: v.lastModified } };
-          opts.onExported?.(t, v.key, versionIdentity(v));
+          opts.onExported?.(t, v.key, id, '');
           continue;
         }
         // a large object is asked for when it is next, and streams through
@@ -490,15 +501,16 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         try {
           yield item;
         } finally {
-          if (!opened) f.res.body.destroy();
+          if (!opened) f.got.discard();
           held -= head.held;
         }
-        opts.onExported?.(t, v.key, versionIdentity(v));
+        opts.onExported?.(t, v.key, id, tagsFingerprint(f.tags));
       }
     } finally {
       // stopped early (an error further down the pipeline): release what was fetched ahead
       stopped = true;
-      for (const w of window) void w.fetch?.then((f) => f.res.body.destroy(), () => {});
+      for (const w of window) if (w.kind === 'item') void w.fetch?.then((f) => f.got.discard(), () => {});
+      await plan.return(undefined);
       await listing.return(undefined);
     }
     if (opts.stats) {

@@ -18,7 +18,7 @@ import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { S3Client } from '../../agent/s3/client.js';
-import { listVersions } from '../../agent/sources/objects.js';
+import { listVersions } from '../../agent/s3/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
 import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';

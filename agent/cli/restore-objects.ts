@@ -77,8 +77,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     throw fromSystemError(e, flags.identity);
   }
   const identities = parseIdentities(identityText);
-  const s = new Settings(flags.config);
-  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: s.one(flags.s3Credentials, 's3-credentials'), region: s.one(flags.s3Region, 's3-region'), caFile: s.one(flags.s3CaFile, 's3-ca-file'), addressing: s.one(flags.s3Addressing, 's3-addressing') });
+  const settings = new Settings(flags.config);
+  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: settings.one(flags.s3Credentials, 's3-credentials'), region: settings.one(flags.s3Region, 's3-region'), caFile: settings.one(flags.s3CaFile, 's3-ca-file'), addressing: settings.one(flags.s3Addressing, 's3-addressing') });
   // a missing key or CA file fails before the bundles are verified
   let client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
@@ -108,6 +108,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
     const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
+    if (s.etagsChanged > 0) note(`note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
       process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);

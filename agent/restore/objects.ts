@@ -40,7 +40,7 @@ import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, promoteTree, removeTree, writeFileDurable } from '../fsutil.js';
 import { S3Client, utf8Header } from '../s3/client.js';
-import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf } from '../s3/objects.js';
+import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -67,6 +67,8 @@ export interface ObjectRestoreSummary {
   map: string;
   /** what was not restored and why, one line each; keys deleted at the chosen time up to DELETED_LISTED, then counted */
   skipped: string[];
+  /** bucket: versions that came back with another ETag than the source's (multipart, part layout unknown); the id map gives both */
+  etagsChanged: number;
 }
 
 /** Keys deleted at the chosen time that a folder restore names one by one; the rest are counted. */
@@ -85,6 +87,9 @@ interface Staged {
 /** Told the bytes of each step as they pass: bundles decrypted into staging, object versions written to S3. */
 export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
 
+/** The records a restore reads: buckets, the versions and markers of each key, and later changes to them. */
+const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'object-tags', 'version-removed']);
+
 /** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
 async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
   const manifest = bundle.manifest;
@@ -99,7 +104,7 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
     const problems = await checkInner(readTar(plain), manifest, {
       onEntry: (entry, body) => stageEntry(entries, entry, body),
       onRecord: (r) => {
-        if (r.type !== 'bucket' && r.type !== 'object' && r.type !== 'delete-marker') return;
+        if (!STAGED_TYPES.has(r.type)) return;
         pending += `${JSON.stringify(r)}\n`;
         if (pending.length > 1024 * 1024) {
           writeSync(fd, pending);
@@ -222,6 +227,10 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
         for (const [i, h] of heads.entries()) {
           if (h.done || str(h.value[0] as IndexRecord, 'key') !== min) continue;
           for (const r of h.value) {
+            if (r.type !== 'object' && r.type !== 'delete-marker') {
+              group.push(r);
+              continue;
+            }
             const id = str(r, 'versionId') === 'null' ? `null@${String(r.lastModified)}@${String(r.etag)}` : str(r, 'versionId');
             if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
             seen.add(id);
@@ -243,6 +252,31 @@ function str(r: IndexRecord, field: string): string {
 
 function at(r: IndexRecord): number {
   return Date.parse(str(r, 'lastModified'));
+}
+
+/**
+ * A key's history as it stood at `until`, oldest first: its versions and delete markers written by
+ * then, without those found deleted for good by then (`version-removed`), each version with the tags
+ * it had then (the newest `object-tags` record found by then, else its own). `group` is the key's
+ * records newest first, newer bundles before older ones. A change is dated when an export found it,
+ * so `until` between two exports sees the state of the earlier one.
+ */
+function historyAt(group: readonly IndexRecord[], until: number): IndexRecord[] {
+  const removed = new Set<string>();
+  const tags = new Map<string, unknown>();
+  for (const r of group) {
+    if (r.type !== 'version-removed' && r.type !== 'object-tags') continue;
+    if (Date.parse(str(r, 'detected')) > until) continue;
+    if (r.type === 'version-removed') removed.add(str(r, 'versionId'));
+    else if (!tags.has(str(r, 'versionId'))) tags.set(str(r, 'versionId'), r.tags);
+  }
+  const history: IndexRecord[] = [];
+  for (const r of group) {
+    if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(str(r, 'versionId'))) continue;
+    const later = tags.get(str(r, 'versionId'));
+    history.push(r.type === 'object' && later !== undefined ? { ...r, tags: later } : r);
+  }
+  return history.reverse();
 }
 
 /** Whether a version's object-lock retention date lies in the past. */
@@ -321,12 +355,12 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
  * Before anything is written: every version the restore would send must be sendable as recorded
  * (putHeaders), and every key valid text. Throws `unsafe-entry` naming up to three and counting the rest.
  */
-async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>): Promise<void> {
+async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>, until: number): Promise<void> {
   const problems: string[] = [];
   for await (const group of chain.groups()) {
     const plan = plans.get(String(group[0]?.bucket));
     if (!plan) continue;
-    for (const r of group) {
+    for (const r of historyAt(group, until)) {
       try {
         if (r.type === 'object') putHeaders(r, plan.lock);
         else if (typeof r.key !== 'string' || LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
@@ -347,6 +381,16 @@ interface BucketPlan {
   source: IndexRecord;
   dest: string;
   lock: boolean;
+}
+
+/**
+ * How a version goes up: in the parts the bundle recorded (so a multipart version gets its ETag
+ * back), else in parts of `partSize` above the threshold, else in one PUT.
+ */
+function putPlan(r: IndexRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
+  const parts = r.parts;
+  if (Array.isArray(parts) && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => Number.isSafeInteger(p) && p > 0) && parts.reduce((a: number, p: number) => a + p, 0) === size) return { parts: parts as number[] };
+  return size > (target.multipartThreshold ?? MULTIPART_THRESHOLD) ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {};
 }
 
 /**
@@ -459,7 +503,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
   const journal = await readJournal(partial);
-  await checkSendable(chain, plans);
+  await checkSendable(chain, plans, until);
   if (journal) process.stderr.write(`airlock: resuming an interrupted restore: ${journal.size} version(s) already written\n`);
   await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
 
@@ -475,8 +519,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
     await forEachLimited(chain.groups(), CONCURRENT_KEYS, async (group) => {
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
-      // oldest first; the index lists a key's history newest first
-      const history = [...group].reverse().filter((r) => at(r) <= until);
+      const history = historyAt(group, until);
       const journaled = (r: IndexRecord) => journal?.has(journalKey(str(plan.source, 'bucket'), str(r, 'key'), str(r, 'versionId'))) ?? false;
       // Resuming: the destination was empty and each key's versions are written one after another,
       // oldest first, so the key's versions there are the first records of its history, in order.
@@ -509,13 +552,15 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
         } else {
           const size = r.size as number;
           const file = str(r, '_file');
-          const threshold = target.multipartThreshold ?? MULTIPART_THRESHOLD;
-          const { versionId } = await putVersion(client, plan.dest, key, file, size, putHeaders(r, plan.lock), size > threshold ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {}, signal);
+          const { versionId, etag } = await putVersion(client, plan.dest, key, file, size, putHeaders(r, plan.lock), putPlan(r, size, target), signal);
           summary.versions++;
           summary.bytes += size;
           progress?.('write', size);
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
+          // a multipart version whose part layout the bundle does not know comes back with another ETag: the map says which
+          const changed = etag !== '' && etag !== r.etag;
+          if (changed) summary.etagsChanged++;
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag, ...(changed ? { newEtag: etag } : {}) });
         }
         summary.written++;
       }
@@ -567,7 +612,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
   if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
-  const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
+  const choose = (group: IndexRecord[]) => historyAt(group, until).at(-1);
   const bucketDir = (b: string) => {
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
     return b;
@@ -602,7 +647,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   try {
     for await (const group of chain.groups()) {
       const r = choose(group);
-      for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
+      for (const x of group) if (x.type === 'object' || x.type === 'delete-marker') summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
       if (r.type !== 'object') {
         if (++deleted <= DELETED_LISTED) summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
@@ -642,7 +687,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
 export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = [], progress?: Progress): Promise<ObjectRestoreSummary> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
-  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
+  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [], etagsChanged: 0 };
   const exists = (p: string) => stat(p).then(() => true, () => false);
 
   if (target.kind === 'bucket') {

@@ -25,8 +25,13 @@
  * Every object's bytes are counted and MD5-hashed as they pass and checked against the listed size
  * and, for a single-part upload, the ETag; the sha256 is the writer's. A multipart ETag (`...-N`)
  * cannot be checked from the bytes, and radosgw may list it empty, so the GET's own ETag is recorded.
+ *
+ * Part layout: a multipart ETag is the MD5 of the parts' MD5s and their count, and S3 has no portable
+ * way to ask for the part sizes. Uploaders use one part size for all parts but the last, so the few
+ * likely sizes for that count (see partCandidates) are hashed as the bytes pass; the one whose ETag
+ * matches is recorded as `parts`, and a restore uploads in those parts, which gives the same ETag.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AirlockError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
@@ -178,8 +183,16 @@ async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
 }
 
+/** `body`, then `end()` once it was read to its end. */
+async function* withEnd(body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, end: () => void): AsyncGenerator<Uint8Array> {
+  yield* body;
+  end();
+}
+
 interface Fetched {
   got: VersionBody;
+  /** hashes the likely part layouts of a multipart version as its bytes pass */
+  layout?: PartLayout;
   headers: IncomingHttpHeaders;
   tags: Record<string, string>;
   /** the whole body when it was read ahead */
@@ -225,10 +238,13 @@ async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, s
     if (length !== v.size) checkBytes(bucket, v, md5Etag, length, '');
     const tags = Number(header(h, 'x-amz-tagging-count') ?? '0') > 0 ? await versionTags(client, bucket, v.key, v.versionId, signal) : {};
     const f: Fetched = { got, headers: h, tags, etag: got.etag, md5Etag };
+    const layout = PartLayout.for(got.etag, v.size ?? 0);
+    if (layout) f.layout = layout;
     if (small) {
       const body = await readSmall(bucket, v, md5Etag, got.body);
       checkBytes(bucket, v, md5Etag, body.byteLength, createHash('md5').update(body).digest('hex'));
       f.body = body;
+      f.layout?.update(body);
     }
     return f;
   } catch (e) {
@@ -246,6 +262,7 @@ async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): Asy
   try {
     for await (const b of f.got.body) {
       n += b.byteLength;
+      f.layout?.update(b);
       yield b;
     }
   } finally {
@@ -258,6 +275,74 @@ async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): Asy
 function md5Check(bucket: string, v: ListedVersion, f: Fetched): ((hex: string) => void) | undefined {
   if (f.body || !SINGLE_PART_ETAG.test(f.md5Etag)) return undefined;
   return (hex) => checkBytes(bucket, v, f.md5Etag, v.size ?? 0, hex);
+}
+
+const MiB = 1024 * 1024;
+/** Part sizes uploaders commonly use (the AWS CLI 8 MiB, minio-js and rclone 5 to 64 MiB, others 100 MiB and up). */
+const COMMON_PART_SIZES = [5, 8, 10, 15, 16, 32, 50, 64, 100, 128, 256, 512].map((m) => m * MiB);
+/** Layouts hashed at most per multipart version: each costs one more MD5 pass over its bytes. */
+const MAX_CANDIDATES = 6;
+
+/**
+ * The part sizes an upload of `size` bytes in `count` parts of one size (the last one shorter) may
+ * have used: `size / count` rounded up, then common sizes, then whole MiB, among the sizes that
+ * give `count` parts; at most MAX_CANDIDATES.
+ */
+export function partCandidates(size: number, count: number): number[] {
+  if (count < 1 || size < count) return [];
+  if (count === 1) return [size];
+  // ceil(size / p) === count  <=>  size / count <= p < size / (count - 1)
+  const low = Math.ceil(size / count);
+  const high = Math.ceil(size / (count - 1)) - 1;
+  const fits = (p: number) => p >= low && p <= high;
+  const out = new Set<number>([low]);
+  for (const p of COMMON_PART_SIZES) if (fits(p)) out.add(p);
+  for (let p = Math.ceil(low / MiB) * MiB; p <= high && out.size < MAX_CANDIDATES * 2; p += MiB) out.add(p);
+  return [...out].slice(0, MAX_CANDIDATES);
+}
+
+/** The MD5s of each candidate layout's parts, fed the bytes in order; `parts` is the layout whose ETag is the recorded one. */
+class PartLayout {
+  private readonly layouts: { size: number; md5s: Buffer[]; h: Hash; filled: number }[];
+
+  private constructor(private readonly etag: string, private readonly total: number, sizes: number[]) {
+    this.layouts = sizes.map((size) => ({ size, md5s: [], h: createHash('md5'), filled: 0 }));
+  }
+
+  /** A finder for a multipart ETag (`"<md5>-N"`), else undefined. */
+  static for(etag: string, size: number): PartLayout | undefined {
+    const m = /^"?([0-9a-f]{32})-(\d+)"?$/.exec(etag);
+    const sizes = m ? partCandidates(size, Number(m[2])) : [];
+    return sizes.length > 0 ? new PartLayout(m?.[1] ?? '', size, sizes) : undefined;
+  }
+
+  update(chunk: Buffer): void {
+    for (const l of this.layouts) {
+      for (let off = 0; off < chunk.byteLength; ) {
+        const n = Math.min(l.size - l.filled, chunk.byteLength - off);
+        l.h.update(chunk.subarray(off, off + n));
+        l.filled += n;
+        off += n;
+        if (l.filled === l.size) {
+          l.md5s.push(l.h.digest());
+          l.h = createHash('md5');
+          l.filled = 0;
+        }
+      }
+    }
+  }
+
+  /** The part sizes whose ETag is the recorded one, once every byte was fed; undefined when none matches. */
+  parts(): number[] | undefined {
+    for (const l of this.layouts) {
+      const md5s = l.filled > 0 ? [...l.md5s, l.h.copy().digest()] : l.md5s;
+      if (createHash('md5').update(Buffer.concat(md5s)).digest('hex') !== this.etag) continue;
+      const parts = md5s.map(() => l.size);
+      parts[parts.length - 1] = this.total - l.size * (parts.length - 1);
+      return parts;
+    }
+    return undefined;
+  }
 }
 
 function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecord {
@@ -496,6 +581,18 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
           },
           record: objectRecord(t, v, f),
         };
+        // the writer writes an entry's index line after its bytes, which the layout finder has seen by then
+        const record = item.record;
+        const layout = f.layout;
+        const setParts = () => {
+          const parts = layout?.parts();
+          if (parts) record.parts = parts;
+        };
+        if (layout && f.body) setParts();
+        else if (layout) {
+          const body = item.open;
+          item.open = () => withEnd(body(), setParts);
+        }
         const md5 = md5Check(t.bucket, v, f);
         if (md5) item.md5 = md5;
         try {

@@ -9,6 +9,8 @@
  *           its content type, standard headers, user metadata and tags; a delete marker is a DELETE
  *           without version id, which makes a new marker. The server gives every write a new version
  *           id; the id map (JSON lines: source id -> new id) is how a caller finds its versions again.
+ *           Each upload carries its Content-MD5 and its returned ETag is checked (s3/objects.ts), and a
+ *           multipart version goes up in the part sizes the bundle recorded, so its ETag comes back.
  *           Versioning is switched on before the first write and back to Suspended after the last
  *           when the source was suspended; lifecycle, object lock rules and bucket tags are put last,
  *           so no lifecycle rule acts on a half-restored bucket. Large objects go up in parts.
@@ -24,7 +26,9 @@
  * Records of one key are contiguous in the index (the source writes them in listing order), so
  * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
  * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
- * export: each is staged, and their key histories are merged (newer bundle, newer versions).
+ * export: each is staged, and their key histories are merged (newer bundle, newer versions); the
+ * `object-tags` and `version-removed` records of the newer bundles apply to the versions of older
+ * ones (see historyAt).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';

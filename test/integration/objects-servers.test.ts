@@ -19,6 +19,9 @@ import { ACCESS_KEY, SECRET_KEY, bucketName, faultProxy, makeCa, s3, sessionCred
 
 const keys = makeKeys('site-srv');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
+const MiB = 1024 * 1024;
+/** `body` as a stream of 1 MiB chunks (minio-js cuts a stream of one big chunk into a single part). */
+const inMiB = (body: Buffer) => Readable.from(Array.from({ length: Math.ceil(body.length / MiB) }, (_, i) => body.subarray(i * MiB, (i + 1) * MiB)));
 
 function exportArgs(medium: string, endpoint: string, bucket: string, extra: string[] = []): string[] {
   return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', endpoint, '--bucket', bucket, '--json', ...extra];
@@ -144,12 +147,18 @@ test('retries: 429, 500, 502, 503, 504 and a reset connection are retried with c
     once.close();
     always.close();
 
-    // the CLI through the same faults: the export succeeds
-    listed = 0;
-    ok(await airlockAsync(exportArgs(tmp(), proxy.endpoint, bucket), { env: ENV }), 'export through the faults');
-    assert.is(listed, 7);
   } finally {
     proxy.close();
+  }
+  // the CLI (5 attempts) through four faults of the listing: the export succeeds
+  const cliFaults = [{ status: 503 }, { reset: true as const }, { status: 429 }, { status: 502 }];
+  let cliListed = 0;
+  const cli = await faultProxy(srv.port, (r) => (r.method === 'GET' && r.url.includes('versions') ? cliFaults[cliListed++] : undefined));
+  try {
+    ok(await airlockAsync(exportArgs(tmp(), cli.endpoint, bucket), { env: ENV }), 'export through the faults');
+    assert.is(cliListed, 5);
+  } finally {
+    cli.close();
   }
 });
 
@@ -165,10 +174,12 @@ test('a download broken mid-body resumes with a Range request for the rest, and 
     ok(await airlockAsync(exportArgs(medium, proxy.endpoint, bucket), { env: ENV }), 'export through two broken downloads');
     const gets = proxy.seen.filter((r) => r.method === 'GET' && r.url.startsWith(`/${bucket}/big?`));
     assert.is(gets.length, 3);
+    // each resumes at the bytes that arrived (at most what the proxy let through before it cut)
+    const from = gets.map((g) => Number(/^bytes=(\d+)-$/.exec(g.headers.range ?? '')?.[1] ?? 0));
     assert.is(gets[0]?.headers.range, undefined);
-    assert.is(gets[1]?.headers.range, 'bytes=1048577-');
-    assert.ok(gets[1]?.headers['if-match'], 'only the same bytes');
-    assert.match(gets[2]?.headers.range ?? '', /^bytes=\d+-$/);
+    assert.ok((from[1] as number) > 0 && (from[1] as number) <= 1024 * 1024 + 1, String(from[1]));
+    assert.ok((from[2] as number) > (from[1] as number), String(from[2]));
+    assert.ok(gets[1]?.headers['if-match'] && gets[2]?.headers['if-match'], 'only the same bytes');
     const folder = path.join(tmp(), 'f');
     ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore');
     assert.ok(readFileSync(path.join(folder, bucket, 'big')).equals(body));
@@ -207,7 +218,7 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
   const big = await versionedBucket(srv.client, 'checkedparts');
   const body = randomBytes(11 * 1024 * 1024);
   const sixes = new Minio.Client({ endPoint: '127.0.0.1', port: srv.port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true, partSize: 6 * 1024 * 1024 });
-  await sixes.putObject(big, 'eleven', Readable.from(body), body.length);
+  await sixes.putObject(big, 'eleven', inMiB(body), body.length);
   const bigMedium = tmp();
   ok(await airlockAsync(exportArgs(bigMedium, srv.endpoint, big), { env: ENV }), 'export');
   const dest = bucketName('checkedpartsback');

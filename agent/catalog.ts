@@ -100,8 +100,8 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX job_runs_by_job ON job_runs (job, site, time)`,
   // a spooled WAL file removed by prune once enough verified media hold it
   `ALTER TABLE wal ADD COLUMN pruned TEXT`,
-  // the fingerprint of an exported version's tags as last exported, so an incremental export sees a
-  // tag change on a version it does not carry again (null: exported before tags were remembered)
+  // the fingerprint of an exported version's tags (and object lock) as last exported, so an incremental
+  // export sees a change on a version it does not carry again (null: exported before it was remembered)
   `ALTER TABLE object_versions ADD COLUMN tags TEXT`,
 ];
 
@@ -406,7 +406,7 @@ export class Catalog {
 
   /**
    * A lookup of the versions of `t` that a finished bundle of `site` already holds: the fingerprint
-   * of their tags as last exported ('' for none, null when not remembered), undefined for a version
+   * of their tags and lock as last exported ('' for none, null when not remembered), undefined for a version
    * no bundle holds.
    */
   objectVersionChecker(site: string, t: ObjectTargetKey): (key: string, version: string) => string | null | undefined {
@@ -429,7 +429,7 @@ export class Catalog {
 
   /**
    * Records what bundle `seq` exported of `t`: new versions (key, version identity, tags
-   * fingerprint), tag changes of versions held before (their fingerprint is updated), and versions
+   * fingerprint), changed tags or lock of versions held before (their fingerprint is updated), and versions
    * found deleted for good (forgotten). Call it after the bundle is committed; rows of a seq that
    * never finishes are ignored by the joins above.
    */

@@ -27,7 +27,7 @@
  * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
  * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
  * export: each is staged, and their key histories are merged (newer bundle, newer versions); the
- * `object-tags` and `version-removed` records of the newer bundles apply to the versions of older
+ * `version-changed` and `version-removed` records of the newer bundles apply to the versions of older
  * ones (see historyAt).
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -92,7 +92,7 @@ interface Staged {
 export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
 
 /** The records a restore reads: buckets, the versions and markers of each key, and later changes to them. */
-const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'object-tags', 'version-removed']);
+const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'version-changed', 'version-removed']);
 
 /** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
 async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
@@ -261,26 +261,34 @@ function at(r: IndexRecord): number {
 /**
  * A key's history as it stood at `until`, oldest first: its versions and delete markers written by
  * then, without those found deleted for good by then (`version-removed`), each version with the tags
- * it had then (the newest `object-tags` record found by then, else its own). `group` is the key's
- * records newest first, newer bundles before older ones. A change is dated when an export found it,
- * so `until` between two exports sees the state of the earlier one.
+ * and object lock it had then (the newest `version-changed` record found by then, else its own).
+ * `group` is the key's records newest first, newer bundles before older ones. A change is dated when
+ * an export found it, so `until` between two exports sees the state of the earlier one.
  */
 function historyAt(group: readonly IndexRecord[], until: number): IndexRecord[] {
   const removed = new Set<string>();
-  const tags = new Map<string, unknown>();
+  const changes = new Map<string, IndexRecord>();
   for (const r of group) {
-    if (r.type !== 'version-removed' && r.type !== 'object-tags') continue;
+    if (r.type !== 'version-removed' && r.type !== 'version-changed') continue;
     if (Date.parse(str(r, 'detected')) > until) continue;
     if (r.type === 'version-removed') removed.add(str(r, 'versionId'));
-    else if (!tags.has(str(r, 'versionId'))) tags.set(str(r, 'versionId'), r.tags);
+    else if (!changes.has(str(r, 'versionId'))) changes.set(str(r, 'versionId'), r);
   }
   const history: IndexRecord[] = [];
   for (const r of group) {
     if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(str(r, 'versionId'))) continue;
-    const later = tags.get(str(r, 'versionId'));
-    history.push(r.type === 'object' && later !== undefined ? { ...r, tags: later } : r);
+    const later = changes.get(str(r, 'versionId'));
+    history.push(r.type === 'object' && later !== undefined ? changed(r, later) : r);
   }
   return history.reverse();
+}
+
+/** Version `r` with the tags and object lock of `change` (a `version-changed` record). */
+function changed(r: IndexRecord, change: IndexRecord): IndexRecord {
+  if (!change.lock || typeof change.lock !== 'object') return { ...r, tags: change.tags };
+  // the lock headers now present replace all the version had: a legal hold lifted is absent
+  const headers = Object.fromEntries(Object.entries((r.headers ?? {}) as Record<string, unknown>).filter(([k]) => !k.startsWith('x-amz-object-lock-')));
+  return { ...r, tags: change.tags, headers: { ...headers, ...(change.lock as Record<string, unknown>) } };
 }
 
 /** Whether a version's object-lock retention date lies in the past. */

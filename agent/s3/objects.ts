@@ -179,6 +179,21 @@ export async function versionTags(client: S3Client, bucket: string, key: string,
   return parseTagSet(await client.xml({ method: 'GET', bucket, key, query: [['tagging', ''], ['versionId', versionId]], ...sig(signal) }));
 }
 
+/** The object lock headers (legal hold, retention mode and date) among a version's response headers. */
+export function lockHeaders(h: IncomingHttpHeaders): Record<string, string> {
+  const lock: Record<string, string> = {};
+  for (const name of ['x-amz-object-lock-legal-hold', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date']) {
+    const v = header(h, name);
+    if (v !== undefined) lock[name] = v;
+  }
+  return lock;
+}
+
+/** The object lock headers of one version, from a HEAD. Throws what the client throws. */
+export async function versionLock(client: S3Client, bucket: string, key: string, versionId: string, signal?: AbortSignal): Promise<Record<string, string>> {
+  return lockHeaders((await client.call({ method: 'HEAD', bucket, key, query: [['versionId', versionId]], ...sig(signal) })).headers);
+}
+
 /** An open GET of one version: its headers, and its body as a stream that resumes where it broke. */
 export interface VersionBody {
   headers: IncomingHttpHeaders;

@@ -9,9 +9,10 @@
  *   3. a `bucket-summary` record with the counts (the manifest schema has no object fields yet).
  * An incremental export (a `since` seq in the bucket record) leaves out the versions and markers
  * that the bundles of its chain already hold; a restore reads the chain back to a whole export.
- * What changed since on what they hold is carried as records among the key's records: an
- * `object-tags` record for a version whose tags changed (each held version's tags are read again and
- * compared with the fingerprint the catalog remembers; S3 keeps no other trace of a tag change), and
+ * What changed since on what they hold is carried as records among the key's records: a
+ * `version-changed` record for a version whose tags (or, with object lock, legal hold or retention)
+ * changed (each held version's tags, and lock headers, are read again and compared with the
+ * fingerprint the catalog remembers; S3 keeps no other trace of such a change), and
  * a `version-removed` record for a version or delete marker the catalog holds that the listing no
  * longer has (deleted for good, with its version id). The catalog's versions are walked in key byte
  * order beside the listing, a page at a time, so a key that is gone entirely is found too.
@@ -37,7 +38,7 @@ import { AirlockError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
 import type { EntryItem, SourceItem } from '../bundle/writer.js';
 import { S3Client, header, headerBytes } from '../s3/client.js';
-import { BUCKET_RE, bucketDocument, getVersion, listVersions, parseTagSet, versionTags, versioningOf, type ListedVersion, type VersionBody } from '../s3/objects.js';
+import { BUCKET_RE, bucketDocument, getVersion, listVersions, lockHeaders, parseTagSet, versionLock, versionTags, versioningOf, type ListedVersion, type VersionBody } from '../s3/objects.js';
 import { parseXml } from '../s3/xml.js';
 
 /** A bucket, or the part of it under a prefix. */
@@ -62,7 +63,7 @@ export interface ObjectSourceOptions {
   incremental?: (t: BucketTarget) => Incremental | undefined;
   /**
    * Called for every version and delete marker written, with its identity (see versionIdentity) and
-   * the fingerprint of its tags (tagsFingerprint); for a held version whose tags changed, with the
+   * the fingerprint of its tags and lock (versionFingerprint); for a held version whose tags or lock changed, with the
    * new fingerprint; for a held version found deleted for good, with `removed`.
    */
   onExported?: (t: BucketTarget, key: string, version: string, tags: string, removed?: boolean) => void;
@@ -74,16 +75,24 @@ export interface ObjectSourceOptions {
 export interface Incremental {
   /** the seq of the earlier bundle to build on */
   since: number;
-  /** the tags fingerprint of a version the chain holds (null: not remembered), undefined for one it does not hold */
+  /** the fingerprint (versionFingerprint) of a version the chain holds (null: not remembered), undefined for one it does not hold */
   has: (key: string, version: string) => string | null | undefined;
   /** up to `limit` (key, version) the chain holds, in key byte order, after `after` */
   page: (after: readonly [string, string] | undefined, limit: number) => [string, string][];
 }
 
-/** A fingerprint of a tag set that does not depend on the order the server lists the tags in; '' for none. */
-export function tagsFingerprint(tags: Record<string, string>): string {
-  const entries = Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return entries.length === 0 ? '' : createHash('sha256').update(JSON.stringify(entries)).digest('hex').slice(0, 32);
+const sorted = (o: Record<string, string>) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+
+/**
+ * A fingerprint of what S3 lets change on a version without a new version: its tags, and in a bucket
+ * with object lock its legal hold and retention (`lock`, the x-amz-object-lock-* headers). It does
+ * not depend on the order the server gives them in; '' for no tags and no lock.
+ */
+export function versionFingerprint(tags: Record<string, string>, lock: Record<string, string> = {}): string {
+  const t = sorted(tags);
+  const l = sorted(lock);
+  if (t.length === 0 && l.length === 0) return '';
+  return createHash('sha256').update(JSON.stringify(l.length === 0 ? t : [t, l])).digest('hex').slice(0, 32);
 }
 
 /**
@@ -379,7 +388,7 @@ type Slot =
       /** the bytes of its body held in memory once fetched (a small object's size, else 0) */
       held: number;
     }
-  | { kind: 'tags'; v: ListedVersion; known: string | null; fetch?: Promise<Record<string, string>> }
+  | { kind: 'held'; v: ListedVersion; known: string | null; fetch?: Promise<{ tags: Record<string, string>; lock?: Record<string, string> }> }
   | { kind: 'removed'; key: string; versionId: string };
 
 const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
@@ -448,7 +457,7 @@ async function* planned(listing: AsyncIterable<ListedVersion>, inc: Incremental 
     ofKey.delete(id);
     const known = inc?.has(v.key, id);
     if (known === undefined) yield { kind: 'item', v, held: 0 };
-    else if (v.kind === 'version') yield { kind: 'tags', v, known };
+    else if (v.kind === 'version') yield { kind: 'held', v, known };
     else counts.alreadyExported++;
   }
   if (key !== undefined) yield* gone(key, ofKey);
@@ -483,7 +492,9 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
     yield { kind: 'record', record };
     // changes found on held versions are as of the listing's start
     const detected = (opts.now?.() ?? new Date()).toISOString();
-    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0, tagChanges: 0, removed: 0 };
+    const counts = { versions: 0, deleteMarkers: 0, latestObjects: 0, bytes: 0, alreadyExported: 0, changed: 0, removed: 0 };
+    // legal hold and retention change without a new version only where object lock is on
+    const locked = typeof record.objectLock === 'string' && record.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>');
     const listing = listVersions(client, t.bucket, t.prefix, signal);
     const plan = planned(listing, inc, counts);
     const window: Slot[] = [];
@@ -505,9 +516,10 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
       w.fetch = fetchObject(client, t.bucket, w.v, small, signal);
       settled(w.fetch);
     };
-    const startTags = (w: Extract<Slot, { kind: 'tags' }>) => {
+    const startHeld = (w: Extract<Slot, { kind: 'held' }>) => {
       inFlight++;
-      w.fetch = versionTags(client, t.bucket, w.v.key, w.v.versionId, signal);
+      const tags = versionTags(client, t.bucket, w.v.key, w.v.versionId, signal);
+      w.fetch = locked ? Promise.all([tags, versionLock(client, t.bucket, w.v.key, w.v.versionId, signal)]).then(([tg, lock]) => ({ tags: tg, lock })) : tags.then((tg) => ({ tags: tg }));
       settled(w.fetch);
     };
     // `prefetch` requests in flight as long as the window has small objects (or tags) not yet asked
@@ -516,7 +528,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
       if (stopped) return;
       for (const w of window) {
         if (inFlight >= prefetch) return;
-        if (w.kind === 'tags' && !w.fetch) startTags(w);
+        if (w.kind === 'held' && !w.fetch) startHeld(w);
         if (w.kind !== 'item' || w.fetch || w.v.kind !== 'version' || (w.v.size ?? 0) > smallLimit) continue;
         if (held > 0 && held + (w.v.size ?? 0) > HELD_LIMIT) return;
         start(w, true);
@@ -540,16 +552,16 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         }
         const v = head.v;
         const id = versionIdentity(v);
-        if (head.kind === 'tags') {
-          if (!head.fetch) startTags(head);
-          const tags = await (head.fetch as Promise<Record<string, string>>);
-          const fp = tagsFingerprint(tags);
+        if (head.kind === 'held') {
+          if (!head.fetch) startHeld(head);
+          const now = await (head.fetch as Promise<{ tags: Record<string, string>; lock?: Record<string, string> }>);
+          const fp = versionFingerprint(now.tags, now.lock);
           if (fp === head.known) {
             counts.alreadyExported++;
             continue;
           }
-          counts.tagChanges++;
-          yield { kind: 'record', record: { type: 'object-tags', bucket: t.bucket, key: v.key, versionId: v.versionId, tags, detected } };
+          counts.changed++;
+          yield { kind: 'record', record: { type: 'version-changed', bucket: t.bucket, key: v.key, versionId: v.versionId, tags: now.tags, ...(now.lock ? { lock: now.lock } : {}), detected } };
           opts.onExported?.(t, v.key, id, fp);
           continue;
         }
@@ -601,7 +613,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
           if (!opened) f.got.discard();
           held -= head.held;
         }
-        opts.onExported?.(t, v.key, id, tagsFingerprint(f.tags));
+        opts.onExported?.(t, v.key, id, versionFingerprint(f.tags, lockHeaders(f.headers)));
       }
     } finally {
       // stopped early (an error further down the pipeline): release what was fetched ahead

@@ -1,6 +1,6 @@
 /*
- * The whole history of a bucket across incremental exports, against the real radosgw: tag changes on
- * versions an earlier bundle holds, versions and delete markers deleted for good (DELETE with a
+ * The whole history of a bucket across incremental exports, against the real radosgw: tag changes
+ * (and legal holds) on versions an earlier bundle holds, versions and delete markers deleted for good (DELETE with a
  * version id), and a key gone entirely are carried by the next export as records, so a restore of
  * the chain reproduces the bucket as it was at the last export and `--at T` as it was at T; the
  * verifier checks the new records. Multipart versions come back with their part layout (the same
@@ -116,18 +116,18 @@ test('tag changes and versions deleted for good after an export are carried by t
   const atSecond = await state(c, bucket);
 
   const idx = indexOf(JSON.parse(second.stdout).path);
-  const changes = idx.filter((r) => r.type === 'object-tags' || r.type === 'version-removed').map((r) => `${String(r.type)} ${String(r.key)} ${String(r.versionId)}${r.type === 'object-tags' ? ` ${JSON.stringify(r.tags)}` : ''}`);
+  const changes = idx.filter((r) => r.type === 'version-changed' || r.type === 'version-removed').map((r) => `${String(r.type)} ${String(r.key)} ${String(r.versionId)}${r.type === 'version-changed' ? ` ${JSON.stringify(r.tags)}` : ''}`);
   // in key order, among each key's records: a key gone entirely where it would be listed
-  assert.equal(changes, [`version-removed gone/x ${gone}`, `object-tags k1 ${k1v1} {"stage":"final","wer":"ünïcode"}`, `version-removed k1 ${k1v2}`, `object-tags k2 ü ${k2} {"added":"later"}`, `version-removed k3 ${k3marker}`]);
+  assert.equal(changes, [`version-removed gone/x ${gone}`, `version-changed k1 ${k1v1} {"stage":"final","wer":"ünïcode"}`, `version-removed k1 ${k1v2}`, `version-changed k2 ü ${k2} {"added":"later"}`, `version-removed k3 ${k3marker}`]);
   const summary = idx.find((r) => r.type === 'bucket-summary') as Record<string, unknown>;
-  assert.is(summary.tagChanges, 2);
+  assert.is(summary.changed, 2);
   assert.is(summary.removed, 3);
   ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'the chain verifies with the key');
 
   // nothing changed since: the catalog took the changes in, so nothing is carried again
   const third = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
   ok(third, 'incremental export without changes');
-  assert.equal(indexOf(JSON.parse(third.stdout).path).filter((r) => r.type === 'object-tags' || r.type === 'version-removed'), []);
+  assert.equal(indexOf(JSON.parse(third.stdout).path).filter((r) => r.type === 'version-changed' || r.type === 'version-removed'), []);
 
   const dest = bucketName('hist2back');
   const idMap = path.join(tmp(), 'ids.jsonl');
@@ -148,12 +148,40 @@ test('tag changes and versions deleted for good after an export are carried by t
   assert.equal(map.find((m) => m.key === 'k1')?.tags, { stage: 'final', wer: 'ünïcode' });
 });
 
-test('the verifier checks the new records: a version-removed or object-tags record without what it needs is malformed', async () => {
+test('object lock: a legal hold set on an exported version (no new version) is carried by the next incremental export and put back by the restore', async () => {
+  const srv = await s3();
+  const c = srv.client;
+  const bucket = bucketName('locked');
+  await c.makeBucket(bucket, { ObjectLocking: true });
+  const v1 = (await c.putObject(bucket, 'held', Buffer.from('keep me'))).versionId as string;
+  await c.putObject(bucket, 'free', Buffer.from('free'));
+  const medium = tmp();
+  const st = tmp();
+  ok(airlock(exportArgs(medium, st, srv, bucket), { env: ENV }), 'first export');
+  await c.setObjectLegalHold(bucket, 'held', { status: 'ON', versionId: v1 });
+  const second = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
+  ok(second, 'incremental export');
+  const changes = indexOf(JSON.parse(second.stdout).path).filter((r) => r.type === 'version-changed');
+  assert.equal(changes.map((r) => [r.key, r.versionId, r.lock]), [['held', v1, { 'x-amz-object-lock-legal-hold': 'ON' }]]);
+
+  const dest = bucketName('lockedback');
+  const idMap = path.join(tmp(), 'ids.jsonl');
+  ok(airlock(restoreArgs(medium, srv, `${bucket}=${dest}`, idMap), { env: ENV }), 'restore of the chain');
+  const ids = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; versionId: string });
+  const held = ids.find((m) => m.key === 'held')?.versionId as string;
+  const free = ids.find((m) => m.key === 'free')?.versionId as string;
+  assert.equal(await c.getObjectLegalHold(dest, 'held', { versionId: held }), { Status: 'ON' });
+  const other = await c.getObjectLegalHold(dest, 'free', { versionId: free }).then((x) => x, () => ({ Status: 'OFF' }));
+  assert.is((other as { Status?: string }).Status ?? 'OFF', 'OFF');
+});
+
+test('the verifier checks the new records: a version-removed or version-changed record without what it needs is malformed', async () => {
   const bucket = 'checked-src';
   for (const [record, why] of [
     [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'without the time it was found'],
     [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'without versionId'],
-    [{ type: 'object-tags', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags are not an object of text values'],
+    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags are not an object of text values'],
+    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: {}, lock: { 'x-amz-acl': 'public-read' } }, 'lock is not an object of x-amz-object-lock-* text values'],
   ] as [IndexRecord, string][]) {
     const medium = tmp();
     async function* items(): AsyncGenerator<SourceItem> {

@@ -152,7 +152,7 @@ test('object lock: a legal hold set on an exported version (no new version) is c
   const srv = await s3();
   const c = srv.client;
   const bucket = bucketName('locked');
-  await c.makeBucket(bucket, { ObjectLocking: true });
+  await c.makeBucket(bucket, 'us-east-1', { ObjectLocking: true });
   const v1 = (await c.putObject(bucket, 'held', Buffer.from('keep me'))).versionId as string;
   await c.putObject(bucket, 'free', Buffer.from('free'));
   const medium = tmp();

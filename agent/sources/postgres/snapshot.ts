@@ -268,7 +268,7 @@ export class PostgresSnapshot {
 
   /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
   private ingest(): void {
-    const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize };
+    const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize, major: this.info.major };
     const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now, server);
     for (const p of r.problems) {
       if (this.reported.has(p.message)) continue;

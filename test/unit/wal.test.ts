@@ -1,6 +1,6 @@
 /*
  * WAL knowledge from names and bytes alone: segment names for several segment sizes, LSNs, page
- * headers (built here byte by byte, as PostgreSQL 15 lays them out), history and backup files.
+ * headers (built here byte by byte, as PostgreSQL 13 to 17 lay them out), history and backup files.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

@@ -58,9 +58,9 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
           'insertLsn', pg_current_wal_insert_lsn(), 'segmentSize', (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')::bigint)
         FROM pg_stat_archiver`,
       );
-      archiver = { failedCount: Number(row?.failed ?? 0), lastFailedWal: row?.lastFailedWal || null, failingNow: row?.failing === true };
+      archiver = { failedCount: row?.failed ?? 0, lastFailedWal: row?.lastFailedWal ?? null, failingNow: row?.failing === true };
       const { lastWal, lastTime, insertLsn = '', segmentSize = 0 } = row ?? {};
-      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && Number(segmentSize) > 0) server = { insertLsn, segmentSize: Number(segmentSize), lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
+      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && segmentSize > 0) server = { insertLsn, segmentSize, lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
     } catch (e) {
       archiverError = (e as Error).message;
     }

@@ -509,7 +509,7 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   const q = await psql(`SELECT json_build_object('replay', pg_last_wal_replay_lsn(), 'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, 'lastCommit', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))`);
   let answer: { replay?: unknown; timeline?: unknown; lastCommit?: unknown } = {};
   try {
-    answer = q.code === 0 ? (JSON.parse(q.stdout) as typeof answer) ?? {} : {};
+    answer = q.code === 0 ? ((JSON.parse(q.stdout) as typeof answer | null) ?? {}) : {};
   } catch {
     // not one JSON value: refused below
   }

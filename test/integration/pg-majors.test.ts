@@ -52,6 +52,19 @@ function cases(major: Major): void {
       assert.match(r.stderr, `${name}: magic 0xD119 is not the wal of any supported version (postgresql 13 to 17)`);
       assert.equal(readdirSync(spool), [], 'nothing spooled');
     }
+    // and one that reached a spool anyway is refused at ingest, the real one beside it taken
+    const spool = tmp('airlock-spool-');
+    const foreignName = name.replace(/.$/, (d) => (d === 'F' ? 'E' : 'F'));
+    writeFileSync(path.join(spool, name), bytes);
+    writeFileSync(path.join(spool, `${name}.sha256`), `${sha256(bytes)}  ${name}\n`);
+    writeFileSync(path.join(spool, foreignName), foreign);
+    writeFileSync(path.join(spool, `${foreignName}.sha256`), `${sha256(foreign)}  ${foreignName}\n`);
+    const ingest = airlock(['wal-ingest', '--spool', spool, '--state-dir', tmp('airlock-state-'), '--json']);
+    assert.is(ingest.code, 1, ingest.stderr);
+    const out = JSON.parse(ingest.stdout) as { ingested: string[]; problems: { code: string; message: string }[] };
+    assert.equal(out.ingested, [name]);
+    assert.equal(out.problems.map((p) => p.code), ['bad-wal']);
+    assert.match(out.problems[0]?.message ?? '', `${foreignName}: not a valid postgresql wal segment: magic 0xD119 is not the wal of any supported version`);
   });
 
   test(`PostgreSQL ${major}: a base backup with dumps and a WAL-only export; the major in the manifest; continuity and the window without the key`, () => {

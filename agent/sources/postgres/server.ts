@@ -191,20 +191,24 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
         'archiveMode', current_setting('archive_mode'), 'walLevel', current_setting('wal_level'), 'currentDatabase', current_database())`,
     signal,
   );
-  const str = (v: unknown) => typeof v === 'string';
+  const str = (v: unknown): v is string => typeof v === 'string';
   const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every(str);
+  interface Collation { provider: string; collate: string; ctype: string; version: string | null }
+  const collation = (c: unknown): c is Collation => {
+    const o = c as Partial<Record<keyof Collation, unknown>> | null;
+    return typeof o === 'object' && o !== null && str(o.provider) && str(o.collate) && str(o.ctype) && (o.version === null || str(o.version));
+  };
   const colls = r?.collation;
-  const collOk = Array.isArray(colls) && colls.every((c) => typeof c === 'object' && c !== null && str(c.provider) && str(c.collate) && str(c.ctype) && (c.version === null || str(c.version)));
-  if (!r || typeof r.versionNum !== 'number' || !str(r.version) || !str(r.systemIdentifier) || typeof r.segmentSize !== 'number' || typeof r.timeline !== 'number' || !strings(r.tablespaces) || !strings(r.databases) || !collOk || !(r.dataDirectory === null || str(r.dataDirectory)) || !(r.configFiles === null || strings(r.configFiles)) || !str(r.archiveMode) || !str(r.walLevel) || !str(r.currentDatabase)) {
+  if (!r || typeof r.versionNum !== 'number' || !str(r.version) || !str(r.systemIdentifier) || typeof r.segmentSize !== 'number' || typeof r.timeline !== 'number' || !strings(r.tablespaces) || !strings(r.databases) || !Array.isArray(colls) || !colls.every(collation) || !(r.dataDirectory === null || str(r.dataDirectory)) || !(r.configFiles === null || strings(r.configFiles)) || !str(r.archiveMode) || !str(r.walLevel) || !str(r.currentDatabase)) {
     throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
   }
-  const dataDirectory = (r.dataDirectory as string | null) ?? undefined;
-  const configFiles = (r.configFiles as string[] | null) ?? [];
+  const dataDirectory = r.dataDirectory ?? undefined;
+  const configFiles = r.configFiles ?? [];
   return {
     versionNum: r.versionNum,
     major: Math.floor(r.versionNum / 10000),
-    version: r.version as string,
-    systemIdentifier: r.systemIdentifier as string,
+    version: r.version,
+    systemIdentifier: r.systemIdentifier,
     segmentSize: r.segmentSize,
     dataChecksums: r.dataChecksums === true,
     timeline: r.timeline,
@@ -213,9 +217,9 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
     configFiles: dataDirectory === undefined ? [] : configFiles.filter((f) => !f.startsWith(`${dataDirectory}/`)),
     tablespaces: r.tablespaces,
     databases: r.databases,
-    collation: (colls as { provider: string; collate: string; ctype: string; version: string | null }[]).map((c) => ({ provider: PROVIDERS[c.provider] ?? c.provider, collate: c.collate, ctype: c.ctype, version: c.version })),
-    archiveMode: r.archiveMode as string,
-    walLevel: r.walLevel as string,
-    currentDatabase: r.currentDatabase as string,
+    collation: colls.map((c) => ({ provider: PROVIDERS[c.provider] ?? c.provider, collate: c.collate, ctype: c.ctype, version: c.version })),
+    archiveMode: r.archiveMode,
+    walLevel: r.walLevel,
+    currentDatabase: r.currentDatabase,
   };
 }

@@ -26,8 +26,10 @@ here=$(dirname "$0")
 prog=$(basename "$0")
 # shellcheck source=/dev/null
 . "$here/pg-chroot.conf"
-inner='root=$1 bin=$2 binds=$3 cwd=$4; shift 4
-for b in $binds; do /usr/bin/mount --bind "$b" "$root$b"; done
+# recursive binds: in a user namespace a plain bind of a folder with mounts below it (a test's
+# ramfs, anyone's) is refused; a failed mount stops here instead of running against the root's own /tmp
+inner='set -e; root=$1 bin=$2 binds=$3 cwd=$4; shift 4
+for b in $binds; do /usr/bin/mount --rbind "$b" "$root$b"; done
 exec /usr/sbin/chroot "$root" /bin/sh -c '"'"'cd "$1" 2>/dev/null || cd /; shift; exec "$@"'"'"' - "$cwd" "$bin" "$@"'
 set -- "$root" "/usr/lib/postgresql/$major/bin/$prog" "$binds" "$PWD" "$@"
 if [ "$(id -u)" = 0 ]; then

@@ -21,7 +21,7 @@ import { recordRun } from '../jobs.js';
 import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
-import { versionBin, type Connection } from '../sources/postgres/server.js';
+import { clientBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { Settings, human, interruptible, note, progressReporter } from './common.js';
 
@@ -153,7 +153,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
       snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, warn: note, scratch: stateDir, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
-      const own = bin === undefined ? versionBin(info.major) : undefined;
+      const own = bin === undefined ? clientBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
       yield* snapshot.items();
     }

@@ -7,45 +7,28 @@ import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
 import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
-import { parseDuration } from '../config.js';
 import { query } from '../sources/postgres/server.js';
-import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
-import { Settings } from './common.js';
+import { LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status } from '../status.js';
+import { command, resolveOptions } from './options.js';
 
+/** The thresholds come from the config file only (seconds, and shares of the spool's size). */
 interface StatusFlags {
-  site?: string;
+  site: string;
   stateDir?: string;
   walSpool?: string;
   pg?: string;
   prometheus?: string;
-  config?: string;
   json?: boolean;
-}
-
-function thresholds(s: Settings): Thresholds {
-  const t = { ...DEFAULT_THRESHOLDS };
-  const seconds = (key: string, field: 'walAgeWarning' | 'walAgeCritical' | 'offsiteWarning' | 'offsiteCritical') => {
-    const v = s.one(undefined, key);
-    if (v !== undefined) t[field] = parseDuration(v) as number;
-  };
-  seconds('wal-age-warning', 'walAgeWarning');
-  seconds('wal-age-critical', 'walAgeCritical');
-  seconds('offsite-rpo-warning', 'offsiteWarning');
-  seconds('offsite-rpo-critical', 'offsiteCritical');
-  const pct = (key: string, field: 'spoolFreeWarning' | 'spoolFreeCritical') => {
-    const v = s.one(undefined, key);
-    if (v !== undefined) t[field] = Number(v.replace(/%$/, '')) / 100;
-  };
-  pct('spool-free-warning', 'spoolFreeWarning');
-  pct('spool-free-critical', 'spoolFreeCritical');
-  return t;
+  walAgeWarning: number;
+  walAgeCritical: number;
+  offsiteRpoWarning: number;
+  offsiteRpoCritical: number;
+  spoolFreeWarning: number;
+  spoolFreeCritical: number;
 }
 
 async function statusCommand(flags: StatusFlags): Promise<number> {
-  const s = new Settings(flags.config);
-  const site = s.required(flags.site, 'site', 'give --site SITE');
-  const spool = s.one(flags.walSpool, 'spool');
-  const pg = s.one(flags.pg, 'pg');
+  const { site, walSpool: spool, pg } = flags;
   let archiver: Status['archiver'];
   let archiverError: string | undefined;
   let server: ServerWal | undefined;
@@ -65,10 +48,18 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
       archiverError = (e as Error).message;
     }
   }
-  const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
+  const thresholds = {
+    walAgeWarning: flags.walAgeWarning,
+    walAgeCritical: flags.walAgeCritical,
+    offsiteWarning: flags.offsiteRpoWarning,
+    offsiteCritical: flags.offsiteRpoCritical,
+    spoolFreeWarning: flags.spoolFreeWarning,
+    spoolFreeCritical: flags.spoolFreeCritical,
+  };
   let status: Status;
   try {
-    status = collectStatus({ catalog, site, spool, now: now(), thresholds: thresholds(s), ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+    status = collectStatus({ catalog, site, spool, now: now(), thresholds, ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
   } finally {
     catalog.close();
   }
@@ -78,21 +69,12 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('status')
-    .description('backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
-    .option('--site <site>', 'the site id')
-    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
-    .option('--wal-spool <dir>', 'the WAL spool')
-    .option('--pg <conninfo>', 'ask the server too: pg_stat_archiver, and whether it wrote WAL that is not in the spool yet (the exact on-appliance RPO)')
-    .option('--prometheus <file>', 'also write the figures as a Prometheus text file (atomically)')
-    .option('--config <file>', 'read settings and thresholds from this config file (flags win)')
-    .option('--json', 'print the status as JSON')
+  command(program, 'status', 'backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
     .addHelpText('after', '\nExit status (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for a usage error).')
-    .action(async (flags: StatusFlags) => {
+    .action(async (flags) => {
       let code: number;
       try {
-        code = await statusCommand(flags);
+        code = await statusCommand(resolveOptions<StatusFlags>('status', flags));
       } catch (e) {
         // a status that cannot be taken is "unknown" to a monitoring system
         const { printError } = await import('./common.js');

@@ -56,7 +56,6 @@ export function parseAt(text: string | undefined): number {
 }
 
 async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> {
-  const seq = flags.seq;
   const until = parseAt(flags.at);
   const toBucket = flags.endpoint !== undefined || (flags.bucketMap?.length ?? 0) > 0;
   if (toBucket === (flags.to !== undefined)) {
@@ -76,7 +75,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   const identities = parseIdentities(identityText);
   const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
   const verified: BundleReport[] = [];
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified, { allowRepair: true });
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, verified, { allowRepair: true });
   announceBundle(bundle);
 
   let client: S3Client | undefined;

@@ -65,7 +65,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
     assertNoPassword(flags.dbname);
-    const seq = flags.seq;
+    const { seq } = flags;
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
     const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const bundle = withDumps.at(-1);

@@ -67,10 +67,9 @@ export async function pickVerifiedBundle(from: string, allowedSignersFile: strin
 }
 
 async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
-  const seq = flags.seq;
   await refuseUnsafeTarget(flags.to);
   const identities = parseIdentities(await readText(flags.identity));
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, undefined, { allowRepair: true });
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, undefined, { allowRepair: true });
   announceBundle(bundle);
   const progress = progressReporter('airlock: restore files', bundle.manifest?.payload.size);
   let read = 0;

@@ -10,9 +10,11 @@
  * the file only (thresholds, the schedule). Two options may share a flag when they mean different
  * things (--to: the medium of an export, the target folder of a restore); no command takes both.
  *
- * airlock-verify is not in the table: the auditor's tool stands alone on manifests/ and Node (its
- * parseArgs declaration and help are in verifier/cli.ts), reads no config file, and shares no
- * option with these commands but --json and --allowed-signers, whose meaning there is its own.
+ * airlock-verify is not in the table, and the table is not in manifests/ for it: the auditor's tool
+ * stands alone on the format library and Node (its parseArgs declaration and help are in
+ * verifier/cli.ts), reads no config file, and has seven options, of which only --allowed-signers,
+ * --identity and --json are spelled like these; the table carries the agent's own notions (config
+ * keys, durations, sizes, which commands read what), which the format library should not.
  */
 import { AirlockError } from '../manifests/errors.js';
 import { SITE_RE } from '../manifests/manifest.js';

@@ -32,9 +32,22 @@ export function command(parent: Command, path: CommandPath, description: string)
     else if (!('boolean' in kind) && t.spec.kind !== 'text' && !('list' in kind)) option.argParser((v: string) => parseValue(t, v, path));
     cmd.addOption(option);
   }
-  const keys = taken.filter((t) => t.key !== undefined).map((t) => t.key);
-  if (keys.length > 0) cmd.addHelpText('after', `\nConfig file keys (--config FILE; a flag given wins): ${[...new Set(keys)].join(', ')}`);
+  const keys = [...new Set(taken.flatMap((t) => (t.key !== undefined ? [t.key] : [])))];
+  if (keys.length > 0) cmd.addHelpText('after', `\nConfig file keys (--config FILE; a flag given wins):\n${wrap(keys.join(', '), 76).map((l) => `  ${l}`).join('\n')}`);
   return cmd;
+}
+
+/** Lines of at most `width` characters, broken at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  return [...lines, line];
 }
 
 /** The names a command without commander (wal-push, wal-fetch) accepts as --NAME VALUE. */

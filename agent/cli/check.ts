@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { program as pgProgram, query, versionBin, type Connection } from '../sources/postgres/server.js';
 import { human } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface CheckFlags {
   pg: string;
@@ -106,5 +106,5 @@ async function checkCommand(flags: CheckFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'check', 'pre-flight: are the server, the role, the client programs and the spool ready for exports')
-    .action((flags) => checkCommand(resolveOptions<CheckFlags>('check', flags)));
+    .action((flags: Flags) => checkCommand(resolveOptions<CheckFlags>('check', flags)));
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { note } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
@@ -85,5 +85,5 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'drill', 'restore drill: verify the media set, restore it into throwaway places, check and time it')
-    .action((flags) => drillCommand(resolveOptions<DrillFlags>('drill', flags)));
+    .action((flags: Flags) => drillCommand(resolveOptions<DrillFlags>('drill', flags)));
 }

@@ -23,7 +23,7 @@ import { confirmExport } from './media.js';
 import { versionBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { human, interruptible, progressReporter } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface ExportFlags {
   to: string;
@@ -184,7 +184,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     });
     progress.done();
     const m = written.manifest;
-    if (flags.readBack === false) process.stderr.write(`airlock: note: not read back from the medium (--no-read-back), so this copy does not count for retention\n`);
+    if (!flags.readBack) process.stderr.write(`airlock: note: not read back from the medium (--no-read-back), so this copy does not count for retention\n`);
     else await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
     if (client && spoolFd !== undefined) {
       try {
@@ -245,7 +245,7 @@ async function rememberExported(stateDir: string, site: string, seq: number, end
 
 export function register(program: Command): void {
   command(program, 'export', 'write the next bundle of a site onto a medium and print its path')
-    .action(async (raw) => {
+    .action(async (raw: Flags) => {
       const flags = resolveOptions<ExportFlags>('export', raw);
       try {
         await exportCommand(flags);

@@ -7,7 +7,7 @@ import { generateIdentity } from '../../manifests/age/keys.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { fingerprint, generateSigningKey } from '../../manifests/sshkey.js';
 import { writeFileDurable } from '../fsutil.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface KeygenFlags {
   signingKey?: string;
@@ -53,5 +53,5 @@ async function keygen(flags: KeygenFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'keygen', 'make the appliance signing key (--signing-key), or a recovery-site age identity (--age)')
-    .action((flags) => keygen(resolveOptions<KeygenFlags>('keygen', flags)));
+    .action((flags: Flags) => keygen(resolveOptions<KeygenFlags>('keygen', flags)));
 }

@@ -35,7 +35,7 @@ import {
   type ReadBackNotes,
 } from '../media.js';
 import { human, interruptible, progressReporter } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 function noteCached(medium: string, notes: ReadBackNotes): void {
   if (notes.cached) process.stderr.write(`airlock: note: the file system of ${medium} refuses direct reads; the read-back went through the page cache\n`);
@@ -270,13 +270,13 @@ export function register(program: Command): void {
   const media = program.command('media').description('label media, copy bundles between media, list what a medium holds');
   command(media, 'media init', 'write a label with a new UUID at the root of a medium (media are counted by UUID, not mount path)')
     .argument('<path>', 'the mount point of the medium')
-    .action((medium: string, flags) => initCommand(medium, resolveOptions<InitFlags>('media init', flags)));
+    .action((medium: string, flags: Flags) => initCommand(medium, resolveOptions<InitFlags>('media init', flags)));
   command(media, 'media copy', 'copy every bundle of a medium onto a second medium, then read them back there and verify them')
     .argument('<src>', 'the medium (or folder) holding the bundles')
     .argument('<dst>', 'the mount point of the second medium')
-    .action((src: string, dst: string, flags) => copyCommand(src, dst, resolveOptions<CopyFlags>('media copy', flags)));
+    .action((src: string, dst: string, flags: Flags) => copyCommand(src, dst, resolveOptions<CopyFlags>('media copy', flags)));
   // the config file is read (and so checked) like every command's, though list needs nothing from it
   command(media, 'media list', 'show the label, free space and bundles of a medium (unverified; airlock-verify checks them)')
     .argument('<path>', 'the mount point of the medium')
-    .action((medium: string, flags) => listCommand(medium, resolveOptions<ListFlags>('media list', flags)));
+    .action((medium: string, flags: Flags) => listCommand(medium, resolveOptions<ListFlags>('media list', flags)));
 }

@@ -33,7 +33,13 @@ export function command(parent: Command, path: CommandPath, description: string)
     cmd.addOption(option);
   }
   const keys = [...new Set(taken.flatMap((t) => (t.key !== undefined ? [t.key] : [])))];
-  if (keys.length > 0) cmd.addHelpText('after', `\nConfig file keys (--config FILE; a flag given wins):\n${wrap(keys.join(', '), 76).map((l) => `  ${l}`).join('\n')}`);
+  if (keys.length > 0)
+    cmd.addHelpText(
+      'after',
+      `\nConfig file keys (--config FILE; a flag given wins):\n${wrap(keys.join(', '), 76)
+        .map((l) => `  ${l}`)
+        .join('\n')}`,
+    );
   return cmd;
 }
 
@@ -55,6 +61,9 @@ export function flagNames(path: CommandPath): string[] {
   return optionsOf(path).flatMap((t) => (t.flag !== undefined ? [t.flag] : []));
 }
 
+/** Commander's parsed flags, as an action receives them. */
+export type Flags = Readonly<Record<string, unknown>>;
+
 const given = (v: unknown) => v !== undefined && !(Array.isArray(v) && v.length === 0);
 
 function fromConfig(t: Taken, config: Config, path: CommandPath): unknown {
@@ -69,9 +78,10 @@ function fromConfig(t: Taken, config: Config, path: CommandPath): unknown {
  * through the option's kind), else the config file's value, else the default. Throws `usage` for
  * a required one that is missing, and what loadConfig throws.
  */
-export function resolveOptions<T>(path: CommandPath, flags: Readonly<Record<string, unknown>>): T {
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the one place the table's values become a command's typed options
+export function resolveOptions<T>(path: CommandPath, flags: Flags): T {
   const configFile = flags.config;
-  const config: Config = typeof configFile === 'string' ? loadConfig(configFile) : new Map();
+  const config: Config = typeof configFile === 'string' ? loadConfig(configFile) : new Map<string, string[]>();
   const out: Record<string, unknown> = { ...flags };
   for (const t of optionsOf(path)) {
     let v = t.flag !== undefined && given(flags[t.name]) ? flags[t.name] : fromConfig(t, config, path);

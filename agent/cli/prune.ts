@@ -16,7 +16,7 @@ import { fsyncDir } from '../fsutil.js';
 import { recordRun } from '../jobs.js';
 import { SIDECAR_SUFFIX } from '../spool.js';
 import { formatDuration } from '../options.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface PruneFlags {
   site: string;
@@ -74,5 +74,5 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'prune', 'remove spooled WAL that bundles verified on enough media (by UUID) already hold; never the only copy')
-    .action((flags) => pruneCommand(resolveOptions<PruneFlags>('prune', flags)));
+    .action((flags: Flags) => pruneCommand(resolveOptions<PruneFlags>('prune', flags)));
 }

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { announceBundle, interruptible, note, progressReporter } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { refuseUnsafeTarget } from '../restore/files.js';
@@ -116,5 +116,5 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
 /** Adds `restore objects` under the `restore` command. */
 export function register(restore: Command): void {
   command(restore, 'restore objects', 'restore the buckets of a bundle into buckets of an S3 server, or into a folder')
-    .action((flags) => restoreObjectsCommand(resolveOptions<RestoreObjectsFlags>('restore objects', flags)));
+    .action((flags: Flags) => restoreObjectsCommand(resolveOptions<RestoreObjectsFlags>('restore objects', flags)));
 }

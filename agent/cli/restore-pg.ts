@@ -13,7 +13,7 @@ import { refuseUnsafeTarget } from '../restore/files.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
 import { interruptible, note, progressReporter } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
@@ -126,5 +126,5 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
 
 export function register(restore: Command): void {
   command(restore, 'restore pg', 'verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
-    .action((flags) => restorePgCommand(resolveOptions<RestorePgFlags>('restore pg', flags)));
+    .action((flags: Flags) => restorePgCommand(resolveOptions<RestorePgFlags>('restore pg', flags)));
 }

@@ -11,7 +11,7 @@ import { allFindings, readAllowedSigners, verifyPaths, type BundleReport } from 
 import { refuseUnsafeTarget, restoreFiles } from '../restore/files.js';
 import { mayRepair, withRepairedBundle } from '../restore/repair.js';
 import { announceBundle, interruptible, note, progressReporter } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RestoreFlags {
   from: string;
@@ -88,6 +88,6 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
 export function register(program: Command): Command {
   const restore = program.command('restore').description('verify, then restore from bundles');
   command(restore, 'restore files', 'restore the config and secret files of a bundle into an empty folder')
-    .action((flags) => restoreFilesCommand(resolveOptions<RestoreFlags>('restore files', flags)));
+    .action((flags: Flags) => restoreFilesCommand(resolveOptions<RestoreFlags>('restore files', flags)));
   return restore;
 }

@@ -18,7 +18,7 @@ import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { LABEL_FILE } from '../media.js';
 import { ingestSpool } from '../spool.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RunFlags {
   config: string;
@@ -161,5 +161,5 @@ async function runCommand(flags: RunFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'run', 'the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time')
-    .action((flags) => runCommand(resolveOptions<RunFlags>('run', flags)));
+    .action((flags: Flags) => runCommand(resolveOptions<RunFlags>('run', flags)));
 }

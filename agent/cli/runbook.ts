@@ -17,7 +17,7 @@ import { loadSigningKey } from '../keys.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
 import { shellQuote } from '../restore/pg.js';
 import { VERSION } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RunbookFlags {
   site: string;
@@ -121,5 +121,5 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'runbook', "print the site's full recovery procedure: media to fetch, keys to bring, commands in order")
-    .action((flags) => runbookCommand(resolveOptions<RunbookFlags>('runbook', flags)));
+    .action((flags: Flags) => runbookCommand(resolveOptions<RunbookFlags>('runbook', flags)));
 }

@@ -9,7 +9,7 @@ import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { query } from '../sources/postgres/server.js';
 import { LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status } from '../status.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 /** The thresholds come from the config file only (seconds, and shares of the spool's size). */
 interface StatusFlags {
@@ -71,7 +71,7 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
 export function register(program: Command): void {
   command(program, 'status', 'backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
     .addHelpText('after', '\nExit status (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for a usage error).')
-    .action(async (flags) => {
+    .action(async (flags: Flags) => {
       let code: number;
       try {
         code = await statusCommand(resolveOptions<StatusFlags>('status', flags));

@@ -11,7 +11,7 @@ import { AirlockError } from '../../manifests/errors.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { ingestSpool } from '../spool.js';
 import { printError } from './common.js';
-import { command, resolveOptions } from './options.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { resolveSpool } from './wal-push.js';
 
 interface IngestFlags {
@@ -50,5 +50,5 @@ async function walIngest(flags: IngestFlags): Promise<void> {
 
 export function register(program: Command): void {
   command(program, 'wal-ingest', 'check the files in the wal spool and record the good ones in the catalog')
-    .action((flags) => walIngest(resolveOptions<IngestFlags>('wal-ingest', flags)));
+    .action((flags: Flags) => walIngest(resolveOptions<IngestFlags>('wal-ingest', flags)));
 }

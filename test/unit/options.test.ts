@@ -83,9 +83,12 @@ test('no command takes a flag or a config key twice; options that share a key sh
 /** How the README writes the commands that take an option. */
 function commandsCell(o: OptionSpec): string[] {
   const entries = Object.entries(o.commands);
-  if (entries.length === PATHS.length && entries.every(([, use]) => use?.source === undefined)) return ['every command'];
+  if (entries.length === PATHS.length && entries.every(([, use]) => use.source === undefined)) return ['every command'];
   return entries
-    .map(([c, use]) => `${c}${o.flag !== undefined && o.key !== undefined && use?.source === 'flag' ? ' (flag only)' : o.flag !== undefined && use?.source === 'file' ? ' (file only)' : ''}`)
+    .map(
+      ([c, use]) =>
+        `${c}${o.flag !== undefined && o.key !== undefined && use.source === 'flag' ? ' (flag only)' : o.flag !== undefined && use.source === 'file' ? ' (file only)' : ''}`,
+    )
     .sort();
 }
 
@@ -96,12 +99,23 @@ test("the README's table documents every option and key of the table, and nothin
   const rows = section.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| option') && !l.startsWith('| ---'));
   const code = (cell: string) => cell.replace(/^`|`$/g, '');
   const documented = rows.map((r) => {
-    const [option = '', key = '', cmds = '', def = ''] = r.slice(2).split(' | ').map((c) => c.trim());
+    const [option = '', key = '', cmds = '', def = ''] = r
+      .slice(2)
+      .split(' | ')
+      .map((c) => c.trim());
     return JSON.stringify([code(option), code(key), cmds.split(', ').sort(), code(def)]);
   });
   const declared = OPTIONS.map((o) => JSON.stringify([o.flag !== undefined ? `--${o.flag}` : '', o.key ?? '', commandsCell(o), o.default ?? '']));
-  assert.equal(documented.filter((d) => !declared.includes(d)), [], 'documented in the README, not in the table (or different there)');
-  assert.equal(declared.filter((d) => !documented.includes(d)), [], 'in the table, missing from the README (or different there)');
+  assert.equal(
+    documented.filter((d) => !declared.includes(d)),
+    [],
+    'documented in the README, not in the table (or different there)',
+  );
+  assert.equal(
+    declared.filter((d) => !documented.includes(d)),
+    [],
+    'in the table, missing from the README (or different there)',
+  );
   assert.is(documented.length, declared.length);
 });
 
@@ -164,7 +178,13 @@ test('a numeric option that is not a number is a usage error naming it, from a f
     assert.unreachable('bad numbers were accepted');
   } catch (e) {
     assert.is((e as AirlockError).code, 'config-invalid');
-    for (const want of ['f.conf:1: min-copies: not a number of media', 'f.conf:2: wal-timeout: not a number of seconds', 'f.conf:3: volume-size: not a size', 'f.conf:4: retention: not a duration']) assert.match((e as AirlockError).message, want);
+    for (const want of [
+      'f.conf:1: min-copies: not a number of media',
+      'f.conf:2: wal-timeout: not a number of seconds',
+      'f.conf:3: volume-size: not a size',
+      'f.conf:4: retention: not a duration',
+    ])
+      assert.match((e as AirlockError).message, want);
   }
 });
 

@@ -29,7 +29,7 @@ export function command(parent: Command, path: CommandPath, description: string)
     const kind = KINDS[t.spec.kind];
     const option = cmd.createOption(flagsText(t), helpText(t));
     if ('list' in kind && kind.list === 'repeat') option.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
-    else if (!('boolean' in kind) && t.spec.kind !== 'text' && !('list' in kind)) option.argParser((v: string) => parseValue(t, v, path));
+    else if (!('boolean' in kind) && !('list' in kind)) option.argParser((v: string) => parseValue(t, v, path));
     cmd.addOption(option);
   }
   const keys = [...new Set(taken.flatMap((t) => (t.key !== undefined ? [t.key] : [])))];

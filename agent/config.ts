@@ -52,7 +52,7 @@ export function parseConfig(text: string, file: string): Config {
     }
     if (spec.kind.parse(value) === undefined) problems.push(`${where}: ${key}: not ${spec.kind.what}`);
     else if (spec.fileCheck && !spec.fileCheck.re.test(value)) problems.push(`${where}: ${key}: not ${spec.fileCheck.what}`);
-    if (!spec.kind.list && out.has(key)) problems.push(`${where}: ${key} given twice`);
+    if (!spec.list && out.has(key)) problems.push(`${where}: ${key} given twice`);
     out.set(key, [...(out.get(key) ?? []), value]);
   });
   if (problems.length > 0) {

@@ -142,7 +142,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'text',
     arg: 'medium',
     help: 'the medium: a mounted folder; the bundle goes to MEDIUM/SITE/SITE-SEQ',
-    commands: { export: { required: 'give --to MEDIUM (the mount point of the medium)' }, run: fromFile() },
+    commands: { export: { required: 'give --to MEDIUM (the mount point of the medium)' } },
   },
   {
     flag: 'from',
@@ -540,6 +540,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
   { flag: 'dry-run', kind: 'flag', help: 'list what would be removed, remove nothing', commands: { prune: {} } },
   { flag: 'once', kind: 'flag', help: 'one pass, then exit (non-zero when a job failed): for cron, timers and tests', commands: { run: {} } },
+  {
+    key: 'medium',
+    kind: 'list',
+    help: 'airlock run: the media, one line each; an export goes to the first mounted, then is copied to the others mounted',
+    commands: { run: fromFile() },
+  },
   { key: 'export-every', kind: 'duration', default: '1h', help: 'airlock run: an export (WAL, files, buckets) this often', commands: { run: fromFile() } },
   { key: 'base-every', kind: 'duration', default: '24h', help: 'airlock run: a base backup and dumps this often', commands: { run: fromFile() } },
   {
@@ -622,11 +628,17 @@ export function parseValue(t: Taken, text: string, command: CommandPath): unknow
   return v;
 }
 
-/** What the config file may hold: each key once, with its kind and up-front check. */
-export function configKeys(): Map<string, { kind: Kind; fileCheck?: OptionSpec['fileCheck'] }> {
-  const keys = new Map<string, { kind: Kind; fileCheck?: OptionSpec['fileCheck'] }>();
+/**
+ * What the config file may hold: each key with its kind and up-front check. A key is a list when
+ * any option reads it as one (`medium`: the media of `run`); an option of one value takes the first.
+ */
+export function configKeys(): Map<string, { kind: Kind; list: boolean; fileCheck?: OptionSpec['fileCheck'] }> {
+  const keys = new Map<string, { kind: Kind; list: boolean; fileCheck?: OptionSpec['fileCheck'] }>();
   for (const spec of OPTIONS) {
-    if (spec.key !== undefined && !keys.has(spec.key)) keys.set(spec.key, { kind: KINDS[spec.kind], ...(spec.fileCheck ? { fileCheck: spec.fileCheck } : {}) });
+    if (spec.key === undefined) continue;
+    const kind: Kind = KINDS[spec.kind];
+    const list = kind.list !== undefined || keys.get(spec.key)?.list === true;
+    keys.set(spec.key, { kind: keys.get(spec.key)?.kind ?? kind, list, ...(spec.fileCheck ? { fileCheck: spec.fileCheck } : {}) });
   }
   return keys;
 }

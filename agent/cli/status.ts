@@ -4,11 +4,12 @@
  */
 import type { Command } from 'commander';
 import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
+import { escapeText } from '../../manifests/escape.js';
 import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { query } from '../sources/postgres/server.js';
-import { LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status } from '../status.js';
+import { LEVEL_EXIT, collectStatus, nagiosUnknown, prometheusDown, prometheusText, statusText, type ServerWal, type Status } from '../status.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 /** The thresholds come from the config file only (seconds, and shares of the spool's size). */
@@ -64,22 +65,29 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
     catalog.close();
   }
   if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusText(status));
-  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status));
+  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status, thresholds));
   return LEVEL_EXIT[status.level];
 }
 
 export function register(program: Command): void {
   command(program, 'status', 'backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
     .addHelpText('after', '\nExit status (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for a usage error).')
-    .action(async (flags: Flags) => {
+    .action(async (raw: Flags) => {
       let code: number;
+      let flags: StatusFlags | undefined;
       try {
-        code = await statusCommand(resolveOptions<StatusFlags>('status', flags));
+        flags = resolveOptions<StatusFlags>('status', raw);
+        code = await statusCommand(flags);
       } catch (e) {
         // a status that cannot be taken is "unknown" to a monitoring system
         const { printError } = await import('./common.js');
         printError(e);
         code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
+        // the monitoring system still gets an answer: a plugin line, and a file that says "down"
+        // (the site for its file: the flag or the config's, else the flag alone when the config is unreadable)
+        if (raw.json !== true) process.stdout.write(`${escapeText(nagiosUnknown(e instanceof Error ? e.message : String(e)))}\n`);
+        const site = flags?.site ?? (typeof raw.site === 'string' ? raw.site : undefined);
+        if (typeof raw.prometheus === 'string') await writeFileAtomic(raw.prometheus, prometheusDown(site)).catch((w: unknown) => printError(w));
       }
       process.exitCode = code;
     });

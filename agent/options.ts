@@ -100,6 +100,7 @@ export const KINDS = {
   port: whole(1, 65535, 'a port'),
   copies: whole(1, 99, 'a number of media from 1 to 99'),
   share: whole(1, 100, 'a whole number from 1 to 100'),
+  jobs: whole(1, Number.MAX_SAFE_INTEGER, 'a positive whole number'),
 } satisfies Record<string, Kind>;
 
 /** How one command takes an option, where it differs from the option's own declaration. */
@@ -411,6 +412,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)',
     commands: { 'restore pg': {} },
   },
+  {
+    flag: 'tablespace-map',
+    kind: 'list',
+    arg: 'oid-or-name=dir',
+    help: 'a new or empty folder for a tablespace of the base backup (repeatable; every tablespace needs one)',
+    commands: { 'restore pg': {} },
+  },
   { flag: 'target-lsn', kind: 'text', arg: 'lsn', help: 'recover to this WAL location', commands: { 'restore pg': {} } },
   {
     flag: 'target-name',
@@ -460,6 +468,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'text',
     arg: 'dir',
     help: 'with --dump: where the decrypted dump waits for pg_restore (default the temp folder)',
+    commands: { 'restore pg': {} },
+  },
+  {
+    flag: 'jobs',
+    kind: 'jobs',
+    arg: 'n',
+    help: 'with --dump: run pg_restore with N parallel jobs, from a file in the staging folder (default: one, streamed)',
     commands: { 'restore pg': {} },
   },
   { flag: 'report', kind: 'text', arg: 'prefix', help: 'write the report to PREFIX.json and PREFIX.txt', commands: { drill: {} } },

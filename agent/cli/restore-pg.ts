@@ -10,6 +10,7 @@ import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { refuseUnsafeTarget } from '../restore/files.js';
+import { parseTablespaceMaps } from '../restore/tablespaces.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
 import { interruptible, note, progressReporter } from './common.js';
@@ -39,6 +40,8 @@ interface RestorePgFlags {
   site?: string;
   seq?: number;
   staging?: string;
+  tablespaceMap?: string[];
+  jobs?: number;
   json?: boolean;
 }
 
@@ -65,22 +68,26 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
     assertNoPassword(flags.dbname);
-    const { seq } = flags;
+    if (flags.tablespaceMap !== undefined) throw new AirlockError('usage', '--tablespace-map is for a base backup restore, not --dump', { hint: 'a logical dump restores into the tablespaces of the target server' });
+    const { seq, jobs } = flags;
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
     const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const bundle = withDumps.at(-1);
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal));
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal, jobs));
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
   }
 
   if (flags.pgdata === undefined) throw new AirlockError('usage', 'give --pgdata DIR (a new or empty data folder)');
+  if (flags.jobs !== undefined) throw new AirlockError('usage', '--jobs is for --dump', { hint: 'recovery of a base backup replays WAL in one process' });
   await refuseUnsafeTarget(flags.pgdata);
   await refuseUnsafeTarget(`${path.resolve(flags.pgdata)}.wal`);
+  const tablespaceMap = parseTablespaceMaps(flags.tablespaceMap ?? []);
+  for (const m of tablespaceMap) await refuseUnsafeTarget(m.dir);
   const target = targetOf(flags);
   const { port, timeout } = flags;
   // every volume used is hashed against SHA256SUMS as it is decrypted, before anything is promoted
@@ -96,6 +103,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
       target,
       orLatest: flags.orLatest === true,
       port,
+      tablespaceMap,
       walFetch: { node: process.execPath, cli: path.resolve(cli) },
       signal,
       say,
@@ -105,6 +113,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   progress?.done();
   for (const w of r.warnings) note(`warning: ${w}`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
+  for (const t of r.tablespaces) say(`tablespace ${t.oid} (${JSON.stringify(t.name)}) laid down in ${t.dir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
   const bin = flags.pgBin ?? versionBin(major);
   let recovered;

@@ -17,6 +17,9 @@
  *   bucket = records              # a whole bucket
  *   bucket = media/2025/          # or the keys under a prefix
  *   s3-credentials = /etc/airlock/s3-credentials   # mode 0600; or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+ *   s3-region = eu-central-1      # what the server expects in signatures (default us-east-1)
+ *   s3-ca-file = /etc/airlock/site-ca.pem   # the private CA of an https endpoint
+ *   s3-addressing = virtual       # bucket in the host name (default: path)
  */
 import { readFileSync } from 'node:fs';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';

@@ -8,11 +8,11 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { FAT32_MAX_FILE, type Compression } from '../../manifests/manifest.js';
-import { Catalog, resolveStateDir } from '../catalog.js';
+import { Catalog, resolveStateDir, type ExportedVersion } from '../catalog.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
 import { S3Client } from '../s3/client.js';
-import { loadCredentials } from '../s3/credentials.js';
+import { connectS3 } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
 import { checkTargets, objectItems, parseBucketSpec, preflight, type BucketTarget, type ObjectStats } from '../sources/objects.js';
 import type { SourceItem } from '../bundle/writer.js';
@@ -20,7 +20,7 @@ import { recordRun } from '../jobs.js';
 import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
-import { versionBin, type Connection } from '../sources/postgres/server.js';
+import { clientBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { human, interruptible, progressReporter } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
@@ -35,6 +35,9 @@ interface ExportFlags {
   s3Endpoint?: string;
   bucket?: string[];
   s3Credentials?: string;
+  s3Region?: string;
+  s3CaFile?: string;
+  s3Addressing?: string;
   incremental?: boolean;
   pg?: string;
   pgBin?: string;
@@ -100,7 +103,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const signingKey = await loadSigningKey(keyFile);
   let client: S3Client | undefined;
   if (endpoint !== undefined) {
-    client = new S3Client({ endpoint, credentials: await loadCredentials(flags.s3Credentials) });
+    client = await connectS3({ endpoint, credentials: flags.s3Credentials, region: flags.s3Region, caFile: flags.s3CaFile, addressing: flags.s3Addressing });
     // a missing bucket, bad credentials or a dead endpoint end the export before a bundle is begun
     try {
       await preflight(client, buckets);
@@ -131,7 +134,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
       snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true, walTimeoutMs: flags.walTimeout * 1000, now: () => new Date(), say, scratch: stateDir, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
-      const own = bin === undefined ? versionBin(info.major) : undefined;
+      const own = bin === undefined ? clientBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
       yield* snapshot.items();
     }
@@ -148,10 +151,11 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         incremental: (t: BucketTarget) => {
           const key = { endpoint: origin, ...t };
           const since = catalog?.lastObjectExport(site, key);
-          return since === undefined || !catalog ? undefined : { since, has: catalog.objectVersionChecker(site, key) };
+          const c = catalog;
+          return since === undefined || !c ? undefined : { since, has: c.objectVersionChecker(site, key), page: (after, limit) => c.exportedVersions(site, key, after, limit) };
         },
       } : {}),
-      onExported: (t, key, version) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
+      onExported: (t, key, version, tags, removed) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version, tags, ...(removed ? [true] : [])])}\n`),
     });
   }
 
@@ -219,7 +223,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
 async function rememberExported(stateDir: string, site: string, seq: number, endpoint: string, targets: readonly BucketTarget[], spool: string): Promise<void> {
   const catalog = Catalog.open(stateDir);
   try {
-    const batches = new Map<string, [string, string][]>();
+    const batches = new Map<string, ExportedVersion[]>();
     const flush = (id: string) => {
       const [bucket, prefix] = JSON.parse(id) as [string, string];
       catalog.recordObjectExport(site, seq, { endpoint, bucket, prefix }, batches.get(id) ?? []);
@@ -230,10 +234,10 @@ async function rememberExported(stateDir: string, site: string, seq: number, end
     const rl = createInterface({ input: createReadStream(spool, 'utf8'), crlfDelay: Infinity });
     for await (const line of rl) {
       if (line === '') continue;
-      const [bucket, prefix, key, version] = JSON.parse(line) as [string, string, string, string];
+      const [bucket, prefix, key, version, tags, removed] = JSON.parse(line) as [string, string, string, string, string, boolean | undefined];
       const id = JSON.stringify([bucket, prefix]);
       const batch = batches.get(id) ?? [];
-      batch.push([key, version]);
+      batch.push({ key, version, tags, ...(removed ? { removed } : {}) });
       batches.set(id, batch);
       if (batch.length >= 10_000) flush(id);
     }

@@ -13,9 +13,8 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { refuseUnsafeTarget } from '../restore/files.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
 import { withRepairedBundle } from '../restore/repair.js';
-import { S3Client } from '../s3/client.js';
-import { loadCredentials } from '../s3/credentials.js';
-import { BUCKET_RE } from '../sources/objects.js';
+import { connectS3 } from '../s3/credentials.js';
+import { BUCKET_RE } from '../s3/objects.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { pickVerifiedBundle } from './restore.js';
 
@@ -26,6 +25,10 @@ interface RestoreObjectsFlags {
   endpoint?: string;
   bucketMap?: string[];
   s3Credentials?: string;
+  s3Region?: string;
+  s3CaFile?: string;
+  s3Addressing?: string;
+  config?: string;
   idMap?: string;
   to?: string;
   at?: string;
@@ -73,15 +76,15 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     throw fromSystemError(e, flags.identity);
   }
   const identities = parseIdentities(identityText);
-  const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
+  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: flags.s3Credentials, region: flags.s3Region, caFile: flags.s3CaFile, addressing: flags.s3Addressing });
+  // a missing key or CA file fails before the bundles are verified
+  let client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, verified, { allowRepair: true });
   announceBundle(bundle);
 
-  let client: S3Client | undefined;
   let target: ObjectTarget;
-  if (toBucket && credentials) {
-    client = new S3Client({ endpoint: flags.endpoint as string, credentials });
+  if (client) {
     const idMap = flags.idMap ?? `${path.basename(bundle.path)}.id-map.jsonl`;
     target = { kind: 'bucket', client, bucketMap, idMap };
   } else {
@@ -103,6 +106,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
     const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
+    if (s.etagsChanged > 0) note(`note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
       process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);

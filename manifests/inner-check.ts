@@ -12,7 +12,8 @@ import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
 import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
 import { LIMITS } from './limits.js';
-import type { Manifest } from './manifest.js';
+import { MANIFEST_FILE, type Manifest } from './manifest.js';
+import { parseSumLine } from './sums.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
 export type InnerResult = 'missing' | 'extra' | 'checksum-mismatch' | 'size-mismatch' | 'unsafe-entry' | 'malformed';
@@ -250,9 +251,9 @@ export async function checkInner(
   if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;
   if (indexSeen && !stopped && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
-    add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
+    add('malformed', MANIFEST_FILE, `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
-  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
+  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', MANIFEST_FILE, p);
   return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
 }
 
@@ -271,9 +272,9 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
     const row = text.toString('utf8', at, nl);
     at = nl + 1;
     const where = `${INNER_MANIFEST} line ${lines + 1}`;
-    const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(row);
-    if (!m || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
-    const [, sha256, name] = m as unknown as [string, string, string];
+    const parsed = parseSumLine(row);
+    if (!parsed || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+    const { sha256, name } = parsed;
     if (!ENTRY_PATH_RE.test(name)) return add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
     if (observed[lines]?.name !== name) inOrder = false;
     const o = byName.get(name);
@@ -284,7 +285,7 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
       if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);
     }
   }
-  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, manifest.json says ${entries}`);
+  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, ${MANIFEST_FILE} says ${entries}`);
   for (const o of observed) if (!o.listed) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
   if (!inOrder && problems.total() === 0) add('malformed', INNER_MANIFEST, 'lines are not in tar order');
 }

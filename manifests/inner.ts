@@ -11,7 +11,7 @@
 import { AirlockError } from './errors.js';
 import { LIMITS } from './limits.js';
 import { FORMAT, FORMAT_VERSION, SHA256_RE, SITE_RE } from './manifest.js';
-import { parseSumLines, type SumLine } from './sums.js';
+import { formatSumLine, parseSumLines, type SumLine } from './sums.js';
 
 export const SALT = 'SALT';
 export const SALT_SIZE = 32;
@@ -43,7 +43,7 @@ export interface IndexRecord {
 
 /** Formats MANIFEST.sha256 in tar order. */
 export function formatInnerManifest(lines: readonly SumLine[]): string {
-  return lines.map((l) => `${l.sha256}  ${l.name}\n`).join('');
+  return lines.map(formatSumLine).join('');
 }
 
 /** Parses MANIFEST.sha256. Throws `malformed` on a bad line, a bad name or a duplicate. */

@@ -13,6 +13,10 @@ import { LIMITS } from './limits.js';
 
 export const FORMAT = 'airlock-bundle';
 export const FORMAT_VERSION = 1;
+/** The cleartext manifest's file name in the bundle folder. */
+export const MANIFEST_FILE = 'manifest.json';
+/** The stock-tool restore steps' file name in the bundle folder (SPEC.md 8). */
+export const RESTORE_FILE = 'RESTORE.txt';
 /** manifest.json is read whole; anything larger is refused before parsing. */
 export const MANIFEST_LIMIT = LIMITS.manifestBytes;
 

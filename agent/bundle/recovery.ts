@@ -21,7 +21,7 @@ import { digestFile, readChunks, type SizeBound } from '../../manifests/hash.js'
 import { LIMITS } from '../../manifests/limits.js';
 import type { Volume } from '../../manifests/manifest.js';
 import { RECOVERY_INDEX, isRecoveryFile } from '../../manifests/recovery.js';
-import type { SumLine } from '../../manifests/sums.js';
+import { SUMS, type SumLine } from '../../manifests/sums.js';
 import { lastLine, runTool } from '../tool.js';
 
 /**
@@ -113,7 +113,7 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || `par2 repair exited with status ${r.code}`);
   for (const v of volumes) {
     const d = await digestFile(path.join(scratch, v.name), [], { size: v.size }).catch(() => undefined);
-    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from SHA256SUMS after the repair`);
+    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from ${SUMS} after the repair`);
   }
   return { dir: scratch, repaired: damaged };
 }

@@ -7,7 +7,7 @@
  * end marker would be indented too.
  */
 import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
-import { bundleName, type Manifest } from '../../manifests/manifest.js';
+import { bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
 import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
@@ -16,7 +16,7 @@ export function restoreText(m: Manifest, recovery = false): string {
   const name = bundleName(m.site, m.seq);
   const out = `${name}.restored`;
   const volumes = m.payload.volumes;
-  const first = volumes[0]?.name ?? 'payload.000';
+  const first = volumes[0]?.name ?? volumeName(0, 1);
   const last = volumes.at(-1)?.name ?? first;
   const decrypt =
     m.payload.compression === 'zstd'

@@ -23,10 +23,10 @@ import { sha256Hex } from '../../manifests/hash.js';
 import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
 import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
 import type { Coverage } from '../../manifests/coverage.js';
-import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
+import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
-import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
+import { SUMS, SUMS_SIG, formatSumLine, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
@@ -35,8 +35,6 @@ import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
 export const TOOL = 'airlock 0.1.0';
-export const RESTORE_TXT = 'RESTORE.txt';
-export const MANIFEST_JSON = 'manifest.json';
 
 /** A payload entry: bytes that go into the tar, with the index record that says what they are. */
 export interface EntryItem {
@@ -229,8 +227,8 @@ const WORKER_HASH_MIN = 4 * 1024 * 1024;
 
 /** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
 async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
-  const index = new Spool(path.join(partial, '.index.jsonl'));
-  const inner = new Spool(path.join(partial, '.MANIFEST.sha256'));
+  const index = new Spool(path.join(partial, `.${INDEX}`));
+  const inner = new Spool(path.join(partial, `.${INNER_MANIFEST}`));
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
@@ -254,7 +252,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     progress?.(written);
     const [sha256, md5Hex] = (await digests.digest()) as [string, string?];
     if (md5) md5(md5Hex!);
-    await inner.write(`${sha256}  ${name}\n`);
+    await inner.write(formatSumLine({ name, sha256 }));
     counts.entries++;
     return sha256;
   };
@@ -343,12 +341,12 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     if (coverage !== undefined) manifest.coverage = coverage;
     const manifestText = canonicalJson(manifest);
     const restore = restoreText(manifest, recovery.length > 0);
-    await writeFileDurable(path.join(partial, MANIFEST_JSON), manifestText);
-    await writeFileDurable(path.join(partial, RESTORE_TXT), restore);
+    await writeFileDurable(path.join(partial, MANIFEST_FILE), manifestText);
+    await writeFileDurable(path.join(partial, RESTORE_FILE), restore);
     const sums = formatSums([
       ...volumes.map((v) => ({ name: v.name, sha256: v.sha256 })),
-      { name: MANIFEST_JSON, sha256: sha256Hex(manifestText) },
-      { name: RESTORE_TXT, sha256: sha256Hex(restore) },
+      { name: MANIFEST_FILE, sha256: sha256Hex(manifestText) },
+      { name: RESTORE_FILE, sha256: sha256Hex(restore) },
       ...recovery,
     ]);
     await writeFileDurable(path.join(partial, SUMS), sums);

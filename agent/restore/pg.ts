@@ -31,6 +31,7 @@ import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv } from '../sources/postgres/server.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
+import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { BaseBackupSink } from './unpack.js';
@@ -347,7 +348,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         const n = parseWalFileName(r.name);
         if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
         await rename(path.join(dir, r.path), path.join(walDir, n.name));
-        await writeFile(path.join(walDir, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+        await writeFile(path.join(walDir, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
         if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
       }

@@ -7,7 +7,7 @@
  * end marker would be indented too.
  */
 import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
-import { bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
+import { RESTORE_FILE, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
 import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
@@ -178,7 +178,7 @@ ${target}
    numeric offset: PostgreSQL does not read Z here).
 
    6b. For every later bundle of this site, in order of its number: steps 1 to
-   4 and 6 of its own RESTORE.txt, in this same shell (they add its WAL and move
+   4 and 6 of its own ${RESTORE_FILE}, in this same shell (they add its WAL and move
    the target to its restore point).
 
    6c. Hand the folders to the server's user, start the server and wait until
@@ -201,14 +201,14 @@ ${target}
 `
     : `
    This bundle holds WAL only. It continues a restore begun from an earlier
-   bundle's base backup (that bundle's RESTORE.txt, step 6a), in the same
+   bundle's base backup (that bundle's ${RESTORE_FILE}, step 6a), in the same
    shell, with PGDATA and WALDIR set as there. After steps 1 to 4 of this file:
 
       cp ${out}/pg/wal/* "$WALDIR"/
 ${target}
 
    The last recovery_target_name in postgresql.conf wins. Then the next bundle,
-   or, after the newest, step 6c of the base bundle's RESTORE.txt.
+   or, after the newest, step 6c of the base bundle's ${RESTORE_FILE}.
 `;
   const dumps =
     pg.dumps > 0

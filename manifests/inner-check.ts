@@ -10,7 +10,8 @@ import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
+import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, isSourceRecord, type SourceRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord } from './records.js';
 import { LIMITS } from './limits.js';
 import { MANIFEST_FILE, type Manifest } from './manifest.js';
 import { parseSumLine } from './sums.js';
@@ -59,15 +60,14 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
  * stays bounded whatever else a (signed) index line carries: the type, a `source` (cut past the
  * longest valid one, so it stays invalid), and a WAL record's kind and name when they can be valid.
  */
-function slim(r: IndexRecord): IndexRecord | undefined {
-  if (SOURCE_TYPES.has(r.type)) return { type: r.type, source: typeof r.source === 'string' ? r.source.slice(0, LIMITS.tarPathBytes + 1) : r.source === undefined ? undefined : null };
-  if (r.type === 'pg-wal') {
-    const short = (v: unknown) => (typeof v === 'string' && v.length <= 64 ? v : undefined);
-    return { type: r.type, kind: short(r.kind), name: short(r.name) };
-  }
+function slim(r: IndexRecord): Slim | undefined {
+  if (isSourceRecord(r)) return { type: r.type, source: r.source.slice(0, LIMITS.tarPathBytes + 1) };
+  if (r.type === 'pg-wal') return { type: r.type, kind: r.kind, ...(r.name.length <= 64 ? { name: r.name } : {}) };
   if (r.type.startsWith('pg-')) return { type: r.type };
   return undefined;
 }
+
+type Slim = Pick<SourceRecord, 'type' | 'source'> | { type: 'pg-wal'; kind: string; name?: string } | { type: Exclude<IndexRecord['type'], SourceRecord['type']> };
 
 /**
  * The signed bounds of the tar's parts, known before its first byte: the payload entries together
@@ -118,7 +118,7 @@ export async function checkInner(
   let indexSeen = false;
   let files = 0;
   let metadata = 0;
-  const sources: IndexRecord[] = [];
+  const sources: Slim[] = [];
   let bytes = 0;
   // bodies of entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), skipped
   let skipped = 0;
@@ -179,21 +179,20 @@ export async function checkInner(
       let n = 0;
       const handle = (line: string) => {
         n++;
-        let r: IndexRecord;
+        let r;
         try {
           r = parseIndexLine(line, n);
         } catch (e) {
           add('malformed', INDEX, (e as Error).message);
           return;
         }
-        if (n === 1) {
-          const b = r as unknown as BundleRecord;
-          if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
+        if (r.type === 'bundle') {
+          if (r.site !== manifest.site || r.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${r.site} seq ${r.seq}, not to this bundle`);
           return;
         }
         const s = slim(r);
         if (s) sources.push(s);
-        if (r.path === undefined) metadata++;
+        if (!hasEntry(r)) metadata++;
         else {
           if (r.type === 'file') files++;
           const o = byName.get(r.path);
@@ -246,7 +245,7 @@ export async function checkInner(
     byName.set(name, seen);
   }
 
-  for (const p of checkSources(sources)) add('unsafe-entry', INDEX, p);
+  for (const p of checkSources(sources.filter((s): s is Pick<SourceRecord, 'type' | 'source'> => 'source' in s))) add('unsafe-entry', INDEX, p);
   if (!indexSeen && !stopped) add('missing', INDEX, 'the tar has no index');
   if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;

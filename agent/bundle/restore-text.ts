@@ -6,7 +6,8 @@
  * pasted as they are into one bash session, in order (a test runs them so); no here-document, whose
  * end marker would be indented too.
  */
-import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
+import { INNER_MANIFEST } from '../../manifests/inner.js';
+import { INDEX } from '../../manifests/records.js';
 import { RESTORE_FILE, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';

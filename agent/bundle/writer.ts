@@ -21,7 +21,8 @@ import { spawnFilter } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
-import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
+import { INNER_MANIFEST, SALT, SALT_SIZE } from '../../manifests/inner.js';
+import { INDEX, type MetadataRecord, type UnplacedRecord } from '../../manifests/records.js';
 import type { Coverage } from '../../manifests/coverage.js';
 import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
@@ -56,13 +57,13 @@ export interface EntryItem {
   /** the body; must yield exactly `size` bytes or throw */
   open: () => AsyncIterable<Uint8Array>;
   /** the index record, without path, size and sha256 (the writer adds them) */
-  record: IndexRecord;
+  record: UnplacedRecord;
 }
 
 /** Metadata only: a folder, a link, a device; it becomes an index line and no tar entry. */
 export interface RecordItem {
   kind: 'record';
-  record: IndexRecord;
+  record: MetadataRecord;
 }
 
 export type SourceItem = EntryItem | RecordItem;

@@ -26,7 +26,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AirlockError, isAirlockError } from '../../manifests/errors.js';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { BucketRecord, ObjectRecord, Unplaced } from '../../manifests/records.js';
 import type { EntryItem, SourceItem } from '../bundle/writer.js';
 import { S3Client, header, headerBytes, readBody, type S3Response } from '../s3/client.js';
 import { child, parseXml, textOf, type XmlNode } from '../s3/xml.js';
@@ -253,7 +253,7 @@ export async function preflight(client: S3Client, targets: readonly BucketTarget
 }
 
 /** The bucket's settings as an index record. Throws what the client throws. */
-async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<IndexRecord> {
+async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<BucketRecord> {
   const versioning = await client.xml({ method: 'GET', bucket: t.bucket, query: [['versioning', '']], ...(signal ? { signal } : {}) });
   const lifecycle = await optionalDocument(client, t.bucket, 'lifecycle', signal);
   const objectLock = await optionalDocument(client, t.bucket, 'object-lock', signal);
@@ -360,7 +360,7 @@ function md5Check(bucket: string, v: ListedVersion, f: Fetched): ((hex: string) 
   return (hex) => checkBytes(bucket, v, f.md5Etag, v.size ?? 0, hex);
 }
 
-function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecord {
+function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): Unplaced<ObjectRecord> {
   const headers: Record<string, string> = {};
   for (const name of STANDARD_HEADERS) {
     const value = header(f.headers, name);

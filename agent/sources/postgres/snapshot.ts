@@ -22,7 +22,7 @@ import { hostname, release, type as osType } from 'node:os';
 import { walRanges, type PostgresCoverage, type TimelineSwitch } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { readChunks } from '../../../manifests/hash.js';
-import type { IndexRecord } from '../../../manifests/inner.js';
+import type { UnplacedRecord } from '../../../manifests/records.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
@@ -136,7 +136,7 @@ interface StreamEnd {
  * Throws `child-failed` (the program's last stderr line) when it exits non-zero, `not-found` when
  * it is not installed.
  */
-async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => IndexRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
+async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => UnplacedRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
   let stderr = '';
   child.stderr.setEncoding('utf8');

@@ -14,10 +14,11 @@ import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, is
 import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord } from './records.js';
 import { LIMITS } from './limits.js';
 import { MANIFEST_FILE, type Manifest } from './manifest.js';
+import type { Result } from './results.js';
 import { parseSumLine } from './sums.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
-export type InnerResult = 'missing' | 'extra' | 'checksum-mismatch' | 'size-mismatch' | 'unsafe-entry' | 'malformed';
+export type InnerResult = Extract<Result, 'missing' | 'extra' | 'checksum-mismatch' | 'size-mismatch' | 'unsafe-entry' | 'malformed'>;
 
 export interface InnerProblem {
   result: InnerResult;

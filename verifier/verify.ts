@@ -34,27 +34,7 @@ import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
 import { readTar } from '../manifests/tar.js';
 import { checkContinuity } from './continuity.js';
 import { isRecoveryFile } from '../manifests/recovery.js';
-
-export const RESULTS = [
-  'ok',
-  'missing',
-  'extra',
-  'checksum-mismatch',
-  'size-mismatch',
-  'bad-signature',
-  'wrong-signer',
-  'chain-gap',
-  'fork',
-  'rollback',
-  'withheld',
-  'partial',
-  'unsafe-entry',
-  'malformed',
-  'decrypt-failed',
-  'wal-gap',
-  'timeline-break',
-] as const;
-export type Result = (typeof RESULTS)[number];
+import type { Result } from '../manifests/results.js';
 
 export interface Finding {
   result: Exclude<Result, 'ok'>;

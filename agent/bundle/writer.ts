@@ -29,13 +29,14 @@ import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { SUMS, SUMS_SIG, formatSumLine, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
+import { VERSION } from '../../manifests/version.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
 import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
 import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
-export const TOOL = 'airlock 0.1.0';
+export const TOOL = `airlock ${VERSION}`;
 
 /** A payload entry: bytes that go into the tar, with the index record that says what they are. */
 export interface EntryItem {

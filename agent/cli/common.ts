@@ -1,29 +1,19 @@
 /*
- * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
- * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
+ * What every command shares: how errors are printed (manifests/print-error.ts: `airlock: error: ...`
+ * then `airlock: hint: ...` on stderr, stdout kept for data), the config file merged under the flags,
+ * and progress on a TTY.
  */
 import path from 'node:path';
-import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
-import { escapeStack, escapeText } from '../../manifests/escape.js';
+import { AirlockError } from '../../manifests/errors.js';
+import { escapeText } from '../../manifests/escape.js';
+import { printError as printErrorOf } from '../../manifests/print-error.js';
 import { human } from '../../verifier/human.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { loadConfig, type Config } from '../config.js';
 
-export const VERSION = '0.1.0';
-
-/**
- * Prints an error and returns its exit code. Messages quote names from media, tars, buckets and
- * servers, so they reach the terminal (or a log) through escapeText only.
- */
-export function printError(e: unknown): number {
-  if (e instanceof AirlockError) {
-    process.stderr.write(`airlock: error: ${escapeText(e.message)}\n`);
-    if (e.hint) process.stderr.write(`airlock: hint: ${escapeText(e.hint)}\n`);
-    return exitCodeOf(e);
-  }
-  process.stderr.write(`airlock: error: internal error: ${escapeStack(e)}\n`);
-  process.stderr.write('airlock: hint: this is a bug; please report it with the lines above\n');
-  return EXIT.internal;
+/** Prints an error as `airlock` (as one JSON object with `json`) and returns its exit code. */
+export function printError(e: unknown, json = false): number {
+  return printErrorOf('airlock', e, json);
 }
 
 /**

@@ -16,7 +16,8 @@ import { now } from '../clock.js';
 import { loadSigningKey } from '../keys.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
 import { shellQuote } from '../restore/pg.js';
-import { Settings, VERSION } from './common.js';
+import { VERSION } from '../../manifests/version.js';
+import { Settings } from './common.js';
 
 interface RunbookFlags {
   config?: string;

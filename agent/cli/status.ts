@@ -96,7 +96,7 @@ export function register(program: Command): void {
       } catch (e) {
         // a status that cannot be taken is "unknown" to a monitoring system
         const { printError } = await import('./common.js');
-        printError(e);
+        printError(e, flags.json === true);
         code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
       }
       process.exitCode = code;

@@ -18,9 +18,9 @@ import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
 import { SUMS, SUMS_SIG } from '../manifests/sums.js';
 import { VERSION } from '../manifests/version.js';
 import { assertWritableTarget, writeFileAtomic } from './atomic.js';
-import { renderHtml } from './report.js';
+import { renderHtml } from './report-html.js';
 import { readState, writeState } from './state.js';
-import { renderText, reportJson } from './render.js';
+import { renderText, reportJson } from './report-text.js';
 import { readAllowedSigners, verifyPaths } from './verify.js';
 
 const NAME = 'airlock-verify';

@@ -5,7 +5,7 @@
  * folder, so a bundle either exists whole under its final name or not at all.
  *
  * Every byte is read once: each entry's body is hashed as it goes into the tar, the ciphertext is
- * hashed per volume and as a whole as it goes to disk. index.jsonl and MANIFEST.sha256 are spooled to
+ * hashed per volume and as a whole as it goes to disk. index.jsonl and MANIFEST.sha256 are written to
  * hidden files in the partial folder (they can be large) and appended to the tar at the end.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -103,7 +103,7 @@ export function bundlePath(medium: string, site: string, seq: number): string {
 }
 
 /** Lines appended to a hidden file while hashing them; read back into the tar at the end. */
-class Spool {
+class HashedLines {
   private fh: FileHandle | undefined;
   private readonly hash = createHash('sha256');
   private pending: Buffer[] = [];
@@ -229,8 +229,8 @@ const WORKER_HASH_MIN = 4 * 1024 * 1024;
 
 /** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
 async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
-  const index = new Spool(path.join(partial, `.${INDEX}`));
-  const inner = new Spool(path.join(partial, `.${INNER_MANIFEST}`));
+  const index = new HashedLines(path.join(partial, `.${INDEX}`));
+  const inner = new HashedLines(path.join(partial, `.${INNER_MANIFEST}`));
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();

@@ -1,7 +1,7 @@
 /*
  * Restoring the object-storage tier of one verified bundle, into buckets or into a folder.
  *
- *   decrypt into a staging folder (object bodies as files, index records spooled to a file) ->
+ *   decrypt into a staging folder (object bodies as files, index records written to a file) ->
  *   check every entry against the inner manifest -> only then touch the target:
  *
  *   bucket: every destination bucket must be new or hold no version at all. Each key's history is
@@ -121,11 +121,11 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
 }
 
 /** What staging keeps of the index: the bucket records and every version and delete marker. */
-type Spooled = BucketRecord | ObjectRecord | DeleteMarkerRecord;
+type KeptRecord = BucketRecord | ObjectRecord | DeleteMarkerRecord;
 /** A version or delete marker as a restore reads it; an object's staged body is `file`. */
 type StagedVersion = (ObjectRecord & { file: string }) | DeleteMarkerRecord;
 
-async function* readRecords(file: string): AsyncGenerator<Spooled> {
+async function* readRecords(file: string): AsyncGenerator<KeptRecord> {
   const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
   let n = 0;
   for await (const line of rl) {
@@ -210,7 +210,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
     }
     chainOf.set(r.bucket, seqs);
   }
-  const wanted = (r: StagedVersion | Spooled) => targets.some((t) => t.bucket === r.bucket && 'key' in r && r.key.startsWith(t.prefix));
+  const wanted = (r: StagedVersion | KeptRecord) => targets.some((t) => t.bucket === r.bucket && 'key' in r && r.key.startsWith(t.prefix));
   const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
 
   async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<StagedVersion> {

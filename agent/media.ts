@@ -26,6 +26,7 @@ import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readChunks, readSmall, type Digest } from '../manifests/hash.js';
 import { HashWorker } from '../manifests/hash-worker.js';
+import { PARTIAL_SUFFIX } from '../manifests/manifest.js';
 import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
 import { human } from '../verifier/human.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
@@ -384,7 +385,7 @@ export async function bundleBytes(dir: string): Promise<number> {
 export async function copyBundle(src: string, m: MediumRoot, site: string, name: string, progress?: (bytes: number) => void, signal?: AbortSignal): Promise<void> {
   const siteDir = path.join(m.root, site);
   const dst = path.join(siteDir, name);
-  const partialName = `${name}.partial`;
+  const partialName = `${name}${PARTIAL_SUFFIX}`;
   const partial = path.join(siteDir, partialName);
   if ((await realFolders(m, [site, name])) === 2) throw new AirlockError('target-exists', `${dst} already exists`);
   let copied = 0;

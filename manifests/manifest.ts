@@ -92,6 +92,9 @@ export function bundleName(site: string, seq: number): string {
   return `${site}-${String(seq).padStart(8, '0')}`;
 }
 
+/** What a bundle folder is called while it is written (SPEC.md 1): never read as a bundle. */
+export const PARTIAL_SUFFIX = '.partial';
+
 /** The name of volume `i` of `count`: at least 3 digits, wider when needed, so a plain sort orders them. */
 export function volumeName(i: number, count: number): string {
   const width = Math.max(3, String(Math.max(count - 1, 0)).length);

@@ -26,7 +26,7 @@ import { AirlockError, fromSystemError, isAirlockError } from '../manifests/erro
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
 import { LIMITS } from '../manifests/limits.js';
-import { MANIFEST_FILE, MANIFEST_LIMIT, RESTORE_FILE, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
+import { MANIFEST_FILE, MANIFEST_LIMIT, PARTIAL_SUFFIX, RESTORE_FILE, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { fingerprint } from '../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, SIG_LIMIT, verify as verifySignature } from '../manifests/sshsig.js';
@@ -102,11 +102,11 @@ export async function findBundles(paths: readonly string[]): Promise<{ bundles: 
     if (depth > 8) return;
     const entries = await readdir(dir, { withFileTypes: true });
     if (entries.some((e) => e.name === SUMS || e.name === MANIFEST_FILE || e.name === SUMS_SIG)) {
-      if (dir.endsWith('.partial')) partials.add(dir);
+      if (dir.endsWith(PARTIAL_SUFFIX)) partials.add(dir);
       else bundles.add(dir);
       return;
     }
-    if (path.basename(dir).endsWith('.partial')) {
+    if (path.basename(dir).endsWith(PARTIAL_SUFFIX)) {
       partials.add(dir);
       return;
     }

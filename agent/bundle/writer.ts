@@ -24,7 +24,7 @@ import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
 import { INNER_MANIFEST, SALT, SALT_SIZE } from '../../manifests/inner.js';
 import { INDEX, type MetadataRecord, type UnplacedRecord } from '../../manifests/records.js';
 import type { Coverage } from '../../manifests/coverage.js';
-import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
+import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, PARTIAL_SUFFIX, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { SUMS, SUMS_SIG, formatSumLine, formatSums } from '../../manifests/sums.js';
@@ -299,7 +299,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
  */
 export async function writeBundle(opts: WriterOptions, items: AsyncIterable<SourceItem>): Promise<WrittenBundle> {
   const final = bundlePath(opts.medium, opts.site, opts.seq);
-  const partial = `${final}.partial`;
+  const partial = `${final}${PARTIAL_SUFFIX}`;
   const created = opts.now().toISOString();
   const recipientKeys = opts.recipients.map((r) => parseRecipient(r));
 
@@ -372,7 +372,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
  */
 export async function preparePartial(medium: string, site: string, seq: number): Promise<string> {
   const final = bundlePath(medium, site, seq);
-  const partial = `${final}.partial`;
+  const partial = `${final}${PARTIAL_SUFFIX}`;
   if (await stat(final).then(() => true, () => false)) {
     throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog is behind this medium; check the medium, or continue with --continue-from' });
   }

@@ -25,6 +25,11 @@ import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
 
+/** `airlock media list` for the command `list` under `media`. */
+function commandPath(c: Command): string {
+  return c.parent ? `${commandPath(c.parent)} ${c.name()}` : c.name();
+}
+
 /**
  * The whole command tree. `usageError` receives commander's own errors (unknown option, missing
  * argument) as an AirlockError; by default they are printed as text.
@@ -54,7 +59,7 @@ export function buildProgram(usageError: (e: AirlockError) => void = (e) => prin
     c.configureOutput({
       writeErr: (s) => {
         if (!s.startsWith('error: ')) return process.stderr.write(s);
-        usageError(new AirlockError('usage', s.slice('error: '.length).trimEnd(), { hint: `see airlock ${c.name() === 'airlock' ? '' : `${c.name()} `}--help` }));
+        usageError(new AirlockError('usage', s.slice('error: '.length).trimEnd(), { hint: `see ${commandPath(c)} --help` }));
         return true;
       },
     });

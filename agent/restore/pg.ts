@@ -181,8 +181,8 @@ export async function stageBundle(bundle: BundleReport, identities: readonly Uin
 
 /** The staged parts of one stream, checked against its end record, in order. */
 function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], endType: StreamEnd['type'], match: (r: StreamPart | StreamEnd) => boolean, what: string): string[] {
-  const parts = records.filter((r): r is StreamPart => r.type === type && match(r as StreamPart)).sort((a, b) => a.part - b.part);
-  const end = records.find((r): r is StreamEnd => r.type === endType && match(r as StreamEnd));
+  const parts = records.filter((r): r is StreamPart => r.type === type).filter(match).sort((a, b) => a.part - b.part);
+  const end = records.filter((r): r is StreamEnd => r.type === endType).find(match);
   if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
     throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
   }

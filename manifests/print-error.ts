@@ -28,16 +28,20 @@ export function errorJson(e: unknown): ErrorJson {
   return { code: 'internal', message: `internal error: ${text}`, hint: BUG_HINT, exit: EXIT.internal };
 }
 
-/** The lines printed for `e` by `tool`, with their LFs. */
-export function formatError(tool: string, e: unknown, json: boolean): string {
-  if (json) return `${JSON.stringify(errorJson(e))}\n`;
-  if (!(e instanceof AirlockError)) return `${tool}: error: internal error: ${escapeStack(e)}\n${tool}: hint: ${BUG_HINT}\n`;
-  return `${tool}: error: ${escapeText(e.message)}\n${e.hint ? `${tool}: hint: ${escapeText(e.hint)}\n` : ''}`;
+/**
+ * The lines printed for `e` by `tool`, with their LFs. `priority` goes before the error and the hint
+ * line (`<3>`, the error priority, when stderr is the systemd journal).
+ */
+export function formatError(tool: string, e: unknown, json: boolean, priority = ''): string {
+  if (json) return `${priority}${JSON.stringify(errorJson(e))}\n`;
+  const lead = `${priority}${tool}:`;
+  if (!(e instanceof AirlockError)) return `${lead} error: internal error: ${escapeStack(e)}\n${lead} hint: ${BUG_HINT}\n`;
+  return `${lead} error: ${escapeText(e.message)}\n${e.hint ? `${lead} hint: ${escapeText(e.hint)}\n` : ''}`;
 }
 
-/** Prints `e` on stderr (see the top of this file) and returns its exit code. */
-export function printError(tool: string, e: unknown, json = false): ExitCode {
-  process.stderr.write(formatError(tool, e, json));
+/** Prints `e` on stderr (see the top of this file and formatError) and returns its exit code. */
+export function printError(tool: string, e: unknown, json = false, priority = ''): ExitCode {
+  process.stderr.write(formatError(tool, e, json, priority));
   return errorJson(e).exit;
 }
 

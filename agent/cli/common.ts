@@ -3,6 +3,7 @@
  * then `airlock: hint: ...` on stderr, stdout kept for data), the config file merged under the flags,
  * and progress on a TTY.
  */
+import { fstatSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../../manifests/errors.js';
 import { escapeText } from '../../manifests/escape.js';
@@ -11,10 +12,30 @@ import { human } from '../../verifier/human.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { loadConfig, type Config } from '../config.js';
 
-/** Prints an error as `airlock` (as one JSON object with `json`) and returns its exit code. */
+/**
+ * Prints an error as `airlock` (as one JSON object with `json`) and returns its exit code; under the
+ * journal its lines carry the error priority.
+ */
 export function printError(e: unknown, json = false): number {
-  return printErrorOf('airlock', e, json);
+  return printErrorOf('airlock', e, json, JOURNAL ? '<3>' : '');
 }
+
+/**
+ * Whether stderr is the systemd journal: systemd names the stream it connected in JOURNAL_STREAM
+ * (`device:inode`), and only a match counts (a child of the service may have stderr elsewhere).
+ * There a `<N>` prefix sets a line's priority (sd-daemon(3)): errors 3, warnings 4, the rest info.
+ */
+function underJournal(): boolean {
+  const m = /^(\d+):(\d+)$/.exec(process.env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(2, { bigint: true });
+    return String(st.dev) === m[1] && String(st.ino) === m[2];
+  } catch {
+    return false;
+  }
+}
+const JOURNAL = underJournal();
 
 /**
  * One line for people on stderr, `airlock: LINE`. Lines quote names and messages from media, tars,
@@ -22,7 +43,7 @@ export function printError(e: unknown, json = false): number {
  * through escapeText.
  */
 export function note(line: string): void {
-  process.stderr.write(`airlock: ${escapeText(line)}\n`);
+  process.stderr.write(`${JOURNAL && line.startsWith('warning:') ? '<4>' : ''}airlock: ${escapeText(line)}\n`);
 }
 
 /** Says whether the bundle a restore takes verified, or is damaged and will be repaired from its recovery data. */

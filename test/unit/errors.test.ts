@@ -52,6 +52,8 @@ test('one printer: text with the hint, escaped; with --json one object with the 
   assert.is(bug.exit, EXIT.internal);
   assert.match(bug.message, /^internal error: TypeError: boom\n\s+at /);
   assert.match(formatError('airlock', new TypeError('boom'), false), /^airlock: error: internal error: TypeError: boom\n[^]*\nairlock: hint: this is a bug/);
+  // under the systemd journal each line starts with the error priority
+  assert.is(formatError('airlock', e, false, '<3>'), 'airlock: error: a\\x1b[2Jb: no such file\nairlock: hint: give --from\n'.replace(/^airlock/gm, '<3>airlock'));
   assert.ok(wantsJson(['status', '--json']));
   assert.not.ok(wantsJson(['restore', 'files', '--', '--json']));
 });

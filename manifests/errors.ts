@@ -40,6 +40,8 @@ const CODES = {
   'config-invalid': EXIT.usage,
   /** --volume-size over what the medium's file system holds (4 GiB - 1 on FAT32) (exit 2) */
   'volume-too-large': EXIT.usage,
+  /** a restore of a base backup with a tablespace that no --tablespace-map names (exit 2) */
+  'tablespace-unmapped': EXIT.usage,
   /** a file, folder or key the command was pointed at does not exist (exit 3) */
   'not-found': EXIT.input,
   /** a signing key or credentials file that is unreadable, malformed or readable by others (exit 3) */
@@ -104,8 +106,6 @@ const CODES = {
   'source-corrupt': EXIT.source,
   /** PostgreSQL refused a query or the connection failed (exit 5) */
   'pg-failed': EXIT.source,
-  /** the server has something a streamed backup cannot carry (extra tablespaces) (exit 5) */
-  'pg-unsupported': EXIT.source,
   /** an archived WAL file the export waits for did not reach the spool in time (exit 5) */
   'wal-timeout': EXIT.source,
   /** a restored server did not reach what the target asked for (exit 1) */

@@ -7,11 +7,11 @@
  */
 import { createHash } from 'node:crypto';
 import { BoundedFindings, clip, moreMessage } from './bounded.js';
-import { coverageAgainstIndex } from './coverage.js';
+import { coverageAgainstIndex, isTablespace } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
 import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, isSourceRecord, type SourceRecord } from './inner.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord } from './records.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord, type PgTablespaceEndRecord } from './records.js';
 import { LIMITS } from './limits.js';
 import { MANIFEST_FILE, type Manifest } from './manifest.js';
 import type { Result } from './results.js';
@@ -59,16 +59,23 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
 /**
  * What checkSources and coverageAgainstIndex need of a record, and no more, so that memory per record
  * stays bounded whatever else a (signed) index line carries: the type, a `source` (cut past the
- * longest valid one, so it stays invalid), and a WAL record's kind and name when they can be valid.
+ * longest valid one, so it stays invalid), a WAL record's kind and name when they can be valid, and a
+ * tablespace's OID, name and location when they are valid.
  */
 function slim(r: IndexRecord): Slim | undefined {
   if (isSourceRecord(r)) return { type: r.type, source: r.source.slice(0, LIMITS.tarPathBytes + 1) };
   if (r.type === 'pg-wal') return { type: r.type, kind: r.kind, ...(r.name.length <= 64 ? { name: r.name } : {}) };
+  // coverage names each tablespace; a record that could not be valid keeps only its type
+  if (r.type === 'pg-tblspc-end') return isTablespace(r) ? { type: r.type, oid: r.oid, name: r.name, location: r.location } : { type: r.type };
   if (r.type.startsWith('pg-')) return { type: r.type };
   return undefined;
 }
 
-type Slim = Pick<SourceRecord, 'type' | 'source'> | { type: 'pg-wal'; kind: string; name?: string } | { type: Exclude<IndexRecord['type'], SourceRecord['type']> };
+type Slim =
+  | Pick<SourceRecord, 'type' | 'source'>
+  | { type: 'pg-wal'; kind: string; name?: string }
+  | Pick<PgTablespaceEndRecord, 'type' | 'oid' | 'name' | 'location'>
+  | { type: Exclude<IndexRecord['type'], SourceRecord['type']> };
 
 /**
  * The signed bounds of the tar's parts, known before its first byte: the payload entries together

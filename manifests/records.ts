@@ -122,6 +122,18 @@ export interface PgBaseEndRecord {
   bytes: number;
   label: string;
 }
+/** a part of the tar of tablespace `oid`'s folder */
+export type PgTablespaceRecord = { type: 'pg-tblspc'; oid: number; part: number } & EntryFields;
+/** `name` and `location` as in coverage.postgres.base.tablespaces (checked there) */
+export interface PgTablespaceEndRecord {
+  type: 'pg-tblspc-end';
+  oid: number;
+  name: string;
+  location: string;
+  prefix: string;
+  parts: number;
+  bytes: number;
+}
 export type PgDumpRecord = { type: 'pg-dump'; database: string; part: number } & EntryFields;
 export interface PgDumpEndRecord {
   type: 'pg-dump-end';
@@ -155,6 +167,8 @@ export type IndexRecord =
   | PgTablesRecord
   | PgBaseRecord
   | PgBaseEndRecord
+  | PgTablespaceRecord
+  | PgTablespaceEndRecord
   | PgDumpRecord
   | PgDumpEndRecord
   | PgGlobalsRecord
@@ -203,6 +217,8 @@ const SCHEMAS: Readonly<Record<RecordType, Schema>> = {
   'pg-tables': { entry: true, fields: { database: 'string' } },
   'pg-base': { entry: true, fields: { part: 'int' } },
   'pg-base-end': { entry: false, fields: { ...STREAM_END, label: 'string' } },
+  'pg-tblspc': { entry: true, fields: { oid: 'int', part: 'int' } },
+  'pg-tblspc-end': { entry: false, fields: { ...STREAM_END, oid: 'int', name: 'string', location: 'string', prefix: 'string' } },
   'pg-dump': { entry: true, fields: { database: 'string', part: 'int' } },
   'pg-dump-end': { entry: false, fields: { ...STREAM_END, database: 'string', prefix: 'string' } },
   'pg-globals': { entry: true, fields: { part: 'int' } },

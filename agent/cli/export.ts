@@ -148,7 +148,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       pgCatalog = Catalog.open(stateDir);
       const bin = s.one(flags.pgBin, 'pg-bin');
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
-      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, ...(abortSignal ? { signal: abortSignal } : {}) });
+      snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, scratch: stateDir, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
       const own = bin === undefined ? versionBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;

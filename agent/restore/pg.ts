@@ -11,18 +11,22 @@
  * restored cluster never archives into a production spool; restore_command is `airlock wal-fetch`,
  * which hands PostgreSQL only files whose hash matches.
  *
- * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
+ * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`, or, for parallel
+ * jobs (which pg_restore runs only from a file it can seek in), join them into one file first.
+ *
+ * Tablespaces: tablespaces.ts maps each to its folder before anything is decrypted, unpacks it beside
+ * that folder and links it from pg_tblspc; it is promoted and removed together with the data folder.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rmdir, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord } from '../../manifests/records.js';
+import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord, PgTablespaceEndRecord, PgTablespaceRecord } from '../../manifests/records.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar, type ReadEntry } from '../../manifests/tar.js';
@@ -34,6 +38,7 @@ import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources
 import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
+import { linkTablespaces, planTablespaces, promoteTablespaces, removeTablespaces, TablespaceSinks, type TablespaceMapping } from './tablespaces.js';
 import { BaseBackupSink } from './unpack.js';
 
 export type Target =
@@ -189,8 +194,8 @@ function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], 
   return parts.map((p) => p.path);
 }
 
-type StreamPart = PgBaseRecord | PgDumpRecord | PgGlobalsRecord;
-type StreamEnd = PgBaseEndRecord | PgDumpEndRecord | PgGlobalsEndRecord;
+type StreamPart = PgBaseRecord | PgTablespaceRecord | PgDumpRecord | PgGlobalsRecord;
+type StreamEnd = PgBaseEndRecord | PgTablespaceEndRecord | PgDumpEndRecord | PgGlobalsEndRecord;
 
 
 /** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
@@ -252,6 +257,8 @@ export interface PgRestoreOptions {
   target: Target;
   orLatest: boolean;
   port: number;
+  /** the folder of each tablespace of the base backup (tablespaces.ts) */
+  tablespaceMap?: readonly TablespaceMapping[];
   /** node and the airlock CLI as the server's user runs them for restore_command */
   walFetch: { node: string; cli: string };
   signal?: AbortSignal;
@@ -277,6 +284,8 @@ export interface PgRestoreResult {
   tableChecks?: { database: string; restorePoint: string; tables: Record<string, [number, string]> };
   /** warnings for the operator, e.g. a collation library that differs from the source's */
   warnings: string[];
+  /** where each tablespace was laid down (linked from pg_tblspc) */
+  tablespaces: { oid: number; name: string; dir: string }[];
 }
 
 /**
@@ -295,6 +304,9 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const staging = path.join(parent, `.${path.basename(pgdata)}.airlock-staging-${randomBytes(6).toString('hex')}`);
   const walDir = `${pgdata}.wal`;
   if (!(await isEmptyOrAbsent(walDir))) throw new AirlockError('target-exists', `${walDir} is not empty`, { hint: 'it holds the WAL of an earlier restore: remove it once that recovery finished' });
+  const spaces = await planTablespaces(plan.base.pg.base?.tablespaces ?? [], opts.tablespaceMap ?? [], pgdata);
+  const spaceSinks = new TablespaceSinks(spaces, opts.signal);
+  let promoting = false;
   const say = opts.say ?? (() => {});
   let lastSegment: string | undefined;
   let walFiles = 0;
@@ -322,6 +334,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     await removeTree(partial);
     await mkdir(partial, { mode: 0o700 });
     await mkdir(walDir, { recursive: true, mode: 0o700 });
+    await spaceSinks.open();
     for (const x of plan.bundles) {
       const dir = path.join(staging, String(x.seq));
       say(`decrypting and checking seq ${x.seq}`);
@@ -329,13 +342,17 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
       let records: IndexRecord[];
       try {
-        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) : undefined, onBytes);
+        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : spaceSinks.take(entry)) : undefined, onBytes);
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
           await sink.finish();
+          await spaceSinks.finish();
+          await linkTablespaces(partial, spaces);
         }
       } catch (e) {
         await sink?.abort();
+        await spaceSinks.abort();
         throw e;
       }
       const checks = records.find((r) => r.type === 'pg-tables');
@@ -361,7 +378,10 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     if (owner) {
       await chownTree(partial, owner);
       await chownTree(walDir, owner);
+      for (const t of spaces) await chownTree(t.partial, owner);
     }
+    promoting = true;
+    await promoteTablespaces(spaces);
     await fsyncDir(partial);
     if (await lstat(pgdata).then(() => true, () => false)) await rmdir(pgdata);
     await rename(partial, pgdata);
@@ -369,6 +389,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   } catch (e) {
     await removeTree(partial).catch(() => {});
     await removeTree(walDir).catch(() => {});
+    await removeTablespaces(spaces, promoting);
     throw fromSystemError(e, pgdata);
   } finally {
     await removeTree(staging).catch(() => process.stderr.write(`airlock: warning: could not remove ${staging}; delete it, it may hold decrypted data\n`));
@@ -387,6 +408,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     segmentSize: plan.base.pg.segmentSize,
     ...(tableChecks ? { tableChecks } : {}),
     warnings,
+    tablespaces: spaces.map((t) => ({ oid: t.oid, name: t.name, dir: t.dir })),
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
 }
@@ -531,10 +553,26 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
 }
 
 /**
- * Restores database `database` from the newest (or the given) bundle that holds dumps into the
- * database `dbname` names, through pg_restore. Throws `no-bundle` when no bundle has a dump of it.
+ * The staged parts of a dump as one file `file` (0600), each part removed once appended, so the
+ * dump takes its size on disk once: pg_restore --jobs reads a file, never a pipe.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal): Promise<{ parts: number }> {
+async function joinParts(parts: readonly string[], file: string): Promise<void> {
+  const each = async function* () {
+    for (const p of parts) {
+      yield* createReadStream(p);
+      await rm(p);
+    }
+  };
+  await pipeline(Readable.from(each()), createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+}
+
+/**
+ * Restores database `database` from the newest (or the given) bundle that holds dumps into the
+ * database `dbname` names, through pg_restore: streamed on its stdin, or with `jobs` from a file
+ * in the private staging folder (removed afterwards, as the parts are) by that many parallel jobs.
+ * Throws `no-bundle` when no bundle has a dump of it.
+ */
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal, jobs?: number): Promise<{ parts: number }> {
   const dir = path.join(staging, `.airlock-dump-${randomBytes(6).toString('hex')}`);
   try {
     // only the dumps are written to disk; every other entry is hashed (checked) and dropped
@@ -542,7 +580,15 @@ export async function restoreDump(bundle: BundleReport, identities: readonly Uin
     const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => r.database);
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
     const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => 'database' in r && r.database === database, `the dump of ${database}`);
-    await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
+    const pgRestore = bin ? path.join(bin, 'pg_restore') : 'pg_restore';
+    const args = ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'];
+    const run = { env: clientEnv(), ...(signal ? { signal } : {}) };
+    if (jobs === undefined) await feed(pgRestore, args, parts.map((p) => path.join(dir, p)), run);
+    else {
+      const file = path.join(dir, 'dump.custom');
+      await joinParts(parts.map((p) => path.join(dir, p)), file);
+      await feed(pgRestore, [...args, '--jobs', String(jobs), file], [], run);
+    }
     return { parts: parts.length };
   } finally {
     await removeTree(dir).catch(() => process.stderr.write(`airlock: warning: could not remove ${dir}; delete it, it holds decrypted data\n`));

@@ -32,6 +32,8 @@ const EXAMPLES: IndexRecord[] = [
   { type: 'pg-tables', database: 'postgres', ...entry },
   { type: 'pg-base', part: 1, ...entry },
   { type: 'pg-base-end', parts: 1, bytes: 3, label: 'airlock-1' },
+  { type: 'pg-tblspc', oid: 16390, part: 1, ...entry },
+  { type: 'pg-tblspc-end', oid: 16390, name: 'fast', location: '/srv/fast', prefix: 'pg/tblspc/16390', parts: 1, bytes: 3 },
   { type: 'pg-dump', database: 'app', part: 1, ...entry },
   { type: 'pg-dump-end', database: 'app', prefix: 'pg/dump/001', parts: 1, bytes: 3 },
   { type: 'pg-globals', part: 1, ...entry },

@@ -106,6 +106,8 @@ const CODES = {
   'source-corrupt': EXIT.source,
   /** PostgreSQL refused a query or the connection failed (exit 5) */
   'pg-failed': EXIT.source,
+  /** the server is a PostgreSQL major version airlock does not support (13 to 17 are) (exit 5) */
+  'pg-unsupported': EXIT.source,
   /** an archived WAL file the export waits for did not reach the spool in time (exit 5) */
   'wal-timeout': EXIT.source,
   /** a restored server did not reach what the target asked for (exit 1) */

@@ -10,7 +10,7 @@ import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex, isTablespace } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, isSourceRecord, type SourceRecord } from './inner.js';
+import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, isSourceRecord, objectChangeProblem, type SourceRecord } from './inner.js';
 import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord, type PgTablespaceEndRecord } from './records.js';
 import { LIMITS } from './limits.js';
 import { MANIFEST_FILE, type Manifest } from './manifest.js';
@@ -198,6 +198,8 @@ export async function checkInner(
           if (r.site !== manifest.site || r.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${r.site} seq ${r.seq}, not to this bundle`);
           return;
         }
+        const change = r.type === 'version-changed' || r.type === 'version-removed' ? objectChangeProblem(r) : undefined;
+        if (change !== undefined) add('malformed', INDEX, `line ${n}: ${change}`);
         const s = slim(r);
         if (s) sources.push(s);
         if (!hasEntry(r)) metadata++;

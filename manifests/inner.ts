@@ -9,7 +9,7 @@
  * names exactly one tar entry. Links, folders and devices exist only as records, never as entries.
  */
 import { LIMITS } from './limits.js';
-import { ENTRY_PATH_RE, type IndexRecord, type SourceFields } from './records.js';
+import { ENTRY_PATH_RE, type IndexRecord, type SourceFields, type VersionChangedRecord, type VersionRemovedRecord } from './records.js';
 import { formatSumLine, parseSumLines, type SumLine } from './sums.js';
 
 export const SALT = 'SALT';
@@ -33,6 +33,25 @@ export type SourceRecord = Extract<IndexRecord, SourceFields>;
 
 export function isSourceRecord(r: { type: string }): r is SourceRecord {
   return r.type === 'file' || r.type === 'dir' || r.type === 'symlink' || r.type === 'hardlink' || r.type === 'special';
+}
+
+/** Record types of the object tier that change versions an earlier bundle of the chain holds (SPEC.md 6.3). */
+export type ObjectChangeRecord = VersionChangedRecord | VersionRemovedRecord;
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
+
+/**
+ * What is wrong with a `version-changed` or `version-removed` record beyond its fields' kinds, or
+ * undefined: a bucket, key and version id that are not empty, the time the export found the change,
+ * and for a change a lock of x-amz-object-lock-* headers only.
+ */
+export function objectChangeProblem(r: ObjectChangeRecord): string | undefined {
+  for (const f of ['bucket', 'key', 'versionId'] as const) if (r[f] === '') return `a ${r.type} record without ${f}`;
+  if (!ISO_TIME.test(r.detected) || Number.isNaN(Date.parse(r.detected))) return `a ${r.type} record without the time it was found (detected)`;
+  if (r.type === 'version-changed' && r.lock !== undefined && !Object.keys(r.lock).every((k) => k.startsWith('x-amz-object-lock-'))) {
+    return 'a version-changed record whose lock is not an object of x-amz-object-lock-* text values';
+  }
+  return undefined;
 }
 
 /**

@@ -88,6 +88,8 @@ export type ObjectRecord = {
   /** values that are not UTF-8, as base64 of their bytes */
   metadataBase64?: Headers;
   tags: Headers;
+  /** for a multipart ETag: the part sizes in order whose upload gives that ETag, when the writer found them */
+  parts?: number[];
 } & EntryFields;
 
 export interface DeleteMarkerRecord {
@@ -99,6 +101,29 @@ export interface DeleteMarkerRecord {
   lastModified: string;
 }
 
+/** a version an earlier bundle of the chain holds whose tags or lock changed (incremental exports only) */
+export interface VersionChangedRecord {
+  type: 'version-changed';
+  bucket: string;
+  key: string;
+  versionId: string;
+  /** the version's tags now */
+  tags: Headers;
+  /** in a bucket with object lock: the x-amz-object-lock-* headers the version has now */
+  lock?: Headers;
+  /** ISO time: when the export found the change */
+  detected: string;
+}
+
+/** a version or delete marker an earlier bundle of the chain holds that the bucket no longer lists */
+export interface VersionRemovedRecord {
+  type: 'version-removed';
+  bucket: string;
+  key: string;
+  versionId: string;
+  detected: string;
+}
+
 export interface BucketSummaryRecord {
   type: 'bucket-summary';
   bucket: string;
@@ -108,6 +133,10 @@ export interface BucketSummaryRecord {
   latestObjects: number;
   bytes: number;
   alreadyExported: number;
+  /** the version-changed records (absent in bundles written before they existed) */
+  changed?: number;
+  /** the version-removed records (likewise) */
+  removed?: number;
 }
 
 export type PgInfoRecord = { type: 'pg-info' } & EntryFields;
@@ -161,6 +190,8 @@ export type IndexRecord =
   | BucketRecord
   | ObjectRecord
   | DeleteMarkerRecord
+  | VersionChangedRecord
+  | VersionRemovedRecord
   | BucketSummaryRecord
   | PgInfoRecord
   | PgConfigRecord
@@ -185,7 +216,7 @@ export type Unplaced<R extends EntryRecord> = Omit<R, keyof EntryFields>;
 /** Any entry's record as a source gives it. */
 export type UnplacedRecord = EntryRecord extends infer R ? (R extends EntryRecord ? Unplaced<R> : never) : never;
 
-type Kind = 'string' | 'int' | 'boolean' | 'text-or-null' | 'strings' | 'strings-or-null' | 'wal-kind';
+type Kind = 'string' | 'int' | 'ints' | 'boolean' | 'text-or-null' | 'strings' | 'strings-or-null' | 'wal-kind';
 
 interface Schema {
   entry: boolean;
@@ -208,10 +239,16 @@ const SCHEMAS: Readonly<Record<RecordType, Schema>> = {
   object: {
     entry: true,
     fields: { bucket: 'string', key: 'string', versionId: 'string', isLatest: 'boolean', lastModified: 'string', etag: 'string', contentType: 'string', headers: 'strings', metadata: 'strings', tags: 'strings' },
-    optional: { storageClass: 'string', metadataBase64: 'strings' },
+    optional: { storageClass: 'string', metadataBase64: 'strings', parts: 'ints' },
   },
   'delete-marker': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', isLatest: 'boolean', lastModified: 'string' } },
-  'bucket-summary': { entry: false, fields: { bucket: 'string', prefix: 'string', versions: 'int', deleteMarkers: 'int', latestObjects: 'int', bytes: 'int', alreadyExported: 'int' } },
+  'version-changed': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', tags: 'strings', detected: 'string' }, optional: { lock: 'strings' } },
+  'version-removed': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', detected: 'string' } },
+  'bucket-summary': {
+    entry: false,
+    fields: { bucket: 'string', prefix: 'string', versions: 'int', deleteMarkers: 'int', latestObjects: 'int', bytes: 'int', alreadyExported: 'int' },
+    optional: { changed: 'int', removed: 'int' },
+  },
   'pg-info': { entry: true, fields: {} },
   'pg-config': { entry: true, fields: { file: 'string' } },
   'pg-tables': { entry: true, fields: { database: 'string' } },
@@ -241,6 +278,8 @@ function hasKind(v: unknown, kind: Kind): boolean {
       return typeof v === 'string';
     case 'int':
       return Number.isSafeInteger(v) && (v as number) >= 0;
+    case 'ints':
+      return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && (x as number) >= 0);
     case 'boolean':
       return typeof v === 'boolean';
     case 'text-or-null':
@@ -257,6 +296,7 @@ function hasKind(v: unknown, kind: Kind): boolean {
 const KIND_TEXT: Readonly<Record<Kind, string>> = {
   string: 'a string',
   int: 'a whole number',
+  ints: 'a list of whole numbers',
   boolean: 'true or false',
   'text-or-null': 'a string or null',
   strings: 'an object of strings',

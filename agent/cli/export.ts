@@ -8,12 +8,12 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { FAT32_MAX_FILE, type Compression } from '../../manifests/manifest.js';
-import { Catalog, resolveStateDir } from '../catalog.js';
+import { Catalog, resolveStateDir, type ExportedVersion } from '../catalog.js';
 import { parseSize } from '../config.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
 import { S3Client } from '../s3/client.js';
-import { loadCredentials } from '../s3/credentials.js';
+import { connectS3 } from '../s3/credentials.js';
 import { fileItems } from '../sources/files.js';
 import { checkTargets, objectItems, parseBucketSpec, preflight, type BucketTarget, type ObjectStats } from '../sources/objects.js';
 import type { SourceItem } from '../bundle/writer.js';
@@ -21,7 +21,7 @@ import { recordRun } from '../jobs.js';
 import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
-import { versionBin, type Connection } from '../sources/postgres/server.js';
+import { clientBin, type Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { Settings, human, interruptible, progressReporter } from './common.js';
 
@@ -35,6 +35,9 @@ interface ExportFlags {
   s3Endpoint?: string;
   bucket?: string[];
   s3Credentials?: string;
+  s3Region?: string;
+  s3CaFile?: string;
+  s3Addressing?: string;
   incremental?: boolean;
   pg?: string;
   pgBin?: string;
@@ -119,7 +122,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const signingKey = await loadSigningKey(keyFile);
   let client: S3Client | undefined;
   if (endpoint !== undefined) {
-    client = new S3Client({ endpoint, credentials: await loadCredentials(s.one(flags.s3Credentials, 's3-credentials')) });
+    client = await connectS3({ endpoint, credentials: s.one(flags.s3Credentials, 's3-credentials'), region: s.one(flags.s3Region, 's3-region'), caFile: s.one(flags.s3CaFile, 's3-ca-file'), addressing: s.one(flags.s3Addressing, 's3-addressing') });
     // a missing bucket, bad credentials or a dead endpoint end the export before a bundle is begun
     try {
       await preflight(client, buckets);
@@ -150,7 +153,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       const conn: Connection = { conninfo: pgConn, ...(bin !== undefined ? { bin } : {}) };
       snapshot = new PostgresSnapshot({ conn, spool: walSpool, catalog: pgCatalog, site, seq, base: pgBase, dumps: pgDump, tableChecks: flags.pgTableChecks === true || s.one(undefined, 'pg-table-checks') === 'true', walTimeoutMs: walTimeout * 1000, now: () => new Date(), say, scratch: stateDir, ...(abortSignal ? { signal: abortSignal } : {}) });
       const info = await snapshot.prepare();
-      const own = bin === undefined ? versionBin(info.major) : undefined;
+      const own = bin === undefined ? clientBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
       yield* snapshot.items();
     }
@@ -167,10 +170,11 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         incremental: (t: BucketTarget) => {
           const key = { endpoint: origin, ...t };
           const since = catalog?.lastObjectExport(site, key);
-          return since === undefined || !catalog ? undefined : { since, has: catalog.objectVersionChecker(site, key) };
+          const c = catalog;
+          return since === undefined || !c ? undefined : { since, has: c.objectVersionChecker(site, key), page: (after, limit) => c.exportedVersions(site, key, after, limit) };
         },
       } : {}),
-      onExported: (t, key, version) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
+      onExported: (t, key, version, tags, removed) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version, tags, ...(removed ? [true] : [])])}\n`),
     });
   }
 
@@ -238,7 +242,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
 async function rememberExported(stateDir: string, site: string, seq: number, endpoint: string, targets: readonly BucketTarget[], file: string): Promise<void> {
   const catalog = Catalog.open(stateDir);
   try {
-    const batches = new Map<string, [string, string][]>();
+    const batches = new Map<string, ExportedVersion[]>();
     const flush = (id: string) => {
       const [bucket, prefix] = JSON.parse(id) as [string, string];
       catalog.recordObjectExport(site, seq, { endpoint, bucket, prefix }, batches.get(id) ?? []);
@@ -249,10 +253,10 @@ async function rememberExported(stateDir: string, site: string, seq: number, end
     const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
     for await (const line of rl) {
       if (line === '') continue;
-      const [bucket, prefix, key, version] = JSON.parse(line) as [string, string, string, string];
+      const [bucket, prefix, key, version, tags, removed] = JSON.parse(line) as [string, string, string, string, string, boolean | undefined];
       const id = JSON.stringify([bucket, prefix]);
       const batch = batches.get(id) ?? [];
-      batch.push([key, version]);
+      batch.push({ key, version, tags, ...(removed ? { removed } : {}) });
       batches.set(id, batch);
       if (batch.length >= 10_000) flush(id);
     }
@@ -275,7 +279,10 @@ export function register(program: Command): void {
     .option('--files <path...>', 'config and secret files or folders to carry')
     .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
     .option('--bucket <bucket...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
-    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN)')
+    .option('--s3-region <region>', 'the region the S3 server expects in signatures (default us-east-1)')
+    .option('--s3-ca-file <file>', 'trust the CA certificates in this PEM file for an https endpoint (a private CA)')
+    .option('--s3-addressing <path|virtual>', 'path: http://host/bucket/key (default); virtual: http://bucket.host/key')
     .option('--pg <conninfo>', 'PostgreSQL: the connection (libpq string or URL; the password from PGPASSFILE or PGPASSWORD, never here)')
     .option('--wal-spool <dir>', 'PostgreSQL: the folder archive_command (airlock wal-push) writes into')
     .option('--pg-base', 'PostgreSQL: take a physical base backup (pg_basebackup) into the bundle')

@@ -9,6 +9,8 @@
  *           its content type, standard headers, user metadata and tags; a delete marker is a DELETE
  *           without version id, which makes a new marker. The server gives every write a new version
  *           id; the id map (JSON lines: source id -> new id) is how a caller finds its versions again.
+ *           Each upload carries its Content-MD5 and its returned ETag is checked (s3/objects.ts), and a
+ *           multipart version goes up in the part sizes the bundle recorded, so its ETag comes back.
  *           Versioning is switched on before the first write and back to Suspended after the last
  *           when the source was suspended; lifecycle, object lock rules and bucket tags are put last,
  *           so no lifecycle rule acts on a half-restored bucket. Large objects go up in parts.
@@ -24,7 +26,9 @@
  * Records of one key are contiguous in the index (the source writes them in listing order), so
  * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
  * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
- * export: each is staged, and their key histories are merged (newer bundle, newer versions).
+ * export: each is staged, and their key histories are merged (newer bundle, newer versions); the
+ * `version-changed` and `version-removed` records of the newer bundles apply to the versions of older
+ * ones (see historyAt).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
@@ -32,16 +36,15 @@ import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { assertIndexRecord, type BucketRecord, type DeleteMarkerRecord, type ObjectRecord } from '../../manifests/records.js';
+import { assertIndexRecord, type BucketRecord, type IndexRecord, type DeleteMarkerRecord, type ObjectRecord, type VersionChangedRecord, type VersionRemovedRecord } from '../../manifests/records.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, promoteTree, removeTree, writeFileDurable } from '../fsutil.js';
-import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
-import { escapeXml, textOf } from '../s3/xml.js';
-import { listVersions, type ListedVersion } from '../sources/objects.js';
+import { S3Client, utf8Header } from '../s3/client.js';
+import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -68,6 +71,8 @@ export interface ObjectRestoreSummary {
   map: string;
   /** what was not restored and why, one line each; keys deleted at the chosen time up to DELETED_LISTED, then counted */
   skipped: string[];
+  /** bucket: versions that came back with another ETag than the source's (multipart, part layout unknown); the id map gives both */
+  etagsChanged: number;
 }
 
 /** Keys deleted at the chosen time that a folder restore names one by one; the rest are counted. */
@@ -86,6 +91,9 @@ interface Staged {
 /** Told the bytes of each step as they pass: bundles decrypted into staging, object versions written to S3. */
 export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
 
+/** The records a restore reads: buckets, the versions and markers of each key, and later changes to them. */
+const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'version-changed', 'version-removed']);
+
 /** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
 async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
   const manifest = bundle.manifest;
@@ -100,7 +108,7 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
     const problems = await checkInner(readTar(plain), manifest, {
       onEntry: (entry, body) => stageEntry(entries, entry, body),
       onRecord: (r) => {
-        if (r.type !== 'bucket' && r.type !== 'object' && r.type !== 'delete-marker') return;
+        if (!STAGED_TYPES.has(r.type)) return;
         pending += `${JSON.stringify(r)}\n`;
         if (pending.length > 1024 * 1024) {
           writeSync(fd, pending);
@@ -120,10 +128,16 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
   return { dir, entries, records };
 }
 
-/** What staging keeps of the index: the bucket records and every version and delete marker. */
-type KeptRecord = BucketRecord | ObjectRecord | DeleteMarkerRecord;
+/** What staging keeps of the index (STAGED_TYPES): the bucket records, every version and delete marker, and later changes to them. */
+type KeptRecord = BucketRecord | ObjectRecord | DeleteMarkerRecord | VersionChangedRecord | VersionRemovedRecord;
 /** A version or delete marker as a restore reads it; an object's staged body is `file`. */
 type StagedVersion = (ObjectRecord & { file: string }) | DeleteMarkerRecord;
+/** What a key's group holds: its versions and delete markers, and the changes to them. */
+type KeyRecord = StagedVersion | VersionChangedRecord | VersionRemovedRecord;
+
+function isKept(r: IndexRecord): r is KeptRecord {
+  return STAGED_TYPES.has(r.type);
+}
 
 async function* readRecords(file: string): AsyncGenerator<KeptRecord> {
   const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
@@ -133,14 +147,14 @@ async function* readRecords(file: string): AsyncGenerator<KeptRecord> {
     if (line === '') continue;
     const r: unknown = JSON.parse(line);
     assertIndexRecord(r, `${file} line ${n}`);
-    if (r.type !== 'bucket' && r.type !== 'object' && r.type !== 'delete-marker') throw new AirlockError('internal', `${file} line ${n}: a ${r.type} record was spooled`);
+    if (!isKept(r)) throw new AirlockError('internal', `${file} line ${n}: a ${r.type} record was spooled`);
     yield r;
   }
 }
 
 /** Runs of records with the same bucket and key, in index order (newest first within a run). */
-async function* keyGroups(records: AsyncIterable<StagedVersion>): AsyncGenerator<StagedVersion[]> {
-  let group: StagedVersion[] = [];
+async function* keyGroups(records: AsyncIterable<KeyRecord>): AsyncGenerator<KeyRecord[]> {
+  let group: KeyRecord[] = [];
   for await (const r of records) {
     const head = group[0];
     if (head && (head.bucket !== r.bucket || head.key !== r.key)) {
@@ -157,7 +171,7 @@ interface Chain {
   /** the `bucket` records of the chosen (newest) bundle: what is restored, with which settings */
   buckets: BucketRecord[];
   /** one group per key, newest first, in S3 key order per bucket */
-  groups: () => AsyncIterable<StagedVersion[]>;
+  groups: () => AsyncIterable<KeyRecord[]>;
 }
 
 const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
@@ -213,7 +227,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   const wanted = (r: StagedVersion | KeptRecord) => targets.some((t) => t.bucket === r.bucket && 'key' in r && r.key.startsWith(t.prefix));
   const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
 
-  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<StagedVersion> {
+  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<KeyRecord> {
     for await (const r of readRecords(st.records)) {
       if (r.type === 'bucket' || r.bucket !== bucket || !wanted(r)) continue;
       yield r.type === 'object' ? { ...r, file: path.join(st.entries, r.path) } : r;
@@ -221,7 +235,7 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   }
   // a k-way merge of the bundles' key groups: every bundle lists keys in S3 order; for one key the
   // newer bundle's versions are newer (they did not exist when the older bundle listed that key)
-  async function* groups(): AsyncGenerator<StagedVersion[]> {
+  async function* groups(): AsyncGenerator<KeyRecord[]> {
     for (const bucket of [...new Set(targets.map((t) => t.bucket))]) {
       const iters = newestFirst.filter(([seq]) => chainOf.get(bucket)?.has(seq)).map(([, st]) => keyGroups(ofBucket(st, bucket)));
       const heads = await Promise.all(iters.map((it) => it.next()));
@@ -232,17 +246,21 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
           if (key !== undefined && (min === undefined || keyOrder(key, min) < 0)) min = key;
         }
         if (min === undefined) break;
-        const group: StagedVersion[] = [];
+        const group: KeyRecord[] = [];
         const seen = new Set<string>();
         for (const [i, h] of heads.entries()) {
           if (h.done || h.value[0]?.key !== min) continue;
           for (const r of h.value) {
+            if (r.type !== 'object' && r.type !== 'delete-marker') {
+              group.push(r);
+              continue;
+            }
             // an unversioned bucket's versions are all "null": told apart by time and ETag (none for a delete marker)
             const id = r.versionId === 'null' ? `null@${r.lastModified}@${r.type === 'object' ? r.etag : 'delete-marker'}` : r.versionId;
             if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
             seen.add(id);
           }
-          heads[i] = await (iters[i] as AsyncGenerator<StagedVersion[]>).next();
+          heads[i] = await (iters[i] as AsyncGenerator<KeyRecord[]>).next();
         }
         yield group;
       }
@@ -253,6 +271,39 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
 
 function at(r: StagedVersion): number {
   return Date.parse(r.lastModified);
+}
+
+/**
+ * A key's history as it stood at `until`, oldest first: its versions and delete markers written by
+ * then, without those found deleted for good by then (`version-removed`), each version with the tags
+ * and object lock it had then (the newest `version-changed` record found by then, else its own).
+ * `group` is the key's records newest first, newer bundles before older ones. A change is dated when
+ * an export found it, so `until` between two exports sees the state of the earlier one.
+ */
+function historyAt(group: readonly KeyRecord[], until: number): StagedVersion[] {
+  const removed = new Set<string>();
+  const changes = new Map<string, VersionChangedRecord>();
+  for (const r of group) {
+    if (r.type !== 'version-removed' && r.type !== 'version-changed') continue;
+    if (Date.parse(r.detected) > until) continue;
+    if (r.type === 'version-removed') removed.add(r.versionId);
+    else if (!changes.has(r.versionId)) changes.set(r.versionId, r);
+  }
+  const history: StagedVersion[] = [];
+  for (const r of group) {
+    if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(r.versionId)) continue;
+    const later = changes.get(r.versionId);
+    history.push(r.type === 'object' && later !== undefined ? changed(r, later) : r);
+  }
+  return history.reverse();
+}
+
+/** Version `r` with the tags and object lock of `change` (a `version-changed` record). */
+function changed<R extends ObjectRecord>(r: R, change: VersionChangedRecord): R {
+  if (change.lock === undefined) return { ...r, tags: change.tags };
+  // the lock headers now present replace all the version had: a legal hold lifted is absent
+  const headers = Object.fromEntries(Object.entries(r.headers).filter(([k]) => !k.startsWith('x-amz-object-lock-')));
+  return { ...r, tags: change.tags, headers: { ...headers, ...change.lock } };
 }
 
 /** Whether a version's object-lock retention date lies in the past. */
@@ -318,7 +369,7 @@ function putHeaders(r: ObjectRecord, lock: boolean): Record<string, string> {
   for (const [k, v] of Object.entries(r.metadataBase64 ?? {})) meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries(r.tags);
   for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
-  if (tags.length > 0) h['x-amz-tagging'] = tags.map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
+  if (tags.length > 0) h['x-amz-tagging'] = taggingHeader(Object.fromEntries(tags));
   if (r.storageClass !== undefined && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
     if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
     h['x-amz-storage-class'] = r.storageClass;
@@ -330,12 +381,12 @@ function putHeaders(r: ObjectRecord, lock: boolean): Record<string, string> {
  * Before anything is written: every version the restore would send must be sendable as recorded
  * (putHeaders), and every key valid text. Throws `unsafe-entry` naming up to three and counting the rest.
  */
-async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>): Promise<void> {
+async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>, until: number): Promise<void> {
   const problems: string[] = [];
   for await (const group of chain.groups()) {
     const plan = plans.get(String(group[0]?.bucket));
     if (!plan) continue;
-    for (const r of group) {
+    for (const r of historyAt(group, until)) {
       try {
         if (r.type === 'object') putHeaders(r, plan.lock);
         else if (LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
@@ -352,44 +403,20 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
   }
 }
 
-const versioningXml = (status: 'Enabled' | 'Suspended') => Buffer.from(`<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>${status}</Status></VersioningConfiguration>`);
-const md5b64 = (b: Buffer) => createHash('md5').update(b).digest('base64');
-
 interface BucketPlan {
   source: BucketRecord;
   dest: string;
   lock: boolean;
 }
 
-/** Uploads one staged object; returns the new version id ('' when the bucket is unversioned). */
-async function putObject(client: S3Client, bucket: string, key: string, file: string, size: number, headers: Record<string, string>, threshold: number, partSize: number, signal?: AbortSignal): Promise<string> {
-  const sig = signal ? { signal } : {};
-  if (size <= threshold) {
-    const res = await client.call({ method: 'PUT', bucket, key, headers, body: createReadStream(file), contentLength: size, ...sig });
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  }
-  // writes are sent once: a retry after a lost answer would write twice (see S3Request.retry); a
-  // failed run is resumed by running it again, which finds what landed
-  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, retry: false, ...sig });
-  const uploadId = textOf(init, 'UploadId');
-  if (!uploadId) throw new AirlockError('s3-failed', `the server started no multipart upload for ${bucket}/${key}`);
-  try {
-    const parts: string[] = [];
-    for (let off = 0, n = 1; off < size; off += partSize, n++) {
-      const len = Math.min(partSize, size - off);
-      const res = await client.call({ method: 'PUT', bucket, key, query: [['partNumber', String(n)], ['uploadId', uploadId]], body: createReadStream(file, { start: off, end: off + len - 1 }), contentLength: len, ...sig });
-      parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
-    }
-    const body = Buffer.from(`<CompleteMultipartUpload>${parts.join('')}</CompleteMultipartUpload>`);
-    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, retry: false, ...sig });
-    const text = (await readBody(res.body)).toString('utf8');
-    // S3 may answer 200 and still report an error in the body
-    if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  } catch (e) {
-    await client.call({ method: 'DELETE', bucket, key, query: [['uploadId', uploadId]] }).catch(() => {});
-    throw e;
-  }
+/**
+ * How a version goes up: in the parts the bundle recorded (so a multipart version gets its ETag
+ * back), else in parts of `partSize` above the threshold, else in one PUT.
+ */
+function putPlan(r: ObjectRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
+  const parts = r.parts;
+  if (parts !== undefined && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => p > 0) && parts.reduce((a, p) => a + p, 0) === size) return { parts };
+  return size > (target.multipartThreshold ?? MULTIPART_THRESHOLD) ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {};
 }
 
 /**
@@ -397,38 +424,22 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
  * unless `resuming` (an interrupted restore's journal says what it already wrote there).
  */
 async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], resuming: boolean, signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const head = await client.request({ method: 'HEAD', bucket: p.dest, accept: [404], ...sig });
-    await readBody(head.body);
-    if (head.status === 404) {
-      await client.call({ method: 'PUT', bucket: p.dest, headers: p.lock ? { 'x-amz-bucket-object-lock-enabled': 'true' } : {}, ...sig });
-    } else {
-      const list = await client.xml({ method: 'GET', bucket: p.dest, query: [['versions', ''], ['max-keys', '1']], ...sig });
-      if (!resuming && list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
-        throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
-      }
-    }
+    const state = await bucketState(client, p.dest, signal);
+    if (state === 'absent') await createBucket(client, p.dest, p.lock, signal);
+    if (state === 'used' && !resuming) throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
     const v = p.source.versioning;
-    if (v === 'Enabled' || v === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Enabled'), ...sig });
+    if (v === 'Enabled' || v === 'Suspended') await setVersioning(client, p.dest, 'Enabled', signal);
   }
 }
 
 async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const put = async (what: string, doc: string) => {
-      const body = Buffer.from(doc);
-      await client.call({ method: 'PUT', bucket: p.dest, query: [[what, '']], body, headers: { 'content-md5': md5b64(body) }, ...sig });
-    };
-    if (p.source.versioning === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Suspended'), ...sig });
+    if (p.source.versioning === 'Suspended') await setVersioning(client, p.dest, 'Suspended', signal);
     const tags = p.source.tags;
-    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) {
-      const set = Object.entries(tags as Record<string, string>).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('');
-      await put('tagging', `<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><TagSet>${set}</TagSet></Tagging>`);
-    }
-    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await put('object-lock', p.source.objectLock);
-    if (typeof p.source.lifecycle === 'string') await put('lifecycle', p.source.lifecycle);
+    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags as Record<string, string>, signal);
+    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
+    if (typeof p.source.lifecycle === 'string') await putBucketDocument(client, p.dest, 'lifecycle', p.source.lifecycle, signal);
   }
 }
 
@@ -470,22 +481,6 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     await fsyncDir(path.dirname(file));
   }
   return done;
-}
-
-/** Every version and delete marker of exactly `key` in `bucket`, oldest first. */
-async function versionsOf(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<ListedVersion[]> {
-  const found: ListedVersion[] = [];
-  // `key` lists before the keys it is a prefix of; a key rarely has more than a page of versions
-  const listing = listVersions(client, bucket, key, signal, 100);
-  try {
-    for await (const v of listing) {
-      if (v.key !== key) break;
-      found.push(v);
-    }
-  } finally {
-    await listing.return(undefined);
-  }
-  return found.reverse();
 }
 
 /** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
@@ -534,7 +529,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
   const journal = await readJournal(partial);
-  await checkSendable(chain, plans);
+  await checkSendable(chain, plans, until);
   if (journal) process.stderr.write(`airlock: resuming an interrupted restore: ${journal.size} version(s) already written\n`);
   await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
 
@@ -550,8 +545,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
     await forEachLimited(chain.groups(), CONCURRENT_KEYS, async (group) => {
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
-      // oldest first; the index lists a key's history newest first
-      const history = [...group].reverse().filter((r) => at(r) <= until);
+      const history = historyAt(group, until);
       const journaled = (r: StagedVersion) => journal?.has(journalKey(plan.source.bucket, r.key, r.versionId)) ?? false;
       // Resuming: the destination was empty and each key's versions are written one after another,
       // oldest first, so the key's versions there are the first records of its history, in order.
@@ -578,18 +572,21 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           continue;
         }
         if (r.type === 'delete-marker') {
-          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, retry: false, ...(signal ? { signal } : {}) });
+          const versionId = await putDeleteMarker(client, plan.dest, key, signal);
           summary.deleteMarkers++;
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: true, lastModified: r.lastModified });
         } else {
           const size = r.size;
-          const versionId = await putObject(client, plan.dest, key, r.file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
+          const { versionId, etag } = await putVersion(client, plan.dest, key, r.file, size, putHeaders(r, plan.lock), putPlan(r, size, target), signal);
           summary.versions++;
           summary.bytes += size;
           progress?.('write', size);
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
+          // a multipart version whose part layout the bundle does not know comes back with another ETag: the map says which
+          const changed = etag !== '' && etag !== r.etag;
+          if (changed) summary.etagsChanged++;
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag, ...(changed ? { newEtag: etag } : {}) });
         }
         summary.written++;
       }
@@ -641,7 +638,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   const buckets = new Set(chain.buckets.map((r) => r.bucket));
   if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
-  const choose = (group: StagedVersion[]) => group.find((r) => at(r) <= until);
+  const choose = (group: KeyRecord[]) => historyAt(group, until).at(-1);
   const bucketDir = (b: string) => {
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
     return b;
@@ -676,7 +673,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   try {
     for await (const group of chain.groups()) {
       const r = choose(group);
-      for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
+      for (const x of group) if (x.type === 'object' || x.type === 'delete-marker') summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
       if (r.type !== 'object') {
         if (++deleted <= DELETED_LISTED) summary.skipped.push(`${r.bucket}/${r.key}: deleted at that time`);
@@ -716,7 +713,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
 export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = [], progress?: Progress): Promise<ObjectRestoreSummary> {
   const manifest = bundle.manifest;
   if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
-  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
+  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [], etagsChanged: 0 };
   const exists = (p: string) => stat(p).then(() => true, () => false);
 
   if (target.kind === 'bucket') {

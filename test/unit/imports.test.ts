@@ -1,6 +1,7 @@
 /*
  * The architecture's import rules, enforced: the verifier stands alone (manifests/ and Node built-ins
- * only, never agent/ or a database or S3 client), and the format library knows nothing of the agent.
+ * only, never agent/ or a database or S3 client), the format library knows nothing of the agent, and
+ * the object restore imports no source (what both sides share of S3 lives in agent/s3/).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -42,6 +43,17 @@ test('verifier/ imports only manifests/ and Node built-ins', () => {
 
 test('manifests/ imports only itself and Node built-ins', () => {
   assert.equal(check('manifests', ['manifests']), []);
+});
+
+test('the object restore imports no source; agent/s3/ (the S3 protocol) imports neither sources nor restores', () => {
+  const into = (dir: string, forbidden: string) =>
+    (dir.endsWith('.ts') ? [path.join(ROOT, dir)] : files(path.join(ROOT, dir))).flatMap((f) =>
+      importsOf(readFileSync(f, 'utf8'))
+        .filter((spec) => spec.startsWith('.') && path.relative(ROOT, path.resolve(path.dirname(f), spec)).startsWith(`${forbidden}/`))
+        .map((spec) => `${path.relative(ROOT, f)} imports ${spec}`),
+    );
+  assert.equal(into('agent/restore/objects.ts', 'agent/sources'), []);
+  assert.equal([...into('agent/s3', 'agent/sources'), ...into('agent/s3', 'agent/restore')], []);
 });
 
 test('the rule catches a bad import', () => {

@@ -26,6 +26,8 @@ const EXAMPLES: IndexRecord[] = [
   { type: 'bucket', bucket: 'b', prefix: '', endpoint: 'http://127.0.0.1:1', versioning: 'Enabled', lifecycle: null, objectLock: '<x/>', tags: null, since: 3 },
   { type: 'object', bucket: 'b', key: 'k', versionId: 'null', isLatest: true, lastModified: '2026-01-01T00:00:00.000Z', etag: '"0"', contentType: '', headers: {}, metadata: { a: 'b' }, tags: {}, ...entry },
   { type: 'delete-marker', bucket: 'b', key: 'k', versionId: 'v', isLatest: false, lastModified: '2026-01-01T00:00:00.000Z' },
+  { type: 'version-changed', bucket: 'b', key: 'k', versionId: 'v', tags: { a: 'b' }, lock: { 'x-amz-object-lock-mode': 'GOVERNANCE' }, detected: '2026-01-02T00:00:00.000Z' },
+  { type: 'version-removed', bucket: 'b', key: 'k', versionId: 'v', detected: '2026-01-02T00:00:00.000Z' },
   { type: 'bucket-summary', bucket: 'b', prefix: '', versions: 1, deleteMarkers: 1, latestObjects: 1, bytes: 3, alreadyExported: 0 },
   { type: 'pg-info', ...entry },
   { type: 'pg-config', file: '/etc/postgresql/15/main/postgresql.conf', ...entry },
@@ -70,7 +72,7 @@ test('an unknown type, a missing or mistyped field, entry fields where there is 
   refused('{"kind":"file"}', 2, /no record type/);
   refused('[1]', 2, /not an object/);
   for (const r of EXAMPLES) {
-    const missing = Object.keys(r).find((k) => k !== 'type' && k !== 'user' && k !== 'since' && !(k in entry));
+    const missing = Object.keys(r).find((k) => k !== 'type' && k !== 'user' && k !== 'since' && k !== 'lock' && !(k in entry));
     if (missing === undefined) continue;
     const { [missing]: _, ...rest } = r as unknown as Record<string, unknown>;
     refused(canonicalLine(rest), 2, new RegExp(`${r.type} record: ${missing} must be`));

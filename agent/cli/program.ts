@@ -42,10 +42,10 @@ export function buildProgram(usageError: (e: AirlockError) => void = (e) => prin
   registerKeygen(program);
   registerExport(program);
   registerCheck(program);
-  registerRestore(program);
-  registerRestoreObjects(program);
+  const restore = registerRestore(program);
+  registerRestoreObjects(restore);
   registerMedia(program);
-  registerRestorePg(program);
+  registerRestorePg(restore);
   registerDrill(program);
   registerStatus(program);
   registerPrune(program);

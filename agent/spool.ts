@@ -26,6 +26,7 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readd
 import path from 'node:path';
 import { fsyncDirSync, writeFileAtomicSync } from '../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { formatSumLine, parseSumLine } from '../manifests/sums.js';
 import type { Catalog, WalRow } from './catalog.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
 
@@ -36,14 +37,20 @@ const MAX_TEXT_FILE = 1024 * 1024;
 
 /** The sidecar text for a file: one sha256sum line. */
 export function sidecarText(name: string, sha256: string): string {
-  return `${sha256}  ${name}\n`;
+  return formatSumLine({ name, sha256 });
+}
+
+/** The sha256 a sidecar gives for `name`, or undefined when it is not exactly one sha256sum line for that name. */
+export function sidecarSha256(name: string, text: string): string | undefined {
+  const line = text.endsWith('\n') ? parseSumLine(text.slice(0, -1)) : undefined;
+  return line?.name === name ? line.sha256 : undefined;
 }
 
 /** Parses a sidecar for `name`; throws `malformed` naming the sidecar when it is not one line for that name. */
 export function parseSidecar(name: string, text: string): string {
-  const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
-  if (!m || m[2] !== name) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
-  return m[1] as string;
+  const sha256 = sidecarSha256(name, text);
+  if (sha256 === undefined) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
+  return sha256;
 }
 
 function unlinkQuietly(file: string): void {

@@ -22,7 +22,7 @@ import { digestFile, readChunks, type SizeBound } from '../../manifests/hash.js'
 import { LIMITS } from '../../manifests/limits.js';
 import type { Volume } from '../../manifests/manifest.js';
 import { RECOVERY_INDEX, isRecoveryFile } from '../../manifests/recovery.js';
-import type { SumLine } from '../../manifests/sums.js';
+import { SUMS, type SumLine } from '../../manifests/sums.js';
 
 /**
  * Writes recovery data for `volumes` (names in `dir`) able to rebuild about `percent` percent of
@@ -112,7 +112,7 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || childFailed('par2 repair', r).message);
   for (const v of volumes) {
     const d = await digestFile(path.join(scratch, v.name), [], { size: v.size }).catch(() => undefined);
-    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from SHA256SUMS after the repair`);
+    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from ${SUMS} after the repair`);
   }
   return { dir: scratch, repaired: damaged };
 }

@@ -6,9 +6,10 @@
  * pasted as they are into one bash session, in order (a test runs them so); no here-document, whose
  * end marker would be indented too.
  */
-import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
+import { INNER_MANIFEST } from '../../manifests/inner.js';
+import { INDEX } from '../../manifests/records.js';
 import type { Tablespace } from '../../manifests/coverage.js';
-import { bundleName, type Manifest } from '../../manifests/manifest.js';
+import { RESTORE_FILE, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { shellQuote } from '../../manifests/shell.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
@@ -23,7 +24,7 @@ export function restoreText(m: Manifest, recovery = false): string {
   const qOut = shellQuote(out);
   const qSite = shellQuote(m.site);
   const volumes = m.payload.volumes;
-  const first = volumes[0]?.name ?? 'payload.000';
+  const first = volumes[0]?.name ?? volumeName(0, 1);
   const last = volumes.at(-1)?.name ?? first;
   const decrypt =
     m.payload.compression === 'zstd'
@@ -208,7 +209,7 @@ ${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
    numeric offset: PostgreSQL does not read Z here).
 
    6b. For every later bundle of this site, in order of its number: steps 1 to
-   4 and 6 of its own RESTORE.txt, in this same shell (they add its WAL and move
+   4 and 6 of its own ${RESTORE_FILE}, in this same shell (they add its WAL and move
    the target to its restore point).
 
    6c. Hand the folders to the server's user, start the server and wait until
@@ -231,14 +232,14 @@ ${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
 `
     : `
    This bundle holds WAL only. It continues a restore begun from an earlier
-   bundle's base backup (that bundle's RESTORE.txt, step 6a), in the same
+   bundle's base backup (that bundle's ${RESTORE_FILE}, step 6a), in the same
    shell, with PGDATA and WALDIR set as there. After steps 1 to 4 of this file:
 
       cp ${qOut}/pg/wal/* "$WALDIR"/
 ${target}
 
    The last recovery_target_name in postgresql.conf wins. Then the next bundle,
-   or, after the newest, step 6c of the base bundle's RESTORE.txt.
+   or, after the newest, step 6c of the base bundle's ${RESTORE_FILE}.
 `;
   const dumps =
     pg.dumps > 0

@@ -58,7 +58,7 @@ interface ExportFlags {
 }
 
 /** Lines appended to a file in batches of 64 KiB (one write per object would cost a system call each). */
-class LineSpool {
+class LineBatches {
   private lines: string[] = [];
   private bytes = 0;
 
@@ -116,11 +116,11 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const stateDir = resolveStateDir(flags.stateDir);
   const objectStats: ObjectStats = { versions: 0, deleteMarkers: 0, bytes: 0 };
   // every version written is remembered (after the bundle is committed), so a later --incremental
-  // export can leave it out; the list is spooled to a file because a bucket may hold millions
+  // export can leave it out; the list is written to a file because a bucket may hold millions
   // in the state folder (the agent's own, 0700): the list names keys, which may be confidential
-  const spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
-  let spoolFd: number | undefined;
-  let exported = new LineSpool(undefined);
+  const exportedFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
+  let exportedFd: number | undefined;
+  let exported = new LineBatches(undefined);
   let catalog: Catalog | undefined;
   let pgCatalog: Catalog | undefined;
   let snapshot: PostgresSnapshot | undefined;
@@ -140,8 +140,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     }
     if (!client) return;
     if (flags.incremental) catalog = Catalog.open(stateDir);
-    spoolFd = openSync(spoolFile, 'wx', 0o600);
-    exported = new LineSpool(spoolFd);
+    exportedFd = openSync(exportedFile, 'wx', 0o600);
+    exported = new LineBatches(exportedFd);
     yield* objectItems({
       client,
       targets: buckets,
@@ -190,10 +190,10 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     const m = written.manifest;
     if (!flags.readBack) process.stderr.write(`airlock: note: not read back from the medium (--no-read-back), so this copy does not count for retention\n`);
     else await confirmExport({ path: written.path, sumsSha256: written.sumsSha256, site, seq: m.seq }, label, signingKey, stateDir);
-    if (client && spoolFd !== undefined) {
+    if (client && exportedFd !== undefined) {
       try {
         exported.flush();
-        await rememberExported(stateDir, site, m.seq, origin, buckets, spoolFile);
+        await rememberExported(stateDir, site, m.seq, origin, buckets, exportedFile);
       } catch (e) {
         // the bundle is written and committed; only the next --incremental export grows
         process.stderr.write(`airlock: warning: could not record the exported versions in the catalog (${(e as Error).message}); the next --incremental export will carry them again\n`);
@@ -213,14 +213,14 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   } finally {
     catalog?.close();
     pgCatalog?.close();
-    if (spoolFd !== undefined) closeSync(spoolFd);
-    rmSync(spoolFile, { force: true });
+    if (exportedFd !== undefined) closeSync(exportedFd);
+    rmSync(exportedFile, { force: true });
     client?.close();
   }
 }
 
-/** Records the spooled versions of bundle `seq` in the catalog, in batches. */
-async function rememberExported(stateDir: string, site: string, seq: number, endpoint: string, targets: readonly BucketTarget[], spool: string): Promise<void> {
+/** Records the versions of bundle `seq` listed in `file` in the catalog, in batches. */
+async function rememberExported(stateDir: string, site: string, seq: number, endpoint: string, targets: readonly BucketTarget[], file: string): Promise<void> {
   const catalog = Catalog.open(stateDir);
   try {
     const batches = new Map<string, ExportedVersion[]>();
@@ -231,7 +231,7 @@ async function rememberExported(stateDir: string, site: string, seq: number, end
     };
     for (const t of targets) batches.set(JSON.stringify([t.bucket, t.prefix]), []);
     for (const id of batches.keys()) flush(id); // a target with nothing in it was exported too
-    const rl = createInterface({ input: createReadStream(spool, 'utf8'), crlfDelay: Infinity });
+    const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
     for await (const line of rl) {
       if (line === '') continue;
       const [bucket, prefix, key, version, tags, removed] = JSON.parse(line) as [string, string, string, string, string, boolean | undefined];

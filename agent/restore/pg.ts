@@ -26,7 +26,7 @@ import { pipeline } from 'node:stream/promises';
 import { childFailed, runChild } from '../../manifests/child.js';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord, PgTablespaceEndRecord, PgTablespaceRecord } from '../../manifests/records.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { openPlaintext } from '../../manifests/payload.js';
 import { shellQuote } from '../../manifests/shell.js';
@@ -36,6 +36,7 @@ import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir, removeTree } from '../fsutil.js';
 import { clientEnv, psqlFailure } from '../sources/postgres/server.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
+import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
 import { isEmptyOrAbsent, stageEntry } from './files.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { linkTablespaces, planTablespaces, promoteTablespaces, removeTablespaces, TablespaceSinks, type TablespaceMapping } from './tablespaces.js';
@@ -185,14 +186,17 @@ export async function stageBundle(bundle: BundleReport, identities: readonly Uin
 }
 
 /** The staged parts of one stream, checked against its end record, in order. */
-function streamParts(records: readonly IndexRecord[], type: string, endType: string, match: (r: IndexRecord) => boolean, what: string): string[] {
-  const parts = records.filter((r) => r.type === type && match(r)).sort((a, b) => (a.part as number) - (b.part as number));
-  const end = records.find((r) => r.type === endType && match(r));
-  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1 || typeof p.path !== 'string')) {
+function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], endType: StreamEnd['type'], match: (r: StreamPart | StreamEnd) => boolean, what: string): string[] {
+  const parts = records.filter((r): r is StreamPart => r.type === type).filter(match).sort((a, b) => a.part - b.part);
+  const end = records.filter((r): r is StreamEnd => r.type === endType).find(match);
+  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
     throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
   }
-  return parts.map((p) => p.path as string);
+  return parts.map((p) => p.path);
 }
+
+type StreamPart = PgBaseRecord | PgTablespaceRecord | PgDumpRecord | PgGlobalsRecord;
+type StreamEnd = PgBaseEndRecord | PgTablespaceEndRecord | PgDumpEndRecord | PgGlobalsEndRecord;
 
 
 /** Runs `cmd args` with the files concatenated on stdin; throws `child-failed` on a non-zero exit. */
@@ -316,7 +320,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : spaceSinks.take(entry)) : undefined, onBytes);
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
+          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
           await sink.finish();
           await spaceSinks.finish();
           await linkTablespaces(partial, spaces);
@@ -326,20 +330,20 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         await spaceSinks.abort();
         throw e;
       }
-      const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
-      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
-      const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
-      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
+      const checks = records.find((r) => r.type === 'pg-tables');
+      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path), 'utf8')) as PgRestoreResult['tableChecks'];
+      const info = records.find((r) => r.type === 'pg-info');
+      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path), 'utf8')) as SourceInfo));
       if (x === plan.base) {
-        const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
+        const carried = records.filter((r) => r.type === 'pg-config').map((r) => ({ file: r.file, staged: path.join(dir, r.path) }));
         warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
       }
       for (const r of records) {
-        if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
+        if (r.type !== 'pg-wal') continue;
         const n = parseWalFileName(r.name);
         if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
         await rename(path.join(dir, r.path), path.join(walDir, n.name));
-        await writeFile(path.join(walDir, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+        await writeFile(path.join(walDir, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
         if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
       }
@@ -551,9 +555,9 @@ export async function restoreDump(bundle: BundleReport, identities: readonly Uin
   try {
     // only the dumps are written to disk; every other entry is hashed (checked) and dropped
     const records = await stageBundle(bundle, identities, dir, signal, (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream));
-    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
+    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => r.database);
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
-    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
+    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => 'database' in r && r.database === database, `the dump of ${database}`);
     const pgRestore = bin ? path.join(bin, 'pg_restore') : 'pg_restore';
     const args = ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'];
     const run = { env: clientEnv(), ...(signal ? { signal } : {}) };

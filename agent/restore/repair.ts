@@ -122,7 +122,7 @@ export async function withRepairedBundle<T>(bundle: BundleReport, to: string, re
     const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
     await checkRecoveryNames(bundle.path, listed, new Set(manifest.payload.volumes.map((v) => v.name)));
     const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, scratch, signal);
-    if (r.repaired.length > 0) process.stderr.write(`airlock: repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches SHA256SUMS\n`);
+    if (r.repaired.length > 0) process.stderr.write(`airlock: repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}\n`);
     return await restore({ ...bundle, path: r.dir, findings: [] });
   } finally {
     await removeTree(scratch).catch(() => process.stderr.write(`airlock: warning: could not remove ${scratch}\n`));

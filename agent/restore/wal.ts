@@ -23,8 +23,10 @@ import { lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomicSync } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { INNER_MANIFEST } from '../../manifests/inner.js';
+import { parseSumLine } from '../../manifests/sums.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
-import { hashFileSync, readSmallSync } from '../spool.js';
+import { hashFileSync, readSmallSync, sidecarSha256 } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';
 /** A sidecar is one sha256sum line. */
@@ -50,9 +52,9 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
-    const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
-    if (!m || m[2] !== name) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
-    return m[1] as string;
+    const sha256 = sidecarSha256(name, text);
+    if (sha256 === undefined) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
+    return sha256;
   }
   if (opts.sums !== undefined) {
     let sums: string;
@@ -64,12 +66,12 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     const base = path.dirname(path.resolve(opts.sums));
     const want = path.resolve(src);
     for (const line of sums.split('\n')) {
-      const m = line.match(/^([0-9a-f]{64}) [ *](.+)$/);
-      if (m && path.resolve(base, m[2] as string) === want) return m[1] as string;
+      const l = parseSumLine(line, true);
+      if (l && path.resolve(base, l.name) === want) return l.sha256;
     }
   }
   throw new AirlockError('bad-wal', `${name}: no known sha256 for it`, {
-    hint: `put ${name}${SIDECAR_SUFFIX} beside it, or give --sums with the bundle's MANIFEST.sha256; an unverified file is never handed to postgresql`,
+    hint: `put ${name}${SIDECAR_SUFFIX} beside it, or give --sums with the bundle's ${INNER_MANIFEST}; an unverified file is never handed to postgresql`,
   });
 }
 

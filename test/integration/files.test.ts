@@ -153,6 +153,24 @@ test('usage errors: typed, one line, a hint, exit 2; nothing written', () => {
   assert.equal(readdirSync(medium), []);
 });
 
+test('with --json, both executables end with their error as one JSON object on stderr, stdout empty', () => {
+  const medium = tmp();
+  const asJson = (r: { code: number; stdout: string; stderr: string }) => {
+    assert.is(r.stdout, '');
+    assert.ok(r.stderr.endsWith('}\n') && r.stderr.split('\n').length === 2, r.stderr);
+    return JSON.parse(r.stderr) as unknown;
+  };
+  const unknown = airlock(['media', 'list', '--json', '--bogus']);
+  assert.is(unknown.code, 2);
+  assert.equal(asJson(unknown), { code: 'usage', message: "unknown option '--bogus'", hint: 'see airlock media list --help', exit: 2 });
+  const missing = airlock(['media', 'list', path.join(medium, 'absent'), '--json']);
+  assert.is(missing.code, 3);
+  assert.equal(asJson(missing), { code: 'not-found', message: `${path.join(medium, 'absent')}: no such file or directory`, hint: null, exit: 3 });
+  const noSigners = airlockVerify(['--json', medium]);
+  assert.is(noSigners.code, 2);
+  assert.equal(asJson(noSigners), { code: 'usage', message: '--allowed-signers is required', hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line', exit: 2 });
+});
+
 test('help lists the exit codes', () => {
   for (const r of [airlock(['--help']), airlock(['export', '--help']), airlockVerify(['--help'])]) {
     assert.is(r.code, EXIT.ok);

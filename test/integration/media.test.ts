@@ -455,7 +455,12 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   writeFileSync(path.join(a, keys.site, 'README'), 'a stray file beside the bundles\n');
   const r = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json'], { timeout: 60_000 });
   assert.is(r.code, EXIT.failed, r.stderr);
-  assert.match(r.stderr, new RegExp(`^airlock: error: 4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; [^\\n]+\\nairlock: hint: [^\\n]*never follows a symbolic link\\n$`, 'm'));
+  // with --json the error is one JSON object, the last line of stderr
+  const err = JSON.parse(r.stderr.trimEnd().split('\n').at(-1) ?? '') as { code: string; message: string; hint: string; exit: number };
+  assert.is(err.code, 'verification-failed');
+  assert.is(err.exit, 1);
+  assert.match(err.message, new RegExp(`^4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; `));
+  assert.match(err.hint, /never follows a symbolic link$/);
   const j = JSON.parse(r.stdout);
   assert.equal(j.bundles.map((x: { seq: number }) => x.seq), [4]);
   assert.equal(j.failed, [

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { MetadataRecord } from '../../manifests/records.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client } from '../../agent/s3/client.js';
@@ -179,11 +179,11 @@ test('object lock: a legal hold set on an exported version (no new version) is c
 test('the verifier checks the new records: a version-removed or version-changed record without what it needs is malformed', async () => {
   const bucket = 'checked-src';
   for (const [record, why] of [
-    [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'without the time it was found'],
-    [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'without versionId'],
-    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags are not an object of text values'],
+    [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'version-removed record: detected must be a string'],
+    [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'version-removed record: versionId must be a string'],
+    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags must be an object of strings'],
     [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: {}, lock: { 'x-amz-acl': 'public-read' } }, 'lock is not an object of x-amz-object-lock-* text values'],
-  ] as [IndexRecord, string][]) {
+  ] as unknown as [MetadataRecord, string][]) {
     const medium = tmp();
     async function* items(): AsyncGenerator<SourceItem> {
       yield { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } };

@@ -224,8 +224,11 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   );
   assert.match(out.problems[0].message, `${a}: sha256 `);
   assert.match(out.problems[1].message, `${wrongName}: not a valid postgresql wal segment: page address`);
-  assert.match(r.stderr, `airlock: error: ${a}: sha256`);
-  assert.match(r.stderr, `airlock: error: ${wrongName}:`);
+  // with --json each refusal is also one JSON object on stderr
+  const errors = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { code: string; message: string; exit: number });
+  assert.equal(errors.map((e) => e.code), ['checksum-mismatch', 'bad-wal']);
+  assert.match(errors[0]?.message ?? '', `${a}: sha256`);
+  assert.match(errors[1]?.message ?? '', `${wrongName}:`);
   assert.equal(walRows(state).map((w) => w.name), [b], 'refused files are not in the catalog');
 
   // the database's user can write into the spool: a FIFO or a link in it must not hang or mislead ingest

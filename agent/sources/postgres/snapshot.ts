@@ -24,7 +24,7 @@ import { childFailed, startChild } from '../../../manifests/child.js';
 import { walRanges, type PostgresCoverage, type Tablespace, type TimelineSwitch } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { readChunks } from '../../../manifests/hash.js';
-import type { IndexRecord } from '../../../manifests/inner.js';
+import type { UnplacedRecord } from '../../../manifests/records.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
@@ -141,7 +141,7 @@ interface StreamEnd {
  * Throws `child-failed` (the program's last stderr line) when it exits non-zero, `not-found` when
  * it is not installed.
  */
-async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => IndexRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
+async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => UnplacedRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
   const { child, exit } = startChild(cmd, args, { env: clientEnv(), install: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin', ...(signal ? { signal } : {}) });
   const exited = exit.then((ended) => {
     if (ended.code !== 0) throw childFailed(cmd, ended, { hint: 'nothing was written; fix the cause and export again' });

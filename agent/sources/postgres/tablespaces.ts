@@ -21,7 +21,7 @@ import path from 'node:path';
 import { childFailed, runChild } from '../../../manifests/child.js';
 import type { Tablespace } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
-import type { IndexRecord } from '../../../manifests/inner.js';
+import type { UnplacedRecord } from '../../../manifests/records.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../../manifests/tar.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import { removeTree } from '../../fsutil.js';
@@ -66,7 +66,7 @@ export interface StreamEnd {
 function* partsOf(
   pieces: readonly Piece[],
   prefix: string,
-  record: (part: number) => IndexRecord,
+  record: (part: number) => UnplacedRecord,
   partSize: number,
   mtime: number,
   end: StreamEnd,

@@ -1,12 +1,12 @@
 /*
- * verifier/report.ts on hand-built Reports: whatever a medium says is escaped, the verdict comes
+ * verifier/report-html.ts on hand-built Reports: whatever a medium says is escaped, the verdict comes
  * first and says the right thing, every finding is listed, the timeline marks what it must.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import type { Manifest } from '../../manifests/manifest.js';
-import { escapeHtml, html, renderHtml } from '../../verifier/report.js';
+import { escapeHtml, html, renderHtml } from '../../verifier/report-html.js';
 import { allFindings, type BundleReport, type Finding, type Report } from '../../verifier/verify.js';
 
 const FP = 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';

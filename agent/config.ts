@@ -37,7 +37,7 @@ export function parseConfig(text: string, file: string): Config {
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/(^|\s)#.*$/, '').trim();
     if (line === '') return;
-    const m = line.match(/^([a-z][a-z0-9-]*)\s*=\s*(.*)$/);
+    const m = /^([a-z][a-z0-9-]*)\s*=\s*(.*)$/.exec(line);
     const where = `${file}:${i + 1}`;
     if (!m) {
       problems.push(`${where}: not "key = value"`);

@@ -2,6 +2,7 @@
  * Job runs: every run of a job (an export, a media copy) leaves one row in the catalog with its
  * outcome, so a status view can show the last success and the last failure of each job and site.
  */
+import { inspect } from 'node:util';
 import { AirlockError } from '../manifests/errors.js';
 import { Catalog } from './catalog.js';
 
@@ -20,7 +21,7 @@ export function recordRun(stateDir: string, job: string, site: string | undefine
         time: now.toISOString(),
         outcome: failed ? 'failed' : 'ok',
         code: failed ? (error instanceof AirlockError ? error.code : 'internal') : null,
-        message: failed ? (error instanceof Error ? error.message : String(error)) : null,
+        message: failed ? (error instanceof Error ? error.message : inspect(error)) : null,
       });
     } finally {
       catalog.close();

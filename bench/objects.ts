@@ -22,7 +22,7 @@ import { ROOT, compare, cpuOf, line, scratch, settle, timed, type Timed } from '
 async function startRgw(dir: string): Promise<{ endpoint: string; port: number; pids: number[]; stop: () => void }> {
   const child = spawn('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'start', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
-  child.stdout.on('data', (d) => (out += d));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
   const m = /RGW_READY port=(\d+)/.exec(out);
   if (code !== 0 || !m) throw new Error('scripts/rgw.sh start failed');
@@ -124,7 +124,6 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const env: NodeJS.ProcessEnv = { ...process.env, AWS_ACCESS_KEY_ID: 'minioadmin', AWS_SECRET_ACCESS_KEY: 'minioadmin' };
     // rclone takes its remote from the environment, so no key appears in argv
     const { AWS_CA_BUNDLE: _unused, ...plain } = env; // rclone refuses a CA bundle with its own transport; the endpoint is plain http
-    void _unused;
     const rcloneEnv = { ...plain, RCLONE_CONFIG_SRC_TYPE: 's3', RCLONE_CONFIG_SRC_PROVIDER: 'Ceph', RCLONE_CONFIG_SRC_ENDPOINT: rgw.endpoint, RCLONE_CONFIG_SRC_ACCESS_KEY_ID: 'minioadmin', RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY: 'minioadmin', RCLONE_CONFIG_SRC_FORCE_PATH_STYLE: 'true' };
     // the server shares the machine's cores with either side: its CPU time is measured with theirs
     const withServer = (run: () => Timed) => () => {

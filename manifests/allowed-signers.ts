@@ -231,7 +231,7 @@ function parseOptions(text: string, fail: (reason: string) => never): Options {
     let v = '';
     for (pos++; pos < text.length && text[pos] !== '"'; pos++) {
       if (text[pos] === '\\' && text[pos + 1] === '"') pos++;
-      v += text[pos];
+      v += text.charAt(pos);
     }
     if (pos >= text.length) fail(`option ${name} has no closing quote`);
     pos++;
@@ -253,11 +253,11 @@ function parseOptions(text: string, fail: (reason: string) => never): Options {
       const raw = value(name);
       const date = parseTime(raw);
       if (date === undefined) fail(`${name} ${JSON.stringify(raw.slice(0, 40))} is not YYYYMMDD[HHMM[SS]][Z]`);
-      out[key] = date as Date;
+      out[key] = date;
     }
     if (pos >= text.length) break;
     if (text[pos] !== ',') {
-      const name = text.slice(pos).match(/^[^,=]*/)?.[0] ?? '';
+      const name = (/^[^,=]*/.exec(text.slice(pos)))?.[0] ?? '';
       fail(`unknown option ${JSON.stringify(name.slice(0, 40))}`);
     }
     pos++;

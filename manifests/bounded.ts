@@ -51,7 +51,7 @@ export class BoundedFindings<T extends { result: string }> {
 
   /** Appends one summary per result that had unnamed items, made by `summary`, and clears the counts. */
   finish(summary: (result: T['result'], more: number) => T): T[] {
-    for (const [result, more] of this.unnamed) this.out.push(summary(result as T['result'], more));
+    for (const [result, more] of this.unnamed) this.out.push(summary(result, more));
     this.unnamed.clear();
     return this.out;
   }

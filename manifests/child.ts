@@ -109,7 +109,7 @@ export async function runChild(cmd: string, args: readonly string[], opts: RunOp
     opts.onStdout?.(d);
     if (opts.capture) out.push(d);
   });
-  const sent = opts.input && child.stdin ? pipeline(Readable.from(opts.input), child.stdin).then(() => undefined, (e: unknown) => e) : undefined;
+  const sent = opts.input && child.stdin ? pipeline(Readable.from(opts.input), child.stdin).then(() => undefined, (e: unknown) => e as Error) : undefined;
   const ended = await exit;
   const sendError = await sent;
   // a child that stopped reading and failed says why in its exit status; one that exited 0 without

@@ -113,7 +113,7 @@ const matches = (v: unknown, re: RegExp) => typeof v === 'string' && re.test(v);
 export function coverageProblems(v: unknown): string[] {
   const p: Problems = [];
   const c = fields(v, 'coverage', p, [], ['postgres']);
-  if (!c || c.postgres === undefined) return p;
+  if (c?.postgres === undefined) return p;
   const where = 'coverage.postgres';
   const pg = fields(c.postgres, where, p, ['systemIdentifier', 'major', 'segmentSize', 'dataChecksums', 'timeline', 'wal', 'timelines', 'dumps'], ['base', 'restorePoint']);
   if (!pg) return p;
@@ -235,7 +235,7 @@ export function walRanges(names: Iterable<string>, segmentSize: number): WalRang
   for (const name of [...names].filter((n) => SEGMENT_RE.test(n)).sort()) {
     const timeline = parseInt(name.slice(0, 8), 16);
     const segno = segmentNo(name, segmentSize);
-    if (open && open.timeline === timeline && open.next === segno) {
+    if (open?.timeline === timeline && open.next === segno) {
       open.last = name;
       open.next = segno + 1n;
       continue;

@@ -18,7 +18,7 @@
 
 const HEX = (n: number, width: number) => n.toString(16).padStart(width, '0');
 
-// eslint-disable-next-line no-control-regex
+ 
 const UNSAFE = /[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ufffd]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 function escapeChar(c: string): string {

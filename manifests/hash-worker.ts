@@ -134,12 +134,12 @@ export class BlockRing {
   /** Hands over the partly filled block and waits until every block was consumed. */
   async drain(): Promise<void> {
     this.submit();
-    await Promise.all(this.busy);
+    await Promise.all(this.busy.filter((b) => b !== undefined));
   }
 
   /** Waits for the blocks in flight, whatever became of them. */
   async settle(): Promise<void> {
-    await Promise.allSettled(this.busy);
+    await Promise.allSettled(this.busy.filter((b) => b !== undefined));
   }
 
   private submit(): void {

@@ -273,7 +273,7 @@ export async function checkInner(
  */
 function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMap<string, Seen>, entries: number, problems: BoundedFindings<InnerProblem>): void {
   const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
-  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) return add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`);
+  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) { add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`); return; }
   let lines = 0;
   let inOrder = true;
   for (let at = 0; at < text.byteLength; lines++) {
@@ -282,13 +282,13 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
     at = nl + 1;
     const where = `${INNER_MANIFEST} line ${lines + 1}`;
     const parsed = parseSumLine(row);
-    if (!parsed || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+    if (!parsed || row.includes('\r')) { add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`); return; }
     const { sha256, name } = parsed;
-    if (!ENTRY_PATH_RE.test(name)) return add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
+    if (!ENTRY_PATH_RE.test(name)) { add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`); return; }
     if (observed[lines]?.name !== name) inOrder = false;
     const o = byName.get(name);
     if (!o) add('missing', name, `listed in ${INNER_MANIFEST} but not in the tar`);
-    else if (o.listed) return add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`);
+    else if (o.listed) { add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`); return; }
     else {
       o.listed = true;
       if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);

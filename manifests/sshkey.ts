@@ -170,7 +170,7 @@ export function generateSigningKey(comment: string): {
  * @throws AirlockError 'bad-key' for another key type (named in the message) or a damaged key.
  */
 export function parsePublicKeyLine(line: string): { publicKey: Uint8Array; comment: string } {
-  const m = line.match(/^[ \t]*(\S+)[ \t]+([^ \t\r\n]+)(?:[ \t]+(.*?))?[ \t\r\n]*$/s);
+  const m = /^[ \t]*(\S+)[ \t]+([^ \t\r\n]+)(?:[ \t]+(.*?))?[ \t\r\n]*$/s.exec(line);
   if (m === null) {
     throw new AirlockError('bad-key', 'public key line is not "ssh-ed25519 <base64> [comment]"', { hint: CREATE_KEY_HINT });
   }
@@ -248,7 +248,7 @@ function checkComment(comment: string): void {
 function unarmorPrivateKey(text: string): Buffer {
   const begin = text.indexOf(PEM_BEGIN);
   if (begin < 0) {
-    const other = text.match(/-----BEGIN ([A-Z0-9 ]{1,40})-----/);
+    const other = /-----BEGIN ([A-Z0-9 ]{1,40})-----/.exec(text);
     const what =
       other !== null
         ? `a PEM "${other[1]}" file, not an OpenSSH private key`
@@ -380,6 +380,6 @@ export function decodeBase64Strict(text: string): Buffer | undefined {
   const last = values[values.length - 1] ?? 0;
   if ((pads === 1 && (last & 0x3) !== 0) || (pads === 2 && (last & 0xf) !== 0)) return undefined;
   let b64 = '';
-  for (const v of values) b64 += B64_ALPHABET[v];
+  for (const v of values) b64 += B64_ALPHABET.charAt(v);
   return Buffer.from(b64, 'base64');
 }

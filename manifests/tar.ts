@@ -99,7 +99,7 @@ export type EntryProblem =
 // ------------------------------------------------------------------------------------------------
 
 const AIRLOCK_KEY = /^AIRLOCK\.[A-Za-z0-9_.]+$/;
-// eslint-disable-next-line no-control-regex
+ 
 const ASCII = /^[\x00-\x7f]*$/;
 
 interface Plan {
@@ -139,7 +139,9 @@ function fallbackName(path: string): string {
 }
 
 function plan(h: EntryHeader): Plan {
-  if (h.type !== 'file' && h.type !== 'dir') throw bug(`unknown entry type ${JSON.stringify(h.type)}`);
+  // the type is checked where the header is parsed; a new type must not reach here unplanned
+  const type: string = h.type;
+  if (type !== 'file' && type !== 'dir') throw bug(`unknown entry type ${JSON.stringify(type)}`);
   const problem = pathProblem(h.path);
   if (problem !== undefined) throw bug(`refusing to write ${problem} path ${JSON.stringify(h.path)}`);
   if (!isWellFormed(h.path)) throw bug(`path ${JSON.stringify(h.path)} is not well-formed unicode`);
@@ -561,7 +563,7 @@ function paxSize(value: string, at: number): number {
 }
 
 function paxMtime(value: string, at: number): number {
-  const m = value.match(/^(-?)([0-9]{1,16})(\.[0-9]*)?$/);
+  const m = /^(-?)([0-9]{1,16})(\.[0-9]*)?$/.exec(value);
   const whole = m === null ? NaN : Number(m[2]);
   if (m === null || !Number.isSafeInteger(whole)) throw malformed(at, `bad pax mtime ${JSON.stringify(value)}`);
   if (m[1] === '') return whole;

@@ -91,7 +91,7 @@ export function renameInRecovery(bundle: string, rename: ReadonlyMap<string, str
         const count = p.body.readUInt32LE(8);
         const all: Buffer[] = [];
         for (let at = 12; at < p.body.length; at += 16) all.push(swap(p.body.subarray(at, at + 16)));
-        const recoverable = all.slice(0, count).sort(Buffer.compare);
+        const recoverable = all.slice(0, count).sort((a, b) => Buffer.compare(a, b));
         p.body = Buffer.concat([p.body.subarray(0, 12), ...recoverable, ...all.slice(count)]);
         setId = md5(p.body);
       }
@@ -100,7 +100,7 @@ export function renameInRecovery(bundle: string, rename: ReadonlyMap<string, str
   if (!setId) throw new Error('no main packet in the recovery set');
   const lines = parseSums(readFileSync(path.join(bundle, SUMS)));
   for (const f of parsed) {
-    const bytes = Buffer.concat(f.packets.map((p) => packet(setId as Buffer, p.type, p.body)));
+    const bytes = Buffer.concat(f.packets.map((p) => packet(setId, p.type, p.body)));
     writeFileSync(path.join(bundle, f.name), bytes);
     const line = lines.find((l) => l.name === f.name);
     if (line) line.sha256 = sha256Hex(bytes);

@@ -54,7 +54,7 @@ export async function resealBundle(bundle: string, medium: string, keys: Keys, c
     const { path: name, size: _size, sha256: _sha256, ...record } = r;
     const e = entries.get(name) as Entry;
     const body = bytes.get(name) as Buffer;
-    return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record as UnplacedRecord };
+    return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record };
   });
   for (const e of add.entries ?? []) items.push({ kind: 'entry', name: e.name, size: e.bytes.length, mode: 0o600, mtime: Math.floor(Date.parse(manifest.created) / 1000), open: async function* () { yield e.bytes; }, record: e.record });
   add.manifest?.(manifest);

@@ -70,8 +70,8 @@ async function start(): Promise<S3Server> {
   const child = spawn('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'start', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RGW_SSL_CERT: tls.cert, RGW_SSL_KEY: tls.key } });
   let out = '';
   let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const code = await new Promise<number>((resolve) => {
     const timer = setTimeout(() => child.kill('SIGTERM'), 180_000);
     child.on('close', (c) => {

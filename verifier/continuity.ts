@@ -57,7 +57,7 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
   // gaps: per timeline, from where it starts to be needed up to its newest segment
   const oldest = bases[0]?.pg.base;
   const startOf = (timeline: number): bigint | undefined => {
-    if (oldest && oldest.timeline === timeline) return lsnValue(oldest.startLsn) / BigInt(segmentSize);
+    if (oldest?.timeline === timeline) return lsnValue(oldest.startLsn) / BigInt(segmentSize);
     const sw = switches.get(timeline);
     if (sw) return lsnValue(sw.switchLsn) / BigInt(segmentSize);
     return undefined;
@@ -67,7 +67,7 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
     // a timeline that another one branches off must be whole up to the segment before the switch
     const children = [...switches.values()].filter((t) => t.parent === timeline && segments.has(t.timeline)).map((t) => lsnValue(t.switchLsn) / BigInt(segmentSize) - 1n);
     const newest = [have.at(-1) as bigint, ...children].reduce((a, b) => (b > a ? b : a));
-    const from = startOf(timeline) ?? (have[0] as bigint);
+    const from = startOf(timeline) ?? have[0] ?? newest;
     if (oldest && timeline !== oldest.timeline && !switches.has(timeline) && timeline > oldest.timeline) {
       const first = held.get(have[0] as bigint) as Held;
       findings.push({ result: 'timeline-break', bundle: first.bundle, site, seq: first.seq, message: `WAL of timeline ${timeline} is in the set but no bundle carries ${nameOf(timeline, 0n, segmentSize).slice(0, 8)}.history, so recovery cannot follow the switch to it` });

@@ -65,7 +65,7 @@ function cssString(s: string): string {
 /** "2026-01-31 12:00:00 UTC" from an ISO time; the input unchanged when it is not one. */
 function when(iso: string | undefined): string {
   if (!iso) return 'unknown';
-  const m = iso.match(/^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})/);
+  const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})/.exec(iso);
   return m ? `${m[1]} ${m[2]} UTC` : iso;
 }
 

@@ -28,16 +28,18 @@ export async function readState(file: string): Promise<Map<string, SiteState>> {
     throw fromSystemError(e, file);
   }
   const bad = () => new AirlockError('malformed', `${file}: not an airlock-verify state file`, { hint: 'give the file this tool wrote, or a new path' });
-  let v: StateFile;
+  // untrusted until checked: every field is looked at as what it may be
+  let v: Partial<Record<keyof StateFile, unknown>> | null;
   try {
-    v = JSON.parse(text) as StateFile;
+    v = JSON.parse(text) as Partial<Record<keyof StateFile, unknown>> | null;
   } catch {
     throw bad();
   }
   if (v?.format !== 'airlock-verify-state' || v.version !== 1 || typeof v.sites !== 'object' || v.sites === null) throw bad();
   const out = new Map<string, SiteState>();
-  for (const [site, s] of Object.entries(v.sites)) {
-    if (!SITE_RE.test(site) || !Number.isSafeInteger(s?.seq) || typeof s?.sums !== 'string' || !SHA256_RE.test(s.sums)) throw bad();
+  for (const [site, entry] of Object.entries(v.sites as Record<string, unknown>)) {
+    const s = entry as Partial<Record<keyof SiteState, unknown>> | null;
+    if (!SITE_RE.test(site) || typeof s?.seq !== 'number' || !Number.isSafeInteger(s.seq) || typeof s.sums !== 'string' || !SHA256_RE.test(s.sums)) throw bad();
     out.set(site, { seq: s.seq, sums: s.sums });
   }
   return out;

@@ -30,7 +30,7 @@ export function restoreText(m: Manifest, recovery = false): string {
     m.payload.compression === 'zstd'
       ? `cat ${qName}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C ${qOut}`
       : `cat ${qName}/payload.* | age -d -i key.txt | tar -x -f - -C ${qOut}`;
-  const files = (m.contents.files ?? 0) > 0;
+  const files = m.contents.files > 0;
   const pg = m.coverage?.postgres;
   const tools = ['ssh-keygen', 'sha256sum', 'age', ...(m.payload.compression === 'zstd' ? ['zstd'] : []), 'tar', ...(files ? ['jq'] : []), ...(pg ? ['pg_ctl (PostgreSQL)'] : [])];
   return `RESTORING BUNDLE ${name}
@@ -201,7 +201,7 @@ ${spaces.length > 0 ? '      TBLSPC="$PWD/tblspc"\n' : ''}
 ${target}
       touch "$PGDATA/recovery.signal"
 ${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
-   (${pg.base ? 'pg/config/ holds the configuration files the source kept outside its data folder, numbered; ' : ''}the grep carries over the
+   (pg/config/ holds the configuration files the source kept outside its data folder, numbered; the grep carries over the
    settings recovery needs at least as high as the source had them.) The
    target is this bundle's restore point. To stop at a time instead, run
    sed -i '/^recovery_target_name/d' "$PGDATA/postgresql.conf" after 6b and

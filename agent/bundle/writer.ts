@@ -253,7 +253,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     yield paddingFor(size);
     progress?.(written);
     const [sha256, md5Hex] = (await digests.digest()) as [string, string?];
-    if (md5) md5(md5Hex!);
+    if (md5 && md5Hex !== undefined) md5(md5Hex);
     await inner.write(formatSumLine({ name, sha256 }));
     counts.entries++;
     return sha256;

@@ -30,7 +30,7 @@ export interface CheckLine {
 /** The major version a PostgreSQL program says it is, or undefined when it is missing or does not say. */
 async function clientMajor(file: string): Promise<number | undefined> {
   const r = await runChild(file, ['--version'], { capture: true }).catch(() => undefined);
-  const m = r?.code === 0 ? r.stdout.toString('utf8').match(/\(PostgreSQL\) (\d+)/) : null;
+  const m = r?.code === 0 ? (/\(PostgreSQL\) (\d+)/.exec(r.stdout.toString('utf8'))) : null;
   return m ? Number(m[1]) : undefined;
 }
 

@@ -40,12 +40,17 @@ async function osUser(name: string): Promise<{ uid: number; gid: number }> {
 }
 
 async function drillCommand(flags: DrillFlags): Promise<void> {
-  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
+  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => {
+      throw fromSystemError(e, flags.identity);
+    }),
+  );
   if (flags.report !== undefined) {
     await assertWritableTarget(`${flags.report}.json`);
   }
   const user = process.getuid?.() === 0 ? await osUser(flags.osUser) : undefined;
-  const say = (line: string) => void (flags.json ? undefined : note(line));
+  const say = (line: string): void => {
+    if (!flags.json) note(line);
+  };
   // a scratch folder the drill made is its own to remove; one given with --scratch is the operator's
   const made = flags.scratch === undefined;
   const scratch = flags.scratch ?? mkdtempSync(path.join(tmpdir(), 'airlock-drill-'));

@@ -41,7 +41,7 @@ interface RestoreObjectsFlags {
 export function parseBucketMap(pairs: readonly string[]): Map<string, string> {
   const map = new Map<string, string>();
   for (const p of pairs) {
-    const m = p.match(/^([^=]+)=([^=]+)$/);
+    const m = /^([^=]+)=([^=]+)$/.exec(p);
     const [src, dst] = m ? [m[1] as string, m[2] as string] : ['', ''];
     if (!m || !BUCKET_RE.test(src) || !BUCKET_RE.test(dst)) throw new AirlockError('usage', `--bucket-map ${JSON.stringify(p)}: not SOURCE=DESTINATION bucket names`, { hint: 'give --bucket-map records=records-restored' });
     if (map.has(src)) throw new AirlockError('usage', `--bucket-map names ${src} twice`);
@@ -78,7 +78,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   const identities = parseIdentities(identityText);
   const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: flags.s3Credentials, region: flags.s3Region, caFile: flags.s3CaFile, addressing: flags.s3Addressing });
   // a missing key or CA file fails before the bundles are verified
-  let client = toBucket ? await connect() : undefined;
+  const client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, verified, { allowRepair: true });
   announceBundle(bundle);

@@ -61,9 +61,14 @@ function targetOf(flags: RestorePgFlags): Target {
 }
 
 async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
-  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
+  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => {
+      throw fromSystemError(e, flags.identity);
+    }),
+  );
   const verified: BundleReport[] = [];
-  const say = (line: string) => void (flags.json ? undefined : note(line));
+  const say = (line: string): void => {
+    if (!flags.json) note(line);
+  };
 
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
@@ -93,7 +98,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   // every volume used is hashed against SHA256SUMS as it is decrypted, before anything is promoted
   await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified, { volumes: 'size' });
   say(`${verified.length} bundle(s) verified (signatures, lists, chain, WAL continuity; volume bytes as they are read); preparing ${flags.pgdata}`);
-  const cli = flags.airlockCli ?? (process.argv[1] as string);
+  const cli = flags.airlockCli ?? process.argv[1] ?? '';
   let progress: ReturnType<typeof progressReporter> | undefined;
   const r = await interruptible((signal) =>
     preparePgRestore({

@@ -167,6 +167,7 @@ async function runCommand(flags: RunFlags): Promise<void> {
       };
     });
     wake = undefined;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the signal handler sets it while this waited
     if (running.stopping) throw new AirlockError('interrupted', 'stopped by a signal');
   }
 }

@@ -346,7 +346,7 @@ export class S3Client {
   /** Maps a failure of request `r` to a typed error. */
   private classify(e: unknown, r: S3Request): AirlockError {
     if (e instanceof AirlockError) return e;
-    const where = `${this.endpoint.origin}`;
+    const where = this.endpoint.origin;
     if (e instanceof S3ServerError) {
       if (e.s3Code === 'NoSuchBucket' || (e.status === 404 && r.method === 'HEAD' && r.bucket !== undefined && r.key === undefined)) {
         return new AirlockError('bucket-not-found', `bucket ${r.bucket ?? '?'} does not exist on ${where}`, { hint: 'check the bucket name (--bucket or --bucket-map) and the endpoint', cause: e });
@@ -365,22 +365,22 @@ export class S3Client {
       }
       return new AirlockError('s3-failed', `${where} answered ${e.status}${e.s3Code ? ` ${e.s3Code}` : ''} for ${r.method} ${e.resource}: ${e.message}`, { cause: e });
     }
-    const err = e as NodeJS.ErrnoException;
-    if (err?.name === 'AbortError' || r.signal?.aborted) return new AirlockError('internal', 'interrupted', { cause: e });
-    const tls = TLS_ERRORS[err?.code ?? ''];
+    const err = (e ?? {}) as NodeJS.ErrnoException;
+    if (err.name === 'AbortError' || r.signal?.aborted) return new AirlockError('internal', 'interrupted', { cause: e });
+    const tls = TLS_ERRORS[err.code ?? ''];
     if (tls !== undefined) {
       return new AirlockError('s3-unreachable', `${where} is not trusted: ${tls} (${String(err.code)})`, {
         hint: 'give --s3-ca-file with the CA certificate (PEM) that signed the server\'s certificate, or check the endpoint\'s host name',
         cause: e,
       });
     }
-    if (NETWORK_ERRORS.has(err?.code ?? '')) {
+    if (NETWORK_ERRORS.has(err.code ?? '')) {
       return new AirlockError('s3-unreachable', `cannot reach ${where}: ${err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message || err.code}`, {
         hint: 'check --s3-endpoint (scheme, host and port) and that the S3 server is running',
         cause: e,
       });
     }
-    return new AirlockError('s3-failed', `${r.method} ${this.resource(r)} failed: ${err?.message ?? String(e)}`, { cause: e });
+    return new AirlockError('s3-failed', `${r.method} ${this.resource(r)} failed: ${err.message || String(e)}`, { cause: e });
   }
 
   /** Sends a request and parses its XML answer. Throws what `request` throws. */

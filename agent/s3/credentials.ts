@@ -16,13 +16,13 @@ export function parseCredentials(text: string, file: string): S3Credentials {
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    const s = line.match(/^\[\s*([^\]]*?)\s*\]$/);
+    const s = /^\[\s*([^\]]*?)\s*\]$/.exec(line);
     if (s) {
       section = s[1] ?? '';
       continue;
     }
     if (section !== '' && section !== 'default') continue;
-    const m = line.match(/^([A-Za-z_]+)\s*=\s*(.*)$/);
+    const m = /^([A-Za-z_]+)\s*=\s*(.*)$/.exec(line);
     if (m) values.set((m[1] as string).toLowerCase(), (m[2] as string).trim());
   }
   const accessKey = values.get('aws_access_key_id') ?? values.get('access_key');

@@ -168,7 +168,7 @@ export async function bucketDocument(client: S3Client, bucket: string, what: str
   const res = await client.request({ method: 'GET', bucket, query: [[what, '']], accept: [404, 501], ...sig(signal) });
   const body = (await readBody(res.body)).toString('utf8');
   if (res.status === 404 || res.status === 501) {
-    if (/<Code>NoSuchBucket<\/Code>/.test(body)) throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, { hint: 'check the bucket name and the endpoint' });
+    if (body.includes('<Code>NoSuchBucket</Code>')) throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, { hint: 'check the bucket name and the endpoint' });
     return null;
   }
   return body;
@@ -334,7 +334,7 @@ export async function putVersion(client: S3Client, bucket: string, key: string, 
     const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, retry: false, ...sig(signal) });
     const text = (await readBody(res.body)).toString('utf8');
     // S3 may answer 200 and still report an error in the body
-    if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
+    if (text.includes('<Error>')) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
     const etag = header(res.headers, 'etag') ?? (/<ETag>([^<]*)<\/ETag>/.exec(text)?.[1]?.replace(/&quot;/g, '"') ?? '');
     const expected = `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${plan.parts.length}`;
     const got = unquote(etag);

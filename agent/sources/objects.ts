@@ -221,7 +221,7 @@ function checkBytes(bucket: string, v: ListedVersion, etag: string, size: number
       ? new AirlockError('source-changed', `${bucket}/${v.key}: ${why}; the object changed while it was exported`, { hint: 'run the export again when the bucket is quiet, or enable versioning on it' })
       : new AirlockError('source-corrupt', `${bucket}/${v.key} version ${v.versionId}: ${why}`, { hint: 'the S3 server returned other bytes than it stores; check the server, nothing was written' });
   if (size !== v.size) throw fail(`read ${size} bytes, the listing says ${String(v.size)}`);
-  const m = etag.match(SINGLE_PART_ETAG);
+  const m = SINGLE_PART_ETAG.exec(etag);
   if (m && m[1] !== md5) throw fail(`the bytes hash to md5 ${md5}, the ETag is ${etag}`);
 }
 
@@ -423,7 +423,7 @@ class HeldVersions {
   /** The held version ids of exactly `key`. */
   of(key: string): Set<string> {
     const ids = new Set<string>();
-    for (let p = this.peek(); p && p[0] === key; p = this.peek()) {
+    for (let p = this.peek(); p?.[0] === key; p = this.peek()) {
       this.i++;
       this.last = p;
       ids.add(p[1]);
@@ -610,6 +610,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         try {
           yield item;
         } finally {
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set when the consumer opened the body
           if (!opened) f.got.discard();
           held -= head.held;
         }

@@ -107,7 +107,7 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
     // Reject a non-age file on its first bytes instead of reading up to the size limit.
     const head = b.toString('latin1', 0, Math.min(b.length, VERSION_LINE.length));
     if (!VERSION_LINE.startsWith(head)) throw headerError('not an age file (no age-encryption.org/v1 line)');
-    return incomplete();
+    incomplete(); return;
   }
   if (version !== VERSION_LINE) {
     throw headerError(version.startsWith('age-encryption.org/') ? 'unsupported age version' : 'not an age file (no age-encryption.org/v1 line)');
@@ -117,7 +117,7 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
   for (;;) {
     const lineStart = pos;
     const line = nextLine();
-    if (line === undefined) return incomplete();
+    if (line === undefined) { incomplete(); return; }
     if (line.startsWith('-> ')) {
       const args = line.slice(3).split(' ');
       if (args.some((a) => !/^[\x21-\x7e]+$/.test(a))) throw headerError(`stanza ${stanzas.length + 1} has an empty or invalid argument`);
@@ -125,7 +125,7 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
       const lines: string[] = [];
       for (;;) {
         const bodyLine = nextLine();
-        if (bodyLine === undefined) return incomplete();
+        if (bodyLine === undefined) { incomplete(); return; }
         if (bodyLine.length > BODY_COLUMNS) throw headerError(`stanza ${stanzas.length + 1} has a body line longer than ${BODY_COLUMNS} columns`);
         lines.push(bodyLine);
         if (bodyLine.length < BODY_COLUMNS) break;
@@ -135,7 +135,7 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
       const [type, ...rest] = args;
       stanzas.push({ type: type!, args: rest, body });
     } else if (line.startsWith('---')) {
-      const m = line.match(/^--- ([A-Za-z0-9+/]{43})$/);
+      const m = /^--- ([A-Za-z0-9+/]{43})$/.exec(line);
       const mac = m ? decodeBase64(m[1]!) : undefined;
       if (mac === undefined) throw headerError('the MAC line is not "--- " and a canonical base64 32-byte MAC');
       return { stanzas, macInput: Buffer.from(b.subarray(0, lineStart + 3)), mac, length: pos };
@@ -204,7 +204,7 @@ function unwrapX25519(stanza: Stanza, id: PreparedIdentity): Buffer | undefined 
   if (stanza.type !== X25519_TYPE) return undefined;
   if (stanza.args.length !== 1) throw headerError('an X25519 stanza must have exactly one argument');
   const share = decodeBase64(stanza.args[0]!);
-  if (share === undefined || share.length !== KEY_SIZE) throw headerError('an X25519 share is not 32 bytes in canonical base64');
+  if (share?.length !== KEY_SIZE) throw headerError('an X25519 share is not 32 bytes in canonical base64');
   if (stanza.body.length !== FILE_KEY_SIZE + TAG_SIZE) throw headerError('an X25519 stanza body is not a wrapped 16-byte file key');
   const shared = x25519(id.secret, share);
   if (shared === undefined) throw headerError('an X25519 share is a low-order point');

@@ -45,6 +45,7 @@ function convertBits(data: ArrayLike<number>, from: number, to: number, pad: boo
   let bits = 0;
   const out: number[] = [];
   const mask = (1 << to) - 1;
+  // eslint-disable-next-line @typescript-eslint/prefer-for-of -- an ArrayLike has no iterator
   for (let i = 0; i < data.length; i++) {
     acc = (acc << from) | data[i]!;
     bits += from;

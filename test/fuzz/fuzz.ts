@@ -83,7 +83,7 @@ export async function typedOnlyAsync(codes: readonly Code[], fn: () => Promise<u
 
 export function assertTyped(e: unknown, codes: readonly Code[]): void {
   if (!(e instanceof AirlockError)) {
-    throw new Error(`untyped ${(e as Error)?.name ?? typeof e}: ${(e as Error)?.message ?? String(e)}\n${(e as Error)?.stack ?? ''}`);
+    throw new Error(`untyped ${e instanceof Error ? `${e.name}: ${e.message}\n${e.stack ?? ''}` : `${typeof e}: ${String(e)}`}`);
   }
   assert.ok(codes.includes(e.code), `code ${e.code} is not one of ${codes.join(', ')}: ${e.message}`);
 }

@@ -130,7 +130,7 @@ test('a medium that returns other bytes on the second read: restore promotes not
   const signers = parseAllowedSigners(readFileSync(keys.allowedSigners, 'utf8'));
   const report = await verifyPaths([medium], { allowedSigners: signers, now: new Date(), tool: 'test' });
   const bundle = report.bundles[0];
-  assert.ok(bundle && bundle.findings.length === 0);
+  assert.ok(bundle?.findings.length === 0);
   // after verification, the volume changes under us
   const vol = path.join(bundle.path, 'payload.000');
   truncateSync(vol, readFileSync(vol).byteLength - 1);

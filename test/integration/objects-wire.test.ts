@@ -134,7 +134,7 @@ async function hostileBundle(bucket: string, records: Unplaced<ObjectRecord>[]):
     { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } },
     ...records.map((record, i): SourceItem => {
       const body = Buffer.from(`body ${i}`);
-      return { kind: 'entry', name: `objects/${String(i + 1).padStart(8, '0')}`, size: body.length, mode: 0o600, mtime: 1767225600, pax: { 'AIRLOCK.bucket': bucket, 'AIRLOCK.key': String(record.key).replace(/\p{Cs}/gu, '\ufffd'), 'AIRLOCK.version_id': String(record.versionId) }, open: async function* () { yield body; }, record };
+      return { kind: 'entry', name: `objects/${String(i + 1).padStart(8, '0')}`, size: body.length, mode: 0o600, mtime: 1767225600, pax: { 'AIRLOCK.bucket': bucket, 'AIRLOCK.key': record.key.replace(/\p{Cs}/gu, '\ufffd'), 'AIRLOCK.version_id': record.versionId }, open: async function* () { yield body; }, record };
     }),
   ];
   async function* all() {
@@ -185,7 +185,7 @@ test('restore objects: records a header cannot carry, headers an export never re
     const one = airlock(restoreArgs(await hostileBundle(src, [record]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
     assert.is(one.code, EXIT.failed, one.stderr);
     // the message reaches the terminal through escapeText, which shows the backslashes JSON quoting wrote
-    assert.match(one.stderr, `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${String(record.versionId)}: ${why}`)}`);
+    assert.match(one.stderr, `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${record.versionId}: ${why}`)}`);
   }
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
 

@@ -624,7 +624,7 @@ async function s3Proxy(
       up.on('error', () => res.destroy());
       req.pipe(up);
     };
-    if (!hold) return forward();
+    if (!hold) { forward(); return; }
     holding = true;
     setTimeout(() => {
       holding = false;

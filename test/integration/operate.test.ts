@@ -84,7 +84,7 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
 test('status: the newest WAL ages into warning and critical with an injected clock; a filling spool too; back to ok', () => {
   assert.ok(bundle, 'runs after the prune test');
   const spool = tmp('airlock-spool-');
-  const segment = readFileSync(path.join(cluster().spool, `${switchWal()}`));
+  const segment = readFileSync(path.join(cluster().spool, switchWal()));
   const name = '000000010000000000000042';
   writeFileSync(path.join(spool, name), segment);
   const written = new Date(Date.parse(bundle.manifest.created) + 60_000);

@@ -43,7 +43,7 @@ test('a base backup export and a WAL-only export: coverage in the manifest, cont
   assert.is(v.code, EXIT.ok, v.stdout + v.stderr);
   const report = JSON.parse(v.stdout) as { sites: { site: string; windows?: { baseSeq: number; lastSeq: number; to: { time?: string } }[] }[] };
   const w = report.sites[0]?.windows;
-  assert.ok(w && w.length === 1, JSON.stringify(report.sites));
+  assert.ok(w?.length === 1, JSON.stringify(report.sites));
   assert.is(w[0]?.baseSeq, 1);
   assert.is(w[0]?.lastSeq, 2);
   assert.is(w[0]?.to.time, pg2.restorePoint?.time);

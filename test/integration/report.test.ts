@@ -191,17 +191,17 @@ test('in Chromium: the verdict, the tampered bundle and the gap are shown, and n
 
 test('printed on A4: a sensible number of pages and nothing wider than the printable width', async () => {
   assert.ok(browser, 'the previous test launched the browser');
-  const page = await (browser as Browser).newPage({ viewport: { width: Math.floor(PRINTABLE_PX), height: 1000 } });
+  const page = await (browser).newPage({ viewport: { width: Math.floor(PRINTABLE_PX), height: 1000 } });
   await page.goto(pathToFileURL(reportFile).href);
   await page.emulateMedia({ media: 'print' });
   const limit = PRINTABLE_PX + 1;
   // as a string: the tests are typechecked without the DOM's types
-  const wide = (await page.evaluate(`[...document.querySelectorAll('body, body *')].flatMap((el) => {
+  const wide = await page.evaluate<string[]>(`[...document.querySelectorAll('body, body *')].flatMap((el) => {
     const right = el.getBoundingClientRect().right;
     const html = el instanceof HTMLElement;
     const over = right > ${limit} || (html && (el.scrollWidth > ${limit} || (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)));
     return over ? [el.tagName + ' ' + el.getAttribute('class') + ' ' + el.scrollWidth + '/' + Math.round(right)] : [];
-  })`)) as string[];
+  })`);
   assert.equal(wide, [], 'no element is cut off');
   const pdf = await page.pdf({ format: 'A4' });
   writeFileSync(path.join(out, 'report.pdf'), pdf);

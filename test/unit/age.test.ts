@@ -8,6 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -222,7 +223,7 @@ test('C2SP age test vectors (cctv-age)', async () => {
     if (file.length < 10_000) feeds.push(['bytewise', (b) => pieces(b, 1)]);
     for (const [how, feed] of feeds) {
       const { out, error } = await pump(decryptStream(identities), feed(file));
-      const got = error === undefined ? 'ok' : error instanceof AgeError ? error.reason : `unexpected ${String(error)}`;
+      const got = error === undefined ? 'ok' : error instanceof AgeError ? error.reason : `unexpected ${inspect(error)}`;
       assert.is(got, expect, `${name} (${how}): ${error instanceof Error ? error.message : ''}`);
       const payload = meta.get('payload')?.[0];
       if (payload !== undefined) assert.is(sha256(out), payload, `${name} (${how}): released plaintext`);

@@ -85,7 +85,7 @@ test('a fired signal stops the child and is interrupted', async () => {
 /** Runs `input` through `stage` and returns the output, or the error the pipeline failed with. */
 async function through(stage: NodeJS.ReadWriteStream, input: Buffer[]): Promise<{ out: string; error: unknown }> {
   const parts: Buffer[] = [];
-  const sink = new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) });
+  const sink = new Writable({ write: (c: Buffer, _e, done) => { parts.push(c); done(); } });
   const error = await pipeline(Readable.from(input), stage, sink).then(() => undefined, (e: unknown) => e);
   return { out: Buffer.concat(parts).toString(), error };
 }

@@ -147,7 +147,7 @@ test('a passphrase-protected key is refused with a passphrase message', () => {
   assert.is(e.code, 'bad-key');
   assert.is(e.message, 'signing key is protected by a passphrase');
   assert.ok(e.hint?.includes('ssh-keygen -p'));
-  assert.not.match(e.message + e.hint, 'secret ');
+  assert.not.match(`${e.message} ${e.hint ?? ''}`, 'secret ');
 });
 
 test('rsa keys are refused, naming the type', () => {

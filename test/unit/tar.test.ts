@@ -231,7 +231,9 @@ test('bodies: unread ones are skipped, partly read ones drained, stale ones refu
   const first = await gen.next();
   await gen.next();
   try {
-    for await (const _ of (first.value as { body: AsyncIterable<Buffer> }).body) void _;
+    for await (const _ of (first.value as { body: AsyncIterable<Buffer> }).body) {
+      // read to the end
+    }
     assert.unreachable('stale body read');
   } catch (e) {
     assert.is((e as AirlockError).code, 'internal');
@@ -278,7 +280,7 @@ test('sizes of 8 GiB and more go through a pax size record', async () => {
   for await (const { entry } of readTar(source())) got.push(entry); // bodies skipped
   assert.is(got.length, 2);
   assert.is(got[0]?.size, size);
-  assert.is(got[0]?.pax['size'], String(size));
+  assert.is(got[0]?.pax.size, String(size));
   assert.is(got[1]?.path, 'after');
   assert.is(got[1]?.offset, entryBytes(h));
 });
@@ -296,7 +298,7 @@ test(
     assert.is(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.is(lines.length, items.length);
-    assert.ok(lines.some((l) => / 513 /.test(l)));
+    assert.ok(lines.some((l) => l.includes(' 513 ')));
 
     const names = run('tar', ['-tf', file, '--quoting-style=literal']).split('\n').filter((l) => l !== '');
     assert.equal(names.sort(), items.map((i) => i.h.path).sort());
@@ -435,8 +437,8 @@ test(
       ['g', 'unsupported-type'],
       ['0', undefined],
     ]);
-    assert.is(gGot[0]?.entry.pax['comment'], 'hello');
-    assert.is(gGot[1]?.entry.pax['comment'], 'hello');
+    assert.is(gGot[0]?.entry.pax.comment, 'hello');
+    assert.is(gGot[1]?.entry.pax.comment, 'hello');
   }),
 );
 
@@ -623,7 +625,7 @@ test('malformed: pax records', async () => {
   }
   // A fractional and a negative pax mtime are accepted (GNU tar writes the former).
   for (const [value, want] of [['1700000000.5', 1700000000], ['-1.5', -2], ['-0.5', -1], ['-0', 0]] as const) {
-    const body = `${`${value}`.length + 10} mtime=${value}\n`;
+    const body = `${value.length + 10} mtime=${value}\n`;
     const tar = Buffer.concat([rawHeader('x', 'PaxHeaders/p', body.length), Buffer.from(body), paddingFor(body.length), rawHeader('0', 'p'), END_OF_ARCHIVE]);
     assert.is((await entriesOf(tar))[0]?.mtime, want, value);
   }

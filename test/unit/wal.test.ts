@@ -38,7 +38,7 @@ function throwsCode(fn: () => unknown, code: string, text?: string): void {
   try {
     fn();
   } catch (e) {
-    assert.ok(isAirlockError(e), `not an AirlockError: ${e}`);
+    assert.ok(isAirlockError(e), `not an AirlockError: ${String(e)}`);
     assert.is((e as { code: string }).code, code, (e as Error).message);
     if (text) assert.match((e as Error).message, text);
     return;

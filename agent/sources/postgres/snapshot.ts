@@ -161,7 +161,7 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
   // wait, then the pipe is paused (and the program with it)
   const ready: Buffer[][] = [];
   let ended = false;
-  let failure: unknown;
+  let failure: Error | undefined;
   let wake: (() => void) | undefined;
   const notify = () => {
     const w = wake;
@@ -204,6 +204,7 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
         continue;
       }
       if (failure !== undefined) throw failure;
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the 'end' handler
       if (ended) break;
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -305,7 +306,7 @@ export class PostgresSnapshot {
       timeline: info.timeline,
       databases: info.databases,
       collation: info.collation,
-      os: { type: osType(), release: release(), host: hostname(), glibc: (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ?? null },
+      os: { type: osType(), release: release(), host: hostname(), glibc: (process.report.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ?? null },
       configFiles: info.configFiles,
     }, null, 2)}\n`);
     const mtime = Math.floor(now().getTime() / 1000);

@@ -17,6 +17,7 @@
  * keys, durations, sizes, which commands read what), which the format library should not.
  */
 import { AirlockError } from '../manifests/errors.js';
+import { INNER_MANIFEST } from '../manifests/inner.js';
 import { SITE_RE } from '../manifests/manifest.js';
 
 export type CommandPath =
@@ -608,7 +609,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: 'sums',
     kind: 'text',
     arg: 'file',
-    help: "a sha256sum index (the bundle's MANIFEST.sha256) for files without a sidecar",
+    help: `a sha256sum index (the bundle's ${INNER_MANIFEST}) for files without a sidecar`,
     commands: { 'wal-fetch': {} },
   },
 

@@ -26,7 +26,7 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openS
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
 const CHUNK = 1024 * 1024;

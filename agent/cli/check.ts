@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statfsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
-import { program as pgProgram, query, versionBin, type Connection } from '../sources/postgres/server.js';
+import { versionBin } from '../postgres/programs.js';
+import { program as pgProgram, query, type Connection } from '../sources/postgres/server.js';
 import { Settings, human } from './common.js';
 
 interface CheckFlags {

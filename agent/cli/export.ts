@@ -21,7 +21,8 @@ import { recordRun } from '../jobs.js';
 import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
-import { versionBin, type Connection } from '../sources/postgres/server.js';
+import { versionBin } from '../postgres/programs.js';
+import type { Connection } from '../sources/postgres/server.js';
 import { PostgresSnapshot } from '../sources/postgres/snapshot.js';
 import { Settings, human, interruptible, progressReporter } from './common.js';
 

@@ -30,10 +30,12 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerExport(program);
   registerCheck(program);
-  registerRestore(program);
-  registerRestoreObjects(program);
+  // the restore commands are subcommands of one `restore`, made here so no command looks up another
+  const restore = program.command('restore').description('verify, then restore from bundles');
+  registerRestore(restore);
+  registerRestoreObjects(restore);
+  registerRestorePg(restore);
   registerMedia(program);
-  registerRestorePg(program);
   registerDrill(program);
   registerStatus(program);
   registerPrune(program);

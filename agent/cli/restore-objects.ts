@@ -9,14 +9,14 @@ import type { Command } from 'commander';
 import { announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { refuseUnsafeTarget } from '../restore/files.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
+import { pickVerifiedBundle } from '../restore/pick.js';
 import { withRepairedBundle } from '../restore/repair.js';
+import { refuseUnsafeTarget } from '../restore/staging.js';
 import { S3Client } from '../s3/client.js';
 import { loadCredentials } from '../s3/credentials.js';
 import { BUCKET_RE } from '../sources/objects.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { pickVerifiedBundle } from './restore.js';
 
 interface RestoreObjectsFlags {
   from: string;
@@ -102,7 +102,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     };
     // a damaged bundle is repaired into a scratch copy beside the folder or the id map
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
-    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
+    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, { until, signal, verified, progress, notes: note }), { signal, notes: note }), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
@@ -114,10 +114,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   }
 }
 
-/** Adds `restore objects` to the `restore` command registered by restore.ts. */
-export function register(program: Command): void {
-  const restore = program.commands.find((c) => c.name() === 'restore');
-  if (!restore) throw new AirlockError('internal', 'the restore command is not registered');
+/** Adds `restore objects` to the `restore` command. */
+export function register(restore: Command): void {
   restore
     .command('objects')
     .description('restore the buckets of a bundle into buckets of an S3 server, or into a folder')

@@ -9,11 +9,12 @@ import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { refuseUnsafeTarget } from '../restore/files.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
-import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
+import { pickVerifiedBundle } from '../restore/pick.js';
+import { refuseUnsafeTarget } from '../restore/staging.js';
+import { versionBin } from '../postgres/programs.js';
+import { assertNoPassword } from '../sources/postgres/server.js';
 import { interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
-import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
   from: string;
@@ -71,7 +72,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal));
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), { signal, notes: note }));
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
@@ -101,6 +102,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
       walFetch: { node: process.execPath, cli: path.resolve(cli) },
       signal,
       say,
+      notes: note,
       progress: (bytes, total) => (progress ??= progressReporter('airlock: restore pg', total)).update(bytes),
     }),
   );
@@ -126,9 +128,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   else process.stdout.write(`${r.pgdata}\n`);
 }
 
-export function register(program: Command): void {
-  const restore = program.commands.find((c) => c.name() === 'restore');
-  if (!restore) throw new AirlockError('internal', 'the restore command is not registered');
+/** Adds `restore pg` to the `restore` command. */
+export function register(restore: Command): void {
   restore
     .command('pg')
     .description('verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')

@@ -85,7 +85,7 @@ static int hex_upper(const char *s, size_t n) {
 static int timeline(const char *s) { return hex_upper(s, 8) && strncmp(s, "00000000", 8) != 0; }
 
 /*
- * True for the names agent/sources/postgres/wal.ts parseWalFileName accepts: a segment, a
+ * True for the names agent/postgres/wal.ts parseWalFileName accepts: a segment, a
  * .partial segment, a .history file, a .backup file. Anything else goes to Node for its error.
  */
 static int wal_name(const char *n) {

@@ -14,25 +14,22 @@
  * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chown, lchown, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord } from '../../manifests/inner.js';
-import { checkInner } from '../../manifests/inner-check.js';
-import { openPlaintext } from '../../manifests/payload.js';
-import { readTar, type ReadEntry } from '../../manifests/tar.js';
-import { digestStream, type Digest } from '../../manifests/hash.js';
+import { digestStream } from '../../manifests/hash.js';
+import type { ReadEntry } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { fsyncDir, removeTree } from '../fsutil.js';
-import { clientEnv } from '../sources/postgres/server.js';
-import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
-import { isEmptyOrAbsent, stageEntry } from './files.js';
+import { removeTree } from '../fsutil.js';
+import { clientEnv } from '../postgres/programs.js';
+import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
+import { promote, requireEmpty, stageBundle, withStaging, type Notes, type StageHooks } from './staging.js';
 import { BaseBackupSink } from './unpack.js';
 
 export type Target =
@@ -156,25 +153,10 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
   return { plan: { base, bundles: needed, newest: { ...(lastPoint ? { time: lastPoint.time, lsn: lastPoint.lsn } : {}) } }, target: chosen };
 }
 
-/** Where an entry goes instead of the staging folder: a consumer that hashes what it takes. */
-type Divert = (entry: ReadEntry) => ((body: AsyncIterable<Buffer>) => Promise<Digest>) | undefined;
-
-/**
- * Decrypts `bundle` into `dir`, checking every entry; returns its index records. Entries that
- * `divert` claims go to its consumer instead (their hashes are checked all the same).
- */
-export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, divert?: Divert, onBytes?: (n: number) => void): Promise<IndexRecord[]> {
-  const manifest = bundle.manifest;
-  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+/** Decrypts `bundle` into `dir`, checking every entry (staging.ts); returns its index records. */
+async function stagedRecords(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, hooks: Omit<StageHooks, 'onRecord'> = {}): Promise<IndexRecord[]> {
   const records: IndexRecord[] = [];
-  const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, onBytes);
-  const onEntry = (entry: ReadEntry, body: AsyncIterable<Buffer>) => divert?.(entry)?.(body) ?? stageEntry(dir, entry, body);
-  const problems = await checkInner(readTar(plain), manifest, { onEntry, onRecord: (r) => records.push(r) });
-  if (problems.length > 0) {
-    const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
-    throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
-  }
+  await stageBundle(bundle, identities, dir, { ...hooks, onRecord: (r) => records.push(r) });
   return records;
 }
 
@@ -252,6 +234,8 @@ export interface PgRestoreOptions {
   walFetch: { node: string; cli: string };
   signal?: AbortSignal;
   say?: (line: string) => void;
+  /** warnings that must reach the operator even when `say` is quiet */
+  notes?: Notes;
   /** told the bundle bytes read so far, and the total, for a progress line */
   progress?: (bytes: number, total: number) => void;
 }
@@ -283,14 +267,10 @@ export interface PgRestoreResult {
 export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestoreResult> {
   const { plan, target } = planRestore(opts.verified, opts.target, opts.orLatest);
   const pgdata = path.resolve(opts.pgdata);
-  if (!(await isEmptyOrAbsent(pgdata))) throw new AirlockError('target-exists', `${pgdata} is not empty`, { hint: 'restore into a new or empty data folder' });
+  await requireEmpty(pgdata, 'restore into a new or empty data folder');
   const owner = await ownerFor(pgdata);
-  const parent = path.dirname(pgdata);
-  await mkdir(parent, { recursive: true });
-  const partial = path.join(parent, `.${path.basename(pgdata)}.airlock-partial`);
-  const staging = path.join(parent, `.${path.basename(pgdata)}.airlock-staging-${randomBytes(6).toString('hex')}`);
   const walDir = `${pgdata}.wal`;
-  if (!(await isEmptyOrAbsent(walDir))) throw new AirlockError('target-exists', `${walDir} is not empty`, { hint: 'it holds the WAL of an earlier restore: remove it once that recovery finished' });
+  await requireEmpty(walDir, 'it holds the WAL of an earlier restore: remove it once that recovery finished');
   const say = opts.say ?? (() => {});
   let lastSegment: string | undefined;
   let walFiles = 0;
@@ -315,59 +295,69 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     `unix_socket_directories = ${confString(pgdata)}`,
   ];
   try {
-    await removeTree(partial);
-    await mkdir(partial, { mode: 0o700 });
-    await mkdir(walDir, { recursive: true, mode: 0o700 });
-    for (const x of plan.bundles) {
-      const dir = path.join(staging, String(x.seq));
-      say(`decrypting and checking seq ${x.seq}`);
-      const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
-      if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
-      let records: IndexRecord[];
-      try {
-        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) : undefined, onBytes);
-        if (sink) {
-          streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-          await sink.finish();
+    await withStaging(
+      pgdata,
+      async (staging) => {
+        // the data folder and the WAL are built inside staging, on the target's file system
+        const partial = path.join(staging, 'pgdata');
+        const walTree = path.join(staging, 'wal');
+        await mkdir(partial, { mode: 0o700 });
+        await mkdir(walTree, { mode: 0o700 });
+        for (const x of plan.bundles) {
+          const dir = path.join(staging, String(x.seq));
+          say(`decrypting and checking seq ${x.seq}`);
+          const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
+          if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
+          let records: IndexRecord[];
+          try {
+            records = await stagedRecords(x.b, opts.identities, dir, {
+              ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) } : {}),
+              ...(opts.signal ? { signal: opts.signal } : {}),
+              ...(onBytes ? { onBytes } : {}),
+            });
+            if (sink) {
+              streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+              await sink.finish();
+            }
+          } catch (e) {
+            await sink?.abort();
+            throw e;
+          }
+          const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
+          if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
+          const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
+          if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
+          if (x === plan.base) {
+            const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
+            warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
+          }
+          for (const r of records) {
+            if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
+            const n = parseWalFileName(r.name);
+            if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+            await rename(path.join(dir, r.path), path.join(walTree, n.name));
+            await writeFile(path.join(walTree, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+            walFiles++;
+            if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
+          }
+          await removeTree(dir);
         }
-      } catch (e) {
-        await sink?.abort();
-        throw e;
-      }
-      const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
-      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
-      const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
-      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
-      if (x === plan.base) {
-        const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
-        warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
-      }
-      for (const r of records) {
-        if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
-        const n = parseWalFileName(r.name);
-        if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
-        await rename(path.join(dir, r.path), path.join(walDir, n.name));
-        await writeFile(path.join(walDir, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
-        walFiles++;
-        if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
-      }
-      await removeTree(dir);
-    }
-    await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
-    if (owner) {
-      await chownTree(partial, owner);
-      await chownTree(walDir, owner);
-    }
-    await fsyncDir(partial);
-    if (await lstat(pgdata).then(() => true, () => false)) await rmdir(pgdata);
-    await rename(partial, pgdata);
-    await fsyncDir(parent);
+        await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
+        if (owner) {
+          await chownTree(partial, owner);
+          await chownTree(walTree, owner);
+        }
+        // the WAL first: a data folder in place says the restore is complete
+        await promote(walTree, walDir);
+        await promote(partial, pgdata).catch(async (e: unknown) => {
+          await removeTree(walDir).catch(() => {});
+          throw e;
+        });
+      },
+      opts.notes ? { notes: opts.notes } : {},
+    );
   } catch (e) {
-    await removeTree(partial).catch(() => {});
-    await removeTree(walDir).catch(() => {});
     throw fromSystemError(e, pgdata);
-  } finally {
-    await removeTree(staging).catch(() => process.stderr.write(`airlock: warning: could not remove ${staging}; delete it, it may hold decrypted data\n`));
   }
   const point = plan.bundles.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
   return {
@@ -527,20 +517,25 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
 }
 
 /**
- * Restores database `database` from the newest (or the given) bundle that holds dumps into the
- * database `dbname` names, through pg_restore. Throws `no-bundle` when no bundle has a dump of it.
+ * Restores database `database` of the verified `bundle` into the database `conninfo` names, through
+ * pg_restore; the decrypted dump waits in a staging folder in `stagingParent`. Throws `no-bundle`
+ * when the bundle has no dump of it, `child-failed` when pg_restore fails, and what stageBundle
+ * throws.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal): Promise<{ parts: number }> {
-  const dir = path.join(staging, `.airlock-dump-${randomBytes(6).toString('hex')}`);
-  try {
-    // only the dumps are written to disk; every other entry is hashed (checked) and dropped
-    const records = await stageBundle(bundle, identities, dir, signal, (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream));
-    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
-    if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
-    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
-    await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
-    return { parts: parts.length };
-  } finally {
-    await removeTree(dir).catch(() => process.stderr.write(`airlock: warning: could not remove ${dir}; delete it, it holds decrypted data\n`));
-  }
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, stagingParent: string, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<{ parts: number }> {
+  const { signal } = opts;
+  // runs into different databases may share the folder: only what killed runs left is removed there
+  return withStaging(
+    path.join(stagingParent, 'dump'),
+    async (dir) => {
+      // only the dumps are written to disk; every other entry is hashed (checked) and dropped
+      const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
+      const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
+      if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
+      const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
+      await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
+      return { parts: parts.length };
+    },
+    { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) },
+  );
 }

@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../postgres/wal.js';
 import { hashFileSync, readSmallSync } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';

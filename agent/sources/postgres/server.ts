@@ -8,9 +8,9 @@
  * per version in /usr/lib/postgresql/N/bin), so pg_dump is never older than the server.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../../../manifests/errors.js';
+import { clientEnv } from '../../postgres/programs.js';
 
 export interface Connection {
   /** a libpq connection string ("host=/run/postgresql dbname=postgres") or URL */
@@ -22,12 +22,6 @@ export interface Connection {
 /** The client program `name` for `conn`. */
 export function program(conn: Connection, name: string): string {
   return conn.bin === undefined ? name : path.join(conn.bin, name);
-}
-
-/** The Debian folder of a major version's programs, when it is installed. */
-export function versionBin(major: number): string | undefined {
-  const dir = `/usr/lib/postgresql/${major}/bin`;
-  return existsSync(path.join(dir, 'pg_basebackup')) ? dir : undefined;
 }
 
 /** The connection string for another database on the same server. */
@@ -48,11 +42,6 @@ export function assertNoPassword(conninfo: string): void {
   if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
     throw new AirlockError('usage', 'the PostgreSQL connection string carries a password', { hint: 'leave it out and put it in a pgpass file named by PGPASSFILE (mode 0600), or in PGPASSWORD' });
   }
-}
-
-/** Child environment: the caller's, with the client's prompts and user-level files kept out of it. */
-export function clientEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? '30', PSQLRC: '/dev/null' };
 }
 
 /**

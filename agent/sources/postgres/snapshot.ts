@@ -27,8 +27,9 @@ import type { SourceItem } from '../../bundle/writer.js';
 import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
 import { ingestSpool, readSmallSync } from '../../spool.js';
-import { clientEnv, program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
-import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from './wal.js';
+import { clientEnv } from '../../postgres/programs.js';
+import { program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
+import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from '../../postgres/wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
 /** Full parts read ahead of the one being written. */

@@ -28,8 +28,8 @@
  * them ("0/3000028") and 64-bit identifiers as decimal strings, because JSON numbers lose precision
  * above 2^53; arithmetic happens in bigint.
  */
-import { formatLsnValue, lsnValue, segmentFileName } from '../../../manifests/coverage.js';
-import { AirlockError } from '../../../manifests/errors.js';
+import { formatLsnValue, lsnValue, segmentFileName } from '../../manifests/coverage.js';
+import { AirlockError } from '../../manifests/errors.js';
 
 /** xlp_magic of PostgreSQL 15 (XLOG_PAGE_MAGIC in access/xlog_internal.h). */
 export const PG15_WAL_MAGIC = 0xd110;

@@ -14,7 +14,7 @@
  * Waiting is always bounded polling: a server that does not start or a segment that never arrives
  * fails the test with the server log's tail, never hangs it.
  */
-import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

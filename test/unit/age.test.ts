@@ -7,14 +7,12 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Transform } from 'node:stream';
-import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { inflateSync } from 'node:zlib';
 import * as vectors from 'cctv-age';
 import * as ageJs from 'age-encryption';

@@ -70,7 +70,9 @@ export async function withStaging<T>(target: string, work: (dir: string) => Prom
   try {
     const live = await sweep(parent, prefix, name);
     if (opts.exclusive !== false && live.some((n) => n < name)) {
-      throw new AirlockError('locked', `another airlock restore into ${target} is running`, { hint: 'wait for it to finish; a restore that was killed does not stop the next one' });
+      throw new AirlockError('locked', `another airlock restore into ${target} is running`, {
+        hint: 'wait for it to finish; a restore that was killed does not stop the next one',
+      });
     }
     return await work(dir);
   } finally {
@@ -125,7 +127,8 @@ async function sweep(parent: string, prefix: string, own: string): Promise<strin
 export async function isEmptyOrAbsent(dir: string): Promise<boolean> {
   try {
     const st = await lstat(dir);
-    if (st.isSymbolicLink()) throw new AirlockError('unsafe-target', `${dir} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
+    if (st.isSymbolicLink())
+      throw new AirlockError('unsafe-target', `${dir} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
     if (!st.isDirectory()) throw new AirlockError('unsafe-target', `${dir} is not a folder`, { hint: 'restore into a new or empty folder' });
     return (await readdir(dir)).length === 0;
   } catch (e) {
@@ -201,8 +204,15 @@ export async function stageBundle(bundle: BundleReport, identities: readonly Uin
     ...(hooks.onRecord ? { onRecord: hooks.onRecord } : {}),
   });
   if (problems.length > 0) {
-    const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
-    throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
+    const first = problems
+      .slice(0, 3)
+      .map((p) => `${p.result} ${p.file}: ${p.message}`)
+      .join('; ');
+    throw new AirlockError(
+      'verification-failed',
+      `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`,
+      { hint: 'run airlock-verify with --identity for the full list; nothing was restored' },
+    );
   }
   if (!plain.readableEnded) throw new AirlockError('internal', 'the payload was not read to its end');
   faultPoint('restore:after-stage');
@@ -217,14 +227,17 @@ export async function stageBundle(bundle: BundleReport, identities: readonly Uin
 export async function promote(tree: string, target: string): Promise<void> {
   await fsyncDir(tree);
   const st = await lstat(target).catch(() => undefined);
-  if (st?.isSymbolicLink()) throw new AirlockError('unsafe-target', `${target} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
+  if (st?.isSymbolicLink())
+    throw new AirlockError('unsafe-target', `${target} is a symbolic link`, { hint: 'restore into a new or empty folder, named by its real path' });
   try {
     if (st) await rmdir(target);
     await rename(tree, target);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') {
-      throw new AirlockError('target-exists', `${target} was filled while this restore ran`, { hint: 'another restore into it finished first; nothing of this one was promoted' });
+      throw new AirlockError('target-exists', `${target} was filled while this restore ran`, {
+        hint: 'another restore into it finished first; nothing of this one was promoted',
+      });
     }
     throw e;
   }
@@ -237,7 +250,11 @@ export async function promote(tree: string, target: string): Promise<void> {
  * it may use too), which is then promoted onto the target. Throws what withStaging, `layOut` and
  * promote throw, system errors typed with the target's name; the target is untouched on failure.
  */
-export async function restoreIntoFolder<T>(target: string, layOut: (dir: string, tree: string) => Promise<T>, opts: StagingOptions & { hint?: string } = {}): Promise<T> {
+export async function restoreIntoFolder<T>(
+  target: string,
+  layOut: (dir: string, tree: string) => Promise<T>,
+  opts: StagingOptions & { hint?: string } = {},
+): Promise<T> {
   await requireEmpty(target, opts.hint);
   try {
     return await withStaging(

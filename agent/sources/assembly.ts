@@ -90,7 +90,20 @@ export class ExportAssembly {
     if (pg) {
       this.pgCatalog = Catalog.open(this.stateDir);
       const conn: Connection = { ...pg.conn };
-      this.snapshot = new PostgresSnapshot({ conn, spool: pg.spool, catalog: this.pgCatalog, site: this.site, seq, base: pg.base, dumps: pg.dumps, tableChecks: pg.tableChecks, walTimeoutMs: pg.walTimeoutMs, now: () => new Date(), say: this.say, ...(signal ? { signal } : {}) });
+      this.snapshot = new PostgresSnapshot({
+        conn,
+        spool: pg.spool,
+        catalog: this.pgCatalog,
+        site: this.site,
+        seq,
+        base: pg.base,
+        dumps: pg.dumps,
+        tableChecks: pg.tableChecks,
+        walTimeoutMs: pg.walTimeoutMs,
+        now: () => new Date(),
+        say: this.say,
+        ...(signal ? { signal } : {}),
+      });
       const info = await this.snapshot.prepare();
       // the programs of the server's own version, unless the operator named a folder
       const own = pg.conn.bin === undefined ? versionBin(info.major) : undefined;

@@ -42,12 +42,12 @@ test('a staging folder whose run ended is removed, with or without its lock file
       assert.is(path.dirname(dir), path.dirname(target), 'beside the target, on its file system');
     });
     assert.not.ok(seen.includes(path.basename(dead.dir)), `the dead run's staging is gone (lock file: ${locked})`);
-    assert.is(seen.length, 1, 'only the run\'s own staging was there');
+    assert.is(seen.length, 1, "only the run's own staging was there");
     assert.equal(readdirSync(path.dirname(target)), [], 'and that is removed afterwards');
   }
 });
 
-test('a live run\'s staging is left alone: a second restore into its target is refused, a non-exclusive one goes on', async () => {
+test("a live run's staging is left alone: a second restore into its target is refused, a non-exclusive one goes on", async () => {
   const target = path.join(tmp(), 'restored');
   const live = stagingOf(target, true);
   try {

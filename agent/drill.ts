@@ -20,8 +20,8 @@ import { NO_BUCKET, restoreObjects } from './restore/objects.js';
 import { preparePgRestore, runAsOwner, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
 import { removeTree } from './fsutil.js';
 import { versionBin } from './postgres/programs.js';
+import { tableChecksSql } from './postgres/sql.js';
 import { query } from './sources/postgres/server.js';
-import { tableChecksSql } from './sources/postgres/snapshot.js';
 
 export interface DrillCheck {
   name: string;

@@ -12,11 +12,11 @@
  */
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, rename, symlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import { AirlockError } from '../../manifests/errors.js';
+import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { isSourcePath, type IndexRecord } from '../../manifests/inner.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir } from '../fsutil.js';
-import { restoreIntoFolder, stageBundle, verifiedManifest, type Notes } from './staging.js';
+import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
 
 export interface RestoreSummary {
   bundle: string;
@@ -80,74 +80,75 @@ function modeOf(r: IndexRecord): number | undefined {
 export async function restoreFiles(bundle: BundleReport, identities: readonly Uint8Array[], to: string, opts: { signal?: AbortSignal; onBytes?: (n: number) => void; notes?: Notes } = {}): Promise<RestoreSummary> {
   const manifest = verifiedManifest(bundle);
   const target = path.resolve(to);
+  await requireEmpty(target);
+  const staging = await openStaging(target, opts.notes ? { notes: opts.notes } : {});
+  const entriesDir = path.join(staging.dir, 'entries');
+  const tree = path.join(staging.dir, 'tree');
   const summary: RestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, to: target, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, skipped: [] };
-  return restoreIntoFolder(
-    target,
-    async (dir, tree) => {
-      const entriesDir = path.join(dir, 'entries');
-      const records: IndexRecord[] = [];
-      await stageBundle(bundle, identities, entriesDir, { onRecord: (r) => records.push(r), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onBytes ? { onBytes: opts.onBytes } : {}) });
-      await layOut(records, entriesDir, tree, summary);
-      // the tree is opened up only as it becomes the target
-      await chmod(tree, 0o755);
-      return summary;
-    },
-    opts.notes ? { notes: opts.notes } : {},
-  );
-}
 
-/**
- * Lays the staged files out under their original paths in `tree`: folders and files first, links
- * after, folder modes and times last (deepest first). Counts into `summary`.
- */
-async function layOut(records: readonly IndexRecord[], entriesDir: string, tree: string, summary: RestoreSummary): Promise<void> {
-  const placed = new Map<string, string>(); // source -> path in the tree
-  const place = async (r: IndexRecord) => {
-    const rel = treePath(r.source);
-    if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${String(r.source)} twice`);
-    const dest = await parentsInside(tree, rel);
-    placed.set(rel, dest);
-    return dest;
-  };
-  const dirs: { dest: string; r: IndexRecord }[] = [];
-  const links: IndexRecord[] = [];
-  for (const r of records) {
-    if (r.type === 'dir') {
+  try {
+    await mkdir(tree, { mode: 0o700 });
+    const records: IndexRecord[] = [];
+    await stageBundle(bundle, identities, entriesDir, { onRecord: (r) => records.push(r), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onBytes ? { onBytes: opts.onBytes } : {}) });
+
+    // lay out: folders and files now, links after, folder modes and times last (deepest first)
+    const placed = new Map<string, string>(); // source -> path in the tree
+    const place = async (r: IndexRecord) => {
+      const rel = treePath(r.source);
+      if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${String(r.source)} twice`);
+      const dest = await parentsInside(tree, rel);
+      placed.set(rel, dest);
+      return dest;
+    };
+    const dirs: { dest: string; r: IndexRecord }[] = [];
+    const links: IndexRecord[] = [];
+    for (const r of records) {
+      if (r.type === 'dir') {
+        const dest = await place(r);
+        await mkdir(dest, { recursive: true, mode: 0o700 });
+        dirs.push({ dest, r });
+        summary.dirs++;
+      } else if (r.type === 'file' && r.path !== undefined) {
+        const dest = await place(r);
+        await rename(path.join(entriesDir, r.path), dest);
+        await applyMeta(dest, r, false);
+        summary.files++;
+      } else if (r.type === 'symlink' || r.type === 'hardlink') {
+        links.push(r);
+      } else if (typeof r.source === 'string') {
+        summary.skipped.push(`${r.source}: ${r.type}${typeof r.kind === 'string' ? ` (${r.kind})` : ''} recorded, not recreated`);
+      }
+    }
+    // hard links first: a symbolic link must never be in place while anything else is still created
+    for (const r of links.filter((x) => x.type === 'hardlink')) {
+      const first = typeof r.target === 'string' && isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
+      if (!first || !(await lstat(first).then((st) => st.isFile(), () => false))) {
+        summary.skipped.push(`${String(r.source)}: hard link to ${String(r.target)}, which is not in this bundle`);
+        continue;
+      }
+      await link(first, await place(r));
+      summary.hardlinks++;
+    }
+    for (const r of links.filter((x) => x.type === 'symlink')) {
+      if (typeof r.target !== 'string' || r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${String(r.source)} has no valid target`);
       const dest = await place(r);
-      await mkdir(dest, { recursive: true, mode: 0o700 });
-      dirs.push({ dest, r });
-      summary.dirs++;
-    } else if (r.type === 'file' && r.path !== undefined) {
-      const dest = await place(r);
-      await rename(path.join(entriesDir, r.path), dest);
+      await symlink(r.target, dest);
+      await applyMeta(dest, r, true);
+      summary.symlinks++;
+    }
+    dirs.sort((a, b) => b.dest.length - a.dest.length);
+    for (const { dest, r } of dirs) {
+      await fsyncDir(dest);
       await applyMeta(dest, r, false);
-      summary.files++;
-    } else if (r.type === 'symlink' || r.type === 'hardlink') {
-      links.push(r);
-    } else if (typeof r.source === 'string') {
-      summary.skipped.push(`${r.source}: ${r.type}${typeof r.kind === 'string' ? ` (${r.kind})` : ''} recorded, not recreated`);
     }
-  }
-  // hard links first: a symbolic link must never be in place while anything else is still created
-  for (const r of links.filter((x) => x.type === 'hardlink')) {
-    const first = typeof r.target === 'string' && isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
-    if (!first || !(await lstat(first).then((st) => st.isFile(), () => false))) {
-      summary.skipped.push(`${String(r.source)}: hard link to ${String(r.target)}, which is not in this bundle`);
-      continue;
-    }
-    await link(first, await place(r));
-    summary.hardlinks++;
-  }
-  for (const r of links.filter((x) => x.type === 'symlink')) {
-    if (typeof r.target !== 'string' || r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${String(r.source)} has no valid target`);
-    const dest = await place(r);
-    await symlink(r.target, dest);
-    await applyMeta(dest, r, true);
-    summary.symlinks++;
-  }
-  dirs.sort((a, b) => b.dest.length - a.dest.length);
-  for (const { dest, r } of dirs) {
-    await fsyncDir(dest);
-    await applyMeta(dest, r, false);
+
+    // promote: the tree becomes the target in one rename
+    await chmod(tree, 0o755);
+    await promote(tree, target);
+    return summary;
+  } catch (e) {
+    throw fromSystemError(e, target);
+  } finally {
+    await staging.close();
   }
 }

@@ -39,7 +39,7 @@ import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
 import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
 import { escapeXml, textOf } from '../s3/xml.js';
 import { listVersions, type ListedVersion } from '../sources/objects.js';
-import { restoreIntoFolder, stageBundle, verifiedManifest, withStaging, type Notes } from './staging.js';
+import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
 /** The message of a restore from a bundle without buckets, which a drill counts as nothing to check. */
@@ -710,41 +710,44 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
   const manifest = verifiedManifest(bundle);
   const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
   const { until = Infinity, signal, verified = [], progress } = opts;
-  const staging = opts.notes ? { notes: opts.notes } : {};
+  const exists = (p: string) => stat(p).then(() => true, () => false);
+  const notes = opts.notes ? { notes: opts.notes } : {};
 
   if (target.kind === 'bucket') {
     const idMap = path.resolve(target.idMap);
-    if (await stat(idMap).then(() => true, () => false)) throw new AirlockError('target-exists', `${idMap} already exists`, { hint: 'give --id-map a new file name' });
+    if (await exists(idMap)) throw new AirlockError('target-exists', `${idMap} already exists`, { hint: 'give --id-map a new file name' });
     const parent = path.dirname(idMap);
     await mkdir(parent, { recursive: true }).catch((e: unknown) => {
       throw fromSystemError(e, parent);
     });
     // a wrong endpoint or key should fail now, not after the whole payload was decrypted
     await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
+    const staging = await openStaging(idMap, notes);
     try {
-      return await withStaging(
-        idMap,
-        async (dir) => {
-          const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
-          await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal, progress, opts.notes);
-          summary.map = idMap;
-          return summary;
-        },
-        staging,
-      );
+      const chain = await stageChain(bundle, verified, identities, staging.dir, signal, progress);
+      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal, progress, opts.notes);
+      summary.map = idMap;
+      return summary;
     } catch (e) {
       throw fromSystemError(e, idMap);
+    } finally {
+      await staging.close();
     }
   }
 
   const to = path.resolve(target.to);
-  return restoreIntoFolder(
-    to,
-    async (dir, tree) => {
-      const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
-      await restoreToFolder(chain, to, tree, until, summary);
-      return summary;
-    },
-    staging,
-  );
+  await requireEmpty(to);
+  const staging = await openStaging(to, notes);
+  try {
+    const chain = await stageChain(bundle, verified, identities, staging.dir, signal, progress);
+    const tree = path.join(staging.dir, 'tree');
+    await mkdir(tree, { mode: 0o700 });
+    await restoreToFolder(chain, to, tree, until, summary);
+    await promote(tree, to);
+    return summary;
+  } catch (e) {
+    throw fromSystemError(e, to);
+  } finally {
+    await staging.close();
+  }
 }

@@ -29,7 +29,7 @@ import { removeTree } from '../fsutil.js';
 import { clientEnv } from '../postgres/programs.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
-import { promote, requireEmpty, stageBundle, withStaging, type Notes, type StageHooks } from './staging.js';
+import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
 import { BaseBackupSink } from './unpack.js';
 
 export type Target =
@@ -294,70 +294,67 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     "listen_addresses = 'localhost'",
     `unix_socket_directories = ${confString(pgdata)}`,
   ];
+  const staging = await openStaging(pgdata, opts.notes ? { notes: opts.notes } : {});
+  // the data folder and its WAL are built inside staging, on the target's file system
+  const partial = path.join(staging.dir, 'pgdata');
+  const walTree = path.join(staging.dir, 'wal');
   try {
-    await withStaging(
-      pgdata,
-      async (staging) => {
-        // the data folder and the WAL are built inside staging, on the target's file system
-        const partial = path.join(staging, 'pgdata');
-        const walTree = path.join(staging, 'wal');
-        await mkdir(partial, { mode: 0o700 });
-        await mkdir(walTree, { mode: 0o700 });
-        for (const x of plan.bundles) {
-          const dir = path.join(staging, String(x.seq));
-          say(`decrypting and checking seq ${x.seq}`);
-          const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
-          if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
-          let records: IndexRecord[];
-          try {
-            records = await stagedRecords(x.b, opts.identities, dir, {
-              ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) } : {}),
-              ...(opts.signal ? { signal: opts.signal } : {}),
-              ...(onBytes ? { onBytes } : {}),
-            });
-            if (sink) {
-              streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-              await sink.finish();
-            }
-          } catch (e) {
-            await sink?.abort();
-            throw e;
-          }
-          const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
-          if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
-          const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
-          if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
-          if (x === plan.base) {
-            const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
-            warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
-          }
-          for (const r of records) {
-            if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
-            const n = parseWalFileName(r.name);
-            if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
-            await rename(path.join(dir, r.path), path.join(walTree, n.name));
-            await writeFile(path.join(walTree, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
-            walFiles++;
-            if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
-          }
-          await removeTree(dir);
-        }
-        await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
-        if (owner) {
-          await chownTree(partial, owner);
-          await chownTree(walTree, owner);
-        }
-        // the WAL first: a data folder in place says the restore is complete
-        await promote(walTree, walDir);
-        await promote(partial, pgdata).catch(async (e: unknown) => {
-          await removeTree(walDir).catch(() => {});
-          throw e;
+    await mkdir(partial, { mode: 0o700 });
+    await mkdir(walTree, { mode: 0o700 });
+    for (const x of plan.bundles) {
+      const dir = path.join(staging.dir, String(x.seq));
+      say(`decrypting and checking seq ${x.seq}`);
+      const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
+      if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
+      let records: IndexRecord[];
+      try {
+        records = await stagedRecords(x.b, opts.identities, dir, {
+          ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(onBytes ? { onBytes } : {}),
         });
-      },
-      opts.notes ? { notes: opts.notes } : {},
-    );
+        if (sink) {
+          streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+          await sink.finish();
+        }
+      } catch (e) {
+        await sink?.abort();
+        throw e;
+      }
+      const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
+      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
+      const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
+      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
+      if (x === plan.base) {
+        const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
+        warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
+      }
+      for (const r of records) {
+        if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
+        const n = parseWalFileName(r.name);
+        if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+        await rename(path.join(dir, r.path), path.join(walTree, n.name));
+        await writeFile(path.join(walTree, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+        walFiles++;
+        if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
+      }
+      await removeTree(dir);
+    }
+    await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
+    if (owner) {
+      await chownTree(partial, owner);
+      await chownTree(walTree, owner);
+    }
+    // the WAL first: a data folder in place says the restore is complete
+    await promote(walTree, walDir);
+    await promote(partial, pgdata).catch(async (e: unknown) => {
+      await removeTree(walDir).catch(() => {});
+      throw e;
+    });
   } catch (e) {
     throw fromSystemError(e, pgdata);
+  } finally {
+    await staging.close();
   }
   const point = plan.bundles.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
   return {
@@ -518,24 +515,24 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
 
 /**
  * Restores database `database` of the verified `bundle` into the database `conninfo` names, through
- * pg_restore; the decrypted dump waits in a staging folder in `stagingParent`. Throws `no-bundle`
+ * pg_restore; the decrypted dump waits in a staging folder in the folder `staging`. Throws `no-bundle`
  * when the bundle has no dump of it, `child-failed` when pg_restore fails, and what stageBundle
  * throws.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, stagingParent: string, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<{ parts: number }> {
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<{ parts: number }> {
   const { signal } = opts;
-  // runs into different databases may share the folder: only what killed runs left is removed there
-  return withStaging(
-    path.join(stagingParent, 'dump'),
-    async (dir) => {
-      // only the dumps are written to disk; every other entry is hashed (checked) and dropped
-      const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
-      const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
-      if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
-      const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
-      await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
-      return { parts: parts.length };
-    },
-    { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) },
-  );
+  // runs into other databases may share the folder: only what killed runs left there is removed
+  const stage = await openStaging(path.join(staging, 'dump'), { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) });
+  const dir = stage.dir;
+  try {
+    // only the dumps are written to disk; every other entry is hashed (checked) and dropped
+    const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
+    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
+    if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
+    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
+    await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
+    return { parts: parts.length };
+  } finally {
+    await stage.close();
+  }
 }

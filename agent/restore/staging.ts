@@ -2,7 +2,7 @@
  * Verified staging: the one way every restore lays anything down (files, objects into a folder or
  * into buckets, PostgreSQL, a repaired copy of damaged volumes).
  *
- *   the command verified the set -> withStaging: a private folder (0700) beside the target, on its
+ *   the command verified the set -> openStaging: a private folder (0700) beside the target, on its
  *   file system, once what killed runs left there is removed -> stageBundle: decrypt into it, every
  *   entry hashed and checked against the inner manifest, nothing used before the whole payload
  *   checked out -> the restore lays out what it restores inside the folder -> promote: one rename
@@ -52,13 +52,27 @@ export interface StagingOptions {
 /** The lock every staging folder holds while its run lives: `restore.lock` inside it. */
 const LOCK = 'restore';
 
+/** An open staging folder: `dir`, and `close`, which removes it and lets its lock go. */
+export interface Staging {
+  readonly dir: string;
+  close: () => Promise<void>;
+}
+
 /**
- * Runs `work` with a new staging folder beside `target`, having removed the staging folders of
- * `target` that killed runs left, and removes the folder afterwards (saying so through `notes` when
- * it cannot). Throws `locked` when another live run stages for the same target (see the top of this
- * file), typed system errors, and what `work` throws.
+ * Makes a new staging folder beside `target`, having removed the staging folders of `target` that
+ * killed runs left; the caller must close() it however it ends (which says through `notes` when it
+ * cannot remove it). Throws `locked` when another live run stages for the same target (see the top
+ * of this file), and system errors typed with the target's name.
  */
-export async function withStaging<T>(target: string, work: (dir: string) => Promise<T>, opts: StagingOptions = {}): Promise<T> {
+export async function openStaging(target: string, opts: StagingOptions = {}): Promise<Staging> {
+  try {
+    return await create(target, opts);
+  } catch (e) {
+    throw fromSystemError(e, target);
+  }
+}
+
+async function create(target: string, opts: StagingOptions): Promise<Staging> {
   const kind = opts.kind ?? 'staging';
   const parent = path.dirname(target);
   await mkdir(parent, { recursive: true });
@@ -67,6 +81,11 @@ export async function withStaging<T>(target: string, work: (dir: string) => Prom
   const name = `${prefix}${suffix}`;
   const dir = path.join(parent, name);
   const release = await born(path.join(parent, `.${path.basename(target)}.airlock-new-${suffix}`), dir);
+  const close = async () => {
+    // removed before the lock goes, so no other run ever sees this folder unlocked
+    await removeTree(dir).catch(() => opts.notes?.(`warning: could not remove ${dir}; delete it${kind === 'staging' ? ', it may hold decrypted data' : ''}`));
+    release();
+  };
   try {
     const live = await sweep(parent, prefix, name);
     if (opts.exclusive !== false && live.some((n) => n < name)) {
@@ -74,11 +93,20 @@ export async function withStaging<T>(target: string, work: (dir: string) => Prom
         hint: 'wait for it to finish; a restore that was killed does not stop the next one',
       });
     }
-    return await work(dir);
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { dir, close };
+}
+
+/** Runs `work` in a staging folder beside `target` (openStaging), and closes it however `work` ends. */
+export async function withStaging<T>(target: string, work: (dir: string) => Promise<T>, opts: StagingOptions = {}): Promise<T> {
+  const staging = await openStaging(target, opts);
+  try {
+    return await work(staging.dir);
   } finally {
-    // removed before the lock goes, so no other run ever sees this folder unlocked
-    await removeTree(dir).catch(() => opts.notes?.(`warning: could not remove ${dir}; delete it${kind === 'staging' ? ', it may hold decrypted data' : ''}`));
-    release();
+    await staging.close();
   }
 }
 
@@ -242,33 +270,4 @@ export async function promote(tree: string, target: string): Promise<void> {
     throw e;
   }
   await fsyncDir(path.dirname(target));
-}
-
-/**
- * Restores into the folder `target`, which must be absent or empty (else `target-exists` with
- * `hint`): `layOut` builds the restored tree in `tree` (0700, inside a staging folder whose `dir`
- * it may use too), which is then promoted onto the target. Throws what withStaging, `layOut` and
- * promote throw, system errors typed with the target's name; the target is untouched on failure.
- */
-export async function restoreIntoFolder<T>(
-  target: string,
-  layOut: (dir: string, tree: string) => Promise<T>,
-  opts: StagingOptions & { hint?: string } = {},
-): Promise<T> {
-  await requireEmpty(target, opts.hint);
-  try {
-    return await withStaging(
-      target,
-      async (dir) => {
-        const tree = path.join(dir, 'tree');
-        await mkdir(tree, { mode: 0o700 });
-        const result = await layOut(dir, tree);
-        await promote(tree, target);
-        return result;
-      },
-      opts,
-    );
-  } catch (e) {
-    throw fromSystemError(e, target);
-  }
 }

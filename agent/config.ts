@@ -31,7 +31,7 @@ const percentCheck = (v: string) => (/^\d{1,2}(\.\d+)?%?$/.test(v) ? undefined :
 
 export const CONFIG_KEYS: Record<string, ConfigKey> = {
   site: { list: false, check: (v) => (/^[a-z0-9][a-z0-9._-]{0,62}$/.test(v) ? undefined : 'not a valid site id') },
-  medium: { list: false },
+  medium: { list: true },
   'signing-key': { list: false },
   recipient: { list: true, check: (v) => (/^age1[0-9a-z]{58}$/.test(v) ? undefined : 'not an age recipient (age1...)') },
   files: { list: true },

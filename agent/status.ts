@@ -14,6 +14,7 @@ import { readdirSync, statfsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Catalog } from './catalog.js';
 import { lsnValue, segmentNo } from '../manifests/coverage.js';
+import { escapeText } from '../manifests/escape.js';
 import { parseWalFileName } from './postgres/wal.js';
 
 export type Level = 'ok' | 'warning' | 'critical' | 'unknown';
@@ -55,6 +56,10 @@ export interface Status {
   wal: { newest: string | null; newestAgeSeconds: number | null; spoolBytes: number; spoolFreeBytes: number | null; spoolFreeFraction: number | null; unexportedBytes: number; unexportedFiles: number };
   archiver?: { failedCount: number; failingNow: boolean; lastFailedWal: string | null };
   media: { uuid: string; label: string; newestSeq: number; verified: string }[];
+  /** the newest finished bundle of the site: its size and how long writing it took */
+  lastBundle: { seq: number; bytes: number; durationSeconds: number; finished: string } | null;
+  /** seconds since the last successful base backup, null when there was none */
+  baseBackupAgeSeconds: number | null;
   /** onApplianceFrom: `server` when it said what is not archived yet, `spool` for the newest segment's age (an upper bound) */
   rpo: { onAppliance: number | null; onApplianceFrom?: 'server' | 'spool'; offSite: number | null };
 }
@@ -137,6 +142,8 @@ export function collectStatus(input: StatusInput): Status {
     jobs: [],
     wal: { newest: null, newestAgeSeconds: null, spoolBytes: 0, spoolFreeBytes: null, spoolFreeFraction: null, unexportedBytes: 0, unexportedFiles: 0 },
     media: [],
+    lastBundle: null,
+    baseBackupAgeSeconds: null,
     rpo: { onAppliance: null, offSite: null },
   };
 
@@ -147,6 +154,7 @@ export function collectStatus(input: StatusInput): Status {
     const bad = runs.find((r) => r.outcome === 'failed');
     if (runs.length === 0) continue;
     status.jobs.push({ job, lastSuccess: ok?.time ?? null, lastFailure: bad?.time ?? null, lastFailureMessage: bad?.message ?? null });
+    if (job === 'base-backup' && ok) status.baseBackupAgeSeconds = Math.max(0, (nowMs - Date.parse(ok.time)) / 1000);
     const latest = runs[0];
     if (latest?.outcome === 'failed') checks.push({ name: `job ${job}`, level: 'warning', message: `the last ${job} failed at ${latest.time}: ${latest.message ?? latest.code ?? ''}` });
     else checks.push({ name: `job ${job}`, level: 'ok', message: `the last ${job} succeeded at ${latest?.time}` });
@@ -191,6 +199,11 @@ export function collectStatus(input: StatusInput): Status {
     checks.push({ name: 'archiver', level: 'unknown', message: `cannot ask the server: ${input.archiverError}` });
   }
 
+  const last = catalog.lastDone(site);
+  if (last?.finished && last.size !== null) {
+    status.lastBundle = { seq: last.seq, bytes: last.size, durationSeconds: Math.max(0, (Date.parse(last.finished) - Date.parse(last.started)) / 1000), finished: last.finished };
+  }
+
   const media = catalog.newestCopies(site);
   status.media = media.map((m) => ({ uuid: m.uuid, label: m.label, newestSeq: m.seq, verified: m.verified }));
   const offsite = catalog.newestVerifiedData(site);
@@ -205,36 +218,93 @@ export function collectStatus(input: StatusInput): Status {
   return status;
 }
 
-/** The Prometheus text format, for node_exporter's textfile collector. */
+/**
+ * The Prometheus text format, for node_exporter's textfile collector. Labels are `site` and what
+ * tells series apart (`task`, `medium`): never `job` or `instance`, which Prometheus sets itself for
+ * the scraped target.
+ */
 export function prometheusText(s: Status): string {
-  const lines: string[] = [];
-  const metric = (name: string, help: string, values: { labels?: Record<string, string>; value: number | null }[]) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
-    for (const v of values) {
-      if (v.value === null) continue;
-      const labels = { site: s.site, ...v.labels };
-      const text = Object.entries(labels).map(([k, x]) => `${k}="${x.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
-      lines.push(`${name}{${text}} ${v.value}`);
-    }
-  };
-  metric('airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]);
-  metric('airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool', [{ value: s.wal.newestAgeSeconds }]);
-  metric('airlock_rpo_appliance_seconds', 'age of the oldest WAL not in the spool (0: everything is archived); without --pg, the newest spooled segment\'s age, an upper bound', [{ value: s.rpo.onAppliance }]);
-  metric('airlock_spool_bytes', 'bytes of WAL files in the spool', [{ value: s.wal.spoolBytes }]);
-  metric('airlock_spool_free_bytes', 'free bytes of the spool file system', [{ value: s.wal.spoolFreeBytes }]);
-  metric('airlock_unexported_bytes', 'bytes of ingested WAL no finished bundle carries yet', [{ value: s.wal.unexportedBytes }]);
-  metric('airlock_rpo_offsite_seconds', 'age of the newest data on verified media', [{ value: s.rpo.offSite }]);
-  metric('airlock_archiver_failing', '1 when archive_command fails now', [{ value: s.archiver ? Number(s.archiver.failingNow) : null }]);
-  metric('airlock_job_last_success_timestamp_seconds', 'time of the last successful run of a job', s.jobs.map((j) => ({ labels: { job: j.job }, value: j.lastSuccess ? Date.parse(j.lastSuccess) / 1000 : null })));
-  metric('airlock_job_last_failure_timestamp_seconds', 'time of the last failed run of a job', s.jobs.map((j) => ({ labels: { job: j.job }, value: j.lastFailure ? Date.parse(j.lastFailure) / 1000 : null })));
-  metric('airlock_medium_newest_seq', 'the newest bundle verified on a medium', s.media.map((m) => ({ labels: { medium: m.uuid, label: m.label }, value: m.newestSeq })));
+  const lines = metricLines(s.site, [
+    ['airlock_status_up', '1 when the status could be taken (0: see airlock_status)', [{ value: 1 }]],
+    ['airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]],
+    ['airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool', [{ value: s.wal.newestAgeSeconds }]],
+    ['airlock_rpo_appliance_seconds', "age of the oldest WAL not in the spool (0: everything is archived); without --pg, the newest spooled segment's age, an upper bound", [{ value: s.rpo.onAppliance }]],
+    ['airlock_spool_bytes', 'bytes of WAL files in the spool', [{ value: s.wal.spoolBytes }]],
+    ['airlock_spool_free_bytes', 'free bytes of the spool file system', [{ value: s.wal.spoolFreeBytes }]],
+    ['airlock_unexported_bytes', 'bytes of ingested WAL no finished bundle carries yet', [{ value: s.wal.unexportedBytes }]],
+    ['airlock_rpo_offsite_seconds', 'age of the newest data on verified media', [{ value: s.rpo.offSite }]],
+    ['airlock_base_backup_age_seconds', 'time since the last successful base backup', [{ value: s.baseBackupAgeSeconds }]],
+    ['airlock_last_bundle_bytes', 'size of the newest finished bundle', [{ value: s.lastBundle?.bytes ?? null }]],
+    ['airlock_last_bundle_duration_seconds', 'how long writing the newest finished bundle took', [{ value: s.lastBundle?.durationSeconds ?? null }]],
+    ['airlock_archiver_failing', '1 when archive_command fails now', [{ value: s.archiver ? Number(s.archiver.failingNow) : null }]],
+    ['airlock_job_last_success_timestamp_seconds', 'time of the last successful run of a task', s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastSuccess ? Date.parse(j.lastSuccess) / 1000 : null }))],
+    ['airlock_job_last_failure_timestamp_seconds', 'time of the last failed run of a task', s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastFailure ? Date.parse(j.lastFailure) / 1000 : null }))],
+    ['airlock_medium_newest_seq', 'the newest bundle verified on a medium', s.media.map((m) => ({ labels: { medium: m.uuid, label: m.label }, value: m.newestSeq }))],
+  ]);
   return `${lines.join('\n')}\n`;
 }
 
-/** The status for people: one line per check, the level last. */
-export function statusText(s: Status): string {
-  const out = s.checks.map((c) => `${c.level}: ${c.name}: ${c.message}`);
+/** The Prometheus file when no status could be taken (no config, an unreadable catalog): down, unknown. */
+export function prometheusDown(site: string | undefined): string {
+  const lines = metricLines(site, [
+    ['airlock_status_up', '1 when the status could be taken (0: see airlock_status)', [{ value: 0 }]],
+    ['airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT.unknown }]],
+  ]);
+  return `${lines.join('\n')}\n`;
+}
+
+type Series = { labels?: Record<string, string>; value: number | null }[];
+
+function metricLines(site: string | undefined, metrics: readonly (readonly [string, string, Series])[]): string[] {
+  const lines: string[] = [];
+  const quote = (x: string) => `"${x.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+  for (const [name, help, values] of metrics) {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
+    for (const v of values) {
+      if (v.value === null) continue;
+      const labels = Object.entries({ ...(site !== undefined ? { site } : {}), ...v.labels });
+      lines.push(`${name}${labels.length > 0 ? `{${labels.map(([k, x]) => `${k}=${quote(x)}`).join(',')}}` : ''} ${v.value}`);
+    }
+  }
+  return lines;
+}
+
+/**
+ * The first line of a Nagios plugin's output: `AIRLOCK LEVEL - the worst problem | perfdata`, with
+ * a value for every threshold (`label=value[unit];warn;crit`, `U` for a value not known; the spool's
+ * free space alerts below its thresholds, the range form `N:`).
+ */
+export function nagiosLine(s: Status, t: Thresholds): string {
+  const rank: Record<Level, number> = { critical: 3, unknown: 2, warning: 1, ok: 0 };
+  const worstCheck = s.checks.filter((c) => c.level === s.level).sort((a, b) => rank[b.level] - rank[a.level])[0];
+  const summary = s.level === 'ok' || !worstCheck ? `${s.checks.length} checks ok, site ${s.site}` : `${worstCheck.name}: ${worstCheck.message}`;
+  const v = (x: number | null, unit = '') => (x === null ? 'U' : `${Math.round(x * 1000) / 1000}${unit}`);
+  const pct = (f: number) => Math.round(f * 1000) / 10;
+  const perf = [
+    `wal_age=${v(s.rpo.onAppliance, 's')};${t.walAgeWarning};${t.walAgeCritical};0`,
+    `offsite_rpo=${v(s.rpo.offSite, 's')};${t.offsiteWarning};${t.offsiteCritical};0`,
+    `spool_free=${v(s.wal.spoolFreeFraction === null ? null : pct(s.wal.spoolFreeFraction), '%')};${pct(t.spoolFreeWarning)}:;${pct(t.spoolFreeCritical)}:;0;100`,
+    `spool=${v(s.wal.spoolBytes, 'B')};;;0`,
+    `unexported=${v(s.wal.unexportedBytes, 'B')};;;0`,
+    `base_backup_age=${v(s.baseBackupAgeSeconds, 's')};;;0`,
+    `last_bundle=${v(s.lastBundle?.bytes ?? null, 'B')};;;0`,
+  ];
+  return `AIRLOCK ${s.level.toUpperCase()} - ${oneLine(summary)} | ${perf.join(' ')}`;
+}
+
+/** The Nagios line when no status could be taken. */
+export function nagiosUnknown(message: string): string {
+  return `AIRLOCK UNKNOWN - ${oneLine(message)}`;
+}
+
+/** Text for the plugin line: one line, no `|` (it starts the perfdata). */
+const oneLine = (text: string) => text.replace(/[\r\n]+/g, ' ').replace(/\|/g, '/');
+
+/** The status for people and for Nagios: the plugin line, then one line per check, the level last. */
+export function statusText(s: Status, t: Thresholds): string {
+  const out = [nagiosLine(s, t), ...s.checks.map((c) => `${c.level}: ${c.name}: ${c.message}`)];
   for (const m of s.media) out.push(`medium ${m.label} (${m.uuid}): newest verified bundle seq ${m.newestSeq} at ${m.verified}`);
   out.push(`status: ${s.level}`);
-  return `${out.join('\n')}\n`;
+  // messages quote job errors and medium labels: one line each, no terminal control
+  return `${out.map(escapeText).join('\n')}\n`;
 }

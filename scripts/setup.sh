@@ -24,6 +24,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# promtool checks the metrics file in the tests; it comes only in Debian's prometheus package, whose
+# server and exporter the tests must not install and start, so only the one program is taken out of it
+PROMTOOL=/var/cache/airlock-test/bin/promtool
+if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL" ]; then
+  echo "setup: promtool"
+  scratch=$(mktemp -d)
+  apt-get update -qq
+  (cd "$scratch" && apt-get download -qq prometheus >/dev/null && dpkg-deb -x prometheus_*.deb root)
+  install -D -m 0755 "$scratch/root/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$scratch"
+fi
+
 node -e 'const [maj] = process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: node ${process.version} is too old; airlock needs node 20 or newer`); process.exit(1); }'
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

@@ -2,6 +2,7 @@
  * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
  * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
  */
+import { fstatSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
 import { escapeStack, escapeText } from '../../manifests/escape.js';
@@ -16,15 +17,33 @@ export const VERSION = '0.1.0';
  * servers, so they reach the terminal (or a log) through escapeText only.
  */
 export function printError(e: unknown): number {
+  const err = `${JOURNAL ? '<3>' : ''}airlock:`;
   if (e instanceof AirlockError) {
-    process.stderr.write(`airlock: error: ${escapeText(e.message)}\n`);
-    if (e.hint) process.stderr.write(`airlock: hint: ${escapeText(e.hint)}\n`);
+    process.stderr.write(`${err} error: ${escapeText(e.message)}\n`);
+    if (e.hint) process.stderr.write(`${err} hint: ${escapeText(e.hint)}\n`);
     return exitCodeOf(e);
   }
-  process.stderr.write(`airlock: error: internal error: ${escapeStack(e)}\n`);
-  process.stderr.write('airlock: hint: this is a bug; please report it with the lines above\n');
+  process.stderr.write(`${err} error: internal error: ${escapeStack(e)}\n`);
+  process.stderr.write(`${err} hint: this is a bug; please report it with the lines above\n`);
   return EXIT.internal;
 }
+
+/**
+ * Whether stderr is the systemd journal: systemd names the stream it connected in JOURNAL_STREAM
+ * (`device:inode`), and only a match counts (a child of the service may have stderr elsewhere).
+ * There a `<N>` prefix sets a line's priority (sd-daemon(3)): errors 3, warnings 4, the rest info.
+ */
+function underJournal(): boolean {
+  const m = /^(\d+):(\d+)$/.exec(process.env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(2, { bigint: true });
+    return String(st.dev) === m[1] && String(st.ino) === m[2];
+  } catch {
+    return false;
+  }
+}
+const JOURNAL = underJournal();
 
 /**
  * One line for people on stderr, `airlock: LINE`. Lines quote names and messages from media, tars,
@@ -32,7 +51,7 @@ export function printError(e: unknown): number {
  * through escapeText.
  */
 export function note(line: string): void {
-  process.stderr.write(`airlock: ${escapeText(line)}\n`);
+  process.stderr.write(`${JOURNAL && line.startsWith('warning:') ? '<4>' : ''}airlock: ${escapeText(line)}\n`);
 }
 
 /** Says whether the bundle a restore takes verified, or is damaged and will be repaired from its recovery data. */

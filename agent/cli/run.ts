@@ -51,7 +51,8 @@ function child(args: readonly string[], running: Running): Promise<number> {
 interface Plan {
   site: string;
   stateDir: string;
-  medium: string | undefined;
+  /** every configured medium; an export goes to the first one mounted, then is copied to the others mounted */
+  media: string[];
   spool: string | undefined;
   pg: boolean;
   exportEvery: number;
@@ -69,7 +70,7 @@ function plan(config: string): Plan {
   return {
     site: s.required(undefined, 'site', 'put site = SITE into the config file'),
     stateDir: resolveStateDir(s.one(undefined, 'state-dir')),
-    medium: s.one(undefined, 'medium'),
+    media: s.list(undefined, 'medium'),
     spool: s.one(undefined, 'spool'),
     pg: s.one(undefined, 'pg') !== undefined,
     exportEvery: seconds('export-every', '1h'),
@@ -108,20 +109,31 @@ async function pass(config: string, p: Plan, running: Running): Promise<{ ok: bo
   const last = lastOk(p, 'export');
   const due = last === undefined ? t : last + p.exportEvery * 1000;
   if (due > t) return { ok, nextDue: due };
-  if (p.medium === undefined || !existsSync(path.join(p.medium, LABEL_FILE))) {
-    say(`an export is due but no airlock medium is at ${p.medium ?? '(no medium configured)'}; waiting for one`);
+  const present = p.media.filter((m) => existsSync(path.join(m, LABEL_FILE)));
+  const [first, ...others] = present;
+  if (first === undefined) {
+    say(`an export is due but no airlock medium is at ${p.media.length > 0 ? p.media.join(' or ') : '(no medium configured)'}; waiting for one`);
     return { ok, nextDue: t + 60_000 };
   }
   const lastBase = lastOk(p, 'base-backup');
   const base = p.pg && (lastBase === undefined || lastBase + p.baseEvery * 1000 <= t);
-  say(`export to ${p.medium}${base ? ' with a base backup and dumps' : ''}`);
-  const code = await child(['export', '--config', config, ...(base ? ['--pg-base', '--pg-dump'] : [])], running);
+  say(`export to ${first}${base ? ' with a base backup and dumps' : ''}`);
+  const code = await child(['export', '--config', config, '--to', first, ...(base ? ['--pg-base', '--pg-dump'] : [])], running);
   if (code !== 0) {
     ok = false;
     say(`the export failed (exit ${code}); it is recorded and the next pass tries again`);
-  } else if (p.spool !== undefined && !running.stopping) {
-    const pruned = await child(['prune', '--config', config], running);
-    if (pruned !== 0) ok = false;
+  } else {
+    // every other medium mounted now gets this site's new bundles too (a copy verifies and counts for
+    // retention); only this site's folder: a medium shared by several instances holds others' bundles
+    for (const other of others) {
+      if (running.stopping) break;
+      say(`copy to ${other}`);
+      if ((await child(['media', 'copy', path.join(first, p.site), other, '--config', config], running)) !== 0) ok = false;
+    }
+    if (p.spool !== undefined && !running.stopping) {
+      const pruned = await child(['prune', '--config', config], running);
+      if (pruned !== 0) ok = false;
+    }
   }
   return { ok, nextDue: code === 0 ? now().getTime() + p.exportEvery * 1000 : now().getTime() + 60_000 };
 }

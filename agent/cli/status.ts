@@ -4,13 +4,23 @@
  */
 import type { Command } from 'commander';
 import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
+import { escapeText } from '../../manifests/escape.js';
 import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { parseDuration } from '../config.js';
 import { query } from '../sources/postgres/server.js';
-import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
+import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, nagiosUnknown, prometheusDown, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
 import { Settings } from './common.js';
+
+/** The site for a "down" metrics file: the flag, else the config's, else none when the config is unreadable. */
+function siteOf(flags: StatusFlags): string | undefined {
+  try {
+    return flags.site ?? new Settings(flags.config).one(undefined, 'site');
+  } catch {
+    return undefined;
+  }
+}
 
 interface StatusFlags {
   site?: string;
@@ -65,15 +75,16 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
       archiverError = (e as Error).message;
     }
   }
+  const limits = thresholds(s);
   const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
   let status: Status;
   try {
-    status = collectStatus({ catalog, site, spool, now: now(), thresholds: thresholds(s), ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+    status = collectStatus({ catalog, site, spool, now: now(), thresholds: limits, ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
   } finally {
     catalog.close();
   }
   if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusText(status));
-  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status));
+  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status, limits));
   return LEVEL_EXIT[status.level];
 }
 
@@ -98,6 +109,9 @@ export function register(program: Command): void {
         const { printError } = await import('./common.js');
         printError(e);
         code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
+        // the monitoring system still gets an answer: a plugin line, and a file that says "down"
+        if (!flags.json) process.stdout.write(`${escapeText(nagiosUnknown(e instanceof Error ? e.message : String(e)))}\n`);
+        if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusDown(siteOf(flags))).catch((w: unknown) => printError(w));
       }
       process.exitCode = code;
     });

@@ -3,16 +3,18 @@
  * verified media hold it (a media copy counts), and status turns warning and critical as the newest
  * WAL ages (an injected clock) and as the spool's file system fills, and back to ok.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { ROOT, airlock, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
 
 const keys = makeKeys('site-ops');
+/** promtool: the setup takes it out of Debian's prometheus package when it is not installed */
+const PROMTOOL = existsSync('/var/cache/airlock-test/bin/promtool') ? '/var/cache/airlock-test/bin/promtool' : 'promtool';
 const state = tmp('airlock-state-');
 const mediumA = tmp('airlock-medium-');
 const mediumB = tmp('airlock-medium-');
@@ -135,6 +137,124 @@ test('status: the newest WAL ages into warning and critical with an injected clo
   } finally {
     run('umount', [mnt]);
   }
+});
+
+test('status for monitoring: the Nagios plugin line with perfdata for every threshold, a Prometheus file promtool accepts, "down" when no status can be taken', () => {
+  // a state of its own: the prune test's far-future clock expired the job runs of the shared one
+  const own = tmp('airlock-state-');
+  const medium = tmp('airlock-medium-');
+  ok(['media', 'init', medium, '--label', 'usb c', '--state-dir', own]);
+  const c = cluster();
+  const out = ok(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', own, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base']).trim();
+  const created = (JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest).created;
+  const spool = tmp('airlock-spool-');
+  const name = '000000010000000000000043';
+  writeFileSync(path.join(spool, name), readFileSync(path.join(c.spool, switchWal())));
+  const written = new Date(Date.parse(created) + 60_000);
+  utimesSync(path.join(spool, name), written, written);
+  const config = path.join(tmp(), 'airlock.conf');
+  writeFileSync(config, `site = ${keys.site}\nstate-dir = ${own}\nspool = ${spool}\nwal-age-warning = 5m\nwal-age-critical = 15m\nspool-free-warning = 20%\nspool-free-critical = 5%\n`);
+  const prom = path.join(tmp(), 'airlock.prom');
+  const at = (ms: number) => ({ env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + ms).toISOString() } });
+
+  const critical = airlock(['status', '--config', config, '--prometheus', prom], at(20 * 60_000));
+  assert.is(critical.code, 2, critical.stderr);
+  const [first = '', ...details] = critical.stdout.split('\n');
+  // AIRLOCK LEVEL - the worst problem | label=value[unit];warn;crit;min[;max] ...
+  assert.match(first, /^AIRLOCK CRITICAL - wal age: the newest spooled segment 000000010000000000000043 is 20 min old[^|]* \| /);
+  const perf = new Map(first.split(' | ')[1]?.split(' ').map((p) => [p.split('=')[0], p.split('=')[1]]));
+  assert.is(perf.get('wal_age'), '1200s;300;900;0');
+  assert.is(perf.get('offsite_rpo')?.split(';').slice(1).join(';'), `${26 * 3600};${50 * 3600};0`);
+  assert.match(perf.get('spool_free') ?? '', /^[\d.]+%;20:;5:;0;100$/);
+  for (const k of ['spool', 'unexported', 'base_backup_age', 'last_bundle']) assert.ok(perf.has(k), `perfdata ${k}`);
+  assert.ok(details.includes('critical: wal age: the newest spooled segment 000000010000000000000043 is 20 min old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)'));
+
+  // the Prometheus file: valid by promtool's rules, no job or instance label, the new figures
+  const text = readFileSync(prom, 'utf8');
+  const check = run(PROMTOOL, ['check', 'metrics'], { input: text });
+  assert.is(check.code, 0, `promtool: ${check.stdout}${check.stderr}`);
+  assert.not.match(text, /[{,](job|instance)=/);
+  assert.match(text, `airlock_status_up{site="${keys.site}"} 1`);
+  assert.match(text, `airlock_status{site="${keys.site}"} 2`);
+  assert.match(text, /airlock_base_backup_age_seconds\{site="site-ops"\} \d+/);
+  assert.match(text, /airlock_last_bundle_bytes\{site="site-ops"\} [1-9]\d*/);
+  assert.match(text, /airlock_last_bundle_duration_seconds\{site="site-ops"\} [\d.]+/);
+  assert.match(text, /airlock_job_last_success_timestamp_seconds\{site="site-ops",task="export"\} \d+/);
+
+  // no status can be taken (a catalog that is not one): UNKNOWN, exit 3, and a file that says so
+  const broken = tmp('airlock-state-');
+  writeFileSync(path.join(broken, 'catalog.db'), 'not a database, and long enough to be read as a header by SQLite: '.repeat(20));
+  const down = airlock(['status', '--config', config, '--state-dir', broken, '--prometheus', prom], at(60_000));
+  assert.is(down.code, 3, down.stderr);
+  assert.match(down.stdout, /^AIRLOCK UNKNOWN - /);
+  const downText = readFileSync(prom, 'utf8');
+  assert.is(run(PROMTOOL, ['check', 'metrics'], { input: downText }).code, 0);
+  assert.match(downText, `airlock_status_up{site="${keys.site}"} 0`);
+  assert.match(downText, `airlock_status{site="${keys.site}"} 3`);
+});
+
+test('under systemd (stderr is the journal stream JOURNAL_STREAM names) errors carry priority <3>; elsewhere no prefix', () => {
+  const dir = tmp();
+  const log = path.join(dir, 'stderr');
+  const fd = openSync(log, 'w');
+  const st = fstatSync(fd, { bigint: true });
+  const main = path.join(ROOT, 'dist/agent/cli/main.js');
+  const args = [main, 'status', '--config', path.join(dir, 'missing.conf')];
+  const journal = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', fd], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
+  closeSync(fd);
+  assert.is(journal.status, 3);
+  const lines = readFileSync(log, 'utf8').trim().split('\n');
+  assert.ok(lines.length > 0 && lines.every((l) => l.startsWith('<3>airlock: ')), lines.join('\n'));
+  // a stream that is not the journal (a child's redirected stderr) gets no prefix
+  const plain = spawnSync(process.execPath, args, { env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` }, encoding: 'utf8' });
+  assert.match(plain.stderr, /^airlock: error: /);
+});
+
+test('several sites on one appliance (airlock@NAME instances): two configs with their own state and spool export to one medium as two sites, both verify, status per instance; a site with two media gets each bundle on both', () => {
+  const c = cluster();
+  const shared = tmp('airlock-medium-');
+  const second = tmp('airlock-medium-');
+  const db = makeKeys('site-db');
+  const buckets = makeKeys('site-buckets');
+  const files = tmp();
+  writeFileSync(path.join(files, 'app.conf'), 'workers = 4\n');
+  const instance = (k: typeof db, extra: string[]) => {
+    const st = tmp('airlock-state-');
+    const f = path.join(tmp(), `${k.site}.conf`);
+    writeFileSync(f, [`site = ${k.site}`, `signing-key = ${k.signingKey}`, `recipient = ${k.recipient}`, `state-dir = ${st}`, `files = ${files}`, 'export-every = 1h', 'min-copies = 1', ...extra, ''].join('\n'));
+    return { conf: f, st, keys: k };
+  };
+  const a = instance(db, [`medium = ${shared}`, `spool = ${c.spool}`, `pg = ${conninfo()}`]);
+  const b = instance(buckets, [`medium = ${shared}`, `medium = ${second}`]);
+  ok(['media', 'init', shared, '--label', 'shared', '--state-dir', a.st]);
+  ok(['media', 'init', second, '--label', 'second', '--state-dir', b.st]);
+  const env = { AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'nothing' };
+  for (const i of [a, b]) ok(['run', '--config', i.conf, '--once'], env);
+
+  // one medium, two sites, each signed by its own key: both verify with both keys named
+  assert.equal(readdirSync(shared).filter((n) => n.startsWith('site-')).sort(), ['site-buckets', 'site-db']);
+  const signers = path.join(tmp(), 'allowed_signers');
+  writeFileSync(signers, readFileSync(db.allowedSigners, 'utf8') + readFileSync(buckets.allowedSigners, 'utf8'));
+  const verify = airlockVerify(['--allowed-signers', signers, '--json', shared]);
+  assert.is(verify.code, 0, verify.stdout);
+  const report = JSON.parse(verify.stdout) as { bundles: { site: string; findings: unknown[] }[] };
+  assert.equal([...new Set(report.bundles.map((x) => x.site))].sort(), ['site-buckets', 'site-db']);
+  assert.ok(report.bundles.every((x) => x.findings.length === 0));
+  // the site with two media: the bundle was copied to the second one and verified there
+  assert.equal(readdirSync(path.join(second, 'site-buckets')), readdirSync(path.join(shared, 'site-buckets')));
+  assert.is(airlockVerify(['--allowed-signers', buckets.allowedSigners, second]).code, 0);
+
+  // status per instance: its own site, its own jobs and media
+  const status = (i: typeof a) => JSON.parse(airlock(['status', '--config', i.conf, '--json']).stdout) as { site: string; media: { label: string }[]; lastBundle: { seq: number } | null; baseBackupAgeSeconds: number | null };
+  const sa = status(a);
+  const sb = status(b);
+  assert.is(sa.site, 'site-db');
+  assert.is(sb.site, 'site-buckets');
+  assert.equal(sa.media.map((m) => m.label), ['shared']);
+  assert.equal(sb.media.map((m) => m.label).sort(), ['second', 'shared']);
+  assert.ok(sa.baseBackupAgeSeconds !== null, 'the database site took a base backup');
+  assert.is(sb.baseBackupAgeSeconds, null);
+  assert.is(sb.lastBundle?.seq, 1);
 });
 
 test('airlock run on an injected clock: exports on schedule, a failed job is recorded and the next pass recovers, SIGTERM mid-export leaves no partial bundle', async () => {

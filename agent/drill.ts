@@ -125,6 +125,8 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           verified,
           identities: opts.identities,
           pgdata: path.join(pgHome, 'data'),
+          // each tablespace into the scratch too, by OID
+          tablespaceMap: (sorted.filter((b) => b.manifest?.coverage?.postgres?.base).at(-1)?.manifest?.coverage?.postgres?.base?.tablespaces ?? []).map((t) => ({ key: String(t.oid), dir: path.join(pgHome, 'tblspc', String(t.oid)) })),
           target: { kind: 'name', name: point },
           orLatest: false,
           port,

@@ -34,6 +34,31 @@ export interface BaseBackupCoverage {
   stopLsn: string;
   startTime: string;
   stopTime: string;
+  /** the tablespaces besides pg_default and pg_global, by OID; absent when there are none */
+  tablespaces?: Tablespace[];
+}
+
+/** A tablespace of a base backup: what a restore must map to a folder of its own. */
+export interface Tablespace {
+  /** the tablespace's OID, which names its tar and its link in pg_tblspc */
+  oid: number;
+  name: string;
+  /** the folder it lived in on the source server */
+  location: string;
+}
+
+/** PostgreSQL names are at most 63 bytes, paths at most 1023 (MAXPGPATH). */
+const TABLESPACE_NAME_BYTES = 63;
+const TABLESPACE_LOCATION_BYTES = 1023;
+
+/** Whether `v` is a tablespace record's oid, name and location as SPEC 3.4 allows them. */
+export function isTablespace(v: object): boolean {
+  const { oid, name, location } = v as Record<string, unknown>;
+  return (
+    typeof oid === 'number' && Number.isSafeInteger(oid) && oid > 0 && oid <= 0xffffffff &&
+    typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= TABLESPACE_NAME_BYTES && !name.includes('\0') &&
+    typeof location === 'string' && location.startsWith('/') && Buffer.byteLength(location) <= TABLESPACE_LOCATION_BYTES && !location.includes('\0')
+  );
 }
 
 export interface RestorePoint {
@@ -123,11 +148,12 @@ export function coverageProblems(v: unknown): string[] {
   }
   if (pg.base !== undefined) {
     const w = `${where}.base`;
-    const b = fields(pg.base, w, p, ['timeline', 'startLsn', 'stopLsn', 'startTime', 'stopTime']);
+    const b = fields(pg.base, w, p, ['timeline', 'startLsn', 'stopLsn', 'startTime', 'stopTime'], ['tablespaces']);
     if (b) {
       check(isTimeline(b.timeline), p, `${w}.timeline`, 'a timeline id');
       check(matches(b.startLsn, LSN_RE) && matches(b.stopLsn, LSN_RE), p, `${w}.startLsn/stopLsn`, 'LSNs');
       check(matches(b.startTime, TIME_RE) && matches(b.stopTime, TIME_RE), p, `${w}.startTime/stopTime`, 'UTC times');
+      if (b.tablespaces !== undefined) tablespaceProblems(b.tablespaces, `${w}.tablespaces`, p);
     }
   }
   if (pg.restorePoint !== undefined) {
@@ -141,6 +167,26 @@ export function coverageProblems(v: unknown): string[] {
     }
   }
   return p;
+}
+
+/** A non-empty list of distinct tablespaces, sorted by OID, with distinct names. */
+function tablespaceProblems(v: unknown, where: string, p: Problems): void {
+  if (!Array.isArray(v) || v.length === 0) {
+    p.push(`${where}: must be a non-empty list (absent when there are none)`);
+    return;
+  }
+  const names = new Set<string>();
+  let last = 0;
+  v.forEach((t, i) => {
+    const w = `${where}[${i}]`;
+    const o = fields(t, w, p, ['oid', 'name', 'location']);
+    if (!o) return;
+    check(isTablespace(o), p, w, `an OID, a name of 1 to ${TABLESPACE_NAME_BYTES} bytes and an absolute location of at most ${TABLESPACE_LOCATION_BYTES} bytes`);
+    if (typeof o.oid === 'number' && o.oid <= last) p.push(`${w}.oid: not above the one before (sorted by OID, each once)`);
+    if (typeof o.oid === 'number') last = o.oid;
+    if (typeof o.name === 'string' && names.has(o.name)) p.push(`${w}.name: named twice`);
+    if (typeof o.name === 'string') names.add(o.name);
+  });
 }
 
 /**
@@ -216,6 +262,9 @@ export function coverageAgainstIndex(coverage: Coverage | undefined, records: re
   const key = (rs: readonly WalRange[]) => rs.map((r) => `${r.timeline}:${r.first}-${r.last}`).join(',');
   if (key(walRanges(segments, pg.segmentSize)) !== key(pg.wal)) out.push(`coverage.postgres.wal does not list the WAL segments the payload holds (${segments.length})`);
   if ((pg.base !== undefined) !== has('pg-base-end')) out.push(`coverage.postgres.base says ${pg.base ? 'a base backup' : 'none'}, the payload holds ${has('pg-base-end') ? 'one' : 'none'}`);
+  const key3 = (ts: readonly object[]) => JSON.stringify(ts.map((t) => t as Record<string, unknown>).map((t) => [t.oid, t.name, t.location]).sort((a, b) => Number(a[0]) - Number(b[0])));
+  const spaces = records.filter((r) => r.type === 'pg-tblspc-end');
+  if (key3(pg.base?.tablespaces ?? []) !== key3(spaces)) out.push(`coverage.postgres.base.tablespaces lists ${pg.base?.tablespaces?.length ?? 0} tablespace(s), the payload holds ${spaces.length} (each by OID, name and location)`);
   const dumps = records.filter((r) => r.type === 'pg-dump-end' || r.type === 'pg-globals-end').length;
   if (dumps !== pg.dumps) out.push(`coverage.postgres.dumps is ${pg.dumps}, the payload holds ${dumps}`);
   const histories = wal.filter((r) => r.kind === 'history').length;

@@ -34,6 +34,8 @@ const CODES = {
   usage: EXIT.usage,
   'config-invalid': EXIT.usage,
   'volume-too-large': EXIT.usage,
+  /** a restore of a base backup with a tablespace that no --tablespace-map names */
+  'tablespace-unmapped': EXIT.usage,
   'not-found': EXIT.input,
   'bad-key': EXIT.input,
   'bad-recipient': EXIT.input,
@@ -74,8 +76,6 @@ const CODES = {
   'source-corrupt': EXIT.source,
   /** PostgreSQL refused a query or the connection failed */
   'pg-failed': EXIT.source,
-  /** the server has something a streamed backup cannot carry (extra tablespaces) */
-  'pg-unsupported': EXIT.source,
   /** an archived WAL file the export waits for did not reach the spool in time */
   'wal-timeout': EXIT.source,
   /** a restored server did not reach what the target asked for */

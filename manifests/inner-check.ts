@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BoundedFindings, clip, moreMessage } from './bounded.js';
-import { coverageAgainstIndex } from './coverage.js';
+import { coverageAgainstIndex, isTablespace } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
 import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
@@ -56,7 +56,8 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
 /**
  * What checkSources and coverageAgainstIndex need of a record, and no more, so that memory per record
  * stays bounded whatever else a (signed) index line carries: the type, a `source` (cut past the
- * longest valid one, so it stays invalid), and a WAL record's kind and name when they can be valid.
+ * longest valid one, so it stays invalid), a WAL record's kind and name when they can be valid, and a
+ * tablespace's OID, name and location when they are valid.
  */
 function slim(r: IndexRecord): IndexRecord | undefined {
   if (SOURCE_TYPES.has(r.type)) return { type: r.type, source: typeof r.source === 'string' ? r.source.slice(0, LIMITS.tarPathBytes + 1) : r.source === undefined ? undefined : null };
@@ -64,6 +65,8 @@ function slim(r: IndexRecord): IndexRecord | undefined {
     const short = (v: unknown) => (typeof v === 'string' && v.length <= 64 ? v : undefined);
     return { type: r.type, kind: short(r.kind), name: short(r.name) };
   }
+  // coverage names each tablespace; a record that could not be valid keeps only its type
+  if (r.type === 'pg-tblspc-end') return isTablespace(r) ? { type: r.type, oid: r.oid, name: r.name, location: r.location } : { type: r.type };
   if (r.type.startsWith('pg-')) return { type: r.type };
   return undefined;
 }

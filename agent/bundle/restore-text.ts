@@ -7,6 +7,7 @@
  * end marker would be indented too.
  */
 import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
+import type { Tablespace } from '../../manifests/coverage.js';
 import { bundleName, type Manifest } from '../../manifests/manifest.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
@@ -116,6 +117,28 @@ ${each('select(.type == "dir")', '.mtime, "\\u0000", .source, "\\u0000"', 'touch
 `;
 }
 
+/**
+ * Step 6a's end for a base backup with tablespaces: each one's tar into a folder of its own under
+ * TBLSPC, a link to it in pg_tblspc, and tablespace_map removed (recovery would otherwise link the
+ * source's folders). Names and locations appear only in prose, JSON-quoted, so no byte of them can
+ * start a command line.
+ */
+function tablespaceSteps(spaces: readonly Tablespace[], out: string): string {
+  return `
+   The base backup has ${spaces.length} tablespace(s), each in its own tar, by OID:
+${spaces.map((t) => `   ${t.oid}: name ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}`).join('\n')}
+   Each goes into a folder of its own under TBLSPC (move it elsewhere before
+   the server starts if you like, and change its link), linked from the data
+   folder's pg_tblspc; tablespace_map is removed, since recovery would
+   otherwise link the source's folders:
+
+      mkdir -m 700 "$TBLSPC"
+${spaces.map((t) => `      mkdir -m 700 "$TBLSPC/${t.oid}" && cat ${out}/pg/tblspc/${t.oid}/* | tar -x -f - -C "$TBLSPC/${t.oid}"
+      ln -s "$TBLSPC/${t.oid}" "$PGDATA/pg_tblspc/${t.oid}"`).join('\n')}
+      rm "$PGDATA/tablespace_map"
+`;
+}
+
 /** The source settings a recovering server needs at least as high as the source had them. */
 const AT_LEAST = ['max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction'];
 
@@ -131,6 +154,7 @@ function postgresSteps(m: Manifest, out: string): string {
   if (!pg) return '';
   const point = pg.restorePoint;
   const wal = pg.wal.map((r) => `${r.first} to ${r.last}`).join(', ') || 'none';
+  const spaces = pg.base?.tablespaces ?? [];
   const target = `      printf '%s\\n' "recovery_target_name = '${point?.name ?? 'NAME'}'" >> "$PGDATA/postgresql.conf"`;
   const intro = `
 6. PostgreSQL ${pg.major} (system identifier ${pg.systemIdentifier}). This bundle holds
@@ -149,7 +173,7 @@ function postgresSteps(m: Manifest, out: string): string {
 
       PGDATA="$PWD/pgdata" WALDIR="$PWD/pgdata.wal" DBUSER=postgres PORT=5433
       PGBIN=/usr/lib/postgresql/${pg.major}/bin
-
+${spaces.length > 0 ? '      TBLSPC="$PWD/tblspc"\n' : ''}
    6a. Lay down the base backup and this bundle's WAL. The source's
    configuration files go to PGDATA/source-config (review them: they are not
    read, since they could run programs), and a new postgresql.conf holds the
@@ -169,7 +193,7 @@ function postgresSteps(m: Manifest, out: string): string {
       grep -hE '^[[:space:]]*(${AT_LEAST.join('|')})[[:space:]]*=[[:space:]]*[0-9]+[[:space:]]*$' "$PGDATA"/source-config/* >> "$PGDATA/postgresql.conf" || true
 ${target}
       touch "$PGDATA/recovery.signal"
-
+${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
    (${pg.base ? 'pg/config/ holds the configuration files the source kept outside its data folder, numbered; ' : ''}the grep carries over the
    settings recovery needs at least as high as the source had them.) The
    target is this bundle's restore point. To stop at a time instead, run
@@ -184,7 +208,7 @@ ${target}
    6c. Hand the folders to the server's user, start the server and wait until
    recovery ended and it was promoted:
 
-      chown -R "$DBUSER": "$PGDATA" "$WALDIR"
+      chown -R "$DBUSER": "$PGDATA" "$WALDIR"${spaces.length > 0 ? ' "$TBLSPC"' : ''}
       runuser -u "$DBUSER" -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/restore.log" -w -t 86400 start
       until grep -q 'database system is ready to accept connections' "$PGDATA/restore.log"; do
         runuser -u "$DBUSER" -- "$PGBIN/pg_ctl" -D "$PGDATA" status > /dev/null || break
@@ -218,6 +242,9 @@ ${target}
    (roles first, if needed), with NNN and DBNAME replaced:
    cat ${out}/pg/globals/* | psql -d postgres
    cat ${out}/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
+   pg_restore runs several jobs in parallel (--jobs N) only from a file:
+   cat ${out}/pg/dump/NNN/* > dump.custom
+   pg_restore -d DBNAME --no-owner --jobs 4 dump.custom && rm dump.custom
 `
       : '';
   return intro + base + dumps;

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
+import { parseTablespaceMaps } from '../restore/tablespaces.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 import { refuseUnsafeTarget } from '../restore/staging.js';
@@ -39,6 +40,8 @@ interface RestorePgFlags {
   site?: string;
   seq?: string;
   staging?: string;
+  tablespaceMap?: string[];
+  jobs?: string;
   json?: boolean;
 }
 
@@ -57,6 +60,14 @@ function targetOf(flags: RestorePgFlags): Target {
   return { kind: 'latest' };
 }
 
+/** --jobs N: a positive integer, or undefined without the flag. Throws `usage`. */
+function jobsOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new AirlockError('usage', `--jobs ${text}: not a positive whole number`, { hint: 'e.g. --jobs 4: pg_restore runs that many jobs in parallel' });
+  return n;
+}
+
 async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
   const verified: BundleReport[] = [];
@@ -65,6 +76,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
     assertNoPassword(flags.dbname);
+    const jobs = jobsOf(flags.jobs);
+    if (flags.tablespaceMap !== undefined) throw new AirlockError('usage', '--tablespace-map is for a base backup restore, not --dump', { hint: 'a logical dump restores into the tablespaces of the target server' });
     const seq = flags.seq === undefined ? undefined : Number(flags.seq);
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
     const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
@@ -72,15 +85,18 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), { signal, notes: note }));
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), { signal, jobs, notes: note }));
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
   }
 
   if (flags.pgdata === undefined) throw new AirlockError('usage', 'give --pgdata DIR (a new or empty data folder)');
+  if (flags.jobs !== undefined) throw new AirlockError('usage', '--jobs is for --dump', { hint: 'recovery of a base backup replays WAL in one process' });
   await refuseUnsafeTarget(flags.pgdata);
   await refuseUnsafeTarget(`${path.resolve(flags.pgdata)}.wal`);
+  const tablespaceMap = parseTablespaceMaps(flags.tablespaceMap ?? []);
+  for (const m of tablespaceMap) await refuseUnsafeTarget(m.dir);
   const target = targetOf(flags);
   const port = Number(flags.port ?? '5433');
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AirlockError('usage', `--port ${flags.port}: not a port`);
@@ -99,6 +115,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
       target,
       orLatest: flags.orLatest === true,
       port,
+      tablespaceMap,
       walFetch: { node: process.execPath, cli: path.resolve(cli) },
       signal,
       say,
@@ -109,6 +126,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   progress?.done();
   for (const w of r.warnings) note(`warning: ${w}`);
   say(`${r.pgdata} laid down from the base backup of seq ${r.baseSeq} with ${r.walFiles} WAL file(s) from seq ${r.bundles.join(', ')} in ${r.walDir}`);
+  for (const t of r.tablespaces) say(`tablespace ${t.oid} (${JSON.stringify(t.name)}) laid down in ${t.dir}`);
   const major = verified.find((b) => b.seq === r.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
   const bin = flags.pgBin ?? versionBin(major);
   let recovered;
@@ -128,6 +146,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   else process.stdout.write(`${r.pgdata}\n`);
 }
 
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
 /** Adds `restore pg` to the `restore` command. */
 export function register(restore: Command): void {
   restore
@@ -138,6 +158,7 @@ export function register(restore: Command): void {
     .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
     .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
     .option('--pgdata <dir>', 'a new or empty data folder; its WAL goes to DIR.wal beside it')
+    .option('--tablespace-map <oid-or-name=dir>', 'a new or empty folder for a tablespace of the base backup (repeatable; every tablespace needs one)', collect)
     .option('--target-time <time>', 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)')
     .option('--target-lsn <lsn>', 'recover to this WAL location')
     .option('--target-name <name>', 'recover to this restore point (every export creates airlock-SITE-SEQ)')
@@ -154,6 +175,7 @@ export function register(restore: Command): void {
     .option('--dbname <conninfo>', 'with --dump: the database to restore into (it must exist)')
     .option('--database <name>', 'with --dump: the dumped database to restore')
     .option('--staging <dir>', 'with --dump: where the decrypted dump waits for pg_restore (default the temp folder)')
+    .option('--jobs <n>', 'with --dump: run pg_restore with N parallel jobs, from a file in the staging folder (default: one, streamed)')
     .option('--site <site>', 'the site, when the folder holds bundles of several')
     .option('--seq <n>', 'with --dump: the bundle to take the dump from (default the newest with dumps)')
     .option('--json', 'print the result as JSON')

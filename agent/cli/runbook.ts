@@ -96,8 +96,11 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     line(`5. PostgreSQL ${pg.major}: the base backup of seq ${base} (ended ${pg.base?.stopTime}) and the WAL of seq ${needed.join(', ')}`);
     line(`   reach the restore point ${lastPoint ? `${lastPoint.name} (${lastPoint.time})` : 'of the newest bundle'}. Into an empty data folder:`);
     line('   airlock restore pg --from MEDIA --identity key.txt --allowed-signers allowed_signers \\');
+    // each tablespace needs a new folder; its name and source folder only in prose, JSON-quoted
+    for (const t of pg.base?.tablespaces ?? []) line(`     --tablespace-map ${t.oid}=/var/lib/postgresql/tablespaces/${t.oid} \\`);
     line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${shellQuote(lastPoint?.name ?? 'NAME')} --port 5432 --start`);
     line("   (or --target-time '2026-03-01 12:00:00+00' for an earlier moment, or --latest)");
+    for (const t of pg.base?.tablespaces ?? []) line(`   Tablespace ${t.oid} is ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}: any new or empty folder will do.`);
     line(`   Without airlock: RESTORE.txt of seq ${base}, steps 1 to 4 and 6a; then steps 1 to 4 and 6 of every`);
     line(`   later bundle's RESTORE.txt in order; then step 6c of seq ${base}'s.`);
     line('   The restored server has archive_mode = off and listens on localhost: re-enable archiving');

@@ -11,11 +11,15 @@
  * restored cluster never archives into a production spool; restore_command is `airlock wal-fetch`,
  * which hands PostgreSQL only files whose hash matches.
  *
- * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`.
+ * Logical: stream the parts of one database's `pg_dump -Fc` into `pg_restore`, or, for parallel
+ * jobs (which pg_restore runs only from a file it can seek in), join them into one file first.
+ *
+ * Tablespaces: tablespaces.ts maps each to its folder before anything is decrypted, unpacks it beside
+ * that folder and links it from pg_tblspc; it is promoted and removed together with the data folder.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
-import { chown, lchown, mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chown, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -30,6 +34,7 @@ import { clientEnv } from '../postgres/programs.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
+import { linkTablespaces, planTablespaces, promoteTablespaces, removeTablespaces, TablespaceSinks, type TablespaceMapping } from './tablespaces.js';
 import { BaseBackupSink } from './unpack.js';
 
 export type Target =
@@ -230,6 +235,8 @@ export interface PgRestoreOptions {
   target: Target;
   orLatest: boolean;
   port: number;
+  /** the folder of each tablespace of the base backup (tablespaces.ts) */
+  tablespaceMap?: readonly TablespaceMapping[];
   /** node and the airlock CLI as the server's user runs them for restore_command */
   walFetch: { node: string; cli: string };
   signal?: AbortSignal;
@@ -257,6 +264,8 @@ export interface PgRestoreResult {
   tableChecks?: { database: string; restorePoint: string; tables: Record<string, [number, string]> };
   /** warnings for the operator, e.g. a collation library that differs from the source's */
   warnings: string[];
+  /** where each tablespace was laid down (linked from pg_tblspc) */
+  tablespaces: { oid: number; name: string; dir: string }[];
 }
 
 /**
@@ -271,6 +280,9 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const owner = await ownerFor(pgdata);
   const walDir = `${pgdata}.wal`;
   await requireEmpty(walDir, 'it holds the WAL of an earlier restore: remove it once that recovery finished');
+  const spaces = await planTablespaces(plan.base.pg.base?.tablespaces ?? [], opts.tablespaceMap ?? [], pgdata);
+  const spaceSinks = new TablespaceSinks(spaces, opts.signal);
+  let promoting = false;
   const say = opts.say ?? (() => {});
   let lastSegment: string | undefined;
   let walFiles = 0;
@@ -301,6 +313,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   try {
     await mkdir(partial, { mode: 0o700 });
     await mkdir(walTree, { mode: 0o700 });
+    await spaceSinks.open();
     for (const x of plan.bundles) {
       const dir = path.join(staging.dir, String(x.seq));
       say(`decrypting and checking seq ${x.seq}`);
@@ -309,16 +322,20 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       let records: IndexRecord[];
       try {
         records = await stagedRecords(x.b, opts.identities, dir, {
-          ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : undefined) } : {}),
+          ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : spaceSinks.take(entry)) } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(onBytes ? { onBytes } : {}),
         });
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
+          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
           await sink.finish();
+          await spaceSinks.finish();
+          await linkTablespaces(partial, spaces);
         }
       } catch (e) {
         await sink?.abort();
+        await spaceSinks.abort();
         throw e;
       }
       const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
@@ -344,14 +361,18 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     if (owner) {
       await chownTree(partial, owner);
       await chownTree(walTree, owner);
+      for (const t of spaces) await chownTree(t.partial, owner);
     }
-    // the WAL first: a data folder in place says the restore is complete
+    promoting = true;
+    await promoteTablespaces(spaces);
+    // the WAL before the data folder: a data folder in place says the restore is complete
     await promote(walTree, walDir);
     await promote(partial, pgdata).catch(async (e: unknown) => {
       await removeTree(walDir).catch(() => {});
       throw e;
     });
   } catch (e) {
+    await removeTablespaces(spaces, promoting);
     throw fromSystemError(e, pgdata);
   } finally {
     await staging.close();
@@ -370,6 +391,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     segmentSize: plan.base.pg.segmentSize,
     ...(tableChecks ? { tableChecks } : {}),
     warnings,
+    tablespaces: spaces.map((t) => ({ oid: t.oid, name: t.name, dir: t.dir })),
     ...(point ? { restorePoint: { name: point.name, lsn: point.lsn, time: point.time } } : {}),
   };
 }
@@ -514,13 +536,28 @@ export async function stopRestored(pgdata: string, bin: string | undefined): Pro
 }
 
 /**
- * Restores database `database` of the verified `bundle` into the database `conninfo` names, through
- * pg_restore; the decrypted dump waits in a staging folder in the folder `staging`. Throws `no-bundle`
- * when the bundle has no dump of it, `child-failed` when pg_restore fails, and what stageBundle
- * throws.
+ * The staged parts of a dump as one file `file` (0600), each part removed once appended, so the
+ * dump takes its size on disk once: pg_restore --jobs reads a file, never a pipe.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<{ parts: number }> {
-  const { signal } = opts;
+async function joinParts(parts: readonly string[], file: string): Promise<void> {
+  const each = async function* () {
+    for (const p of parts) {
+      yield* createReadStream(p);
+      await rm(p);
+    }
+  };
+  await pipeline(Readable.from(each()), createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+}
+
+/**
+ * Restores database `database` of the verified `bundle` into the database `conninfo` names, through
+ * pg_restore: streamed on its stdin, or with `jobs` from a file in the private staging folder
+ * (removed afterwards, as the parts are) by that many parallel jobs. The staging folder is made in
+ * the folder `staging`. Throws `no-bundle` when the bundle has no dump of it, `child-failed` when
+ * pg_restore fails, and what stageBundle throws.
+ */
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, opts: { signal?: AbortSignal; jobs?: number | undefined; notes?: Notes } = {}): Promise<{ parts: number }> {
+  const { signal, jobs } = opts;
   // runs into other databases may share the folder: only what killed runs left there is removed
   const stage = await openStaging(path.join(staging, 'dump'), { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) });
   const dir = stage.dir;
@@ -530,7 +567,15 @@ export async function restoreDump(bundle: BundleReport, identities: readonly Uin
     const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
     const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
-    await feed(bin ? path.join(bin, 'pg_restore') : 'pg_restore', ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'], parts.map((p) => path.join(dir, p)), { env: clientEnv(), ...(signal ? { signal } : {}) });
+    const pgRestore = bin ? path.join(bin, 'pg_restore') : 'pg_restore';
+    const args = ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'];
+    const run = { env: clientEnv(), ...(signal ? { signal } : {}) };
+    if (jobs === undefined) await feed(pgRestore, args, parts.map((p) => path.join(dir, p)), run);
+    else {
+      const file = path.join(dir, 'dump.custom');
+      await joinParts(parts.map((p) => path.join(dir, p)), file);
+      await feed(pgRestore, [...args, '--jobs', String(jobs), file], [], run);
+    }
     return { parts: parts.length };
   } finally {
     await stage.close();

@@ -12,7 +12,6 @@
  */
 import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { AirlockError } from '../../manifests/errors.js';
 
 /** The folder inside a restored data folder that holds the source's configuration files. */
 export const SOURCE_CONFIG_DIR = 'airlock-source-config';
@@ -151,16 +150,11 @@ export interface CarriedConfig {
  * Moves the source's configuration out of the server's way and writes the configuration the
  * restored server starts with: the KEPT source settings, then `airlock` (the recovery settings,
  * port, socket, archiving off), which come last and win. pg_hba.conf and pg_ident.conf stay (they
- * run nothing); a source that kept them elsewhere gets its carried copies. Refuses (`unsafe-entry`)
- * a base backup with a tablespace_map, which would make recovery create links to paths it names.
+ * run nothing); a source that kept them elsewhere gets its carried copies. tablespace_map is gone by
+ * now (tablespaces.ts replaced it with links to the mapped folders).
  * Returns what the operator should be told, naming the data folder `shownAs` (where it will be).
  */
 export async function writeRestoreConfig(data: string, carried: readonly CarriedConfig[], airlock: readonly string[], shownAs = data): Promise<string[]> {
-  const map = path.join(data, 'tablespace_map');
-  if (await exists(map)) {
-    if ((await lstat(map)).size > 0) throw new AirlockError('unsafe-entry', 'the base backup holds a tablespace_map: recovery would create links to the paths it names', { hint: 'airlock exports clusters without tablespaces; this bundle was not written by airlock export' });
-    await rm(map);
-  }
   // pg_ctl restart would start the server with the source's command line; standby.signal would keep it from ever promoting
   for (const name of ['postmaster.opts', 'postmaster.pid', 'standby.signal']) await rm(path.join(data, name), { force: true });
 

@@ -8,8 +8,9 @@
  * Nothing is fsynced here: PostgreSQL syncs the whole data folder when it starts recovery.
  *
  * Only what a base backup holds is accepted: directories and regular files under relative paths
- * without `..`. A link, a device or a duplicate name fails the restore (tablespaces, whose links
- * pg_basebackup would write, are refused when the backup is taken).
+ * without `..`. A link, a device or a duplicate name fails the restore (pg_basebackup's tar format
+ * writes tablespace_map and an empty pg_tblspc/ instead of tablespace links; tablespaces.ts makes the
+ * links to the mapped folders).
  */
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';

@@ -102,6 +102,8 @@ export class ExportAssembly {
         walTimeoutMs: pg.walTimeoutMs,
         now: () => new Date(),
         say: this.say,
+        // tablespace archives wait in the state folder (the agent's own) until they are read
+        scratch: this.stateDir,
         ...(signal ? { signal } : {}),
       });
       const info = await this.snapshot.prepare();

@@ -57,17 +57,20 @@ function workFolder(bundles: readonly string[], keys: { identity: string; allowe
   return work;
 }
 
-function literalPgRestore(layout: Layout): void {
-  const site = pgSite(`site-txt-${layout}`, layout);
+/** With `tablespace`, the table lives in a tablespace of its own (a second site on the in-folder cluster). */
+function literalPgRestore(layout: Layout, tablespace = false): void {
+  const site = pgSite(tablespace ? 'site-txt-tblspc' : `site-txt-${layout}`, layout);
   const c = cluster(layout);
   const on = { server: c };
-  psql('CREATE TABLE lit (id int PRIMARY KEY); INSERT INTO lit SELECT generate_series(1, 100)', { ...on, input: true });
+  const lit = tablespace ? 'lit_ts' : 'lit';
+  if (tablespace) psql(`CREATE TABLESPACE lit_space LOCATION '${clusterDir('lit-space')}'`, on);
+  psql(`CREATE TABLE ${lit} (id int PRIMARY KEY)${tablespace ? ' TABLESPACE lit_space' : ''}; INSERT INTO ${lit} SELECT generate_series(1, 100)`, { ...on, input: true });
   const bundles = [site.exportPg(['--pg-base'])];
-  psql('INSERT INTO lit SELECT generate_series(101, 200)', on);
+  psql(`INSERT INTO ${lit} SELECT generate_series(101, 200)`, on);
   bundles.push(site.exportPg([]));
-  psql('INSERT INTO lit SELECT generate_series(201, 300)', on);
+  psql(`INSERT INTO ${lit} SELECT generate_series(201, 300)`, on);
   bundles.push(site.exportPg([]));
-  psql('INSERT INTO lit SELECT generate_series(301, 400)', on); // after the last restore point: not restored
+  psql(`INSERT INTO ${lit} SELECT generate_series(301, 400)`, on); // after the last restore point: not restored
   assert.is(bundles[0]?.manifest.coverage?.postgres?.base !== undefined, true);
   const text = (b: { path: string }) => readFileSync(path.join(b.path, 'RESTORE.txt'), 'utf8');
   if (layout === 'debian') assert.match(text(bundles[0] as { path: string }), 'pg/config/ holds the configuration files the source kept outside its data folder');
@@ -97,7 +100,8 @@ function literalPgRestore(layout: Layout): void {
     assert.match(out, `recovery stopping at restore point "${bundles[2]?.manifest.coverage?.postgres?.restorePoint?.name}"`);
     assert.match(out, 'selected new timeline');
     assert.is(sql('SELECT pg_is_in_recovery()'), 'f', 'promoted');
-    assert.is(sql("SELECT count(*) || ',' || max(id) FROM lit"), '300,300', 'every row up to the newest restore point, none after');
+    assert.is(sql(`SELECT count(*) || ',' || max(id) FROM ${lit}`), '300,300', 'every row up to the newest restore point, none after');
+    if (tablespace) assert.is(sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'lit_space'"), path.join(work, 'tblspc', String(bundles[0]?.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid)), 'the tablespace in its own folder');
     assert.is(sql('SHOW archive_mode'), 'off');
     assert.is(sql("SELECT setting FROM pg_settings WHERE name = 'listen_addresses'"), 'localhost');
     assert.ok(existsSync(path.join(data, 'source-config', layout === 'debian' ? 'postgresql.auto.conf' : 'postgresql.conf')), 'the source configuration is kept aside');
@@ -112,6 +116,10 @@ test('RESTORE.txt followed literally: a base bundle and two WAL-only bundles of 
 
 test('RESTORE.txt followed literally: the same from a cluster that keeps its configuration outside (Debian\'s layout)', () => {
   literalPgRestore('debian');
+});
+
+test('RESTORE.txt followed literally: a cluster whose table lives in a tablespace (its tar into a folder of its own, linked)', () => {
+  literalPgRestore('in-folder', true);
 });
 
 test('RESTORE.txt followed literally: configuration files come back with their contents, modes, owners, times and links', () => {

@@ -7,6 +7,8 @@
  *   pg/info.json              what the server was: version, checksums, collations, settings
  *   pg/config/NNN             postgresql.conf, pg_hba.conf, pg_ident.conf when outside the data folder
  *   pg/base/NNNNNN            `pg_basebackup -Ft -D - -X none` as numbered parts (base.tar, in order)
+ *   pg/tblspc/<OID>/NNNNNN    with tablespaces, each one's tar (tablespaces.ts: such a backup goes
+ *                             through a scratch folder, since pg_basebackup streams one tar at most)
  *   pg/dump/DDD/NNNNNN        `pg_dump -Fc` of database DDD, as numbered parts
  *   pg/globals/NNNNNN         `pg_dumpall --globals-only` (roles without passwords unless superuser)
  *   pg/wal/<name>             every ingested WAL file not in an earlier bundle, under its own name
@@ -19,7 +21,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname, release, type as osType } from 'node:os';
-import { walRanges, type PostgresCoverage, type TimelineSwitch } from '../../../manifests/coverage.js';
+import { walRanges, type PostgresCoverage, type Tablespace, type TimelineSwitch } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { readChunks } from '../../../manifests/hash.js';
 import type { IndexRecord } from '../../../manifests/inner.js';
@@ -30,6 +32,7 @@ import { ingestSpool, readSmallSync } from '../../spool.js';
 import { clientEnv } from '../../postgres/programs.js';
 import { quoteLiteral, tableChecksSql } from '../../postgres/sql.js';
 import { program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
+import { listTablespaces, tablespaceBackup } from './tablespaces.js';
 import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from '../../postgres/wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
@@ -46,6 +49,8 @@ export interface PostgresExportOptions {
   seq: number;
   base: boolean;
   dumps: boolean;
+  /** where a base backup of a cluster with tablespaces is written first (a private folder is made in it) */
+  scratch: string;
   partSize?: number;
   /** how long to wait for the server to archive the restore point's segment */
   walTimeoutMs: number;
@@ -219,6 +224,7 @@ export class PostgresSnapshot {
   coverage: PostgresCoverage | undefined;
   walNames: string[] = [];
   private info: ServerInfo | undefined;
+  private tablespaces: Tablespace[] = [];
   /**
    * `airlock-<site>-<seq>-<6 hex>`: an export that failed after its seal leaves a restore point and
    * a backup label in the WAL, and its seq is used again; PostgreSQL stops at the first restore point
@@ -231,15 +237,13 @@ export class PostgresSnapshot {
     this.restorePointName = `airlock-${opts.site.slice(0, 63 - 'airlock-'.length - tail.length)}${tail}`;
   }
 
-  /** Checks the server before anything is written: version, tablespaces, that it archives. */
+  /** Checks the server before anything is written: version, that it archives; lists the tablespaces. */
   async prepare(): Promise<ServerInfo> {
     const info = await serverInfo(this.opts.conn, this.opts.signal);
     if (info.walLevel === 'minimal') throw new AirlockError('pg-failed', 'wal_level is minimal: the server writes no WAL that can be archived', { hint: 'set wal_level = replica and archive_mode = on (airlock check lists every setting)' });
     if (info.archiveMode === 'off') throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', { hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server" });
     if (this.opts.base && info.tablespaces.length > 0) {
-      throw new AirlockError('pg-unsupported', `the server has tablespaces outside the data folder (${info.tablespaces.join(', ')}), which a streamed base backup cannot carry`, {
-        hint: 'move them into pg_default (ALTER TABLE ... SET TABLESPACE pg_default) or export logical dumps only (--pg-dump without --pg-base)',
-      });
+      this.tablespaces = await listTablespaces(this.opts.conn, this.opts.signal);
     }
     const known = this.opts.catalog.walCluster();
     if (known && known.system_identifier !== info.systemIdentifier) {
@@ -317,12 +321,20 @@ export class PostgresSnapshot {
     }
 
     let label: BackupLabel | undefined;
+    let held: Tablespace[] = [];
     let baseTimes: { start: Date; stop: string } | undefined;
     if (this.opts.base) {
       say('base backup: pg_basebackup');
       const start = now();
-      const args = ['-d', conn.conninfo, '-w', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label', this.restorePointName];
-      const end = yield* programParts(program(conn, 'pg_basebackup'), args, 'pg/base', (part) => ({ type: 'pg-base', part }), partSize, now, signal);
+      let end: StreamEnd;
+      if (this.tablespaces.length > 0) {
+        const r = yield* tablespaceBackup({ conn, tablespaces: this.tablespaces, scratch: this.opts.scratch, label: this.restorePointName, partSize, mtime, ...(signal ? { signal } : {}) });
+        end = r.base;
+        held = r.tablespaces;
+      } else {
+        const args = ['-d', conn.conninfo, '-w', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label', this.restorePointName];
+        end = yield* programParts(program(conn, 'pg_basebackup'), args, 'pg/base', (part) => ({ type: 'pg-base', part }), partSize, now, signal);
+      }
       yield { kind: 'record', record: { type: 'pg-base-end', parts: end.parts, bytes: end.bytes, label: this.restorePointName } };
       baseTimes = { start, stop: await serverTimeAfterBackup(conn, signal) };
       faultPoint('export:after-base');
@@ -394,6 +406,7 @@ export class PostgresSnapshot {
               stopLsn: label.stopLsn,
               startTime: label.startTimeUtc ? new Date(label.startTimeUtc).toISOString() : utc(baseTimes.start),
               stopTime: consistentFrom(label, baseTimes.stop),
+              ...(held.length > 0 ? { tablespaces: held } : {}),
             },
           }
         : {}),

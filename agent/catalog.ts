@@ -100,6 +100,9 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX job_runs_by_job ON job_runs (job, site, time)`,
   // a spooled WAL file removed by prune once enough verified media hold it
   `ALTER TABLE wal ADD COLUMN pruned TEXT`,
+  // the fingerprint of an exported version's tags (and object lock) as last exported, so an incremental
+  // export sees a change on a version it does not carry again (null: exported before it was remembered)
+  `ALTER TABLE object_versions ADD COLUMN tags TEXT`,
 ];
 
 export interface MediumRow {
@@ -141,6 +144,15 @@ export interface WalRow {
   ingested: string;
   /** when prune removed the spooled copy (absent in rows read before that column existed) */
   pruned?: string | null;
+}
+
+/** What an export did with one version: carried it (or its new tags), or found it deleted for good. */
+export interface ExportedVersion {
+  key: string;
+  version: string;
+  /** the fingerprint of its tags ('' for none) */
+  tags: string | null;
+  removed?: boolean;
 }
 
 /** A bucket or prefix of one S3 endpoint, as the catalog tracks its exports. */
@@ -392,22 +404,45 @@ export class Catalog {
     return row?.seq ?? undefined;
   }
 
-  /** A checker for versions of `t` that a finished bundle of `site` already holds. */
-  objectVersionChecker(site: string, t: ObjectTargetKey): (key: string, version: string) => boolean {
-    const q = this.db.prepare(`SELECT 1 FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND v.key = ? AND v.version = ?`).pluck();
-    return (key, version) => q.get(site, t.endpoint, t.bucket, t.prefix, key, version) !== undefined;
+  /**
+   * A lookup of the versions of `t` that a finished bundle of `site` already holds: the fingerprint
+   * of their tags and lock as last exported ('' for none, null when not remembered), undefined for a version
+   * no bundle holds.
+   */
+  objectVersionChecker(site: string, t: ObjectTargetKey): (key: string, version: string) => string | null | undefined {
+    const q = this.db.prepare(`SELECT v.tags FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND v.key = ? AND v.version = ?`).pluck();
+    return (key, version) => q.get(site, t.endpoint, t.bucket, t.prefix, key, version) as string | null | undefined;
   }
 
   /**
-   * Records that bundle `seq` exported `t` with `versions` (key, version identity). Call it after
-   * the bundle is committed; rows of a seq that never finishes are ignored by the joins above.
+   * Up to `limit` versions of `t` that finished bundles of `site` hold, in key byte order (SQLite
+   * compares text as bytes), after `after` (key, version), to find the ones that are gone.
    */
-  recordObjectExport(site: string, seq: number, t: ObjectTargetKey, versions: Iterable<readonly [string, string]>): void {
+  exportedVersions(site: string, t: ObjectTargetKey, after: readonly [string, string] | undefined, limit: number): [string, string][] {
+    const [key, version] = after ?? ['', ''];
+    const rows = this.db
+      .prepare(`SELECT v.key, v.version FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND (v.key > ? OR (v.key = ? AND v.version > ?)) ORDER BY v.key, v.version LIMIT ?`)
+      .raw()
+      .all(site, t.endpoint, t.bucket, t.prefix, key, key, after ? version : '', limit) as [string, string][];
+    return rows;
+  }
+
+  /**
+   * Records what bundle `seq` exported of `t`: new versions (key, version identity, tags
+   * fingerprint), changed tags or lock of versions held before (their fingerprint is updated), and versions
+   * found deleted for good (forgotten). Call it after the bundle is committed; rows of a seq that
+   * never finishes are ignored by the joins above.
+   */
+  recordObjectExport(site: string, seq: number, t: ObjectTargetKey, versions: Iterable<ExportedVersion>): void {
     const target = this.db.prepare(`INSERT OR IGNORE INTO object_targets (site, endpoint, bucket, prefix, seq) VALUES (?, ?, ?, ?, ?)`);
-    const version = this.db.prepare(`INSERT OR IGNORE INTO object_versions (site, endpoint, bucket, prefix, key, version, seq) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+    const version = this.db.prepare(`INSERT INTO object_versions (site, endpoint, bucket, prefix, key, version, seq, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tags = excluded.tags`);
+    const removed = this.db.prepare(`DELETE FROM object_versions WHERE site = ? AND endpoint = ? AND bucket = ? AND prefix = ? AND key = ? AND version = ?`);
     this.db.transaction(() => {
       target.run(site, t.endpoint, t.bucket, t.prefix, seq);
-      for (const [k, v] of versions) version.run(site, t.endpoint, t.bucket, t.prefix, k, v, seq);
+      for (const v of versions) {
+        if (v.removed) removed.run(site, t.endpoint, t.bucket, t.prefix, v.key, v.version);
+        else version.run(site, t.endpoint, t.bucket, t.prefix, v.key, v.version, seq, v.tags);
+      }
     })();
   }
 

@@ -17,6 +17,9 @@
  *   bucket = records              # a whole bucket
  *   bucket = media/2025/          # or the keys under a prefix
  *   s3-credentials = /etc/airlock/s3-credentials   # mode 0600; or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+ *   s3-region = eu-central-1      # what the server expects in signatures (default us-east-1)
+ *   s3-ca-file = /etc/airlock/site-ca.pem   # the private CA of an https endpoint
+ *   s3-addressing = virtual       # bucket in the host name (default: path)
  */
 import { readFileSync } from 'node:fs';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
@@ -44,6 +47,9 @@ export const CONFIG_KEYS: Record<string, ConfigKey> = {
   's3-endpoint': { list: false, check: (v) => (/^https?:\/\/[^/?#@\s]+\/?$/.test(v) ? undefined : 'not an http(s)://host:port URL') },
   bucket: { list: true },
   's3-credentials': { list: false },
+  's3-region': { list: false, check: (v) => (/^[a-z0-9][a-z0-9-]{0,62}$/.test(v) ? undefined : 'not a region name like us-east-1') },
+  's3-ca-file': { list: false },
+  's3-addressing': { list: false, check: (v) => (v === 'path' || v === 'virtual' ? undefined : 'must be path or virtual') },
   pg: { list: false },
   'pg-base': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },
   'pg-dump': { list: false, check: (v) => (v === 'true' || v === 'false' ? undefined : 'must be true or false') },

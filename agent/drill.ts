@@ -21,7 +21,7 @@ import { preparePgRestore, runAsOwner, startAndRecover, stopRestored, type PgRes
 import { removeTree } from './fsutil.js';
 import { versionBin } from './postgres/programs.js';
 import { tableChecksSql } from './postgres/sql.js';
-import { query } from './sources/postgres/server.js';
+import { queryJson } from './sources/postgres/server.js';
 
 export interface DrillCheck {
   name: string;
@@ -147,14 +147,16 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
         else if (expected.restorePoint !== point) check('table checks', 'skipped', `recorded at ${expected.restorePoint}, not at ${point}`);
         else {
           const names = Object.keys(expected.tables);
-          const [row] = await query(conn, `SELECT ${tableChecksSql(names)}`);
-          const got = JSON.parse(row?.[0] ?? '{}') as Record<string, [number, string]>;
+          const got = (await queryJson<Record<string, [number, string]> | null>(conn, `SELECT ${tableChecksSql(names)}`)) ?? {};
           const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
           check('table checks', differ.length === 0 ? 'pass' : 'fail', differ.length === 0 ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point` : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`);
         }
-        const am = await runAsOwner(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'], undefined).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
-        const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
-        check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`);
+        if (major < 14) check('pg_amcheck', 'skipped', `PostgreSQL ${major} has no pg_amcheck (it came with 14)`);
+        else {
+          const am = await runAsOwner(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'], undefined).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
+          const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
+          check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`);
+        }
         report.restoreSeconds = (Date.now() - t0) / 1000;
       } catch (e) {
         check('postgresql recovery', 'fail', message(e));

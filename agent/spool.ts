@@ -26,7 +26,7 @@ import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openS
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
 const CHUNK = 1024 * 1024;
@@ -223,6 +223,8 @@ export function pushToSpool(source: string, spool: string): Pushed {
   } catch (e) {
     throw new AirlockError('not-found', `${source}: no such file`, { hint: 'postgresql passes %p relative to its data folder, where it runs the command', cause: e });
   }
+  const parsed = parseWalFileName(name);
+  if (parsed?.kind === 'segment' || parsed?.kind === 'partial') refuseUnsupportedMagic(source, name);
   const final = path.join(spool, name);
   // a retry of a file already spooled (PostgreSQL retries until it sees 0) must not need space
   if (existsSync(final)) {
@@ -260,6 +262,30 @@ export function pushToSpool(source: string, spool: string): Pushed {
     }
     if (e instanceof AirlockError) throw e;
     throw spoolError(e, name);
+  }
+}
+
+/**
+ * Refuses a segment whose first page is not the WAL of a supported major (a server airlock does not
+ * support): every one of them would be refused at ingest, so archiving fails here, loudly and before
+ * the spool fills with them. Throws `bad-wal`; a file too short for a magic is left to ingest.
+ */
+function refuseUnsupportedMagic(source: string, name: string): void {
+  const head = Buffer.alloc(2);
+  let fd: number | undefined;
+  try {
+    fd = openSync(source, 'r');
+    if (readSync(fd, head, 0, 2, 0) < 2) return;
+  } catch (e) {
+    throw fromSystemError(e, source);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  const problem = magicProblem(head.readUInt16LE(0));
+  if (problem !== undefined) {
+    throw new AirlockError('bad-wal', `${name}: ${problem}`, {
+      hint: 'this server is a postgresql version airlock does not support (airlock check names it); nothing was spooled, and the server keeps the file and retries',
+    });
   }
 }
 
@@ -448,12 +474,15 @@ export class SegmentPages {
 export interface WalCluster {
   system_identifier: string;
   segment_size: number;
+  /** the server's major version: its WAL page magic is the only one taken */
+  major?: number;
 }
 
 /**
  * Ingests every finished file in the spool into the catalog: checks the sidecar hash, then a
- * segment's first page header (PostgreSQL 15, its name's timeline and start address, one cluster and
- * one segment size across the catalog) and every later page's header (SegmentPages), or parses a
+ * segment's first page header (a supported major's magic, the server's when `server` says, else one
+ * major across the run; its name's timeline and start address, one cluster and one segment size
+ * across the catalog) and every later page's header (SegmentPages), or parses a
  * history or backup file. `server` is the cluster the export is connected to: segments of any other
  * are refused, whatever the spool holds first. Keeps going after a bad file and returns each
  * problem (`checksum-mismatch`, `bad-wal`, `malformed`, `wal-conflict`, a system error) in the
@@ -484,6 +513,7 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
     }
   }
   let cluster = server ?? catalog.walCluster();
+  let major = server?.major;
 
   for (const name of names) {
     if (!present.has(`${name.name}${SIDECAR_SUFFIX}`)) {
@@ -530,10 +560,11 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
           fileSize: got.size,
           ...(cluster ? { systemIdentifier: cluster.system_identifier, segmentSize: cluster.segment_size } : {}),
           ...(history ? { history } : {}),
+          ...(major !== undefined ? { major } : {}),
         });
         const wrongPages = pages?.summary() ?? [];
         if (wrongPages.length > 0) {
-          throw new AirlockError('bad-wal', `${name.name}: not a valid postgresql 15 wal segment past its first page: ${wrongPages.join('; ')}`, {
+          throw new AirlockError('bad-wal', `${name.name}: not a valid postgresql wal segment past its first page: ${wrongPages.join('; ')}`, {
             hint: 'the file is damaged or not wal; do not use it (a server keeps a segment until it is archived, so archive it again from there)',
           });
         }
@@ -542,6 +573,7 @@ export function ingestSpool(catalog: Catalog, spool: string, now: () => Date = (
         row.system_identifier = checked.header.long.systemIdentifier;
         row.segment_size = checked.header.long.segmentSize;
         cluster ??= { system_identifier: row.system_identifier, segment_size: row.segment_size };
+        major ??= checked.header.pgVersion;
       } else {
         if (got.size > MAX_TEXT_FILE) throw new AirlockError('bad-wal', `${name.name}: ${got.size} bytes is too big for a ${name.kind} file`);
         const text = got.first.toString('utf8');

@@ -76,6 +76,8 @@ const CODES = {
   'source-corrupt': EXIT.source,
   /** PostgreSQL refused a query or the connection failed */
   'pg-failed': EXIT.source,
+  /** the server is a PostgreSQL major version airlock does not support (13 to 17 are) */
+  'pg-unsupported': EXIT.source,
   /** an archived WAL file the export waits for did not reach the spool in time */
   'wal-timeout': EXIT.source,
   /** a restored server did not reach what the target asked for */

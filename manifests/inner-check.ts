@@ -10,7 +10,7 @@ import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex, isTablespace } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, OBJECT_CHANGE_TYPES, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, objectChangeProblem, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
 import { LIMITS } from './limits.js';
 import type { Manifest } from './manifest.js';
 import { entryProblem, type ReadEntry } from './tar.js';
@@ -193,6 +193,8 @@ export async function checkInner(
           if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
           return;
         }
+        const change = OBJECT_CHANGE_TYPES.has(r.type) ? objectChangeProblem(r) : undefined;
+        if (change !== undefined) add('malformed', INDEX, `line ${n}: ${change}`);
         const s = slim(r);
         if (s) sources.push(s);
         if (r.path === undefined) metadata++;

@@ -83,6 +83,31 @@ export function parseIndexLine(text: string, n: number): IndexRecord {
   return r;
 }
 
+/** Record types of the object tier that change versions an earlier bundle of the chain holds (SPEC.md 6.3). */
+export const OBJECT_CHANGE_TYPES = new Set(['version-changed', 'version-removed']);
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
+
+/**
+ * What is wrong with a `version-changed` or `version-removed` record, or undefined: no tar entry, a
+ * bucket, key and version id, the time the export found the change, and for a change its tags as an
+ * object of text and its optional lock as x-amz-object-lock-* headers.
+ */
+export function objectChangeProblem(r: IndexRecord): string | undefined {
+  if ('path' in r) return `a ${r.type} record names no tar entry`;
+  for (const f of ['bucket', 'key', 'versionId']) if (typeof r[f] !== 'string' || r[f] === '') return `a ${r.type} record without ${f}`;
+  if (typeof r.detected !== 'string' || !ISO_TIME.test(r.detected) || Number.isNaN(Date.parse(r.detected))) return `a ${r.type} record without the time it was found (detected)`;
+  if (r.type === 'version-changed') {
+    const t = r.tags;
+    if (t === null || typeof t !== 'object' || Array.isArray(t) || !Object.values(t).every((v) => typeof v === 'string')) return 'a version-changed record whose tags are not an object of text values';
+    const l = r.lock;
+    if (l !== undefined && (l === null || typeof l !== 'object' || Array.isArray(l) || !Object.entries(l).every(([k, v]) => k.startsWith('x-amz-object-lock-') && typeof v === 'string'))) {
+      return 'a version-changed record whose lock is not an object of x-amz-object-lock-* text values';
+    }
+  }
+  return undefined;
+}
+
 /** Record types of the configuration tier, which carry a `source` path to lay out on restore. */
 export const SOURCE_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'special']);
 

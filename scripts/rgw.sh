@@ -6,6 +6,8 @@
 #   scripts/rgw.sh start DIR [PORT]   wipes DIR, starts the cluster there, prints one line
 #                                     "RGW_READY port=PORT dir=DIR endpoint=http://127.0.0.1:PORT"
 #                                     (PORT: a free one when not given; monitor ports are always free ones)
+#                                     With RGW_SSL_CERT and RGW_SSL_KEY (PEM files) set, beast also
+#                                     serves https on a free port, and the line ends " ssl_port=PORT".
 #   scripts/rgw.sh stop DIR           stops the daemons by the PIDs recorded in DIR/run, bounded wait
 #
 # The S3 user is access key `minioadmin`, secret `minioadmin`. Settings that matter: msgr2 with
@@ -13,6 +15,8 @@
 # memstore (no block file, fast start), and tcp_nodelay=1 on the beast frontend: without it, on a
 # kept-alive connection every response's body waits for the client's delayed ACK (about 40 ms; 50 ms
 # per small GET instead of 3 ms), which caps any client at its concurrency / 50 ms.
+# STS is on (a fixed test key) with a role `airlock-test` the user may assume, so tests can take
+# session credentials with AssumeRole.
 # Every daemon reads DIR/ceph.conf and nothing else.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -61,13 +65,18 @@ stop() {
 }
 
 start() {
-  local d port monport mon2port fsid conf osduuid osdid
+  local d port monport mon2port fsid conf osduuid osdid sslport='' ssl=''
   d=$(realpath -m "$1")
   port=${2:-$(free_port)}
   monport=$(free_port)
   mon2port=$(free_port)
   while [ "$mon2port" = "$monport" ] || [ "$mon2port" = "$port" ]; do mon2port=$(free_port); done
   while [ "$monport" = "$port" ]; do monport=$(free_port); done
+  if [ -n "${RGW_SSL_CERT:-}" ] && [ -n "${RGW_SSL_KEY:-}" ]; then
+    sslport=$(free_port)
+    while [ "$sslport" = "$port" ] || [ "$sslport" = "$monport" ] || [ "$sslport" = "$mon2port" ]; do sslport=$(free_port); done
+    ssl=" ssl_endpoint=127.0.0.1:$sslport ssl_certificate=$RGW_SSL_CERT ssl_private_key=$RGW_SSL_KEY"
+  fi
   stop "$d"
   rm -rf "$d"
   mkdir -p "$d"/{run,log,mon.a,osd.0,rgw}
@@ -112,10 +121,12 @@ osd objectstore = memstore
 memstore device bytes = 4294967296
 osd memory target = 1073741824
 [client]
-rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
+rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1$ssl
 rgw data = $d/rgw
 rgw enable usage log = false
 rgw dns name = localhost
+rgw s3 auth use sts = true
+rgw sts key = airlocktestsstsk
 EOF
   local c=(-c "$conf")
   # on any failure below, leave nothing running
@@ -131,10 +142,15 @@ EOF
   osd_up() { ceph "${c[@]}" --connect-timeout 2 osd stat 2>/dev/null | grep -q '1 up'; }
   wait_for 300 osd_up || { echo "rgw.sh: the OSD did not come up (see $d/log)" >&2; stop "$d"; exit 1; }
   radosgw-admin "${c[@]}" user create --uid=test --display-name=test --access-key=minioadmin --secret-key=minioadmin >/dev/null
+  # a role the test user may assume (AssumeRole gives session credentials) that may do anything in S3
+  radosgw-admin "${c[@]}" role create --role-name=airlock-test --path=/ \
+    --assume-role-policy-doc='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam:::user/test"]},"Action":["sts:AssumeRole"]}]}' >/dev/null
+  radosgw-admin "${c[@]}" role-policy put --role-name=airlock-test --policy-name=s3 \
+    --policy-doc='{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::*"}}' >/dev/null
   timeout 120 radosgw "${c[@]}" -n client.rgw.a 2>>"$d/log/start.log"
   wait_for 600 curl -s -o /dev/null "http://127.0.0.1:$port/" || { echo "rgw.sh: radosgw did not answer on port $port (see $d/log)" >&2; stop "$d"; exit 1; }
   trap - ERR
-  echo "RGW_READY port=$port dir=$d endpoint=http://127.0.0.1:$port"
+  echo "RGW_READY port=$port dir=$d endpoint=http://127.0.0.1:$port${sslport:+ ssl_port=$sslport}"
 }
 
 [ $# -ge 2 ] || usage

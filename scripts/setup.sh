@@ -4,14 +4,15 @@
 # Installs only what is missing: age, zstd, jq (RESTORE.txt's files step), gcc and libssl-dev (to build the archive_command
 # helper, agent/native/wal-push.c), openssh-client (ssh-keygen), GNU tar, coreutils (dd for
 # the read-back of written media), par2 (recovery data), time (benchmarks), PostgreSQL 15 (its server
-# binaries back the tests and the demo), Chromium (headless, for the test that renders the auditor
+# binaries back the tests and the demo), mmdebstrap (a Debian 13 root with PostgreSQL 17, the tests'
+# second major version, see below), Chromium (headless, for the test that renders the auditor
 # report and prints it to PDF), and for the
 # object-storage tests a single-node Ceph with radosgw (scripts/rgw.sh), curl, iproute2 (ss) and
 # rclone and pgbackrest (the benchmarks' peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(age zstd jq gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
+packages=(age zstd jq gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 mmdebstrap chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -22,6 +23,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL 17 for the tests: Debian 13's packages in a root folder of their own, run through
+# scripts/pg-chroot.sh (about 520 MB, built once). It is built under a temporary name and renamed
+# when complete, so an interrupted build is never taken for a finished root; the next run removes it.
+pg17_root=${AIRLOCK_PG17_ROOT:-/var/cache/airlock-test/trixie-pg17}
+if [ ! -d "$pg17_root" ]; then
+  echo "setup: building $pg17_root (Debian 13 with postgresql-17)"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" rm -rf "$pg17_root.partial"
+  "${sudo[@]}" mkdir -p "$(dirname "$pg17_root")"
+  "${sudo[@]}" mmdebstrap --quiet --variant=apt --include=postgresql-17 trixie "$pg17_root.partial"
+  "${sudo[@]}" mv "$pg17_root.partial" "$pg17_root"
 fi
 
 # promtool checks the metrics file in the tests; it comes only in Debian's prometheus package, whose

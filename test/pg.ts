@@ -1,7 +1,7 @@
 /*
- * Throwaway PostgreSQL 15 clusters for tests: one per test process and configuration layout (in the
- * data folder, or outside it as Debian keeps it), started on first use and stopped (by its PID) when
- * the process exits.
+ * Throwaway PostgreSQL clusters for tests: one per test process, configuration layout (in the data
+ * folder, or outside it as Debian keeps it) and major version (15, the machine's own, or 17 from a
+ * Debian 13 root), started on first use and stopped (by its PID) when the process exits.
  *
  * It runs as an unprivileged OS user (`postgres` when the tests run as root, the current user
  * otherwise) in a temp folder that user owns, listens on 127.0.0.1 on a free port (TCP logins are
@@ -11,17 +11,66 @@
  * home), dist/ is copied to a folder it can read. The archive_command is the native helper
  * (dist/native/airlock-wal-push), which hands anything but a new push to that CLI.
  *
+ * PostgreSQL 17 runs from the root folder scripts/setup.sh builds (AIRLOCK_PG17_ROOT overrides
+ * /var/cache/airlock-test/trixie-pg17) through wrappers (scripts/pg-chroot.sh) in a folder this
+ * process makes, which airlock takes as --pg-bin. Inside the root the server sees the temp folder
+ * (data folders, sockets, spool, the copied CLI) and node at their host paths, bind-mounted, and runs
+ * as the root's own postgres uid; that needs root, as the tests have.
+ *
  * Waiting is always bounded polling: a server that does not start or a segment that never arrives
  * fails the test with the server log's tail, never hangs it.
  */
 import { spawn, type SpawnSyncOptions } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../manifests/manifest.js';
 import { ROOT, airlock, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+/** The major versions the tests run a server of. */
+export type Major = 15 | 17;
+export const MAJORS: readonly Major[] = [15, 17];
+
+/** The Debian 13 root with PostgreSQL 17. */
+export const PG17_ROOT = process.env.AIRLOCK_PG17_ROOT ?? '/var/cache/airlock-test/trixie-pg17';
+
+let wrappers: string | undefined;
+
+/**
+ * The folder of `major`'s programs: the installed 15's, or for 17 a folder of wrappers that run the
+ * root's programs (made once per process: scripts/pg-chroot.sh, its conf and one link per program).
+ */
+export function pgBin(major: Major = 15): string {
+  if (major === 15) return PG_BIN;
+  if (wrappers) return wrappers;
+  const inRoot = path.join(PG17_ROOT, 'usr/lib/postgresql/17/bin');
+  if (!existsSync(path.join(inRoot, 'postgres'))) throw new Error(`${PG17_ROOT} holds no PostgreSQL 17: run bash scripts/setup.sh (it builds the root once)`);
+  if (process.getuid?.() !== 0) throw new Error('the PostgreSQL 17 tests run its root through chroot, which needs root');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'airlock-pg17-bin-'));
+  baseDirs.push(dir);
+  chmodSync(dir, 0o755);
+  // what the server inside needs at the same paths: the temp folder everything of the tests lives
+  // in, and node (wal-push hands over to it, restore_command is node running wal-fetch)
+  const binds = [os.tmpdir(), process.execPath];
+  for (const b of binds) {
+    shellSafe(b);
+    const at = path.join(PG17_ROOT, b);
+    if (existsSync(at)) continue;
+    if (statSync(b).isDirectory()) mkdirSync(at, { recursive: true });
+    else {
+      mkdirSync(path.dirname(at), { recursive: true });
+      writeFileSync(at, '');
+    }
+  }
+  cpSync(path.join(ROOT, 'scripts/pg-chroot.sh'), path.join(dir, 'pg-chroot.sh'));
+  chmodSync(path.join(dir, 'pg-chroot.sh'), 0o755);
+  writeFileSync(path.join(dir, 'pg-chroot.conf'), `root=${shellSafe(PG17_ROOT)}\nmajor=17\nbinds='${binds.join(' ')}'\n`, { mode: 0o644 });
+  for (const prog of readdirSync(inRoot)) symlinkSync('pg-chroot.sh', path.join(dir, prog));
+  wrappers = dir;
+  return dir;
+}
 
 export interface Cluster {
   /** the temp folder holding everything, owned by the cluster's user */
@@ -40,6 +89,9 @@ export interface Cluster {
   cli: string;
   /** the archive_command helper beside that CLI (dist/native/airlock-wal-push), as production runs it */
   walPush: string;
+  major: Major;
+  /** the folder of its programs (pgBin) */
+  bin: string;
 }
 
 /** Sleeps synchronously (for short, bounded polling only). */
@@ -66,8 +118,17 @@ export function logTail(log: string, lines = 30): string {
   }
 }
 
-/** The user to run PostgreSQL as: `postgres` when we are root (initdb refuses root), else ourselves. */
-function clusterUser(): Cluster['user'] {
+/**
+ * The user to run PostgreSQL as: `postgres` when we are root (initdb refuses root), else ourselves;
+ * for 17 the root folder's own postgres (initdb looks its uid up there).
+ */
+function clusterUser(major: Major): Cluster['user'] {
+  if (major === 17) {
+    const line = readFileSync(path.join(PG17_ROOT, 'etc/passwd'), 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    const [, , uid, gid] = line?.split(':') ?? [];
+    if (uid === undefined || gid === undefined) throw new Error(`${PG17_ROOT}/etc/passwd has no postgres user`);
+    return { name: 'postgres', uid: Number(uid), gid: Number(gid) };
+  }
   if (process.getuid?.() !== 0) {
     const me = os.userInfo();
     return { name: me.username, uid: me.uid, gid: me.gid };
@@ -99,16 +160,17 @@ function canRunWalPush(user: Cluster['user'], main: string): Ran {
 }
 
 /**
- * The built CLI as `user` can run it: the checkout's dist/ when that user can read it, otherwise a
- * copy of dist/ and package.json (for "type": "module") in `base`. wal-push loads Node built-ins only
+ * The built CLI as `user` can run it: the checkout's dist/ when that user can read it, otherwise (or
+ * with `forceCopy`: a server in a root folder sees only `base`) a copy of dist/ and package.json (for
+ * "type": "module") in `base`. wal-push loads Node built-ins only
  * (main.ts dispatches it before commander), so no node_modules are needed for archiving.
  * AIRLOCK_TEST_COPY_CLI=1 forces the copy.
  */
-function reachableCli(user: Cluster['user'], base: string): string {
+function reachableCli(user: Cluster['user'], base: string, forceCopy: boolean): string {
   const main = path.join(ROOT, 'dist/agent/cli/main.js');
   if (!existsSync(main)) throw new Error('dist/ is missing: run npm run build first');
   const works = (r: Ran) => r.code === 2 && r.stderr.includes('wal-push takes 1 argument');
-  if (!process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
+  if (!forceCopy && !process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
   const dir = path.join(base, 'cli');
   cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
   cpSync(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
@@ -135,6 +197,8 @@ export interface Server {
   pid: number;
   socketDir: string;
   log: string;
+  /** the major version, for the matching psql (15 when absent) */
+  major?: Major;
 }
 const servers = new Set<Server>();
 
@@ -182,7 +246,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => proces
  * folder) and starts postgres as `user`. With `waitReady`, waits up to 60 s for connections and
  * throws with the log's tail if the server exits or does not come up.
  */
-export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true, configFile = path.join(data, 'postgresql.conf')): Server {
+export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true, configFile = path.join(data, 'postgresql.conf'), major: Major = 15): Server {
+  const bin = pgBin(major);
   const port = freePort();
   appendFileSync(
     configFile,
@@ -194,7 +259,7 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
   }
   const logFd = openSync(log, 'a');
   const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
-  const child = spawn(path.join(PG_BIN, 'postgres'), ['-D', data, ...(configFile === path.join(data, 'postgresql.conf') ? [] : ['-c', `config_file=${configFile}`])], {
+  const child = spawn(path.join(bin, 'postgres'), ['-D', data, ...(configFile === path.join(data, 'postgresql.conf') ? [] : ['-c', `config_file=${configFile}`])], {
     stdio: ['ignore', logFd, logFd],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
     ...asUser,
@@ -202,12 +267,12 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
   closeSync(logFd);
   child.unref();
   if (child.pid === undefined) throw new Error('postgres did not start');
-  const s: Server = { data, port, pid: child.pid, socketDir, log };
+  const s: Server = { data, port, pid: child.pid, socketDir, log, major };
   servers.add(s);
   if (waitReady) {
     poll(`the server on port ${port} to accept connections`, 60_000, () => {
       if (!alive(s.pid)) throw new Error(`postgres exited:\n${logTail(log)}`);
-      return run(path.join(PG_BIN, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port)]).code === 0 ? true : undefined;
+      return run(path.join(bin, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port)]).code === 0 ? true : undefined;
     });
   }
   return s;
@@ -219,35 +284,38 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
  */
 export type Layout = 'in-folder' | 'debian';
 
-const started = new Map<Layout, Cluster>();
-const failures = new Map<Layout, unknown>();
+const started = new Map<string, Cluster>();
+const failures = new Map<string, unknown>();
 
 /**
- * The cluster of this test process in `layout`, started on first call (initdb, configure, start,
- * wait until it accepts connections). Throws with the server log when it does not come up within 60 s.
+ * The cluster of this test process in `layout` and `major`, started on first call (initdb, configure,
+ * start, wait until it accepts connections). Throws with the server log when it does not come up
+ * within 60 s.
  */
-export function cluster(layout: Layout = 'in-folder'): Cluster {
-  const known = started.get(layout);
+export function cluster(layout: Layout = 'in-folder', major: Major = 15): Cluster {
+  const key = `${layout}/${major}`;
+  const known = started.get(key);
   if (known) return known;
-  if (failures.has(layout)) throw failures.get(layout);
+  if (failures.has(key)) throw failures.get(key);
   try {
-    const c = startCluster(layout);
-    started.set(layout, c);
+    const c = startCluster(layout, major);
+    started.set(key, c);
     if (layout === 'in-folder') current = c;
     return c;
   } catch (e) {
-    failures.set(layout, e);
+    failures.set(key, e);
     throw e;
   }
 }
 
-function startCluster(layout: Layout): Cluster {
-  const user = clusterUser();
+function startCluster(layout: Layout, major: Major): Cluster {
+  const bin = pgBin(major);
+  const user = clusterUser(major);
   const base = mkdtempSync(path.join(os.tmpdir(), 'airlock-pg-'));
   baseDirs.push(base);
   chmodSync(base, 0o700);
   chownSync(base, user.uid, user.gid);
-  const cli = reachableCli(user, base);
+  const cli = reachableCli(user, base, major !== 15);
   const data = path.join(base, 'data');
   const spool = path.join(base, 'spool');
   const socketDir = path.join(base, 'sock');
@@ -256,7 +324,7 @@ function startCluster(layout: Layout): Cluster {
     chownSync(d, user.uid, user.gid);
   }
   const log = path.join(base, 'server.log');
-  const init = runAs(user, path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
+  const init = runAs(user, path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   let configFile = path.join(data, 'postgresql.conf');
   if (layout === 'debian') {
@@ -282,16 +350,16 @@ function startCluster(layout: Layout): Cluster {
     'track_commit_timestamp = on',
     'max_connections = 20',
     'shared_buffers = 32MB',
-  ], true, configFile);
-  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli, walPush };
+  ], true, configFile, major);
+  return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli, walPush, major, bin };
 }
 
 /**
  * A folder inside the cluster's base folder, owned by the cluster's user: for base backups,
  * restored clusters and WAL folders that server must read.
  */
-export function clusterDir(name: string): string {
-  const c = cluster();
+export function clusterDir(name: string, major: Major = 15): string {
+  const c = cluster('in-folder', major);
   const d = path.join(c.base, name);
   mkdirSync(d, { mode: 0o700 });
   chownSync(d, c.user.uid, c.user.gid);
@@ -303,17 +371,17 @@ export function clusterDir(name: string): string {
  * unaligned, tuples-only output, trimmed. `input` is sent on stdin instead (several statements in
  * one session). Throws with psql's stderr when it fails.
  */
-export function psql(sql: string, opts: { db?: string; input?: boolean; server?: Server } = {}): string {
-  const c = opts.server ?? cluster();
+export function psql(sql: string, opts: { db?: string; input?: boolean; server?: Server; major?: Major } = {}): string {
+  const c = opts.server ?? cluster('in-folder', opts.major);
   const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', opts.db ?? 'postgres'];
-  const r = run(path.join(PG_BIN, 'psql'), opts.input ? args : [...args, '-c', sql], opts.input ? { input: sql } : {});
+  const r = run(path.join(pgBin(opts.server?.major ?? opts.major), 'psql'), opts.input ? args : [...args, '-c', sql], opts.input ? { input: sql } : {});
   if (r.code !== 0) throw new Error(`psql failed (${r.code}): ${r.stderr.trim()}\nsql: ${sql}`);
   return r.stdout.trim();
 }
 
 /** Waits until `name` (a WAL file name) and its sidecar are in the spool; returns the file's path. */
-export function waitSpooled(name: string, timeoutMs = 30_000): string {
-  const c = cluster();
+export function waitSpooled(name: string, timeoutMs = 30_000, major: Major = 15): string {
+  const c = cluster('in-folder', major);
   const file = path.join(c.spool, name);
   return poll(`${name} in the spool`, timeoutMs, () => (existsSync(`${file}.sha256`) ? file : undefined));
 }
@@ -322,17 +390,17 @@ export function waitSpooled(name: string, timeoutMs = 30_000): string {
  * Writes a little WAL, forces a segment switch and waits until the finished segment is spooled.
  * Returns the segment's name.
  */
-export function switchWal(): string {
-  psql('CREATE TABLE IF NOT EXISTS airlock_tick (at timestamptz DEFAULT now()); INSERT INTO airlock_tick DEFAULT VALUES');
-  const name = psql('SELECT pg_walfile_name(pg_switch_wal())');
+export function switchWal(major: Major = 15): string {
+  psql('CREATE TABLE IF NOT EXISTS airlock_tick (at timestamptz DEFAULT now()); INSERT INTO airlock_tick DEFAULT VALUES', { major });
+  const name = psql('SELECT pg_walfile_name(pg_switch_wal())', { major });
   if (!/^[0-9A-F]{24}$/.test(name)) throw new Error(`unexpected segment name ${JSON.stringify(name)}`);
-  waitSpooled(name);
+  waitSpooled(name, 30_000, major);
   return name;
 }
 
 /** The cluster's system identifier, as a decimal string. */
-export function systemIdentifier(): string {
-  return psql('SELECT system_identifier FROM pg_control_system()');
+export function systemIdentifier(major: Major = 15): string {
+  return psql('SELECT system_identifier FROM pg_control_system()', { major });
 }
 
 /** A restored server started by `airlock restore pg --start`, and what the command printed as JSON. */
@@ -346,7 +414,7 @@ export interface Restored {
  * One site's exports of the test cluster onto its own medium, with its own keys and state folder,
  * and restores from that medium into new data folders inside the cluster's base folder.
  */
-export function pgSite(site: string, layout: Layout = 'in-folder'): {
+export function pgSite(site: string, layout: Layout = 'in-folder', major: Major = 15): {
   keys: () => Keys;
   medium: string;
   stateDir: string;
@@ -359,36 +427,39 @@ export function pgSite(site: string, layout: Layout = 'in-folder'): {
   const k = () => (keys ??= makeKeys(site));
   const stateDir = tmp('airlock-state-');
   const medium = tmp('airlock-medium-');
-  const conninfo = () => `host=${cluster(layout).socketDir} port=${cluster(layout).port} user=postgres dbname=postgres`;
-  const restoreArgs = (data: string, from = medium) => ['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data];
+  const c = () => cluster(layout, major);
+  const conninfo = () => `host=${c().socketDir} port=${c().port} user=postgres dbname=postgres`;
+  // 15's programs are where airlock looks by itself (/usr/lib/postgresql/15/bin); 17's are the wrappers
+  const pgBinArgs = major === 15 ? [] : ['--pg-bin', pgBin(major)];
+  const restoreArgs = (data: string, from = medium) => ['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data, ...pgBinArgs];
   return {
     keys: k,
     medium,
     stateDir,
     conninfo,
     exportPg(extra) {
-      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', cluster(layout).spool, '--wal-timeout', '60', ...extra]);
+      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', c().spool, '--wal-timeout', '60', ...pgBinArgs, ...extra]);
       if (r.code !== 0) throw new Error(`export failed (${r.code}): ${r.stderr}`);
       const dir = r.stdout.trim();
       return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };
     },
     restoreArgs,
     restorePg(target, from = medium) {
-      const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`), 'data');
+      const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`, major), 'data');
       const port = freePort();
-      const r = airlock([...restoreArgs(data, from), '--port', String(port), '--start', '--airlock-cli', cluster().cli, '--timeout', '120', '--json', ...target]);
+      const r = airlock([...restoreArgs(data, from), '--port', String(port), '--start', '--airlock-cli', c().cli, '--timeout', '120', '--json', ...target]);
       if (r.code !== 0) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
       const result = JSON.parse(r.stdout) as Restored['result'];
-      return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log }, result, stderr: r.stderr };
+      return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log, major }, result, stderr: r.stderr };
     },
   };
 }
 
 /** A steady write load in the background: one committed row per transaction, a few ms apart. */
-export function writeLoad(table: string, rows: number): Promise<void> {
-  const c = cluster();
+export function writeLoad(table: string, rows: number, major: Major = 15): Promise<void> {
+  const c = cluster('in-folder', major);
   const sql = `DO $$ BEGIN FOR i IN 1..${rows} LOOP INSERT INTO ${table} (v) VALUES (md5(random()::text)); COMMIT; PERFORM pg_sleep(0.004); END LOOP; END $$`;
-  const child = spawn(path.join(PG_BIN, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
+  const child = spawn(path.join(c.bin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
   return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`write load exited ${code}`)))));
 }
 

@@ -1,14 +1,15 @@
 /*
  * airlock check: a pre-flight of the PostgreSQL side before the first export. It reads the server's
  * settings and the role's rights, asks the client programs for their versions and looks at the
- * spool, then prints one line per check (ok, warning, problem) and exits 1 when any check failed.
+ * spool, then prints one line per check (ok, warning, problem) and exits 1 when any check failed: a
+ * server major airlock does not support, or client programs older than the server, are problems.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statfsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
-import { versionBin } from '../postgres/programs.js';
-import { program as pgProgram, query, type Connection } from '../sources/postgres/server.js';
+import { clientBin, program as pgProgram, queryJson, type Connection } from '../sources/postgres/server.js';
+import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../postgres/wal.js';
 import { Settings, human } from './common.js';
 
 interface CheckFlags {
@@ -36,44 +37,50 @@ function clientMajor(file: string): number | undefined {
 export async function runChecks(conn: Connection, spool: string | undefined, maxArchiveTimeout: number): Promise<CheckLine[]> {
   const out: CheckLine[] = [];
   const add = (check: string, ok: boolean | 'warning', message: string) => out.push({ check, result: ok === true ? 'ok' : ok === false ? 'problem' : 'warning', message });
-  let row: string[] | undefined;
+  interface Row {
+    num: number; version: string; walLevel: string; archiveMode: string; archiveCommand: string; archiveTimeout: number; senders: number;
+    superuser: boolean; replication: boolean; readSettings: boolean; canPoint: boolean; canSwitch: boolean; failed: number; lastFailedWal: string | null; failing: boolean;
+  }
+  let row: Row | null;
   try {
-    [row] = await query(
+    row = await queryJson<Row | null>(
       conn,
-      `SELECT current_setting('server_version_num'), current_setting('wal_level'), current_setting('archive_mode'), current_setting('archive_command'),
-              (SELECT setting FROM pg_settings WHERE name = 'archive_timeout'), current_setting('max_wal_senders'),
-              r.rolsuper, r.rolreplication, pg_has_role('pg_read_all_settings', 'member'),
-              has_function_privilege('pg_create_restore_point(text)', 'execute'), has_function_privilege('pg_switch_wal()', 'execute'),
-              a.failed_count, coalesce(a.last_failed_wal, ''), coalesce(a.last_failed_time > coalesce(a.last_archived_time, '-infinity'), false)
+      `SELECT json_build_object('num', current_setting('server_version_num')::int, 'version', version(), 'walLevel', current_setting('wal_level'),
+              'archiveMode', current_setting('archive_mode'), 'archiveCommand', current_setting('archive_command'),
+              'archiveTimeout', (SELECT setting FROM pg_settings WHERE name = 'archive_timeout')::int, 'senders', current_setting('max_wal_senders')::int,
+              'superuser', r.rolsuper, 'replication', r.rolreplication, 'readSettings', pg_has_role('pg_read_all_settings', 'member'),
+              'canPoint', has_function_privilege('pg_create_restore_point(text)', 'execute'), 'canSwitch', has_function_privilege('pg_switch_wal()', 'execute'),
+              'failed', a.failed_count, 'lastFailedWal', a.last_failed_wal, 'failing', coalesce(a.last_failed_time > coalesce(a.last_archived_time, '-infinity'), false))
          FROM pg_roles r, pg_stat_archiver a WHERE r.rolname = current_user`,
     );
   } catch (e) {
     add('connection', false, (e as Error).message);
     return out;
   }
-  if (!row || row.length !== 14) {
+  if (!row || typeof row.num !== 'number' || typeof row.archiveCommand !== 'string') {
     add('connection', false, 'unexpected answer from the server');
     return out;
   }
-  const [num, walLevel, archiveMode, archiveCommand, archiveTimeout, senders, superuser, replication, readSettings, canPoint, canSwitch, failed, lastFailedWal, failing] = row as [string, string, string, string, string, string, string, string, string, string, string, string, string, string];
-  const major = Math.floor(Number(num) / 10000);
-  add('connection', true, `PostgreSQL ${major} answers`);
+  const { walLevel, archiveMode, archiveCommand, archiveTimeout, senders, superuser: su, replication, readSettings, canPoint, canSwitch, failed, lastFailedWal, failing } = row;
+  const major = Math.floor(row.num / 10000);
+  add('connection', true, `PostgreSQL ${major} answers (${row.version})`);
+  const supported = SUPPORTED_MAJORS.includes(major);
+  add('version', supported, supported ? `PostgreSQL ${major} is supported (${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')})` : `PostgreSQL ${major} is not supported: airlock archives, exports and restores ${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')} only`);
   add('wal_level', walLevel !== 'minimal', `wal_level = ${walLevel}${walLevel === 'minimal' ? ': set replica' : ''}`);
   add('archive_mode', archiveMode === 'on' || archiveMode === 'always', `archive_mode = ${archiveMode}${archiveMode === 'off' ? ': set on and restart' : ''}`);
   const helper = archiveCommand.includes('airlock-wal-push');
   const walPush = helper ? 'archive_command runs airlock-wal-push' : 'archive_command runs airlock wal-push (node starts for every segment; dist/native/airlock-wal-push does the same work about 3x faster)';
   add('archive_command', archiveCommand.includes('wal-push'), archiveCommand.includes('wal-push') ? walPush : `archive_command = '${archiveCommand}': set it to '/path/to/airlock/dist/native/airlock-wal-push %p --spool DIR' (or 'airlock wal-push %p --spool DIR')`);
-  const timeout = Number(archiveTimeout);
+  const timeout = archiveTimeout;
   add('archive_timeout', timeout > 0 && timeout <= maxArchiveTimeout, `archive_timeout = ${timeout} s${timeout === 0 || timeout > maxArchiveTimeout ? `: set at most ${maxArchiveTimeout} s, or an idle server keeps its last changes out of the spool (the on-appliance RPO)` : ''}`);
-  add('max_wal_senders', Number(senders) > 0, `max_wal_senders = ${senders}${Number(senders) > 0 ? '' : ': pg_basebackup needs at least 1'}`);
-  const su = superuser === 't';
-  add('role: replication', su || replication === 't', su ? 'superuser' : replication === 't' ? 'the role may stream base backups' : 'the role lacks REPLICATION: ALTER ROLE ... REPLICATION for --pg-base');
-  add('role: settings', su || readSettings === 't', su || readSettings === 't' ? 'the role reads the data folder and config file paths' : 'grant pg_read_all_settings so config files outside the data folder are carried');
-  add('role: restore point', canPoint === 't' && canSwitch === 't', canPoint === 't' && canSwitch === 't' ? 'the role may create restore points and switch WAL' : 'GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO the role');
+  add('max_wal_senders', senders > 0, `max_wal_senders = ${senders}${senders > 0 ? '' : ': pg_basebackup needs at least 1'}`);
+  add('role: replication', su || replication, su ? 'superuser' : replication ? 'the role may stream base backups' : 'the role lacks REPLICATION: ALTER ROLE ... REPLICATION for --pg-base');
+  add('role: settings', su || readSettings, su || readSettings ? 'the role reads the data folder and config file paths' : 'grant pg_read_all_settings so config files outside the data folder are carried');
+  add('role: restore point', canPoint && canSwitch, canPoint && canSwitch ? 'the role may create restore points and switch WAL' : 'GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO the role');
   add('role: globals', su ? true : 'warning', su ? 'pg_dumpall --globals-only includes role passwords' : 'not a superuser: the globals dump leaves role passwords out (--no-role-passwords)');
-  add('pg_stat_archiver', failing === 't' ? false : Number(failed) > 0 ? 'warning' : true, failing === 't' ? `archiving fails now (last failed ${lastFailedWal}); read the server log` : `${failed} failure(s) since the statistics were reset`);
+  add('pg_stat_archiver', failing ? false : failed > 0 ? 'warning' : true, failing ? `archiving fails now (last failed ${lastFailedWal}); read the server log` : `${failed} failure(s) since the statistics were reset`);
 
-  const bin = conn.bin ?? versionBin(major);
+  const bin = conn.bin ?? clientBin(major);
   for (const tool of ['pg_basebackup', 'pg_dump', 'pg_dumpall', 'psql']) {
     const file = bin === undefined ? pgProgram(conn, tool) : `${bin}/${tool}`;
     const v = clientMajor(file);

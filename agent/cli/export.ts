@@ -9,7 +9,7 @@ import { parseSize } from '../config.js';
 import { runExport } from '../export.js';
 import { checkRecipients, loadSigningKey } from '../keys.js';
 import { S3Client } from '../s3/client.js';
-import { loadCredentials } from '../s3/credentials.js';
+import { connectS3 } from '../s3/credentials.js';
 import { ExportAssembly } from '../sources/assembly.js';
 import { checkTargets, parseBucketSpec, preflight } from '../sources/objects.js';
 import { recordRun } from '../jobs.js';
@@ -28,6 +28,9 @@ interface ExportFlags {
   s3Endpoint?: string;
   bucket?: string[];
   s3Credentials?: string;
+  s3Region?: string;
+  s3CaFile?: string;
+  s3Addressing?: string;
   incremental?: boolean;
   pg?: string;
   pgBin?: string;
@@ -91,7 +94,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const signingKey = await loadSigningKey(keyFile);
   let client: S3Client | undefined;
   if (endpoint !== undefined) {
-    client = new S3Client({ endpoint, credentials: await loadCredentials(s.one(flags.s3Credentials, 's3-credentials')) });
+    client = await connectS3({ endpoint, credentials: s.one(flags.s3Credentials, 's3-credentials'), region: s.one(flags.s3Region, 's3-region'), caFile: s.one(flags.s3CaFile, 's3-ca-file'), addressing: s.one(flags.s3Addressing, 's3-addressing') });
     // a missing bucket, bad credentials or a dead endpoint end the export before a bundle is begun
     try {
       await preflight(client, buckets);
@@ -192,7 +195,10 @@ export function register(program: Command): void {
     .option('--files <path...>', 'config and secret files or folders to carry')
     .option('--s3-endpoint <url>', 'the S3 server holding the buckets to export: http(s)://host:port')
     .option('--bucket <bucket...>', 'a bucket to export (every version when versioned), or the keys under a prefix')
-    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN)')
+    .option('--s3-region <region>', 'the region the S3 server expects in signatures (default us-east-1)')
+    .option('--s3-ca-file <file>', 'trust the CA certificates in this PEM file for an https endpoint (a private CA)')
+    .option('--s3-addressing <path|virtual>', 'path: http://host/bucket/key (default); virtual: http://bucket.host/key')
     .option('--pg <conninfo>', 'PostgreSQL: the connection (libpq string or URL; the password from PGPASSFILE or PGPASSWORD, never here)')
     .option('--wal-spool <dir>', 'PostgreSQL: the folder archive_command (airlock wal-push) writes into')
     .option('--pg-base', 'PostgreSQL: take a physical base backup (pg_basebackup) into the bundle')

@@ -6,16 +6,15 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { Settings, announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 import { withRepairedBundle } from '../restore/repair.js';
 import { refuseUnsafeTarget } from '../restore/staging.js';
-import { S3Client } from '../s3/client.js';
-import { loadCredentials } from '../s3/credentials.js';
-import { BUCKET_RE } from '../sources/objects.js';
+import { connectS3 } from '../s3/credentials.js';
+import { BUCKET_RE } from '../s3/objects.js';
 import type { BundleReport } from '../../verifier/verify.js';
 
 interface RestoreObjectsFlags {
@@ -25,6 +24,10 @@ interface RestoreObjectsFlags {
   endpoint?: string;
   bucketMap?: string[];
   s3Credentials?: string;
+  s3Region?: string;
+  s3CaFile?: string;
+  s3Addressing?: string;
+  config?: string;
   idMap?: string;
   to?: string;
   at?: string;
@@ -74,15 +77,16 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     throw fromSystemError(e, flags.identity);
   }
   const identities = parseIdentities(identityText);
-  const credentials = toBucket ? await loadCredentials(flags.s3Credentials) : undefined;
+  const settings = new Settings(flags.config);
+  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: settings.one(flags.s3Credentials, 's3-credentials'), region: settings.one(flags.s3Region, 's3-region'), caFile: settings.one(flags.s3CaFile, 's3-ca-file'), addressing: settings.one(flags.s3Addressing, 's3-addressing') });
+  // a missing key or CA file fails before the bundles are verified
+  let client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
   const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified, { allowRepair: true });
   announceBundle(bundle);
 
-  let client: S3Client | undefined;
   let target: ObjectTarget;
-  if (toBucket && credentials) {
-    client = new S3Client({ endpoint: flags.endpoint as string, credentials });
+  if (client) {
     const idMap = flags.idMap ?? `${path.basename(bundle.path)}.id-map.jsonl`;
     target = { kind: 'bucket', client, bucketMap, idMap };
   } else {
@@ -104,6 +108,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
     const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, { until, signal, verified, progress, notes: note }), { signal, notes: note }), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
+    if (s.etagsChanged > 0) note(`note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
       process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);
@@ -122,10 +127,13 @@ export function register(restore: Command): void {
     .option('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
     .option('--identity <file>', 'the age identity file of the recovery site')
     .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
-    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
+    .option('--config <file>', 'read medium, identity, allowed-signers and the s3-* settings from this config file (flags win)')
     .option('--endpoint <url>', 'the S3 server to restore into: http(s)://host:port')
     .option('--bucket-map <src=dst...>', 'restore bucket SRC of the bundle into bucket DST (new or empty)')
-    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)')
+    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN)')
+    .option('--s3-region <region>', 'the region the S3 server expects in signatures (default us-east-1)')
+    .option('--s3-ca-file <file>', 'trust the CA certificates in this PEM file for an https endpoint (a private CA)')
+    .option('--s3-addressing <path|virtual>', 'path: http://host/bucket/key (default); virtual: http://bucket.host/key')
     .option('--id-map <file>', 'where to write the map of source version ids to new ones (default ./<bundle>.id-map.jsonl)')
     .option('--to <dir>', 'restore into this new or empty folder instead: DIR/<bucket>/<key as a safe path>')
     .option('--at <time>', 'restore history up to this time (ISO 8601); into a folder: the version current then')

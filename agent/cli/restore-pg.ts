@@ -131,6 +131,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   const bin = flags.pgBin ?? versionBin(major);
   let recovered;
   if (flags.start || flags.stop) {
+    // a server of another major refuses the data folder; say which programs it needs before that
+    if (bin === undefined) note(`warning: PostgreSQL ${major}'s programs are not in /usr/lib/postgresql/${major}/bin; pg_ctl is taken from PATH and must be ${major}'s (else install postgresql-${major} or give --pg-bin)`);
     say(`starting the server on port ${port} and waiting for recovery to end`);
     recovered = await startAndRecover(r, { bin, user: flags.pgUser ?? 'postgres', timeoutMs: timeout * 1000 });
     say(`recovered to ${recovered.replayLsn}${recovered.lastCommit ? `, the last transaction replayed committed at ${recovered.lastCommit}` : ' (no transaction replayed after the base backup)'}; promoted to timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s`);

@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { parseDuration } from '../config.js';
-import { query } from '../sources/postgres/server.js';
+import { queryJson } from '../sources/postgres/server.js';
 import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, nagiosUnknown, prometheusDown, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
 import { Settings } from './common.js';
 
@@ -61,16 +61,16 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
   let server: ServerWal | undefined;
   if (pg !== undefined) {
     try {
-      const [row] = await query(
+      const row = await queryJson<{ failed: number; lastFailedWal: string | null; failing: boolean; lastWal: string | null; lastTime: string | null; insertLsn: string; segmentSize: number } | null>(
         { conninfo: pg },
-        `SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),
-          coalesce(last_archived_wal, ''), coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), ''),
-          pg_current_wal_insert_lsn(), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')
+        `SELECT json_build_object('failed', failed_count, 'lastFailedWal', last_failed_wal, 'failing', coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),
+          'lastWal', last_archived_wal, 'lastTime', to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+          'insertLsn', pg_current_wal_insert_lsn(), 'segmentSize', (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')::bigint)
         FROM pg_stat_archiver`,
       );
-      archiver = { failedCount: Number(row?.[0] ?? 0), lastFailedWal: row?.[1] || null, failingNow: row?.[2] === 't' };
-      const [, , , lastWal = '', lastTime = '', insertLsn = '', segmentSize = ''] = row ?? [];
-      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && Number(segmentSize) > 0) server = { insertLsn, segmentSize: Number(segmentSize), lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
+      archiver = { failedCount: row?.failed ?? 0, lastFailedWal: row?.lastFailedWal ?? null, failingNow: row?.failing === true };
+      const { lastWal, lastTime, insertLsn = '', segmentSize = 0 } = row ?? {};
+      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && segmentSize > 0) server = { insertLsn, segmentSize, lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
     } catch (e) {
       archiverError = (e as Error).message;
     }

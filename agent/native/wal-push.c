@@ -10,8 +10,9 @@
  *
  * Everything else goes to the reference implementation, `airlock wal-push` in Node, with the same
  * arguments: any other option (--config, --help), a name that is not a WAL file name, a file the
- * spool already holds (a retry, to be compared), and every failure, after this program has taken
- * back what it wrote. The Node side then does the work again and reports it with its typed error,
+ * spool already holds (a retry, to be compared), a segment whose page magic is not a supported
+ * PostgreSQL major's (refused there), and every failure, after this program has taken back what it
+ * wrote. The Node side then does the work again and reports it with its typed error,
  * hint and exit code (spool-full, wal-conflict, not-found, ...). So this file decides nothing that
  * the Node side does not decide the same way, and it never prints an error of its own.
  *
@@ -81,6 +82,19 @@ static int hex_upper(const char *s, size_t n) {
   return 1;
 }
 
+/*
+ * xlp_magic of the PostgreSQL majors airlock supports, as agent/postgres/wal.ts WAL_MAGIC
+ * lists them (13 to 17): a segment with another is handed to Node, which refuses it with bad-wal.
+ */
+static const unsigned short supported_magic[] = {0xD106, 0xD10D, 0xD110, 0xD113, 0xD116};
+
+static int known_magic(const unsigned char *page) {
+  unsigned short m = (unsigned short)(page[0] | page[1] << 8); /* little-endian, as the server writes it */
+  for (size_t i = 0; i < sizeof supported_magic / sizeof supported_magic[0]; i++)
+    if (m == supported_magic[i]) return 1;
+  return 0;
+}
+
 /* A timeline field: eight upper-case hex digits, not all zero. */
 static int timeline(const char *s) { return hex_upper(s, 8) && strncmp(s, "00000000", 8) != 0; }
 
@@ -133,10 +147,10 @@ static int temp_name(char *out, size_t size, const char *spool, const char *name
 
 /*
  * Copies `source` into a new temporary file in the spool, fsynced, past the page cache while the
- * file system takes O_DIRECT; puts the sha256 in `hex`. Returns 0, or -1 with the temporary file
- * already removed.
+ * file system takes O_DIRECT; puts the sha256 in `hex`. With `segment`, a first page without a
+ * supported magic fails the copy. Returns 0, or -1 with the temporary file already removed.
  */
-static int copy_hashed(const char *source, const char *tmp, char hex[65]) {
+static int copy_hashed(const char *source, const char *tmp, int segment, char hex[65]) {
   int in = open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (in < 0) return -1;
   struct stat st;
@@ -165,7 +179,7 @@ static int copy_hashed(const char *source, const char *tmp, char hex[65]) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) ok = 0;
     if (n <= 0) break;
-    if (at + n > MAX_FILE || EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
+    if (at + n > MAX_FILE || (segment && at == 0 && n >= 2 && !known_magic(buf)) || EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
       ok = 0;
       break;
     }
@@ -245,7 +259,8 @@ int main(int argc, char **argv) {
   if (temp_name(tmp, sizeof tmp, spool, name) != 0) return hand_over();
 
   char hex[65];
-  if (copy_hashed(source, tmp, hex) != 0) return hand_over();
+  size_t len = strlen(name);
+  if (copy_hashed(source, tmp, len == 24 || len == 32, hex) != 0) return hand_over();
   /* a hard link never replaces: another push of this name that got there first wins, and Node compares */
   int linked = link(tmp, final) == 0;
   unlink(tmp);

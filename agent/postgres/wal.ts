@@ -13,7 +13,7 @@
  * little-endian on every platform airlock runs on):
  *
  *   offset  size  field
- *        0     2  xlp_magic        0xD110 for PostgreSQL 15 (the WAL format version)
+ *        0     2  xlp_magic        the WAL format version, one per major (WAL_MAGIC)
  *        2     2  xlp_info         flags; XLP_LONG_HEADER (0x0002) is set on a segment's first page
  *        4     4  xlp_tli          timeline of this page
  *        8     8  xlp_pageaddr     WAL location of this page = the segment's start location
@@ -23,6 +23,10 @@
  *       32     4  xlp_seg_size     wal_segment_size
  *       36     4  xlp_xlog_blcksz  WAL block size
  *
+ * Names, headers, timeline history files and backup history files have had this form in every major
+ * airlock supports (13 to 17): only xlp_magic tells the versions apart. A segment of a major airlock
+ * does not know is refused, never guessed at, because its records may mean something else.
+ *
  * A segment's first page may carry an older timeline than its name: at a timeline switch the new
  * timeline's first segment starts as a copy of the old one. LSNs are written as PostgreSQL writes
  * them ("0/3000028") and 64-bit identifiers as decimal strings, because JSON numbers lose precision
@@ -31,16 +35,44 @@
 import { formatLsnValue, lsnValue, segmentFileName } from '../../manifests/coverage.js';
 import { AirlockError } from '../../manifests/errors.js';
 
-/** xlp_magic of PostgreSQL 15 (XLOG_PAGE_MAGIC in access/xlog_internal.h). */
-export const PG15_WAL_MAGIC = 0xd110;
-/** xlp_magic of nearby major versions, to name the version in an error. */
-const KNOWN_MAGIC: ReadonlyMap<number, number> = new Map([
+/** The PostgreSQL major versions airlock archives, exports and restores. */
+export const SUPPORTED_MAJORS: readonly number[] = [13, 14, 15, 16, 17];
+
+/** xlp_magic (XLOG_PAGE_MAGIC in access/xlog_internal.h) of each supported major version. */
+const WAL_MAGIC: ReadonlyMap<number, number> = new Map([
   [0xd106, 13],
   [0xd10d, 14],
   [0xd110, 15],
   [0xd113, 16],
   [0xd116, 17],
 ]);
+
+/** The major version whose WAL carries `magic`, or undefined for a magic airlock does not support. */
+export function majorOfMagic(magic: number): number | undefined {
+  return WAL_MAGIC.get(magic);
+}
+
+/** xlp_magic of a supported major version. */
+export function walMagic(major: number): number | undefined {
+  for (const [magic, m] of WAL_MAGIC) if (m === major) return magic;
+  return undefined;
+}
+
+/** The "supported" list as messages give it. */
+export const SUPPORTED_TEXT = `postgresql ${SUPPORTED_MAJORS[0]} to ${SUPPORTED_MAJORS.at(-1)}`;
+
+const hex4 = (n: number) => `0x${n.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/**
+ * Why a page magic is not the one expected: the major it belongs to, or that it is none airlock
+ * supports; undefined when it is fine (a supported major's, and `major`'s when given).
+ */
+export function magicProblem(magic: number, major?: number): string | undefined {
+  const of = majorOfMagic(magic);
+  if (of === undefined) return `magic ${hex4(magic)} is not the wal of any supported version (${SUPPORTED_TEXT})`;
+  if (major !== undefined && of !== major) return `magic ${hex4(magic)} is postgresql ${of}'s, not ${major}'s (${hex4(walMagic(major) ?? 0)})`;
+  return undefined;
+}
 
 export const XLP_FIRST_IS_CONTRECORD = 0x0001;
 export const XLP_LONG_HEADER = 0x0002;
@@ -136,7 +168,7 @@ export const formatLsn = formatLsnValue;
 
 export interface PageHeader {
   magic: number;
-  /** the PostgreSQL major version this magic belongs to, when known */
+  /** the PostgreSQL major version this magic belongs to, when supported */
   pgVersion: number | undefined;
   info: number;
   flags: { longHeader: boolean; firstIsContRecord: boolean; bkpRemovable: boolean; firstIsOverwriteContRecord: boolean };
@@ -160,7 +192,7 @@ export function parsePageHeader(bytes: Uint8Array, what = 'wal page'): PageHeade
   if (longHeader && bytes.byteLength < LONG_PAGE_HEADER_SIZE) throw new AirlockError('bad-wal', `${what}: ${bytes.byteLength} bytes is too short for a long wal page header`);
   return {
     magic,
-    pgVersion: KNOWN_MAGIC.get(magic),
+    pgVersion: majorOfMagic(magic),
     info,
     flags: {
       longHeader,
@@ -184,6 +216,8 @@ export interface SegmentExpectations {
   fileSize?: number;
   /** the parsed history of the name's timeline, to accept a first page from an ancestor timeline */
   history?: TimelineHistory;
+  /** the server's major version: the magic must be its (without it, any supported major's) */
+  major?: number;
 }
 
 export interface CheckedSegment {
@@ -195,7 +229,7 @@ export interface CheckedSegment {
 
 /**
  * Checks that `first` (the first bytes of a segment file, at least 40) is the start of the segment
- * `name` says it is: PostgreSQL 15's magic, a long header without unknown flags, the name's timeline
+ * `name` says it is: the magic of a supported major (of `expect.major` when given), a long header without unknown flags, the name's timeline
  * (or an ancestor from `expect.history`), a page address equal to the start of the named segment, a
  * valid segment and block size, and whatever `expect` adds. Throws `bad-wal` naming the file and
  * listing every problem found.
@@ -206,15 +240,14 @@ export function checkSegmentHeader(fileName: string, first: Uint8Array, expect: 
     throw new AirlockError('bad-wal', `${fileName}: not a wal segment name`, { hint: 'segment names are 24 hexadecimal digits' });
   }
   const fail = (problems: string[]) =>
-    new AirlockError('bad-wal', `${fileName}: not a valid postgresql 15 wal segment: ${problems.join('; ')}`, {
+    new AirlockError('bad-wal', `${fileName}: not a valid postgresql wal segment: ${problems.join('; ')}`, {
       hint: 'the file is damaged or not from this cluster; do not use it (a server keeps a segment until it is archived, so archive it again from there)',
     });
   if (first.byteLength < LONG_PAGE_HEADER_SIZE) throw fail([`only ${first.byteLength} bytes`]);
   const h = parsePageHeader(first, fileName);
   const problems: string[] = [];
-  if (h.magic !== PG15_WAL_MAGIC) {
-    problems.push(`magic 0x${h.magic.toString(16).toUpperCase()} ${h.pgVersion ? `is postgresql ${h.pgVersion}'s` : 'is unknown'}, not 0xD110`);
-  }
+  const magic = magicProblem(h.magic, expect.major);
+  if (magic !== undefined) problems.push(magic);
   if (!h.long) {
     problems.push('the first page has no long header');
     throw fail(problems);

@@ -9,6 +9,8 @@
  *           its content type, standard headers, user metadata and tags; a delete marker is a DELETE
  *           without version id, which makes a new marker. The server gives every write a new version
  *           id; the id map (JSON lines: source id -> new id) is how a caller finds its versions again.
+ *           Each upload carries its Content-MD5 and its returned ETag is checked (s3/objects.ts), and a
+ *           multipart version goes up in the part sizes the bundle recorded, so its ETag comes back.
  *           Versioning is switched on before the first write and back to Suspended after the last
  *           when the source was suspended; lifecycle, object lock rules and bucket tags are put last,
  *           so no lifecycle rule acts on a half-restored bucket. Large objects go up in parts.
@@ -24,7 +26,9 @@
  * Records of one key are contiguous in the index (the source writes them in listing order), so
  * replay holds one key's history in memory at a time, never the whole index. An incremental bundle
  * (`since` in its bucket records) is restored with the bundles it builds on, back to a whole
- * export: each is staged, and their key histories are merged (newer bundle, newer versions).
+ * export: each is staged, and their key histories are merged (newer bundle, newer versions); the
+ * `version-changed` and `version-removed` records of the newer bundles apply to the versions of older
+ * ones (see historyAt).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
@@ -36,9 +40,8 @@ import type { IndexRecord } from '../../manifests/inner.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
-import { S3Client, header, readBody, uriEscape, utf8Header } from '../s3/client.js';
-import { escapeXml, textOf } from '../s3/xml.js';
-import { listVersions, type ListedVersion } from '../sources/objects.js';
+import { S3Client, utf8Header } from '../s3/client.js';
+import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
 import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -65,6 +68,8 @@ export interface ObjectRestoreSummary {
   map: string;
   /** what was not restored and why, one line each; keys deleted at the chosen time up to DELETED_LISTED, then counted */
   skipped: string[];
+  /** bucket: versions that came back with another ETag than the source's (multipart, part layout unknown); the id map gives both */
+  etagsChanged: number;
 }
 
 /** Keys deleted at the chosen time that a folder restore names one by one; the rest are counted. */
@@ -83,6 +88,9 @@ interface Staged {
 /** Told the bytes of each step as they pass: bundles decrypted into staging, object versions written to S3. */
 export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
 
+/** The records a restore reads: buckets, the versions and markers of each key, and later changes to them. */
+const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'version-changed', 'version-removed']);
+
 /** Decrypts and checks the bundle into `dir` (staging.ts); the records go to a file, the bodies to entries/. */
 async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
   const entries = path.join(dir, 'entries');
@@ -93,7 +101,7 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
   try {
     await stageBundle(bundle, identities, entries, {
       onRecord: (r) => {
-        if (r.type !== 'bucket' && r.type !== 'object' && r.type !== 'delete-marker') return;
+        if (!STAGED_TYPES.has(r.type)) return;
         pending += `${JSON.stringify(r)}\n`;
         if (pending.length > 1024 * 1024) {
           writeSync(fd, pending);
@@ -213,6 +221,10 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
         for (const [i, h] of heads.entries()) {
           if (h.done || str(h.value[0] as IndexRecord, 'key') !== min) continue;
           for (const r of h.value) {
+            if (r.type !== 'object' && r.type !== 'delete-marker') {
+              group.push(r);
+              continue;
+            }
             const id = str(r, 'versionId') === 'null' ? `null@${String(r.lastModified)}@${String(r.etag)}` : str(r, 'versionId');
             if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
             seen.add(id);
@@ -234,6 +246,39 @@ function str(r: IndexRecord, field: string): string {
 
 function at(r: IndexRecord): number {
   return Date.parse(str(r, 'lastModified'));
+}
+
+/**
+ * A key's history as it stood at `until`, oldest first: its versions and delete markers written by
+ * then, without those found deleted for good by then (`version-removed`), each version with the tags
+ * and object lock it had then (the newest `version-changed` record found by then, else its own).
+ * `group` is the key's records newest first, newer bundles before older ones. A change is dated when
+ * an export found it, so `until` between two exports sees the state of the earlier one.
+ */
+function historyAt(group: readonly IndexRecord[], until: number): IndexRecord[] {
+  const removed = new Set<string>();
+  const changes = new Map<string, IndexRecord>();
+  for (const r of group) {
+    if (r.type !== 'version-removed' && r.type !== 'version-changed') continue;
+    if (Date.parse(str(r, 'detected')) > until) continue;
+    if (r.type === 'version-removed') removed.add(str(r, 'versionId'));
+    else if (!changes.has(str(r, 'versionId'))) changes.set(str(r, 'versionId'), r);
+  }
+  const history: IndexRecord[] = [];
+  for (const r of group) {
+    if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(str(r, 'versionId'))) continue;
+    const later = changes.get(str(r, 'versionId'));
+    history.push(r.type === 'object' && later !== undefined ? changed(r, later) : r);
+  }
+  return history.reverse();
+}
+
+/** Version `r` with the tags and object lock of `change` (a `version-changed` record). */
+function changed(r: IndexRecord, change: IndexRecord): IndexRecord {
+  if (!change.lock || typeof change.lock !== 'object') return { ...r, tags: change.tags };
+  // the lock headers now present replace all the version had: a legal hold lifted is absent
+  const headers = Object.fromEntries(Object.entries((r.headers ?? {}) as Record<string, unknown>).filter(([k]) => !k.startsWith('x-amz-object-lock-')));
+  return { ...r, tags: change.tags, headers: { ...headers, ...(change.lock as Record<string, unknown>) } };
 }
 
 /** Whether a version's object-lock retention date lies in the past. */
@@ -300,7 +345,7 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
   for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
   for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
-  if (tags.length > 0) h['x-amz-tagging'] = tags.map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
+  if (tags.length > 0) h['x-amz-tagging'] = taggingHeader(Object.fromEntries(tags));
   if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
     if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
     h['x-amz-storage-class'] = r.storageClass;
@@ -312,12 +357,12 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
  * Before anything is written: every version the restore would send must be sendable as recorded
  * (putHeaders), and every key valid text. Throws `unsafe-entry` naming up to three and counting the rest.
  */
-async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>): Promise<void> {
+async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan>, until: number): Promise<void> {
   const problems: string[] = [];
   for await (const group of chain.groups()) {
     const plan = plans.get(String(group[0]?.bucket));
     if (!plan) continue;
-    for (const r of group) {
+    for (const r of historyAt(group, until)) {
       try {
         if (r.type === 'object') putHeaders(r, plan.lock);
         else if (typeof r.key !== 'string' || LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
@@ -334,44 +379,20 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
   }
 }
 
-const versioningXml = (status: 'Enabled' | 'Suspended') => Buffer.from(`<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>${status}</Status></VersioningConfiguration>`);
-const md5b64 = (b: Buffer) => createHash('md5').update(b).digest('base64');
-
 interface BucketPlan {
   source: IndexRecord;
   dest: string;
   lock: boolean;
 }
 
-/** Uploads one staged object; returns the new version id ('' when the bucket is unversioned). */
-async function putObject(client: S3Client, bucket: string, key: string, file: string, size: number, headers: Record<string, string>, threshold: number, partSize: number, signal?: AbortSignal): Promise<string> {
-  const sig = signal ? { signal } : {};
-  if (size <= threshold) {
-    const res = await client.call({ method: 'PUT', bucket, key, headers, body: createReadStream(file), contentLength: size, ...sig });
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  }
-  // writes are sent once: a retry after a lost answer would write twice (see S3Request.retry); a
-  // failed run is resumed by running it again, which finds what landed
-  const init = await client.xml({ method: 'POST', bucket, key, query: [['uploads', '']], headers, retry: false, ...sig });
-  const uploadId = textOf(init, 'UploadId');
-  if (!uploadId) throw new AirlockError('s3-failed', `the server started no multipart upload for ${bucket}/${key}`);
-  try {
-    const parts: string[] = [];
-    for (let off = 0, n = 1; off < size; off += partSize, n++) {
-      const len = Math.min(partSize, size - off);
-      const res = await client.call({ method: 'PUT', bucket, key, query: [['partNumber', String(n)], ['uploadId', uploadId]], body: createReadStream(file, { start: off, end: off + len - 1 }), contentLength: len, ...sig });
-      parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
-    }
-    const body = Buffer.from(`<CompleteMultipartUpload>${parts.join('')}</CompleteMultipartUpload>`);
-    const res = await client.request({ method: 'POST', bucket, key, query: [['uploadId', uploadId]], body, retry: false, ...sig });
-    const text = (await readBody(res.body)).toString('utf8');
-    // S3 may answer 200 and still report an error in the body
-    if (/<Error>/.test(text)) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
-    return header(res.headers, 'x-amz-version-id') ?? '';
-  } catch (e) {
-    await client.call({ method: 'DELETE', bucket, key, query: [['uploadId', uploadId]] }).catch(() => {});
-    throw e;
-  }
+/**
+ * How a version goes up: in the parts the bundle recorded (so a multipart version gets its ETag
+ * back), else in parts of `partSize` above the threshold, else in one PUT.
+ */
+function putPlan(r: IndexRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
+  const parts = r.parts;
+  if (Array.isArray(parts) && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => Number.isSafeInteger(p) && p > 0) && parts.reduce((a: number, p: number) => a + p, 0) === size) return { parts: parts as number[] };
+  return size > (target.multipartThreshold ?? MULTIPART_THRESHOLD) ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {};
 }
 
 /**
@@ -379,38 +400,22 @@ async function putObject(client: S3Client, bucket: string, key: string, file: st
  * unless `resuming` (an interrupted restore's journal says what it already wrote there).
  */
 async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], resuming: boolean, signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const head = await client.request({ method: 'HEAD', bucket: p.dest, accept: [404], ...sig });
-    await readBody(head.body);
-    if (head.status === 404) {
-      await client.call({ method: 'PUT', bucket: p.dest, headers: p.lock ? { 'x-amz-bucket-object-lock-enabled': 'true' } : {}, ...sig });
-    } else {
-      const list = await client.xml({ method: 'GET', bucket: p.dest, query: [['versions', ''], ['max-keys', '1']], ...sig });
-      if (!resuming && list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker')) {
-        throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
-      }
-    }
+    const state = await bucketState(client, p.dest, signal);
+    if (state === 'absent') await createBucket(client, p.dest, p.lock, signal);
+    if (state === 'used' && !resuming) throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
     const v = p.source.versioning;
-    if (v === 'Enabled' || v === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Enabled'), ...sig });
+    if (v === 'Enabled' || v === 'Suspended') await setVersioning(client, p.dest, 'Enabled', signal);
   }
 }
 
 async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], signal?: AbortSignal): Promise<void> {
-  const sig = signal ? { signal } : {};
   for (const p of plans) {
-    const put = async (what: string, doc: string) => {
-      const body = Buffer.from(doc);
-      await client.call({ method: 'PUT', bucket: p.dest, query: [[what, '']], body, headers: { 'content-md5': md5b64(body) }, ...sig });
-    };
-    if (p.source.versioning === 'Suspended') await client.call({ method: 'PUT', bucket: p.dest, query: [['versioning', '']], body: versioningXml('Suspended'), ...sig });
+    if (p.source.versioning === 'Suspended') await setVersioning(client, p.dest, 'Suspended', signal);
     const tags = p.source.tags;
-    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) {
-      const set = Object.entries(tags as Record<string, string>).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('');
-      await put('tagging', `<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><TagSet>${set}</TagSet></Tagging>`);
-    }
-    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await put('object-lock', p.source.objectLock);
-    if (typeof p.source.lifecycle === 'string') await put('lifecycle', p.source.lifecycle);
+    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags as Record<string, string>, signal);
+    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
+    if (typeof p.source.lifecycle === 'string') await putBucketDocument(client, p.dest, 'lifecycle', p.source.lifecycle, signal);
   }
 }
 
@@ -452,22 +457,6 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     await fsyncDir(path.dirname(file));
   }
   return done;
-}
-
-/** Every version and delete marker of exactly `key` in `bucket`, oldest first. */
-async function versionsOf(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<ListedVersion[]> {
-  const found: ListedVersion[] = [];
-  // `key` lists before the keys it is a prefix of; a key rarely has more than a page of versions
-  const listing = listVersions(client, bucket, key, signal, 100);
-  try {
-    for await (const v of listing) {
-      if (v.key !== key) break;
-      found.push(v);
-    }
-  } finally {
-    await listing.return(undefined);
-  }
-  return found.reverse();
 }
 
 /** Runs `work` on the items of `source` with at most `limit` at once; stops at the first failure. */
@@ -516,7 +505,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
   const journal = await readJournal(partial);
-  await checkSendable(chain, plans);
+  await checkSendable(chain, plans, until);
   if (journal) notes?.(`resuming an interrupted restore: ${journal.size} version(s) already written`);
   await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
 
@@ -532,8 +521,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
     await forEachLimited(chain.groups(), CONCURRENT_KEYS, async (group) => {
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
-      // oldest first; the index lists a key's history newest first
-      const history = [...group].reverse().filter((r) => at(r) <= until);
+      const history = historyAt(group, until);
       const journaled = (r: IndexRecord) => journal?.has(journalKey(str(plan.source, 'bucket'), str(r, 'key'), str(r, 'versionId'))) ?? false;
       // Resuming: the destination was empty and each key's versions are written one after another,
       // oldest first, so the key's versions there are the first records of its history, in order.
@@ -559,19 +547,22 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           continue;
         }
         if (r.type === 'delete-marker') {
-          const res = await client.call({ method: 'DELETE', bucket: plan.dest, key, retry: false, ...(signal ? { signal } : {}) });
+          const versionId = await putDeleteMarker(client, plan.dest, key, signal);
           summary.deleteMarkers++;
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: header(res.headers, 'x-amz-version-id') ?? '', deleteMarker: true, lastModified: r.lastModified });
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: true, lastModified: r.lastModified });
         } else {
           const size = r.size as number;
           const file = str(r, '_file');
-          const versionId = await putObject(client, plan.dest, key, file, size, putHeaders(r, plan.lock), target.multipartThreshold ?? MULTIPART_THRESHOLD, target.partSize ?? PART_SIZE, signal);
+          const { versionId, etag } = await putVersion(client, plan.dest, key, file, size, putHeaders(r, plan.lock), putPlan(r, size, target), signal);
           summary.versions++;
           summary.bytes += size;
           progress?.('write', size);
           faultPoint('restore:after-write');
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag });
+          // a multipart version whose part layout the bundle does not know comes back with another ETag: the map says which
+          const changed = etag !== '' && etag !== r.etag;
+          if (changed) summary.etagsChanged++;
+          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag, ...(changed ? { newEtag: etag } : {}) });
         }
         summary.written++;
       }
@@ -623,7 +614,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
   if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
-  const choose = (group: IndexRecord[]) => group.find((r) => at(r) <= until);
+  const choose = (group: IndexRecord[]) => historyAt(group, until).at(-1);
   const bucketDir = (b: string) => {
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
     return b;
@@ -658,7 +649,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   try {
     for await (const group of chain.groups()) {
       const r = choose(group);
-      for (const x of group) summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
+      for (const x of group) if (x.type === 'object' || x.type === 'delete-marker') summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
       if (r.type !== 'object') {
         if (++deleted <= DELETED_LISTED) summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
@@ -708,7 +699,7 @@ export interface ObjectRestoreOptions {
  */
 export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, opts: ObjectRestoreOptions = {}): Promise<ObjectRestoreSummary> {
   const manifest = verifiedManifest(bundle);
-  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [] };
+  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [], etagsChanged: 0 };
   const { until = Infinity, signal, verified = [], progress } = opts;
   const exists = (p: string) => stat(p).then(() => true, () => false);
   const notes = opts.notes ? { notes: opts.notes } : {};

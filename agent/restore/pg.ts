@@ -30,7 +30,7 @@ import { digestStream } from '../../manifests/hash.js';
 import type { ReadEntry } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { removeTree } from '../fsutil.js';
-import { clientEnv } from '../postgres/programs.js';
+import { clientEnv, psqlFailure } from '../postgres/programs.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
@@ -495,11 +495,12 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   }
   const pidText = await readFile(path.join(r.pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
   const pid = Number(pidText.split('\n')[0]);
-  const psql = (sql: string) => runAsOwner(bin('psql'), ['-X', '-w', '-A', '-t', '-h', r.pgdata, '-p', String(r.port), '-U', opts.user, '-d', 'postgres', '-c', sql], undefined, opts.signal);
+  // one JSON value per query, as every query airlock sends (sources/postgres/server.ts)
+  const psql = (sql: string) => runAsOwner(bin('psql'), ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=terse', '-h', r.pgdata, '-p', String(r.port), '-U', opts.user, '-d', 'postgres', '-c', sql], undefined, opts.signal);
   const deadline = started + opts.timeoutMs;
   for (;;) {
-    const q = await psql('SELECT pg_is_in_recovery()');
-    if (q.code === 0 && q.stdout.trim() === 'f') break;
+    const q = await psql('SELECT to_json(pg_is_in_recovery())');
+    if (q.code === 0 && q.stdout.trim() === 'false') break;
     let alive = Number.isInteger(pid) && pid > 0;
     try {
       if (alive) process.kill(pid, 0);
@@ -514,9 +515,17 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
     await new Promise((res) => setTimeout(res, 200));
   }
   const recoveryMs = Date.now() - started;
-  const q = await psql(`SELECT pg_last_wal_replay_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`);
-  const [replay = '', tli = '', lastCommit = ''] = q.stdout.trim().split('|');
-  if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay)) throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${q.stderr.trim()}`, { hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}` });
+  const q = await psql(`SELECT json_build_object('replay', pg_last_wal_replay_lsn(), 'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, 'lastCommit', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))`);
+  let answer: { replay?: unknown; timeline?: unknown; lastCommit?: unknown } = {};
+  try {
+    answer = q.code === 0 ? ((JSON.parse(q.stdout) as typeof answer | null) ?? {}) : {};
+  } catch {
+    // not one JSON value: refused below
+  }
+  const replay = typeof answer.replay === 'string' ? answer.replay : '';
+  const tli = typeof answer.timeline === 'number' ? answer.timeline : 0;
+  const lastCommit = typeof answer.lastCommit === 'string' ? answer.lastCommit : '';
+  if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay)) throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${psqlFailure(q.stderr, q.code)}`, { hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}` });
   const text = await readLog();
   const replayLsn = parseLsn(replay);
   const t = r.target;
@@ -525,7 +534,7 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   if (t.kind === 'lsn' && replayLsn < parseLsn(t.lsn)) throw fail(`the target was ${t.lsn}`);
   if (t.kind === 'time' && !/recovery stopping (before|after) (commit|abort)/.test(text)) throw fail('the server log does not say it stopped at the target time');
   if (t.kind === 'latest' && r.lastSegment !== undefined && replayLsn < segmentStart(r.lastSegment, r.segmentSize)) throw fail(`the set's WAL goes on into ${r.lastSegment}`);
-  return { pid, port: r.port, timeline: Number(tli), replayLsn: formatLsn(replayLsn), ...(lastCommit ? { lastCommit } : {}), recoveryMs, log };
+  return { pid, port: r.port, timeline: tli, replayLsn: formatLsn(replayLsn), ...(lastCommit ? { lastCommit } : {}), recoveryMs, log };
 }
 
 /** Stops a restored server (fast shutdown) through pg_ctl. */

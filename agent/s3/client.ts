@@ -1,5 +1,6 @@
 /*
- * A small S3 client on node:http and node:crypto (AWS Signature Version 4, path-style addressing).
+ * A small S3 client on node:http and node:crypto (AWS Signature Version 4; path-style addressing, or
+ * virtual-hosted style as an option).
  *
  * Why not a client library: the `minio` client does not URL-escape the key marker when it pages a
  * version listing, mangles non-ASCII metadata, and can return an empty multipart ETag; a backup must
@@ -13,9 +14,20 @@
  * into those bytes. Outgoing values are given the same way (one character per byte) and signed as
  * latin1, which is what the server sees on the wire.
  *
- * Errors: a refused or failed connection is `s3-unreachable`, a rejected signature or key
- * `s3-denied`, a missing bucket `bucket-not-found`, anything else the server refuses `s3-failed`.
- * Idempotent requests without a streamed body are retried a few times on network errors and 5xx.
+ * Virtual-hosted style names the bucket in the Host header (`bucket.host:port`) and the key alone in
+ * the path; the connection still goes to the endpoint's address, so no DNS entry per bucket is needed
+ * (radosgw's `rgw dns name` and MinIO's MINIO_DOMAIN are what the server needs to accept it).
+ *
+ * Session credentials (temporary keys from STS) carry a token, sent as x-amz-security-token and signed.
+ *
+ * Errors: a refused or failed connection is `s3-unreachable` (a certificate that is not trusted too,
+ * naming the problem), a rejected signature or key `s3-denied`, a missing bucket `bucket-not-found`,
+ * anything else the server refuses `s3-failed`.
+ *
+ * Retries follow the S3 conventions: 429, 500, 502, 503 and 504 answers and broken connections are
+ * retried with capped exponential backoff and full jitter (a random wait between 0 and
+ * min(cap, base x 2^attempt)), for idempotent requests only: a write is sent once (see
+ * S3Request.retry), and a streamed body cannot be sent again.
  */
 import { createHash, createHmac } from 'node:crypto';
 import { getMaxListeners, setMaxListeners } from 'node:events';
@@ -29,13 +41,35 @@ import { parseXml, textOf, type XmlNode } from './xml.js';
 export interface S3Credentials {
   accessKey: string;
   secretKey: string;
+  /** the token of session (temporary) credentials */
+  sessionToken?: string;
+}
+
+/** When and how long a failed request waits before it is sent again. */
+export interface RetryPolicy {
+  /** attempts in all, the first included (default 5) */
+  attempts: number;
+  /** the first wait's upper bound in ms (default 100), doubled per attempt */
+  baseMs: number;
+  /** no wait is longer than this (default 5,000 ms) */
+  capMs: number;
+  /** waits `ms` (injectable for tests) */
+  sleep: (ms: number) => Promise<void>;
+  /** a number in [0, 1) (injectable for tests) */
+  random: () => number;
 }
 
 export interface S3Options {
   /** http(s)://host:port of the server; path-style requests go below it */
   endpoint: string;
   credentials: S3Credentials;
+  /** the region the signature names (default us-east-1) */
   region?: string;
+  /** PEM certificates to trust instead of the system's (a private CA) */
+  ca?: string | Buffer;
+  /** `path` (default): http://host/bucket/key; `virtual`: http://bucket.host/key */
+  addressing?: 'path' | 'virtual';
+  retry?: Partial<RetryPolicy>;
   /** most requests in flight at once (default 40) */
   maxSockets?: number;
 }
@@ -76,7 +110,14 @@ export class S3ServerError extends Error {
 }
 
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
-const RETRIES = 3;
+
+/** Answers that say "try again later" by the S3 conventions. */
+const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
+
+/** The wait before attempt `attempt + 1` (1-based `attempt`): full jitter below a capped exponential. */
+export function backoff(policy: Pick<RetryPolicy, 'baseMs' | 'capMs' | 'random'>, attempt: number): number {
+  return Math.floor(policy.random() * Math.min(policy.capMs, policy.baseMs * 2 ** (attempt - 1)));
+}
 
 /** RFC 3986 escaping as SigV4 wants it: every byte but A-Z a-z 0-9 - . _ ~ as %XX. */
 export function uriEscape(s: string, keepSlash = false): string {
@@ -104,6 +145,20 @@ export function utf8Header(v: string): string {
 }
 
 const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED']);
+/** Network errors after which the same request may well succeed (not a refused connection or an unknown host). */
+const TRANSIENT_ERRORS = new Set(['ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED']);
+/** What the TLS error codes of node mean, for an error that names the certificate problem. */
+const TLS_ERRORS: Record<string, string> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is signed by no CA trusted here',
+  UNABLE_TO_GET_ISSUER_CERT: 'the issuer of its certificate is not trusted here',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the issuer of its certificate is not trusted here',
+  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a self-signed CA not trusted here',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed',
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
+  CERT_SIGNATURE_FAILURE: 'the signature of its certificate does not verify',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its certificate is for another host name',
+};
 
 /** Reads a small response body whole (error documents, listings, configurations). */
 export async function readBody(body: Readable, limit = 16 * 1024 * 1024): Promise<Buffer> {
@@ -129,6 +184,8 @@ export class S3Client {
   private readonly credentials: S3Credentials;
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
+  private readonly virtual: boolean;
+  private readonly retry: RetryPolicy;
   private dayKey: { day: string; key: Buffer } | undefined;
 
   /** Throws `usage` for an endpoint that is not an http(s) URL without a path. */
@@ -146,7 +203,10 @@ export class S3Client {
     this.region = opts.region ?? 'us-east-1';
     this.credentials = opts.credentials;
     this.transport = u.protocol === 'https:' ? https : http;
-    this.agent = new this.transport.Agent({ keepAlive: true, maxSockets: opts.maxSockets ?? 40 });
+    this.virtual = opts.addressing === 'virtual';
+    this.retry = { attempts: 5, baseMs: 100, capMs: 5000, sleep: (ms) => sleep(ms), random: Math.random, ...opts.retry };
+    const agentOptions = { keepAlive: true, maxSockets: opts.maxSockets ?? 40 };
+    this.agent = u.protocol === 'https:' ? new https.Agent({ ...agentOptions, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) }) : new http.Agent(agentOptions);
   }
 
   close(): void {
@@ -183,16 +243,20 @@ export class S3Client {
   }
 
   private once(r: S3Request): Promise<S3Response> {
+    // virtual-hosted: the bucket is in the host name, so the key is the whole path
+    const inHost = this.virtual && r.bucket !== undefined;
     let pathText = '/';
-    if (r.bucket !== undefined) pathText += uriEscape(r.bucket);
-    if (r.key !== undefined) pathText += `/${uriEscape(r.key, true)}`;
+    if (r.bucket !== undefined && !inHost) pathText += uriEscape(r.bucket);
+    if (r.key !== undefined) pathText += `${inHost ? '' : '/'}${uriEscape(r.key, true)}`;
     const query = [...(r.query ?? [])]
       .map(([k, v]) => [uriEscape(k), uriEscape(v)] as const)
       .sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0))
       .map(([k, v]) => `${k}=${v}`)
       .join('&');
-    const headers: Record<string, string> = { host: this.endpoint.host };
+    const host = inHost ? `${r.bucket}.${this.endpoint.host}` : this.endpoint.host;
+    const headers: Record<string, string> = { host };
     for (const [k, v] of Object.entries(r.headers ?? {})) headers[k.toLowerCase()] = v;
+    if (this.credentials.sessionToken !== undefined) headers['x-amz-security-token'] = this.credentials.sessionToken;
     let payloadHash = EMPTY_SHA256;
     if (Buffer.isBuffer(r.body)) {
       payloadHash = createHash('sha256').update(r.body).digest('hex');
@@ -217,6 +281,8 @@ export class S3Client {
           path: query ? `${pathText}?${query}` : pathText,
           headers,
           agent: this.agent,
+          // the certificate must name the host the request names
+          ...(inHost && this.endpoint.protocol === 'https:' ? { servername: host.replace(/:\d+$/, '') } : {}),
           timeout: 120_000,
           ...(r.signal ? { signal: r.signal } : {}),
         },
@@ -243,13 +309,13 @@ export class S3Client {
   async request(r: S3Request): Promise<S3Response> {
     const replayable = r.retry !== false && (r.body === undefined || Buffer.isBuffer(r.body));
     for (let attempt = 1; ; attempt++) {
+      const again = replayable && attempt < this.retry.attempts && !r.signal?.aborted;
       let res: S3Response;
       try {
         res = await this.once(r);
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? '';
-        if (replayable && attempt < RETRIES && NETWORK_ERRORS.has(code) && code !== 'ECONNREFUSED' && code !== 'ENOTFOUND' && !r.signal?.aborted) {
-          await sleep(200 * attempt);
+        if (again && TRANSIENT_ERRORS.has((e as NodeJS.ErrnoException).code ?? '')) {
+          await this.retry.sleep(backoff(this.retry, attempt));
           continue;
         }
         throw this.classify(e, r);
@@ -258,8 +324,8 @@ export class S3Client {
       // the server may answer before it read a streamed body: that file stream must not stay open
       if (r.body && !Buffer.isBuffer(r.body)) r.body.destroy();
       const text = await readBody(res.body, 1024 * 1024).catch(() => Buffer.alloc(0));
-      if (replayable && attempt < RETRIES && (res.status === 500 || res.status === 503)) {
-        await sleep(200 * attempt);
+      if (again && RETRY_STATUSES.has(res.status)) {
+        await this.retry.sleep(backoff(this.retry, attempt));
         continue;
       }
       let code = '';
@@ -291,10 +357,23 @@ export class S3Client {
           cause: e,
         });
       }
+      if (e.s3Code === 'BadDigest') {
+        return new AirlockError('s3-failed', `${where} refused ${r.method} ${e.resource}: the body it received does not have the Content-MD5 sent with it (BadDigest); it changed on the way`, {
+          hint: 'check the network path to the S3 server (a proxy or middlebox that alters bodies); run the same command again to resume',
+          cause: e,
+        });
+      }
       return new AirlockError('s3-failed', `${where} answered ${e.status}${e.s3Code ? ` ${e.s3Code}` : ''} for ${r.method} ${e.resource}: ${e.message}`, { cause: e });
     }
     const err = e as NodeJS.ErrnoException;
     if (err?.name === 'AbortError' || r.signal?.aborted) return new AirlockError('internal', 'interrupted', { cause: e });
+    const tls = TLS_ERRORS[err?.code ?? ''];
+    if (tls !== undefined) {
+      return new AirlockError('s3-unreachable', `${where} is not trusted: ${tls} (${String(err.code)})`, {
+        hint: 'give --s3-ca-file with the CA certificate (PEM) that signed the server\'s certificate, or check the endpoint\'s host name',
+        cause: e,
+      });
+    }
     if (NETWORK_ERRORS.has(err?.code ?? '')) {
       return new AirlockError('s3-unreachable', `cannot reach ${where}: ${err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message || err.code}`, {
         hint: 'check --s3-endpoint (scheme, host and port) and that the S3 server is running',

@@ -14,12 +14,11 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Coverage } from '../../manifests/coverage.js';
 import type { SourceItem } from '../bundle/writer.js';
-import { Catalog } from '../catalog.js';
-import { versionBin } from '../postgres/programs.js';
+import { Catalog, type ExportedVersion } from '../catalog.js';
 import type { S3Client } from '../s3/client.js';
 import { fileItems } from './files.js';
 import { objectItems, type BucketTarget, type ObjectStats } from './objects.js';
-import type { Connection } from './postgres/server.js';
+import { clientBin, type Connection } from './postgres/server.js';
 import { PostgresSnapshot } from './postgres/snapshot.js';
 
 export interface ExportSources {
@@ -108,7 +107,7 @@ export class ExportAssembly {
       });
       const info = await this.snapshot.prepare();
       // the programs of the server's own version, unless the operator named a folder
-      const own = pg.conn.bin === undefined ? versionBin(info.major) : undefined;
+      const own = pg.conn.bin === undefined ? clientBin(info.major) : undefined;
       if (own !== undefined) conn.bin = own;
       yield* this.snapshot.items();
     }
@@ -127,11 +126,13 @@ export class ExportAssembly {
             incremental: (t: BucketTarget) => {
               const key = { endpoint: origin, ...t };
               const since = catalog.lastObjectExport(this.site, key);
-              return since === undefined ? undefined : { since, has: catalog.objectVersionChecker(this.site, key) };
+              return since === undefined
+                ? undefined
+                : { since, has: catalog.objectVersionChecker(this.site, key), page: (after, limit) => catalog.exportedVersions(this.site, key, after, limit) };
             },
           }
         : {}),
-      onExported: (t, key, version) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version])}\n`),
+      onExported: (t, key, version, tags, removed) => exported.add(`${JSON.stringify([t.bucket, t.prefix, key, version, tags, ...(removed ? [true] : [])])}\n`),
     });
   }
 
@@ -157,7 +158,7 @@ export class ExportAssembly {
     const catalog = Catalog.open(this.stateDir);
     try {
       const endpoint = objects.client.endpoint.origin;
-      const batches = new Map<string, [string, string][]>();
+      const batches = new Map<string, ExportedVersion[]>();
       const flush = (id: string) => {
         const [bucket, prefix] = JSON.parse(id) as [string, string];
         catalog.recordObjectExport(this.site, seq, { endpoint, bucket, prefix }, batches.get(id) ?? []);
@@ -168,10 +169,10 @@ export class ExportAssembly {
       const rl = createInterface({ input: createReadStream(this.spoolFile, 'utf8'), crlfDelay: Infinity });
       for await (const line of rl) {
         if (line === '') continue;
-        const [bucket, prefix, key, version] = JSON.parse(line) as [string, string, string, string];
+        const [bucket, prefix, key, version, tags, removed] = JSON.parse(line) as [string, string, string, string, string, boolean | undefined];
         const id = JSON.stringify([bucket, prefix]);
         const batch = batches.get(id) ?? [];
-        batch.push([key, version]);
+        batch.push({ key, version, tags, ...(removed ? { removed } : {}) });
         batches.set(id, batch);
         if (batch.length >= 10_000) flush(id);
       }

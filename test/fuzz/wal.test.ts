@@ -1,6 +1,6 @@
 /*
  * Fuzzing what wal-ingest reads from the spool, which the database's OS user can write: WAL page
- * headers (built as PostgreSQL 15 lays them out: no writer of ours exists, the server writes them),
+ * headers (built as PostgreSQL 13 to 17 lay them out: no writer of ours exists, the server writes them),
  * timeline history files, backup history files (.backup labels), file names and sha256 sidecars.
  * Valid inputs are damaged field by field with the values the checks branch on (magic of other
  * versions, flags, timelines, page addresses, segment and block sizes). Only `bad-wal` (and
@@ -9,7 +9,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkSegmentHeader, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory, type WalFileName } from '../../agent/postgres/wal.js';
+import { checkSegmentHeader, majorOfMagic, walMagic, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory, type WalFileName } from '../../agent/postgres/wal.js';
 import { SegmentPages, parseSidecar, sidecarText } from '../../agent/spool.js';
 import { ascii, assertLinear, check, embedded, fc, mutate, mutations, typedOnly } from './fuzz.js';
 
@@ -28,6 +28,7 @@ const u64 = (n: bigint) => {
 };
 
 const segment = fc.record({
+  major: fc.constantFrom(13, 14, 15, 16, 17),
   timeline: fc.integer({ min: 1, max: 5 }),
   segno: fc.bigInt({ min: 0n, max: 2n ** 20n }),
   segSize: fc.constantFrom(MiB, 16 * MiB, 64 * MiB, 1024 * MiB),
@@ -41,14 +42,14 @@ type Segment = typeof segment extends fc.Arbitrary<infer T> ? T : never;
 /** The first page's long header of a segment, as the server writes it, with some of the page after it. */
 function firstPage(s: Segment): { name: string; bytes: Buffer } {
   const name = segmentName(s.timeline, s.segno, s.segSize) + (s.partial ? '.partial' : '');
-  const bytes = Buffer.concat([u16(0xd110), u16(s.info), u32(s.timeline), u64(s.segno * BigInt(s.segSize)), u32(0), u32(0), u64(s.sysid), u32(s.segSize), u32(s.blcksz), Buffer.alloc(88, 0x5a)]);
+  const bytes = Buffer.concat([u16(walMagic(s.major) as number), u16(s.info), u32(s.timeline), u64(s.segno * BigInt(s.segSize)), u32(0), u32(0), u64(s.sysid), u32(s.segSize), u32(s.blcksz), Buffer.alloc(88, 0x5a)]);
   return { name, bytes };
 }
 
 /** Offsets of the header's fields. */
 const HEADER_FIELDS = [0, 2, 4, 8, 12, 16, 20, 24, 32, 36, 40];
 const HEADER_TOKENS = [
-  u16(0xd110), u16(0xd113), u16(0xd106), u16(0xffff), u16(0x0000), u16(0x0002), u16(0x0010), u16(0x8002),
+  u16(0xd110), u16(0xd113), u16(0xd106), u16(0xd10d), u16(0xd116), u16(0xd119), u16(0xd101), u16(0xffff), u16(0x0000), u16(0x0002), u16(0x0010), u16(0x8002),
   u32(0), u32(1), u32(2), u32(0xffffffff), u32(MiB), u32(MiB + 1), u32(1024 * MiB), u32(2048 * MiB), u32(8192), u32(512), u32(131072),
   u64(0n), u64(2n ** 64n - 1n), u64(0x1000000n), Buffer.alloc(1),
 ];
@@ -60,12 +61,12 @@ const history = fc.array(fc.tuple(fc.nat({ max: 0xff }), fc.nat({ max: 0xfffffff
 });
 
 test('damaged first pages: checkSegmentHeader throws only bad-wal, and judges only the bytes it is given', () => {
-  check(fc.record({ s: segment, ms: mutations(3), h: fc.option(history, { nil: undefined }), expectSize: fc.boolean(), expectSysid: fc.boolean() }), 1000, ({ s, ms, h, expectSize, expectSysid }) => {
+  check(fc.record({ s: segment, ms: mutations(3), h: fc.option(history, { nil: undefined }), expectSize: fc.boolean(), expectSysid: fc.boolean(), expectMajor: fc.boolean() }), 1000, ({ s, ms, h, expectSize, expectSysid, expectMajor }) => {
     const { name, bytes } = firstPage(s);
     const damaged = mutate(bytes, ms, { fields: HEADER_FIELDS, tokens: HEADER_TOKENS });
     let parsedHistory: TimelineHistory | undefined;
     if (h !== undefined) typedOnly(['bad-wal'], () => (parsedHistory = parseHistory(h.name, h.text)));
-    const expect = { ...(expectSize ? { segmentSize: s.segSize, fileSize: s.segSize } : {}), ...(expectSysid ? { systemIdentifier: s.sysid.toString() } : {}), ...(parsedHistory ? { history: parsedHistory } : {}) };
+    const expect = { ...(expectSize ? { segmentSize: s.segSize, fileSize: s.segSize } : {}), ...(expectSysid ? { systemIdentifier: s.sysid.toString() } : {}), ...(parsedHistory ? { history: parsedHistory } : {}), ...(expectMajor ? { major: s.major } : {}) };
     let ok = false;
     const e = typedOnly(['bad-wal'], () => {
       checkSegmentHeader(name, damaged, expect);
@@ -75,9 +76,11 @@ test('damaged first pages: checkSegmentHeader throws only bad-wal, and judges on
     assert.is(again?.message, e?.message);
     typedOnly(['bad-wal'], () => parsePageHeader(damaged));
     if (ok) {
-      // What passes is a long PostgreSQL 15 header whose page address is where the name says.
+      // What passes is a long header of a supported major (the expected one when given) whose page
+      // address is where the name says.
       const p = parsePageHeader(damaged);
-      assert.is(p.magic, 0xd110);
+      assert.ok(majorOfMagic(p.magic) !== undefined, `magic ${p.magic.toString(16)}`);
+      if (expectMajor) assert.is(majorOfMagic(p.magic), s.major);
       assert.ok(p.long !== undefined);
       assert.is(p.pageAddress, segmentStartLsn(parseWalFileName(name) as { name: string; log: number; seg: number }, p.long.segmentSize));
     }
@@ -91,13 +94,13 @@ function wholeSegment(s: Segment, switchedAt: number | undefined): { name: strin
   const name = segmentName(s.timeline, s.segno, size);
   const start = s.segno * BigInt(size);
   const bytes = Buffer.alloc(size, 0x5a);
-  Buffer.concat([u16(0xd110), u16(0x0002), u32(s.timeline), u64(start), u32(0), u32(0), u64(s.sysid), u32(size), u32(blck)]).copy(bytes, 0);
+  Buffer.concat([u16(walMagic(s.major) as number), u16(0x0002), u32(s.timeline), u64(start), u32(0), u32(0), u64(s.sysid), u32(size), u32(blck)]).copy(bytes, 0);
   for (let i = 1; i < size / blck; i++) {
     if (switchedAt !== undefined && i >= switchedAt) {
       bytes.fill(0, i * blck);
       break;
     }
-    Buffer.concat([u16(0xd110), u16(i % 3 === 0 ? 0x0001 : 0), u32(s.timeline), u64(start + BigInt(i * blck)), u32(0)]).copy(bytes, i * blck);
+    Buffer.concat([u16(walMagic(s.major) as number), u16(i % 3 === 0 ? 0x0001 : 0), u32(s.timeline), u64(start + BigInt(i * blck)), u32(0)]).copy(bytes, i * blck);
   }
   return { name, bytes };
 }

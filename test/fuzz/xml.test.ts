@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { S3Client } from '../../agent/s3/client.js';
 import { escapeXml, parseXml, type XmlNode } from '../../agent/s3/xml.js';
-import { listVersions, parseTagSet, type ListedVersion } from '../../agent/sources/objects.js';
+import { listVersions, parseTagSet, type ListedVersion } from '../../agent/s3/objects.js';
 import { ascii, assertLinear, check, checkAsync, fc, mutate, mutations, typedOnly, typedOnlyAsync } from './fuzz.js';
 
 const version = fc.record({

@@ -1,8 +1,8 @@
 /*
  * The architecture's import rules, enforced: the verifier stands alone (manifests/ and Node built-ins
  * only, never agent/ or a database or S3 client), the format library knows nothing of the agent,
- * commands are the top (nothing imports agent/cli/), and what both sides of PostgreSQL need lives in
- * agent/postgres/, so a restore never imports a source.
+ * commands are the top (nothing imports agent/cli/), and a restore imports no source: what both sides
+ * share lives in agent/postgres/ (WAL rules, programs, SQL) and agent/s3/ (the S3 protocol).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -63,9 +63,20 @@ test('no module of agent/ imports a command (agent/cli/)', () => {
   assert.equal(importsInto('agent', ['agent/cli'], ['agent/cli/']), []);
 });
 
-test('agent/postgres/ imports neither side; a restore imports no PostgreSQL source', () => {
+test('agent/postgres/ imports neither side; no restore imports a source', () => {
   assert.equal(importsInto('agent/postgres', ['agent/sources', 'agent/restore', 'agent/cli']), []);
-  assert.equal(importsInto('agent/restore', ['agent/sources/postgres']), []);
+  assert.equal(importsInto('agent/restore', ['agent/sources']), []);
+});
+
+test('the object restore imports no source; agent/s3/ (the S3 protocol) imports neither sources nor restores', () => {
+  const into = (dir: string, forbidden: string) =>
+    (dir.endsWith('.ts') ? [path.join(ROOT, dir)] : files(path.join(ROOT, dir))).flatMap((f) =>
+      importsOf(readFileSync(f, 'utf8'))
+        .filter((spec) => spec.startsWith('.') && path.relative(ROOT, path.resolve(path.dirname(f), spec)).startsWith(`${forbidden}/`))
+        .map((spec) => `${path.relative(ROOT, f)} imports ${spec}`),
+    );
+  assert.equal(into('agent/restore/objects.ts', 'agent/sources'), []);
+  assert.equal([...into('agent/s3', 'agent/sources'), ...into('agent/s3', 'agent/restore')], []);
 });
 
 test('the rule catches a bad import', () => {

@@ -5,10 +5,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isAirlockError } from '../../manifests/errors.js';
+import { AirlockError, isAirlockError } from '../../manifests/errors.js';
 import { parseAt, parseBucketMap } from '../../agent/cli/restore-objects.js';
 import { uriEscape, utf8Header, headerBytes } from '../../agent/s3/client.js';
-import { parseCredentials } from '../../agent/s3/credentials.js';
+import { connectS3, loadCredentials, parseCredentials } from '../../agent/s3/credentials.js';
 import { parseXml, textOf } from '../../agent/s3/xml.js';
 import { checkTargets, parseBucketSpec } from '../../agent/sources/objects.js';
 
@@ -43,6 +43,20 @@ test('credentials: AWS shared-file syntax, default section only', () => {
   assert.equal(parseCredentials('[other]\naws_access_key_id = X\n[default]\naws_access_key_id = AK\naws_secret_access_key = S K\n', 'f'), { accessKey: 'AK', secretKey: 'S K' });
   assert.equal(parseCredentials('access_key=A\nsecret_key=B\n', 'f'), { accessKey: 'A', secretKey: 'B' });
   throwsCode(() => parseCredentials('[prod]\naws_access_key_id = A\naws_secret_access_key = B\n', 'f'), 'bad-key');
+  // session credentials: the token beside the key pair, in the file or the environment
+  assert.equal(parseCredentials('[default]\naws_access_key_id = A\naws_secret_access_key = B\naws_session_token = T/k+n==\n', 'f'), { accessKey: 'A', secretKey: 'B', sessionToken: 'T/k+n==' });
+});
+
+test('credentials from the environment take AWS_SESSION_TOKEN; the server options are checked before anything is sent', async () => {
+  assert.equal(await loadCredentials(undefined, { AWS_ACCESS_KEY_ID: 'A', AWS_SECRET_ACCESS_KEY: 'B', AWS_SESSION_TOKEN: 'T' }), { accessKey: 'A', secretKey: 'B', sessionToken: 'T' });
+  assert.equal(await loadCredentials(undefined, { AWS_ACCESS_KEY_ID: 'A', AWS_SECRET_ACCESS_KEY: 'B' }), { accessKey: 'A', secretKey: 'B' });
+  const base = { endpoint: 'http://127.0.0.1:1', credentials: undefined, region: undefined, caFile: undefined, addressing: undefined };
+  for (const bad of [{ addressing: 'dns' }, { region: 'EU West' }]) {
+    const e = await connectS3({ ...base, ...bad }).then(() => undefined, (x: unknown) => x);
+    assert.ok(e instanceof AirlockError && e.code === 'usage', String(e));
+  }
+  const missing = await connectS3({ ...base, caFile: '/nonexistent/ca.pem' }).then(() => undefined, (x: unknown) => x);
+  assert.ok(missing instanceof AirlockError && missing.code === 'not-found', String(missing));
 });
 
 test('bucket specs, bucket maps and --at times', () => {

@@ -1,6 +1,6 @@
 /*
  * WAL knowledge from names and bytes alone: segment names for several segment sizes, LSNs, page
- * headers (built here byte by byte, as PostgreSQL 15 lays them out), history and backup files.
+ * headers (built here byte by byte, as PostgreSQL 13 to 17 lay them out), history and backup files.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -98,7 +98,14 @@ test('segment header check: a good one passes, each kind of mismatch is named', 
   const ok = checkSegmentHeader(name, header({ addr: 0x3000000n }), { fileSize: 16 * MiB, systemIdentifier: '7311806245567262489', segmentSize: 16 * MiB });
   assert.is(ok.startLsn, '0/3000000');
   assert.is(ok.segno, 3n);
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd10d })), 'bad-wal', "magic 0xD10D is postgresql 14's");
+  // every supported major's magic passes; with the server's major only its own
+  for (const [magic, major] of [[0xd106, 13], [0xd10d, 14], [0xd110, 15], [0xd113, 16], [0xd116, 17]] as const) {
+    assert.is(checkSegmentHeader(name, header({ addr: 0x3000000n, magic })).header.pgVersion, major);
+    assert.is(checkSegmentHeader(name, header({ addr: 0x3000000n, magic }), { major }).header.pgVersion, major);
+  }
+  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd10d }), { major: 15 }), 'bad-wal', "magic 0xD10D is postgresql 14's, not 15's (0xD110)");
+  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd119 })), 'bad-wal', 'magic 0xD119 is not the wal of any supported version (postgresql 13 to 17)');
+  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd101 }), { major: 17 }), 'bad-wal', 'magic 0xD101 is not the wal of any supported version');
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x4000000n })), 'bad-wal', 'page address 0/4000000 is not the segment');
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, tli: 2 })), 'bad-wal', 'page timeline 2');
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, info: 0 })), 'bad-wal', 'no long header');
@@ -108,7 +115,7 @@ test('segment header check: a good one passes, each kind of mismatch is named', 
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n }).subarray(0, 30)), 'bad-wal', 'only 30 bytes');
   throwsCode(() => checkSegmentHeader('00000002.history', header({ addr: 0n })), 'bad-wal', 'not a wal segment name');
   // several problems at once are all listed
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0n, magic: 0x1234 })), 'bad-wal', 'is unknown, not 0xD110; page address');
+  throwsCode(() => checkSegmentHeader(name, header({ addr: 0n, magic: 0x1234 })), 'bad-wal', 'magic 0x1234 is not the wal of any supported version (postgresql 13 to 17); page address');
 });
 
 test('segment header check: a first page from the parent timeline needs the history', () => {

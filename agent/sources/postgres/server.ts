@@ -4,13 +4,24 @@
  * string or URL given as the `-d` argument; a password comes from a pgpass file (PGPASSFILE) or the
  * environment (PGPASSWORD), never from argv, and `-w` makes every program fail instead of prompting.
  *
+ * Design: psql is airlock's one way to send SQL, not a driver of its own. Every program airlock runs
+ * is then the same libpq reading the same connection string, so keyword/value strings and URLs,
+ * service files (PGSERVICEFILE), sslmode and its certificates, and pgpass mean exactly the same to
+ * the queries as to pg_basebackup and pg_dump: a connection that works for one works for all. The
+ * cost is psql's text output, which is made unambiguous by asking every query for one JSON value
+ * (json_build_object, json_agg), printed alone: names with newlines, separators or any other
+ * character come back intact, and NULL is null, not an empty string.
+ *
  * The programs are taken from the server's own major version folder when it exists (Debian keeps one
- * per version in /usr/lib/postgresql/N/bin), so pg_dump is never older than the server.
+ * per version in /usr/lib/postgresql/N/bin), else a newer one, so pg_dump is never older than the
+ * server.
  */
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../../../manifests/errors.js';
-import { clientEnv } from '../../postgres/programs.js';
+import { clientEnv, psqlFailure, versionBin } from '../../postgres/programs.js';
+import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../../postgres/wal.js';
 
 export interface Connection {
   /** a libpq connection string ("host=/run/postgresql dbname=postgres") or URL */
@@ -24,6 +35,37 @@ export function program(conn: Connection, name: string): string {
   return conn.bin === undefined ? name : path.join(conn.bin, name);
 }
 
+const DEBIAN_LIB = '/usr/lib/postgresql';
+
+/**
+ * The client programs for a server of `major`: its own version's folder, else the oldest installed
+ * newer one (pg_dump and pg_basebackup read older servers, never newer ones); undefined when neither
+ * is installed (PATH then).
+ */
+export function clientBin(major: number): string | undefined {
+  let installed: number[] = [];
+  try {
+    installed = readdirSync(DEBIAN_LIB).filter((d) => /^\d+$/.test(d)).map(Number);
+  } catch {
+    // not the Debian layout
+  }
+  const candidates = installed.filter((m) => m >= major).sort((a, b) => a - b);
+  for (const m of candidates) {
+    const dir = versionBin(m);
+    if (dir !== undefined) return dir;
+  }
+  return undefined;
+}
+
+/** Throws `pg-unsupported` for a server major airlock does not support. */
+export function assertSupportedMajor(major: number, version: string): void {
+  if (!SUPPORTED_MAJORS.includes(major)) {
+    throw new AirlockError('pg-unsupported', `the server is postgresql ${major} (${version}), which airlock does not support (${SUPPORTED_TEXT})`, {
+      hint: 'airlock reads and checks the wal of the versions it knows only; run a supported version, or an airlock release that supports this one',
+    });
+  }
+}
+
 /** The connection string for another database on the same server. */
 export function withDatabase(conninfo: string, dbname: string): string {
   // a later keyword wins in libpq; a URL takes the database as a parameter the same way
@@ -31,8 +73,6 @@ export function withDatabase(conninfo: string, dbname: string): string {
   if (/^postgres(ql)?:\/\//.test(conninfo)) return `${conninfo}${conninfo.includes('?') ? '&' : '?'}dbname=${encodeURIComponent(dbname)}`;
   return `${conninfo} dbname=${quoted}`;
 }
-
-const FIELD = '\x1f';
 
 /**
  * Refuses a connection string that carries a password: it would sit in argv (visible in ps) or in
@@ -45,14 +85,17 @@ export function assertNoPassword(conninfo: string): void {
 }
 
 /**
- * Runs one SQL text through psql and returns its rows (fields split, no header). Throws `pg-failed`
- * with psql's message when the server refuses or the connection fails, `not-found` without psql.
+ * Runs SQL through psql whose (last) statement returns one row of one JSON value, and returns it
+ * parsed. Throws `pg-failed` with the server's error line when the server refuses or the connection
+ * fails (psql stops at the first error), or when the answer is not one JSON value; `not-found`
+ * without psql.
  */
-export function query(conn: Connection, sql: string, signal?: AbortSignal): Promise<string[][]> {
+export function queryJson<T>(conn: Connection, sql: string, signal?: AbortSignal): Promise<T> {
   assertNoPassword(conn.conninfo);
-  const args = ['-X', '-w', '-q', '-A', '-t', '-0', '-F', FIELD, '-v', 'ON_ERROR_STOP=1', '-d', conn.conninfo, '-c', sql];
+  const args = ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=terse', '-d', conn.conninfo, '-c', sql];
   return new Promise((resolve, reject) => {
-    const child = spawn(program(conn, 'psql'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
+    // the answer in UTF-8 whatever the locale or the server's encoding, so JSON.parse reads it as sent
+    const child = spawn(program(conn, 'psql'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...clientEnv(), PGCLIENTENCODING: 'UTF8' }, ...(signal ? { signal } : {}) });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -61,26 +104,21 @@ export function query(conn: Connection, sql: string, signal?: AbortSignal): Prom
       err = (err + d).slice(-4096);
     });
     child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${program(conn, 'psql')}: command not found`, { hint: 'install the PostgreSQL client (Debian: postgresql-client-15), or give --pg-bin' }) : e);
+      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${program(conn, 'psql')}: command not found`, { hint: 'install the PostgreSQL client of the server\'s major version (Debian: postgresql-client-N), or give --pg-bin' }) : e);
     });
     child.on('close', (code) => {
       if (code !== 0) {
-        const line = err.trim().split('\n').filter((l) => l.trim() !== '').at(-1) ?? `psql exited with status ${code}`;
-        reject(new AirlockError('pg-failed', `postgresql: ${line.replace(/^psql: (error: )?/, '')}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' }));
+        reject(new AirlockError('pg-failed', `postgresql: ${psqlFailure(err, code)}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' }));
         return;
       }
-      const text = Buffer.concat(out).toString('utf8');
-      resolve(text.split('\0').filter((r) => r !== '' && r !== '\n').map((r) => r.replace(/^\n/, '').split(FIELD)));
+      const text = Buffer.concat(out).toString('utf8').trim();
+      try {
+        resolve(JSON.parse(text) as T);
+      } catch {
+        reject(new AirlockError('pg-failed', `postgresql: the answer to a query is not one json value: ${JSON.stringify(text.slice(0, 200))}`, { hint: 'check that --pg reaches a postgresql server and that psql is its client' }));
+      }
     });
   });
-}
-
-/** The first field of the first row, or throws `pg-failed` when the query returned nothing. */
-export async function scalar(conn: Connection, sql: string, signal?: AbortSignal): Promise<string> {
-  const rows = await query(conn, sql, signal);
-  const v = rows[0]?.[0];
-  if (v === undefined) throw new AirlockError('pg-failed', `postgresql returned no row for: ${sql}`);
-  return v;
 }
 
 /** What the export records about the server, and what it needs to decide. */
@@ -106,48 +144,61 @@ export interface ServerInfo {
   currentDatabase: string;
 }
 
-/** Reads what the export needs to know about the server in one round trip. */
+const PROVIDERS: Readonly<Record<string, string>> = { c: 'libc', i: 'icu', b: 'builtin' };
+
+/**
+ * Reads what the export needs to know about the server in one round trip. The same SQL runs on every
+ * supported major: the columns only some have (datlocprovider, datcollversion: 15 on) are read from
+ * the row as JSON, where an absent column is null.
+ */
 export async function serverInfo(conn: Connection, signal?: AbortSignal): Promise<ServerInfo> {
-  const row = (
-    await query(
-      conn,
-      `SELECT current_setting('server_version_num'), version(), (SELECT system_identifier FROM pg_control_system()),
-              (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), current_setting('data_checksums'),
-              ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,
-              (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-              CASE WHEN pg_has_role('pg_read_all_settings', 'member') THEN current_setting('data_directory') END,
-              CASE WHEN pg_has_role('pg_read_all_settings', 'member') THEN concat_ws(chr(10), current_setting('config_file'), current_setting('hba_file'), current_setting('ident_file')) END,
-              (SELECT string_agg(spcname, chr(10) ORDER BY spcname) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),
-              (SELECT string_agg(datname, chr(10) ORDER BY datname) FROM pg_database WHERE datallowconn AND NOT datistemplate),
-              (SELECT string_agg(concat_ws(chr(9), datname, datlocprovider, datcollate, datctype, coalesce(datcollversion, '')), chr(10) ORDER BY datname) FROM pg_database WHERE datallowconn),
-              current_setting('archive_mode'), current_setting('wal_level'), current_database()`,
-      signal,
-    )
-  )[0];
-  if (!row || row.length !== 15) throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
-  const [num, version, sysid, segsize, checksums, tli, superuser, datadir, configs, spaces, dbs, colls, archiveMode, walLevel, currentDatabase] = row as [string, string, string, string, string, string, string, string, string, string, string, string, string, string, string];
-  const versionNum = Number(num);
-  const lines = (s: string) => (s === '' ? [] : s.split('\n'));
-  const dataDirectory = datadir === '' ? undefined : datadir;
+  const settings = "pg_has_role('pg_read_all_settings', 'member')";
+  const r = await queryJson<Record<string, unknown> | null>(
+    conn,
+    `SELECT json_build_object(
+        'versionNum', current_setting('server_version_num')::int, 'version', version(),
+        'systemIdentifier', (SELECT system_identifier FROM pg_control_system())::text,
+        'segmentSize', (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')::bigint,
+        'dataChecksums', current_setting('data_checksums') = 'on',
+        'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,
+        'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+        'dataDirectory', CASE WHEN ${settings} THEN current_setting('data_directory') END,
+        'configFiles', CASE WHEN ${settings} THEN json_build_array(current_setting('config_file'), current_setting('hba_file'), current_setting('ident_file')) END,
+        'tablespaces', (SELECT coalesce(json_agg(spcname ORDER BY spcname), '[]') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),
+        'databases', (SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE datallowconn AND NOT datistemplate),
+        'collation', (SELECT coalesce(json_agg(json_build_object('provider', coalesce(to_jsonb(d) ->> 'datlocprovider', 'c'), 'collate', d.datcollate, 'ctype', d.datctype, 'version', to_jsonb(d) ->> 'datcollversion') ORDER BY d.datname), '[]') FROM pg_database d WHERE d.datallowconn),
+        'archiveMode', current_setting('archive_mode'), 'walLevel', current_setting('wal_level'), 'currentDatabase', current_database())`,
+    signal,
+  );
+  const str = (v: unknown): v is string => typeof v === 'string';
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every(str);
+  interface Collation { provider: string; collate: string; ctype: string; version: string | null }
+  const collation = (c: unknown): c is Collation => {
+    const o = c as Partial<Record<keyof Collation, unknown>> | null;
+    return typeof o === 'object' && o !== null && str(o.provider) && str(o.collate) && str(o.ctype) && (o.version === null || str(o.version));
+  };
+  const colls = r?.collation;
+  if (!r || typeof r.versionNum !== 'number' || !str(r.version) || !str(r.systemIdentifier) || typeof r.segmentSize !== 'number' || typeof r.timeline !== 'number' || !strings(r.tablespaces) || !strings(r.databases) || !Array.isArray(colls) || !colls.every(collation) || !(r.dataDirectory === null || str(r.dataDirectory)) || !(r.configFiles === null || strings(r.configFiles)) || !str(r.archiveMode) || !str(r.walLevel) || !str(r.currentDatabase)) {
+    throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
+  }
+  const dataDirectory = r.dataDirectory ?? undefined;
+  const configFiles = r.configFiles ?? [];
   return {
-    versionNum,
-    major: Math.floor(versionNum / 10000),
-    version,
-    systemIdentifier: sysid,
-    segmentSize: Number(segsize),
-    dataChecksums: checksums === 'on',
-    timeline: Number(tli),
-    superuser: superuser === 't',
+    versionNum: r.versionNum,
+    major: Math.floor(r.versionNum / 10000),
+    version: r.version,
+    systemIdentifier: r.systemIdentifier,
+    segmentSize: r.segmentSize,
+    dataChecksums: r.dataChecksums === true,
+    timeline: r.timeline,
+    superuser: r.superuser === true,
     dataDirectory,
-    configFiles: dataDirectory === undefined ? [] : lines(configs).filter((f) => !f.startsWith(`${dataDirectory}/`)),
-    tablespaces: lines(spaces),
-    databases: lines(dbs),
-    collation: lines(colls).map((l) => {
-      const [, provider = '', collate = '', ctype = '', v = ''] = l.split('\t');
-      return { provider: provider === 'i' ? 'icu' : 'libc', collate, ctype, version: v === '' ? null : v };
-    }),
-    archiveMode,
-    walLevel,
-    currentDatabase,
+    configFiles: dataDirectory === undefined ? [] : configFiles.filter((f) => !f.startsWith(`${dataDirectory}/`)),
+    tablespaces: r.tablespaces,
+    databases: r.databases,
+    collation: colls.map((c) => ({ provider: PROVIDERS[c.provider] ?? c.provider, collate: c.collate, ctype: c.ctype, version: c.version })),
+    archiveMode: r.archiveMode,
+    walLevel: r.walLevel,
+    currentDatabase: r.currentDatabase,
   };
 }

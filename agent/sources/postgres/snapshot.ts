@@ -31,7 +31,7 @@ import { faultPoint } from '../../faults.js';
 import { ingestSpool, readSmallSync } from '../../spool.js';
 import { clientEnv } from '../../postgres/programs.js';
 import { quoteLiteral, tableChecksSql } from '../../postgres/sql.js';
-import { program, query, scalar, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
+import { assertSupportedMajor, program, queryJson, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
 import { listTablespaces, tablespaceBackup } from './tablespaces.js';
 import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from '../../postgres/wal.js';
 
@@ -71,7 +71,7 @@ const utc = (d: Date) => d.toISOString();
  * written before it, so no commit before the consistent point carries a later time.
  */
 async function serverTimeAfterBackup(conn: Connection, signal?: AbortSignal): Promise<string> {
-  const us = BigInt(await scalar(conn, 'SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint', signal));
+  const us = BigInt(await queryJson<string>(conn, 'SELECT to_json(((extract(epoch FROM clock_timestamp()) * 1000000)::bigint)::text)', signal));
   return new Date(Number((us + 999n) / 1000n)).toISOString();
 }
 
@@ -88,14 +88,12 @@ function consistentFrom(label: BackupLabel, serverAfter: string): string {
 
 /** The permanent user tables of the connected database, as quoted identifiers. */
 async function userTables(conn: Connection, signal?: AbortSignal): Promise<string[]> {
-  const rows = await query(
+  return queryJson<string[]>(
     conn,
-    `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-      ORDER BY 1`,
+    `SELECT coalesce(json_agg(t ORDER BY t), '[]') FROM (SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%') x`,
     signal,
   );
-  return rows.map((r) => r[0] as string);
 }
 
 /**
@@ -104,15 +102,15 @@ async function userTables(conn: Connection, signal?: AbortSignal): Promise<strin
  * recovery to the restore point sees; writers wait meanwhile, which is why the checks are optional.
  */
 function sealSql(name: string, tables: readonly string[] | undefined): string {
-  const point = `pg_create_restore_point(${quoteLiteral(name)}), ${SQL_UTC('now()')}, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`;
+  const point = `'lsn', pg_create_restore_point(${quoteLiteral(name)}), 'time', ${SQL_UTC('now()')}, 'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`;
   // A transaction id makes this statement's end a commit record, after the restore point and with a
   // later time. Recovery to a time stops at the first commit after it; on an idle server there
   // would be none, and PostgreSQL fails with "recovery ended before configured recovery target was
   // reached". With it, every time up to the restore point's is reached inside this bundle's WAL.
-  const sealed = 'pg_current_xact_id()::text';
-  if (!tables) return `SELECT ${point}, ${sealed}`;
+  const sealed = "'xact', pg_current_xact_id()::text";
+  if (!tables) return `SELECT json_build_object(${point}, ${sealed})`;
   const lock = tables.length > 0 ? `LOCK TABLE ${tables.join(', ')} IN SHARE MODE; ` : '';
-  return `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ${lock}SELECT ${point}, ${tableChecksSql(tables)}, ${sealed}`;
+  return `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ${lock}SELECT json_build_object(${point}, 'tables', ${tableChecksSql(tables)}, ${sealed})`;
 }
 
 /** `SELECT ... AT TIME ZONE 'UTC'` as the manifest writes times. */
@@ -240,6 +238,7 @@ export class PostgresSnapshot {
   /** Checks the server before anything is written: version, that it archives; lists the tablespaces. */
   async prepare(): Promise<ServerInfo> {
     const info = await serverInfo(this.opts.conn, this.opts.signal);
+    assertSupportedMajor(info.major, info.version);
     if (info.walLevel === 'minimal') throw new AirlockError('pg-failed', 'wal_level is minimal: the server writes no WAL that can be archived', { hint: 'set wal_level = replica and archive_mode = on (airlock check lists every setting)' });
     if (info.archiveMode === 'off') throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', { hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server" });
     if (this.opts.base && info.tablespaces.length > 0) {
@@ -259,7 +258,7 @@ export class PostgresSnapshot {
 
   /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
   private ingest(): void {
-    const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize };
+    const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize, major: this.info.major };
     const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now, server);
     for (const p of r.problems) {
       if (this.reported.has(p.message)) continue;
@@ -357,14 +356,16 @@ export class PostgresSnapshot {
 
     // the seal: a named restore point, then a switch so its segment is archived now, not when full
     const tables = this.opts.tableChecks ? await userTables(conn, signal) : undefined;
-    const [point] = await query(conn, sealSql(this.restorePointName, tables), signal);
-    const switched = await scalar(conn, 'SELECT pg_walfile_name(pg_switch_wal())', signal);
-    if (!point || point.length !== (tables ? 5 : 4) || !parseWalFileName(switched)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    const point = await queryJson<{ lsn?: unknown; time?: unknown; timeline?: unknown; tables?: unknown } | null>(conn, sealSql(this.restorePointName, tables), signal);
+    const switched = await queryJson<unknown>(conn, 'SELECT to_json(pg_walfile_name(pg_switch_wal()))', signal);
+    if (!point || typeof point.lsn !== 'string' || typeof point.time !== 'string' || typeof point.timeline !== 'number' || (tables && typeof point.tables !== 'object') || typeof switched !== 'string' || !parseWalFileName(switched)) {
+      throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
+    }
     if (tables) {
-      const checks = Buffer.from(`${JSON.stringify({ database: info.currentDatabase, restorePoint: this.restorePointName, tables: JSON.parse(point[3] as string) as unknown }, null, 1)}\n`);
+      const checks = Buffer.from(`${JSON.stringify({ database: info.currentDatabase, restorePoint: this.restorePointName, tables: point.tables }, null, 1)}\n`);
       yield { kind: 'entry', name: 'pg/tables.json', size: checks.byteLength, mode: 0o600, mtime, open: async function* () { yield checks; }, record: { type: 'pg-tables', database: info.currentDatabase } };
     }
-    const restorePoint = { name: this.restorePointName, lsn: formatLsn(parseLsn(point[0] as string)), time: point[1] as string, timeline: Number(point[2]) };
+    const restorePoint = { name: this.restorePointName, lsn: formatLsn(parseLsn(point.lsn)), time: point.time, timeline: point.timeline };
     say(`restore point ${restorePoint.name} at ${restorePoint.lsn}; waiting for ${switched} in the spool`);
     await this.waitFor(`WAL segment ${switched}`, () => (this.opts.catalog.wal(switched) ? true : undefined));
     faultPoint('export:after-switch');

@@ -26,7 +26,7 @@ import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../../manifests/tar
 import type { SourceItem } from '../../bundle/writer.js';
 import { removeTree } from '../../fsutil.js';
 import { clientEnv } from '../../postgres/programs.js';
-import { program, query, type Connection } from './server.js';
+import { program, queryJson, type Connection } from './server.js';
 
 /**
  * The tablespaces besides pg_default and pg_global, sorted by OID. One JSON value, so a name with a
@@ -34,8 +34,7 @@ import { program, query, type Connection } from './server.js';
  */
 export async function listTablespaces(conn: Connection, signal?: AbortSignal): Promise<Tablespace[]> {
   const sql = `SELECT coalesce(json_agg(json_build_object('oid', oid::int8, 'name', spcname, 'location', pg_tablespace_location(oid)) ORDER BY oid), '[]') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')`;
-  const [row] = await query(conn, sql, signal);
-  const list = JSON.parse(row?.[0] ?? 'null') as unknown;
+  const list = await queryJson<unknown>(conn, sql, signal);
   if (!Array.isArray(list)) throw new AirlockError('pg-failed', 'postgresql: unexpected answer when listing tablespaces');
   return list as Tablespace[];
 }

@@ -32,15 +32,6 @@ export interface Thresholds {
   offsiteCritical: number;
 }
 
-export const DEFAULT_THRESHOLDS: Thresholds = {
-  walAgeWarning: 5 * 60,
-  walAgeCritical: 15 * 60,
-  spoolFreeWarning: 0.2,
-  spoolFreeCritical: 0.05,
-  offsiteWarning: 26 * 3600,
-  offsiteCritical: 50 * 3600,
-};
-
 export interface StatusCheck {
   name: string;
   level: Level;

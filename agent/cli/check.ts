@@ -10,14 +10,14 @@ import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { clientBin, program as pgProgram, queryJson, type Connection } from '../sources/postgres/server.js';
 import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../postgres/wal.js';
-import { Settings, human } from './common.js';
+import { human } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface CheckFlags {
-  pg?: string;
+  pg: string;
   walSpool?: string;
   pgBin?: string;
-  maxArchiveTimeout?: string;
-  config?: string;
+  maxArchiveTimeout: number;
   json?: boolean;
 }
 
@@ -101,13 +101,8 @@ export async function runChecks(conn: Connection, spool: string | undefined, max
 }
 
 async function checkCommand(flags: CheckFlags): Promise<void> {
-  const s = new Settings(flags.config);
-  const conninfo = s.required(flags.pg, 'pg', 'give --pg CONNINFO, the connection to the server');
-  const bin = s.one(flags.pgBin, 'pg-bin');
-  const maxText = flags.maxArchiveTimeout ?? '60';
-  const max = Number(maxText);
-  if (!Number.isFinite(max) || max <= 0) throw new AirlockError('usage', `--max-archive-timeout ${maxText}: not a number of seconds`);
-  const lines = await runChecks({ conninfo, ...(bin !== undefined ? { bin } : {}) }, s.one(flags.walSpool, 'spool'), max);
+  const bin = flags.pgBin;
+  const lines = await runChecks({ conninfo: flags.pg, ...(bin !== undefined ? { bin } : {}) }, flags.walSpool, flags.maxArchiveTimeout);
   const problems = lines.filter((l) => l.result === 'problem').length;
   if (flags.json) process.stdout.write(`${JSON.stringify({ status: problems > 0 ? 'problem' : 'ok', checks: lines })}\n`);
   else {
@@ -118,14 +113,6 @@ async function checkCommand(flags: CheckFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('check')
-    .description('pre-flight: are the server, the role, the client programs and the spool ready for exports')
-    .option('--pg <conninfo>', 'the connection to the server (libpq string or URL)')
-    .option('--wal-spool <dir>', 'the spool archive_command writes into')
-    .option('--pg-bin <dir>', 'the folder of the client programs (default: the server version\'s)')
-    .option('--max-archive-timeout <seconds>', 'the largest archive_timeout that passes (default 60)')
-    .option('--config <file>', 'read settings from this config file (flags win)')
-    .option('--json', 'print the checks as JSON')
-    .action(checkCommand);
+  command(program, 'check', 'pre-flight: are the server, the role, the client programs and the spool ready for exports')
+    .action((flags: Flags) => checkCommand(resolveOptions<CheckFlags>('check', flags)));
 }

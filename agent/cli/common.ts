@@ -1,6 +1,6 @@
 /*
  * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
- * on stderr, stdout kept for data), the config file merged under the flags, and progress on a TTY.
+ * on stderr, stdout kept for data), and progress on a TTY. Options are read in options.ts.
  */
 import { fstatSync } from 'node:fs';
 import path from 'node:path';
@@ -8,7 +8,6 @@ import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
 import { escapeStack, escapeText } from '../../manifests/escape.js';
 import { human } from '../../verifier/human.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { loadConfig, type Config } from '../config.js';
 
 export const VERSION = '0.1.0';
 
@@ -80,51 +79,6 @@ export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
-}
-
-/** Settings from `--config` under the flags: a flag given wins over the file. */
-export class Settings {
-  private readonly config: Config;
-
-  constructor(configFile: string | undefined) {
-    this.config = configFile ? loadConfig(configFile) : new Map();
-  }
-
-  one(flag: string | undefined, key: string): string | undefined {
-    return flag ?? this.config.get(key)?.[0];
-  }
-
-  list(flag: readonly string[] | undefined, key: string): string[] {
-    return flag && flag.length > 0 ? [...flag] : (this.config.get(key) ?? []);
-  }
-
-  required(flag: string | undefined, key: string, hint: string): string {
-    const v = this.one(flag, key);
-    if (v === undefined) throw new AirlockError('usage', `--${key} is required`, { hint });
-    return v;
-  }
-}
-
-/** A restore-side command's flags before withRecoverySettings filled them in. */
-export type Unresolved<T> = Omit<T, 'from' | 'identity' | 'allowedSigners'> & { config?: string; from?: string; identity?: string; allowedSigners?: string };
-
-/**
- * The inputs every restore-side command needs, from the flags or a recovery-site config file
- * (`medium`, `identity`, `allowed-signers`). Throws `usage` naming what is missing.
- */
-export function withRecoverySettings<T extends { config?: string; from?: string; identity?: string; allowedSigners?: string }>(flags: T): T & { from: string; identity: string; allowedSigners: string } {
-  const s = new Settings(flags.config);
-  const need = (flag: string | undefined, key: string, option: string, hint: string) => {
-    const v = s.one(flag, key);
-    if (v === undefined) throw new AirlockError('usage', `${option} is required`, { hint: `${hint} (or ${key} = ... in the file given with --config)` });
-    return v;
-  };
-  return {
-    ...flags,
-    from: need(flags.from, 'medium', '--from', 'give --from MEDIA, the medium or folder holding the bundles'),
-    identity: need(flags.identity, 'identity', '--identity', 'give --identity FILE, the age identity of the recovery site'),
-    allowedSigners: need(flags.allowedSigners, 'allowed-signers', '--allowed-signers', 'give --allowed-signers FILE naming the site key'),
-  };
 }
 
 /**

@@ -7,7 +7,8 @@ import { readFile, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { note, withRecoverySettings, type Unresolved } from './common.js';
+import { note } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
@@ -21,11 +22,11 @@ interface DrillFlags {
   allowedSigners: string;
   report?: string;
   scratch?: string;
-  osUser?: string;
-  pgUser?: string;
+  osUser: string;
+  pgUser: string;
   pgBin?: string;
   airlockCli?: string;
-  timeout?: string;
+  timeout: number;
   site?: string;
   keep?: boolean;
   json?: boolean;
@@ -40,12 +41,10 @@ function osUser(name: string): { uid: number; gid: number } {
 
 async function drillCommand(flags: DrillFlags): Promise<void> {
   const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
-  const timeout = Number(flags.timeout ?? '3600');
-  if (!Number.isFinite(timeout) || timeout <= 0) throw new AirlockError('usage', `--timeout ${flags.timeout}: not a number of seconds`);
   if (flags.report !== undefined) {
     await assertWritableTarget(`${flags.report}.json`);
   }
-  const user = process.getuid?.() === 0 ? osUser(flags.osUser ?? 'postgres') : undefined;
+  const user = process.getuid?.() === 0 ? osUser(flags.osUser) : undefined;
   const say = (line: string) => void (flags.json ? undefined : note(line));
   // a scratch folder the drill made is its own to remove; one given with --scratch is the operator's
   const made = flags.scratch === undefined;
@@ -60,10 +59,10 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
     },
     scratch,
     osUser: user,
-    pgUser: flags.pgUser ?? 'postgres',
+    pgUser: flags.pgUser,
     pgBin: flags.pgBin,
     airlockCli: path.resolve(flags.airlockCli ?? (process.argv[1] as string)),
-    timeoutMs: timeout * 1000,
+    timeoutMs: flags.timeout * 1000,
     now: () => new Date(),
     keep: flags.keep === true,
     say,
@@ -85,22 +84,6 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('drill')
-    .description('restore drill: verify the media set, restore it into throwaway places, check and time it')
-    .option('--from <path>', 'the media set: a folder holding bundles')
-    .option('--identity <file>', 'the age identity file of the recovery site')
-    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
-    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
-    .option('--report <prefix>', 'write the report to PREFIX.json and PREFIX.txt')
-    .option('--scratch <dir>', 'where the throwaway cluster and folders go (default a new temp folder)')
-    .option('--os-user <user>', 'when run as root: the OS user the throwaway cluster runs as (default postgres)')
-    .option('--pg-user <role>', 'the role that checks the restored cluster (default postgres)')
-    .option('--pg-bin <dir>', 'the folder of pg_ctl, psql, pg_amcheck (default: the backed-up major version\'s)')
-    .option('--airlock-cli <file>', 'the airlock main.js the cluster\'s user runs for restore_command (default: this one)')
-    .option('--timeout <seconds>', 'how long recovery may take (default 3600)')
-    .option('--site <site>', 'the site, when the folder holds bundles of several')
-    .option('--keep', 'keep the scratch folders (the cluster is stopped either way)')
-    .option('--json', 'print the report as JSON')
-    .action((flags: Unresolved<DrillFlags>) => drillCommand(withRecoverySettings(flags)));
+  command(program, 'drill', 'restore drill: verify the media set, restore it into throwaway places, check and time it')
+    .action((flags: Flags) => drillCommand(resolveOptions<DrillFlags>('drill', flags)));
 }

@@ -7,13 +7,12 @@ import { generateIdentity } from '../../manifests/age/keys.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { fingerprint, generateSigningKey } from '../../manifests/sshkey.js';
 import { writeFileDurable } from '../fsutil.js';
-import { Settings } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface KeygenFlags {
   signingKey?: string;
   age?: string;
   site?: string;
-  config?: string;
 }
 
 async function keygen(flags: KeygenFlags): Promise<void> {
@@ -31,7 +30,8 @@ async function keygen(flags: KeygenFlags): Promise<void> {
     return;
   }
   const file = flags.signingKey as string;
-  const site = new Settings(flags.config).required(flags.site, 'site', 'the allowed_signers line names the site: give --site SITE');
+  const site = flags.site;
+  if (site === undefined) throw new AirlockError('usage', '--site is required', { hint: 'the allowed_signers line names the site: give --site SITE' });
   const key = generateSigningKey(`airlock ${site}`);
   for (const [f, text, mode] of [
     [file, key.privateKeyText, 0o600],
@@ -52,12 +52,6 @@ async function keygen(flags: KeygenFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('keygen')
-    .description('make the appliance signing key (--signing-key), or a recovery-site age identity (--age)')
-    .option('--signing-key <file>', 'write an Ed25519 signing key here (0600) and FILE.pub; prints the allowed_signers line')
-    .option('--site <site>', 'the site id the allowed_signers line names')
-    .option('--age <file>', 'recovery site only: write an age identity here (0600); prints its recipient')
-    .option('--config <file>', 'read settings from this config file')
-    .action(keygen);
+  command(program, 'keygen', 'make the appliance signing key (--signing-key), or a recovery-site age identity (--age)')
+    .action((flags: Flags) => keygen(resolveOptions<KeygenFlags>('keygen', flags)));
 }

@@ -18,7 +18,8 @@ import { Catalog, resolveStateDir } from '../catalog.js';
 import { recordRun } from '../jobs.js';
 import { loadSigningKey } from '../keys.js';
 import { confirmOnMedium, copyMedium, initMedium, readLabel, selfSigner, type MediumLabel, type ReadBackNotes } from '../media.js';
-import { Settings, human, interruptible, note, progressReporter } from './common.js';
+import { human, interruptible, note, progressReporter } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 function noteCached(medium: string, notes: ReadBackNotes): void {
   if (notes.cached) process.stderr.write(`airlock: note: the file system of ${medium} refuses direct reads; the read-back went through the page cache\n`);
@@ -37,13 +38,7 @@ interface InitFlags {
   label: string;
   force?: boolean;
   stateDir?: string;
-  config?: string;
   json?: boolean;
-}
-
-/** The state folder from the flag, the config file, the environment or the default. */
-function stateDirOf(flags: { stateDir?: string; config?: string }): string {
-  return resolveStateDir(flags.stateDir ?? new Settings(flags.config).one(undefined, 'state-dir'));
 }
 
 async function initCommand(medium: string, flags: InitFlags): Promise<void> {
@@ -51,7 +46,7 @@ async function initCommand(medium: string, flags: InitFlags): Promise<void> {
   // a relabelled medium is a new identity: the copies recorded under the old one stop counting
   const before = flags.force ? await readLabel(medium).catch(() => undefined) : undefined;
   const label = await initMedium(medium, flags.label, flags.force === true, now);
-  const catalog = Catalog.open(stateDirOf(flags));
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
   try {
     if (before) catalog.retireMedium(before.uuid);
     catalog.recordMedium(label.uuid, label.label, now);
@@ -69,21 +64,18 @@ interface CopyFlags {
   signingKey?: string;
   allowedSigners?: string;
   stateDir?: string;
-  config?: string;
   json?: boolean;
 }
 
 async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
-  const s = new Settings(flags.config);
-  const allowed = s.one(flags.allowedSigners, 'allowed-signers');
-  const key = s.one(flags.signingKey, 'signing-key');
+  const { allowedSigners: allowed, signingKey: key } = flags;
   if (allowed !== undefined) return parseAllowedSigners(await readAllowedSigners(allowed));
   if (key !== undefined) return [selfSigner(await loadSigningKey(key))];
   throw new AirlockError('usage', 'media copy needs --signing-key or --allowed-signers', { hint: 'give the appliance signing key (only its public half is used) or an allowed_signers file, to verify the bundles before and after copying' });
 }
 
 async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<void> {
-  const stateDir = stateDirOf(flags);
+  const stateDir = resolveStateDir(flags.stateDir);
   try {
     await copyAndPrint(src, dst, flags, stateDir);
     recordRun(stateDir, 'media copy', undefined, undefined);
@@ -117,8 +109,6 @@ async function copyAndPrint(src: string, dst: string, flags: CopyFlags, stateDir
 }
 
 interface ListFlags {
-  /** accepted for symmetry with every other command; list reads nothing from it */
-  config?: string;
   json?: boolean;
 }
 
@@ -148,7 +138,6 @@ async function describeBundle(dir: string): Promise<ListedBundle> {
 }
 
 async function listCommand(medium: string, flags: ListFlags): Promise<void> {
-  if (flags.config !== undefined) new Settings(flags.config);
   const label = await readLabel(medium);
   const found = await findBundles([medium]);
   const bundles: ListedBundle[] = [];
@@ -170,32 +159,15 @@ async function listCommand(medium: string, flags: ListFlags): Promise<void> {
 
 export function register(program: Command): void {
   const media = program.command('media').description('label media, copy bundles between media, list what a medium holds');
-  media
-    .command('init')
-    .description('write a label with a new UUID at the root of a medium (media are counted by UUID, not mount path)')
+  command(media, 'media init', 'write a label with a new UUID at the root of a medium (media are counted by UUID, not mount path)')
     .argument('<path>', 'the mount point of the medium')
-    .requiredOption('--label <label>', 'a name for people, written on the medium (letters, digits, space, ".", "_", "-")')
-    .option('--force', 'label a medium that has a label or bundles already (a new UUID: copies under the old one stop counting)')
-    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
-    .option('--config <file>', 'read state-dir from this config file (flags win)')
-    .option('--json', 'print the label as JSON')
-    .action(initCommand);
-  media
-    .command('copy')
-    .description('copy every bundle of a medium onto a second medium, then read them back there and verify them')
+    .action((medium: string, flags: Flags) => initCommand(medium, resolveOptions<InitFlags>('media init', flags)));
+  command(media, 'media copy', 'copy every bundle of a medium onto a second medium, then read them back there and verify them')
     .argument('<src>', 'the medium (or folder) holding the bundles')
     .argument('<dst>', 'the mount point of the second medium')
-    .option('--signing-key <file>', 'the appliance signing key: bundles must be signed by it (only its public half is used)')
-    .option('--allowed-signers <file>', 'or: OpenSSH allowed_signers naming the keys bundles may be signed by')
-    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
-    .option('--config <file>', 'read signing-key, allowed-signers and state-dir from this config file (flags win)')
-    .option('--json', 'print the result as JSON')
-    .action(copyCommand);
-  media
-    .command('list')
-    .description('show the label, free space and bundles of a medium (unverified; airlock-verify checks them)')
+    .action((src: string, dst: string, flags: Flags) => copyCommand(src, dst, resolveOptions<CopyFlags>('media copy', flags)));
+  // the config file is read (and so checked) like every command's, though list needs nothing from it
+  command(media, 'media list', 'show the label, free space and bundles of a medium (unverified; airlock-verify checks them)')
     .argument('<path>', 'the mount point of the medium')
-    .option('--config <file>', 'checked like every config file; list needs nothing from it')
-    .option('--json', 'print the result as JSON')
-    .action(listCommand);
+    .action((medium: string, flags: Flags) => listCommand(medium, resolveOptions<ListFlags>('media list', flags)));
 }

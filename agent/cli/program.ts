@@ -30,12 +30,10 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerExport(program);
   registerCheck(program);
-  // the restore commands are subcommands of one `restore`, made here so no command looks up another
-  const restore = program.command('restore').description('verify, then restore from bundles');
-  registerRestore(restore);
+  const restore = registerRestore(program);
   registerRestoreObjects(restore);
-  registerRestorePg(restore);
   registerMedia(program);
+  registerRestorePg(restore);
   registerDrill(program);
   registerStatus(program);
   registerPrune(program);

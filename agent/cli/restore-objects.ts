@@ -6,7 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { Settings, announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { announceBundle, interruptible, note, progressReporter } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
@@ -32,7 +33,7 @@ interface RestoreObjectsFlags {
   to?: string;
   at?: string;
   site?: string;
-  seq?: string;
+  seq?: number;
   json?: boolean;
 }
 
@@ -58,8 +59,6 @@ export function parseAt(text: string | undefined): number {
 }
 
 async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> {
-  const seq = flags.seq === undefined ? undefined : Number(flags.seq);
-  if (seq !== undefined && (!Number.isSafeInteger(seq) || seq < 1)) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
   const until = parseAt(flags.at);
   const toBucket = flags.endpoint !== undefined || (flags.bucketMap?.length ?? 0) > 0;
   if (toBucket === (flags.to !== undefined)) {
@@ -77,12 +76,11 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     throw fromSystemError(e, flags.identity);
   }
   const identities = parseIdentities(identityText);
-  const settings = new Settings(flags.config);
-  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: settings.one(flags.s3Credentials, 's3-credentials'), region: settings.one(flags.s3Region, 's3-region'), caFile: settings.one(flags.s3CaFile, 's3-ca-file'), addressing: settings.one(flags.s3Addressing, 's3-addressing') });
+  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: flags.s3Credentials, region: flags.s3Region, caFile: flags.s3CaFile, addressing: flags.s3Addressing });
   // a missing key or CA file fails before the bundles are verified
   let client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified, { allowRepair: true });
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, verified, { allowRepair: true });
   announceBundle(bundle);
 
   let target: ObjectTarget;
@@ -119,26 +117,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   }
 }
 
-/** Adds `restore objects` to the `restore` command. */
+/** Adds `restore objects` under the `restore` command. */
 export function register(restore: Command): void {
-  restore
-    .command('objects')
-    .description('restore the buckets of a bundle into buckets of an S3 server, or into a folder')
-    .option('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
-    .option('--identity <file>', 'the age identity file of the recovery site')
-    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
-    .option('--config <file>', 'read medium, identity, allowed-signers and the s3-* settings from this config file (flags win)')
-    .option('--endpoint <url>', 'the S3 server to restore into: http(s)://host:port')
-    .option('--bucket-map <src=dst...>', 'restore bucket SRC of the bundle into bucket DST (new or empty)')
-    .option('--s3-credentials <file>', 'S3 keys in AWS credentials syntax, mode 0600 (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN)')
-    .option('--s3-region <region>', 'the region the S3 server expects in signatures (default us-east-1)')
-    .option('--s3-ca-file <file>', 'trust the CA certificates in this PEM file for an https endpoint (a private CA)')
-    .option('--s3-addressing <path|virtual>', 'path: http://host/bucket/key (default); virtual: http://bucket.host/key')
-    .option('--id-map <file>', 'where to write the map of source version ids to new ones (default ./<bundle>.id-map.jsonl)')
-    .option('--to <dir>', 'restore into this new or empty folder instead: DIR/<bucket>/<key as a safe path>')
-    .option('--at <time>', 'restore history up to this time (ISO 8601); into a folder: the version current then')
-    .option('--site <site>', 'the site, when the folder holds bundles of several')
-    .option('--seq <n>', 'restore this bundle instead of the newest')
-    .option('--json', 'print the result as JSON')
-    .action((flags: Unresolved<RestoreObjectsFlags>) => restoreObjectsCommand(withRecoverySettings(flags)));
+  command(restore, 'restore objects', 'restore the buckets of a bundle into buckets of an S3 server, or into a folder')
+    .action((flags: Flags) => restoreObjectsCommand(resolveOptions<RestoreObjectsFlags>('restore objects', flags)));
 }

@@ -11,11 +11,12 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { parseTablespaceMaps } from '../restore/tablespaces.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
+import { versionBin } from '../postgres/programs.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 import { refuseUnsafeTarget } from '../restore/staging.js';
-import { versionBin } from '../postgres/programs.js';
 import { assertNoPassword } from '../sources/postgres/server.js';
-import { interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { interruptible, note, progressReporter } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RestorePgFlags {
   from: string;
@@ -27,21 +28,21 @@ interface RestorePgFlags {
   targetName?: string;
   latest?: boolean;
   orLatest?: boolean;
-  port?: string;
+  port: number;
   start?: boolean;
   stop?: boolean;
-  pgUser?: string;
+  pgUser: string;
   pgBin?: string;
-  timeout?: string;
+  timeout: number;
   airlockCli?: string;
   dump?: boolean;
   dbname?: string;
   database?: string;
   site?: string;
-  seq?: string;
+  seq?: number;
   staging?: string;
   tablespaceMap?: string[];
-  jobs?: string;
+  jobs?: number;
   json?: boolean;
 }
 
@@ -60,14 +61,6 @@ function targetOf(flags: RestorePgFlags): Target {
   return { kind: 'latest' };
 }
 
-/** --jobs N: a positive integer, or undefined without the flag. Throws `usage`. */
-function jobsOf(text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new AirlockError('usage', `--jobs ${text}: not a positive whole number`, { hint: 'e.g. --jobs 4: pg_restore runs that many jobs in parallel' });
-  return n;
-}
-
 async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => Promise.reject(fromSystemError(e, flags.identity))));
   const verified: BundleReport[] = [];
@@ -76,9 +69,8 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   if (flags.dump) {
     if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
     assertNoPassword(flags.dbname);
-    const jobs = jobsOf(flags.jobs);
     if (flags.tablespaceMap !== undefined) throw new AirlockError('usage', '--tablespace-map is for a base backup restore, not --dump', { hint: 'a logical dump restores into the tablespaces of the target server' });
-    const seq = flags.seq === undefined ? undefined : Number(flags.seq);
+    const { seq, jobs } = flags;
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
     const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const bundle = withDumps.at(-1);
@@ -98,10 +90,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   const tablespaceMap = parseTablespaceMaps(flags.tablespaceMap ?? []);
   for (const m of tablespaceMap) await refuseUnsafeTarget(m.dir);
   const target = targetOf(flags);
-  const port = Number(flags.port ?? '5433');
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AirlockError('usage', `--port ${flags.port}: not a port`);
-  const timeout = Number(flags.timeout ?? '3600');
-  if (!Number.isFinite(timeout) || timeout <= 0) throw new AirlockError('usage', `--timeout ${flags.timeout}: not a number of seconds`);
+  const { port, timeout } = flags;
   // every volume used is hashed against SHA256SUMS as it is decrypted, before anything is promoted
   await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, undefined, verified, { volumes: 'size' });
   say(`${verified.length} bundle(s) verified (signatures, lists, chain, WAL continuity; volume bytes as they are read); preparing ${flags.pgdata}`);
@@ -134,7 +123,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     // a server of another major refuses the data folder; say which programs it needs before that
     if (bin === undefined) note(`warning: PostgreSQL ${major}'s programs are not in /usr/lib/postgresql/${major}/bin; pg_ctl is taken from PATH and must be ${major}'s (else install postgresql-${major} or give --pg-bin)`);
     say(`starting the server on port ${port} and waiting for recovery to end`);
-    recovered = await startAndRecover(r, { bin, user: flags.pgUser ?? 'postgres', timeoutMs: timeout * 1000 });
+    recovered = await startAndRecover(r, { bin, user: flags.pgUser, timeoutMs: timeout * 1000 });
     say(`recovered to ${recovered.replayLsn}${recovered.lastCommit ? `, the last transaction replayed committed at ${recovered.lastCommit}` : ' (no transaction replayed after the base backup)'}; promoted to timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s`);
     say(`the server (pid ${recovered.pid}) accepts connections on port ${port}, socket in ${r.pgdata}`);
     if (flags.stop) {
@@ -148,38 +137,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   else process.stdout.write(`${r.pgdata}\n`);
 }
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-/** Adds `restore pg` to the `restore` command. */
 export function register(restore: Command): void {
-  restore
-    .command('pg')
-    .description('verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
-    .option('--from <path>', 'the media set: a folder holding bundles')
-    .option('--identity <file>', 'the age identity file of the recovery site')
-    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
-    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
-    .option('--pgdata <dir>', 'a new or empty data folder; its WAL goes to DIR.wal beside it')
-    .option('--tablespace-map <oid-or-name=dir>', 'a new or empty folder for a tablespace of the base backup (repeatable; every tablespace needs one)', collect)
-    .option('--target-time <time>', 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)')
-    .option('--target-lsn <lsn>', 'recover to this WAL location')
-    .option('--target-name <name>', 'recover to this restore point (every export creates airlock-SITE-SEQ)')
-    .option('--latest', 'recover every WAL segment of the set')
-    .option('--or-latest', 'with --target-time after the newest data: restore the newest instead of refusing')
-    .option('--port <port>', 'the port of the restored server (default 5433); it listens on localhost only')
-    .option('--start', 'start the server, wait until recovery ended and check it reached the target; leave it running')
-    .option('--stop', 'like --start, then stop the server again')
-    .option('--pg-user <role>', 'the role that checks the restored server (default postgres)')
-    .option('--pg-bin <dir>', 'the folder of pg_ctl, psql, pg_restore (default: the backed-up major version\'s)')
-    .option('--timeout <seconds>', 'how long recovery may take (default 3600)')
-    .option('--airlock-cli <file>', 'the airlock main.js the server\'s user runs for restore_command (default: this one)')
-    .option('--dump', 'restore a logical dump instead: needs --dbname and --database')
-    .option('--dbname <conninfo>', 'with --dump: the database to restore into (it must exist)')
-    .option('--database <name>', 'with --dump: the dumped database to restore')
-    .option('--staging <dir>', 'with --dump: where the decrypted dump waits for pg_restore (default the temp folder)')
-    .option('--jobs <n>', 'with --dump: run pg_restore with N parallel jobs, from a file in the staging folder (default: one, streamed)')
-    .option('--site <site>', 'the site, when the folder holds bundles of several')
-    .option('--seq <n>', 'with --dump: the bundle to take the dump from (default the newest with dumps)')
-    .option('--json', 'print the result as JSON')
-    .action((flags: Unresolved<RestorePgFlags>) => restorePgCommand(withRecoverySettings(flags)));
+  command(restore, 'restore pg', 'verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
+    .action((flags: Flags) => restorePgCommand(resolveOptions<RestorePgFlags>('restore pg', flags)));
 }

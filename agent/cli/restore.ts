@@ -4,12 +4,13 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
-import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { fromSystemError } from '../../manifests/errors.js';
 import { restoreFiles } from '../restore/files.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 import { withRepairedBundle } from '../restore/repair.js';
 import { refuseUnsafeTarget } from '../restore/staging.js';
-import { announceBundle, interruptible, note, progressReporter, withRecoverySettings, type Unresolved } from './common.js';
+import { announceBundle, interruptible, note, progressReporter } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RestoreFlags {
   from: string;
@@ -17,7 +18,7 @@ interface RestoreFlags {
   allowedSigners: string;
   to: string;
   site?: string;
-  seq?: string;
+  seq?: number;
   json?: boolean;
 }
 
@@ -30,11 +31,9 @@ async function readText(file: string): Promise<string> {
 }
 
 async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
-  const seq = flags.seq === undefined || !/^[1-9]\d{0,15}$/.test(flags.seq) ? undefined : Number(flags.seq);
-  if (flags.seq !== undefined && seq === undefined) throw new AirlockError('usage', `--seq ${flags.seq}: not a bundle number`);
   await refuseUnsafeTarget(flags.to);
   const identities = parseIdentities(await readText(flags.identity));
-  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, undefined, { allowRepair: true });
+  const bundle = await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, flags.seq, undefined, { allowRepair: true });
   announceBundle(bundle);
   const progress = progressReporter('airlock: restore files', bundle.manifest?.payload.size);
   let read = 0;
@@ -49,18 +48,10 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
   }
 }
 
-/** Adds `restore files` to the `restore` command. */
-export function register(restore: Command): void {
-  restore
-    .command('files')
-    .description('restore the config and secret files of a bundle into an empty folder')
-    .option('--from <path>', 'a bundle, or a folder holding bundles (the newest is used)')
-    .option('--identity <file>', 'the age identity file of the recovery site')
-    .option('--allowed-signers <file>', 'OpenSSH allowed_signers naming the site key')
-    .option('--config <file>', 'read medium, identity and allowed-signers from this config file (flags win)')
-    .requiredOption('--to <dir>', 'a new or empty folder; files go to DIR/<original path>')
-    .option('--site <site>', 'the site, when the folder holds bundles of several')
-    .option('--seq <n>', 'restore this bundle instead of the newest')
-    .option('--json', 'print the result as JSON')
-    .action((flags: Unresolved<RestoreFlags>) => restoreFilesCommand(withRecoverySettings(flags)));
+/** Adds `restore` and its `restore files`; restore-objects.ts and restore-pg.ts add theirs under it. */
+export function register(program: Command): Command {
+  const restore = program.command('restore').description('verify, then restore from bundles');
+  command(restore, 'restore files', 'restore the config and secret files of a bundle into an empty folder')
+    .action((flags: Flags) => restoreFilesCommand(resolveOptions<RestoreFlags>('restore files', flags)));
+  return restore;
 }

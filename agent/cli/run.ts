@@ -16,15 +16,21 @@ import type { Command } from 'commander';
 import { AirlockError, EXIT } from '../../manifests/errors.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
-import { parseDuration } from '../config.js';
 import { LABEL_FILE } from '../media.js';
 import { ingestSpool } from '../spool.js';
-import { Settings } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RunFlags {
-  config?: string;
+  config: string;
   once?: boolean;
-  json?: boolean;
+  site: string;
+  stateDir?: string;
+  medium?: string[];
+  spool?: string;
+  pg?: string;
+  /** seconds */
+  exportEvery: number;
+  baseEvery: number;
 }
 
 interface Running {
@@ -59,22 +65,15 @@ interface Plan {
   baseEvery: number;
 }
 
-function plan(config: string): Plan {
-  const s = new Settings(config);
-  const seconds = (key: string, fallback: string) => {
-    const text = s.one(undefined, key) ?? fallback;
-    const v = parseDuration(text);
-    if (v === undefined || v <= 0) throw new AirlockError('config-invalid', `${config}: ${key} = ${text} is not a duration`);
-    return v;
-  };
+function plan(flags: RunFlags): Plan {
   return {
-    site: s.required(undefined, 'site', 'put site = SITE into the config file'),
-    stateDir: resolveStateDir(s.one(undefined, 'state-dir')),
-    media: s.list(undefined, 'medium'),
-    spool: s.one(undefined, 'spool'),
-    pg: s.one(undefined, 'pg') !== undefined,
-    exportEvery: seconds('export-every', '1h'),
-    baseEvery: seconds('base-every', '24h'),
+    site: flags.site,
+    stateDir: resolveStateDir(flags.stateDir),
+    media: flags.medium ?? [],
+    spool: flags.spool,
+    pg: flags.pg !== undefined,
+    exportEvery: flags.exportEvery,
+    baseEvery: flags.baseEvery,
   };
 }
 
@@ -139,9 +138,8 @@ async function pass(config: string, p: Plan, running: Running): Promise<{ ok: bo
 }
 
 async function runCommand(flags: RunFlags): Promise<void> {
-  if (flags.config === undefined) throw new AirlockError('usage', 'airlock run needs --config FILE', { hint: 'the config names the site, keys, sources, medium and schedule (see the README)' });
   const config = flags.config;
-  const p = plan(config);
+  const p = plan(flags);
   const running: Running = { kill: undefined, stopping: false };
   let wake: (() => void) | undefined;
   const stop = (sig: NodeJS.Signals) => {
@@ -174,10 +172,6 @@ async function runCommand(flags: RunFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('run')
-    .description('the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time')
-    .option('--config <file>', 'the config file (site, keys, sources, medium, export-every, base-every)')
-    .option('--once', 'one pass, then exit (non-zero when a job failed): for cron, timers and tests')
-    .action(runCommand);
+  command(program, 'run', 'the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time')
+    .action((flags: Flags) => runCommand(resolveOptions<RunFlags>('run', flags)));
 }

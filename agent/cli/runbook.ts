@@ -16,10 +16,14 @@ import { now } from '../clock.js';
 import { loadSigningKey } from '../keys.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
 import { shellQuote } from '../restore/pg.js';
-import { Settings, VERSION } from './common.js';
+import { VERSION } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
 interface RunbookFlags {
-  config?: string;
+  site: string;
+  recipient?: string[];
+  signingKey?: string;
+  stateDir?: string;
   from?: string[];
 }
 
@@ -40,12 +44,9 @@ async function manifests(site: string, from: readonly string[], catalogPaths: re
 }
 
 async function runbookCommand(flags: RunbookFlags): Promise<void> {
-  if (flags.config === undefined) throw new AirlockError('usage', 'airlock runbook needs --config FILE');
-  const s = new Settings(flags.config);
-  const site = s.required(undefined, 'site', 'put site = SITE into the config file');
-  const recipients = s.list(undefined, 'recipient');
-  const keyFile = s.one(undefined, 'signing-key');
-  const stateDir = resolveStateDir(s.one(undefined, 'state-dir'));
+  const { site, signingKey: keyFile } = flags;
+  const recipients = flags.recipient ?? [];
+  const stateDir = resolveStateDir(flags.stateDir);
   const catalog = Catalog.open(stateDir);
   let rows;
   let copies: Map<number, string[]>;
@@ -121,14 +122,7 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-
 export function register(program: Command): void {
-  program
-    .command('runbook')
-    .description("print the site's full recovery procedure: media to fetch, keys to bring, commands in order")
-    .option('--config <file>', 'the agent\'s config file (site, recipients, signing key, state folder)')
-    .option('--from <medium>', 'read the bundles\' manifests on this medium (repeatable) instead of where the catalog wrote them', collect)
-    .action(runbookCommand);
+  command(program, 'runbook', "print the site's full recovery procedure: media to fetch, keys to bring, commands in order")
+    .action((flags: Flags) => runbookCommand(resolveOptions<RunbookFlags>('runbook', flags)));
 }

@@ -8,54 +8,28 @@ import { escapeText } from '../../manifests/escape.js';
 import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
-import { parseDuration } from '../config.js';
 import { queryJson } from '../sources/postgres/server.js';
-import { DEFAULT_THRESHOLDS, LEVEL_EXIT, collectStatus, nagiosUnknown, prometheusDown, prometheusText, statusText, type ServerWal, type Status, type Thresholds } from '../status.js';
-import { Settings } from './common.js';
+import { LEVEL_EXIT, collectStatus, nagiosUnknown, prometheusDown, prometheusText, statusText, type ServerWal, type Status } from '../status.js';
+import { command, resolveOptions, type Flags } from './options.js';
 
-/** The site for a "down" metrics file: the flag, else the config's, else none when the config is unreadable. */
-function siteOf(flags: StatusFlags): string | undefined {
-  try {
-    return flags.site ?? new Settings(flags.config).one(undefined, 'site');
-  } catch {
-    return undefined;
-  }
-}
-
+/** The thresholds come from the config file only (seconds, and shares of the spool's size). */
 interface StatusFlags {
-  site?: string;
+  site: string;
   stateDir?: string;
   walSpool?: string;
   pg?: string;
   prometheus?: string;
-  config?: string;
   json?: boolean;
-}
-
-function thresholds(s: Settings): Thresholds {
-  const t = { ...DEFAULT_THRESHOLDS };
-  const seconds = (key: string, field: 'walAgeWarning' | 'walAgeCritical' | 'offsiteWarning' | 'offsiteCritical') => {
-    const v = s.one(undefined, key);
-    if (v !== undefined) t[field] = parseDuration(v) as number;
-  };
-  seconds('wal-age-warning', 'walAgeWarning');
-  seconds('wal-age-critical', 'walAgeCritical');
-  seconds('offsite-rpo-warning', 'offsiteWarning');
-  seconds('offsite-rpo-critical', 'offsiteCritical');
-  const pct = (key: string, field: 'spoolFreeWarning' | 'spoolFreeCritical') => {
-    const v = s.one(undefined, key);
-    if (v !== undefined) t[field] = Number(v.replace(/%$/, '')) / 100;
-  };
-  pct('spool-free-warning', 'spoolFreeWarning');
-  pct('spool-free-critical', 'spoolFreeCritical');
-  return t;
+  walAgeWarning: number;
+  walAgeCritical: number;
+  offsiteRpoWarning: number;
+  offsiteRpoCritical: number;
+  spoolFreeWarning: number;
+  spoolFreeCritical: number;
 }
 
 async function statusCommand(flags: StatusFlags): Promise<number> {
-  const s = new Settings(flags.config);
-  const site = s.required(flags.site, 'site', 'give --site SITE');
-  const spool = s.one(flags.walSpool, 'spool');
-  const pg = s.one(flags.pg, 'pg');
+  const { site, walSpool: spool, pg } = flags;
   let archiver: Status['archiver'];
   let archiverError: string | undefined;
   let server: ServerWal | undefined;
@@ -75,34 +49,34 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
       archiverError = (e as Error).message;
     }
   }
-  const limits = thresholds(s);
-  const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
+  const thresholds = {
+    walAgeWarning: flags.walAgeWarning,
+    walAgeCritical: flags.walAgeCritical,
+    offsiteWarning: flags.offsiteRpoWarning,
+    offsiteCritical: flags.offsiteRpoCritical,
+    spoolFreeWarning: flags.spoolFreeWarning,
+    spoolFreeCritical: flags.spoolFreeCritical,
+  };
   let status: Status;
   try {
-    status = collectStatus({ catalog, site, spool, now: now(), thresholds: limits, ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+    status = collectStatus({ catalog, site, spool, now: now(), thresholds, ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
   } finally {
     catalog.close();
   }
   if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusText(status));
-  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status, limits));
+  process.stdout.write(flags.json ? `${JSON.stringify(status)}\n` : statusText(status, thresholds));
   return LEVEL_EXIT[status.level];
 }
 
 export function register(program: Command): void {
-  program
-    .command('status')
-    .description('backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
-    .option('--site <site>', 'the site id')
-    .option('--state-dir <dir>', 'the state folder (default $AIRLOCK_STATE_DIR or /var/lib/airlock)')
-    .option('--wal-spool <dir>', 'the WAL spool')
-    .option('--pg <conninfo>', 'ask the server too: pg_stat_archiver, and whether it wrote WAL that is not in the spool yet (the exact on-appliance RPO)')
-    .option('--prometheus <file>', 'also write the figures as a Prometheus text file (atomically)')
-    .option('--config <file>', 'read settings and thresholds from this config file (flags win)')
-    .option('--json', 'print the status as JSON')
+  command(program, 'status', 'backup health: job results, WAL age and spool space, unexported data, verified media, both RPOs; Nagios exit codes')
     .addHelpText('after', '\nExit status (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for a usage error).')
-    .action(async (flags: StatusFlags) => {
+    .action(async (raw: Flags) => {
       let code: number;
+      let flags: StatusFlags | undefined;
       try {
+        flags = resolveOptions<StatusFlags>('status', raw);
         code = await statusCommand(flags);
       } catch (e) {
         // a status that cannot be taken is "unknown" to a monitoring system
@@ -110,8 +84,10 @@ export function register(program: Command): void {
         printError(e);
         code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
         // the monitoring system still gets an answer: a plugin line, and a file that says "down"
-        if (!flags.json) process.stdout.write(`${escapeText(nagiosUnknown(e instanceof Error ? e.message : String(e)))}\n`);
-        if (flags.prometheus !== undefined) await writeFileAtomic(flags.prometheus, prometheusDown(siteOf(flags))).catch((w: unknown) => printError(w));
+        // (the site for its file: the flag or the config's, else the flag alone when the config is unreadable)
+        if (raw.json !== true) process.stdout.write(`${escapeText(nagiosUnknown(e instanceof Error ? e.message : String(e)))}\n`);
+        const site = flags?.site ?? (typeof raw.site === 'string' ? raw.site : undefined);
+        if (typeof raw.prometheus === 'string') await writeFileAtomic(raw.prometheus, prometheusDown(site)).catch((w: unknown) => printError(w));
       }
       process.exitCode = code;
     });

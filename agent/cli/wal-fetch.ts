@@ -10,17 +10,16 @@
  * even a command-line error must exit above 125, which commander's own handling would not.
  */
 import type { Command } from 'commander';
-import { AirlockError, WAL_FETCH_EXIT, walFetchExitCodeOf } from '../../manifests/errors.js';
+import { WAL_FETCH_EXIT, walFetchExitCodeOf } from '../../manifests/errors.js';
 import { fetchWal } from '../restore/wal.js';
-import { Settings, parseSimpleArgs, printError } from './common.js';
+import { parseSimpleArgs, printError } from './common.js';
+import { command, flagNames, resolveOptions } from './options.js';
 
 /** Runs wal-fetch on its arguments (after the command name); returns the exit code (WAL_FETCH_EXIT). */
 export async function main(args: readonly string[]): Promise<number> {
   try {
-    const a = parseSimpleArgs('wal-fetch', args, 2, ['from', 'sums', 'config']);
-    const from = new Settings(a.options.get('config')).one(a.options.get('from'), 'wal-from');
-    if (from === undefined) throw new AirlockError('usage', '--from is required', { hint: 'give --from DIR, the folder holding the extracted wal files (or wal-from = DIR in the file given with --config)' });
-    const sums = a.options.get('sums');
+    const a = parseSimpleArgs('wal-fetch', args, 2, flagNames('wal-fetch'));
+    const { from, sums } = resolveOptions<{ from: string; sums?: string }>('wal-fetch', Object.fromEntries(a.options));
     const r = fetchWal(a.positional[0] as string, a.positional[1] as string, { from, ...(sums !== undefined ? { sums } : {}) });
     return r === 'absent' ? WAL_FETCH_EXIT.absent : WAL_FETCH_EXIT.ok;
   } catch (e) {
@@ -30,14 +29,9 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('wal-fetch')
-    .description('restore_command: copy WAL file %f to %p from a folder of extracted bundles, after checking its sha256')
+  command(program, 'wal-fetch', 'restore_command: copy WAL file %f to %p from a folder of extracted bundles, after checking its sha256')
     .argument('<name>', "the WAL file name, PostgreSQL's %f")
     .argument('<target>', "where to write it, PostgreSQL's %p")
-    .option('--from <dir>', 'the folder holding the WAL files (and their .sha256 sidecars)')
-    .option('--config <file>', 'read wal-from from this config file (the flag wins)')
-    .option('--sums <file>', "a sha256sum index (the bundle's MANIFEST.sha256) for files without a sidecar")
     .addHelpText('after', '\nwal-fetch exits 0 when copied, 1 only when the file is absent, 126 when it failed its check, 127 on any other error.')
     .action(async () => {
       process.exit(await main(process.argv.slice(3)));

@@ -10,20 +10,19 @@ import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { ingestSpool } from '../spool.js';
-import { Settings, printError } from './common.js';
+import { printError } from './common.js';
+import { command, resolveOptions, type Flags } from './options.js';
 import { resolveSpool } from './wal-push.js';
 
 interface IngestFlags {
   spool?: string;
   stateDir?: string;
-  config?: string;
   json?: boolean;
 }
 
 async function walIngest(flags: IngestFlags): Promise<void> {
-  const s = new Settings(flags.config);
-  const spool = resolveSpool(flags.spool, flags.config);
-  const catalog = Catalog.open(resolveStateDir(flags.stateDir ?? s.one(undefined, 'state-dir')));
+  const spool = resolveSpool(flags.spool);
+  const catalog = Catalog.open(resolveStateDir(flags.stateDir));
   try {
     const r = ingestSpool(catalog, spool);
     if (flags.json) {
@@ -50,12 +49,6 @@ async function walIngest(flags: IngestFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('wal-ingest')
-    .description('check the files in the wal spool and record the good ones in the catalog')
-    .option('--spool <dir>', 'the spool folder (or spool = in --config, or AIRLOCK_SPOOL)')
-    .option('--state-dir <dir>', 'the catalog folder (or AIRLOCK_STATE_DIR)')
-    .option('--json', 'print the result as one JSON object')
-    .option('--config <file>', 'read settings from this config file')
-    .action(walIngest);
+  command(program, 'wal-ingest', 'check the files in the wal spool and record the good ones in the catalog')
+    .action((flags: Flags) => walIngest(resolveOptions<IngestFlags>('wal-ingest', flags)));
 }

@@ -11,11 +11,12 @@
 import type { Command } from 'commander';
 import { AirlockError } from '../../manifests/errors.js';
 import { pushToSpool } from '../spool.js';
-import { Settings, parseSimpleArgs, printError } from './common.js';
+import { parseSimpleArgs, printError } from './common.js';
+import { command, flagNames, resolveOptions } from './options.js';
 
-/** The spool: --spool, else the config's `spool`, else AIRLOCK_SPOOL. Throws `usage` when none is set. */
-export function resolveSpool(flag: string | undefined, configFile: string | undefined): string {
-  const spool = new Settings(configFile).one(flag, 'spool') ?? process.env.AIRLOCK_SPOOL;
+/** The spool: --spool or the config's `spool` (resolved), else AIRLOCK_SPOOL. Throws `usage` when none is set. */
+export function resolveSpool(resolved: string | undefined): string {
+  const spool = resolved ?? process.env.AIRLOCK_SPOOL;
   if (spool === undefined || spool === '') {
     throw new AirlockError('usage', 'no wal spool given', { hint: 'give --spool DIR, spool = DIR in --config, or AIRLOCK_SPOOL' });
   }
@@ -25,8 +26,9 @@ export function resolveSpool(flag: string | undefined, configFile: string | unde
 /** Runs wal-push on its arguments (after the command name); returns the exit code. */
 export async function main(args: readonly string[]): Promise<number> {
   try {
-    const a = parseSimpleArgs('wal-push', args, 1, ['spool', 'config']);
-    pushToSpool(a.positional[0] as string, resolveSpool(a.options.get('spool'), a.options.get('config')));
+    const a = parseSimpleArgs('wal-push', args, 1, flagNames('wal-push'));
+    const flags = resolveOptions<{ spool?: string }>('wal-push', Object.fromEntries(a.options));
+    pushToSpool(a.positional[0] as string, resolveSpool(flags.spool));
     return 0;
   } catch (e) {
     return printError(e);
@@ -34,12 +36,8 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 export function register(program: Command): void {
-  program
-    .command('wal-push')
-    .description("archive_command: copy one WAL file (PostgreSQL's %p) durably into the spool with its sha256")
+  command(program, 'wal-push', "archive_command: copy one WAL file (PostgreSQL's %p) durably into the spool with its sha256")
     .argument('<path>', "the WAL file, as PostgreSQL's %p")
-    .option('--spool <dir>', 'the spool folder (or spool = in --config, or AIRLOCK_SPOOL)')
-    .option('--config <file>', 'read settings from this config file')
     .action(async () => {
       // normally main.ts runs this before commander loads; same code either way
       const code = await main(process.argv.slice(3));

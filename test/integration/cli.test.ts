@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { EXIT } from '../../manifests/errors.js';
 import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-k');
@@ -94,6 +95,18 @@ test('a missing medium and a missing source are typed errors that leave nothing 
   const ok = airlock(['export', '--to', medium, '--site', 'site-k', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state]);
   assert.is(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, 'site-k-00000001');
+});
+
+test('a number option that is not one stops the command with a usage error (it was NaN), from a flag or the file', () => {
+  const medium = tmp();
+  const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'out'), '--seq', 'abc']);
+  assert.is(r.code, EXIT.usage);
+  assert.is(r.stderr, 'airlock: error: --seq abc: not a bundle number\nairlock: hint: see airlock restore files --help\n');
+  const conf = path.join(tmp(), 'airlock.conf');
+  writeFileSync(conf, 'min-copies = two\n');
+  const p = airlock(['prune', '--config', conf, '--site', 'site-k', '--wal-spool', tmp(), '--state-dir', tmp()]);
+  assert.is(p.code, EXIT.usage);
+  assert.match(p.stderr, `${conf}:1: min-copies: not a number of media from 1 to 99`);
 });
 
 test.run();

@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { chmodSync, chownSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError } from '../manifests/errors.js';
+import { SUMS } from '../manifests/sums.js';
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE bundles (
@@ -468,7 +469,7 @@ export class Catalog {
   recordVerifiedCopy(site: string, seq: number, sumsSha256: string, mediaUuid: string, where: string, now: Date): void {
     const known = this.db.prepare(`SELECT sums_sha256 FROM bundles WHERE site = ? AND seq = ? AND state = 'done'`).pluck().get(site, seq) as string | null | undefined;
     if (known != null && known !== sumsSha256) {
-      throw new AirlockError('seq-conflict', `${where} is not the bundle ${seq} of ${site} that this appliance wrote (its SHA256SUMS differs)`, { hint: 'check where that bundle came from; it was not recorded as a copy' });
+      throw new AirlockError('seq-conflict', `${where} is not the bundle ${seq} of ${site} that this appliance wrote (its ${SUMS} differs)`, { hint: 'check where that bundle came from; it was not recorded as a copy' });
     }
     this.db
       .prepare(

@@ -11,7 +11,6 @@
  */
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { AirlockError } from '../manifests/errors.js';
 import type { BundleReport } from '../verifier/verify.js';
@@ -19,6 +18,7 @@ import { restoreFiles } from './restore/files.js';
 import { NO_BUCKET, restoreObjects } from './restore/objects.js';
 import { preparePgRestore, runAsOwner, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
 import { removeTree } from './fsutil.js';
+import { freePort } from './port.js';
 import { versionBin } from './postgres/programs.js';
 import { tableChecksSql } from './postgres/sql.js';
 import { queryJson } from './sources/postgres/server.js';
@@ -61,18 +61,6 @@ export interface DrillOptions {
   now: () => Date;
   keep: boolean;
   say?: (line: string) => void;
-}
-
-/** A free TCP port on 127.0.0.1, asked from the kernel. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));

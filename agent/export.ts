@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Coverage } from '../manifests/coverage.js';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
-import { SITE_RE, type Compression } from '../manifests/manifest.js';
+import { PARTIAL_SUFFIX, SITE_RE, type Compression } from '../manifests/manifest.js';
 import type { SigningKey } from '../manifests/sshkey.js';
 import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { bundlePath, preparePartial, writeBundle, type SourceItem, type WrittenBundle } from './bundle/writer.js';
@@ -71,8 +71,8 @@ async function reconcile(catalog: Catalog, site: string, key: SigningKey, now: D
         });
       }
       catalog.importDone(site, row.seq, row.path, b.sums, b.size ?? 0, now);
-    } else if (await exists(`${row.path}.partial`)) {
-      await removeTree(`${row.path}.partial`);
+    } else if (await exists(`${row.path}${PARTIAL_SUFFIX}`)) {
+      await removeTree(`${row.path}${PARTIAL_SUFFIX}`);
       catalog.abandon(site, row.seq);
     } else if (abandonUnchecked) {
       catalog.abandon(site, row.seq);

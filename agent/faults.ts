@@ -26,6 +26,9 @@ function chosen(spec: string): string {
 export function faultPoint(name: FaultPoint): void {
   const spec = process.env.AIRLOCK_FAULT;
   if (spec && chosen(spec) === name && passes++ >= Number(process.env.AIRLOCK_FAULT_SKIP ?? 0)) {
+    // Straight to stderr rather than through a reporter the command passed in: the next statement
+    // kills (or stops) the process, and a write to a pipe or a file is synchronous in Node, so this
+    // line is the last thing a test sees; passing a reporter down to every point would change every caller.
     const stop = process.env.AIRLOCK_FAULT_SIGNAL === 'SIGSTOP';
     process.stderr.write(`airlock: fault point ${name} reached, ${stop ? 'stopping' : 'killing'} myself\n`);
     process.kill(process.pid, stop ? 'SIGSTOP' : 'SIGKILL');

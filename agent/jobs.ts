@@ -7,9 +7,9 @@ import { Catalog } from './catalog.js';
 
 /**
  * Records the outcome of a job run in the catalog of `stateDir`: `error` undefined for success.
- * Never throws: a catalog that cannot be written is reported on stderr, the run's own outcome stands.
+ * Never throws: a catalog that cannot be written is told to `warn`, the run's own outcome stands.
  */
-export function recordRun(stateDir: string, job: string, site: string | undefined, error: unknown, now = new Date()): void {
+export function recordRun(stateDir: string, job: string, site: string | undefined, error: unknown, now: Date, warn: (line: string) => void): void {
   try {
     const catalog = Catalog.open(stateDir);
     try {
@@ -26,6 +26,6 @@ export function recordRun(stateDir: string, job: string, site: string | undefine
       catalog.close();
     }
   } catch (e) {
-    process.stderr.write(`airlock: warning: could not record the ${job} run in the catalog: ${(e as Error).message}\n`);
+    warn(`warning: could not record the ${job} run in the catalog: ${(e as Error).message}`);
   }
 }

@@ -18,20 +18,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, opendir, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, opendir, readdir, rename, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { AllowedSigner } from '../manifests/allowed-signers.js';
+import { writeFileAtomic } from '../manifests/atomic.js';
 import type { SigningKey } from '../manifests/sshkey.js';
 import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readChunks, readSmall, type Digest } from '../manifests/hash.js';
 import { HashWorker } from '../manifests/hash-worker.js';
-import { bundleName } from '../manifests/manifest.js';
+import { bundleName, PARTIAL_SUFFIX } from '../manifests/manifest.js';
 import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
 import { human } from '../verifier/human.js';
 import { findBundles, verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
-import { fsyncDir, removeTree, writeFileDurable } from './fsutil.js';
+import { removeTree } from './fsutil.js';
 import { digestDirect } from './direct.js';
 
 export const LABEL_FILE = 'AIRLOCK-MEDIUM.json';
@@ -210,16 +211,7 @@ export async function initMedium(medium: string, label: string, force: boolean, 
   }
   const value: MediumLabel = { format: LABEL_FORMAT, version: 1, uuid: randomUUID(), label, created: now.toISOString() };
   const file = path.join(medium, LABEL_FILE);
-  const temp = `${file}.partial`;
-  await unlink(temp).catch(() => {});
-  try {
-    await writeFileDurable(temp, canonicalJson(value));
-    await rename(temp, file);
-    await fsyncDir(medium);
-  } catch (e) {
-    await unlink(temp).catch(() => {});
-    throw fromSystemError(e, file, 'io');
-  }
+  await writeFileAtomic(file, canonicalJson(value));
   return value;
 }
 
@@ -317,7 +309,7 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', volumes: 'size', ...(signal ? { signal } : {}) });
   const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
   if (report.findings.length > 0) throw fail(report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; '));
-  if (report.sums !== sums) throw fail('its SHA256SUMS is not the one written');
+  if (report.sums !== sums) throw fail(`its ${SUMS} is not the one written`);
   const onMedium = async (name: string, worker?: HashWorker) => {
     try {
       return await digestOnMedium(path.join(dir, name), notes, signal, worker);
@@ -343,7 +335,7 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
       });
       if (got.sha256 !== l.sha256) {
         failed = true;
-        throw fail(`${l.name}: sha256 read back from the medium differs from SHA256SUMS`);
+        throw fail(`${l.name}: sha256 read back from the medium differs from ${SUMS}`);
       }
     }
   };
@@ -385,7 +377,7 @@ export async function bundleBytes(dir: string): Promise<number> {
 export async function copyBundle(src: string, m: MediumRoot, site: string, name: string, progress?: (bytes: number) => void, signal?: AbortSignal): Promise<void> {
   const siteDir = path.join(m.root, site);
   const dst = path.join(siteDir, name);
-  const partialName = `${name}.partial`;
+  const partialName = `${name}${PARTIAL_SUFFIX}`;
   const partial = path.join(siteDir, partialName);
   if ((await realFolders(m, [site, name])) === 2) throw new AirlockError('target-exists', `${dst} already exists`);
   let copied = 0;

@@ -21,10 +21,12 @@
  * This module is loaded by `wal-push` once per segment: it must stay light (Node built-ins, no
  * catalog, no commander), so the catalog is only a type here.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { fsyncDirSync, writeFileAtomicSync } from '../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
+import { formatSumLine, parseSumLine } from '../manifests/sums.js';
 import type { Catalog, WalRow } from './catalog.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
 
@@ -35,23 +37,20 @@ const MAX_TEXT_FILE = 1024 * 1024;
 
 /** The sidecar text for a file: one sha256sum line. */
 export function sidecarText(name: string, sha256: string): string {
-  return `${sha256}  ${name}\n`;
+  return formatSumLine({ name, sha256 });
+}
+
+/** The sha256 a sidecar gives for `name`, or undefined when it is not exactly one sha256sum line for that name. */
+export function sidecarSha256(name: string, text: string): string | undefined {
+  const line = text.endsWith('\n') ? parseSumLine(text.slice(0, -1)) : undefined;
+  return line?.name === name ? line.sha256 : undefined;
 }
 
 /** Parses a sidecar for `name`; throws `malformed` naming the sidecar when it is not one line for that name. */
 export function parseSidecar(name: string, text: string): string {
-  const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
-  if (!m || m[2] !== name) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
-  return m[1] as string;
-}
-
-function fsyncDirSync(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  const sha256 = sidecarSha256(name, text);
+  if (sha256 === undefined) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
+  return sha256;
 }
 
 function unlinkQuietly(file: string): void {
@@ -136,61 +135,14 @@ function spoolError(e: unknown, what: string): unknown {
   return fromSystemError(e, what);
 }
 
-/** Writes what `fill` writes to the file descriptor into a new temporary file in `dir`, fsynced; returns its path. */
-function writeTemp(dir: string, name: string, fill: (fd: number) => void): string {
-  const tmp = path.join(dir, `.${name}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o640);
-  try {
-    fill(fd);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    unlinkQuietly(tmp);
-    throw e;
-  }
-  closeSync(fd);
-  return tmp;
-}
-
 function writeAll(fd: number, chunk: Uint8Array): void {
   let off = 0;
   while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
 }
 
-/** Links `tmp` to `final` without ever replacing `final`; false when `final` already exists. */
-function linkNoReplace(tmp: string, final: string): boolean {
-  try {
-    linkSync(tmp, final);
-    return true;
-  } catch (e) {
-    const errno = (e as NodeJS.ErrnoException).code;
-    if (errno === 'EEXIST') return false;
-    // a file system without hard links: check, then rename (a race with a second pusher of the
-    // same name could replace the file there; PostgreSQL runs one archiver, so accept that)
-    if (errno === 'EPERM' || errno === 'ENOTSUP' || errno === 'EOPNOTSUPP' || errno === 'EMLINK') {
-      try {
-        statSync(final);
-        return false;
-      } catch {
-        renameSync(tmp, final);
-        return true;
-      }
-    }
-    throw e;
-  }
-}
-
 function writeSidecar(spool: string, name: string, sha256: string): void {
-  const sidecar = `${name}${SIDECAR_SUFFIX}`;
-  const tmp = writeTemp(spool, sidecar, (fd) => writeAll(fd, Buffer.from(sidecarText(name, sha256))));
-  try {
-    // the sidecar may be replaced: it is derived from the file, which is never replaced
-    renameSync(tmp, path.join(spool, sidecar));
-  } catch (e) {
-    unlinkQuietly(tmp);
-    throw e;
-  }
-  fsyncDirSync(spool);
+  // the sidecar may be replaced: it is derived from the file, which is never replaced
+  writeFileAtomicSync(path.join(spool, `${name}${SIDECAR_SUFFIX}`), (fd) => writeAll(fd, Buffer.from(sidecarText(name, sha256))), { mode: 0o640 });
 }
 
 export interface Pushed {
@@ -236,25 +188,20 @@ export function pushToSpool(source: string, spool: string): Pushed {
     }
     return confirmSpooled(spool, name, got);
   }
-  let tmp: string | undefined;
   let created = false;
   try {
     let copied: { sha256: string; size: number } | undefined;
-    tmp = writeTemp(spool, name, (fd) => {
+    // exclusive: a file already spooled is never replaced
+    created = writeFileAtomicSync(final, (fd) => {
       const r = hashFileSync(source, 0, (chunk) => writeAll(fd, chunk));
       copied = { sha256: r.sha256, size: r.size };
-    });
+    }, { mode: 0o640, exclusive: true });
     const got = copied as { sha256: string; size: number };
-    created = linkNoReplace(tmp, final);
-    unlinkQuietly(tmp);
-    tmp = undefined;
     // another push of the same name won the race
     if (!created) return confirmSpooled(spool, name, got);
-    fsyncDirSync(spool);
     writeSidecar(spool, name, got.sha256);
     return { name, ...got, already: false };
   } catch (e) {
-    if (tmp !== undefined) unlinkQuietly(tmp);
     if (created) {
       // the sidecar failed: take the file back too, so the spool shows no half push
       unlinkQuietly(`${final}${SIDECAR_SUFFIX}`);

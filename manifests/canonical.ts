@@ -55,8 +55,9 @@ export function parseCanonical(bytes: Uint8Array, what: string, limit: number): 
   let value: unknown;
   try {
     value = JSON.parse(text);
-  } catch (e) {
-    throw new AirlockError('malformed', `${what}: not valid JSON (${(e as Error).message.toLowerCase()})`);
+  } catch {
+    // not the engine's message: it differs between Node.js versions, and the verifier says the same on all
+    throw new AirlockError('malformed', `${what}: not valid JSON${text.startsWith('\ufeff') ? ' (it starts with a byte-order mark)' : ''}`);
   }
   let again: string;
   try {

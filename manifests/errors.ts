@@ -29,68 +29,104 @@ export const EXIT = {
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-/** Error code -> exit code. Adding a code means adding its exit code here. */
+/**
+ * Error code -> exit code, each with when it is raised. Adding a code means adding its exit code and
+ * its comment here (a unit test checks that every code has one).
+ */
 const CODES = {
+  /** a bad command line: unknown option, missing or malformed argument, options that exclude each other (exit 2) */
   usage: EXIT.usage,
+  /** a config file that cannot be read as one: unknown key, bad value, a key given twice (exit 2) */
   'config-invalid': EXIT.usage,
+  /** --volume-size over what the medium's file system holds (4 GiB - 1 on FAT32) (exit 2) */
   'volume-too-large': EXIT.usage,
-  /** a restore of a base backup with a tablespace that no --tablespace-map names */
+  /** a restore of a base backup with a tablespace that no --tablespace-map names (exit 2) */
   'tablespace-unmapped': EXIT.usage,
+  /** a file, folder or key the command was pointed at does not exist (exit 3) */
   'not-found': EXIT.input,
+  /** a signing key or credentials file that is unreadable, malformed or readable by others (exit 3) */
   'bad-key': EXIT.input,
+  /** an age recipient that is not a valid X25519 public key (exit 3) */
   'bad-recipient': EXIT.input,
+  /** an age identity file that is not a valid X25519 secret key, or matches no recipient (exit 3) */
   'bad-identity': EXIT.input,
+  /** an allowed_signers file that cannot be parsed or names no usable key (exit 3) */
   'bad-allowed-signers': EXIT.input,
+  /** no bundle of the site (or with the seq asked for) in the catalog or under the folder given (exit 3) */
   'no-bundle': EXIT.input,
+  /** SHA256SUMS.sig does not verify over SHA256SUMS (exit 1) */
   'bad-signature': EXIT.failed,
+  /** the signature is good but by a key allowed_signers does not allow for the site (exit 1) */
   'wrong-signer': EXIT.failed,
+  /** a file of the bundle (manifest, sums, index, sidecar, header) is not in its format (exit 1) */
   malformed: EXIT.failed,
+  /** age decryption failed: no identity matches, or a header or chunk does not authenticate (exit 1) */
   'decrypt-failed': EXIT.failed,
+  /** bytes whose sha256 differs from the signed or recorded one (exit 1) */
   'checksum-mismatch': EXIT.failed,
+  /** a file or entry whose size differs from the signed or recorded one, or is over its limit (exit 1) */
   'size-mismatch': EXIT.failed,
+  /** a tar entry or index record a reader must not lay out: links, devices, unsafe paths (exit 1) */
   'unsafe-entry': EXIT.failed,
+  /** a restore refused because the bundle did not verify, or its payload disagreed with its manifests (exit 1) */
   'verification-failed': EXIT.failed,
+  /** a WAL file that is not a valid segment of the server's version and size, or has no known sha256 (exit 1) */
   'bad-wal': EXIT.failed,
+  /** something that is never overwritten exists: a restore target that is not empty, a bundle folder, a key file, a medium's label (exit 4) */
   'target-exists': EXIT.conflict,
-  /** a restore target, or a folder a medium command would write or count through, that is a symbolic link, not a folder, or on another file system */
+  /** a restore target, or a folder a medium command would write or count through, that is a symbolic link, not a folder, or on another file system (exit 4) */
   'unsafe-target': EXIT.conflict,
+  /** the catalog is behind the medium: the state folder was lost or restored from an old copy (exit 4) */
   'state-lost': EXIT.conflict,
+  /** a bundle with this seq exists already, or a bundle found is not the one this appliance wrote (exit 4) */
   'seq-conflict': EXIT.conflict,
+  /** another airlock command holds the lock of the state folder or medium (exit 4) */
   locked: EXIT.conflict,
-  /** the state folder is writable by other users than its owner */
+  /** the state folder is writable by other users than its owner (exit 4) */
   'unsafe-state': EXIT.conflict,
+  /** the catalog was written by a newer airlock (exit 4) */
   incompatible: EXIT.conflict,
+  /** a WAL file already held (spool or catalog) under that name with other bytes (exit 4) */
   'wal-conflict': EXIT.conflict,
+  /** a source file changed while it was read (exit 5) */
   'source-changed': EXIT.source,
+  /** a source file or folder that may not be read (exit 5) */
   'source-unreadable': EXIT.source,
-  /** a file whose size the kernel does not know (a /proc, sysfs or FUSE file that says 0 and holds data) */
+  /** a file whose size the kernel does not know (a /proc, sysfs or FUSE file that says 0 and holds data) (exit 5) */
   'source-unsized': EXIT.source,
+  /** a child tool (pg_basebackup, pg_dump, zstd, par2, ...) exited with an error (exit 5) */
   'child-failed': EXIT.source,
-  /** the S3 endpoint did not answer (refused, unknown host, timed out) */
+  /** the S3 endpoint did not answer (refused, unknown host, timed out) (exit 5) */
   's3-unreachable': EXIT.source,
-  /** the S3 server rejected the credentials or the request's permissions */
+  /** the S3 server rejected the credentials or the request's permissions (exit 5) */
   's3-denied': EXIT.source,
-  /** any other refusal or unexpected answer of the S3 server */
+  /** any other refusal or unexpected answer of the S3 server (exit 5) */
   's3-failed': EXIT.source,
-  /** an object's bytes did not match the size or ETag the server stated */
+  /** an object's bytes did not match the size or ETag the server stated (exit 5) */
   'source-corrupt': EXIT.source,
-  /** PostgreSQL refused a query or the connection failed */
+  /** PostgreSQL refused a query or the connection failed (exit 5) */
   'pg-failed': EXIT.source,
-  /** the server is a PostgreSQL major version airlock does not support (13 to 17 are) */
+  /** the server is a PostgreSQL major version airlock does not support (13 to 17 are) (exit 5) */
   'pg-unsupported': EXIT.source,
-  /** an archived WAL file the export waits for did not reach the spool in time */
+  /** an archived WAL file the export waits for did not reach the spool in time (exit 5) */
   'wal-timeout': EXIT.source,
-  /** a restored server did not reach what the target asked for */
+  /** a restored server did not reach what the target asked for (exit 1) */
   'recovery-failed': EXIT.failed,
-  /** airlock check found a setting, right or tool that exports need */
+  /** airlock check found a setting, right or tool that exports need (exit 1) */
   'check-failed': EXIT.failed,
-  /** a restore drill found a problem */
+  /** a restore drill found a problem (exit 1) */
   'drill-failed': EXIT.failed,
+  /** a bucket named on the command line does not exist on the S3 server (exit 3) */
   'bucket-not-found': EXIT.input,
+  /** no space left on the medium or in the state folder (exit 6) */
   'medium-full': EXIT.medium,
+  /** no space left in the WAL spool: wal-push cannot take the file, PostgreSQL retries it (exit 6) */
   'spool-full': EXIT.medium,
+  /** an I/O error, a read-only file system, or a catalog that cannot be opened (exit 6) */
   io: EXIT.medium,
+  /** a bug: a state the code rules out was reached (exit 70) */
   internal: EXIT.internal,
+  /** stopped by SIGINT or SIGTERM after cleaning up (exit 130) */
   interrupted: EXIT.interrupted,
 } as const satisfies Record<string, ExitCode>;
 

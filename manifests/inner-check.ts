@@ -10,12 +10,15 @@ import { BoundedFindings, clip, moreMessage } from './bounded.js';
 import { coverageAgainstIndex, isTablespace } from './coverage.js';
 import { AirlockError } from './errors.js';
 import { digestStream, type Digest } from './hash.js';
-import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, INNER_MANIFEST, INNER_MANIFEST_LIMIT, OBJECT_CHANGE_TYPES, SALT, SALT_SIZE, SOURCE_TYPES, checkSources, objectChangeProblem, parseIndexLine, type BundleRecord, type IndexRecord } from './inner.js';
+import { INNER_MANIFEST, INNER_MANIFEST_LIMIT, SALT, SALT_SIZE, checkSources, isSourceRecord, objectChangeProblem, type SourceRecord } from './inner.js';
+import { ENTRY_PATH_RE, INDEX, INDEX_LINE_LIMIT, hasEntry, parseIndexLine, type IndexRecord, type PgTablespaceEndRecord } from './records.js';
 import { LIMITS } from './limits.js';
-import type { Manifest } from './manifest.js';
+import { MANIFEST_FILE, type Manifest } from './manifest.js';
+import type { Result } from './results.js';
+import { parseSumLine } from './sums.js';
 import { entryProblem, type ReadEntry } from './tar.js';
 
-export type InnerResult = 'missing' | 'extra' | 'checksum-mismatch' | 'size-mismatch' | 'unsafe-entry' | 'malformed';
+export type InnerResult = Extract<Result, 'missing' | 'extra' | 'checksum-mismatch' | 'size-mismatch' | 'unsafe-entry' | 'malformed'>;
 
 export interface InnerProblem {
   result: InnerResult;
@@ -59,17 +62,20 @@ async function readAll(body: AsyncIterable<Buffer>, limit: number, what: string)
  * longest valid one, so it stays invalid), a WAL record's kind and name when they can be valid, and a
  * tablespace's OID, name and location when they are valid.
  */
-function slim(r: IndexRecord): IndexRecord | undefined {
-  if (SOURCE_TYPES.has(r.type)) return { type: r.type, source: typeof r.source === 'string' ? r.source.slice(0, LIMITS.tarPathBytes + 1) : r.source === undefined ? undefined : null };
-  if (r.type === 'pg-wal') {
-    const short = (v: unknown) => (typeof v === 'string' && v.length <= 64 ? v : undefined);
-    return { type: r.type, kind: short(r.kind), name: short(r.name) };
-  }
+function slim(r: IndexRecord): Slim | undefined {
+  if (isSourceRecord(r)) return { type: r.type, source: r.source.slice(0, LIMITS.tarPathBytes + 1) };
+  if (r.type === 'pg-wal') return { type: r.type, kind: r.kind, ...(r.name.length <= 64 ? { name: r.name } : {}) };
   // coverage names each tablespace; a record that could not be valid keeps only its type
   if (r.type === 'pg-tblspc-end') return isTablespace(r) ? { type: r.type, oid: r.oid, name: r.name, location: r.location } : { type: r.type };
   if (r.type.startsWith('pg-')) return { type: r.type };
   return undefined;
 }
+
+type Slim =
+  | Pick<SourceRecord, 'type' | 'source'>
+  | { type: 'pg-wal'; kind: string; name?: string }
+  | Pick<PgTablespaceEndRecord, 'type' | 'oid' | 'name' | 'location'>
+  | { type: Exclude<IndexRecord['type'], SourceRecord['type']> };
 
 /**
  * The signed bounds of the tar's parts, known before its first byte: the payload entries together
@@ -120,7 +126,7 @@ export async function checkInner(
   let indexSeen = false;
   let files = 0;
   let metadata = 0;
-  const sources: IndexRecord[] = [];
+  const sources: Slim[] = [];
   let bytes = 0;
   // bodies of entries that are not payload entries (unsafe ones, any after MANIFEST.sha256), skipped
   let skipped = 0;
@@ -181,23 +187,22 @@ export async function checkInner(
       let n = 0;
       const handle = (line: string) => {
         n++;
-        let r: IndexRecord;
+        let r;
         try {
           r = parseIndexLine(line, n);
         } catch (e) {
           add('malformed', INDEX, (e as Error).message);
           return;
         }
-        if (n === 1) {
-          const b = r as unknown as BundleRecord;
-          if (b.site !== manifest.site || b.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${b.site} seq ${b.seq}, not to this bundle`);
+        if (r.type === 'bundle') {
+          if (r.site !== manifest.site || r.seq !== manifest.seq) add('malformed', INDEX, `belongs to ${r.site} seq ${r.seq}, not to this bundle`);
           return;
         }
-        const change = OBJECT_CHANGE_TYPES.has(r.type) ? objectChangeProblem(r) : undefined;
+        const change = r.type === 'version-changed' || r.type === 'version-removed' ? objectChangeProblem(r) : undefined;
         if (change !== undefined) add('malformed', INDEX, `line ${n}: ${change}`);
         const s = slim(r);
         if (s) sources.push(s);
-        if (r.path === undefined) metadata++;
+        if (!hasEntry(r)) metadata++;
         else {
           if (r.type === 'file') files++;
           const o = byName.get(r.path);
@@ -250,14 +255,14 @@ export async function checkInner(
     byName.set(name, seen);
   }
 
-  for (const p of checkSources(sources)) add('unsafe-entry', INDEX, p);
+  for (const p of checkSources(sources.filter((s): s is Pick<SourceRecord, 'type' | 'source'> => 'source' in s))) add('unsafe-entry', INDEX, p);
   if (!indexSeen && !stopped) add('missing', INDEX, 'the tar has no index');
   if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;
   if (indexSeen && !stopped && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
-    add('malformed', 'manifest.json', `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
+    add('malformed', MANIFEST_FILE, `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
   }
-  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', 'manifest.json', p);
+  if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', MANIFEST_FILE, p);
   return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
 }
 
@@ -276,9 +281,9 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
     const row = text.toString('utf8', at, nl);
     at = nl + 1;
     const where = `${INNER_MANIFEST} line ${lines + 1}`;
-    const m = /^([0-9a-f]{64}) {2}(.+)$/.exec(row);
-    if (!m || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
-    const [, sha256, name] = m as unknown as [string, string, string];
+    const parsed = parseSumLine(row);
+    if (!parsed || row.includes('\r')) return add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+    const { sha256, name } = parsed;
     if (!ENTRY_PATH_RE.test(name)) return add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
     if (observed[lines]?.name !== name) inOrder = false;
     const o = byName.get(name);
@@ -289,7 +294,7 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
       if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);
     }
   }
-  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, manifest.json says ${entries}`);
+  if (lines !== entries) add('malformed', INNER_MANIFEST, `${lines} lines, ${MANIFEST_FILE} says ${entries}`);
   for (const o of observed) if (!o.listed) add('extra', o.name, `in the tar but not in ${INNER_MANIFEST}`);
   if (!inOrder && problems.total() === 0) add('malformed', INNER_MANIFEST, 'lines are not in tar order');
 }

@@ -13,6 +13,10 @@ import { LIMITS } from './limits.js';
 
 export const FORMAT = 'airlock-bundle';
 export const FORMAT_VERSION = 1;
+/** The cleartext manifest's file name in the bundle folder. */
+export const MANIFEST_FILE = 'manifest.json';
+/** The stock-tool restore steps' file name in the bundle folder (SPEC.md 8). */
+export const RESTORE_FILE = 'RESTORE.txt';
 /** manifest.json is read whole; anything larger is refused before parsing. */
 export const MANIFEST_LIMIT = LIMITS.manifestBytes;
 
@@ -87,6 +91,9 @@ export interface Manifest {
 export function bundleName(site: string, seq: number): string {
   return `${site}-${String(seq).padStart(8, '0')}`;
 }
+
+/** What a bundle folder is called while it is written (SPEC.md 1): never read as a bundle. */
+export const PARTIAL_SUFFIX = '.partial';
 
 /** The name of volume `i` of `count`: at least 3 digits, wider when needed, so a plain sort orders them. */
 export function volumeName(i: number, count: number): string {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decryptStream } from './age/stream.js';
-import { spawnFilter } from './child.js';
+import { childStage } from './child.js';
 import { AirlockError } from './errors.js';
 import { readChunks } from './hash.js';
 import { Digests, HashFeed } from './hash-worker.js';
@@ -55,7 +55,7 @@ export async function* readVolumes(dir: string, volumes: readonly Volume[], sign
 export function openPlaintext(dir: string, payload: Payload, identities: readonly Uint8Array[], signal?: AbortSignal, onBytes?: (n: number) => void): Readable {
   const out = new PassThrough({ highWaterMark: 1024 * 1024 });
   const stages: NodeJS.ReadWriteStream[] = [decryptStream([...identities])];
-  if (payload.compression === 'zstd') stages.push(spawnFilter('zstd', ['-d', '-q', '-c'], signal));
+  if (payload.compression === 'zstd') stages.push(childStage('zstd', ['-d', '-q', '-c'], signal));
   // pipeline destroys every stream with the first error, `out` included, which is how the reader sees it
   pipeline([Readable.from(readVolumes(dir, payload.volumes, signal, onBytes)), ...stages, out]).catch(() => {});
   return out;

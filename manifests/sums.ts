@@ -4,7 +4,9 @@
  * One line per file of the bundle except SHA256SUMS and SHA256SUMS.sig: 64 lowercase hex digits, two
  * spaces (text mode), the file name, LF. Lines sorted by name (byte order), no duplicates, no CR, no
  * folders: a bundle is flat, so a name never holds "/" and never is "." or "..". The same text with
- * other names is the inner MANIFEST.sha256 (see inner.ts), whose order is the tar order instead.
+ * other names is the inner MANIFEST.sha256 (see inner.ts), whose order is the tar order instead, and
+ * a WAL file's `.sha256` sidecar (one line). formatSumLine and parseSumLine are the one place that
+ * line is written and read.
  */
 import { AirlockError } from './errors.js';
 import { LIMITS } from './limits.js';
@@ -20,6 +22,20 @@ export interface SumLine {
   sha256: string;
 }
 
+/** One line of sha256sum's text format: 64 lowercase hex digits, two spaces, the name, LF. */
+export function formatSumLine(l: SumLine): string {
+  return `${l.sha256}  ${l.name}\n`;
+}
+
+/**
+ * Parses one line of sha256sum's format, without its LF; undefined when it is not one. `binary` also
+ * takes the `*` that `sha256sum -b` writes instead of the second space (for lists made by hand).
+ */
+export function parseSumLine(row: string, binary = false): SumLine | undefined {
+  const m = (binary ? /^([0-9a-f]{64}) [ *](.+)$/ : /^([0-9a-f]{64}) {2}(.+)$/).exec(row);
+  return m ? { sha256: m[1] as string, name: m[2] as string } : undefined;
+}
+
 function compareBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
@@ -33,7 +49,7 @@ export function formatSums(lines: readonly SumLine[]): string {
     }
     if (i > 0 && sorted[i - 1]?.name === l.name) throw new AirlockError('malformed', `SHA256SUMS: ${l.name} listed twice`);
   });
-  return sorted.map((l) => `${l.sha256}  ${l.name}\n`).join('');
+  return sorted.map(formatSumLine).join('');
 }
 
 /**
@@ -49,10 +65,10 @@ export function parseSumLines(bytes: Uint8Array, what: string, nameRe: RegExp, s
   const rows = text.split('\n');
   rows.pop();
   rows.forEach((row, i) => {
-    const m = row.match(/^([0-9a-f]{64}) {2}(.+)$/);
+    const parsed = parseSumLine(row);
     const line = `${what} line ${i + 1}`;
-    if (!m || row.includes('\r')) throw new AirlockError('malformed', `${line}: not "<sha256>  <name>" with LF line ends`);
-    const [, sha256, name] = m as unknown as [string, string, string];
+    if (!parsed || row.includes('\r')) throw new AirlockError('malformed', `${line}: not "<sha256>  <name>" with LF line ends`);
+    const { sha256, name } = parsed;
     if (!nameRe.test(name)) throw new AirlockError('malformed', `${line}: ${JSON.stringify(name)} is not an allowed name`);
     if (seen.has(name)) throw new AirlockError('malformed', `${line}: ${name} listed twice`);
     const prev = out.at(-1);

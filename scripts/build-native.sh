@@ -6,16 +6,17 @@
 set -eu
 cd "$(dirname "$0")/.."
 src=agent/native/wal-push.c
-out=dist/native/airlock-wal-push
+# AIRLOCK_NATIVE_OUT and AIRLOCK_NODE: where the package step puts the helper and the node it runs
+out=${AIRLOCK_NATIVE_OUT:-dist/native/airlock-wal-push}
 cc=${CC:-cc}
 command -v "$cc" >/dev/null 2>&1 || cc=gcc
-node=$(command -v node)
+node=${AIRLOCK_NODE:-$(command -v node)}
 rm -f "$out"
 if ! command -v "$cc" >/dev/null 2>&1 || [ ! -f /usr/include/openssl/evp.h ]; then
   echo "build: $out not built (needs a C compiler and libcrypto headers: apt-get install gcc libssl-dev); archive_command can run airlock wal-push instead" >&2
   exit 0
 fi
-mkdir -p dist/native
+mkdir -p "$(dirname "$out")"
 # warnings fail the build in CI; elsewhere a newer compiler's new warning must not stop an install
 werror=
 [ -n "${CI:-}" ] && werror=-Werror

@@ -51,6 +51,23 @@ if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL" ]; then
   rm -rf "$scratch"
 fi
 
+# The offline install kit (`npm run package`) and its test: mmdebstrap and dpkg-dev on this machine,
+# and once, the minimal Debian 12 root (scripts/bookworm.sh) that stands for a site's appliance.
+setup_bookworm_root() {
+  local p need=() sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo --preserve-env=AIRLOCK_BOOKWORM_ROOT)
+  for p in mmdebstrap dpkg-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  "${sudo[@]}" bash -c '. scripts/bookworm.sh && build_bookworm_root'
+}
+setup_bookworm_root
+
 node -e 'const [maj] = process.versions.node.split(".").map(Number); if (maj < 20) { console.error(`setup: node ${process.version} is too old; airlock needs node 20 or newer`); process.exit(1); }'
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

@@ -6,6 +6,7 @@ import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { EXIT } from '../manifests/errors.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 const temps: string[] = [];
@@ -71,12 +72,20 @@ export interface Keys {
   recipient: string;
 }
 
+/**
+ * The arguments of `airlock export` to `medium` as the site of `keys`, signed and encrypted with
+ * them, keeping its state in `state`; `rest` adds the sources and any other option.
+ */
+export function exportArgs(keys: Keys, medium: string, state: string, rest: readonly string[] = []): string[] {
+  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, ...rest];
+}
+
 /** A signing key made by `airlock keygen`, its allowed_signers, and an age identity made by `age-keygen`. */
 export function makeKeys(site = 'site-a'): Keys {
   const dir = tmp('airlock-keys-');
   const signingKey = path.join(dir, 'signing_key');
   const k = airlock(['keygen', '--signing-key', signingKey, '--site', site]);
-  if (k.code !== 0) throw new Error(`keygen failed: ${k.stderr}`);
+  if (k.code !== EXIT.ok) throw new Error(`keygen failed: ${k.stderr}`);
   const allowedSigners = path.join(dir, 'allowed_signers');
   writeFileSync(allowedSigners, k.stdout);
   const identity = path.join(dir, 'identity.txt');

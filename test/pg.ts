@@ -25,7 +25,8 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openS
 import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../manifests/manifest.js';
-import { ROOT, airlock, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
+import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Keys, type Ran } from './helpers.js';
+import { EXIT } from '../manifests/errors.js';
 
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -147,8 +148,9 @@ export function runAs(user: Cluster['user'], cmd: string, args: readonly string[
 
 /** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
 export function freePort(): number {
-  const script = "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})";
-  const r = run(process.execPath, ['-e', script]);
+  // the agent's own freePort, run in a child so that synchronous test code can wait for it
+  const script = `import { freePort } from ${JSON.stringify(path.join(ROOT, 'dist/agent/port.js'))}; process.stdout.write(String(await freePort()))`;
+  const r = run(process.execPath, ['--input-type=module', '-e', script]);
   const port = Number(r.stdout);
   if (r.code !== 0 || !Number.isInteger(port) || port <= 0) throw new Error(`cannot find a free port: ${r.stderr}`);
   return port;
@@ -169,7 +171,7 @@ function canRunWalPush(user: Cluster['user'], main: string): Ran {
 function reachableCli(user: Cluster['user'], base: string, forceCopy: boolean): string {
   const main = path.join(ROOT, 'dist/agent/cli/main.js');
   if (!existsSync(main)) throw new Error('dist/ is missing: run npm run build first');
-  const works = (r: Ran) => r.code === 2 && r.stderr.includes('wal-push takes 1 argument');
+  const works = (r: Ran) => r.code === EXIT.usage && r.stderr.includes('wal-push takes 1 argument');
   if (!forceCopy && !process.env.AIRLOCK_TEST_COPY_CLI && works(canRunWalPush(user, main))) return main;
   const dir = path.join(base, 'cli');
   cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
@@ -438,8 +440,8 @@ export function pgSite(site: string, layout: Layout = 'in-folder', major: Major 
     stateDir,
     conninfo,
     exportPg(extra) {
-      const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', stateDir, '--pg', conninfo(), '--wal-spool', c().spool, '--wal-timeout', '60', ...pgBinArgs, ...extra]);
-      if (r.code !== 0) throw new Error(`export failed (${r.code}): ${r.stderr}`);
+      const r = airlock(exportArgs(k(), medium, stateDir, ['--pg', conninfo(), '--wal-spool', c().spool, '--wal-timeout', '60', ...pgBinArgs, ...extra]));
+      if (r.code !== EXIT.ok) throw new Error(`export failed (${r.code}): ${r.stderr}`);
       const dir = r.stdout.trim();
       return { path: dir, manifest: JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest };
     },
@@ -448,7 +450,7 @@ export function pgSite(site: string, layout: Layout = 'in-folder', major: Major 
       const data = path.join(clusterDir(`restored-${Math.random().toString(36).slice(2, 8)}`, major), 'data');
       const port = freePort();
       const r = airlock([...restoreArgs(data, from), '--port', String(port), '--start', '--airlock-cli', c().cli, '--timeout', '120', '--json', ...target]);
-      if (r.code !== 0) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
+      if (r.code !== EXIT.ok) throw new Error(`restore pg ${target.join(' ')} failed (${r.code}): ${r.stderr}`);
       const result = JSON.parse(r.stdout) as Restored['result'];
       return { server: { data, port, pid: result.recovered.pid, socketDir: data, log: result.recovered.log, major }, result, stderr: r.stderr };
     },

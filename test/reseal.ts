@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseIdentities } from '../manifests/age/keys.js';
-import type { IndexRecord } from '../manifests/inner.js';
+import { hasEntry, type IndexRecord, type UnplacedRecord } from '../manifests/records.js';
 import type { Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { parsePrivateKey } from '../manifests/sshkey.js';
@@ -26,7 +26,7 @@ interface Entry {
 
 /** Entries to add at the end of the payload, and a change to the manifest's claims to go with them. */
 export interface Additions {
-  entries?: { name: string; bytes: Buffer; record: IndexRecord }[];
+  entries?: { name: string; bytes: Buffer; record: UnplacedRecord }[];
   manifest?: (m: Manifest) => void;
 }
 
@@ -47,14 +47,14 @@ export async function resealBundle(bundle: string, medium: string, keys: Keys, c
   const records = (entries.get('index.jsonl')?.bytes.toString('utf8') ?? '')
     .split('\n')
     .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as IndexRecord)
+    .map((l) => JSON.parse(l) as IndexRecord | { type: 'bundle' })
     .filter((r) => r.type !== 'bundle');
   const items: SourceItem[] = records.map((r): SourceItem => {
-    if (typeof r.path !== 'string') return { kind: 'record', record: r };
+    if (!hasEntry(r)) return { kind: 'record', record: r };
     const { path: name, size: _size, sha256: _sha256, ...record } = r;
     const e = entries.get(name) as Entry;
     const body = bytes.get(name) as Buffer;
-    return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record as IndexRecord };
+    return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record as UnplacedRecord };
   });
   for (const e of add.entries ?? []) items.push({ kind: 'entry', name: e.name, size: e.bytes.length, mode: 0o600, mtime: Math.floor(Date.parse(manifest.created) / 1000), open: async function* () { yield e.bytes; }, record: e.record });
   add.manifest?.(manifest);

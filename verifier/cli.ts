@@ -10,21 +10,36 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseIdentities } from '../manifests/age/keys.js';
 import { parseAllowedSigners } from '../manifests/allowed-signers.js';
-import { AirlockError, EXIT, exitCodeOf, formatExitTable, fromSystemError } from '../manifests/errors.js';
-import { escapeStack, escapeText } from '../manifests/escape.js';
-import { assertWritableTarget, writeFileAtomic } from './atomic.js';
-import { renderHtml } from './report.js';
+import { assertWritableTarget, writeFileAtomic } from '../manifests/atomic.js';
+import { AirlockError, EXIT, formatExitTable, fromSystemError } from '../manifests/errors.js';
+import { escapeText } from '../manifests/escape.js';
+import { printError, wantsJson } from '../manifests/print-error.js';
+import { RESULTS } from '../manifests/results.js';
+import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
+import { SUMS, SUMS_SIG } from '../manifests/sums.js';
+import { VERSION } from '../manifests/version.js';
+import { renderHtml } from './report-html.js';
 import { readState, writeState } from './state.js';
-import { renderText, reportJson } from './render.js';
+import { renderText, reportJson } from './report-text.js';
 import { readAllowedSigners, verifyPaths } from './verify.js';
 
-const VERSION = '0.1.0';
 const NAME = 'airlock-verify';
+
+/** `text` wrapped at spaces to lines of at most `width` columns. */
+function wrap(text: string, width: number): string {
+  const lines: string[] = [];
+  for (const word of text.split(' ')) {
+    const last = lines.at(-1);
+    if (last !== undefined && last.length + 1 + word.length <= width) lines[lines.length - 1] = `${last} ${word}`;
+    else lines.push(word);
+  }
+  return lines.join('\n');
+}
 
 const HELP = `Usage: ${NAME} --allowed-signers FILE [--identity FILE] [--state FILE] [--json] [--report FILE.html] PATH...
 
 Verifies airlock bundles. PATH is a bundle folder or any folder holding bundles
-(searched recursively). Without a key it checks the signature, SHA256SUMS, the
+(searched recursively). Without a key it checks the signature, ${SUMS}, the
 manifest, every volume and the chain of bundles; with --identity it also
 decrypts every bundle in memory and checks every entry inside.
 
@@ -43,24 +58,20 @@ Options:
   -h, --help              this help
   --version               the version
 
-Results: ok, missing, extra, checksum-mismatch, size-mismatch, bad-signature,
-wrong-signer, chain-gap, fork, rollback, withheld, partial, unsafe-entry, malformed,
-decrypt-failed, wal-gap (a WAL segment in no bundle of the set), timeline-break
-(a timeline switch without its history, or a bundle of another cluster).
+${wrap(`Results: ${RESULTS.join(', ')}.`, 80)}
+wal-gap: a WAL segment in no bundle of the set; timeline-break: a timeline switch
+without its history, or a bundle of another cluster.
 
 The same keyless check with stock tools, per bundle folder B of site S:
-  ssh-keygen -Y verify -f allowed_signers -I S -n airlock-bundle -s B/SHA256SUMS.sig < B/SHA256SUMS
-  (cd B && sha256sum --strict -c SHA256SUMS)
+  ssh-keygen -Y verify -f allowed_signers -I S -n ${BUNDLE_NAMESPACE} -s B/${SUMS_SIG} < B/${SUMS}
+  (cd B && sha256sum --strict -c ${SUMS})
 
 ${formatExitTable()}
 `;
 
-/** Errors quote paths and names from the medium: they reach the terminal through escapeText only. */
+/** Errors quote paths and names from the medium: printError shows them escaped (exact with --json). */
 function fail(e: unknown): never {
-  const err = e instanceof AirlockError ? e : undefined;
-  process.stderr.write(`${NAME}: error: ${err ? escapeText(err.message) : escapeStack(e)}\n`);
-  if (err?.hint) process.stderr.write(`${NAME}: hint: ${escapeText(err.hint)}\n`);
-  process.exit(err ? exitCodeOf(err) : EXIT.internal);
+  process.exit(printError(NAME, e, wantsJson(process.argv.slice(2))));
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -6,10 +6,10 @@
  * sites that verified clean, so withheld bundles keep being reported until they are shown.
  */
 import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../manifests/atomic.js';
 import type { SiteState } from '../manifests/chain.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { SHA256_RE, SITE_RE } from '../manifests/manifest.js';
-import { writeFileAtomic } from './atomic.js';
 import type { Report } from './verify.js';
 
 interface StateFile {

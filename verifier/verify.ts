@@ -26,7 +26,7 @@ import { AirlockError, fromSystemError, isAirlockError } from '../manifests/erro
 import { digestFile, readPrefix, readSmall, sha256Hex } from '../manifests/hash.js';
 import { checkInner } from '../manifests/inner-check.js';
 import { LIMITS } from '../manifests/limits.js';
-import { MANIFEST_LIMIT, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
+import { MANIFEST_FILE, MANIFEST_LIMIT, PARTIAL_SUFFIX, RESTORE_FILE, assertManifest, bundleName, type Manifest } from '../manifests/manifest.js';
 import { openPlaintext } from '../manifests/payload.js';
 import { fingerprint } from '../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, SIG_LIMIT, verify as verifySignature } from '../manifests/sshsig.js';
@@ -34,27 +34,7 @@ import { SUMS, SUMS_LIMIT, SUMS_SIG, parseSums } from '../manifests/sums.js';
 import { readTar } from '../manifests/tar.js';
 import { checkContinuity } from './continuity.js';
 import { isRecoveryFile } from '../manifests/recovery.js';
-
-export const RESULTS = [
-  'ok',
-  'missing',
-  'extra',
-  'checksum-mismatch',
-  'size-mismatch',
-  'bad-signature',
-  'wrong-signer',
-  'chain-gap',
-  'fork',
-  'rollback',
-  'withheld',
-  'partial',
-  'unsafe-entry',
-  'malformed',
-  'decrypt-failed',
-  'wal-gap',
-  'timeline-break',
-] as const;
-export type Result = (typeof RESULTS)[number];
+import type { Result } from '../manifests/results.js';
 
 export interface Finding {
   result: Exclude<Result, 'ok'>;
@@ -121,12 +101,12 @@ export async function findBundles(paths: readonly string[]): Promise<{ bundles: 
   async function walk(dir: string, depth: number): Promise<void> {
     if (depth > 8) return;
     const entries = await readdir(dir, { withFileTypes: true });
-    if (entries.some((e) => e.name === SUMS || e.name === 'manifest.json' || e.name === SUMS_SIG)) {
-      if (dir.endsWith('.partial')) partials.add(dir);
+    if (entries.some((e) => e.name === SUMS || e.name === MANIFEST_FILE || e.name === SUMS_SIG)) {
+      if (dir.endsWith(PARTIAL_SUFFIX)) partials.add(dir);
       else bundles.add(dir);
       return;
     }
-    if (path.basename(dir).endsWith('.partial')) {
+    if (path.basename(dir).endsWith(PARTIAL_SUFFIX)) {
       partials.add(dir);
       return;
     }
@@ -151,7 +131,7 @@ export async function findBundles(paths: readonly string[]): Promise<{ bundles: 
 }
 
 /** The files a v1 bundle may list besides its volumes. */
-const CLEARTEXT = ['manifest.json', 'RESTORE.txt'];
+const CLEARTEXT = [MANIFEST_FILE, RESTORE_FILE];
 
 /**
  * The keyless checks of one bundle folder, in the order trust is built (SPEC.md 4.3): the signature
@@ -186,7 +166,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
 
   // 1. the signed list
   if (!files.has(SUMS)) {
-    add('missing', 'no SHA256SUMS: nothing in this folder can be checked', SUMS);
+    add('missing', `no ${SUMS}: nothing in this folder can be checked`, SUMS);
     return done();
   }
   let sumsBytes: Buffer;
@@ -216,24 +196,24 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   // 3. nothing unlisted, nothing missing
   const listed = new Map(sums.map((l) => [l.name, l.sha256]));
   for (const e of entries) {
-    if (e.isFile() && e.name !== SUMS && e.name !== SUMS_SIG && !listed.has(e.name)) add('extra', 'not listed in SHA256SUMS', e.name);
+    if (e.isFile() && e.name !== SUMS && e.name !== SUMS_SIG && !listed.has(e.name)) add('extra', `not listed in ${SUMS}`, e.name);
   }
-  for (const name of listed.keys()) if (!files.has(name) && entries.every((e) => e.name !== name)) add('missing', 'listed in SHA256SUMS but absent', name);
-  for (const required of CLEARTEXT) if (!listed.has(required)) add('missing', 'not listed in SHA256SUMS', required);
+  for (const name of listed.keys()) if (!files.has(name) && entries.every((e) => e.name !== name)) add('missing', `listed in ${SUMS} but absent`, name);
+  for (const required of CLEARTEXT) if (!listed.has(required)) add('missing', `not listed in ${SUMS}`, required);
 
   // 4. the manifest: read only under a good signature, trusted only once its hash matches
   let manifest: Manifest | undefined;
-  if (signerKey && listed.has('manifest.json') && files.has('manifest.json')) {
+  if (signerKey && listed.has(MANIFEST_FILE) && files.has(MANIFEST_FILE)) {
     try {
-      const bytes = await readSmall(path.join(dir, 'manifest.json'), MANIFEST_LIMIT);
-      if (sha256Hex(bytes) !== listed.get('manifest.json')) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', 'manifest.json');
+      const bytes = await readSmall(path.join(dir, MANIFEST_FILE), MANIFEST_LIMIT);
+      if (sha256Hex(bytes) !== listed.get(MANIFEST_FILE)) add('checksum-mismatch', `sha256 differs from ${SUMS}`, MANIFEST_FILE);
       else {
-        const v = parseCanonical(bytes, 'manifest.json', MANIFEST_LIMIT);
+        const v = parseCanonical(bytes, MANIFEST_FILE, MANIFEST_LIMIT);
         assertManifest(v);
         manifest = v;
       }
     } catch (e) {
-      add('malformed', (e as Error).message, 'manifest.json');
+      add('malformed', (e as Error).message, MANIFEST_FILE);
     }
   }
   if (manifest && signerKey) {
@@ -249,11 +229,11 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     }
     const volumeNames = new Set(manifest.payload.volumes.map((v) => v.name));
     for (const n of listed.keys()) {
-      if (!volumeNames.has(n) && !CLEARTEXT.includes(n) && !isRecoveryFile(n)) add('extra', 'listed in SHA256SUMS but not part of a version 1 bundle', n);
+      if (!volumeNames.has(n) && !CLEARTEXT.includes(n) && !isRecoveryFile(n)) add('extra', `listed in ${SUMS} but not part of a version 1 bundle`, n);
     }
     for (const v of manifest.payload.volumes) {
-      if (!listed.has(v.name)) add('missing', 'a volume of the manifest is not listed in SHA256SUMS', v.name);
-      else if (listed.get(v.name) !== v.sha256) add('malformed', 'sha256 in manifest.json differs from SHA256SUMS', v.name);
+      if (!listed.has(v.name)) add('missing', `a volume of the manifest is not listed in ${SUMS}`, v.name);
+      else if (listed.get(v.name) !== v.sha256) add('malformed', `sha256 in ${MANIFEST_FILE} differs from ${SUMS}`, v.name);
     }
   }
 
@@ -263,11 +243,11 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
   // files without a signed size are read only up to their limit (a sparse file costs no disk space)
   const recoveryMax = 2 * (manifest?.payload.size ?? 0) + LIMITS.recoveryFileSlackBytes;
   for (const [name, sha256] of listed) {
-    if (name === 'manifest.json' || !files.has(name) || isVolume.has(name)) continue;
+    if (name === MANIFEST_FILE || !files.has(name) || isVolume.has(name)) continue;
     opts.signal?.throwIfAborted();
     try {
       const d = await digestFile(path.join(dir, name), [], { max: isRecoveryFile(name) ? recoveryMax : LIMITS.restoreTextBytes });
-      if (d.sha256 !== sha256) add('checksum-mismatch', 'sha256 differs from SHA256SUMS', name);
+      if (d.sha256 !== sha256) add('checksum-mismatch', `sha256 differs from ${SUMS}`, name);
     } catch (e) {
       if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${name}: `, ''), name);
       else add('missing', `cannot be read: ${(e as Error).message}`, name);
@@ -293,7 +273,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
           continue;
         }
         const d = opts.volumes === 'size' ? { size, sha256: listed.get(vol.name) } : await digestFile(path.join(dir, vol.name), [whole], { size: vol.size });
-        if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from SHA256SUMS${repairNote}`, vol.name);
+        if (d.sha256 !== listed.get(vol.name)) add('checksum-mismatch', `sha256 differs from ${SUMS}${repairNote}`, vol.name);
         else continue;
       } catch (e) {
         if (isAirlockError(e, 'size-mismatch')) add('size-mismatch', e.message.replace(`${vol.name}: `, ''), vol.name);
@@ -301,7 +281,7 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
       }
       intact = false;
     }
-    if (intact && opts.volumes !== 'size' && whole.digest('hex') !== manifest.payload.sha256) add('malformed', 'payload.sha256 in manifest.json is not the hash of the volumes');
+    if (intact && opts.volumes !== 'size' && whole.digest('hex') !== manifest.payload.sha256) add('malformed', `payload.sha256 in ${MANIFEST_FILE} is not the hash of the volumes`);
     const first = volumes[0];
     if (intact && first) {
       try {

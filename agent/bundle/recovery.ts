@@ -16,13 +16,13 @@ import { mkdir, readdir, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { childFailed, lastLine, runChild } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { digestFile, readChunks, type SizeBound } from '../../manifests/hash.js';
 import { LIMITS } from '../../manifests/limits.js';
 import type { Volume } from '../../manifests/manifest.js';
 import { RECOVERY_INDEX, isRecoveryFile } from '../../manifests/recovery.js';
-import type { SumLine } from '../../manifests/sums.js';
-import { lastLine, runTool } from '../tool.js';
+import { SUMS, type SumLine } from '../../manifests/sums.js';
 
 /**
  * Writes recovery data for `volumes` (names in `dir`) able to rebuild about `percent` percent of
@@ -31,11 +31,10 @@ import { lastLine, runTool } from '../tool.js';
  */
 export async function createRecovery(dir: string, volumes: readonly Volume[], percent: number, signal?: AbortSignal): Promise<string[]> {
   const args = ['create', '-q', '-q', `-r${percent}`, '-n1', '-a', RECOVERY_INDEX, '--', ...volumes.map((v) => v.name)];
-  const r = await runTool('par2', args, { cwd: dir, ...(signal ? { signal } : {}) });
+  const r = await runChild('par2', args, { cwd: dir, ...(signal ? { signal } : {}) });
   if (r.code !== 0) {
-    const why = lastLine(r.stderr);
-    if (/space|disk full/i.test(r.stderr)) throw new AirlockError('medium-full', `no space left on the medium for the recovery data (${why})`, { hint: 'use a larger medium or a smaller --recovery-percent; nothing was left behind' });
-    throw new AirlockError('child-failed', `par2 create exited with status ${r.code}${why ? `: ${why}` : ''}`);
+    if (/space|disk full/i.test(r.stderr)) throw new AirlockError('medium-full', `no space left on the medium for the recovery data (${lastLine(r.stderr)})`, { hint: 'use a larger medium or a smaller --recovery-percent; nothing was left behind' });
+    throw childFailed('par2 create', r);
   }
   const names: string[] = [];
   for (const n of (await readdir(dir)).sort()) {
@@ -101,7 +100,7 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   if (damaged.length === 0) return { dir: scratch, repaired: [] };
 
   let said = '';
-  const r = await runTool('par2', ['repair', '-q', first, '--', ...volumes.map((v) => v.name)], {
+  const r = await runChild('par2', ['repair', '-q', first, '--', ...volumes.map((v) => v.name)], {
     cwd: scratch,
     onStdout: (d) => {
       said = (said + d.toString('utf8')).slice(-4096);
@@ -110,10 +109,10 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
   });
   const cannot = (why: string) =>
     new AirlockError('verification-failed', `${path.basename(bundleDir)}: ${damaged.join(', ')} ${damaged.length > 1 ? 'are' : 'is'} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`, { hint: 'restore from another copy of the bundle; nothing was restored' });
-  if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || `par2 repair exited with status ${r.code}`);
+  if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || childFailed('par2 repair', r).message);
   for (const v of volumes) {
     const d = await digestFile(path.join(scratch, v.name), [], { size: v.size }).catch(() => undefined);
-    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from SHA256SUMS after the repair`);
+    if (d?.sha256 !== v.sha256 || d.size !== v.size) throw cannot(`${v.name} still differs from ${SUMS} after the repair`);
   }
   return { dir: scratch, repaired: damaged };
 }

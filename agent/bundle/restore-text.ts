@@ -6,9 +6,11 @@
  * pasted as they are into one bash session, in order (a test runs them so); no here-document, whose
  * end marker would be indented too.
  */
-import { INDEX, INNER_MANIFEST } from '../../manifests/inner.js';
+import { INNER_MANIFEST } from '../../manifests/inner.js';
+import { INDEX } from '../../manifests/records.js';
 import type { Tablespace } from '../../manifests/coverage.js';
-import { bundleName, type Manifest } from '../../manifests/manifest.js';
+import { RESTORE_FILE, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
+import { shellQuote } from '../../manifests/shell.js';
 import { BUNDLE_NAMESPACE } from '../../manifests/sshsig.js';
 import { RECOVERY_INDEX } from '../../manifests/recovery.js';
 import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
@@ -16,13 +18,18 @@ import { SUMS, SUMS_SIG } from '../../manifests/sums.js';
 export function restoreText(m: Manifest, recovery = false): string {
   const name = bundleName(m.site, m.seq);
   const out = `${name}.restored`;
+  // a site id is letters, digits and dashes, so these are written as they are; quoted all the same,
+  // since the commands are pasted into a shell
+  const qName = shellQuote(name);
+  const qOut = shellQuote(out);
+  const qSite = shellQuote(m.site);
   const volumes = m.payload.volumes;
-  const first = volumes[0]?.name ?? 'payload.000';
+  const first = volumes[0]?.name ?? volumeName(0, 1);
   const last = volumes.at(-1)?.name ?? first;
   const decrypt =
     m.payload.compression === 'zstd'
-      ? `cat ${name}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C ${out}`
-      : `cat ${name}/payload.* | age -d -i key.txt | tar -x -f - -C ${out}`;
+      ? `cat ${qName}/payload.* | age -d -i key.txt | zstd -d -q | tar -x -f - -C ${qOut}`
+      : `cat ${qName}/payload.* | age -d -i key.txt | tar -x -f - -C ${qOut}`;
   const files = (m.contents.files ?? 0) > 0;
   const pg = m.coverage?.postgres;
   const tools = ['ssh-keygen', 'sha256sum', 'age', ...(m.payload.compression === 'zstd' ? ['zstd'] : []), 'tar', ...(files ? ['jq'] : []), ...(pg ? ['pg_ctl (PostgreSQL)'] : [])];
@@ -47,14 +54,14 @@ indented by six spaces; paste them as they are.
 1. Check the signature (proves who made the bundle; anyone can encrypt to a
    public recipient, so never skip this):
 
-      ssh-keygen -Y verify -f allowed_signers -I ${m.site} -n ${BUNDLE_NAMESPACE} \\
-        -s ${name}/${SUMS_SIG} < ${name}/${SUMS}
+      ssh-keygen -Y verify -f allowed_signers -I ${qSite} -n ${BUNDLE_NAMESPACE} \\
+        -s ${qName}/${SUMS_SIG} < ${qName}/${SUMS}
 
    It must print: Good "${BUNDLE_NAMESPACE}" signature for ${m.site} ...
 
 2. Check every file against the signed list:
 
-      (cd ${name} && sha256sum --strict -c ${SUMS})
+      (cd ${qName} && sha256sum --strict -c ${SUMS})
 
    Every line must say OK. Also check that the folder holds no other files
    than those listed, ${SUMS} and ${SUMS_SIG}.${recovery ? `
@@ -69,7 +76,7 @@ indented by six spaces; paste them as they are.
 3. Decrypt and unpack into a new, empty folder, ${out}:
 
       set -o pipefail
-      mkdir -m 700 ${out}
+      mkdir -m 700 ${qOut}
       ${decrypt}
 
    The last command must end without any error message and with status 0
@@ -78,14 +85,14 @@ indented by six spaces; paste them as they are.
 
 4. Check the unpacked files against the inner manifest:
 
-      (cd ${out} && sha256sum --strict -c ${INNER_MANIFEST})
+      (cd ${qOut} && sha256sum --strict -c ${INNER_MANIFEST})
 
 5. What the files are: ${out}/${INDEX} has one JSON line per item. Its
    first line names the site and bundle. A line with "path" names a file in
    ${out}; "source" is where it came from, with its mode, owner (uid, gid)
    and modification time. Lines without "path" describe folders, symbolic links
    ("target") and hard links.
-${files ? filesSteps(out) : ''}${pg ? postgresSteps(m, out) : ''}`;
+${files ? filesSteps(qOut) : ''}${pg ? postgresSteps(m, out, qOut) : ''}`;
 }
 
 /**
@@ -94,8 +101,8 @@ ${files ? filesSteps(out) : ''}${pg ? postgresSteps(m, out) : ''}`;
  * byte in a name is safe; owners before modes (a chown clears setuid and setgid); folder times last,
  * since creating anything inside a folder changes its time.
  */
-function filesSteps(out: string): string {
-  const each = (select: string, fields: string, body: string) => `      jq -j '${select} | ${fields}' ${out}/${INDEX} |
+function filesSteps(qOut: string): string {
+  const each = (select: string, fields: string, body: string) => `      jq -j '${select} | ${fields}' ${qOut}/${INDEX} |
         while IFS= read -r -d '' a && IFS= read -r -d '' b; do ${body}; done`;
   return `
    To put the files back as they were, under a new folder FILES (as root, to
@@ -105,7 +112,7 @@ function filesSteps(out: string): string {
       FILES="$PWD/files"
       mkdir -m 700 "$FILES"
 ${each('select(.type == "dir")', '.source, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$a"')}
-${each('select(.type == "file")', '.path, "\\u0000", .source, "\\u0000"', `mkdir -p -- "$FILES$(dirname -- "$b")" && cp -- "${out}/$a" "$FILES$b"`)}
+${each('select(.type == "file")', '.path, "\\u0000", .source, "\\u0000"', `mkdir -p -- "$FILES$(dirname -- "$b")" && cp -- ${qOut}/"$a" "$FILES$b"`)}
 ${each('select(.type == "symlink")', '.target, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$(dirname -- "$b")" && ln -s -- "$a" "$FILES$b"')}
 ${each('select(.type == "hardlink")', '.target, "\\u0000", .source, "\\u0000"', 'mkdir -p -- "$FILES$(dirname -- "$b")" && ln -- "$FILES$a" "$FILES$b"')}
 ${each('select(.type == "dir" or .type == "file" or .type == "symlink")', '"\\(.uid):\\(.gid)", "\\u0000", .source, "\\u0000"', 'chown -h -- "$a" "$FILES$b"')}
@@ -149,7 +156,7 @@ const AT_LEAST = ['max_connections', 'max_worker_processes', 'max_wal_senders', 
  * server never reads the source's configuration files (they could run commands): as
  * `airlock restore pg` does, they are moved aside and postgresql.conf is written anew.
  */
-function postgresSteps(m: Manifest, out: string): string {
+function postgresSteps(m: Manifest, out: string, qOut: string): string {
   const pg = m.coverage?.postgres;
   if (!pg) return '';
   const point = pg.restorePoint;
@@ -180,8 +187,8 @@ ${spaces.length > 0 ? '      TBLSPC="$PWD/tblspc"\n' : ''}
    recovery settings; the server archives nothing and listens on this host only:
 
       mkdir -m 700 "$PGDATA" "$WALDIR" "$PGDATA/source-config"
-      cat ${out}/pg/base/* | tar -x -f - -C "$PGDATA"
-      cp ${out}/pg/wal/* "$WALDIR"/
+      cat ${qOut}/pg/base/* | tar -x -f - -C "$PGDATA"
+      cp ${qOut}/pg/wal/* "$WALDIR"/
       for f in postgresql.conf postgresql.auto.conf; do if [ -e "$PGDATA/$f" ]; then mv "$PGDATA/$f" "$PGDATA/source-config/"; fi; done
       cp ${out}/pg/config/* "$PGDATA/source-config/" 2>/dev/null || true
       rm -f "$PGDATA/postmaster.pid" "$PGDATA/postmaster.opts" "$PGDATA/standby.signal"
@@ -202,7 +209,7 @@ ${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
    numeric offset: PostgreSQL does not read Z here).
 
    6b. For every later bundle of this site, in order of its number: steps 1 to
-   4 and 6 of its own RESTORE.txt, in this same shell (they add its WAL and move
+   4 and 6 of its own ${RESTORE_FILE}, in this same shell (they add its WAL and move
    the target to its restore point).
 
    6c. Hand the folders to the server's user, start the server and wait until
@@ -225,14 +232,14 @@ ${spaces.length > 0 ? tablespaceSteps(spaces, out) : ''}
 `
     : `
    This bundle holds WAL only. It continues a restore begun from an earlier
-   bundle's base backup (that bundle's RESTORE.txt, step 6a), in the same
+   bundle's base backup (that bundle's ${RESTORE_FILE}, step 6a), in the same
    shell, with PGDATA and WALDIR set as there. After steps 1 to 4 of this file:
 
-      cp ${out}/pg/wal/* "$WALDIR"/
+      cp ${qOut}/pg/wal/* "$WALDIR"/
 ${target}
 
    The last recovery_target_name in postgresql.conf wins. Then the next bundle,
-   or, after the newest, step 6c of the base bundle's RESTORE.txt.
+   or, after the newest, step 6c of the base bundle's ${RESTORE_FILE}.
 `;
   const dumps =
     pg.dumps > 0
@@ -240,10 +247,10 @@ ${target}
    A logical dump: grep '"pg-dump-end"' ${out}/${INDEX} names the database of
    each ${out}/pg/dump/NNN/ folder. Into an existing empty database DBNAME
    (roles first, if needed), with NNN and DBNAME replaced:
-   cat ${out}/pg/globals/* | psql -d postgres
-   cat ${out}/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
+   cat ${qOut}/pg/globals/* | psql -d postgres
+   cat ${qOut}/pg/dump/NNN/* | pg_restore -d DBNAME --no-owner
    pg_restore runs several jobs in parallel (--jobs N) only from a file:
-   cat ${out}/pg/dump/NNN/* > dump.custom
+   cat ${qOut}/pg/dump/NNN/* > dump.custom
    pg_restore -d DBNAME --no-owner --jobs 4 dump.custom && rm dump.custom
 `
       : '';

@@ -5,7 +5,7 @@
  * folder, so a bundle either exists whole under its final name or not at all.
  *
  * Every byte is read once: each entry's body is hashed as it goes into the tar, the ciphertext is
- * hashed per volume and as a whole as it goes to disk. index.jsonl and MANIFEST.sha256 are spooled to
+ * hashed per volume and as a whole as it goes to disk. index.jsonl and MANIFEST.sha256 are written to
  * hidden files in the partial folder (they can be large) and appended to the tar at the end.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,26 +17,26 @@ import { pipeline } from 'node:stream/promises';
 import { encryptStream } from '../../manifests/age/stream.js';
 import { parseRecipient } from '../../manifests/age/keys.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
-import { spawnFilter } from '../../manifests/child.js';
+import { childStage } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
-import { INDEX, INNER_MANIFEST, SALT, SALT_SIZE, type IndexRecord } from '../../manifests/inner.js';
+import { INNER_MANIFEST, SALT, SALT_SIZE } from '../../manifests/inner.js';
+import { INDEX, type MetadataRecord, type UnplacedRecord } from '../../manifests/records.js';
 import type { Coverage } from '../../manifests/coverage.js';
-import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
+import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, PARTIAL_SUFFIX, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
-import { SUMS, SUMS_SIG, formatSums } from '../../manifests/sums.js';
+import { SUMS, SUMS_SIG, formatSumLine, formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
+import { VERSION } from '../../manifests/version.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
 import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
 import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
-export const TOOL = 'airlock 0.1.0';
-export const RESTORE_TXT = 'RESTORE.txt';
-export const MANIFEST_JSON = 'manifest.json';
+export const TOOL = `airlock ${VERSION}`;
 
 /** A payload entry: bytes that go into the tar, with the index record that says what they are. */
 export interface EntryItem {
@@ -58,13 +58,13 @@ export interface EntryItem {
   /** the body; must yield exactly `size` bytes or throw */
   open: () => AsyncIterable<Uint8Array>;
   /** the index record, without path, size and sha256 (the writer adds them) */
-  record: IndexRecord;
+  record: UnplacedRecord;
 }
 
 /** Metadata only: a folder, a link, a device; it becomes an index line and no tar entry. */
 export interface RecordItem {
   kind: 'record';
-  record: IndexRecord;
+  record: MetadataRecord;
 }
 
 export type SourceItem = EntryItem | RecordItem;
@@ -103,7 +103,7 @@ export function bundlePath(medium: string, site: string, seq: number): string {
 }
 
 /** Lines appended to a hidden file while hashing them; read back into the tar at the end. */
-class Spool {
+class HashedLines {
   private fh: FileHandle | undefined;
   private readonly hash = createHash('sha256');
   private pending: Buffer[] = [];
@@ -229,8 +229,8 @@ const WORKER_HASH_MIN = 4 * 1024 * 1024;
 
 /** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
 async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
-  const index = new Spool(path.join(partial, '.index.jsonl'));
-  const inner = new Spool(path.join(partial, '.MANIFEST.sha256'));
+  const index = new HashedLines(path.join(partial, `.${INDEX}`));
+  const inner = new HashedLines(path.join(partial, `.${INNER_MANIFEST}`));
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
@@ -254,7 +254,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
     progress?.(written);
     const [sha256, md5Hex] = (await digests.digest()) as [string, string?];
     if (md5) md5(md5Hex!);
-    await inner.write(`${sha256}  ${name}\n`);
+    await inner.write(formatSumLine({ name, sha256 }));
     counts.entries++;
     return sha256;
   };
@@ -299,7 +299,7 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
  */
 export async function writeBundle(opts: WriterOptions, items: AsyncIterable<SourceItem>): Promise<WrittenBundle> {
   const final = bundlePath(opts.medium, opts.site, opts.seq);
-  const partial = `${final}.partial`;
+  const partial = `${final}${PARTIAL_SUFFIX}`;
   const created = opts.now().toISOString();
   const recipientKeys = opts.recipients.map((r) => parseRecipient(r));
 
@@ -310,7 +310,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     const tar = Readable.from(tarStream(items, opts.site, opts.seq, created, partial, counts, innerHash, opts.progress), { objectMode: false, highWaterMark: 1024 * 1024 });
     const sink = new VolumeSink(partial, opts.volumeSize);
     const stages: NodeJS.ReadWriteStream[] = [];
-    if (opts.compression === 'zstd') stages.push(spawnFilter('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
+    if (opts.compression === 'zstd') stages.push(childStage('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
     stages.push(encryptStream(recipientKeys));
     await pipeline([tar, ...stages, sink], ...(opts.signal ? [{ signal: opts.signal }] : []));
     faultPoint('writer:after-volumes');
@@ -343,12 +343,12 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
     if (coverage !== undefined) manifest.coverage = coverage;
     const manifestText = canonicalJson(manifest);
     const restore = restoreText(manifest, recovery.length > 0);
-    await writeFileDurable(path.join(partial, MANIFEST_JSON), manifestText);
-    await writeFileDurable(path.join(partial, RESTORE_TXT), restore);
+    await writeFileDurable(path.join(partial, MANIFEST_FILE), manifestText);
+    await writeFileDurable(path.join(partial, RESTORE_FILE), restore);
     const sums = formatSums([
       ...volumes.map((v) => ({ name: v.name, sha256: v.sha256 })),
-      { name: MANIFEST_JSON, sha256: sha256Hex(manifestText) },
-      { name: RESTORE_TXT, sha256: sha256Hex(restore) },
+      { name: MANIFEST_FILE, sha256: sha256Hex(manifestText) },
+      { name: RESTORE_FILE, sha256: sha256Hex(restore) },
       ...recovery,
     ]);
     await writeFileDurable(path.join(partial, SUMS), sums);
@@ -372,7 +372,7 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
  */
 export async function preparePartial(medium: string, site: string, seq: number): Promise<string> {
   const final = bundlePath(medium, site, seq);
-  const partial = `${final}.partial`;
+  const partial = `${final}${PARTIAL_SUFFIX}`;
   if (await stat(final).then(() => true, () => false)) {
     throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog is behind this medium; check the medium, or continue with --continue-from' });
   }

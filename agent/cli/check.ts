@@ -4,9 +4,9 @@
  * spool, then prints one line per check (ok, warning, problem) and exits 1 when any check failed: a
  * server major airlock does not support, or client programs older than the server, are problems.
  */
-import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statfsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
+import { runChild } from '../../manifests/child.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { clientBin, program as pgProgram, queryJson, type Connection } from '../sources/postgres/server.js';
 import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../postgres/wal.js';
@@ -27,9 +27,10 @@ export interface CheckLine {
   message: string;
 }
 
-function clientMajor(file: string): number | undefined {
-  const r = spawnSync(file, ['--version'], { encoding: 'utf8' });
-  const m = r.status === 0 ? r.stdout.match(/\(PostgreSQL\) (\d+)/) : null;
+/** The major version a PostgreSQL program says it is, or undefined when it is missing or does not say. */
+async function clientMajor(file: string): Promise<number | undefined> {
+  const r = await runChild(file, ['--version'], { capture: true }).catch(() => undefined);
+  const m = r?.code === 0 ? r.stdout.toString('utf8').match(/\(PostgreSQL\) (\d+)/) : null;
   return m ? Number(m[1]) : undefined;
 }
 
@@ -83,7 +84,7 @@ export async function runChecks(conn: Connection, spool: string | undefined, max
   const bin = conn.bin ?? clientBin(major);
   for (const tool of ['pg_basebackup', 'pg_dump', 'pg_dumpall', 'psql']) {
     const file = bin === undefined ? pgProgram(conn, tool) : `${bin}/${tool}`;
-    const v = clientMajor(file);
+    const v = await clientMajor(file);
     add(`tool: ${tool}`, v !== undefined && v >= major, v === undefined ? `${file} not found` : `${file} is version ${v}${v < major ? `, older than the server's ${major}: install postgresql-client-${major}` : ''}`);
   }
   if (spool !== undefined) {

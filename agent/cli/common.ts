@@ -1,30 +1,22 @@
 /*
- * What every command shares: how errors are printed (`airlock: error: ...` then `airlock: hint: ...`
- * on stderr, stdout kept for data), and progress on a TTY. Options are read in options.ts.
+ * What every command shares: how errors are printed (manifests/print-error.ts: `airlock: error: ...`
+ * then `airlock: hint: ...` on stderr, stdout kept for data), and progress on a TTY. Options are read
+ * in options.ts.
  */
 import { fstatSync } from 'node:fs';
 import path from 'node:path';
-import { AirlockError, EXIT, exitCodeOf } from '../../manifests/errors.js';
-import { escapeStack, escapeText } from '../../manifests/escape.js';
+import { AirlockError } from '../../manifests/errors.js';
+import { escapeText } from '../../manifests/escape.js';
+import { printError as printErrorOf } from '../../manifests/print-error.js';
 import { human } from '../../verifier/human.js';
 import type { BundleReport } from '../../verifier/verify.js';
 
-export const VERSION = '0.1.0';
-
 /**
- * Prints an error and returns its exit code. Messages quote names from media, tars, buckets and
- * servers, so they reach the terminal (or a log) through escapeText only.
+ * Prints an error as `airlock` (as one JSON object with `json`) and returns its exit code; under the
+ * journal its lines carry the error priority.
  */
-export function printError(e: unknown): number {
-  const err = `${JOURNAL ? '<3>' : ''}airlock:`;
-  if (e instanceof AirlockError) {
-    process.stderr.write(`${err} error: ${escapeText(e.message)}\n`);
-    if (e.hint) process.stderr.write(`${err} hint: ${escapeText(e.hint)}\n`);
-    return exitCodeOf(e);
-  }
-  process.stderr.write(`${err} error: internal error: ${escapeStack(e)}\n`);
-  process.stderr.write(`${err} hint: this is a bug; please report it with the lines above\n`);
-  return EXIT.internal;
+export function printError(e: unknown, json = false): number {
+  return printErrorOf('airlock', e, json, JOURNAL ? '<3>' : '');
 }
 
 /**

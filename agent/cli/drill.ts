@@ -1,7 +1,6 @@
 /*
  * airlock drill: restore the newest media set into throwaway places, check it, time it, report.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { readFile, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,8 +9,9 @@ import type { Command } from 'commander';
 import { note } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
+import { runChild } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { assertWritableTarget, writeFileAtomic } from '../../verifier/atomic.js';
+import { assertWritableTarget, writeFileAtomic } from '../../manifests/atomic.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { drillText, runDrill } from '../drill.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
@@ -32,11 +32,11 @@ interface DrillFlags {
   json?: boolean;
 }
 
-function osUser(name: string): { uid: number; gid: number } {
-  const u = spawnSync('id', ['-u', name], { encoding: 'utf8' });
-  const g = spawnSync('id', ['-g', name], { encoding: 'utf8' });
-  if (u.status !== 0 || g.status !== 0) throw new AirlockError('usage', `--os-user ${name}: no such user`, { hint: 'the throwaway cluster runs as this user when the drill runs as root (PostgreSQL refuses root)' });
-  return { uid: Number(u.stdout.trim()), gid: Number(g.stdout.trim()) };
+async function osUser(name: string): Promise<{ uid: number; gid: number }> {
+  const u = await runChild('id', ['-u', name], { capture: true });
+  const g = await runChild('id', ['-g', name], { capture: true });
+  if (u.code !== 0 || g.code !== 0) throw new AirlockError('usage', `--os-user ${name}: no such user`, { hint: 'the throwaway cluster runs as this user when the drill runs as root (PostgreSQL refuses root)' });
+  return { uid: Number(u.stdout.toString('utf8').trim()), gid: Number(g.stdout.toString('utf8').trim()) };
 }
 
 async function drillCommand(flags: DrillFlags): Promise<void> {
@@ -44,7 +44,7 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
   if (flags.report !== undefined) {
     await assertWritableTarget(`${flags.report}.json`);
   }
-  const user = process.getuid?.() === 0 ? osUser(flags.osUser) : undefined;
+  const user = process.getuid?.() === 0 ? await osUser(flags.osUser) : undefined;
   const say = (line: string) => void (flags.json ? undefined : note(line));
   // a scratch folder the drill made is its own to remove; one given with --scratch is the operator's
   const made = flags.scratch === undefined;

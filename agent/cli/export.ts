@@ -15,7 +15,7 @@ import { recordRun } from '../jobs.js';
 import { now as clockNow } from '../clock.js';
 import { bundleNeeds, estimateFiles, prepareMedium } from '../media.js';
 import { confirmExport } from './media.js';
-import { human, interruptible, progressReporter } from './common.js';
+import { human, interruptible, note, progressReporter } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface ExportFlags {
@@ -107,6 +107,7 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       ...(client ? { objects: { client, targets: buckets, incremental: flags.incremental === true } } : {}),
     },
     say,
+    note,
   );
   const progress = progressReporter('airlock: export');
   try {
@@ -155,8 +156,8 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
       process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
       process.stdout.write(`${written.path}\n`);
     }
-    recordRun(stateDir, 'export', site, undefined, clockNow());
-    if (pgBase) recordRun(stateDir, 'base-backup', site, undefined, clockNow());
+    recordRun(stateDir, 'export', site, undefined, clockNow(), note);
+    if (pgBase) recordRun(stateDir, 'base-backup', site, undefined, clockNow(), note);
   } finally {
     assembly.close();
     client?.close();
@@ -173,7 +174,7 @@ export function register(program: Command): void {
         // every failure is recorded for status and the scheduler, the early ones (bad source,
         // endpoint down, no space) too
         const usage = e instanceof AirlockError && (e.code === 'usage' || e.code === 'config-invalid');
-        if (!usage) recordRun(resolveStateDir(flags.stateDir), 'export', flags.site, e, clockNow());
+        if (!usage) recordRun(resolveStateDir(flags.stateDir), 'export', flags.site, e, clockNow(), note);
         throw e;
       }
     });

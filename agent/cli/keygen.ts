@@ -4,15 +4,22 @@
  */
 import type { Command } from 'commander';
 import { generateIdentity } from '../../manifests/age/keys.js';
+import { writeFileAtomic } from '../../manifests/atomic.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { fingerprint, generateSigningKey } from '../../manifests/sshkey.js';
-import { writeFileDurable } from '../fsutil.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface KeygenFlags {
   signingKey?: string;
   age?: string;
   site?: string;
+}
+
+/** Writes a new key file whole, never over an existing one (a key killed halfway is no key). Throws `target-exists`. */
+async function writeKey(file: string, text: string, mode: number): Promise<void> {
+  if (!(await writeFileAtomic(file, text, { mode, exclusive: true }))) {
+    throw new AirlockError('target-exists', `${file} already exists`, { hint: 'never overwrite a key; choose another file name' });
+  }
 }
 
 async function keygen(flags: KeygenFlags): Promise<void> {
@@ -22,9 +29,7 @@ async function keygen(flags: KeygenFlags): Promise<void> {
   if (flags.age !== undefined) {
     const id = generateIdentity();
     const text = `# created: ${new Date().toISOString()}\n# public key: ${id.recipient}\n${id.identity}\n`;
-    await writeFileDurable(flags.age, text, 0o600).catch((e: unknown) => {
-      throw (e as { code?: string }).code === 'EEXIST' ? new AirlockError('target-exists', `${flags.age} already exists`, { hint: 'never overwrite a key; choose another file name' }) : e;
-    });
+    await writeKey(flags.age, text, 0o600);
     process.stderr.write(`airlock: wrote the age identity ${flags.age}; keep it at the recovery site, never on the appliance\n`);
     process.stdout.write(`${id.recipient}\n`);
     return;
@@ -37,14 +42,7 @@ async function keygen(flags: KeygenFlags): Promise<void> {
     [file, key.privateKeyText, 0o600],
     [`${file}.pub`, `${key.publicKeyLine}\n`, 0o644],
   ] as const) {
-    try {
-      await writeFileDurable(f, text, mode);
-    } catch (e) {
-      if ((e as { code?: string }).code === 'EEXIST' || (e as { cause?: { code?: string } }).cause?.code === 'EEXIST') {
-        throw new AirlockError('target-exists', `${f} already exists`, { hint: 'never overwrite a key; choose another file name' });
-      }
-      throw e;
-    }
+    await writeKey(f, text, mode);
   }
   process.stderr.write(`airlock: wrote ${file} (keep private) and ${file}.pub; fingerprint ${fingerprint(key.publicKey)}\n`);
   process.stderr.write('airlock: give auditors this allowed_signers line:\n');

@@ -9,7 +9,7 @@ import { parseAllowedSigners, type AllowedSigner } from '../../manifests/allowed
 import { parseCanonical } from '../../manifests/canonical.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { readSmall } from '../../manifests/hash.js';
-import { MANIFEST_LIMIT, assertManifest } from '../../manifests/manifest.js';
+import { MANIFEST_FILE, MANIFEST_LIMIT, assertManifest } from '../../manifests/manifest.js';
 import { isRecoveryFile } from '../../manifests/recovery.js';
 import type { SigningKey } from '../../manifests/sshkey.js';
 import { SUMS, SUMS_LIMIT, parseSums } from '../../manifests/sums.js';
@@ -78,9 +78,9 @@ async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<
   const stateDir = resolveStateDir(flags.stateDir);
   try {
     await copyAndPrint(src, dst, flags, stateDir);
-    recordRun(stateDir, 'media copy', undefined, undefined);
+    recordRun(stateDir, 'media copy', undefined, undefined, new Date(), note);
   } catch (e) {
-    recordRun(stateDir, 'media copy', undefined, e);
+    recordRun(stateDir, 'media copy', undefined, e, new Date(), note);
     throw e;
   }
 }
@@ -127,7 +127,7 @@ interface ListedBundle {
 async function describeBundle(dir: string): Promise<ListedBundle> {
   const out: ListedBundle = { path: dir, recovery: false };
   try {
-    const m = parseCanonical(await readSmall(path.join(dir, 'manifest.json'), MANIFEST_LIMIT), 'manifest.json', MANIFEST_LIMIT);
+    const m = parseCanonical(await readSmall(path.join(dir, MANIFEST_FILE), MANIFEST_LIMIT), MANIFEST_FILE, MANIFEST_LIMIT);
     assertManifest(m);
     Object.assign(out, { site: m.site, seq: m.seq, created: m.created, payloadBytes: m.payload.size, volumes: m.payload.volumes.length });
     out.recovery = parseSums(await readSmall(path.join(dir, SUMS), SUMS_LIMIT)).some((l) => isRecoveryFile(l.name));

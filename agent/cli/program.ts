@@ -1,11 +1,14 @@
 /*
  * airlock: the appliance agent and the restore side. One command per file in this folder; this file
- * puts them together, prints errors the one way, and appends the exit-code table to every help.
+ * puts them together, prints errors the one way (manifests/print-error.ts, as JSON when --json is
+ * given, commander's usage errors included), and appends the exit-code table to every help.
  * main.ts loads it for every command except the per-WAL-file ones (wal-push, wal-fetch).
  */
 import { Command, CommanderError } from 'commander';
 import { AirlockError, EXIT, formatExitTable } from '../../manifests/errors.js';
-import { VERSION, printError } from './common.js';
+import { wantsJson } from '../../manifests/print-error.js';
+import { VERSION } from '../../manifests/version.js';
+import { printError } from './common.js';
 import { register as registerCheck } from './check.js';
 import { register as registerDrill } from './drill.js';
 import { register as registerExport } from './export.js';
@@ -22,7 +25,16 @@ import { register as registerWalFetch } from './wal-fetch.js';
 import { register as registerWalIngest } from './wal-ingest.js';
 import { register as registerWalPush } from './wal-push.js';
 
-export function buildProgram(): Command {
+/** `airlock media list` for the command `list` under `media`. */
+function commandPath(c: Command): string {
+  return c.parent ? `${commandPath(c.parent)} ${c.name()}` : c.name();
+}
+
+/**
+ * The whole command tree. `usageError` receives commander's own errors (unknown option, missing
+ * argument) as an AirlockError; by default they are printed as text.
+ */
+export function buildProgram(usageError: (e: AirlockError) => void = (e) => printError(e)): Command {
   const program = new Command('airlock')
     .description('Backs up PostgreSQL, S3 buckets and config files into encrypted, signed bundles on removable media')
     .version(VERSION, '--version')
@@ -45,7 +57,11 @@ export function buildProgram(): Command {
   const configure = (c: Command) => {
     c.exitOverride();
     c.configureOutput({
-      writeErr: (s) => process.stderr.write(s.startsWith('error: ') ? `airlock: ${s}airlock: hint: see airlock ${c.name() === 'airlock' ? '' : `${c.name()} `}--help\n` : s),
+      writeErr: (s) => {
+        if (!s.startsWith('error: ')) return process.stderr.write(s);
+        usageError(new AirlockError('usage', s.slice('error: '.length).trimEnd(), { hint: `see ${commandPath(c)} --help` }));
+        return true;
+      },
     });
     c.addHelpText('after', `\n${formatExitTable()}\n`);
     for (const sub of c.commands) configure(sub);
@@ -56,8 +72,9 @@ export function buildProgram(): Command {
 
 /** Parses `argv` (process.argv) and runs the command; returns the exit code. */
 export async function runProgram(argv: readonly string[]): Promise<number> {
+  const json = wantsJson(argv.slice(2));
   try {
-    await buildProgram().parseAsync([...argv]);
+    await buildProgram((e) => printError(e, json)).parseAsync([...argv]);
     // a command with exit codes of its own (status: Nagios levels) leaves them in process.exitCode
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {
@@ -65,7 +82,6 @@ export async function runProgram(argv: readonly string[]): Promise<number> {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
       return EXIT.usage;
     }
-    if (e instanceof AirlockError || e instanceof Error) return printError(e);
-    return printError(e);
+    return printError(e, json);
   }
 }

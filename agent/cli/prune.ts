@@ -16,6 +16,7 @@ import { fsyncDir } from '../fsutil.js';
 import { recordRun } from '../jobs.js';
 import { SIDECAR_SUFFIX } from '../spool.js';
 import { formatDuration } from '../options.js';
+import { note } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface PruneFlags {
@@ -57,9 +58,9 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
     }
     if (!flags.dryRun && removed.length > 0) await fsyncDir(spool);
     if (!flags.dryRun) forgotten = catalog.expire(new Date(now().getTime() - retention * 1000));
-    if (!flags.dryRun) recordRun(stateDir, 'prune', site, undefined, now());
+    if (!flags.dryRun) recordRun(stateDir, 'prune', site, undefined, now(), note);
   } catch (e) {
-    if (!flags.dryRun) recordRun(stateDir, 'prune', site, e, now());
+    if (!flags.dryRun) recordRun(stateDir, 'prune', site, e, now(), note);
     throw e;
   } finally {
     catalog.close();

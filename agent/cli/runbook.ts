@@ -9,14 +9,14 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { parseCanonical } from '../../manifests/canonical.js';
 import { AirlockError } from '../../manifests/errors.js';
-import { MANIFEST_LIMIT, assertManifest, type Manifest } from '../../manifests/manifest.js';
+import { MANIFEST_FILE, MANIFEST_LIMIT, RESTORE_FILE, assertManifest, type Manifest } from '../../manifests/manifest.js';
 import { findBundles } from '../../verifier/verify.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { loadSigningKey } from '../keys.js';
+import { shellQuote } from '../../manifests/shell.js';
 import { formatPublicKeyLine } from '../../manifests/sshkey.js';
-import { shellQuote } from '../restore/pg.js';
-import { VERSION } from './common.js';
+import { VERSION } from '../../manifests/version.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface RunbookFlags {
@@ -33,7 +33,7 @@ async function manifests(site: string, from: readonly string[], catalogPaths: re
   const dirs = from.length > 0 ? (await findBundles(from)).bundles : catalogPaths;
   for (const dir of dirs) {
     try {
-      const v = parseCanonical(await readFile(path.join(dir, 'manifest.json')), 'manifest.json', MANIFEST_LIMIT);
+      const v = parseCanonical(await readFile(path.join(dir, MANIFEST_FILE)), MANIFEST_FILE, MANIFEST_LIMIT);
       assertManifest(v);
       if (v.site === site && !found.has(v.seq)) found.set(v.seq, { m: v, where: dir });
     } catch {
@@ -102,8 +102,8 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${shellQuote(lastPoint?.name ?? 'NAME')} --port 5432 --start`);
     line("   (or --target-time '2026-03-01 12:00:00+00' for an earlier moment, or --latest)");
     for (const t of pg.base?.tablespaces ?? []) line(`   Tablespace ${t.oid} is ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}: any new or empty folder will do.`);
-    line(`   Without airlock: RESTORE.txt of seq ${base}, steps 1 to 4 and 6a; then steps 1 to 4 and 6 of every`);
-    line(`   later bundle's RESTORE.txt in order; then step 6c of seq ${base}'s.`);
+    line(`   Without airlock: ${RESTORE_FILE} of seq ${base}, steps 1 to 4 and 6a; then steps 1 to 4 and 6 of every`);
+    line(`   later bundle's ${RESTORE_FILE} in order; then step 6c of seq ${base}'s.`);
     line('   The restored server has archive_mode = off and listens on localhost: re-enable archiving');
     line('   (and point it at a new spool) only once it is the production server again.');
   }

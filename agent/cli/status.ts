@@ -4,8 +4,8 @@
  */
 import type { Command } from 'commander';
 import { AirlockError, exitCodeOf } from '../../manifests/errors.js';
+import { writeFileAtomic } from '../../manifests/atomic.js';
 import { escapeText } from '../../manifests/escape.js';
-import { writeFileAtomic } from '../../verifier/atomic.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { now } from '../clock.js';
 import { queryJson } from '../sources/postgres/server.js';
@@ -81,7 +81,7 @@ export function register(program: Command): void {
       } catch (e) {
         // a status that cannot be taken is "unknown" to a monitoring system
         const { printError } = await import('./common.js');
-        printError(e);
+        printError(e, raw.json === true);
         code = e instanceof AirlockError && exitCodeOf(e) === 130 ? 130 : LEVEL_EXIT.unknown;
         // the monitoring system still gets an answer: a plugin line, and a file that says "down"
         // (the site for its file: the flag or the config's, else the flag alone when the config is unreadable)

@@ -39,7 +39,7 @@ async function walIngest(flags: IngestFlags): Promise<void> {
     }
     process.stderr.write(`airlock: wal-ingest: ${r.ingested.length} ingested, ${r.known.length} already known, ${r.waiting.length} waiting, ${r.problems.length} refused\n`);
     if (r.problems.length > 0) {
-      for (const p of r.problems.slice(0, -1)) printError(p);
+      for (const p of r.problems.slice(0, -1)) printError(p, flags.json === true);
       const last = r.problems.at(-1) as AirlockError;
       throw last;
     }

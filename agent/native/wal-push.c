@@ -137,7 +137,7 @@ static int write_all(int fd, const unsigned char *p, size_t n, off_t at) {
   return 0;
 }
 
-/* A new temporary name in the spool for `name`, as agent/spool.ts makes them: .<name>.<12 hex>.tmp */
+/* A new temporary name in the spool for `name`, as manifests/atomic.ts makes them: .<name>.<12 hex>.tmp */
 static int temp_name(char *out, size_t size, const char *spool, const char *name) {
   unsigned char r[6];
   if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return -1;

@@ -13,7 +13,8 @@
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, rename, symlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { isSourcePath, type IndexRecord } from '../../manifests/inner.js';
+import { isSourcePath, type SourceRecord } from '../../manifests/inner.js';
+import type { DirRecord, HardlinkRecord, IndexRecord, SymlinkRecord } from '../../manifests/records.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { fsyncDir } from '../fsutil.js';
 import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
@@ -32,8 +33,8 @@ export interface RestoreSummary {
 }
 
 /** A `source` from the index as a relative path inside the tree; throws `unsafe-entry` otherwise. */
-function treePath(source: unknown): string {
-  if (typeof source !== 'string' || !isSourcePath(source)) throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
+function treePath(source: string): string {
+  if (!isSourcePath(source)) throw new AirlockError('unsafe-entry', `index names an unsafe source path ${JSON.stringify(source)}`);
   return source.slice(1);
 }
 
@@ -58,18 +59,16 @@ async function parentsInside(tree: string, rel: string): Promise<string> {
  * order: the kernel clears the setuid and setgid bits of a file whose owner changes, even for root,
  * so a mode set before the chown would lose them.
  */
-async function applyMeta(dest: string, r: IndexRecord, link: boolean): Promise<void> {
-  if (process.getuid?.() === 0 && Number.isSafeInteger(r.uid) && Number.isSafeInteger(r.gid)) {
-    await (link ? lchown : chown)(dest, r.uid as number, r.gid as number);
-  }
+async function applyMeta(dest: string, r: SourceRecord, link: boolean): Promise<void> {
+  if (process.getuid?.() === 0) await (link ? lchown : chown)(dest, r.uid, r.gid);
   const mode = modeOf(r);
   if (!link && mode !== undefined) await chmod(dest, mode);
-  const t = typeof r.mtime === 'string' ? new Date(r.mtime) : undefined;
-  if (t && !Number.isNaN(t.getTime())) await (link ? lutimes : utimes)(dest, t, t);
+  const t = new Date(r.mtime);
+  if (!Number.isNaN(t.getTime())) await (link ? lutimes : utimes)(dest, t, t);
 }
 
-function modeOf(r: IndexRecord): number | undefined {
-  return typeof r.mode === 'string' && /^[0-7]{3,4}$/.test(r.mode) ? parseInt(r.mode, 8) : undefined;
+function modeOf(r: SourceRecord): number | undefined {
+  return /^[0-7]{3,4}$/.test(r.mode) ? parseInt(r.mode, 8) : undefined;
 }
 
 /**
@@ -93,44 +92,44 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
 
     // lay out: folders and files now, links after, folder modes and times last (deepest first)
     const placed = new Map<string, string>(); // source -> path in the tree
-    const place = async (r: IndexRecord) => {
+    const place = async (r: SourceRecord) => {
       const rel = treePath(r.source);
-      if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${String(r.source)} twice`);
+      if (placed.has(rel)) throw new AirlockError('unsafe-entry', `index names ${r.source} twice`);
       const dest = await parentsInside(tree, rel);
       placed.set(rel, dest);
       return dest;
     };
-    const dirs: { dest: string; r: IndexRecord }[] = [];
-    const links: IndexRecord[] = [];
+    const dirs: { dest: string; r: DirRecord }[] = [];
+    const links: (SymlinkRecord | HardlinkRecord)[] = [];
     for (const r of records) {
       if (r.type === 'dir') {
         const dest = await place(r);
         await mkdir(dest, { recursive: true, mode: 0o700 });
         dirs.push({ dest, r });
         summary.dirs++;
-      } else if (r.type === 'file' && r.path !== undefined) {
+      } else if (r.type === 'file') {
         const dest = await place(r);
         await rename(path.join(entriesDir, r.path), dest);
         await applyMeta(dest, r, false);
         summary.files++;
       } else if (r.type === 'symlink' || r.type === 'hardlink') {
         links.push(r);
-      } else if (typeof r.source === 'string') {
-        summary.skipped.push(`${r.source}: ${r.type}${typeof r.kind === 'string' ? ` (${r.kind})` : ''} recorded, not recreated`);
+      } else if (r.type === 'special') {
+        summary.skipped.push(`${r.source}: ${r.type} (${r.kind}) recorded, not recreated`);
       }
     }
     // hard links first: a symbolic link must never be in place while anything else is still created
     for (const r of links.filter((x) => x.type === 'hardlink')) {
-      const first = typeof r.target === 'string' && isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
+      const first = isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
       if (!first || !(await lstat(first).then((st) => st.isFile(), () => false))) {
-        summary.skipped.push(`${String(r.source)}: hard link to ${String(r.target)}, which is not in this bundle`);
+        summary.skipped.push(`${r.source}: hard link to ${r.target}, which is not in this bundle`);
         continue;
       }
       await link(first, await place(r));
       summary.hardlinks++;
     }
     for (const r of links.filter((x) => x.type === 'symlink')) {
-      if (typeof r.target !== 'string' || r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${String(r.source)} has no valid target`);
+      if (r.target.includes('\0') || r.target.length === 0) throw new AirlockError('unsafe-entry', `symlink ${r.source} has no valid target`);
       const dest = await place(r);
       await symlink(r.target, dest);
       await applyMeta(dest, r, true);

@@ -1,7 +1,7 @@
 /*
  * Restoring the object-storage tier of one verified bundle, into buckets or into a folder.
  *
- *   decrypt into a staging folder (object bodies as files, index records spooled to a file) ->
+ *   decrypt into a staging folder (object bodies as files, index records written to a file) ->
  *   check every entry against the inner manifest -> only then touch the target:
  *
  *   bucket: every destination bucket must be new or hold no version at all. Each key's history is
@@ -35,11 +35,12 @@ import { createReadStream, createWriteStream, openSync, writeSync, closeSync } f
 import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { writeFileAtomic } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import type { IndexRecord } from '../../manifests/inner.js';
+import { assertIndexRecord, type BucketRecord, type IndexRecord, type DeleteMarkerRecord, type ObjectRecord, type VersionChangedRecord, type VersionRemovedRecord } from '../../manifests/records.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
-import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
+import { fsyncDir } from '../fsutil.js';
 import { S3Client, utf8Header } from '../s3/client.js';
 import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
 import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
@@ -118,16 +119,34 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
   return { dir, entries, records };
 }
 
-async function* readRecords(file: string): AsyncGenerator<IndexRecord> {
+/** What staging keeps of the index (STAGED_TYPES): the bucket records, every version and delete marker, and later changes to them. */
+type KeptRecord = BucketRecord | ObjectRecord | DeleteMarkerRecord | VersionChangedRecord | VersionRemovedRecord;
+/** A version or delete marker as a restore reads it; an object's staged body is `file`. */
+type StagedVersion = (ObjectRecord & { file: string }) | DeleteMarkerRecord;
+/** What a key's group holds: its versions and delete markers, and the changes to them. */
+type KeyRecord = StagedVersion | VersionChangedRecord | VersionRemovedRecord;
+
+function isKept(r: IndexRecord): r is KeptRecord {
+  return STAGED_TYPES.has(r.type);
+}
+
+async function* readRecords(file: string): AsyncGenerator<KeptRecord> {
   const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
-  for await (const line of rl) if (line !== '') yield JSON.parse(line) as IndexRecord;
+  let n = 0;
+  for await (const line of rl) {
+    n++;
+    if (line === '') continue;
+    const r: unknown = JSON.parse(line);
+    assertIndexRecord(r, `${file} line ${n}`);
+    if (!isKept(r)) throw new AirlockError('internal', `${file} line ${n}: a ${r.type} record was spooled`);
+    yield r;
+  }
 }
 
 /** Runs of records with the same bucket and key, in index order (newest first within a run). */
-async function* keyGroups(records: AsyncIterable<IndexRecord>): AsyncGenerator<IndexRecord[]> {
-  let group: IndexRecord[] = [];
+async function* keyGroups(records: AsyncIterable<KeyRecord>): AsyncGenerator<KeyRecord[]> {
+  let group: KeyRecord[] = [];
   for await (const r of records) {
-    if (r.type === 'bucket') continue;
     const head = group[0];
     if (head && (head.bucket !== r.bucket || head.key !== r.key)) {
       yield group;
@@ -141,9 +160,9 @@ async function* keyGroups(records: AsyncIterable<IndexRecord>): AsyncGenerator<I
 /** What a restore reads: the buckets of the chosen bundle, and the key histories of its chain. */
 interface Chain {
   /** the `bucket` records of the chosen (newest) bundle: what is restored, with which settings */
-  buckets: IndexRecord[];
-  /** one group per key, newest first, in S3 key order per bucket; records carry `_file`, their staged body */
-  groups: () => AsyncIterable<IndexRecord[]>;
+  buckets: BucketRecord[];
+  /** one group per key, newest first, in S3 key order per bucket */
+  groups: () => AsyncIterable<KeyRecord[]>;
 }
 
 const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
@@ -155,7 +174,7 @@ const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8')
  */
 async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Chain> {
   const bucketsOf = async (st: Staged) => {
-    const out: IndexRecord[] = [];
+    const out: BucketRecord[] = [];
     for await (const r of readRecords(st.records)) if (r.type === 'bucket') out.push(r);
     return out;
   };
@@ -164,9 +183,9 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   const first = await stage(bundle, identities, path.join(dir, `b${seqOf(bundle)}`), signal, progress);
   staged.set(seqOf(bundle), first);
   const buckets = await bucketsOf(first);
-  const targets = buckets.map((r) => ({ bucket: str(r, 'bucket'), prefix: typeof r.prefix === 'string' ? r.prefix : '' }));
-  const queue = buckets.map((r) => r.since).filter((x): x is number => typeof x === 'number');
-  const bucketRecords = new Map<number, IndexRecord[]>([[seqOf(bundle), buckets]]);
+  const targets = buckets.map((r) => ({ bucket: r.bucket, prefix: r.prefix }));
+  const queue = buckets.map((r) => r.since).filter((x) => x !== undefined);
+  const bucketRecords = new Map<number, BucketRecord[]>([[seqOf(bundle), buckets]]);
   while (queue.length > 0) {
     const seq = queue.shift() as number;
     if (staged.has(seq)) continue;
@@ -181,55 +200,58 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
     const bs = await bucketsOf(st);
     bucketRecords.set(seq, bs);
     for (const r of bs) {
-      if (typeof r.since === 'number' && targets.some((t) => t.bucket === r.bucket && t.prefix === r.prefix)) queue.push(r.since);
+      if (r.since !== undefined && targets.some((t) => t.bucket === r.bucket && t.prefix === r.prefix)) queue.push(r.since);
     }
   }
   // each bucket merges only the bundles of its own chain: a bucket exported whole in the newest
   // bundle must not get back keys from older bundles that were staged for another bucket
   const chainOf = new Map<string, Set<number>>();
   for (const r of buckets) {
-    const seqs = chainOf.get(str(r, 'bucket')) ?? new Set<number>([seqOf(bundle)]);
+    const seqs = chainOf.get(r.bucket) ?? new Set<number>([seqOf(bundle)]);
     let since = r.since;
-    while (typeof since === 'number' && !seqs.has(since)) {
+    while (since !== undefined && !seqs.has(since)) {
       seqs.add(since);
       since = bucketRecords.get(since)?.find((x) => x.bucket === r.bucket && x.prefix === r.prefix)?.since;
     }
-    chainOf.set(str(r, 'bucket'), seqs);
+    chainOf.set(r.bucket, seqs);
   }
-  const wanted = (r: IndexRecord) => targets.some((t) => t.bucket === r.bucket && typeof r.key === 'string' && r.key.startsWith(t.prefix));
+  const wanted = (r: StagedVersion | KeptRecord) => targets.some((t) => t.bucket === r.bucket && 'key' in r && r.key.startsWith(t.prefix));
   const newestFirst = [...staged.entries()].sort((a, b) => b[0] - a[0]);
 
-  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<IndexRecord> {
+  async function* ofBucket(st: Staged, bucket: string): AsyncGenerator<KeyRecord> {
     for await (const r of readRecords(st.records)) {
       if (r.type === 'bucket' || r.bucket !== bucket || !wanted(r)) continue;
-      if (r.type === 'object') r._file = path.join(st.entries, str(r, 'path'));
-      yield r;
+      yield r.type === 'object' ? { ...r, file: path.join(st.entries, r.path) } : r;
     }
   }
   // a k-way merge of the bundles' key groups: every bundle lists keys in S3 order; for one key the
   // newer bundle's versions are newer (they did not exist when the older bundle listed that key)
-  async function* groups(): AsyncGenerator<IndexRecord[]> {
+  async function* groups(): AsyncGenerator<KeyRecord[]> {
     for (const bucket of [...new Set(targets.map((t) => t.bucket))]) {
       const iters = newestFirst.filter(([seq]) => chainOf.get(bucket)?.has(seq)).map(([, st]) => keyGroups(ofBucket(st, bucket)));
       const heads = await Promise.all(iters.map((it) => it.next()));
       for (;;) {
         let min: string | undefined;
-        for (const h of heads) if (!h.done && (min === undefined || keyOrder(str(h.value[0] as IndexRecord, 'key'), min) < 0)) min = str(h.value[0] as IndexRecord, 'key');
+        for (const h of heads) {
+          const key = h.done ? undefined : h.value[0]?.key;
+          if (key !== undefined && (min === undefined || keyOrder(key, min) < 0)) min = key;
+        }
         if (min === undefined) break;
-        const group: IndexRecord[] = [];
+        const group: KeyRecord[] = [];
         const seen = new Set<string>();
         for (const [i, h] of heads.entries()) {
-          if (h.done || str(h.value[0] as IndexRecord, 'key') !== min) continue;
+          if (h.done || h.value[0]?.key !== min) continue;
           for (const r of h.value) {
             if (r.type !== 'object' && r.type !== 'delete-marker') {
               group.push(r);
               continue;
             }
-            const id = str(r, 'versionId') === 'null' ? `null@${String(r.lastModified)}@${String(r.etag)}` : str(r, 'versionId');
+            // an unversioned bucket's versions are all "null": told apart by time and ETag (none for a delete marker)
+            const id = r.versionId === 'null' ? `null@${r.lastModified}@${r.type === 'object' ? r.etag : 'delete-marker'}` : r.versionId;
             if (!seen.has(id)) group.push(r); // a version in two bundles (an interrupted catalog update) counts once
             seen.add(id);
           }
-          heads[i] = await (iters[i] as AsyncGenerator<IndexRecord[]>).next();
+          heads[i] = await (iters[i] as AsyncGenerator<KeyRecord[]>).next();
         }
         yield group;
       }
@@ -238,14 +260,8 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
   return { buckets, groups };
 }
 
-function str(r: IndexRecord, field: string): string {
-  const v = r[field];
-  if (typeof v !== 'string') throw new AirlockError('malformed', `an index record of type ${r.type} has no ${field}`);
-  return v;
-}
-
-function at(r: IndexRecord): number {
-  return Date.parse(str(r, 'lastModified'));
+function at(r: StagedVersion): number {
+  return Date.parse(r.lastModified);
 }
 
 /**
@@ -255,36 +271,36 @@ function at(r: IndexRecord): number {
  * `group` is the key's records newest first, newer bundles before older ones. A change is dated when
  * an export found it, so `until` between two exports sees the state of the earlier one.
  */
-function historyAt(group: readonly IndexRecord[], until: number): IndexRecord[] {
+function historyAt(group: readonly KeyRecord[], until: number): StagedVersion[] {
   const removed = new Set<string>();
-  const changes = new Map<string, IndexRecord>();
+  const changes = new Map<string, VersionChangedRecord>();
   for (const r of group) {
     if (r.type !== 'version-removed' && r.type !== 'version-changed') continue;
-    if (Date.parse(str(r, 'detected')) > until) continue;
-    if (r.type === 'version-removed') removed.add(str(r, 'versionId'));
-    else if (!changes.has(str(r, 'versionId'))) changes.set(str(r, 'versionId'), r);
+    if (Date.parse(r.detected) > until) continue;
+    if (r.type === 'version-removed') removed.add(r.versionId);
+    else if (!changes.has(r.versionId)) changes.set(r.versionId, r);
   }
-  const history: IndexRecord[] = [];
+  const history: StagedVersion[] = [];
   for (const r of group) {
-    if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(str(r, 'versionId'))) continue;
-    const later = changes.get(str(r, 'versionId'));
+    if ((r.type !== 'object' && r.type !== 'delete-marker') || at(r) > until || removed.has(r.versionId)) continue;
+    const later = changes.get(r.versionId);
     history.push(r.type === 'object' && later !== undefined ? changed(r, later) : r);
   }
   return history.reverse();
 }
 
 /** Version `r` with the tags and object lock of `change` (a `version-changed` record). */
-function changed(r: IndexRecord, change: IndexRecord): IndexRecord {
-  if (!change.lock || typeof change.lock !== 'object') return { ...r, tags: change.tags };
+function changed<R extends ObjectRecord>(r: R, change: VersionChangedRecord): R {
+  if (change.lock === undefined) return { ...r, tags: change.tags };
   // the lock headers now present replace all the version had: a legal hold lifted is absent
-  const headers = Object.fromEntries(Object.entries((r.headers ?? {}) as Record<string, unknown>).filter(([k]) => !k.startsWith('x-amz-object-lock-')));
-  return { ...r, tags: change.tags, headers: { ...headers, ...(change.lock as Record<string, unknown>) } };
+  const headers = Object.fromEntries(Object.entries(r.headers).filter(([k]) => !k.startsWith('x-amz-object-lock-')));
+  return { ...r, tags: change.tags, headers: { ...headers, ...change.lock } };
 }
 
 /** Whether a version's object-lock retention date lies in the past. */
-function retentionEnded(r: IndexRecord): boolean {
-  const until = (r.headers as Record<string, unknown> | undefined)?.['x-amz-object-lock-retain-until-date'];
-  return typeof until === 'string' && Date.parse(until) <= Date.now();
+function retentionEnded(r: ObjectRecord): boolean {
+  const until = r.headers['x-amz-object-lock-retain-until-date'];
+  return until !== undefined && Date.parse(until) <= Date.now();
 }
 
 /** The headers an object record may carry (what an export reads, SPEC.md 6.3); a restore sends no other. */
@@ -297,18 +313,18 @@ const CONTROL_BYTE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const LONE_SURROGATE = /\p{Cs}/u;
 
 /** The `unsafe-entry` error for version `r` that cannot be sent as recorded, saying `why`. */
-function unsendable(r: IndexRecord, why: string): AirlockError {
-  return new AirlockError('unsafe-entry', `${String(r.bucket)}/${JSON.stringify(r.key)} version ${String(r.versionId)}: ${why}`);
+function unsendable(r: ObjectRecord | DeleteMarkerRecord, why: string): AirlockError {
+  return new AirlockError('unsafe-entry', `${r.bucket}/${JSON.stringify(r.key)} version ${r.versionId}: ${why}`);
 }
 
 /** A header value (a byte string) that stays one header on the wire. Throws `unsafe-entry`. */
-function headerValue(r: IndexRecord, name: string, bytes: string): string {
+function headerValue(r: ObjectRecord, name: string, bytes: string): string {
   if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${(bytes.match(CONTROL_BYTE)?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
   return bytes;
 }
 
 /** The UTF-8 bytes of a record's text as a byte string. Throws `unsafe-entry` for text that has none. */
-function textBytes(r: IndexRecord, name: string, v: string): string {
+function textBytes(r: ObjectRecord, name: string, v: string): string {
   if (LONE_SURROGATE.test(v)) throw unsendable(r, `${name} is not valid unicode text`);
   return utf8Header(v);
 }
@@ -320,15 +336,14 @@ function textBytes(r: IndexRecord, name: string, v: string): string {
  * metadata names that are lower-case tokens and given once, and values without control bytes.
  * Throws `unsafe-entry` naming the version otherwise.
  */
-function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
+function putHeaders(r: ObjectRecord, lock: boolean): Record<string, string> {
   const h: Record<string, string> = {};
   const key = r.key;
-  if (typeof key !== 'string' || key === '' || LONE_SURROGATE.test(key)) throw unsendable(r, 'the key is not valid unicode text');
+  if (key === '' || LONE_SURROGATE.test(key)) throw unsendable(r, 'the key is not valid unicode text');
   const ct = r.contentType;
-  if (typeof ct === 'string' && ct !== '') h['content-type'] = headerValue(r, 'its content type', textBytes(r, 'its content type', ct));
-  for (const [k, v] of Object.entries((r.headers ?? {}) as Record<string, unknown>)) {
+  if (ct !== '') h['content-type'] = headerValue(r, 'its content type', textBytes(r, 'its content type', ct));
+  for (const [k, v] of Object.entries(r.headers)) {
     if (!RECORD_HEADERS.has(k)) throw unsendable(r, `its record names the header ${JSON.stringify(k)}, which an export never records`);
-    if (typeof v !== 'string') continue;
     if (k.startsWith('x-amz-object-lock-') && !lock) continue;
     // S3 refuses a retention that already ended; the version is no longer locked anyway
     if ((k === 'x-amz-object-lock-retain-until-date' || k === 'x-amz-object-lock-mode') && retentionEnded(r)) continue;
@@ -341,12 +356,12 @@ function putHeaders(r: IndexRecord, lock: boolean): Record<string, string> {
     if (name in h) throw unsendable(r, `the metadata ${JSON.stringify(k)} is given twice`);
     h[name] = headerValue(r, `the metadata ${JSON.stringify(k)}`, bytes);
   };
-  for (const [k, v] of Object.entries((r.metadata ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, textBytes(r, `the metadata ${JSON.stringify(k)}`, v));
-  for (const [k, v] of Object.entries((r.metadataBase64 ?? {}) as Record<string, unknown>)) if (typeof v === 'string') meta(k, Buffer.from(v, 'base64').toString('latin1'));
-  const tags = Object.entries((r.tags ?? {}) as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string');
+  for (const [k, v] of Object.entries(r.metadata)) meta(k, textBytes(r, `the metadata ${JSON.stringify(k)}`, v));
+  for (const [k, v] of Object.entries(r.metadataBase64 ?? {})) meta(k, Buffer.from(v, 'base64').toString('latin1'));
+  const tags = Object.entries(r.tags);
   for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
   if (tags.length > 0) h['x-amz-tagging'] = taggingHeader(Object.fromEntries(tags));
-  if (typeof r.storageClass === 'string' && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
+  if (r.storageClass !== undefined && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
     if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
     h['x-amz-storage-class'] = r.storageClass;
   }
@@ -365,7 +380,7 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
     for (const r of historyAt(group, until)) {
       try {
         if (r.type === 'object') putHeaders(r, plan.lock);
-        else if (typeof r.key !== 'string' || LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
+        else if (LONE_SURROGATE.test(r.key)) throw unsendable(r, 'the key is not valid unicode text');
       } catch (e) {
         if (!(e instanceof AirlockError)) throw e;
         problems.push(e.message);
@@ -380,7 +395,7 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
 }
 
 interface BucketPlan {
-  source: IndexRecord;
+  source: BucketRecord;
   dest: string;
   lock: boolean;
 }
@@ -389,9 +404,9 @@ interface BucketPlan {
  * How a version goes up: in the parts the bundle recorded (so a multipart version gets its ETag
  * back), else in parts of `partSize` above the threshold, else in one PUT.
  */
-function putPlan(r: IndexRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
+function putPlan(r: ObjectRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
   const parts = r.parts;
-  if (Array.isArray(parts) && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => Number.isSafeInteger(p) && p > 0) && parts.reduce((a: number, p: number) => a + p, 0) === size) return { parts: parts as number[] };
+  if (parts !== undefined && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => p > 0) && parts.reduce((a, p) => a + p, 0) === size) return { parts };
   return size > (target.multipartThreshold ?? MULTIPART_THRESHOLD) ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {};
 }
 
@@ -450,11 +465,7 @@ async function readJournal(file: string): Promise<Set<string> | undefined> {
     }
   }
   if (kept.length !== lines.length - 1 || lines.at(-1) !== '') {
-    const clean = `${file}.clean`;
-    await removeTree(clean);
-    await writeFileDurable(clean, kept.join(''));
-    await rename(clean, file);
-    await fsyncDir(path.dirname(file));
+    await writeFileAtomic(file, kept.join(''));
   }
   return done;
 }
@@ -486,7 +497,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   const plans = new Map<string, BucketPlan>();
   const inBundle: string[] = [];
   for (const r of chain.buckets) {
-    const src = str(r, 'bucket');
+    const src = r.bucket;
     inBundle.push(src);
     const dest = target.bucketMap.get(src);
     if (dest === undefined) {
@@ -494,7 +505,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
       continue;
     }
     if (plans.has(src)) continue; // two prefixes of one bucket: one destination, set up once
-    plans.set(src, { source: r, dest, lock: typeof r.objectLock === 'string' && r.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
+    plans.set(src, { source: r, dest, lock: r.objectLock !== null && r.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
   }
   for (const src of target.bucketMap.keys()) {
     if (!plans.has(src)) throw new AirlockError('usage', `--bucket-map names ${src}, which is not in this bundle`, { hint: `the bundle holds ${inBundle.join(', ') || 'no bucket'}` });
@@ -522,23 +533,24 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
       const plan = plans.get(String(group[0]?.bucket));
       if (!plan) return;
       const history = historyAt(group, until);
-      const journaled = (r: IndexRecord) => journal?.has(journalKey(str(plan.source, 'bucket'), str(r, 'key'), str(r, 'versionId'))) ?? false;
+      const journaled = (r: StagedVersion) => journal?.has(journalKey(plan.source.bucket, r.key, r.versionId)) ?? false;
       // Resuming: the destination was empty and each key's versions are written one after another,
       // oldest first, so the key's versions there are the first records of its history, in order.
       // They count as written whether or not their journal line made it (killed between the write
       // and the line, or lines lost with the page cache). A key whose every version is journaled is
       // done and needs no listing.
       const listed = journal !== undefined && !history.every(journaled);
-      const landed = listed ? await versionsOf(client, plan.dest, str(group[0] as IndexRecord, 'key'), signal) : [];
-      if (landed.length > history.length) throw historyDiffers(plan.dest, str(group[0] as IndexRecord, 'key'));
+      const groupKey = group[0]?.key ?? '';
+      const landed = listed ? await versionsOf(client, plan.dest, groupKey, signal) : [];
+      if (landed.length > history.length) throw historyDiffers(plan.dest, groupKey);
       for (const [i, r] of history.entries()) {
-        const key = str(r, 'key');
-        const sourceVersionId = str(r, 'versionId');
+        const key = r.key;
+        const sourceVersionId = r.versionId;
         const there = landed[i];
         if (there) {
           const same = r.type === 'delete-marker' ? there.kind === 'delete-marker' : there.kind === 'version' && there.size === r.size;
           if (!same) throw historyDiffers(plan.dest, key);
-          if (!journaled(r)) writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: there.versionId, deleteMarker: there.kind === 'delete-marker', lastModified: r.lastModified, ...(there.kind === 'delete-marker' ? {} : { etag: r.etag }) });
+          if (!journaled(r)) writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: there.versionId, deleteMarker: there.kind === 'delete-marker', lastModified: r.lastModified, ...(there.kind === 'delete-marker' || r.type !== 'object' ? {} : { etag: r.etag }) });
           continue;
         }
         if (journaled(r)) {
@@ -552,9 +564,8 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           faultPoint('restore:after-write');
           writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: true, lastModified: r.lastModified });
         } else {
-          const size = r.size as number;
-          const file = str(r, '_file');
-          const { versionId, etag } = await putVersion(client, plan.dest, key, file, size, putHeaders(r, plan.lock), putPlan(r, size, target), signal);
+          const size = r.size;
+          const { versionId, etag } = await putVersion(client, plan.dest, key, r.file, size, putHeaders(r, plan.lock), putPlan(r, size, target), signal);
           summary.versions++;
           summary.bytes += size;
           progress?.('write', size);
@@ -611,10 +622,10 @@ export function safeComponents(key: string): string[] {
 }
 
 async function restoreToFolder(chain: Chain, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
-  const buckets = new Set(chain.buckets.map((r) => str(r, 'bucket')));
+  const buckets = new Set(chain.buckets.map((r) => r.bucket));
   if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
-  const choose = (group: IndexRecord[]) => historyAt(group, until).at(-1);
+  const choose = (group: KeyRecord[]) => historyAt(group, until).at(-1);
   const bucketDir = (b: string) => {
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(b) || b.includes('..')) throw new AirlockError('unsafe-entry', `index names an unsafe bucket ${JSON.stringify(b)}`);
     return b;
@@ -629,7 +640,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   // this stack until a later key settles it: one below it makes it a folder (the file moves to its
   // `%` name), one past "a0" leaves it a file. The stack holds files whose keys are prefixes of one
   // another's neighbours, not every key.
-  const pending: { bucket: string; key: string; rel: string; r: IndexRecord }[] = [];
+  const pending: { bucket: string; key: string; rel: string; r: ObjectRecord }[] = [];
   let deleted = 0;
   const settle = async (next?: { bucket: string; key: string }) => {
     for (let top = pending.at(-1); top; top = pending.at(-1)) {
@@ -652,20 +663,20 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       for (const x of group) if (x.type === 'object' || x.type === 'delete-marker') summary[x.type === 'delete-marker' ? 'deleteMarkers' : 'versions']++;
       if (!r) continue;
       if (r.type !== 'object') {
-        if (++deleted <= DELETED_LISTED) summary.skipped.push(`${String(r.bucket)}/${String(r.key)}: deleted at that time`);
+        if (++deleted <= DELETED_LISTED) summary.skipped.push(`${r.bucket}/${r.key}: deleted at that time`);
         continue;
       }
-      const bucket = bucketDir(str(r, 'bucket'));
-      const key = str(r, 'key');
+      const bucket = bucketDir(r.bucket);
+      const key = r.key;
       await settle({ bucket, key });
       const rel = [bucket, ...safeComponents(key)].join('/');
       const dest = path.join(tree, rel);
       await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-      await rename(str(r, '_file'), dest); // stays 0600: bucket contents are nobody else's business
+      await rename(r.file, dest); // stays 0600: bucket contents are nobody else's business
       const t = new Date(at(r));
       await utimes(dest, t, t);
       summary.written++;
-      summary.bytes += r.size as number;
+      summary.bytes += r.size;
       pending.push({ bucket, key, rel, r });
     }
     await settle();

@@ -17,21 +17,23 @@
  * Tablespaces: tablespaces.ts maps each to its folder before anything is decrypted, unpacks it beside
  * that folder and links it from pg_tblspc; it is promoted and removed together with the data folder.
  */
-import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chown, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { childFailed, runChild } from '../../manifests/child.js';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import type { IndexRecord } from '../../manifests/inner.js';
-import { digestStream } from '../../manifests/hash.js';
+import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord, PgTablespaceEndRecord, PgTablespaceRecord } from '../../manifests/records.js';
+import { shellQuote } from '../../manifests/shell.js';
 import type { ReadEntry } from '../../manifests/tar.js';
+import { digestStream } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { removeTree } from '../fsutil.js';
 import { clientEnv, psqlFailure } from '../postgres/programs.js';
 import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
+import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
 import { linkTablespaces, planTablespaces, promoteTablespaces, removeTablespaces, TablespaceSinks, type TablespaceMapping } from './tablespaces.js';
@@ -166,45 +168,27 @@ async function stagedRecords(bundle: BundleReport, identities: readonly Uint8Arr
 }
 
 /** The staged parts of one stream, checked against its end record, in order. */
-function streamParts(records: readonly IndexRecord[], type: string, endType: string, match: (r: IndexRecord) => boolean, what: string): string[] {
-  const parts = records.filter((r) => r.type === type && match(r)).sort((a, b) => (a.part as number) - (b.part as number));
-  const end = records.find((r) => r.type === endType && match(r));
-  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1 || typeof p.path !== 'string')) {
+function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], endType: StreamEnd['type'], match: (r: StreamPart | StreamEnd) => boolean, what: string): string[] {
+  const parts = records.filter((r): r is StreamPart => r.type === type).filter(match).sort((a, b) => a.part - b.part);
+  const end = records.filter((r): r is StreamEnd => r.type === endType).find(match);
+  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
     throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
   }
-  return parts.map((p) => p.path as string);
+  return parts.map((p) => p.path);
 }
 
+type StreamPart = PgBaseRecord | PgTablespaceRecord | PgDumpRecord | PgGlobalsRecord;
+type StreamEnd = PgBaseEndRecord | PgTablespaceEndRecord | PgDumpEndRecord | PgGlobalsEndRecord;
 
-/** Spawns `cmd args` with `input` parts concatenated on stdin; throws `child-failed` on a non-zero exit. */
-async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<string> {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => {
-    out = (out + d).slice(-65536);
-  });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => {
-    err = (err + d).slice(-8192);
-  });
-  const closed = new Promise<number | null>((resolve, reject) => {
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: `install ${path.basename(cmd)}` }) : e));
-    child.on('close', (code) => resolve(code));
-  });
+
+/** Runs `cmd args` with the files concatenated on stdin; throws `child-failed` on a non-zero exit. */
+async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<void> {
   const input = async function* () {
     for (const f of files) yield* createReadStream(f);
   };
-  const sent = pipeline(Readable.from(input()), child.stdin).catch((e: unknown) => e);
-  const code = await closed;
-  const sendError = await sent;
-  if (code !== 0) {
-    const last = err.trim().split('\n').slice(-3).join(' / ');
-    throw new AirlockError('child-failed', `${path.basename(cmd)} exited with status ${code}${last ? `: ${last}` : ''}`);
-  }
-  if (sendError) throw sendError;
-  return out;
+  const r = await runChild(cmd, args, { input: input(), install: 'install the PostgreSQL client programs, or give --pg-bin', ...opts });
+  // pg_restore's error spans lines: the server's message, then the statement that failed
+  if (r.code !== 0) throw childFailed(path.basename(cmd), r, { lines: 3 });
 }
 
 /** The owner restored files get: the data folder's, or its parent's when it does not exist yet. */
@@ -221,11 +205,6 @@ async function chownTree(dir: string, owner: { uid: number; gid: number }): Prom
     if (e.isDirectory()) await chownTree(p, owner);
     else await lchown(p, owner.uid, owner.gid);
   }
-}
-
-/** A path for a shell command inside a PostgreSQL setting: single-quoted for the shell. */
-export function shellQuote(p: string): string {
-  return `'${p.replace(/'/g, `'\\''`)}'`;
 }
 
 export interface PgRestoreOptions {
@@ -328,7 +307,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         });
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
+          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
           await sink.finish();
           await spaceSinks.finish();
           await linkTablespaces(partial, spaces);
@@ -338,20 +317,20 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         await spaceSinks.abort();
         throw e;
       }
-      const checks = records.find((r) => r.type === 'pg-tables' && typeof r.path === 'string');
-      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path as string), 'utf8')) as PgRestoreResult['tableChecks'];
-      const info = records.find((r) => r.type === 'pg-info' && typeof r.path === 'string');
-      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path as string), 'utf8')) as SourceInfo));
+      const checks = records.find((r) => r.type === 'pg-tables');
+      if (checks) tableChecks = JSON.parse(await readFile(path.join(dir, checks.path), 'utf8')) as PgRestoreResult['tableChecks'];
+      const info = records.find((r) => r.type === 'pg-info');
+      if (info && x === plan.base) warnings.push(...collationWarnings(JSON.parse(await readFile(path.join(dir, info.path), 'utf8')) as SourceInfo));
       if (x === plan.base) {
-        const carried = records.filter((r) => r.type === 'pg-config' && typeof r.path === 'string' && typeof r.file === 'string').map((r) => ({ file: r.file as string, staged: path.join(dir, r.path as string) }));
+        const carried = records.filter((r) => r.type === 'pg-config').map((r) => ({ file: r.file, staged: path.join(dir, r.path) }));
         warnings.push(...(await writeRestoreConfig(partial, carried, settings, pgdata)));
       }
       for (const r of records) {
-        if (r.type !== 'pg-wal' || typeof r.name !== 'string' || typeof r.path !== 'string' || typeof r.sha256 !== 'string') continue;
+        if (r.type !== 'pg-wal') continue;
         const n = parseWalFileName(r.name);
         if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
         await rename(path.join(dir, r.path), path.join(walTree, n.name));
-        await writeFile(path.join(walTree, `${n.name}.sha256`), `${r.sha256}  ${n.name}\n`, { mode: 0o600 });
+        await writeFile(path.join(walTree, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
         if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
       }
@@ -441,16 +420,10 @@ export interface Recovered {
   log: string;
 }
 
-export function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(owner ? { uid: owner.uid, gid: owner.gid } : {}), ...(signal ? { signal } : {}) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-8192)));
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL server programs, or give --pg-bin' }) : e));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/** Runs a PostgreSQL program (as `owner`, when given) to completion; resolves with its exit status and output. */
+export async function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await runChild(cmd, args, { env: clientEnv(), capture: true, install: 'install the PostgreSQL server programs, or give --pg-bin', ...(owner ? { owner } : {}), ...(signal ? { signal } : {}) });
+  return { code: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
 /**
@@ -573,9 +546,9 @@ export async function restoreDump(bundle: BundleReport, identities: readonly Uin
   try {
     // only the dumps are written to disk; every other entry is hashed (checked) and dropped
     const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
-    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => String(r.database));
+    const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => r.database);
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
-    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => r.database === database, `the dump of ${database}`);
+    const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => 'database' in r && r.database === database, `the dump of ${database}`);
     const pgRestore = bin ? path.join(bin, 'pg_restore') : 'pg_restore';
     const args = ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'];
     const run = { env: clientEnv(), ...(signal ? { signal } : {}) };

@@ -118,7 +118,7 @@ export async function withRepairedBundle<T>(bundle: BundleReport, to: string, re
       const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
       await checkRecoveryNames(bundle.path, listed, new Set(manifest.payload.volumes.map((v) => v.name)));
       const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, path.join(dir, 'volumes'), opts.signal);
-      if (r.repaired.length > 0) opts.notes?.(`repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches SHA256SUMS`);
+      if (r.repaired.length > 0) opts.notes?.(`repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}`);
       return restore({ ...bundle, path: r.dir, findings: [] });
     },
     { kind: 'repair', ...(opts.notes ? { notes: opts.notes } : {}) },

@@ -26,7 +26,7 @@ import { lstat, mkdir, open, readdir, rename, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
-import { ENTRY_PATH_RE, type IndexRecord } from '../../manifests/inner.js';
+import { ENTRY_PATH_RE, type IndexRecord } from '../../manifests/records.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import type { Manifest } from '../../manifests/manifest.js';
 import { openPlaintext } from '../../manifests/payload.js';

@@ -19,12 +19,14 @@
  * (exit 1); every failure, including a missing folder, exits above 125 so PostgreSQL aborts
  * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomicSync } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import { INNER_MANIFEST } from '../../manifests/inner.js';
+import { parseSumLine } from '../../manifests/sums.js';
 import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../postgres/wal.js';
-import { hashFileSync, readSmallSync } from '../spool.js';
+import { hashFileSync, readSmallSync, sidecarSha256 } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';
 /** A sidecar is one sha256sum line. */
@@ -50,9 +52,9 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
-    const m = text.match(/^([0-9a-f]{64})  (\S+)\n$/);
-    if (!m || m[2] !== name) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
-    return m[1] as string;
+    const sha256 = sidecarSha256(name, text);
+    if (sha256 === undefined) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
+    return sha256;
   }
   if (opts.sums !== undefined) {
     let sums: string;
@@ -64,12 +66,12 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     const base = path.dirname(path.resolve(opts.sums));
     const want = path.resolve(src);
     for (const line of sums.split('\n')) {
-      const m = line.match(/^([0-9a-f]{64}) [ *](.+)$/);
-      if (m && path.resolve(base, m[2] as string) === want) return m[1] as string;
+      const l = parseSumLine(line, true);
+      if (l && path.resolve(base, l.name) === want) return l.sha256;
     }
   }
   throw new AirlockError('bad-wal', `${name}: no known sha256 for it`, {
-    hint: `put ${name}${SIDECAR_SUFFIX} beside it, or give --sums with the bundle's MANIFEST.sha256; an unverified file is never handed to postgresql`,
+    hint: `put ${name}${SIDECAR_SUFFIX} beside it, or give --sums with the bundle's ${INNER_MANIFEST}; an unverified file is never handed to postgresql`,
   });
 }
 
@@ -151,37 +153,26 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
     if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
     return 'absent';
   }
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-  let out: number | undefined;
   try {
     const expected = knownSha256(name, src, opts);
-    out = openSync(tmp, 'wx', 0o600);
-    const fd = out;
-    const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
-    const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
-      let off = 0;
-      while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
-    });
-    if (sha256 !== expected) {
-      throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
-        hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
-      });
-    }
-    if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
-    else checkText(name, first);
     // no fsync: PostgreSQL fsyncs a restored file itself when it keeps it, and a crash here only
     // means the fetch runs again
-    closeSync(out);
-    out = undefined;
-    renameSync(tmp, target);
+    writeFileAtomicSync(target, (fd) => {
+      const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
+      const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
+        let off = 0;
+        while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
+      });
+      if (sha256 !== expected) {
+        throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
+          hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
+        });
+      }
+      if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
+      else checkText(name, first);
+    }, { mode: 0o600, durable: false });
     return 'copied';
   } catch (e) {
-    if (out !== undefined) closeSync(out);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // never created
-    }
     throw e instanceof AirlockError ? e : fromSystemError(e, target);
   }
 }

@@ -4,7 +4,7 @@
  * coverage and WAL names for the manifest and the commit, the object versions for --incremental).
  *
  * Every object version written is remembered, after the bundle is committed, so a later incremental
- * export can leave it out. A bucket may hold millions, so the list is spooled to a file in the state
+ * export can leave it out. A bucket may hold millions, so the list is written to a file in the state
  * folder (the agent's own, 0700: the list names keys, which may be confidential) and recorded in the
  * catalog in batches.
  */
@@ -43,7 +43,7 @@ export interface ExportSources {
 }
 
 /** Lines appended to a file in batches of 64 KiB (one write per object would cost a system call each). */
-class LineSpool {
+class LineBatches {
   private lines: string[] = [];
   private bytes = 0;
 
@@ -66,9 +66,9 @@ class LineSpool {
 /** The sources of one export of `site`; close() it however the export ends. */
 export class ExportAssembly {
   readonly objectStats: ObjectStats = { versions: 0, deleteMarkers: 0, bytes: 0 };
-  private readonly spoolFile: string;
-  private spoolFd: number | undefined;
-  private exported: LineSpool | undefined;
+  private readonly exportedFile: string;
+  private exportedFd: number | undefined;
+  private exported: LineBatches | undefined;
   private catalog: Catalog | undefined;
   private pgCatalog: Catalog | undefined;
   private snapshot: PostgresSnapshot | undefined;
@@ -78,8 +78,10 @@ export class ExportAssembly {
     private readonly site: string,
     private readonly sources: ExportSources,
     private readonly say: (line: string) => void = () => {},
+    /** warnings for people, shown whatever the output is (a refused spool file may leave a hole) */
+    private readonly warn: (line: string) => void = () => {},
   ) {
-    this.spoolFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
+    this.exportedFile = path.join(stateDir, `.exported-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
   }
 
   /** The items of bundle `seq`: files, then PostgreSQL, then buckets. Throws what the sources throw. */
@@ -101,6 +103,7 @@ export class ExportAssembly {
         walTimeoutMs: pg.walTimeoutMs,
         now: () => new Date(),
         say: this.say,
+        warn: this.warn,
         // tablespace archives wait in the state folder (the agent's own) until they are read
         scratch: this.stateDir,
         ...(signal ? { signal } : {}),
@@ -113,8 +116,8 @@ export class ExportAssembly {
     }
     if (!objects) return;
     const catalog = objects.incremental ? (this.catalog = Catalog.open(this.stateDir)) : undefined;
-    this.spoolFd = openSync(this.spoolFile, 'wx', 0o600);
-    const exported = (this.exported = new LineSpool(this.spoolFd));
+    this.exportedFd = openSync(this.exportedFile, 'wx', 0o600);
+    const exported = (this.exported = new LineBatches(this.exportedFd));
     const origin = objects.client.endpoint.origin;
     yield* objectItems({
       client: objects.client,
@@ -166,7 +169,7 @@ export class ExportAssembly {
       };
       for (const t of objects.targets) batches.set(JSON.stringify([t.bucket, t.prefix]), []);
       for (const id of batches.keys()) flush(id); // a target with nothing in it was exported too
-      const rl = createInterface({ input: createReadStream(this.spoolFile, 'utf8'), crlfDelay: Infinity });
+      const rl = createInterface({ input: createReadStream(this.exportedFile, 'utf8'), crlfDelay: Infinity });
       for await (const line of rl) {
         if (line === '') continue;
         const [bucket, prefix, key, version, tags, removed] = JSON.parse(line) as [string, string, string, string, string, boolean | undefined];
@@ -182,12 +185,12 @@ export class ExportAssembly {
     }
   }
 
-  /** Closes the catalogs and removes the spool; the S3 client is the caller's. */
+  /** Closes the catalogs and removes the list of exported versions; the S3 client is the caller's. */
   close(): void {
     this.catalog?.close();
     this.pgCatalog?.close();
-    if (this.spoolFd !== undefined) closeSync(this.spoolFd);
-    this.spoolFd = undefined;
-    rmSync(this.spoolFile, { force: true });
+    if (this.exportedFd !== undefined) closeSync(this.exportedFd);
+    this.exportedFd = undefined;
+    rmSync(this.exportedFile, { force: true });
   }
 }

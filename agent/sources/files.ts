@@ -14,6 +14,7 @@ import { lstatSync, readFileSync } from 'node:fs';
 import { lstat, open, opendir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
+import type { SourceFields } from '../../manifests/records.js';
 import type { SourceItem } from '../bundle/writer.js';
 
 const READ_SIZE = 1024 * 1024;
@@ -112,13 +113,15 @@ export async function* fileItems(roots: readonly string[]): AsyncGenerator<Sourc
     } catch (e) {
       throw fromSystemError(e, p);
     }
-    const owner = {
+    const user = users.get(s.uid);
+    const group = groups.get(s.gid);
+    const owner: SourceFields = {
       source: p,
       mode: mode(s.mode),
       uid: s.uid,
       gid: s.gid,
-      ...(users.has(s.uid) ? { user: users.get(s.uid) } : {}),
-      ...(groups.has(s.gid) ? { group: groups.get(s.gid) } : {}),
+      ...(user !== undefined ? { user } : {}),
+      ...(group !== undefined ? { group } : {}),
       mtime: new Date(s.mtimeMs).toISOString(),
     };
     if (s.isSymbolicLink()) {

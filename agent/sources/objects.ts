@@ -35,7 +35,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AirlockError } from '../../manifests/errors.js';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { BucketRecord, ObjectRecord, Unplaced } from '../../manifests/records.js';
 import type { EntryItem, SourceItem } from '../bundle/writer.js';
 import { S3Client, header, headerBytes } from '../s3/client.js';
 import { BUCKET_RE, bucketDocument, getVersion, listVersions, lockHeaders, parseTagSet, versionLock, versionTags, versioningOf, type ListedVersion, type VersionBody } from '../s3/objects.js';
@@ -170,7 +170,7 @@ export async function preflight(client: S3Client, targets: readonly BucketTarget
 }
 
 /** The bucket's settings as an index record. Throws what the client throws. */
-async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<IndexRecord> {
+async function bucketRecord(client: S3Client, t: BucketTarget, since: number | undefined, signal?: AbortSignal): Promise<BucketRecord> {
   const versioning = await versioningOf(client, t.bucket, signal);
   const lifecycle = await bucketDocument(client, t.bucket, 'lifecycle', signal);
   const objectLock = await bucketDocument(client, t.bucket, 'object-lock', signal);
@@ -354,7 +354,7 @@ class PartLayout {
   }
 }
 
-function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): IndexRecord {
+function objectRecord(t: BucketTarget, v: ListedVersion, f: Fetched): Unplaced<ObjectRecord> {
   const headers: Record<string, string> = {};
   for (const name of STANDARD_HEADERS) {
     const value = header(f.headers, name);
@@ -580,6 +580,7 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
         counts.bytes += size;
         n++;
         let opened = false;
+        const record = objectRecord(t, v, f);
         const item: EntryItem = {
           kind: 'entry',
           name: `objects/${String(n).padStart(8, '0')}`,
@@ -591,10 +592,9 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
             opened = true;
             return f.body ? once(f.body) : streamChecked(t.bucket, v, f);
           },
-          record: objectRecord(t, v, f),
+          record,
         };
         // the writer writes an entry's index line after its bytes, which the layout finder has seen by then
-        const record = item.record;
         const layout = f.layout;
         const setParts = () => {
           const parts = layout?.parts();

@@ -12,7 +12,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { canonicalLine } from '../../manifests/canonical.js';
-import { INDEX, INNER_MANIFEST, SALT, formatInnerManifest, parseIndexLine } from '../../manifests/inner.js';
+import { INNER_MANIFEST, SALT, formatInnerManifest } from '../../manifests/inner.js';
+import { INDEX, parseIndexLine } from '../../manifests/records.js';
 import { checkInner } from '../../manifests/inner-check.js';
 import { FORMAT, FORMAT_VERSION, type Manifest } from '../../manifests/manifest.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor, readTar } from '../../manifests/tar.js';
@@ -29,9 +30,10 @@ interface Inner {
 }
 
 const fileEntry = fc.record({ size: fc.nat({ max: 700 }), name: fc.stringMatching(/^[a-z0-9]{1,12}$/), mode: fc.constantFrom('0600', '0640', '0755') });
+const owner = { mode: '0755', uid: 0, gid: 0, mtime: '2026-01-31T12:00:00.000Z' };
 const metaRecord = fc.oneof(
-  fc.record({ type: fc.constant('dir'), source: fc.constantFrom('/etc', '/etc/platform', '/srv') }),
-  fc.record({ type: fc.constant('symlink'), source: fc.constantFrom('/etc/link', '/srv/l'), target: fc.constantFrom('x', '../../etc/shadow', '/') }),
+  fc.record({ type: fc.constant('dir'), source: fc.constantFrom('/etc', '/etc/platform', '/srv') }).map((r) => ({ ...r, ...owner })),
+  fc.record({ type: fc.constant('symlink'), source: fc.constantFrom('/etc/link', '/srv/l'), target: fc.constantFrom('x', '../../etc/shadow', '/') }).map((r) => ({ ...r, ...owner })),
 );
 const innerShape = fc.record({
   files: fc.uniqueArray(fileEntry, { selector: (f) => f.name, maxLength: 5 }),
@@ -60,7 +62,7 @@ function build(s: Shape, records?: Record<string, unknown>[]): Inner {
       ...s.meta,
       ...s.files.map((f) => {
         const body = Buffer.alloc(f.size, f.name.charCodeAt(0));
-        return { type: 'file', path: `files/${f.name}`, size: f.size, sha256: sha256(body), source: `/etc/platform/${f.name}`, mode: f.mode, uid: 0, gid: 0 };
+        return { type: 'file', path: `files/${f.name}`, size: f.size, sha256: sha256(body), source: `/etc/platform/${f.name}`, mode: f.mode, uid: 0, gid: 0, mtime: '2026-01-31T12:00:00.000Z' };
       }),
     ];
   let files = 0;
@@ -157,7 +159,7 @@ test('index.jsonl lines damaged: parseIndexLine throws only malformed', () => {
   const line = fc.record({ s: innerShape, n: fc.integer({ min: 1, max: 3 }), ms: mutations(3) });
   check(line, 600, ({ s, n, ms }) => {
     const { records } = build(s);
-    const text = n === 1 ? canonicalLine({ type: 'bundle', site: s.site, seq: s.seq, created: '2026-01-31T12:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }) : canonicalLine(records[0] ?? { type: 'dir', source: '/etc' });
+    const text = n === 1 ? canonicalLine({ type: 'bundle', site: s.site, seq: s.seq, created: '2026-01-31T12:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }) : canonicalLine(records[0] ?? { type: 'dir', source: '/etc', ...owner });
     const b = Buffer.from(text);
     typedOnly(['malformed'], () => parseIndexLine(mutate(b, ms, { fields: [0, 1, b.indexOf(':') + 1, b.length - 1, b.length], tokens: INDEX_TOKENS }).toString('utf8'), n));
   });

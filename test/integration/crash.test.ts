@@ -17,7 +17,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { FAULT_POINTS, PG_FAULT_POINTS, type FaultPoint } from '../../agent/faults.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, nodeAsync, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, nodeAsync, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-c');
 const src = tmp();
@@ -25,14 +25,14 @@ writeFileSync(path.join(src, 'a.conf'), 'a\n');
 writeFileSync(path.join(src, 'b.conf'), 'b'.repeat(300_000));
 
 function exportOnce(medium: string, state: string, env: Record<string, string> = {}, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state, ...extra], {
+  return airlock(exportArgs(keys, medium, state, ['--files', src, ...extra]), {
     env: { ...process.env, ...env },
   });
 }
 
 function verifyOk(medium: string): void {
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
 }
 
 const seqs = (medium: string) => readdirSync(path.join(medium, keys.site)).sort();
@@ -41,13 +41,13 @@ for (const point of ['export:after-intent', 'writer:after-volumes', 'writer:befo
   test(`killed at ${point}: nothing finished is left, the seq is reused, the chain stays whole`, () => {
     const medium = tmp();
     const state = tmp();
-    assert.is(exportOnce(medium, state).code, 0);
+    assert.is(exportOnce(medium, state).code, EXIT.ok);
     const killed = exportOnce(medium, state, { AIRLOCK_FAULT: point });
     assert.is(killed.code, 128 + 9, killed.stderr);
     assert.match(killed.stderr, `fault point ${point}`);
     assert.not.ok(existsSync(path.join(medium, keys.site, 'site-c-00000002')), 'no finished bundle 2');
     const again = exportOnce(medium, state);
-    assert.is(again.code, 0, again.stderr);
+    assert.is(again.code, EXIT.ok, again.stderr);
     assert.match(again.stdout, 'site-c-00000002');
     assert.equal(seqs(medium), ['site-c-00000001', 'site-c-00000002'], 'the partial folder was removed');
     verifyOk(medium);
@@ -58,11 +58,11 @@ for (const point of ['writer:after-rename', 'export:before-commit']) {
   test(`killed at ${point}: the finished bundle is adopted, its seq never reused`, () => {
     const medium = tmp();
     const state = tmp();
-    assert.is(exportOnce(medium, state).code, 0);
+    assert.is(exportOnce(medium, state).code, EXIT.ok);
     assert.is(exportOnce(medium, state, { AIRLOCK_FAULT: point }).code, 128 + 9);
     assert.ok(existsSync(path.join(medium, keys.site, 'site-c-00000002')));
     const again = exportOnce(medium, state);
-    assert.is(again.code, 0, again.stderr);
+    assert.is(again.code, EXIT.ok, again.stderr);
     assert.match(again.stdout, 'site-c-00000003');
     verifyOk(medium);
   });
@@ -79,7 +79,7 @@ test('killed at a seeded fault point, again and again: the chain stays continuou
     assert.is(r.code, reached ? 137 : 0, `${point}: ${r.stderr}`);
   }
   const last = exportOnce(medium, state);
-  assert.is(last.code, 0, last.stderr);
+  assert.is(last.code, EXIT.ok, last.stderr);
   const names = seqs(medium);
   names.forEach((n, i) => assert.is(n, `site-c-${String(i + 1).padStart(8, '0')}`));
   verifyOk(medium);
@@ -93,40 +93,40 @@ test('an unfinished export on an absent medium blocks the next one instead of re
   assert.is(exportOnce(medium, state, { AIRLOCK_FAULT: 'writer:before-rename' }).code, 137);
   renameSync(medium, path.join(mnt, 'unmounted'));
   const r = exportOnce(tmp(), state);
-  assert.is(r.code, 4, r.stderr);
+  assert.is(r.code, EXIT.conflict, r.stderr);
   assert.match(r.stderr, 'did not finish and that medium is not here');
   renameSync(path.join(mnt, 'unmounted'), medium);
   const back = exportOnce(medium, state);
-  assert.is(back.code, 0, back.stderr);
+  assert.is(back.code, EXIT.ok, back.stderr);
   assert.match(back.stdout, 'site-c-00000001');
   assert.equal(seqs(medium), ['site-c-00000001']);
 });
 
 test('lost state: refused with a hint, then continued with --continue-from', () => {
   const medium = tmp();
-  assert.is(exportOnce(medium, tmp()).code, 0);
+  assert.is(exportOnce(medium, tmp()).code, EXIT.ok);
   const fresh = tmp();
   const r = exportOnce(medium, fresh);
-  assert.is(r.code, 4);
+  assert.is(r.code, EXIT.conflict);
   assert.match(r.stderr, 'airlock: error: the catalog has no bundle of site-c');
   assert.match(r.stderr, '--continue-from');
   const first = path.join(medium, keys.site, 'site-c-00000001');
   const c = exportOnce(medium, fresh, {}, ['--continue-from', first]);
-  assert.is(c.code, 0, c.stderr);
+  assert.is(c.code, EXIT.ok, c.stderr);
   assert.match(c.stdout, 'site-c-00000002');
   const m = JSON.parse(readFileSync(path.join(c.stdout.trim(), 'manifest.json'), 'utf8'));
   assert.is(m.prev, createHash('sha256').update(readFileSync(path.join(first, 'SHA256SUMS'))).digest('hex'));
   verifyOk(medium);
   // a bundle signed by another key cannot be continued from
   const other = makeKeys('site-c');
-  const o = airlock(['export', '--to', tmp(), '--site', 'site-c', '--signing-key', other.signingKey, '--recipient', other.recipient, '--files', src, '--state-dir', tmp(), '--continue-from', first]);
-  assert.is(o.code, 1, o.stderr);
+  const o = airlock(exportArgs(other, tmp(), tmp(), ['--files', src, '--continue-from', first]));
+  assert.is(o.code, EXIT.failed, o.stderr);
   assert.match(o.stderr, 'wrong-signer');
 });
 
 test('a medium that returns other bytes on the second read: restore promotes nothing', async () => {
   const medium = tmp();
-  assert.is(exportOnce(medium, tmp(), {}, ['--compress', 'none']).code, 0);
+  assert.is(exportOnce(medium, tmp(), {}, ['--compress', 'none']).code, EXIT.ok);
   const signers = parseAllowedSigners(readFileSync(keys.allowedSigners, 'utf8'));
   const report = await verifyPaths([medium], { allowedSigners: signers, now: new Date(), tool: 'test' });
   const bundle = report.bundles[0];
@@ -181,7 +181,7 @@ test('two exports at once: the second is refused while the first holds the lock'
   }
   // killed, its lock went with it: the next export takes it
   const after = exportOnce(tmp(), state);
-  assert.is(after.code, 0, after.stderr);
+  assert.is(after.code, EXIT.ok, after.stderr);
 });
 
 // Each contender tries to take the lock again and again for a while; when it has it, it creates
@@ -230,12 +230,12 @@ test('an export killed while it holds the lock, then exports racing on its state
   // three volumes a bundle, so a bundle missing one would show
   const big = tmp();
   writeFileSync(path.join(big, 'data'), randomBytes(2_500_000));
-  const args = ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', big, '--state-dir', state, '--volume-size', '1M', '--compress', 'none'];
+  const args = exportArgs(keys, medium, state, ['--files', big, '--volume-size', '1M', '--compress', 'none']);
   const dead = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: 'writer:after-volumes' } });
   assert.is(dead.code, 128 + 9, dead.stderr);
   const runs = await Promise.all(Array.from({ length: 3 }, () => airlockAsync(args)));
-  for (const r of runs) assert.ok(r.code === 0 || (r.code === EXIT.conflict && r.stderr.includes('another airlock export is running')), `${r.code} ${r.stderr}`);
-  const ok = runs.filter((r) => r.code === 0).length;
+  for (const r of runs) assert.ok(r.code === EXIT.ok || (r.code === EXIT.conflict && r.stderr.includes('another airlock export is running')), `${r.code} ${r.stderr}`);
+  const ok = runs.filter((r) => r.code === EXIT.ok).length;
   assert.ok(ok >= 1, 'one of them exported');
   // every bundle the catalog holds as done is on the medium with every volume, and the set verifies
   const db = new Database(path.join(state, 'catalog.db'), { readonly: true });

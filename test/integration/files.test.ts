@@ -9,7 +9,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { refuseUnsafeTarget } from '../../agent/restore/staging.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-a');
 
@@ -31,7 +31,7 @@ function sourceTree(): string {
 }
 
 function exportTo(medium: string, stateDir: string, src: string, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', stateDir, ...extra]);
+  return airlock(exportArgs(keys, medium, stateDir, ['--files', src, ...extra]));
 }
 
 test('export, stock-tool audit and decrypt, airlock-verify, restore: the round trip', () => {
@@ -39,7 +39,7 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
   const medium = tmp();
   const state = tmp();
   const r = exportTo(medium, state, src);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   assert.is(bundle, path.join(medium, 'site-a', 'site-a-00000001'));
   assert.equal(readdirSync(bundle).sort(), ['RESTORE.txt', 'SHA256SUMS', 'SHA256SUMS.sig', 'manifest.json', 'payload.000']);
@@ -65,16 +65,16 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
 
   // airlock-verify, keyless and deep
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, medium]);
-  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.is(v.code, EXIT.ok, v.stdout + v.stderr);
   assert.match(v.stdout, 'status: ok');
   const deep = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
-  assert.is(deep.code, 0, deep.stdout + deep.stderr);
+  assert.is(deep.code, EXIT.ok, deep.stdout + deep.stderr);
   assert.match(deep.stdout, 'contents checked');
 
   // restore
   const to = path.join(tmp(), 'restored');
   const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   const back = path.join(to, src);
   assert.is(readFileSync(path.join(back, 'app.conf'), 'utf8'), 'listen = 127.0.0.1\n');
   assert.is(statSync(path.join(back, 'secret.key')).mode & 0o777, 0o600);
@@ -94,10 +94,10 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
   writeFileSync(conf, `medium = ${medium}\nidentity = ${keys.identity}\nallowed-signers = ${keys.allowedSigners}\n`);
   const again = path.join(tmp(), 'restored');
   const viaConfig = airlock(['restore', 'files', '--config', conf, '--to', again]);
-  assert.is(viaConfig.code, 0, viaConfig.stderr);
+  assert.is(viaConfig.code, EXIT.ok, viaConfig.stderr);
   assert.is(readFileSync(path.join(again, src, 'app.conf'), 'utf8'), 'listen = 127.0.0.1\n');
   const missing = airlock(['restore', 'files', '--to', path.join(tmp(), 'x')]);
-  assert.is(missing.code, 2);
+  assert.is(missing.code, EXIT.usage);
   assert.match(missing.stderr, '--from is required');
 });
 
@@ -106,16 +106,16 @@ test('the next export links to the previous one, and the set verifies as a chain
   const medium = tmp();
   const state = tmp();
   const first = exportTo(medium, state, src);
-  assert.is(first.code, 0, first.stderr);
+  assert.is(first.code, EXIT.ok, first.stderr);
   const second = exportTo(medium, state, src, ['--compress', 'none']);
-  assert.is(second.code, 0, second.stderr);
+  assert.is(second.code, EXIT.ok, second.stderr);
   assert.match(second.stdout, 'site-a-00000002');
   const m2 = JSON.parse(readFileSync(path.join(second.stdout.trim(), 'manifest.json'), 'utf8'));
   assert.is(m2.seq, 2);
   assert.is(m2.prev, sha256Hex(readFileSync(path.join(first.stdout.trim(), 'SHA256SUMS'))));
   assert.is(m2.payload.compression, 'none');
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, '--json', medium]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
   const j = JSON.parse(v.stdout);
   assert.is(j.status, 'ok');
   assert.equal(j.sites, [{ site: 'site-a', first: 1, newest: { seq: 2, sums: sha256Hex(readFileSync(path.join(second.stdout.trim(), 'SHA256SUMS'))) }, bundles: 2 }]);
@@ -130,34 +130,52 @@ test('small volumes: many numbered volumes that a plain sort orders', () => {
   writeFileSync(path.join(src, 'big.bin'), randomBytes(5 * 1024 * 1024 + 123));
   const medium = tmp();
   const r = exportTo(medium, tmp(), src, ['--volume-size', '1M', '--compress', 'none']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   const names = readdirSync(r.stdout.trim()).filter((n) => n.startsWith('payload.'));
   assert.equal(names, ['payload.000', 'payload.001', 'payload.002', 'payload.003', 'payload.004', 'payload.005']);
   for (const n of names.slice(0, -1)) assert.is(lstatSync(path.join(r.stdout.trim(), n)).size, 1024 * 1024);
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
 });
 
 test('usage errors: typed, one line, a hint, exit 2; nothing written', () => {
   const medium = tmp();
   const r = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--files', ROOT]);
-  assert.is(r.code, 2);
+  assert.is(r.code, EXIT.usage);
   assert.match(r.stderr, /^airlock: error: no recipient given\nairlock: hint: /);
   const big = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', ROOT, '--volume-size', '5G']);
-  assert.is(big.code, 2);
+  assert.is(big.code, EXIT.usage);
   assert.match(big.stderr, 'FAT32');
   const unknown = airlock(['export', '--bogus']);
-  assert.is(unknown.code, 2);
+  assert.is(unknown.code, EXIT.usage);
   assert.match(unknown.stderr, "airlock: error: unknown option '--bogus'");
   const noSigners = airlockVerify([medium]);
-  assert.is(noSigners.code, 2);
+  assert.is(noSigners.code, EXIT.usage);
   assert.match(noSigners.stderr, 'airlock-verify: error: --allowed-signers is required');
   assert.equal(readdirSync(medium), []);
 });
 
+test('with --json, both executables end with their error as one JSON object on stderr, stdout empty', () => {
+  const medium = tmp();
+  const asJson = (r: { code: number; stdout: string; stderr: string }) => {
+    assert.is(r.stdout, '');
+    assert.ok(r.stderr.endsWith('}\n') && r.stderr.split('\n').length === 2, r.stderr);
+    return JSON.parse(r.stderr) as unknown;
+  };
+  const unknown = airlock(['media', 'list', '--json', '--bogus']);
+  assert.is(unknown.code, 2);
+  assert.equal(asJson(unknown), { code: 'usage', message: "unknown option '--bogus'", hint: 'see airlock media list --help', exit: 2 });
+  const missing = airlock(['media', 'list', path.join(medium, 'absent'), '--json']);
+  assert.is(missing.code, 3);
+  assert.equal(asJson(missing), { code: 'not-found', message: `${path.join(medium, 'absent')}: no such file or directory`, hint: null, exit: 3 });
+  const noSigners = airlockVerify(['--json', medium]);
+  assert.is(noSigners.code, 2);
+  assert.equal(asJson(noSigners), { code: 'usage', message: '--allowed-signers is required', hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line', exit: 2 });
+});
+
 test('help lists the exit codes', () => {
   for (const r of [airlock(['--help']), airlock(['export', '--help']), airlockVerify(['--help'])]) {
-    assert.is(r.code, 0);
+    assert.is(r.code, EXIT.ok);
     assert.match(r.stdout, 'Exit codes:');
     assert.match(r.stdout, ' 6  the medium or state directory failed');
   }
@@ -207,17 +225,17 @@ test('as root, a restore gives back setuid, setgid and sticky bits, owners and t
   const before = meta(src);
   const medium = tmp();
   const e = exportTo(medium, tmp(), src);
-  assert.is(e.code, 0, e.stderr);
+  assert.is(e.code, EXIT.ok, e.stderr);
   const to = path.join(tmp(), 'restored');
   const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   assert.equal(meta(path.join(to, src)), before);
   assert.equal(meta(src), before, 'the export changed nothing of the source');
 });
 
 test('a restore target that is a symbolic link is refused up front (exit 4), for files, pg and objects', async () => {
   const medium = tmp();
-  assert.is(exportTo(medium, tmp(), sourceTree()).code, 0);
+  assert.is(exportTo(medium, tmp(), sourceTree()).code, EXIT.ok);
   const keyArgs = ['--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners];
   const cases: [string, (link: string) => string[]][] = [
     ['files', (link) => ['restore', 'files', ...keyArgs, '--to', link]],
@@ -278,7 +296,7 @@ test('a /proc file, whose size the kernel gives as 0, fails the export (source-u
   // an empty regular file is still exported empty
   const src = tmp();
   writeFileSync(path.join(src, 'empty'), '');
-  assert.is(exportTo(tmp(), tmp(), src).code, 0);
+  assert.is(exportTo(tmp(), tmp(), src).code, EXIT.ok);
 });
 
 test('a killed restore leaves decrypted staging that the next run removes; of two restores into one target one wins, the other fails clearly', async () => {

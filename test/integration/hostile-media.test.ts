@@ -13,14 +13,15 @@ import * as assert from 'uvu/assert';
 import { formatRecipient, parseIdentities, recipientOf } from '../../manifests/age/keys.js';
 import { encryptStream } from '../../manifests/age/stream.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
-import { spawnFilter } from '../../manifests/child.js';
+import { childStage } from '../../manifests/child.js';
 import { LIMITS } from '../../manifests/limits.js';
 import { FORMAT, FORMAT_VERSION, bundleName, volumeName, type Manifest } from '../../manifests/manifest.js';
 import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
 const KEYS = path.join(VECTORS, 'keys');
@@ -50,7 +51,7 @@ test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch 
     const started = Date.now();
     const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', ...(deep ? ['--identity', IDENTITY] : []), media], { timeout: 60_000 });
     const seconds = (Date.now() - started) / 1000;
-    assert.is(r.code, 1, `${r.stderr}`);
+    assert.is(r.code, EXIT.failed, `${r.stderr}`);
     assert.ok(seconds < 20, `took ${seconds} s`);
     const report = JSON.parse(r.stdout) as JsonReport;
     for (const file of ['payload.001', 'RESTORE.txt']) {
@@ -63,7 +64,7 @@ test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch 
   const started = Date.now();
   const rs = airlock(['restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--seq', '1', '--to', path.join(parent, 'restored')], { timeout: 60_000 });
   assert.ok((Date.now() - started) / 1000 < 20, 'the restore took too long');
-  assert.is(rs.code, 1, rs.stderr);
+  assert.is(rs.code, EXIT.failed, rs.stderr);
   assert.match(rs.stderr, /^airlock: error: /m);
   assert.equal(readdirSync(parent), []);
 });
@@ -73,15 +74,15 @@ test('a bundle with recovery data whose volume is a 1 TiB sparse file: the repai
   const src = tmp('airlock-src-');
   writeFileSync(path.join(src, 'data.bin'), randomBytes(3 * MiB));
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
-  assert.is(e.code, 0, e.stderr);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']));
+  assert.is(e.code, EXIT.ok, e.stderr);
   truncateSync(path.join(e.stdout.trim(), 'payload.001'), TiB);
   const parent = tmp();
   const started = Date.now();
   const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(parent, 'restored')], { timeout: 120_000 });
   const seconds = (Date.now() - started) / 1000;
   assert.ok(seconds < 60, `took ${seconds} s`);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   assert.match(r.stderr, /^airlock: error: .*payload\.001 is damaged and the recovery data could not repair it/m);
   assert.equal(readdirSync(parent), [], 'no scratch copy or staging left');
 });
@@ -93,7 +94,7 @@ test('a FIFO in place of a volume and a symbolic link in place of RESTORE.txt ar
   rmSync(path.join(first, 'RESTORE.txt'));
   symlinkSync('/dev/zero', path.join(first, 'RESTORE.txt'));
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', media], { timeout: 30_000 });
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
   assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'payload.002' && /special file/.test(f.message)), r.stdout);
   assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'RESTORE.txt' && /symbolic link/.test(f.message)), r.stdout);
@@ -104,7 +105,7 @@ test('findings on a medium are bounded too: 250 extra files and 150 partial fold
   for (let i = 0; i < 250; i++) writeFileSync(path.join(first, `extra-${i}.txt`), 'x');
   for (let i = 0; i < 150; i++) mkdirSync(path.join(media, 'site-a', `site-a-${String(100 + i).padStart(8, '0')}.partial`));
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', media]);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
   const named = (result: string) => report.findings.filter((f) => f.result === result && f.more === undefined).length;
   const more = (result: string) => report.findings.find((f) => f.result === result && f.more !== undefined)?.more;
@@ -132,7 +133,7 @@ test('names from the medium reach the terminal escaped: no forged status line, n
   writeFileSync(path.join(media, 'site-a', EVIL_PARTIAL, 'SHA256SUMS'), '');
 
   const r = airlockVerify(['--allowed-signers', ALLOWED, media]);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   assert.not.ok(ACTIVE.test(r.stdout), JSON.stringify(r.stdout));
   const lines = r.stdout.trimEnd().split('\n');
   assert.is(lines.at(-1), 'status: error');
@@ -150,7 +151,7 @@ test('names from the medium reach the terminal escaped: no forged status line, n
   // the error printer of the other CLI: a restore refuses the set and quotes the names in its error
   const parent = tmp();
   const rs = airlock(['restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--seq', '1', '--to', path.join(parent, 'restored')]);
-  assert.is(rs.code, 1, rs.stderr);
+  assert.is(rs.code, EXIT.failed, rs.stderr);
   assert.not.ok(ACTIVE.test(rs.stderr), JSON.stringify(rs.stderr));
   const errLines = rs.stderr.trimEnd().split('\n').filter((l) => l.startsWith('airlock: error: ') || l.startsWith('airlock: hint: '));
   assert.is(errLines.length, 2, rs.stderr);
@@ -171,7 +172,7 @@ interface Claims {
 async function sealTar(media: string, tar: AsyncIterable<Buffer>, claims: Claims): Promise<string> {
   const recipient = recipientOf(parseIdentities(readFileSync(IDENTITY, 'utf8'))[0] as Uint8Array);
   const parts: Buffer[] = [];
-  await pipeline(Readable.from(tar), spawnFilter('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) }));
+  await pipeline(Readable.from(tar), childStage('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) }));
   const cipher = Buffer.concat(parts);
   const dir = path.join(media, 'site-a', bundleName('site-a', 1));
   mkdirSync(dir, { recursive: true });
@@ -239,12 +240,12 @@ test('an entry that decompresses to 1 GiB where the signed manifest and index sa
   // a restore may write at most 64 MiB: staging the entry whole (as before) dies of SIGXFSZ
   const parent = tmp();
   const rs = run('prlimit', [`--fsize=${64 * MiB}`, '--', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'restored')]);
-  assert.is(rs.code, 1, rs.stderr);
+  assert.is(rs.code, EXIT.failed, rs.stderr);
   assert.match(rs.stderr, /^airlock: error: .*size-mismatch files\/000001: the tar says 1073741824 bytes, more than what is left of the 6 bytes manifest\.json signs for the payload entries \(6\); nothing of it was read/m);
   assert.equal(readdirSync(parent), []);
 
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
   assert.equal(report.findings.map((f) => [f.result, f.file]), [['size-mismatch', 'files/000001']]);
   assert.match(report.findings[0]?.message ?? '', 'nothing of it was read');
@@ -273,7 +274,7 @@ test('what is not a payload entry is bounded by the signed numbers too: a 1 GiB 
     const media = path.join(tmp(), 'media');
     await sealTar(media, hostileTar(async function* () {}, [], [], after), { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
     const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
-    assert.is(r.code, 1, r.stderr);
+    assert.is(r.code, EXIT.failed, r.stderr);
     const report = JSON.parse(r.stdout) as JsonReport;
     assert.ok(report.findings.some((f) => message.test(f.message)), `${what}: ${JSON.stringify(report.findings.slice(-3))}`);
   }
@@ -311,7 +312,7 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
   const baseline = peakRss(verify(['--identity', IDENTITY, path.join(VECTORS, 'cases', 'good-chain', 'media')]).stderr);
   for (const json of [false, true]) {
     const r = verify(['--identity', IDENTITY, ...(json ? ['--json'] : []), media]);
-    assert.is(r.code, 1, r.stderr.slice(0, 2000));
+    assert.is(r.code, EXIT.failed, r.stderr.slice(0, 2000));
     const peak = peakRss(r.stderr);
     const budget = baseline + n * LIMITS.memoryPerEntryBytes;
     assert.ok(peak <= budget, `peak RSS ${(peak / MiB).toFixed(0)} MiB over the budget ${(budget / MiB).toFixed(0)} MiB (baseline ${(baseline / MiB).toFixed(0)} MiB)`);
@@ -334,7 +335,7 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
   // a restore reads the same payload: it stops at the first name airlock never writes, within the same budget, leaving nothing
   const parent = tmp();
   const restore = run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'out')], { timeout: 300_000 });
-  assert.is(restore.code, 1, restore.stderr.slice(0, 2000));
+  assert.is(restore.code, EXIT.failed, restore.stderr.slice(0, 2000));
   assert.match(restore.stderr, /^airlock: error: tar entry "x\/000001a+"/m, restore.stderr.slice(0, 3000));
   const peak = peakRss(restore.stderr);
   assert.ok(peak <= baseline + n * LIMITS.memoryPerEntryBytes, `restore: peak RSS ${(peak / MiB).toFixed(0)} MiB`);

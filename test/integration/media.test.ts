@@ -12,10 +12,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Catalog } from '../../agent/catalog.js';
 import { readBack, selfSigner } from '../../agent/media.js';
-import { AirlockError } from '../../manifests/errors.js';
+import { AirlockError, EXIT } from '../../manifests/errors.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3 } from '../s3.js';
 
 const keys = makeKeys('site-m');
@@ -31,12 +31,12 @@ function source(bytes: number): string {
 }
 
 function exportFiles(medium: string, state: string, src: string, extra: string[] = []) {
-  return airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state, ...extra]);
+  return airlock(exportArgs(keys, medium, state, ['--files', src, ...extra]));
 }
 
 function init(medium: string, label: string, state: string): string {
   const r = airlock(['media', 'init', medium, '--label', label, '--state-dir', state]);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   return r.stdout.trim();
 }
 
@@ -88,25 +88,25 @@ test('media init writes a label with a UUID once; list shows the medium', () => 
   assert.is(label.label, 'offsite 1');
 
   const again = airlock(['media', 'init', medium, '--label', 'other', '--state-dir', state]);
-  assert.is(again.code, 4);
+  assert.is(again.code, EXIT.conflict);
   assert.match(again.stderr, /^airlock: error: .* is already labelled "offsite 1" \(.*\)\nairlock: hint: .*--force.*\n$/);
   assert.is(JSON.parse(readFileSync(path.join(medium, 'AIRLOCK-MEDIUM.json'), 'utf8')).uuid, uuid, 'the label is unchanged');
 
   // a medium with bundles but no label is refused too, then labelled with --force
   const used = tmp();
-  assert.is(exportFiles(used, tmp(), source(1000)).code, 0);
+  assert.is(exportFiles(used, tmp(), source(1000)).code, EXIT.ok);
   const refused = airlock(['media', 'init', used, '--label', 'old stick', '--state-dir', state]);
-  assert.is(refused.code, 4);
+  assert.is(refused.code, EXIT.conflict);
   assert.match(refused.stderr, 'already holds bundles');
   const forced = airlock(['media', 'init', used, '--label', 'old stick', '--force', '--state-dir', state]);
-  assert.is(forced.code, 0, forced.stderr);
+  assert.is(forced.code, EXIT.ok, forced.stderr);
   assert.is.not(forced.stdout.trim(), uuid);
 
   const bad = airlock(['media', 'init', tmp(), '--label', '../x', '--state-dir', state]);
-  assert.is(bad.code, 2);
+  assert.is(bad.code, EXIT.usage);
 
   const list = airlock(['media', 'list', used, '--json']);
-  assert.is(list.code, 0, list.stderr);
+  assert.is(list.code, EXIT.ok, list.stderr);
   const j = JSON.parse(list.stdout);
   assert.is(j.label.label, 'old stick');
   assert.is(j.bundles.length, 1);
@@ -123,7 +123,7 @@ test('a bundle larger than the medium is refused up front: typed error, size nee
     const state = tmp();
     init(medium, 'small', state);
     const r = exportFiles(medium, state, source(3 * 1024 * 1024));
-    assert.is(r.code, 6, r.stderr);
+    assert.is(r.code, EXIT.medium, r.stderr);
     assert.match(r.stderr, /^airlock: error: the bundle needs about [\d.]+ MiB on \S+ but only [\d.]+ (KiB|MiB) is free\nairlock: hint: [^\n]+nothing was written\n$/);
     assert.is(r.stderr.split('\n').length, 3, 'one error line and one hint');
     assert.is(r.stdout, '');
@@ -145,10 +145,10 @@ test('the medium fills up mid-write (a bucket, whose size is not known up front)
     const state = tmp();
     const uuid = init(medium, 'small', state);
     const r = airlock(
-      ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none'],
+      exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none']),
       { env: { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY } },
     );
-    assert.is(r.code, 6, r.stderr);
+    assert.is(r.code, EXIT.medium, r.stderr);
     assert.match(r.stderr, /^airlock: error: [^\n]*no space left on device\nairlock: hint: [^\n]+\n$/);
     const siteDir = path.join(medium, keys.site);
     assert.equal(existsSync(siteDir) ? readdirSync(siteDir) : [], [], 'no partial bundle left');
@@ -160,7 +160,7 @@ test('the medium fills up mid-write (a bucket, whose size is not known up front)
     assert.match(c.runs[0]?.message ?? '', 'no space left');
     // the medium is usable again at once, and the seq was not used up
     const small = exportFiles(medium, state, source(1000));
-    assert.is(small.code, 0, small.stderr);
+    assert.is(small.code, EXIT.ok, small.stderr);
     assert.match(small.stdout, `${keys.site}-00000001`);
     const after = Catalog.open(state);
     try {
@@ -178,7 +178,7 @@ test('recovery data: a volume with damaged blocks is repaired in a scratch copy 
   const medium = tmp();
   const state = tmp();
   const r = exportFiles(medium, state, src, ['--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   const names = readdirSync(bundle).sort();
   assert.ok(names.includes('recovery.par2'), names.join(' '));
@@ -190,20 +190,20 @@ test('recovery data: a volume with damaged blocks is repaired in a scratch copy 
   const out = tmp();
   const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256', 'x', bundle, keys.identity, out]);
   assert.is(sh.code, 0, sh.stderr);
-  assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]).code, 0);
+  assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]).code, EXIT.ok);
 
   // bad blocks in the middle of a volume
   const vol = path.join(bundle, 'payload.001');
   damage(vol, 300_000, 8192);
   const damaged = readFileSync(vol);
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, medium]);
-  assert.is(v.code, 1, 'the damage is still a finding');
+  assert.is(v.code, EXIT.failed, 'the damage is still a finding');
   assert.match(v.stdout, /checksum-mismatch: \S+payload\.001: .*recovery data/);
 
   const parent = tmp();
   const to = path.join(parent, 'restored');
   const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   assert.match(rs.stderr, 'airlock: repaired payload.001');
   const back = path.join(to, src);
   assert.is(sha256Hex(readFileSync(path.join(back, 'data.bin'))), sha256Hex(readFileSync(path.join(src, 'data.bin'))));
@@ -220,8 +220,8 @@ test('recovery data: a bucket bundle with a damaged volume is repaired in a scra
   for (const [i, b] of blobs.entries()) await srv.client.putObject(bucket, `blob-${i}`, b);
   const medium = tmp();
   const env = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
-  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none'], { env });
-  assert.is(r.code, 0, r.stderr);
+  const r = airlock(exportArgs(keys, medium, tmp(), ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']), { env });
+  assert.is(r.code, EXIT.ok, r.stderr);
   const vol = path.join(r.stdout.trim(), 'payload.001');
   damage(vol, 300_000, 8192);
   const damaged = readFileSync(vol);
@@ -229,7 +229,7 @@ test('recovery data: a bucket bundle with a damaged volume is repaired in a scra
   const parent = tmp();
   const to = path.join(parent, 'restored');
   const rs = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   assert.match(rs.stderr, 'is damaged on the medium (checksum-mismatch payload.001); repairing from its recovery data');
   assert.match(rs.stderr, 'airlock: repaired payload.001');
   for (const [i, b] of blobs.entries()) assert.ok(readFileSync(path.join(to, bucket, `blob-${i}`)).equals(b), `blob-${i}`);
@@ -242,13 +242,13 @@ test('without recovery data a damaged volume fails the restore cleanly; too much
   for (const extra of [[], ['--recovery-percent', '5']]) {
     const medium = tmp();
     const r = exportFiles(medium, tmp(), src, ['--volume-size', '1M', '--compress', 'none', ...extra]);
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     // with recovery data: more damage than 5% can rebuild
     damage(path.join(r.stdout.trim(), 'payload.001'), 0, extra.length > 0 ? 600_000 : 4096);
     const parent = tmp();
     const to = path.join(parent, 'restored');
     const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-    assert.is(rs.code, 1, rs.stderr);
+    assert.is(rs.code, EXIT.failed, rs.stderr);
     assert.match(rs.stderr, /airlock: error: [^\n]*(checksum-mismatch payload\.001|could not repair it)[^\n]*\nairlock: hint: [^\n]*nothing was restored/);
     assert.equal(readdirSync(parent), [], 'nothing in the target, no staging or scratch copy left');
   }
@@ -262,17 +262,17 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
   const uuidB = init(b, 'offsite', state);
   const src = source(200_000);
   const first = exportFiles(a, state, src, ['--recovery-percent', '10']);
-  assert.is(first.code, 0, first.stderr);
+  assert.is(first.code, EXIT.ok, first.stderr);
   assert.match(first.stderr, `read back and verified on medium "primary" (${uuidA})`);
-  assert.is(exportFiles(a, state, src).code, 0);
+  assert.is(exportFiles(a, state, src).code, EXIT.ok);
 
   const c = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json']);
-  assert.is(c.code, 0, c.stderr);
+  assert.is(c.code, EXIT.ok, c.stderr);
   const j = JSON.parse(c.stdout);
   assert.equal(j.bundles.map((x: { seq: number; copied: boolean }) => [x.seq, x.copied]), [[1, true], [2, true]]);
   assert.equal(j.bundles[0].verifiedOn, [uuidA, uuidB]);
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, b]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
   assert.equal(readdirSync(path.join(b, keys.site, `${keys.site}-00000001`)).sort(), readdirSync(path.join(a, keys.site, `${keys.site}-00000001`)).sort());
   const cat = Catalog.open(state);
   try {
@@ -286,17 +286,17 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
   }
   // again: nothing to copy, both verified again
   const again = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state]);
-  assert.is(again.code, 0, again.stderr);
+  assert.is(again.code, EXIT.ok, again.stderr);
   assert.match(again.stderr, 'copied 0 bundle(s), 2 already there');
 
   // a medium too small for the copy is refused before anything is written
   await withSmallMedium('2m', (small) => {
     const big = tmp();
     init(big, 'big', state);
-    assert.is(exportFiles(big, tmp(), source(3 * 1024 * 1024)).code, 0);
+    assert.is(exportFiles(big, tmp(), source(3 * 1024 * 1024)).code, EXIT.ok);
     init(small, 'small', state);
     const r = airlock(['media', 'copy', big, small, '--signing-key', keys.signingKey, '--state-dir', state]);
-    assert.is(r.code, 6, r.stderr);
+    assert.is(r.code, EXIT.medium, r.stderr);
     assert.match(r.stderr, /^airlock: error: copying 1 bundle\(s\) needs about [\d.]+ MiB on /);
     assert.equal(readdirSync(small), ['AIRLOCK-MEDIUM.json']);
   });
@@ -310,7 +310,7 @@ function twoMedia(seqs = 1) {
   const uuidA = init(a, 'primary', state);
   const uuidB = init(b, 'offsite', state);
   const src = source(20_000);
-  for (let i = 0; i < seqs; i++) assert.is(exportFiles(a, state, src).code, 0);
+  for (let i = 0; i < seqs; i++) assert.is(exportFiles(a, state, src).code, EXIT.ok);
   const bundle = (medium: string, seq = 1) => path.join(medium, keys.site, `${keys.site}-${String(seq).padStart(8, '0')}`);
   return { state, a, b, uuidA, uuidB, bundle };
 }
@@ -347,7 +347,7 @@ test('media copy refuses a site folder on the target that is a symbolic link: ex
   const outside = tmp();
   symlinkSync(outside, path.join(b, keys.site));
   const r = copy(a, b, state);
-  assert.is(r.code, 4, r.stderr);
+  assert.is(r.code, EXIT.conflict, r.stderr);
   assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(b, keys.site)} on the target medium is a symbolic link[^\\n]*\\nairlock: hint: [^\\n]+\\n$`));
   assert.equal(readdirSync(outside), [], 'nothing written outside the medium');
   assert.equal(tree(b), ['AIRLOCK-MEDIUM.json', keys.site]);
@@ -365,7 +365,7 @@ test('media copy: a bundle on the target that is a symbolic link to the source b
   mkdirSync(path.join(b, keys.site));
   symlinkSync(bundle(a), bundle(b));
   const r = copy(a, b, state);
-  assert.is(r.code, 4, r.stderr);
+  assert.is(r.code, EXIT.conflict, r.stderr);
   assert.match(r.stderr, new RegExp(`airlock: error: ${bundle(b)} on the target medium is a symbolic link`));
   assert.equal(copiedOn(state), [uuidA], 'counted only on the medium that holds the bytes');
   assert.ok(lstatSync(bundle(b)).isSymbolicLink(), 'the link is left for the operator to look at');
@@ -378,7 +378,7 @@ test('media copy: a leftover partial copy on the target that is a symbolic link 
   mkdirSync(path.join(b, keys.site));
   symlinkSync(outside, `${bundle(b)}.partial`);
   const r = copy(a, b, state);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   assert.equal(readdirSync(outside), ['keep.txt'], 'nothing removed or written through the link');
   assert.ok(lstatSync(bundle(b)).isDirectory());
   assert.equal(readdirSync(path.join(b, keys.site)), [`${keys.site}-00000001`]);
@@ -392,7 +392,7 @@ test('export onto a medium whose site folder is a symbolic link is refused befor
   const outside = tmp();
   symlinkSync(outside, path.join(medium, keys.site));
   const r = exportFiles(medium, state, source(1000));
-  assert.is(r.code, 4, r.stderr);
+  assert.is(r.code, EXIT.conflict, r.stderr);
   assert.match(r.stderr, new RegExp(`^airlock: error: ${path.join(medium, keys.site)} on the medium is a symbolic link\\nairlock: hint: [^\\n]+\\n$`));
   assert.equal(readdirSync(outside), [], 'nothing written through the link');
   assert.equal(copiedOn(state), [], 'no verified copy recorded');
@@ -414,7 +414,7 @@ test('media copy: a site or bundle folder on the target that is another file sys
     assert.is(bind.code, 0, `a bind mount needs root: ${bind.stderr}`);
     try {
       const r = copy(a, b, state);
-      assert.is(r.code, 4, r.stderr);
+      assert.is(r.code, EXIT.conflict, r.stderr);
       assert.match(r.stderr, new RegExp(`^airlock: error: ${bundle(b)} on the target medium is on another file system than the medium\nairlock: hint: `));
       assert.equal(copiedOn(state), [uuidA]);
     } finally {
@@ -426,7 +426,7 @@ test('media copy: a site or bundle folder on the target that is another file sys
     assert.is(m.code, 0, m.stderr);
     try {
       const r = copy(a, b, state);
-      assert.is(r.code, 4, r.stderr);
+      assert.is(r.code, EXIT.conflict, r.stderr);
       assert.match(r.stderr, `${site} on the target medium is on another file system than the medium`);
       assert.equal(readdirSync(site), [], 'nothing written on the other file system');
       assert.equal(copiedOn(state), [uuidA]);
@@ -435,7 +435,7 @@ test('media copy: a site or bundle folder on the target that is another file sys
     }
     // once the medium holds real folders, the same copy works and counts on both media
     const ok = copy(a, b, state);
-    assert.is(ok.code, 0, ok.stderr);
+    assert.is(ok.code, EXIT.ok, ok.stderr);
     assert.equal(copiedOn(state), [uuidA, uuidB].sort());
   });
 });
@@ -444,7 +444,7 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   const { state, a, b, uuidA, uuidB, bundle } = twoMedia(4);
   const elsewhere = tmp();
   const other = exportFiles(elsewhere, tmp(), source(1000));
-  assert.is(other.code, 0, other.stderr);
+  assert.is(other.code, EXIT.ok, other.stderr);
   const link = path.join(a, keys.site, `${keys.site}-00000009`);
   symlinkSync(other.stdout.trim(), link);
   writeFileSync(path.join(bundle(a, 1), 'notes.txt'), 'not part of the bundle\n');
@@ -454,8 +454,13 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   }
   writeFileSync(path.join(a, keys.site, 'README'), 'a stray file beside the bundles\n');
   const r = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json'], { timeout: 60_000 });
-  assert.is(r.code, 1, r.stderr);
-  assert.match(r.stderr, new RegExp(`^airlock: error: 4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; [^\\n]+\\nairlock: hint: [^\\n]*never follows a symbolic link\\n$`, 'm'));
+  assert.is(r.code, EXIT.failed, r.stderr);
+  // with --json the error is one JSON object, the last line of stderr
+  const err = JSON.parse(r.stderr.trimEnd().split('\n').at(-1) ?? '') as { code: string; message: string; hint: string; exit: number };
+  assert.is(err.code, 'verification-failed');
+  assert.is(err.exit, 1);
+  assert.match(err.message, new RegExp(`^4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; `));
+  assert.match(err.hint, /never follows a symbolic link$/);
   const j = JSON.parse(r.stdout);
   assert.equal(j.bundles.map((x: { seq: number }) => x.seq), [4]);
   assert.equal(j.failed, [
@@ -477,7 +482,7 @@ test('media copy: a source bundle on another file system than the source medium 
   const uuidB = init(b, 'offsite', state);
   const unlabelled = tmp();
   const e = exportFiles(unlabelled, state, source(20_000));
-  assert.is(e.code, 0, e.stderr);
+  assert.is(e.code, EXIT.ok, e.stderr);
   const site = path.join(a, keys.site);
   mkdirSync(site);
   const m = run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', site]);
@@ -485,7 +490,7 @@ test('media copy: a source bundle on another file system than the source medium 
   try {
     assert.is(run('cp', ['-a', e.stdout.trim(), site]).code, 0);
     const r = copy(a, b, state);
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, `airlock: warning: ${site} on the source medium is on another file system than the medium; not counted as a copy on medium "primary"`);
     assert.equal(copiedOn(state), [uuidB], 'counted on the medium that holds its bytes only');
   } finally {
@@ -496,7 +501,7 @@ test('media copy: a source bundle on another file system than the source medium 
 test('the read-back reads the medium past the page cache and notices bytes that differ from what was written', async () => {
   const medium = tmp();
   const r = exportFiles(medium, tmp(), source(9 * 1024 * 1024 + 123), ['--compress', 'none', '--volume-size', '4M']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   const sums = sha256Hex(readFileSync(path.join(bundle, 'SHA256SUMS')));
   const signers = [selfSigner(parsePrivateKey(readFileSync(keys.signingKey, 'utf8')))];
@@ -529,7 +534,7 @@ test('--no-read-back: the bundle is written and committed, but on a labelled med
   const medium = tmp();
   init(medium, 'unchecked', state);
   const r = exportFiles(medium, state, source(1000), ['--no-read-back']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   assert.match(r.stderr, 'not read back from the medium (--no-read-back)');
   assert.not.match(r.stderr, 'read back and verified');
   const c = Catalog.open(state);
@@ -544,7 +549,7 @@ test('--no-read-back: the bundle is written and committed, but on a labelled med
 test('an unlabelled medium still works, but its copies do not count', () => {
   const state = tmp();
   const r = exportFiles(tmp(), state, source(1000));
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   assert.match(r.stderr, 'has no label, so this copy does not count for retention');
   const c = Catalog.open(state);
   try {

@@ -14,13 +14,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { MetadataRecord } from '../../manifests/records.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { putVersion } from '../../agent/s3/objects.js';
 import { partCandidates } from '../../agent/sources/objects.js';
-import { airlock, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { EXIT } from '../../manifests/errors.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
 
 const keys = makeKeys('site-h');
@@ -29,8 +30,8 @@ const MiB = 1024 * 1024;
 /** `body` as a stream of 1 MiB chunks (minio-js cuts a stream of one big chunk into a single part). */
 const inMiB = (body: Buffer) => Readable.from(Array.from({ length: Math.ceil(body.length / MiB) }, (_, i) => body.subarray(i * MiB, (i + 1) * MiB)));
 
-function exportArgs(medium: string, state: string, srv: S3Server, bucket: string): string[] {
-  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', bucket, '--incremental', '--json'];
+function exportIncremental(medium: string, state: string, srv: S3Server, bucket: string): string[] {
+  return exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--incremental', '--json']);
 }
 
 function restoreArgs(medium: string, srv: S3Server, map: string, idMap: string, extra: string[] = []): string[] {
@@ -38,7 +39,7 @@ function restoreArgs(medium: string, srv: S3Server, map: string, idMap: string, 
 }
 
 function ok(r: Ran, what: string): void {
-  assert.is(r.code, 0, `${what}: ${r.stderr}${r.stdout}`);
+  assert.is(r.code, EXIT.ok, `${what}: ${r.stderr}${r.stdout}`);
 }
 
 /** The index records of a bundle, decrypted with stock tools. */
@@ -99,7 +100,7 @@ test('tag changes and versions deleted for good after an export are carried by t
   const k3marker = (await versions(c, bucket)).find((v) => v.key === 'k3' && v.marker)?.versionId as string;
   const medium = tmp();
   const st = tmp();
-  const first = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
+  const first = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(first, 'first export');
   const atFirst = await state(c, bucket);
 
@@ -111,7 +112,7 @@ test('tag changes and versions deleted for good after an export are carried by t
   await c.removeObject(bucket, 'k1', { versionId: k1v2 });
   await c.removeObject(bucket, 'gone/x', { versionId: gone });
   await c.removeObject(bucket, 'k3', { versionId: k3marker });
-  const second = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
+  const second = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(second, 'incremental export after the changes');
   const atSecond = await state(c, bucket);
 
@@ -125,7 +126,7 @@ test('tag changes and versions deleted for good after an export are carried by t
   ok(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]), 'the chain verifies with the key');
 
   // nothing changed since: the catalog took the changes in, so nothing is carried again
-  const third = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
+  const third = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(third, 'incremental export without changes');
   assert.equal(indexOf(JSON.parse(third.stdout).path).filter((r) => r.type === 'version-changed' || r.type === 'version-removed'), []);
 
@@ -157,9 +158,9 @@ test('object lock: a legal hold set on an exported version (no new version) is c
   await c.putObject(bucket, 'free', Buffer.from('free'));
   const medium = tmp();
   const st = tmp();
-  ok(airlock(exportArgs(medium, st, srv, bucket), { env: ENV }), 'first export');
+  ok(airlock(exportIncremental(medium, st, srv, bucket), { env: ENV }), 'first export');
   await c.setObjectLegalHold(bucket, 'held', { status: 'ON', versionId: v1 });
-  const second = airlock(exportArgs(medium, st, srv, bucket), { env: ENV });
+  const second = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(second, 'incremental export');
   const changes = indexOf(JSON.parse(second.stdout).path).filter((r) => r.type === 'version-changed');
   assert.equal(changes.map((r) => [r.key, r.versionId, r.lock]), [['held', v1, { 'x-amz-object-lock-legal-hold': 'ON' }]]);
@@ -178,11 +179,11 @@ test('object lock: a legal hold set on an exported version (no new version) is c
 test('the verifier checks the new records: a version-removed or version-changed record without what it needs is malformed', async () => {
   const bucket = 'checked-src';
   for (const [record, why] of [
-    [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'without the time it was found'],
-    [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'without versionId'],
-    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags are not an object of text values'],
+    [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'version-removed record: detected must be a string'],
+    [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'version-removed record: versionId must be a string'],
+    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags must be an object of strings'],
     [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: {}, lock: { 'x-amz-acl': 'public-read' } }, 'lock is not an object of x-amz-object-lock-* text values'],
-  ] as [IndexRecord, string][]) {
+  ] as unknown as [MetadataRecord, string][]) {
     const medium = tmp();
     async function* items(): AsyncGenerator<SourceItem> {
       yield { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } };
@@ -190,7 +191,7 @@ test('the verifier checks the new records: a version-removed or version-changed 
     }
     await writeBundle({ medium, site: keys.site, seq: 1, prev: undefined, recipients: [keys.recipient], signingKey: parsePrivateKey(readFileSync(keys.signingKey, 'utf8')), compression: 'none', volumeSize: 1 << 20, now: () => new Date() }, items());
     const r = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
-    assert.is(r.code, 1, r.stdout + r.stderr);
+    assert.is(r.code, EXIT.failed, r.stdout + r.stderr);
     assert.match(r.stdout + r.stderr, why);
   }
 });
@@ -215,7 +216,7 @@ test('multipart versions come back in their part layout, with the source ETag; a
   assert.not.ok(partCandidates(11 * MiB, 2).includes(5 * MiB));
 
   const medium = tmp();
-  const e = airlock(exportArgs(medium, tmp(), srv, bucket), { env: ENV });
+  const e = airlock(exportIncremental(medium, tmp(), srv, bucket), { env: ENV });
   ok(e, 'export');
   const records = indexOf(JSON.parse(e.stdout).path).filter((r) => r.type === 'object');
   assert.equal(records.find((r) => r.key === 'eleven')?.parts, [6 * MiB, 5 * MiB]);

@@ -14,7 +14,8 @@ import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { S3Client, backoff } from '../../agent/s3/client.js';
-import { airlock, airlockAsync, makeKeys, tmp, type Ran } from '../helpers.js';
+import { airlock, airlockAsync, exportArgs, makeKeys, tmp, type Ran } from '../helpers.js';
+import { EXIT } from '../../manifests/errors.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, faultProxy, makeCa, s3, sessionCredentials, versionedBucket, type S3Server } from '../s3.js';
 
 const keys = makeKeys('site-srv');
@@ -23,8 +24,8 @@ const MiB = 1024 * 1024;
 /** `body` as a stream of 1 MiB chunks (minio-js cuts a stream of one big chunk into a single part). */
 const inMiB = (body: Buffer) => Readable.from(Array.from({ length: Math.ceil(body.length / MiB) }, (_, i) => body.subarray(i * MiB, (i + 1) * MiB)));
 
-function exportArgs(medium: string, endpoint: string, bucket: string, extra: string[] = []): string[] {
-  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', endpoint, '--bucket', bucket, '--json', ...extra];
+function exportBucket(medium: string, endpoint: string, bucket: string, extra: string[] = []): string[] {
+  return exportArgs(keys, medium, tmp(), ['--s3-endpoint', endpoint, '--bucket', bucket, '--json', ...extra]);
 }
 
 function restoreArgs(medium: string, endpoint: string, map: string, idMap: string, extra: string[] = []): string[] {
@@ -32,7 +33,7 @@ function restoreArgs(medium: string, endpoint: string, map: string, idMap: strin
 }
 
 function ok(r: Ran, what: string): void {
-  assert.is(r.code, 0, `${what}: ${r.stderr}${r.stdout}`);
+  assert.is(r.code, EXIT.ok, `${what}: ${r.stderr}${r.stdout}`);
 }
 
 async function bytesOf(srv: S3Server, bucket: string, key: string): Promise<Buffer> {
@@ -57,7 +58,7 @@ test('region, virtual-hosted addressing and session credentials (environment and
     const env = { ...process.env, AWS_ACCESS_KEY_ID: session.accessKey, AWS_SECRET_ACCESS_KEY: session.secretKey, AWS_SESSION_TOKEN: session.sessionToken };
     const medium = tmp();
     // the bucket goes into the host name; radosgw knows its domain as "localhost"
-    ok(await airlockAsync(exportArgs(medium, `http://localhost:${proxy.port}`, bucket, ['--s3-region', 'eu-west-3', '--s3-addressing', 'virtual']), { env }), 'export');
+    ok(await airlockAsync(exportBucket(medium, `http://localhost:${proxy.port}`, bucket, ['--s3-region', 'eu-west-3', '--s3-addressing', 'virtual']), { env }), 'export');
     const objectRequests = proxy.seen.filter((r) => r.headers.host === `${bucket}.localhost:${proxy.port}`);
     assert.ok(objectRequests.length >= 4, 'listing and GETs name the bucket in the host');
     assert.ok(objectRequests.some((r) => r.method === 'GET' && r.url.startsWith('/b/%C3%BC?')), 'the key alone is the path');
@@ -78,8 +79,8 @@ test('region, virtual-hosted addressing and session credentials (environment and
     assert.is((await bytesOf(srv, dest, 'b/ü')).toString(), 'body of b/ü');
 
     // a token the server does not know is refused
-    const bad = await airlockAsync(exportArgs(tmp(), srv.endpoint, bucket), { env: { ...env, AWS_SESSION_TOKEN: 'bm90IGEgdG9rZW4=' } });
-    assert.is(bad.code, 5, bad.stderr);
+    const bad = await airlockAsync(exportBucket(tmp(), srv.endpoint, bucket), { env: { ...env, AWS_SESSION_TOKEN: 'bm90IGEgdG9rZW4=' } });
+    assert.is(bad.code, EXIT.source, bad.stderr);
   } finally {
     proxy.close();
   }
@@ -89,20 +90,20 @@ test('https with a private CA: trusted with --s3-ca-file (or the config file), r
   const srv = await s3();
   const bucket = await small(srv, 'tls');
   const medium = tmp();
-  ok(await airlockAsync(exportArgs(medium, srv.tlsEndpoint, bucket, ['--s3-ca-file', srv.caFile]), { env: ENV }), 'export over https');
+  ok(await airlockAsync(exportBucket(medium, srv.tlsEndpoint, bucket, ['--s3-ca-file', srv.caFile]), { env: ENV }), 'export over https');
 
-  const none = await airlockAsync(exportArgs(tmp(), srv.tlsEndpoint, bucket), { env: ENV });
-  assert.is(none.code, 5, none.stderr);
+  const none = await airlockAsync(exportBucket(tmp(), srv.tlsEndpoint, bucket), { env: ENV });
+  assert.is(none.code, EXIT.source, none.stderr);
   assert.match(none.stderr, `airlock: error: ${srv.tlsEndpoint} is not trusted: its certificate is signed by no CA trusted here (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`);
   assert.match(none.stderr, 'hint: give --s3-ca-file');
   const other = makeCa(tmp(), 'other').ca;
-  const wrong = await airlockAsync(exportArgs(tmp(), srv.tlsEndpoint, bucket, ['--s3-ca-file', other]), { env: ENV });
-  assert.is(wrong.code, 5, wrong.stderr);
+  const wrong = await airlockAsync(exportBucket(tmp(), srv.tlsEndpoint, bucket, ['--s3-ca-file', other]), { env: ENV });
+  assert.is(wrong.code, EXIT.source, wrong.stderr);
   assert.match(wrong.stderr, 'is not trusted: its certificate is signed by no CA trusted here');
   const notPem = path.join(tmp(), 'not.pem');
   writeFileSync(notPem, 'hello');
-  const garbage = await airlockAsync(exportArgs(tmp(), srv.tlsEndpoint, bucket, ['--s3-ca-file', notPem]), { env: ENV });
-  assert.is(garbage.code, 3, garbage.stderr);
+  const garbage = await airlockAsync(exportBucket(tmp(), srv.tlsEndpoint, bucket, ['--s3-ca-file', notPem]), { env: ENV });
+  assert.is(garbage.code, EXIT.input, garbage.stderr);
   assert.match(garbage.stderr, 'holds no PEM certificate');
 
   const conf = path.join(tmp(), 'restore.conf');
@@ -155,7 +156,7 @@ test('retries: 429, 500, 502, 503, 504 and a reset connection are retried with c
   let cliListed = 0;
   const cli = await faultProxy(srv.port, (r) => (r.method === 'GET' && r.url.includes('versions') ? cliFaults[cliListed++] : undefined));
   try {
-    ok(await airlockAsync(exportArgs(tmp(), cli.endpoint, bucket), { env: ENV }), 'export through the faults');
+    ok(await airlockAsync(exportBucket(tmp(), cli.endpoint, bucket), { env: ENV }), 'export through the faults');
     assert.is(cliListed, 5);
   } finally {
     cli.close();
@@ -171,7 +172,7 @@ test('a download broken mid-body resumes with a Range request for the rest, and 
   const proxy = await faultProxy(srv.port, (r) => (r.method === 'GET' && r.url.startsWith(`/${bucket}/big?`) && cut++ < 2 ? { cutAfter: 1024 * 1024 + cut } : undefined));
   try {
     const medium = tmp();
-    ok(await airlockAsync(exportArgs(medium, proxy.endpoint, bucket), { env: ENV }), 'export through two broken downloads');
+    ok(await airlockAsync(exportBucket(medium, proxy.endpoint, bucket), { env: ENV }), 'export through two broken downloads');
     const gets = proxy.seen.filter((r) => r.method === 'GET' && r.url.startsWith(`/${bucket}/big?`));
     assert.is(gets.length, 3);
     // each resumes at the bytes that arrived (at most what the proxy let through before it cut)
@@ -192,7 +193,7 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
   const srv = await s3();
   const bucket = await small(srv, 'checked');
   const medium = tmp();
-  ok(await airlockAsync(exportArgs(medium, srv.endpoint, bucket), { env: ENV }), 'export');
+  ok(await airlockAsync(exportBucket(medium, srv.endpoint, bucket), { env: ENV }), 'export');
   const journal = (idMap: string) => (existsSync(`${idMap}.partial`) ? readFileSync(`${idMap}.partial`, 'utf8') : '');
 
   for (const [fault, message] of [
@@ -204,7 +205,7 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
     try {
       const idMap = path.join(tmp(), 'ids.jsonl');
       const r = await airlockAsync(restoreArgs(medium, proxy.endpoint, `${bucket}=${dest}`, idMap), { env: ENV });
-      assert.is(r.code, 5, r.stderr);
+      assert.is(r.code, EXIT.source, r.stderr);
       assert.match(r.stderr, message);
       assert.ok(proxy.seen.some((x) => x.method === 'PUT' && x.url.startsWith(`/${dest}/b/`) && /^[A-Za-z0-9+/]{22}==$/.test(x.headers['content-md5'] ?? '')), 'the PUT carried its Content-MD5');
       assert.not.match(journal(idMap), '"key":"b/ü"');
@@ -220,13 +221,13 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
   const sixes = new Minio.Client({ endPoint: '127.0.0.1', port: srv.port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true, partSize: 6 * 1024 * 1024 });
   await sixes.putObject(big, 'eleven', inMiB(body), body.length);
   const bigMedium = tmp();
-  ok(await airlockAsync(exportArgs(bigMedium, srv.endpoint, big), { env: ENV }), 'export');
+  ok(await airlockAsync(exportBucket(bigMedium, srv.endpoint, big), { env: ENV }), 'export');
   const dest = bucketName('checkedpartsback');
   const proxy = await faultProxy(srv.port, (r) => (r.method === 'PUT' && r.url.includes('partNumber=1') ? { flip: true } : undefined));
   try {
     const idMap = path.join(tmp(), 'ids.jsonl');
     const r = await airlockAsync(restoreArgs(bigMedium, proxy.endpoint, `${big}=${dest}`, idMap), { env: ENV });
-    assert.is(r.code, 5, r.stderr);
+    assert.is(r.code, EXIT.source, r.stderr);
     assert.match(r.stderr, 'BadDigest');
     assert.ok(proxy.seen.some((x) => x.url.includes('partNumber=1') && x.headers['content-md5']), 'the part carried its Content-MD5');
     assert.not.match(journal(idMap), '"key":"eleven"');

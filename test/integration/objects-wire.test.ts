@@ -13,12 +13,13 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { escapeText } from '../../manifests/escape.js';
-import type { IndexRecord } from '../../manifests/inner.js';
+import type { ObjectRecord, Unplaced } from '../../manifests/records.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client, utf8Header } from '../../agent/s3/client.js';
-import { airlock, airlockAsync, makeKeys, tmp } from '../helpers.js';
+import { airlock, airlockAsync, exportArgs, makeKeys, tmp } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket } from '../s3.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-w');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
@@ -88,14 +89,14 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
     client.close();
   }
   const medium = tmp();
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp(), '--s3-endpoint', srv.endpoint, '--bucket', src], { env: ENV });
-  assert.is(e.code, 0, e.stderr);
+  const e = airlock(exportArgs(keys, medium, tmp(), ['--s3-endpoint', srv.endpoint, '--bucket', src]), { env: ENV });
+  assert.is(e.code, EXIT.ok, e.stderr);
 
   const proxy = await recordingProxy(srv.port);
   try {
     const dst = bucketName('wire-dst');
     const r = await airlockAsync(restoreArgs(medium, proxy.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     const puts = proxy.heads.filter((h) => h.startsWith(`PUT /${dst}/`));
     assert.is(puts.length, keysToTry.length, proxy.heads.map((h) => h.split('\r\n')[0]).join('\n'));
     for (const head of puts) {
@@ -122,12 +123,12 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
 });
 
 /** An object record as an export writes one, with `over` on top. */
-function objectRecord(bucket: string, key: string, over: Record<string, unknown> = {}): IndexRecord {
+function objectRecord(bucket: string, key: string, over: Partial<Unplaced<ObjectRecord>> = {}): Unplaced<ObjectRecord> {
   return { type: 'object', bucket, key, versionId: randomBytes(8).toString('hex'), isLatest: true, lastModified: '2026-01-01T00:00:00.000Z', etag: '"0"', contentType: 'text/plain', headers: {}, metadata: {}, tags: {}, ...over };
 }
 
 /** A bundle of one bucket with `records`, written and signed with the site key, as a taken-over appliance could. */
-async function hostileBundle(bucket: string, records: IndexRecord[]): Promise<string> {
+async function hostileBundle(bucket: string, records: Unplaced<ObjectRecord>[]): Promise<string> {
   const medium = tmp();
   const items: SourceItem[] = [
     { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } },
@@ -163,34 +164,34 @@ test('restore objects: records a header cannot carry, headers an export never re
   const dst = bucketName('hostile-dst');
   const idMap = path.join(tmp(), 'ids.jsonl');
   const r = airlock(restoreArgs(medium, srv.endpoint, `${src}=${dst}`, idMap), { env: ENV });
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   assert.match(r.stderr, /\nairlock: error: 10 version\(s\) cannot be sent to the S3 server as the bundle records them: hostile-src\/"crlf-meta" version \w+: the metadata "note" holds a control byte \(0x0d\), which no http header can carry; [^\n]+; \.\.\.\nairlock: hint: [^\n]*nothing was written\n$/);
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
   assert.not.ok(existsSync(idMap) || existsSync(`${idMap}.partial`), 'no id map or journal');
 
   // each refusal on its own, with its reason
-  const reasons: [IndexRecord, string][] = [
-    [records[0] as IndexRecord, 'the metadata "note" holds a control byte (0x0d)'],
-    [records[1] as IndexRecord, 'its content type holds a control byte (0x0d)'],
-    [records[2] as IndexRecord, 'the metadata "nul" holds a control byte (0x00)'],
-    [records[3] as IndexRecord, 'cache-control holds a control byte (0x0a)'],
-    [records[4] as IndexRecord, 'its record names the header "x-amz-acl", which an export never records'],
-    [records[5] as IndexRecord, 'its record names the header "x-amz-copy-source"'],
-    [records[6] as IndexRecord, 'the metadata name "Bad Name" is not a lower-case http token'],
-    [records[7] as IndexRecord, 'the metadata "dup" is given twice'],
-    [records[9] as IndexRecord, 'the key is not valid unicode text'],
+  const reasons: [Unplaced<ObjectRecord>, string][] = [
+    [records[0] as Unplaced<ObjectRecord>, 'the metadata "note" holds a control byte (0x0d)'],
+    [records[1] as Unplaced<ObjectRecord>, 'its content type holds a control byte (0x0d)'],
+    [records[2] as Unplaced<ObjectRecord>, 'the metadata "nul" holds a control byte (0x00)'],
+    [records[3] as Unplaced<ObjectRecord>, 'cache-control holds a control byte (0x0a)'],
+    [records[4] as Unplaced<ObjectRecord>, 'its record names the header "x-amz-acl", which an export never records'],
+    [records[5] as Unplaced<ObjectRecord>, 'its record names the header "x-amz-copy-source"'],
+    [records[6] as Unplaced<ObjectRecord>, 'the metadata name "Bad Name" is not a lower-case http token'],
+    [records[7] as Unplaced<ObjectRecord>, 'the metadata "dup" is given twice'],
+    [records[9] as Unplaced<ObjectRecord>, 'the key is not valid unicode text'],
   ];
   for (const [record, why] of reasons) {
     const one = airlock(restoreArgs(await hostileBundle(src, [record]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-    assert.is(one.code, 1, one.stderr);
+    assert.is(one.code, EXIT.failed, one.stderr);
     // the message reaches the terminal through escapeText, which shows the backslashes JSON quoting wrote
     assert.match(one.stderr, `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${String(record.versionId)}: ${why}`)}`);
   }
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
 
   // the fine version alone goes through, with its metadata
-  const fine = airlock(restoreArgs(await hostileBundle(src, [records[10] as IndexRecord]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
-  assert.is(fine.code, 0, fine.stderr);
+  const fine = airlock(restoreArgs(await hostileBundle(src, [records[10] as Unplaced<ObjectRecord>]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
+  assert.is(fine.code, EXIT.ok, fine.stderr);
   assert.is((await srv.client.statObject(dst, 'zz-fine')).metaData.ok, 'fine');
 });
 

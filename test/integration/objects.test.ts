@@ -9,7 +9,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,11 +16,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { freePort } from '../../agent/port.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/s3/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-s3');
 const ENV = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
@@ -31,8 +32,8 @@ const NOTE = 'grüße aus 日本 – ünïcode, voilà';
 /** Keys that must never become tar paths and must survive every request unchanged. */
 const ODD_KEYS = ['..', 'a/../b', 'with space', 'plus+sign', 'percent%41%', 'ünïcödé/日本語.txt', '/leading', 'trailing/', 'dir//double', 'q?x#y&z=1'];
 
-function exportArgs(medium: string, state: string, srv: S3Server, buckets: string[], extra: string[] = []): string[] {
-  return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--s3-endpoint', srv.endpoint, '--bucket', ...buckets, ...extra];
+function exportBuckets(medium: string, state: string, srv: S3Server, buckets: string[], extra: string[] = []): string[] {
+  return exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', ...buckets, ...extra]);
 }
 
 /** `restore objects` of the bundles on `medium` into an S3 server: buckets as `map` says (SRC=DST), the id map at `idMap`. */
@@ -81,7 +82,7 @@ async function listAll(c: Minio.Client, bucket: string): Promise<Listed[]> {
 async function exported(srv: S3Server, bucket: string): Promise<{ src: Listed[]; medium: string }> {
   const src = await listAll(srv.client, bucket);
   const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  ok(airlock(exportBuckets(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
   return { src, medium };
 }
 
@@ -151,7 +152,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   const state = tmp();
   const conf = tmp();
   writeFileSync(path.join(conf, 'app.conf'), 'x = 1\n');
-  const r = airlock(exportArgs(medium, state, srv, [f.bucket, f.plain], ['--files', conf, '--json']), { env: ENV });
+  const r = airlock(exportBuckets(medium, state, srv, [f.bucket, f.plain], ['--files', conf, '--json']), { env: ENV });
   ok(r, 'export');
   const res = JSON.parse(r.stdout);
   assert.is(res.contents.files, 1);
@@ -241,7 +242,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
 
   // a second restore into the now non-empty bucket is refused and writes nothing
   const again = airlock(restoreToBuckets(medium, srv.endpoint, `${f.bucket}=${dest}`, path.join(tmp(), 'ids2.jsonl')), { env: ENV });
-  assert.is(again.code, 4, again.stderr);
+  assert.is(again.code, EXIT.conflict, again.stderr);
   assert.match(again.stderr, `airlock: error: bucket ${dest} is not empty`);
   assert.is((await listAll(srv.client, dest)).length, src.length);
 
@@ -365,7 +366,7 @@ test('restore into a folder: a key that is also a folder of later keys becomes N
     await c.removeObject(bucket, `del/${i}`);
   }
   const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
+  ok(airlock(exportBuckets(medium, tmp(), srv, [bucket]), { env: ENV }), 'export');
   const to = path.join(tmp(), 'folders');
   const restored = airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
   ok(restored, 'restore into a folder');
@@ -428,7 +429,7 @@ test('more than 1,000 versions: listing pages turn on keys that need escaping', 
   }
 
   const medium = tmp();
-  const r = airlock(exportArgs(medium, tmp(), srv, [`${bucket}/esc/`], ['--json']), { env: ENV });
+  const r = airlock(exportBuckets(medium, tmp(), srv, [`${bucket}/esc/`], ['--json']), { env: ENV });
   ok(r, 'export');
   const index = indexOf(decryptTo(JSON.parse(r.stdout).path));
   const got = index.filter((x) => x.type === 'object').map((x) => `${String(x.key)}\n${String(x.versionId)}`);
@@ -464,7 +465,7 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
   assert.match(stat.etag, /-\d+$/, 'uploaded in parts');
 
   const medium = tmp();
-  const timed = run('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...exportArgs(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])], { env: ENV });
+  const timed = run('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...exportBuckets(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])], { env: ENV });
   ok(timed, 'export');
   const rss = Number(/maxrss=(\d+)/.exec(timed.stderr)?.[1]) * 1024;
   process.stderr.write(`  export of 100 MiB: max RSS ${Math.round(rss / MiB)} MiB\n`);
@@ -500,16 +501,16 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   await c.putObject(plain, 'gone', Buffer.from('g1'));
   const medium = tmp();
   const state = tmp();
-  const first = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  const first = airlock(exportBuckets(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
   ok(first, 'first export (nothing to build on: whole)');
   await c.putObject(bucket, 'a key', Buffer.from('a2'));
   await c.removeObject(bucket, 'b+key');
   await c.putObject(bucket, 'c/ü', Buffer.from('c1'));
   await c.putObject(plain, 'p', Buffer.from('p2'));
   await c.removeObject(plain, 'gone');
-  const second = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  const second = airlock(exportBuckets(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
   ok(second, 'incremental export');
-  const third = airlock(exportArgs(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
+  const third = airlock(exportBuckets(medium, state, srv, [bucket, plain], ['--incremental', '--json']), { env: ENV });
   ok(third, 'incremental export without changes');
 
   const idx1 = indexOf(decryptTo(JSON.parse(first.stdout).path));
@@ -542,7 +543,7 @@ test('incremental exports carry only new versions; a restore reads the chain bac
 
   // the newest bundle alone cannot be restored: it names the bundle it builds on
   const alone = airlock(['restore', 'objects', '--from', JSON.parse(third.stdout).path, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'g')]);
-  assert.is(alone.code, 3, alone.stderr);
+  assert.is(alone.code, EXIT.input, alone.stderr);
   assert.match(alone.stderr, 'builds on it (an incremental export)');
 });
 
@@ -559,12 +560,12 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
   }));
   const medium = tmp();
   const state = tmp();
-  const r = airlock(exportArgs(medium, state, srv, [bucket]), { env: ENV });
-  assert.is(r.code, 5, r.stderr);
+  const r = airlock(exportBuckets(medium, state, srv, [bucket]), { env: ENV });
+  assert.is(r.code, EXIT.source, r.stderr);
   assert.match(r.stderr, `refused the request for ${bucket}/secret/x`);
   assert.equal(readdirSync(path.join(medium, keys.site)), [], 'no bundle and no partial folder');
   // the keys the server does serve export fine, as seq 1: the failed attempt used nothing up
-  const again = airlock(exportArgs(medium, state, srv, [`${bucket}/open/`]), { env: ENV });
+  const again = airlock(exportBuckets(medium, state, srv, [`${bucket}/open/`]), { env: ENV });
   ok(again, 'export of the readable prefix');
   assert.match(again.stdout, `${keys.site}-00000001`);
 });
@@ -658,7 +659,7 @@ test('a delete marker whose answer is lost is not sent again: the restore stops,
   const proxy = await s3Proxy(srv.endpoint, { loseAnswerTo: { method: 'DELETE', path: new RegExp(`^/${dest}/k$`) } });
   try {
     const r = await airlockAsync(restoreToBuckets(medium, proxy.endpoint, `${bucket}=${dest}`, idMap), { env: ENV });
-    assert.is(r.code, 5, r.stderr);
+    assert.is(r.code, EXIT.source, r.stderr);
   } finally {
     await proxy.stop();
   }
@@ -713,7 +714,7 @@ test('a slow object at the head of the export does not hold back the requests be
   const proxy = await s3Proxy(srv.endpoint, { hold: { key: /\/k000\?/, ms: 2000 } });
   try {
     const medium = tmp();
-    const r = await airlockAsync(exportArgs(medium, tmp(), { ...srv, endpoint: proxy.endpoint }, [bucket], ['--json']), { env: ENV });
+    const r = await airlockAsync(exportBuckets(medium, tmp(), { ...srv, endpoint: proxy.endpoint }, [bucket], ['--json']), { env: ENV });
     ok(r, 'export through the slow proxy');
     assert.is(JSON.parse(r.stdout).objects.versions, count);
     // 32 requests in flight: with the window stuck behind k000, at most 31 others could be answered
@@ -734,8 +735,8 @@ test('a server that returns other bytes than the ETag says (small and large obje
       const bucket = await versionedBucket(c, `corrupt-${label}`);
       await c.putObject(bucket, 'fine', Buffer.from('fine'));
       await c.putObject(bucket, `corrupt-${label}`, randomBytes(size));
-      const r = await airlockAsync(exportArgs(medium, state, { ...srv, endpoint: proxy.endpoint }, [bucket]), { env: ENV });
-      assert.is(r.code, 5, `${label}: ${r.stderr}`);
+      const r = await airlockAsync(exportBuckets(medium, state, { ...srv, endpoint: proxy.endpoint }, [bucket]), { env: ENV });
+      assert.is(r.code, EXIT.source, `${label}: ${r.stderr}`);
       assert.match(r.stderr, `${bucket}/corrupt-${label} version`, `${label}: ${r.stderr}`);
       assert.match(r.stderr, 'the bytes hash to md5', label);
       assert.match(r.stderr, 'the S3 server returned other bytes than it stores', label);
@@ -745,17 +746,6 @@ test('a server that returns other bytes than the ETag says (small and large obje
     await proxy.stop();
   }
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 test('missing bucket, wrong credentials, unreachable endpoint, readable credentials file: typed errors, no bundle', async () => {
   const srv = await s3();
@@ -767,13 +757,13 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   writeFileSync(loose, `[default]\naws_access_key_id = ${ACCESS_KEY}\naws_secret_access_key = ${SECRET_KEY}\n`);
   chmodSync(loose, 0o644);
   const cases: { args: (m: string) => string[]; env: NodeJS.ProcessEnv; code: number; message: string | RegExp }[] = [
-    { args: (m) => exportArgs(m, tmp(), srv, ['no-such-bucket-here']), env: ENV, code: 3, message: 'airlock: error: bucket no-such-bucket-here does not exist' },
-    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, code: 5, message: 'refused the request' },
+    { args: (m) => exportBuckets(m, tmp(), srv, ['no-such-bucket-here']), env: ENV, code: EXIT.input, message: 'airlock: error: bucket no-such-bucket-here does not exist' },
+    { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, code: EXIT.source, message: 'refused the request' },
     // radosgw with STS on (test/s3.ts) answers an unknown key with AccessDenied, without it InvalidAccessKeyId
-    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_ACCESS_KEY_ID: 'nobody' }, code: 5, message: /refused the request for bucket exists-\w+: (InvalidAccessKeyId|AccessDenied)/ },
-    { args: (m) => exportArgs(m, tmp(), { ...srv, endpoint: `http://127.0.0.1:${port}` }, [bucket]), env: ENV, code: 5, message: 'connection refused' },
-    { args: (m) => exportArgs(m, tmp(), srv, [bucket]), env: { PATH: process.env.PATH }, code: 2, message: 'no S3 credentials given' },
-    { args: (m) => exportArgs(m, tmp(), srv, [bucket], ['--s3-credentials', loose]), env: { PATH: process.env.PATH }, code: 3, message: 'may be read by other users' },
+    { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_ACCESS_KEY_ID: 'nobody' }, code: EXIT.source, message: /refused the request for bucket exists-\w+: (InvalidAccessKeyId|AccessDenied)/ },
+    { args: (m) => exportBuckets(m, tmp(), { ...srv, endpoint: `http://127.0.0.1:${port}` }, [bucket]), env: ENV, code: EXIT.source, message: 'connection refused' },
+    { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { PATH: process.env.PATH }, code: EXIT.usage, message: 'no S3 credentials given' },
+    { args: (m) => exportBuckets(m, tmp(), srv, [bucket], ['--s3-credentials', loose]), env: { PATH: process.env.PATH }, code: EXIT.input, message: 'may be read by other users' },
   ];
   for (const c of cases) {
     const medium = tmp();
@@ -787,13 +777,13 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   // a private credentials file works
   chmodSync(loose, 0o600);
   const medium = tmp();
-  ok(airlock(exportArgs(medium, tmp(), srv, [bucket], ['--s3-credentials', loose]), { env: { PATH: process.env.PATH } }), 'export with a credentials file');
+  ok(airlock(exportBuckets(medium, tmp(), srv, [bucket], ['--s3-credentials', loose]), { env: { PATH: process.env.PATH } }), 'export with a credentials file');
 
   // restore: a dead endpoint, bad keys or a bucket missing from the bundle fail before anything is written
   const restoreCases: { endpoint: string; env: NodeJS.ProcessEnv; map: string; code: number; message: string }[] = [
-    { endpoint: `http://127.0.0.1:${port}`, env: ENV, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'connection refused' },
-    { endpoint: srv.endpoint, env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, map: `${bucket}=${bucketName('never')}`, code: 5, message: 'refused the request' },
-    { endpoint: srv.endpoint, env: ENV, map: `not-in-bundle=${bucketName('never')}`, code: 2, message: 'names not-in-bundle, which is not in this bundle' },
+    { endpoint: `http://127.0.0.1:${port}`, env: ENV, map: `${bucket}=${bucketName('never')}`, code: EXIT.source, message: 'connection refused' },
+    { endpoint: srv.endpoint, env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, map: `${bucket}=${bucketName('never')}`, code: EXIT.source, message: 'refused the request' },
+    { endpoint: srv.endpoint, env: ENV, map: `not-in-bundle=${bucketName('never')}`, code: EXIT.usage, message: 'names not-in-bundle, which is not in this bundle' },
   ];
   for (const c of restoreCases) {
     const dir = tmp();

@@ -9,8 +9,10 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { ROOT, airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
+import { LEVEL_EXIT } from '../../agent/status.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-ops');
 /** promtool: the setup takes it out of Debian's prometheus package when it is not installed */
@@ -26,7 +28,7 @@ function conninfo(): string {
 
 function ok(args: readonly string[], env: Record<string, string> = {}): string {
   const r = airlock(args, { env: { ...process.env, ...env } });
-  assert.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  assert.is(r.code, EXIT.ok, `${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
 
@@ -37,7 +39,7 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   ok(['media', 'init', mediumA, '--label', 'usb a', '--state-dir', state]);
   ok(['media', 'init', mediumB, '--label', 'usb b', '--state-dir', state]);
   switchWal();
-  const out = ok(['export', '--to', mediumA, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base']).trim();
+  const out = ok(exportArgs(keys, mediumA, state, ['--pg', conninfo(), '--wal-spool', c.spool, '--pg-base'])).trim();
   bundle = { path: out, manifest: JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest };
   const carried = (bundle.manifest.coverage?.postgres?.wal ?? []).map((r) => r.first);
   assert.ok(carried.length > 0);
@@ -49,7 +51,7 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
 
   // on a terminal (script(1) gives it one) the copy shows its progress with the share done and time left
   const shown = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'media', 'copy', mediumA, mediumB, '--signing-key', keys.signingKey, '--state-dir', state].join(' '), '/dev/null']);
-  assert.is(shown.code, 0, shown.stdout);
+  assert.is(shown.code, EXIT.ok, shown.stdout);
   assert.match(shown.stdout, /airlock: media copy: [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB) at .*\/s, \d+%, \d+ s left/);
   const after = ok(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--dry-run']);
   for (const n of carried) assert.match(after, `would remove: ${n}`);
@@ -67,13 +69,13 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   // the catalog's retention window: long after, the records of pruned files are forgotten, others kept
   const far = { env: { ...process.env, AIRLOCK_NOW: new Date(Date.now() + 500 * 86_400_000).toISOString() } };
   const expired = airlock(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--retention', '400d', '--json'], far);
-  assert.is(expired.code, 0, expired.stderr);
+  assert.is(expired.code, EXIT.ok, expired.stderr);
   const forgotten = (JSON.parse(expired.stdout) as { forgotten: { wal: number; jobs: number } }).forgotten;
   assert.ok(forgotten.wal >= carried.length, JSON.stringify(forgotten));
   assert.ok(forgotten.jobs > 0);
   // what is still in the spool ingests as before: nothing refused for lack of the forgotten records
   const ingest = airlock(['wal-ingest', '--spool', c.spool, '--state-dir', state, '--json']);
-  assert.is(ingest.code, 0, ingest.stderr);
+  assert.is(ingest.code, EXIT.ok, ingest.stderr);
   const seen = JSON.parse(ingest.stdout) as { ingested: string[]; known: string[]; problems: unknown[] };
   assert.equal(seen.problems, []);
   assert.ok([...seen.ingested, ...seen.known].includes(later));
@@ -98,14 +100,14 @@ test('status: the newest WAL ages into warning and critical with an injected clo
   assert.is(fresh.check('wal age'), 'ok');
   assert.is(fresh.check('off-site RPO'), 'ok');
   assert.is(fresh.level, 'ok');
-  assert.is(fresh.code, 0);
+  assert.is(fresh.code, LEVEL_EXIT.ok);
   assert.is(Math.round(fresh.s.rpo.onAppliance), 60);
   const warning = status(10 * 60_000);
   assert.is(warning.check('wal age'), 'warning');
-  assert.is(warning.code, 1);
+  assert.is(warning.code, LEVEL_EXIT.warning);
   const critical = status(20 * 60_000);
   assert.is(critical.check('wal age'), 'critical');
-  assert.is(critical.code, 2);
+  assert.is(critical.code, LEVEL_EXIT.critical);
 
   // the same spool on a small file system that fills up
   const mnt = tmp();
@@ -124,11 +126,11 @@ test('status: the newest WAL ages into warning and critical with an injected clo
     writeFileSync(path.join(mnt, 'filler'), Buffer.alloc(4 * 1024 * 1024 - 96 * 1024));
     const full = status(60_000, small);
     assert.is(full.check('spool space'), 'critical');
-    assert.is(full.code, 2);
+    assert.is(full.code, LEVEL_EXIT.critical);
     run('rm', ['-f', path.join(mnt, 'filler')]);
     const prom = path.join(tmp(), 'airlock.prom');
     const back = airlock(['status', '--config', config, '--wal-spool', small, '--prometheus', prom], { env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + 60_000).toISOString() } });
-    assert.is(back.code, 0, back.stdout);
+    assert.is(back.code, EXIT.ok, back.stdout);
     assert.match(back.stdout, 'status: ok');
     const text = readFileSync(prom, 'utf8');
     assert.match(text, `airlock_status{site="${keys.site}"} 0`);
@@ -145,7 +147,7 @@ test('status for monitoring: the Nagios plugin line with perfdata for every thre
   const medium = tmp('airlock-medium-');
   ok(['media', 'init', medium, '--label', 'usb c', '--state-dir', own]);
   const c = cluster();
-  const out = ok(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', own, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base']).trim();
+  const out = ok(exportArgs(keys, medium, own, ['--pg', conninfo(), '--wal-spool', c.spool, '--pg-base'])).trim();
   const created = (JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Manifest).created;
   const spool = tmp('airlock-spool-');
   const name = '000000010000000000000043';
@@ -158,7 +160,7 @@ test('status for monitoring: the Nagios plugin line with perfdata for every thre
   const at = (ms: number) => ({ env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + ms).toISOString() } });
 
   const critical = airlock(['status', '--config', config, '--prometheus', prom], at(20 * 60_000));
-  assert.is(critical.code, 2, critical.stderr);
+  assert.is(critical.code, LEVEL_EXIT.critical, critical.stderr);
   const [first = '', ...details] = critical.stdout.split('\n');
   // AIRLOCK LEVEL - the worst problem | label=value[unit];warn;crit;min[;max] ...
   assert.match(first, /^AIRLOCK CRITICAL - wal age: the newest spooled segment 000000010000000000000043 is 20 min old[^|]* \| /);
@@ -185,7 +187,7 @@ test('status for monitoring: the Nagios plugin line with perfdata for every thre
   const broken = tmp('airlock-state-');
   writeFileSync(path.join(broken, 'catalog.db'), 'not a database, and long enough to be read as a header by SQLite: '.repeat(20));
   const down = airlock(['status', '--config', config, '--state-dir', broken, '--prometheus', prom], at(60_000));
-  assert.is(down.code, 3, down.stderr);
+  assert.is(down.code, LEVEL_EXIT.unknown, down.stderr);
   assert.match(down.stdout, /^AIRLOCK UNKNOWN - /);
   const downText = readFileSync(prom, 'utf8');
   assert.is(run(PROMTOOL, ['check', 'metrics'], { input: downText }).code, 0);
@@ -236,13 +238,13 @@ test('several sites on one appliance (airlock@NAME instances): two configs with 
   const signers = path.join(tmp(), 'allowed_signers');
   writeFileSync(signers, readFileSync(db.allowedSigners, 'utf8') + readFileSync(buckets.allowedSigners, 'utf8'));
   const verify = airlockVerify(['--allowed-signers', signers, '--json', shared]);
-  assert.is(verify.code, 0, verify.stdout);
+  assert.is(verify.code, EXIT.ok, verify.stdout);
   const report = JSON.parse(verify.stdout) as { bundles: { site: string; findings: unknown[] }[] };
   assert.equal([...new Set(report.bundles.map((x) => x.site))].sort(), ['site-buckets', 'site-db']);
   assert.ok(report.bundles.every((x) => x.findings.length === 0));
   // the site with two media: the bundle was copied to the second one and verified there
   assert.equal(readdirSync(path.join(second, 'site-buckets')), readdirSync(path.join(shared, 'site-buckets')));
-  assert.is(airlockVerify(['--allowed-signers', buckets.allowedSigners, second]).code, 0);
+  assert.is(airlockVerify(['--allowed-signers', buckets.allowedSigners, second]).code, EXIT.ok);
 
   // status per instance: its own site, its own jobs and media
   const status = (i: typeof a) => JSON.parse(airlock(['status', '--config', i.conf, '--json']).stdout) as { site: string; media: { label: string }[]; lastBundle: { seq: number } | null; baseBackupAgeSeconds: number | null };
@@ -276,21 +278,21 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   const manifest = (name: string) => JSON.parse(readFileSync(path.join(med, `${keys.site}-run`, name, 'manifest.json'), 'utf8')) as Manifest;
 
   const first = airlock(['run', '--config', good, '--once'], at(0));
-  assert.is(first.code, 0, first.stderr);
+  assert.is(first.code, EXIT.ok, first.stderr);
   assert.is(bundles().length, 1);
   assert.ok(manifest(bundles()[0] as string).coverage?.postgres?.base, 'the first export carries a base backup');
   const early = airlock(['run', '--config', good, '--once'], at(30));
-  assert.is(early.code, 0, early.stderr);
+  assert.is(early.code, EXIT.ok, early.stderr);
   assert.is(bundles().length, 1, 'not due yet after 30 minutes');
   const second = airlock(['run', '--config', good, '--once'], at(61));
-  assert.is(second.code, 0, second.stderr);
+  assert.is(second.code, EXIT.ok, second.stderr);
   assert.is(bundles().length, 2);
   assert.not.ok(manifest(bundles()[1] as string).coverage?.postgres?.base, 'the hourly export is WAL only');
 
   // the bucket endpoint is down: the job fails, is recorded, and the next pass (fixed) exports
   const broken = conf('s3-endpoint = http://127.0.0.1:9\nbucket = records');
   const failed = airlock(['run', '--config', broken, '--once'], at(180));
-  assert.is(failed.code, 1, failed.stderr);
+  assert.is(failed.code, EXIT.failed, failed.stderr);
   assert.match(failed.stderr, 'the export failed');
   assert.is(bundles().length, 2);
   const seen = JSON.parse(airlock(['status', '--config', good, '--json'], at(181)).stdout) as { jobs: { job: string; lastFailure: string | null; lastFailureMessage: string | null }[] };
@@ -298,7 +300,7 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(job?.lastFailure, new Date(t0 + 180 * 60_000).toISOString());
   assert.match(job?.lastFailureMessage ?? '', /127\.0\.0\.1:9|S3|connect/i);
   const recovered = airlock(['run', '--config', good, '--once'], at(182));
-  assert.is(recovered.code, 0, recovered.stderr);
+  assert.is(recovered.code, EXIT.ok, recovered.stderr);
   assert.is(bundles().length, 3);
 
   // SIGTERM while the export writes: the agent stops, the partial bundle is gone
@@ -314,7 +316,7 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.equal(bundles().filter((n) => n.endsWith('.partial')), [], 'no partial bundle left');
   assert.is(bundles().length, 3, 'and no new finished one');
   const after = airlock(['run', '--config', good, '--once'], at(301));
-  assert.is(after.code, 0, after.stderr);
+  assert.is(after.code, EXIT.ok, after.stderr);
   assert.is(bundles().at(-1), `${keys.site}-run-00000004`);
 });
 
@@ -329,7 +331,7 @@ test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-
   assert.match(seq1, /usb b \([0-9a-f-]{36}\)/);
   assert.match(text, readFileSync(keys.allowedSigners, 'utf8').trim().split(' ').slice(0, 3).join(' '));
   assert.match(text, keys.recipient);
-  assert.match(text, new RegExp(`--target-name 'airlock-${keys.site}-1-[0-9a-f]{6}'`));
+  assert.match(text, new RegExp(`--target-name airlock-${keys.site}-1-[0-9a-f]{6} `));
   assert.match(text, 'RESTORE.txt of seq 1, steps 1 to 4 and 6a');
 });
 

@@ -11,9 +11,10 @@ import * as assert from 'uvu/assert';
 import { lsnValue } from '../../manifests/coverage.js';
 import type { Manifest } from '../../manifests/manifest.js';
 import { segmentName } from '../../agent/postgres/wal.js';
-import { airlock, airlockVerify, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, psql } from '../pg.js';
 import { resealBundle } from '../reseal.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-ph');
 
@@ -21,8 +22,8 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   const c = cluster();
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']);
-  assert.is(e.code, 0, e.stderr);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
+  assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
 
   // the segment the base backup starts in, which recovery must read first
@@ -38,7 +39,7 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   });
   // the bundle checks out, with the key too: its signature, hashes and inner manifest are right
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, hostile]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
 
   const data = path.join(clusterDir(`hostile-${Math.random().toString(36).slice(2, 8)}`), 'data');
   const r = airlock(['restore', 'pg', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--port', String(freePort()), '--start', '--airlock-cli', c.cli, '--timeout', '120', '--latest']);
@@ -54,7 +55,7 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
 
   const prefix = path.join(tmp(), 'drill');
   const d = airlock(['drill', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--airlock-cli', c.cli, '--timeout', '120', '--report', prefix]);
-  assert.is(d.code, 1, d.stderr);
+  assert.is(d.code, EXIT.failed, d.stderr);
   const report = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string; checks: { name: string; result: string; detail?: string }[] };
   assert.is(report.result, 'fail');
   assert.is(report.checks.find((x) => x.name === 'postgresql recovery')?.result, 'fail', JSON.stringify(report.checks));
@@ -71,8 +72,8 @@ test('restore pg from a re-signed bundle with a history file forking a timeline 
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const rows = psql('SELECT count(*) FROM hostile');
   const medium = tmp('airlock-medium-');
-  const e = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']);
-  assert.is(e.code, 0, e.stderr);
+  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
+  assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
   const pg = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;
   assert.ok(pg?.base && pg.timeline === 1, 'a base backup on timeline 1');
@@ -87,7 +88,7 @@ test('restore pg from a re-signed bundle with a history file forking a timeline 
   const r = airlock(['restore', 'pg', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--port', String(port), '--start', '--airlock-cli', c.cli, '--timeout', '120', '--latest']);
   const pid = /\(pid (\d+)\)/.exec(r.stderr)?.[1];
   try {
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, /airlock: recovered to \S+, .*; promoted to timeline 3 after/);
     const q = run(path.join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-h', data, '-p', String(port), '-U', 'postgres', '-c', 'SELECT count(*) FROM hostile']);
     assert.is(q.stdout.trim(), rows, q.stderr);

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkSegmentHeader } from '../../agent/postgres/wal.js';
-import { airlock, airlockVerify, run, tmp } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, run, tmp } from '../helpers.js';
+import { EXIT } from '../../manifests/errors.js';
 import { MAJORS, cluster, pgBin, pgSite, psql, stopServer, switchWal, type Major } from '../pg.js';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -60,7 +61,7 @@ function cases(major: Major): void {
     writeFileSync(path.join(spool, foreignName), foreign);
     writeFileSync(path.join(spool, `${foreignName}.sha256`), `${sha256(foreign)}  ${foreignName}\n`);
     const ingest = airlock(['wal-ingest', '--spool', spool, '--state-dir', tmp('airlock-state-'), '--json']);
-    assert.is(ingest.code, 1, ingest.stderr);
+    assert.is(ingest.code, EXIT.failed, ingest.stderr);
     const out = JSON.parse(ingest.stdout) as { ingested: string[]; problems: { code: string; message: string }[] };
     assert.equal(out.ingested, [name]);
     assert.equal(out.problems.map((p) => p.code), ['bad-wal']);
@@ -89,7 +90,7 @@ function cases(major: Major): void {
     assert.is(pg2.major, major);
 
     const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--json', site.medium]);
-    assert.is(v.code, 0, v.stdout + v.stderr);
+    assert.is(v.code, EXIT.ok, v.stdout + v.stderr);
     const w = (JSON.parse(v.stdout) as { sites: { windows?: { baseSeq: number; lastSeq: number; to: { time?: string } }[] }[] }).sites[0]?.windows;
     assert.equal(w?.map((x) => [x.baseSeq, x.lastSeq, x.to.time]), [[1, 2, pg2.restorePoint?.time]]);
   });
@@ -119,7 +120,7 @@ function cases(major: Major): void {
       sql(`DROP DATABASE IF EXISTS ${target}`);
       sql(`CREATE DATABASE ${target}`);
       const r = airlock(['restore', 'pg', '--dump', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', db, '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=${target}`, '--json', ...binArgs]);
-      assert.is(r.code, 0, r.stderr);
+      assert.is(r.code, EXIT.ok, r.stderr);
       const sums = (d: string) => sql("SELECT count(*) || ' ' || md5(string_agg(name, ',' ORDER BY id)) FROM odd", { db: d });
       assert.is(sums(target), sums(db));
       assert.match(sums(target), /^300 /);
@@ -132,7 +133,7 @@ function cases(major: Major): void {
     const c = cluster('in-folder', major);
     const r = airlock(['drill', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--airlock-cli', c.cli, '--timeout', '120', '--report', prefix, '--os-user', String(c.user.uid), ...binArgs]);
     const report = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string; checks: { name: string; result: string; detail: string }[] };
-    assert.is(r.code, 0, r.stderr + r.stdout);
+    assert.is(r.code, EXIT.ok, r.stderr + r.stdout);
     assert.is(report.result, 'pass');
     for (const check of ['postgresql recovery', 'pg_amcheck']) assert.is(report.checks.find((x) => x.name === check)?.result, 'pass', check);
   });
@@ -140,13 +141,13 @@ function cases(major: Major): void {
   test(`PostgreSQL ${major}: airlock check states the major; client programs older than the server are a problem`, () => {
     const c = cluster('in-folder', major);
     const ok = airlock(['check', '--pg', site.conninfo(), '--wal-spool', c.spool, '--json', ...binArgs]);
-    assert.is(ok.code, 0, ok.stdout + ok.stderr);
+    assert.is(ok.code, EXIT.ok, ok.stdout + ok.stderr);
     const checks = (JSON.parse(ok.stdout) as { checks: { check: string; result: string; message: string }[] }).checks;
     assert.match(checks.find((x) => x.check === 'connection')?.message ?? '', `PostgreSQL ${major} answers`);
     assert.is(checks.find((x) => x.check === 'version')?.result, 'ok');
     if (major > 15) {
       const old = airlock(['check', '--pg', site.conninfo(), '--wal-spool', c.spool, '--pg-bin', pgBin(15)]);
-      assert.is(old.code, 1, old.stdout);
+      assert.is(old.code, EXIT.failed, old.stdout);
       assert.match(old.stdout, `problem: tool: pg_dump: ${pgBin(15)}/pg_dump is version 15, older than the server's ${major}`);
     }
   });
@@ -162,8 +163,8 @@ test('a role without EXECUTE on pg_create_restore_point: the export fails with t
   const k = site.keys;
   const state = tmp('airlock-state-');
   const medium = tmp('airlock-medium-');
-  const r = airlock(['export', '--to', medium, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', state, '--pg', `host=${c.socketDir} port=${c.port} user=airlock_norp dbname=postgres`, '--wal-spool', c.spool]);
-  assert.is(r.code, 5, r.stderr);
+  const r = airlock(exportArgs(k(), medium, state, ['--pg', `host=${c.socketDir} port=${c.port} user=airlock_norp dbname=postgres`, '--wal-spool', c.spool]));
+  assert.is(r.code, EXIT.source, r.stderr);
   assert.match(r.stderr, 'airlock: error: postgresql: ERROR: permission denied for function pg_create_restore_point');
   assert.not.match(r.stderr, '^', 'no caret line');
   assert.not.match(r.stderr, 'LINE 1');

@@ -12,8 +12,9 @@ import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { ROOT, airlock, airlockVerify, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, tmp } from '../helpers.js';
 import { cluster, pgSite, psql, stopServer, writeLoad, type Server } from '../pg.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const site = pgSite('site-pg');
 const k = site.keys;
@@ -39,7 +40,7 @@ test('a base backup export and a WAL-only export: coverage in the manifest, cont
   assert.ok((pg2.wal[0]?.first ?? '') > (pg1.wal.at(-1)?.last ?? ''), 'the second bundle continues after the first');
 
   const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--json', medium]);
-  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.is(v.code, EXIT.ok, v.stdout + v.stderr);
   const report = JSON.parse(v.stdout) as { sites: { site: string; windows?: { baseSeq: number; lastSeq: number; to: { time?: string } }[] }[] };
   const w = report.sites[0]?.windows;
   assert.ok(w && w.length === 1, JSON.stringify(report.sites));
@@ -118,10 +119,10 @@ test('a target time needs an offset, and one after the newest data is refused un
   const data = path.join(tmp(), 'data');
   const base = ['restore', 'pg', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data];
   const bare = airlock([...base, '--target-time', '2026-01-01 12:00:00']);
-  assert.is(bare.code, 2, bare.stderr);
+  assert.is(bare.code, EXIT.usage, bare.stderr);
   assert.match(bare.stderr, 'explicit offset');
   const future = airlock([...base, '--target-time', '2999-01-01T00:00:00Z']);
-  assert.is(future.code, 2, future.stderr);
+  assert.is(future.code, EXIT.usage, future.stderr);
   assert.match(future.stderr, 'after the newest data');
 });
 
@@ -137,12 +138,12 @@ test('logical dumps: every database and the globals; one restores into a fresh d
   psql('CREATE DATABASE shop_restored');
   const c = cluster();
   const r = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'shop', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`, '--json']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   assert.is(JSON.parse(r.stdout).seq, b.manifest.seq);
   const sums = (db: string) => ['items', 'notes'].map((t) => psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${t} x`, { db })).join('; ');
   assert.is(sums('shop_restored'), sums('shop'));
   const missing = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'nosuchdb', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`]);
-  assert.is(missing.code, 3, missing.stderr);
+  assert.is(missing.code, EXIT.input, missing.stderr);
   assert.match(missing.stderr, 'no dump of database');
 });
 
@@ -175,17 +176,17 @@ function withWalGap(): { copy: string; dropped: string } {
 test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, and restore refuses', () => {
   const { copy, dropped } = withWalGap();
   const v = airlockVerify(['--allowed-signers', k().allowedSigners, copy]);
-  assert.is(v.code, 1, v.stdout + v.stderr);
+  assert.is(v.code, EXIT.failed, v.stdout + v.stderr);
   assert.match(v.stdout, `wal-gap: `);
   assert.match(v.stdout, dropped);
   // with the key, the claim no longer matches what the payload holds
   const deep = airlockVerify(['--allowed-signers', k().allowedSigners, '--identity', k().identity, copy]);
-  assert.is(deep.code, 1);
+  assert.is(deep.code, EXIT.failed);
   assert.match(deep.stdout, 'coverage.postgres.wal does not list the WAL segments the payload holds');
   const clean = airlockVerify(['--allowed-signers', k().allowedSigners, medium]);
-  assert.is(clean.code, 0, clean.stdout);
+  assert.is(clean.code, EXIT.ok, clean.stdout);
   const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', path.join(tmp(), 'data'), '--latest']);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   assert.match(r.stderr, 'wal-gap');
 });
 
@@ -193,9 +194,9 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
   const c = cluster();
   const media = tmp('airlock-medium-');
   const state = tmp('airlock-state-');
-  const args = ['export', '--to', media, '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', state, '--pg', conninfo(), '--wal-spool', c.spool, '--pg-base', '--pg-dump'];
+  const args = exportArgs(k(), media, state, ['--pg', conninfo(), '--wal-spool', c.spool, '--pg-base', '--pg-dump']);
   const first = airlock(args);
-  assert.is(first.code, 0, first.stderr);
+  assert.is(first.code, EXIT.ok, first.stderr);
   for (let seed = 0; seed < FAULT_POINTS.length; seed++) {
     psql('INSERT INTO t (v) VALUES (md5(random()::text))');
     const r = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: `seed:${seed}` } });
@@ -206,9 +207,9 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
   const killed = spawnSync(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], { timeout: 700, killSignal: 'SIGKILL' });
   assert.is(killed.signal, 'SIGKILL');
   const last = airlock(args);
-  assert.is(last.code, 0, last.stderr);
+  assert.is(last.code, EXIT.ok, last.stderr);
   const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--identity', k().identity, '--json', media]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
   const report = JSON.parse(v.stdout) as { bundles: { seq: number }[]; sites: { newest: { seq: number }; windows?: unknown[] }[] };
   const seqs = report.bundles.map((b) => b.seq);
   assert.equal(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'continuous seqs, nothing half-written');
@@ -219,21 +220,21 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
 test('airlock check: the test cluster passes; a long archive_timeout and a missing spool are problems', () => {
   const c = cluster();
   const ok = airlock(['check', '--pg', conninfo(), '--wal-spool', c.spool, '--json']);
-  assert.is(ok.code, 0, ok.stdout + ok.stderr);
+  assert.is(ok.code, EXIT.ok, ok.stdout + ok.stderr);
   const checks = (JSON.parse(ok.stdout) as { checks: { check: string; result: string }[] }).checks;
   for (const name of ['wal_level', 'archive_mode', 'archive_command', 'archive_timeout', 'tool: pg_dump', 'spool']) {
     assert.is(checks.find((x) => x.check === name)?.result, 'ok', name);
   }
   const strict = airlock(['check', '--pg', conninfo(), '--wal-spool', path.join(tmp(), 'nope'), '--max-archive-timeout', '5']);
-  assert.is(strict.code, 1, strict.stdout);
+  assert.is(strict.code, EXIT.failed, strict.stdout);
   assert.match(strict.stdout, 'problem: archive_timeout: archive_timeout = 10 s: set at most 5 s');
   assert.match(strict.stdout, 'problem: spool');
   // a password never goes on a command line
-  const secret = airlock(['export', '--to', tmp(), '--site', k().site, '--signing-key', k().signingKey, '--recipient', k().recipient, '--state-dir', tmp(), '--pg', `${conninfo()} password=hunter2`, '--wal-spool', c.spool]);
-  assert.is(secret.code, 2, secret.stderr);
+  const secret = airlock(exportArgs(k(), tmp(), tmp(), ['--pg', `${conninfo()} password=hunter2`, '--wal-spool', c.spool]));
+  assert.is(secret.code, EXIT.usage, secret.stderr);
   assert.match(secret.stderr, 'PGPASSFILE');
   const down = airlock(['check', '--pg', 'host=/nonexistent port=1 user=postgres dbname=postgres']);
-  assert.is(down.code, 1);
+  assert.is(down.code, EXIT.failed);
   assert.match(down.stdout, 'problem: connection');
 });
 
@@ -247,7 +248,7 @@ test('drill: passes on the media set with table checks and pg_amcheck; fails on 
   psql("INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 300) g; CREATE INDEX IF NOT EXISTS t_v ON t (v)");
   exportPg(['--pg-table-checks']);
   const good = drill(medium);
-  assert.is(good.code, 0, good.stderr);
+  assert.is(good.code, EXIT.ok, good.stderr);
   assert.is(good.report.result, 'pass');
   const byName = new Map(good.report.checks.map((c) => [c.name, c]));
   assert.is(byName.get('postgresql recovery')?.result, 'pass');
@@ -265,13 +266,13 @@ test('drill: passes on the media set with table checks and pg_amcheck; fails on 
   bytes[100] = (bytes[100] as number) ^ 0xff;
   writeFileSync(vol, bytes);
   const bad = drill(corrupt);
-  assert.is(bad.code, 1, bad.stderr);
+  assert.is(bad.code, EXIT.failed, bad.stderr);
   assert.is(bad.report.result, 'fail');
   assert.is(bad.report.checks.find((c) => c.name === 'verify')?.result, 'fail');
   assert.match(bad.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'checksum-mismatch');
 
   const gap = drill(withWalGap().copy);
-  assert.is(gap.code, 1, gap.stderr);
+  assert.is(gap.code, EXIT.failed, gap.stderr);
   assert.is(gap.report.result, 'fail');
   assert.match(gap.report.checks.find((c) => c.name === 'verify')?.detail ?? '', 'wal-gap');
 });
@@ -286,7 +287,7 @@ test('restore pg hashes volumes as it decrypts them: a damaged volume in the bas
   const parent = tmp();
   const data = path.join(parent, 'data');
   const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data, '--target-name', (JSON.parse(readFileSync(path.join(copy, k().site, `${k().site}-00000002`, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres?.restorePoint?.name as string]);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   // age notices the damaged chunk (or the volume's hash does, at its end): either way nothing is kept
   assert.match(r.stderr, /airlock: error: .*(checksum-mismatch|sha256 differs|authentication|decrypt)/i);
   assert.equal(readdirSync(parent), [], 'no data folder, WAL folder or staging left');

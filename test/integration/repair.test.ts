@@ -11,8 +11,9 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sha256Hex } from '../../manifests/hash.js';
-import { airlock, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { renameInRecovery } from '../par2.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-r');
 
@@ -22,8 +23,8 @@ function damagedBundle(): { medium: string; bundle: string; src: string } {
   mkdirSync(src);
   writeFileSync(path.join(src, 'data.bin'), randomBytes(3 * 1024 * 1024));
   const medium = tmp();
-  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', tmp(), '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']);
-  assert.is(r.code, 0, r.stderr);
+  const r = airlock(exportArgs(keys, medium, tmp(), ['--files', src, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']));
+  assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   const fd = openSync(path.join(bundle, 'payload.001'), 'r+');
   writeSync(fd, randomBytes(8192), 0, 8192, 300_000);
@@ -48,7 +49,7 @@ test('recovery data signed by the site key that names other files than the volum
     const parent = tmp();
     const to = path.join(parent, 'restored');
     const r = restore(copy, to);
-    assert.is(r.code, 1, `${name}: ${r.stderr}`);
+    assert.is(r.code, EXIT.failed, `${name}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^airlock: error: recovery\\.par2 describes ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, not a volume of the bundle; par2 was not run\\nairlock: hint: [^\\n]+\\n$`, 'm'));
     assert.equal(readdirSync(parent), [], `${name}: nothing in the target's folder, no scratch copy left`);
     assert.equal(readdirSync(outside), [], `${name}: nothing written at the absolute path`);
@@ -69,7 +70,7 @@ test('a damaged volume is repaired from a read-only medium: the repair writes on
     const parent = tmp();
     const to = path.join(parent, 'restored');
     const r = restore(ro, to);
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, 'airlock: repaired payload.001');
     assert.ok(readFileSync(path.join(to, src, 'data.bin')).equals(readFileSync(path.join(src, 'data.bin'))));
     assert.equal(readdirSync(parent), ['restored'], 'no scratch copy left');

@@ -12,8 +12,9 @@ import { chromium, type Browser } from 'playwright-core';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
-import { airlock, airlockVerify, makeKeys, tmp, type Keys } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, tmp, type Keys } from '../helpers.js';
 import { resignChain } from '../resign.js';
+import { EXIT } from '../../manifests/errors.js';
 
 const T0 = Date.UTC(2026, 2, 1, 0, 0, 0);
 const at = (hours: number, minutes = 0) => new Date(T0 + hours * 3_600_000 + minutes * 60_000).toISOString();
@@ -28,8 +29,8 @@ function exportBundles(keys: Keys, medium: string, n: number): string[] {
   const out: string[] = [];
   for (let i = 1; i <= n; i++) {
     writeFileSync(path.join(src, 'app.conf'), `generation = ${i}\n`);
-    const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', src, '--state-dir', state]);
-    assert.is(r.code, 0, r.stderr);
+    const r = airlock(exportArgs(keys, medium, state, ['--files', src]));
+    assert.is(r.code, EXIT.ok, r.stderr);
     out.push(r.stdout.trim());
   }
   return out;
@@ -89,7 +90,7 @@ const json = JSON.parse(airlockVerify(['--allowed-signers', signers, '--json', m
 test('with --identity the report adds the contents check; a clean site reads ok', () => {
   const file = path.join(tmp(), 'deep.html');
   const r = airlockVerify(['--allowed-signers', signers, '--identity', filesSite.identity, '--report', file, path.join(medium, 'plant-files')]);
-  assert.is(r.code, 0, r.stdout + r.stderr);
+  assert.is(r.code, EXIT.ok, r.stdout + r.stderr);
   const text = readFileSync(file, 'utf8');
   assert.match(text, 'data-verdict="ok"');
   assert.match(text, 'contents (decrypted)');
@@ -102,8 +103,8 @@ test.after(async () => {
 });
 
 test('--report leaves the output and the exit code as they are and writes the file atomically', () => {
-  assert.is(plain.code, 1, plain.stderr);
-  assert.is(withReport.code, 1, withReport.stderr);
+  assert.is(plain.code, EXIT.failed, plain.stderr);
+  assert.is(withReport.code, EXIT.failed, withReport.stderr);
   assert.is(withReport.stdout, plain.stdout);
   assert.is(withReport.stderr, '');
   assert.ok(statSync(reportFile).size > 1000);
@@ -113,7 +114,7 @@ test('--report leaves the output and the exit code as they are and writes the fi
   assert.ok(text.includes('&lt;img src=x onerror=alert(1)&gt;'));
   // a folder that is not there is a usage problem found before the check, not after
   const missing = airlockVerify(['--allowed-signers', signers, '--report', path.join(out, 'no', 'r.html'), medium]);
-  assert.is(missing.code, 3, missing.stderr);
+  assert.is(missing.code, EXIT.input, missing.stderr);
   assert.is(missing.stdout, '');
 });
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EXIT } from '../../manifests/errors.js';
-import { airlock, makeKeys, run, tmp } from '../helpers.js';
+import { airlock, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, pgSite, psql, runAs, stopServer, type Layout } from '../pg.js';
 
 /** The programs RESTORE.txt may use: the tools it names, coreutils and bash. Nothing else is on PATH. */
@@ -145,7 +145,7 @@ test('RESTORE.txt followed literally: configuration files come back with their c
   const when = new Date('2025-06-01T10:20:30.000Z');
   for (const p of [path.join(etc, 'conf.d', 'tls key'), path.join(etc, 'conf.d'), path.join(etc, 'bin-helper'), path.join(etc, 'shared'), path.join(etc, 'app.conf'), etc]) utimesSync(p, when, when);
   const medium = tmp('airlock-medium-');
-  const r = airlock(['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', tmp('airlock-state-'), '--files', etc]);
+  const r = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--files', etc]));
   assert.is(r.code, EXIT.ok, r.stderr);
   const bundle = r.stdout.trim();
   const steps = commands(readFileSync(path.join(bundle, 'RESTORE.txt'), 'utf8'));

@@ -18,15 +18,13 @@ import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { restoreFiles } from '../../agent/restore/files.js';
 import { verifyPaths } from '../../verifier/verify.js';
-import { ROOT, airlock, airlockVerify, makeKeys, nodeAsync, run, tmp } from '../helpers.js';
+import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, nodeAsync, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-r');
-const exportArgs = (medium: string, state: string, files: string[], extra: string[] = []) => [
-  'export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', ...files, '--state-dir', state, ...extra,
-];
+const exportFiles = (medium: string, state: string, files: string[], extra: string[] = []) => exportArgs(keys, medium, state, ['--files', ...files, ...extra]);
 const deepOk = (medium: string) => {
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
-  assert.is(v.code, 0, v.stdout);
+  assert.is(v.code, EXIT.ok, v.stdout);
 };
 
 test('overlapping --files roots export each file once and restore', () => {
@@ -34,12 +32,12 @@ test('overlapping --files roots export each file once and restore', () => {
   mkdirSync(path.join(src, 'ssh'));
   writeFileSync(path.join(src, 'ssh', 'sshd_config'), 'Port 22\n');
   const medium = tmp();
-  const r = airlock(exportArgs(medium, tmp(), [src, path.join(src, 'ssh', 'sshd_config'), `${src}/ssh`]));
-  assert.is(r.code, 0, r.stderr);
+  const r = airlock(exportFiles(medium, tmp(), [src, path.join(src, 'ssh', 'sshd_config'), `${src}/ssh`]));
+  assert.is(r.code, EXIT.ok, r.stderr);
   deepOk(medium);
   const to = path.join(tmp(), 'out');
   const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   assert.is(readFileSync(path.join(to, src, 'ssh', 'sshd_config'), 'utf8'), 'Port 22\n');
 });
 
@@ -48,11 +46,11 @@ test('thousands of non-ASCII names: index lines that straddle chunks decode whol
   const names = Array.from({ length: 3000 }, (_, i) => `éè-ünïcödé-名前-${i}`);
   for (const n of names) writeFileSync(path.join(src, n), n);
   const medium = tmp();
-  assert.is(airlock(exportArgs(medium, tmp(), [src], ['--compress', 'none'])).code, 0);
+  assert.is(airlock(exportFiles(medium, tmp(), [src], ['--compress', 'none'])).code, EXIT.ok);
   deepOk(medium);
   const to = path.join(tmp(), 'out');
   const rs = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to]);
-  assert.is(rs.code, 0, rs.stderr);
+  assert.is(rs.code, EXIT.ok, rs.stderr);
   assert.equal(readdirSync(path.join(to, src)).sort(), [...names].sort());
 });
 
@@ -81,15 +79,15 @@ test('a full medium: exit 6, no partial bundle, the seq is not consumed', () => 
     const src = tmp();
     writeFileSync(path.join(src, 'big'), randomBytes(3 * 1024 * 1024));
     const state = tmp();
-    const r = airlock(exportArgs(mnt, state, [src], ['--compress', 'none']));
-    assert.is(r.code, 6, r.stderr);
+    const r = airlock(exportFiles(mnt, state, [src], ['--compress', 'none']));
+    assert.is(r.code, EXIT.medium, r.stderr);
     // refused up front by the free-space check (media.test.ts fills a medium mid-write)
     assert.match(r.stderr, /needs about [\d.]+ MiB on \S+ but only [\d.]+ \w+ is free/);
     const siteDir = path.join(mnt, keys.site);
     assert.equal(existsSync(siteDir) ? readdirSync(siteDir) : [], [], 'no partial bundle');
     writeFileSync(path.join(src, 'big'), 'small now');
-    const again = airlock(exportArgs(mnt, state, [src]));
-    assert.is(again.code, 0, again.stderr);
+    const again = airlock(exportFiles(mnt, state, [src]));
+    assert.is(again.code, EXIT.ok, again.stderr);
     assert.match(again.stdout, 'site-r-00000001');
   } finally {
     run('umount', [mnt]);
@@ -118,14 +116,14 @@ test('remembered state: the verifier advances it on success and catches a rollba
   writeFileSync(path.join(src, 'a'), 'a');
   const medium = tmp();
   const state = tmp();
-  for (let i = 0; i < 2; i++) assert.is(airlock(exportArgs(medium, state, [src])).code, 0);
+  for (let i = 0; i < 2; i++) assert.is(airlock(exportFiles(medium, state, [src])).code, EXIT.ok);
   const stateFile = path.join(tmp(), 'verify-state.json');
-  assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--state', stateFile, medium]).code, 0);
+  assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--state', stateFile, medium]).code, EXIT.ok);
   assert.is(JSON.parse(readFileSync(stateFile, 'utf8')).sites['site-r'].seq, 2);
   const old = tmp();
   cpSync(path.join(medium, keys.site, 'site-r-00000001'), path.join(old, keys.site, 'site-r-00000001'), { recursive: true });
   const r = airlockVerify(['--allowed-signers', keys.allowedSigners, '--state', stateFile, old]);
-  assert.is(r.code, 1);
+  assert.is(r.code, EXIT.failed);
   assert.match(r.stdout, 'rollback: ');
   assert.is(JSON.parse(readFileSync(stateFile, 'utf8')).sites['site-r'].seq, 2, 'state never goes back');
 });
@@ -135,8 +133,8 @@ test('a volume replaced after verification by a same-size one: restore promotes 
   writeFileSync(path.join(src, 'a'), randomBytes(100_000));
   const medium = tmp();
   const other = tmp();
-  assert.is(airlock(exportArgs(medium, tmp(), [src], ['--compress', 'none'])).code, 0);
-  assert.is(airlock(exportArgs(other, tmp(), [src], ['--compress', 'none'])).code, 0);
+  assert.is(airlock(exportFiles(medium, tmp(), [src], ['--compress', 'none'])).code, EXIT.ok);
+  assert.is(airlock(exportFiles(other, tmp(), [src], ['--compress', 'none'])).code, EXIT.ok);
   const report = await verifyPaths([medium], { allowedSigners: parseAllowedSigners(readFileSync(keys.allowedSigners, 'utf8')), now: new Date(), tool: 'test' });
   const bundle = report.bundles[0];
   assert.ok(bundle && bundle.findings.length === 0);
@@ -179,17 +177,18 @@ test('commands opening a new or just-upgraded state folder together: one migrate
       // a catalog an airlock one migration older left: without the last migration's column
       Catalog.open(state).close();
       const db = new Database(path.join(state, 'catalog.db'));
-      db.exec('ALTER TABLE wal DROP COLUMN pruned');
-      db.pragma('user_version = 5');
+      db.exec('ALTER TABLE object_versions DROP COLUMN tags');
+      db.pragma('user_version = 6');
       db.close();
     }
     const at = String(Date.now() + 1500);
     const opened = await Promise.all(Array.from({ length: 6 }, () => nodeAsync(['--input-type=module', '-e', OPEN_CATALOG, state, at])));
     for (const o of opened) assert.is(o.code, 0, `${o.stdout}${o.stderr}`);
     const db = new Database(path.join(state, 'catalog.db'), { readonly: true });
-    assert.is(db.pragma('user_version', { simple: true }), 6);
+    assert.is(db.pragma('user_version', { simple: true }), 7);
     assert.is(db.prepare(`SELECT count(*) FROM sqlite_master WHERE name = 'bundles'`).pluck().get(), 1);
     assert.is(db.prepare(`SELECT count(*) FROM pragma_table_info('wal') WHERE name = 'pruned'`).pluck().get(), 1);
+    assert.is(db.prepare(`SELECT count(*) FROM pragma_table_info('object_versions') WHERE name = 'tags'`).pluck().get(), 1);
     db.close();
   }
 });
@@ -201,8 +200,8 @@ test('the catalog, its -wal and -shm files and the lock are 0600; a catalog made
   const medium = tmp();
   const src = tmp();
   writeFileSync(path.join(src, 'a.conf'), 'a\n');
-  const r = airlock(exportArgs(medium, state, [src]));
-  assert.is(r.code, 0, r.stderr);
+  const r = airlock(exportFiles(medium, state, [src]));
+  assert.is(r.code, EXIT.ok, r.stderr);
   assert.is(mode(path.join(state, 'export.lock')), '600');
   const catalog = Catalog.open(state);
   try {
@@ -214,8 +213,8 @@ test('the catalog, its -wal and -shm files and the lock are 0600; a catalog made
   // a command run as root in the agent's state folder leaves the agent's files, not root's
   const agents = tmp();
   chownSync(agents, 65534, 65534);
-  const asRoot = airlock(exportArgs(tmp(), agents, [src]));
-  assert.is(asRoot.code, 0, asRoot.stderr);
+  const asRoot = airlock(exportFiles(tmp(), agents, [src]));
+  assert.is(asRoot.code, EXIT.ok, asRoot.stderr);
   for (const f of ['catalog.db', 'export.lock']) {
     const st = statSync(path.join(agents, f));
     assert.equal([st.uid, st.gid, mode(path.join(agents, f))], [65534, 65534, '600'], f);

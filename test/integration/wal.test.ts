@@ -11,10 +11,10 @@ import type { SpawnSyncOptions } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { WAL_FETCH_EXIT } from '../../manifests/errors.js';
+import { EXIT, WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/postgres/wal.js';
-import { ROOT, airlock, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
@@ -98,7 +98,7 @@ test('wal-ingest records good segments and a real backup history file, and is id
   const spool = spoolCopy([...segments(), backupName]);
   const state = tmp('airlock-state-');
   const r = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
-  assert.is(r.code, 0, r.stderr);
+  assert.is(r.code, EXIT.ok, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.ingested, [...segments(), backupName].sort());
   assert.equal(out.problems, []);
@@ -109,7 +109,7 @@ test('wal-ingest records good segments and a real backup history file, and is id
   assert.is(rows.find((w) => w.name === backupName)?.start_lsn, label.startLsn);
 
   const again = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
-  assert.is(again.code, 0, again.stderr);
+  assert.is(again.code, EXIT.ok, again.stderr);
   assert.equal(JSON.parse(again.stdout).ingested, []);
   assert.is(JSON.parse(again.stdout).known.length, rows.length);
 });
@@ -123,11 +123,11 @@ test('pushing a segment again: same bytes succeed, different bytes fail with wal
     const src = path.join(tmp(), name);
     writeFileSync(src, first);
     const same = push([src, '--spool', spool]);
-    assert.is(same.code, 0, `${who}: ${same.stderr}`);
+    assert.is(same.code, EXIT.ok, `${who}: ${same.stderr}`);
 
     flipByte(src, 1000);
     const other = push([src, '--spool', spool]);
-    assert.is(other.code, 4, `${who}: ${other.stderr}`);
+    assert.is(other.code, EXIT.conflict, `${who}: ${other.stderr}`);
     assert.match(other.stderr, `airlock: error: ${name}: the spool already holds a different file of that name`);
     assert.match(other.stderr, 'airlock: hint: the spooled file was kept');
     assert.ok(readFileSync(spooled).equals(first), `${who}: the first file is kept`);
@@ -142,23 +142,23 @@ test('wal-push completes a push that died before its sidecar, and refuses what i
     const spool = tmp('airlock-spool-');
     copyFileSync(path.join(cluster().spool, name), path.join(spool, name));
     const r = push([path.join(cluster().spool, name), '--spool', spool]);
-    assert.is(r.code, 0, `${who}: ${r.stderr}`);
+    assert.is(r.code, EXIT.ok, `${who}: ${r.stderr}`);
     assert.is(readFileSync(path.join(spool, `${name}.sha256`), 'utf8'), readFileSync(path.join(cluster().spool, `${name}.sha256`), 'utf8'));
 
     const junk = path.join(tmp(), 'postgresql.conf');
     writeFileSync(junk, 'x');
     const bad = push([junk, '--spool', spool]);
-    assert.is(bad.code, 2, who);
+    assert.is(bad.code, EXIT.usage, who);
     assert.match(bad.stderr, 'is not a wal file name');
     const noSpool = push([path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: '' } });
-    assert.is(noSpool.code, 2, who);
+    assert.is(noSpool.code, EXIT.usage, who);
     assert.match(noSpool.stderr, 'no wal spool given');
     const missing = push([path.join(tmp(), name), '--spool', spool]);
-    assert.is(missing.code, 3, `${who}: ${missing.stderr}`);
+    assert.is(missing.code, EXIT.input, `${who}: ${missing.stderr}`);
     assert.match(missing.stderr, 'no such file');
     const fresh = tmp('airlock-spool-');
     const fromEnv = push([path.join(cluster().spool, name)], { env: { ...process.env, AIRLOCK_SPOOL: fresh } });
-    assert.is(fromEnv.code, 0, `${who}: ${fromEnv.stderr}`);
+    assert.is(fromEnv.code, EXIT.ok, `${who}: ${fromEnv.stderr}`);
     assert.ok(readFileSync(path.join(fresh, name)).equals(readFileSync(path.join(cluster().spool, name))));
   }
 });
@@ -173,7 +173,7 @@ test('airlock-wal-push spools exactly what airlock wal-push spools, for every ki
     const spool = tmp('airlock-spool-');
     for (const src of sources) {
       const r = push([src, '--spool', spool]);
-      assert.is(r.code, 0, `${who} ${src}: ${r.stderr}`);
+      assert.is(r.code, EXIT.ok, `${who} ${src}: ${r.stderr}`);
     }
     return spool;
   });
@@ -196,7 +196,7 @@ test('airlock-wal-push spools exactly what airlock wal-push spools, for every ki
   copyFileSync(HELPER, moved);
   run('chmod', ['+x', moved]);
   const lost = run(moved, ['--help']);
-  assert.is(lost.code, 70);
+  assert.is(lost.code, EXIT.internal);
   assert.match(lost.stderr, 'airlock: error: cannot find the airlock cli beside this program');
 });
 
@@ -214,7 +214,7 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
 
   const state = tmp('airlock-state-');
   const r = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
-  assert.is(r.code, 1, r.stderr);
+  assert.is(r.code, EXIT.failed, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.ingested, [b]);
   assert.equal(out.waiting, ['0000000100000000000000F1']);
@@ -224,8 +224,11 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   );
   assert.match(out.problems[0].message, `${a}: sha256 `);
   assert.match(out.problems[1].message, `${wrongName}: not a valid postgresql wal segment: page address`);
-  assert.match(r.stderr, `airlock: error: ${a}: sha256`);
-  assert.match(r.stderr, `airlock: error: ${wrongName}:`);
+  // with --json each refusal is also one JSON object on stderr
+  const errors = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { code: string; message: string; exit: number });
+  assert.equal(errors.map((e) => e.code), ['checksum-mismatch', 'bad-wal']);
+  assert.match(errors[0]?.message ?? '', `${a}: sha256`);
+  assert.match(errors[1]?.message ?? '', `${wrongName}:`);
   assert.equal(walRows(state).map((w) => w.name), [b], 'refused files are not in the catalog');
 
   // the database's user can write into the spool: a FIFO or a link in it must not hang or mislead ingest
@@ -236,7 +239,7 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   symlinkSync('/dev/zero', path.join(spool, link));
   writeFileSync(path.join(spool, `${link}.sha256`), `${'0'.repeat(64)}  ${link}\n`);
   const r2 = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json'], { timeout: 60_000 });
-  assert.is(r2.code, 1, r2.stderr);
+  assert.is(r2.code, EXIT.failed, r2.stderr);
   const codes = JSON.parse(r2.stdout).problems.map((p: { message: string }) => p.message).join('\n');
   assert.match(codes, `${fifo}: not a regular file`);
   assert.match(codes, link);
@@ -256,7 +259,7 @@ test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrup
   assert.is(absent.code, WAL_FETCH_EXIT.absent);
   assert.is(absent.stderr, '', 'an absent file is not an error');
   const absentHistory = airlock(['wal-fetch', '00000002.history', path.join(pgWal, 'X'), '--from', from]);
-  assert.is(absentHistory.code, 1);
+  assert.is(absentHistory.code, WAL_FETCH_EXIT.absent);
   // a sidecar without its file: extracted incompletely, so recovery must stop, not end
   const vouched = '0000000100000000000000ED';
   writeFileSync(path.join(from, `${vouched}.sha256`), `${'0'.repeat(64)}  ${vouched}\n`);
@@ -280,7 +283,7 @@ test('wal-fetch: copies a good segment (0), 1 only when absent, 126 for a corrup
   assert.match(unknown.stderr, 'no known sha256');
   writeFileSync(path.join(staging, 'MANIFEST.sha256'), `${sha256Hex(readFileSync(path.join(staging, 'pg', 'wal', a)))}  pg/wal/${a}\n`);
   const indexed = airlock(['wal-fetch', a, path.join(pgWal, 'Z'), '--from', path.join(staging, 'pg', 'wal'), '--sums', path.join(staging, 'MANIFEST.sha256')]);
-  assert.is(indexed.code, 0, indexed.stderr);
+  assert.is(indexed.code, WAL_FETCH_EXIT.ok, indexed.stderr);
 
   for (const args of [
     [a, target], // no --from
@@ -391,16 +394,16 @@ test('wal-push into a full spool fails cleanly and leaves no partial file', () =
     assert.is(m.code, 0, m.stderr);
     try {
       const first = push([path.join(cluster().spool, a), '--spool', mnt]);
-      assert.is(first.code, 0, `${who}: ${first.stderr}`);
+      assert.is(first.code, EXIT.ok, `${who}: ${first.stderr}`);
       const full = push([path.join(cluster().spool, b), '--spool', mnt]);
-      assert.is(full.code, 6, `${who}: ${full.stderr}`);
+      assert.is(full.code, EXIT.medium, `${who}: ${full.stderr}`);
       assert.match(full.stderr, `airlock: error: ${b}: no space left in the wal spool`);
       assert.match(full.stderr, 'airlock: hint: free space in the spool');
       assert.equal(readdirSync(mnt).sort(), [a, `${a}.sha256`], `${who}: only the first push is there`);
       assert.is(statSync(path.join(mnt, a)).size, SEGMENT);
       // PostgreSQL retrying a file that is already spooled succeeds even on a full spool
       const retry = push([path.join(cluster().spool, a), '--spool', mnt]);
-      assert.is(retry.code, 0, `${who}: ${retry.stderr}`);
+      assert.is(retry.code, EXIT.ok, `${who}: ${retry.stderr}`);
     } finally {
       const u = run('umount', [mnt]);
       assert.is(u.code, 0, u.stderr);
@@ -420,7 +423,7 @@ test('wal-push into a spool without O_DIRECT (ramfs, which refuses it after crea
     assert.is(m.code, 0, m.stderr);
     try {
       const r = push([path.join(cluster().spool, name), '--spool', mnt]);
-      assert.is(r.code, 0, `${who}: ${r.stderr}`);
+      assert.is(r.code, EXIT.ok, `${who}: ${r.stderr}`);
       assert.equal(readdirSync(mnt).sort(), [name, `${name}.sha256`], `${who}: the file and its sidecar, no temporary file`);
       assert.ok(readFileSync(path.join(mnt, name)).equals(readFileSync(path.join(cluster().spool, name))), who);
     } finally {
@@ -489,20 +492,20 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
     const spool = tmp('airlock-spool-');
     for (const n of tl2.slice(0, 2)) {
       const r = airlock(['wal-push', path.join(good.data, 'pg_wal', n), '--spool', spool]);
-      assert.is(r.code, 0, r.stderr);
+      assert.is(r.code, EXIT.ok, r.stderr);
     }
     const seg = tl2[1] as string;
     const firstPage = readFileSync(path.join(spool, seg)).subarray(0, 40);
     assert.is(checkSegmentHeader(seg, firstPage, { history: parseHistory('00000002.history', readFileSync(path.join(spool, '00000002.history'), 'utf8')) }).header.timeline, 1);
     const state = tmp('airlock-state-');
     const ing = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
-    assert.is(ing.code, 0, ing.stderr);
+    assert.is(ing.code, EXIT.ok, ing.stderr);
     assert.equal(JSON.parse(ing.stdout).ingested, ['00000002.history', seg]);
     // without the history the same segment is refused
     const alone = tmp('airlock-spool-');
     for (const n of [seg, `${seg}.sha256`]) copyFileSync(path.join(spool, n), path.join(alone, n));
     const refused = airlock(['wal-ingest', '--spool', alone, '--state-dir', tmp('airlock-state-'), '--json']);
-    assert.is(refused.code, 1);
+    assert.is(refused.code, EXIT.failed);
     assert.match(refused.stdout, 'page timeline 1 is not an ancestor of timeline 2');
   } finally {
     stopServer(ok);
@@ -569,7 +572,7 @@ test('wal-push starts without loading commander, sqlite, the agent lock or the b
   const probe = airlock(['wal-push', path.join(cluster().spool, name), '--spool', spool], {
     env: { ...process.env, NODE_DEBUG: 'esm' },
   });
-  assert.is(probe.code, 0, probe.stderr);
+  assert.is(probe.code, EXIT.ok, probe.stderr);
   assert.match(probe.stderr, 'wal-push.js', 'the module log works');
   for (const heavy of ['commander', 'better-sqlite3', 'program.js', 'writer.js', 'catalog.js', 'lock.js', 'export.js']) {
     assert.not.match(probe.stderr, heavy, `${heavy} is loaded by wal-push`);
@@ -622,7 +625,7 @@ test('wal-ingest checks every page of a segment, not only the first', () => {
   for (const [what, n, bytes, problem] of cases) {
     const state = tmp('airlock-state-');
     const r = airlock(['wal-ingest', '--spool', spoolOf(n, bytes), '--state-dir', state, '--json']);
-    assert.is(r.code, 1, `${what}: ${r.stderr}`);
+    assert.is(r.code, EXIT.failed, `${what}: ${r.stderr}`);
     const out = JSON.parse(r.stdout);
     assert.equal(out.ingested, [], what);
     assert.equal(out.problems.map((p: { code: string }) => p.code), ['bad-wal'], what);
@@ -636,7 +639,7 @@ test('wal-ingest checks every page of a segment, not only the first', () => {
     [`${name}.partial`, Buffer.concat([real.subarray(0, SEGMENT / 2), randomBytes(SEGMENT / 2)])],
   ] as const) {
     const r = airlock(['wal-ingest', '--spool', spoolOf(n, bytes), '--state-dir', tmp('airlock-state-'), '--json']);
-    assert.is(r.code, 0, r.stderr);
+    assert.is(r.code, EXIT.ok, r.stderr);
     assert.equal(JSON.parse(r.stdout).ingested, [n]);
   }
 });
@@ -668,11 +671,8 @@ test("an export takes the cluster's identity from the server, not from the first
   try {
     const keys = makeKeys('site-w');
     const state = tmp('airlock-state-');
-    const r = airlock([
-      'export', '--to', tmp('airlock-medium-'), '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state,
-      '--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30',
-    ]);
-    assert.is(r.code, 0, r.stderr);
+    const r = airlock(exportArgs(keys, tmp('airlock-medium-'), state, ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30']));
+    assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, `${foreign}: not a valid postgresql wal segment: system identifier 42 is not the cluster's ${systemIdentifier()}`);
     const rows = walRows(state);
     assert.ok(rows.length >= 2, 'the cluster\'s segments were ingested');

@@ -222,8 +222,8 @@ interface Expected {
   exit: 0 | 1;
   /** every finding's result is one of these, and each listed (result, file) occurs */
   findings: { result: string; file?: string }[];
-  /** whether `airlock restore files` must refuse this set (and write nothing) */
-  restoreRefused: boolean;
+  /** how `airlock restore files` of this set ends (a name in EXIT); anything but ok must write nothing */
+  restoreExit: 'ok' | 'failed' | 'input';
 }
 
 /** Case names given on the command line: build only those (the others stay as they are). */
@@ -239,7 +239,7 @@ async function makeCase(name: string, expected: Expected, build: (media: string)
   writeFileSync(path.join(dir, 'expected.json'), `${JSON.stringify(expected, null, 2)}\n`);
 }
 
-const bad = (description: string, findings: Expected['findings'], extra: Partial<Expected> = {}): Expected => ({ description, exit: 1, findings, restoreRefused: true, ...extra });
+const bad = (description: string, findings: Expected['findings'], extra: Partial<Expected> = {}): Expected => ({ description, exit: 1, findings, restoreExit: 'failed', ...extra });
 
 async function main(): Promise<void> {
   if (only.length === 0) rmSync(CASES, { recursive: true, force: true });
@@ -249,12 +249,12 @@ async function main(): Promise<void> {
   const copy = (media: string) => cpSync(base, media, { recursive: true });
   const b1 = (media: string) => bdir(media, 1);
 
-  await makeCase('good-chain', { description: 'three bundles, seq 1 to 3, untouched', deep: true, exit: 0, findings: [], restoreRefused: false }, async (m) => copy(m));
-  await makeCase('good-pruned-start', { description: 'a set that starts at seq 2 (seq 1 pruned) is fine', deep: true, exit: 0, findings: [], restoreRefused: false }, async (m) => {
+  await makeCase('good-chain', { description: 'three bundles, seq 1 to 3, untouched', deep: true, exit: 0, findings: [], restoreExit: 'ok' }, async (m) => copy(m));
+  await makeCase('good-pruned-start', { description: 'a set that starts at seq 2 (seq 1 pruned) is fine', deep: true, exit: 0, findings: [], restoreExit: 'ok' }, async (m) => {
     copy(m);
     rmSync(b1(m), { recursive: true });
   });
-  await makeCase('good-same-bundle-on-two-media', { description: 'the same bundles found on two media are one bundle each', exit: 0, findings: [], restoreRefused: false }, async (m) => {
+  await makeCase('good-same-bundle-on-two-media', { description: 'the same bundles found on two media are one bundle each', exit: 0, findings: [], restoreExit: 'ok' }, async (m) => {
     cpSync(base, path.join(m, 'medium-a'), { recursive: true });
     cpSync(base, path.join(m, 'medium-b'), { recursive: true });
   });
@@ -346,14 +346,14 @@ async function main(): Promise<void> {
   });
   await makeCase(
     'rollback',
-    bad('the verifier saw seq 4 before; this set ends at seq 3', [{ result: 'rollback' }], { state: { 'site-a': { seq: 4, sums: 'a'.repeat(64) } }, restoreRefused: false }),
+    bad('the verifier saw seq 4 before; this set ends at seq 3', [{ result: 'rollback' }], { state: { 'site-a': { seq: 4, sums: 'a'.repeat(64) } }, restoreExit: 'ok' }),
     async (m) => copy(m),
   );
   await makeCase(
     'withheld',
     bad('the verifier accepted seq 1 before; this set holds only seq 3, so seq 2 was never audited', [{ result: 'withheld' }], {
       state: { 'site-a': { seq: 1, sums: baseSums[0] as string } },
-      restoreRefused: false,
+      restoreExit: 'ok',
     }),
     async (m) => {
       copy(m);
@@ -363,7 +363,7 @@ async function main(): Promise<void> {
   );
   await makeCase(
     'contradicts-state',
-    bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], { state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } }, restoreRefused: false }),
+    bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], { state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } }, restoreExit: 'ok' }),
     async (m) => copy(m),
   );
   await makeCase('partial-left-over', bad('an interrupted export left a .partial folder', [{ result: 'partial' }]), async (m) => {
@@ -392,7 +392,7 @@ async function main(): Promise<void> {
     writeFileSync(f, canonicalJson(j));
     resum(b1(m));
   });
-  await makeCase('manifest-bom', bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }]), async (m) => {
+  await makeCase('manifest-bom', bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }], { restoreExit: 'input' }), async (m) => {
     copy(m);
     const f = path.join(b1(m), 'manifest.json');
     writeFileSync(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), readFileSync(f)]));

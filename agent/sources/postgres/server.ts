@@ -16,9 +16,9 @@
  * per version in /usr/lib/postgresql/N/bin), else a newer one, so pg_dump is never older than the
  * server.
  */
-import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
+import { runChild } from '../../../manifests/child.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { clientEnv, psqlFailure, versionBin } from '../../postgres/programs.js';
 import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../../postgres/wal.js';
@@ -90,35 +90,25 @@ export function assertNoPassword(conninfo: string): void {
  * fails (psql stops at the first error), or when the answer is not one JSON value; `not-found`
  * without psql.
  */
-export function queryJson<T>(conn: Connection, sql: string, signal?: AbortSignal): Promise<T> {
+export async function queryJson<T>(conn: Connection, sql: string, signal?: AbortSignal): Promise<T> {
   assertNoPassword(conn.conninfo);
   const args = ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=terse', '-d', conn.conninfo, '-c', sql];
-  return new Promise((resolve, reject) => {
-    // the answer in UTF-8 whatever the locale or the server's encoding, so JSON.parse reads it as sent
-    const child = spawn(program(conn, 'psql'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...clientEnv(), PGCLIENTENCODING: 'UTF8' }, ...(signal ? { signal } : {}) });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (d: string) => {
-      err = (err + d).slice(-4096);
-    });
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${program(conn, 'psql')}: command not found`, { hint: 'install the PostgreSQL client of the server\'s major version (Debian: postgresql-client-N), or give --pg-bin' }) : e);
-    });
-    child.on('close', (code) => {
-      if (code !== 0) {
-        reject(new AirlockError('pg-failed', `postgresql: ${psqlFailure(err, code)}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' }));
-        return;
-      }
-      const text = Buffer.concat(out).toString('utf8').trim();
-      try {
-        resolve(JSON.parse(text) as T);
-      } catch {
-        reject(new AirlockError('pg-failed', `postgresql: the answer to a query is not one json value: ${JSON.stringify(text.slice(0, 200))}`, { hint: 'check that --pg reaches a postgresql server and that psql is its client' }));
-      }
-    });
+  // the answer in UTF-8 whatever the locale or the server's encoding, so JSON.parse reads it as sent
+  const r = await runChild(program(conn, 'psql'), args, {
+    env: { ...clientEnv(), PGCLIENTENCODING: 'UTF8' },
+    capture: true,
+    install: "install the PostgreSQL client of the server's major version (Debian: postgresql-client-N), or give --pg-bin",
+    ...(signal ? { signal } : {}),
   });
+  if (r.code !== 0) {
+    throw new AirlockError('pg-failed', `postgresql: ${psqlFailure(r.stderr, r.code)}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' });
+  }
+  const text = r.stdout.toString('utf8').trim();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new AirlockError('pg-failed', `postgresql: the answer to a query is not one json value: ${JSON.stringify(text.slice(0, 200))}`, { hint: 'check that --pg reaches a postgresql server and that psql is its client' });
+  }
 }
 
 /** What the export records about the server, and what it needs to decide. */

@@ -17,14 +17,14 @@
  * is emitted only after the program exited 0, so a failed program never looks like a short backup.
  * Each stream ends with a record (`pg-base-end`, ...) giving its part count and bytes.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname, release, type as osType } from 'node:os';
+import { childFailed, startChild } from '../../../manifests/child.js';
 import { walRanges, type PostgresCoverage, type Tablespace, type TimelineSwitch } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
 import { readChunks } from '../../../manifests/hash.js';
-import type { IndexRecord } from '../../../manifests/inner.js';
+import type { UnplacedRecord } from '../../../manifests/records.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
@@ -61,6 +61,8 @@ export interface PostgresExportOptions {
   tableChecks?: boolean;
   /** progress messages for people */
   say?: (line: string) => void;
+  /** warnings for people, shown whatever the output is (a refused spool file may leave a hole) */
+  warn: (line: string) => void;
 }
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
@@ -126,22 +128,10 @@ interface StreamEnd {
  * Throws `child-failed` (the program's last stderr line) when it exits non-zero, `not-found` when
  * it is not installed.
  */
-async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => IndexRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => {
-    stderr = (stderr + d).slice(-4096);
-  });
-  const exited = new Promise<void>((resolve, reject) => {
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? new AirlockError('not-found', `${cmd}: command not found`, { hint: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin' }) : e);
-    });
-    child.on('close', (code, sig) => {
-      if (code === 0) return resolve();
-      const last = stderr.trim().split('\n').at(-1) ?? '';
-      reject(new AirlockError('child-failed', `${cmd} ${sig ? `was killed by ${sig}` : `exited with status ${code}`}${last ? `: ${last}` : ''}`, { hint: 'nothing was written; fix the cause and export again' }));
-    });
+async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => UnplacedRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
+  const { child, exit } = startChild(cmd, args, { env: clientEnv(), install: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin', ...(signal ? { signal } : {}) });
+  const exited = exit.then((ended) => {
+    if (ended.code !== 0) throw childFailed(cmd, ended, { hint: 'nothing was written; fix the cause and export again' });
   });
   exited.catch(() => {}); // awaited below; a failure while a part is being written surfaces there
   const mtime = Math.floor(now().getTime() / 1000);
@@ -166,6 +156,7 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
     w?.();
   };
   const stdout = child.stdout;
+  if (!stdout) throw new AirlockError('internal', `${cmd} was spawned without a stdout pipe`);
   stdout.on('data', (chunk: Buffer) => {
     let c = chunk;
     while (heldBytes + c.byteLength >= partSize) {
@@ -256,14 +247,14 @@ export class PostgresSnapshot {
 
   private readonly reported = new Set<string>();
 
-  /** Ingests the spool; a refused file is reported once on stderr whatever the output is (it may leave a hole). */
+  /** Ingests the spool; a refused file is reported once, as a warning (it may leave a hole). */
   private ingest(): void {
     const server = this.info && { system_identifier: this.info.systemIdentifier, segment_size: this.info.segmentSize, major: this.info.major };
     const r = ingestSpool(this.opts.catalog, this.opts.spool, this.opts.now, server);
     for (const p of r.problems) {
       if (this.reported.has(p.message)) continue;
       this.reported.add(p.message);
-      process.stderr.write(`airlock: warning: spool: ${p.message}\n`);
+      this.opts.warn(`warning: spool: ${p.message}`);
     }
   }
 

@@ -15,13 +15,13 @@
  * base.tar carries tablespace_map ("OID LOCATION" lines) and an empty pg_tblspc/, never links; a
  * restore maps each tablespace to a folder of its own (restore/tablespaces.ts).
  */
-import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { childFailed, runChild } from '../../../manifests/child.js';
 import type { Tablespace } from '../../../manifests/coverage.js';
 import { AirlockError } from '../../../manifests/errors.js';
-import type { IndexRecord } from '../../../manifests/inner.js';
+import type { UnplacedRecord } from '../../../manifests/records.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../../manifests/tar.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import { removeTree } from '../../fsutil.js';
@@ -67,7 +67,7 @@ export interface StreamEnd {
 function* partsOf(
   pieces: readonly Piece[],
   prefix: string,
-  record: (part: number) => IndexRecord,
+  record: (part: number) => UnplacedRecord,
   partSize: number,
   mtime: number,
   end: StreamEnd,
@@ -124,33 +124,9 @@ async function baseWithManifest(dir: string, mtime: number): Promise<Piece[]> {
 }
 
 /** Runs pg_basebackup to its end; throws `child-failed` with its last stderr line, `not-found`. */
-function runToEnd(cmd: string, args: readonly string[], signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: clientEnv(), ...(signal ? { signal } : {}) });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4096)));
-    child.on('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        e.code === 'ENOENT'
-          ? new AirlockError('not-found', `${cmd}: command not found`, {
-              hint: "install the PostgreSQL client programs of the server's major version, or give --pg-bin",
-            })
-          : e,
-      ),
-    );
-    child.on('close', (code, sig) => {
-      if (code === 0) {
-        resolve();
-        return;
-      }
-      const last = stderr.trim().split('\n').at(-1) ?? '';
-      reject(
-        new AirlockError('child-failed', `${cmd} ${sig ? `was killed by ${sig}` : `exited with status ${code}`}${last ? `: ${last}` : ''}`, {
-          hint: 'nothing was written; fix the cause and export again',
-        }),
-      );
-    });
-  });
+async function runToEnd(cmd: string, args: readonly string[], signal?: AbortSignal): Promise<void> {
+  const r = await runChild(cmd, args, { env: clientEnv(), install: "install the PostgreSQL client programs of the server's major version, or give --pg-bin", ...(signal ? { signal } : {}) });
+  if (r.code !== 0) throw childFailed(cmd, r, { hint: 'nothing was written; fix the cause and export again' });
 }
 
 const SCRATCH_PREFIX = '.pg-base-';

@@ -14,6 +14,8 @@
  */
 import path from 'node:path';
 import type { BaseBackupCoverage, PostgresCoverage, RecoveryWindow } from '../manifests/coverage.js';
+import { MANIFEST_FILE, RESTORE_FILE } from '../manifests/manifest.js';
+import { shellQuote } from '../manifests/shell.js';
 import { BUNDLE_NAMESPACE } from '../manifests/sshsig.js';
 import { SUMS, SUMS_SIG } from '../manifests/sums.js';
 import { human } from './human.js';
@@ -58,11 +60,6 @@ export function html(strings: TemplateStringsArray, ...values: Value[]): Html {
 /** A CSS string literal that cannot end the string or the style element. */
 function cssString(s: string): string {
   return `"${s.replace(/[^ -~]/g, '?').replace(/["\\<>]/g, (c) => `\\${c.charCodeAt(0).toString(16)} `)}"`;
-}
-
-/** Quotes a word for a POSIX shell when it needs it. */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** "2026-01-31 12:00:00 UTC" from an ISO time; the input unchanged when it is not one. */
@@ -364,14 +361,14 @@ ssh-keygen -Y verify -f allowed_signers -I ${v.site} -n ${BUNDLE_NAMESPACE} -s $
     });
   return html`<p>With nothing but OpenSSH and coreutils, from a copy of <code>allowed_signers</code> (one line
 "<code>SITE ssh-ed25519 AAAA...</code>" per site) in the current folder. The same commands are step 1 and 2 of
-<code>RESTORE.txt</code> in every bundle. For each bundle <code>B</code> of site <code>S</code>:</p>
+<code>${RESTORE_FILE}</code> in every bundle. For each bundle <code>B</code> of site <code>S</code>:</p>
 <pre>ssh-keygen -Y verify -f allowed_signers -I S -n ${BUNDLE_NAMESPACE} -s B/${SUMS_SIG} &lt; B/${SUMS}
 (cd B &amp;&amp; sha256sum --strict -c ${SUMS})
 (cd B &amp;&amp; LC_ALL=C ls -A | grep -vxF -e ${SUMS} -e ${SUMS_SIG} | diff - &lt;(cut -c67- ${SUMS}))</pre>
 <p>The first must print <code>Good "${BUNDLE_NAMESPACE}" signature for S</code>, the second <code>OK</code> for every file,
 the third (bash) nothing: the folder holds no file the signed list leaves out. That the bundles form one
 unbroken chain (each manifest's <code>prev</code> is the sha256 of the previous bundle's ${SUMS}) is checked by
-<code>sha256sum B/${SUMS}</code> against the next bundle's <code>manifest.json</code>.${r.deep ? ' The contents check needs the age identity; RESTORE.txt gives those steps too.' : ''}</p>
+<code>sha256sum B/${SUMS}</code> against the next bundle's <code>${MANIFEST_FILE}</code>.${r.deep ? ` The contents check needs the age identity; ${RESTORE_FILE} gives those steps too.` : ''}</p>
 ${blocks}`;
 }
 
@@ -442,7 +439,7 @@ ${verdict}
 <table class="facts"><tbody>
 <tr><td>checked</td><td>${time(r.checkedAt)}</td></tr>
 <tr><td>by</td><td>${r.tool}</td></tr>
-<tr><td>depth</td><td>${r.deep ? 'with the key: signatures, files and chain, then every bundle decrypted in memory and every entry checked' : 'without the key: signatures, every file against SHA256SUMS, manifests and the chain; contents not decrypted'}</td></tr>
+<tr><td>depth</td><td>${r.deep ? 'with the key: signatures, files and chain, then every bundle decrypted in memory and every entry checked' : `without the key: signatures, every file against ${SUMS}, manifests and the chain; contents not decrypted`}</td></tr>
 <tr><td>what was checked</td><td>${r.paths.map((p, i) => html`${i > 0 ? html`<br>` : ''}<code>${p}</code>`)}</td></tr>
 <tr><td>result</td><td>${r.bundles.length} bundle(s) of ${views.length} site(s): ${r.bundles.length - failedBundles} ok, ${failedBundles} failed; ${countFindings(all)} finding(s); status: <strong>${status}</strong></td></tr>
 </tbody></table>

@@ -19,8 +19,9 @@ import { NO_BUCKET, restoreObjects } from './restore/objects.js';
 import { preparePgRestore, runAsOwner, startAndRecover, stopRestored, type PgRestoreResult } from './restore/pg.js';
 import { removeTree } from './fsutil.js';
 import { freePort } from './port.js';
-import { queryJson, versionBin } from './sources/postgres/server.js';
-import { tableChecksSql } from './sources/postgres/snapshot.js';
+import { versionBin } from './postgres/programs.js';
+import { tableChecksSql } from './postgres/sql.js';
+import { queryJson } from './sources/postgres/server.js';
 
 export interface DrillCheck {
   name: string;
@@ -119,6 +120,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           port,
           walFetch: { node: process.execPath, cli: opts.airlockCli },
           say,
+          notes: say,
         });
         for (const w of restored.warnings) say(`warning: ${w}`);
         const major = sorted.find((b) => b.seq === restored?.baseSeq)?.manifest?.coverage?.postgres?.major ?? 0;
@@ -151,7 +153,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
 
     if (newest && (newest.manifest?.contents.files ?? 0) > 0) {
       try {
-        const s = await restoreFiles(newest, opts.identities, path.join(opts.scratch, 'files'));
+        const s = await restoreFiles(newest, opts.identities, path.join(opts.scratch, 'files'), { notes: say });
         const want = newest.manifest?.contents.files ?? 0;
         check('files', s.files === want ? 'pass' : 'fail', `${s.files} of ${want} file(s) of seq ${s.seq} restored and checked`);
       } catch (e) {
@@ -161,7 +163,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
 
     if (newest) {
       try {
-        const s = await restoreObjects(newest, opts.identities, { kind: 'folder', to: path.join(opts.scratch, 'objects') }, Infinity, undefined, verified);
+        const s = await restoreObjects(newest, opts.identities, { kind: 'folder', to: path.join(opts.scratch, 'objects') }, { verified, notes: say });
         if (s.buckets === 0) check('objects', 'skipped', 'the newest bundle carries no buckets');
         else check('objects', 'pass', `${s.written} current object(s) of ${s.buckets} bucket(s) restored with their sizes and hashes checked (${s.versions} version(s), ${s.deleteMarkers} delete marker(s) in the set)`);
       } catch (e) {

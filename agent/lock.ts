@@ -16,7 +16,7 @@
  * a holder still held the old one.
  */
 import Database from 'better-sqlite3';
-import { chmodSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { ownLikeFolder } from './catalog.js';
@@ -47,6 +47,33 @@ export function acquireLock(stateDir: string, name: string): () => void {
     const typed = fromSystemError(e, file, 'io');
     if (typed instanceof AirlockError) throw typed;
     throw new AirlockError('io', `cannot take the lock ${file}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
+  }
+  const held = db;
+  return () => {
+    if (held.open) held.close();
+  };
+}
+
+/**
+ * Takes the lock in the existing lock file `file` when nobody holds it, to learn whether what the
+ * lock guards was left by a process that ended: returns the release function, `held` while a live
+ * process holds it (or the file is not a lock file, which is no proof of anything), `absent` when
+ * there is no such file. Never creates the file. Throws typed system errors.
+ */
+export function takeIfFree(file: string): (() => void) | 'held' | 'absent' {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file, { timeout: 0, fileMustExist: true });
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (e) {
+    db?.close();
+    const code = (e as { code?: string }).code;
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === 'SQLITE_NOTADB') return 'held';
+    // better-sqlite3 says so with a TypeError when the folder is gone too
+    if (!existsSync(file)) return 'absent';
+    const typed = fromSystemError(e, file, 'io');
+    if (typed instanceof AirlockError) throw typed;
+    throw new AirlockError('io', `cannot read the lock ${file}: ${(e as Error).message}`, { cause: e });
   }
   const held = db;
   return () => {

@@ -27,10 +27,10 @@ import { canonicalJson, parseCanonical } from '../manifests/canonical.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { digestFile, readChunks, readSmall, type Digest } from '../manifests/hash.js';
 import { HashWorker } from '../manifests/hash-worker.js';
-import { PARTIAL_SUFFIX } from '../manifests/manifest.js';
+import { bundleName, PARTIAL_SUFFIX } from '../manifests/manifest.js';
 import { parseSums, SUMS, SUMS_LIMIT, SUMS_SIG } from '../manifests/sums.js';
 import { human } from '../verifier/human.js';
-import { verifyKeyless, type BundleReport } from '../verifier/verify.js';
+import { findBundles, verifyKeyless, type BundleReport } from '../verifier/verify.js';
 import { Catalog } from './catalog.js';
 import { removeTree } from './fsutil.js';
 import { digestDirect } from './direct.js';
@@ -459,4 +459,135 @@ export async function confirmOnMedium(written: { path: string; sumsSha256: strin
     }
   }
   return notes;
+}
+
+/** One bundle of a media copy, and where it went. */
+export interface CopyResult {
+  site: string;
+  seq: number;
+  from: string;
+  to: string;
+  sums: string;
+  /** false when the target medium held the bundle already (it was verified there again) */
+  copied: boolean;
+  /** the media UUIDs the bundle is now recorded as verified on by this run */
+  verifiedOn: string[];
+}
+
+export interface MediumCopy {
+  from: MediumLabel | undefined;
+  to: MediumLabel | undefined;
+  bundles: CopyResult[];
+  /** what was not copied, one line each: bundles that did not verify, links where folders should be */
+  failed: string[];
+  readBack: ReadBackNotes;
+}
+
+/**
+ * Symbolic links where site or bundle folders are under `src`. Bundles are found without following
+ * links (findBundles), so these would be skipped without a word; they are named instead, and the
+ * copy fails once the rest is done.
+ */
+async function linksUnder(src: string): Promise<string[]> {
+  const links: string[] = [];
+  const scan = async (dir: string, depth: number) => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    // inside a bundle folder a link is a finding of its own verification
+    if (entries.some((e) => e.name === SUMS)) return;
+    for (const e of entries) {
+      if (e.isSymbolicLink()) links.push(path.join(dir, e.name));
+      else if (e.isDirectory() && depth < 2) await scan(path.join(dir, e.name), depth + 1);
+    }
+  };
+  await scan(path.resolve(src), 1);
+  return links.sort();
+}
+
+/**
+ * Copies every bundle under `src` that verifies (keyless, signed by one of `signers`) onto the
+ * medium `dst`, reads each back there and verifies it again, and records the verified copies (on
+ * `dst`, and on the source medium when the bundle is on its file system) in the catalog of
+ * `stateDir`. Bundles that do not verify are not copied and are listed in `failed`; the caller
+ * decides what that means. Throws `not-found` when `dst` is not there, `usage` when both are one
+ * medium, `no-bundle`, `medium-full` before anything is written, and what copying and reading back
+ * throw. `notes` hears what is not copied or not counted, `progress` the bytes copied of the total.
+ */
+export async function copyMedium(
+  src: string,
+  dst: string,
+  signers: readonly AllowedSigner[],
+  stateDir: string,
+  opts: { signal?: AbortSignal; progress?: (bytes: number, total: number) => void; notes?: (line: string) => void } = {},
+): Promise<MediumCopy> {
+  if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
+  const from = await readLabel(src);
+  const to = await readLabel(dst);
+  if (from && to && from.uuid === to.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
+  if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
+  const target = await mediumRoot(dst, 'the target medium');
+  const source = await mediumRoot(src, 'the source medium');
+  const found = await findBundles([src]);
+  const links = await linksUnder(src);
+  if (found.bundles.length === 0 && links.length === 0) throw new AirlockError('no-bundle', `no bundle under ${src}`);
+  for (const p of found.partials) opts.notes?.(`${p} is a leftover partial bundle; not copied`);
+
+  // verify every bundle where it is first: a damaged bundle is not spread to a second medium
+  const now = new Date();
+  const good: { report: BundleReport; name: string; exists: boolean }[] = [];
+  const failed: string[] = links.map((l) => `${path.relative(path.resolve(src), l)}: a symbolic link, not followed`);
+  for (const dir of found.bundles) {
+    const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock' });
+    if (report.findings.length > 0 || report.site === undefined || report.seq === undefined || report.sums === undefined) {
+      failed.push(`${path.basename(dir)}: ${report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}`).join(', ')}`);
+      continue;
+    }
+    // before anything is written: a link or mount where the copy would go refuses the whole copy
+    const name = bundleName(report.site, report.seq);
+    good.push({ report, name, exists: await bundleOnMedium(target, report.site, name) });
+  }
+  let needed = SPACE_FLOOR;
+  for (const g of good) if (!g.exists) needed += await bundleBytes(g.report.path);
+  const copies = good.filter((g) => !g.exists).length;
+  if (copies > 0) await requireSpace(path.resolve(dst), needed, `copying ${copies} bundle(s)`);
+
+  const bundles: CopyResult[] = [];
+  const readBackNotes: ReadBackNotes = { cached: false };
+  let before = 0;
+  for (const g of good) {
+    const { report, name } = g;
+    const site = report.site as string;
+    const seq = report.seq as number;
+    const sums = report.sums as string;
+    const copy = path.join(target.root, site, name);
+    if (!g.exists) {
+      await copyBundle(report.path, target, site, name, (n) => opts.progress?.(before + n, needed - SPACE_FLOOR), opts.signal);
+      before += await bundleBytes(copy);
+    }
+    // read back from the target, past the page cache, before the copy may count
+    await readBack(copy, sums, signers, new Date(), readBackNotes, opts.signal, target);
+    // the source counts too, but only for a bundle on the source medium's own file system
+    const onSource = from
+      ? await assertOnMedium(source, report.path, await bundleFiles(report.path)).then(
+          () => true,
+          (e: unknown) => {
+            opts.notes?.(`${(e as Error).message}; not counted as a copy on medium "${from.label}"`);
+            return false;
+          },
+        )
+      : false;
+    const verifiedOn: string[] = [];
+    const catalog = Catalog.open(stateDir);
+    try {
+      for (const [label, where] of [[onSource ? from : undefined, report.path], [to, copy]] as const) {
+        if (!label) continue;
+        catalog.recordMedium(label.uuid, label.label, now);
+        catalog.recordVerifiedCopy(site, seq, sums, label.uuid, where, new Date());
+        verifiedOn.push(label.uuid);
+      }
+    } finally {
+      catalog.close();
+    }
+    bundles.push({ site, seq, from: report.path, to: copy, sums, copied: !g.exists, verifiedOn });
+  }
+  return { from, to, bundles, failed, readBack: readBackNotes };
 }

@@ -28,7 +28,7 @@ import { fsyncDirSync, writeFileAtomicSync } from '../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { formatSumLine, parseSumLine } from '../manifests/sums.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './sources/postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
 const CHUNK = 1024 * 1024;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { Catalog } from './catalog.js';
 import { lsnValue, segmentNo } from '../manifests/coverage.js';
 import { escapeText } from '../manifests/escape.js';
-import { parseWalFileName } from './sources/postgres/wal.js';
+import { parseWalFileName } from './postgres/wal.js';
 
 export type Level = 'ok' | 'warning' | 'critical' | 'unknown';
 export const LEVEL_EXIT: Record<Level, number> = { ok: 0, warning: 1, critical: 2, unknown: 3 };

@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { runChild } from '../../manifests/child.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { clientBin, program as pgProgram, queryJson, type Connection } from '../sources/postgres/server.js';
-import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../sources/postgres/wal.js';
+import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../postgres/wal.js';
 import { human } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 

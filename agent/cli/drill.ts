@@ -14,7 +14,7 @@ import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertWritableTarget, writeFileAtomic } from '../../manifests/atomic.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { drillText, runDrill } from '../drill.js';
-import { pickVerifiedBundle } from './restore.js';
+import { pickVerifiedBundle } from '../restore/pick.js';
 
 interface DrillFlags {
   from: string;

@@ -2,38 +2,22 @@
  * airlock media: label a medium (init), copy bundles onto a second medium and verify them there
  * (copy), show what a medium holds (list). Also what an export prints about the medium it wrote to.
  */
-import { lstat, readdir, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { parseAllowedSigners, type AllowedSigner } from '../../manifests/allowed-signers.js';
 import { parseCanonical } from '../../manifests/canonical.js';
 import { AirlockError } from '../../manifests/errors.js';
 import { readSmall } from '../../manifests/hash.js';
-import { MANIFEST_FILE, MANIFEST_LIMIT, assertManifest, bundleName } from '../../manifests/manifest.js';
+import { MANIFEST_FILE, MANIFEST_LIMIT, assertManifest } from '../../manifests/manifest.js';
 import { isRecoveryFile } from '../../manifests/recovery.js';
 import type { SigningKey } from '../../manifests/sshkey.js';
 import { SUMS, SUMS_LIMIT, parseSums } from '../../manifests/sums.js';
-import { findBundles, readAllowedSigners, verifyKeyless, type BundleReport } from '../../verifier/verify.js';
+import { findBundles, readAllowedSigners } from '../../verifier/verify.js';
 import { Catalog, resolveStateDir } from '../catalog.js';
 import { recordRun } from '../jobs.js';
 import { loadSigningKey } from '../keys.js';
-import {
-  SPACE_FLOOR,
-  assertOnMedium,
-  bundleBytes,
-  bundleFiles,
-  bundleOnMedium,
-  confirmOnMedium,
-  copyBundle,
-  initMedium,
-  mediumRoot,
-  readBack,
-  readLabel,
-  requireSpace,
-  selfSigner,
-  type MediumLabel,
-  type ReadBackNotes,
-} from '../media.js';
+import { confirmOnMedium, copyMedium, initMedium, readLabel, selfSigner, type MediumLabel, type ReadBackNotes } from '../media.js';
 import { human, interruptible, note, progressReporter } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
@@ -83,18 +67,6 @@ interface CopyFlags {
   json?: boolean;
 }
 
-interface CopyResult {
-  site: string;
-  seq: number;
-  from: string;
-  to: string;
-  sums: string;
-  /** false when the target medium held the bundle already (it was verified there again) */
-  copied: boolean;
-  /** the media UUIDs the bundle is now recorded as verified on by this run */
-  verifiedOn: string[];
-}
-
 async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
   const { allowedSigners: allowed, signingKey: key } = flags;
   if (allowed !== undefined) return parseAllowedSigners(await readAllowedSigners(allowed));
@@ -105,7 +77,7 @@ async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
 async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<void> {
   const stateDir = resolveStateDir(flags.stateDir);
   try {
-    await copyAll(src, dst, flags, stateDir);
+    await copyAndPrint(src, dst, flags, stateDir);
     recordRun(stateDir, 'media copy', undefined, undefined, new Date(), note);
   } catch (e) {
     recordRun(stateDir, 'media copy', undefined, e, new Date(), note);
@@ -113,107 +85,26 @@ async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<
   }
 }
 
-/**
- * Symbolic links where site or bundle folders are under `src`. Bundles are found without following
- * links (findBundles), so these would be skipped without a word; they are named instead, and the
- * copy fails once the rest is done.
- */
-async function linksUnder(src: string): Promise<string[]> {
-  const links: string[] = [];
-  const scan = async (dir: string, depth: number) => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    // inside a bundle folder a link is a finding of its own verification
-    if (entries.some((e) => e.name === SUMS)) return;
-    for (const e of entries) {
-      if (e.isSymbolicLink()) links.push(path.join(dir, e.name));
-      else if (e.isDirectory() && depth < 2) await scan(path.join(dir, e.name), depth + 1);
-    }
-  };
-  await scan(path.resolve(src), 1);
-  return links.sort();
-}
-
-async function copyAll(src: string, dst: string, flags: CopyFlags, stateDir: string): Promise<void> {
+async function copyAndPrint(src: string, dst: string, flags: CopyFlags, stateDir: string): Promise<void> {
   const signers = await signersFrom(flags);
-  if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
-  const from = await readLabel(src);
-  const to = await readLabel(dst);
-  if (from && to && from.uuid === to.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
-  if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
-  const target = await mediumRoot(dst, 'the target medium');
-  const source = await mediumRoot(src, 'the source medium');
-  const found = await findBundles([src]);
-  const links = await linksUnder(src);
-  if (found.bundles.length === 0 && links.length === 0) throw new AirlockError('no-bundle', `no bundle under ${src}`);
-  for (const p of found.partials) process.stderr.write(`airlock: warning: ${p} is a leftover partial bundle; not copied\n`);
-
-  // verify every bundle where it is first: a damaged bundle is not spread to a second medium
-  const now = new Date();
-  const good: { report: BundleReport; name: string; exists: boolean }[] = [];
-  const bad: string[] = links.map((l) => `${path.relative(path.resolve(src), l)}: a symbolic link, not followed`);
-  for (const dir of found.bundles) {
-    const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock' });
-    if (report.findings.length > 0 || report.site === undefined || report.seq === undefined || report.sums === undefined) {
-      bad.push(`${path.basename(dir)}: ${report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}`).join(', ')}`);
-      continue;
-    }
-    // before anything is written: a link or mount where the copy would go refuses the whole copy
-    const name = bundleName(report.site, report.seq);
-    good.push({ report, name, exists: await bundleOnMedium(target, report.site, name) });
-  }
-  let needed = SPACE_FLOOR;
-  for (const g of good) if (!g.exists) needed += await bundleBytes(g.report.path);
-  const copies = good.filter((g) => !g.exists).length;
-  if (copies > 0) await requireSpace(path.resolve(dst), needed, `copying ${copies} bundle(s)`);
-
-  const results: CopyResult[] = [];
-  const notes: ReadBackNotes = { cached: false };
-  const progress = progressReporter('airlock: media copy', needed - SPACE_FLOOR);
-  let before = 0;
-  await interruptible(async (signal) => {
-    for (const g of good) {
-      const { report, name } = g;
-      const site = report.site as string;
-      const seq = report.seq as number;
-      const sums = report.sums as string;
-      const copy = path.join(target.root, site, name);
-      if (!g.exists) {
-        await copyBundle(report.path, target, site, name, (n) => progress.update(before + n), signal);
-        before += await bundleBytes(copy);
-      }
-      // read back from the target, past the page cache, before the copy may count
-      await readBack(copy, sums, signers, new Date(), notes, signal, target);
-      // the source counts too, but only for a bundle on the source medium's own file system
-      const onSource = from ? await assertOnMedium(source, report.path, await bundleFiles(report.path)).then(() => true, (e: unknown) => {
-        process.stderr.write(`airlock: warning: ${(e as Error).message}; not counted as a copy on medium "${from.label}"\n`);
-        return false;
-      }) : false;
-      const verifiedOn: string[] = [];
-      const catalog = Catalog.open(stateDir);
-      try {
-        for (const [label, where] of [[onSource ? from : undefined, report.path], [to, copy]] as const) {
-          if (!label) continue;
-          catalog.recordMedium(label.uuid, label.label, now);
-          catalog.recordVerifiedCopy(site, seq, sums, label.uuid, where, new Date());
-          verifiedOn.push(label.uuid);
-        }
-      } finally {
-        catalog.close();
-      }
-      results.push({ site, seq, from: report.path, to: copy, sums, copied: !g.exists, verifiedOn });
-    }
-  });
-  progress.done();
-  noteCached(dst, notes);
-  if (flags.json) process.stdout.write(`${JSON.stringify({ from: from ?? null, to: to ?? null, bundles: results, failed: bad })}\n`);
+  let progress: ReturnType<typeof progressReporter> | undefined;
+  const r = await interruptible((signal) =>
+    copyMedium(src, dst, signers, stateDir, {
+      signal,
+      progress: (bytes, total) => (progress ??= progressReporter('airlock: media copy', total)).update(bytes),
+      notes: (line) => note(`warning: ${line}`),
+    }),
+  ).finally(() => progress?.done());
+  noteCached(dst, r.readBack);
+  if (flags.json) process.stdout.write(`${JSON.stringify({ from: r.from ?? null, to: r.to ?? null, bundles: r.bundles, failed: r.failed })}\n`);
   else {
-    for (const r of results) process.stdout.write(`${r.to}\n`);
-    const n = results.filter((r) => r.copied).length;
-    process.stderr.write(`airlock: copied ${n} bundle(s), ${results.length - n} already there; all ${results.length} read back and verified on ${to ? `medium "${to.label}" (${to.uuid})` : dst}\n`);
-    if (!to) process.stderr.write(`airlock: note: ${dst} has no label, so these copies do not count for retention; label it with airlock media init\n`);
+    for (const b of r.bundles) process.stdout.write(`${b.to}\n`);
+    const n = r.bundles.filter((b) => b.copied).length;
+    process.stderr.write(`airlock: copied ${n} bundle(s), ${r.bundles.length - n} already there; all ${r.bundles.length} read back and verified on ${r.to ? `medium "${r.to.label}" (${r.to.uuid})` : dst}\n`);
+    if (!r.to) process.stderr.write(`airlock: note: ${dst} has no label, so these copies do not count for retention; label it with airlock media init\n`);
   }
-  if (bad.length > 0) {
-    throw new AirlockError('verification-failed', `${bad.length} bundle(s) under ${src} were not copied: ${bad.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list; media copy never follows a symbolic link' });
+  if (r.failed.length > 0) {
+    throw new AirlockError('verification-failed', `${r.failed.length} bundle(s) under ${src} were not copied: ${r.failed.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list; media copy never follows a symbolic link' });
   }
 }
 

@@ -10,13 +10,13 @@ import { announceBundle, interruptible, note, progressReporter } from './common.
 import { command, resolveOptions, type Flags } from './options.js';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { refuseUnsafeTarget } from '../restore/files.js';
 import { restoreObjects, type ObjectTarget } from '../restore/objects.js';
+import { pickVerifiedBundle } from '../restore/pick.js';
 import { withRepairedBundle } from '../restore/repair.js';
+import { refuseUnsafeTarget } from '../restore/staging.js';
 import { connectS3 } from '../s3/credentials.js';
 import { BUCKET_RE } from '../s3/objects.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { pickVerifiedBundle } from './restore.js';
 
 interface RestoreObjectsFlags {
   from: string;
@@ -104,7 +104,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     };
     // a damaged bundle is repaired into a scratch copy beside the folder or the id map
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
-    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, until, signal, verified, progress), signal), interrupted).finally(() => step?.line.done());
+    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, { until, signal, verified, progress, notes: note }), { signal, notes: note }), interrupted).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
     if (s.etagsChanged > 0) note(`note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`);
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);

@@ -9,13 +9,14 @@ import type { Command } from 'commander';
 import { parseIdentities } from '../../manifests/age/keys.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { refuseUnsafeTarget } from '../restore/files.js';
 import { parseTablespaceMaps } from '../restore/tablespaces.js';
 import { parseTargetTime, preparePgRestore, restoreDump, startAndRecover, stopRestored, type Target } from '../restore/pg.js';
-import { assertNoPassword, versionBin } from '../sources/postgres/server.js';
+import { versionBin } from '../postgres/programs.js';
+import { pickVerifiedBundle } from '../restore/pick.js';
+import { refuseUnsafeTarget } from '../restore/staging.js';
+import { assertNoPassword } from '../sources/postgres/server.js';
 import { interruptible, note, progressReporter } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
-import { pickVerifiedBundle } from './restore.js';
 
 interface RestorePgFlags {
   from: string;
@@ -81,7 +82,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), signal, jobs));
+    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), { signal, jobs, notes: note }));
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
@@ -112,6 +113,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
       walFetch: { node: process.execPath, cli: path.resolve(cli) },
       signal,
       say,
+      notes: note,
       progress: (bytes, total) => (progress ??= progressReporter('airlock: restore pg', total)).update(bytes),
     }),
   );

@@ -83,7 +83,7 @@ static int hex_upper(const char *s, size_t n) {
 }
 
 /*
- * xlp_magic of the PostgreSQL majors airlock supports, as agent/sources/postgres/wal.ts WAL_MAGIC
+ * xlp_magic of the PostgreSQL majors airlock supports, as agent/postgres/wal.ts WAL_MAGIC
  * lists them (13 to 17): a segment with another is handed to Node, which refuses it with bad-wal.
  */
 static const unsigned short supported_magic[] = {0xD106, 0xD10D, 0xD110, 0xD113, 0xD116};
@@ -99,7 +99,7 @@ static int known_magic(const unsigned char *page) {
 static int timeline(const char *s) { return hex_upper(s, 8) && strncmp(s, "00000000", 8) != 0; }
 
 /*
- * True for the names agent/sources/postgres/wal.ts parseWalFileName accepts: a segment, a
+ * True for the names agent/postgres/wal.ts parseWalFileName accepts: a segment, a
  * .partial segment, a .history file, a .backup file. Anything else goes to Node for its error.
  */
 static int wal_name(const char *n) {

@@ -30,7 +30,7 @@
  * `version-changed` and `version-removed` records of the newer bundles apply to the versions of older
  * ones (see historyAt).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, openSync, writeSync, closeSync } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
@@ -38,15 +38,12 @@ import { createInterface } from 'node:readline';
 import { writeFileAtomic } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { assertIndexRecord, type BucketRecord, type IndexRecord, type DeleteMarkerRecord, type ObjectRecord, type VersionChangedRecord, type VersionRemovedRecord } from '../../manifests/records.js';
-import { checkInner } from '../../manifests/inner-check.js';
-import { openPlaintext } from '../../manifests/payload.js';
-import { readTar } from '../../manifests/tar.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
-import { fsyncDir, promoteTree, removeTree } from '../fsutil.js';
+import { fsyncDir } from '../fsutil.js';
 import { S3Client, utf8Header } from '../s3/client.js';
 import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
-import { isEmptyOrAbsent, stageEntry } from './files.js';
+import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
 /** The message of a restore from a bundle without buckets, which a drill counts as nothing to check. */
@@ -95,19 +92,15 @@ export type Progress = (step: 'decrypt' | 'write', bytes: number) => void;
 /** The records a restore reads: buckets, the versions and markers of each key, and later changes to them. */
 const STAGED_TYPES = new Set(['bucket', 'object', 'delete-marker', 'version-changed', 'version-removed']);
 
-/** Decrypts and checks the bundle into `dir`; the records go to a file, the bodies to entries/. */
+/** Decrypts and checks the bundle into `dir` (staging.ts); the records go to a file, the bodies to entries/. */
 async function stage(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Staged> {
-  const manifest = bundle.manifest;
-  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const entries = path.join(dir, 'entries');
   const records = path.join(dir, 'records.jsonl');
-  await mkdir(entries, { recursive: true, mode: 0o700 });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const fd = openSync(records, 'wx', 0o600);
   let pending = '';
   try {
-    const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, progress && ((n) => progress('decrypt', n)));
-    const problems = await checkInner(readTar(plain), manifest, {
-      onEntry: (entry, body) => stageEntry(entries, entry, body),
+    await stageBundle(bundle, identities, entries, {
       onRecord: (r) => {
         if (!STAGED_TYPES.has(r.type)) return;
         pending += `${JSON.stringify(r)}\n`;
@@ -116,13 +109,10 @@ async function stage(bundle: BundleReport, identities: readonly Uint8Array[], di
           pending = '';
         }
       },
+      ...(signal ? { signal } : {}),
+      ...(progress ? { onBytes: (n: number) => progress('decrypt', n) } : {}),
     });
     writeSync(fd, pending);
-    if (problems.length > 0) {
-      const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
-      throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
-    }
-    if (!plain.readableEnded) throw new AirlockError('internal', 'the payload was not read to its end');
   } finally {
     closeSync(fd);
   }
@@ -502,7 +492,7 @@ async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: 
   if (failure) throw failure.e;
 }
 
-async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal, progress?: Progress): Promise<void> {
+async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal, progress?: Progress, notes?: Notes): Promise<void> {
   const { client } = target;
   const plans = new Map<string, BucketPlan>();
   const inBundle: string[] = [];
@@ -527,7 +517,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
   const partial = `${target.idMap}.partial`;
   const journal = await readJournal(partial);
   await checkSendable(chain, plans, until);
-  if (journal) process.stderr.write(`airlock: resuming an interrupted restore: ${journal.size} version(s) already written\n`);
+  if (journal) notes?.(`resuming an interrupted restore: ${journal.size} version(s) already written`);
   await prepareBuckets(client, [...plans.values()], journal !== undefined, signal);
 
   const out = createWriteStream(partial, { flags: journal ? 'a' : 'wx', mode: 0o644 });
@@ -698,20 +688,32 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   summary.map = path.join(to, KEY_MAP_FILE);
 }
 
+export interface ObjectRestoreOptions {
+  /** history up to this time (ms since the epoch); Infinity (the default) for all */
+  until?: number;
+  signal?: AbortSignal;
+  /** bundles of the same site that passed verification, where an incremental bundle finds its chain */
+  verified?: readonly BundleReport[];
+  progress?: Progress;
+  notes?: Notes;
+}
+
 /**
- * Restores the objects of the verified `bundle` to `target`, with history up to `until` (ms since
- * the epoch; Infinity for all). An incremental bundle takes the rest of its chain from `verified`
- * (bundles of the same site that passed verification). Throws `no-bundle` for a missing link,  `verification-failed` (payload does not match its manifests,
- * nothing touched), `target-exists` (a non-empty destination bucket or folder, or an existing id map),
- * `usage` for a bucket map that names no bucket of the bundle, the S3 client's errors, and typed
- * system errors. A failure during a bucket restore leaves what was written so far, and the id map of
- * it as `<id map>.partial`; the id map gets its final name only when everything succeeded.
+ * Restores the objects of the verified `bundle` to `target`, with history up to `opts.until`. An
+ * incremental bundle takes the rest of its chain from `opts.verified`. Throws `no-bundle` for a
+ * missing link, `verification-failed` (payload does not match its manifests, nothing touched),
+ * `target-exists` (a non-empty destination bucket or folder, or an existing id map), `locked`
+ * (another restore into the same folder or id map runs), `usage` for a bucket map that names no
+ * bucket of the bundle, the S3 client's errors, and typed system errors. A failure during a bucket
+ * restore leaves what was written so far, and the id map of it as `<id map>.partial`; the id map
+ * gets its final name only when everything succeeded.
  */
-export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, until = Infinity, signal?: AbortSignal, verified: readonly BundleReport[] = [], progress?: Progress): Promise<ObjectRestoreSummary> {
-  const manifest = bundle.manifest;
-  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
+export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, opts: ObjectRestoreOptions = {}): Promise<ObjectRestoreSummary> {
+  const manifest = verifiedManifest(bundle);
   const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [], etagsChanged: 0 };
+  const { until = Infinity, signal, verified = [], progress } = opts;
   const exists = (p: string) => stat(p).then(() => true, () => false);
+  const notes = opts.notes ? { notes: opts.notes } : {};
 
   if (target.kind === 'bucket') {
     const idMap = path.resolve(target.idMap);
@@ -722,34 +724,32 @@ export async function restoreObjects(bundle: BundleReport, identities: readonly 
     });
     // a wrong endpoint or key should fail now, not after the whole payload was decrypted
     await target.client.call({ method: 'GET', ...(signal ? { signal } : {}) });
-    const dir = path.join(parent, `.airlock-staging-${randomBytes(6).toString('hex')}`);
+    const staging = await openStaging(idMap, notes);
     try {
-      const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
-      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal, progress);
+      const chain = await stageChain(bundle, verified, identities, staging.dir, signal, progress);
+      await restoreToBuckets(chain, { ...target, idMap }, until, summary, signal, progress, opts.notes);
       summary.map = idMap;
       return summary;
     } catch (e) {
       throw fromSystemError(e, idMap);
     } finally {
-      await removeTree(dir);
+      await staging.close();
     }
   }
 
   const to = path.resolve(target.to);
-  if (!(await isEmptyOrAbsent(to))) throw new AirlockError('target-exists', `${to} is not empty`, { hint: 'restore into a new or empty folder' });
-  const parent = path.dirname(to);
-  await mkdir(parent, { recursive: true });
-  const dir = path.join(parent, `.${path.basename(to)}.airlock-staging-${randomBytes(6).toString('hex')}`);
+  await requireEmpty(to);
+  const staging = await openStaging(to, notes);
   try {
-    const chain = await stageChain(bundle, verified, identities, dir, signal, progress);
-    const tree = path.join(dir, 'tree');
+    const chain = await stageChain(bundle, verified, identities, staging.dir, signal, progress);
+    const tree = path.join(staging.dir, 'tree');
     await mkdir(tree, { mode: 0o700 });
     await restoreToFolder(chain, to, tree, until, summary);
-    await promoteTree(tree, to);
+    await promote(tree, to);
     return summary;
   } catch (e) {
     throw fromSystemError(e, to);
   } finally {
-    await removeTree(dir);
+    await staging.close();
   }
 }

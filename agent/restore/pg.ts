@@ -17,9 +17,8 @@
  * Tablespaces: tablespaces.ts maps each to its folder before anything is decrypted, unpacks it beside
  * that folder and links it from pg_tblspc; it is promoted and removed together with the data folder.
  */
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chown, lchown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chown, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,18 +26,16 @@ import { childFailed, runChild } from '../../manifests/child.js';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord, PgTablespaceEndRecord, PgTablespaceRecord } from '../../manifests/records.js';
-import { checkInner } from '../../manifests/inner-check.js';
-import { openPlaintext } from '../../manifests/payload.js';
 import { shellQuote } from '../../manifests/shell.js';
-import { readTar, type ReadEntry } from '../../manifests/tar.js';
-import { digestStream, type Digest } from '../../manifests/hash.js';
+import type { ReadEntry } from '../../manifests/tar.js';
+import { digestStream } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
-import { fsyncDir, removeTree } from '../fsutil.js';
-import { clientEnv, psqlFailure } from '../sources/postgres/server.js';
-import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../sources/postgres/wal.js';
+import { removeTree } from '../fsutil.js';
+import { clientEnv, psqlFailure } from '../postgres/programs.js';
+import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
 import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
-import { isEmptyOrAbsent, stageEntry } from './files.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
+import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
 import { linkTablespaces, planTablespaces, promoteTablespaces, removeTablespaces, TablespaceSinks, type TablespaceMapping } from './tablespaces.js';
 import { BaseBackupSink } from './unpack.js';
 
@@ -163,25 +160,10 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
   return { plan: { base, bundles: needed, newest: { ...(lastPoint ? { time: lastPoint.time, lsn: lastPoint.lsn } : {}) } }, target: chosen };
 }
 
-/** Where an entry goes instead of the staging folder: a consumer that hashes what it takes. */
-type Divert = (entry: ReadEntry) => ((body: AsyncIterable<Buffer>) => Promise<Digest>) | undefined;
-
-/**
- * Decrypts `bundle` into `dir`, checking every entry; returns its index records. Entries that
- * `divert` claims go to its consumer instead (their hashes are checked all the same).
- */
-export async function stageBundle(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, divert?: Divert, onBytes?: (n: number) => void): Promise<IndexRecord[]> {
-  const manifest = bundle.manifest;
-  if (!manifest || bundle.findings.length > 0) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+/** Decrypts `bundle` into `dir`, checking every entry (staging.ts); returns its index records. */
+async function stagedRecords(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, hooks: Omit<StageHooks, 'onRecord'> = {}): Promise<IndexRecord[]> {
   const records: IndexRecord[] = [];
-  const plain = openPlaintext(bundle.path, manifest.payload, identities, signal, onBytes);
-  const onEntry = (entry: ReadEntry, body: AsyncIterable<Buffer>) => divert?.(entry)?.(body) ?? stageEntry(dir, entry, body);
-  const problems = await checkInner(readTar(plain), manifest, { onEntry, onRecord: (r) => records.push(r) });
-  if (problems.length > 0) {
-    const first = problems.slice(0, 3).map((p) => `${p.result} ${p.file}: ${p.message}`).join('; ');
-    throw new AirlockError('verification-failed', `the payload of ${path.basename(bundle.path)} does not match its manifests (${problems.length} problem(s)): ${first}`, { hint: 'run airlock-verify with --identity for the full list; nothing was restored' });
-  }
+  await stageBundle(bundle, identities, dir, { ...hooks, onRecord: (r) => records.push(r) });
   return records;
 }
 
@@ -238,6 +220,8 @@ export interface PgRestoreOptions {
   walFetch: { node: string; cli: string };
   signal?: AbortSignal;
   say?: (line: string) => void;
+  /** warnings that must reach the operator even when `say` is quiet */
+  notes?: Notes;
   /** told the bundle bytes read so far, and the total, for a progress line */
   progress?: (bytes: number, total: number) => void;
 }
@@ -271,14 +255,10 @@ export interface PgRestoreResult {
 export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestoreResult> {
   const { plan, target } = planRestore(opts.verified, opts.target, opts.orLatest);
   const pgdata = path.resolve(opts.pgdata);
-  if (!(await isEmptyOrAbsent(pgdata))) throw new AirlockError('target-exists', `${pgdata} is not empty`, { hint: 'restore into a new or empty data folder' });
+  await requireEmpty(pgdata, 'restore into a new or empty data folder');
   const owner = await ownerFor(pgdata);
-  const parent = path.dirname(pgdata);
-  await mkdir(parent, { recursive: true });
-  const partial = path.join(parent, `.${path.basename(pgdata)}.airlock-partial`);
-  const staging = path.join(parent, `.${path.basename(pgdata)}.airlock-staging-${randomBytes(6).toString('hex')}`);
   const walDir = `${pgdata}.wal`;
-  if (!(await isEmptyOrAbsent(walDir))) throw new AirlockError('target-exists', `${walDir} is not empty`, { hint: 'it holds the WAL of an earlier restore: remove it once that recovery finished' });
+  await requireEmpty(walDir, 'it holds the WAL of an earlier restore: remove it once that recovery finished');
   const spaces = await planTablespaces(plan.base.pg.base?.tablespaces ?? [], opts.tablespaceMap ?? [], pgdata);
   const spaceSinks = new TablespaceSinks(spaces, opts.signal);
   let promoting = false;
@@ -305,19 +285,26 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     "listen_addresses = 'localhost'",
     `unix_socket_directories = ${confString(pgdata)}`,
   ];
+  const staging = await openStaging(pgdata, opts.notes ? { notes: opts.notes } : {});
+  // the data folder and its WAL are built inside staging, on the target's file system
+  const partial = path.join(staging.dir, 'pgdata');
+  const walTree = path.join(staging.dir, 'wal');
   try {
-    await removeTree(partial);
     await mkdir(partial, { mode: 0o700 });
-    await mkdir(walDir, { recursive: true, mode: 0o700 });
+    await mkdir(walTree, { mode: 0o700 });
     await spaceSinks.open();
     for (const x of plan.bundles) {
-      const dir = path.join(staging, String(x.seq));
+      const dir = path.join(staging.dir, String(x.seq));
       say(`decrypting and checking seq ${x.seq}`);
       const sink = x === plan.base ? new BaseBackupSink(partial, opts.signal) : undefined;
       if (sink) say(`unpacking the base backup of seq ${x.seq} as it is decrypted`);
       let records: IndexRecord[];
       try {
-        records = await stageBundle(x.b, opts.identities, dir, opts.signal, sink ? (entry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : spaceSinks.take(entry)) : undefined, onBytes);
+        records = await stagedRecords(x.b, opts.identities, dir, {
+          ...(sink ? { divert: (entry: ReadEntry) => (entry.path.startsWith('pg/base/') ? sink.take(entry) : spaceSinks.take(entry)) } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(onBytes ? { onBytes } : {}),
+        });
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
           for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
@@ -342,8 +329,8 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         if (r.type !== 'pg-wal') continue;
         const n = parseWalFileName(r.name);
         if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
-        await rename(path.join(dir, r.path), path.join(walDir, n.name));
-        await writeFile(path.join(walDir, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
+        await rename(path.join(dir, r.path), path.join(walTree, n.name));
+        await writeFile(path.join(walTree, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
         if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
       }
@@ -352,22 +339,22 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
     await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
     if (owner) {
       await chownTree(partial, owner);
-      await chownTree(walDir, owner);
+      await chownTree(walTree, owner);
       for (const t of spaces) await chownTree(t.partial, owner);
     }
     promoting = true;
     await promoteTablespaces(spaces);
-    await fsyncDir(partial);
-    if (await lstat(pgdata).then(() => true, () => false)) await rmdir(pgdata);
-    await rename(partial, pgdata);
-    await fsyncDir(parent);
+    // the WAL before the data folder: a data folder in place says the restore is complete
+    await promote(walTree, walDir);
+    await promote(partial, pgdata).catch(async (e: unknown) => {
+      await removeTree(walDir).catch(() => {});
+      throw e;
+    });
   } catch (e) {
-    await removeTree(partial).catch(() => {});
-    await removeTree(walDir).catch(() => {});
     await removeTablespaces(spaces, promoting);
     throw fromSystemError(e, pgdata);
   } finally {
-    await removeTree(staging).catch(() => process.stderr.write(`airlock: warning: could not remove ${staging}; delete it, it may hold decrypted data\n`));
+    await staging.close();
   }
   const point = plan.bundles.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
   return {
@@ -545,16 +532,20 @@ async function joinParts(parts: readonly string[], file: string): Promise<void> 
 }
 
 /**
- * Restores database `database` from the newest (or the given) bundle that holds dumps into the
- * database `dbname` names, through pg_restore: streamed on its stdin, or with `jobs` from a file
- * in the private staging folder (removed afterwards, as the parts are) by that many parallel jobs.
- * Throws `no-bundle` when no bundle has a dump of it.
+ * Restores database `database` of the verified `bundle` into the database `conninfo` names, through
+ * pg_restore: streamed on its stdin, or with `jobs` from a file in the private staging folder
+ * (removed afterwards, as the parts are) by that many parallel jobs. The staging folder is made in
+ * the folder `staging`. Throws `no-bundle` when the bundle has no dump of it, `child-failed` when
+ * pg_restore fails, and what stageBundle throws.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, signal?: AbortSignal, jobs?: number): Promise<{ parts: number }> {
-  const dir = path.join(staging, `.airlock-dump-${randomBytes(6).toString('hex')}`);
+export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, opts: { signal?: AbortSignal; jobs?: number | undefined; notes?: Notes } = {}): Promise<{ parts: number }> {
+  const { signal, jobs } = opts;
+  // runs into other databases may share the folder: only what killed runs left there is removed
+  const stage = await openStaging(path.join(staging, 'dump'), { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) });
+  const dir = stage.dir;
   try {
     // only the dumps are written to disk; every other entry is hashed (checked) and dropped
-    const records = await stageBundle(bundle, identities, dir, signal, (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream));
+    const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
     const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => r.database);
     if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
     const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => 'database' in r && r.database === database, `the dump of ${database}`);
@@ -569,6 +560,6 @@ export async function restoreDump(bundle: BundleReport, identities: readonly Uin
     }
     return { parts: parts.length };
   } finally {
-    await removeTree(dir).catch(() => process.stderr.write(`airlock: warning: could not remove ${dir}; delete it, it holds decrypted data\n`));
+    await stage.close();
   }
 }

@@ -10,8 +10,7 @@
  * bundle's own volumes (another file, a path, `..`) is refused: par2 only ever rebuilds volumes, and
  * only inside the scratch copy.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { AirlockError } from '../../manifests/errors.js';
 import { digestFile, openRegular, readSmall, sha256Hex } from '../../manifests/hash.js';
@@ -19,8 +18,7 @@ import { isRecoveryFile } from '../../manifests/recovery.js';
 import { SUMS, SUMS_LIMIT, parseSums, type SumLine } from '../../manifests/sums.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { repairVolumes } from '../bundle/recovery.js';
-import { removeTree } from '../fsutil.js';
-import { isEmptyOrAbsent } from './files.js';
+import { requireEmpty, withStaging, type Notes } from './staging.js';
 
 const REPAIRABLE = new Set(['checksum-mismatch', 'size-mismatch', 'missing']);
 
@@ -102,29 +100,27 @@ async function checkRecoveryNames(dir: string, listed: ReadonlyMap<string, strin
 
 /**
  * Runs `restore` on `bundle`, or, when the bundle has repairable findings, on a copy of it whose
- * volumes were rebuilt from its recovery data in a scratch folder beside `to`, and says on stderr
- * what was repaired. Throws `verification-failed` when the repair is not possible, `unsafe-entry`
- * when the recovery data names other files than the volumes, `target-exists` when `to` is not
- * empty, and what `restore` throws.
+ * volumes were rebuilt from its recovery data in a scratch folder beside `to` (staging.ts), and
+ * says through `notes` what was repaired. Throws `verification-failed` when the repair is not
+ * possible, `unsafe-entry` when the recovery data names other files than the volumes,
+ * `target-exists` when `to` is not empty, `locked` when another restore into `to` runs, and what
+ * `restore` throws.
  */
-export async function withRepairedBundle<T>(bundle: BundleReport, to: string, restore: (b: BundleReport) => Promise<T>, signal?: AbortSignal): Promise<T> {
+export async function withRepairedBundle<T>(bundle: BundleReport, to: string, restore: (b: BundleReport) => Promise<T>, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<T> {
   if (bundle.findings.length === 0) return restore(bundle);
   const manifest = bundle.manifest;
   if (!manifest || !(await mayRepair(bundle))) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
   const target = path.resolve(to);
-  if (!(await isEmptyOrAbsent(target))) throw new AirlockError('target-exists', `${target} is not empty`, { hint: 'restore into a new or empty folder' });
-  const parent = path.dirname(target);
-  await mkdir(parent, { recursive: true });
-  const prefix = `.${path.basename(target)}.airlock-repair-`;
-  for (const n of await readdir(parent)) if (n.startsWith(prefix)) await removeTree(path.join(parent, n));
-  const scratch = path.join(parent, `${prefix}${randomBytes(6).toString('hex')}`);
-  try {
-    const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
-    await checkRecoveryNames(bundle.path, listed, new Set(manifest.payload.volumes.map((v) => v.name)));
-    const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, scratch, signal);
-    if (r.repaired.length > 0) process.stderr.write(`airlock: repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}\n`);
-    return await restore({ ...bundle, path: r.dir, findings: [] });
-  } finally {
-    await removeTree(scratch).catch(() => process.stderr.write(`airlock: warning: could not remove ${scratch}\n`));
-  }
+  await requireEmpty(target);
+  return withStaging(
+    target,
+    async (dir) => {
+      const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
+      await checkRecoveryNames(bundle.path, listed, new Set(manifest.payload.volumes.map((v) => v.name)));
+      const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, path.join(dir, 'volumes'), opts.signal);
+      if (r.repaired.length > 0) opts.notes?.(`repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}`);
+      return restore({ ...bundle, path: r.dir, findings: [] });
+    },
+    { kind: 'repair', ...(opts.notes ? { notes: opts.notes } : {}) },
+  );
 }

@@ -17,8 +17,8 @@ import type { Tablespace } from '../../manifests/coverage.js';
 import { AirlockError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
 import type { ReadEntry } from '../../manifests/tar.js';
-import { promoteTree, removeTree } from '../fsutil.js';
-import { isEmptyOrAbsent } from './files.js';
+import { removeTree } from '../fsutil.js';
+import { isEmptyOrAbsent, promote } from './staging.js';
 import { BaseBackupSink } from './unpack.js';
 
 /** One `--tablespace-map` value: a tablespace's OID or name, and the folder it goes to. */
@@ -171,7 +171,7 @@ export async function linkTablespaces(data: string, targets: readonly Tablespace
 
 /** Renames each partial folder onto its mapped folder. */
 export async function promoteTablespaces(targets: readonly TablespaceTarget[]): Promise<void> {
-  for (const t of targets) await promoteTree(t.partial, t.dir);
+  for (const t of targets) await promote(t.partial, t.dir);
 }
 
 /** Removes the partial folders, and with `promoted` the mapped folders too (they were empty or absent before). */

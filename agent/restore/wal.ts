@@ -25,7 +25,7 @@ import { writeFileAtomicSync } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { INNER_MANIFEST } from '../../manifests/inner.js';
 import { parseSumLine } from '../../manifests/sums.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../sources/postgres/wal.js';
+import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../postgres/wal.js';
 import { hashFileSync, readSmallSync, sidecarSha256 } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';

@@ -9,7 +9,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkSegmentHeader, majorOfMagic, walMagic, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory, type WalFileName } from '../../agent/sources/postgres/wal.js';
+import { checkSegmentHeader, majorOfMagic, walMagic, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentName, segmentStartLsn, type TimelineHistory, type WalFileName } from '../../agent/postgres/wal.js';
 import { SegmentPages, parseSidecar, sidecarText } from '../../agent/spool.js';
 import { ascii, assertLinear, check, embedded, fc, mutate, mutations, typedOnly } from './fuzz.js';
 

@@ -1,11 +1,13 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { fileItems } from '../../agent/sources/files.js';
-import { refuseUnsafeTarget } from '../../agent/restore/files.js';
+import { refuseUnsafeTarget } from '../../agent/restore/staging.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 
@@ -297,6 +299,54 @@ test('a /proc file, whose size the kernel gives as 0, fails the export (source-u
   const src = tmp();
   writeFileSync(path.join(src, 'empty'), '');
   assert.is(exportTo(tmp(), tmp(), src).code, EXIT.ok);
+});
+
+test('a killed restore leaves decrypted staging that the next run removes; of two restores into one target one wins, the other fails clearly', async () => {
+  const src = sourceTree();
+  const medium = tmp();
+  assert.is(exportTo(medium, tmp(), src).code, 0);
+  const parent = tmp();
+  const to = path.join(parent, 'restored');
+  const args = [path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to];
+  const staged = () => readdirSync(parent).filter((n) => n.startsWith('.restored.airlock-staging-'));
+
+  // killed once the bundle was decrypted into staging, as a power cut would
+  const killed = run(process.execPath, args, { env: { ...process.env, AIRLOCK_FAULT: 'restore:after-stage' } });
+  assert.is(killed.code, 128 + 9, killed.stderr);
+  const left = staged();
+  assert.is(left.length, 1);
+  assert.ok(readdirSync(path.join(parent, left[0] as string, 'entries'), { recursive: true }).length > 0, 'the killed run left decrypted files behind');
+  assert.not.ok(existsSync(to));
+
+  // a live run, stopped at the same point: it removed the dead run's staging, and its own must stay
+  const first = spawn(process.execPath, args, { env: { ...process.env, AIRLOCK_FAULT: 'restore:after-stage', AIRLOCK_FAULT_SIGNAL: 'SIGSTOP' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let firstErr = '';
+  const firstDone = new Promise<number>((resolve) => first.on('close', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0))));
+  await new Promise<void>((resolve, reject) => {
+    first.stderr.setEncoding('utf8').on('data', (d: string) => {
+      firstErr += d;
+      if (firstErr.includes('fault point restore:after-stage reached')) resolve();
+    });
+    void firstDone.then((code) => reject(new Error(`the first restore ended (${code}) before its fault point: ${firstErr}`)));
+  });
+  assert.not.ok(staged().includes(left[0] as string), 'the killed run\'s staging was removed');
+  assert.is(staged().length, 1, 'the live run\'s staging is there');
+
+  // a second run while the first lives: refused, or it finishes first and the first then fails to promote
+  const second = run(process.execPath, args);
+  first.kill('SIGCONT');
+  const firstCode = await firstDone;
+  const outcomes = [
+    { code: firstCode, stderr: firstErr },
+    { code: second.code, stderr: second.stderr },
+  ];
+  const won = outcomes.filter((o) => o.code === 0);
+  const lost = outcomes.filter((o) => o.code !== 0);
+  assert.is(won.length, 1, `${firstErr}\n${second.stderr}`);
+  assert.is(lost[0]?.code, EXIT.conflict, lost[0]?.stderr);
+  assert.match(lost[0]?.stderr ?? '', /airlock: error: (another airlock restore into \S+ is running|\S+ was filled while this restore ran)/);
+  assert.is(readFileSync(path.join(to, src, 'app.conf'), 'utf8'), 'listen = 127.0.0.1\n');
+  assert.equal(readdirSync(parent), ['restored'], 'no staging left by either run');
 });
 
 test.run();

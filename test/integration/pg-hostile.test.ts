@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lsnValue } from '../../manifests/coverage.js';
 import type { Manifest } from '../../manifests/manifest.js';
-import { segmentName } from '../../agent/sources/postgres/wal.js';
+import { segmentName } from '../../agent/postgres/wal.js';
 import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, psql } from '../pg.js';
 import { resealBundle } from '../reseal.js';

@@ -11,7 +11,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkSegmentHeader } from '../../agent/sources/postgres/wal.js';
+import { checkSegmentHeader } from '../../agent/postgres/wal.js';
 import { airlock, airlockVerify, exportArgs, run, tmp } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 import { MAJORS, cluster, pgBin, pgSite, psql, stopServer, switchWal, type Major } from '../pg.js';

@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
-import { parseWalFileName, segmentName, segmentNumber } from '../../agent/sources/postgres/wal.js';
+import { parseWalFileName, segmentName, segmentNumber } from '../../agent/postgres/wal.js';
 import { resignManifest } from '../resign.js';
 import { ROOT, airlock, airlockVerify, exportArgs, tmp } from '../helpers.js';
 import { cluster, pgSite, psql, stopServer, writeLoad, type Server } from '../pg.js';

@@ -252,4 +252,13 @@ test('restore pg --dump --jobs 2: pg_restore runs in parallel from a scratch fil
   );
 });
 
+// the cluster is shared with the tests that run after these: leave it without tablespaces, which a
+// plain pg_basebackup of it would otherwise have to map
+test.after(() => {
+  psql('DROP DATABASE IF EXISTS copy');
+  psql('DROP TABLE IF EXISTS big, small');
+  psql('DROP TABLESPACE IF EXISTS fast');
+  psql('DROP TABLESPACE IF EXISTS "slow space"');
+});
+
 test.run();

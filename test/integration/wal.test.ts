@@ -13,7 +13,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EXIT, WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/sources/postgres/wal.js';
+import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/postgres/wal.js';
 import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
 

@@ -1,7 +1,8 @@
 /*
  * The architecture's import rules, enforced: the verifier stands alone (manifests/ and Node built-ins
- * only, never agent/ or a database or S3 client), the format library knows nothing of the agent, and
- * the object restore imports no source (what both sides share of S3 lives in agent/s3/).
+ * only, never agent/ or a database or S3 client), the format library knows nothing of the agent,
+ * commands are the top (nothing imports agent/cli/), and a restore imports no source: what both sides
+ * share lives in agent/postgres/ (WAL rules, programs, SQL) and agent/s3/ (the S3 protocol).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -43,6 +44,28 @@ test('verifier/ imports only manifests/ and Node built-ins', () => {
 
 test('manifests/ imports only itself and Node built-ins', () => {
   assert.equal(check('manifests', ['manifests']), []);
+});
+
+/** The imports of the files under `dir` (but `except`) that resolve inside one of `forbidden`. */
+function importsInto(dir: string, forbidden: string[], except: string[] = []): string[] {
+  const bad: string[] = [];
+  for (const f of files(path.join(ROOT, dir))) {
+    if (except.some((e) => path.relative(ROOT, f).startsWith(e))) continue;
+    for (const spec of importsOf(readFileSync(f, 'utf8')).filter((s) => s.startsWith('.'))) {
+      const target = path.relative(ROOT, path.resolve(path.dirname(f), spec));
+      if (forbidden.some((r) => target.startsWith(`${r}/`))) bad.push(`${path.relative(ROOT, f)} imports ${target}`);
+    }
+  }
+  return bad;
+}
+
+test('no module of agent/ imports a command (agent/cli/)', () => {
+  assert.equal(importsInto('agent', ['agent/cli'], ['agent/cli/']), []);
+});
+
+test('agent/postgres/ imports neither side; no restore imports a source', () => {
+  assert.equal(importsInto('agent/postgres', ['agent/sources', 'agent/restore', 'agent/cli']), []);
+  assert.equal(importsInto('agent/restore', ['agent/sources']), []);
 });
 
 test('the object restore imports no source; agent/s3/ (the S3 protocol) imports neither sources nor restores', () => {

@@ -5,7 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isAirlockError } from '../../manifests/errors.js';
-import { assertSupportedMajor, psqlFailure } from '../../agent/sources/postgres/server.js';
+import { psqlFailure } from '../../agent/postgres/programs.js';
+import { assertSupportedMajor } from '../../agent/sources/postgres/server.js';
 
 test("psqlFailure: the server's ERROR line, never the statement or caret lines; a failed connection's first line", () => {
   assert.is(psqlFailure('ERROR:  permission denied for function pg_create_restore_point\n', 3), 'ERROR: permission denied for function pg_create_restore_point');

@@ -16,7 +16,7 @@ import {
   segmentName,
   segmentNumber,
   segmentStartLsn,
-} from '../../agent/sources/postgres/wal.js';
+} from '../../agent/postgres/wal.js';
 
 const MiB = 1024 * 1024;
 

@@ -16,11 +16,12 @@
  * per version in /usr/lib/postgresql/N/bin), else a newer one, so pg_dump is never older than the
  * server.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { runChild } from '../../../manifests/child.js';
 import { AirlockError } from '../../../manifests/errors.js';
-import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from './wal.js';
+import { clientEnv, psqlFailure, versionBin } from '../../postgres/programs.js';
+import { SUPPORTED_MAJORS, SUPPORTED_TEXT } from '../../postgres/wal.js';
 
 export interface Connection {
   /** a libpq connection string ("host=/run/postgresql dbname=postgres") or URL */
@@ -35,12 +36,6 @@ export function program(conn: Connection, name: string): string {
 }
 
 const DEBIAN_LIB = '/usr/lib/postgresql';
-
-/** The Debian folder of a major version's programs, when it is installed: what a restore runs. */
-export function versionBin(major: number): string | undefined {
-  const dir = `${DEBIAN_LIB}/${major}/bin`;
-  return existsSync(path.join(dir, 'pg_basebackup')) ? dir : undefined;
-}
 
 /**
  * The client programs for a server of `major`: its own version's folder, else the oldest installed
@@ -87,22 +82,6 @@ export function assertNoPassword(conninfo: string): void {
   if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
     throw new AirlockError('usage', 'the PostgreSQL connection string carries a password', { hint: 'leave it out and put it in a pgpass file named by PGPASSFILE (mode 0600), or in PGPASSWORD' });
   }
-}
-
-/** Child environment: the caller's, with the client's prompts and user-level files kept out of it. */
-export function clientEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? '30', PSQLRC: '/dev/null' };
-}
-
-/**
- * The line of psql's stderr that says why it failed: the server's ERROR (or FATAL, PANIC) line when
- * there is one (VERBOSITY=terse leaves out the statement and caret lines), else the first line, which
- * for a connection that failed names the server and the cause; without psql's own prefixes.
- */
-export function psqlFailure(stderr: string, code: number | null): string {
-  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  const line = lines.find((l) => /\b(ERROR|FATAL|PANIC):/.test(l)) ?? lines[0] ?? `psql exited with status ${code}`;
-  return line.replace(/^psql:(?:[^:]*:\d+: )?\s*(error: )?/, '').replace(/\b(ERROR|FATAL|PANIC): +/, '$1: ');
 }
 
 /**

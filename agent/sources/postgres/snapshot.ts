@@ -29,9 +29,11 @@ import type { SourceItem } from '../../bundle/writer.js';
 import type { Catalog, WalRow } from '../../catalog.js';
 import { faultPoint } from '../../faults.js';
 import { ingestSpool, readSmallSync } from '../../spool.js';
-import { assertSupportedMajor, clientEnv, program, queryJson, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
+import { clientEnv } from '../../postgres/programs.js';
+import { quoteLiteral, tableChecksSql } from '../../postgres/sql.js';
+import { assertSupportedMajor, program, queryJson, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
 import { listTablespaces, tablespaceBackup } from './tablespaces.js';
-import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from './wal.js';
+import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from '../../postgres/wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
 /** Full parts read ahead of the one being written. */
@@ -95,21 +97,6 @@ async function userTables(conn: Connection, signal?: AbortSignal): Promise<strin
     signal,
   );
 }
-
-/**
- * A row count and an order-independent checksum (the sum of the first 64 bits of each row's md5)
- * per table, as one JSON object; the same SQL runs on a restored cluster to compare.
- */
-export function tableChecksSql(tables: readonly string[]): string {
-  if (tables.length === 0) return `'{}'::json`;
-  const one = (t: string) => `${quoteLiteral(t)}, (SELECT json_build_array(count(*), coalesce(sum(('x' || substr(md5(x::text), 1, 16))::bit(64)::bigint::numeric), 0)::text) FROM ${t} x)`;
-  // json_build_object takes at most 100 arguments: one object per 50 tables, merged
-  const chunks: string[] = [];
-  for (let i = 0; i < tables.length; i += 50) chunks.push(`jsonb_build_object(${tables.slice(i, i + 50).map(one).join(', ')})`);
-  return `(${chunks.join(' || ')})::json`;
-}
-
-const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 /**
  * The restore point, its time and timeline, and with `tables` their checks. The tables are locked

@@ -25,7 +25,8 @@ import type { UnplacedRecord } from '../../../manifests/records.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../../manifests/tar.js';
 import type { SourceItem } from '../../bundle/writer.js';
 import { removeTree } from '../../fsutil.js';
-import { clientEnv, program, queryJson, type Connection } from './server.js';
+import { clientEnv } from '../../postgres/programs.js';
+import { program, queryJson, type Connection } from './server.js';
 
 /**
  * The tablespaces besides pg_default and pg_global, sorted by OID. One JSON value, so a name with a

@@ -32,8 +32,8 @@
  * them ("0/3000028") and 64-bit identifiers as decimal strings, because JSON numbers lose precision
  * above 2^53; arithmetic happens in bigint.
  */
-import { formatLsnValue, lsnValue, segmentFileName } from '../../../manifests/coverage.js';
-import { AirlockError } from '../../../manifests/errors.js';
+import { formatLsnValue, lsnValue, segmentFileName } from '../../manifests/coverage.js';
+import { AirlockError } from '../../manifests/errors.js';
 
 /** The PostgreSQL major versions airlock archives, exports and restores. */
 export const SUPPORTED_MAJORS: readonly number[] = [13, 14, 15, 16, 17];

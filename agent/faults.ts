@@ -18,7 +18,7 @@ export type FaultPoint = (typeof FAULT_POINTS)[number] | (typeof RESTORE_FAULT_P
 let passes = 0;
 
 function chosen(spec: string): string {
-  const m = spec.match(/^seed:(\d+)$/);
+  const m = /^seed:(\d+)$/.exec(spec);
   return m ? (FAULT_POINTS[Number(m[1]) % FAULT_POINTS.length] as string) : spec;
 }
 

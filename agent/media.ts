@@ -169,7 +169,7 @@ export async function readLabel(medium: string): Promise<MediumLabel | undefined
     throw bad((e as Error).message);
   }
   const o = v as Partial<MediumLabel> | null;
-  if (typeof o !== 'object' || o === null || o.format !== LABEL_FORMAT || o.version !== 1) throw bad(`not an ${LABEL_FORMAT} version 1 label`);
+  if (typeof o !== 'object' || o?.format !== LABEL_FORMAT || o.version !== 1) throw bad(`not an ${LABEL_FORMAT} version 1 label`);
   if (typeof o.uuid !== 'string' || !UUID_RE.test(o.uuid)) throw bad('uuid is not a lowercase UUID');
   if (typeof o.label !== 'string' || !LABEL_RE.test(o.label)) throw bad('label is not valid');
   if (typeof o.created !== 'string' || Number.isNaN(Date.parse(o.created))) throw bad('created is not a time');
@@ -328,7 +328,8 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   let failed = false;
   const lane = async (hasher?: HashWorker) => {
     for (let i = next++; i < lines.length && !failed; i = next++) {
-      const l = lines[i]!;
+      const l = lines[i];
+      if (l === undefined) break;
       const got = await onMedium(l.name, hasher).catch((e: unknown) => {
         failed = true;
         throw e;
@@ -522,7 +523,7 @@ export async function copyMedium(
   if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
   const from = await readLabel(src);
   const to = await readLabel(dst);
-  if (from && to && from.uuid === to.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
+  if (from && from.uuid === to?.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
   if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
   const target = await mediumRoot(dst, 'the target medium');
   const source = await mediumRoot(src, 'the source medium');

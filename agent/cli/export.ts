@@ -85,7 +85,9 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
     }
   }
   const stateDir = resolveStateDir(flags.stateDir);
-  const say = (line: string) => void (process.stderr.isTTY && !flags.json ? process.stderr.write(`airlock: ${line}\n`) : undefined);
+  const say = (line: string): void => {
+    if (process.stderr.isTTY && !flags.json) process.stderr.write(`airlock: ${line}\n`);
+  };
   const bin = flags.pgBin;
   const assembly = new ExportAssembly(
     stateDir,

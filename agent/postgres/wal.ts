@@ -102,20 +102,20 @@ const hex = (s: string | undefined): number => Number.parseInt(s as string, 16);
  * can refuse a name before it touches the file system with it. Timeline 0 is never valid.
  */
 export function parseWalFileName(name: string): WalFileName | undefined {
-  let m = name.match(SEGMENT_RE) ?? name.match(PARTIAL_RE);
+  let m = (SEGMENT_RE.exec(name)) ?? (PARTIAL_RE.exec(name));
   if (m) {
     const timeline = hex(m[1]);
     if (timeline === 0) return undefined;
     return { kind: name.endsWith('.partial') ? 'partial' : 'segment', name, timeline, log: hex(m[2]), seg: hex(m[3]) };
   }
-  m = name.match(HISTORY_RE);
+  m = HISTORY_RE.exec(name);
   if (m) {
     const timeline = hex(m[1]);
     // timeline 1 has no parent, so no history file exists for it, but PostgreSQL asks for
     // 00000001.history at the end of recovery: the name is valid, the file is simply absent
     return timeline === 0 ? undefined : { kind: 'history', name, timeline };
   }
-  m = name.match(BACKUP_RE);
+  m = BACKUP_RE.exec(name);
   if (m) {
     const timeline = hex(m[1]);
     if (timeline === 0) return undefined;
@@ -300,13 +300,13 @@ export interface TimelineHistory {
  */
 export function parseHistory(fileName: string, text: string): TimelineHistory {
   const name = parseWalFileName(fileName);
-  if (!name || name.kind !== 'history') throw new AirlockError('bad-wal', `${fileName}: not a timeline history file name`);
+  if (name?.kind !== 'history') throw new AirlockError('bad-wal', `${fileName}: not a timeline history file name`);
   const bad = (why: string) => new AirlockError('bad-wal', `${fileName}: ${why}`, { hint: 'the history file is damaged; archive it again from the server' });
   const parents: TimelineHistory['parents'] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
-    const m = line.match(/^(\d+)\s+([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8})(?:\s+(.*))?$/);
+    const m = /^(\d+)\s+([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8})(?:\s+(.*))?$/.exec(line);
     if (!m) throw bad(`line ${i + 1} is not "timeline<TAB>location<TAB>reason"`);
     const timeline = Number(m[1]);
     const end = formatLsn(parseLsn(m[2] as string));
@@ -340,7 +340,7 @@ export interface BackupLabel {
 }
 
 function toUtc(text: string): string | undefined {
-  const m = text.match(/^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) (UTC|GMT|Z|[+-]\d{2}(?::?\d{2})?)$/);
+  const m = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) (UTC|GMT|Z|[+-]\d{2}(?::?\d{2})?)$/.exec(text);
   if (!m) return undefined;
   let zone = m[3] as string;
   if (zone === 'UTC' || zone === 'GMT') zone = 'Z';
@@ -357,11 +357,11 @@ function toUtc(text: string): string | undefined {
  */
 export function parseBackupLabel(fileName: string, text: string): BackupLabel {
   const name = parseWalFileName(fileName);
-  if (!name || name.kind !== 'backup') throw new AirlockError('bad-wal', `${fileName}: not a backup history file name`);
+  if (name?.kind !== 'backup') throw new AirlockError('bad-wal', `${fileName}: not a backup history file name`);
   const bad = (why: string) => new AirlockError('bad-wal', `${fileName}: ${why}`, { hint: 'the backup history file is damaged; archive it again from the server' });
   const fields = new Map<string, string>();
   for (const raw of text.split('\n')) {
-    const m = raw.trimEnd().match(/^([A-Z][A-Z ]*[A-Z]): (.*)$/);
+    const m = /^([A-Z][A-Z ]*[A-Z]): (.*)$/.exec(raw.trimEnd());
     if (m) fields.set(m[1] as string, m[2] as string);
   }
   const need = (k: string) => {
@@ -370,7 +370,7 @@ export function parseBackupLabel(fileName: string, text: string): BackupLabel {
     return v;
   };
   const location = (k: string) => {
-    const m = need(k).match(/^([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}) \(file ([0-9A-F]{24})\)$/);
+    const m = /^([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}) \(file ([0-9A-F]{24})\)$/.exec(need(k));
     if (!m) throw bad(`${k} is not "X/Y (file NAME)"`);
     return { lsn: formatLsn(parseLsn(m[1] as string)), segment: m[2] as string };
   };

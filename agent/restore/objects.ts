@@ -319,7 +319,7 @@ function unsendable(r: ObjectRecord | DeleteMarkerRecord, why: string): AirlockE
 
 /** A header value (a byte string) that stays one header on the wire. Throws `unsafe-entry`. */
 function headerValue(r: ObjectRecord, name: string, bytes: string): string {
-  if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${(bytes.match(CONTROL_BYTE)?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
+  if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${((CONTROL_BYTE.exec(bytes))?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
   return bytes;
 }
 
@@ -428,7 +428,7 @@ async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], sig
   for (const p of plans) {
     if (p.source.versioning === 'Suspended') await setVersioning(client, p.dest, 'Suspended', signal);
     const tags = p.source.tags;
-    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags as Record<string, string>, signal);
+    if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags, signal);
     if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
     if (typeof p.source.lifecycle === 'string') await putBucketDocument(client, p.dest, 'lifecycle', p.source.lifecycle, signal);
   }
@@ -480,7 +480,7 @@ async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: 
       () => {
         running.delete(p);
       },
-      (e) => {
+      (e: unknown) => {
         running.delete(p);
         failure ??= { e };
       },
@@ -505,7 +505,7 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
       continue;
     }
     if (plans.has(src)) continue; // two prefixes of one bucket: one destination, set up once
-    plans.set(src, { source: r, dest, lock: r.objectLock !== null && r.objectLock.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
+    plans.set(src, { source: r, dest, lock: !!r.objectLock?.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
   }
   for (const src of target.bucketMap.keys()) {
     if (!plans.has(src)) throw new AirlockError('usage', `--bucket-map names ${src}, which is not in this bundle`, { hint: `the bundle holds ${inBundle.join(', ') || 'no bucket'}` });
@@ -607,7 +607,7 @@ export function safeComponents(key: string): string[] {
   return key.split('/').map((c) => {
     if (c === '') return '%';
     if (c === '.' || c === '..') return c.replace(/\./g, '%2E');
-    // eslint-disable-next-line no-control-regex
+     
     let e = c.replace(/[%\x00-\x1f\x7f]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
     if (Buffer.byteLength(e) > MAX_COMPONENT) {
       const hash = createHash('sha256').update(c).digest('hex').slice(0, 16);
@@ -645,7 +645,7 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
   const settle = async (next?: { bucket: string; key: string }) => {
     for (let top = pending.at(-1); top; top = pending.at(-1)) {
       const below = `${top.key}/`;
-      const same = next !== undefined && next.bucket === top.bucket;
+      const same = next?.bucket === top.bucket;
       if (same && keyOrder(next.key, below) < 0) return; // keys below it may still come
       let rel = top.rel;
       if (same && next.key.startsWith(below)) {

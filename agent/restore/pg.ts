@@ -171,7 +171,7 @@ async function stagedRecords(bundle: BundleReport, identities: readonly Uint8Arr
 function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], endType: StreamEnd['type'], match: (r: StreamPart | StreamEnd) => boolean, what: string): string[] {
   const parts = records.filter((r): r is StreamPart => r.type === type).filter(match).sort((a, b) => a.part - b.part);
   const end = records.filter((r): r is StreamEnd => r.type === endType).find(match);
-  if (!end || end.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
+  if (end?.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
     throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
   }
   return parts.map((p) => p.path);
@@ -385,7 +385,7 @@ interface SourceInfo {
  * wrong under another, silently. When the source's glibc differs from this machine's, say so.
  */
 function collationWarnings(info: SourceInfo): string[] {
-  const here = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
+  const here = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
   const there = info.os?.glibc ?? undefined;
   const libc = (info.collation ?? []).some((c) => c.provider === 'libc');
   if (!libc || !here || !there || here === there) return [];
@@ -395,7 +395,7 @@ function collationWarnings(info: SourceInfo): string[] {
 /** The first WAL location of a segment name. */
 export function segmentStart(name: string, segmentSize: number): bigint {
   const n = parseWalFileName(name);
-  if (!n || n.kind !== 'segment') throw new AirlockError('internal', `${name} is not a segment name`);
+  if (n?.kind !== 'segment') throw new AirlockError('internal', `${name} is not a segment name`);
   return segmentNumber(n, segmentSize) * BigInt(segmentSize);
 }
 

@@ -77,7 +77,7 @@ const VALUE: Readonly<Record<Kind, RegExp>> = {
   number: /^-?\d+(\.\d+)?\s*(B|kB|MB|GB|TB|us|ms|s|min|h|d)?$/,
   word: /^[A-Za-z_]{1,32}$/,
   // locale and time zone names, a datestyle list, a text search configuration: never a path upwards
-  text: /^(?!.*\.\.)(?!\/)[A-Za-z0-9_.+@,\/ -]{1,64}$/,
+  text: /^(?!.*\.\.)(?!\/)[A-Za-z0-9_.+@,/ -]{1,64}$/,
 };
 
 export interface SourceSettings {
@@ -102,7 +102,7 @@ export function parseConf(text: string, into: SourceSettings = { settings: new M
       let v = '';
       for (let i = 1; i < rest.length; i++) {
         const c = rest[i] as string;
-        if (c === '\\' && i + 1 < rest.length) v += rest[++i];
+        if (c === '\\' && i + 1 < rest.length) v += rest.charAt(++i);
         else if (c === "'" && rest[i + 1] === "'") {
           v += "'";
           i++;

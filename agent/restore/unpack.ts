@@ -39,8 +39,8 @@ export class BaseBackupSink {
     return async (body) => {
       const part = Number(path.basename(entry.path));
       if (part !== this.next++) throw new AirlockError('malformed', `${entry.path}: base backup part out of order`);
-      this.unpacking ??= this.unpack().catch((e: Error) => {
-        this.failure = e;
+      this.unpacking ??= this.unpack().catch((e: unknown) => {
+        this.failure = e instanceof Error ? e : new Error(String(e));
         this.input.destroy();
       });
       const h = createHash('sha256');

@@ -90,7 +90,7 @@ function historyOf(timeline: number, opts: FetchOptions): TimelineHistory | unde
   const expected = knownSha256(name, src, opts);
   const { sha256, first } = hashFileSync(src, TEXT_LIMIT + 1);
   if (sha256 !== expected) throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, { hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)' });
-  return checkText(name, first) as TimelineHistory;
+  return checkText(name, first);
 }
 
 /** Parses a history or backup history file's bytes (see parseHistory, parseBackupLabel). Throws `bad-wal`. */

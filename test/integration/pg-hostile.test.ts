@@ -35,7 +35,7 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   await resealBundle(bundle, hostile, keys, (entries) => {
     const next = [...entries.keys()].filter((n) => /^pg\/wal\/[0-9A-F]{24}$/.test(n) && path.basename(n) > swapped).sort()[0];
     assert.ok(entries.has(`pg/wal/${swapped}`) && next, `the start segment and one after it in the bundle: ${[...entries.keys()].filter((n) => n.startsWith('pg/wal/')).join(' ')}`);
-    entries.set(`pg/wal/${swapped}`, entries.get(next as string) as Buffer);
+    entries.set(`pg/wal/${swapped}`, entries.get(next) as Buffer);
   });
   // the bundle checks out, with the key too: its signature, hashes and inner manifest are right
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, hostile]);
@@ -49,7 +49,7 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   assert.match(r.stderr, /^airlock: error: [^\n]+\nairlock: hint: [^\n]+\n$/m);
   // the error quotes wal-fetch's refusal from the server's log, not only PostgreSQL's FATAL line
   assert.match(r.stderr, `airlock: error: recovery failed after the restored server started: airlock: error: ${swapped}: not a valid postgresql wal segment`);
-  const log = readFileSync(path.join(data, readdirSync(data).find((n) => n.endsWith('.log')) ?? 'log'), 'utf8').toString();
+  const log = readFileSync(path.join(data, readdirSync(data).find((n) => n.endsWith('.log')) ?? 'log'), 'utf8');
   assert.match(log, `airlock: error: ${swapped}: not a valid postgresql wal segment: page address`);
   assert.not.match(log, 'archive recovery complete');
 

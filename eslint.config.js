@@ -24,7 +24,10 @@ export default tseslint.config(
       // and turns a throw into a rejection, which callers rely on
       '@typescript-eslint/require-await': 'off',
       // `_` names a value taken apart only to leave it out (`const { a: _, ...rest } = r`)
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_', ignoreRestSiblings: true }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
       // finding control bytes is what this project's patterns with them are for (escaping, refusing)
       'no-control-regex': 'off',
     },

@@ -292,7 +292,10 @@ export class Catalog {
       db = new Database(file);
     } catch (e) {
       if (e instanceof AirlockError) throw e;
-      throw new AirlockError('io', `cannot open the catalog in ${stateDir}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
+      throw new AirlockError('io', `cannot open the catalog in ${stateDir}: ${(e as Error).message}`, {
+        hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions',
+        cause: e,
+      });
     }
     // first: two commands opening a new catalog at once wait for each other instead of failing
     db.pragma('busy_timeout = 10000');
@@ -346,7 +349,9 @@ export class Catalog {
   commit(site: string, seq: number, sumsSha256: string, size: number, now: Date, wal: readonly string[] = []): void {
     const mark = this.db.prepare(`INSERT OR IGNORE INTO wal_exports (site, name, seq) VALUES (?, ?, ?)`);
     this.db.transaction(() => {
-      const r = this.db.prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`).run(sumsSha256, size, now.toISOString(), site, seq);
+      const r = this.db
+        .prepare(`UPDATE bundles SET state = 'done', sums_sha256 = ?, size = ?, finished = ? WHERE site = ? AND seq = ? AND state = 'writing'`)
+        .run(sumsSha256, size, now.toISOString(), site, seq);
       if (r.changes !== 1) throw new AirlockError('seq-conflict', `no export of ${site} seq ${seq} was in progress in the catalog`);
       for (const name of wal) mark.run(site, name, seq);
     })();
@@ -355,7 +360,9 @@ export class Catalog {
   /** Ingested WAL files that no finished bundle of `site` carries yet, in name order. */
   unexportedWal(site: string): WalRow[] {
     return this.db
-      .prepare(`SELECT * FROM wal w WHERE NOT EXISTS (SELECT 1 FROM wal_exports e JOIN bundles b ON b.site = e.site AND b.seq = e.seq AND b.state = 'done' WHERE e.site = ? AND e.name = w.name) ORDER BY name`)
+      .prepare(
+        `SELECT * FROM wal w WHERE NOT EXISTS (SELECT 1 FROM wal_exports e JOIN bundles b ON b.site = e.site AND b.seq = e.seq AND b.state = 'done' WHERE e.site = ? AND e.name = w.name) ORDER BY name`,
+      )
       .all(site) as WalRow[];
   }
 
@@ -376,8 +383,7 @@ export class Catalog {
   /** The cluster that the ingested segments belong to, if any was ingested. */
   walCluster(): { system_identifier: string; segment_size: number } | undefined {
     return this.db.prepare(`SELECT system_identifier, segment_size FROM wal WHERE system_identifier IS NOT NULL ORDER BY ingested LIMIT 1`).get() as
-      | { system_identifier: string; segment_size: number }
-      | undefined;
+      { system_identifier: string; segment_size: number } | undefined;
   }
 
   /** Records an ingested WAL file. Throws `wal-conflict` if that name is already recorded. */
@@ -400,7 +406,9 @@ export class Catalog {
   /** The newest finished bundle of `site` that exported `t`, if any. */
   lastObjectExport(site: string, t: ObjectTargetKey): number | undefined {
     const row = this.db
-      .prepare(`SELECT MAX(o.seq) AS seq FROM object_targets o JOIN bundles b ON b.site = o.site AND b.seq = o.seq AND b.state = 'done' WHERE o.site = ? AND o.endpoint = ? AND o.bucket = ? AND o.prefix = ?`)
+      .prepare(
+        `SELECT MAX(o.seq) AS seq FROM object_targets o JOIN bundles b ON b.site = o.site AND b.seq = o.seq AND b.state = 'done' WHERE o.site = ? AND o.endpoint = ? AND o.bucket = ? AND o.prefix = ?`,
+      )
       .get(site, t.endpoint, t.bucket, t.prefix) as { seq: number | null } | undefined;
     return row?.seq ?? undefined;
   }
@@ -411,7 +419,11 @@ export class Catalog {
    * no bundle holds.
    */
   objectVersionChecker(site: string, t: ObjectTargetKey): (key: string, version: string) => string | null | undefined {
-    const q = this.db.prepare(`SELECT v.tags FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND v.key = ? AND v.version = ?`).pluck();
+    const q = this.db
+      .prepare(
+        `SELECT v.tags FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND v.key = ? AND v.version = ?`,
+      )
+      .pluck();
     return (key, version) => q.get(site, t.endpoint, t.bucket, t.prefix, key, version) as string | null | undefined;
   }
 
@@ -422,7 +434,9 @@ export class Catalog {
   exportedVersions(site: string, t: ObjectTargetKey, after: readonly [string, string] | undefined, limit: number): [string, string][] {
     const [key, version] = after ?? ['', ''];
     const rows = this.db
-      .prepare(`SELECT v.key, v.version FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND (v.key > ? OR (v.key = ? AND v.version > ?)) ORDER BY v.key, v.version LIMIT ?`)
+      .prepare(
+        `SELECT v.key, v.version FROM object_versions v JOIN bundles b ON b.site = v.site AND b.seq = v.seq AND b.state = 'done' WHERE v.site = ? AND v.endpoint = ? AND v.bucket = ? AND v.prefix = ? AND (v.key > ? OR (v.key = ? AND v.version > ?)) ORDER BY v.key, v.version LIMIT ?`,
+      )
       .raw()
       .all(site, t.endpoint, t.bucket, t.prefix, key, key, after ? version : '', limit) as [string, string][];
     return rows;
@@ -436,7 +450,9 @@ export class Catalog {
    */
   recordObjectExport(site: string, seq: number, t: ObjectTargetKey, versions: Iterable<ExportedVersion>): void {
     const target = this.db.prepare(`INSERT OR IGNORE INTO object_targets (site, endpoint, bucket, prefix, seq) VALUES (?, ?, ?, ?, ?)`);
-    const version = this.db.prepare(`INSERT INTO object_versions (site, endpoint, bucket, prefix, key, version, seq, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tags = excluded.tags`);
+    const version = this.db.prepare(
+      `INSERT INTO object_versions (site, endpoint, bucket, prefix, key, version, seq, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tags = excluded.tags`,
+    );
     const removed = this.db.prepare(`DELETE FROM object_versions WHERE site = ? AND endpoint = ? AND bucket = ? AND prefix = ? AND key = ? AND version = ?`);
     this.db.transaction(() => {
       target.run(site, t.endpoint, t.bucket, t.prefix, seq);
@@ -449,7 +465,9 @@ export class Catalog {
 
   /** Remembers a labelled medium (the first time it is seen). */
   recordMedium(uuid: string, label: string, now: Date): void {
-    this.db.prepare(`INSERT INTO media (uuid, label, first_seen) VALUES (?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET label = excluded.label`).run(uuid, label, now.toISOString());
+    this.db
+      .prepare(`INSERT INTO media (uuid, label, first_seen) VALUES (?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET label = excluded.label`)
+      .run(uuid, label, now.toISOString());
   }
 
   /** Forgets the copies on a medium that was relabelled (wiped, or reused): they no longer count. */
@@ -467,9 +485,12 @@ export class Catalog {
    * catalog knows another bundle under that seq: a copy of a foreign bundle must never count.
    */
   recordVerifiedCopy(site: string, seq: number, sumsSha256: string, mediaUuid: string, where: string, now: Date): void {
-    const known = this.db.prepare(`SELECT sums_sha256 FROM bundles WHERE site = ? AND seq = ? AND state = 'done'`).pluck().get(site, seq) as string | null | undefined;
+    const known = this.db.prepare(`SELECT sums_sha256 FROM bundles WHERE site = ? AND seq = ? AND state = 'done'`).pluck().get(site, seq) as
+      string | null | undefined;
     if (known != null && known !== sumsSha256) {
-      throw new AirlockError('seq-conflict', `${where} is not the bundle ${seq} of ${site} that this appliance wrote (its ${SUMS} differs)`, { hint: 'check where that bundle came from; it was not recorded as a copy' });
+      throw new AirlockError('seq-conflict', `${where} is not the bundle ${seq} of ${site} that this appliance wrote (its ${SUMS} differs)`, {
+        hint: 'check where that bundle came from; it was not recorded as a copy',
+      });
     }
     this.db
       .prepare(
@@ -502,7 +523,9 @@ export class Catalog {
   /** The newest bundle of `site` verified on any medium, with when its export began (its data is that recent). */
   newestVerifiedData(site: string): { seq: number; time: string } | undefined {
     return this.db
-      .prepare(`SELECT b.seq, b.started AS time FROM bundles b JOIN bundle_copies c ON c.site = b.site AND c.seq = b.seq AND c.sums_sha256 = b.sums_sha256 WHERE b.site = ? AND b.state = 'done' ORDER BY b.seq DESC LIMIT 1`)
+      .prepare(
+        `SELECT b.seq, b.started AS time FROM bundles b JOIN bundle_copies c ON c.site = b.site AND c.seq = b.seq AND c.sums_sha256 = b.sums_sha256 WHERE b.site = ? AND b.state = 'done' ORDER BY b.seq DESC LIMIT 1`,
+      )
       .get(site) as { seq: number; time: string } | undefined;
   }
 
@@ -550,7 +573,9 @@ export class Catalog {
     return (
       site === undefined
         ? this.db.prepare(`SELECT job, site, time, outcome, code, message FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT ?`).all(job, limit)
-        : this.db.prepare(`SELECT job, site, time, outcome, code, message FROM job_runs WHERE job = ? AND site = ? ORDER BY id DESC LIMIT ?`).all(job, site, limit)
+        : this.db
+            .prepare(`SELECT job, site, time, outcome, code, message FROM job_runs WHERE job = ? AND site = ? ORDER BY id DESC LIMIT ?`)
+            .all(job, site, limit)
     ) as JobRun[];
   }
 

@@ -59,7 +59,9 @@ export function parseConfig(text: string, file: string): Config {
     out.set(key, [...(out.get(key) ?? []), value]);
   });
   if (problems.length > 0) {
-    throw new AirlockError('config-invalid', `${problems.length} problem(s) in the config: ${problems.join('; ')}`, { hint: 'fix every line named and run again' });
+    throw new AirlockError('config-invalid', `${problems.length} problem(s) in the config: ${problems.join('; ')}`, {
+      hint: 'fix every line named and run again',
+    });
   }
   return out;
 }

@@ -56,7 +56,11 @@ export class DirectFile {
   /** writes run one after the other, in the order asked */
   private queue: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly file: string, fh: FileHandle, direct: boolean) {
+  private constructor(
+    private readonly file: string,
+    fh: FileHandle,
+    direct: boolean,
+  ) {
     this.fh = fh;
     this.direct = direct;
   }
@@ -135,7 +139,11 @@ export class DirectFile {
 export class BlockWriter {
   private readonly ring: BlockRing;
 
-  constructor(private readonly file: DirectFile, blocks: readonly Buffer[], onBlock?: (view: Uint8Array) => Promise<void>) {
+  constructor(
+    private readonly file: DirectFile,
+    blocks: readonly Buffer[],
+    onBlock?: (view: Uint8Array) => Promise<void>,
+  ) {
     this.ring = new BlockRing(blocks, (block, length, at) => Promise.all([file.writeAt(block, length, at), onBlock?.(block.subarray(0, length))]));
   }
 

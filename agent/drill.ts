@@ -75,7 +75,16 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     checks.push({ name, result, detail });
     say(`${result}: ${name}: ${detail}`);
   };
-  const report: DrillReport = { result: 'fail', media: path.resolve(opts.from), site: undefined, started: started.toISOString(), finished: '', seconds: 0, bundles: [], checks };
+  const report: DrillReport = {
+    result: 'fail',
+    media: path.resolve(opts.from),
+    site: undefined,
+    started: started.toISOString(),
+    finished: '',
+    seconds: 0,
+    bundles: [],
+    checks,
+  };
 
   let verified: BundleReport[] = [];
   try {
@@ -87,7 +96,12 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   }
   const sorted = [...verified].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
   report.site = sorted[0]?.site;
-  report.bundles = sorted.map((b) => ({ seq: b.seq as number, created: b.created, base: b.manifest?.coverage?.postgres?.base !== undefined, restorePoint: b.manifest?.coverage?.postgres?.restorePoint?.name }));
+  report.bundles = sorted.map((b) => ({
+    seq: b.seq as number,
+    created: b.created,
+    base: b.manifest?.coverage?.postgres?.base !== undefined,
+    restorePoint: b.manifest?.coverage?.postgres?.restorePoint?.name,
+  }));
   const newest = sorted.at(-1);
 
   await mkdir(opts.scratch, { recursive: true, mode: 0o711 });
@@ -98,7 +112,10 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   let restored: PgRestoreResult | undefined;
   let pid: number | undefined;
   try {
-    const point = sorted.map((b) => b.manifest?.coverage?.postgres?.restorePoint?.name).filter((n) => n !== undefined).at(-1);
+    const point = sorted
+      .map((b) => b.manifest?.coverage?.postgres?.restorePoint?.name)
+      .filter((n) => n !== undefined)
+      .at(-1);
     if (verified.length === 0) check('postgresql', 'skipped', 'the set did not verify');
     else if (!sorted.some((b) => b.manifest?.coverage?.postgres?.base)) check('postgresql', 'skipped', 'no base backup in the set');
     else if (!point) check('postgresql', 'skipped', 'no restore point in the set');
@@ -114,7 +131,9 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           identities: opts.identities,
           pgdata: path.join(pgHome, 'data'),
           // each tablespace into the scratch too, by OID
-          tablespaceMap: (sorted.filter((b) => b.manifest?.coverage?.postgres?.base).at(-1)?.manifest?.coverage?.postgres?.base?.tablespaces ?? []).map((t) => ({ key: String(t.oid), dir: path.join(pgHome, 'tblspc', String(t.oid)) })),
+          tablespaceMap: (sorted.filter((b) => b.manifest?.coverage?.postgres?.base).at(-1)?.manifest?.coverage?.postgres?.base?.tablespaces ?? []).map(
+            (t) => ({ key: String(t.oid), dir: path.join(pgHome, 'tblspc', String(t.oid)) }),
+          ),
           target: { kind: 'name', name: point },
           orLatest: false,
           port,
@@ -128,8 +147,15 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
         const rec = await startAndRecover(restored, { bin, user: opts.pgUser, timeoutMs: opts.timeoutMs });
         pid = rec.pid;
         report.recoverySeconds = rec.recoveryMs / 1000;
-        check('postgresql recovery', 'pass', `base backup of seq ${restored.baseSeq} and WAL of seq ${restored.bundles.join(', ')} recovered to ${point} at ${rec.replayLsn} in ${report.recoverySeconds.toFixed(1)} s`);
-        const conn = { conninfo: `host=${restored.pgdata} port=${port} user=${opts.pgUser} dbname=${restored.tableChecks?.database ?? 'postgres'}`, ...(bin ? { bin } : {}) };
+        check(
+          'postgresql recovery',
+          'pass',
+          `base backup of seq ${restored.baseSeq} and WAL of seq ${restored.bundles.join(', ')} recovered to ${point} at ${rec.replayLsn} in ${report.recoverySeconds.toFixed(1)} s`,
+        );
+        const conn = {
+          conninfo: `host=${restored.pgdata} port=${port} user=${opts.pgUser} dbname=${restored.tableChecks?.database ?? 'postgres'}`,
+          ...(bin ? { bin } : {}),
+        };
         const expected = restored.tableChecks;
         if (!expected) check('table checks', 'skipped', 'the exports recorded none (export --pg-table-checks)');
         else if (expected.restorePoint !== point) check('table checks', 'skipped', `recorded at ${expected.restorePoint}, not at ${point}`);
@@ -137,13 +163,27 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           const names = Object.keys(expected.tables);
           const got = (await queryJson<Record<string, [number, string]> | null>(conn, `SELECT ${tableChecksSql(names)}`)) ?? {};
           const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
-          check('table checks', differ.length === 0 ? 'pass' : 'fail', differ.length === 0 ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point` : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`);
+          check(
+            'table checks',
+            differ.length === 0 ? 'pass' : 'fail',
+            differ.length === 0
+              ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point`
+              : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`,
+          );
         }
         if (major < 14) check('pg_amcheck', 'skipped', `PostgreSQL ${major} has no pg_amcheck (it came with 14)`);
         else {
-          const am = await runAsOwner(bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck', ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'], undefined).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
+          const am = await runAsOwner(
+            bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck',
+            ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'],
+            undefined,
+          ).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
           const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
-          check('pg_amcheck', am.code === 0 ? 'pass' : 'fail', am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`);
+          check(
+            'pg_amcheck',
+            am.code === 0 ? 'pass' : 'fail',
+            am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`,
+          );
         }
         report.restoreSeconds = (Date.now() - t0) / 1000;
       } catch (e) {
@@ -165,7 +205,12 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
       try {
         const s = await restoreObjects(newest, opts.identities, { kind: 'folder', to: path.join(opts.scratch, 'objects') }, { verified, notes: say });
         if (s.buckets === 0) check('objects', 'skipped', 'the newest bundle carries no buckets');
-        else check('objects', 'pass', `${s.written} current object(s) of ${s.buckets} bucket(s) restored with their sizes and hashes checked (${s.versions} version(s), ${s.deleteMarkers} delete marker(s) in the set)`);
+        else
+          check(
+            'objects',
+            'pass',
+            `${s.written} current object(s) of ${s.buckets} bucket(s) restored with their sizes and hashes checked (${s.versions} version(s), ${s.deleteMarkers} delete marker(s) in the set)`,
+          );
       } catch (e) {
         if (e instanceof AirlockError && e.code === 'not-found' && e.message === NO_BUCKET) check('objects', 'skipped', 'the newest bundle carries no buckets');
         else check('objects', 'fail', message(e));
@@ -174,17 +219,21 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   } finally {
     // a server that started but failed a check (or never finished recovering) runs too: stop it
     if (restored && (pid !== undefined || existsSync(path.join(restored.pgdata, 'postmaster.pid')))) {
-      await stopRestored(restored.pgdata, opts.pgBin ?? versionBin(sorted[0]?.manifest?.coverage?.postgres?.major ?? 0)).catch((e: unknown) => say(`warning: could not stop the drill's server${pid !== undefined ? ` (pid ${pid})` : ''}: ${message(e)}`));
+      await stopRestored(restored.pgdata, opts.pgBin ?? versionBin(sorted[0]?.manifest?.coverage?.postgres?.major ?? 0)).catch((e: unknown) =>
+        say(`warning: could not stop the drill's server${pid !== undefined ? ` (pid ${pid})` : ''}: ${message(e)}`),
+      );
     }
     if (!opts.keep) {
-      for (const d of ['pg', 'files', 'objects']) await removeTree(path.join(opts.scratch, d)).catch(() => say(`warning: could not remove ${path.join(opts.scratch, d)}`));
+      for (const d of ['pg', 'files', 'objects'])
+        await removeTree(path.join(opts.scratch, d)).catch(() => say(`warning: could not remove ${path.join(opts.scratch, d)}`));
       if (restored) await removeTree(restored.walDir).catch(() => {});
     }
   }
   const finished = opts.now();
   report.finished = finished.toISOString();
   report.seconds = (Date.now() - t0) / 1000;
-  report.result = checks.length > 0 && checks.every((c) => c.result !== 'fail') && checks.some((c) => c.result === 'pass' && c.name !== 'verify') ? 'pass' : 'fail';
+  report.result =
+    checks.length > 0 && checks.every((c) => c.result !== 'fail') && checks.some((c) => c.result === 'pass' && c.name !== 'verify') ? 'pass' : 'fail';
   return report;
 }
 

@@ -42,7 +42,11 @@ export interface ExportOptions {
   walNames?: () => readonly string[];
 }
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Checks a bundle on a medium as this appliance's own: signed by our key for our site, intact. */
 async function checkOwnBundle(dir: string, site: string, key: SigningKey, now: Date): Promise<BundleReport> {
@@ -108,13 +112,18 @@ async function bundlesOnMedium(medium: string, site: string): Promise<{ seq: num
  */
 export async function runExport(opts: ExportOptions, items: (seq: number) => AsyncIterable<SourceItem>): Promise<WrittenBundle> {
   if (!SITE_RE.test(opts.site)) {
-    throw new AirlockError('usage', `site id ${JSON.stringify(opts.site)} is not valid`, { hint: 'use lowercase letters, digits, ".", "_" and "-", at most 63' });
+    throw new AirlockError('usage', `site id ${JSON.stringify(opts.site)} is not valid`, {
+      hint: 'use lowercase letters, digits, ".", "_" and "-", at most 63',
+    });
   }
   try {
     if (!(await stat(opts.medium)).isDirectory()) throw new AirlockError('usage', `${opts.medium}: not a folder`);
   } catch (e) {
     if (e instanceof AirlockError) throw e;
-    throw new AirlockError('not-found', `medium ${opts.medium} is not there`, { hint: 'mount the medium and give its mount point with --to', cause: fromSystemError(e, opts.medium) });
+    throw new AirlockError('not-found', `medium ${opts.medium} is not there`, {
+      hint: 'mount the medium and give its mount point with --to',
+      cause: fromSystemError(e, opts.medium),
+    });
   }
   const medium = path.resolve(opts.medium);
   const catalog = Catalog.open(opts.stateDir);
@@ -130,21 +139,34 @@ export async function runExport(opts: ExportOptions, items: (seq: number) => Asy
       const from = path.resolve(opts.continueFrom);
       const b = await checkOwnBundle(from, opts.site, opts.signingKey, opts.now());
       if (b.findings.length > 0 || !b.sums || b.seq === undefined) {
-        throw new AirlockError('verification-failed', `--continue-from ${opts.continueFrom} does not verify as a bundle of ${opts.site} signed by this key: ${describe(b)}`);
+        throw new AirlockError(
+          'verification-failed',
+          `--continue-from ${opts.continueFrom} does not verify as a bundle of ${opts.site} signed by this key: ${describe(b)}`,
+        );
       }
       if (newestOnMedium && newestOnMedium.seq > b.seq) {
-        throw new AirlockError('seq-conflict', `${medium} already holds seq ${newestOnMedium.seq}, newer than the bundle to continue from`, { hint: `continue from the newest bundle: --continue-from ${newestOnMedium.path}` });
+        throw new AirlockError('seq-conflict', `${medium} already holds seq ${newestOnMedium.seq}, newer than the bundle to continue from`, {
+          hint: `continue from the newest bundle: --continue-from ${newestOnMedium.path}`,
+        });
       }
       if (last && (last.seq !== b.seq || last.sums_sha256 !== b.sums)) {
-        throw new AirlockError('seq-conflict', `the catalog already continues from seq ${last.seq}, not from seq ${b.seq}`, { hint: 'drop --continue-from; it is only for a lost state folder' });
+        throw new AirlockError('seq-conflict', `the catalog already continues from seq ${last.seq}, not from seq ${b.seq}`, {
+          hint: 'drop --continue-from; it is only for a lost state folder',
+        });
       }
       if (!last) catalog.importDone(opts.site, b.seq, from, b.sums, b.size ?? 0, opts.now());
       last = catalog.lastDone(opts.site);
     } else if (newestOnMedium && newestOnMedium.seq > (last?.seq ?? 0)) {
       // the medium is ahead of the catalog: a lost or restored-from-backup state folder
-      throw new AirlockError('state-lost', last ? `the catalog ends at seq ${last.seq} of ${opts.site} but ${medium} holds seq ${newestOnMedium.seq}` : `the catalog has no bundle of ${opts.site} but ${medium} holds ${onMedium.length}`, {
-        hint: `if the state folder was lost or restored from an old copy, continue the chain with --continue-from ${newestOnMedium.path} (the newest bundle of the site, wherever it is)`,
-      });
+      throw new AirlockError(
+        'state-lost',
+        last
+          ? `the catalog ends at seq ${last.seq} of ${opts.site} but ${medium} holds seq ${newestOnMedium.seq}`
+          : `the catalog has no bundle of ${opts.site} but ${medium} holds ${onMedium.length}`,
+        {
+          hint: `if the state folder was lost or restored from an old copy, continue the chain with --continue-from ${newestOnMedium.path} (the newest bundle of the site, wherever it is)`,
+        },
+      );
     }
 
     const seq = last ? last.seq + 1 : 1;

@@ -9,7 +9,14 @@
 /** Fault points only an export of PostgreSQL (with --pg-base and --pg-dump) reaches. */
 export const PG_FAULT_POINTS = ['export:after-base', 'export:after-dumps', 'export:after-switch'] as const;
 /** Every fault point of an export, in the order it reaches them; `seed:N` picks among these. */
-export const FAULT_POINTS = ['export:after-intent', ...PG_FAULT_POINTS, 'writer:after-volumes', 'writer:before-rename', 'writer:after-rename', 'export:before-commit'] as const;
+export const FAULT_POINTS = [
+  'export:after-intent',
+  ...PG_FAULT_POINTS,
+  'writer:after-volumes',
+  'writer:before-rename',
+  'writer:after-rename',
+  'export:before-commit',
+] as const;
 /** A bucket restore, after a version was written and before its journal line; any restore, once a bundle was decrypted into staging and checked. */
 export const RESTORE_FAULT_POINTS = ['restore:after-write', 'restore:after-stage'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number] | (typeof RESTORE_FAULT_POINTS)[number];

@@ -39,14 +39,21 @@ export function acquireLock(stateDir: string, name: string): () => void {
     db?.close();
     const code = (e as { code?: string }).code;
     if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
-      throw new AirlockError('locked', `another airlock ${name} is running`, { hint: `wait for it to finish: the lock is released when that process ends (fuser -v ${file} names it)` });
+      throw new AirlockError('locked', `another airlock ${name} is running`, {
+        hint: `wait for it to finish: the lock is released when that process ends (fuser -v ${file} names it)`,
+      });
     }
     if (code === 'SQLITE_NOTADB') {
-      throw new AirlockError('locked', `${file} is not a lock file of this airlock`, { hint: `an older airlock left it; once no airlock ${name} runs, remove it` });
+      throw new AirlockError('locked', `${file} is not a lock file of this airlock`, {
+        hint: `an older airlock left it; once no airlock ${name} runs, remove it`,
+      });
     }
     const typed = fromSystemError(e, file, 'io');
     if (typed instanceof AirlockError) throw typed;
-    throw new AirlockError('io', `cannot take the lock ${file}: ${(e as Error).message}`, { hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions', cause: e });
+    throw new AirlockError('io', `cannot take the lock ${file}: ${(e as Error).message}`, {
+      hint: 'check --state-dir (or AIRLOCK_STATE_DIR) and its permissions',
+      cause: e,
+    });
   }
   const held = db;
   return () => {

@@ -51,7 +51,10 @@ export interface MediumLabel {
 
 /** Throws `usage` for a label text that is not 1 to 63 letters, digits, spaces, ".", "_", "-". */
 export function checkLabelText(label: string): void {
-  if (!LABEL_RE.test(label)) throw new AirlockError('usage', `label ${JSON.stringify(label)} is not valid`, { hint: 'use 1 to 63 letters, digits, spaces, ".", "_" and "-", starting with a letter or digit' });
+  if (!LABEL_RE.test(label))
+    throw new AirlockError('usage', `label ${JSON.stringify(label)} is not valid`, {
+      hint: 'use 1 to 63 letters, digits, spaces, ".", "_" and "-", starting with a letter or digit',
+    });
 }
 
 /** A medium's root and the file system its bytes must be on to count (see the top of this file). */
@@ -64,7 +67,9 @@ export interface MediumRoot {
 }
 
 const unsafe = (message: string) =>
-  new AirlockError('unsafe-target', message, { hint: 'airlock writes and counts only real folders on the medium itself, never through a link or onto another mount; remove the link or mount (or use another medium) and run the command again' });
+  new AirlockError('unsafe-target', message, {
+    hint: 'airlock writes and counts only real folders on the medium itself, never through a link or onto another mount; remove the link or mount (or use another medium) and run the command again',
+  });
 
 /**
  * The root of the medium at `root` for the checks below. Throws `not-found` when it is not there and
@@ -161,7 +166,10 @@ export async function readLabel(medium: string): Promise<MediumLabel | undefined
     if (e instanceof AirlockError && e.code === 'not-found') return undefined;
     throw e instanceof AirlockError ? e : fromSystemError(e, file, 'io');
   }
-  const bad = (why: string) => new AirlockError('malformed', `${file}: ${why}`, { hint: 'the medium label is damaged; label the medium again with airlock media init --force (its copies are then counted under a new id)' });
+  const bad = (why: string) =>
+    new AirlockError('malformed', `${file}: ${why}`, {
+      hint: 'the medium label is damaged; label the medium again with airlock media init --force (its copies are then counted under a new id)',
+    });
   let v: unknown;
   try {
     v = parseCanonical(bytes, LABEL_FILE, LABEL_LIMIT);
@@ -204,10 +212,14 @@ export async function initMedium(medium: string, label: string, force: boolean, 
     throw e;
   });
   if (!force && old) {
-    throw new AirlockError('target-exists', `${medium} is already labelled ${JSON.stringify(old.label)} (${old.uuid})`, { hint: 'a medium keeps its label; add --force only to give it a new identity (copies recorded under the old one no longer count)' });
+    throw new AirlockError('target-exists', `${medium} is already labelled ${JSON.stringify(old.label)} (${old.uuid})`, {
+      hint: 'a medium keeps its label; add --force only to give it a new identity (copies recorded under the old one no longer count)',
+    });
   }
   if (!force && (await holdsBundles(medium))) {
-    throw new AirlockError('target-exists', `${medium} already holds bundles but no label`, { hint: 'add --force to label it as it is; its bundles count as copies once verified there (airlock media copy)' });
+    throw new AirlockError('target-exists', `${medium} already holds bundles but no label`, {
+      hint: 'add --force to label it as it is; its bundles count as copies once verified there (airlock media copy)',
+    });
   }
   const value: MediumLabel = { format: LABEL_FORMAT, version: 1, uuid: randomUUID(), label, created: now.toISOString() };
   const file = path.join(medium, LABEL_FILE);
@@ -303,11 +315,22 @@ async function digestOnMedium(file: string, notes: ReadBackNotes, signal?: Abort
  * also be on that medium itself (assertOnMedium), before and after it is read. Throws
  * `verification-failed`, `unsafe-target` or `io`.
  */
-export async function readBack(dir: string, sums: string, signers: readonly AllowedSigner[], now: Date, notes: ReadBackNotes, signal?: AbortSignal, medium?: MediumRoot): Promise<BundleReport> {
+export async function readBack(
+  dir: string,
+  sums: string,
+  signers: readonly AllowedSigner[],
+  now: Date,
+  notes: ReadBackNotes,
+  signal?: AbortSignal,
+  medium?: MediumRoot,
+): Promise<BundleReport> {
   if (medium) await assertOnMedium(medium, dir, []);
   // every check but the volumes' bytes, which are read once below, past the page cache
   const report = await verifyKeyless(dir, { allowedSigners: signers, now, tool: 'airlock', volumes: 'size', ...(signal ? { signal } : {}) });
-  const fail = (why: string) => new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, { hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)' });
+  const fail = (why: string) =>
+    new AirlockError('verification-failed', `${dir} does not read back as written: ${why}`, {
+      hint: 'the medium may be failing: this copy does not count; copy the bundle to another medium (airlock media copy)',
+    });
   if (report.findings.length > 0) throw fail(report.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; '));
   if (report.sums !== sums) throw fail(`its ${SUMS} is not the one written`);
   const onMedium = async (name: string, worker?: HashWorker) => {
@@ -315,7 +338,9 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
       return await digestOnMedium(path.join(dir, name), notes, signal, worker);
     } catch (e) {
       if (signal?.aborted) throw e;
-      throw new AirlockError('io', `${path.join(dir, name)}: cannot be read back from the medium: ${(e as Error).message}`, { hint: 'the medium may be failing; copy the bundle to another medium' });
+      throw new AirlockError('io', `${path.join(dir, name)}: cannot be read back from the medium: ${(e as Error).message}`, {
+        hint: 'the medium may be failing; copy the bundle to another medium',
+      });
     }
   };
   if ((await onMedium(SUMS)).sha256 !== sums) throw fail(`${SUMS} differs on the medium from what was written`);
@@ -347,7 +372,8 @@ export async function readBack(dir: string, sums: string, signers: readonly Allo
   } finally {
     await worker?.close();
   }
-  if ((await onMedium(SUMS_SIG)).sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256) throw fail(`${SUMS_SIG} differs on the medium from what was written`);
+  if ((await onMedium(SUMS_SIG)).sha256 !== (await digestFile(path.join(dir, SUMS_SIG))).sha256)
+    throw fail(`${SUMS_SIG} differs on the medium from what was written`);
   // again after reading: a link put in place meanwhile must not make what was read count
   if (medium) await assertOnMedium(medium, dir, files);
   return report;
@@ -375,7 +401,14 @@ export async function bundleBytes(dir: string): Promise<number> {
  * `unsafe-target` (see realFolders), `medium-full` / `io` for the target medium (the partial copy is
  * removed).
  */
-export async function copyBundle(src: string, m: MediumRoot, site: string, name: string, progress?: (bytes: number) => void, signal?: AbortSignal): Promise<void> {
+export async function copyBundle(
+  src: string,
+  m: MediumRoot,
+  site: string,
+  name: string,
+  progress?: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   const siteDir = path.join(m.root, site);
   const dst = path.join(siteDir, name);
   const partialName = `${name}${PARTIAL_SUFFIX}`;
@@ -433,7 +466,13 @@ export function selfSigner(key: SigningKey): AllowedSigner {
  */
 export async function prepareMedium(medium: string, needed: number, site?: string): Promise<MediumLabel | undefined> {
   // a medium that is not there is reported by the export itself, with its hint
-  if (!(await lstat(medium).then((st) => st.isDirectory(), () => false))) return undefined;
+  if (
+    !(await lstat(medium).then(
+      (st) => st.isDirectory(),
+      () => false,
+    ))
+  )
+    return undefined;
   if (site !== undefined) await realFolders(await mediumRoot(medium), [site]);
   const label = await readLabel(medium);
   await requireSpace(medium, needed, 'the bundle');
@@ -445,7 +484,14 @@ export async function prepareMedium(medium: string, needed: number, site?: strin
  * on a labelled medium, records it in the catalog as a verified copy on that medium's UUID (when it
  * is on that medium itself: see assertOnMedium). Throws as readBack; nothing is recorded then.
  */
-export async function confirmOnMedium(written: { path: string; sumsSha256: string; site: string; seq: number }, label: MediumLabel | undefined, key: SigningKey, stateDir: string, now: Date, signal?: AbortSignal): Promise<ReadBackNotes> {
+export async function confirmOnMedium(
+  written: { path: string; sumsSha256: string; site: string; seq: number },
+  label: MediumLabel | undefined,
+  key: SigningKey,
+  stateDir: string,
+  now: Date,
+  signal?: AbortSignal,
+): Promise<ReadBackNotes> {
   const notes: ReadBackNotes = { cached: false };
   // a copy counts on the label's UUID only for bytes on that labelled medium itself
   const medium = label ? await mediumRoot(path.dirname(path.dirname(written.path))) : undefined;
@@ -520,10 +566,17 @@ export async function copyMedium(
   stateDir: string,
   opts: { signal?: AbortSignal; progress?: (bytes: number, total: number) => void; notes?: (line: string) => void } = {},
 ): Promise<MediumCopy> {
-  if (!(await lstat(dst).then((s) => s.isDirectory(), () => false))) throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
+  if (
+    !(await lstat(dst).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new AirlockError('not-found', `medium ${dst} is not there`, { hint: 'mount the second medium and give its mount point' });
   const from = await readLabel(src);
   const to = await readLabel(dst);
-  if (from && from.uuid === to?.uuid) throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
+  if (from && from.uuid === to?.uuid)
+    throw new AirlockError('usage', `${src} and ${dst} are the same medium (${to.uuid})`, { hint: 'copy onto another medium' });
   if (path.resolve(src) === path.resolve(dst)) throw new AirlockError('usage', 'the source and the target are the same folder');
   const target = await mediumRoot(dst, 'the target medium');
   const source = await mediumRoot(src, 'the source medium');
@@ -579,7 +632,10 @@ export async function copyMedium(
     const verifiedOn: string[] = [];
     const catalog = Catalog.open(stateDir);
     try {
-      for (const [label, where] of [[onSource ? from : undefined, report.path], [to, copy]] as const) {
+      for (const [label, where] of [
+        [onSource ? from : undefined, report.path],
+        [to, copy],
+      ] as const) {
         if (!label) continue;
         catalog.recordMedium(label.uuid, label.label, now);
         catalog.recordVerifiedCopy(site, seq, sums, label.uuid, where, new Date());

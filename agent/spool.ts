@@ -28,7 +28,21 @@ import { fsyncDirSync, writeFileAtomicSync } from '../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { formatSumLine, parseSumLine } from '../manifests/sums.js';
 import type { Catalog, WalRow } from './catalog.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, formatLsn, isValidSegmentSize, magicProblem, parseBackupLabel, parseHistory, parsePageHeader, parseWalFileName, segmentNumber, XLP_LONG_HEADER, type TimelineHistory, type WalFileName } from './postgres/wal.js';
+import {
+  LONG_PAGE_HEADER_SIZE,
+  checkSegmentHeader,
+  formatLsn,
+  isValidSegmentSize,
+  magicProblem,
+  parseBackupLabel,
+  parseHistory,
+  parsePageHeader,
+  parseWalFileName,
+  segmentNumber,
+  XLP_LONG_HEADER,
+  type TimelineHistory,
+  type WalFileName,
+} from './postgres/wal.js';
 
 export const SIDECAR_SUFFIX = '.sha256';
 const CHUNK = 1024 * 1024;
@@ -49,7 +63,8 @@ export function sidecarSha256(name: string, text: string): string | undefined {
 /** Parses a sidecar for `name`; throws `malformed` naming the sidecar when it is not one line for that name. */
 export function parseSidecar(name: string, text: string): string {
   const sha256 = sidecarSha256(name, text);
-  if (sha256 === undefined) throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
+  if (sha256 === undefined)
+    throw new AirlockError('malformed', `${name}${SIDECAR_SUFFIX}: not a sha256sum line for ${name}`, { hint: 'the sidecar is damaged; push the file again' });
   return sha256;
 }
 
@@ -75,11 +90,15 @@ export function openRegularSync(file: string): number {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
-    throw new AirlockError('malformed', `${path.basename(file)}: a symbolic link, not a file`, { hint: 'something other than wal-push wrote into the spool; investigate before anything else' });
+    throw new AirlockError('malformed', `${path.basename(file)}: a symbolic link, not a file`, {
+      hint: 'something other than wal-push wrote into the spool; investigate before anything else',
+    });
   }
   if (!fstatSync(fd).isFile()) {
     closeSync(fd);
-    throw new AirlockError('malformed', `${path.basename(file)}: not a regular file`, { hint: 'something other than wal-push wrote into the spool; investigate before anything else' });
+    throw new AirlockError('malformed', `${path.basename(file)}: not a regular file`, {
+      hint: 'something other than wal-push wrote into the spool; investigate before anything else',
+    });
   }
   return fd;
 }
@@ -163,17 +182,25 @@ export interface Pushed {
 export function pushToSpool(source: string, spool: string): Pushed {
   const name = path.basename(source);
   if (!parseWalFileName(name)) {
-    throw new AirlockError('usage', `${JSON.stringify(name)} is not a wal file name`, { hint: "archive_command must pass %p, e.g. archive_command = 'airlock wal-push %p --spool DIR'" });
+    throw new AirlockError('usage', `${JSON.stringify(name)} is not a wal file name`, {
+      hint: "archive_command must pass %p, e.g. archive_command = 'airlock wal-push %p --spool DIR'",
+    });
   }
   try {
     if (!statSync(spool).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
   } catch (e) {
-    throw new AirlockError('not-found', `the wal spool ${spool} is not a folder`, { hint: "create it, writable by the database's os user only, or fix --spool / AIRLOCK_SPOOL", cause: e });
+    throw new AirlockError('not-found', `the wal spool ${spool} is not a folder`, {
+      hint: "create it, writable by the database's os user only, or fix --spool / AIRLOCK_SPOOL",
+      cause: e,
+    });
   }
   try {
     statSync(source);
   } catch (e) {
-    throw new AirlockError('not-found', `${source}: no such file`, { hint: 'postgresql passes %p relative to its data folder, where it runs the command', cause: e });
+    throw new AirlockError('not-found', `${source}: no such file`, {
+      hint: 'postgresql passes %p relative to its data folder, where it runs the command',
+      cause: e,
+    });
   }
   const parsed = parseWalFileName(name);
   if (parsed?.kind === 'segment' || parsed?.kind === 'partial') refuseUnsupportedMagic(source, name);
@@ -192,10 +219,14 @@ export function pushToSpool(source: string, spool: string): Pushed {
   try {
     let copied: { sha256: string; size: number } | undefined;
     // exclusive: a file already spooled is never replaced
-    created = writeFileAtomicSync(final, (fd) => {
-      const r = hashFileSync(source, 0, (chunk) => writeAll(fd, chunk));
-      copied = { sha256: r.sha256, size: r.size };
-    }, { mode: 0o640, exclusive: true });
+    created = writeFileAtomicSync(
+      final,
+      (fd) => {
+        const r = hashFileSync(source, 0, (chunk) => writeAll(fd, chunk));
+        copied = { sha256: r.sha256, size: r.size };
+      },
+      { mode: 0o640, exclusive: true },
+    );
     const got = copied as { sha256: string; size: number };
     // another push of the same name won the race
     if (!created) return confirmSpooled(spool, name, got);
@@ -245,9 +276,13 @@ function confirmSpooled(spool: string, name: string, got: { sha256: string; size
   try {
     const there = hashFileSync(final);
     if (there.sha256 !== got.sha256 || there.size !== got.size) {
-      throw new AirlockError('wal-conflict', `${name}: the spool already holds a different file of that name (sha256 ${there.sha256}, ${there.size} bytes; pushed ${got.sha256}, ${got.size} bytes)`, {
-        hint: 'the spooled file was kept; two clusters may be archiving into one spool, or the spool was tampered with: investigate before anything else',
-      });
+      throw new AirlockError(
+        'wal-conflict',
+        `${name}: the spool already holds a different file of that name (sha256 ${there.sha256}, ${there.size} bytes; pushed ${got.sha256}, ${got.size} bytes)`,
+        {
+          hint: 'the spooled file was kept; two clusters may be archiving into one spool, or the spool was tampered with: investigate before anything else',
+        },
+      );
     }
     let sidecarOk = false;
     try {
@@ -322,7 +357,10 @@ export class SegmentPages {
   private readonly problems: string[] = [];
   private more = 0;
 
-  constructor(private readonly name: WalFileName & { kind: 'segment' | 'partial' }, private readonly history: TimelineHistory | undefined) {}
+  constructor(
+    private readonly name: WalFileName & { kind: 'segment' | 'partial' },
+    private readonly history: TimelineHistory | undefined,
+  ) {}
 
   feed(chunk: Uint8Array): void {
     let off = 0;

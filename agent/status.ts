@@ -44,7 +44,15 @@ export interface Status {
   at: string;
   checks: StatusCheck[];
   jobs: { job: string; lastSuccess: string | null; lastFailure: string | null; lastFailureMessage: string | null }[];
-  wal: { newest: string | null; newestAgeSeconds: number | null; spoolBytes: number; spoolFreeBytes: number | null; spoolFreeFraction: number | null; unexportedBytes: number; unexportedFiles: number };
+  wal: {
+    newest: string | null;
+    newestAgeSeconds: number | null;
+    spoolBytes: number;
+    spoolFreeBytes: number | null;
+    spoolFreeFraction: number | null;
+    unexportedBytes: number;
+    unexportedFiles: number;
+  };
   archiver?: { failedCount: number; failingNow: boolean; lastFailedWal: string | null };
   media: { uuid: string; label: string; newestSeq: number; verified: string }[];
   /** the newest finished bundle of the site: its size and how long writing it took */
@@ -86,13 +94,19 @@ const LONG_PAGE_HEADER = 40n;
  * so this is its age, within the archiving delay). Undefined when no segment was archived yet.
  */
 function serverRpo(server: ServerWal, spooled: { name: string; mtime: number } | undefined, nowMs: number): { age: number; message: string } | undefined {
-  const archived = server.lastArchived && parseWalFileName(server.lastArchived.name)?.kind === 'segment' ? { name: server.lastArchived.name, ms: Date.parse(server.lastArchived.time) } : undefined;
+  const archived =
+    server.lastArchived && parseWalFileName(server.lastArchived.name)?.kind === 'segment'
+      ? { name: server.lastArchived.name, ms: Date.parse(server.lastArchived.time) }
+      : undefined;
   // the newer of what the server says and what the spool holds: a .backup or .history file may be the last archived
-  const newest = [archived, spooled && { name: spooled.name, ms: spooled.mtime }].filter((x) => x !== undefined).sort((a, b) => (a.name.slice(8) < b.name.slice(8) ? 1 : -1))[0];
+  const newest = [archived, spooled && { name: spooled.name, ms: spooled.mtime }]
+    .filter((x) => x !== undefined)
+    .sort((a, b) => (a.name.slice(8) < b.name.slice(8) ? 1 : -1))[0];
   if (!newest) return undefined;
   const end = (segmentNo(newest.name, server.segmentSize) + 1n) * BigInt(server.segmentSize);
   const pending = lsnValue(server.insertLsn) - end;
-  if (pending <= LONG_PAGE_HEADER) return { age: 0, message: `the server wrote nothing after ${newest.name}, the newest archived segment: all its WAL is in the spool` };
+  if (pending <= LONG_PAGE_HEADER)
+    return { age: 0, message: `the server wrote nothing after ${newest.name}, the newest archived segment: all its WAL is in the spool` };
   const age = Math.max(0, (nowMs - newest.ms) / 1000);
   return { age, message: `the server wrote ${pending} bytes of WAL after ${newest.name}, archived ${duration(age)} ago; they are not in the spool yet` };
 }
@@ -139,7 +153,12 @@ export function collectStatus(input: StatusInput): Status {
   };
 
   // media copies are recorded without a site (a copy may carry several)
-  for (const [job, of] of [['export', site], ['base-backup', site], ['media copy', undefined], ['prune', site]] as const) {
+  for (const [job, of] of [
+    ['export', site],
+    ['base-backup', site],
+    ['media copy', undefined],
+    ['prune', site],
+  ] as const) {
     const runs = catalog.jobRuns(job, of, 200);
     const ok = runs.find((r) => r.outcome === 'ok');
     const bad = runs.find((r) => r.outcome === 'failed');
@@ -147,7 +166,8 @@ export function collectStatus(input: StatusInput): Status {
     status.jobs.push({ job, lastSuccess: ok?.time ?? null, lastFailure: bad?.time ?? null, lastFailureMessage: bad?.message ?? null });
     if (job === 'base-backup' && ok) status.baseBackupAgeSeconds = Math.max(0, (nowMs - Date.parse(ok.time)) / 1000);
     const latest = runs[0];
-    if (latest?.outcome === 'failed') checks.push({ name: `job ${job}`, level: 'warning', message: `the last ${job} failed at ${latest.time}: ${latest.message ?? latest.code ?? ''}` });
+    if (latest?.outcome === 'failed')
+      checks.push({ name: `job ${job}`, level: 'warning', message: `the last ${job} failed at ${latest.time}: ${latest.message ?? latest.code ?? ''}` });
     else checks.push({ name: `job ${job}`, level: 'ok', message: `the last ${job} succeeded at ${latest?.time}` });
   }
 
@@ -171,10 +191,18 @@ export function collectStatus(input: StatusInput): Status {
         const age = status.wal.newestAgeSeconds;
         status.rpo.onAppliance = age;
         status.rpo.onApplianceFrom = 'spool';
-        checks.push({ name: 'wal age', level: byAge(age, t.walAgeWarning, t.walAgeCritical), message: `the newest spooled segment ${s.newest.name} is ${duration(age)} old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)` });
+        checks.push({
+          name: 'wal age',
+          level: byAge(age, t.walAgeWarning, t.walAgeCritical),
+          message: `the newest spooled segment ${s.newest.name} is ${duration(age)} old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)`,
+        });
       } else checks.push({ name: 'wal age', level: 'warning', message: 'no WAL segment in the spool yet' });
       const freeLevel: Level = s.fraction <= t.spoolFreeCritical ? 'critical' : s.fraction <= t.spoolFreeWarning ? 'warning' : 'ok';
-      checks.push({ name: 'spool space', level: freeLevel, message: `${(s.fraction * 100).toFixed(1)}% free (${Math.round(s.free / 1024 ** 2)} MiB); a full spool stops archiving and then fills pg_wal` });
+      checks.push({
+        name: 'spool space',
+        level: freeLevel,
+        message: `${(s.fraction * 100).toFixed(1)}% free (${Math.round(s.free / 1024 ** 2)} MiB); a full spool stops archiving and then fills pg_wal`,
+      });
     } catch (e) {
       checks.push({ name: 'spool', level: 'unknown', message: `${input.spool}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
     }
@@ -185,14 +213,25 @@ export function collectStatus(input: StatusInput): Status {
 
   if (input.archiver) {
     status.archiver = input.archiver;
-    checks.push({ name: 'archiver', level: input.archiver.failingNow ? 'critical' : 'ok', message: input.archiver.failingNow ? `archive_command fails (last ${input.archiver.lastFailedWal}); WAL piles up in pg_wal` : `archiving works (${input.archiver.failedCount} failure(s) since the statistics reset)` });
+    checks.push({
+      name: 'archiver',
+      level: input.archiver.failingNow ? 'critical' : 'ok',
+      message: input.archiver.failingNow
+        ? `archive_command fails (last ${input.archiver.lastFailedWal}); WAL piles up in pg_wal`
+        : `archiving works (${input.archiver.failedCount} failure(s) since the statistics reset)`,
+    });
   } else if (input.archiverError !== undefined) {
     checks.push({ name: 'archiver', level: 'unknown', message: `cannot ask the server: ${input.archiverError}` });
   }
 
   const last = catalog.lastDone(site);
   if (last?.finished && last.size !== null) {
-    status.lastBundle = { seq: last.seq, bytes: last.size, durationSeconds: Math.max(0, (Date.parse(last.finished) - Date.parse(last.started)) / 1000), finished: last.finished };
+    status.lastBundle = {
+      seq: last.seq,
+      bytes: last.size,
+      durationSeconds: Math.max(0, (Date.parse(last.finished) - Date.parse(last.started)) / 1000),
+      finished: last.finished,
+    };
   }
 
   const media = catalog.newestCopies(site);
@@ -201,7 +240,11 @@ export function collectStatus(input: StatusInput): Status {
   if (offsite) {
     const age = Math.max(0, (nowMs - Date.parse(offsite.time)) / 1000);
     status.rpo.offSite = age;
-    checks.push({ name: 'off-site RPO', level: byAge(age, t.offsiteWarning, t.offsiteCritical), message: `the newest data on verified media (seq ${offsite.seq}) is ${duration(age)} old` });
+    checks.push({
+      name: 'off-site RPO',
+      level: byAge(age, t.offsiteWarning, t.offsiteCritical),
+      message: `the newest data on verified media (seq ${offsite.seq}) is ${duration(age)} old`,
+    });
   } else {
     checks.push({ name: 'off-site RPO', level: 'warning', message: 'no bundle of this site is verified on any labelled medium yet' });
   }
@@ -219,7 +262,11 @@ export function prometheusText(s: Status): string {
     ['airlock_status_up', '1 when the status could be taken (0: see airlock_status)', [{ value: 1 }]],
     ['airlock_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]],
     ['airlock_wal_newest_age_seconds', 'age of the newest WAL segment in the spool', [{ value: s.wal.newestAgeSeconds }]],
-    ['airlock_rpo_appliance_seconds', "age of the oldest WAL not in the spool (0: everything is archived); without --pg, the newest spooled segment's age, an upper bound", [{ value: s.rpo.onAppliance }]],
+    [
+      'airlock_rpo_appliance_seconds',
+      "age of the oldest WAL not in the spool (0: everything is archived); without --pg, the newest spooled segment's age, an upper bound",
+      [{ value: s.rpo.onAppliance }],
+    ],
     ['airlock_spool_bytes', 'bytes of WAL files in the spool', [{ value: s.wal.spoolBytes }]],
     ['airlock_spool_free_bytes', 'free bytes of the spool file system', [{ value: s.wal.spoolFreeBytes }]],
     ['airlock_unexported_bytes', 'bytes of ingested WAL no finished bundle carries yet', [{ value: s.wal.unexportedBytes }]],
@@ -228,9 +275,21 @@ export function prometheusText(s: Status): string {
     ['airlock_last_bundle_bytes', 'size of the newest finished bundle', [{ value: s.lastBundle?.bytes ?? null }]],
     ['airlock_last_bundle_duration_seconds', 'how long writing the newest finished bundle took', [{ value: s.lastBundle?.durationSeconds ?? null }]],
     ['airlock_archiver_failing', '1 when archive_command fails now', [{ value: s.archiver ? Number(s.archiver.failingNow) : null }]],
-    ['airlock_job_last_success_timestamp_seconds', 'time of the last successful run of a task', s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastSuccess ? Date.parse(j.lastSuccess) / 1000 : null }))],
-    ['airlock_job_last_failure_timestamp_seconds', 'time of the last failed run of a task', s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastFailure ? Date.parse(j.lastFailure) / 1000 : null }))],
-    ['airlock_medium_newest_seq', 'the newest bundle verified on a medium', s.media.map((m) => ({ labels: { medium: m.uuid, label: m.label }, value: m.newestSeq }))],
+    [
+      'airlock_job_last_success_timestamp_seconds',
+      'time of the last successful run of a task',
+      s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastSuccess ? Date.parse(j.lastSuccess) / 1000 : null })),
+    ],
+    [
+      'airlock_job_last_failure_timestamp_seconds',
+      'time of the last failed run of a task',
+      s.jobs.map((j) => ({ labels: { task: j.job }, value: j.lastFailure ? Date.parse(j.lastFailure) / 1000 : null })),
+    ],
+    [
+      'airlock_medium_newest_seq',
+      'the newest bundle verified on a medium',
+      s.media.map((m) => ({ labels: { medium: m.uuid, label: m.label }, value: m.newestSeq })),
+    ],
   ]);
   return `${lines.join('\n')}\n`;
 }

@@ -39,7 +39,24 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
     mkdirSync(medium);
     settle();
   };
-  const exportArgs = [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--files', src, '--state-dir', state, '--compress', 'none'];
+  const exportArgs = [
+    cli,
+    'export',
+    '--to',
+    medium,
+    '--site',
+    'bench',
+    '--signing-key',
+    path.join(keys, 'sk'),
+    '--recipient',
+    recipient,
+    '--files',
+    src,
+    '--state-dir',
+    state,
+    '--compress',
+    'none',
+  ];
   const peer = () => timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', recipient, file, peerOut]);
   const written = compare(rounds, reset, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
   const exp = compare(rounds, reset, () => timed(process.execPath, exportArgs), peer);
@@ -55,7 +72,9 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
   const signers = path.join(keys, 'allowed_signers');
   const pub = readFileSync(path.join(keys, 'sk.pub'), 'utf8').trim();
   writeFileSync(signers, `bench ${pub}\n`);
-  const volumes = readdirSync(bundle).filter((n) => n.startsWith('payload.')).map((n) => path.join(bundle, n));
+  const volumes = readdirSync(bundle)
+    .filter((n) => n.startsWith('payload.'))
+    .map((n) => path.join(bundle, n));
   const ver = compare(
     rounds,
     () => {},

@@ -71,7 +71,15 @@ export function settle(): void {
   if (r.status !== 0) throw new Error('sync failed');
 }
 
-export function line(name: string, r: { ours: Timed; peer: Timed }, peerName: string, bytes: number, target: string, faster: 'higher' | 'lower' = 'higher', rssLimitMb?: number): string {
+export function line(
+  name: string,
+  r: { ours: Timed; peer: Timed },
+  peerName: string,
+  bytes: number,
+  target: string,
+  faster: 'higher' | 'lower' = 'higher',
+  rssLimitMb?: number,
+): string {
   const mb = bytes / 1024 / 1024;
   const ratio = faster === 'higher' ? r.peer.seconds / r.ours.seconds : r.ours.seconds / r.peer.seconds;
   const rss = `peak RSS ${r.ours.maxRssMb.toFixed(0)} MB${rssLimitMb ? ` (limit ${rssLimitMb})` : ''}`;

@@ -100,10 +100,24 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
   const dir = scratch();
   const rgw = await startRgw(path.join(dir, 'rgw'));
   try {
-    const c = new Minio.Client({ endPoint: '127.0.0.1', port: rgw.port, useSSL: false, accessKey: 'minioadmin', secretKey: 'minioadmin', region: 'us-east-1', pathStyle: true });
+    const c = new Minio.Client({
+      endPoint: '127.0.0.1',
+      port: rgw.port,
+      useSSL: false,
+      accessKey: 'minioadmin',
+      secretKey: 'minioadmin',
+      region: 'us-east-1',
+      pathStyle: true,
+    });
     const small = Number(process.env.BENCH_OBJECTS ?? 20000);
     const large = Math.max(1, Math.round((sizeMb * 20) / 1024));
-    const smallBytes = await fill(c, 'bench-small', small, (i) => `small/${i % 100}/${i} ü+%.txt`, () => randomBytes(4096));
+    const smallBytes = await fill(
+      c,
+      'bench-small',
+      small,
+      (i) => `small/${i % 100}/${i} ü+%.txt`,
+      () => randomBytes(4096),
+    );
     const largeKey = (i: number) => `large/${i}.bin`;
     const largeBytes = await fill(c, 'bench-large', large, largeKey, () => randomBytes(64 * 1024 * 1024));
 
@@ -124,7 +138,15 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const env: NodeJS.ProcessEnv = { ...process.env, AWS_ACCESS_KEY_ID: 'minioadmin', AWS_SECRET_ACCESS_KEY: 'minioadmin' };
     // rclone takes its remote from the environment, so no key appears in argv
     const { AWS_CA_BUNDLE: _unused, ...plain } = env; // rclone refuses a CA bundle with its own transport; the endpoint is plain http
-    const rcloneEnv = { ...plain, RCLONE_CONFIG_SRC_TYPE: 's3', RCLONE_CONFIG_SRC_PROVIDER: 'Ceph', RCLONE_CONFIG_SRC_ENDPOINT: rgw.endpoint, RCLONE_CONFIG_SRC_ACCESS_KEY_ID: 'minioadmin', RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY: 'minioadmin', RCLONE_CONFIG_SRC_FORCE_PATH_STYLE: 'true' };
+    const rcloneEnv = {
+      ...plain,
+      RCLONE_CONFIG_SRC_TYPE: 's3',
+      RCLONE_CONFIG_SRC_PROVIDER: 'Ceph',
+      RCLONE_CONFIG_SRC_ENDPOINT: rgw.endpoint,
+      RCLONE_CONFIG_SRC_ACCESS_KEY_ID: 'minioadmin',
+      RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY: 'minioadmin',
+      RCLONE_CONFIG_SRC_FORCE_PATH_STYLE: 'true',
+    };
     // the server shares the machine's cores with either side: its CPU time is measured with theirs
     const withServer = (run: () => Timed) => () => {
       const before = cpuOf(rgw.pids);
@@ -136,8 +158,38 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       compare(
         rounds,
         reset,
-        withServer(() => timed(process.execPath, [cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', path.join(keys, 'sk'), '--recipient', recipient, '--state-dir', state, '--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra], { env })),
-        withServer(() => timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], { env: rcloneEnv })),
+        withServer(() =>
+          timed(
+            process.execPath,
+            [
+              cli,
+              'export',
+              '--to',
+              medium,
+              '--site',
+              'bench',
+              '--signing-key',
+              path.join(keys, 'sk'),
+              '--recipient',
+              recipient,
+              '--state-dir',
+              state,
+              '--compress',
+              'none',
+              '--s3-endpoint',
+              rgw.endpoint,
+              '--bucket',
+              bucket,
+              ...extra,
+            ],
+            { env },
+          ),
+        ),
+        withServer(() =>
+          timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], {
+            env: rcloneEnv,
+          }),
+        ),
       );
     const s = side('bench-small');
     const perSecond = (t: Timed) => (small / t.seconds).toFixed(0);
@@ -157,7 +209,15 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       `an export that checks, hashes and encrypts them cannot end before (${required.toFixed(1)} + ${receive.toFixed(1)} + ${server.toFixed(1)}) / ${cores} = ${floor.toFixed(2)} s, writing them not counted; rclone took ${written.peer.seconds.toFixed(2)} s`;
     return [
       smallLine,
-      line(`export bucket of ${large} x 64 MiB objects, read back from the medium (default)`, l, 'rclone copy --s3-versions', largeBytes, '>= 1.0x', 'higher', 300),
+      line(
+        `export bucket of ${large} x 64 MiB objects, read back from the medium (default)`,
+        l,
+        'rclone copy --s3-versions',
+        largeBytes,
+        '>= 1.0x',
+        'higher',
+        300,
+      ),
       line(`export bucket of ${large} x 64 MiB objects, --no-read-back`, written, 'rclone copy --s3-versions', largeBytes, '>= 1.0x', 'higher', 300),
       cpuLine,
     ];

@@ -101,11 +101,16 @@ function stopLeftover(data: string): void {
 function drainArchive(c: Cluster): void {
   const name = psql('SELECT pg_walfile_name(pg_switch_wal())');
   const status = path.join(c.data, 'pg_wal', 'archive_status');
-  poll(`${name} and every file before it to be archived`, 120_000, () => {
-    const names = readdirSync(status);
-    const done = psql('SELECT last_archived_wal FROM pg_stat_archiver') >= name || names.includes(`${name}.done`);
-    return done && !names.some((n) => n.endsWith('.ready')) ? true : undefined;
-  }, 100);
+  poll(
+    `${name} and every file before it to be archived`,
+    120_000,
+    () => {
+      const names = readdirSync(status);
+      const done = psql('SELECT last_archived_wal FROM pg_stat_archiver') >= name || names.includes(`${name}.done`);
+      return done && !names.some((n) => n.endsWith('.ready')) ? true : undefined;
+    },
+    100,
+  );
 }
 
 /** Loads `sizeMb` MiB of random 4 KiB bytea values, stored out of line and uncompressed. */
@@ -131,12 +136,18 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   loadRows(sizeMb);
   const bytes = Number(psql('SELECT sum(pg_database_size(datname)) FROM pg_database'));
   const payload = Number(psql("SELECT pg_total_relation_size('bench_rows')"));
-  const compressed = psql("SELECT count(*) FROM (SELECT pg_column_compression(payload) AS m FROM bench_rows) x WHERE m IS NOT NULL");
+  const compressed = psql('SELECT count(*) FROM (SELECT pg_column_compression(payload) AS m FROM bench_rows) x WHERE m IS NOT NULL');
   if (compressed !== '0') throw new Error(`${compressed} rows of bench_rows are compressed; the benchmark needs incompressible data`);
 
   // pgBackRest runs as the cluster's user (archive-push does), with its repo beside the cluster
   const pgbrDir = clusterDir('pgbackrest');
-  const conf = pgbackrestConf(pgbrDir, c, [`repo1-cipher-type=aes-256-cbc`, `repo1-cipher-pass=${randomBytes(24).toString('hex')}`, `process-max=${processMax}`, 'repo1-retention-full=9999', 'start-fast=y']);
+  const conf = pgbackrestConf(pgbrDir, c, [
+    `repo1-cipher-type=aes-256-cbc`,
+    `repo1-cipher-pass=${randomBytes(24).toString('hex')}`,
+    `process-max=${processMax}`,
+    'repo1-retention-full=9999',
+    'start-fast=y',
+  ]);
   chownTree(pgbrDir, c);
   const user = asClusterUser(c);
   const pgbr = (...args: string[]) => timed('pgbackrest', [`--config=${conf}`, '--stanza=bench', ...args], user);
@@ -162,13 +173,41 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const exportArgs = [...profiled(), cli, 'export', '--to', medium, '--site', 'bench', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, '--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'];
+  const exportArgs = [
+    ...profiled(),
+    cli,
+    'export',
+    '--to',
+    medium,
+    '--site',
+    'bench',
+    '--signing-key',
+    keys.signingKey,
+    '--recipient',
+    keys.recipient,
+    '--state-dir',
+    state,
+    '--pg',
+    conninfo,
+    '--wal-spool',
+    c.spool,
+    '--pg-base',
+    '--compress',
+    'none',
+  ];
   const peer = () => pgbr('backup', '--type=full');
   const exp = compare(rounds, resetExport, () => timed(process.execPath, exportArgs), peer);
   const written = compare(rounds, resetExport, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
   // the floor: pg_basebackup alone, its tar thrown away
   settle();
-  const bare = timed('bash', ['-c', '"$1/pg_basebackup" -h "$2" -p "$3" -U postgres -Ft -D - -X none --checkpoint=fast > /dev/null', 'x', PG_BIN, c.socketDir, String(c.port)]);
+  const bare = timed('bash', [
+    '-c',
+    '"$1/pg_basebackup" -h "$2" -p "$3" -U postgres -Ft -D - -X none --checkpoint=fast > /dev/null',
+    'x',
+    PG_BIN,
+    c.socketDir,
+    String(c.port),
+  ]);
   const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
   const peerBest = Math.min(exp.peer.seconds, written.peer.seconds);
   const out = [
@@ -217,7 +256,10 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     );
     out.push(line(`pg restore ${mib(bytes)} to a promoted cluster`, res, 'pgbackrest restore + recovery', bytes, '<= 1.2x', 'lower'));
     const recoveryMs = (JSON.parse(res.ours.stdout) as { recovered?: { recoveryMs?: number } }).recovered?.recoveryMs;
-    if (recoveryMs !== undefined) out.push(`pg restore, airlock's part: ${(res.ours.seconds - recoveryMs / 1000).toFixed(2)} s verify, decrypt and unpack, ${(recoveryMs / 1000).toFixed(2)} s from server start to promoted (then stopped)`);
+    if (recoveryMs !== undefined)
+      out.push(
+        `pg restore, airlock's part: ${(res.ours.seconds - recoveryMs / 1000).toFixed(2)} s verify, decrypt and unpack, ${(recoveryMs / 1000).toFixed(2)} s from server start to promoted (then stopped)`,
+      );
   } finally {
     resetRestore();
   }
@@ -230,7 +272,27 @@ function profiled(): string[] {
 }
 
 function restoreAirlock(c: Cluster, cli: string, medium: string, keys: { identity: string; allowedSigners: string }, data: string): Timed {
-  const args = [...profiled(), cli, 'restore', 'pg', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--latest', '--port', String(freePort()), '--stop', '--airlock-cli', c.cli, '--json'];
+  const args = [
+    ...profiled(),
+    cli,
+    'restore',
+    'pg',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--pgdata',
+    data,
+    '--latest',
+    '--port',
+    String(freePort()),
+    '--stop',
+    '--airlock-cli',
+    c.cli,
+    '--json',
+  ];
   const t = timed(process.execPath, args);
   if (!existsSync(path.join(data, 'PG_VERSION'))) throw new Error(`airlock restore pg left no cluster in ${data}`);
   return t;

@@ -35,7 +35,13 @@ function coverage(seq: number, at: Date): PostgresCoverage {
     restorePoint: { name: `airlock-${SITE}-${seq}`, lsn: lsn(first + 3, 0x90), time: new Date(at.getTime() - 60_000).toISOString(), timeline: 1 },
   };
   if (seq % 50 === 1) {
-    c.base = { timeline: 1, startLsn: lsn(first, 0x28), stopLsn: lsn(first, 0x138), startTime: new Date(at.getTime() - 3_600_000).toISOString(), stopTime: new Date(at.getTime() - 3_000_000).toISOString() };
+    c.base = {
+      timeline: 1,
+      startLsn: lsn(first, 0x28),
+      stopLsn: lsn(first, 0x138),
+      startTime: new Date(at.getTime() - 3_600_000).toISOString(),
+      stopTime: new Date(at.getTime() - 3_000_000).toISOString(),
+    };
   }
   return c;
 }
@@ -70,7 +76,18 @@ export async function benchReport(rounds: number): Promise<string[]> {
   for (let seq = 1; seq <= n; seq++) {
     const at = new Date(T0 + seq * 6 * 3_600_000);
     const w = await writeBundle(
-      { medium, site: SITE, seq, prev, recipients: [recipient], signingKey, compression: 'none', volumeSize: 1024 * 1024, now: () => at, coverage: () => ({ postgres: coverage(seq, at) }) },
+      {
+        medium,
+        site: SITE,
+        seq,
+        prev,
+        recipients: [recipient],
+        signingKey,
+        compression: 'none',
+        volumeSize: 1024 * 1024,
+        now: () => at,
+        coverage: () => ({ postgres: coverage(seq, at) }),
+      },
       tinyFile(seq),
     );
     prev = w.sumsSha256;

@@ -46,8 +46,12 @@ export function benchWalPush(): string[] {
     }
   };
   // one process per segment, as PostgreSQL runs archive_command; arguments passed, never spliced
-  const perSegment = 'set -e; cmd=$1; shift; while [ "$1" != "--" ]; do pre+=("$1"); shift; done; shift; for f in "$@"; do "$cmd" "${pre[@]}" "$f" "${post[@]}"; done';
-  const pushEach = (...cmd: string[]) => () => timed('bash', ['-c', `post=(--spool "$SPOOL"); ${perSegment}`, 'x', ...cmd, '--', ...files], { env: { ...process.env, SPOOL: spool } });
+  const perSegment =
+    'set -e; cmd=$1; shift; while [ "$1" != "--" ]; do pre+=("$1"); shift; done; shift; for f in "$@"; do "$cmd" "${pre[@]}" "$f" "${post[@]}"; done';
+  const pushEach =
+    (...cmd: string[]) =>
+    () =>
+      timed('bash', ['-c', `post=(--spool "$SPOOL"); ${perSegment}`, 'x', ...cmd, '--', ...files], { env: { ...process.env, SPOOL: spool } });
   const peer = () => timed('bash', ['-c', `post=(); ${perSegment}`, 'x', 'pgbackrest', `--config=${conf}`, '--stanza=bench', 'archive-push', '--', ...files]);
   const helper = compare(rounds, reset, pushEach(c.walPush), peer);
   const node = compare(rounds, reset, pushEach(process.execPath, cli, 'wal-push'), peer);
@@ -57,8 +61,11 @@ export function benchWalPush(): string[] {
   ];
   // the floor for any Node CLI: starting node itself, n times, with nothing to do
   let floor = Infinity;
-  for (let i = 0; i < rounds; i++) floor = Math.min(floor, timed('bash', ['-c', 'for i in $(seq "$1"); do "$2" -e 0; done', 'x', String(n), process.execPath]).seconds);
+  for (let i = 0; i < rounds; i++)
+    floor = Math.min(floor, timed('bash', ['-c', 'for i in $(seq "$1"); do "$2" -e 0; done', 'x', String(n), process.execPath]).seconds);
   const perSeg = (s: number) => `${((s / n) * 1000).toFixed(0)} ms`;
-  out.push(`wal-push per segment: airlock-wal-push ${perSeg(helper.ours.seconds)}, airlock wal-push ${perSeg(node.ours.seconds)}, pgbackrest archive-push ${perSeg(Math.min(helper.peer.seconds, node.peer.seconds))}, bare node startup ${perSeg(floor)}`);
+  out.push(
+    `wal-push per segment: airlock-wal-push ${perSeg(helper.ours.seconds)}, airlock wal-push ${perSeg(node.ours.seconds)}, pgbackrest archive-push ${perSeg(Math.min(helper.peer.seconds, node.peer.seconds))}, bare node startup ${perSeg(floor)}`,
+  );
   return out;
 }

@@ -257,7 +257,7 @@ function parseOptions(text: string, fail: (reason: string) => never): Options {
     }
     if (pos >= text.length) break;
     if (text[pos] !== ',') {
-      const name = (/^[^,=]*/.exec(text.slice(pos)))?.[0] ?? '';
+      const name = /^[^,=]*/.exec(text.slice(pos))?.[0] ?? '';
       fail(`unknown option ${JSON.stringify(name.slice(0, 40))}`);
     }
     pos++;

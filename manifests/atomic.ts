@@ -145,7 +145,13 @@ async function place(tmp: string, file: string, exclusive: boolean): Promise<boo
     if (errno === 'EEXIST') return false;
     if (!errno || !NO_LINKS.has(errno)) throw e;
   }
-  if (await stat(file).then(() => true, () => false)) return false;
+  if (
+    await stat(file).then(
+      () => true,
+      () => false,
+    )
+  )
+    return false;
   await rename(tmp, file);
   return true;
 }

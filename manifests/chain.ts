@@ -73,7 +73,13 @@ export function checkChain(links: readonly ChainLink[], state?: ReadonlyMap<stri
       const b = seqs[i] as number;
       if (b !== a + 1) {
         const missing = b - a === 2 ? `seq ${a + 1} is` : `seq ${a + 1} to ${b - 1} are`;
-        problems.push({ kind: 'chain-gap', site, seq: b, message: `${missing} missing between ${a} and ${b}`, locations: (bySeq.get(b) ?? []).flatMap((x) => x.locations) });
+        problems.push({
+          kind: 'chain-gap',
+          site,
+          seq: b,
+          message: `${missing} missing between ${a} and ${b}`,
+          locations: (bySeq.get(b) ?? []).flatMap((x) => x.locations),
+        });
         continue;
       }
       const before = new Set((bySeq.get(a) ?? []).map((x) => x.sums));
@@ -89,22 +95,46 @@ export function checkChain(links: readonly ChainLink[], state?: ReadonlyMap<stri
     if (known) {
       const atKnown = bySeq.get(known.seq);
       if (last.seq < known.seq) {
-        problems.push({ kind: 'rollback', site, seq: last.seq, message: `newest bundle is seq ${last.seq} but seq ${known.seq} was seen before`, locations: last.locations });
+        problems.push({
+          kind: 'rollback',
+          site,
+          seq: last.seq,
+          message: `newest bundle is seq ${last.seq} but seq ${known.seq} was seen before`,
+          locations: last.locations,
+        });
       }
       for (const x of atKnown ?? []) {
         if (x.sums !== known.sums) {
-          problems.push({ kind: 'fork', site, seq: known.seq, message: `seq ${known.seq} differs from the bundle seen before with that seq`, locations: x.locations });
+          problems.push({
+            kind: 'fork',
+            site,
+            seq: known.seq,
+            message: `seq ${known.seq} differs from the bundle seen before with that seq`,
+            locations: x.locations,
+          });
         }
       }
       const first = bundles[0]?.seq ?? last.seq;
       if (first > known.seq + 1) {
         const missing = first - known.seq === 2 ? `seq ${known.seq + 1} was` : `seq ${known.seq + 1} to ${first - 1} were`;
-        problems.push({ kind: 'withheld', site, seq: first, message: `${missing} never seen: seq ${known.seq} was seen before and this set starts at seq ${first}`, locations: (bySeq.get(first) ?? []).flatMap((x) => x.locations) });
+        problems.push({
+          kind: 'withheld',
+          site,
+          seq: first,
+          message: `${missing} never seen: seq ${known.seq} was seen before and this set starts at seq ${first}`,
+          locations: (bySeq.get(first) ?? []).flatMap((x) => x.locations),
+        });
       }
       if (!atKnown) {
         for (const x of bySeq.get(known.seq + 1) ?? []) {
           if (x.prev !== known.sums) {
-            problems.push({ kind: 'fork', site, seq: x.seq, message: `prev of seq ${x.seq} does not match seq ${known.seq} seen before`, locations: x.locations });
+            problems.push({
+              kind: 'fork',
+              site,
+              seq: x.seq,
+              message: `prev of seq ${x.seq} does not match seq ${known.seq} seen before`,
+              locations: x.locations,
+            });
           }
         }
       }

@@ -109,7 +109,13 @@ export async function runChild(cmd: string, args: readonly string[], opts: RunOp
     opts.onStdout?.(d);
     if (opts.capture) out.push(d);
   });
-  const sent = opts.input && child.stdin ? pipeline(Readable.from(opts.input), child.stdin).then(() => undefined, (e: unknown) => e as Error) : undefined;
+  const sent =
+    opts.input && child.stdin
+      ? pipeline(Readable.from(opts.input), child.stdin).then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        )
+      : undefined;
   const ended = await exit;
   const sendError = await sent;
   // a child that stopped reading and failed says why in its exit status; one that exited 0 without
@@ -134,7 +140,12 @@ export function lastLine(text: string): string {
 }
 
 function lastLines(text: string, n: number): string {
-  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '').slice(-n).join(' / ');
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .slice(-n)
+    .join(' / ');
 }
 
 /**

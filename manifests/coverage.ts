@@ -55,9 +55,18 @@ const TABLESPACE_LOCATION_BYTES = 1023;
 export function isTablespace(v: object): boolean {
   const { oid, name, location } = v as Record<string, unknown>;
   return (
-    typeof oid === 'number' && Number.isSafeInteger(oid) && oid > 0 && oid <= 0xffffffff &&
-    typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= TABLESPACE_NAME_BYTES && !name.includes('\0') &&
-    typeof location === 'string' && location.startsWith('/') && Buffer.byteLength(location) <= TABLESPACE_LOCATION_BYTES && !location.includes('\0')
+    typeof oid === 'number' &&
+    Number.isSafeInteger(oid) &&
+    oid > 0 &&
+    oid <= 0xffffffff &&
+    typeof name === 'string' &&
+    name.length > 0 &&
+    Buffer.byteLength(name) <= TABLESPACE_NAME_BYTES &&
+    !name.includes('\0') &&
+    typeof location === 'string' &&
+    location.startsWith('/') &&
+    Buffer.byteLength(location) <= TABLESPACE_LOCATION_BYTES &&
+    !location.includes('\0')
   );
 }
 
@@ -115,12 +124,23 @@ export function coverageProblems(v: unknown): string[] {
   const c = fields(v, 'coverage', p, [], ['postgres']);
   if (c?.postgres === undefined) return p;
   const where = 'coverage.postgres';
-  const pg = fields(c.postgres, where, p, ['systemIdentifier', 'major', 'segmentSize', 'dataChecksums', 'timeline', 'wal', 'timelines', 'dumps'], ['base', 'restorePoint']);
+  const pg = fields(
+    c.postgres,
+    where,
+    p,
+    ['systemIdentifier', 'major', 'segmentSize', 'dataChecksums', 'timeline', 'wal', 'timelines', 'dumps'],
+    ['base', 'restorePoint'],
+  );
   if (!pg) return p;
   check(matches(pg.systemIdentifier, SYSID_RE), p, `${where}.systemIdentifier`, 'a decimal string');
   check(typeof pg.major === 'number' && Number.isSafeInteger(pg.major) && pg.major >= 9 && pg.major < 1000, p, `${where}.major`, 'a major version');
   const seg = pg.segmentSize;
-  check(typeof seg === 'number' && Number.isSafeInteger(seg) && seg >= 1 << 20 && seg <= 1 << 30 && (seg & (seg - 1)) === 0, p, `${where}.segmentSize`, 'a power of two from 1 MiB to 1 GiB');
+  check(
+    typeof seg === 'number' && Number.isSafeInteger(seg) && seg >= 1 << 20 && seg <= 1 << 30 && (seg & (seg - 1)) === 0,
+    p,
+    `${where}.segmentSize`,
+    'a power of two from 1 MiB to 1 GiB',
+  );
   check(typeof pg.dataChecksums === 'boolean', p, `${where}.dataChecksums`, 'true or false');
   check(isTimeline(pg.timeline), p, `${where}.timeline`, 'a timeline id');
   check(typeof pg.dumps === 'number' && Number.isSafeInteger(pg.dumps) && pg.dumps >= 0, p, `${where}.dumps`, 'a count');
@@ -133,7 +153,8 @@ export function coverageProblems(v: unknown): string[] {
       check(isTimeline(o.timeline), p, `${w}.timeline`, 'a timeline id');
       check(matches(o.first, SEGMENT_RE) && matches(o.last, SEGMENT_RE), p, `${w}.first/last`, 'WAL segment file names');
       if (typeof o.first === 'string' && typeof o.last === 'string' && o.first > o.last) p.push(`${w}: first is after last`);
-      if (typeof o.first === 'string' && isTimeline(o.timeline) && parseInt(o.first.slice(0, 8), 16) !== o.timeline) p.push(`${w}.first: not on timeline ${String(o.timeline)}`);
+      if (typeof o.first === 'string' && isTimeline(o.timeline) && parseInt(o.first.slice(0, 8), 16) !== o.timeline)
+        p.push(`${w}.first: not on timeline ${String(o.timeline)}`);
     });
   }
   if (!Array.isArray(pg.timelines)) p.push(`${where}.timelines: must be a list`);
@@ -142,7 +163,12 @@ export function coverageProblems(v: unknown): string[] {
       const w = `${where}.timelines[${i}]`;
       const o = fields(t, w, p, ['timeline', 'parent', 'switchLsn']);
       if (!o) return;
-      check(isTimeline(o.timeline) && isTimeline(o.parent) && (o.parent as number) < (o.timeline as number), p, `${w}.timeline/parent`, 'timeline ids, the parent lower');
+      check(
+        isTimeline(o.timeline) && isTimeline(o.parent) && (o.parent as number) < (o.timeline as number),
+        p,
+        `${w}.timeline/parent`,
+        'timeline ids, the parent lower',
+      );
       check(matches(o.switchLsn, LSN_RE), p, `${w}.switchLsn`, 'an LSN like 0/3000028');
     });
   }
@@ -181,7 +207,12 @@ function tablespaceProblems(v: unknown, where: string, p: Problems): void {
     const w = `${where}[${i}]`;
     const o = fields(t, w, p, ['oid', 'name', 'location']);
     if (!o) return;
-    check(isTablespace(o), p, w, `an OID, a name of 1 to ${TABLESPACE_NAME_BYTES} bytes and an absolute location of at most ${TABLESPACE_LOCATION_BYTES} bytes`);
+    check(
+      isTablespace(o),
+      p,
+      w,
+      `an OID, a name of 1 to ${TABLESPACE_NAME_BYTES} bytes and an absolute location of at most ${TABLESPACE_LOCATION_BYTES} bytes`,
+    );
     if (typeof o.oid === 'number' && o.oid <= last) p.push(`${w}.oid: not above the one before (sorted by OID, each once)`);
     if (typeof o.oid === 'number') last = o.oid;
     if (typeof o.name === 'string' && names.has(o.name)) p.push(`${w}.name: named twice`);
@@ -260,14 +291,26 @@ export function coverageAgainstIndex(coverage: Coverage | undefined, records: re
   const out: string[] = [];
   const segments = wal.filter((r) => r.kind === 'segment' && typeof r.name === 'string').map((r) => r.name as string);
   const key = (rs: readonly WalRange[]) => rs.map((r) => `${r.timeline}:${r.first}-${r.last}`).join(',');
-  if (key(walRanges(segments, pg.segmentSize)) !== key(pg.wal)) out.push(`coverage.postgres.wal does not list the WAL segments the payload holds (${segments.length})`);
-  if ((pg.base !== undefined) !== has('pg-base-end')) out.push(`coverage.postgres.base says ${pg.base ? 'a base backup' : 'none'}, the payload holds ${has('pg-base-end') ? 'one' : 'none'}`);
-  const key3 = (ts: readonly object[]) => JSON.stringify(ts.map((t) => t as Record<string, unknown>).map((t) => [t.oid, t.name, t.location]).sort((a, b) => Number(a[0]) - Number(b[0])));
+  if (key(walRanges(segments, pg.segmentSize)) !== key(pg.wal))
+    out.push(`coverage.postgres.wal does not list the WAL segments the payload holds (${segments.length})`);
+  if ((pg.base !== undefined) !== has('pg-base-end'))
+    out.push(`coverage.postgres.base says ${pg.base ? 'a base backup' : 'none'}, the payload holds ${has('pg-base-end') ? 'one' : 'none'}`);
+  const key3 = (ts: readonly object[]) =>
+    JSON.stringify(
+      ts
+        .map((t) => t as Record<string, unknown>)
+        .map((t) => [t.oid, t.name, t.location])
+        .sort((a, b) => Number(a[0]) - Number(b[0])),
+    );
   const spaces = records.filter((r) => r.type === 'pg-tblspc-end');
-  if (key3(pg.base?.tablespaces ?? []) !== key3(spaces)) out.push(`coverage.postgres.base.tablespaces lists ${pg.base?.tablespaces?.length ?? 0} tablespace(s), the payload holds ${spaces.length} (each by OID, name and location)`);
+  if (key3(pg.base?.tablespaces ?? []) !== key3(spaces))
+    out.push(
+      `coverage.postgres.base.tablespaces lists ${pg.base?.tablespaces?.length ?? 0} tablespace(s), the payload holds ${spaces.length} (each by OID, name and location)`,
+    );
   const dumps = records.filter((r) => r.type === 'pg-dump-end' || r.type === 'pg-globals-end').length;
   if (dumps !== pg.dumps) out.push(`coverage.postgres.dumps is ${pg.dumps}, the payload holds ${dumps}`);
   const histories = wal.filter((r) => r.kind === 'history').length;
-  if (histories !== pg.timelines.length) out.push(`coverage.postgres.timelines lists ${pg.timelines.length} switch(es), the payload holds ${histories} history file(s)`);
+  if (histories !== pg.timelines.length)
+    out.push(`coverage.postgres.timelines lists ${pg.timelines.length} switch(es), the payload holds ${histories} history file(s)`);
   return out;
 }

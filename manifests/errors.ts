@@ -226,7 +226,10 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.source, 'a source failed (file changed or unreadable, a child tool failed, PostgreSQL refused or its WAL did not arrive, S3 unreachable or refusing)'],
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
-  [EXIT.interrupted, 'interrupted (SIGINT or SIGTERM); partial output was removed, except the journal of a bucket restore, which the same command run again resumes from'],
+  [
+    EXIT.interrupted,
+    'interrupted (SIGINT or SIGTERM); partial output was removed, except the journal of a bucket restore, which the same command run again resumes from',
+  ],
   [WAL_FETCH_EXIT.absent, 'wal-fetch only: the requested WAL file is absent (PostgreSQL ends recovery)'],
   [WAL_FETCH_EXIT.refused, 'wal-fetch only: the WAL file is there but failed its check (recovery aborts)'],
   [WAL_FETCH_EXIT.error, 'wal-fetch only: any other failure, bad arguments included (recovery aborts)'],

@@ -18,8 +18,8 @@
 
 const HEX = (n: number, width: number) => n.toString(16).padStart(width, '0');
 
- 
-const UNSAFE = /[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ufffd]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+const UNSAFE =
+  /[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ufffd]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 function escapeChar(c: string): string {
   switch (c) {
@@ -98,5 +98,11 @@ export function escapeStack(e: unknown): string {
   const stack = e.stack ?? '';
   const frames = stack.indexOf('\n    at ');
   const head = escapeText(`${e.name}: ${e.message}`);
-  return frames < 0 ? head : `${head}\n${stack.slice(frames + 1).split('\n').map(escapeText).join('\n')}`;
+  return frames < 0
+    ? head
+    : `${head}\n${stack
+        .slice(frames + 1)
+        .split('\n')
+        .map(escapeText)
+        .join('\n')}`;
 }

@@ -9,7 +9,13 @@ export type Problems = string[];
  * `v` as an object holding every key of `keys`, any of `optional` and nothing else; each deviation
  * is pushed onto `p` as "<where>.<key>: ...". Returns undefined (after one problem) for a non-object.
  */
-export function fieldsOf(v: unknown, where: string, p: Problems, keys: readonly string[], optional: readonly string[] = []): Record<string, unknown> | undefined {
+export function fieldsOf(
+  v: unknown,
+  where: string,
+  p: Problems,
+  keys: readonly string[],
+  optional: readonly string[] = [],
+): Record<string, unknown> | undefined {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) {
     p.push(`${where}: not an object`);
     return undefined;

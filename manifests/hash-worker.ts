@@ -112,7 +112,10 @@ export class BlockRing {
   /** bytes taken */
   size = 0;
 
-  constructor(private readonly blocks: readonly Uint8Array[], private readonly consume: (block: Uint8Array, length: number, at: number) => Promise<unknown>) {
+  constructor(
+    private readonly blocks: readonly Uint8Array[],
+    private readonly consume: (block: Uint8Array, length: number, at: number) => Promise<unknown>,
+  ) {
     this.busy = blocks.map(() => undefined);
   }
 
@@ -163,13 +166,23 @@ export class HashFeed {
   private readonly workers: HashWorker[] = [];
   private ids: readonly string[] = [];
 
-  constructor(private readonly parallel = 1, count = 4, size = 1024 * 1024) {
+  constructor(
+    private readonly parallel = 1,
+    count = 4,
+    size = 1024 * 1024,
+  ) {
     const memory = new SharedArrayBuffer(count * size);
     const blocks = Array.from({ length: count }, (_, i) => new Uint8Array(memory, i * size, size));
     this.ring = new BlockRing(blocks, (block, length) => {
       const view = block.subarray(0, length);
       const work: Promise<void>[] = [];
-      for (let w = 0; w < Math.min(this.parallel, this.ids.length); w++) work.push(this.worker(w).update(this.ids.filter((_, i) => i % this.parallel === w), view));
+      for (let w = 0; w < Math.min(this.parallel, this.ids.length); w++)
+        work.push(
+          this.worker(w).update(
+            this.ids.filter((_, i) => i % this.parallel === w),
+            view,
+          ),
+        );
       return Promise.all(work);
     });
   }
@@ -204,7 +217,10 @@ export class HashFeed {
 export class Digests {
   private readonly here: Hash[] | undefined;
 
-  constructor(private readonly ids: readonly string[], private readonly feed?: HashFeed) {
+  constructor(
+    private readonly ids: readonly string[],
+    private readonly feed?: HashFeed,
+  ) {
     this.here = feed ? undefined : ids.map((id) => createHash(id.startsWith('md5:') ? 'md5' : 'sha256'));
   }
 

@@ -67,7 +67,8 @@ export interface SizeBound {
 
 function sizeProblem(file: string, size: number, bound: SizeBound): AirlockError | undefined {
   if (bound.size !== undefined && size !== bound.size) return new AirlockError('size-mismatch', `${path.basename(file)}: ${size} bytes, ${bound.size} listed`);
-  if (bound.max !== undefined && size > bound.max) return new AirlockError('size-mismatch', `${path.basename(file)}: ${size} bytes is over the ${bound.max}-byte limit`);
+  if (bound.max !== undefined && size > bound.max)
+    return new AirlockError('size-mismatch', `${path.basename(file)}: ${size} bytes is over the ${bound.max}-byte limit`);
   return undefined;
 }
 

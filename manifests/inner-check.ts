@@ -140,7 +140,11 @@ export async function checkInner(
     const name = entry.path;
     // reading stops at the first entry past what the manifest signs; what was found so far is kept
     if (position > limit.entries) {
-      add('malformed', '', `the tar holds more than ${limit.entries} entries, ${LIMITS.surplusEntries} past the ${manifest.inner.entries + 1} manifest.json signs (inner.entries, and MANIFEST.sha256); nothing after them was read`);
+      add(
+        'malformed',
+        '',
+        `the tar holds more than ${limit.entries} entries, ${LIMITS.surplusEntries} past the ${manifest.inner.entries + 1} manifest.json signs (inner.entries, and MANIFEST.sha256); nothing after them was read`,
+      );
       stopped = true;
       break;
     }
@@ -174,7 +178,8 @@ export async function checkInner(
       const sha256 = createHash('sha256').update(text).digest('hex');
       if (sha256 !== manifest.inner.sha256) add('checksum-mismatch', name, 'sha256 differs from manifest.json inner.sha256');
       checkListed(text, observed, byName, manifest.inner.entries, problems);
-      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not in ${INNER_MANIFEST}` }), unkept.names);
+      if (unkept.count > 0)
+        problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not in ${INNER_MANIFEST}` }), unkept.names);
       continue;
     }
     if (!kept) add('malformed', name, 'not a name airlock writes');
@@ -235,7 +240,8 @@ export async function checkInner(
       for (const o of observed) {
         if (o.name !== SALT && !o.referenced) add('extra', o.name, `in the tar but not named by ${INDEX}`);
       }
-      if (unkept.count > 0) problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not named by ${INDEX}` }), unkept.names);
+      if (unkept.count > 0)
+        problems.addUnnamed('extra', unkept.count, (file) => ({ result: 'extra', file, message: `in the tar but not named by ${INDEX}` }), unkept.names);
     } else if (name === SALT) {
       digest = await digestStream(body);
       if (digest.size !== SALT_SIZE) add('size-mismatch', SALT, `${digest.size} bytes, must be ${SALT_SIZE}`);
@@ -260,7 +266,11 @@ export async function checkInner(
   if (!innerDone && !stopped) add('missing', INNER_MANIFEST, 'the tar does not end with the inner manifest');
   const c = manifest.contents;
   if (indexSeen && !stopped && (c.files !== files || c.metadata !== metadata || c.bytes !== bytes)) {
-    add('malformed', MANIFEST_FILE, `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`);
+    add(
+      'malformed',
+      MANIFEST_FILE,
+      `contents claims ${c.files} files, ${c.metadata} metadata records, ${c.bytes} bytes; the payload has ${files}, ${metadata}, ${bytes}`,
+    );
   }
   if (indexSeen && !stopped) for (const p of coverageAgainstIndex(manifest.coverage, sources)) add('malformed', MANIFEST_FILE, p);
   return problems.finish((result, more) => ({ result, file: '', message: moreMessage(result, more), more }));
@@ -271,9 +281,18 @@ export async function checkInner(
  * the list: each line well-formed and naming an entry with that hash, none twice, every entry listed,
  * in tar order, as many lines as manifest.json says. A line that is not well-formed ends the check.
  */
-function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMap<string, Seen>, entries: number, problems: BoundedFindings<InnerProblem>): void {
+function checkListed(
+  text: Buffer,
+  observed: readonly Seen[],
+  byName: ReadonlyMap<string, Seen>,
+  entries: number,
+  problems: BoundedFindings<InnerProblem>,
+): void {
   const add = (result: InnerResult, file: string, message: string) => problems.add({ result, file: clip(file), message });
-  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) { add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`); return; }
+  if (text.byteLength > 0 && text[text.byteLength - 1] !== 0x0a) {
+    add('malformed', INNER_MANIFEST, `${INNER_MANIFEST}: last line has no LF`);
+    return;
+  }
   let lines = 0;
   let inOrder = true;
   for (let at = 0; at < text.byteLength; lines++) {
@@ -282,14 +301,22 @@ function checkListed(text: Buffer, observed: readonly Seen[], byName: ReadonlyMa
     at = nl + 1;
     const where = `${INNER_MANIFEST} line ${lines + 1}`;
     const parsed = parseSumLine(row);
-    if (!parsed || row.includes('\r')) { add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`); return; }
+    if (!parsed || row.includes('\r')) {
+      add('malformed', INNER_MANIFEST, `${where}: not "<sha256>  <name>" with LF line ends`);
+      return;
+    }
     const { sha256, name } = parsed;
-    if (!ENTRY_PATH_RE.test(name)) { add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`); return; }
+    if (!ENTRY_PATH_RE.test(name)) {
+      add('malformed', INNER_MANIFEST, `${where}: ${JSON.stringify(clip(name))} is not an allowed name`);
+      return;
+    }
     if (observed[lines]?.name !== name) inOrder = false;
     const o = byName.get(name);
     if (!o) add('missing', name, `listed in ${INNER_MANIFEST} but not in the tar`);
-    else if (o.listed) { add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`); return; }
-    else {
+    else if (o.listed) {
+      add('malformed', INNER_MANIFEST, `${where}: ${name} listed twice`);
+      return;
+    } else {
       o.listed = true;
       if (o.sha256 !== sha256) add('checksum-mismatch', name, `sha256 differs from ${INNER_MANIFEST}`);
     }

@@ -82,5 +82,14 @@ export function checkSources(records: readonly Pick<SourceRecord, 'type' | 'sour
 
 /** An absolute POSIX path without empty, "." or ".." components, NUL or a trailing slash. */
 export function isSourcePath(s: string): boolean {
-  return s.length > 1 && s.length <= 4096 && s.startsWith('/') && !s.includes('\0') && s.slice(1).split('/').every((c) => c !== '' && c !== '.' && c !== '..');
+  return (
+    s.length > 1 &&
+    s.length <= 4096 &&
+    s.startsWith('/') &&
+    !s.includes('\0') &&
+    s
+      .slice(1)
+      .split('/')
+      .every((c) => c !== '' && c !== '.' && c !== '..')
+  );
 }

@@ -56,7 +56,12 @@ export type LimitName = keyof typeof LIMITS;
 function format(name: LimitName): string {
   const v = LIMITS[name];
   if (!name.endsWith('Bytes')) return v.toLocaleString('en-US');
-  for (const [unit, size] of [['GiB', GiB], ['MiB', MiB], ['KiB', KiB]] as const) if (v >= 16 * KiB && v >= size && v % size === 0) return `${v / size} ${unit}`;
+  for (const [unit, size] of [
+    ['GiB', GiB],
+    ['MiB', MiB],
+    ['KiB', KiB],
+  ] as const)
+    if (v >= 16 * KiB && v >= size && v % size === 0) return `${v / size} ${unit}`;
   return `${v.toLocaleString('en-US')} bytes`;
 }
 

@@ -125,14 +125,20 @@ function str(v: unknown, where: string, p: Problems, re: RegExp, what: string): 
  */
 export function assertManifest(v: unknown): asserts v is Manifest {
   const p: Problems = [];
-  const m = obj(v, 'manifest', p, ['format', 'version', 'site', 'seq', 'created', 'tool', 'signer', 'recipients', 'payload', 'inner', 'contents'], ['prev', 'coverage']);
+  const m = obj(
+    v,
+    'manifest',
+    p,
+    ['format', 'version', 'site', 'seq', 'created', 'tool', 'signer', 'recipients', 'payload', 'inner', 'contents'],
+    ['prev', 'coverage'],
+  );
   if (m) {
     if (m.format !== FORMAT) p.push(`format: must be "${FORMAT}"`);
     if (m.version !== FORMAT_VERSION) p.push(`version: this tool reads version ${FORMAT_VERSION}`);
     str(m.site, 'site', p, SITE_RE, 'a site id (lowercase letters, digits, ".", "_", "-"; at most 63)');
     if (int(m.seq, 'seq', p, 1)) {
       if (m.seq === 1 && 'prev' in m) p.push('prev: must be absent for seq 1');
-      if (m.seq > 1) str(m.prev, 'prev', p, SHA256_RE, 'the sha256 of the previous bundle\'s SHA256SUMS');
+      if (m.seq > 1) str(m.prev, 'prev', p, SHA256_RE, "the sha256 of the previous bundle's SHA256SUMS");
     }
     str(m.created, 'created', p, TIME_RE, 'a UTC time like 2026-01-31T12:00:00.000Z');
     if (typeof m.created === 'string' && Number.isNaN(Date.parse(m.created))) p.push('created: not a real time');

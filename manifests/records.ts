@@ -235,14 +235,41 @@ const SCHEMAS: Readonly<Record<RecordType, Schema>> = {
   symlink: { entry: false, fields: { ...SOURCE, target: 'string' }, optional: OWNER_NAMES },
   hardlink: { entry: false, fields: { ...SOURCE, target: 'string' }, optional: OWNER_NAMES },
   special: { entry: false, fields: { ...SOURCE, kind: 'string', rdev: 'int' }, optional: OWNER_NAMES },
-  bucket: { entry: false, fields: { bucket: 'string', prefix: 'string', endpoint: 'string', versioning: 'string', lifecycle: 'text-or-null', objectLock: 'text-or-null', tags: 'strings-or-null' }, optional: { since: 'int' } },
+  bucket: {
+    entry: false,
+    fields: {
+      bucket: 'string',
+      prefix: 'string',
+      endpoint: 'string',
+      versioning: 'string',
+      lifecycle: 'text-or-null',
+      objectLock: 'text-or-null',
+      tags: 'strings-or-null',
+    },
+    optional: { since: 'int' },
+  },
   object: {
     entry: true,
-    fields: { bucket: 'string', key: 'string', versionId: 'string', isLatest: 'boolean', lastModified: 'string', etag: 'string', contentType: 'string', headers: 'strings', metadata: 'strings', tags: 'strings' },
+    fields: {
+      bucket: 'string',
+      key: 'string',
+      versionId: 'string',
+      isLatest: 'boolean',
+      lastModified: 'string',
+      etag: 'string',
+      contentType: 'string',
+      headers: 'strings',
+      metadata: 'strings',
+      tags: 'strings',
+    },
     optional: { storageClass: 'string', metadataBase64: 'strings', parts: 'ints' },
   },
   'delete-marker': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', isLatest: 'boolean', lastModified: 'string' } },
-  'version-changed': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', tags: 'strings', detected: 'string' }, optional: { lock: 'strings' } },
+  'version-changed': {
+    entry: false,
+    fields: { bucket: 'string', key: 'string', versionId: 'string', tags: 'strings', detected: 'string' },
+    optional: { lock: 'strings' },
+  },
   'version-removed': { entry: false, fields: { bucket: 'string', key: 'string', versionId: 'string', detected: 'string' } },
   'bucket-summary': {
     entry: false,
@@ -324,7 +351,16 @@ export function parseIndexLine(text: string, n: number): BundleRecord | IndexRec
     return v;
   }
   const b = v as Partial<Record<keyof BundleRecord, unknown>> | null;
-  if (b === null || typeof b !== 'object' || b.type !== 'bundle' || b.format !== FORMAT || b.version !== FORMAT_VERSION || typeof b.site !== 'string' || !SITE_RE.test(b.site) || !Number.isSafeInteger(b.seq)) {
+  if (
+    b === null ||
+    typeof b !== 'object' ||
+    b.type !== 'bundle' ||
+    b.format !== FORMAT ||
+    b.version !== FORMAT_VERSION ||
+    typeof b.site !== 'string' ||
+    !SITE_RE.test(b.site) ||
+    !Number.isSafeInteger(b.seq)
+  ) {
     throw new AirlockError('malformed', `${where}: the first line must be the bundle record (format, version, site, seq)`);
   }
   return v as BundleRecord;
@@ -343,7 +379,8 @@ export function assertIndexRecord(v: unknown, where: string): asserts v is Index
   const schema = SCHEMAS[r.type];
   const problems: string[] = [];
   for (const [field, kind] of Object.entries(schema.fields)) if (!hasKind(r[field], kind)) problems.push(`${field} must be ${KIND_TEXT[kind]}`);
-  for (const [field, kind] of Object.entries(schema.optional ?? {})) if (field in r && !hasKind(r[field], kind)) problems.push(`${field} must be ${KIND_TEXT[kind]}`);
+  for (const [field, kind] of Object.entries(schema.optional ?? {}))
+    if (field in r && !hasKind(r[field], kind)) problems.push(`${field} must be ${KIND_TEXT[kind]}`);
   if (problems.length > 0) throw new AirlockError('malformed', `${where}: ${r.type} record: ${problems.join('; ')}`);
   if (schema.entry || 'path' in r) {
     if (typeof r.path !== 'string' || !ENTRY_PATH_RE.test(r.path)) throw new AirlockError('malformed', `${where}: bad entry path`);

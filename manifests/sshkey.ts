@@ -20,14 +20,7 @@
  * The wire and base64 helpers at the end are shared with sshsig.ts and allowed-signers.ts.
  */
 
-import {
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  randomBytes,
-  type KeyObject,
-} from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { AirlockError } from './errors.js';
 
 export interface SigningKey {
@@ -121,14 +114,7 @@ export function formatPrivateKey(seed: Uint8Array, comment: string): string {
   checkComment(comment);
   const publicKey = rawPublicKey(privateKeyFromSeed(seed));
   const check = randomBytes(4);
-  const parts = [
-    check,
-    check,
-    sshString(ED25519_KEY_TYPE),
-    sshString(publicKey),
-    sshString(Buffer.concat([seed, publicKey])),
-    sshString(comment),
-  ];
+  const parts = [check, check, sshString(ED25519_KEY_TYPE), sshString(publicKey), sshString(Buffer.concat([seed, publicKey])), sshString(comment)];
   const unpadded = parts.reduce((n, b) => n + b.length, 0);
   const padding = Buffer.alloc((BLOCK_SIZE - (unpadded % BLOCK_SIZE)) % BLOCK_SIZE);
   for (let i = 0; i < padding.length; i++) padding[i] = i + 1;

@@ -111,11 +111,9 @@ export function parseSignature(armored: string): ParsedSignature {
 export function verify(armored: string, message: Uint8Array, namespace: string): { publicKey: Uint8Array } {
   const { parsed, namespaceBytes } = parse(armored);
   if (!namespaceBytes.equals(Buffer.from(namespace, 'utf8'))) {
-    throw new AirlockError(
-      'bad-signature',
-      `signature is for namespace ${JSON.stringify(parsed.namespace.slice(0, 100))}, not ${JSON.stringify(namespace)}`,
-      { hint: 'the signature was made for another purpose; it cannot vouch for this file' },
-    );
+    throw new AirlockError('bad-signature', `signature is for namespace ${JSON.stringify(parsed.namespace.slice(0, 100))}, not ${JSON.stringify(namespace)}`, {
+      hint: 'the signature was made for another purpose; it cannot vouch for this file',
+    });
   }
   const digest = createHash(parsed.hashAlgorithm).update(message).digest();
   const signature = canonicalS(parsed.signature);

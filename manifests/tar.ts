@@ -85,21 +85,14 @@ export interface ReadEntry {
   offset: number;
 }
 
-export type EntryProblem =
-  | 'absolute-path'
-  | 'dot-dot'
-  | 'bad-path'
-  | 'link'
-  | 'device'
-  | 'unsupported-type'
-  | 'duplicate';
+export type EntryProblem = 'absolute-path' | 'dot-dot' | 'bad-path' | 'link' | 'device' | 'unsupported-type' | 'duplicate';
 
 // ------------------------------------------------------------------------------------------------
 // Writing
 // ------------------------------------------------------------------------------------------------
 
 const AIRLOCK_KEY = /^AIRLOCK\.[A-Za-z0-9_.]+$/;
- 
+
 const ASCII = /^[\x00-\x7f]*$/;
 
 interface Plan {
@@ -220,11 +213,7 @@ function writeAscii(buf: Buffer, off: number, s: string): void {
 
 const MAGIC = Buffer.from('ustar\u000000', 'latin1');
 
-function writeUstar(
-  buf: Buffer,
-  off: number,
-  f: { name: string; prefix: string; mode: number; size: number; mtime: number; typeflag: string },
-): void {
+function writeUstar(buf: Buffer, off: number, f: { name: string; prefix: string; mode: number; size: number; mtime: number; typeflag: string }): void {
   writeAscii(buf, off, f.name);
   writeOctal(buf, off + 100, 8, f.mode);
   writeOctal(buf, off + 108, 8, 0); // uid
@@ -544,7 +533,8 @@ function parsePax(buf: Buffer, at: number): Map<string, string> {
     while (i < buf.length && i - pos < 8 && (buf[i] as number) >= 0x30 && (buf[i] as number) <= 0x39) i++;
     if (i === pos || buf[i] !== 0x20 || buf[pos] === 0x30) throw malformed(at, `bad pax record length at byte ${pos} of the pax header`);
     const end = pos + Number(buf.toString('latin1', pos, i));
-    if (end > buf.length || end <= i + 2 || buf[end - 1] !== 0x0a) throw malformed(at, `pax record length does not match its record at byte ${pos} of the pax header`);
+    if (end > buf.length || end <= i + 2 || buf[end - 1] !== 0x0a)
+      throw malformed(at, `pax record length does not match its record at byte ${pos} of the pax header`);
     const eq = buf.indexOf(0x3d, i + 1);
     if (eq <= i + 1 || eq >= end - 1) throw malformed(at, `pax record without key=value at byte ${pos} of the pax header`);
     const key = buf.toString('utf8', i + 1, eq);
@@ -740,7 +730,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
         }
         if (h.typeflag === 'S' && h.gnu && block[482] !== 0) {
           // Old GNU sparse: extension blocks of the sparse map sit between the header and the data.
-          for (let more = true; more; ) {
+          for (let more = true; more;) {
             const ext = await reader.readExact(BLOCK);
             if (ext.length < BLOCK) throw truncated('a GNU sparse extension header');
             more = ext[504] !== 0;

@@ -33,7 +33,7 @@ interface Packet {
 
 function packets(file: Buffer): Packet[] {
   const out: Packet[] = [];
-  for (let at = 0; at < file.length; ) {
+  for (let at = 0; at < file.length;) {
     if (!file.subarray(at, at + 8).equals(MAGIC)) throw new Error(`no par2 packet at ${at}`);
     const length = Number(file.readBigUInt64LE(at + 8));
     out.push({ type: type(file.subarray(at + 48, at + 64)), body: Buffer.from(file.subarray(at + 64, at + length)) });

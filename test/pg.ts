@@ -21,7 +21,23 @@
  * fails the test with the server log's tail, never hangs it.
  */
 import { spawn, type SpawnSyncOptions } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync, closeSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  appendFileSync,
+  closeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../manifests/manifest.js';
@@ -106,7 +122,8 @@ export function poll<T>(what: string, timeoutMs: number, check: () => T | undefi
   for (;;) {
     const v = check();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${current ? `\n--- server log tail ---\n${logTail(current.log)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${current ? `\n--- server log tail ---\n${logTail(current.log)}` : ''}`);
     sleepMs(everyMs);
   }
 }
@@ -125,7 +142,9 @@ export function logTail(log: string, lines = 30): string {
  */
 function clusterUser(major: Major): Cluster['user'] {
   if (major === 17) {
-    const line = readFileSync(path.join(PG17_ROOT, 'etc/passwd'), 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    const line = readFileSync(path.join(PG17_ROOT, 'etc/passwd'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('postgres:'));
     const [, , uid, gid] = line?.split(':') ?? [];
     if (uid === undefined || gid === undefined) throw new Error(`${PG17_ROOT}/etc/passwd has no postgres user`);
     return { name: 'postgres', uid: Number(uid), gid: Number(gid) };
@@ -248,12 +267,30 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => proces
  * folder) and starts postgres as `user`. With `waitReady`, waits up to 60 s for connections and
  * throws with the log's tail if the server exits or does not come up.
  */
-export function startServer(user: Cluster['user'], data: string, socketDir: string, log: string, conf: readonly string[], waitReady = true, configFile = path.join(data, 'postgresql.conf'), major: Major = 15): Server {
+export function startServer(
+  user: Cluster['user'],
+  data: string,
+  socketDir: string,
+  log: string,
+  conf: readonly string[],
+  waitReady = true,
+  configFile = path.join(data, 'postgresql.conf'),
+  major: Major = 15,
+): Server {
   const bin = pgBin(major);
   const port = freePort();
   appendFileSync(
     configFile,
-    ['', '# airlock test server', "listen_addresses = '127.0.0.1'", `port = ${port}`, `unix_socket_directories = '${shellSafe(socketDir)}'`, "log_line_prefix = '%m [%p] '", ...conf, ''].join('\n'),
+    [
+      '',
+      '# airlock test server',
+      "listen_addresses = '127.0.0.1'",
+      `port = ${port}`,
+      `unix_socket_directories = '${shellSafe(socketDir)}'`,
+      "log_line_prefix = '%m [%p] '",
+      ...conf,
+      '',
+    ].join('\n'),
   );
   if (!existsSync(log)) {
     writeFileSync(log, '');
@@ -261,11 +298,15 @@ export function startServer(user: Cluster['user'], data: string, socketDir: stri
   }
   const logFd = openSync(log, 'a');
   const asUser = process.getuid?.() === 0 ? { uid: user.uid, gid: user.gid } : {};
-  const child = spawn(path.join(bin, 'postgres'), ['-D', data, ...(configFile === path.join(data, 'postgresql.conf') ? [] : ['-c', `config_file=${configFile}`])], {
-    stdio: ['ignore', logFd, logFd],
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
-    ...asUser,
-  });
+  const child = spawn(
+    path.join(bin, 'postgres'),
+    ['-D', data, ...(configFile === path.join(data, 'postgresql.conf') ? [] : ['-c', `config_file=${configFile}`])],
+    {
+      stdio: ['ignore', logFd, logFd],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', TZ: 'UTC', HOME: path.dirname(data) },
+      ...asUser,
+    },
+  );
   closeSync(logFd);
   child.unref();
   if (child.pid === undefined) throw new Error('postgres did not start');
@@ -326,7 +367,18 @@ function startCluster(layout: Layout, major: Major): Cluster {
     chownSync(d, user.uid, user.gid);
   }
   const log = path.join(base, 'server.log');
-  const init = runAs(user, path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync']);
+  const init = runAs(user, path.join(bin, 'initdb'), [
+    '-D',
+    data,
+    '-U',
+    'postgres',
+    '-E',
+    'UTF8',
+    '--locale=C',
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
+    '--no-sync',
+  ]);
   if (init.code !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   let configFile = path.join(data, 'postgresql.conf');
   if (layout === 'debian') {
@@ -343,16 +395,25 @@ function startCluster(layout: Layout, major: Major): Cluster {
   const walPush = path.join(path.dirname(cli), '../../native/airlock-wal-push');
   if (!existsSync(walPush)) throw new Error(`${walPush} is missing: it needs gcc and libssl-dev (bash scripts/setup.sh), then npm run build`);
   const archive = `${shellSafe(walPush)} %p --spool ${shellSafe(spool)}`;
-  const server = startServer(user, data, socketDir, log, [
-    'wal_level = replica',
-    'archive_mode = on',
-    `archive_command = '${archive}'`,
-    // short enough that an idle test never waits long for a segment, long enough not to flood the spool
-    'archive_timeout = 10',
-    'track_commit_timestamp = on',
-    'max_connections = 20',
-    'shared_buffers = 32MB',
-  ], true, configFile, major);
+  const server = startServer(
+    user,
+    data,
+    socketDir,
+    log,
+    [
+      'wal_level = replica',
+      'archive_mode = on',
+      `archive_command = '${archive}'`,
+      // short enough that an idle test never waits long for a segment, long enough not to flood the spool
+      'archive_timeout = 10',
+      'track_commit_timestamp = on',
+      'max_connections = 20',
+      'shared_buffers = 32MB',
+    ],
+    true,
+    configFile,
+    major,
+  );
   return { base, data, spool, socketDir, port: server.port, pid: server.pid, log, user, cli, walPush, major, bin };
 }
 
@@ -416,7 +477,11 @@ export interface Restored {
  * One site's exports of the test cluster onto its own medium, with its own keys and state folder,
  * and restores from that medium into new data folders inside the cluster's base folder.
  */
-export function pgSite(site: string, layout: Layout = 'in-folder', major: Major = 15): {
+export function pgSite(
+  site: string,
+  layout: Layout = 'in-folder',
+  major: Major = 15,
+): {
   keys: () => Keys;
   medium: string;
   stateDir: string;
@@ -433,7 +498,19 @@ export function pgSite(site: string, layout: Layout = 'in-folder', major: Major 
   const conninfo = () => `host=${c().socketDir} port=${c().port} user=postgres dbname=postgres`;
   // 15's programs are where airlock looks by itself (/usr/lib/postgresql/15/bin); 17's are the wrappers
   const pgBinArgs = major === 15 ? [] : ['--pg-bin', pgBin(major)];
-  const restoreArgs = (data: string, from = medium) => ['restore', 'pg', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data, ...pgBinArgs];
+  const restoreArgs = (data: string, from = medium) => [
+    'restore',
+    'pg',
+    '--from',
+    from,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--pgdata',
+    data,
+    ...pgBinArgs,
+  ];
   return {
     keys: k,
     medium,
@@ -461,7 +538,10 @@ export function pgSite(site: string, layout: Layout = 'in-folder', major: Major 
 export function writeLoad(table: string, rows: number, major: Major = 15): Promise<void> {
   const c = cluster('in-folder', major);
   const sql = `DO $$ BEGIN FOR i IN 1..${rows} LOOP INSERT INTO ${table} (v) VALUES (md5(random()::text)); COMMIT; PERFORM pg_sleep(0.004); END LOOP; END $$`;
-  const child = spawn(path.join(c.bin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
+  const child = spawn(
+    path.join(c.bin, 'psql'),
+    ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-d', 'postgres', '-c', sql],
+    { stdio: 'ignore' },
+  );
   return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`write load exited ${code}`)))));
 }
-

@@ -34,7 +34,13 @@ export interface Additions {
  * Writes a re-sealed copy of `bundle` onto `medium`, after `change` edited the payload entries (tar
  * path -> bytes), with `add` appended. Returns the new bundle's path.
  */
-export async function resealBundle(bundle: string, medium: string, keys: Keys, change: (entries: Map<string, Buffer>) => void, add: Additions = {}): Promise<string> {
+export async function resealBundle(
+  bundle: string,
+  medium: string,
+  keys: Keys,
+  change: (entries: Map<string, Buffer>) => void,
+  add: Additions = {},
+): Promise<string> {
   const manifest = JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest;
   const entries = new Map<string, Entry>();
   for await (const { entry, body } of readTar(openPlaintext(bundle, manifest.payload, parseIdentities(readFileSync(keys.identity, 'utf8'))))) {
@@ -54,9 +60,31 @@ export async function resealBundle(bundle: string, medium: string, keys: Keys, c
     const { path: name, size: _size, sha256: _sha256, ...record } = r;
     const e = entries.get(name) as Entry;
     const body = bytes.get(name) as Buffer;
-    return { kind: 'entry', name, size: body.length, mode: e.mode, mtime: e.mtime, pax: e.pax, open: async function* () { yield body; }, record: record };
+    return {
+      kind: 'entry',
+      name,
+      size: body.length,
+      mode: e.mode,
+      mtime: e.mtime,
+      pax: e.pax,
+      open: async function* () {
+        yield body;
+      },
+      record: record,
+    };
   });
-  for (const e of add.entries ?? []) items.push({ kind: 'entry', name: e.name, size: e.bytes.length, mode: 0o600, mtime: Math.floor(Date.parse(manifest.created) / 1000), open: async function* () { yield e.bytes; }, record: e.record });
+  for (const e of add.entries ?? [])
+    items.push({
+      kind: 'entry',
+      name: e.name,
+      size: e.bytes.length,
+      mode: 0o600,
+      mtime: Math.floor(Date.parse(manifest.created) / 1000),
+      open: async function* () {
+        yield e.bytes;
+      },
+      record: e.record,
+    });
   add.manifest?.(manifest);
   async function* all() {
     yield* items;

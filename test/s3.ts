@@ -67,7 +67,10 @@ async function start(): Promise<S3Server> {
   const tlsDir = mkdtempSync(path.join(os.tmpdir(), 'airlock-rgw-tls-'));
   process.on('exit', () => rmSync(tlsDir, { recursive: true, force: true }));
   const tls = makeCa(tlsDir, 'airlock');
-  const child = spawn('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'start', dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RGW_SSL_CERT: tls.cert, RGW_SSL_KEY: tls.key } });
+  const child = spawn('bash', [path.join(ROOT, 'scripts/rgw.sh'), 'start', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RGW_SSL_CERT: tls.cert, RGW_SSL_KEY: tls.key },
+  });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -82,7 +85,15 @@ async function start(): Promise<S3Server> {
   const m = /RGW_READY port=(\d+) .* ssl_port=(\d+)/.exec(out);
   if (code !== 0 || !m) throw new Error(`scripts/rgw.sh start failed (exit ${code}): ${err.trim()}`);
   const port = Number(m[1]);
-  const client = new Minio.Client({ endPoint: '127.0.0.1', port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true });
+  const client = new Minio.Client({
+    endPoint: '127.0.0.1',
+    port,
+    useSSL: false,
+    accessKey: ACCESS_KEY,
+    secretKey: SECRET_KEY,
+    region: 'us-east-1',
+    pathStyle: true,
+  });
   return { endpoint: `http://127.0.0.1:${port}`, port, dir, client, tlsEndpoint: `https://127.0.0.1:${m[2]}`, caFile: tls.ca };
 }
 
@@ -112,7 +123,25 @@ export function s3Dir(): string | undefined {
 
 /** Session credentials for the server's role `airlock-test` (STS AssumeRole, signed by curl). */
 export function sessionCredentials(srv: S3Server): { accessKey: string; secretKey: string; sessionToken: string } {
-  const r = spawnSync('curl', ['-sS', '-f', '--aws-sigv4', 'aws:amz:us-east-1:sts', '--user', `${ACCESS_KEY}:${SECRET_KEY}`, '-X', 'POST', '-H', 'content-type: application/x-www-form-urlencoded', '--data', `Action=AssumeRole&RoleArn=arn:aws:iam:::role/airlock-test&RoleSessionName=t${randomBytes(4).toString('hex')}&Version=2011-06-15`, `${srv.endpoint}/`], { encoding: 'utf8' });
+  const r = spawnSync(
+    'curl',
+    [
+      '-sS',
+      '-f',
+      '--aws-sigv4',
+      'aws:amz:us-east-1:sts',
+      '--user',
+      `${ACCESS_KEY}:${SECRET_KEY}`,
+      '-X',
+      'POST',
+      '-H',
+      'content-type: application/x-www-form-urlencoded',
+      '--data',
+      `Action=AssumeRole&RoleArn=arn:aws:iam:::role/airlock-test&RoleSessionName=t${randomBytes(4).toString('hex')}&Version=2011-06-15`,
+      `${srv.endpoint}/`,
+    ],
+    { encoding: 'utf8' },
+  );
   const field = (name: string) => new RegExp(`<${name}>([^<]+)</${name}>`).exec(r.stdout)?.[1];
   const accessKey = field('AccessKeyId');
   const secretKey = field('SecretAccessKey');
@@ -147,7 +176,10 @@ export interface FaultProxy {
  * so signatures still hold) unless `fault` returns a fault for it; `fault` sees the request and how
  * many requests came before it.
  */
-export async function faultProxy(port: number, fault: (req: { method: string; url: string; headers: Record<string, string> }, n: number) => Fault | undefined = () => undefined): Promise<FaultProxy> {
+export async function faultProxy(
+  port: number,
+  fault: (req: { method: string; url: string; headers: Record<string, string> }, n: number) => Fault | undefined = () => undefined,
+): Promise<FaultProxy> {
   const seen: FaultProxy['seen'] = [];
   const server = http.createServer((req, res) => {
     const headers: Record<string, string> = {};
@@ -159,7 +191,9 @@ export async function faultProxy(port: number, fault: (req: { method: string; ur
       req.resume();
       req.on('end', () => {
         res.writeHead(f.status, { 'content-type': 'application/xml', connection: 'close' });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${f.status === 429 ? 'SlowDown' : 'ServiceUnavailable'}</Code><Message>injected</Message></Error>`);
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${f.status === 429 ? 'SlowDown' : 'ServiceUnavailable'}</Code><Message>injected</Message></Error>`,
+        );
       });
       return;
     }

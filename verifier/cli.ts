@@ -104,7 +104,10 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${NAME} ${VERSION}\n`);
     return EXIT.ok;
   }
-  if (!v['allowed-signers']) throw new AirlockError('usage', '--allowed-signers is required', { hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line' });
+  if (!v['allowed-signers'])
+    throw new AirlockError('usage', '--allowed-signers is required', {
+      hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line',
+    });
   if (positionals.length === 0) throw new AirlockError('usage', 'no PATH given', { hint: `${NAME} --allowed-signers FILE PATH...` });
 
   const allowedSigners = parseAllowedSigners(await readAllowedSigners(v['allowed-signers']));

@@ -8,7 +8,15 @@
  * is `timeline-break`: recovery could not follow it. Each base backup then gives a recovery window:
  * from its stop location to the last segment reached without a hole, following timeline switches.
  */
-import { formatLsnValue as formatLsn, lsnValue, segmentFileName as nameOf, segmentNo as segnoOf, type PostgresCoverage, type RecoveryWindow, type TimelineSwitch } from '../manifests/coverage.js';
+import {
+  formatLsnValue as formatLsn,
+  lsnValue,
+  segmentFileName as nameOf,
+  segmentNo as segnoOf,
+  type PostgresCoverage,
+  type RecoveryWindow,
+  type TimelineSwitch,
+} from '../manifests/coverage.js';
 import type { BundleReport, Finding } from './verify.js';
 
 interface Held {
@@ -41,7 +49,13 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
     const pg = pgOf(b);
     const held = { seq: b.seq as number, bundle: b.path };
     if (pg.systemIdentifier !== sysid || pg.segmentSize !== segmentSize) {
-      findings.push({ result: 'timeline-break', bundle: b.path, site, seq: held.seq, message: `this bundle is of another cluster (system identifier ${pg.systemIdentifier}, segment size ${pg.segmentSize}) than seq ${withPg[0]?.seq} (${sysid}, ${segmentSize})` });
+      findings.push({
+        result: 'timeline-break',
+        bundle: b.path,
+        site,
+        seq: held.seq,
+        message: `this bundle is of another cluster (system identifier ${pg.systemIdentifier}, segment size ${pg.segmentSize}) than seq ${withPg[0]?.seq} (${sysid}, ${segmentSize})`,
+      });
       continue;
     }
     for (const r of pg.wal) {
@@ -65,12 +79,20 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
   for (const [timeline, held] of [...segments].sort((a, b) => a[0] - b[0])) {
     const have = [...held.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     // a timeline that another one branches off must be whole up to the segment before the switch
-    const children = [...switches.values()].filter((t) => t.parent === timeline && segments.has(t.timeline)).map((t) => lsnValue(t.switchLsn) / BigInt(segmentSize) - 1n);
+    const children = [...switches.values()]
+      .filter((t) => t.parent === timeline && segments.has(t.timeline))
+      .map((t) => lsnValue(t.switchLsn) / BigInt(segmentSize) - 1n);
     const newest = [have.at(-1) as bigint, ...children].reduce((a, b) => (b > a ? b : a));
     const from = startOf(timeline) ?? have[0] ?? newest;
     if (oldest && timeline !== oldest.timeline && !switches.has(timeline) && timeline > oldest.timeline) {
       const first = held.get(have[0] as bigint) as Held;
-      findings.push({ result: 'timeline-break', bundle: first.bundle, site, seq: first.seq, message: `WAL of timeline ${timeline} is in the set but no bundle carries ${nameOf(timeline, 0n, segmentSize).slice(0, 8)}.history, so recovery cannot follow the switch to it` });
+      findings.push({
+        result: 'timeline-break',
+        bundle: first.bundle,
+        site,
+        seq: first.seq,
+        message: `WAL of timeline ${timeline} is in the set but no bundle carries ${nameOf(timeline, 0n, segmentSize).slice(0, 8)}.history, so recovery cannot follow the switch to it`,
+      });
     }
     let missingFrom: bigint | undefined;
     for (let s = from; s <= newest + 1n; s++) {
@@ -119,7 +141,10 @@ export function checkContinuity(site: string, bundles: readonly BundleReport[]):
     }
     if (!last || last.segno < stopSeg) continue; // the base's own WAL is not all there: no window
     const end = (last.segno + 1n) * BigInt(segmentSize);
-    const reached = points.filter((p) => p.lsn >= lsnValue(base.stopLsn) && p.lsn < end).sort((x, y) => (x.lsn < y.lsn ? -1 : 1)).at(-1);
+    const reached = points
+      .filter((p) => p.lsn >= lsnValue(base.stopLsn) && p.lsn < end)
+      .sort((x, y) => (x.lsn < y.lsn ? -1 : 1))
+      .at(-1);
     windows.push({
       timeline: last.timeline,
       baseSeq: b.seq as number,

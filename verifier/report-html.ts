@@ -38,7 +38,9 @@ const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;
  * controls (which would show a name from the medium backwards) become U+FFFD.
  */
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
+  return s
+    .replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c)
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '\ufffd');
 }
 
 function flatten(v: Value): string {
@@ -183,7 +185,9 @@ function timeline(v: SiteView, index: number): Html {
   // axis
   scale.ticks.forEach((t, i) => {
     const anchor = i === 0 ? 'start' : i === scale.ticks.length - 1 ? 'end' : 'middle';
-    parts.push(html`<line x1="${t.x.toFixed(1)}" y1="${TOP - 4}" x2="${t.x.toFixed(1)}" y2="${height - 14}" class="grid"/><text x="${t.x.toFixed(1)}" y="${TOP - 10}" text-anchor="${anchor}" class="tick">${t.label}</text>`);
+    parts.push(
+      html`<line x1="${t.x.toFixed(1)}" y1="${TOP - 4}" x2="${t.x.toFixed(1)}" y2="${height - 14}" class="grid"/><text x="${t.x.toFixed(1)}" y="${TOP - 10}" text-anchor="${anchor}" class="tick">${t.label}</text>`,
+    );
   });
   parts.push(html`<text x="4" y="${TOP - 10}" class="tick">time (UTC)</text>`);
   lanes.forEach((name) => parts.push(html`<text x="4" y="${laneY(name) + 4}" class="lane">${name}</text>`));
@@ -202,7 +206,16 @@ function timeline(v: SiteView, index: number): Html {
     const prev = before(seq + 1);
     const x0 = Number.isFinite(prev) ? scale.x(prev) : LEFT;
     const x1 = Number.isFinite(next) ? scale.x(next) : W - RIGHT;
-    parts.push(band(x0 + 6, x1 - 6, laneY('bundles'), `${id}-gap`, 'MISSING', html`data-mark="chain-gap" data-seq="${seq}" role="img" aria-label="missing bundle(s) near ${seq}"`));
+    parts.push(
+      band(
+        x0 + 6,
+        x1 - 6,
+        laneY('bundles'),
+        `${id}-gap`,
+        'MISSING',
+        html`data-mark="chain-gap" data-seq="${seq}" role="img" aria-label="missing bundle(s) near ${seq}"`,
+      ),
+    );
   }
 
   // bundles: a dot when good, a hatched square with a label when failed
@@ -214,9 +227,13 @@ function timeline(v: SiteView, index: number): Html {
     const y = laneY('bundles');
     if (failed(b)) {
       const dy = stagger++ % 2 === 0 ? 21 : -12;
-      parts.push(html`<g data-mark="failed-bundle" data-seq="${b.seq}" role="img" aria-label="bundle ${b.seq} failed"><title>${path.basename(b.path)}: failed</title><rect x="${(x - 7).toFixed(1)}" y="${y - 7}" width="14" height="14" fill="url(#${id}-failed)" stroke="#000" stroke-width="1.5"/><text x="${x.toFixed(1)}" y="${y + dy}" text-anchor="middle" class="mark">#${b.seq} FAILED</text></g>`);
+      parts.push(
+        html`<g data-mark="failed-bundle" data-seq="${b.seq}" role="img" aria-label="bundle ${b.seq} failed"><title>${path.basename(b.path)}: failed</title><rect x="${(x - 7).toFixed(1)}" y="${y - 7}" width="14" height="14" fill="url(#${id}-failed)" stroke="#000" stroke-width="1.5"/><text x="${x.toFixed(1)}" y="${y + dy}" text-anchor="middle" class="mark">#${b.seq} FAILED</text></g>`,
+      );
     } else {
-      parts.push(html`<g data-mark="bundle" data-seq="${b.seq}"><title>${path.basename(b.path)}: ok</title><circle cx="${x.toFixed(1)}" cy="${y}" r="4" fill="#000"/></g>`);
+      parts.push(
+        html`<g data-mark="bundle" data-seq="${b.seq}"><title>${path.basename(b.path)}: ok</title><circle cx="${x.toFixed(1)}" cy="${y}" r="4" fill="#000"/></g>`,
+      );
     }
   }
   if (v.bundles.length <= 12) {
@@ -241,23 +258,31 @@ function timeline(v: SiteView, index: number): Html {
       if (gaps.has(b.seq)) {
         // the gap lies somewhere between the two bundles; its width is a sign, not a measure
         const gx1 = x0 + Math.max((x1 - x0) * 0.4, 24);
-        parts.push(band(x0, gx1, y, `${id}-gap`, 'WAL GAP', html`data-mark="wal-gap" data-seq="${b.seq}" role="img" aria-label="WAL gap before bundle ${b.seq}"`));
+        parts.push(
+          band(x0, gx1, y, `${id}-gap`, 'WAL GAP', html`data-mark="wal-gap" data-seq="${b.seq}" role="img" aria-label="WAL gap before bundle ${b.seq}"`),
+        );
         x0 = gx1;
       }
       const ranges = pg.wal.map((w) => `${w.first}..${w.last}`).join(', ');
-      parts.push(html`<g data-mark="wal" data-seq="${b.seq}"${failed(b) ? html` data-failed="true"` : ''}><title>bundle #${b.seq}: WAL ${ranges}${failed(b) ? ' (bundle failed: not usable)' : ''}</title><rect x="${(x0 + 1).toFixed(1)}" y="${y - 6}" width="${Math.max(x1 - x0 - 2, 2).toFixed(1)}" height="12" fill="url(#${id}-${failed(b) ? 'failed' : 'wal'})" stroke="#000" stroke-width="0.8"/></g>`);
+      parts.push(
+        html`<g data-mark="wal" data-seq="${b.seq}"${failed(b) ? html` data-failed="true"` : ''}><title>bundle #${b.seq}: WAL ${ranges}${failed(b) ? ' (bundle failed: not usable)' : ''}</title><rect x="${(x0 + 1).toFixed(1)}" y="${y - 6}" width="${Math.max(x1 - x0 - 2, 2).toFixed(1)}" height="12" fill="url(#${id}-${failed(b) ? 'failed' : 'wal'})" stroke="#000" stroke-width="0.8"/></g>`,
+      );
     }
     for (const f of v.findings.filter((f) => f.result === 'timeline-break')) {
       const t = created.get(f.seq ?? 0);
       const x = t !== undefined && Number.isFinite(t) ? scale.x(t) : LEFT;
-      parts.push(html`<g data-mark="timeline-break" data-seq="${f.seq}" role="img" aria-label="timeline break at bundle ${f.seq}"><path d="M${(x - 6).toFixed(1)} ${y - 10}l6 10l-6 10M${(x + 2).toFixed(1)} ${y - 10}l6 10l-6 10" fill="none" stroke="#000" stroke-width="2"/><text x="${x.toFixed(1)}" y="${y + 22}" text-anchor="middle" class="mark">TIMELINE BREAK</text></g>`);
+      parts.push(
+        html`<g data-mark="timeline-break" data-seq="${f.seq}" role="img" aria-label="timeline break at bundle ${f.seq}"><path d="M${(x - 6).toFixed(1)} ${y - 10}l6 10l-6 10M${(x + 2).toFixed(1)} ${y - 10}l6 10l-6 10" fill="none" stroke="#000" stroke-width="2"/><text x="${x.toFixed(1)}" y="${y + 22}" text-anchor="middle" class="mark">TIMELINE BREAK</text></g>`,
+      );
     }
     const by = laneY('base backups');
     for (const { seq, base } of bases) {
       const t = ms(base.stopTime);
       if (!Number.isFinite(t)) continue;
       const x = scale.x(t);
-      parts.push(html`<g data-mark="base" data-seq="${seq}"><title>base backup in bundle #${seq}: ${base.startLsn} to ${base.stopLsn}</title><path d="M${x.toFixed(1)} ${by - 7}l7 7l-7 7l-7 -7z" fill="#fff" stroke="#000" stroke-width="1.5"/><text x="${(x + 10).toFixed(1)}" y="${by + 4}" class="small">#${seq}</text></g>`);
+      parts.push(
+        html`<g data-mark="base" data-seq="${seq}"><title>base backup in bundle #${seq}: ${base.startLsn} to ${base.stopLsn}</title><path d="M${x.toFixed(1)} ${by - 7}l7 7l-7 7l-7 -7z" fill="#fff" stroke="#000" stroke-width="1.5"/><text x="${(x + 10).toFixed(1)}" y="${by + 4}" class="small">#${seq}</text></g>`,
+      );
     }
     const ry = laneY('restorable');
     (v.windows ?? []).forEach((w, i) => {
@@ -266,7 +291,9 @@ function timeline(v: SiteView, index: number): Html {
       if (!Number.isFinite(t0) || !Number.isFinite(t1)) return;
       const x0 = scale.x(t0);
       const x1 = Math.max(scale.x(t1), x0 + 3);
-      parts.push(html`<g data-mark="window" data-window="${i + 1}"><rect x="${x0.toFixed(1)}" y="${ry - 7}" width="${(x1 - x0).toFixed(1)}" height="14" fill="#000"/><text x="${(x0 + 4).toFixed(1)}" y="${ry + 4}" class="small inv">W${i + 1}</text></g>`);
+      parts.push(
+        html`<g data-mark="window" data-window="${i + 1}"><rect x="${x0.toFixed(1)}" y="${ry - 7}" width="${(x1 - x0).toFixed(1)}" height="14" fill="#000"/><text x="${(x0 + 4).toFixed(1)}" y="${ry + 4}" class="small inv">W${i + 1}</text></g>`,
+      );
     });
     if (v.windows?.length === 0) parts.push(html`<text x="${LEFT}" y="${ry + 4}" class="mark">NO RECOVERABLE WINDOW</text>`);
     if (v.windows === undefined) parts.push(html`<text x="${LEFT}" y="${ry + 4}" class="mark">NOT WORKED OUT</text>`);
@@ -277,7 +304,8 @@ function timeline(v: SiteView, index: number): Html {
 }
 
 function legend(id: string, postgres: boolean): Html {
-  const item = (shape: Html, text: string) => html`<span class="key"><svg viewBox="0 0 24 14" width="24" height="14" aria-hidden="true">${shape}</svg> ${text}</span>`;
+  const item = (shape: Html, text: string) =>
+    html`<span class="key"><svg viewBox="0 0 24 14" width="24" height="14" aria-hidden="true">${shape}</svg> ${text}</span>`;
   return html`<p class="legend"><svg width="0" height="0" class="defs" aria-hidden="true">${patterns(`${id}k`)}</svg>${[
     item(html`<circle cx="12" cy="7" r="4" fill="#000"/>`, 'bundle, checked ok'),
     item(html`<rect x="5" y="0" width="14" height="14" fill="url(#${id}k-failed)" stroke="#000"/>`, 'bundle that failed a check'),
@@ -292,7 +320,8 @@ function legend(id: string, postgres: boolean): Html {
 
 function windowsTable(v: SiteView): Html {
   if (!v.postgres) return html`<p>No PostgreSQL data in these bundles: the timeline shows when each bundle was made.</p>`;
-  if (v.windows === undefined) return html`<p class="warn" data-mark="no-window">The recoverable windows of this site were not worked out: its bundles form no chain that passed.</p>`;
+  if (v.windows === undefined)
+    return html`<p class="warn" data-mark="no-window">The recoverable windows of this site were not worked out: its bundles form no chain that passed.</p>`;
   if (v.windows.length === 0) {
     return html`<p class="warn" data-mark="no-window"><strong>No recoverable window.</strong> Point-in-time recovery needs a base backup and the WAL after it without a gap.</p>`;
   }
@@ -323,7 +352,9 @@ function bundleTable(r: Report): Html {
   const rows = [...r.bundles]
     .sort((a, b) => (a.site ?? '~').localeCompare(b.site ?? '~') || (a.seq ?? 0) - (b.seq ?? 0) || a.path.localeCompare(b.path))
     .map((b) => {
-      const notes = [...new Set(all.filter((f) => !b.findings.includes(f) && f.site !== undefined && f.site === b.site && f.seq === b.seq).map((f) => f.result))];
+      const notes = [
+        ...new Set(all.filter((f) => !b.findings.includes(f) && f.site !== undefined && f.site === b.site && f.seq === b.seq).map((f) => f.result)),
+      ];
       const ok = !failed(b);
       return html`<tr data-seq="${b.seq}" data-site="${b.site}" data-result="${ok ? 'ok' : 'failed'}"${ok ? '' : html` class="failed"`}><td>${path.basename(b.path)}</td><td>${b.seq ?? '?'}</td><td>${time(b.created)}</td><td>${b.size !== undefined ? human(b.size) : '?'}</td><td class="fp">${b.signer ?? 'none verified'}</td><td>${b.keyless}</td>${r.deep ? html`<td>${b.deep}</td>` : ''}<td>${ok ? 'ok' : html`<strong>FAILED</strong>: ${resultOf(b)}`}${notes.length > 0 ? html`<br><span class="small">set: ${notes.join(', ')}</span>` : ''}</td></tr>`;
     });
@@ -334,7 +365,8 @@ function findingsSection(r: Report): Html {
   const all = allFindings(r);
   if (all.length === 0) return html`<p data-mark="no-findings">No findings: every check passed.</p>`;
   return html`<table class="findings"><thead><tr><th class="c-fr">result</th><th class="c-fb">bundle</th><th class="c-ff">file</th><th>what was found</th></tr></thead><tbody>${all.map(
-    (f) => html`<tr data-result="${f.result}" data-site="${f.site}" data-seq="${f.seq}"><td><strong>${f.result}</strong></td><td>${placeOf(f)}${f.seq !== undefined && f.site !== undefined && !f.bundle.includes('/') ? html`<br><span class="small">seq ${f.seq}</span>` : ''}</td><td>${f.file ?? '—'}</td><td>${f.message}</td></tr>`,
+    (f) =>
+      html`<tr data-result="${f.result}" data-site="${f.site}" data-seq="${f.seq}"><td><strong>${f.result}</strong></td><td>${placeOf(f)}${f.seq !== undefined && f.site !== undefined && !f.bundle.includes('/') ? html`<br><span class="small">seq ${f.seq}</span>` : ''}</td><td>${f.file ?? '—'}</td><td>${f.message}</td></tr>`,
   )}</tbody></table>`;
 }
 

@@ -9,7 +9,6 @@ import { escapeText } from '../manifests/escape.js';
 import { human } from './human.js';
 import { allFindings, countFindings, type BundleReport, type Finding, type Report } from './verify.js';
 
-
 function findingLine(f: Finding): string {
   const where = f.file ? `${path.basename(f.bundle)}/${f.file}` : f.bundle.includes('/') ? path.basename(f.bundle) : f.bundle;
   return `${f.result}: ${where}: ${f.message}`;
@@ -32,12 +31,16 @@ export function renderText(r: Report, quiet: boolean): string {
   for (const s of r.sites) {
     out.push(`site ${s.site}: ${s.bundles} bundle(s), seq ${s.first} to ${s.newest.seq}`);
     for (const w of s.windows ?? []) {
-      out.push(`site ${s.site}: restorable from ${w.from.time} (base backup in seq ${w.baseSeq}, ${w.from.lsn}) to ${w.to.time ? `${w.to.time} (restore point)` : 'the end of the WAL'}, WAL up to ${w.to.segment} in seq ${w.lastSeq}, timeline ${w.timeline}`);
+      out.push(
+        `site ${s.site}: restorable from ${w.from.time} (base backup in seq ${w.baseSeq}, ${w.from.lsn}) to ${w.to.time ? `${w.to.time} (restore point)` : 'the end of the WAL'}, WAL up to ${w.to.segment} in seq ${w.lastSeq}, timeline ${w.timeline}`,
+      );
     }
   }
   const failed = r.bundles.filter((b) => b.findings.length > 0).length;
   const n = countFindings(allFindings(r));
-  out.push(`${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`);
+  out.push(
+    `${r.bundles.length} bundle(s) of ${r.sites.length} site(s) checked ${r.deep ? 'with the key' : 'without the key'}: ${r.bundles.length - failed} ok, ${failed} failed; ${n} finding(s)`,
+  );
   out.push(`status: ${r.ok ? 'ok' : 'error'}`);
   return `${out.map(escapeText).join('\n')}\n`;
 }
@@ -50,7 +53,10 @@ export function reportJson(r: Report): unknown {
     status: r.ok ? 'ok' : 'error',
     paths: r.paths,
     sites: r.sites,
-    bundles: r.bundles.map(({ manifest, ...b }) => ({ ...b, ...(manifest ? { prev: manifest.prev ?? null, volumes: manifest.payload.volumes.length, contents: manifest.contents } : {}) })),
+    bundles: r.bundles.map(({ manifest, ...b }) => ({
+      ...b,
+      ...(manifest ? { prev: manifest.prev ?? null, volumes: manifest.payload.volumes.length, contents: manifest.contents } : {}),
+    })),
     findings: allFindings(r),
   };
 }

@@ -223,7 +223,8 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
     report.created = manifest.created;
     report.size = manifest.payload.size;
     if (path.basename(dir) !== bundleName(manifest.site, manifest.seq)) add('malformed', `folder name is not ${bundleName(manifest.site, manifest.seq)}`);
-    if (fingerprint(signerKey) !== manifest.signer) add('wrong-signer', `signed by ${fingerprint(signerKey)} but the manifest names ${manifest.signer}`, SUMS_SIG);
+    if (fingerprint(signerKey) !== manifest.signer)
+      add('wrong-signer', `signed by ${fingerprint(signerKey)} but the manifest names ${manifest.signer}`, SUMS_SIG);
     else if (!isAllowed([...opts.allowedSigners], manifest.site, signerKey, BUNDLE_NAMESPACE, opts.now)) {
       add('wrong-signer', `${fingerprint(signerKey)} is not allowed to sign for site ${manifest.site}`, SUMS_SIG);
     }
@@ -281,7 +282,8 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
       }
       intact = false;
     }
-    if (intact && opts.volumes !== 'size' && whole.digest('hex') !== manifest.payload.sha256) add('malformed', `payload.sha256 in ${MANIFEST_FILE} is not the hash of the volumes`);
+    if (intact && opts.volumes !== 'size' && whole.digest('hex') !== manifest.payload.sha256)
+      add('malformed', `payload.sha256 in ${MANIFEST_FILE} is not the hash of the volumes`);
     const first = volumes[0];
     if (intact && first) {
       try {
@@ -289,7 +291,8 @@ export async function verifyKeyless(dir: string, opts: VerifyOptions): Promise<B
         if (!h) add('malformed', 'the age header does not end within the first 64 KiB', first.name);
         else {
           const x25519 = h.stanzas.filter((st) => st.type === 'X25519').length;
-          if (x25519 !== manifest.recipients.length) add('malformed', `the age header has ${x25519} X25519 recipients, the manifest lists ${manifest.recipients.length}`, first.name);
+          if (x25519 !== manifest.recipients.length)
+            add('malformed', `the age header has ${x25519} X25519 recipients, the manifest lists ${manifest.recipients.length}`, first.name);
         }
       } catch (e) {
         add('malformed', `not an age file: ${(e as Error).message}`, first.name);
@@ -310,11 +313,26 @@ export async function verifyDeep(report: BundleReport, identities: readonly Uint
   try {
     const plain = openPlaintext(report.path, manifest.payload, identities, signal);
     const problems = await checkInner(readTar(plain), manifest);
-    for (const p of problems) report.findings.push({ ...base, result: p.result, ...(p.file !== '' ? { file: p.file } : {}), message: p.message, ...(p.more !== undefined ? { more: p.more } : {}) });
+    for (const p of problems)
+      report.findings.push({
+        ...base,
+        result: p.result,
+        ...(p.file !== '' ? { file: p.file } : {}),
+        message: p.message,
+        ...(p.more !== undefined ? { more: p.more } : {}),
+      });
   } catch (e) {
     const code = e instanceof AirlockError ? e.code : undefined;
     const result: Finding['result'] =
-      code === 'decrypt-failed' ? 'decrypt-failed' : code === 'checksum-mismatch' ? 'checksum-mismatch' : code === 'size-mismatch' ? 'size-mismatch' : code === 'not-found' ? 'missing' : 'malformed';
+      code === 'decrypt-failed'
+        ? 'decrypt-failed'
+        : code === 'checksum-mismatch'
+          ? 'checksum-mismatch'
+          : code === 'size-mismatch'
+            ? 'size-mismatch'
+            : code === 'not-found'
+              ? 'missing'
+              : 'malformed';
     report.findings.push({ ...base, result, message: `payload: ${(e as Error).message}` });
   }
   report.deep = report.findings.length > 0 ? 'failed' : 'ok';
@@ -326,7 +344,8 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
   const findings: Finding[] = [];
   // findings of the set are bounded like a bundle's: a medium may hold any number of partial folders
   const setFindings = new BoundedFindings<Finding>(findings);
-  for (const p of found.partials) setFindings.add({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
+  for (const p of found.partials)
+    setFindings.add({ result: 'partial', bundle: p, message: 'leftover partial bundle: an export was interrupted; it is not part of any set' });
   for (const p of found.empty) setFindings.add({ result: 'missing', bundle: p, message: 'no bundle found here' });
 
   const bundles: BundleReport[] = [];
@@ -350,7 +369,10 @@ export async function verifyPaths(paths: readonly string[], opts: VerifyOptions)
   }
   const windows = new Map<string, RecoveryWindow[]>();
   for (const s of chain.sites) {
-    const c = checkContinuity(s.site, bundles.filter((b) => b.site === s.site));
+    const c = checkContinuity(
+      s.site,
+      bundles.filter((b) => b.site === s.site),
+    );
     for (const f of c.findings) setFindings.add(f);
     windows.set(s.site, c.windows);
   }

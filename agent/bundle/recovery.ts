@@ -33,7 +33,10 @@ export async function createRecovery(dir: string, volumes: readonly Volume[], pe
   const args = ['create', '-q', '-q', `-r${percent}`, '-n1', '-a', RECOVERY_INDEX, '--', ...volumes.map((v) => v.name)];
   const r = await runChild('par2', args, { cwd: dir, ...(signal ? { signal } : {}) });
   if (r.code !== 0) {
-    if (/space|disk full/i.test(r.stderr)) throw new AirlockError('medium-full', `no space left on the medium for the recovery data (${lastLine(r.stderr)})`, { hint: 'use a larger medium or a smaller --recovery-percent; nothing was left behind' });
+    if (/space|disk full/i.test(r.stderr))
+      throw new AirlockError('medium-full', `no space left on the medium for the recovery data (${lastLine(r.stderr)})`, {
+        hint: 'use a larger medium or a smaller --recovery-percent; nothing was left behind',
+      });
     throw childFailed('par2 create', r);
   }
   const names: string[] = [];
@@ -68,7 +71,13 @@ export interface Repaired {
  * `listed` is the signed SHA256SUMS (name to sha256). Throws `verification-failed` when no intact
  * recovery data is there or it cannot repair every volume, typed system errors when copying fails.
  */
-export async function repairVolumes(bundleDir: string, volumes: readonly Volume[], listed: ReadonlyMap<string, string>, scratch: string, signal?: AbortSignal): Promise<Repaired> {
+export async function repairVolumes(
+  bundleDir: string,
+  volumes: readonly Volume[],
+  listed: ReadonlyMap<string, string>,
+  scratch: string,
+  signal?: AbortSignal,
+): Promise<Repaired> {
   await mkdir(scratch, { recursive: true, mode: 0o700 });
   // nothing here reads past a signed size or a limit: a sparse 1 TiB file on the medium is refused
   // by its size, never hashed or copied (a recovery file has no signed size; manifests/limits.ts)
@@ -82,7 +91,10 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
     recovery.push(name);
   }
   const first = recovery.includes(RECOVERY_INDEX) ? RECOVERY_INDEX : recovery[0];
-  if (first === undefined) throw new AirlockError('verification-failed', `${path.basename(bundleDir)}: a volume is damaged and no intact recovery data is there`, { hint: 'restore from another copy of the bundle; nothing was restored' });
+  if (first === undefined)
+    throw new AirlockError('verification-failed', `${path.basename(bundleDir)}: a volume is damaged and no intact recovery data is there`, {
+      hint: 'restore from another copy of the bundle; nothing was restored',
+    });
 
   const damaged: string[] = [];
   for (const v of volumes) {
@@ -108,7 +120,11 @@ export async function repairVolumes(bundleDir: string, volumes: readonly Volume[
     ...(signal ? { signal } : {}),
   });
   const cannot = (why: string) =>
-    new AirlockError('verification-failed', `${path.basename(bundleDir)}: ${damaged.join(', ')} ${damaged.length > 1 ? 'are' : 'is'} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`, { hint: 'restore from another copy of the bundle; nothing was restored' });
+    new AirlockError(
+      'verification-failed',
+      `${path.basename(bundleDir)}: ${damaged.join(', ')} ${damaged.length > 1 ? 'are' : 'is'} damaged and the recovery data could not repair ${damaged.length > 1 ? 'them' : 'it'}: ${why}`,
+      { hint: 'restore from another copy of the bundle; nothing was restored' },
+    );
   if (r.code !== 0) throw cannot(lastLine(r.stderr) || lastLine(said) || childFailed('par2 repair', r).message);
   for (const v of volumes) {
     const d = await digestFile(path.join(scratch, v.name), [], { size: v.size }).catch(() => undefined);

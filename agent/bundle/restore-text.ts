@@ -32,7 +32,15 @@ export function restoreText(m: Manifest, recovery = false): string {
       : `cat ${qName}/payload.* | age -d -i key.txt | tar -x -f - -C ${qOut}`;
   const files = m.contents.files > 0;
   const pg = m.coverage?.postgres;
-  const tools = ['ssh-keygen', 'sha256sum', 'age', ...(m.payload.compression === 'zstd' ? ['zstd'] : []), 'tar', ...(files ? ['jq'] : []), ...(pg ? ['pg_ctl (PostgreSQL)'] : [])];
+  const tools = [
+    'ssh-keygen',
+    'sha256sum',
+    'age',
+    ...(m.payload.compression === 'zstd' ? ['zstd'] : []),
+    'tar',
+    ...(files ? ['jq'] : []),
+    ...(pg ? ['pg_ctl (PostgreSQL)'] : []),
+  ];
   return `RESTORING BUNDLE ${name}
 ${'='.repeat(18 + name.length)}
 
@@ -64,14 +72,18 @@ indented by six spaces; paste them as they are.
       (cd ${qName} && sha256sum --strict -c ${SUMS})
 
    Every line must say OK. Also check that the folder holds no other files
-   than those listed, ${SUMS} and ${SUMS_SIG}.${recovery ? `
+   than those listed, ${SUMS} and ${SUMS_SIG}.${
+     recovery
+       ? `
 
    If only payload volumes fail, the bundle's recovery data (par2, Debian
    package "par2") may rebuild them. Copy the whole folder elsewhere (never
    repair the only copy), then in the copy run
    par2 repair -p ${RECOVERY_INDEX} -- payload.*
    (-p removes par2's backups, which cat payload.* would otherwise read)
-   and this step again on the copy: it must now say OK for every volume.` : ''}
+   and this step again on the copy: it must now say OK for every volume.`
+       : ''
+   }
 
 3. Decrypt and unpack into a new, empty folder, ${out}:
 
@@ -140,8 +152,12 @@ ${spaces.map((t) => `   ${t.oid}: name ${JSON.stringify(t.name)}, on the source 
    otherwise link the source's folders:
 
       mkdir -m 700 "$TBLSPC"
-${spaces.map((t) => `      mkdir -m 700 "$TBLSPC/${t.oid}" && cat ${out}/pg/tblspc/${t.oid}/* | tar -x -f - -C "$TBLSPC/${t.oid}"
-      ln -s "$TBLSPC/${t.oid}" "$PGDATA/pg_tblspc/${t.oid}"`).join('\n')}
+${spaces
+  .map(
+    (t) => `      mkdir -m 700 "$TBLSPC/${t.oid}" && cat ${out}/pg/tblspc/${t.oid}/* | tar -x -f - -C "$TBLSPC/${t.oid}"
+      ln -s "$TBLSPC/${t.oid}" "$PGDATA/pg_tblspc/${t.oid}"`,
+  )
+  .join('\n')}
       rm "$PGDATA/tablespace_map"
 `;
 }

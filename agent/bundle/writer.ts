@@ -24,7 +24,18 @@ import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
 import { INNER_MANIFEST, SALT, SALT_SIZE } from '../../manifests/inner.js';
 import { INDEX, type MetadataRecord, type UnplacedRecord } from '../../manifests/records.js';
 import type { Coverage } from '../../manifests/coverage.js';
-import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, PARTIAL_SUFFIX, RESTORE_FILE, bundleName, volumeName, type Compression, type Manifest, type Volume } from '../../manifests/manifest.js';
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  MANIFEST_FILE,
+  PARTIAL_SUFFIX,
+  RESTORE_FILE,
+  bundleName,
+  volumeName,
+  type Compression,
+  type Manifest,
+  type Volume,
+} from '../../manifests/manifest.js';
 import { fingerprint, type SigningKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { SUMS, SUMS_SIG, formatSumLine, formatSums } from '../../manifests/sums.js';
@@ -160,7 +171,10 @@ class VolumeSink extends Writable {
   private readonly blocks = alignedBlocks(RING);
   private out: BlockWriter | undefined;
 
-  constructor(private readonly dir: string, private readonly volumeSize: number) {
+  constructor(
+    private readonly dir: string,
+    private readonly volumeSize: number,
+  ) {
     super({ highWaterMark: 4 * 1024 * 1024 });
   }
 
@@ -209,7 +223,11 @@ class VolumeSink extends Writable {
   override _destroy(error: Error | null, callback: (e?: Error | null) => void): void {
     const out = this.out;
     this.out = undefined;
-    const done = () => this.hasher.close().then(() => callback(error), () => callback(error));
+    const done = () =>
+      this.hasher.close().then(
+        () => callback(error),
+        () => callback(error),
+      );
     (out ? out.abort() : Promise.resolve()).then(done, done);
   }
 }
@@ -228,13 +246,30 @@ interface Counts {
 const WORKER_HASH_MIN = 4 * 1024 * 1024;
 
 /** The tar stream: SALT, the items' entries, index.jsonl, MANIFEST.sha256, end of archive. */
-async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: number, created: string, partial: string, counts: Counts, innerHash: { sha256: string }, progress?: (n: number) => void): AsyncGenerator<Buffer> {
+async function* tarStream(
+  items: AsyncIterable<SourceItem>,
+  site: string,
+  seq: number,
+  created: string,
+  partial: string,
+  counts: Counts,
+  innerHash: { sha256: string },
+  progress?: (n: number) => void,
+): AsyncGenerator<Buffer> {
   const index = new HashedLines(path.join(partial, `.${INDEX}`));
   const inner = new HashedLines(path.join(partial, `.${INNER_MANIFEST}`));
   let feed: HashFeed | undefined;
   let written = 0;
   const seen = new Set<string>();
-  const emit = async function* (name: string, size: number, mode: number, mtime: number, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, pax?: Record<string, string>, md5?: (hex: string) => void): AsyncGenerator<Buffer, string> {
+  const emit = async function* (
+    name: string,
+    size: number,
+    mode: number,
+    mtime: number,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    pax?: Record<string, string>,
+    md5?: (hex: string) => void,
+  ): AsyncGenerator<Buffer, string> {
     if (seen.has(name)) throw new AirlockError('internal', `two entries named ${name}`);
     seen.add(name);
     yield encodeHeader({ path: name, type: 'file', size, mode, mtime, ...(pax ? { pax } : {}) });
@@ -249,7 +284,10 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
       written += chunk.byteLength;
       yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     }
-    if (n !== size) throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, { hint: 'the source changed while it was read; run the export again' });
+    if (n !== size)
+      throw new AirlockError('source-changed', `${name}: the source gave ${n} bytes instead of ${size}`, {
+        hint: 'the source changed while it was read; run the export again',
+      });
     yield paddingFor(size);
     progress?.(written);
     const [sha256, md5Hex] = (await digests.digest()) as [string, string?];
@@ -271,7 +309,9 @@ async function* tarStream(items: AsyncIterable<SourceItem>, site: string, seq: n
       }
       const sha256 = yield* emit(item.name, item.size, item.mode, item.mtime, item.open(), item.pax, item.md5);
       if (item.sha256 !== undefined && item.sha256 !== sha256) {
-        throw new AirlockError('source-changed', `${item.name}: its bytes hash to ${sha256}, not to the ${item.sha256} recorded when it was taken in`, { hint: 'the source file changed after it was checked; investigate it before exporting again' });
+        throw new AirlockError('source-changed', `${item.name}: its bytes hash to ${sha256}, not to the ${item.sha256} recorded when it was taken in`, {
+          hint: 'the source file changed after it was checked; investigate it before exporting again',
+        });
       }
       if (item.record.type === 'file') counts.files++;
       counts.bytes += item.size;
@@ -307,7 +347,10 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
   try {
     const counts: Counts = { files: 0, metadata: 0, bytes: 0, entries: 0 };
     const innerHash = { sha256: '' };
-    const tar = Readable.from(tarStream(items, opts.site, opts.seq, created, partial, counts, innerHash, opts.progress), { objectMode: false, highWaterMark: 1024 * 1024 });
+    const tar = Readable.from(tarStream(items, opts.site, opts.seq, created, partial, counts, innerHash, opts.progress), {
+      objectMode: false,
+      highWaterMark: 1024 * 1024,
+    });
     const sink = new VolumeSink(partial, opts.volumeSize);
     const stages: NodeJS.ReadWriteStream[] = [];
     if (opts.compression === 'zstd') stages.push(childStage('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
@@ -373,8 +416,15 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
 export async function preparePartial(medium: string, site: string, seq: number): Promise<string> {
   const final = bundlePath(medium, site, seq);
   const partial = `${final}${PARTIAL_SUFFIX}`;
-  if (await stat(final).then(() => true, () => false)) {
-    throw new AirlockError('target-exists', `${final} already exists`, { hint: 'the catalog is behind this medium; check the medium, or continue with --continue-from' });
+  if (
+    await stat(final).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new AirlockError('target-exists', `${final} already exists`, {
+      hint: 'the catalog is behind this medium; check the medium, or continue with --continue-from',
+    });
   }
   try {
     const siteDir = path.dirname(final);

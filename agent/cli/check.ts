@@ -30,17 +30,31 @@ export interface CheckLine {
 /** The major version a PostgreSQL program says it is, or undefined when it is missing or does not say. */
 async function clientMajor(file: string): Promise<number | undefined> {
   const r = await runChild(file, ['--version'], { capture: true }).catch(() => undefined);
-  const m = r?.code === 0 ? (/\(PostgreSQL\) (\d+)/.exec(r.stdout.toString('utf8'))) : null;
+  const m = r?.code === 0 ? /\(PostgreSQL\) (\d+)/.exec(r.stdout.toString('utf8')) : null;
   return m ? Number(m[1]) : undefined;
 }
 
 /** Runs every check against the server and spool; never throws for a failed check, only for bad usage. */
 export async function runChecks(conn: Connection, spool: string | undefined, maxArchiveTimeout: number): Promise<CheckLine[]> {
   const out: CheckLine[] = [];
-  const add = (check: string, ok: boolean | 'warning', message: string) => out.push({ check, result: ok === true ? 'ok' : ok === false ? 'problem' : 'warning', message });
+  const add = (check: string, ok: boolean | 'warning', message: string) =>
+    out.push({ check, result: ok === true ? 'ok' : ok === false ? 'problem' : 'warning', message });
   interface Row {
-    num: number; version: string; walLevel: string; archiveMode: string; archiveCommand: string; archiveTimeout: number; senders: number;
-    superuser: boolean; replication: boolean; readSettings: boolean; canPoint: boolean; canSwitch: boolean; failed: number; lastFailedWal: string | null; failing: boolean;
+    num: number;
+    version: string;
+    walLevel: string;
+    archiveMode: string;
+    archiveCommand: string;
+    archiveTimeout: number;
+    senders: number;
+    superuser: boolean;
+    replication: boolean;
+    readSettings: boolean;
+    canPoint: boolean;
+    canSwitch: boolean;
+    failed: number;
+    lastFailedWal: string | null;
+    failing: boolean;
   }
   let row: Row | null;
   try {
@@ -62,30 +76,92 @@ export async function runChecks(conn: Connection, spool: string | undefined, max
     add('connection', false, 'unexpected answer from the server');
     return out;
   }
-  const { walLevel, archiveMode, archiveCommand, archiveTimeout, senders, superuser: su, replication, readSettings, canPoint, canSwitch, failed, lastFailedWal, failing } = row;
+  const {
+    walLevel,
+    archiveMode,
+    archiveCommand,
+    archiveTimeout,
+    senders,
+    superuser: su,
+    replication,
+    readSettings,
+    canPoint,
+    canSwitch,
+    failed,
+    lastFailedWal,
+    failing,
+  } = row;
   const major = Math.floor(row.num / 10000);
   add('connection', true, `PostgreSQL ${major} answers (${row.version})`);
   const supported = SUPPORTED_MAJORS.includes(major);
-  add('version', supported, supported ? `PostgreSQL ${major} is supported (${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')})` : `PostgreSQL ${major} is not supported: airlock archives, exports and restores ${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')} only`);
+  add(
+    'version',
+    supported,
+    supported
+      ? `PostgreSQL ${major} is supported (${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')})`
+      : `PostgreSQL ${major} is not supported: airlock archives, exports and restores ${SUPPORTED_TEXT.replace('postgresql', 'PostgreSQL')} only`,
+  );
   add('wal_level', walLevel !== 'minimal', `wal_level = ${walLevel}${walLevel === 'minimal' ? ': set replica' : ''}`);
   add('archive_mode', archiveMode === 'on' || archiveMode === 'always', `archive_mode = ${archiveMode}${archiveMode === 'off' ? ': set on and restart' : ''}`);
   const helper = archiveCommand.includes('airlock-wal-push');
-  const walPush = helper ? 'archive_command runs airlock-wal-push' : 'archive_command runs airlock wal-push (node starts for every segment; dist/native/airlock-wal-push does the same work about 3x faster)';
-  add('archive_command', archiveCommand.includes('wal-push'), archiveCommand.includes('wal-push') ? walPush : `archive_command = '${archiveCommand}': set it to '/path/to/airlock/dist/native/airlock-wal-push %p --spool DIR' (or 'airlock wal-push %p --spool DIR')`);
+  const walPush = helper
+    ? 'archive_command runs airlock-wal-push'
+    : 'archive_command runs airlock wal-push (node starts for every segment; dist/native/airlock-wal-push does the same work about 3x faster)';
+  add(
+    'archive_command',
+    archiveCommand.includes('wal-push'),
+    archiveCommand.includes('wal-push')
+      ? walPush
+      : `archive_command = '${archiveCommand}': set it to '/path/to/airlock/dist/native/airlock-wal-push %p --spool DIR' (or 'airlock wal-push %p --spool DIR')`,
+  );
   const timeout = archiveTimeout;
-  add('archive_timeout', timeout > 0 && timeout <= maxArchiveTimeout, `archive_timeout = ${timeout} s${timeout === 0 || timeout > maxArchiveTimeout ? `: set at most ${maxArchiveTimeout} s, or an idle server keeps its last changes out of the spool (the on-appliance RPO)` : ''}`);
+  add(
+    'archive_timeout',
+    timeout > 0 && timeout <= maxArchiveTimeout,
+    `archive_timeout = ${timeout} s${timeout === 0 || timeout > maxArchiveTimeout ? `: set at most ${maxArchiveTimeout} s, or an idle server keeps its last changes out of the spool (the on-appliance RPO)` : ''}`,
+  );
   add('max_wal_senders', senders > 0, `max_wal_senders = ${senders}${senders > 0 ? '' : ': pg_basebackup needs at least 1'}`);
-  add('role: replication', su || replication, su ? 'superuser' : replication ? 'the role may stream base backups' : 'the role lacks REPLICATION: ALTER ROLE ... REPLICATION for --pg-base');
-  add('role: settings', su || readSettings, su || readSettings ? 'the role reads the data folder and config file paths' : 'grant pg_read_all_settings so config files outside the data folder are carried');
-  add('role: restore point', canPoint && canSwitch, canPoint && canSwitch ? 'the role may create restore points and switch WAL' : 'GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO the role');
-  add('role: globals', su ? true : 'warning', su ? 'pg_dumpall --globals-only includes role passwords' : 'not a superuser: the globals dump leaves role passwords out (--no-role-passwords)');
-  add('pg_stat_archiver', failing ? false : failed > 0 ? 'warning' : true, failing ? `archiving fails now (last failed ${lastFailedWal}); read the server log` : `${failed} failure(s) since the statistics were reset`);
+  add(
+    'role: replication',
+    su || replication,
+    su ? 'superuser' : replication ? 'the role may stream base backups' : 'the role lacks REPLICATION: ALTER ROLE ... REPLICATION for --pg-base',
+  );
+  add(
+    'role: settings',
+    su || readSettings,
+    su || readSettings
+      ? 'the role reads the data folder and config file paths'
+      : 'grant pg_read_all_settings so config files outside the data folder are carried',
+  );
+  add(
+    'role: restore point',
+    canPoint && canSwitch,
+    canPoint && canSwitch
+      ? 'the role may create restore points and switch WAL'
+      : 'GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO the role',
+  );
+  add(
+    'role: globals',
+    su ? true : 'warning',
+    su ? 'pg_dumpall --globals-only includes role passwords' : 'not a superuser: the globals dump leaves role passwords out (--no-role-passwords)',
+  );
+  add(
+    'pg_stat_archiver',
+    failing ? false : failed > 0 ? 'warning' : true,
+    failing ? `archiving fails now (last failed ${lastFailedWal}); read the server log` : `${failed} failure(s) since the statistics were reset`,
+  );
 
   const bin = conn.bin ?? clientBin(major);
   for (const tool of ['pg_basebackup', 'pg_dump', 'pg_dumpall', 'psql']) {
     const file = bin === undefined ? pgProgram(conn, tool) : `${bin}/${tool}`;
     const v = await clientMajor(file);
-    add(`tool: ${tool}`, v !== undefined && v >= major, v === undefined ? `${file} not found` : `${file} is version ${v}${v < major ? `, older than the server's ${major}: install postgresql-client-${major}` : ''}`);
+    add(
+      `tool: ${tool}`,
+      v !== undefined && v >= major,
+      v === undefined
+        ? `${file} not found`
+        : `${file} is version ${v}${v < major ? `, older than the server's ${major}: install postgresql-client-${major}` : ''}`,
+    );
   }
   if (spool !== undefined) {
     try {
@@ -93,7 +169,11 @@ export async function runChecks(conn: Connection, spool: string | undefined, max
       accessSync(spool, constants.R_OK | constants.W_OK);
       const fs = statfsSync(spool);
       const free = fs.bavail * fs.bsize;
-      add('spool', free > 1024 ** 3 ? true : 'warning', `${spool}: ${human(free)} free${free > 1024 ** 3 ? '' : '; when it is full archiving stops and pg_wal grows'}`);
+      add(
+        'spool',
+        free > 1024 ** 3 ? true : 'warning',
+        `${spool}: ${human(free)} free${free > 1024 ** 3 ? '' : '; when it is full archiving stops and pg_wal grows'}`,
+      );
     } catch (e) {
       add('spool', false, `${spool}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
@@ -110,10 +190,12 @@ async function checkCommand(flags: CheckFlags): Promise<void> {
     for (const l of lines) process.stdout.write(`${l.result}: ${l.check}: ${l.message}\n`);
     process.stdout.write(`${lines.length} check(s), ${problems} problem(s), ${lines.filter((l) => l.result === 'warning').length} warning(s)\n`);
   }
-  if (problems > 0) throw new AirlockError('check-failed', `${problems} pre-flight check(s) failed`, { hint: 'fix the lines marked problem, then run airlock check again' });
+  if (problems > 0)
+    throw new AirlockError('check-failed', `${problems} pre-flight check(s) failed`, { hint: 'fix the lines marked problem, then run airlock check again' });
 }
 
 export function register(program: Command): void {
-  command(program, 'check', 'pre-flight: are the server, the role, the client programs and the spool ready for exports')
-    .action((flags: Flags) => checkCommand(resolveOptions<CheckFlags>('check', flags)));
+  command(program, 'check', 'pre-flight: are the server, the role, the client programs and the spool ready for exports').action((flags: Flags) =>
+    checkCommand(resolveOptions<CheckFlags>('check', flags)),
+  );
 }

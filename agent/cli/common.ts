@@ -48,7 +48,8 @@ export function note(line: string): void {
 /** Says whether the bundle a restore takes verified, or is damaged and will be repaired from its recovery data. */
 export function announceBundle(bundle: BundleReport): void {
   const name = path.basename(bundle.path);
-  if (bundle.findings.length > 0) note(`${name} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data`);
+  if (bundle.findings.length > 0)
+    note(`${name} is damaged on the medium (${bundle.findings.map((f) => `${f.result} ${f.file}`).join(', ')}); repairing from its recovery data`);
   else note(`${name} verified (signed by ${bundle.signer}); restoring`);
 }
 
@@ -89,7 +90,10 @@ export function progressReporter(label: string, total?: number): { update: (byte
       last = now;
       shown = true;
       const rate = bytes / Math.max((now - start) / 1000, 0.001);
-      const left = total !== undefined && total > 0 && rate > 0 ? `, ${Math.min(100, (bytes / total) * 100).toFixed(0)}%, ${eta(Math.max(0, total - bytes) / rate)} left` : '';
+      const left =
+        total !== undefined && total > 0 && rate > 0
+          ? `, ${Math.min(100, (bytes / total) * 100).toFixed(0)}%, ${eta(Math.max(0, total - bytes) / rate)} left`
+          : '';
       process.stderr.write(`\r${label}: ${human(bytes)}${total !== undefined ? ` of ${human(total)}` : ''} at ${human(rate)}/s${left}\x1b[K`);
     },
     done: () => {
@@ -111,7 +115,12 @@ export { human };
  * they must start without loading commander. Takes exactly `positionals` plain arguments and
  * `--name VALUE` or `--name=VALUE` for each name in `options`, each at most once. Throws `usage`.
  */
-export function parseSimpleArgs(command: string, args: readonly string[], positionals: number, options: readonly string[]): { positional: string[]; options: Map<string, string> } {
+export function parseSimpleArgs(
+  command: string,
+  args: readonly string[],
+  positionals: number,
+  options: readonly string[],
+): { positional: string[]; options: Map<string, string> } {
   const positional: string[] = [];
   const opts = new Map<string, string>();
   const hint = `see airlock ${command} --help`;

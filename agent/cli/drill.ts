@@ -35,12 +35,16 @@ interface DrillFlags {
 async function osUser(name: string): Promise<{ uid: number; gid: number }> {
   const u = await runChild('id', ['-u', name], { capture: true });
   const g = await runChild('id', ['-g', name], { capture: true });
-  if (u.code !== 0 || g.code !== 0) throw new AirlockError('usage', `--os-user ${name}: no such user`, { hint: 'the throwaway cluster runs as this user when the drill runs as root (PostgreSQL refuses root)' });
+  if (u.code !== 0 || g.code !== 0)
+    throw new AirlockError('usage', `--os-user ${name}: no such user`, {
+      hint: 'the throwaway cluster runs as this user when the drill runs as root (PostgreSQL refuses root)',
+    });
   return { uid: Number(u.stdout.toString('utf8').trim()), gid: Number(g.stdout.toString('utf8').trim()) };
 }
 
 async function drillCommand(flags: DrillFlags): Promise<void> {
-  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => {
+  const identities = parseIdentities(
+    await readFile(flags.identity, 'utf8').catch((e: unknown) => {
       throw fromSystemError(e, flags.identity);
     }),
   );
@@ -83,12 +87,19 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
   }
   process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : text);
   if (report.result !== 'pass') {
-    const why = report.checks.filter((c) => c.result === 'fail').map((c) => c.name).join(', ') || 'nothing could be restored';
-    throw new AirlockError('drill-failed', `the drill failed: ${why}`, { hint: flags.report ? `the report is in ${flags.report}.txt` : 'the lines above say why' });
+    const why =
+      report.checks
+        .filter((c) => c.result === 'fail')
+        .map((c) => c.name)
+        .join(', ') || 'nothing could be restored';
+    throw new AirlockError('drill-failed', `the drill failed: ${why}`, {
+      hint: flags.report ? `the report is in ${flags.report}.txt` : 'the lines above say why',
+    });
   }
 }
 
 export function register(program: Command): void {
-  command(program, 'drill', 'restore drill: verify the media set, restore it into throwaway places, check and time it')
-    .action((flags: Flags) => drillCommand(resolveOptions<DrillFlags>('drill', flags)));
+  command(program, 'drill', 'restore drill: verify the media set, restore it into throwaway places, check and time it').action((flags: Flags) =>
+    drillCommand(resolveOptions<DrillFlags>('drill', flags)),
+  );
 }

@@ -55,21 +55,34 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
   const recipients = flags.recipient ?? [];
   const files = flags.files ?? [];
   if (volumeSize > FAT32_MAX_FILE && flags.notFat32 !== true) {
-    throw new AirlockError('volume-too-large', `--volume-size ${human(volumeSize)} is over 4 GiB - 1, which FAT32 media cannot hold`, { hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system' });
+    throw new AirlockError('volume-too-large', `--volume-size ${human(volumeSize)} is over 4 GiB - 1, which FAT32 media cannot hold`, {
+      hint: 'use a smaller --volume-size, or --not-fat32 if the medium has another file system',
+    });
   }
   // byte order of bucket and prefix: a bucket's records then come in S3 key order, which the
   // restore's merge of incremental chains relies on
   const bytes = (x: string) => Buffer.from(x, 'utf8');
-  const buckets = (flags.bucket ?? []).map(parseBucketSpec).sort((a, b) => Buffer.compare(bytes(a.bucket), bytes(b.bucket)) || Buffer.compare(bytes(a.prefix), bytes(b.prefix)));
+  const buckets = (flags.bucket ?? [])
+    .map(parseBucketSpec)
+    .sort((a, b) => Buffer.compare(bytes(a.bucket), bytes(b.bucket)) || Buffer.compare(bytes(a.prefix), bytes(b.prefix)));
   checkTargets(buckets);
   const { s3Endpoint: endpoint, pg: pgConn, walSpool } = flags;
   const pgBase = flags.pgBase === true;
   const pgDump = flags.pgDump === true;
-  if (pgConn === undefined && (pgBase || pgDump || walSpool !== undefined)) throw new AirlockError('usage', '--pg-base, --pg-dump and --wal-spool need --pg', { hint: 'give --pg CONNINFO, the connection to the server (e.g. "host=/run/postgresql user=airlock dbname=postgres")' });
-  if (pgConn !== undefined && walSpool === undefined) throw new AirlockError('usage', '--pg needs --wal-spool', { hint: 'give --wal-spool DIR, the folder archive_command (airlock wal-push) writes into' });
-  if (files.length === 0 && buckets.length === 0 && pgConn === undefined) throw new AirlockError('usage', 'nothing to export', { hint: 'give --files PATH... (config files and secrets to carry), --s3-endpoint URL --bucket NAME, and/or --pg CONNINFO --wal-spool DIR' });
-  if (buckets.length > 0 && endpoint === undefined) throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
-  if (buckets.length === 0 && endpoint !== undefined) throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
+  if (pgConn === undefined && (pgBase || pgDump || walSpool !== undefined))
+    throw new AirlockError('usage', '--pg-base, --pg-dump and --wal-spool need --pg', {
+      hint: 'give --pg CONNINFO, the connection to the server (e.g. "host=/run/postgresql user=airlock dbname=postgres")',
+    });
+  if (pgConn !== undefined && walSpool === undefined)
+    throw new AirlockError('usage', '--pg needs --wal-spool', { hint: 'give --wal-spool DIR, the folder archive_command (airlock wal-push) writes into' });
+  if (files.length === 0 && buckets.length === 0 && pgConn === undefined)
+    throw new AirlockError('usage', 'nothing to export', {
+      hint: 'give --files PATH... (config files and secrets to carry), --s3-endpoint URL --bucket NAME, and/or --pg CONNINFO --wal-spool DIR',
+    });
+  if (buckets.length > 0 && endpoint === undefined)
+    throw new AirlockError('usage', '--bucket needs --s3-endpoint', { hint: 'give --s3-endpoint http(s)://host:port of the S3 server' });
+  if (buckets.length === 0 && endpoint !== undefined)
+    throw new AirlockError('usage', '--s3-endpoint without --bucket', { hint: 'name the buckets to export with --bucket NAME[/prefix]' });
   const recoveryPercent = flags.recoveryPercent ?? 0;
   checkRecipients(recipients);
   const signingKey = await loadSigningKey(keyFile);
@@ -146,16 +159,24 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
         await assembly.rememberExported(m.seq);
       } catch (e) {
         // the bundle is written and committed; only the next --incremental export grows
-        process.stderr.write(`airlock: warning: could not record the exported versions in the catalog (${(e as Error).message}); the next --incremental export will carry them again\n`);
+        process.stderr.write(
+          `airlock: warning: could not record the exported versions in the catalog (${(e as Error).message}); the next --incremental export will carry them again\n`,
+        );
       }
     }
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: assembly.objectStats } : {}), ...(m.coverage ? { coverage: m.coverage } : {}) })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ path: written.path, site: m.site, seq: m.seq, sums: written.sumsSha256, size: m.payload.size, volumes: m.payload.volumes.length, contents: m.contents, ...(client ? { objects: assembly.objectStats } : {}), ...(m.coverage ? { coverage: m.coverage } : {}) })}\n`,
+      );
     } else {
       const objects = client ? `${assembly.objectStats.versions} object version(s), ${assembly.objectStats.deleteMarkers} delete marker(s), ` : '';
       const pg = m.coverage?.postgres;
-      const db = pg ? `${pg.base ? 'a base backup, ' : ''}${pg.dumps > 0 ? `${pg.dumps} dump(s), ` : ''}${pg.wal.length} WAL range(s) to restore point ${pg.restorePoint?.name ?? '?'}, ` : '';
-      process.stderr.write(`airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`);
+      const db = pg
+        ? `${pg.base ? 'a base backup, ' : ''}${pg.dumps > 0 ? `${pg.dumps} dump(s), ` : ''}${pg.wal.length} WAL range(s) to restore point ${pg.restorePoint?.name ?? '?'}, `
+        : '';
+      process.stderr.write(
+        `airlock: wrote ${m.site} seq ${m.seq}: ${m.contents.files} file(s), ${db}${objects}${m.contents.metadata} metadata record(s), ${human(m.payload.size)} in ${m.payload.volumes.length} volume(s)\n`,
+      );
       process.stdout.write(`${written.path}\n`);
     }
     recordRun(stateDir, 'export', site, undefined, clockNow(), note);
@@ -167,17 +188,16 @@ async function exportCommand(flags: ExportFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'export', 'write the next bundle of a site onto a medium and print its path')
-    .action(async (raw: Flags) => {
-      const flags = resolveOptions<ExportFlags>('export', raw);
-      try {
-        await exportCommand(flags);
-      } catch (e) {
-        // every failure is recorded for status and the scheduler, the early ones (bad source,
-        // endpoint down, no space) too
-        const usage = e instanceof AirlockError && (e.code === 'usage' || e.code === 'config-invalid');
-        if (!usage) recordRun(resolveStateDir(flags.stateDir), 'export', flags.site, e, clockNow(), note);
-        throw e;
-      }
-    });
+  command(program, 'export', 'write the next bundle of a site onto a medium and print its path').action(async (raw: Flags) => {
+    const flags = resolveOptions<ExportFlags>('export', raw);
+    try {
+      await exportCommand(flags);
+    } catch (e) {
+      // every failure is recorded for status and the scheduler, the early ones (bad source,
+      // endpoint down, no space) too
+      const usage = e instanceof AirlockError && (e.code === 'usage' || e.code === 'config-invalid');
+      if (!usage) recordRun(resolveStateDir(flags.stateDir), 'export', flags.site, e, clockNow(), note);
+      throw e;
+    }
+  });
 }

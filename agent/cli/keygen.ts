@@ -24,7 +24,9 @@ async function writeKey(file: string, text: string, mode: number): Promise<void>
 
 async function keygen(flags: KeygenFlags): Promise<void> {
   if ((flags.signingKey === undefined) === (flags.age === undefined)) {
-    throw new AirlockError('usage', 'give exactly one of --signing-key FILE and --age FILE', { hint: 'the appliance needs --signing-key; --age is for the recovery site' });
+    throw new AirlockError('usage', 'give exactly one of --signing-key FILE and --age FILE', {
+      hint: 'the appliance needs --signing-key; --age is for the recovery site',
+    });
   }
   if (flags.age !== undefined) {
     const id = generateIdentity();
@@ -50,6 +52,7 @@ async function keygen(flags: KeygenFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'keygen', 'make the appliance signing key (--signing-key), or a recovery-site age identity (--age)')
-    .action((flags: Flags) => keygen(resolveOptions<KeygenFlags>('keygen', flags)));
+  command(program, 'keygen', 'make the appliance signing key (--signing-key), or a recovery-site age identity (--age)').action((flags: Flags) =>
+    keygen(resolveOptions<KeygenFlags>('keygen', flags)),
+  );
 }

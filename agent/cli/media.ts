@@ -26,12 +26,20 @@ function noteCached(medium: string, notes: ReadBackNotes): void {
 }
 
 /** After an export: read the bundle back, record the verified copy, and say what was done. */
-export async function confirmExport(written: { path: string; sumsSha256: string; site: string; seq: number }, label: MediumLabel | undefined, key: SigningKey, stateDir: string): Promise<void> {
+export async function confirmExport(
+  written: { path: string; sumsSha256: string; site: string; seq: number },
+  label: MediumLabel | undefined,
+  key: SigningKey,
+  stateDir: string,
+): Promise<void> {
   const notes = await confirmOnMedium(written, label, key, stateDir, new Date());
   const medium = path.dirname(path.dirname(written.path));
   noteCached(medium, notes);
   if (label) process.stderr.write(`airlock: read back and verified on medium "${label.label}" (${label.uuid})\n`);
-  else process.stderr.write(`airlock: note: read back and verified, but ${medium} has no label, so this copy does not count for retention; label media with airlock media init\n`);
+  else
+    process.stderr.write(
+      `airlock: note: read back and verified, but ${medium} has no label, so this copy does not count for retention; label media with airlock media init\n`,
+    );
 }
 
 interface InitFlags {
@@ -71,7 +79,9 @@ async function signersFrom(flags: CopyFlags): Promise<AllowedSigner[]> {
   const { allowedSigners: allowed, signingKey: key } = flags;
   if (allowed !== undefined) return parseAllowedSigners(await readAllowedSigners(allowed));
   if (key !== undefined) return [selfSigner(await loadSigningKey(key))];
-  throw new AirlockError('usage', 'media copy needs --signing-key or --allowed-signers', { hint: 'give the appliance signing key (only its public half is used) or an allowed_signers file, to verify the bundles before and after copying' });
+  throw new AirlockError('usage', 'media copy needs --signing-key or --allowed-signers', {
+    hint: 'give the appliance signing key (only its public half is used) or an allowed_signers file, to verify the bundles before and after copying',
+  });
 }
 
 async function copyCommand(src: string, dst: string, flags: CopyFlags): Promise<void> {
@@ -100,11 +110,15 @@ async function copyAndPrint(src: string, dst: string, flags: CopyFlags, stateDir
   else {
     for (const b of r.bundles) process.stdout.write(`${b.to}\n`);
     const n = r.bundles.filter((b) => b.copied).length;
-    process.stderr.write(`airlock: copied ${n} bundle(s), ${r.bundles.length - n} already there; all ${r.bundles.length} read back and verified on ${r.to ? `medium "${r.to.label}" (${r.to.uuid})` : dst}\n`);
+    process.stderr.write(
+      `airlock: copied ${n} bundle(s), ${r.bundles.length - n} already there; all ${r.bundles.length} read back and verified on ${r.to ? `medium "${r.to.label}" (${r.to.uuid})` : dst}\n`,
+    );
     if (!r.to) process.stderr.write(`airlock: note: ${dst} has no label, so these copies do not count for retention; label it with airlock media init\n`);
   }
   if (r.failed.length > 0) {
-    throw new AirlockError('verification-failed', `${r.failed.length} bundle(s) under ${src} were not copied: ${r.failed.slice(0, 3).join('; ')}`, { hint: 'run airlock-verify on the source for the full list; media copy never follows a symbolic link' });
+    throw new AirlockError('verification-failed', `${r.failed.length} bundle(s) under ${src} were not copied: ${r.failed.slice(0, 3).join('; ')}`, {
+      hint: 'run airlock-verify on the source for the full list; media copy never follows a symbolic link',
+    });
   }
 }
 
@@ -148,9 +162,16 @@ async function listCommand(medium: string, flags: ListFlags): Promise<void> {
     process.stdout.write(`${JSON.stringify({ medium: path.resolve(medium), label: label ?? null, space, bundles, partials: found.partials })}\n`);
     return;
   }
-  const lines = [label ? `medium "${label.label}" ${label.uuid}, labelled ${label.created}` : `${medium}: no label (airlock media init labels it)`, `space: ${human(space.free)} free of ${human(space.size)}`];
+  const lines = [
+    label ? `medium "${label.label}" ${label.uuid}, labelled ${label.created}` : `${medium}: no label (airlock media init labels it)`,
+    `space: ${human(space.free)} free of ${human(space.size)}`,
+  ];
   for (const b of bundles) {
-    lines.push(b.problem !== undefined ? `${b.path}: unreadable manifest: ${b.problem}` : `${b.site} seq ${b.seq}  ${b.created}  ${human(b.payloadBytes ?? 0)} in ${b.volumes} volume(s)${b.recovery ? ', recovery data' : ''}`);
+    lines.push(
+      b.problem !== undefined
+        ? `${b.path}: unreadable manifest: ${b.problem}`
+        : `${b.site} seq ${b.seq}  ${b.created}  ${human(b.payloadBytes ?? 0)} in ${b.volumes} volume(s)${b.recovery ? ', recovery data' : ''}`,
+    );
   }
   for (const p of found.partials) lines.push(`${p}: partial (an interrupted write; not a bundle)`);
   lines.push(`${bundles.length} bundle(s); not verified here: run airlock-verify to check them`);

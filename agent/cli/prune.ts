@@ -68,12 +68,18 @@ async function pruneCommand(flags: PruneFlags): Promise<void> {
   if (flags.json) process.stdout.write(`${JSON.stringify({ site, minCopies, dryRun: flags.dryRun === true, removed, bytes, forgotten })}\n`);
   else {
     for (const n of removed) process.stdout.write(`${flags.dryRun ? 'would remove' : 'removed'}: ${n}\n`);
-    process.stderr.write(`airlock: ${removed.length} WAL file(s), ${bytes} bytes ${flags.dryRun ? 'would be' : 'were'} removed from the spool; only files on at least ${minCopies} verified media go\n`);
-    if (forgotten.wal + forgotten.jobs > 0) process.stderr.write(`airlock: the catalog forgot ${forgotten.wal} pruned WAL record(s) and ${forgotten.jobs} job run(s) older than ${formatDuration(retention)}\n`);
+    process.stderr.write(
+      `airlock: ${removed.length} WAL file(s), ${bytes} bytes ${flags.dryRun ? 'would be' : 'were'} removed from the spool; only files on at least ${minCopies} verified media go\n`,
+    );
+    if (forgotten.wal + forgotten.jobs > 0)
+      process.stderr.write(
+        `airlock: the catalog forgot ${forgotten.wal} pruned WAL record(s) and ${forgotten.jobs} job run(s) older than ${formatDuration(retention)}\n`,
+      );
   }
 }
 
 export function register(program: Command): void {
-  command(program, 'prune', 'remove spooled WAL that bundles verified on enough media (by UUID) already hold; never the only copy')
-    .action((flags: Flags) => pruneCommand(resolveOptions<PruneFlags>('prune', flags)));
+  command(program, 'prune', 'remove spooled WAL that bundles verified on enough media (by UUID) already hold; never the only copy').action((flags: Flags) =>
+    pruneCommand(resolveOptions<PruneFlags>('prune', flags)),
+  );
 }

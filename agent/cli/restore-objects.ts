@@ -43,7 +43,10 @@ export function parseBucketMap(pairs: readonly string[]): Map<string, string> {
   for (const p of pairs) {
     const m = /^([^=]+)=([^=]+)$/.exec(p);
     const [src, dst] = m ? [m[1] as string, m[2] as string] : ['', ''];
-    if (!m || !BUCKET_RE.test(src) || !BUCKET_RE.test(dst)) throw new AirlockError('usage', `--bucket-map ${JSON.stringify(p)}: not SOURCE=DESTINATION bucket names`, { hint: 'give --bucket-map records=records-restored' });
+    if (!m || !BUCKET_RE.test(src) || !BUCKET_RE.test(dst))
+      throw new AirlockError('usage', `--bucket-map ${JSON.stringify(p)}: not SOURCE=DESTINATION bucket names`, {
+        hint: 'give --bucket-map records=records-restored',
+      });
     if (map.has(src)) throw new AirlockError('usage', `--bucket-map names ${src} twice`);
     map.set(src, dst);
   }
@@ -62,10 +65,14 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
   const until = parseAt(flags.at);
   const toBucket = flags.endpoint !== undefined || (flags.bucketMap?.length ?? 0) > 0;
   if (toBucket === (flags.to !== undefined)) {
-    throw new AirlockError('usage', 'give either --endpoint URL --bucket-map SRC=DST, or --to DIR', { hint: 'restore into buckets of an S3 server, or into a folder' });
+    throw new AirlockError('usage', 'give either --endpoint URL --bucket-map SRC=DST, or --to DIR', {
+      hint: 'restore into buckets of an S3 server, or into a folder',
+    });
   }
   if (toBucket && (flags.endpoint === undefined || (flags.bucketMap?.length ?? 0) === 0)) {
-    throw new AirlockError('usage', '--endpoint and --bucket-map go together', { hint: 'give --endpoint http(s)://host:port and --bucket-map SOURCE=DESTINATION for each bucket to restore' });
+    throw new AirlockError('usage', '--endpoint and --bucket-map go together', {
+      hint: 'give --endpoint http(s)://host:port and --bucket-map SOURCE=DESTINATION for each bucket to restore',
+    });
   }
   if (flags.to !== undefined) await refuseUnsafeTarget(flags.to);
   const bucketMap = toBucket ? parseBucketMap(flags.bucketMap ?? []) : new Map<string, string>();
@@ -76,7 +83,14 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     throw fromSystemError(e, flags.identity);
   }
   const identities = parseIdentities(identityText);
-  const connect = () => connectS3({ endpoint: flags.endpoint as string, credentials: flags.s3Credentials, region: flags.s3Region, caFile: flags.s3CaFile, addressing: flags.s3Addressing });
+  const connect = () =>
+    connectS3({
+      endpoint: flags.endpoint as string,
+      credentials: flags.s3Credentials,
+      region: flags.s3Region,
+      caFile: flags.s3CaFile,
+      addressing: flags.s3Addressing,
+    });
   // a missing key or CA file fails before the bundles are verified
   const client = toBucket ? await connect() : undefined;
   const verified: BundleReport[] = [];
@@ -91,7 +105,8 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     target = { kind: 'folder', to: flags.to as string };
   }
   // an interrupted bucket restore leaves its journal (the id map being written), which a rerun resumes from
-  const interrupted = target.kind === 'bucket' ? `interrupted; run the same command again to resume (${target.idMap}.partial says what was written)` : undefined;
+  const interrupted =
+    target.kind === 'bucket' ? `interrupted; run the same command again to resume (${target.idMap}.partial says what was written)` : undefined;
   try {
     // a progress line per step on a terminal: decrypting the bundles, then writing the versions
     let step: { name: string; bytes: number; line: ReturnType<typeof progressReporter> } | undefined;
@@ -104,12 +119,24 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
     };
     // a damaged bundle is repaired into a scratch copy beside the folder or the id map
     const beside = target.kind === 'bucket' ? target.idMap : target.to;
-    const s = await interruptible((signal) => withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, { until, signal, verified, progress, notes: note }), { signal, notes: note }), interrupted).finally(() => step?.line.done());
+    const s = await interruptible(
+      (signal) =>
+        withRepairedBundle(bundle, beside, (b) => restoreObjects(b, identities, target, { until, signal, verified, progress, notes: note }), {
+          signal,
+          notes: note,
+        }),
+      interrupted,
+    ).finally(() => step?.line.done());
     for (const k of s.skipped) note(`note: ${k}`);
-    if (s.etagsChanged > 0) note(`note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`);
+    if (s.etagsChanged > 0)
+      note(
+        `note: ${s.etagsChanged} multipart version(s) came back with another ETag (the bundle does not know their part layout); the id map gives both (etag, newEtag)`,
+      );
     if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
-      process.stderr.write(`airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`);
+      process.stderr.write(
+        `airlock: restored ${s.written} ${target.kind === 'bucket' ? 'version(s) and delete marker(s)' : 'object(s)'} of ${s.buckets} bucket(s) from seq ${s.seq}; map in ${s.map}\n`,
+      );
       process.stdout.write(`${target.kind === 'bucket' ? s.map : path.resolve(flags.to as string)}\n`);
     }
   } finally {
@@ -119,6 +146,7 @@ async function restoreObjectsCommand(flags: RestoreObjectsFlags): Promise<void> 
 
 /** Adds `restore objects` under the `restore` command. */
 export function register(restore: Command): void {
-  command(restore, 'restore objects', 'restore the buckets of a bundle into buckets of an S3 server, or into a folder')
-    .action((flags: Flags) => restoreObjectsCommand(resolveOptions<RestoreObjectsFlags>('restore objects', flags)));
+  command(restore, 'restore objects', 'restore the buckets of a bundle into buckets of an S3 server, or into a folder').action((flags: Flags) =>
+    restoreObjectsCommand(resolveOptions<RestoreObjectsFlags>('restore objects', flags)),
+  );
 }

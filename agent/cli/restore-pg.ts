@@ -48,10 +48,14 @@ interface RestorePgFlags {
 
 function targetOf(flags: RestorePgFlags): Target {
   const given = [flags.targetTime, flags.targetLsn, flags.targetName, flags.latest ? 'latest' : undefined].filter((x) => x !== undefined);
-  if (given.length !== 1) throw new AirlockError('usage', 'give exactly one of --target-time, --target-lsn, --target-name, --latest', { hint: '--latest replays every WAL segment of the set' });
+  if (given.length !== 1)
+    throw new AirlockError('usage', 'give exactly one of --target-time, --target-lsn, --target-name, --latest', {
+      hint: '--latest replays every WAL segment of the set',
+    });
   if (flags.targetTime !== undefined) return parseTargetTime(flags.targetTime);
   if (flags.targetLsn !== undefined) {
-    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(flags.targetLsn)) throw new AirlockError('usage', `--target-lsn ${flags.targetLsn}: not a WAL location like 0/3000028`);
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(flags.targetLsn))
+      throw new AirlockError('usage', `--target-lsn ${flags.targetLsn}: not a WAL location like 0/3000028`);
     return { kind: 'lsn', lsn: flags.targetLsn.toUpperCase() };
   }
   if (flags.targetName !== undefined) {
@@ -62,7 +66,8 @@ function targetOf(flags: RestorePgFlags): Target {
 }
 
 async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
-  const identities = parseIdentities(await readFile(flags.identity, 'utf8').catch((e: unknown) => {
+  const identities = parseIdentities(
+    await readFile(flags.identity, 'utf8').catch((e: unknown) => {
       throw fromSystemError(e, flags.identity);
     }),
   );
@@ -72,17 +77,31 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   };
 
   if (flags.dump) {
-    if (flags.dbname === undefined || flags.database === undefined) throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', { hint: 'create the empty database first, e.g. createdb restored' });
+    if (flags.dbname === undefined || flags.database === undefined)
+      throw new AirlockError('usage', '--dump needs --dbname CONNINFO (where to restore) and --database NAME (which dump)', {
+        hint: 'create the empty database first, e.g. createdb restored',
+      });
     assertNoPassword(flags.dbname);
-    if (flags.tablespaceMap !== undefined) throw new AirlockError('usage', '--tablespace-map is for a base backup restore, not --dump', { hint: 'a logical dump restores into the tablespaces of the target server' });
+    if (flags.tablespaceMap !== undefined)
+      throw new AirlockError('usage', '--tablespace-map is for a base backup restore, not --dump', {
+        hint: 'a logical dump restores into the tablespaces of the target server',
+      });
     const { seq, jobs } = flags;
     await pickVerifiedBundle(flags.from, flags.allowedSigners, flags.site, seq, verified);
-    const withDumps = verified.filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+    const withDumps = verified
+      .filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq))
+      .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const bundle = withDumps.at(-1);
     if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
-    const r = await interruptible((signal) => restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), { signal, jobs, notes: note }));
+    const r = await interruptible((signal) =>
+      restoreDump(bundle, identities, flags.database as string, flags.dbname as string, bin, path.resolve(flags.staging ?? tmpdir()), {
+        signal,
+        jobs,
+        notes: note,
+      }),
+    );
     if (flags.json) process.stdout.write(`${JSON.stringify({ seq: bundle.seq, database: flags.database, parts: r.parts })}\n`);
     else say(`restored ${flags.database} from seq ${bundle.seq}`);
     return;
@@ -126,23 +145,31 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
   let recovered;
   if (flags.start || flags.stop) {
     // a server of another major refuses the data folder; say which programs it needs before that
-    if (bin === undefined) note(`warning: PostgreSQL ${major}'s programs are not in /usr/lib/postgresql/${major}/bin; pg_ctl is taken from PATH and must be ${major}'s (else install postgresql-${major} or give --pg-bin)`);
+    if (bin === undefined)
+      note(
+        `warning: PostgreSQL ${major}'s programs are not in /usr/lib/postgresql/${major}/bin; pg_ctl is taken from PATH and must be ${major}'s (else install postgresql-${major} or give --pg-bin)`,
+      );
     say(`starting the server on port ${port} and waiting for recovery to end`);
     recovered = await startAndRecover(r, { bin, user: flags.pgUser, timeoutMs: timeout * 1000 });
-    say(`recovered to ${recovered.replayLsn}${recovered.lastCommit ? `, the last transaction replayed committed at ${recovered.lastCommit}` : ' (no transaction replayed after the base backup)'}; promoted to timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s`);
+    say(
+      `recovered to ${recovered.replayLsn}${recovered.lastCommit ? `, the last transaction replayed committed at ${recovered.lastCommit}` : ' (no transaction replayed after the base backup)'}; promoted to timeline ${recovered.timeline} after ${(recovered.recoveryMs / 1000).toFixed(1)} s`,
+    );
     say(`the server (pid ${recovered.pid}) accepts connections on port ${port}, socket in ${r.pgdata}`);
     if (flags.stop) {
       await stopRestored(r.pgdata, bin);
       say('server stopped');
     }
   } else {
-    say(`start it with: pg_ctl -D ${r.pgdata} start (as the data folder's owner); it recovers through airlock wal-fetch from ${r.walDir} and promotes at the target`);
+    say(
+      `start it with: pg_ctl -D ${r.pgdata} start (as the data folder's owner); it recovers through airlock wal-fetch from ${r.walDir} and promotes at the target`,
+    );
   }
   if (flags.json) process.stdout.write(`${JSON.stringify({ ...r, ...(recovered ? { recovered } : {}) })}\n`);
   else process.stdout.write(`${r.pgdata}\n`);
 }
 
 export function register(restore: Command): void {
-  command(restore, 'restore pg', 'verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)')
-    .action((flags: Flags) => restorePgCommand(resolveOptions<RestorePgFlags>('restore pg', flags)));
+  command(restore, 'restore pg', 'verify the media set, then restore PostgreSQL to a point in time (or a logical dump with --dump)').action((flags: Flags) =>
+    restorePgCommand(resolveOptions<RestorePgFlags>('restore pg', flags)),
+  );
 }

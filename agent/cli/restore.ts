@@ -37,13 +37,20 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
   announceBundle(bundle);
   const progress = progressReporter('airlock: restore files', bundle.manifest?.payload.size);
   let read = 0;
-  const s = await interruptible((signal) => withRepairedBundle(bundle, flags.to, (b) => restoreFiles(b, identities, flags.to, { signal, onBytes: (n) => progress.update((read += n)), notes: note }), { signal, notes: note }));
+  const s = await interruptible((signal) =>
+    withRepairedBundle(bundle, flags.to, (b) => restoreFiles(b, identities, flags.to, { signal, onBytes: (n) => progress.update((read += n)), notes: note }), {
+      signal,
+      notes: note,
+    }),
+  );
   progress.done();
   s.bundle = bundle.path;
   for (const k of s.skipped) note(`warning: ${k}`);
   if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
   else {
-    process.stderr.write(`airlock: restored ${s.files} file(s), ${s.dirs} folder(s), ${s.symlinks} symbolic link(s), ${s.hardlinks} hard link(s) from seq ${s.seq}\n`);
+    process.stderr.write(
+      `airlock: restored ${s.files} file(s), ${s.dirs} folder(s), ${s.symlinks} symbolic link(s), ${s.hardlinks} hard link(s) from seq ${s.seq}\n`,
+    );
     process.stdout.write(`${s.to}\n`);
   }
 }
@@ -51,7 +58,8 @@ async function restoreFilesCommand(flags: RestoreFlags): Promise<void> {
 /** Adds `restore` and its `restore files`; restore-objects.ts and restore-pg.ts add theirs under it. */
 export function register(program: Command): Command {
   const restore = program.command('restore').description('verify, then restore from bundles');
-  command(restore, 'restore files', 'restore the config and secret files of a bundle into an empty folder')
-    .action((flags: Flags) => restoreFilesCommand(resolveOptions<RestoreFlags>('restore files', flags)));
+  command(restore, 'restore files', 'restore the config and secret files of a bundle into an empty folder').action((flags: Flags) =>
+    restoreFilesCommand(resolveOptions<RestoreFlags>('restore files', flags)),
+  );
   return restore;
 }

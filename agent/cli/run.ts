@@ -173,6 +173,7 @@ async function runCommand(flags: RunFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'run', 'the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time')
-    .action((flags: Flags) => runCommand(resolveOptions<RunFlags>('run', flags)));
+  command(program, 'run', 'the agent: ingest the WAL spool, export on schedule when a medium is present, prune; one job at a time').action((flags: Flags) =>
+    runCommand(resolveOptions<RunFlags>('run', flags)),
+  );
 }

@@ -56,15 +56,28 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
   } finally {
     catalog.close();
   }
-  const found = await manifests(site, flags.from ?? [], rows.map((r) => r.path));
+  const found = await manifests(
+    site,
+    flags.from ?? [],
+    rows.map((r) => r.path),
+  );
   const seqs = [...new Set([...rows.map((r) => r.seq), ...found.keys()])].sort((a, b) => a - b);
-  if (seqs.length === 0) throw new AirlockError('no-bundle', `no bundle of ${site} in the catalog of ${stateDir}${flags.from ? ` or under ${flags.from.join(', ')}` : ''}`);
+  if (seqs.length === 0)
+    throw new AirlockError('no-bundle', `no bundle of ${site} in the catalog of ${stateDir}${flags.from ? ` or under ${flags.from.join(', ')}` : ''}`);
   const newest = seqs.at(-1) as number;
-  const base = [...found.entries()].filter(([, x]) => x.m.coverage?.postgres?.base).map(([seq]) => seq).at(-1);
+  const base = [...found.entries()]
+    .filter(([, x]) => x.m.coverage?.postgres?.base)
+    .map(([seq]) => seq)
+    .at(-1);
   const needed = base === undefined ? [newest] : seqs.filter((q) => q >= base);
   const pg = base === undefined ? undefined : found.get(base)?.m.coverage?.postgres;
-  const lastPoint = [...found.values()].map((x) => x.m.coverage?.postgres?.restorePoint).filter((p) => p !== undefined).at(-1);
-  const signerLine = keyFile ? `${site} ${formatPublicKeyLine((await loadSigningKey(keyFile)).publicKey, site)}` : `${site} ssh-ed25519 AAAA... (the line airlock keygen printed)`;
+  const lastPoint = [...found.values()]
+    .map((x) => x.m.coverage?.postgres?.restorePoint)
+    .filter((p) => p !== undefined)
+    .at(-1);
+  const signerLine = keyFile
+    ? `${site} ${formatPublicKeyLine((await loadSigningKey(keyFile)).publicKey, site)}`
+    : `${site} ssh-ed25519 AAAA... (the line airlock keygen printed)`;
 
   const out: string[] = [];
   const line = (t = '') => out.push(t);
@@ -76,11 +89,13 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     const where = copies.get(q) ?? [];
     const m = found.get(q)?.m;
     const what = m?.coverage?.postgres?.base ? 'base backup + WAL' : m?.coverage?.postgres ? 'WAL' : 'files/buckets';
-    line(`   seq ${q} (${what}${m ? `, ${m.created}` : ''}): ${where.length > 0 ? where.join(', ') : 'no verified copy recorded; find it by its folder name'} ${site}-${String(q).padStart(8, '0')}`);
+    line(
+      `   seq ${q} (${what}${m ? `, ${m.created}` : ''}): ${where.length > 0 ? where.join(', ') : 'no verified copy recorded; find it by its folder name'} ${site}-${String(q).padStart(8, '0')}`,
+    );
   }
   line();
   line('2. Bring the keys:');
-  line('   - the allowed_signers file with this line (it proves the bundles are the appliance\'s):');
+  line("   - the allowed_signers file with this line (it proves the bundles are the appliance's):");
   line(`     ${signerLine}`);
   line('   - the age identity of one of these recipients (kept at the recovery site or in escrow):');
   for (const r of recipients) line(`     ${r}`);
@@ -101,7 +116,8 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
     for (const t of pg.base?.tablespaces ?? []) line(`     --tablespace-map ${t.oid}=/var/lib/postgresql/tablespaces/${t.oid} \\`);
     line(`     --pgdata /var/lib/postgresql/${pg.major}/main --target-name ${shellQuote(lastPoint?.name ?? 'NAME')} --port 5432 --start`);
     line("   (or --target-time '2026-03-01 12:00:00+00' for an earlier moment, or --latest)");
-    for (const t of pg.base?.tablespaces ?? []) line(`   Tablespace ${t.oid} is ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}: any new or empty folder will do.`);
+    for (const t of pg.base?.tablespaces ?? [])
+      line(`   Tablespace ${t.oid} is ${JSON.stringify(t.name)}, on the source in ${JSON.stringify(t.location)}: any new or empty folder will do.`);
     line(`   Without airlock: ${RESTORE_FILE} of seq ${base}, steps 1 to 4 and 6a; then steps 1 to 4 and 6 of every`);
     line(`   later bundle's ${RESTORE_FILE} in order; then step 6c of seq ${base}'s.`);
     line('   The restored server has archive_mode = off and listens on localhost: re-enable archiving');
@@ -123,6 +139,7 @@ async function runbookCommand(flags: RunbookFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'runbook', "print the site's full recovery procedure: media to fetch, keys to bring, commands in order")
-    .action((flags: Flags) => runbookCommand(resolveOptions<RunbookFlags>('runbook', flags)));
+  command(program, 'runbook', "print the site's full recovery procedure: media to fetch, keys to bring, commands in order").action((flags: Flags) =>
+    runbookCommand(resolveOptions<RunbookFlags>('runbook', flags)),
+  );
 }

@@ -35,7 +35,15 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
   let server: ServerWal | undefined;
   if (pg !== undefined) {
     try {
-      const row = await queryJson<{ failed: number; lastFailedWal: string | null; failing: boolean; lastWal: string | null; lastTime: string | null; insertLsn: string; segmentSize: number } | null>(
+      const row = await queryJson<{
+        failed: number;
+        lastFailedWal: string | null;
+        failing: boolean;
+        lastWal: string | null;
+        lastTime: string | null;
+        insertLsn: string;
+        segmentSize: number;
+      } | null>(
         { conninfo: pg },
         `SELECT json_build_object('failed', failed_count, 'lastFailedWal', last_failed_wal, 'failing', coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),
           'lastWal', last_archived_wal, 'lastTime', to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
@@ -44,7 +52,8 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
       );
       archiver = { failedCount: row?.failed ?? 0, lastFailedWal: row?.lastFailedWal ?? null, failingNow: row?.failing === true };
       const { lastWal, lastTime, insertLsn = '', segmentSize = 0 } = row ?? {};
-      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && segmentSize > 0) server = { insertLsn, segmentSize, lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
+      if (/^[0-9A-F]+\/[0-9A-F]+$/.test(insertLsn) && segmentSize > 0)
+        server = { insertLsn, segmentSize, lastArchived: lastWal && lastTime ? { name: lastWal, time: lastTime } : null };
     } catch (e) {
       archiverError = (e as Error).message;
     }
@@ -60,7 +69,16 @@ async function statusCommand(flags: StatusFlags): Promise<number> {
   };
   let status: Status;
   try {
-    status = collectStatus({ catalog, site, spool, now: now(), thresholds, ...(archiver ? { archiver } : {}), ...(server ? { server } : {}), ...(archiverError !== undefined ? { archiverError } : {}) });
+    status = collectStatus({
+      catalog,
+      site,
+      spool,
+      now: now(),
+      thresholds,
+      ...(archiver ? { archiver } : {}),
+      ...(server ? { server } : {}),
+      ...(archiverError !== undefined ? { archiverError } : {}),
+    });
   } finally {
     catalog.close();
   }

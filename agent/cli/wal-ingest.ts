@@ -37,7 +37,9 @@ async function walIngest(flags: IngestFlags): Promise<void> {
     } else {
       for (const w of r.ingested) process.stdout.write(`${w.name}\n`);
     }
-    process.stderr.write(`airlock: wal-ingest: ${r.ingested.length} ingested, ${r.known.length} already known, ${r.waiting.length} waiting, ${r.problems.length} refused\n`);
+    process.stderr.write(
+      `airlock: wal-ingest: ${r.ingested.length} ingested, ${r.known.length} already known, ${r.waiting.length} waiting, ${r.problems.length} refused\n`,
+    );
     if (r.problems.length > 0) {
       for (const p of r.problems.slice(0, -1)) printError(p, flags.json === true);
       const last = r.problems.at(-1) as AirlockError;
@@ -49,6 +51,7 @@ async function walIngest(flags: IngestFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'wal-ingest', 'check the files in the wal spool and record the good ones in the catalog')
-    .action((flags: Flags) => walIngest(resolveOptions<IngestFlags>('wal-ingest', flags)));
+  command(program, 'wal-ingest', 'check the files in the wal spool and record the good ones in the catalog').action((flags: Flags) =>
+    walIngest(resolveOptions<IngestFlags>('wal-ingest', flags)),
+  );
 }

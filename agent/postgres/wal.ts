@@ -102,7 +102,7 @@ const hex = (s: string | undefined): number => Number.parseInt(s as string, 16);
  * can refuse a name before it touches the file system with it. Timeline 0 is never valid.
  */
 export function parseWalFileName(name: string): WalFileName | undefined {
-  let m = (SEGMENT_RE.exec(name)) ?? (PARTIAL_RE.exec(name));
+  let m = SEGMENT_RE.exec(name) ?? PARTIAL_RE.exec(name);
   if (m) {
     const timeline = hex(m[1]);
     if (timeline === 0) return undefined;
@@ -141,7 +141,9 @@ function segmentsPerLog(segmentSize: number): bigint {
 export function segmentNumber(name: { name: string; log: number; seg: number }, segmentSize: number): bigint {
   const per = segmentsPerLog(segmentSize);
   if (BigInt(name.seg) >= per) {
-    throw new AirlockError('bad-wal', `${name.name}: not a segment name for a wal_segment_size of ${segmentSize}`, { hint: 'the file is not from this cluster, or its name was changed' });
+    throw new AirlockError('bad-wal', `${name.name}: not a segment name for a wal_segment_size of ${segmentSize}`, {
+      hint: 'the file is not from this cluster, or its name was changed',
+    });
   }
   return BigInt(name.log) * per + BigInt(name.seg);
 }
@@ -189,7 +191,8 @@ export function parsePageHeader(bytes: Uint8Array, what = 'wal page'): PageHeade
   const magic = v.getUint16(0, true);
   const info = v.getUint16(2, true);
   const longHeader = (info & XLP_LONG_HEADER) !== 0;
-  if (longHeader && bytes.byteLength < LONG_PAGE_HEADER_SIZE) throw new AirlockError('bad-wal', `${what}: ${bytes.byteLength} bytes is too short for a long wal page header`);
+  if (longHeader && bytes.byteLength < LONG_PAGE_HEADER_SIZE)
+    throw new AirlockError('bad-wal', `${what}: ${bytes.byteLength} bytes is too short for a long wal page header`);
   return {
     magic,
     pgVersion: majorOfMagic(magic),
@@ -203,7 +206,9 @@ export function parsePageHeader(bytes: Uint8Array, what = 'wal page'): PageHeade
     timeline: v.getUint32(4, true),
     pageAddress: formatLsn(v.getBigUint64(8, true)),
     remLen: v.getUint32(16, true),
-    long: longHeader ? { systemIdentifier: v.getBigUint64(24, true).toString(), segmentSize: v.getUint32(32, true), blockSize: v.getUint32(36, true) } : undefined,
+    long: longHeader
+      ? { systemIdentifier: v.getBigUint64(24, true).toString(), segmentSize: v.getUint32(32, true), blockSize: v.getUint32(36, true) }
+      : undefined,
   };
 }
 
@@ -267,8 +272,10 @@ export function checkSegmentHeader(fileName: string, first: Uint8Array, expect: 
       problems.push((e as Error).message.replace(`${fileName}: `, ''));
     }
   }
-  if (expect.segmentSize !== undefined && segmentSize !== expect.segmentSize) problems.push(`segment size ${segmentSize} is not the expected ${expect.segmentSize}`);
-  if (expect.fileSize !== undefined && expect.fileSize !== segmentSize) problems.push(`the file has ${expect.fileSize} bytes, not the segment size ${segmentSize}`);
+  if (expect.segmentSize !== undefined && segmentSize !== expect.segmentSize)
+    problems.push(`segment size ${segmentSize} is not the expected ${expect.segmentSize}`);
+  if (expect.fileSize !== undefined && expect.fileSize !== segmentSize)
+    problems.push(`the file has ${expect.fileSize} bytes, not the segment size ${segmentSize}`);
   const bs = h.long.blockSize;
   if (bs < 1024 || bs > 65536 || (bs & (bs - 1)) !== 0) problems.push(`block size ${bs} is not a power of two from 1 KiB to 64 KiB`);
   if (expect.systemIdentifier !== undefined && h.long.systemIdentifier !== expect.systemIdentifier) {
@@ -358,7 +365,8 @@ function toUtc(text: string): string | undefined {
 export function parseBackupLabel(fileName: string, text: string): BackupLabel {
   const name = parseWalFileName(fileName);
   if (name?.kind !== 'backup') throw new AirlockError('bad-wal', `${fileName}: not a backup history file name`);
-  const bad = (why: string) => new AirlockError('bad-wal', `${fileName}: ${why}`, { hint: 'the backup history file is damaged; archive it again from the server' });
+  const bad = (why: string) =>
+    new AirlockError('bad-wal', `${fileName}: ${why}`, { hint: 'the backup history file is damaged; archive it again from the server' });
   const fields = new Map<string, string>();
   for (const raw of text.split('\n')) {
     const m = /^([A-Z][A-Z ]*[A-Z]): (.*)$/.exec(raw.trimEnd());

@@ -76,19 +76,38 @@ function modeOf(r: SourceRecord): number | undefined {
  * not empty, `verification-failed` when the payload does not match its manifests, `decrypt-failed`,
  * `unsafe-entry`, volume check errors, and typed system errors; the target is untouched on failure.
  */
-export async function restoreFiles(bundle: BundleReport, identities: readonly Uint8Array[], to: string, opts: { signal?: AbortSignal; onBytes?: (n: number) => void; notes?: Notes } = {}): Promise<RestoreSummary> {
+export async function restoreFiles(
+  bundle: BundleReport,
+  identities: readonly Uint8Array[],
+  to: string,
+  opts: { signal?: AbortSignal; onBytes?: (n: number) => void; notes?: Notes } = {},
+): Promise<RestoreSummary> {
   const manifest = verifiedManifest(bundle);
   const target = path.resolve(to);
   await requireEmpty(target);
   const staging = await openStaging(target, opts.notes ? { notes: opts.notes } : {});
   const entriesDir = path.join(staging.dir, 'entries');
   const tree = path.join(staging.dir, 'tree');
-  const summary: RestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, to: target, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, skipped: [] };
+  const summary: RestoreSummary = {
+    bundle: bundle.path,
+    site: manifest.site,
+    seq: manifest.seq,
+    to: target,
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    skipped: [],
+  };
 
   try {
     await mkdir(tree, { mode: 0o700 });
     const records: IndexRecord[] = [];
-    await stageBundle(bundle, identities, entriesDir, { onRecord: (r) => records.push(r), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onBytes ? { onBytes: opts.onBytes } : {}) });
+    await stageBundle(bundle, identities, entriesDir, {
+      onRecord: (r) => records.push(r),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onBytes ? { onBytes: opts.onBytes } : {}),
+    });
 
     // lay out: folders and files now, links after, folder modes and times last (deepest first)
     const placed = new Map<string, string>(); // source -> path in the tree
@@ -121,7 +140,13 @@ export async function restoreFiles(bundle: BundleReport, identities: readonly Ui
     // hard links first: a symbolic link must never be in place while anything else is still created
     for (const r of links.filter((x) => x.type === 'hardlink')) {
       const first = isSourcePath(r.target) ? placed.get(treePath(r.target)) : undefined;
-      if (!first || !(await lstat(first).then((st) => st.isFile(), () => false))) {
+      if (
+        !first ||
+        !(await lstat(first).then(
+          (st) => st.isFile(),
+          () => false,
+        ))
+      ) {
         summary.skipped.push(`${r.source}: hard link to ${r.target}, which is not in this bundle`);
         continue;
       }

@@ -37,12 +37,32 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { writeFileAtomic } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import { assertIndexRecord, type BucketRecord, type IndexRecord, type DeleteMarkerRecord, type ObjectRecord, type VersionChangedRecord, type VersionRemovedRecord } from '../../manifests/records.js';
+import {
+  assertIndexRecord,
+  type BucketRecord,
+  type IndexRecord,
+  type DeleteMarkerRecord,
+  type ObjectRecord,
+  type VersionChangedRecord,
+  type VersionRemovedRecord,
+} from '../../manifests/records.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir } from '../fsutil.js';
 import { S3Client, utf8Header } from '../s3/client.js';
-import { bucketState, createBucket, evenParts, putBucketDocument, putBucketTags, putDeleteMarker, putVersion, setVersioning, taggingHeader, versionsOf, type PutPlan } from '../s3/objects.js';
+import {
+  bucketState,
+  createBucket,
+  evenParts,
+  putBucketDocument,
+  putBucketTags,
+  putDeleteMarker,
+  putVersion,
+  setVersioning,
+  taggingHeader,
+  versionsOf,
+  type PutPlan,
+} from '../s3/objects.js';
 import { openStaging, promote, requireEmpty, stageBundle, verifiedManifest, type Notes } from './staging.js';
 
 export const KEY_MAP_FILE = '.airlock-keys.jsonl';
@@ -172,7 +192,14 @@ const keyOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8')
  * chain back to a whole export, taking those from `verified`. Throws `no-bundle` when a bundle of
  * the chain is not among them, and what staging throws.
  */
-async function stageChain(bundle: BundleReport, verified: readonly BundleReport[], identities: readonly Uint8Array[], dir: string, signal?: AbortSignal, progress?: Progress): Promise<Chain> {
+async function stageChain(
+  bundle: BundleReport,
+  verified: readonly BundleReport[],
+  identities: readonly Uint8Array[],
+  dir: string,
+  signal?: AbortSignal,
+  progress?: Progress,
+): Promise<Chain> {
   const bucketsOf = async (st: Staged) => {
     const out: BucketRecord[] = [];
     for await (const r of readRecords(st.records)) if (r.type === 'bucket') out.push(r);
@@ -191,9 +218,13 @@ async function stageChain(bundle: BundleReport, verified: readonly BundleReport[
     if (staged.has(seq)) continue;
     const b = verified.find((x) => seqOf(x) === seq);
     if (!b) {
-      throw new AirlockError('no-bundle', `bundle ${seq} of ${bundle.manifest?.site ?? '?'} is not here, and ${path.basename(bundle.path)} builds on it (an incremental export)`, {
-        hint: 'give --from a folder that holds the whole chain back to a full export of the buckets',
-      });
+      throw new AirlockError(
+        'no-bundle',
+        `bundle ${seq} of ${bundle.manifest?.site ?? '?'} is not here, and ${path.basename(bundle.path)} builds on it (an incremental export)`,
+        {
+          hint: 'give --from a folder that holds the whole chain back to a full export of the buckets',
+        },
+      );
     }
     const st = await stage(b, identities, path.join(dir, `b${seq}`), signal, progress);
     staged.set(seq, st);
@@ -304,7 +335,18 @@ function retentionEnded(r: ObjectRecord): boolean {
 }
 
 /** The headers an object record may carry (what an export reads, SPEC.md 6.3); a restore sends no other. */
-const RECORD_HEADERS = new Set(['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'expires', 'x-amz-website-redirect-location', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date', 'x-amz-object-lock-legal-hold', 'x-amz-server-side-encryption']);
+const RECORD_HEADERS = new Set([
+  'cache-control',
+  'content-disposition',
+  'content-encoding',
+  'content-language',
+  'expires',
+  'x-amz-website-redirect-location',
+  'x-amz-object-lock-mode',
+  'x-amz-object-lock-retain-until-date',
+  'x-amz-object-lock-legal-hold',
+  'x-amz-server-side-encryption',
+]);
 /** A user metadata name as S3 keeps it: an HTTP token (RFC 9110), lower case. */
 const METADATA_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
 /** Bytes no header value may hold: every control byte but tab (CR and LF would start another header), and DEL. */
@@ -319,7 +361,11 @@ function unsendable(r: ObjectRecord | DeleteMarkerRecord, why: string): AirlockE
 
 /** A header value (a byte string) that stays one header on the wire. Throws `unsafe-entry`. */
 function headerValue(r: ObjectRecord, name: string, bytes: string): string {
-  if (CONTROL_BYTE.test(bytes)) throw unsendable(r, `${name} holds a control byte (0x${((CONTROL_BYTE.exec(bytes))?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`);
+  if (CONTROL_BYTE.test(bytes))
+    throw unsendable(
+      r,
+      `${name} holds a control byte (0x${(CONTROL_BYTE.exec(bytes)?.[0] ?? '').charCodeAt(0).toString(16).padStart(2, '0')}), which no http header can carry`,
+    );
   return bytes;
 }
 
@@ -359,7 +405,8 @@ function putHeaders(r: ObjectRecord, lock: boolean): Record<string, string> {
   for (const [k, v] of Object.entries(r.metadata)) meta(k, textBytes(r, `the metadata ${JSON.stringify(k)}`, v));
   for (const [k, v] of Object.entries(r.metadataBase64 ?? {})) meta(k, Buffer.from(v, 'base64').toString('latin1'));
   const tags = Object.entries(r.tags);
-  for (const [k, v] of tags) if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
+  for (const [k, v] of tags)
+    if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v)) throw unsendable(r, `the tag ${JSON.stringify(k)} is not valid unicode text`);
   if (tags.length > 0) h['x-amz-tagging'] = taggingHeader(Object.fromEntries(tags));
   if (r.storageClass !== undefined && r.storageClass !== '' && r.storageClass !== 'STANDARD') {
     if (!/^[A-Z0-9_]{1,64}$/.test(r.storageClass)) throw unsendable(r, `the storage class ${JSON.stringify(r.storageClass)} is not one`);
@@ -388,9 +435,13 @@ async function checkSendable(chain: Chain, plans: ReadonlyMap<string, BucketPlan
     }
   }
   if (problems.length > 0) {
-    throw new AirlockError('unsafe-entry', `${problems.length} version(s) cannot be sent to the S3 server as the bundle records them: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; ...' : ''}`, {
-      hint: 'an export never records such values, so the bundle was not made by an honest airlock; nothing was written',
-    });
+    throw new AirlockError(
+      'unsafe-entry',
+      `${problems.length} version(s) cannot be sent to the S3 server as the bundle records them: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; ...' : ''}`,
+      {
+        hint: 'an export never records such values, so the bundle was not made by an honest airlock; nothing was written',
+      },
+    );
   }
 }
 
@@ -406,7 +457,8 @@ interface BucketPlan {
  */
 function putPlan(r: ObjectRecord, size: number, target: { multipartThreshold?: number; partSize?: number }): PutPlan {
   const parts = r.parts;
-  if (parts !== undefined && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => p > 0) && parts.reduce((a, p) => a + p, 0) === size) return { parts };
+  if (parts !== undefined && parts.length > 0 && parts.length <= 10_000 && parts.every((p) => p > 0) && parts.reduce((a, p) => a + p, 0) === size)
+    return { parts };
   return size > (target.multipartThreshold ?? MULTIPART_THRESHOLD) ? { parts: evenParts(size, target.partSize ?? PART_SIZE) } : {};
 }
 
@@ -418,7 +470,10 @@ async function prepareBuckets(client: S3Client, plans: readonly BucketPlan[], re
   for (const p of plans) {
     const state = await bucketState(client, p.dest, signal);
     if (state === 'absent') await createBucket(client, p.dest, p.lock, signal);
-    if (state === 'used' && !resuming) throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, { hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written' });
+    if (state === 'used' && !resuming)
+      throw new AirlockError('target-exists', `bucket ${p.dest} is not empty`, {
+        hint: 'restore into a new or empty bucket (--bucket-map SOURCE=NEW); nothing was written',
+      });
     const v = p.source.versioning;
     if (v === 'Enabled' || v === 'Suspended') await setVersioning(client, p.dest, 'Enabled', signal);
   }
@@ -429,7 +484,8 @@ async function finishBuckets(client: S3Client, plans: readonly BucketPlan[], sig
     if (p.source.versioning === 'Suspended') await setVersioning(client, p.dest, 'Suspended', signal);
     const tags = p.source.tags;
     if (tags && typeof tags === 'object' && Object.keys(tags).length > 0) await putBucketTags(client, p.dest, tags, signal);
-    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>')) await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
+    if (typeof p.source.objectLock === 'string' && p.source.objectLock.includes('<Rule>'))
+      await putBucketDocument(client, p.dest, 'object-lock', p.source.objectLock, signal);
     if (typeof p.source.lifecycle === 'string') await putBucketDocument(client, p.dest, 'lifecycle', p.source.lifecycle, signal);
   }
 }
@@ -492,7 +548,15 @@ async function forEachLimited<T>(source: AsyncIterable<T>, limit: number, work: 
   if (failure) throw failure.e;
 }
 
-async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { kind: 'bucket' }>, until: number, summary: ObjectRestoreSummary, signal?: AbortSignal, progress?: Progress, notes?: Notes): Promise<void> {
+async function restoreToBuckets(
+  chain: Chain,
+  target: Extract<ObjectTarget, { kind: 'bucket' }>,
+  until: number,
+  summary: ObjectRestoreSummary,
+  signal?: AbortSignal,
+  progress?: Progress,
+  notes?: Notes,
+): Promise<void> {
   const { client } = target;
   const plans = new Map<string, BucketPlan>();
   const inBundle: string[] = [];
@@ -508,10 +572,14 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
     plans.set(src, { source: r, dest, lock: !!r.objectLock?.includes('<ObjectLockEnabled>Enabled</ObjectLockEnabled>') });
   }
   for (const src of target.bucketMap.keys()) {
-    if (!plans.has(src)) throw new AirlockError('usage', `--bucket-map names ${src}, which is not in this bundle`, { hint: `the bundle holds ${inBundle.join(', ') || 'no bucket'}` });
+    if (!plans.has(src))
+      throw new AirlockError('usage', `--bucket-map names ${src}, which is not in this bundle`, {
+        hint: `the bundle holds ${inBundle.join(', ') || 'no bucket'}`,
+      });
   }
   const dests = [...plans.values()].map((p) => p.dest);
-  if (new Set(dests).size !== dests.length) throw new AirlockError('usage', 'two source buckets map to the same destination', { hint: 'give each source bucket its own destination in --bucket-map' });
+  if (new Set(dests).size !== dests.length)
+    throw new AirlockError('usage', 'two source buckets map to the same destination', { hint: 'give each source bucket its own destination in --bucket-map' });
   summary.buckets = plans.size;
   // the id map, while it is written, is the journal: a run that finds it resumes where it stopped
   const partial = `${target.idMap}.partial`;
@@ -550,7 +618,17 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
         if (there) {
           const same = r.type === 'delete-marker' ? there.kind === 'delete-marker' : there.kind === 'version' && there.size === r.size;
           if (!same) throw historyDiffers(plan.dest, key);
-          if (!journaled(r)) writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId: there.versionId, deleteMarker: there.kind === 'delete-marker', lastModified: r.lastModified, ...(there.kind === 'delete-marker' || r.type !== 'object' ? {} : { etag: r.etag }) });
+          if (!journaled(r))
+            writeLine({
+              bucket: plan.source.bucket,
+              key,
+              sourceVersionId,
+              destBucket: plan.dest,
+              versionId: there.versionId,
+              deleteMarker: there.kind === 'delete-marker',
+              lastModified: r.lastModified,
+              ...(there.kind === 'delete-marker' || r.type !== 'object' ? {} : { etag: r.etag }),
+            });
           continue;
         }
         if (journaled(r)) {
@@ -573,7 +651,17 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
           // a multipart version whose part layout the bundle does not know comes back with another ETag: the map says which
           const changed = etag !== '' && etag !== r.etag;
           if (changed) summary.etagsChanged++;
-          writeLine({ bucket: plan.source.bucket, key, sourceVersionId, destBucket: plan.dest, versionId, deleteMarker: false, lastModified: r.lastModified, etag: r.etag, ...(changed ? { newEtag: etag } : {}) });
+          writeLine({
+            bucket: plan.source.bucket,
+            key,
+            sourceVersionId,
+            destBucket: plan.dest,
+            versionId,
+            deleteMarker: false,
+            lastModified: r.lastModified,
+            etag: r.etag,
+            ...(changed ? { newEtag: etag } : {}),
+          });
         }
         summary.written++;
       }
@@ -591,7 +679,9 @@ async function restoreToBuckets(chain: Chain, target: Extract<ObjectTarget, { ki
 }
 
 function historyDiffers(bucket: string, key: string): AirlockError {
-  return new AirlockError('target-exists', `bucket ${bucket}: the versions of ${JSON.stringify(key)} there are not the ones this restore wrote`, { hint: 'something else wrote to the destination bucket since the interrupted run; restore into a new bucket' });
+  return new AirlockError('target-exists', `bucket ${bucket}: the versions of ${JSON.stringify(key)} there are not the ones this restore wrote`, {
+    hint: 'something else wrote to the destination bucket since the interrupted run; restore into a new bucket',
+  });
 }
 
 const MAX_COMPONENT = 255;
@@ -607,7 +697,7 @@ export function safeComponents(key: string): string[] {
   return key.split('/').map((c) => {
     if (c === '') return '%';
     if (c === '.' || c === '..') return c.replace(/\./g, '%2E');
-     
+
     let e = c.replace(/[%\x00-\x1f\x7f]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
     if (Buffer.byteLength(e) > MAX_COMPONENT) {
       const hash = createHash('sha256').update(c).digest('hex').slice(0, 16);
@@ -623,7 +713,8 @@ export function safeComponents(key: string): string[] {
 
 async function restoreToFolder(chain: Chain, to: string, tree: string, until: number, summary: ObjectRestoreSummary): Promise<void> {
   const buckets = new Set(chain.buckets.map((r) => r.bucket));
-  if (buckets.size === 0) throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
+  if (buckets.size === 0)
+    throw new AirlockError('not-found', NO_BUCKET, { hint: 'choose a bundle exported with --bucket (--seq), or use airlock restore files' });
   summary.buckets = buckets.size;
   const choose = (group: KeyRecord[]) => historyAt(group, until).at(-1);
   const bucketDir = (b: string) => {
@@ -654,7 +745,9 @@ async function restoreToFolder(chain: Chain, to: string, tree: string, until: nu
       }
       pending.pop();
       const r = top.r;
-      map.write(`${JSON.stringify({ path: rel, bucket: r.bucket, key: r.key, versionId: r.versionId, lastModified: r.lastModified, size: r.size, sha256: r.sha256, etag: r.etag, contentType: r.contentType, headers: r.headers, metadata: r.metadata, tags: r.tags })}\n`);
+      map.write(
+        `${JSON.stringify({ path: rel, bucket: r.bucket, key: r.key, versionId: r.versionId, lastModified: r.lastModified, size: r.size, sha256: r.sha256, etag: r.etag, contentType: r.contentType, headers: r.headers, metadata: r.metadata, tags: r.tags })}\n`,
+      );
     }
   };
   try {
@@ -708,11 +801,32 @@ export interface ObjectRestoreOptions {
  * restore leaves what was written so far, and the id map of it as `<id map>.partial`; the id map
  * gets its final name only when everything succeeded.
  */
-export async function restoreObjects(bundle: BundleReport, identities: readonly Uint8Array[], target: ObjectTarget, opts: ObjectRestoreOptions = {}): Promise<ObjectRestoreSummary> {
+export async function restoreObjects(
+  bundle: BundleReport,
+  identities: readonly Uint8Array[],
+  target: ObjectTarget,
+  opts: ObjectRestoreOptions = {},
+): Promise<ObjectRestoreSummary> {
   const manifest = verifiedManifest(bundle);
-  const summary: ObjectRestoreSummary = { bundle: bundle.path, site: manifest.site, seq: manifest.seq, buckets: 0, versions: 0, deleteMarkers: 0, written: 0, bytes: 0, map: '', skipped: [], etagsChanged: 0 };
+  const summary: ObjectRestoreSummary = {
+    bundle: bundle.path,
+    site: manifest.site,
+    seq: manifest.seq,
+    buckets: 0,
+    versions: 0,
+    deleteMarkers: 0,
+    written: 0,
+    bytes: 0,
+    map: '',
+    skipped: [],
+    etagsChanged: 0,
+  };
   const { until = Infinity, signal, verified = [], progress } = opts;
-  const exists = (p: string) => stat(p).then(() => true, () => false);
+  const exists = (p: string) =>
+    stat(p).then(
+      () => true,
+      () => false,
+    );
   const notes = opts.notes ? { notes: opts.notes } : {};
 
   if (target.kind === 'bucket') {

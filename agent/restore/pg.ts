@@ -25,7 +25,17 @@ import { pipeline } from 'node:stream/promises';
 import { childFailed, runChild } from '../../manifests/child.js';
 import type { PostgresCoverage } from '../../manifests/coverage.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
-import type { IndexRecord, PgBaseEndRecord, PgBaseRecord, PgDumpEndRecord, PgDumpRecord, PgGlobalsEndRecord, PgGlobalsRecord, PgTablespaceEndRecord, PgTablespaceRecord } from '../../manifests/records.js';
+import type {
+  IndexRecord,
+  PgBaseEndRecord,
+  PgBaseRecord,
+  PgDumpEndRecord,
+  PgDumpRecord,
+  PgGlobalsEndRecord,
+  PgGlobalsRecord,
+  PgTablespaceEndRecord,
+  PgTablespaceRecord,
+} from '../../manifests/records.js';
 import { shellQuote } from '../../manifests/shell.js';
 import type { ReadEntry } from '../../manifests/tar.js';
 import { digestStream } from '../../manifests/hash.js';
@@ -65,7 +75,8 @@ export function parseTargetTime(text: string): Extract<Target, { kind: 'time' }>
   const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
   const ms = Date.UTC(y, mo - 1, d, h, mi, s);
   const back = new Date(ms);
-  if (y < 1970 || back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || s > 59) throw bad('not a valid date and time');
+  if (y < 1970 || back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || s > 59)
+    throw bad('not a valid date and time');
   const offsetMin = m[8] ? 0 : (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11] ?? '0'));
   if (Number(m[10] ?? '0') > 15 || Number(m[11] ?? '0') > 59) throw bad('not a valid offset');
   const us = ms * 1000 + Number((m[7] ?? '').padEnd(6, '0')) - offsetMin * 60_000_000;
@@ -111,17 +122,27 @@ export interface RestorePlan {
 export function planRestore(verified: readonly BundleReport[], target: Target, orLatest: boolean): { plan: RestorePlan; target: Target } {
   const all = pgBundles(verified);
   const bases = all.filter((x) => x.pg.base);
-  if (bases.length === 0) throw new AirlockError('no-bundle', 'the media set holds no base backup', { hint: 'restore from a set that includes a bundle exported with --pg-base, or restore a logical dump with --dump' });
-  const newestPoint = all.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  if (bases.length === 0)
+    throw new AirlockError('no-bundle', 'the media set holds no base backup', {
+      hint: 'restore from a set that includes a bundle exported with --pg-base, or restore a logical dump with --dump',
+    });
+  const newestPoint = all
+    .map((x) => x.pg.restorePoint)
+    .filter((p) => p !== undefined)
+    .at(-1);
   let chosen = target;
   let base: PgBundle | undefined;
   if (target.kind === 'latest') base = bases.at(-1);
   else if (target.kind === 'time') {
     if (newestPoint && target.us > micros(newestPoint.time)) {
       if (!orLatest) {
-        throw new AirlockError('usage', `the target time ${target.time} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.time})`, {
-          hint: 'give an earlier --target-time, or --latest (or add --or-latest to take the newest when the target is beyond it)',
-        });
+        throw new AirlockError(
+          'usage',
+          `the target time ${target.time} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.time})`,
+          {
+            hint: 'give an earlier --target-time, or --latest (or add --or-latest to take the newest when the target is beyond it)',
+          },
+        );
       }
       chosen = { kind: 'latest' };
       base = bases.at(-1);
@@ -130,9 +151,13 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
     const want = parseLsn(target.lsn);
     if (newestPoint && want > parseLsn(newestPoint.lsn)) {
       if (!orLatest) {
-        throw new AirlockError('usage', `the target LSN ${target.lsn} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.lsn})`, {
-          hint: 'give an earlier --target-lsn, or --latest (or add --or-latest to take the newest when the target is beyond it)',
-        });
+        throw new AirlockError(
+          'usage',
+          `the target LSN ${target.lsn} is after the newest data of the set (restore point ${newestPoint.name} at ${newestPoint.lsn})`,
+          {
+            hint: 'give an earlier --target-lsn, or --latest (or add --or-latest to take the newest when the target is beyond it)',
+          },
+        );
       }
       chosen = { kind: 'latest' };
     }
@@ -143,7 +168,9 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
   }
   if (!base) {
     const first = bases[0]?.pg.base;
-    throw new AirlockError('no-bundle', `no base backup in the set ends before the target (the oldest ends at ${first?.stopTime} / ${first?.stopLsn})`, { hint: 'choose a later target, or fetch the media holding an older base backup' });
+    throw new AirlockError('no-bundle', `no base backup in the set ends before the target (the oldest ends at ${first?.stopTime} / ${first?.stopLsn})`, {
+      hint: 'choose a later target, or fetch the media holding an older base backup',
+    });
   }
   const after = all.filter((x) => x.seq >= base.seq);
   // only as far as the target needs: up to the first bundle whose restore point is at or past it
@@ -156,23 +183,42 @@ export function planRestore(verified: readonly BundleReport[], target: Target, o
     if (chosen.kind === 'time' && micros(p.time) >= chosen.us) break;
     if (chosen.kind === 'lsn' && parseLsn(p.lsn) >= parseLsn(chosen.lsn)) break;
   }
-  const lastPoint = needed.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  const lastPoint = needed
+    .map((x) => x.pg.restorePoint)
+    .filter((p) => p !== undefined)
+    .at(-1);
   return { plan: { base, bundles: needed, newest: { ...(lastPoint ? { time: lastPoint.time, lsn: lastPoint.lsn } : {}) } }, target: chosen };
 }
 
 /** Decrypts `bundle` into `dir`, checking every entry (staging.ts); returns its index records. */
-async function stagedRecords(bundle: BundleReport, identities: readonly Uint8Array[], dir: string, hooks: Omit<StageHooks, 'onRecord'> = {}): Promise<IndexRecord[]> {
+async function stagedRecords(
+  bundle: BundleReport,
+  identities: readonly Uint8Array[],
+  dir: string,
+  hooks: Omit<StageHooks, 'onRecord'> = {},
+): Promise<IndexRecord[]> {
   const records: IndexRecord[] = [];
   await stageBundle(bundle, identities, dir, { ...hooks, onRecord: (r) => records.push(r) });
   return records;
 }
 
 /** The staged parts of one stream, checked against its end record, in order. */
-function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], endType: StreamEnd['type'], match: (r: StreamPart | StreamEnd) => boolean, what: string): string[] {
-  const parts = records.filter((r): r is StreamPart => r.type === type).filter(match).sort((a, b) => a.part - b.part);
+function streamParts(
+  records: readonly IndexRecord[],
+  type: StreamPart['type'],
+  endType: StreamEnd['type'],
+  match: (r: StreamPart | StreamEnd) => boolean,
+  what: string,
+): string[] {
+  const parts = records
+    .filter((r): r is StreamPart => r.type === type)
+    .filter(match)
+    .sort((a, b) => a.part - b.part);
   const end = records.filter((r): r is StreamEnd => r.type === endType).find(match);
   if (end?.parts !== parts.length || parts.some((p, i) => p.part !== i + 1)) {
-    throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, { hint: 'the bundle was not written by a complete export; use another bundle' });
+    throw new AirlockError('malformed', `${what}: the parts in the bundle do not match its end record`, {
+      hint: 'the bundle was not written by a complete export; use another bundle',
+    });
   }
   return parts.map((p) => p.path);
 }
@@ -180,9 +226,13 @@ function streamParts(records: readonly IndexRecord[], type: StreamPart['type'], 
 type StreamPart = PgBaseRecord | PgTablespaceRecord | PgDumpRecord | PgGlobalsRecord;
 type StreamEnd = PgBaseEndRecord | PgTablespaceEndRecord | PgDumpEndRecord | PgGlobalsEndRecord;
 
-
 /** Runs `cmd args` with the files concatenated on stdin; throws `child-failed` on a non-zero exit. */
-async function feed(cmd: string, args: readonly string[], files: readonly string[], opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<void> {
+async function feed(
+  cmd: string,
+  args: readonly string[],
+  files: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {},
+): Promise<void> {
   const input = async function* () {
     for (const f of files) yield* createReadStream(f);
   };
@@ -307,7 +357,8 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
         });
         if (sink) {
           streamParts(records, 'pg-base', 'pg-base-end', () => true, `the base backup of seq ${x.seq}`);
-          for (const t of spaces) streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
+          for (const t of spaces)
+            streamParts(records, 'pg-tblspc', 'pg-tblspc-end', (r) => 'oid' in r && r.oid === t.oid, `tablespace ${t.oid} of seq ${x.seq}`);
           await sink.finish();
           await spaceSinks.finish();
           await linkTablespaces(partial, spaces);
@@ -328,7 +379,8 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       for (const r of records) {
         if (r.type !== 'pg-wal') continue;
         const n = parseWalFileName(r.name);
-        if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+        if (!n || `pg/wal/${n.name}` !== r.path)
+          throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
         await rename(path.join(dir, r.path), path.join(walTree, n.name));
         await writeFile(path.join(walTree, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
@@ -356,7 +408,10 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   } finally {
     await staging.close();
   }
-  const point = plan.bundles.map((x) => x.pg.restorePoint).filter((p) => p !== undefined).at(-1);
+  const point = plan.bundles
+    .map((x) => x.pg.restorePoint)
+    .filter((p) => p !== undefined)
+    .at(-1);
   return {
     pgdata,
     walDir,
@@ -389,7 +444,9 @@ function collationWarnings(info: SourceInfo): string[] {
   const there = info.os?.glibc ?? undefined;
   const libc = (info.collation ?? []).some((c) => c.provider === 'libc');
   if (!libc || !here || !there || here === there) return [];
-  return [`the source ran glibc ${there}, this machine has ${here}: indexes on text columns may be ordered differently; run REINDEX (or amcheck) on the restored cluster before trusting them`];
+  return [
+    `the source ran glibc ${there}, this machine has ${here}: indexes on text columns may be ordered differently; run REINDEX (or amcheck) on the restored cluster before trusting them`,
+  ];
 }
 
 /** The first WAL location of a segment name. */
@@ -421,8 +478,19 @@ export interface Recovered {
 }
 
 /** Runs a PostgreSQL program (as `owner`, when given) to completion; resolves with its exit status and output. */
-export async function runAsOwner(cmd: string, args: readonly string[], owner: { uid: number; gid: number } | undefined, signal?: AbortSignal): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const r = await runChild(cmd, args, { env: clientEnv(), capture: true, install: 'install the PostgreSQL server programs, or give --pg-bin', ...(owner ? { owner } : {}), ...(signal ? { signal } : {}) });
+export async function runAsOwner(
+  cmd: string,
+  args: readonly string[],
+  owner: { uid: number; gid: number } | undefined,
+  signal?: AbortSignal,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await runChild(cmd, args, {
+    env: clientEnv(),
+    capture: true,
+    install: 'install the PostgreSQL server programs, or give --pg-bin',
+    ...(owner ? { owner } : {}),
+    ...(signal ? { signal } : {}),
+  });
   return { code: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
@@ -436,7 +504,11 @@ export function serverFailure(log: string): { phase: string; why: string } {
   const lines = log.trimEnd().split('\n');
   const recovering = lines.some((l) => /starting (point-in-time|archive) recovery|redo starts at/.test(l));
   const promoted = lines.some((l) => /selected new timeline ID|archive recovery complete/.test(l));
-  const phase = promoted ? 'the restored server stopped after recovery ended' : recovering ? 'recovery failed after the restored server started' : 'the restored server did not start';
+  const phase = promoted
+    ? 'the restored server stopped after recovery ended'
+    : recovering
+      ? 'recovery failed after the restored server started'
+      : 'the restored server did not start';
   const fatal: string[] = [];
   // wal-fetch says why it refused a file on the server's stderr, which is this log
   const refused = lines.filter((l) => l.startsWith('airlock: error: ')).slice(-1);
@@ -469,7 +541,33 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   const pidText = await readFile(path.join(r.pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
   const pid = Number(pidText.split('\n')[0]);
   // one JSON value per query, as every query airlock sends (sources/postgres/server.ts)
-  const psql = (sql: string) => runAsOwner(bin('psql'), ['-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=terse', '-h', r.pgdata, '-p', String(r.port), '-U', opts.user, '-d', 'postgres', '-c', sql], undefined, opts.signal);
+  const psql = (sql: string) =>
+    runAsOwner(
+      bin('psql'),
+      [
+        '-X',
+        '-w',
+        '-q',
+        '-A',
+        '-t',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-v',
+        'VERBOSITY=terse',
+        '-h',
+        r.pgdata,
+        '-p',
+        String(r.port),
+        '-U',
+        opts.user,
+        '-d',
+        'postgres',
+        '-c',
+        sql,
+      ],
+      undefined,
+      opts.signal,
+    );
   const deadline = started + opts.timeoutMs;
   for (;;) {
     const q = await psql('SELECT to_json(pg_is_in_recovery())');
@@ -484,11 +582,16 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
       const f = serverFailure(await readLog());
       throw new AirlockError('recovery-failed', `${f.phase}: ${f.why}`, { hint: `read ${log}; the data folder is kept for inspection` });
     }
-    if (Date.now() > deadline) throw new AirlockError('recovery-failed', `recovery did not end within ${Math.round(opts.timeoutMs / 1000)} s`, { hint: `the server (pid ${pid}) still runs; read ${log}` });
+    if (Date.now() > deadline)
+      throw new AirlockError('recovery-failed', `recovery did not end within ${Math.round(opts.timeoutMs / 1000)} s`, {
+        hint: `the server (pid ${pid}) still runs; read ${log}`,
+      });
     await new Promise((res) => setTimeout(res, 200));
   }
   const recoveryMs = Date.now() - started;
-  const q = await psql(`SELECT json_build_object('replay', pg_last_wal_replay_lsn(), 'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, 'lastCommit', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))`);
+  const q = await psql(
+    `SELECT json_build_object('replay', pg_last_wal_replay_lsn(), 'timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, 'lastCommit', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))`,
+  );
   let answer: { replay?: unknown; timeline?: unknown; lastCommit?: unknown } = {};
   try {
     answer = q.code === 0 ? ((JSON.parse(q.stdout) as typeof answer | null) ?? {}) : {};
@@ -498,15 +601,24 @@ export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions)
   const replay = typeof answer.replay === 'string' ? answer.replay : '';
   const tli = typeof answer.timeline === 'number' ? answer.timeline : 0;
   const lastCommit = typeof answer.lastCommit === 'string' ? answer.lastCommit : '';
-  if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay)) throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${psqlFailure(q.stderr, q.code)}`, { hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}` });
+  if (q.code !== 0 || !/^[0-9A-F]+\/[0-9A-F]+$/.test(replay))
+    throw new AirlockError('recovery-failed', `cannot ask the restored server where replay ended: ${psqlFailure(q.stderr, q.code)}`, {
+      hint: `check --pg-user; the server (pid ${pid}) runs on port ${r.port}`,
+    });
   const text = await readLog();
   const replayLsn = parseLsn(replay);
   const t = r.target;
-  const fail = (why: string) => new AirlockError('recovery-failed', `recovery ended at ${replay} but ${why}`, { hint: `read ${log}; the server (pid ${pid}) still runs on port ${r.port}` });
-  if (t.kind === 'name' && !text.includes(`recovery stopping at restore point "${t.name}"`)) throw fail(`the server log does not say it stopped at restore point ${t.name}`);
+  const fail = (why: string) =>
+    new AirlockError('recovery-failed', `recovery ended at ${replay} but ${why}`, {
+      hint: `read ${log}; the server (pid ${pid}) still runs on port ${r.port}`,
+    });
+  if (t.kind === 'name' && !text.includes(`recovery stopping at restore point "${t.name}"`))
+    throw fail(`the server log does not say it stopped at restore point ${t.name}`);
   if (t.kind === 'lsn' && replayLsn < parseLsn(t.lsn)) throw fail(`the target was ${t.lsn}`);
-  if (t.kind === 'time' && !/recovery stopping (before|after) (commit|abort)/.test(text)) throw fail('the server log does not say it stopped at the target time');
-  if (t.kind === 'latest' && r.lastSegment !== undefined && replayLsn < segmentStart(r.lastSegment, r.segmentSize)) throw fail(`the set's WAL goes on into ${r.lastSegment}`);
+  if (t.kind === 'time' && !/recovery stopping (before|after) (commit|abort)/.test(text))
+    throw fail('the server log does not say it stopped at the target time');
+  if (t.kind === 'latest' && r.lastSegment !== undefined && replayLsn < segmentStart(r.lastSegment, r.segmentSize))
+    throw fail(`the set's WAL goes on into ${r.lastSegment}`);
   return { pid, port: r.port, timeline: tli, replayLsn: formatLsn(replayLsn), ...(lastCommit ? { lastCommit } : {}), recoveryMs, log };
 }
 
@@ -538,24 +650,47 @@ async function joinParts(parts: readonly string[], file: string): Promise<void> 
  * the folder `staging`. Throws `no-bundle` when the bundle has no dump of it, `child-failed` when
  * pg_restore fails, and what stageBundle throws.
  */
-export async function restoreDump(bundle: BundleReport, identities: readonly Uint8Array[], database: string, conninfo: string, bin: string | undefined, staging: string, opts: { signal?: AbortSignal; jobs?: number | undefined; notes?: Notes } = {}): Promise<{ parts: number }> {
+export async function restoreDump(
+  bundle: BundleReport,
+  identities: readonly Uint8Array[],
+  database: string,
+  conninfo: string,
+  bin: string | undefined,
+  staging: string,
+  opts: { signal?: AbortSignal; jobs?: number | undefined; notes?: Notes } = {},
+): Promise<{ parts: number }> {
   const { signal, jobs } = opts;
   // runs into other databases may share the folder: only what killed runs left there is removed
   const stage = await openStaging(path.join(staging, 'dump'), { exclusive: false, ...(opts.notes ? { notes: opts.notes } : {}) });
   const dir = stage.dir;
   try {
     // only the dumps are written to disk; every other entry is hashed (checked) and dropped
-    const records = await stagedRecords(bundle, identities, dir, { divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream), ...(signal ? { signal } : {}) });
+    const records = await stagedRecords(bundle, identities, dir, {
+      divert: (entry) => (entry.path.startsWith('pg/dump/') || entry.path.startsWith('pg/globals/') ? undefined : digestStream),
+      ...(signal ? { signal } : {}),
+    });
     const dbs = records.filter((r) => r.type === 'pg-dump-end').map((r) => r.database);
-    if (!dbs.includes(database)) throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, { hint: `it holds dumps of: ${dbs.join(', ') || 'none'}` });
+    if (!dbs.includes(database))
+      throw new AirlockError('no-bundle', `seq ${bundle.seq} holds no dump of database ${JSON.stringify(database)}`, {
+        hint: `it holds dumps of: ${dbs.join(', ') || 'none'}`,
+      });
     const parts = streamParts(records, 'pg-dump', 'pg-dump-end', (r) => 'database' in r && r.database === database, `the dump of ${database}`);
     const pgRestore = bin ? path.join(bin, 'pg_restore') : 'pg_restore';
     const args = ['-d', conninfo, '-w', '--exit-on-error', '--no-owner'];
     const run = { env: clientEnv(), ...(signal ? { signal } : {}) };
-    if (jobs === undefined) await feed(pgRestore, args, parts.map((p) => path.join(dir, p)), run);
+    if (jobs === undefined)
+      await feed(
+        pgRestore,
+        args,
+        parts.map((p) => path.join(dir, p)),
+        run,
+      );
     else {
       const file = path.join(dir, 'dump.custom');
-      await joinParts(parts.map((p) => path.join(dir, p)), file);
+      await joinParts(
+        parts.map((p) => path.join(dir, p)),
+        file,
+      );
       await feed(pgRestore, [...args, '--jobs', String(jobs), file], [], run);
     }
     return { parts: parts.length };

@@ -53,13 +53,16 @@ const FILE_DESC_LIMIT = 56 + 4096;
  * packets from start to end, typed system errors when it cannot be read.
  */
 export async function recoveryNames(file: string): Promise<string[]> {
-  const bad = (why: string) => new AirlockError('unsafe-entry', `${path.basename(file)}: not par2 recovery data airlock accepts: ${why}`, { hint: 'the bundle was signed with recovery data that par2 must not be given; restore from another copy of the bundle' });
+  const bad = (why: string) =>
+    new AirlockError('unsafe-entry', `${path.basename(file)}: not par2 recovery data airlock accepts: ${why}`, {
+      hint: 'the bundle was signed with recovery data that par2 must not be given; restore from another copy of the bundle',
+    });
   const fh = await openRegular(file);
   const names: string[] = [];
   try {
     const size = (await fh.stat()).size;
     const head = Buffer.alloc(64);
-    for (let at = 0; at < size; ) {
+    for (let at = 0; at < size;) {
       if ((await fh.read(head, 0, 64, at)).bytesRead !== 64 || !head.subarray(0, 8).equals(PACKET_MAGIC)) throw bad(`no packet header at byte ${at}`);
       const length = head.readBigUInt64LE(8);
       if (length < 64n || length % 4n !== 0n || BigInt(at) + length > BigInt(size)) throw bad(`a packet at byte ${at} has length ${length}`);
@@ -86,14 +89,26 @@ async function checkRecoveryNames(dir: string, listed: ReadonlyMap<string, strin
   for (const name of [...listed.keys()].filter(isRecoveryFile)) {
     const described = await recoveryNames(path.join(dir, name)).catch(async (e: unknown) => {
       // a file damaged on the medium is skipped by the repair (its hash is wrong); a signed one is refused
-      if (e instanceof AirlockError && e.code === 'unsafe-entry' && (await digestFile(path.join(dir, name)).catch(() => undefined))?.sha256 === listed.get(name)) throw e;
+      if (
+        e instanceof AirlockError &&
+        e.code === 'unsafe-entry' &&
+        (await digestFile(path.join(dir, name)).catch(() => undefined))?.sha256 === listed.get(name)
+      )
+        throw e;
       return [];
     });
     const other = described.filter((n) => !volumes.has(n));
     if (other.length > 0) {
-      throw new AirlockError('unsafe-entry', `${name} describes ${other.map((n) => JSON.stringify(n)).slice(0, 3).join(', ')}, not a volume of the bundle; par2 was not run`, {
-        hint: 'recovery data may only rebuild the bundle\'s own volumes; restore from another copy of the bundle; nothing was restored',
-      });
+      throw new AirlockError(
+        'unsafe-entry',
+        `${name} describes ${other
+          .map((n) => JSON.stringify(n))
+          .slice(0, 3)
+          .join(', ')}, not a volume of the bundle; par2 was not run`,
+        {
+          hint: "recovery data may only rebuild the bundle's own volumes; restore from another copy of the bundle; nothing was restored",
+        },
+      );
     }
   }
 }
@@ -106,7 +121,12 @@ async function checkRecoveryNames(dir: string, listed: ReadonlyMap<string, strin
  * `target-exists` when `to` is not empty, `locked` when another restore into `to` runs, and what
  * `restore` throws.
  */
-export async function withRepairedBundle<T>(bundle: BundleReport, to: string, restore: (b: BundleReport) => Promise<T>, opts: { signal?: AbortSignal; notes?: Notes } = {}): Promise<T> {
+export async function withRepairedBundle<T>(
+  bundle: BundleReport,
+  to: string,
+  restore: (b: BundleReport) => Promise<T>,
+  opts: { signal?: AbortSignal; notes?: Notes } = {},
+): Promise<T> {
   if (bundle.findings.length === 0) return restore(bundle);
   const manifest = bundle.manifest;
   if (!manifest || !(await mayRepair(bundle))) throw new AirlockError('verification-failed', `${bundle.path} did not verify; nothing restored`);
@@ -118,7 +138,10 @@ export async function withRepairedBundle<T>(bundle: BundleReport, to: string, re
       const listed = new Map((await signedList(bundle)).map((l) => [l.name, l.sha256]));
       await checkRecoveryNames(bundle.path, listed, new Set(manifest.payload.volumes.map((v) => v.name)));
       const r = await repairVolumes(bundle.path, manifest.payload.volumes, listed, path.join(dir, 'volumes'), opts.signal);
-      if (r.repaired.length > 0) opts.notes?.(`repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}`);
+      if (r.repaired.length > 0)
+        opts.notes?.(
+          `repaired ${r.repaired.join(', ')} of ${path.basename(bundle.path)} from its recovery data, in a scratch copy (the medium was not changed); every volume now matches ${SUMS}`,
+        );
       return restore({ ...bundle, path: r.dir, findings: [] });
     },
     { kind: 'repair', ...(opts.notes ? { notes: opts.notes } : {}) },

@@ -32,7 +32,10 @@ export class BaseBackupSink {
   private next = 1;
   private readonly blocks = alignedBlocks(2);
 
-  constructor(private readonly into: string, private readonly signal?: AbortSignal) {}
+  constructor(
+    private readonly into: string,
+    private readonly signal?: AbortSignal,
+  ) {}
 
   /** Takes the part named by `entry` (they must come in order), hashing it. */
   take(entry: ReadEntry): (body: AsyncIterable<Buffer>) => Promise<Digest> {
@@ -97,7 +100,9 @@ export class BaseBackupSink {
       if (entry.typeflag === '5' && (entry.path === '' || entry.path === '.' || entry.path === './')) continue;
       const problem = entryProblem(entry, seen);
       if (problem) {
-        throw new AirlockError('unsafe-entry', `the base backup holds ${JSON.stringify(entry.path)} (${problem}), which a base backup never does`, { hint: 'the bundle was not written by a complete export; nothing of it is used' });
+        throw new AirlockError('unsafe-entry', `the base backup holds ${JSON.stringify(entry.path)} (${problem}), which a base backup never does`, {
+          hint: 'the bundle was not written by a complete export; nothing of it is used',
+        });
       }
       const target = path.join(this.into, entry.path.replace(/\/$/, ''));
       if (entry.typeflag === '5') {

@@ -25,7 +25,16 @@ import { writeFileAtomicSync } from '../../manifests/atomic.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { INNER_MANIFEST } from '../../manifests/inner.js';
 import { parseSumLine } from '../../manifests/sums.js';
-import { LONG_PAGE_HEADER_SIZE, checkSegmentHeader, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type TimelineHistory, type WalFileName } from '../postgres/wal.js';
+import {
+  LONG_PAGE_HEADER_SIZE,
+  checkSegmentHeader,
+  parseBackupLabel,
+  parseHistory,
+  parseLsn,
+  parseWalFileName,
+  type TimelineHistory,
+  type WalFileName,
+} from '../postgres/wal.js';
 import { hashFileSync, readSmallSync, sidecarSha256 } from '../spool.js';
 
 const SIDECAR_SUFFIX = '.sha256';
@@ -48,12 +57,16 @@ function knownSha256(name: string, src: string, opts: FetchOptions): string {
     // never through a link, never blocking on a FIFO: PostgreSQL would wait on recovery forever
     text = readSmallSync(sidecar, SIDECAR_LIMIT);
   } catch (e) {
-    if (e instanceof AirlockError) throw new AirlockError('malformed', `${sidecar}: not a regular file of at most ${SIDECAR_LIMIT} bytes`, { hint: 'extract the file and its sidecar again from the bundle' });
+    if (e instanceof AirlockError)
+      throw new AirlockError('malformed', `${sidecar}: not a regular file of at most ${SIDECAR_LIMIT} bytes`, {
+        hint: 'extract the file and its sidecar again from the bundle',
+      });
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(e, sidecar);
   }
   if (text !== undefined) {
     const sha256 = sidecarSha256(name, text);
-    if (sha256 === undefined) throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
+    if (sha256 === undefined)
+      throw new AirlockError('malformed', `${sidecar}: not a sha256sum line for ${name}`, { hint: 'extract the file and its sidecar again from the bundle' });
     return sha256;
   }
   if (opts.sums !== undefined) {
@@ -89,13 +102,19 @@ function historyOf(timeline: number, opts: FetchOptions): TimelineHistory | unde
   }
   const expected = knownSha256(name, src, opts);
   const { sha256, first } = hashFileSync(src, TEXT_LIMIT + 1);
-  if (sha256 !== expected) throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, { hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)' });
+  if (sha256 !== expected)
+    throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
+      hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
+    });
   return checkText(name, first);
 }
 
 /** Parses a history or backup history file's bytes (see parseHistory, parseBackupLabel). Throws `bad-wal`. */
 function checkText(name: string, bytes: Buffer): TimelineHistory | undefined {
-  if (bytes.byteLength > TEXT_LIMIT) throw new AirlockError('bad-wal', `${name}: over ${TEXT_LIMIT} bytes, too large for a history file`, { hint: 'the bundle carries a file that is not what its name says; recovery was stopped' });
+  if (bytes.byteLength > TEXT_LIMIT)
+    throw new AirlockError('bad-wal', `${name}: over ${TEXT_LIMIT} bytes, too large for a history file`, {
+      hint: 'the bundle carries a file that is not what its name says; recovery was stopped',
+    });
   const text = bytes.toString('utf8');
   if (name.endsWith('.history')) return parseHistory(name, text);
   parseBackupLabel(name, text);
@@ -115,7 +134,7 @@ function checkSegment(parsed: WalFileName & { kind: 'segment' | 'partial' }, fir
   if (parent && parseLsn(parent.end) >= parseLsn(c.startLsn) + BigInt(c.header.long.segmentSize)) {
     // a timeline's pages at the start of a later timeline's segment only where that timeline ended
     throw new AirlockError('bad-wal', `${parsed.name}: its first page is of timeline ${c.header.timeline}, which ended at ${parent.end}, after this segment`, {
-      hint: 'only the segment a timeline begins in starts with its parent\'s pages; the bundle carries a file that is not what its name says, and recovery was stopped',
+      hint: "only the segment a timeline begins in starts with its parent's pages; the bundle carries a file that is not what its name says, and recovery was stopped",
     });
   }
 }
@@ -129,11 +148,17 @@ function checkSegment(parsed: WalFileName & { kind: 'segment' | 'partial' }, fir
  */
 export function fetchWal(name: string, target: string, opts: FetchOptions): 'copied' | 'absent' {
   const parsed = parseWalFileName(name);
-  if (!parsed) throw new AirlockError('usage', `${JSON.stringify(name)} is not a wal file name`, { hint: "restore_command must pass %f then %p: restore_command = 'airlock wal-fetch %f %p --from DIR'" });
+  if (!parsed)
+    throw new AirlockError('usage', `${JSON.stringify(name)} is not a wal file name`, {
+      hint: "restore_command must pass %f then %p: restore_command = 'airlock wal-fetch %f %p --from DIR'",
+    });
   try {
     if (!statSync(opts.from).isDirectory()) throw new Error('not a folder');
   } catch (e) {
-    throw new AirlockError('not-found', `the wal folder ${opts.from} is not a folder`, { hint: 'give --from the folder the bundles were extracted to (…/pg/wal)', cause: e });
+    throw new AirlockError('not-found', `the wal folder ${opts.from} is not a folder`, {
+      hint: 'give --from the folder the bundles were extracted to (…/pg/wal)',
+      cause: e,
+    });
   }
   const src = path.join(opts.from, name);
   try {
@@ -150,27 +175,34 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
       // unknown: truly absent; but a sidecar that cannot be read is there, so recovery must stop
       if (!(e instanceof AirlockError && e.code === 'bad-wal')) throw e;
     }
-    if (vouched) throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, { hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early' });
+    if (vouched)
+      throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, {
+        hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early',
+      });
     return 'absent';
   }
   try {
     const expected = knownSha256(name, src, opts);
     // no fsync: PostgreSQL fsyncs a restored file itself when it keeps it, and a crash here only
     // means the fetch runs again
-    writeFileAtomicSync(target, (fd) => {
-      const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
-      const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
-        let off = 0;
-        while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
-      });
-      if (sha256 !== expected) {
-        throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
-          hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
+    writeFileAtomicSync(
+      target,
+      (fd) => {
+        const segment = parsed.kind === 'segment' || parsed.kind === 'partial';
+        const { sha256, size, first } = hashFileSync(src, segment ? LONG_PAGE_HEADER_SIZE : TEXT_LIMIT + 1, (chunk) => {
+          let off = 0;
+          while (off < chunk.byteLength) off += writeSync(fd, chunk, off, chunk.byteLength - off);
         });
-      }
-      if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
-      else checkText(name, first);
-    }, { mode: 0o600, durable: false });
+        if (sha256 !== expected) {
+          throw new AirlockError('checksum-mismatch', `${name}: sha256 ${sha256} does not match the known ${expected}`, {
+            hint: 'the restored wal file is damaged; extract it again from the bundle (airlock-verify the bundle first)',
+          });
+        }
+        if (parsed.kind === 'segment' || parsed.kind === 'partial') checkSegment(parsed, first, size, opts);
+        else checkText(name, first);
+      },
+      { mode: 0o600, durable: false },
+    );
     return 'copied';
   } catch (e) {
     throw e instanceof AirlockError ? e : fromSystemError(e, target);

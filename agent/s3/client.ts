@@ -103,7 +103,12 @@ export interface S3Response {
 
 /** The error the server answered with; `classify` turns it into an AirlockError. */
 export class S3ServerError extends Error {
-  constructor(readonly status: number, readonly s3Code: string, message: string, readonly resource: string) {
+  constructor(
+    readonly status: number,
+    readonly s3Code: string,
+    message: string,
+    readonly resource: string,
+  ) {
     super(message);
     this.name = 'S3ServerError';
   }
@@ -206,7 +211,8 @@ export class S3Client {
     this.virtual = opts.addressing === 'virtual';
     this.retry = { attempts: 5, baseMs: 100, capMs: 5000, sleep: (ms) => sleep(ms), random: Math.random, ...opts.retry };
     const agentOptions = { keepAlive: true, maxSockets: opts.maxSockets ?? 40 };
-    this.agent = u.protocol === 'https:' ? new https.Agent({ ...agentOptions, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) }) : new http.Agent(agentOptions);
+    this.agent =
+      u.protocol === 'https:' ? new https.Agent({ ...agentOptions, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) }) : new http.Agent(agentOptions);
   }
 
   close(): void {
@@ -224,11 +230,16 @@ export class S3Client {
   }
 
   private sign(method: string, pathText: string, query: string, headers: Record<string, string>, payloadHash: string, now: Date): string {
-    const amzDate = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+    const amzDate = now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d{3}/, '');
     const day = amzDate.slice(0, 8);
     headers['x-amz-date'] = amzDate;
     headers['x-amz-content-sha256'] = payloadHash;
-    const names = Object.keys(headers).map((h) => h.toLowerCase()).sort();
+    const names = Object.keys(headers)
+      .map((h) => h.toLowerCase())
+      .sort();
     const canonicalHeaders = names.map((n) => `${n}:${canonicalValue(String(headers[n]))}\n`).join('');
     const signed = names.join(';');
     const canonical = [method, pathText, query, canonicalHeaders, signed, payloadHash].join('\n');
@@ -349,7 +360,10 @@ export class S3Client {
     const where = this.endpoint.origin;
     if (e instanceof S3ServerError) {
       if (e.s3Code === 'NoSuchBucket' || (e.status === 404 && r.method === 'HEAD' && r.bucket !== undefined && r.key === undefined)) {
-        return new AirlockError('bucket-not-found', `bucket ${r.bucket ?? '?'} does not exist on ${where}`, { hint: 'check the bucket name (--bucket or --bucket-map) and the endpoint', cause: e });
+        return new AirlockError('bucket-not-found', `bucket ${r.bucket ?? '?'} does not exist on ${where}`, {
+          hint: 'check the bucket name (--bucket or --bucket-map) and the endpoint',
+          cause: e,
+        });
       }
       if (e.status === 403 || e.status === 401 || ['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied'].includes(e.s3Code)) {
         return new AirlockError('s3-denied', `${where} refused the request for ${e.resource}: ${e.s3Code || `HTTP ${e.status}`}`, {
@@ -358,27 +372,37 @@ export class S3Client {
         });
       }
       if (e.s3Code === 'BadDigest') {
-        return new AirlockError('s3-failed', `${where} refused ${r.method} ${e.resource}: the body it received does not have the Content-MD5 sent with it (BadDigest); it changed on the way`, {
-          hint: 'check the network path to the S3 server (a proxy or middlebox that alters bodies); run the same command again to resume',
-          cause: e,
-        });
+        return new AirlockError(
+          's3-failed',
+          `${where} refused ${r.method} ${e.resource}: the body it received does not have the Content-MD5 sent with it (BadDigest); it changed on the way`,
+          {
+            hint: 'check the network path to the S3 server (a proxy or middlebox that alters bodies); run the same command again to resume',
+            cause: e,
+          },
+        );
       }
-      return new AirlockError('s3-failed', `${where} answered ${e.status}${e.s3Code ? ` ${e.s3Code}` : ''} for ${r.method} ${e.resource}: ${e.message}`, { cause: e });
+      return new AirlockError('s3-failed', `${where} answered ${e.status}${e.s3Code ? ` ${e.s3Code}` : ''} for ${r.method} ${e.resource}: ${e.message}`, {
+        cause: e,
+      });
     }
     const err = (e ?? {}) as NodeJS.ErrnoException;
     if (err.name === 'AbortError' || r.signal?.aborted) return new AirlockError('internal', 'interrupted', { cause: e });
     const tls = TLS_ERRORS[err.code ?? ''];
     if (tls !== undefined) {
       return new AirlockError('s3-unreachable', `${where} is not trusted: ${tls} (${String(err.code)})`, {
-        hint: 'give --s3-ca-file with the CA certificate (PEM) that signed the server\'s certificate, or check the endpoint\'s host name',
+        hint: "give --s3-ca-file with the CA certificate (PEM) that signed the server's certificate, or check the endpoint's host name",
         cause: e,
       });
     }
     if (NETWORK_ERRORS.has(err.code ?? '')) {
-      return new AirlockError('s3-unreachable', `cannot reach ${where}: ${err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message || err.code}`, {
-        hint: 'check --s3-endpoint (scheme, host and port) and that the S3 server is running',
-        cause: e,
-      });
+      return new AirlockError(
+        's3-unreachable',
+        `cannot reach ${where}: ${err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message || err.code}`,
+        {
+          hint: 'check --s3-endpoint (scheme, host and port) and that the S3 server is running',
+          cause: e,
+        },
+      );
     }
     return new AirlockError('s3-failed', `${r.method} ${this.resource(r)} failed: ${err.message || String(e)}`, { cause: e });
   }

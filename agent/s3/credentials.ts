@@ -28,7 +28,9 @@ export function parseCredentials(text: string, file: string): S3Credentials {
   const accessKey = values.get('aws_access_key_id') ?? values.get('access_key');
   const secretKey = values.get('aws_secret_access_key') ?? values.get('secret_key');
   if (!accessKey || !secretKey) {
-    throw new AirlockError('bad-key', `${file} has no aws_access_key_id and aws_secret_access_key`, { hint: 'write "aws_access_key_id = ..." and "aws_secret_access_key = ..." lines into it' });
+    throw new AirlockError('bad-key', `${file} has no aws_access_key_id and aws_secret_access_key`, {
+      hint: 'write "aws_access_key_id = ..." and "aws_secret_access_key = ..." lines into it',
+    });
   }
   const sessionToken = values.get('aws_session_token');
   return sessionToken ? { accessKey, secretKey, sessionToken } : { accessKey, secretKey };
@@ -58,7 +60,9 @@ export async function loadCredentials(file: string | undefined, env: NodeJS.Proc
   const secretKey = env.AWS_SECRET_ACCESS_KEY;
   const sessionToken = env.AWS_SESSION_TOKEN;
   if (accessKey && secretKey) return sessionToken ? { accessKey, secretKey, sessionToken } : { accessKey, secretKey };
-  throw new AirlockError('usage', 'no S3 credentials given', { hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --s3-credentials FILE (mode 0600)' });
+  throw new AirlockError('usage', 'no S3 credentials given', {
+    hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --s3-credentials FILE (mode 0600)',
+  });
 }
 
 /** How to reach an S3 server, as the config file and the flags give it. */
@@ -79,9 +83,12 @@ export interface S3Settings {
  */
 export async function connectS3(s: S3Settings): Promise<S3Client> {
   if (s.addressing !== undefined && s.addressing !== 'path' && s.addressing !== 'virtual') {
-    throw new AirlockError('usage', `--s3-addressing ${s.addressing}: must be path or virtual`, { hint: 'path (http://host/bucket/key) is the default; virtual names the bucket in the host name' });
+    throw new AirlockError('usage', `--s3-addressing ${s.addressing}: must be path or virtual`, {
+      hint: 'path (http://host/bucket/key) is the default; virtual names the bucket in the host name',
+    });
   }
-  if (s.region !== undefined && !/^[a-z0-9][a-z0-9-]{0,62}$/.test(s.region)) throw new AirlockError('usage', `--s3-region ${s.region}: not a region name`, { hint: 'give the region the server is configured with, e.g. us-east-1' });
+  if (s.region !== undefined && !/^[a-z0-9][a-z0-9-]{0,62}$/.test(s.region))
+    throw new AirlockError('usage', `--s3-region ${s.region}: not a region name`, { hint: 'give the region the server is configured with, e.g. us-east-1' });
   let ca: Buffer | undefined;
   if (s.caFile !== undefined) {
     try {
@@ -89,8 +96,17 @@ export async function connectS3(s: S3Settings): Promise<S3Client> {
     } catch (e) {
       throw fromSystemError(e, s.caFile);
     }
-    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new AirlockError('bad-key', `${s.caFile} holds no PEM certificate`, { hint: 'give --s3-ca-file the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)' });
+    if (!ca.includes('-----BEGIN CERTIFICATE-----'))
+      throw new AirlockError('bad-key', `${s.caFile} holds no PEM certificate`, {
+        hint: 'give --s3-ca-file the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)',
+      });
   }
   const credentials = await loadCredentials(s.credentials);
-  return new S3Client({ endpoint: s.endpoint, credentials, ...(s.region !== undefined ? { region: s.region } : {}), ...(ca ? { ca } : {}), ...(s.addressing === 'virtual' ? { addressing: 'virtual' as const } : {}) });
+  return new S3Client({
+    endpoint: s.endpoint,
+    credentials,
+    ...(s.region !== undefined ? { region: s.region } : {}),
+    ...(ca ? { ca } : {}),
+    ...(s.addressing === 'virtual' ? { addressing: 'virtual' as const } : {}),
+  });
 }

@@ -55,10 +55,17 @@ function parseListed(node: XmlNode, encoded: boolean, bucket: string): ListedVer
   if (key === undefined || versionId === undefined || lastModified === undefined || Number.isNaN(Date.parse(lastModified))) {
     throw new AirlockError('s3-failed', `the version listing of ${bucket} has an entry without key, version id or time`);
   }
-  const v: ListedVersion = { kind: node.name === 'DeleteMarker' ? 'delete-marker' : 'version', key: decodeKey(key, encoded), versionId, isLatest: textOf(node, 'IsLatest') === 'true', lastModified: new Date(lastModified).toISOString() };
+  const v: ListedVersion = {
+    kind: node.name === 'DeleteMarker' ? 'delete-marker' : 'version',
+    key: decodeKey(key, encoded),
+    versionId,
+    isLatest: textOf(node, 'IsLatest') === 'true',
+    lastModified: new Date(lastModified).toISOString(),
+  };
   if (v.kind === 'version') {
     const size = Number(textOf(node, 'Size'));
-    if (!Number.isSafeInteger(size) || size < 0) throw new AirlockError('s3-failed', `the version listing of ${bucket} gives ${JSON.stringify(v.key)} no valid size`);
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new AirlockError('s3-failed', `the version listing of ${bucket} gives ${JSON.stringify(v.key)} no valid size`);
     v.size = size;
     const etag = textOf(node, 'ETag');
     if (etag) v.etag = etag;
@@ -76,7 +83,11 @@ export async function* listVersions(client: S3Client, bucket: string, prefix: st
   let keyMarker: string | undefined;
   let versionMarker: string | undefined;
   const fetchPage = () => {
-    const query: [string, string][] = [['versions', ''], ['encoding-type', 'url'], ['max-keys', String(pageSize)]];
+    const query: [string, string][] = [
+      ['versions', ''],
+      ['encoding-type', 'url'],
+      ['max-keys', String(pageSize)],
+    ];
     if (prefix !== '') query.push(['prefix', prefix]);
     if (keyMarker !== undefined) query.push(['key-marker', keyMarker]);
     if (versionMarker !== undefined) query.push(['version-id-marker', versionMarker]);
@@ -108,7 +119,9 @@ export async function* listVersions(client: S3Client, bucket: string, prefix: st
         nextVersion = textOf(doc, 'NextVersionIdMarker');
       }
       if (nextKey === undefined || (nextKey === keyMarker && nextVersion === versionMarker)) {
-        throw new AirlockError('s3-failed', `the version listing of ${bucket} does not advance after ${JSON.stringify(keyMarker)}`, { hint: 'the S3 server pages listings wrongly; report it with the server version' });
+        throw new AirlockError('s3-failed', `the version listing of ${bucket} does not advance after ${JSON.stringify(keyMarker)}`, {
+          hint: 'the S3 server pages listings wrongly; report it with the server version',
+        });
       }
       keyMarker = nextKey;
       versionMarker = nextVersion;
@@ -148,13 +161,17 @@ export function parseTagSet(doc: XmlNode): Record<string, string> {
 }
 
 function tagSetXml(tags: Record<string, string>): string {
-  const set = Object.entries(tags).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('');
+  const set = Object.entries(tags)
+    .map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`)
+    .join('');
   return `<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><TagSet>${set}</TagSet></Tagging>`;
 }
 
 /** Tags as the x-amz-tagging header of a PUT carries them. */
 export function taggingHeader(tags: Record<string, string>): string {
-  return Object.entries(tags).map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`).join('&');
+  return Object.entries(tags)
+    .map(([k, v]) => `${uriEscape(k)}=${uriEscape(v)}`)
+    .join('&');
 }
 
 /** The versioning status of `bucket`: "Enabled", "Suspended" or "" (never enabled). Also a cheap check that the bucket may be listed. */
@@ -168,7 +185,10 @@ export async function bucketDocument(client: S3Client, bucket: string, what: str
   const res = await client.request({ method: 'GET', bucket, query: [[what, '']], accept: [404, 501], ...sig(signal) });
   const body = (await readBody(res.body)).toString('utf8');
   if (res.status === 404 || res.status === 501) {
-    if (body.includes('<Code>NoSuchBucket</Code>')) throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, { hint: 'check the bucket name and the endpoint' });
+    if (body.includes('<Code>NoSuchBucket</Code>'))
+      throw new AirlockError('bucket-not-found', `bucket ${bucket} does not exist on ${client.endpoint.origin}`, {
+        hint: 'check the bucket name and the endpoint',
+      });
     return null;
   }
   return body;
@@ -176,7 +196,18 @@ export async function bucketDocument(client: S3Client, bucket: string, what: str
 
 /** The tags of one version. Throws what the client throws. */
 export async function versionTags(client: S3Client, bucket: string, key: string, versionId: string, signal?: AbortSignal): Promise<Record<string, string>> {
-  return parseTagSet(await client.xml({ method: 'GET', bucket, key, query: [['tagging', ''], ['versionId', versionId]], ...sig(signal) }));
+  return parseTagSet(
+    await client.xml({
+      method: 'GET',
+      bucket,
+      key,
+      query: [
+        ['tagging', ''],
+        ['versionId', versionId],
+      ],
+      ...sig(signal),
+    }),
+  );
 }
 
 /** The object lock headers (legal hold, retention mode and date) among a version's response headers. */
@@ -213,7 +244,14 @@ const RESUMES = 5;
  * condition that the ETag is unchanged. Throws what the client throws; the body throws `s3-failed`
  * when the connection breaks more than RESUMES times.
  */
-export async function getVersion(client: S3Client, bucket: string, key: string, versionId: string, signal?: AbortSignal, listedEtag?: string): Promise<VersionBody> {
+export async function getVersion(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  versionId: string,
+  signal?: AbortSignal,
+  listedEtag?: string,
+): Promise<VersionBody> {
   const vq: [string, string][] = [['versionId', versionId]];
   let res: S3Response = await client.request({ method: 'GET', bucket, key, query: vq, ...sig(signal) });
   let etag = header(res.headers, 'etag') ?? listedEtag ?? '';
@@ -229,7 +267,7 @@ export async function getVersion(client: S3Client, bucket: string, key: string, 
   const first = res;
   async function* body(): AsyncGenerator<Buffer> {
     let n = 0;
-    for (let breaks = 0; ; ) {
+    for (let breaks = 0; ;) {
       try {
         for await (const chunk of res.body) {
           n += (chunk as Buffer).byteLength;
@@ -246,7 +284,14 @@ export async function getVersion(client: S3Client, bucket: string, key: string, 
         res.body.destroy();
       }
       // the rest of the same bytes, or nothing: If-Match refuses another version's bytes
-      res = await client.request({ method: 'GET', bucket, key, query: vq, headers: { range: `bytes=${n}-`, ...(etag ? { 'if-match': etag } : {}) }, ...sig(signal) });
+      res = await client.request({
+        method: 'GET',
+        bucket,
+        key,
+        query: vq,
+        headers: { range: `bytes=${n}-`, ...(etag ? { 'if-match': etag } : {}) },
+        ...sig(signal),
+      });
       if (res.status !== 206) {
         res.body.destroy();
         throw new AirlockError('s3-failed', `resuming the download of ${bucket}/${key} at byte ${n}: the server answered ${res.status}, not a range`);
@@ -267,13 +312,28 @@ const unquote = (etag: string) => etag.replace(/^"|"$/g, '');
 
 /** The `s3-failed` error of a write whose ETag says the server stored other bytes than were sent. */
 function mismatch(bucket: string, key: string, what: string, expected: string, got: string): AirlockError {
-  return new AirlockError('s3-failed', `${bucket}/${key}: the server stored ${what} with ETag ${got || '(none)'}, the bytes sent have ${expected}; the body changed on the way`, {
-    hint: 'check the network path to the S3 server (a proxy or middlebox that alters bodies); run the same command again to resume',
-  });
+  return new AirlockError(
+    's3-failed',
+    `${bucket}/${key}: the server stored ${what} with ETag ${got || '(none)'}, the bytes sent have ${expected}; the body changed on the way`,
+    {
+      hint: 'check the network path to the S3 server (a proxy or middlebox that alters bodies); run the same command again to resume',
+    },
+  );
 }
 
 /** A PUT or UploadPart of `size` bytes of `file` from `start`, with Content-MD5, checked against the ETag returned. Returns the response headers. */
-async function putChecked(client: S3Client, bucket: string, key: string, file: string, start: number, size: number, headers: Record<string, string>, query: [string, string][], what: string, signal?: AbortSignal): Promise<{ headers: IncomingHttpHeaders; md5: Buffer }> {
+async function putChecked(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  file: string,
+  start: number,
+  size: number,
+  headers: Record<string, string>,
+  query: [string, string][],
+  what: string,
+  signal?: AbortSignal,
+): Promise<{ headers: IncomingHttpHeaders; md5: Buffer }> {
   const md5 = await fileMd5(file, start, size);
   const res = await client.call({
     method: 'PUT',
@@ -311,7 +371,16 @@ export function evenParts(size: number, partSize: number): number[] {
  * unversioned) and the ETag. Throws `s3-failed` when the server stored other bytes than were sent,
  * and what the client throws.
  */
-export async function putVersion(client: S3Client, bucket: string, key: string, file: string, size: number, headers: Record<string, string>, plan: PutPlan, signal?: AbortSignal): Promise<{ versionId: string; etag: string }> {
+export async function putVersion(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  file: string,
+  size: number,
+  headers: Record<string, string>,
+  plan: PutPlan,
+  signal?: AbortSignal,
+): Promise<{ versionId: string; etag: string }> {
   if (!plan.parts) {
     const res = await putChecked(client, bucket, key, file, 0, size, headers, [], 'the object', signal);
     return { versionId: header(res.headers, 'x-amz-version-id') ?? '', etag: header(res.headers, 'etag') ?? '' };
@@ -325,7 +394,21 @@ export async function putVersion(client: S3Client, bucket: string, key: string, 
     let off = 0;
     for (const [i, len] of plan.parts.entries()) {
       const n = i + 1;
-      const res = await putChecked(client, bucket, key, file, off, len, {}, [['partNumber', String(n)], ['uploadId', uploadId]], `part ${n}`, signal);
+      const res = await putChecked(
+        client,
+        bucket,
+        key,
+        file,
+        off,
+        len,
+        {},
+        [
+          ['partNumber', String(n)],
+          ['uploadId', uploadId],
+        ],
+        `part ${n}`,
+        signal,
+      );
       md5s.push(res.md5);
       parts.push(`<Part><PartNumber>${n}</PartNumber><ETag>${escapeXml(header(res.headers, 'etag') ?? '')}</ETag></Part>`);
       off += len;
@@ -335,7 +418,7 @@ export async function putVersion(client: S3Client, bucket: string, key: string, 
     const text = (await readBody(res.body)).toString('utf8');
     // S3 may answer 200 and still report an error in the body
     if (text.includes('<Error>')) throw new AirlockError('s3-failed', `completing the upload of ${bucket}/${key} failed: ${text.slice(0, 200)}`);
-    const etag = header(res.headers, 'etag') ?? (/<ETag>([^<]*)<\/ETag>/.exec(text)?.[1]?.replace(/&quot;/g, '"') ?? '');
+    const etag = header(res.headers, 'etag') ?? /<ETag>([^<]*)<\/ETag>/.exec(text)?.[1]?.replace(/&quot;/g, '"') ?? '';
     const expected = `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${plan.parts.length}`;
     const got = unquote(etag);
     if (/^[0-9a-f]{32}-\d+$/.test(got) && got !== expected) throw mismatch(bucket, key, 'the assembled object', expected, got);
@@ -368,7 +451,15 @@ export async function bucketState(client: S3Client, bucket: string, signal?: Abo
   const head = await client.request({ method: 'HEAD', bucket, accept: [404], ...sig(signal) });
   await readBody(head.body);
   if (head.status === 404) return 'absent';
-  const list = await client.xml({ method: 'GET', bucket, query: [['versions', ''], ['max-keys', '1']], ...sig(signal) });
+  const list = await client.xml({
+    method: 'GET',
+    bucket,
+    query: [
+      ['versions', ''],
+      ['max-keys', '1'],
+    ],
+    ...sig(signal),
+  });
   return list.children.some((c) => c.name === 'Version' || c.name === 'DeleteMarker') ? 'used' : 'empty';
 }
 
@@ -385,7 +476,14 @@ export async function setVersioning(client: S3Client, bucket: string, status: 'E
 /** Puts a bucket sub-resource document (`lifecycle`, `object-lock`) as given. */
 export async function putBucketDocument(client: S3Client, bucket: string, what: string, doc: string, signal?: AbortSignal): Promise<void> {
   const body = Buffer.from(doc);
-  await client.call({ method: 'PUT', bucket, query: [[what, '']], body, headers: { 'content-md5': createHash('md5').update(body).digest('base64') }, ...sig(signal) });
+  await client.call({
+    method: 'PUT',
+    bucket,
+    query: [[what, '']],
+    body,
+    headers: { 'content-md5': createHash('md5').update(body).digest('base64') },
+    ...sig(signal),
+  });
 }
 
 export async function putBucketTags(client: S3Client, bucket: string, tags: Record<string, string>, signal?: AbortSignal): Promise<void> {

@@ -73,7 +73,7 @@ export function parseXml(text: string): XmlNode {
       if (end < 0) throw bad('unterminated tag');
       const selfClosing = text[end - 1] === '/';
       const inner = text.slice(lt + 1, selfClosing ? end - 1 : end);
-      const name = (/^[^\s/>]+/.exec(inner))?.[0];
+      const name = /^[^\s/>]+/.exec(inner)?.[0];
       if (!name) throw bad('a tag without a name');
       const node: XmlNode = { name, children: [], text: '' };
       top.children.push(node);

@@ -81,9 +81,13 @@ async function* readExactly(file: string, size: number, ino: number, mtimeMs: nu
     // and FUSE files say 0, or a page, whatever they hold), and a file cut short must never look whole
     const { bytesRead: beyond } = await handle.read(Buffer.alloc(1), 0, 1, size);
     if (beyond > 0 && size === 0) {
-      throw new AirlockError('source-unsized', `${file}: its size is given as 0 but it holds data (a /proc, sysfs or FUSE file), so it cannot be exported as it is`, {
-        hint: 'copy it into a regular file and export the copy, or leave it out of --files',
-      });
+      throw new AirlockError(
+        'source-unsized',
+        `${file}: its size is given as 0 but it holds data (a /proc, sysfs or FUSE file), so it cannot be exported as it is`,
+        {
+          hint: 'copy it into a regular file and export the copy, or leave it out of --files',
+        },
+      );
     }
     const after = await handle.stat();
     if (beyond > 0 || after.size !== size || after.mtimeMs !== mtimeMs) throw changed();

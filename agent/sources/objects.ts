@@ -38,7 +38,19 @@ import { AirlockError } from '../../manifests/errors.js';
 import type { BucketRecord, ObjectRecord, Unplaced } from '../../manifests/records.js';
 import type { EntryItem, SourceItem } from '../bundle/writer.js';
 import { S3Client, header, headerBytes } from '../s3/client.js';
-import { BUCKET_RE, bucketDocument, getVersion, listVersions, lockHeaders, parseTagSet, versionLock, versionTags, versioningOf, type ListedVersion, type VersionBody } from '../s3/objects.js';
+import {
+  BUCKET_RE,
+  bucketDocument,
+  getVersion,
+  listVersions,
+  lockHeaders,
+  parseTagSet,
+  versionLock,
+  versionTags,
+  versioningOf,
+  type ListedVersion,
+  type VersionBody,
+} from '../s3/objects.js';
 import { parseXml } from '../s3/xml.js';
 
 /** A bucket, or the part of it under a prefix. */
@@ -92,7 +104,10 @@ export function versionFingerprint(tags: Record<string, string>, lock: Record<st
   const t = sorted(tags);
   const l = sorted(lock);
   if (t.length === 0 && l.length === 0) return '';
-  return createHash('sha256').update(JSON.stringify(l.length === 0 ? t : [t, l])).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(JSON.stringify(l.length === 0 ? t : [t, l]))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /**
@@ -118,7 +133,9 @@ export function parseBucketSpec(spec: string): BucketTarget {
   const bucket = slash < 0 ? spec : spec.slice(0, slash);
   const prefix = slash < 0 ? '' : spec.slice(slash + 1);
   if (!BUCKET_RE.test(bucket) || bucket.includes('..')) {
-    throw new AirlockError('usage', `--bucket ${JSON.stringify(spec)}: ${JSON.stringify(bucket)} is not a bucket name`, { hint: 'give --bucket NAME or NAME/prefix; names are 3 to 63 lowercase letters, digits, "." and "-"' });
+    throw new AirlockError('usage', `--bucket ${JSON.stringify(spec)}: ${JSON.stringify(bucket)} is not a bucket name`, {
+      hint: 'give --bucket NAME or NAME/prefix; names are 3 to 63 lowercase letters, digits, "." and "-"',
+    });
   }
   return { bucket, prefix };
 }
@@ -132,14 +149,27 @@ export function checkTargets(targets: readonly BucketTarget[]): void {
     for (const b of targets.slice(i + 1)) {
       if (a.bucket === b.bucket && (a.prefix.startsWith(b.prefix) || b.prefix.startsWith(a.prefix))) {
         const show = (t: BucketTarget) => (t.prefix === '' ? t.bucket : `${t.bucket}/${t.prefix}`);
-        throw new AirlockError('usage', `--bucket ${show(a)} and --bucket ${show(b)} overlap`, { hint: 'name each bucket or prefix once; a whole bucket includes all its prefixes' });
+        throw new AirlockError('usage', `--bucket ${show(a)} and --bucket ${show(b)} overlap`, {
+          hint: 'name each bucket or prefix once; a whole bucket includes all its prefixes',
+        });
       }
     }
   }
 }
 
 /** Headers stored with an object (besides user metadata), as S3 names them. */
-const STANDARD_HEADERS = ['cache-control', 'content-disposition', 'content-encoding', 'content-language', 'expires', 'x-amz-website-redirect-location', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date', 'x-amz-object-lock-legal-hold', 'x-amz-server-side-encryption'];
+const STANDARD_HEADERS = [
+  'cache-control',
+  'content-disposition',
+  'content-encoding',
+  'content-language',
+  'expires',
+  'x-amz-website-redirect-location',
+  'x-amz-object-lock-mode',
+  'x-amz-object-lock-retain-until-date',
+  'x-amz-object-lock-legal-hold',
+  'x-amz-server-side-encryption',
+];
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -218,8 +248,12 @@ function checkBytes(bucket: string, v: ListedVersion, etag: string, size: number
   const changed = v.versionId === 'null';
   const fail = (why: string) =>
     changed
-      ? new AirlockError('source-changed', `${bucket}/${v.key}: ${why}; the object changed while it was exported`, { hint: 'run the export again when the bucket is quiet, or enable versioning on it' })
-      : new AirlockError('source-corrupt', `${bucket}/${v.key} version ${v.versionId}: ${why}`, { hint: 'the S3 server returned other bytes than it stores; check the server, nothing was written' });
+      ? new AirlockError('source-changed', `${bucket}/${v.key}: ${why}; the object changed while it was exported`, {
+          hint: 'run the export again when the bucket is quiet, or enable versioning on it',
+        })
+      : new AirlockError('source-corrupt', `${bucket}/${v.key} version ${v.versionId}: ${why}`, {
+          hint: 'the S3 server returned other bytes than it stores; check the server, nothing was written',
+        });
   if (size !== v.size) throw fail(`read ${size} bytes, the listing says ${String(v.size)}`);
   const m = SINGLE_PART_ETAG.exec(etag);
   if (m && m[1] !== md5) throw fail(`the bytes hash to md5 ${md5}, the ETag is ${etag}`);
@@ -314,7 +348,11 @@ export function partCandidates(size: number, count: number): number[] {
 class PartLayout {
   private readonly layouts: { size: number; md5s: Buffer[]; h: Hash; filled: number }[];
 
-  private constructor(private readonly etag: string, private readonly total: number, sizes: number[]) {
+  private constructor(
+    private readonly etag: string,
+    private readonly total: number,
+    sizes: number[],
+  ) {
     this.layouts = sizes.map((size) => ({ size, md5s: [], h: createHash('md5'), filled: 0 }));
   }
 
@@ -327,7 +365,7 @@ class PartLayout {
 
   update(chunk: Buffer): void {
     for (const l of this.layouts) {
-      for (let off = 0; off < chunk.byteLength; ) {
+      for (let off = 0; off < chunk.byteLength;) {
         const n = Math.min(l.size - l.filled, chunk.byteLength - off);
         l.h.update(chunk.subarray(off, off + n));
         l.filled += n;
@@ -519,7 +557,9 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
     const startHeld = (w: Extract<Slot, { kind: 'held' }>) => {
       inFlight++;
       const tags = versionTags(client, t.bucket, w.v.key, w.v.versionId, signal);
-      w.fetch = locked ? Promise.all([tags, versionLock(client, t.bucket, w.v.key, w.v.versionId, signal)]).then(([tg, lock]) => ({ tags: tg, lock })) : tags.then((tg) => ({ tags: tg }));
+      w.fetch = locked
+        ? Promise.all([tags, versionLock(client, t.bucket, w.v.key, w.v.versionId, signal)]).then(([tg, lock]) => ({ tags: tg, lock }))
+        : tags.then((tg) => ({ tags: tg }));
       settled(w.fetch);
     };
     // `prefetch` requests in flight as long as the window has small objects (or tags) not yet asked
@@ -561,13 +601,27 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
             continue;
           }
           counts.changed++;
-          yield { kind: 'record', record: { type: 'version-changed', bucket: t.bucket, key: v.key, versionId: v.versionId, tags: now.tags, ...(now.lock ? { lock: now.lock } : {}), detected } };
+          yield {
+            kind: 'record',
+            record: {
+              type: 'version-changed',
+              bucket: t.bucket,
+              key: v.key,
+              versionId: v.versionId,
+              tags: now.tags,
+              ...(now.lock ? { lock: now.lock } : {}),
+              detected,
+            },
+          };
           opts.onExported?.(t, v.key, id, fp);
           continue;
         }
         if (v.kind === 'delete-marker') {
           counts.deleteMarkers++;
-          yield { kind: 'record', record: { type: 'delete-marker', bucket: t.bucket, key: v.key, versionId: v.versionId, isLatest: v.isLatest, lastModified: v.lastModified } };
+          yield {
+            kind: 'record',
+            record: { type: 'delete-marker', bucket: t.bucket, key: v.key, versionId: v.versionId, isLatest: v.isLatest, lastModified: v.lastModified },
+          };
           opts.onExported?.(t, v.key, id, '');
           continue;
         }
@@ -619,7 +673,12 @@ export async function* objectItems(opts: ObjectSourceOptions): AsyncGenerator<So
     } finally {
       // stopped early (an error further down the pipeline): release what was fetched ahead
       stopped = true;
-      for (const w of window) if (w.kind === 'item') void w.fetch?.then((f) => f.got.discard(), () => {});
+      for (const w of window)
+        if (w.kind === 'item')
+          void w.fetch?.then(
+            (f) => f.got.discard(),
+            () => {},
+          );
       await plan.return(undefined);
       await listing.return(undefined);
     }

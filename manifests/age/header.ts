@@ -107,7 +107,8 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
     // Reject a non-age file on its first bytes instead of reading up to the size limit.
     const head = b.toString('latin1', 0, Math.min(b.length, VERSION_LINE.length));
     if (!VERSION_LINE.startsWith(head)) throw headerError('not an age file (no age-encryption.org/v1 line)');
-    incomplete(); return;
+    incomplete();
+    return;
   }
   if (version !== VERSION_LINE) {
     throw headerError(version.startsWith('age-encryption.org/') ? 'unsupported age version' : 'not an age file (no age-encryption.org/v1 line)');
@@ -117,7 +118,10 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
   for (;;) {
     const lineStart = pos;
     const line = nextLine();
-    if (line === undefined) { incomplete(); return; }
+    if (line === undefined) {
+      incomplete();
+      return;
+    }
     if (line.startsWith('-> ')) {
       const args = line.slice(3).split(' ');
       if (args.some((a) => !/^[\x21-\x7e]+$/.test(a))) throw headerError(`stanza ${stanzas.length + 1} has an empty or invalid argument`);
@@ -125,7 +129,10 @@ export function parseHeader(buf: Uint8Array): ParsedHeader | undefined {
       const lines: string[] = [];
       for (;;) {
         const bodyLine = nextLine();
-        if (bodyLine === undefined) { incomplete(); return; }
+        if (bodyLine === undefined) {
+          incomplete();
+          return;
+        }
         if (bodyLine.length > BODY_COLUMNS) throw headerError(`stanza ${stanzas.length + 1} has a body line longer than ${BODY_COLUMNS} columns`);
         lines.push(bodyLine);
         if (bodyLine.length < BODY_COLUMNS) break;

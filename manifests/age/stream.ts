@@ -129,7 +129,13 @@ export function encryptStream(recipients: Uint8Array[], options: { fileKey?: Uin
   const nonce = options.nonce ?? randomBytes(NONCE_SIZE);
   if (fileKey.length !== FILE_KEY_SIZE || nonce.length !== NONCE_SIZE) throw new AirlockError('internal', 'bad age file key or nonce length');
 
-  let prologue: Buffer | undefined = Buffer.concat([encodeHeader(recipients.map((r) => wrapX25519(fileKey, r)), fileKey), nonce]);
+  let prologue: Buffer | undefined = Buffer.concat([
+    encodeHeader(
+      recipients.map((r) => wrapX25519(fileKey, r)),
+      fileKey,
+    ),
+    nonce,
+  ]);
   const key = payloadKey(fileKey, nonce);
   const nonces = new ChunkNonces();
   const chunker = new Chunker(CHUNK_SIZE);
@@ -250,7 +256,10 @@ export function decryptStream(identities: Uint8Array[]): Transform {
     if (phase === 'header') {
       const header = parseHeader(head);
       if (header === undefined) {
-        if (eof) throw new AgeError('header', head.length === 0 ? 'the age file is empty' : 'the age header is truncated', { hint: 'the file is truncated or is not an age file' });
+        if (eof)
+          throw new AgeError('header', head.length === 0 ? 'the age file is empty' : 'the age header is truncated', {
+            hint: 'the file is truncated or is not an age file',
+          });
         return undefined;
       }
       fileKey = unwrapFileKey(header, identities);

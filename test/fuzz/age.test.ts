@@ -39,7 +39,11 @@ async function pump(t: Transform, chunks: Iterable<Uint8Array>, keep = true): Pr
   for (const c of chunks) {
     if (error !== undefined || t.destroyed) break;
     written += c.length;
-    if (!t.write(c)) await new Promise<void>((resolve) => { t.once('drain', resolve); t.once('error', () => resolve()); });
+    if (!t.write(c))
+      await new Promise<void>((resolve) => {
+        t.once('drain', resolve);
+        t.once('error', () => resolve());
+      });
   }
   if (error === undefined && !t.destroyed) t.end();
   await ended;
@@ -78,8 +82,24 @@ function ageFields(file: Buffer, header: ParsedHeader): number[] {
 }
 
 const AGE_TOKENS = ascii(
-  'age-encryption.org/v1\n', 'age-encryption.org/v2\n', '-> ', '->  ', '-> X25519 ', '-> X25519\n', '-> unknown arg\n\n', '---', '--- ', '\n', '\r\n', ' ',
-  'A'.repeat(64), `${'A'.repeat(64)}\n`, 'AAAA=', '====', '\u0000', '-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n',
+  'age-encryption.org/v1\n',
+  'age-encryption.org/v2\n',
+  '-> ',
+  '->  ',
+  '-> X25519 ',
+  '-> X25519\n',
+  '-> unknown arg\n\n',
+  '---',
+  '--- ',
+  '\n',
+  '\r\n',
+  ' ',
+  'A'.repeat(64),
+  `${'A'.repeat(64)}\n`,
+  'AAAA=',
+  '====',
+  '\u0000',
+  '-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n',
 );
 
 /** When a damaged header still parses, signs it again with the file key, as only the key holder could. */
@@ -104,11 +124,17 @@ function assertAgeError(e: unknown): asserts e is AgeError {
 /** Released plaintext is a prefix of one of `plains`, and whole chunks unless it is all of it. */
 function assertReleased(out: Buffer, error: unknown, plains: readonly Buffer[]): void {
   if (error === undefined) {
-    assert.ok(plains.some((p) => p.equals(out)), `decrypted ${out.length} bytes that are not a plaintext`);
+    assert.ok(
+      plains.some((p) => p.equals(out)),
+      `decrypted ${out.length} bytes that are not a plaintext`,
+    );
     return;
   }
   assertAgeError(error);
-  assert.ok(plains.some((p) => p.subarray(0, out.length).equals(out)), `released ${out.length} bytes that are not a prefix of the plaintext`);
+  assert.ok(
+    plains.some((p) => p.subarray(0, out.length).equals(out)),
+    `released ${out.length} bytes that are not a prefix of the plaintext`,
+  );
   assert.is(out.length % CHUNK_SIZE, 0, `released ${out.length} bytes, not whole chunks`);
 }
 
@@ -122,24 +148,33 @@ const ageFile = fc.record({
 
 test('damaged age files: only AgeError, and only authenticated plaintext in whole chunks is released', async () => {
   const donorFile = ageFile.map((d) => ({ ...d, size: d.size % 300 }));
-  await checkAsync(fc.record({ f: ageFile, donor: donorFile, ms: mutations(4), fixMac: fc.boolean(), feed, which: fc.nat() }), 100, async ({ f, donor, ms, fixMac, feed: piece, which }) => {
-    const plain = plaintext(f.size, f.salt);
-    const file = await encrypt(plain, f.ids.map(recipientOf), f.fileKey, f.nonce);
-    // The donor is encrypted to the same recipients with another file key: splices across files.
-    const donorPlain = plaintext(donor.size, donor.salt);
-    const donorFile = await encrypt(donorPlain, f.ids.map(recipientOf), donor.fileKey, donor.nonce);
-    const target: Target = { fields: ageFields(file, parseHeader(file) as ParsedHeader), tokens: AGE_TOKENS, donors: [donorFile] };
-    let bytes = mutate(file, ms, target);
-    if (fixMac) bytes = remac(bytes, f.fileKey);
-    const identity = f.ids[which % f.ids.length] as Uint8Array;
-    // At most a few hundred writes: byte-sized writes of a 128 KiB file take long and find nothing more.
-    const { out, error } = await pump(decryptStream([identity]), pieces(bytes, Math.max(piece, Math.ceil(bytes.length / 300))));
-    assertReleased(out, error, [plain, donorPlain]);
-  });
+  await checkAsync(
+    fc.record({ f: ageFile, donor: donorFile, ms: mutations(4), fixMac: fc.boolean(), feed, which: fc.nat() }),
+    100,
+    async ({ f, donor, ms, fixMac, feed: piece, which }) => {
+      const plain = plaintext(f.size, f.salt);
+      const file = await encrypt(plain, f.ids.map(recipientOf), f.fileKey, f.nonce);
+      // The donor is encrypted to the same recipients with another file key: splices across files.
+      const donorPlain = plaintext(donor.size, donor.salt);
+      const donorFile = await encrypt(donorPlain, f.ids.map(recipientOf), donor.fileKey, donor.nonce);
+      const target: Target = { fields: ageFields(file, parseHeader(file) as ParsedHeader), tokens: AGE_TOKENS, donors: [donorFile] };
+      let bytes = mutate(file, ms, target);
+      if (fixMac) bytes = remac(bytes, f.fileKey);
+      const identity = f.ids[which % f.ids.length] as Uint8Array;
+      // At most a few hundred writes: byte-sized writes of a 128 KiB file take long and find nothing more.
+      const { out, error } = await pump(decryptStream([identity]), pieces(bytes, Math.max(piece, Math.ceil(bytes.length / 300))));
+      assertReleased(out, error, [plain, donorPlain]);
+    },
+  );
 });
 
 /** Seals a STREAM payload chunk by chunk, with any sizes and last-chunk flags. */
-function sealChunks(fileKey: Uint8Array, nonce: Uint8Array, chunks: readonly { size: number; last: boolean }[], salt: number): { payload: Buffer; plains: Buffer[] } {
+function sealChunks(
+  fileKey: Uint8Array,
+  nonce: Uint8Array,
+  chunks: readonly { size: number; last: boolean }[],
+  salt: number,
+): { payload: Buffer; plains: Buffer[] } {
   const key = Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
   const parts: Buffer[] = [Buffer.from(nonce)];
   const plains: Buffer[] = [];
@@ -166,9 +201,7 @@ test('STREAM framing: exactly the sequences the spec allows decrypt, every other
     // age: every chunk but the last is full and not flagged; the last is flagged, at most full, and
     // empty only when it is the only one.
     const n = chunks.length;
-    const valid =
-      n > 0 &&
-      chunks.every((c, i) => (i < n - 1 ? c.size === CHUNK_SIZE && !c.last : c.last && c.size <= CHUNK_SIZE && (c.size > 0 || n === 1)));
+    const valid = n > 0 && chunks.every((c, i) => (i < n - 1 ? c.size === CHUNK_SIZE && !c.last : c.last && c.size <= CHUNK_SIZE && (c.size > 0 || n === 1)));
     if (valid) {
       assert.is(error, undefined, `refused a valid framing: ${String(error)}`);
       assert.ok(out.equals(Buffer.concat(plains)));
@@ -208,19 +241,24 @@ test('parseHeader: only AgeError(header), never reads outside its view, prefixes
 // Found by this property: a header line without a line end was held without limit (197,034 bytes
 // and counting), because the reader parsed only after a write that held a line end.
 test('an endless header is refused within its 64 KiB bound, with or without line ends', async () => {
-  await checkAsync(fc.record({ line: fc.constantFrom(`${'A'.repeat(64)}\n`, 'A'.repeat(1000), '-> a\n\n'), piece: fc.constantFrom(1, 100, 4096) }), 12, async ({ line, piece }) => {
-    const limit = MAX_HEADER_BYTES + 2 * 65536;
-    const endless = function* () {
-      yield Buffer.from('age-encryption.org/v1\n-> X25519 a\n', 'latin1');
-      const l = Buffer.from(line, 'latin1');
-      // bounded only so that a broken reader fails the test instead of running forever
-      for (let sent = 0; sent < limit; sent += l.length) yield* pieces(l, piece);
-    };
-    const { error, written } = await pump(decryptStream([new Uint8Array(32).fill(1)]), endless());
-    assertAgeError(error);
-    assert.is(error.reason, 'header');
-    assert.ok(written <= MAX_HEADER_BYTES + 4096 + line.length, `wrote ${written} bytes before the refusal`);
-  }, 12);
+  await checkAsync(
+    fc.record({ line: fc.constantFrom(`${'A'.repeat(64)}\n`, 'A'.repeat(1000), '-> a\n\n'), piece: fc.constantFrom(1, 100, 4096) }),
+    12,
+    async ({ line, piece }) => {
+      const limit = MAX_HEADER_BYTES + 2 * 65536;
+      const endless = function* () {
+        yield Buffer.from('age-encryption.org/v1\n-> X25519 a\n', 'latin1');
+        const l = Buffer.from(line, 'latin1');
+        // bounded only so that a broken reader fails the test instead of running forever
+        for (let sent = 0; sent < limit; sent += l.length) yield* pieces(l, piece);
+      };
+      const { error, written } = await pump(decryptStream([new Uint8Array(32).fill(1)]), endless());
+      assertAgeError(error);
+      assert.is(error.reason, 'header');
+      assert.ok(written <= MAX_HEADER_BYTES + 4096 + line.length, `wrote ${written} bytes before the refusal`);
+    },
+    12,
+  );
 });
 
 test('decrypting 32 MiB holds memory bounded', async () => {
@@ -267,10 +305,15 @@ test('time is linear: header size however it is cut into writes, payload size in
   const payload = async (n: number) => encrypt(plaintext(n * 1024, 0), [recipientOf(id)], new Uint8Array(16), new Uint8Array(16));
   const small = await payload(256);
   const large = await payload(2560);
-  await assertLinear('payload in 100-byte writes', (n: number) => (n === 256 ? small : large), async (b: Buffer) => {
-    const { error } = await pump(decryptStream([id]), pieces(b, 100));
-    assert.is(error, undefined);
-  }, 256);
+  await assertLinear(
+    'payload in 100-byte writes',
+    (n: number) => (n === 256 ? small : large),
+    async (b: Buffer) => {
+      const { error } = await pump(decryptStream([id]), pieces(b, 100));
+      assert.is(error, undefined);
+    },
+    256,
+  );
 });
 
 test.run();

@@ -31,7 +31,11 @@ function sparse(name: string, size: number, head = 'x'): string {
 }
 
 test('readSmall refuses a 1 TiB SHA256SUMS, signature or manifest.json before reading it', async () => {
-  for (const [name, limit] of [['SHA256SUMS', SUMS_LIMIT], ['SHA256SUMS.sig', SIG_LIMIT], ['manifest.json', MANIFEST_LIMIT]] as const) {
+  for (const [name, limit] of [
+    ['SHA256SUMS', SUMS_LIMIT],
+    ['SHA256SUMS.sig', SIG_LIMIT],
+    ['manifest.json', MANIFEST_LIMIT],
+  ] as const) {
     const file = sparse(name, TiB);
     const t = Date.now();
     const e = await typedOnlyAsync(['malformed'], () => readSmall(file, limit));

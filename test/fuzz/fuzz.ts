@@ -180,7 +180,8 @@ export function mutate(input: Uint8Array, ms: readonly Mutation[], target: Targe
         if (target.tokens.length === 0) break;
         const token = target.tokens[m.token % target.tokens.length] as Uint8Array;
         const overwrite = m.overwrite;
-        const i = m.op === 'field' && target.fields.length > 0 ? (target.fields[m.field % target.fields.length] as number) : at(m.op === 'token' ? m.at : m.field);
+        const i =
+          m.op === 'field' && target.fields.length > 0 ? (target.fields[m.field % target.fields.length] as number) : at(m.op === 'token' ? m.at : m.field);
         if (i > b.length) break;
         b = overwrite ? Buffer.concat([b.subarray(0, i), token, b.subarray(i + token.length)]) : Buffer.concat([b.subarray(0, i), token, b.subarray(i)]);
         break;

@@ -20,7 +20,9 @@ import { ascii, assertLinear, check, embedded, fc, mutate, mutations, typedOnly 
 
 const hex64 = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('hex'));
 const key32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
-const segmentName = fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 255 })).map(([t, l, s]) => [t, l, s].map((x) => x.toString(16).toUpperCase().padStart(8, '0')).join(''));
+const segmentName = fc
+  .tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 255 }))
+  .map(([t, l, s]) => [t, l, s].map((x) => x.toString(16).toUpperCase().padStart(8, '0')).join(''));
 const lsn = fc.tuple(fc.nat({ max: 0xff }), fc.nat({ max: 0xffffffff })).map(([hi, lo]) => `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`);
 const time = fc.date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date('2099-12-31T23:59:59Z'), noInvalidDate: true }).map((d) => d.toISOString());
 
@@ -32,7 +34,10 @@ const coverage = fc.record({
       segmentSize: fc.constantFrom(1 << 20, 16 << 20, 1 << 30),
       dataChecksums: fc.boolean(),
       timeline: fc.integer({ min: 1, max: 3 }),
-      wal: fc.array(fc.tuple(segmentName, fc.nat({ max: 20 })).map(([first]) => ({ timeline: parseInt(first.slice(0, 8), 16), first, last: first })), { maxLength: 3 }),
+      wal: fc.array(
+        fc.tuple(segmentName, fc.nat({ max: 20 })).map(([first]) => ({ timeline: parseInt(first.slice(0, 8), 16), first, last: first })),
+        { maxLength: 3 },
+      ),
       timelines: fc.array(fc.record({ timeline: fc.constant(2), parent: fc.constant(1), switchLsn: lsn }), { maxLength: 2 }),
       base: fc.record({ timeline: fc.constant(1), startLsn: lsn, stopLsn: lsn, startTime: time, stopTime: time }),
       dumps: fc.nat({ max: 5 }),
@@ -61,7 +66,11 @@ const manifest: fc.Arbitrary<Manifest> = fc
     coverage: fc.option(coverage, { nil: undefined }),
   })
   .map((r) => {
-    const volumes = Array.from({ length: r.volumes }, (_, i) => ({ name: volumeName(i, r.volumes), size: i === r.volumes - 1 ? Math.min(r.last, r.volumeSize) : r.volumeSize, sha256: r.shas[i % 14] as string }));
+    const volumes = Array.from({ length: r.volumes }, (_, i) => ({
+      name: volumeName(i, r.volumes),
+      size: i === r.volumes - 1 ? Math.min(r.last, r.volumeSize) : r.volumeSize,
+      sha256: r.shas[i % 14] as string,
+    }));
     const m: Manifest = {
       format: FORMAT,
       version: FORMAT_VERSION,
@@ -72,7 +81,14 @@ const manifest: fc.Arbitrary<Manifest> = fc
       tool: 'airlock 0.1.0',
       signer: fingerprint(r.signer),
       recipients: r.recipients.map(formatRecipient),
-      payload: { encryption: 'age-v1', compression: r.compression, volumeSize: r.volumeSize, volumes, size: volumes.reduce((a, v) => a + v.size, 0), sha256: r.shas[13] as string },
+      payload: {
+        encryption: 'age-v1',
+        compression: r.compression,
+        volumeSize: r.volumeSize,
+        volumes,
+        size: volumes.reduce((a, v) => a + v.size, 0),
+        sha256: r.shas[13] as string,
+      },
       inner: { sha256: r.shas[12] as string, entries: r.entries },
       contents: r.contents,
     };
@@ -84,8 +100,35 @@ const DEEP = Symbol('deep');
 
 /** Values that test a schema's every branch: wrong types, edges of ranges, sizes, depth. */
 const ODD_VALUES: unknown[] = [
-  null, true, false, 0, -1, 1, 2 ** 53 - 1, 2 ** 53, 1.5, -0, '', ' ', '0', 'x'.repeat(300), '\u0000', '\u202e', 'é', [], [1], {}, { a: 1 },
-  '0'.repeat(64), 'A'.repeat(64), 'age1', 'SHA256:', '2026-02-30T25:61:61Z', '2026-01-31T12:00:00.000Z', '0/0', '00000000000000000000000G',
+  null,
+  true,
+  false,
+  0,
+  -1,
+  1,
+  2 ** 53 - 1,
+  2 ** 53,
+  1.5,
+  -0,
+  '',
+  ' ',
+  '0',
+  'x'.repeat(300),
+  '\u0000',
+  '\u202e',
+  'é',
+  [],
+  [1],
+  {},
+  { a: 1 },
+  '0'.repeat(64),
+  'A'.repeat(64),
+  'age1',
+  'SHA256:',
+  '2026-02-30T25:61:61Z',
+  '2026-01-31T12:00:00.000Z',
+  '0/0',
+  '00000000000000000000000G',
   Array.from({ length: 70 }, () => 'age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq'),
   DEEP,
 ];
@@ -153,7 +196,10 @@ function parseManifest(bytes: Uint8Array): Manifest {
 /** What assertManifest promises of a manifest it let through. */
 function assertConsistent(m: Manifest): void {
   const n = m.payload.volumes.length;
-  assert.is(m.payload.volumes.reduce((a, v) => a + v.size, 0), m.payload.size);
+  assert.is(
+    m.payload.volumes.reduce((a, v) => a + v.size, 0),
+    m.payload.size,
+  );
   m.payload.volumes.forEach((v, i) => {
     assert.is(v.name, volumeName(i, n));
     if (i < n - 1) assert.is(v.size, m.payload.volumeSize);
@@ -179,7 +225,11 @@ test('canonical JSON damaged once or twice: only malformed; accepted bytes are e
     const e = typedOnly(['malformed'], () => {
       got = parseCanonical(bytes, 'label', MANIFEST_LIMIT);
     });
-    if (e === undefined) assert.ok(Buffer.from(canonicalJson(got)).equals(bytes), `accepted ${JSON.stringify(bytes.toString('latin1'))}, not the canonical bytes of what it holds`);
+    if (e === undefined)
+      assert.ok(
+        Buffer.from(canonicalJson(got)).equals(bytes),
+        `accepted ${JSON.stringify(bytes.toString('latin1'))}, not the canonical bytes of what it holds`,
+      );
   });
 });
 
@@ -245,12 +295,29 @@ test('manifest.json: valid files read back, inside a larger buffer too; over the
 test('manifest.json: time is linear in volumes and in nesting', async () => {
   const withVolumes = (n: number) => {
     const volumes = Array.from({ length: n }, (_, i) => ({ name: volumeName(i, n), size: 4096, sha256: 'a'.repeat(64) }));
-    const m = { format: FORMAT, version: FORMAT_VERSION, site: 's', seq: 1, created: '2026-01-31T12:00:00.000Z', tool: 't', signer: `SHA256:${'A'.repeat(43)}`, recipients: [formatRecipient(new Uint8Array(32))], payload: { encryption: 'age-v1', compression: 'none', volumeSize: 4096, volumes, size: 4096 * n, sha256: 'b'.repeat(64) }, inner: { sha256: 'c'.repeat(64), entries: 1 }, contents: { files: 0, metadata: 0, bytes: 0 } };
+    const m = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      site: 's',
+      seq: 1,
+      created: '2026-01-31T12:00:00.000Z',
+      tool: 't',
+      signer: `SHA256:${'A'.repeat(43)}`,
+      recipients: [formatRecipient(new Uint8Array(32))],
+      payload: { encryption: 'age-v1', compression: 'none', volumeSize: 4096, volumes, size: 4096 * n, sha256: 'b'.repeat(64) },
+      inner: { sha256: 'c'.repeat(64), entries: 1 },
+      contents: { files: 0, metadata: 0, bytes: 0 },
+    };
     return Buffer.from(canonicalJson(m));
   };
   // The limit is lifted for the larger input: only the growth is measured here.
   await assertLinear('volumes', withVolumes, (b: Buffer) => assertManifest(parseCanonical(b, 'manifest.json', 64 * MANIFEST_LIMIT)), 600);
-  await assertLinear('nesting', (n: number) => Buffer.from(`{"a":${'['.repeat(n)}${']'.repeat(n)}}`), (b: Buffer) => typedOnly(['malformed'], () => parseManifest(b)), 20_000);
+  await assertLinear(
+    'nesting',
+    (n: number) => Buffer.from(`{"a":${'['.repeat(n)}${']'.repeat(n)}}`),
+    (b: Buffer) => typedOnly(['malformed'], () => parseManifest(b)),
+    20_000,
+  );
 });
 
 // ---- SHA256SUMS and MANIFEST.sha256 ----
@@ -259,11 +326,34 @@ const bundleFile = fc.oneof(
   fc.constantFrom('manifest.json', 'RESTORE.txt', 'payload.000', 'payload.001', 'payload.1000', 'recovery.par2', 'recovery.vol000-10.par2'),
   fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,30}$/),
 );
-const sums = fc.uniqueArray(fc.record({ name: bundleFile, sha256: hex64 }, { noNullPrototype: true }), { selector: (l) => l.name, maxLength: 12 }).map((lines) => lines.filter((l) => l.name !== 'SHA256SUMS' && l.name !== 'SHA256SUMS.sig'));
+const sums = fc
+  .uniqueArray(fc.record({ name: bundleFile, sha256: hex64 }, { noNullPrototype: true }), { selector: (l) => l.name, maxLength: 12 })
+  .map((lines) => lines.filter((l) => l.name !== 'SHA256SUMS' && l.name !== 'SHA256SUMS.sig'));
 const entryPath = fc.stringMatching(ENTRY_PATH_RE).filter((p) => p.length < 200);
 const innerLines = fc.uniqueArray(fc.record({ name: entryPath, sha256: hex64 }, { noNullPrototype: true }), { selector: (l) => l.name, maxLength: 12 });
 
-const SUM_TOKENS = ascii('  ', ' *', ' ', '\t', '\r', '\n', '\r\n', '\\', '..', '.', '/', '/etc/passwd', 'SHA256SUMS', 'SHA256SUMS.sig', 'A', 'g', '0'.repeat(64), 'F'.repeat(64), '\ufeff', 'payload.000');
+const SUM_TOKENS = ascii(
+  '  ',
+  ' *',
+  ' ',
+  '\t',
+  '\r',
+  '\n',
+  '\r\n',
+  '\\',
+  '..',
+  '.',
+  '/',
+  '/etc/passwd',
+  'SHA256SUMS',
+  'SHA256SUMS.sig',
+  'A',
+  'g',
+  '0'.repeat(64),
+  'F'.repeat(64),
+  '\ufeff',
+  'payload.000',
+);
 SUM_TOKENS.push(Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from([0xff, 0xfe]), Buffer.from([0]));
 
 /** Offsets of each line's name and of its two spaces. */
@@ -312,9 +402,11 @@ test('SHA256SUMS: valid files read back, inside a larger buffer too; over the li
 });
 
 test('SHA256SUMS and MANIFEST.sha256: time is linear in lines and in line length', async () => {
-  const many = (n: number) => Buffer.from(formatSums(Array.from({ length: n }, (_, i) => ({ name: `payload.${String(i).padStart(7, '0')}`, sha256: 'a'.repeat(64) }))));
+  const many = (n: number) =>
+    Buffer.from(formatSums(Array.from({ length: n }, (_, i) => ({ name: `payload.${String(i).padStart(7, '0')}`, sha256: 'a'.repeat(64) }))));
   await assertLinear('SHA256SUMS lines', many, (b: Buffer) => parseSums(b), 1000);
-  const inner = (n: number) => Buffer.from(formatInnerManifest(Array.from({ length: n }, (_, i) => ({ name: `o/${i.toString(36)}/p/${'x'.repeat(40)}`, sha256: 'a'.repeat(64) }))));
+  const inner = (n: number) =>
+    Buffer.from(formatInnerManifest(Array.from({ length: n }, (_, i) => ({ name: `o/${i.toString(36)}/p/${'x'.repeat(40)}`, sha256: 'a'.repeat(64) }))));
   await assertLinear('MANIFEST.sha256 lines', inner, (b: Buffer) => parseInnerManifest(b), 2000);
   // One long line that almost matches: a name of n characters that breaks at its end.
   const long = (n: number) => Buffer.from(`${'a'.repeat(64)}  ${'a/'.repeat(n)}\u0000\n`);

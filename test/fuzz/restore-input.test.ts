@@ -27,7 +27,30 @@ const CONF = Buffer.from(
     '',
   ].join('\n'),
 );
-const CONF_TOKENS = ascii("'", "''", '\\', "\\'", '\n', '\r\n', '#', '=', ' ', '\t', 'include ', 'include_dir ', "'..'", '/', '../../', 'shared_buffers = ', 'timezone = ', 'work_mem = ', '\u0000', 'MB', '1e9', '-1');
+const CONF_TOKENS = ascii(
+  "'",
+  "''",
+  '\\',
+  "\\'",
+  '\n',
+  '\r\n',
+  '#',
+  '=',
+  ' ',
+  '\t',
+  'include ',
+  'include_dir ',
+  "'..'",
+  '/',
+  '../../',
+  'shared_buffers = ',
+  'timezone = ',
+  'work_mem = ',
+  '\u0000',
+  'MB',
+  '1e9',
+  '-1',
+);
 
 test('a damaged source configuration: parseConf never throws, and what a restore keeps is on the list, of its kind, and written as one quoted value', () => {
   let keptAny = 0;
@@ -54,7 +77,31 @@ test('parseConf is linear in the file', async () => {
 });
 
 const TIME = ascii('2026-03-01T12:00:00Z', '2026-03-01 13:00:00.250+01:00', '2026-12-31T23:59:59.999999-0530');
-const TIME_TOKENS = ascii('T', 't', ' ', 'Z', 'z', '+', '-', ':', '.', '0', '9', '24', '60', '99', '+15', '+16:00', '-00', '1969', '\n', "'", '\u0000', '2026-02-29', '2024-02-29');
+const TIME_TOKENS = ascii(
+  'T',
+  't',
+  ' ',
+  'Z',
+  'z',
+  '+',
+  '-',
+  ':',
+  '.',
+  '0',
+  '9',
+  '24',
+  '60',
+  '99',
+  '+15',
+  '+16:00',
+  '-00',
+  '1969',
+  '\n',
+  "'",
+  '\u0000',
+  '2026-02-29',
+  '2024-02-29',
+);
 
 test('a target time from the terminal: refused only with usage; accepted, it is one instant written as PostgreSQL reads it, whatever form it came in', () => {
   let accepted = 0;

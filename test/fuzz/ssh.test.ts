@@ -13,7 +13,16 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { isAllowed, parseAllowedSigners, principalsFor, type AllowedSigner } from '../../manifests/allowed-signers.js';
-import { decodeBase64Strict, formatPrivateKey, formatPublicKeyLine, parsePrivateKey, parsePublicKeyLine, publicKeyBlob, wrap70, type SigningKey } from '../../manifests/sshkey.js';
+import {
+  decodeBase64Strict,
+  formatPrivateKey,
+  formatPublicKeyLine,
+  parsePrivateKey,
+  parsePublicKeyLine,
+  publicKeyBlob,
+  wrap70,
+  type SigningKey,
+} from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, SIG_LIMIT, parseSignature, sign, verify } from '../../manifests/sshsig.js';
 import { tmp } from '../helpers.js';
 import { ascii, assertLinear, check, embedded, fc, mutate, mutations, typedOnly } from './fuzz.js';
@@ -47,8 +56,31 @@ const u32 = (n: number) => {
   b.writeUInt32BE(n >>> 0);
   return b;
 };
-const WIRE_TOKENS = [u32(0), u32(1), u32(2), u32(32), u32(64), u32(0xffffffff), u32(0x7fffffff), ...ascii('SSHSIG', 'sha256', 'sha512', 'sha1', 'ssh-ed25519', 'ssh-rsa', '\u0000', 'sha512\u0000', 'ssh-ed25519\u0000')];
-const ARMOR_TOKENS = ascii('-----BEGIN SSH SIGNATURE-----\n', '-----END SSH SIGNATURE-----\n', '-----END SSH SIGNATURE-----', '\r\n', '\n', ' ', '=', '==', '===', 'A', '\u0000', '\u00e9', '*');
+const WIRE_TOKENS = [
+  u32(0),
+  u32(1),
+  u32(2),
+  u32(32),
+  u32(64),
+  u32(0xffffffff),
+  u32(0x7fffffff),
+  ...ascii('SSHSIG', 'sha256', 'sha512', 'sha1', 'ssh-ed25519', 'ssh-rsa', '\u0000', 'sha512\u0000', 'ssh-ed25519\u0000'),
+];
+const ARMOR_TOKENS = ascii(
+  '-----BEGIN SSH SIGNATURE-----\n',
+  '-----END SSH SIGNATURE-----\n',
+  '-----END SSH SIGNATURE-----',
+  '\r\n',
+  '\n',
+  ' ',
+  '=',
+  '==',
+  '===',
+  'A',
+  '\u0000',
+  '\u00e9',
+  '*',
+);
 
 function armor(blob: Buffer): string {
   return `-----BEGIN SSH SIGNATURE-----\n${wrap70(blob.toString('base64'))}-----END SSH SIGNATURE-----\n`;
@@ -71,11 +103,12 @@ function damaged(s: { seed: Uint8Array; ns: string; ms: Parameters<typeof mutate
     const blob = decodeBase64Strict(good.split('\n').slice(1, -2).join('')) as Buffer;
     text = armor(mutate(blob, s.ms, { fields: wireFields(blob), tokens: WIRE_TOKENS }));
   }
-  if (s.level !== 'wire') text = mutate(Buffer.from(text, 'latin1'), s.ms, { fields: [0, 29, 30, 99, text.length - 29, text.length], tokens: ARMOR_TOKENS }).toString('latin1');
+  if (s.level !== 'wire')
+    text = mutate(Buffer.from(text, 'latin1'), s.ms, { fields: [0, 29, 30, 99, text.length - 29, text.length], tokens: ARMOR_TOKENS }).toString('latin1');
   return { text, key };
 }
 
-test('damaged signatures: parse and verify throw only malformed or bad-signature; what verifies is the signer\'s', () => {
+test("damaged signatures: parse and verify throw only malformed or bad-signature; what verifies is the signer's", () => {
   check(signature, 200, (s) => {
     const { text, key } = damaged(s);
     typedOnly(['malformed', 'bad-signature'], () => parseSignature(text));
@@ -87,7 +120,13 @@ test('damaged signatures: parse and verify throw only malformed or bad-signature
     if (got !== undefined) {
       // Only the key that signed can have made a signature that verifies, and only in its namespace.
       assert.equal(Buffer.from(got.publicKey), Buffer.from(key.publicKey));
-      assert.is(Buffer.from(ns).equals(Buffer.from(s.ns)) || Buffer.from(`${ns}\u0000`).equals(Buffer.from(s.ns)) || Buffer.from(ns).equals(Buffer.from(`${s.ns}\u0000`)), true, `verified in namespace ${JSON.stringify(ns)}, signed in ${JSON.stringify(s.ns)}`);
+      assert.is(
+        Buffer.from(ns).equals(Buffer.from(s.ns)) ||
+          Buffer.from(`${ns}\u0000`).equals(Buffer.from(s.ns)) ||
+          Buffer.from(ns).equals(Buffer.from(`${s.ns}\u0000`)),
+        true,
+        `verified in namespace ${JSON.stringify(ns)}, signed in ${JSON.stringify(s.ns)}`,
+      );
     }
   });
 });
@@ -127,7 +166,11 @@ test('vector: a NUL in the armor is accepted exactly where ssh-keygen accepts it
   const sigFile = path.join(dir, 'nul.sig');
   for (const [what, text, accepted] of cases) {
     writeFileSync(sigFile, text, 'latin1');
-    assert.is(spawnSync('ssh-keygen', ['-Y', 'check-novalidate', '-n', BUNDLE_NAMESPACE, '-s', sigFile], { input: MESSAGE }).status === 0, accepted, `ssh-keygen: ${what}`);
+    assert.is(
+      spawnSync('ssh-keygen', ['-Y', 'check-novalidate', '-n', BUNDLE_NAMESPACE, '-s', sigFile], { input: MESSAGE }).status === 0,
+      accepted,
+      `ssh-keygen: ${what}`,
+    );
     const e = typedOnly(['malformed'], () => verify(text, MESSAGE, BUNDLE_NAMESPACE));
     assert.is(e === undefined, accepted, `airlock: ${what}: ${e?.message ?? 'accepted'}`);
   }
@@ -148,7 +191,10 @@ test('signatures: the same answer inside a larger string; over 16 KiB is refused
 // ---- allowed_signers ----
 
 const principal = fc.oneof(fc.constantFrom('site-a', '*', 'site-?', '!site-b', '*a*b*c*', ''), fc.stringMatching(/^[a-z0-9.*?!-]{1,12}$/));
-const time = (from: number, to: number) => fc.tuple(fc.integer({ min: from, max: to }), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 31 }), fc.constantFrom('', '0000', '235959', '1200')).map(([y, m, d, t]) => `${y}${String(m).padStart(2, '0')}${String(d).padStart(2, '0')}${t}`);
+const time = (from: number, to: number) =>
+  fc
+    .tuple(fc.integer({ min: from, max: to }), fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 31 }), fc.constantFrom('', '0000', '235959', '1200'))
+    .map(([y, m, d, t]) => `${y}${String(m).padStart(2, '0')}${String(d).padStart(2, '0')}${t}`);
 const option = fc.oneof(
   fc.constant('cert-authority'),
   fc.array(fc.constantFrom('airlock-bundle', 'file', '*', 'a\\"b', '!x'), { minLength: 1, maxLength: 3 }).map((ns) => `namespaces="${ns.join(',')}"`),
@@ -173,14 +219,40 @@ function allowedSignersText(lines: readonly SignerLine[]): string {
     .map((l) => {
       // unquoted, an empty list would leave the key type in the principals' place
       const principals = l.quoted || l.principals.join(',') === '' ? `"${l.principals.join(', ')}"` : l.principals.join(',');
-      const key = l.type === 'ssh-ed25519' ? formatPublicKeyLine(keyOf(l.seed).publicKey, '') : `${l.type} ${Buffer.from(`\u0000\u0000\u0000\u0007${l.type}`).toString('base64')}`;
+      const key =
+        l.type === 'ssh-ed25519'
+          ? formatPublicKeyLine(keyOf(l.seed).publicKey, '')
+          : `${l.type} ${Buffer.from(`\u0000\u0000\u0000\u0007${l.type}`).toString('base64')}`;
       const opts = l.options.length > 0 ? `${l.options.join(',')} ` : '';
       return `${l.blank}\n${principals} ${opts}${key}${l.comment}`;
     })
     .join('\n');
 }
 
-const SIGNER_TOKENS = ascii('"', ',', ' ', '\t', '\n', '\r', '#', '=', '""', 'cert-authority,', 'namespaces=', 'namespaces="', 'valid-after="19700101"', 'valid-before="99991231"', 'ssh-ed25519 ', 'AAAA', '\\"', '*', '!', '?', '\u0000', '\u00e9');
+const SIGNER_TOKENS = ascii(
+  '"',
+  ',',
+  ' ',
+  '\t',
+  '\n',
+  '\r',
+  '#',
+  '=',
+  '""',
+  'cert-authority,',
+  'namespaces=',
+  'namespaces="',
+  'valid-after="19700101"',
+  'valid-before="99991231"',
+  'ssh-ed25519 ',
+  'AAAA',
+  '\\"',
+  '*',
+  '!',
+  '?',
+  '\u0000',
+  '\u00e9',
+);
 
 function lineStarts(text: Buffer): number[] {
   const out = [0];
@@ -190,42 +262,67 @@ function lineStarts(text: Buffer): number[] {
 }
 
 test('damaged allowed_signers: only bad-allowed-signers; what parses can be matched against without throwing', () => {
-  check(fc.record({ lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }), ms: mutations(3), key: seed, who: principal, ns: namespace, now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }) }), 200, ({ lines, ms, key, who, ns, now }) => {
-    const valid = Buffer.from(allowedSignersText(lines));
-    const text = mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
-    let signers: AllowedSigner[] | undefined;
-    typedOnly(['bad-allowed-signers'], () => {
-      signers = parseAllowedSigners(text);
-    });
-    if (signers === undefined) return;
-    for (const s of signers) assert.is(s.publicKey.length, 32);
-    const pk = signers[0]?.publicKey ?? keyOf(key).publicKey;
-    const principals = principalsFor(signers, pk, ns, now);
-    for (const p of principals) assert.ok(!p.startsWith('!') && p !== '', p);
-    isAllowed(signers, who, pk, ns, now);
-  });
+  check(
+    fc.record({
+      lines: fc.array(signerLine, { minLength: 1, maxLength: 4 }),
+      ms: mutations(3),
+      key: seed,
+      who: principal,
+      ns: namespace,
+      now: fc.date({ min: new Date(0), max: new Date('2300-01-01'), noInvalidDate: true }),
+    }),
+    200,
+    ({ lines, ms, key, who, ns, now }) => {
+      const valid = Buffer.from(allowedSignersText(lines));
+      const text = mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
+      let signers: AllowedSigner[] | undefined;
+      typedOnly(['bad-allowed-signers'], () => {
+        signers = parseAllowedSigners(text);
+      });
+      if (signers === undefined) return;
+      for (const s of signers) assert.is(s.publicKey.length, 32);
+      const pk = signers[0]?.publicKey ?? keyOf(key).publicKey;
+      const principals = principalsFor(signers, pk, ns, now);
+      for (const p of principals) assert.ok(!p.startsWith('!') && p !== '', p);
+      isAllowed(signers, who, pk, ns, now);
+    },
+  );
 });
 
 test('allowed_signers, damaged or not: when airlock reads the file, it and ssh-keygen -Y verify agree on who may sign', () => {
   const allowedFile = path.join(dir, 'allowed_signers');
   const sigFile = path.join(dir, 'verify.sig');
   const utcOnly = signerLine.map((l) => ({ ...l, options: l.options.map((o) => o.replace(/"(\d+)(|UTC|z)"$/, '"$1Z"')) }));
-  check(fc.record({ lines: fc.array(utcOnly, { minLength: 1, maxLength: 3 }), ms: fc.option(mutations(2), { nil: undefined }), who: fc.constantFrom('site-a', 'site-b', 'x', 'a,b'), line: fc.nat(), ns: fc.constantFrom(BUNDLE_NAMESPACE, 'file') }), 30, ({ lines, ms, who, line, ns }) => {
-    const valid = Buffer.from(allowedSignersText(lines));
-    const text = ms === undefined ? valid.toString('utf8') : mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
-    let signers: AllowedSigner[] | undefined;
-    typedOnly(['bad-allowed-signers'], () => {
-      signers = parseAllowedSigners(text);
-    });
-    if (signers === undefined) return;
-    // signed by the key of one of the lines (or another key), in `ns`
-    const signer = keyOf((lines[line % lines.length] as SignerLine).seed);
-    writeFileSync(allowedFile, text);
-    writeFileSync(sigFile, sign(signer, MESSAGE, ns));
-    const r = spawnSync('ssh-keygen', ['-Y', 'verify', '-f', allowedFile, '-I', who, '-n', ns, '-s', sigFile], { input: MESSAGE });
-    const ours = isAllowed(signers, who, signer.publicKey, ns, new Date());
-    assert.is(ours, r.status === 0, `airlock ${ours ? 'allows' : 'refuses'} ${who} in ${ns}, ssh-keygen ${r.status === 0 ? 'allows' : 'refuses'}: ${JSON.stringify(text)} ${r.stderr.toString()}`);
-  });
+  check(
+    fc.record({
+      lines: fc.array(utcOnly, { minLength: 1, maxLength: 3 }),
+      ms: fc.option(mutations(2), { nil: undefined }),
+      who: fc.constantFrom('site-a', 'site-b', 'x', 'a,b'),
+      line: fc.nat(),
+      ns: fc.constantFrom(BUNDLE_NAMESPACE, 'file'),
+    }),
+    30,
+    ({ lines, ms, who, line, ns }) => {
+      const valid = Buffer.from(allowedSignersText(lines));
+      const text = ms === undefined ? valid.toString('utf8') : mutate(valid, ms, { fields: lineStarts(valid), tokens: SIGNER_TOKENS }).toString('utf8');
+      let signers: AllowedSigner[] | undefined;
+      typedOnly(['bad-allowed-signers'], () => {
+        signers = parseAllowedSigners(text);
+      });
+      if (signers === undefined) return;
+      // signed by the key of one of the lines (or another key), in `ns`
+      const signer = keyOf((lines[line % lines.length] as SignerLine).seed);
+      writeFileSync(allowedFile, text);
+      writeFileSync(sigFile, sign(signer, MESSAGE, ns));
+      const r = spawnSync('ssh-keygen', ['-Y', 'verify', '-f', allowedFile, '-I', who, '-n', ns, '-s', sigFile], { input: MESSAGE });
+      const ours = isAllowed(signers, who, signer.publicKey, ns, new Date());
+      assert.is(
+        ours,
+        r.status === 0,
+        `airlock ${ours ? 'allows' : 'refuses'} ${who} in ${ns}, ssh-keygen ${r.status === 0 ? 'allows' : 'refuses'}: ${JSON.stringify(text)} ${r.stderr.toString()}`,
+      );
+    },
+  );
 });
 
 test('allowed_signers made whole parse, and match the principals they list', () => {
@@ -239,7 +336,14 @@ test('public key lines damaged: only bad-key', () => {
   check(fc.record({ seed, comment: fc.string({ maxLength: 20 }), ms: mutations(3) }), 200, ({ seed: s, comment, ms }) => {
     const line = Buffer.from(formatPublicKeyLine(keyOf(s).publicKey, comment.replace(/[\r\n]/g, '')));
     const blobAt = line.indexOf(' ') + 1;
-    typedOnly(['bad-key'], () => parsePublicKeyLine(mutate(line, ms, { fields: [0, blobAt - 1, blobAt, blobAt + 4, line.length], tokens: ascii('ssh-ed25519', ' ', '\t', '\r\n', 'AAAA', '=', '\u0000') }).toString('utf8')));
+    typedOnly(['bad-key'], () =>
+      parsePublicKeyLine(
+        mutate(line, ms, {
+          fields: [0, blobAt - 1, blobAt, blobAt + 4, line.length],
+          tokens: ascii('ssh-ed25519', ' ', '\t', '\r\n', 'AAAA', '=', '\u0000'),
+        }).toString('utf8'),
+      ),
+    );
   });
 });
 
@@ -252,9 +356,15 @@ test('time is linear: signers, principals per line, pattern length, armored size
   await assertLinear('principals on one line', many, (s: AllowedSigner[]) => isAllowed(s, 'a'.repeat(200), pk, BUNDLE_NAMESPACE, new Date()), 500);
   // the worst case of glob matching: a pattern of stars that almost matches, against a long name
   const stars = parseAllowedSigners(`${'*a'.repeat(500)}b ${keyText}\n`);
-  await assertLinear('a name against a star pattern', (n: number) => 'a'.repeat(n), (name: string) => isAllowed(stars, name, pk, BUNDLE_NAMESPACE, new Date()), 5000);
+  await assertLinear(
+    'a name against a star pattern',
+    (n: number) => 'a'.repeat(n),
+    (name: string) => isAllowed(stars, name, pk, BUNDLE_NAMESPACE, new Date()),
+    5000,
+  );
   const blob = publicKeyBlob(pk);
-  const armored = (n: number) => `-----BEGIN SSH SIGNATURE-----\n${wrap70(Buffer.concat([Buffer.from('SSHSIG'), Buffer.alloc(4), Buffer.alloc(n * 100, 0x41), blob]).toString('base64'))}-----END SSH SIGNATURE-----\n`;
+  const armored = (n: number) =>
+    `-----BEGIN SSH SIGNATURE-----\n${wrap70(Buffer.concat([Buffer.from('SSHSIG'), Buffer.alloc(4), Buffer.alloc(n * 100, 0x41), blob]).toString('base64'))}-----END SSH SIGNATURE-----\n`;
   await assertLinear('armored size', armored, (t: string) => typedOnly(['malformed', 'bad-signature'], () => parseSignature(t)), 10);
 });
 

@@ -30,7 +30,10 @@ const entryHeader: fc.Arbitrary<EntryHeader> = fc
     size: fc.oneof(fc.integer({ min: 0, max: 1100 }), fc.constantFrom(0, 511, 512, 513)),
     mode: fc.integer({ min: 0, max: 0o7777 }),
     mtime: fc.oneof(fc.integer({ min: 0, max: 2 ** 33 - 1 }), fc.integer({ min: -(2 ** 40), max: 2 ** 40 })),
-    pax: fc.option(fc.dictionary(fc.stringMatching(/^AIRLOCK\.[A-Za-z0-9_.]{1,12}$/), fc.string({ minLength: 1, maxLength: 60, unit: 'grapheme' }), { maxKeys: 3 }), { nil: undefined }),
+    pax: fc.option(
+      fc.dictionary(fc.stringMatching(/^AIRLOCK\.[A-Za-z0-9_.]{1,12}$/), fc.string({ minLength: 1, maxLength: 60, unit: 'grapheme' }), { maxKeys: 3 }),
+      { nil: undefined },
+    ),
   })
   .map(({ parts, dir, size, mode, mtime, pax }) => {
     const h: EntryHeader = { path: parts.join('/'), type: dir ? 'dir' : 'file', size: dir ? 0 : size, mode, mtime };
@@ -77,7 +80,18 @@ function paxRecord(kv: string): string {
 const TOKENS: Uint8Array[] = [
   ...ascii('0', '5', 'x', 'g', 'L', 'K', 'S', '1', '2', '3', '4', '6', '7', 'D', 'V', '\u0000'),
   ...ascii('ustar\u000000', 'ustar  \u0000', 'ustar\u0000', 'GNUtar '),
-  ...ascii(octal(0, 12), octal(1, 12), octal(BLOCK, 12), octal(MAX_META_BYTES, 12), octal(MAX_META_BYTES + 1, 12), '77777777777\u0000', '   17 \u0000', '17 1\u0000', '8\u0000', '        '),
+  ...ascii(
+    octal(0, 12),
+    octal(1, 12),
+    octal(BLOCK, 12),
+    octal(MAX_META_BYTES, 12),
+    octal(MAX_META_BYTES + 1, 12),
+    '77777777777\u0000',
+    '   17 \u0000',
+    '17 1\u0000',
+    '8\u0000',
+    '        ',
+  ),
   Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0]),
   Buffer.from([0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
   Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]),
@@ -169,7 +183,8 @@ test('damaged tar streams: only malformed is thrown, bodies hold exactly their s
           assert.ok(got <= entry.size, `body of ${entry.path}: ${got} bytes, more than its size ${entry.size}`);
           // The reader pulls a chunk only when the consumer needs a byte of it.
           const at = offsetOf(b);
-          if (entry.typeflag !== 'g' && at >= 0) assert.ok(source.pulled <= Math.ceil((at + b.length) / chunk) * chunk, `pulled ${source.pulled} bytes to yield ${at}+${b.length}`);
+          if (entry.typeflag !== 'g' && at >= 0)
+            assert.ok(source.pulled <= Math.ceil((at + b.length) / chunk) * chunk, `pulled ${source.pulled} bytes to yield ${at}+${b.length}`);
         }
         assert.is(got, entry.size, `body of ${entry.path}`);
       }
@@ -186,7 +201,11 @@ test('damaged tar streams: only malformed is thrown, bodies hold exactly their s
 function cleanTextFields(b: Buffer): boolean {
   for (let h = 0; h + BLOCK <= b.length; h += BLOCK) {
     if (b.toString('latin1', h + 257, h + 262) !== 'ustar') continue;
-    for (const [off, len] of [[0, 100], [157, 100], [345, 155]] as const) {
+    for (const [off, len] of [
+      [0, 100],
+      [157, 100],
+      [345, 155],
+    ] as const) {
       const field = b.subarray(h + off, h + off + len);
       const nul = field.indexOf(0);
       if (nul >= 0 && field.subarray(nul).some((x) => x !== 0)) return false;
@@ -237,7 +256,11 @@ test('damaged tar streams whose every entry airlock would accept frame the same 
     if (e !== undefined || other || ours.length === 0 || !cleanTextFields(bytes)) return;
     const theirs = await nodeTarEntries(bytes);
     if (theirs === undefined) return; // node-tar stricter: nothing can hide from airlock there
-    assert.equal(theirs.map((t) => ({ ...t, path: t.path.replace(/\/$/, '') })), ours.map((o) => ({ ...o, path: o.path.replace(/\/$/, '') })), 'readTar and node-tar see different entries');
+    assert.equal(
+      theirs.map((t) => ({ ...t, path: t.path.replace(/\/$/, '') })),
+      ours.map((o) => ({ ...o, path: o.path.replace(/\/$/, '') })),
+      'readTar and node-tar see different entries',
+    );
   });
 });
 
@@ -282,7 +305,10 @@ function metaHeader(typeflag: string, size: number): Buffer {
 
 test('metadata headers over the 1 MiB bound are refused before their data is pulled', async () => {
   await checkAsync(
-    fc.record({ typeflag: fc.constantFrom('x', 'g', 'L', 'K'), size: fc.oneof(fc.integer({ min: MAX_META_BYTES + 1, max: 2 ** 40 }), fc.constant(MAX_META_BYTES + 1)) }),
+    fc.record({
+      typeflag: fc.constantFrom('x', 'g', 'L', 'K'),
+      size: fc.oneof(fc.integer({ min: MAX_META_BYTES + 1, max: 2 ** 40 }), fc.constant(MAX_META_BYTES + 1)),
+    }),
     60,
     async ({ typeflag, size }) => {
       // An endless source: a reader that honoured the size would never stop.
@@ -310,7 +336,13 @@ test('metadata headers over the 1 MiB bound are refused before their data is pul
 // -(2^53 - 1) with a fraction was floored to -2^53, a time no arithmetic on it can be trusted with.
 test('vector: a pax mtime floored out of the safe-integer range is malformed', async () => {
   const data = Buffer.from(paxRecord('mtime=-9007199254740991.5'), 'latin1');
-  const tar = Buffer.concat([metaHeader('x', data.length), data, paddingFor(data.length), encodeHeader({ path: 'f', type: 'file', size: 0, mode: 0o644, mtime: 0 }), END_OF_ARCHIVE]);
+  const tar = Buffer.concat([
+    metaHeader('x', data.length),
+    data,
+    paddingFor(data.length),
+    encodeHeader({ path: 'f', type: 'file', size: 0, mode: 0o644, mtime: 0 }),
+    END_OF_ARCHIVE,
+  ]);
   const e = await typedOnlyAsync(['malformed'], async () => {
     for await (const { entry } of readTar(sourceOf(tar, 512).source)) assert.unreachable(`read mtime ${entry.mtime}`);
   });
@@ -345,23 +377,41 @@ test('a body of 64 GiB is skipped with bounded memory, then the truncated stream
 
 async function drain(bytes: Buffer): Promise<number> {
   let n = 0;
-  for await (const { body } of readTar((async function* () {
-    yield bytes;
-  })())) {
+  for await (const { body } of readTar(
+    (async function* () {
+      yield bytes;
+    })(),
+  )) {
     for await (const _ of body) n++;
   }
   return n;
 }
 
 test('time is linear: entries, pax records per header, global records, GNU sparse extension blocks', async () => {
-  const many = (n: number) => build(Array.from({ length: n }, (_, i) => ({ path: `d/${'é'.repeat(i % 7)}f${i}`, type: 'file' as const, size: i % 600, mode: 0o644, mtime: i, pax: { 'AIRLOCK.i': String(i) } }))).bytes;
+  const many = (n: number) =>
+    build(
+      Array.from({ length: n }, (_, i) => ({
+        path: `d/${'é'.repeat(i % 7)}f${i}`,
+        type: 'file' as const,
+        size: i % 600,
+        mode: 0o644,
+        mtime: i,
+        pax: { 'AIRLOCK.i': String(i) },
+      })),
+    ).bytes;
   await assertLinear('entries', many, drain, 500);
 
   // One pax header of n short records (the sparse keys may repeat), the most work per byte the pax parser can get.
   const paxHeavy = (n: number) => {
     const text = Array.from({ length: n }, (_, i) => paxRecord(`GNU.sparse.offset=${i}`)).join('');
     const data = Buffer.from(text, 'latin1');
-    return Buffer.concat([metaHeader('x', data.length), data, paddingFor(data.length), encodeHeader({ path: 'f', type: 'file', size: 0, mode: 0o644, mtime: 0 }), END_OF_ARCHIVE]);
+    return Buffer.concat([
+      metaHeader('x', data.length),
+      data,
+      paddingFor(data.length),
+      encodeHeader({ path: 'f', type: 'file', size: 0, mode: 0o644, mtime: 0 }),
+      END_OF_ARCHIVE,
+    ]);
   };
   await assertLinear('pax records', paxHeavy, drain, 3000);
 

@@ -39,10 +39,45 @@ function listing(versions: readonly Version[], o: { encoded: boolean; truncated:
 }
 
 const XML_TOKENS = ascii(
-  '<', '>', '/>', '</', '</Version>', '<Version>', '<DeleteMarker>', '</Key>', '<Key>', '<Size>-1</Size>', '<Size>1e400</Size>', '<Size>9007199254740993</Size>',
-  '&', '&amp;', '&bogus;', '&#0;', '&#x41;', '&#x110000;', '&#xD800;', '&#1114112;', '&#99999999999999999999;', '&#x;', '&#;',
-  '<![CDATA[', ']]>', '<![CDATA[<x>]]>', '<!--', '-->', '<?', '?>', '<!DOCTYPE x>', '<IsTruncated>true</IsTruncated>', '<NextKeyMarker>%ZZ</NextKeyMarker>',
-  '<LastModified>+275760-09-13T00:00:00.001Z</LastModified>', '<LastModified>2026-02-30T00:00:00Z</LastModified>', '%', '%C3%28', '+', '\u0000',
+  '<',
+  '>',
+  '/>',
+  '</',
+  '</Version>',
+  '<Version>',
+  '<DeleteMarker>',
+  '</Key>',
+  '<Key>',
+  '<Size>-1</Size>',
+  '<Size>1e400</Size>',
+  '<Size>9007199254740993</Size>',
+  '&',
+  '&amp;',
+  '&bogus;',
+  '&#0;',
+  '&#x41;',
+  '&#x110000;',
+  '&#xD800;',
+  '&#1114112;',
+  '&#99999999999999999999;',
+  '&#x;',
+  '&#;',
+  '<![CDATA[',
+  ']]>',
+  '<![CDATA[<x>]]>',
+  '<!--',
+  '-->',
+  '<?',
+  '?>',
+  '<!DOCTYPE x>',
+  '<IsTruncated>true</IsTruncated>',
+  '<NextKeyMarker>%ZZ</NextKeyMarker>',
+  '<LastModified>+275760-09-13T00:00:00.001Z</LastModified>',
+  '<LastModified>2026-02-30T00:00:00Z</LastModified>',
+  '%',
+  '%C3%28',
+  '+',
+  '\u0000',
 );
 
 function xmlFields(text: Buffer): number[] {
@@ -111,26 +146,64 @@ test('version listings read back as written, url-encoded or not', async () => {
     const got = await listAll(serving([listing(p.versions, { ...p, truncated: false })]));
     assert.equal(
       got.map((v) => [v.kind, v.key, v.versionId, v.isLatest, v.lastModified, v.size]),
-      p.versions.map((v) => [v.kind === 'Version' ? 'version' : 'delete-marker', v.key, v.versionId, v.isLatest, v.time.toISOString(), v.kind === 'Version' ? v.size : undefined]),
+      p.versions.map((v) => [
+        v.kind === 'Version' ? 'version' : 'delete-marker',
+        v.key,
+        v.versionId,
+        v.isLatest,
+        v.time.toISOString(),
+        v.kind === 'Version' ? v.size : undefined,
+      ]),
     );
   });
 });
 
 test('damaged tag sets: only s3-failed', () => {
-  check(fc.record({ tags: fc.dictionary(fc.string({ minLength: 1, maxLength: 10 }), fc.string({ maxLength: 10 }), { maxKeys: 4 }), ms: mutations(3) }), 400, ({ tags, ms }) => {
-    const valid = Buffer.from(`<Tagging><TagSet>${Object.entries(tags).map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`).join('')}</TagSet></Tagging>`);
-    typedOnly(['s3-failed'], () => parseTagSet(parseXml(mutate(valid, ms, { fields: xmlFields(valid), tokens: XML_TOKENS }).toString('utf8'))));
-  });
+  check(
+    fc.record({ tags: fc.dictionary(fc.string({ minLength: 1, maxLength: 10 }), fc.string({ maxLength: 10 }), { maxKeys: 4 }), ms: mutations(3) }),
+    400,
+    ({ tags, ms }) => {
+      const valid = Buffer.from(
+        `<Tagging><TagSet>${Object.entries(tags)
+          .map(([k, v]) => `<Tag><Key>${escapeXml(k)}</Key><Value>${escapeXml(v)}</Value></Tag>`)
+          .join('')}</TagSet></Tagging>`,
+      );
+      typedOnly(['s3-failed'], () => parseTagSet(parseXml(mutate(valid, ms, { fields: xmlFields(valid), tokens: XML_TOKENS }).toString('utf8'))));
+    },
+  );
 });
 
 test('time is linear: entries, entities, nesting, unclosed constructs', async () => {
   const entries = (n: number) =>
-    listing(Array.from({ length: n }, (_, i) => ({ kind: 'Version', key: `k<&>${i}`, versionId: `v${i}`, isLatest: true, time: new Date(0), size: i, etag: '0' })), { encoded: false, truncated: false, declaration: true });
+    listing(
+      Array.from({ length: n }, (_, i) => ({ kind: 'Version', key: `k<&>${i}`, versionId: `v${i}`, isLatest: true, time: new Date(0), size: i, etag: '0' })),
+      { encoded: false, truncated: false, declaration: true },
+    );
   await assertLinear('entries', entries, (t: string) => parseXml(t), 300);
-  await assertLinear('entities', (n: number) => `<a>${'&amp;&#x41;&lt;'.repeat(n)}</a>`, (t: string) => parseXml(t), 3000);
-  await assertLinear('nesting', (n: number) => `${'<a>'.repeat(n)}${'</a>'.repeat(n)}`, (t: string) => parseXml(t), 3000);
-  await assertLinear('unclosed tags', (n: number) => `<a>${'<b '.repeat(n)}`, (t: string) => typedOnly(['s3-failed'], () => parseXml(t)), 3000);
-  await assertLinear('a long comment', (n: number) => `<a><!--${'-'.repeat(n)}`, (t: string) => typedOnly(['s3-failed'], () => parseXml(t)), 30_000);
+  await assertLinear(
+    'entities',
+    (n: number) => `<a>${'&amp;&#x41;&lt;'.repeat(n)}</a>`,
+    (t: string) => parseXml(t),
+    3000,
+  );
+  await assertLinear(
+    'nesting',
+    (n: number) => `${'<a>'.repeat(n)}${'</a>'.repeat(n)}`,
+    (t: string) => parseXml(t),
+    3000,
+  );
+  await assertLinear(
+    'unclosed tags',
+    (n: number) => `<a>${'<b '.repeat(n)}`,
+    (t: string) => typedOnly(['s3-failed'], () => parseXml(t)),
+    3000,
+  );
+  await assertLinear(
+    'a long comment',
+    (n: number) => `<a><!--${'-'.repeat(n)}`,
+    (t: string) => typedOnly(['s3-failed'], () => parseXml(t)),
+    30_000,
+  );
 });
 
 test.run();

@@ -18,7 +18,22 @@ test('a signing key made by ssh-keygen signs bundles; an airlock key signs with 
   const src = tmp();
   writeFileSync(path.join(src, 'x.conf'), 'x\n');
   const medium = tmp();
-  const r = airlock(['export', '--to', medium, '--site', 'site-k', '--signing-key', key, '--recipient', keys.recipient, '--files', src, '--state-dir', tmp(), '--json']);
+  const r = airlock([
+    'export',
+    '--to',
+    medium,
+    '--site',
+    'site-k',
+    '--signing-key',
+    key,
+    '--recipient',
+    keys.recipient,
+    '--files',
+    src,
+    '--state-dir',
+    tmp(),
+    '--json',
+  ]);
   assert.is(r.code, EXIT.ok, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.is(out.seq, 1);
@@ -67,11 +82,23 @@ test('config file: every problem with its line at once; flags win over the file'
   writeFileSync(conf, ['site = Bad Site', 'medium = /x', 'colour = blue', 'compress = lz4', 'recipient = age1nope', 'just words'].join('\n'));
   const r = airlock(['export', '--config', conf]);
   assert.is(r.code, EXIT.usage);
-  for (const want of [`${conf}:1: site`, `${conf}:3: unknown key colour`, `${conf}:4: compress`, `${conf}:5: recipient`, `${conf}:6: not "key = value"`]) assert.match(r.stderr, want);
+  for (const want of [`${conf}:1: site`, `${conf}:3: unknown key colour`, `${conf}:4: compress`, `${conf}:5: recipient`, `${conf}:6: not "key = value"`])
+    assert.match(r.stderr, want);
   const src = tmp();
   writeFileSync(path.join(src, 'a'), 'a');
   const medium = tmp();
-  writeFileSync(conf, [`site = site-k`, `medium = ${path.join(dir, 'not-this-one')}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `files = ${src}`, `state-dir = ${tmp()}`, 'compress = none'].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      `site = site-k`,
+      `medium = ${path.join(dir, 'not-this-one')}`,
+      `signing-key = ${keys.signingKey}`,
+      `recipient = ${keys.recipient}`,
+      `files = ${src}`,
+      `state-dir = ${tmp()}`,
+      'compress = none',
+    ].join('\n'),
+  );
   const ok = airlock(['export', '--config', conf, '--to', medium]);
   assert.is(ok.code, EXIT.ok, ok.stderr);
   assert.match(ok.stdout, medium);
@@ -99,7 +126,20 @@ test('a missing medium and a missing source are typed errors that leave nothing 
 
 test('a number option that is not one stops the command with a usage error (it was NaN), from a flag or the file', () => {
   const medium = tmp();
-  const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'out'), '--seq', 'abc']);
+  const r = airlock([
+    'restore',
+    'files',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--to',
+    path.join(tmp(), 'out'),
+    '--seq',
+    'abc',
+  ]);
   assert.is(r.code, EXIT.usage);
   assert.is(r.stderr, 'airlock: error: --seq abc: not a bundle number\nairlock: hint: see airlock restore files --help\n');
   const conf = path.join(tmp(), 'airlock.conf');

@@ -115,7 +115,12 @@ test('lost state: refused with a hint, then continued with --continue-from', () 
   assert.is(c.code, EXIT.ok, c.stderr);
   assert.match(c.stdout, 'site-c-00000002');
   const m = JSON.parse(readFileSync(path.join(c.stdout.trim(), 'manifest.json'), 'utf8'));
-  assert.is(m.prev, createHash('sha256').update(readFileSync(path.join(first, 'SHA256SUMS'))).digest('hex'));
+  assert.is(
+    m.prev,
+    createHash('sha256')
+      .update(readFileSync(path.join(first, 'SHA256SUMS')))
+      .digest('hex'),
+  );
   verifyOk(medium);
   // a bundle signed by another key cannot be continued from
   const other = makeKeys('site-c');
@@ -234,15 +239,23 @@ test('an export killed while it holds the lock, then exports racing on its state
   const dead = airlock(args, { env: { ...process.env, AIRLOCK_FAULT: 'writer:after-volumes' } });
   assert.is(dead.code, 128 + 9, dead.stderr);
   const runs = await Promise.all(Array.from({ length: 3 }, () => airlockAsync(args)));
-  for (const r of runs) assert.ok(r.code === EXIT.ok || (r.code === EXIT.conflict && r.stderr.includes('another airlock export is running')), `${r.code} ${r.stderr}`);
+  for (const r of runs)
+    assert.ok(r.code === EXIT.ok || (r.code === EXIT.conflict && r.stderr.includes('another airlock export is running')), `${r.code} ${r.stderr}`);
   const ok = runs.filter((r) => r.code === EXIT.ok).length;
   assert.ok(ok >= 1, 'one of them exported');
   // every bundle the catalog holds as done is on the medium with every volume, and the set verifies
   const db = new Database(path.join(state, 'catalog.db'), { readonly: true });
   const done = db.prepare(`SELECT seq, path FROM bundles WHERE state = 'done' ORDER BY seq`).all() as { seq: number; path: string }[];
   db.close();
-  assert.equal(done.map((d) => d.seq), Array.from({ length: ok }, (_, i) => i + 1));
-  assert.equal(seqs(medium), done.map((d) => path.basename(d.path)), 'no partial folder left');
+  assert.equal(
+    done.map((d) => d.seq),
+    Array.from({ length: ok }, (_, i) => i + 1),
+  );
+  assert.equal(
+    seqs(medium),
+    done.map((d) => path.basename(d.path)),
+    'no partial folder left',
+  );
   verifyOk(medium);
 });
 

@@ -1,6 +1,20 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -46,7 +60,11 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
 
   // stock tools: signature, checksums, decrypt, inner manifest
   const sums = readFileSync(path.join(bundle, 'SHA256SUMS'));
-  const sig = run('ssh-keygen', ['-Y', 'verify', '-f', keys.allowedSigners, '-I', 'site-a', '-n', 'airlock-bundle', '-s', path.join(bundle, 'SHA256SUMS.sig')], { input: sums });
+  const sig = run(
+    'ssh-keygen',
+    ['-Y', 'verify', '-f', keys.allowedSigners, '-I', 'site-a', '-n', 'airlock-bundle', '-s', path.join(bundle, 'SHA256SUMS.sig')],
+    { input: sums },
+  );
   assert.is(sig.code, 0, sig.stderr);
   assert.match(sig.stdout, 'Good "airlock-bundle" signature for site-a');
   assert.is(run('sha256sum', ['--strict', '-c', 'SHA256SUMS'], { cwd: bundle }).code, 0);
@@ -57,10 +75,16 @@ test('export, stock-tool audit and decrypt, airlock-verify, restore: the round t
   assert.is(check.code, 0, check.stderr);
   assert.equal(readdirSync(out).sort(), ['MANIFEST.sha256', 'SALT', 'files', 'index.jsonl']);
   assert.is(statSync(path.join(out, 'SALT')).size, 32);
-  const index = readFileSync(path.join(out, 'index.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const index = readFileSync(path.join(out, 'index.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.is(index[0].type, 'bundle');
   assert.is(index[0].seq, 1);
-  const types = index.slice(1).map((r: { type: string }) => r.type).sort();
+  const types = index
+    .slice(1)
+    .map((r: { type: string }) => r.type)
+    .sort();
   assert.equal(types, ['dir', 'dir', 'dir', 'file', 'file', 'file', 'file', 'hardlink', 'special', 'symlink', 'symlink']);
 
   // airlock-verify, keyless and deep
@@ -118,10 +142,19 @@ test('the next export links to the previous one, and the set verifies as a chain
   assert.is(v.code, EXIT.ok, v.stdout);
   const j = JSON.parse(v.stdout);
   assert.is(j.status, 'ok');
-  assert.equal(j.sites, [{ site: 'site-a', first: 1, newest: { seq: 2, sums: sha256Hex(readFileSync(path.join(second.stdout.trim(), 'SHA256SUMS'))) }, bundles: 2 }]);
+  assert.equal(j.sites, [
+    { site: 'site-a', first: 1, newest: { seq: 2, sums: sha256Hex(readFileSync(path.join(second.stdout.trim(), 'SHA256SUMS'))) }, bundles: 2 },
+  ]);
   // stock decrypt of an uncompressed bundle
   const out = tmp();
-  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256', 'x', second.stdout.trim(), keys.identity, out]);
+  const sh = run('bash', [
+    '-c',
+    'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256',
+    'x',
+    second.stdout.trim(),
+    keys.identity,
+    out,
+  ]);
   assert.is(sh.code, 0, sh.stderr);
 });
 
@@ -143,7 +176,21 @@ test('usage errors: typed, one line, a hint, exit 2; nothing written', () => {
   const r = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--files', ROOT]);
   assert.is(r.code, EXIT.usage);
   assert.match(r.stderr, /^airlock: error: no recipient given\nairlock: hint: /);
-  const big = airlock(['export', '--to', medium, '--site', 'site-a', '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--files', ROOT, '--volume-size', '5G']);
+  const big = airlock([
+    'export',
+    '--to',
+    medium,
+    '--site',
+    'site-a',
+    '--signing-key',
+    keys.signingKey,
+    '--recipient',
+    keys.recipient,
+    '--files',
+    ROOT,
+    '--volume-size',
+    '5G',
+  ]);
   assert.is(big.code, EXIT.usage);
   assert.match(big.stderr, 'FAT32');
   const unknown = airlock(['export', '--bogus']);
@@ -170,7 +217,12 @@ test('with --json, both executables end with their error as one JSON object on s
   assert.equal(asJson(missing), { code: 'not-found', message: `${path.join(medium, 'absent')}: no such file or directory`, hint: null, exit: 3 });
   const noSigners = airlockVerify(['--json', medium]);
   assert.is(noSigners.code, 2);
-  assert.equal(asJson(noSigners), { code: 'usage', message: '--allowed-signers is required', hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line', exit: 2 });
+  assert.equal(asJson(noSigners), {
+    code: 'usage',
+    message: '--allowed-signers is required',
+    hint: 'an unchecked signature proves nothing; ask the site for its allowed_signers line',
+    exit: 2,
+  });
 });
 
 test('help lists the exit codes', () => {
@@ -307,7 +359,19 @@ test('a killed restore leaves decrypted staging that the next run removes; of tw
   assert.is(exportTo(medium, tmp(), src).code, 0);
   const parent = tmp();
   const to = path.join(parent, 'restored');
-  const args = [path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to];
+  const args = [
+    path.join(ROOT, 'dist/agent/cli/main.js'),
+    'restore',
+    'files',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--to',
+    to,
+  ];
   const staged = () => readdirSync(parent).filter((n) => n.startsWith('.restored.airlock-staging-'));
 
   // killed once the bundle was decrypted into staging, as a power cut would
@@ -319,7 +383,10 @@ test('a killed restore leaves decrypted staging that the next run removes; of tw
   assert.not.ok(existsSync(to));
 
   // a live run, stopped at the same point: it removed the dead run's staging, and its own must stay
-  const first = spawn(process.execPath, args, { env: { ...process.env, AIRLOCK_FAULT: 'restore:after-stage', AIRLOCK_FAULT_SIGNAL: 'SIGSTOP' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const first = spawn(process.execPath, args, {
+    env: { ...process.env, AIRLOCK_FAULT: 'restore:after-stage', AIRLOCK_FAULT_SIGNAL: 'SIGSTOP' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let firstErr = '';
   const firstDone = new Promise<number>((resolve) => first.on('close', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0))));
   await new Promise<void>((resolve, reject) => {
@@ -329,8 +396,8 @@ test('a killed restore leaves decrypted staging that the next run removes; of tw
     });
     void firstDone.then((code) => reject(new Error(`the first restore ended (${code}) before its fault point: ${firstErr}`)));
   });
-  assert.not.ok(staged().includes(left[0] as string), 'the killed run\'s staging was removed');
-  assert.is(staged().length, 1, 'the live run\'s staging is there');
+  assert.not.ok(staged().includes(left[0] as string), "the killed run's staging was removed");
+  assert.is(staged().length, 1, "the live run's staging is there");
 
   // a second run while the first lives: refused, or it finishes first and the first then fails to promote
   const second = run(process.execPath, args);

@@ -62,7 +62,10 @@ test('a volume and RESTORE.txt replaced by 1 TiB sparse files are size-mismatch 
   }
   const parent = tmp();
   const started = Date.now();
-  const rs = airlock(['restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--seq', '1', '--to', path.join(parent, 'restored')], { timeout: 60_000 });
+  const rs = airlock(
+    ['restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--seq', '1', '--to', path.join(parent, 'restored')],
+    { timeout: 60_000 },
+  );
   assert.ok((Date.now() - started) / 1000 < 20, 'the restore took too long');
   assert.is(rs.code, EXIT.failed, rs.stderr);
   assert.match(rs.stderr, /^airlock: error: /m);
@@ -79,7 +82,10 @@ test('a bundle with recovery data whose volume is a 1 TiB sparse file: the repai
   truncateSync(path.join(e.stdout.trim(), 'payload.001'), TiB);
   const parent = tmp();
   const started = Date.now();
-  const r = airlock(['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(parent, 'restored')], { timeout: 120_000 });
+  const r = airlock(
+    ['restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(parent, 'restored')],
+    { timeout: 120_000 },
+  );
   const seconds = (Date.now() - started) / 1000;
   assert.ok(seconds < 60, `took ${seconds} s`);
   assert.is(r.code, EXIT.failed, r.stderr);
@@ -96,8 +102,14 @@ test('a FIFO in place of a volume and a symbolic link in place of RESTORE.txt ar
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--json', media], { timeout: 30_000 });
   assert.is(r.code, EXIT.failed, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
-  assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'payload.002' && f.message.includes('special file')), r.stdout);
-  assert.ok(report.findings.some((f) => f.result === 'extra' && f.file === 'RESTORE.txt' && f.message.includes('symbolic link')), r.stdout);
+  assert.ok(
+    report.findings.some((f) => f.result === 'extra' && f.file === 'payload.002' && f.message.includes('special file')),
+    r.stdout,
+  );
+  assert.ok(
+    report.findings.some((f) => f.result === 'extra' && f.file === 'RESTORE.txt' && f.message.includes('symbolic link')),
+    r.stdout,
+  );
 });
 
 test('findings on a medium are bounded too: 250 extra files and 150 partial folders are named up to 100 each and counted', () => {
@@ -122,7 +134,7 @@ test('findings on a medium are bounded too: 250 extra files and 150 partial fold
 const EVIL_FILE = '\x1b[2J\x1b[Hstatus: ok\nstatus: ok\u202etxt.exe\u009b0m';
 const EVIL_PARTIAL = 'site-a-00000004\x1b]0;all good\x07\r\u2066ok\u2069.partial';
 /** What a terminal acts on: C0 controls but LF, DEL, C1 controls, bidi controls. */
- 
+
 const ACTIVE = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
 test('names from the medium reach the terminal escaped: no forged status line, no escape sequence; --json keeps them exact', () => {
@@ -140,8 +152,14 @@ test('names from the medium reach the terminal escaped: no forged status line, n
   assert.is(lines.filter((l) => l.startsWith('status: ')).length, 1);
   for (const l of lines) assert.match(l, /^(ok: |failed: |extra: |partial: |site |\d+ bundle\(s\) |status: )/);
   assert.ok(lines.includes(`extra: site-a-00000001/\\x1b[2J\\x1b[Hstatus: ok\\nstatus: ok\\u202etxt.exe\\u009b0m: not listed in SHA256SUMS`), r.stdout);
-  assert.ok(lines.some((l) => l.startsWith('extra: site-a-00000001/not-utf8-\\ufffd\\ufffd.txt: ')), r.stdout);
-  assert.ok(lines.some((l) => l.startsWith('partial: site-a-00000004\\x1b]0;all good\\x07\\r\\u2066ok\\u2069.partial: ')), r.stdout);
+  assert.ok(
+    lines.some((l) => l.startsWith('extra: site-a-00000001/not-utf8-\\ufffd\\ufffd.txt: ')),
+    r.stdout,
+  );
+  assert.ok(
+    lines.some((l) => l.startsWith('partial: site-a-00000004\\x1b]0;all good\\x07\\r\\u2066ok\\u2069.partial: ')),
+    r.stdout,
+  );
 
   const j = airlockVerify(['--allowed-signers', ALLOWED, '--json', media]);
   const report = JSON.parse(j.stdout) as JsonReport;
@@ -150,10 +168,26 @@ test('names from the medium reach the terminal escaped: no forged status line, n
 
   // the error printer of the other CLI: a restore refuses the set and quotes the names in its error
   const parent = tmp();
-  const rs = airlock(['restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--seq', '1', '--to', path.join(parent, 'restored')]);
+  const rs = airlock([
+    'restore',
+    'files',
+    '--from',
+    media,
+    '--identity',
+    IDENTITY,
+    '--allowed-signers',
+    ALLOWED,
+    '--seq',
+    '1',
+    '--to',
+    path.join(parent, 'restored'),
+  ]);
   assert.is(rs.code, EXIT.failed, rs.stderr);
   assert.not.ok(ACTIVE.test(rs.stderr), JSON.stringify(rs.stderr));
-  const errLines = rs.stderr.trimEnd().split('\n').filter((l) => l.startsWith('airlock: error: ') || l.startsWith('airlock: hint: '));
+  const errLines = rs.stderr
+    .trimEnd()
+    .split('\n')
+    .filter((l) => l.startsWith('airlock: error: ') || l.startsWith('airlock: hint: '));
   assert.is(errLines.length, 2, rs.stderr);
   assert.match(rs.stderr, '\\x1b[2J');
 });
@@ -172,7 +206,17 @@ interface Claims {
 async function sealTar(media: string, tar: AsyncIterable<Buffer>, claims: Claims): Promise<string> {
   const recipient = recipientOf(parseIdentities(readFileSync(IDENTITY, 'utf8'))[0] as Uint8Array);
   const parts: Buffer[] = [];
-  await pipeline(Readable.from(tar), childStage('zstd', ['-q', '-c', '-1']), encryptStream([recipient]), new Writable({ write: (c: Buffer, _e, done) => { parts.push(c); done(); } }));
+  await pipeline(
+    Readable.from(tar),
+    childStage('zstd', ['-q', '-c', '-1']),
+    encryptStream([recipient]),
+    new Writable({
+      write: (c: Buffer, _e, done) => {
+        parts.push(c);
+        done();
+      },
+    }),
+  );
   const cipher = Buffer.concat(parts);
   const dir = path.join(media, 'site-a', bundleName('site-a', 1));
   mkdirSync(dir, { recursive: true });
@@ -210,13 +254,22 @@ function entry(name: string, size: number): Buffer {
 }
 
 /** SALT, `middle`, then index.jsonl and MANIFEST.sha256 listing SALT, `listed` and the index. */
-async function* hostileTar(middle: () => AsyncIterable<Buffer>, records: Record<string, unknown>[], listed: { name: string; sha256: string }[], after?: () => AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+async function* hostileTar(
+  middle: () => AsyncIterable<Buffer>,
+  records: Record<string, unknown>[],
+  listed: { name: string; sha256: string }[],
+  after?: () => AsyncIterable<Buffer>,
+): AsyncGenerator<Buffer> {
   const salt = randomBytes(32);
   yield Buffer.concat([entry('SALT', 32), salt, paddingFor(32)]);
   yield* middle();
-  const index = Buffer.from(`${[{ type: 'bundle', site: 'site-a', seq: 1, created: '2026-01-01T01:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }, ...records].map((r) => canonicalLine(r)).join('\n')}\n`);
+  const index = Buffer.from(
+    `${[{ type: 'bundle', site: 'site-a', seq: 1, created: '2026-01-01T01:00:00.000Z', format: FORMAT, version: FORMAT_VERSION }, ...records].map((r) => canonicalLine(r)).join('\n')}\n`,
+  );
   yield Buffer.concat([entry('index.jsonl', index.byteLength), index, paddingFor(index.byteLength)]);
-  const inner = Buffer.from([{ name: 'SALT', sha256: sha256(salt) }, ...listed, { name: 'index.jsonl', sha256: sha256(index) }].map((l) => `${l.sha256}  ${l.name}\n`).join(''));
+  const inner = Buffer.from(
+    [{ name: 'SALT', sha256: sha256(salt) }, ...listed, { name: 'index.jsonl', sha256: sha256(index) }].map((l) => `${l.sha256}  ${l.name}\n`).join(''),
+  );
   yield Buffer.concat([entry('MANIFEST.sha256', inner.byteLength), inner, paddingFor(inner.byteLength)]);
   if (after) yield* after();
   yield END_OF_ARCHIVE;
@@ -232,22 +285,55 @@ test('an entry that decompresses to 1 GiB where the signed manifest and index sa
       yield entry('files/000001', GiB);
       for (let i = 0; i < GiB / MiB; i++) yield zeros;
     },
-    [{ type: 'file', path: 'files/000001', size: 6, sha256: sha256(six), source: '/etc/platform/a.conf', mode: '0640', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' }],
+    [
+      {
+        type: 'file',
+        path: 'files/000001',
+        size: 6,
+        sha256: sha256(six),
+        source: '/etc/platform/a.conf',
+        mode: '0640',
+        uid: 0,
+        gid: 0,
+        mtime: '2026-01-01T00:00:00.000Z',
+      },
+    ],
     [{ name: 'files/000001', sha256: sha256(six) }],
   );
   await sealTar(media, tar, { inner: { sha256: '0'.repeat(64), entries: 3 }, contents: { files: 1, metadata: 0, bytes: 6 } });
 
   // a restore may write at most 64 MiB: staging the entry whole (as before) dies of SIGXFSZ
   const parent = tmp();
-  const rs = run('prlimit', [`--fsize=${64 * MiB}`, '--', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'restored')]);
+  const rs = run('prlimit', [
+    `--fsize=${64 * MiB}`,
+    '--',
+    process.execPath,
+    path.join(ROOT, 'dist/agent/cli/main.js'),
+    'restore',
+    'files',
+    '--from',
+    media,
+    '--identity',
+    IDENTITY,
+    '--allowed-signers',
+    ALLOWED,
+    '--to',
+    path.join(parent, 'restored'),
+  ]);
   assert.is(rs.code, EXIT.failed, rs.stderr);
-  assert.match(rs.stderr, /^airlock: error: .*size-mismatch files\/000001: the tar says 1073741824 bytes, more than what is left of the 6 bytes manifest\.json signs for the payload entries \(6\); nothing of it was read/m);
+  assert.match(
+    rs.stderr,
+    /^airlock: error: .*size-mismatch files\/000001: the tar says 1073741824 bytes, more than what is left of the 6 bytes manifest\.json signs for the payload entries \(6\); nothing of it was read/m,
+  );
   assert.equal(readdirSync(parent), []);
 
   const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
   assert.is(r.code, EXIT.failed, r.stderr);
   const report = JSON.parse(r.stdout) as JsonReport;
-  assert.equal(report.findings.map((f) => [f.result, f.file]), [['size-mismatch', 'files/000001']]);
+  assert.equal(
+    report.findings.map((f) => [f.result, f.file]),
+    [['size-mismatch', 'files/000001']],
+  );
   assert.match(report.findings[0]?.message ?? '', 'nothing of it was read');
 });
 
@@ -272,11 +358,25 @@ test('what is not a payload entry is bounded by the signed numbers too: a 1 GiB 
   ];
   for (const [what, after, message] of cases) {
     const media = path.join(tmp(), 'media');
-    await sealTar(media, hostileTar(async function* () { /* no entries */ }, [], [], after), { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } });
+    await sealTar(
+      media,
+      hostileTar(
+        async function* () {
+          /* no entries */
+        },
+        [],
+        [],
+        after,
+      ),
+      { inner: { sha256: '0'.repeat(64), entries: 2 }, contents: { files: 0, metadata: 0, bytes: 0 } },
+    );
     const r = airlockVerify(['--allowed-signers', ALLOWED, '--identity', IDENTITY, '--json', media]);
     assert.is(r.code, EXIT.failed, r.stderr);
     const report = JSON.parse(r.stdout) as JsonReport;
-    assert.ok(report.findings.some((f) => message.test(f.message)), `${what}: ${JSON.stringify(report.findings.slice(-3))}`);
+    assert.ok(
+      report.findings.some((f) => message.test(f.message)),
+      `${what}: ${JSON.stringify(report.findings.slice(-3))}`,
+    );
   }
 });
 
@@ -294,7 +394,9 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
   // half of them 4 KiB names it never writes
   const component = 'a'.repeat(100);
   const name = (i: number) =>
-    i % 2 === 0 ? [`${String(i).padStart(6, '0')}${component}`.slice(0, 100), ...Array(7).fill(component)].join('/') : `x/${String(i).padStart(6, '0')}${'a'.repeat(3990)}`;
+    i % 2 === 0
+      ? [`${String(i).padStart(6, '0')}${component}`.slice(0, 100), ...Array(7).fill(component)].join('/')
+      : `x/${String(i).padStart(6, '0')}${'a'.repeat(3990)}`;
   const tar = hostileTar(
     async function* () {
       for (let i = 0; i < n; i++) yield entry(name(i), 0);
@@ -307,7 +409,8 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
   const size = readdirSync(dir).reduce((a, f) => a + readFileSync(path.join(dir, f)).byteLength, 0);
   assert.ok(size < 4 * MiB, `the bundle is ${size} bytes`);
 
-  const verify = (args: string[]) => run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/verifier/cli.js'), '--allowed-signers', ALLOWED, ...args], { timeout: 300_000 });
+  const verify = (args: string[]) =>
+    run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/verifier/cli.js'), '--allowed-signers', ALLOWED, ...args], { timeout: 300_000 });
   // the same command on the small good chain: what the process needs before any entry
   const baseline = peakRss(verify(['--identity', IDENTITY, path.join(VECTORS, 'cases', 'good-chain', 'media')]).stderr);
   for (const json of [false, true]) {
@@ -315,7 +418,10 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
     assert.is(r.code, EXIT.failed, r.stderr.slice(0, 2000));
     const peak = peakRss(r.stderr);
     const budget = baseline + n * LIMITS.memoryPerEntryBytes;
-    assert.ok(peak <= budget, `peak RSS ${(peak / MiB).toFixed(0)} MiB over the budget ${(budget / MiB).toFixed(0)} MiB (baseline ${(baseline / MiB).toFixed(0)} MiB)`);
+    assert.ok(
+      peak <= budget,
+      `peak RSS ${(peak / MiB).toFixed(0)} MiB over the budget ${(budget / MiB).toFixed(0)} MiB (baseline ${(baseline / MiB).toFixed(0)} MiB)`,
+    );
     if (!json) {
       const lines = r.stdout.trimEnd().split('\n');
       assert.is(lines.at(-1), 'status: error');
@@ -334,7 +440,25 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
   }
   // a restore reads the same payload: it stops at the first name airlock never writes, within the same budget, leaving nothing
   const parent = tmp();
-  const restore = run('/usr/bin/time', ['-v', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'restore', 'files', '--from', media, '--identity', IDENTITY, '--allowed-signers', ALLOWED, '--to', path.join(parent, 'out')], { timeout: 300_000 });
+  const restore = run(
+    '/usr/bin/time',
+    [
+      '-v',
+      process.execPath,
+      path.join(ROOT, 'dist/agent/cli/main.js'),
+      'restore',
+      'files',
+      '--from',
+      media,
+      '--identity',
+      IDENTITY,
+      '--allowed-signers',
+      ALLOWED,
+      '--to',
+      path.join(parent, 'out'),
+    ],
+    { timeout: 300_000 },
+  );
   assert.is(restore.code, EXIT.failed, restore.stderr.slice(0, 2000));
   assert.match(restore.stderr, /^airlock: error: tar entry "x\/000001a+"/m, restore.stderr.slice(0, 3000));
   const peak = peakRss(restore.stderr);

@@ -5,7 +5,20 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -124,7 +137,10 @@ test('a bundle larger than the medium is refused up front: typed error, size nee
     init(medium, 'small', state);
     const r = exportFiles(medium, state, source(3 * 1024 * 1024));
     assert.is(r.code, EXIT.medium, r.stderr);
-    assert.match(r.stderr, /^airlock: error: the bundle needs about [\d.]+ MiB on \S+ but only [\d.]+ (KiB|MiB) is free\nairlock: hint: [^\n]+nothing was written\n$/);
+    assert.match(
+      r.stderr,
+      /^airlock: error: the bundle needs about [\d.]+ MiB on \S+ but only [\d.]+ (KiB|MiB) is free\nairlock: hint: [^\n]+nothing was written\n$/,
+    );
     assert.is(r.stderr.split('\n').length, 3, 'one error line and one hint');
     assert.is(r.stdout, '');
     assert.equal(readdirSync(medium), ['AIRLOCK-MEDIUM.json'], 'nothing but the label');
@@ -144,10 +160,9 @@ test('the medium fills up mid-write (a bucket, whose size is not known up front)
   await withSmallMedium('2m', (medium) => {
     const state = tmp();
     const uuid = init(medium, 'small', state);
-    const r = airlock(
-      exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none']),
-      { env: { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY } },
-    );
+    const r = airlock(exportArgs(keys, medium, state, ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--compress', 'none']), {
+      env: { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY },
+    });
     assert.is(r.code, EXIT.medium, r.stderr);
     assert.match(r.stderr, /^airlock: error: [^\n]*no space left on device\nairlock: hint: [^\n]+\n$/);
     const siteDir = path.join(medium, keys.site);
@@ -182,13 +197,23 @@ test('recovery data: a volume with damaged blocks is repaired in a scratch copy 
   const bundle = r.stdout.trim();
   const names = readdirSync(bundle).sort();
   assert.ok(names.includes('recovery.par2'), names.join(' '));
-  assert.ok(names.some((n) => /^recovery\.vol\d+-\d+\.par2$/.test(n)), names.join(' '));
+  assert.ok(
+    names.some((n) => /^recovery\.vol\d+-\d+\.par2$/.test(n)),
+    names.join(' '),
+  );
   const listed = readFileSync(path.join(bundle, 'SHA256SUMS'), 'utf8');
   for (const n of names.filter((x) => x.startsWith('recovery.'))) assert.match(listed, `  ${n}\n`);
   // stock tools: the recovery files are checked like any file, and cat payload.* still reads only the volumes
   assert.is(run('sha256sum', ['--strict', '-c', 'SHA256SUMS'], { cwd: bundle }).code, 0);
   const out = tmp();
-  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256', 'x', bundle, keys.identity, out]);
+  const sh = run('bash', [
+    '-c',
+    'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | tar -x -f - -C "$3" && cd "$3" && sha256sum --strict -c MANIFEST.sha256',
+    'x',
+    bundle,
+    keys.identity,
+    out,
+  ]);
   assert.is(sh.code, 0, sh.stderr);
   assert.is(airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]).code, EXIT.ok);
 
@@ -220,7 +245,21 @@ test('recovery data: a bucket bundle with a damaged volume is repaired in a scra
   for (const [i, b] of blobs.entries()) await srv.client.putObject(bucket, `blob-${i}`, b);
   const medium = tmp();
   const env = { ...process.env, AWS_ACCESS_KEY_ID: ACCESS_KEY, AWS_SECRET_ACCESS_KEY: SECRET_KEY };
-  const r = airlock(exportArgs(keys, medium, tmp(), ['--s3-endpoint', srv.endpoint, '--bucket', bucket, '--recovery-percent', '10', '--volume-size', '1M', '--compress', 'none']), { env });
+  const r = airlock(
+    exportArgs(keys, medium, tmp(), [
+      '--s3-endpoint',
+      srv.endpoint,
+      '--bucket',
+      bucket,
+      '--recovery-percent',
+      '10',
+      '--volume-size',
+      '1M',
+      '--compress',
+      'none',
+    ]),
+    { env },
+  );
   assert.is(r.code, EXIT.ok, r.stderr);
   const vol = path.join(r.stdout.trim(), 'payload.001');
   damage(vol, 300_000, 8192);
@@ -269,7 +308,13 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
   const c = airlock(['media', 'copy', a, b, '--signing-key', keys.signingKey, '--state-dir', state, '--json']);
   assert.is(c.code, EXIT.ok, c.stderr);
   const j = JSON.parse(c.stdout);
-  assert.equal(j.bundles.map((x: { seq: number; copied: boolean }) => [x.seq, x.copied]), [[1, true], [2, true]]);
+  assert.equal(
+    j.bundles.map((x: { seq: number; copied: boolean }) => [x.seq, x.copied]),
+    [
+      [1, true],
+      [2, true],
+    ],
+  );
   assert.equal(j.bundles[0].verifiedOn, [uuidA, uuidB]);
   const v = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, b]);
   assert.is(v.code, EXIT.ok, v.stdout);
@@ -278,7 +323,13 @@ test('media copy: the bundles go onto a second medium, are read back there, and 
   try {
     for (const seq of [1, 2]) {
       assert.is(cat.verifiedCopyCount(keys.site, seq), 2);
-      assert.equal(cat.copies(keys.site, seq).map((x) => x.media_uuid).sort(), [uuidA, uuidB].sort());
+      assert.equal(
+        cat
+          .copies(keys.site, seq)
+          .map((x) => x.media_uuid)
+          .sort(),
+        [uuidA, uuidB].sort(),
+      );
     }
     assert.is(cat.jobRuns('media copy')[0]?.outcome, 'ok');
   } finally {
@@ -323,7 +374,10 @@ function copy(a: string, b: string, state: string) {
 function copiedOn(state: string, seq = 1): string[] {
   const c = Catalog.open(state);
   try {
-    return c.copies(keys.site, seq).map((x) => x.media_uuid).sort();
+    return c
+      .copies(keys.site, seq)
+      .map((x) => x.media_uuid)
+      .sort();
   } finally {
     c.close();
   }
@@ -374,7 +428,7 @@ test('media copy: a bundle on the target that is a symbolic link to the source b
 test('media copy: a leftover partial copy on the target that is a symbolic link is removed as a link; what it led to is untouched', () => {
   const { state, a, b, uuidA, uuidB, bundle } = twoMedia();
   const outside = tmp();
-  writeFileSync(path.join(outside, 'keep.txt'), 'not the medium\'s\n');
+  writeFileSync(path.join(outside, 'keep.txt'), "not the medium's\n");
   mkdirSync(path.join(b, keys.site));
   symlinkSync(outside, `${bundle(b)}.partial`);
   const r = copy(a, b, state);
@@ -448,7 +502,10 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   const link = path.join(a, keys.site, `${keys.site}-00000009`);
   symlinkSync(other.stdout.trim(), link);
   writeFileSync(path.join(bundle(a, 1), 'notes.txt'), 'not part of the bundle\n');
-  for (const [seq, name] of [[2, 'payload.000'], [3, 'SHA256SUMS']] as const) {
+  for (const [seq, name] of [
+    [2, 'payload.000'],
+    [3, 'SHA256SUMS'],
+  ] as const) {
     rmSync(path.join(bundle(a, seq), name));
     assert.is(run('mkfifo', [path.join(bundle(a, seq), name)]).code, 0);
   }
@@ -462,7 +519,10 @@ test('media copy from a hostile source: a bundle folder that is a link, a FIFO f
   assert.match(err.message, new RegExp(`^4 bundle\\(s\\) under ${a} were not copied: ${keys.site}/${keys.site}-00000009: a symbolic link, not followed; `));
   assert.match(err.hint, /never follows a symbolic link$/);
   const j = JSON.parse(r.stdout);
-  assert.equal(j.bundles.map((x: { seq: number }) => x.seq), [4]);
+  assert.equal(
+    j.bundles.map((x: { seq: number }) => x.seq),
+    [4],
+  );
   assert.equal(j.failed, [
     `${keys.site}/${keys.site}-00000009: a symbolic link, not followed`,
     `${keys.site}-00000001: extra notes.txt`,
@@ -491,7 +551,10 @@ test('media copy: a source bundle on another file system than the source medium 
     assert.is(run('cp', ['-a', e.stdout.trim(), site]).code, 0);
     const r = copy(a, b, state);
     assert.is(r.code, EXIT.ok, r.stderr);
-    assert.match(r.stderr, `airlock: warning: ${site} on the source medium is on another file system than the medium; not counted as a copy on medium "primary"`);
+    assert.match(
+      r.stderr,
+      `airlock: warning: ${site} on the source medium is on another file system than the medium; not counted as a copy on medium "primary"`,
+    );
     assert.equal(copiedOn(state), [uuidB], 'counted on the medium that holds its bytes only');
   } finally {
     spawnSync('umount', [site]);
@@ -510,7 +573,9 @@ test('the read-back reads the medium past the page cache and notices bytes that 
   assert.is(report.keyless, 'ok');
   assert.is(notes.cached, false, 'this file system takes direct reads');
   // a medium that kept other bytes than it was given, in a volume past the first and in the last one
-  const volumes = readdirSync(bundle).filter((n) => n.startsWith('payload.')).sort();
+  const volumes = readdirSync(bundle)
+    .filter((n) => n.startsWith('payload.'))
+    .sort();
   assert.ok(volumes.length >= 3, volumes.join(' '));
   for (const v of [volumes[1]!, volumes.at(-1)!]) {
     const file = path.join(bundle, v);

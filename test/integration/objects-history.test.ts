@@ -35,7 +35,23 @@ function exportIncremental(medium: string, state: string, srv: S3Server, bucket:
 }
 
 function restoreArgs(medium: string, srv: S3Server, map: string, idMap: string, extra: string[] = []): string[] {
-  return ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', srv.endpoint, '--bucket-map', map, '--id-map', idMap, ...extra];
+  return [
+    'restore',
+    'objects',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--endpoint',
+    srv.endpoint,
+    '--bucket-map',
+    map,
+    '--id-map',
+    idMap,
+    ...extra,
+  ];
 }
 
 function ok(r: Ran, what: string): void {
@@ -45,9 +61,19 @@ function ok(r: Ran, what: string): void {
 /** The index records of a bundle, decrypted with stock tools. */
 function indexOf(bundle: string): Record<string, unknown>[] {
   const out = tmp();
-  const sh = run('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | zstd -d -q | tar --warning=no-unknown-keyword -x -f - -C "$3" index.jsonl', 'x', bundle, keys.identity, out]);
+  const sh = run('bash', [
+    '-c',
+    'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | zstd -d -q | tar --warning=no-unknown-keyword -x -f - -C "$3" index.jsonl',
+    'x',
+    bundle,
+    keys.identity,
+    out,
+  ]);
   if (sh.code !== 0) throw new Error(sh.stderr);
-  return readFileSync(path.join(out, 'index.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readFileSync(path.join(out, 'index.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 interface Version {
@@ -70,7 +96,10 @@ async function state(c: Minio.Client, bucket: string, toSource: (key: string, id
   const out: string[] = [];
   for (const v of await versions(c, bucket)) {
     const tags = v.marker ? [] : ((await c.getObjectTagging(bucket, v.key, { versionId: v.versionId })) as unknown as { Key: string; Value: string }[]);
-    const t = tags.map((x) => `${x.Key}=${x.Value}`).sort().join(',');
+    const t = tags
+      .map((x) => `${x.Key}=${x.Value}`)
+      .sort()
+      .join(',');
     out.push(`${v.key} ${toSource(v.key, v.versionId)} ${v.marker ? 'marker' : `tags[${t}]`}`);
   }
   return out;
@@ -107,7 +136,7 @@ test('tag changes and versions deleted for good after an export are carried by t
   await sleep(50);
   const between = new Date().toISOString();
   await sleep(50);
-  await c.setObjectTagging(bucket, 'k1', { stage: 'final', 'wer': 'ünïcode' }, { versionId: k1v1 });
+  await c.setObjectTagging(bucket, 'k1', { stage: 'final', wer: 'ünïcode' }, { versionId: k1v1 });
   await c.setObjectTagging(bucket, 'k2 ü', { added: 'later' }, { versionId: k2 });
   await c.removeObject(bucket, 'k1', { versionId: k1v2 });
   await c.removeObject(bucket, 'gone/x', { versionId: gone });
@@ -117,9 +146,17 @@ test('tag changes and versions deleted for good after an export are carried by t
   const atSecond = await state(c, bucket);
 
   const idx = indexOf(JSON.parse(second.stdout).path);
-  const changes = idx.filter((r) => r.type === 'version-changed' || r.type === 'version-removed').map((r) => `${String(r.type)} ${String(r.key)} ${String(r.versionId)}${r.type === 'version-changed' ? ` ${JSON.stringify(r.tags)}` : ''}`);
+  const changes = idx
+    .filter((r) => r.type === 'version-changed' || r.type === 'version-removed')
+    .map((r) => `${String(r.type)} ${String(r.key)} ${String(r.versionId)}${r.type === 'version-changed' ? ` ${JSON.stringify(r.tags)}` : ''}`);
   // in key order, among each key's records: a key gone entirely where it would be listed
-  assert.equal(changes, [`version-removed gone/x ${gone}`, `version-changed k1 ${k1v1} {"stage":"final","wer":"ünïcode"}`, `version-removed k1 ${k1v2}`, `version-changed k2 ü ${k2} {"added":"later"}`, `version-removed k3 ${k3marker}`]);
+  assert.equal(changes, [
+    `version-removed gone/x ${gone}`,
+    `version-changed k1 ${k1v1} {"stage":"final","wer":"ünïcode"}`,
+    `version-removed k1 ${k1v2}`,
+    `version-changed k2 ü ${k2} {"added":"later"}`,
+    `version-removed k3 ${k3marker}`,
+  ]);
   const summary = idx.find((r) => r.type === 'bucket-summary') as Record<string, unknown>;
   assert.is(summary.changed, 2);
   assert.is(summary.removed, 3);
@@ -128,7 +165,10 @@ test('tag changes and versions deleted for good after an export are carried by t
   // nothing changed since: the catalog took the changes in, so nothing is carried again
   const third = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(third, 'incremental export without changes');
-  assert.equal(indexOf(JSON.parse(third.stdout).path).filter((r) => r.type === 'version-changed' || r.type === 'version-removed'), []);
+  assert.equal(
+    indexOf(JSON.parse(third.stdout).path).filter((r) => r.type === 'version-changed' || r.type === 'version-removed'),
+    [],
+  );
 
   const dest = bucketName('hist2back');
   const idMap = path.join(tmp(), 'ids.jsonl');
@@ -141,11 +181,21 @@ test('tag changes and versions deleted for good after an export are carried by t
   assert.equal(await state(c, past, reverseIds(pastMap)), atFirst, 'as at the first export');
 
   const folder = path.join(tmp(), 'f');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore');
+  ok(
+    airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]),
+    'folder restore',
+  );
   assert.is(readFileSync(path.join(folder, bucket, 'k1'), 'utf8'), 'k1 one', 'the newest version left of k1');
   assert.is(readFileSync(path.join(folder, bucket, 'k3'), 'utf8'), 'k3', 'k3 again, its delete marker gone');
-  const map = readFileSync(path.join(folder, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; tags: unknown });
-  assert.equal(map.map((m) => m.key), ['k1', 'k2 ü', 'k3'], 'gone/x is gone');
+  const map = readFileSync(path.join(folder, '.airlock-keys.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { key: string; tags: unknown });
+  assert.equal(
+    map.map((m) => m.key),
+    ['k1', 'k2 ü', 'k3'],
+    'gone/x is gone',
+  );
   assert.equal(map.find((m) => m.key === 'k1')?.tags, { stage: 'final', wer: 'ünïcode' });
 });
 
@@ -165,16 +215,25 @@ test('object lock: a legal hold set on an exported version (no new version) is c
   const second = airlock(exportIncremental(medium, st, srv, bucket), { env: ENV });
   ok(second, 'incremental export');
   const changes = indexOf(JSON.parse(second.stdout).path).filter((r) => r.type === 'version-changed');
-  assert.equal(changes.map((r) => [r.key, r.versionId, r.lock]), [['held', v1, { 'x-amz-object-lock-legal-hold': 'ON' }]]);
+  assert.equal(
+    changes.map((r) => [r.key, r.versionId, r.lock]),
+    [['held', v1, { 'x-amz-object-lock-legal-hold': 'ON' }]],
+  );
 
   const dest = bucketName('lockedback');
   const idMap = path.join(tmp(), 'ids.jsonl');
   ok(airlock(restoreArgs(medium, srv, `${bucket}=${dest}`, idMap), { env: ENV }), 'restore of the chain');
-  const ids = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; versionId: string });
+  const ids = readFileSync(idMap, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { key: string; versionId: string });
   const held = ids.find((m) => m.key === 'held')?.versionId as string;
   const free = ids.find((m) => m.key === 'free')?.versionId as string;
   assert.equal(await c.getObjectLegalHold(dest, 'held', { versionId: held }), { Status: 'ON' });
-  const other = await c.getObjectLegalHold(dest, 'free', { versionId: free }).then((x) => x, () => ({ Status: 'OFF' }));
+  const other = await c.getObjectLegalHold(dest, 'free', { versionId: free }).then(
+    (x) => x,
+    () => ({ Status: 'OFF' }),
+  );
   assert.is((other as { Status?: string }).Status ?? 'OFF', 'OFF');
 });
 
@@ -184,14 +243,33 @@ test('the verifier checks the new records: a version-removed or version-changed 
     [{ type: 'version-removed', bucket, key: 'k', versionId: 'v1' }, 'version-removed record: detected must be a string'],
     [{ type: 'version-removed', bucket, key: 'k', detected: '2026-01-01T00:00:00.000Z' }, 'version-removed record: versionId must be a string'],
     [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: { a: 1 } }, 'tags must be an object of strings'],
-    [{ type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: {}, lock: { 'x-amz-acl': 'public-read' } }, 'lock is not an object of x-amz-object-lock-* text values'],
+    [
+      { type: 'version-changed', bucket, key: 'k', versionId: 'v1', detected: '2026-01-01T00:00:00.000Z', tags: {}, lock: { 'x-amz-acl': 'public-read' } },
+      'lock is not an object of x-amz-object-lock-* text values',
+    ],
   ] as unknown as [MetadataRecord, string][]) {
     const medium = tmp();
     async function* items(): AsyncGenerator<SourceItem> {
-      yield { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } };
+      yield {
+        kind: 'record',
+        record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null },
+      };
       yield { kind: 'record', record };
     }
-    await writeBundle({ medium, site: keys.site, seq: 1, prev: undefined, recipients: [keys.recipient], signingKey: parsePrivateKey(readFileSync(keys.signingKey, 'utf8')), compression: 'none', volumeSize: 1 << 20, now: () => new Date() }, items());
+    await writeBundle(
+      {
+        medium,
+        site: keys.site,
+        seq: 1,
+        prev: undefined,
+        recipients: [keys.recipient],
+        signingKey: parsePrivateKey(readFileSync(keys.signingKey, 'utf8')),
+        compression: 'none',
+        volumeSize: 1 << 20,
+        now: () => new Date(),
+      },
+      items(),
+    );
     const r = airlockVerify(['--allowed-signers', keys.allowedSigners, '--identity', keys.identity, medium]);
     assert.is(r.code, EXIT.failed, r.stdout + r.stderr);
     assert.match(r.stdout + r.stderr, why);
@@ -204,7 +282,16 @@ test('multipart versions come back in their part layout, with the source ETag; a
   const bucket = await versionedBucket(c, 'parts');
   const body = randomBytes(11 * MiB);
   // minio-js uploads a stream in parts of 6 MiB: 6 + 5
-  const sixes = new Minio.Client({ endPoint: '127.0.0.1', port: srv.port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true, partSize: 6 * MiB });
+  const sixes = new Minio.Client({
+    endPoint: '127.0.0.1',
+    port: srv.port,
+    useSSL: false,
+    accessKey: ACCESS_KEY,
+    secretKey: SECRET_KEY,
+    region: 'us-east-1',
+    pathStyle: true,
+    partSize: 6 * MiB,
+  });
   await sixes.putObject(bucket, 'eleven', inMiB(body), body.length);
   // 5 + 6 MiB: a first part shorter than the last, which no uploader of one part size makes
   const file = path.join(tmp(), 'odd');
@@ -231,7 +318,11 @@ test('multipart versions come back in their part layout, with the source ETag; a
   assert.is(await etagOf(dest, 'eleven'), await etagOf(bucket, 'eleven'), 'the same ETag: uploaded in the same parts');
   assert.ok((await etagOf(dest, 'odd')) !== (await etagOf(bucket, 'odd')));
   assert.match(r.stderr, '1 multipart version(s) came back with another ETag');
-  const line = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; etag: string; newEtag?: string }).find((m) => m.key === 'odd');
+  const line = readFileSync(idMap, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { key: string; etag: string; newEtag?: string })
+    .find((m) => m.key === 'odd');
   assert.is(line?.etag, `"${await etagOf(bucket, 'odd')}"`);
   assert.is(line?.newEtag, `"${await etagOf(dest, 'odd')}"`);
 });

@@ -29,7 +29,23 @@ function exportBucket(medium: string, endpoint: string, bucket: string, extra: s
 }
 
 function restoreArgs(medium: string, endpoint: string, map: string, idMap: string, extra: string[] = []): string[] {
-  return ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', map, '--id-map', idMap, ...extra];
+  return [
+    'restore',
+    'objects',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--endpoint',
+    endpoint,
+    '--bucket-map',
+    map,
+    '--id-map',
+    idMap,
+    ...extra,
+  ];
 }
 
 function ok(r: Ran, what: string): void {
@@ -58,10 +74,16 @@ test('region, virtual-hosted addressing and session credentials (environment and
     const env = { ...process.env, AWS_ACCESS_KEY_ID: session.accessKey, AWS_SECRET_ACCESS_KEY: session.secretKey, AWS_SESSION_TOKEN: session.sessionToken };
     const medium = tmp();
     // the bucket goes into the host name; radosgw knows its domain as "localhost"
-    ok(await airlockAsync(exportBucket(medium, `http://localhost:${proxy.port}`, bucket, ['--s3-region', 'eu-west-3', '--s3-addressing', 'virtual']), { env }), 'export');
+    ok(
+      await airlockAsync(exportBucket(medium, `http://localhost:${proxy.port}`, bucket, ['--s3-region', 'eu-west-3', '--s3-addressing', 'virtual']), { env }),
+      'export',
+    );
     const objectRequests = proxy.seen.filter((r) => r.headers.host === `${bucket}.localhost:${proxy.port}`);
     assert.ok(objectRequests.length >= 4, 'listing and GETs name the bucket in the host');
-    assert.ok(objectRequests.some((r) => r.method === 'GET' && r.url.startsWith('/b/%C3%BC?')), 'the key alone is the path');
+    assert.ok(
+      objectRequests.some((r) => r.method === 'GET' && r.url.startsWith('/b/%C3%BC?')),
+      'the key alone is the path',
+    );
     for (const r of proxy.seen) {
       assert.match(r.headers.authorization ?? '', /Credential=[^/]+\/\d{8}\/eu-west-3\/s3\/aws4_request, SignedHeaders=[^ ]*x-amz-security-token/);
       assert.is(r.headers['x-amz-security-token'], session.sessionToken);
@@ -70,11 +92,19 @@ test('region, virtual-hosted addressing and session credentials (environment and
     // restore with session credentials from a file, as the AWS CLI writes them, path style
     const again = sessionCredentials(srv);
     const creds = path.join(tmp(), 'credentials');
-    writeFileSync(creds, `[default]\naws_access_key_id = ${again.accessKey}\naws_secret_access_key = ${again.secretKey}\naws_session_token = ${again.sessionToken}\n`);
+    writeFileSync(
+      creds,
+      `[default]\naws_access_key_id = ${again.accessKey}\naws_secret_access_key = ${again.secretKey}\naws_session_token = ${again.sessionToken}\n`,
+    );
     chmodSync(creds, 0o600);
     const dest = bucketName('regionback');
     proxy.seen.length = 0;
-    ok(await airlockAsync(restoreArgs(medium, proxy.endpoint, `${bucket}=${dest}`, path.join(tmp(), 'ids.jsonl'), ['--s3-credentials', creds]), { env: { PATH: process.env.PATH } }), 'restore with a credentials file');
+    ok(
+      await airlockAsync(restoreArgs(medium, proxy.endpoint, `${bucket}=${dest}`, path.join(tmp(), 'ids.jsonl'), ['--s3-credentials', creds]), {
+        env: { PATH: process.env.PATH },
+      }),
+      'restore with a credentials file',
+    );
     assert.ok(proxy.seen.length > 0 && proxy.seen.every((r) => r.headers['x-amz-security-token'] === again.sessionToken));
     assert.is((await bytesOf(srv, dest, 'b/ü')).toString(), 'body of b/ü');
 
@@ -112,7 +142,10 @@ test('https with a private CA: trusted with --s3-ca-file (or the config file), r
   const conf = path.join(tmp(), 'restore.conf');
   writeFileSync(conf, `s3-ca-file = ${srv.caFile}\ns3-region = us-east-1\n`);
   const dest = bucketName('tlsback');
-  ok(await airlockAsync(restoreArgs(medium, srv.tlsEndpoint, `${bucket}=${dest}`, path.join(tmp(), 'ids.jsonl'), ['--config', conf]), { env: ENV }), 'restore over https, the CA from the config file');
+  ok(
+    await airlockAsync(restoreArgs(medium, srv.tlsEndpoint, `${bucket}=${dest}`, path.join(tmp(), 'ids.jsonl'), ['--config', conf]), { env: ENV }),
+    'restore over https, the CA from the config file',
+  );
   assert.is((await bytesOf(srv, dest, 'a')).toString(), 'body of a');
 });
 
@@ -120,15 +153,25 @@ test('retries: 429, 500, 502, 503, 504 and a reset connection are retried with c
   const srv = await s3();
   const bucket = await small(srv, 'retry');
   // the schedule: a random share of min(cap, base x 2^(attempt - 1))
-  assert.equal([1, 2, 3, 4, 5].map((a) => backoff({ baseMs: 100, capMs: 500, random: () => 0.5 }, a)), [50, 100, 200, 250, 250]);
-  assert.equal([1, 2, 3].map((a) => backoff({ baseMs: 100, capMs: 5000, random: () => 0.999 }, a)), [99, 199, 399]);
+  assert.equal(
+    [1, 2, 3, 4, 5].map((a) => backoff({ baseMs: 100, capMs: 500, random: () => 0.5 }, a)),
+    [50, 100, 200, 250, 250],
+  );
+  assert.equal(
+    [1, 2, 3].map((a) => backoff({ baseMs: 100, capMs: 5000, random: () => 0.999 }, a)),
+    [99, 199, 399],
+  );
 
   const faults = [{ status: 503 }, { status: 429 }, { status: 500 }, { status: 502 }, { status: 504 }, { reset: true as const }];
   let listed = 0;
   const proxy = await faultProxy(srv.port, (r) => (r.method === 'GET' && r.url.includes('versions') ? faults[listed++] : undefined));
   try {
     const slept: number[] = [];
-    const client = new S3Client({ endpoint: proxy.endpoint, credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY }, retry: { attempts: 7, baseMs: 100, capMs: 400, random: () => 0.5, sleep: async (ms) => void slept.push(ms) } });
+    const client = new S3Client({
+      endpoint: proxy.endpoint,
+      credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY },
+      retry: { attempts: 7, baseMs: 100, capMs: 400, random: () => 0.5, sleep: async (ms) => void slept.push(ms) },
+    });
     const doc = await client.xml({ method: 'GET', bucket, query: [['versions', '']] });
     assert.is(doc.name, 'ListVersionsResult');
     assert.equal(slept, [50, 100, 200, 200, 200, 200], 'one wait per fault, capped');
@@ -138,19 +181,28 @@ test('retries: 429, 500, 502, 503, 504 and a reset connection are retried with c
     let deletes = 0;
     const once = await faultProxy(srv.port, (r) => (r.method === 'DELETE' ? (deletes++, { status: 503 }) : undefined));
     const writer = new S3Client({ endpoint: once.endpoint, credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY }, retry: { sleep: async () => {} } });
-    const e = await writer.call({ method: 'DELETE', bucket, key: 'a', retry: false }).then(() => undefined, (x: unknown) => x as Error);
+    const e = await writer.call({ method: 'DELETE', bucket, key: 'a', retry: false }).then(
+      () => undefined,
+      (x: unknown) => x as Error,
+    );
     assert.match(String(e?.message), 'answered 503');
     assert.is(deletes, 1);
     // and a request that keeps failing gives up after the attempts
     const always = await faultProxy(srv.port, () => ({ status: 503 }));
-    const stubborn = new S3Client({ endpoint: always.endpoint, credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY }, retry: { attempts: 3, sleep: async () => {} } });
-    const gaveUp = await stubborn.call({ method: 'GET', bucket, query: [['versioning', '']] }).then(() => undefined, (x: unknown) => x as Error);
+    const stubborn = new S3Client({
+      endpoint: always.endpoint,
+      credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY },
+      retry: { attempts: 3, sleep: async () => {} },
+    });
+    const gaveUp = await stubborn.call({ method: 'GET', bucket, query: [['versioning', '']] }).then(
+      () => undefined,
+      (x: unknown) => x as Error,
+    );
     assert.match(String(gaveUp?.message), 'answered 503');
     assert.is(always.seen.length, 3);
     for (const c of [client, writer, stubborn]) c.close();
     once.close();
     always.close();
-
   } finally {
     proxy.close();
   }
@@ -172,7 +224,9 @@ test('a download broken mid-body resumes with a Range request for the rest, and 
   const body = randomBytes(3 * 1024 * 1024 + 17);
   await srv.client.putObject(bucket, 'big', body, body.length);
   let cut = 0;
-  const proxy = await faultProxy(srv.port, (r) => (r.method === 'GET' && r.url.startsWith(`/${bucket}/big?`) && cut++ < 2 ? { cutAfter: 1024 * 1024 + cut } : undefined));
+  const proxy = await faultProxy(srv.port, (r) =>
+    r.method === 'GET' && r.url.startsWith(`/${bucket}/big?`) && cut++ < 2 ? { cutAfter: 1024 * 1024 + cut } : undefined,
+  );
   try {
     const medium = tmp();
     ok(await airlockAsync(exportBucket(medium, proxy.endpoint, bucket), { env: ENV }), 'export through two broken downloads');
@@ -185,7 +239,10 @@ test('a download broken mid-body resumes with a Range request for the rest, and 
     assert.ok((from[2] as number) > (from[1] as number), String(from[2]));
     assert.ok(gets[1]?.headers['if-match'] && gets[2]?.headers['if-match'], 'only the same bytes');
     const folder = path.join(tmp(), 'f');
-    ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore');
+    ok(
+      airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]),
+      'folder restore',
+    );
     assert.ok(readFileSync(path.join(folder, bucket, 'big')).equals(body));
   } finally {
     proxy.close();
@@ -210,7 +267,10 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
       const r = await airlockAsync(restoreArgs(medium, proxy.endpoint, `${bucket}=${dest}`, idMap), { env: ENV });
       assert.is(r.code, EXIT.source, r.stderr);
       assert.match(r.stderr, message);
-      assert.ok(proxy.seen.some((x) => x.method === 'PUT' && x.url.startsWith(`/${dest}/b/`) && /^[A-Za-z0-9+/]{22}==$/.test(x.headers['content-md5'] ?? '')), 'the PUT carried its Content-MD5');
+      assert.ok(
+        proxy.seen.some((x) => x.method === 'PUT' && x.url.startsWith(`/${dest}/b/`) && /^[A-Za-z0-9+/]{22}==$/.test(x.headers['content-md5'] ?? '')),
+        'the PUT carried its Content-MD5',
+      );
       assert.not.match(journal(idMap), '"key":"b/ü"');
       assert.match(journal(idMap), '"key":"a"');
     } finally {
@@ -221,7 +281,16 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
   // a part of a multipart upload: uploaded in parts of 6 MiB, restored in the same parts
   const big = await versionedBucket(srv.client, 'checkedparts');
   const body = randomBytes(11 * 1024 * 1024);
-  const sixes = new Minio.Client({ endPoint: '127.0.0.1', port: srv.port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true, partSize: 6 * 1024 * 1024 });
+  const sixes = new Minio.Client({
+    endPoint: '127.0.0.1',
+    port: srv.port,
+    useSSL: false,
+    accessKey: ACCESS_KEY,
+    secretKey: SECRET_KEY,
+    region: 'us-east-1',
+    pathStyle: true,
+    partSize: 6 * 1024 * 1024,
+  });
   await sixes.putObject(big, 'eleven', inMiB(body), body.length);
   const bigMedium = tmp();
   ok(await airlockAsync(exportBucket(bigMedium, srv.endpoint, big), { env: ENV }), 'export');
@@ -232,7 +301,10 @@ test('checked uploads: a PUT or a part changed on the way, or an ETag that does 
     const r = await airlockAsync(restoreArgs(bigMedium, proxy.endpoint, `${big}=${dest}`, idMap), { env: ENV });
     assert.is(r.code, EXIT.source, r.stderr);
     assert.match(r.stderr, 'BadDigest');
-    assert.ok(proxy.seen.some((x) => x.url.includes('partNumber=1') && x.headers['content-md5']), 'the part carried its Content-MD5');
+    assert.ok(
+      proxy.seen.some((x) => x.url.includes('partNumber=1') && x.headers['content-md5']),
+      'the part carried its Content-MD5',
+    );
     assert.not.match(journal(idMap), '"key":"eleven"');
   } finally {
     proxy.close();

@@ -63,14 +63,32 @@ async function recordingProxy(port: number): Promise<{ endpoint: string; heads: 
 
 /** The header lines of a request head, name lower-cased. */
 function headerLines(head: string): [string, string][] {
-  return head.split('\r\n').slice(1).map((l) => {
-    const i = l.indexOf(':');
-    return [l.slice(0, i).toLowerCase(), l.slice(i + 1).trim()] as [string, string];
-  });
+  return head
+    .split('\r\n')
+    .slice(1)
+    .map((l) => {
+      const i = l.indexOf(':');
+      return [l.slice(0, i).toLowerCase(), l.slice(i + 1).trim()] as [string, string];
+    });
 }
 
 function restoreArgs(medium: string, endpoint: string, map: string, idMap: string): string[] {
-  return ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', map, '--id-map', idMap];
+  return [
+    'restore',
+    'objects',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--endpoint',
+    endpoint,
+    '--bucket-map',
+    map,
+    '--id-map',
+    idMap,
+  ];
 }
 
 test('restore objects: keys that stress SigV4 and metadata with runs of spaces and unicode go out one header per field, exactly as recorded', async () => {
@@ -83,7 +101,13 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
   const client = new S3Client({ endpoint: srv.endpoint, credentials: { accessKey: ACCESS_KEY, secretKey: SECRET_KEY } });
   try {
     for (const k of keysToTry) {
-      await client.call({ method: 'PUT', bucket: src, key: k, body: Buffer.from(`body of ${k}`), headers: { 'content-type': 'text/plain; charset=utf-8', ...Object.fromEntries(Object.entries(meta).map(([n, v]) => [n, utf8Header(v)])) } });
+      await client.call({
+        method: 'PUT',
+        bucket: src,
+        key: k,
+        body: Buffer.from(`body of ${k}`),
+        headers: { 'content-type': 'text/plain; charset=utf-8', ...Object.fromEntries(Object.entries(meta).map(([n, v]) => [n, utf8Header(v)])) },
+      });
     }
   } finally {
     client.close();
@@ -124,23 +148,63 @@ test('restore objects: keys that stress SigV4 and metadata with runs of spaces a
 
 /** An object record as an export writes one, with `over` on top. */
 function objectRecord(bucket: string, key: string, over: Partial<Unplaced<ObjectRecord>> = {}): Unplaced<ObjectRecord> {
-  return { type: 'object', bucket, key, versionId: randomBytes(8).toString('hex'), isLatest: true, lastModified: '2026-01-01T00:00:00.000Z', etag: '"0"', contentType: 'text/plain', headers: {}, metadata: {}, tags: {}, ...over };
+  return {
+    type: 'object',
+    bucket,
+    key,
+    versionId: randomBytes(8).toString('hex'),
+    isLatest: true,
+    lastModified: '2026-01-01T00:00:00.000Z',
+    etag: '"0"',
+    contentType: 'text/plain',
+    headers: {},
+    metadata: {},
+    tags: {},
+    ...over,
+  };
 }
 
 /** A bundle of one bucket with `records`, written and signed with the site key, as a taken-over appliance could. */
 async function hostileBundle(bucket: string, records: Unplaced<ObjectRecord>[]): Promise<string> {
   const medium = tmp();
   const items: SourceItem[] = [
-    { kind: 'record', record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null } },
+    {
+      kind: 'record',
+      record: { type: 'bucket', endpoint: 'http://127.0.0.1:1', bucket, prefix: '', versioning: 'Enabled', lifecycle: null, objectLock: null, tags: null },
+    },
     ...records.map((record, i): SourceItem => {
       const body = Buffer.from(`body ${i}`);
-      return { kind: 'entry', name: `objects/${String(i + 1).padStart(8, '0')}`, size: body.length, mode: 0o600, mtime: 1767225600, pax: { 'AIRLOCK.bucket': bucket, 'AIRLOCK.key': record.key.replace(/\p{Cs}/gu, '\ufffd'), 'AIRLOCK.version_id': record.versionId }, open: async function* () { yield body; }, record };
+      return {
+        kind: 'entry',
+        name: `objects/${String(i + 1).padStart(8, '0')}`,
+        size: body.length,
+        mode: 0o600,
+        mtime: 1767225600,
+        pax: { 'AIRLOCK.bucket': bucket, 'AIRLOCK.key': record.key.replace(/\p{Cs}/gu, '\ufffd'), 'AIRLOCK.version_id': record.versionId },
+        open: async function* () {
+          yield body;
+        },
+        record,
+      };
     }),
   ];
   async function* all() {
     yield* items;
   }
-  await writeBundle({ medium, site: keys.site, seq: 1, prev: undefined, recipients: [keys.recipient], signingKey: parsePrivateKey(readFileSync(keys.signingKey, 'utf8')), compression: 'none', volumeSize: 1 << 20, now: () => new Date() }, all());
+  await writeBundle(
+    {
+      medium,
+      site: keys.site,
+      seq: 1,
+      prev: undefined,
+      recipients: [keys.recipient],
+      signingKey: parsePrivateKey(readFileSync(keys.signingKey, 'utf8')),
+      compression: 'none',
+      volumeSize: 1 << 20,
+      now: () => new Date(),
+    },
+    all(),
+  );
   return medium;
 }
 
@@ -165,7 +229,10 @@ test('restore objects: records a header cannot carry, headers an export never re
   const idMap = path.join(tmp(), 'ids.jsonl');
   const r = airlock(restoreArgs(medium, srv.endpoint, `${src}=${dst}`, idMap), { env: ENV });
   assert.is(r.code, EXIT.failed, r.stderr);
-  assert.match(r.stderr, /\nairlock: error: 10 version\(s\) cannot be sent to the S3 server as the bundle records them: hostile-src\/"crlf-meta" version \w+: the metadata "note" holds a control byte \(0x0d\), which no http header can carry; [^\n]+; \.\.\.\nairlock: hint: [^\n]*nothing was written\n$/);
+  assert.match(
+    r.stderr,
+    /\nairlock: error: 10 version\(s\) cannot be sent to the S3 server as the bundle records them: hostile-src\/"crlf-meta" version \w+: the metadata "note" holds a control byte \(0x0d\), which no http header can carry; [^\n]+; \.\.\.\nairlock: hint: [^\n]*nothing was written\n$/,
+  );
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
   assert.not.ok(existsSync(idMap) || existsSync(`${idMap}.partial`), 'no id map or journal');
 
@@ -185,12 +252,18 @@ test('restore objects: records a header cannot carry, headers an export never re
     const one = airlock(restoreArgs(await hostileBundle(src, [record]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
     assert.is(one.code, EXIT.failed, one.stderr);
     // the message reaches the terminal through escapeText, which shows the backslashes JSON quoting wrote
-    assert.match(one.stderr, `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${record.versionId}: ${why}`)}`);
+    assert.match(
+      one.stderr,
+      `airlock: error: ${escapeText(`1 version(s) cannot be sent to the S3 server as the bundle records them: ${src}/${JSON.stringify(record.key)} version ${record.versionId}: ${why}`)}`,
+    );
   }
   assert.is(await srv.client.bucketExists(dst), false, 'no bucket made');
 
   // the fine version alone goes through, with its metadata
-  const fine = airlock(restoreArgs(await hostileBundle(src, [records[10] as Unplaced<ObjectRecord>]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')), { env: ENV });
+  const fine = airlock(
+    restoreArgs(await hostileBundle(src, [records[10] as Unplaced<ObjectRecord>]), srv.endpoint, `${src}=${dst}`, path.join(tmp(), 'ids.jsonl')),
+    { env: ENV },
+  );
   assert.is(fine.code, EXIT.ok, fine.stderr);
   assert.is((await srv.client.statObject(dst, 'zz-fine')).metaData.ok, 'fine');
 });

@@ -38,7 +38,22 @@ function exportBuckets(medium: string, state: string, srv: S3Server, buckets: st
 
 /** `restore objects` of the bundles on `medium` into an S3 server: buckets as `map` says (SRC=DST), the id map at `idMap`. */
 function restoreToBuckets(medium: string, endpoint: string, map: string, idMap: string): string[] {
-  return ['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--endpoint', endpoint, '--bucket-map', map, '--id-map', idMap];
+  return [
+    'restore',
+    'objects',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--endpoint',
+    endpoint,
+    '--bucket-map',
+    map,
+    '--id-map',
+    idMap,
+  ];
 }
 
 /** PUT with curl's own SigV4, raw UTF-8 header bytes and all. */
@@ -48,7 +63,22 @@ function curlPut(srv: S3Server, bucket: string, key: string, body: string, heade
   writeFileSync(file, body);
   const sha = run('sha256sum', [file]).stdout.split(' ')[0] as string;
   const url = `${srv.endpoint}/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
-  const args = ['-sS', '-f', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ACCESS_KEY}:${SECRET_KEY}`, '-X', 'PUT', '-H', `x-amz-content-sha256: ${sha}`, '--data-binary', `@${file}`, '-o', '/dev/null'];
+  const args = [
+    '-sS',
+    '-f',
+    '--aws-sigv4',
+    'aws:amz:us-east-1:s3',
+    '--user',
+    `${ACCESS_KEY}:${SECRET_KEY}`,
+    '-X',
+    'PUT',
+    '-H',
+    `x-amz-content-sha256: ${sha}`,
+    '--data-binary',
+    `@${file}`,
+    '-o',
+    '/dev/null',
+  ];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
   const r = run('curl', [...args, url]);
   if (r.code !== 0) throw new Error(`curl PUT ${key}: ${r.stderr}`);
@@ -57,7 +87,18 @@ function curlPut(srv: S3Server, bucket: string, key: string, body: string, heade
 /** Response headers of a HEAD by curl, as raw UTF-8 text. */
 function curlHead(srv: S3Server, bucket: string, key: string, versionId?: string): string {
   const url = `${srv.endpoint}/${bucket}/${key.split('/').map(encodeURIComponent).join('/')}${versionId ? `?versionId=${encodeURIComponent(versionId)}` : ''}`;
-  const r = run('curl', ['-sS', '-f', '-I', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ACCESS_KEY}:${SECRET_KEY}`, '-H', 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', url]);
+  const r = run('curl', [
+    '-sS',
+    '-f',
+    '-I',
+    '--aws-sigv4',
+    'aws:amz:us-east-1:s3',
+    '--user',
+    `${ACCESS_KEY}:${SECRET_KEY}`,
+    '-H',
+    'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+    url,
+  ]);
   if (r.code !== 0) throw new Error(`curl HEAD ${key}: ${r.stderr}`);
   return r.stdout;
 }
@@ -110,7 +151,12 @@ async function fixture(srv: S3Server): Promise<Fixture> {
   await c.putObject(bucket, 'deleted.txt', Buffer.from('soon gone'), 9, { 'Content-Type': 'text/plain' });
   await c.putObject(bucket, 'resurrected', Buffer.from('first life'), 10);
   await c.putObject(bucket, 'empty.bin', Buffer.alloc(0), 0, { 'Content-Type': 'application/octet-stream' });
-  curlPut(srv, bucket, 'meta/ünï x.bin', 'metadata carrier', { 'x-amz-meta-note': NOTE, 'x-amz-meta-plain': 'ascii', 'Content-Type': 'text/plain; charset=utf-8', 'Content-Language': 'de' });
+  curlPut(srv, bucket, 'meta/ünï x.bin', 'metadata carrier', {
+    'x-amz-meta-note': NOTE,
+    'x-amz-meta-plain': 'ascii',
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Language': 'de',
+  });
   const tagged = await c.putObject(bucket, 'tagged.json', Buffer.from('{"a":1}'), 7, { 'Content-Type': 'application/json' });
   await c.setObjectTagging(bucket, 'tagged.json', { project: 'airlock', 'ümlaut key': 'wert mit ü' }, { versionId: tagged.versionId as string });
   for (const k of ODD_KEYS) await c.putObject(bucket, k, Buffer.from(`body of ${k}`));
@@ -132,13 +178,23 @@ async function fixture(srv: S3Server): Promise<Fixture> {
 
 function decryptTo(bundle: string, compressed = true): string {
   const out = tmp();
-  const sh = run('bash', ['-c', `set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | ${compressed ? 'zstd -d -q |' : ''} tar --warning=no-unknown-keyword -x -f - -C "$3"`, 'x', bundle, keys.identity, out]);
+  const sh = run('bash', [
+    '-c',
+    `set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | ${compressed ? 'zstd -d -q |' : ''} tar --warning=no-unknown-keyword -x -f - -C "$3"`,
+    'x',
+    bundle,
+    keys.identity,
+    out,
+  ]);
   if (sh.code !== 0) throw new Error(sh.stderr);
   return out;
 }
 
 function indexOf(out: string): Record<string, unknown>[] {
-  return readFileSync(path.join(out, 'index.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readFileSync(path.join(out, 'index.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 function ok(r: Ran, what: string): void {
@@ -189,7 +245,13 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.equal(bucketRec.tags, { owner: 'platform', tier: 'gold' });
   // the unversioned bucket: its current objects only
   const plainObjects = index.filter((x) => x.type === 'object' && x.bucket === f.plain);
-  assert.equal(plainObjects.map((o) => [o.key, o.versionId]), [['p1', 'null'], ['p2', 'null']]);
+  assert.equal(
+    plainObjects.map((o) => [o.key, o.versionId]),
+    [
+      ['p1', 'null'],
+      ['p2', 'null'],
+    ],
+  );
   assert.is(readFileSync(path.join(out, String(plainObjects[0]?.path))).toString(), 'new');
   const summary = index.find((x) => x.type === 'bucket-summary' && x.bucket === f.bucket) as Record<string, unknown>;
   assert.is(summary.versions, versions);
@@ -220,7 +282,11 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
     assert.is(m.deleteMarker, s.isDeleteMarker);
     return [s.name, m.versionId, s.isDeleteMarker];
   });
-  assert.equal(back.map((b) => [b.name, b.versionId, b.isDeleteMarker]), expected, 'same keys, versions and delete markers in the same order');
+  assert.equal(
+    back.map((b) => [b.name, b.versionId, b.isDeleteMarker]),
+    expected,
+    'same keys, versions and delete markers in the same order',
+  );
   for (const s of src.filter((x) => !x.isDeleteMarker)) {
     const m = ids.get(`${s.name}\n${s.versionId}`) as { versionId: string };
     assert.ok((await bytesOf(srv.client, f.bucket, s.name, s.versionId)).equals(await bytesOf(srv.client, dest, s.name, m.versionId)), `bytes of ${s.name}`);
@@ -236,7 +302,9 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.match(head, 'x-amz-meta-plain: ascii');
   assert.match(head, /content-language: de/i);
   const taggedSrc = src.find((s) => s.name === 'tagged.json') as Listed;
-  const tags = await srv.client.getObjectTagging(dest, 'tagged.json', { versionId: (ids.get(`tagged.json\n${taggedSrc.versionId}`) as { versionId: string }).versionId });
+  const tags = await srv.client.getObjectTagging(dest, 'tagged.json', {
+    versionId: (ids.get(`tagged.json\n${taggedSrc.versionId}`) as { versionId: string }).versionId,
+  });
   assert.equal(Object.fromEntries(tags.map((t: { Key: string; Value: string }) => [t.Key, t.Value])), { project: 'airlock', 'ümlaut key': 'wert mit ü' });
   assert.is((await srv.client.getBucketVersioning(dest)).Status, 'Enabled');
 
@@ -248,7 +316,10 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
 
   // into a folder: now, and at a past time
   const now = path.join(tmp(), 'now');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', now]), 'restore into a folder');
+  ok(
+    airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', now]),
+    'restore into a folder',
+  );
   const b = path.join(now, f.bucket);
   assert.is(readFileSync(path.join(b, 'docs/report.txt'), 'utf8'), 'three');
   assert.is(readFileSync(path.join(b, 'resurrected'), 'utf8'), 'second life');
@@ -261,7 +332,10 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.is(readFileSync(path.join(b, '%', 'leading'), 'utf8'), 'body of /leading');
   assert.is(readFileSync(path.join(b, 'trailing', '%'), 'utf8'), 'body of trailing/');
   assert.is(readFileSync(path.join(now, f.plain, 'p1'), 'utf8'), 'new');
-  const keyMap = readFileSync(path.join(now, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const keyMap = readFileSync(path.join(now, '.airlock-keys.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   for (const k of ODD_KEYS) {
     const e = keyMap.find((m) => m.key === k && m.bucket === f.bucket);
     assert.ok(e, `key map has ${k}`);
@@ -270,7 +344,10 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   assert.equal(readdirSync(path.dirname(now)), ['now'], 'no staging folder left');
 
   const past = path.join(tmp(), 'past');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', past, '--at', f.past]), 'restore at a past time');
+  ok(
+    airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', past, '--at', f.past]),
+    'restore at a past time',
+  );
   const p = path.join(past, f.bucket);
   assert.is(readFileSync(path.join(p, 'docs/report.txt'), 'utf8'), 'two');
   assert.is(readFileSync(path.join(p, 'deleted.txt'), 'utf8'), 'soon gone');
@@ -301,12 +378,19 @@ test('a bucket restore killed halfway resumes from its journal without duplicati
   assert.match(again.stderr, 'resuming an interrupted restore');
   const back = await listAll(c, dest);
   assert.is(back.length, src.length, 'no version written twice');
-  const lines = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { key: string; sourceVersionId: string; versionId: string; deleteMarker: boolean });
+  const lines = readFileSync(idMap, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { key: string; sourceVersionId: string; versionId: string; deleteMarker: boolean });
   assert.is(lines.length, src.length);
   assert.equal(new Set(lines.map((l) => `${l.key} ${l.sourceVersionId}`)).size, src.length);
   const destIds = new Set(back.map((b) => b.versionId));
   for (const l of lines) assert.ok(destIds.has(l.versionId), `${l.key}: mapped to a version the bucket has`);
-  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]), 'same keys and delete markers in the same order');
+  assert.equal(
+    back.map((b) => [b.name, b.isDeleteMarker]),
+    src.map((x) => [x.name, x.isDeleteMarker]),
+    'same keys and delete markers in the same order',
+  );
   for (let k = 0; k < 6; k++) {
     if (k === 2) continue;
     assert.is((await bytesOf(c, dest, `k${k}/x`)).toString(), `key ${k} version 2`);
@@ -321,7 +405,16 @@ test('a bucket restore killed after any write resumes to the same history: equal
   for (let v = 0; v < 3; v++) await c.putObject(bucket, 'same', Buffer.from('the same bytes'));
   await c.putObject(bucket, 'markers', Buffer.from('soon deleted'));
   await c.removeObject(bucket, 'markers');
-  const parted = new Minio.Client({ endPoint: '127.0.0.1', port: srv.port, useSSL: false, accessKey: ACCESS_KEY, secretKey: SECRET_KEY, region: 'us-east-1', pathStyle: true, partSize: 5 * 1024 * 1024 });
+  const parted = new Minio.Client({
+    endPoint: '127.0.0.1',
+    port: srv.port,
+    useSSL: false,
+    accessKey: ACCESS_KEY,
+    secretKey: SECRET_KEY,
+    region: 'us-east-1',
+    pathStyle: true,
+    partSize: 5 * 1024 * 1024,
+  });
   const big = randomBytes(11 * 1024 * 1024);
   // a stream (a buffer always goes up whole) in parts of 5 MiB
   await parted.putObject(bucket, 'parts', Readable.from([big]), big.byteLength);
@@ -337,16 +430,33 @@ test('a bucket restore killed after any write resumes to the same history: equal
     const killed = airlock(args, { env: { ...ENV, AIRLOCK_FAULT: 'restore:after-write', AIRLOCK_FAULT_SKIP: String(skip) } });
     assert.is(killed.code, 137, killed.stderr);
     const journal = `${idMap}.partial`;
-    const lines = readFileSync(journal, 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(journal, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     // as a power cut would leave it: a line lost whole, one garbled, or one cut short
-    if (skip % 3 === 0 && lines.length > 0) writeFileSync(journal, lines.slice(0, -1).map((l) => `${l}\n`).join(''));
-    else if (skip % 3 === 1 && lines.length > 0) writeFileSync(journal, [...lines.slice(0, -1), '\0'.repeat(lines.at(-1)!.length)].map((l) => `${l}\n`).join(''));
+    if (skip % 3 === 0 && lines.length > 0)
+      writeFileSync(
+        journal,
+        lines
+          .slice(0, -1)
+          .map((l) => `${l}\n`)
+          .join(''),
+      );
+    else if (skip % 3 === 1 && lines.length > 0)
+      writeFileSync(journal, [...lines.slice(0, -1), '\0'.repeat(lines.at(-1)!.length)].map((l) => `${l}\n`).join(''));
     else writeFileSync(journal, `${lines.map((l) => `${l}\n`).join('')}{"bucket":"${bucket}","ke`);
     const again = airlock(args, { env: ENV });
     ok(again, `resumed after write ${skip + 1}`);
     const back = await listAll(c, dest);
-    assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]), `after write ${skip + 1}: the same history, nothing written twice`);
-    const map = readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { sourceVersionId: string; versionId: string });
+    assert.equal(
+      back.map((b) => [b.name, b.isDeleteMarker]),
+      src.map((x) => [x.name, x.isDeleteMarker]),
+      `after write ${skip + 1}: the same history, nothing written twice`,
+    );
+    const map = readFileSync(idMap, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { sourceVersionId: string; versionId: string });
     assert.equal(map.map((l) => l.sourceVersionId).sort(), src.map((x) => x.versionId).sort(), `after write ${skip + 1}: every source version mapped once`);
     assert.equal(map.map((l) => l.versionId).sort(), back.map((b) => b.versionId).sort(), `after write ${skip + 1}: onto every version of the bucket`);
   }
@@ -375,7 +485,10 @@ test('restore into a folder: a key that is also a folder of later keys becomes N
   const files = (dir: string, at = ''): string[] =>
     readdirSync(path.join(dir, at), { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? files(dir, path.join(at, d.name)) : [path.join(at, d.name)]));
   assert.equal(files(path.join(to, bucket)).sort(), ['a!b', 'a%', 'a.b', 'a/b%', 'a/b!', 'a/b/c', 'a0', 'gone/z', 'x/%', 'x/y'].sort());
-  const keyMap = readFileSync(path.join(to, '.airlock-keys.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; key: string });
+  const keyMap = readFileSync(path.join(to, '.airlock-keys.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { path: string; key: string });
   assert.is(keyMap.length, names.length - 1, 'every key but the deleted one');
   for (const e of keyMap) assert.is(readFileSync(path.join(to, e.path), 'utf8'), `body of ${e.key}`, e.key);
 });
@@ -386,7 +499,10 @@ test('safe paths: every key shape maps to distinct relative components', () => {
   for (const k of all) {
     const parts = safeComponents(k);
     for (const c of parts) {
-      assert.ok(c !== '' && c !== '.' && c !== '..' && !c.includes('/') && !c.includes('\0') && Buffer.byteLength(c) <= 255, `${JSON.stringify(k)} -> ${JSON.stringify(c)}`);
+      assert.ok(
+        c !== '' && c !== '.' && c !== '..' && !c.includes('/') && !c.includes('\0') && Buffer.byteLength(c) <= 255,
+        `${JSON.stringify(k)} -> ${JSON.stringify(c)}`,
+      );
     }
     const joined = parts.join('/');
     assert.not.ok(seen.has(joined), `two keys map to ${joined}`);
@@ -458,14 +574,32 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
   const expected = createHash('sha256');
   for (let i = 0; i < 100; i++) expected.update(chunk(i));
   // a stream of 1 MiB chunks, so the minio client uploads it in parts
-  await c.putObject(bucket, 'big/ünï.bin', Readable.from((function* () {
-    for (let i = 0; i < 100; i++) yield chunk(i);
-  })()), size, { 'Content-Type': 'application/x-big' });
+  await c.putObject(
+    bucket,
+    'big/ünï.bin',
+    Readable.from(
+      (function* () {
+        for (let i = 0; i < 100; i++) yield chunk(i);
+      })(),
+    ),
+    size,
+    { 'Content-Type': 'application/x-big' },
+  );
   const stat = await c.statObject(bucket, 'big/ünï.bin');
   assert.match(stat.etag, /-\d+$/, 'uploaded in parts');
 
   const medium = tmp();
-  const timed = run('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...exportBuckets(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])], { env: ENV });
+  const timed = run(
+    '/usr/bin/time',
+    [
+      '-f',
+      'maxrss=%M',
+      process.execPath,
+      path.join(ROOT, 'dist/agent/cli/main.js'),
+      ...exportBuckets(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json']),
+    ],
+    { env: ENV },
+  );
   ok(timed, 'export');
   const rss = Number(/maxrss=(\d+)/.exec(timed.stderr)?.[1]) * 1024;
   process.stderr.write(`  export of 100 MiB: max RSS ${Math.round(rss / MiB)} MiB\n`);
@@ -520,7 +654,8 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   assert.is((idx2.find((x) => x.type === 'bucket' && x.bucket === bucket) as Record<string, unknown>).since, 1);
   // an unversioned bucket leaves no trace of overwrites and deletes, so it is always exported whole
   assert.is((idx3.find((x) => x.type === 'bucket' && x.bucket === plain) as Record<string, unknown>).since, undefined);
-  const kinds = (idx: Record<string, unknown>[]) => idx.filter((x) => x.type === 'object' || x.type === 'delete-marker').map((x) => `${String(x.bucket).split('-')[0]} ${String(x.type)} ${String(x.key)}`);
+  const kinds = (idx: Record<string, unknown>[]) =>
+    idx.filter((x) => x.type === 'object' || x.type === 'delete-marker').map((x) => `${String(x.bucket).split('-')[0]} ${String(x.type)} ${String(x.key)}`);
   assert.equal(kinds(idx2), ['incr object a key', 'incr delete-marker b+key', 'incr object c/ü', 'incrplain object p']);
   assert.equal(kinds(idx3), ['incrplain object p']);
   assert.is((idx3.find((x) => x.type === 'bucket-summary' && x.bucket === bucket) as Record<string, unknown>).alreadyExported, 5);
@@ -530,11 +665,23 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   const dest = bucketName('incrback');
   const idMap = path.join(tmp(), 'ids.jsonl');
   ok(airlock(restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap), { env: ENV }), 'restore of the chain');
-  const ids = new Map(readFileSync(idMap, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((m) => [`${m.key}\n${m.sourceVersionId}`, m.versionId as string]));
+  const ids = new Map(
+    readFileSync(idMap, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .map((m) => [`${m.key}\n${m.sourceVersionId}`, m.versionId as string]),
+  );
   const src = await listAll(c, bucket);
-  assert.equal((await listAll(c, dest)).map((b) => [b.name, b.versionId, b.isDeleteMarker]), src.map((x) => [x.name, ids.get(`${x.name}\n${x.versionId}`), x.isDeleteMarker]));
+  assert.equal(
+    (await listAll(c, dest)).map((b) => [b.name, b.versionId, b.isDeleteMarker]),
+    src.map((x) => [x.name, ids.get(`${x.name}\n${x.versionId}`), x.isDeleteMarker]),
+  );
   const folder = path.join(tmp(), 'f');
-  ok(airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]), 'folder restore of the chain');
+  ok(
+    airlock(['restore', 'objects', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', folder]),
+    'folder restore of the chain',
+  );
   assert.is(readFileSync(path.join(folder, bucket, 'a key'), 'utf8'), 'a2');
   assert.is(readFileSync(path.join(folder, bucket, 'c', 'ü'), 'utf8'), 'c1');
   assert.not.ok(existsSync(path.join(folder, bucket, 'b+key')));
@@ -542,7 +689,18 @@ test('incremental exports carry only new versions; a restore reads the chain bac
   assert.not.ok(existsSync(path.join(folder, plain, 'gone')), 'an object deleted from an unversioned bucket stays deleted');
 
   // the newest bundle alone cannot be restored: it names the bundle it builds on
-  const alone = airlock(['restore', 'objects', '--from', JSON.parse(third.stdout).path, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', path.join(tmp(), 'g')]);
+  const alone = airlock([
+    'restore',
+    'objects',
+    '--from',
+    JSON.parse(third.stdout).path,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--to',
+    path.join(tmp(), 'g'),
+  ]);
   assert.is(alone.code, EXIT.input, alone.stderr);
   assert.match(alone.stderr, 'builds on it (an incremental export)');
 });
@@ -554,10 +712,15 @@ test('an object the server refuses mid-export: typed error, no bundle, the seq i
   for (let i = 0; i < 50; i++) await c.putObject(bucket, `open/${i}`, Buffer.from(`${i}`));
   await c.putObject(bucket, 'secret/x', Buffer.from('no'));
   // listing and bucket settings stay allowed, so the refusal comes after the bundle was begun
-  await c.setBucketPolicy(bucket, JSON.stringify({
-    Version: '2012-10-17',
-    Statement: [{ Effect: 'Deny', Principal: { AWS: ['*'] }, Action: ['s3:GetObject', 's3:GetObjectVersion'], Resource: [`arn:aws:s3:::${bucket}/secret/*`] }],
-  }));
+  await c.setBucketPolicy(
+    bucket,
+    JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Deny', Principal: { AWS: ['*'] }, Action: ['s3:GetObject', 's3:GetObjectVersion'], Resource: [`arn:aws:s3:::${bucket}/secret/*`] },
+      ],
+    }),
+  );
   const medium = tmp();
   const state = tmp();
   const r = airlock(exportBuckets(medium, state, srv, [bucket]), { env: ENV });
@@ -624,7 +787,10 @@ async function s3Proxy(
       up.on('error', () => res.destroy());
       req.pipe(up);
     };
-    if (!hold) { forward(); return; }
+    if (!hold) {
+      forward();
+      return;
+    }
     holding = true;
     setTimeout(() => {
       holding = false;
@@ -665,7 +831,11 @@ test('a delete marker whose answer is lost is not sent again: the restore stops,
   }
   ok(airlock(restoreToBuckets(medium, srv.endpoint, `${bucket}=${dest}`, idMap), { env: ENV }), 'the same command, run again');
   const back = await listAll(c, dest);
-  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]), 'one delete marker, where the source has it');
+  assert.equal(
+    back.map((b) => [b.name, b.isDeleteMarker]),
+    src.map((x) => [x.name, x.isDeleteMarker]),
+    'one delete marker, where the source has it',
+  );
 });
 
 test('restore objects stopped by SIGINT exits 130, keeps its journal and says so; the same command then finishes it', async () => {
@@ -680,7 +850,10 @@ test('restore objects stopped by SIGINT exits 130, keeps its journal and says so
   const args = (endpoint: string) => restoreToBuckets(medium, endpoint, `${bucket}=${dest}`, idMap);
   const proxy = await s3Proxy(srv.endpoint, { stallObjectWrites: true });
   try {
-    const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args(proxy.endpoint)], { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args(proxy.endpoint)], {
+      env: ENV,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
@@ -698,7 +871,10 @@ test('restore objects stopped by SIGINT exits 130, keeps its journal and says so
   }
   ok(airlock(args(srv.endpoint), { env: ENV }), 'the same command, run again');
   const back = await listAll(c, dest);
-  assert.equal(back.map((b) => [b.name, b.isDeleteMarker]), src.map((x) => [x.name, x.isDeleteMarker]));
+  assert.equal(
+    back.map((b) => [b.name, b.isDeleteMarker]),
+    src.map((x) => [x.name, x.isDeleteMarker]),
+  );
 });
 
 test('a slow object at the head of the export does not hold back the requests behind it', async () => {
@@ -707,9 +883,11 @@ test('a slow object at the head of the export does not hold back the requests be
   const bucket = await versionedBucket(c, 'slow-head');
   const count = 100;
   let next = 0;
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    for (let i = next++; i < count; i = next++) await c.putObject(bucket, `k${String(i).padStart(3, '0')}`, Buffer.from(`object ${i}`));
-  }));
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (let i = next++; i < count; i = next++) await c.putObject(bucket, `k${String(i).padStart(3, '0')}`, Buffer.from(`object ${i}`));
+    }),
+  );
   // the first key in listing order answers after 2 s; the others meanwhile
   const proxy = await s3Proxy(srv.endpoint, { hold: { key: /\/k000\?/, ms: 2000 } });
   try {
@@ -731,7 +909,10 @@ test('a server that returns other bytes than the ETag says (small and large obje
   const state = tmp();
   const proxy = await s3Proxy(srv.endpoint, { corrupt: /corrupt/ });
   try {
-    for (const [label, size] of [['small', 5000], ['large', 5 * 1024 * 1024]] as const) {
+    for (const [label, size] of [
+      ['small', 5000],
+      ['large', 5 * 1024 * 1024],
+    ] as const) {
       const bucket = await versionedBucket(c, `corrupt-${label}`);
       await c.putObject(bucket, 'fine', Buffer.from('fine'));
       await c.putObject(bucket, `corrupt-${label}`, randomBytes(size));
@@ -757,13 +938,38 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   writeFileSync(loose, `[default]\naws_access_key_id = ${ACCESS_KEY}\naws_secret_access_key = ${SECRET_KEY}\n`);
   chmodSync(loose, 0o644);
   const cases: { args: (m: string) => string[]; env: NodeJS.ProcessEnv; code: number; message: string | RegExp }[] = [
-    { args: (m) => exportBuckets(m, tmp(), srv, ['no-such-bucket-here']), env: ENV, code: EXIT.input, message: 'airlock: error: bucket no-such-bucket-here does not exist' },
-    { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, code: EXIT.source, message: 'refused the request' },
+    {
+      args: (m) => exportBuckets(m, tmp(), srv, ['no-such-bucket-here']),
+      env: ENV,
+      code: EXIT.input,
+      message: 'airlock: error: bucket no-such-bucket-here does not exist',
+    },
+    {
+      args: (m) => exportBuckets(m, tmp(), srv, [bucket]),
+      env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' },
+      code: EXIT.source,
+      message: 'refused the request',
+    },
     // radosgw with STS on (test/s3.ts) answers an unknown key with AccessDenied, without it InvalidAccessKeyId
-    { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { ...ENV, AWS_ACCESS_KEY_ID: 'nobody' }, code: EXIT.source, message: /refused the request for bucket exists-\w+: (InvalidAccessKeyId|AccessDenied)/ },
-    { args: (m) => exportBuckets(m, tmp(), { ...srv, endpoint: `http://127.0.0.1:${port}` }, [bucket]), env: ENV, code: EXIT.source, message: 'connection refused' },
+    {
+      args: (m) => exportBuckets(m, tmp(), srv, [bucket]),
+      env: { ...ENV, AWS_ACCESS_KEY_ID: 'nobody' },
+      code: EXIT.source,
+      message: /refused the request for bucket exists-\w+: (InvalidAccessKeyId|AccessDenied)/,
+    },
+    {
+      args: (m) => exportBuckets(m, tmp(), { ...srv, endpoint: `http://127.0.0.1:${port}` }, [bucket]),
+      env: ENV,
+      code: EXIT.source,
+      message: 'connection refused',
+    },
     { args: (m) => exportBuckets(m, tmp(), srv, [bucket]), env: { PATH: process.env.PATH }, code: EXIT.usage, message: 'no S3 credentials given' },
-    { args: (m) => exportBuckets(m, tmp(), srv, [bucket], ['--s3-credentials', loose]), env: { PATH: process.env.PATH }, code: EXIT.input, message: 'may be read by other users' },
+    {
+      args: (m) => exportBuckets(m, tmp(), srv, [bucket], ['--s3-credentials', loose]),
+      env: { PATH: process.env.PATH },
+      code: EXIT.input,
+      message: 'may be read by other users',
+    },
   ];
   for (const c of cases) {
     const medium = tmp();
@@ -782,8 +988,20 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
   // restore: a dead endpoint, bad keys or a bucket missing from the bundle fail before anything is written
   const restoreCases: { endpoint: string; env: NodeJS.ProcessEnv; map: string; code: number; message: string }[] = [
     { endpoint: `http://127.0.0.1:${port}`, env: ENV, map: `${bucket}=${bucketName('never')}`, code: EXIT.source, message: 'connection refused' },
-    { endpoint: srv.endpoint, env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, map: `${bucket}=${bucketName('never')}`, code: EXIT.source, message: 'refused the request' },
-    { endpoint: srv.endpoint, env: ENV, map: `not-in-bundle=${bucketName('never')}`, code: EXIT.usage, message: 'names not-in-bundle, which is not in this bundle' },
+    {
+      endpoint: srv.endpoint,
+      env: { ...ENV, AWS_SECRET_ACCESS_KEY: 'not-the-secret' },
+      map: `${bucket}=${bucketName('never')}`,
+      code: EXIT.source,
+      message: 'refused the request',
+    },
+    {
+      endpoint: srv.endpoint,
+      env: ENV,
+      map: `not-in-bundle=${bucketName('never')}`,
+      code: EXIT.usage,
+      message: 'names not-in-bundle, which is not in this bundle',
+    },
   ];
   for (const c of restoreCases) {
     const dir = tmp();
@@ -793,7 +1011,10 @@ test('missing bucket, wrong credentials, unreachable endpoint, readable credenti
     assert.equal(readdirSync(dir), [], 'no id map, no staging left');
   }
   const buckets = (await srv.client.listBuckets()).map((b) => b.name);
-  assert.not.ok(buckets.some((b) => b.startsWith('never-')), 'no bucket was created');
+  assert.not.ok(
+    buckets.some((b) => b.startsWith('never-')),
+    'no bucket was created',
+  );
 });
 
 test.run();

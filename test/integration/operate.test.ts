@@ -50,7 +50,22 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   for (const n of carried) assert.ok(existsSync(path.join(c.spool, n)), `${n} stays in the spool`);
 
   // on a terminal (script(1) gives it one) the copy shows its progress with the share done and time left
-  const shown = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), 'media', 'copy', mediumA, mediumB, '--signing-key', keys.signingKey, '--state-dir', state].join(' '), '/dev/null']);
+  const shown = run('script', [
+    '-qec',
+    [
+      process.execPath,
+      path.join(ROOT, 'dist/agent/cli/main.js'),
+      'media',
+      'copy',
+      mediumA,
+      mediumB,
+      '--signing-key',
+      keys.signingKey,
+      '--state-dir',
+      state,
+    ].join(' '),
+    '/dev/null',
+  ]);
   assert.is(shown.code, EXIT.ok, shown.stdout);
   assert.match(shown.stdout, /airlock: media copy: [\d.]+ (B|KiB|MiB) of [\d.]+ (B|KiB|MiB) at .*\/s, \d+%, \d+ s left/);
   const after = ok(['prune', '--site', keys.site, '--wal-spool', c.spool, '--state-dir', state, '--dry-run']);
@@ -92,7 +107,9 @@ test('status: the newest WAL ages into warning and critical with an injected clo
   const config = path.join(tmp(), 'airlock.conf');
   writeFileSync(config, `site = ${keys.site}\nstate-dir = ${state}\nspool = ${spool}\nwal-age-warning = 5m\nwal-age-critical = 15m\n`);
   const status = (at: number, spoolDir = spool) => {
-    const r = airlock(['status', '--config', config, '--wal-spool', spoolDir, '--json'], { env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + at).toISOString() } });
+    const r = airlock(['status', '--config', config, '--wal-spool', spoolDir, '--json'], {
+      env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + at).toISOString() },
+    });
     const s = JSON.parse(r.stdout) as { level: string; checks: { name: string; level: string }[]; rpo: { onAppliance: number; offSite: number } };
     return { code: r.code, level: s.level, check: (n: string) => s.checks.find((c) => c.name === n)?.level, s };
   };
@@ -129,7 +146,9 @@ test('status: the newest WAL ages into warning and critical with an injected clo
     assert.is(full.code, LEVEL_EXIT.critical);
     run('rm', ['-f', path.join(mnt, 'filler')]);
     const prom = path.join(tmp(), 'airlock.prom');
-    const back = airlock(['status', '--config', config, '--wal-spool', small, '--prometheus', prom], { env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + 60_000).toISOString() } });
+    const back = airlock(['status', '--config', config, '--wal-spool', small, '--prometheus', prom], {
+      env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + 60_000).toISOString() },
+    });
     assert.is(back.code, EXIT.ok, back.stdout);
     assert.match(back.stdout, 'status: ok');
     const text = readFileSync(prom, 'utf8');
@@ -155,7 +174,10 @@ test('status for monitoring: the Nagios plugin line with perfdata for every thre
   const written = new Date(Date.parse(created) + 60_000);
   utimesSync(path.join(spool, name), written, written);
   const config = path.join(tmp(), 'airlock.conf');
-  writeFileSync(config, `site = ${keys.site}\nstate-dir = ${own}\nspool = ${spool}\nwal-age-warning = 5m\nwal-age-critical = 15m\nspool-free-warning = 20%\nspool-free-critical = 5%\n`);
+  writeFileSync(
+    config,
+    `site = ${keys.site}\nstate-dir = ${own}\nspool = ${spool}\nwal-age-warning = 5m\nwal-age-critical = 15m\nspool-free-warning = 20%\nspool-free-critical = 5%\n`,
+  );
   const prom = path.join(tmp(), 'airlock.prom');
   const at = (ms: number) => ({ env: { ...process.env, AIRLOCK_NOW: new Date(written.getTime() + ms).toISOString() } });
 
@@ -164,12 +186,21 @@ test('status for monitoring: the Nagios plugin line with perfdata for every thre
   const [first = '', ...details] = critical.stdout.split('\n');
   // AIRLOCK LEVEL - the worst problem | label=value[unit];warn;crit;min[;max] ...
   assert.match(first, /^AIRLOCK CRITICAL - wal age: the newest spooled segment 000000010000000000000043 is 20 min old[^|]* \| /);
-  const perf = new Map(first.split(' | ')[1]?.split(' ').map((p) => [p.split('=')[0], p.split('=')[1]]));
+  const perf = new Map(
+    first
+      .split(' | ')[1]
+      ?.split(' ')
+      .map((p) => [p.split('=')[0], p.split('=')[1]]),
+  );
   assert.is(perf.get('wal_age'), '1200s;300;900;0');
   assert.is(perf.get('offsite_rpo')?.split(';').slice(1).join(';'), `${26 * 3600};${50 * 3600};0`);
   assert.match(perf.get('spool_free') ?? '', /^[\d.]+%;20:;5:;0;100$/);
   for (const k of ['spool', 'unexported', 'base_backup_age', 'last_bundle']) assert.ok(perf.has(k), `perfdata ${k}`);
-  assert.ok(details.includes('critical: wal age: the newest spooled segment 000000010000000000000043 is 20 min old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)'));
+  assert.ok(
+    details.includes(
+      'critical: wal age: the newest spooled segment 000000010000000000000043 is 20 min old: at most that much WAL is not in the spool (give --pg to ask the server; an idle server archives nothing new)',
+    ),
+  );
 
   // the Prometheus file: valid by promtool's rules, no job or instance label, the new figures
   const text = readFileSync(prom, 'utf8');
@@ -223,7 +254,20 @@ test('several sites on one appliance (airlock@NAME instances): two configs with 
   const instance = (k: typeof db, extra: string[]) => {
     const st = tmp('airlock-state-');
     const f = path.join(tmp(), `${k.site}.conf`);
-    writeFileSync(f, [`site = ${k.site}`, `signing-key = ${k.signingKey}`, `recipient = ${k.recipient}`, `state-dir = ${st}`, `files = ${files}`, 'export-every = 1h', 'min-copies = 1', ...extra, ''].join('\n'));
+    writeFileSync(
+      f,
+      [
+        `site = ${k.site}`,
+        `signing-key = ${k.signingKey}`,
+        `recipient = ${k.recipient}`,
+        `state-dir = ${st}`,
+        `files = ${files}`,
+        'export-every = 1h',
+        'min-copies = 1',
+        ...extra,
+        '',
+      ].join('\n'),
+    );
     return { conf: f, st, keys: k };
   };
   const a = instance(db, [`medium = ${shared}`, `spool = ${c.spool}`, `pg = ${conninfo()}`]);
@@ -234,7 +278,12 @@ test('several sites on one appliance (airlock@NAME instances): two configs with 
   for (const i of [a, b]) ok(['run', '--config', i.conf, '--once'], env);
 
   // one medium, two sites, each signed by its own key: both verify with both keys named
-  assert.equal(readdirSync(shared).filter((n) => n.startsWith('site-')).sort(), ['site-buckets', 'site-db']);
+  assert.equal(
+    readdirSync(shared)
+      .filter((n) => n.startsWith('site-'))
+      .sort(),
+    ['site-buckets', 'site-db'],
+  );
   const signers = path.join(tmp(), 'allowed_signers');
   writeFileSync(signers, readFileSync(db.allowedSigners, 'utf8') + readFileSync(buckets.allowedSigners, 'utf8'));
   const verify = airlockVerify(['--allowed-signers', signers, '--json', shared]);
@@ -247,12 +296,21 @@ test('several sites on one appliance (airlock@NAME instances): two configs with 
   assert.is(airlockVerify(['--allowed-signers', buckets.allowedSigners, second]).code, EXIT.ok);
 
   // status per instance: its own site, its own jobs and media
-  const status = (i: typeof a) => JSON.parse(airlock(['status', '--config', i.conf, '--json']).stdout) as { site: string; media: { label: string }[]; lastBundle: { seq: number } | null; baseBackupAgeSeconds: number | null };
+  const status = (i: typeof a) =>
+    JSON.parse(airlock(['status', '--config', i.conf, '--json']).stdout) as {
+      site: string;
+      media: { label: string }[];
+      lastBundle: { seq: number } | null;
+      baseBackupAgeSeconds: number | null;
+    };
   const sa = status(a);
   const sb = status(b);
   assert.is(sa.site, 'site-db');
   assert.is(sb.site, 'site-buckets');
-  assert.equal(sa.media.map((m) => m.label), ['shared']);
+  assert.equal(
+    sa.media.map((m) => m.label),
+    ['shared'],
+  );
   assert.equal(sb.media.map((m) => m.label).sort(), ['second', 'shared']);
   assert.ok(sa.baseBackupAgeSeconds !== null, 'the database site took a base backup');
   assert.is(sb.baseBackupAgeSeconds, null);
@@ -268,12 +326,31 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   writeFileSync(path.join(files, 'app.conf'), 'workers = 4\n');
   const conf = (extra = '') => {
     const f = path.join(tmp(), 'airlock.conf');
-    writeFileSync(f, [`site = ${keys.site}-run`, `medium = ${med}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${st}`, `spool = ${c.spool}`, `pg = ${conninfo()}`, `files = ${files}`, 'export-every = 1h', 'base-every = 24h', 'min-copies = 1', extra, ''].join('\n'));
+    writeFileSync(
+      f,
+      [
+        `site = ${keys.site}-run`,
+        `medium = ${med}`,
+        `signing-key = ${keys.signingKey}`,
+        `recipient = ${keys.recipient}`,
+        `state-dir = ${st}`,
+        `spool = ${c.spool}`,
+        `pg = ${conninfo()}`,
+        `files = ${files}`,
+        'export-every = 1h',
+        'base-every = 24h',
+        'min-copies = 1',
+        extra,
+        '',
+      ].join('\n'),
+    );
     return f;
   };
   const good = conf();
   const t0 = Date.parse('2031-05-01T00:00:00Z');
-  const at = (minutes: number) => ({ env: { ...process.env, AIRLOCK_NOW: new Date(t0 + minutes * 60_000).toISOString(), AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'nothing' } });
+  const at = (minutes: number) => ({
+    env: { ...process.env, AIRLOCK_NOW: new Date(t0 + minutes * 60_000).toISOString(), AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'nothing' },
+  });
   const bundles = () => (existsSync(path.join(med, `${keys.site}-run`)) ? readdirSync(path.join(med, `${keys.site}-run`)).sort() : []);
   const manifest = (name: string) => JSON.parse(readFileSync(path.join(med, `${keys.site}-run`, name, 'manifest.json'), 'utf8')) as Manifest;
 
@@ -295,7 +372,9 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(failed.code, EXIT.failed, failed.stderr);
   assert.match(failed.stderr, 'the export failed');
   assert.is(bundles().length, 2);
-  const seen = JSON.parse(airlock(['status', '--config', good, '--json'], at(181)).stdout) as { jobs: { job: string; lastFailure: string | null; lastFailureMessage: string | null }[] };
+  const seen = JSON.parse(airlock(['status', '--config', good, '--json'], at(181)).stdout) as {
+    jobs: { job: string; lastFailure: string | null; lastFailureMessage: string | null }[];
+  };
   const job = seen.jobs.find((j) => j.job === 'export');
   assert.is(job?.lastFailure, new Date(t0 + 180 * 60_000).toISOString());
   assert.match(job?.lastFailureMessage ?? '', /127\.0\.0\.1:9|S3|connect/i);
@@ -304,16 +383,26 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(bundles().length, 3);
 
   // SIGTERM while the export writes: the agent stops, the partial bundle is gone
-  const agent = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), 'run', '--config', good], { ...at(300), stdio: ['ignore', 'ignore', 'pipe'] });
+  const agent = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), 'run', '--config', good], {
+    ...at(300),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let log = '';
   agent.stderr.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<number | null>((resolve) => agent.on('close', (code) => resolve(code)));
   const deadline = Date.now() + 60_000;
   while (!bundles().some((n) => n.endsWith('.partial')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(bundles().some((n) => n.endsWith('.partial')), 'the export began writing');
+  assert.ok(
+    bundles().some((n) => n.endsWith('.partial')),
+    'the export began writing',
+  );
   agent.kill('SIGTERM');
   assert.is(await exited, 130, log);
-  assert.equal(bundles().filter((n) => n.endsWith('.partial')), [], 'no partial bundle left');
+  assert.equal(
+    bundles().filter((n) => n.endsWith('.partial')),
+    [],
+    'no partial bundle left',
+  );
   assert.is(bundles().length, 3, 'and no new finished one');
   const after = airlock(['run', '--config', good, '--once'], at(301));
   assert.is(after.code, EXIT.ok, after.stderr);
@@ -323,7 +412,10 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
 test('airlock runbook: media to fetch by label and UUID, the keys, the point-in-time commands for the newest base backup', () => {
   const c = cluster();
   const config = path.join(tmp(), 'airlock.conf');
-  writeFileSync(config, [`site = ${keys.site}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${state}`, `spool = ${c.spool}`, ''].join('\n'));
+  writeFileSync(
+    config,
+    [`site = ${keys.site}`, `signing-key = ${keys.signingKey}`, `recipient = ${keys.recipient}`, `state-dir = ${state}`, `spool = ${c.spool}`, ''].join('\n'),
+  );
   const text = ok(['runbook', '--config', config]);
   assert.match(text, `RECOVERY RUNBOOK, SITE ${keys.site}`);
   const seq1 = text.split('\n').find((l) => l.includes('seq 1 (base backup + WAL')) ?? '';

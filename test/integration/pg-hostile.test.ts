@@ -18,11 +18,21 @@ import { EXIT } from '../../manifests/errors.js';
 
 const keys = makeKeys('site-ph');
 
-test('restore pg and drill from a re-signed bundle whose first WAL segment holds the next segment: recovery stops with wal-fetch\'s refusal, nothing reports success', async () => {
+test("restore pg and drill from a re-signed bundle whose first WAL segment holds the next segment: recovery stops with wal-fetch's refusal, nothing reports success", async () => {
   const c = cluster();
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const medium = tmp('airlock-medium-');
-  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
+  const e = airlock(
+    exportArgs(keys, medium, tmp('airlock-state-'), [
+      '--pg',
+      `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`,
+      '--wal-spool',
+      c.spool,
+      '--wal-timeout',
+      '60',
+      '--pg-base',
+    ]),
+  );
   assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
 
@@ -34,7 +44,10 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   const hostile = tmp('airlock-medium-');
   await resealBundle(bundle, hostile, keys, (entries) => {
     const next = [...entries.keys()].filter((n) => /^pg\/wal\/[0-9A-F]{24}$/.test(n) && path.basename(n) > swapped).sort()[0];
-    assert.ok(entries.has(`pg/wal/${swapped}`) && next, `the start segment and one after it in the bundle: ${[...entries.keys()].filter((n) => n.startsWith('pg/wal/')).join(' ')}`);
+    assert.ok(
+      entries.has(`pg/wal/${swapped}`) && next,
+      `the start segment and one after it in the bundle: ${[...entries.keys()].filter((n) => n.startsWith('pg/wal/')).join(' ')}`,
+    );
     entries.set(`pg/wal/${swapped}`, entries.get(next) as Buffer);
   });
   // the bundle checks out, with the key too: its signature, hashes and inner manifest are right
@@ -42,7 +55,26 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   assert.is(v.code, EXIT.ok, v.stdout);
 
   const data = path.join(clusterDir(`hostile-${Math.random().toString(36).slice(2, 8)}`), 'data');
-  const r = airlock(['restore', 'pg', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--port', String(freePort()), '--start', '--airlock-cli', c.cli, '--timeout', '120', '--latest']);
+  const r = airlock([
+    'restore',
+    'pg',
+    '--from',
+    hostile,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--pgdata',
+    data,
+    '--port',
+    String(freePort()),
+    '--start',
+    '--airlock-cli',
+    c.cli,
+    '--timeout',
+    '120',
+    '--latest',
+  ]);
   const pid = /\(pid (\d+)\)/.exec(r.stderr)?.[1];
   if (pid) process.kill(Number(pid)); // a server that should never have come up
   assert.ok(r.code !== 0, `restore pg must fail: ${r.stderr}`);
@@ -54,7 +86,21 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
   assert.not.match(log, 'archive recovery complete');
 
   const prefix = path.join(tmp(), 'drill');
-  const d = airlock(['drill', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--airlock-cli', c.cli, '--timeout', '120', '--report', prefix]);
+  const d = airlock([
+    'drill',
+    '--from',
+    hostile,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--airlock-cli',
+    c.cli,
+    '--timeout',
+    '120',
+    '--report',
+    prefix,
+  ]);
   assert.is(d.code, EXIT.failed, d.stderr);
   const report = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string; checks: { name: string; result: string; detail?: string }[] };
   assert.is(report.result, 'fail');
@@ -67,12 +113,22 @@ test('restore pg and drill from a re-signed bundle whose first WAL segment holds
  * reads timeline 1's and replays them to the set's end. The lie only renumbers the new timeline;
  * restore pg checks that replay reached the set's last segment, which it did, with every row.
  */
-test('restore pg from a re-signed bundle with a history file forking a timeline it has no WAL for: replay still reaches the set\'s end with every row', async () => {
+test("restore pg from a re-signed bundle with a history file forking a timeline it has no WAL for: replay still reaches the set's end with every row", async () => {
   const c = cluster();
   psql('CREATE TABLE IF NOT EXISTS hostile (id serial PRIMARY KEY, v text); INSERT INTO hostile (v) SELECT md5(g::text) FROM generate_series(1, 500) g');
   const rows = psql('SELECT count(*) FROM hostile');
   const medium = tmp('airlock-medium-');
-  const e = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '60', '--pg-base']));
+  const e = airlock(
+    exportArgs(keys, medium, tmp('airlock-state-'), [
+      '--pg',
+      `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`,
+      '--wal-spool',
+      c.spool,
+      '--wal-timeout',
+      '60',
+      '--pg-base',
+    ]),
+  );
   assert.is(e.code, EXIT.ok, e.stderr);
   const bundle = e.stdout.trim();
   const pg = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;
@@ -80,12 +136,37 @@ test('restore pg from a re-signed bundle with a history file forking a timeline 
   const fork = pg.base.stopLsn;
   const hostile = tmp('airlock-medium-');
   await resealBundle(bundle, hostile, keys, () => {}, {
-    entries: [{ name: 'pg/wal/00000002.history', bytes: Buffer.from(`1\t${fork}\tno recovery target specified\n`), record: { type: 'pg-wal', name: '00000002.history', kind: 'history', timeline: 2 } }],
+    entries: [
+      {
+        name: 'pg/wal/00000002.history',
+        bytes: Buffer.from(`1\t${fork}\tno recovery target specified\n`),
+        record: { type: 'pg-wal', name: '00000002.history', kind: 'history', timeline: 2 },
+      },
+    ],
     manifest: (m) => m.coverage?.postgres?.timelines.push({ timeline: 2, parent: 1, switchLsn: fork }),
   });
   const data = path.join(clusterDir(`hostile-${Math.random().toString(36).slice(2, 8)}`), 'data');
   const port = freePort();
-  const r = airlock(['restore', 'pg', '--from', hostile, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--pgdata', data, '--port', String(port), '--start', '--airlock-cli', c.cli, '--timeout', '120', '--latest']);
+  const r = airlock([
+    'restore',
+    'pg',
+    '--from',
+    hostile,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--pgdata',
+    data,
+    '--port',
+    String(port),
+    '--start',
+    '--airlock-cli',
+    c.cli,
+    '--timeout',
+    '120',
+    '--latest',
+  ]);
   const pid = /\(pid (\d+)\)/.exec(r.stderr)?.[1];
   try {
     assert.is(r.code, EXIT.ok, r.stderr);

@@ -64,7 +64,10 @@ function cases(major: Major): void {
     assert.is(ingest.code, EXIT.failed, ingest.stderr);
     const out = JSON.parse(ingest.stdout) as { ingested: string[]; problems: { code: string; message: string }[] };
     assert.equal(out.ingested, [name]);
-    assert.equal(out.problems.map((p) => p.code), ['bad-wal']);
+    assert.equal(
+      out.problems.map((p) => p.code),
+      ['bad-wal'],
+    );
     assert.match(out.problems[0]?.message ?? '', `${foreignName}: not a valid postgresql wal segment: magic 0xD119 is not the wal of any supported version`);
   });
 
@@ -92,7 +95,10 @@ function cases(major: Major): void {
     const v = airlockVerify(['--allowed-signers', k().allowedSigners, '--json', site.medium]);
     assert.is(v.code, EXIT.ok, v.stdout + v.stderr);
     const w = (JSON.parse(v.stdout) as { sites: { windows?: { baseSeq: number; lastSeq: number; to: { time?: string } }[] }[] }).sites[0]?.windows;
-    assert.equal(w?.map((x) => [x.baseSeq, x.lastSeq, x.to.time]), [[1, 2, pg2.restorePoint?.time]]);
+    assert.equal(
+      w?.map((x) => [x.baseSeq, x.lastSeq, x.to.time]),
+      [[1, 2, pg2.restorePoint?.time]],
+    );
   });
 
   test(`PostgreSQL ${major}: point in time to a time and to a restore point, with ${major}'s programs`, () => {
@@ -119,19 +125,52 @@ function cases(major: Major): void {
       const target = `odd_restored_${i}`;
       sql(`DROP DATABASE IF EXISTS ${target}`);
       sql(`CREATE DATABASE ${target}`);
-      const r = airlock(['restore', 'pg', '--dump', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', db, '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=${target}`, '--json', ...binArgs]);
+      const r = airlock([
+        'restore',
+        'pg',
+        '--dump',
+        '--from',
+        site.medium,
+        '--identity',
+        k().identity,
+        '--allowed-signers',
+        k().allowedSigners,
+        '--database',
+        db,
+        '--dbname',
+        `host=${c.socketDir} port=${c.port} user=postgres dbname=${target}`,
+        '--json',
+        ...binArgs,
+      ]);
       assert.is(r.code, EXIT.ok, r.stderr);
       const sums = (d: string) => sql("SELECT count(*) || ' ' || md5(string_agg(name, ',' ORDER BY id)) FROM odd", { db: d });
       assert.is(sums(target), sums(db));
       assert.match(sums(target), /^300 /);
-      assert.ok(sql("SELECT name FROM odd WHERE id = 1", { db: target }).startsWith(db), 'the rows name the source database');
+      assert.ok(sql('SELECT name FROM odd WHERE id = 1', { db: target }).startsWith(db), 'the rows name the source database');
     }
   });
 
   test(`PostgreSQL ${major}: drill passes with ${major}'s programs`, () => {
     const prefix = path.join(tmp(), 'drill');
     const c = cluster('in-folder', major);
-    const r = airlock(['drill', '--from', site.medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--airlock-cli', c.cli, '--timeout', '120', '--report', prefix, '--os-user', String(c.user.uid), ...binArgs]);
+    const r = airlock([
+      'drill',
+      '--from',
+      site.medium,
+      '--identity',
+      k().identity,
+      '--allowed-signers',
+      k().allowedSigners,
+      '--airlock-cli',
+      c.cli,
+      '--timeout',
+      '120',
+      '--report',
+      prefix,
+      '--os-user',
+      String(c.user.uid),
+      ...binArgs,
+    ]);
     const report = JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string; checks: { name: string; result: string; detail: string }[] };
     assert.is(r.code, EXIT.ok, r.stderr + r.stdout);
     assert.is(report.result, 'pass');
@@ -155,10 +194,12 @@ function cases(major: Major): void {
 
 for (const major of MAJORS) cases(major);
 
-test('a role without EXECUTE on pg_create_restore_point: the export fails with the server\'s ERROR line naming the function', () => {
+test("a role without EXECUTE on pg_create_restore_point: the export fails with the server's ERROR line naming the function", () => {
   const c = cluster();
   psql('DROP ROLE IF EXISTS airlock_norp');
-  psql('CREATE ROLE airlock_norp LOGIN REPLICATION; GRANT pg_read_all_settings TO airlock_norp; GRANT EXECUTE ON FUNCTION pg_switch_wal() TO airlock_norp; REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM PUBLIC, airlock_norp');
+  psql(
+    'CREATE ROLE airlock_norp LOGIN REPLICATION; GRANT pg_read_all_settings TO airlock_norp; GRANT EXECUTE ON FUNCTION pg_switch_wal() TO airlock_norp; REVOKE EXECUTE ON FUNCTION pg_create_restore_point(text) FROM PUBLIC, airlock_norp',
+  );
   const site = pgSite('site-norp');
   const k = site.keys;
   const state = tmp('airlock-state-');

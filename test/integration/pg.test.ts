@@ -24,7 +24,9 @@ const { medium, conninfo, exportPg } = site;
 const restorePg = (target: readonly string[], from = medium) => site.restorePg(target, from);
 
 test('a base backup export and a WAL-only export: coverage in the manifest, continuity and a recovery window', () => {
-  psql('CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 1000) g');
+  psql(
+    'CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 1000) g',
+  );
   const first = exportPg(['--pg-base']);
   const pg1 = first.manifest.coverage?.postgres;
   assert.ok(pg1, 'coverage.postgres');
@@ -53,7 +55,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Ids of `load` rows committed at or before `time` (by their commit timestamps), in id order. */
 function committedBy(time: string, server?: Server): string {
-  return psql(`SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM load WHERE pg_xact_commit_timestamp(xmin) <= '${time}'::timestamptz`, server ? { server } : {});
+  return psql(
+    `SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM load WHERE pg_xact_commit_timestamp(xmin) <= '${time}'::timestamptz`,
+    server ? { server } : {},
+  );
 }
 
 function ids(server?: Server): string {
@@ -73,7 +78,9 @@ test('point in time under a steady write load: a time between two exports, the r
   const p2 = wal.manifest.coverage?.postgres?.restorePoint;
   assert.ok(p1 && p2);
   // a commit between the two exports, as the target
-  const between = psql(`SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM load WHERE pg_xact_commit_timestamp(xmin) > '${p1.time}'::timestamptz AND pg_xact_commit_timestamp(xmin) < '${p2.time}'::timestamptz ORDER BY id OFFSET 20 LIMIT 1`);
+  const between = psql(
+    `SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM load WHERE pg_xact_commit_timestamp(xmin) > '${p1.time}'::timestamptz AND pg_xact_commit_timestamp(xmin) < '${p2.time}'::timestamptz ORDER BY id OFFSET 20 LIMIT 1`,
+  );
   assert.match(between, /^\d{4}-\d{2}-\d{2} [\d:.]+\+00$/);
   const expected = committedBy(between);
   const later = ids();
@@ -91,7 +98,11 @@ test('point in time under a steady write load: a time between two exports, the r
   } finally {
     stopServer(atTime.server);
   }
-  assert.equal(readdirSync(c.spool).filter((n) => !spoolBefore.includes(n) && n.startsWith('00000002')), [], 'the restored cluster archived nothing into the spool');
+  assert.equal(
+    readdirSync(c.spool).filter((n) => !spoolBefore.includes(n) && n.startsWith('00000002')),
+    [],
+    'the restored cluster archived nothing into the spool',
+  );
 
   const byName = restorePg(['--target-name', p1.name]);
   try {
@@ -129,7 +140,10 @@ test('a target time needs an offset, and one after the newest data is refused un
 test('logical dumps: every database and the globals; one restores into a fresh database with equal rows', () => {
   psql('DROP DATABASE IF EXISTS shop');
   psql('CREATE DATABASE shop');
-  psql("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric); INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 5000) g; CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT repeat('n', g % 50) FROM generate_series(1, 700) g", { db: 'shop' });
+  psql(
+    "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric); INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 5000) g; CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) SELECT repeat('n', g % 50) FROM generate_series(1, 700) g",
+    { db: 'shop' },
+  );
   const b = exportPg(['--pg-dump']);
   const pg = b.manifest.coverage?.postgres;
   assert.ok(pg && !pg.base);
@@ -137,12 +151,44 @@ test('logical dumps: every database and the globals; one restores into a fresh d
   psql('DROP DATABASE IF EXISTS shop_restored');
   psql('CREATE DATABASE shop_restored');
   const c = cluster();
-  const r = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'shop', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`, '--json']);
+  const r = airlock([
+    'restore',
+    'pg',
+    '--dump',
+    '--from',
+    medium,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--database',
+    'shop',
+    '--dbname',
+    `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`,
+    '--json',
+  ]);
   assert.is(r.code, EXIT.ok, r.stderr);
   assert.is(JSON.parse(r.stdout).seq, b.manifest.seq);
-  const sums = (db: string) => ['items', 'notes'].map((t) => psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${t} x`, { db })).join('; ');
+  const sums = (db: string) =>
+    ['items', 'notes']
+      .map((t) => psql(`SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM ${t} x`, { db }))
+      .join('; ');
   assert.is(sums('shop_restored'), sums('shop'));
-  const missing = airlock(['restore', 'pg', '--dump', '--from', medium, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--database', 'nosuchdb', '--dbname', `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`]);
+  const missing = airlock([
+    'restore',
+    'pg',
+    '--dump',
+    '--from',
+    medium,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--database',
+    'nosuchdb',
+    '--dbname',
+    `host=${c.socketDir} port=${c.port} user=postgres dbname=shop_restored`,
+  ]);
   assert.is(missing.code, EXIT.input, missing.stderr);
   assert.match(missing.stderr, 'no dump of database');
 });
@@ -157,10 +203,13 @@ function withWalGap(): { copy: string; dropped: string } {
   cpSync(medium, copy, { recursive: true });
   const site = path.join(copy, k().site);
   // the first WAL-only bundle loses its first segment from its claims: only continuity can tell
-  const victim = readdirSync(site).sort().map((n) => path.join(site, n)).find((d) => {
-    const pg = (JSON.parse(readFileSync(path.join(d, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;
-    return pg !== undefined && pg.base === undefined && pg.wal.length > 0;
-  }) as string;
+  const victim = readdirSync(site)
+    .sort()
+    .map((n) => path.join(site, n))
+    .find((d) => {
+      const pg = (JSON.parse(readFileSync(path.join(d, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres;
+      return pg !== undefined && pg.base === undefined && pg.wal.length > 0;
+    }) as string;
   let dropped = '';
   resignManifest(victim, k().signingKey, (m) => {
     const pg = m.coverage?.postgres as NonNullable<NonNullable<Manifest['coverage']>['postgres']>;
@@ -185,7 +234,19 @@ test('a WAL segment missing from the set: airlock-verify exits 1 with wal-gap, a
   assert.match(deep.stdout, 'coverage.postgres.wal does not list the WAL segments the payload holds');
   const clean = airlockVerify(['--allowed-signers', k().allowedSigners, medium]);
   assert.is(clean.code, EXIT.ok, clean.stdout);
-  const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', path.join(tmp(), 'data'), '--latest']);
+  const r = airlock([
+    'restore',
+    'pg',
+    '--from',
+    copy,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--pgdata',
+    path.join(tmp(), 'data'),
+    '--latest',
+  ]);
   assert.is(r.code, EXIT.failed, r.stderr);
   assert.match(r.stderr, 'wal-gap');
 });
@@ -212,9 +273,17 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
   assert.is(v.code, EXIT.ok, v.stdout);
   const report = JSON.parse(v.stdout) as { bundles: { seq: number }[]; sites: { newest: { seq: number }; windows?: unknown[] }[] };
   const seqs = report.bundles.map((b) => b.seq);
-  assert.equal(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'continuous seqs, nothing half-written');
+  assert.equal(
+    seqs,
+    Array.from({ length: seqs.length }, (_, i) => i + 1),
+    'continuous seqs, nothing half-written',
+  );
   assert.ok((report.sites[0]?.windows?.length ?? 0) >= 2, 'recovery windows from the first and the last base backup');
-  assert.equal(readdirSync(path.join(media, k().site)).filter((n) => n.endsWith('.partial')), [], 'no partial folder left after the next export');
+  assert.equal(
+    readdirSync(path.join(media, k().site)).filter((n) => n.endsWith('.partial')),
+    [],
+    'no partial folder left after the next export',
+  );
 });
 
 test('airlock check: the test cluster passes; a long archive_timeout and a missing spool are problems', () => {
@@ -238,14 +307,32 @@ test('airlock check: the test cluster passes; a long archive_timeout and a missi
   assert.match(down.stdout, 'problem: connection');
 });
 
-function drill(from: string): { code: number; report: { result: string; checks: { name: string; result: string; detail: string }[]; recoverySeconds?: number }; stderr: string } {
+function drill(from: string): {
+  code: number;
+  report: { result: string; checks: { name: string; result: string; detail: string }[]; recoverySeconds?: number };
+  stderr: string;
+} {
   const prefix = path.join(tmp(), 'drill');
-  const r = airlock(['drill', '--from', from, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--airlock-cli', cluster().cli, '--timeout', '120', '--report', prefix]);
+  const r = airlock([
+    'drill',
+    '--from',
+    from,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--airlock-cli',
+    cluster().cli,
+    '--timeout',
+    '120',
+    '--report',
+    prefix,
+  ]);
   return { code: r.code, report: JSON.parse(readFileSync(`${prefix}.json`, 'utf8')), stderr: r.stderr + r.stdout };
 }
 
 test('drill: passes on the media set with table checks and pg_amcheck; fails on a corrupted volume and on a WAL gap', () => {
-  psql("INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 300) g; CREATE INDEX IF NOT EXISTS t_v ON t (v)");
+  psql('INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 300) g; CREATE INDEX IF NOT EXISTS t_v ON t (v)');
   exportPg(['--pg-table-checks']);
   const good = drill(medium);
   assert.is(good.code, EXIT.ok, good.stderr);
@@ -286,7 +373,21 @@ test('restore pg hashes volumes as it decrypts them: a damaged volume in the bas
   writeFileSync(vol, bytes);
   const parent = tmp();
   const data = path.join(parent, 'data');
-  const r = airlock(['restore', 'pg', '--from', copy, '--identity', k().identity, '--allowed-signers', k().allowedSigners, '--pgdata', data, '--target-name', (JSON.parse(readFileSync(path.join(copy, k().site, `${k().site}-00000002`, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres?.restorePoint?.name as string]);
+  const r = airlock([
+    'restore',
+    'pg',
+    '--from',
+    copy,
+    '--identity',
+    k().identity,
+    '--allowed-signers',
+    k().allowedSigners,
+    '--pgdata',
+    data,
+    '--target-name',
+    (JSON.parse(readFileSync(path.join(copy, k().site, `${k().site}-00000002`, 'manifest.json'), 'utf8')) as Manifest).coverage?.postgres?.restorePoint
+      ?.name as string,
+  ]);
   assert.is(r.code, EXIT.failed, r.stderr);
   // age notices the damaged chunk (or the volume's hash does, at its end): either way nothing is kept
   assert.match(r.stderr, /airlock: error: .*(checksum-mismatch|sha256 differs|authentication|decrypt)/i);

@@ -30,7 +30,8 @@ function inZone(iso: string, offsetMin: number, style: { sep: 'T' | ' '; colon: 
 }
 
 /** The commit time of the newest row of `table`, from the source, in UTC with microseconds. */
-const newestCommit = (table: string) => psql(`SELECT to_char(max(pg_xact_commit_timestamp(xmin)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM ${table}`);
+const newestCommit = (table: string) =>
+  psql(`SELECT to_char(max(pg_xact_commit_timestamp(xmin)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM ${table}`);
 
 function restoredCount(r: Restored, table: string): number {
   try {
@@ -60,7 +61,11 @@ test('an idle site: every time in the window restores, in every ISO 8601 form, e
     const v = airlockVerify(['--allowed-signers', site.keys().allowedSigners, '--json', medium]);
     assert.is(v.code, EXIT.ok, v.stdout);
     const window = (JSON.parse(v.stdout) as { sites: { windows: { from: { time: string }; to: { time: string } }[] }[] }).sites[0]?.windows[0];
-    assert.equal(window && [window.from.time, window.to.time], [stop, end], 'the verifier prints the window from the base backup\'s end to the newest restore point');
+    assert.equal(
+      window && [window.from.time, window.to.time],
+      [stop, end],
+      "the verifier prints the window from the base backup's end to the newest restore point",
+    );
     assert.ok(Date.parse(last) + 1000 < Date.parse(end), 'a quiet second before the second export');
 
     // the window's first instant, as the manifest writes it
@@ -75,10 +80,26 @@ test('an idle site: every time in the window restores, in every ISO 8601 form, e
     assert.is(restoredCount(restorePg(['--target-time', inZone(whole, -330, { sep: 'T', colon: true, fraction: false })]), 'quiet'), 200);
     // the window's last instant, with a space and an offset without a colon; told as people read it
     const data = path.join(clusterDir(`end-${Math.random().toString(36).slice(2, 8)}`), 'data');
-    const r = airlock([...restoreArgs(data), '--target-time', inZone(end, 60, { sep: ' ', colon: false, fraction: true }), '--port', String(freePort()), '--start', '--airlock-cli', cluster().cli, '--timeout', '120']);
+    const r = airlock([
+      ...restoreArgs(data),
+      '--target-time',
+      inZone(end, 60, { sep: ' ', colon: false, fraction: true }),
+      '--port',
+      String(freePort()),
+      '--start',
+      '--airlock-cli',
+      cluster().cli,
+      '--timeout',
+      '120',
+    ]);
     try {
       assert.is(r.code, EXIT.ok, r.stderr);
-      assert.match(r.stderr, new RegExp(`airlock: recovered to [0-9A-F]+/[0-9A-F]+, the last transaction replayed committed at ${last.replace(/\./g, '\\.')}; promoted to timeline \\d+`));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `airlock: recovered to [0-9A-F]+/[0-9A-F]+, the last transaction replayed committed at ${last.replace(/\./g, '\\.')}; promoted to timeline \\d+`,
+        ),
+      );
       assert.is(psql('SELECT count(*) FROM quiet', { server: { data, port: portOf(data), pid: 0, socketDir: data, log: '' } }), '200');
     } finally {
       stopIfRunning(data);
@@ -90,7 +111,15 @@ test('an idle site: every time in the window restores, in every ISO 8601 form, e
 
 test('target times: malformed or impossible ones are usage errors, as is a location after the newest data', () => {
   const data = path.join(tmp(), 'data');
-  for (const t of ['2026-02-30T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T12:00:00', '2026-01-01T12:00:00.1234567Z', '2026-01-01T12:00:00+1:00', '2026-01-01T12:00:00+25:00', 'yesterday']) {
+  for (const t of [
+    '2026-02-30T00:00:00Z',
+    '2026-01-01T24:00:00Z',
+    '2026-01-01T12:00:00',
+    '2026-01-01T12:00:00.1234567Z',
+    '2026-01-01T12:00:00+1:00',
+    '2026-01-01T12:00:00+25:00',
+    'yesterday',
+  ]) {
     const r = airlock([...restoreArgs(data), '--target-time', t]);
     assert.is(r.code, EXIT.usage, `${t}: ${r.stderr}`);
     assert.match(r.stderr, 'airlock: hint: write it like');
@@ -101,7 +130,7 @@ test('target times: malformed or impossible ones are usage errors, as is a locat
   assert.match(beyond.stderr, 'is after the newest data of the set');
 });
 
-test('a recovery that fails after the server started names the phase and the server\'s FATAL line', async () => {
+test("a recovery that fails after the server started names the phase and the server's FATAL line", async () => {
   // a base backup taken under a write load, whose manifest is re-signed to claim it was consistent
   // a minute before it started: a time inside the backup passes airlock's check, and PostgreSQL
   // then stops before the consistent point, which it refuses after it started recovering
@@ -113,7 +142,9 @@ test('a recovery that fails after the server started names the phase and the ser
   const base = manifest.coverage?.postgres?.base;
   assert.ok(base);
   // the last commit before the backup's end: the row after it was inserted before the stop LSN
-  const inside = psql(`SELECT to_char(pg_xact_commit_timestamp(a.xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM during a JOIN during b ON b.id = a.id + 1 WHERE a.lsn > '${base.startLsn}' AND b.lsn < '${base.stopLsn}' ORDER BY a.id DESC LIMIT 1`);
+  const inside = psql(
+    `SELECT to_char(pg_xact_commit_timestamp(a.xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM during a JOIN during b ON b.id = a.id + 1 WHERE a.lsn > '${base.startLsn}' AND b.lsn < '${base.stopLsn}' ORDER BY a.id DESC LIMIT 1`,
+  );
   assert.match(inside, /^\d{4}-/, 'a commit inside the base backup');
   // a set that starts at this bundle: no earlier base backup can serve a time inside it
   const only = tmp('airlock-medium-');
@@ -126,7 +157,18 @@ test('a recovery that fails after the server started names the phase and the ser
     if (b) b.stopTime = new Date(Date.parse(b.startTime) - 60_000).toISOString();
   });
   const data = path.join(clusterDir(`failing-${Math.random().toString(36).slice(2, 8)}`), 'data');
-  const r = airlock([...restoreArgs(data, copy), '--target-time', inside, '--port', String(freePort()), '--start', '--airlock-cli', cluster().cli, '--timeout', '120']);
+  const r = airlock([
+    ...restoreArgs(data, copy),
+    '--target-time',
+    inside,
+    '--port',
+    String(freePort()),
+    '--start',
+    '--airlock-cli',
+    cluster().cli,
+    '--timeout',
+    '120',
+  ]);
   try {
     assert.is(r.code, EXIT.failed, r.stderr);
     assert.match(r.stderr, 'airlock: error: recovery failed after the restored server started: FATAL:');
@@ -145,7 +187,18 @@ test('a target before the window is refused before anything is unpacked, also on
   const targets = [new Date(Date.parse(idleStop) - 1).toISOString(), loaded.inside];
   for (const t of targets) {
     const parent = clusterDir(`early-${Math.random().toString(36).slice(2, 8)}`);
-    const r = airlock([...restoreArgs(path.join(parent, 'data'), loaded.medium), '--target-time', t, '--port', String(freePort()), '--start', '--airlock-cli', cluster().cli, '--timeout', '120']);
+    const r = airlock([
+      ...restoreArgs(path.join(parent, 'data'), loaded.medium),
+      '--target-time',
+      t,
+      '--port',
+      String(freePort()),
+      '--start',
+      '--airlock-cli',
+      cluster().cli,
+      '--timeout',
+      '120',
+    ]);
     stopIfRunning(path.join(parent, 'data'));
     assert.is(r.code, EXIT.input, `${t}: ${r.stderr}`);
     assert.match(r.stderr, 'no base backup in the set ends before the target');
@@ -167,7 +220,7 @@ test('a restored server that cannot start says so, with its FATAL line', () => {
   }
 });
 
-test('a restored cluster runs nothing the bundle\'s configuration names: commands, libraries, log paths and includes are kept aside', () => {
+test("a restored cluster runs nothing the bundle's configuration names: commands, libraries, log paths and includes are kept aside", () => {
   const c = cluster();
   const marks = clusterDir(`marks-${Math.random().toString(36).slice(2, 8)}`);
   const mark = (n: string) => path.join(marks, n);
@@ -176,46 +229,82 @@ test('a restored cluster runs nothing the bundle\'s configuration names: command
   const conf = path.join(c.data, 'postgresql.conf');
   const original = readFileSync(conf);
   // what a stolen appliance key can seal into a base backup; the source itself never reloads it
-  appendFileSync(conf, [
-    '',
-    `recovery_end_command = 'touch ${mark('recovery-end')}'`,
-    `archive_cleanup_command = 'touch ${mark('cleanup')}'`,
-    "shared_preload_libraries = 'airlock_no_such_library'",
-    `dynamic_library_path = '${marks}'`,
-    'logging_collector = on',
-    `log_directory = '${marks}'`,
-    `external_pid_file = '${mark('pid')}'`,
-    `include_if_exists = '${included}'`,
-    "work_mem = '7MB'",
-    "timezone = 'Europe/Berlin'",
-    '',
-  ].join('\n'));
+  appendFileSync(
+    conf,
+    [
+      '',
+      `recovery_end_command = 'touch ${mark('recovery-end')}'`,
+      `archive_cleanup_command = 'touch ${mark('cleanup')}'`,
+      "shared_preload_libraries = 'airlock_no_such_library'",
+      `dynamic_library_path = '${marks}'`,
+      'logging_collector = on',
+      `log_directory = '${marks}'`,
+      `external_pid_file = '${mark('pid')}'`,
+      `include_if_exists = '${included}'`,
+      "work_mem = '7MB'",
+      "timezone = 'Europe/Berlin'",
+      '',
+    ].join('\n'),
+  );
   let restored: Restored | undefined;
   try {
     exportPg(['--pg-base']);
     restored = restorePg(['--latest']);
     const warnings = (restored.result as unknown as { warnings: string[] }).warnings.join('\n');
     assert.match(warnings, `the source's configuration is in ${restored.server.data}/airlock-source-config for review`);
-    for (const name of ['recovery_end_command', 'archive_cleanup_command', 'shared_preload_libraries', 'dynamic_library_path', 'logging_collector', 'log_directory', 'external_pid_file']) assert.match(warnings, name);
+    for (const name of [
+      'recovery_end_command',
+      'archive_cleanup_command',
+      'shared_preload_libraries',
+      'dynamic_library_path',
+      'logging_collector',
+      'log_directory',
+      'external_pid_file',
+    ])
+      assert.match(warnings, name);
     assert.match(warnings, `include_if_exists '${included}'`);
     assert.not.match(warnings, /listen_addresses|unix_socket_directories/, 'what airlock sets itself is not reported as dropped');
     assert.is(psql('SHOW work_mem', { server: restored.server }), '7MB', 'a safe setting is kept');
     assert.is(psql('SHOW timezone', { server: restored.server }), 'Europe/Berlin');
     assert.is(psql('SHOW shared_preload_libraries', { server: restored.server }), '');
     assert.is(psql('SHOW logging_collector', { server: restored.server }), 'off');
-    assert.ok(readFileSync(path.join(restored.server.data, 'airlock-source-config', 'postgresql.conf'), 'utf8').includes('recovery_end_command'), 'the source\'s file is kept for review');
+    assert.ok(
+      readFileSync(path.join(restored.server.data, 'airlock-source-config', 'postgresql.conf'), 'utf8').includes('recovery_end_command'),
+      "the source's file is kept for review",
+    );
   } finally {
     if (restored) stopServer(restored.server);
     writeFileSync(conf, original);
   }
-  assert.equal(readdirSync(marks).filter((n) => n !== 'included.conf'), [], 'no command ran, no log or pid file was written');
+  assert.equal(
+    readdirSync(marks).filter((n) => n !== 'included.conf'),
+    [],
+    'no command ran, no log or pid file was written',
+  );
 });
 
 test('drill leaves no scratch folder behind', () => {
   const scratchParent = tmp('airlock-tmp-');
   chmodSync(scratchParent, 0o755);
   const prefix = path.join(tmp(), 'drill');
-  const r = airlock(['drill', '--from', medium, '--identity', site.keys().identity, '--allowed-signers', site.keys().allowedSigners, '--airlock-cli', cluster().cli, '--timeout', '120', '--report', prefix], { env: { ...process.env, TMPDIR: scratchParent } });
+  const r = airlock(
+    [
+      'drill',
+      '--from',
+      medium,
+      '--identity',
+      site.keys().identity,
+      '--allowed-signers',
+      site.keys().allowedSigners,
+      '--airlock-cli',
+      cluster().cli,
+      '--timeout',
+      '120',
+      '--report',
+      prefix,
+    ],
+    { env: { ...process.env, TMPDIR: scratchParent } },
+  );
   assert.is(r.code, EXIT.ok, r.stderr + r.stdout);
   assert.is((JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as { result: string }).result, 'pass');
   assert.equal(readdirSync(scratchParent), [], 'the drill removed the folder it made');
@@ -224,8 +313,14 @@ test('drill leaves no scratch folder behind', () => {
 test('status --pg: an idle server that archived everything has an RPO of 0 however old its newest segment; unarchived WAL ages', () => {
   const state = tmp('airlock-state-');
   const status = (at: Date, pg: boolean) => {
-    const r = airlock(['status', '--site', site.keys().site, '--state-dir', state, '--wal-spool', cluster().spool, ...(pg ? ['--pg', site.conninfo()] : []), '--json'], { env: { ...process.env, AIRLOCK_NOW: at.toISOString() } });
-    const s = JSON.parse(r.stdout) as { checks: { name: string; level: string; message: string }[]; rpo: { onAppliance: number | null; onApplianceFrom?: string } };
+    const r = airlock(
+      ['status', '--site', site.keys().site, '--state-dir', state, '--wal-spool', cluster().spool, ...(pg ? ['--pg', site.conninfo()] : []), '--json'],
+      { env: { ...process.env, AIRLOCK_NOW: at.toISOString() } },
+    );
+    const s = JSON.parse(r.stdout) as {
+      checks: { name: string; level: string; message: string }[];
+      rpo: { onAppliance: number | null; onApplianceFrom?: string };
+    };
     return { ...s, wal: s.checks.find((c) => c.name === 'wal age') };
   };
   const later = () => new Date(Date.now() + 20 * 60_000);

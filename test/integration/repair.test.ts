@@ -50,7 +50,13 @@ test('recovery data signed by the site key that names other files than the volum
     const to = path.join(parent, 'restored');
     const r = restore(copy, to);
     assert.is(r.code, EXIT.failed, `${name}: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`^airlock: error: recovery\\.par2 describes ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, not a volume of the bundle; par2 was not run\\nairlock: hint: [^\\n]+\\n$`, 'm'));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^airlock: error: recovery\\.par2 describes ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, not a volume of the bundle; par2 was not run\\nairlock: hint: [^\\n]+\\n$`,
+        'm',
+      ),
+    );
     assert.equal(readdirSync(parent), [], `${name}: nothing in the target's folder, no scratch copy left`);
     assert.equal(readdirSync(outside), [], `${name}: nothing written at the absolute path`);
     assert.not.ok(existsSync(path.join(path.dirname(parent), 'escape')), `${name}: nothing beside the target's folder`);

@@ -85,7 +85,9 @@ const out = tmp();
 const reportFile = path.join(out, 'report.html');
 const plain = airlockVerify(['--allowed-signers', signers, medium]);
 const withReport = airlockVerify(['--allowed-signers', signers, '--report', reportFile, medium]);
-const json = JSON.parse(airlockVerify(['--allowed-signers', signers, '--json', medium]).stdout) as { findings: { result: string; file?: string; seq?: number; site?: string }[] };
+const json = JSON.parse(airlockVerify(['--allowed-signers', signers, '--json', medium]).stdout) as {
+  findings: { result: string; file?: string; seq?: number; site?: string }[];
+};
 
 test('with --identity the report adds the contents check; a clean site reads ok', () => {
   const file = path.join(tmp(), 'deep.html');
@@ -94,7 +96,14 @@ test('with --identity the report adds the contents check; a clean site reads ok'
   const text = readFileSync(file, 'utf8');
   assert.match(text, 'data-verdict="ok"');
   assert.match(text, 'contents (decrypted)');
-  assert.is((text.match(/<tr data-seq="\d" data-site="plant-files" data-result="ok"><td>plant-files-0000000\d<\/td>[^]*?<td>ok<\/td><td>ok<\/td><td>ok<\/td><\/tr>/g) ?? []).length, 3);
+  assert.is(
+    (
+      text.match(
+        /<tr data-seq="\d" data-site="plant-files" data-result="ok"><td>plant-files-0000000\d<\/td>[^]*?<td>ok<\/td><td>ok<\/td><td>ok<\/td><\/tr>/g,
+      ) ?? []
+    ).length,
+    3,
+  );
 });
 
 let browser: Browser | undefined;
@@ -124,7 +133,10 @@ test('the good chain is clean, the tampered bundle and the WAL gap are findings'
   assert.ok(json.findings.some((f) => f.result === 'checksum-mismatch' && f.file === 'payload.000' && f.seq === 4));
   assert.ok(json.findings.some((f) => f.result === 'extra' && f.file === HOSTILE));
   // wal-gap comes from the verifier's coverage check
-  assert.ok(json.findings.some((f) => f.result === 'wal-gap' && f.site === 'plant-db' && f.seq === 3), JSON.stringify(json.findings));
+  assert.ok(
+    json.findings.some((f) => f.result === 'wal-gap' && f.site === 'plant-db' && f.seq === 3),
+    JSON.stringify(json.findings),
+  );
 });
 
 test('in Chromium: the verdict, the tampered bundle and the gap are shown, and nothing is fetched', async () => {
@@ -152,7 +164,7 @@ test('in Chromium: the verdict, the tampered bundle and the gap are shown, and n
   const db = page.locator('svg.timeline[data-site="plant-db"]');
   const failedMark = db.locator('[data-mark="failed-bundle"][data-seq="4"]');
   assert.ok(await failedMark.isVisible());
-  assert.match(await failedMark.locator('text').textContent() ?? '', '#4 FAILED');
+  assert.match((await failedMark.locator('text').textContent()) ?? '', '#4 FAILED');
   const row = page.locator('table.bundles tr[data-site="plant-db"][data-seq="4"]');
   assert.is(await row.getAttribute('data-result'), 'failed');
   assert.match(await row.innerText(), /FAILED.*checksum-mismatch/);
@@ -174,7 +186,7 @@ test('in Chromium: the verdict, the tampered bundle and the gap are shown, and n
   const gap = db.locator('[data-mark="wal-gap"][data-seq="3"]');
   // wal-gap findings come from the verifier's coverage check (verifier/verify.ts)
   assert.ok(await gap.isVisible(), 'the WAL gap is drawn on the timeline');
-  assert.match(await gap.locator('text').textContent() ?? '', 'WAL GAP');
+  assert.match((await gap.locator('text').textContent()) ?? '', 'WAL GAP');
   assert.ok(await page.locator('table.findings tr[data-result="wal-gap"][data-seq="3"]').isVisible());
   // one window: from the base backup in seq 1 to the restore point of seq 2, just before the gap
   assert.is(await db.locator('[data-mark="window"]').count(), 1);
@@ -191,7 +203,7 @@ test('in Chromium: the verdict, the tampered bundle and the gap are shown, and n
 
 test('printed on A4: a sensible number of pages and nothing wider than the printable width', async () => {
   assert.ok(browser, 'the previous test launched the browser');
-  const page = await (browser).newPage({ viewport: { width: Math.floor(PRINTABLE_PX), height: 1000 } });
+  const page = await browser.newPage({ viewport: { width: Math.floor(PRINTABLE_PX), height: 1000 } });
   await page.goto(pathToFileURL(reportFile).href);
   await page.emulateMedia({ media: 'print' });
   const limit = PRINTABLE_PX + 1;

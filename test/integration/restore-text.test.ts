@@ -5,7 +5,20 @@
  * bundles, from a cluster that keeps its configuration in its data folder and from one that keeps it
  * outside (Debian's layout), and a bundle of configuration files with their modes, owners and times.
  */
-import { chmodSync, chownSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -14,7 +27,29 @@ import { airlock, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { PG_BIN, cluster, clusterDir, freePort, pgSite, psql, runAs, stopServer, type Layout } from '../pg.js';
 
 /** The programs RESTORE.txt may use: the tools it names, coreutils and bash. Nothing else is on PATH. */
-const STOCK = ['bash', 'ssh-keygen', 'sha256sum', 'age', 'zstd', 'tar', 'jq', 'cat', 'mkdir', 'cp', 'mv', 'rm', 'ln', 'chown', 'chmod', 'touch', 'grep', 'sed', 'sleep', 'dirname', 'runuser'];
+const STOCK = [
+  'bash',
+  'ssh-keygen',
+  'sha256sum',
+  'age',
+  'zstd',
+  'tar',
+  'jq',
+  'cat',
+  'mkdir',
+  'cp',
+  'mv',
+  'rm',
+  'ln',
+  'chown',
+  'chmod',
+  'touch',
+  'grep',
+  'sed',
+  'sleep',
+  'dirname',
+  'runuser',
+];
 
 function stockPath(): string {
   const bin = tmp('airlock-stock-');
@@ -64,7 +99,10 @@ function literalPgRestore(layout: Layout, tablespace = false): void {
   const on = { server: c };
   const lit = tablespace ? 'lit_ts' : 'lit';
   if (tablespace) psql(`CREATE TABLESPACE lit_space LOCATION '${clusterDir('lit-space')}'`, on);
-  psql(`CREATE TABLE ${lit} (id int PRIMARY KEY)${tablespace ? ' TABLESPACE lit_space' : ''}; INSERT INTO ${lit} SELECT generate_series(1, 100)`, { ...on, input: true });
+  psql(`CREATE TABLE ${lit} (id int PRIMARY KEY)${tablespace ? ' TABLESPACE lit_space' : ''}; INSERT INTO ${lit} SELECT generate_series(1, 100)`, {
+    ...on,
+    input: true,
+  });
   const bundles = [site.exportPg(['--pg-base'])];
   psql(`INSERT INTO ${lit} SELECT generate_series(101, 200)`, on);
   bundles.push(site.exportPg([]));
@@ -73,17 +111,19 @@ function literalPgRestore(layout: Layout, tablespace = false): void {
   psql(`INSERT INTO ${lit} SELECT generate_series(301, 400)`, on); // after the last restore point: not restored
   assert.is(bundles[0]?.manifest.coverage?.postgres?.base !== undefined, true);
   const text = (b: { path: string }) => readFileSync(path.join(b.path, 'RESTORE.txt'), 'utf8');
-  if (layout === 'debian') assert.match(text(bundles[0] as { path: string }), 'pg/config/ holds the configuration files the source kept outside its data folder');
-  const work = workFolder(bundles.map((b) => b.path), site.keys());
+  if (layout === 'debian')
+    assert.match(text(bundles[0] as { path: string }), 'pg/config/ holds the configuration files the source kept outside its data folder');
+  const work = workFolder(
+    bundles.map((b) => b.path),
+    site.keys(),
+  );
   const port = freePort();
   const [base, ...later] = bundles.map((b) => commands(text(b)));
   const steps = (m: Map<string, string[]> | undefined, names: readonly string[]) => names.flatMap((n) => m?.get(n) ?? []);
   assert.ok(base?.get('6a') && base.get('6c'), 'the base bundle gives steps 6a and 6c');
-  const script = [
-    ...steps(base, ['1', '2', '3', '4', '6', '6a']),
-    ...later.flatMap((m) => steps(m, ['1', '2', '3', '4', '6'])),
-    ...steps(base, ['6c']),
-  ].join('\n');
+  const script = [...steps(base, ['1', '2', '3', '4', '6', '6a']), ...later.flatMap((m) => steps(m, ['1', '2', '3', '4', '6'])), ...steps(base, ['6c'])].join(
+    '\n',
+  );
   // the one value an operator chooses: a free port
   assert.match(script, 'PORT=5433');
   const out = runLiterally(script.replace('PORT=5433', `PORT=${port}`), work);
@@ -101,10 +141,18 @@ function literalPgRestore(layout: Layout, tablespace = false): void {
     assert.match(out, 'selected new timeline');
     assert.is(sql('SELECT pg_is_in_recovery()'), 'f', 'promoted');
     assert.is(sql(`SELECT count(*) || ',' || max(id) FROM ${lit}`), '300,300', 'every row up to the newest restore point, none after');
-    if (tablespace) assert.is(sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'lit_space'"), path.join(work, 'tblspc', String(bundles[0]?.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid)), 'the tablespace in its own folder');
+    if (tablespace)
+      assert.is(
+        sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'lit_space'"),
+        path.join(work, 'tblspc', String(bundles[0]?.manifest.coverage?.postgres?.base?.tablespaces?.[0]?.oid)),
+        'the tablespace in its own folder',
+      );
     assert.is(sql('SHOW archive_mode'), 'off');
     assert.is(sql("SELECT setting FROM pg_settings WHERE name = 'listen_addresses'"), 'localhost');
-    assert.ok(existsSync(path.join(data, 'source-config', layout === 'debian' ? 'postgresql.auto.conf' : 'postgresql.conf')), 'the source configuration is kept aside');
+    assert.ok(
+      existsSync(path.join(data, 'source-config', layout === 'debian' ? 'postgresql.auto.conf' : 'postgresql.conf')),
+      'the source configuration is kept aside',
+    );
   } finally {
     stopServer(server);
   }
@@ -114,7 +162,7 @@ test('RESTORE.txt followed literally: a base bundle and two WAL-only bundles of 
   literalPgRestore('in-folder');
 });
 
-test('RESTORE.txt followed literally: the same from a cluster that keeps its configuration outside (Debian\'s layout)', () => {
+test("RESTORE.txt followed literally: the same from a cluster that keeps its configuration outside (Debian's layout)", () => {
   literalPgRestore('debian');
 });
 
@@ -143,7 +191,15 @@ test('RESTORE.txt followed literally: configuration files come back with their c
   chmodSync(path.join(etc, 'conf.d'), 0o750);
   chmodSync(etc, 0o1777);
   const when = new Date('2025-06-01T10:20:30.000Z');
-  for (const p of [path.join(etc, 'conf.d', 'tls key'), path.join(etc, 'conf.d'), path.join(etc, 'bin-helper'), path.join(etc, 'shared'), path.join(etc, 'app.conf'), etc]) utimesSync(p, when, when);
+  for (const p of [
+    path.join(etc, 'conf.d', 'tls key'),
+    path.join(etc, 'conf.d'),
+    path.join(etc, 'bin-helper'),
+    path.join(etc, 'shared'),
+    path.join(etc, 'app.conf'),
+    etc,
+  ])
+    utimesSync(p, when, when);
   const medium = tmp('airlock-medium-');
   const r = airlock(exportArgs(keys, medium, tmp('airlock-state-'), ['--files', etc]));
   assert.is(r.code, EXIT.ok, r.stderr);
@@ -161,7 +217,8 @@ test('RESTORE.txt followed literally: configuration files come back with their c
   }
   assert.is(readlinkSync(path.join(back, 'current.conf')), 'app.conf');
   assert.is(lstatSync(path.join(back, 'app.conf.hard')).ino, lstatSync(path.join(back, 'app.conf')).ino, 'the hard link is one file again');
-  for (const p of ['', 'conf.d', 'conf.d/tls key', 'bin-helper', 'app.conf']) assert.is(lstatSync(path.join(back, p)).mtime.toISOString(), when.toISOString(), `${p || 'the folder'}: time`);
+  for (const p of ['', 'conf.d', 'conf.d/tls key', 'bin-helper', 'app.conf'])
+    assert.is(lstatSync(path.join(back, p)).mtime.toISOString(), when.toISOString(), `${p || 'the folder'}: time`);
   assert.is((lstatSync(back).mode & 0o7777).toString(8), '1777');
   assert.is((lstatSync(path.join(back, 'conf.d')).mode & 0o7777).toString(8), '750');
 });

@@ -62,7 +62,10 @@ test('two bundles written by one process (encryption on a worker thread) both ve
   writeFileSync(path.join(src, 'a'), randomBytes(300_000));
   let prev: string | undefined;
   for (const seq of [1, 2]) {
-    const b = await w.writeBundle({ medium, site: keys.site, seq, prev, recipients: [keys.recipient], signingKey, compression: 'none', volumeSize: 1024 * 1024, now: () => new Date() }, fileItems([src]));
+    const b = await w.writeBundle(
+      { medium, site: keys.site, seq, prev, recipients: [keys.recipient], signingKey, compression: 'none', volumeSize: 1024 * 1024, now: () => new Date() },
+      fileItems([src]),
+    );
     prev = b.sumsSha256;
   }
   deepOk(medium);

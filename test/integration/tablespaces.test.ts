@@ -176,7 +176,17 @@ test('a re-sealed bundle whose tablespace tar holds a link: unsafe-entry, and ne
 
 test('airlock runbook: the restore command maps every tablespace of the newest base backup', () => {
   const config = path.join(tmp(), 'airlock.conf');
-  writeFileSync(config, [`site = ${k().site}`, `signing-key = ${k().signingKey}`, `recipient = ${k().recipient}`, `state-dir = ${site.stateDir}`, `spool = ${cluster().spool}`, ''].join('\n'));
+  writeFileSync(
+    config,
+    [
+      `site = ${k().site}`,
+      `signing-key = ${k().signingKey}`,
+      `recipient = ${k().recipient}`,
+      `state-dir = ${site.stateDir}`,
+      `spool = ${cluster().spool}`,
+      '',
+    ].join('\n'),
+  );
   const r = airlock(['runbook', '--config', config]);
   assert.is(r.code, 0, r.stderr);
   for (const t of base.manifest.coverage?.postgres?.base?.tablespaces ?? []) {

@@ -15,7 +15,22 @@ import { EXIT, WAL_FETCH_EXIT } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { checkSegmentHeader, parseBackupLabel, parseHistory } from '../../agent/postgres/wal.js';
 import { ROOT, airlock, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
-import { PG_BIN, alive, cluster, clusterDir, logTail, poll, psql, runAs, shellSafe, startServer, stopServer, switchWal, systemIdentifier, waitSpooled } from '../pg.js';
+import {
+  PG_BIN,
+  alive,
+  cluster,
+  clusterDir,
+  logTail,
+  poll,
+  psql,
+  runAs,
+  shellSafe,
+  startServer,
+  stopServer,
+  switchWal,
+  systemIdentifier,
+  waitSpooled,
+} from '../pg.js';
 
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -49,7 +64,9 @@ function flipByte(file: string, at: number): void {
   writeFileSync(file, b);
 }
 
-function walRows(stateDir: string): { name: string; kind: string; header_checked: number; sha256: string; start_lsn: string | null; system_identifier: string | null }[] {
+function walRows(
+  stateDir: string,
+): { name: string; kind: string; header_checked: number; sha256: string; start_lsn: string | null; system_identifier: string | null }[] {
   const db = new Database(path.join(stateDir, 'catalog.db'), { readonly: true });
   try {
     return db.prepare('SELECT * FROM wal ORDER BY name').all() as never;
@@ -73,7 +90,11 @@ test('the cluster archives through airlock-wal-push: durable copies, correct sid
     assert.is(checked.header.timeline, 1);
     assert.is(checked.header.pageAddress, checked.startLsn);
   }
-  assert.equal(readdirSync(c.spool).filter((n) => n.endsWith('.tmp')), [], 'no temporary file left');
+  assert.equal(
+    readdirSync(c.spool).filter((n) => n.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  );
   const stat = psql('SELECT archived_count, failed_count FROM pg_stat_archiver').split('|').map(Number);
   assert.ok((stat[0] as number) >= 2);
   assert.is(stat[1], 0, 'no failed archive_command');
@@ -85,7 +106,10 @@ test('wal-ingest records good segments and a real backup history file, and is id
   const stop = psql("SELECT pg_backup_start('airlock test', true);\nSELECT lsn FROM pg_backup_stop(true);", { input: true }).split('\n').at(-1) as string;
   // other tests of this process may have taken base backups too: find this one by its label
   const backupName = poll('the .backup file of this backup', 30_000, () =>
-    readdirSync(c.spool).find((n) => n.endsWith('.backup') && existsSync(path.join(c.spool, `${n}.sha256`)) && readFileSync(path.join(c.spool, n), 'utf8').includes('LABEL: airlock test\n')),
+    readdirSync(c.spool).find(
+      (n) =>
+        n.endsWith('.backup') && existsSync(path.join(c.spool, `${n}.sha256`)) && readFileSync(path.join(c.spool, n), 'utf8').includes('LABEL: airlock test\n'),
+    ),
   );
   assert.ok(backupName, 'a .backup file was archived');
   waitSpooled(backupName);
@@ -225,11 +249,21 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   assert.match(out.problems[0].message, `${a}: sha256 `);
   assert.match(out.problems[1].message, `${wrongName}: not a valid postgresql wal segment: page address`);
   // with --json each refusal is also one JSON object on stderr
-  const errors = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { code: string; message: string; exit: number });
-  assert.equal(errors.map((e) => e.code), ['checksum-mismatch', 'bad-wal']);
+  const errors = r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { code: string; message: string; exit: number });
+  assert.equal(
+    errors.map((e) => e.code),
+    ['checksum-mismatch', 'bad-wal'],
+  );
   assert.match(errors[0]?.message ?? '', `${a}: sha256`);
   assert.match(errors[1]?.message ?? '', `${wrongName}:`);
-  assert.equal(walRows(state).map((w) => w.name), [b], 'refused files are not in the catalog');
+  assert.equal(
+    walRows(state).map((w) => w.name),
+    [b],
+    'refused files are not in the catalog',
+  );
 
   // the database's user can write into the spool: a FIFO or a link in it must not hang or mislead ingest
   const fifo = '0000000100000000000000F2';
@@ -240,7 +274,9 @@ test('wal-ingest refuses a corrupted segment and one whose header does not fit i
   writeFileSync(path.join(spool, `${link}.sha256`), `${'0'.repeat(64)}  ${link}\n`);
   const r2 = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json'], { timeout: 60_000 });
   assert.is(r2.code, EXIT.failed, r2.stderr);
-  const codes = JSON.parse(r2.stdout).problems.map((p: { message: string }) => p.message).join('\n');
+  const codes = JSON.parse(r2.stdout)
+    .problems.map((p: { message: string }) => p.message)
+    .join('\n');
   assert.match(codes, `${fifo}: not a regular file`);
   assert.match(codes, link);
 });
@@ -346,7 +382,7 @@ test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name:
   rmSync(path.join(pgWal, 'RECOVERYXLOG'));
 
   // history files that are not history files
-  vouched(from, '00000003.history', 'restore_command = \'sh -c id\'\n');
+  vouched(from, '00000003.history', "restore_command = 'sh -c id'\n");
   refused('00000003.history', '00000003.history: line 1 is not "timeline<TAB>location<TAB>reason"');
   vouched(from, '00000003.history', '1\t0/3000000\tok\n7\t0/5000000\tnot an ancestor\n');
   refused('00000003.history', 'timeline 7 is not an ancestor of 3');
@@ -355,10 +391,22 @@ test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name:
 
   // a backup history file that names another segment than its own name
   const label = (seg: string) =>
-    [`START WAL LOCATION: 0/2000028 (file ${seg})`, `STOP WAL LOCATION: 0/2000100 (file ${seg})`, 'CHECKPOINT LOCATION: 0/2000060', 'BACKUP METHOD: streamed', 'BACKUP FROM: primary', 'START TIME: 2026-01-01 00:00:00 UTC', 'LABEL: x', 'START TIMELINE: 1', 'STOP TIME: 2026-01-01 00:00:01 UTC', 'STOP TIMELINE: 1', ''].join('\n');
+    [
+      `START WAL LOCATION: 0/2000028 (file ${seg})`,
+      `STOP WAL LOCATION: 0/2000100 (file ${seg})`,
+      'CHECKPOINT LOCATION: 0/2000060',
+      'BACKUP METHOD: streamed',
+      'BACKUP FROM: primary',
+      'START TIME: 2026-01-01 00:00:00 UTC',
+      'LABEL: x',
+      'START TIMELINE: 1',
+      'STOP TIME: 2026-01-01 00:00:01 UTC',
+      'STOP TIMELINE: 1',
+      '',
+    ].join('\n');
   const backup = '000000010000000000000002.00000028.backup';
   vouched(from, backup, label('000000010000000000000003'));
-  refused(backup, 'the start segment 000000010000000000000003 is not the one in the file\'s name');
+  refused(backup, "the start segment 000000010000000000000003 is not the one in the file's name");
   vouched(from, backup, label('000000010000000000000002'));
   const good = fetch(backup);
   assert.is(good.code, WAL_FETCH_EXIT.ok, good.stderr);
@@ -374,7 +422,11 @@ test('wal-fetch refuses, with a matching sha256, bytes that do not fit the name:
   const e = `00000001${a.slice(8, 16)}000000C2`;
   fifo(path.join(from, e));
   writeFileSync(path.join(from, `${e}.sha256`), `${sha256Hex(bytes)}  ${e}\n`);
-  for (const [name, why] of [[c, `${c}.sha256: not a regular file`], [d, `${d}.sha256: not a regular file`], [e, `${e}: not a regular file`]] as const) {
+  for (const [name, why] of [
+    [c, `${c}.sha256: not a regular file`],
+    [d, `${d}.sha256: not a regular file`],
+    [e, `${e}: not a regular file`],
+  ] as const) {
     const r = airlock(['wal-fetch', name, path.join(pgWal, 'RECOVERYXLOG'), '--from', from], { timeout: 30_000 });
     assert.is(r.code, WAL_FETCH_EXIT.refused, `${name}: ${r.stderr}`);
     assert.match(r.stderr, why);
@@ -437,7 +489,20 @@ test('wal-push into a spool without O_DIRECT (ramfs, which refuses it after crea
 function baseBackup(): { data: string; log: string } {
   const c = cluster();
   const data = clusterDir(`restore-${Math.random().toString(36).slice(2, 8)}`);
-  const b = runAs(c.user, path.join(PG_BIN, 'pg_basebackup'), ['-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', '-D', data, '-X', 'none', '-c', 'fast']);
+  const b = runAs(c.user, path.join(PG_BIN, 'pg_basebackup'), [
+    '-h',
+    c.socketDir,
+    '-p',
+    String(c.port),
+    '-U',
+    'postgres',
+    '-D',
+    data,
+    '-X',
+    'none',
+    '-c',
+    'fast',
+  ]);
   assert.is(b.code, 0, b.stderr);
   writeFileSync(path.join(data, 'recovery.signal'), '');
   return { data, log: path.join(data, 'restore.log') };
@@ -472,10 +537,25 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
   try {
     poll('recovery to finish', 60_000, () => {
       if (!alive(ok.pid)) throw new Error(`the restored server exited:\n${logTail(good.log)}`);
-      const r = run(path.join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-h', c.socketDir, '-p', String(ok.port), '-U', 'postgres', '-c', 'SELECT pg_is_in_recovery()']);
+      const r = run(path.join(PG_BIN, 'psql'), [
+        '-X',
+        '-A',
+        '-t',
+        '-h',
+        c.socketDir,
+        '-p',
+        String(ok.port),
+        '-U',
+        'postgres',
+        '-c',
+        'SELECT pg_is_in_recovery()',
+      ]);
       return r.code === 0 && r.stdout.trim() === 'f' ? true : undefined;
     });
-    assert.is(psql('SELECT string_agg(note, \',\' ORDER BY note) FROM restored WHERE note NOT LIKE \'filler%\'', { server: ok }), 'after the backup,before the backup');
+    assert.is(
+      psql("SELECT string_agg(note, ',' ORDER BY note) FROM restored WHERE note NOT LIKE 'filler%'", { server: ok }),
+      'after the backup,before the backup',
+    );
     const log = readFileSync(good.log, 'utf8');
     assert.match(log, `restored log file "${last}" from archive`);
     assert.match(log, 'recovery stopping at restore point "airlock-test-target"');
@@ -487,7 +567,9 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
 
     // the new timeline's history file and first segment, pushed and ingested: that segment starts as
     // a copy of timeline 1's, so its first page says timeline 1 and only the history vouches for it
-    const tl2 = readdirSync(path.join(good.data, 'pg_wal')).filter((n) => n.startsWith('00000002')).sort();
+    const tl2 = readdirSync(path.join(good.data, 'pg_wal'))
+      .filter((n) => n.startsWith('00000002'))
+      .sort();
     assert.is(tl2[0], '00000002.history');
     const spool = tmp('airlock-spool-');
     for (const n of tl2.slice(0, 2)) {
@@ -496,7 +578,11 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
     }
     const seg = tl2[1] as string;
     const firstPage = readFileSync(path.join(spool, seg)).subarray(0, 40);
-    assert.is(checkSegmentHeader(seg, firstPage, { history: parseHistory('00000002.history', readFileSync(path.join(spool, '00000002.history'), 'utf8')) }).header.timeline, 1);
+    assert.is(
+      checkSegmentHeader(seg, firstPage, { history: parseHistory('00000002.history', readFileSync(path.join(spool, '00000002.history'), 'utf8')) }).header
+        .timeline,
+      1,
+    );
     const state = tmp('airlock-state-');
     const ing = airlock(['wal-ingest', '--spool', spool, '--state-dir', state, '--json']);
     assert.is(ing.code, EXIT.ok, ing.stderr);
@@ -537,7 +623,7 @@ test('a real point-in-time restore through wal-fetch; the new timeline ingests; 
  * sidecar vouches for them, as the bundle's index would). Recovery must abort, not replay the wrong
  * WAL and report success.
  */
-test('a real recovery whose first segment holds the next segment\'s bytes under a matching sha256: wal-fetch refuses it and recovery aborts', () => {
+test("a real recovery whose first segment holds the next segment's bytes under a matching sha256: wal-fetch refuses it and recovery aborts", () => {
   const c = cluster();
   psql("CREATE TABLE IF NOT EXISTS renamed (note text); INSERT INTO renamed VALUES ('before the backup')");
   const backup = baseBackup();
@@ -547,7 +633,9 @@ test('a real recovery whose first segment holds the next segment\'s bytes under 
   const first = /\(file ([0-9A-F]{24})\)/.exec(label)?.[1] as string;
   const walDir = clusterDir('restore-wal-renamed');
   for (const n of readdirSync(c.spool)) copyFileSync(path.join(c.spool, n), path.join(walDir, n));
-  const next = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n > first).sort()[0] as string;
+  const next = readdirSync(walDir)
+    .filter((n) => /^[0-9A-F]{24}$/.test(n) && n > first)
+    .sort()[0] as string;
   assert.ok(next, 'a segment after the first one');
   vouched(walDir, first, readFileSync(path.join(walDir, next)));
   run('chmod', ['-R', 'a+rX', walDir]);
@@ -621,14 +709,21 @@ test('wal-ingest checks every page of a segment, not only the first', () => {
   const tail = readFileSync(path.join(cluster().spool, switched));
   assert.is(tail.readUInt16LE(SEGMENT - BLOCK), 0, 'a segment ended by a switch ends in zeros');
   tail[SEGMENT - 1] = 1;
-  const cases: [string, string, Buffer, string][] = [...variants.map(([w, b, p]) => [w, name, b, p] as [string, string, Buffer, string]), ['a byte after the switch', switched, tail, `the page at ${SEGMENT - BLOCK}: not zeros, though the wal ended at `]];
+  const cases: [string, string, Buffer, string][] = [
+    ...variants.map(([w, b, p]) => [w, name, b, p] as [string, string, Buffer, string]),
+    ['a byte after the switch', switched, tail, `the page at ${SEGMENT - BLOCK}: not zeros, though the wal ended at `],
+  ];
   for (const [what, n, bytes, problem] of cases) {
     const state = tmp('airlock-state-');
     const r = airlock(['wal-ingest', '--spool', spoolOf(n, bytes), '--state-dir', state, '--json']);
     assert.is(r.code, EXIT.failed, `${what}: ${r.stderr}`);
     const out = JSON.parse(r.stdout);
     assert.equal(out.ingested, [], what);
-    assert.equal(out.problems.map((p: { code: string }) => p.code), ['bad-wal'], what);
+    assert.equal(
+      out.problems.map((p: { code: string }) => p.code),
+      ['bad-wal'],
+      what,
+    );
     assert.match(out.problems[0].message, `${n}: not a valid postgresql wal segment past its first page: ${problem}`, what);
     assert.equal(walRows(state), [], `${what}: nothing in the catalog`);
   }
@@ -671,12 +766,24 @@ test("an export takes the cluster's identity from the server, not from the first
   try {
     const keys = makeKeys('site-w');
     const state = tmp('airlock-state-');
-    const r = airlock(exportArgs(keys, tmp('airlock-medium-'), state, ['--pg', `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`, '--wal-spool', c.spool, '--wal-timeout', '30']));
+    const r = airlock(
+      exportArgs(keys, tmp('airlock-medium-'), state, [
+        '--pg',
+        `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`,
+        '--wal-spool',
+        c.spool,
+        '--wal-timeout',
+        '30',
+      ]),
+    );
     assert.is(r.code, EXIT.ok, r.stderr);
     assert.match(r.stderr, `${foreign}: not a valid postgresql wal segment: system identifier 42 is not the cluster's ${systemIdentifier()}`);
     const rows = walRows(state);
-    assert.ok(rows.length >= 2, 'the cluster\'s segments were ingested');
-    assert.not.ok(rows.some((w) => w.name === foreign), 'the foreign segment was not');
+    assert.ok(rows.length >= 2, "the cluster's segments were ingested");
+    assert.not.ok(
+      rows.some((w) => w.name === foreign),
+      'the foreign segment was not',
+    );
     assert.equal([...new Set(rows.filter((w) => w.kind === 'segment').map((w) => w.system_identifier))], [systemIdentifier()]);
   } finally {
     rmSync(path.join(c.spool, foreign), { force: true });

@@ -41,7 +41,11 @@ async function pump(t: Transform, pieces: Iterable<Uint8Array>): Promise<{ out: 
   });
   for (const p of pieces) {
     if (error !== undefined || t.destroyed) break;
-    if (!t.write(p)) await new Promise<void>((resolve) => { t.once('drain', resolve); t.once('error', () => resolve()); });
+    if (!t.write(p))
+      await new Promise<void>((resolve) => {
+        t.once('drain', resolve);
+        t.once('error', () => resolve());
+      });
   }
   if (error === undefined && !t.destroyed) t.end();
   await ended;
@@ -55,7 +59,7 @@ function* pieces(buf: Uint8Array, size: number): Generator<Uint8Array> {
 /** Deterministic pseudo-random piece sizes from 1 to 1500 bytes. */
 function* ragged(buf: Uint8Array): Generator<Uint8Array> {
   let seed = 12345;
-  for (let i = 0; i < buf.length; ) {
+  for (let i = 0; i < buf.length;) {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
     const n = 1 + (seed % 1500);
     yield buf.subarray(i, i + n);
@@ -165,11 +169,20 @@ test('header encodes, wraps bodies at 64 columns and parses back', () => {
 test('header limits and early rejection of non-age input', () => {
   const fileKey = randomBytes(16);
   const many = Array.from({ length: MAX_STANZAS + 1 }, () => ({ type: 'x', args: [], body: Buffer.alloc(1) }));
-  assert.throws(() => parseHeader(encodeHeader(many, fileKey)), (e: unknown) => e instanceof AgeError && e.reason === 'header');
+  assert.throws(
+    () => parseHeader(encodeHeader(many, fileKey)),
+    (e: unknown) => e instanceof AgeError && e.reason === 'header',
+  );
   assert.ok(parseHeader(encodeHeader(many.slice(1), fileKey)));
-  assert.throws(() => parseHeader(Buffer.from('PK\x03\x04')), (e: unknown) => e instanceof AgeError && e.reason === 'header');
+  assert.throws(
+    () => parseHeader(Buffer.from('PK\x03\x04')),
+    (e: unknown) => e instanceof AgeError && e.reason === 'header',
+  );
   const huge = Buffer.concat([Buffer.from('age-encryption.org/v1\n-> x\n'), Buffer.alloc(70000, 'A')]);
-  assert.throws(() => parseHeader(huge), (e: unknown) => e instanceof AgeError && e.reason === 'header');
+  assert.throws(
+    () => parseHeader(huge),
+    (e: unknown) => e instanceof AgeError && e.reason === 'header',
+  );
 });
 
 test('unknown stanzas are skipped and the X25519 one still unwraps', async () => {
@@ -178,7 +191,10 @@ test('unknown stanzas are skipped and the X25519 one still unwraps', async () =>
   const plain = randomBytes(70_000);
   const file = (await pump(encryptStream([parseRecipient(id.recipient)], { fileKey, nonce: randomBytes(16) }), [plain])).out;
   const header = parseHeader(file)!;
-  const grease = [{ type: 'x25519', args: ['lowercase-is-another-type'], body: randomBytes(32) }, { type: 'ssh-ed25519', args: ['abc', 'def'], body: randomBytes(80) }];
+  const grease = [
+    { type: 'x25519', args: ['lowercase-is-another-type'], body: randomBytes(32) },
+    { type: 'ssh-ed25519', args: ['abc', 'def'], body: randomBytes(80) },
+  ];
   const rebuilt = Buffer.concat([encodeHeader([...grease, ...header.stanzas], fileKey), file.subarray(header.length)]);
   assert.ok((await decrypt(rebuilt, [id.secret])).equals(plain));
   const onlyGrease = Buffer.concat([encodeHeader(grease, fileKey), file.subarray(header.length)]);
@@ -318,7 +334,11 @@ test('truncation, flipped bytes, trailing data and wrong keys fail with the righ
   assert.is((await reasonOf(file.subarray(0, start - 3), [id.secret])).reason, 'header');
   assert.is((await reasonOf(file.subarray(0, 30), [id.secret])).reason, 'header');
 
-  for (const [chunk, at] of [[0, 100], [1, SEALED - 1], [3, 5]] as const) {
+  for (const [chunk, at] of [
+    [0, 100],
+    [1, SEALED - 1],
+    [3, 5],
+  ] as const) {
     const bad = Buffer.from(file);
     bad[start + chunk * SEALED + at]! ^= 0x01;
     assert.equal(await reasonOf(bad, [id.secret]), { reason: 'payload', released: chunk * CHUNK_SIZE }, `flip in chunk ${chunk}`);

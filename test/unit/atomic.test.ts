@@ -16,7 +16,6 @@ function folder(): { dir: string; file: string; done: () => void } {
   return { dir, file: path.join(dir, 'state.json'), done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-
 /** The process's umask (set and put back: reading it alone is deprecated). */
 function currentUmask(): number {
   const mask = process.umask(0o022);
@@ -52,19 +51,24 @@ test('a failure while writing leaves the old file and no temporary one', async (
   const { dir, file, done } = folder();
   try {
     writeFileSync(file, 'old');
-    assert.throws(() =>
-      writeFileAtomicSync(file, (fd) => {
-        writeSync(fd, 'half');
-        throw new AirlockError('checksum-mismatch', 'refused');
-      }),
-    (e: unknown) => e instanceof AirlockError && e.code === 'checksum-mismatch');
+    assert.throws(
+      () =>
+        writeFileAtomicSync(file, (fd) => {
+          writeSync(fd, 'half');
+          throw new AirlockError('checksum-mismatch', 'refused');
+        }),
+      (e: unknown) => e instanceof AirlockError && e.code === 'checksum-mismatch',
+    );
     assert.is(readFileSync(file, 'utf8'), 'old');
     assert.equal(readdirSync(dir), ['state.json']);
     // the asynchronous form: a target that is a folder cannot be replaced by a file
     const sub = path.join(dir, 'sub');
     mkdirSync(sub);
     writeFileSync(path.join(sub, 'inside'), 'x');
-    const e = await writeFileAtomic(sub, 'text').then(() => undefined, (err: unknown) => err);
+    const e = await writeFileAtomic(sub, 'text').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     assert.ok(e instanceof Error, 'replacing a folder fails');
     assert.equal(readdirSync(dir).sort(), ['state.json', 'sub']);
   } finally {
@@ -77,7 +81,10 @@ test('an exclusive write never replaces: it returns false and leaves the file th
   try {
     assert.is(await writeFileAtomic(file, 'first', { exclusive: true, mode: 0o600 }), true);
     assert.is(await writeFileAtomic(file, 'second', { exclusive: true }), false);
-    assert.is(writeFileAtomicSync(file, (fd) => writeSync(fd, 'third'), { exclusive: true }), false);
+    assert.is(
+      writeFileAtomicSync(file, (fd) => writeSync(fd, 'third'), { exclusive: true }),
+      false,
+    );
     assert.is(readFileSync(file, 'utf8'), 'first');
     assert.is(statSync(file).mode & 0o777, 0o600);
     assert.equal(readdirSync(dir), ['state.json']);
@@ -94,7 +101,10 @@ test('a plain write replaces, with the mode asked for; without fsync too', async
     assert.is(await writeFileAtomic(file, Buffer.from('two'), { mode: 0o600 }), true);
     assert.is(readFileSync(file, 'utf8'), 'two');
     assert.is(statSync(file).mode & 0o777, 0o600);
-    assert.is(writeFileAtomicSync(file, (fd) => writeSync(fd, 'three'), { durable: false }), true);
+    assert.is(
+      writeFileAtomicSync(file, (fd) => writeSync(fd, 'three'), { durable: false }),
+      true,
+    );
     assert.is(readFileSync(file, 'utf8'), 'three');
   } finally {
     done();
@@ -105,7 +115,10 @@ test('a missing folder is not-found, naming the file', async () => {
   const { dir, done } = folder();
   try {
     const target = path.join(dir, 'gone', 'state.json');
-    const e = await writeFileAtomic(target, 'x').then(() => undefined, (err: unknown) => err);
+    const e = await writeFileAtomic(target, 'x').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     assert.instance(e, AirlockError);
     assert.is((e as AirlockError).code, 'not-found');
     assert.match((e as AirlockError).message, target);

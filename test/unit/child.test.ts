@@ -15,7 +15,10 @@ const NODE = process.execPath;
 const script = (js: string) => ['-e', js];
 
 async function rejection(p: Promise<unknown>): Promise<AirlockError> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   if (!(e instanceof AirlockError)) throw new Error(`expected an AirlockError, got ${String(e)}`);
   return e;
 }
@@ -58,7 +61,10 @@ test('a child that exits 0 without reading its input has not done its job', asyn
   const input = (async function* () {
     for (let i = 0; i < 64; i++) yield Buffer.alloc(1 << 20);
   })();
-  const r = await runChild(NODE, script('process.stdin.destroy(); process.exit(0)'), { input }).then(() => undefined, (e: unknown) => e);
+  const r = await runChild(NODE, script('process.stdin.destroy(); process.exit(0)'), { input }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   assert.ok(r instanceof Error, 'the broken input is reported');
   // the same child exiting non-zero reports through its status instead
   const failed = await runChild(NODE, script('process.stdin.destroy(); process.exit(4)'), { input: [Buffer.alloc(1 << 20)] });
@@ -85,8 +91,16 @@ test('a fired signal stops the child and is interrupted', async () => {
 /** Runs `input` through `stage` and returns the output, or the error the pipeline failed with. */
 async function through(stage: NodeJS.ReadWriteStream, input: Buffer[]): Promise<{ out: string; error: unknown }> {
   const parts: Buffer[] = [];
-  const sink = new Writable({ write: (c: Buffer, _e, done) => { parts.push(c); done(); } });
-  const error = await pipeline(Readable.from(input), stage, sink).then(() => undefined, (e: unknown) => e);
+  const sink = new Writable({
+    write: (c: Buffer, _e, done) => {
+      parts.push(c);
+      done();
+    },
+  });
+  const error = await pipeline(Readable.from(input), stage, sink).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   return { out: Buffer.concat(parts).toString(), error };
 }
 
@@ -98,7 +112,9 @@ test('childStage passes its input through the child and ends after a clean exit'
 });
 
 test('childStage fails the pipeline with child-failed when the child exits non-zero after writing', async () => {
-  const bad = script("process.stdin.resume(); process.stdin.on('end', () => { process.stdout.write('partial'); process.stderr.write('zstd: corrupted block\\n'); process.exit(1) })");
+  const bad = script(
+    "process.stdin.resume(); process.stdin.on('end', () => { process.stdout.write('partial'); process.stderr.write('zstd: corrupted block\\n'); process.exit(1) })",
+  );
   const { error } = await through(childStage(NODE, bad), [Buffer.from('x')]);
   assert.instance(error, AirlockError);
   assert.is((error as AirlockError).code, 'child-failed');

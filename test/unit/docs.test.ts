@@ -43,7 +43,10 @@ function listedAfter(text: string, lead: string): string[] {
 test('the verification results are the ones README and SPEC.md list, in their order', () => {
   const spec = readFileSync(path.join(ROOT, 'manifests', 'SPEC.md'), 'utf8');
   assert.equal(listedAfter(spec, 'Each check ends in one closed result:'), [...RESULTS]);
-  assert.equal(listedAfter(readme, '`airlock-verify` results:').filter((w) => w !== 'airlock-verify'), [...RESULTS]);
+  assert.equal(
+    listedAfter(readme, '`airlock-verify` results:').filter((w) => w !== 'airlock-verify'),
+    [...RESULTS],
+  );
 });
 
 test('the version is the one package.json states', () => {

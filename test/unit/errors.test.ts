@@ -3,7 +3,18 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ROOT } from '../helpers.js';
-import { ALL_CODES, AirlockError, EXIT, EXIT_TABLE, WAL_FETCH_EXIT, exitCodeOf, formatExitTable, fromSystemError, isAirlockError, walFetchExitCodeOf } from '../../manifests/errors.js';
+import {
+  ALL_CODES,
+  AirlockError,
+  EXIT,
+  EXIT_TABLE,
+  WAL_FETCH_EXIT,
+  exitCodeOf,
+  formatExitTable,
+  fromSystemError,
+  isAirlockError,
+  walFetchExitCodeOf,
+} from '../../manifests/errors.js';
 import { errorJson, formatError, wantsJson } from '../../manifests/print-error.js';
 
 test('each code maps to its documented exit code', () => {
@@ -22,7 +33,7 @@ test('every code has an exit code that the table documents', () => {
 test('system errors become typed errors', () => {
   const e = fromSystemError(Object.assign(new Error('x'), { code: 'ENOSPC' }), 'payload.000');
   assert.ok(isAirlockError(e, 'medium-full'));
-  assert.match((e).message, 'payload.000');
+  assert.match(e.message, 'payload.000');
 });
 
 test('wal-fetch: only an absent file may look like the end of the WAL, every failure is above 125', () => {
@@ -53,7 +64,10 @@ test('one printer: text with the hint, escaped; with --json one object with the 
   assert.match(bug.message, /^internal error: TypeError: boom\n\s+at /);
   assert.match(formatError('airlock', new TypeError('boom'), false), /^airlock: error: internal error: TypeError: boom\n[^]*\nairlock: hint: this is a bug/);
   // under the systemd journal each line starts with the error priority
-  assert.is(formatError('airlock', e, false, '<3>'), 'airlock: error: a\\x1b[2Jb: no such file\nairlock: hint: give --from\n'.replace(/^airlock/gm, '<3>airlock'));
+  assert.is(
+    formatError('airlock', e, false, '<3>'),
+    'airlock: error: a\\x1b[2Jb: no such file\nairlock: hint: give --from\n'.replace(/^airlock/gm, '<3>airlock'),
+  );
   assert.ok(wantsJson(['status', '--json']));
   assert.not.ok(wantsJson(['restore', 'files', '--', '--json']));
 });

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { escapeStack, escapeText } from '../../manifests/escape.js';
 
 /** Nothing a terminal would act on: no C0 but none at all, no DEL, no C1, no bidi control. */
- 
+
 const ACTIVE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
 test('ESC sequences, CR, LF and other C0 controls are shown, not sent', () => {

@@ -20,7 +20,10 @@ test("SECURITY.md's input-limits table is the table in manifests/limits.ts, row 
   const doc = readFileSync(path.join(ROOT, 'SECURITY.md'), 'utf8');
   const section = doc.slice(doc.indexOf('## Input limits'), doc.indexOf('\n## ', doc.indexOf('## Input limits') + 1));
   const documented = section.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| input |') && !l.startsWith('| ---'));
-  assert.equal(documented, limitsTable().map(([what, limit]) => `| ${what} | ${limit} |`));
+  assert.equal(
+    documented,
+    limitsTable().map(([what, limit]) => `| ${what} | ${limit} |`),
+  );
 });
 
 test('the modules that enforce a limit take it from the table', () => {

@@ -124,7 +124,13 @@ test('the config file knows exactly the keys of the table; an unknown key is ref
   const keys = [...new Set(OPTIONS.flatMap((o) => (o.key === undefined ? [] : [o.key])))];
   const text = keys.map((k) => {
     const o = OPTIONS.find((x) => x.key === k) as OptionSpec;
-    const sample: Record<string, string> = { site: 'plant-7', recipient: `age1${'q'.repeat(58)}`, 's3-endpoint': 'http://127.0.0.1:7480', 's3-region': 'us-east-1', 's3-addressing': 'path' };
+    const sample: Record<string, string> = {
+      site: 'plant-7',
+      recipient: `age1${'q'.repeat(58)}`,
+      's3-endpoint': 'http://127.0.0.1:7480',
+      's3-region': 'us-east-1',
+      's3-addressing': 'path',
+    };
     return `${k} = ${sample[k] ?? o.default ?? ({ flag: 'true', share: '5', copies: '2', seconds: '30', duration: '1h', percent: '20%', volumeSize: '1G', compression: 'none' } as Record<string, string>)[o.kind] ?? '/x'}`;
   });
   const config = parseConfig(text.join('\n'), 'f.conf');

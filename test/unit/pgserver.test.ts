@@ -9,12 +9,18 @@ import { psqlFailure } from '../../agent/postgres/programs.js';
 import { assertSupportedMajor } from '../../agent/sources/postgres/server.js';
 
 test("psqlFailure: the server's ERROR line, never the statement or caret lines; a failed connection's first line", () => {
-  assert.is(psqlFailure('ERROR:  permission denied for function pg_create_restore_point\n', 3), 'ERROR: permission denied for function pg_create_restore_point');
+  assert.is(
+    psqlFailure('ERROR:  permission denied for function pg_create_restore_point\n', 3),
+    'ERROR: permission denied for function pg_create_restore_point',
+  );
   // without VERBOSITY=terse psql adds the statement and a caret: the ERROR line still wins
   assert.is(psqlFailure('ERROR:  syntax error at or near "SELEC"\nLINE 1: SELEC 1\n        ^\n', 1), 'ERROR: syntax error at or near "SELEC"');
   assert.is(psqlFailure('psql:<stdin>:2: ERROR:  relation "nope" does not exist\n', 3), 'ERROR: relation "nope" does not exist');
   assert.is(
-    psqlFailure('psql: error: connection to server on socket "/run/x/.s.PGSQL.1" failed: No such file or directory\n\tIs the server running locally and accepting connections on that socket?\n', 2),
+    psqlFailure(
+      'psql: error: connection to server on socket "/run/x/.s.PGSQL.1" failed: No such file or directory\n\tIs the server running locally and accepting connections on that socket?\n',
+      2,
+    ),
     'connection to server on socket "/run/x/.s.PGSQL.1" failed: No such file or directory',
   );
   assert.is(
@@ -32,7 +38,10 @@ test('assertSupportedMajor: 13 to 17 pass; another major is pg-unsupported namin
       assert.unreachable(`${major} passed`);
     } catch (e) {
       assert.ok(isAirlockError(e) && e.code === 'pg-unsupported', String(e));
-      assert.match((e as Error).message, `the server is postgresql ${major} (PostgreSQL ${major}.0 on x86_64-pc-linux-gnu), which airlock does not support (postgresql 13 to 17)`);
+      assert.match(
+        (e as Error).message,
+        `the server is postgresql ${major} (PostgreSQL ${major}.0 on x86_64-pc-linux-gnu), which airlock does not support (postgresql 13 to 17)`,
+      );
     }
   }
 });

@@ -23,7 +23,14 @@ function manifest(site: string, seq: number, created: string, postgres?: Postgre
     tool: 'airlock 0.1.0',
     signer: FP,
     recipients: [`age1${'q'.repeat(58)}`],
-    payload: { encryption: 'age-v1', compression: 'zstd', volumeSize: 1 << 20, volumes: [{ name: 'payload.000', size: 1000, sha256: 'b'.repeat(64) }], size: 1000, sha256: 'c'.repeat(64) },
+    payload: {
+      encryption: 'age-v1',
+      compression: 'zstd',
+      volumeSize: 1 << 20,
+      volumes: [{ name: 'payload.000', size: 1000, sha256: 'b'.repeat(64) }],
+      size: 1000,
+      sha256: 'c'.repeat(64),
+    },
     inner: { sha256: 'd'.repeat(64), entries: 3 },
     contents: { files: 2, metadata: 0, bytes: 10 },
     ...(postgres ? { coverage: { postgres } } : {}),
@@ -40,7 +47,9 @@ function pg(first: number, last: number, base = false): PostgresCoverage {
     wal: [{ timeline: 1, first: seg(first), last: seg(last) }],
     timelines: [],
     dumps: 0,
-    ...(base ? { base: { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000100', startTime: '2026-01-01T00:00:00.000Z', stopTime: '2026-01-01T00:05:00.000Z' } } : {}),
+    ...(base
+      ? { base: { timeline: 1, startLsn: '0/2000028', stopLsn: '0/2000100', startTime: '2026-01-01T00:00:00.000Z', stopTime: '2026-01-01T00:05:00.000Z' } }
+      : {}),
   };
 }
 
@@ -78,7 +87,12 @@ function failing(): Report {
       bundle('db', 4, 4, [{ result: 'checksum-mismatch', file: HOSTILE_FILE, message: HOSTILE_MESSAGE }], pg(13, 14)),
       bundle('etc', 1, 1),
       bundle('etc', 2, 3),
-      { path: '/media/usb/junk', keyless: 'failed', deep: 'not-run', findings: [{ result: 'missing', bundle: '/media/usb/junk', file: 'SHA256SUMS', message: 'no SHA256SUMS\u0000' }] },
+      {
+        path: '/media/usb/junk',
+        keyless: 'failed',
+        deep: 'not-run',
+        findings: [{ result: 'missing', bundle: '/media/usb/junk', file: 'SHA256SUMS', message: 'no SHA256SUMS\u0000' }],
+      },
     ],
     findings: [
       { result: 'wal-gap', bundle: '/media/usb/db/db-00000003', site: 'db', seq: 3, message: `segments ${seg(9)} to ${seg(10)} are in no bundle` },
@@ -86,7 +100,15 @@ function failing(): Report {
       { result: 'partial', bundle: '/media/usb/db/db-00000005.partial', message: 'leftover partial bundle' },
     ],
     sites: [
-      { site: 'db', first: 1, newest: { seq: 3, sums: 'e'.repeat(64) }, bundles: 3, windows: [{ timeline: 1, baseSeq: 1, lastSeq: 2, from: { lsn: '0/2000100', time: '2026-01-01T00:05:00.000Z' }, to: { lsn: '0/8FFFFFF', segment: seg(8) } }] },
+      {
+        site: 'db',
+        first: 1,
+        newest: { seq: 3, sums: 'e'.repeat(64) },
+        bundles: 3,
+        windows: [
+          { timeline: 1, baseSeq: 1, lastSeq: 2, from: { lsn: '0/2000100', time: '2026-01-01T00:05:00.000Z' }, to: { lsn: '0/8FFFFFF', segment: seg(8) } },
+        ],
+      },
       { site: 'etc', first: 1, newest: { seq: 2, sums: 'f'.repeat(64) }, bundles: 2 },
     ],
     ok: false,

@@ -175,9 +175,18 @@ test('damaged private keys are refused', () => {
   const seed = Buffer.from(blob);
   seed[170] = (seed[170] as number) ^ 1; // inside the seed
   assert.match(errorOf(() => parsePrivateKey(armor(seed))).message, 'does not belong');
-  assert.is(codeOf(() => parsePrivateKey(ours.privateKeyText.slice(0, 200))), 'bad-key');
-  assert.is(codeOf(() => parsePrivateKey(ours.publicKeyLine)), 'bad-key');
-  assert.is(codeOf(() => parsePrivateKey('')), 'bad-key');
+  assert.is(
+    codeOf(() => parsePrivateKey(ours.privateKeyText.slice(0, 200))),
+    'bad-key',
+  );
+  assert.is(
+    codeOf(() => parsePrivateKey(ours.publicKeyLine)),
+    'bad-key',
+  );
+  assert.is(
+    codeOf(() => parsePrivateKey('')),
+    'bad-key',
+  );
   // CRLF line endings (a key copied through Windows) still parse
   assert.equal(parsePrivateKey(ours.privateKeyText.replace(/\n/g, '\r\n')).publicKey, ours.publicKey);
 });
@@ -188,9 +197,18 @@ test('public key lines and fingerprints', () => {
   assert.equal(parsePublicKeyLine(`${formatPublicKeyLine(ours.publicKey, '')}\n`), { publicKey: ours.publicKey, comment: '' });
   assert.is(publicKeyBlob(ours.publicKey).length, 51);
   assert.match(fingerprint(ours.publicKey), /^SHA256:[A-Za-z0-9+/]{43}$/);
-  assert.is(codeOf(() => parsePublicKeyLine('ssh-ed25519 AAAA')), 'bad-key');
-  assert.is(codeOf(() => parsePublicKeyLine('ssh-ed25519')), 'bad-key');
-  assert.is(codeOf(() => parsePublicKeyLine(line.replace('ssh-ed25519 AAAA', 'ssh-ed25519 AAAB'))), 'bad-key');
+  assert.is(
+    codeOf(() => parsePublicKeyLine('ssh-ed25519 AAAA')),
+    'bad-key',
+  );
+  assert.is(
+    codeOf(() => parsePublicKeyLine('ssh-ed25519')),
+    'bad-key',
+  );
+  assert.is(
+    codeOf(() => parsePublicKeyLine(line.replace('ssh-ed25519 AAAA', 'ssh-ed25519 AAAB'))),
+    'bad-key',
+  );
 });
 
 // ---- signatures ----
@@ -225,7 +243,10 @@ test('a changed message is refused by both', () => {
   assert.is(e.code, 'bad-signature');
   assert.match(e.message, 'does not match');
   assert.not.ok(sshVerify(oursAllowed, 'site-a', BUNDLE_NAMESPACE, sig, changed));
-  assert.is(codeOf(() => verify(sig, Buffer.concat([MESSAGE, Buffer.from('\n')]), BUNDLE_NAMESPACE)), 'bad-signature');
+  assert.is(
+    codeOf(() => verify(sig, Buffer.concat([MESSAGE, Buffer.from('\n')]), BUNDLE_NAMESPACE)),
+    'bad-signature',
+  );
 });
 
 test('a signature from another key verifies but is not allowed, by either', () => {
@@ -239,7 +260,10 @@ test('a signature from another key verifies but is not allowed, by either', () =
   const swapped = parseSignature(sig);
   assert.is(swapped.signature.length, 64);
   const forged = armor(sigBlob({ key: publicKeyBlob(ours.publicKey), sig: swapped.signature }));
-  assert.is(codeOf(() => verify(forged, MESSAGE, BUNDLE_NAMESPACE)), 'bad-signature');
+  assert.is(
+    codeOf(() => verify(forged, MESSAGE, BUNDLE_NAMESPACE)),
+    'bad-signature',
+  );
   assert.not.ok(sshCheckNoValidate(BUNDLE_NAMESPACE, forged, MESSAGE));
 });
 
@@ -252,7 +276,10 @@ test('another namespace is refused by both', () => {
   assert.not.ok(sshCheckNoValidate(BUNDLE_NAMESPACE, sig, MESSAGE));
   assert.ok(sshCheckNoValidate('git', sig, MESSAGE));
   assert.equal(verify(sig, MESSAGE, 'git').publicKey, ours.publicKey);
-  assert.is(codeOf(() => sign(oursKey, MESSAGE, '')), 'usage');
+  assert.is(
+    codeOf(() => sign(oursKey, MESSAGE, '')),
+    'usage',
+  );
 });
 
 test('every single-character change of the armor is refused with a typed code, and ssh-keygen agrees', () => {
@@ -281,14 +308,29 @@ test('every single-character change of the armor is refused with a typed code, a
 
 test('truncated armor is malformed', () => {
   const sig = sign(oursKey, MESSAGE, BUNDLE_NAMESPACE);
-  assert.is(codeOf(() => verify(sig.slice(0, sig.length / 2), MESSAGE, BUNDLE_NAMESPACE)), 'malformed');
-  assert.is(codeOf(() => verify(sig.replace(/-----END SSH SIGNATURE-----\n$/, ''), MESSAGE, BUNDLE_NAMESPACE)), 'malformed');
+  assert.is(
+    codeOf(() => verify(sig.slice(0, sig.length / 2), MESSAGE, BUNDLE_NAMESPACE)),
+    'malformed',
+  );
+  assert.is(
+    codeOf(() => verify(sig.replace(/-----END SSH SIGNATURE-----\n$/, ''), MESSAGE, BUNDLE_NAMESPACE)),
+    'malformed',
+  );
   const lines = sig.split('\n');
   const shortBody = [...lines.slice(0, 3), ...lines.slice(-2)].join('\n');
-  assert.is(codeOf(() => verify(shortBody, MESSAGE, BUNDLE_NAMESPACE)), 'malformed');
+  assert.is(
+    codeOf(() => verify(shortBody, MESSAGE, BUNDLE_NAMESPACE)),
+    'malformed',
+  );
   assert.not.ok(sshCheckNoValidate(BUNDLE_NAMESPACE, shortBody, MESSAGE));
-  assert.is(codeOf(() => parseSignature('')), 'malformed');
-  assert.is(codeOf(() => parseSignature(`${sig}${' '.repeat(16 * 1024)}`)), 'malformed');
+  assert.is(
+    codeOf(() => parseSignature('')),
+    'malformed',
+  );
+  assert.is(
+    codeOf(() => parseSignature(`${sig}${' '.repeat(16 * 1024)}`)),
+    'malformed',
+  );
 });
 
 test('signing is deterministic', () => {
@@ -299,7 +341,16 @@ test('signing is deterministic', () => {
 
 // Hand-built signatures that probe ssh-keygen's acceptance rules; we must agree on each.
 const L = 2n ** 252n + 27742317777372353535851937790883648493n;
-function sigBlob(o: { version?: number; key?: Buffer; ns?: string; reserved?: string; hash?: string; sigType?: string; sig?: Uint8Array; tail?: string }): Buffer {
+function sigBlob(o: {
+  version?: number;
+  key?: Buffer;
+  ns?: string;
+  reserved?: string;
+  hash?: string;
+  sigType?: string;
+  sig?: Uint8Array;
+  tail?: string;
+}): Buffer {
   const base = parseSignature(sign(oursKey, MESSAGE, BUNDLE_NAMESPACE));
   return Buffer.concat([
     Buffer.from('SSHSIG'),
@@ -353,7 +404,11 @@ test("ssh-keygen's acceptance quirks are reproduced", () => {
     ['base64 on one line', `-----BEGIN SSH SIGNATURE-----\n${sigBlob({}).toString('base64')}\n-----END SSH SIGNATURE-----\n`, true],
     ['blanks inside the base64', good.replace(/\n(?=[A-Za-z0-9])/g, '\n \t'), true],
     ['padding removed', good.replace(/=+\n-----END/, '\n-----END'), false],
-    ['non-zero bits before the padding', good.replace(/(.)(=+)\n-----END/, (_m, c: string, p: string) => `${c === '/' ? 'A' : String.fromCharCode(c.charCodeAt(0) + 1)}${p}\n-----END`), false],
+    [
+      'non-zero bits before the padding',
+      good.replace(/(.)(=+)\n-----END/, (_m, c: string, p: string) => `${c === '/' ? 'A' : String.fromCharCode(c.charCodeAt(0) + 1)}${p}\n-----END`),
+      false,
+    ],
     ['a stray character', good.replace('U1NIU0lH', 'U1NIU0lH*'), false],
   ];
   for (const [name, text, expected] of cases) {

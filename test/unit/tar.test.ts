@@ -2,21 +2,26 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, linkSync, writeFileSync, writeSync, utimesSync } from 'node:fs';
+import {
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  linkSync,
+  writeFileSync,
+  writeSync,
+  utimesSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Parser } from 'tar';
 import { AirlockError } from '../../manifests/errors.js';
-import {
-  END_OF_ARCHIVE,
-  encodeHeader,
-  entryBytes,
-  entryProblem,
-  paddingFor,
-  readTar,
-  type EntryHeader,
-  type ReadEntry,
-} from '../../manifests/tar.js';
+import { END_OF_ARCHIVE, encodeHeader, entryBytes, entryProblem, paddingFor, readTar, type EntryHeader, type ReadEntry } from '../../manifests/tar.js';
 
 // ---- helpers ----
 
@@ -223,9 +228,16 @@ test('bodies: unread ones are skipped, partly read ones drained, stale ones refu
   const paths: string[] = [];
   for await (const { entry, body } of readTar(chunked(tar, 100))) {
     paths.push(entry.path);
-    if (entry.path.endsWith('leaf')) for await (const b of body) { assert.ok(b.length > 0); break; }
+    if (entry.path.endsWith('leaf'))
+      for await (const b of body) {
+        assert.ok(b.length > 0);
+        break;
+      }
   }
-  assert.equal(paths, items.map((i) => i.h.path));
+  assert.equal(
+    paths,
+    items.map((i) => i.h.path),
+  );
 
   const gen = readTar(chunked(tar, 512));
   const first = await gen.next();
@@ -300,7 +312,9 @@ test(
     assert.is(lines.length, items.length);
     assert.ok(lines.some((l) => l.includes(' 513 ')));
 
-    const names = run('tar', ['-tf', file, '--quoting-style=literal']).split('\n').filter((l) => l !== '');
+    const names = run('tar', ['-tf', file, '--quoting-style=literal'])
+      .split('\n')
+      .filter((l) => l !== '');
     assert.equal(names.sort(), items.map((i) => i.h.path).sort());
 
     const out = join(dir, 'out');
@@ -403,19 +417,28 @@ test(
 
     const abs = join(dir, 'abs.tar');
     run('tar', ['-cPf', abs, join(src, 'target.txt')]);
-    assert.equal((await problemsOf(abs)).map((g) => [g.entry.path, g.problem]), [[join(src, 'target.txt'), 'absolute-path']]);
+    assert.equal(
+      (await problemsOf(abs)).map((g) => [g.entry.path, g.problem]),
+      [[join(src, 'target.txt'), 'absolute-path']],
+    );
 
     const dd = join(dir, 'dotdot.tar');
     run('tar', ['-cPf', dd, '-C', join(src, 'sub'), '../target.txt']);
-    assert.equal((await problemsOf(dd)).map((g) => [g.entry.path, g.problem]), [['../target.txt', 'dot-dot']]);
+    assert.equal(
+      (await problemsOf(dd)).map((g) => [g.entry.path, g.problem]),
+      [['../target.txt', 'dot-dot']],
+    );
 
     const dup = join(dir, 'dup.tar');
     run('tar', ['-cf', dup, '-C', src, 'target.txt']);
     run('tar', ['-rf', dup, '-C', src, 'target.txt']);
-    assert.equal((await problemsOf(dup)).map((g) => [g.entry.path, g.problem]), [
-      ['target.txt', undefined],
-      ['target.txt', 'duplicate'],
-    ]);
+    assert.equal(
+      (await problemsOf(dup)).map((g) => [g.entry.path, g.problem]),
+      [
+        ['target.txt', undefined],
+        ['target.txt', 'duplicate'],
+      ],
+    );
 
     // GNU 'L' long names are applied to the entry they precede.
     const longPath = `${'d'.repeat(60)}/${longLeaf}`;
@@ -424,19 +447,28 @@ test(
     const raw = readFileSync(gl);
     assert.is(raw[156], 'L'.charCodeAt(0));
     const glGot = await problemsOf(gl);
-    assert.equal(glGot.map((g) => [g.entry.path, g.entry.typeflag, g.problem, g.entry.offset]), [[longPath, '0', undefined, 0]]);
+    assert.equal(
+      glGot.map((g) => [g.entry.path, g.entry.typeflag, g.problem, g.entry.offset]),
+      [[longPath, '0', undefined, 0]],
+    );
     const glAbs = join(dir, 'gnulong-abs.tar');
     run('tar', ['--format=gnu', '-cPf', glAbs, join(src, longPath)]);
-    assert.equal((await problemsOf(glAbs)).map((g) => [g.entry.path, g.problem]), [[join(src, longPath), 'absolute-path']]);
+    assert.equal(
+      (await problemsOf(glAbs)).map((g) => [g.entry.path, g.problem]),
+      [[join(src, longPath), 'absolute-path']],
+    );
 
     // A global pax header is yielded (and its records apply to what follows).
     const g = join(dir, 'global.tar');
     run('tar', ['--format=posix', '--pax-option=comment=hello', '-cf', g, '-C', src, 'target.txt']);
     const gGot = await problemsOf(g);
-    assert.equal(gGot.map((x) => [x.entry.typeflag, x.problem]), [
-      ['g', 'unsupported-type'],
-      ['0', undefined],
-    ]);
+    assert.equal(
+      gGot.map((x) => [x.entry.typeflag, x.problem]),
+      [
+        ['g', 'unsupported-type'],
+        ['0', undefined],
+      ],
+    );
     assert.is(gGot[0]?.entry.pax.comment, 'hello');
     assert.is(gGot[1]?.entry.pax.comment, 'hello');
   }),
@@ -576,10 +608,7 @@ test('malformed: truncation in a body, at an entry boundary, inside the end mark
   // Inside a header, inside the end marker, a lone zero block.
   assert.match(await malformedAt(entriesOf(tar.subarray(0, third + 100))), 'inside a header');
   assert.match(await malformedAt(entriesOf(tar.subarray(0, tar.length - 512))), 'end-of-archive');
-  assert.match(
-    await malformedAt(entriesOf(Buffer.concat([tar.subarray(0, third), Buffer.alloc(512), tar.subarray(third)]))),
-    'lone zero block',
-  );
+  assert.match(await malformedAt(entriesOf(Buffer.concat([tar.subarray(0, third), Buffer.alloc(512), tar.subarray(third)]))), 'lone zero block');
 });
 
 test('malformed: data after the end marker; zero padding after it is fine', async () => {
@@ -624,7 +653,12 @@ test('malformed: pax records', async () => {
     assert.match(await malformedAt(entriesOf(bad)), want);
   }
   // A fractional and a negative pax mtime are accepted (GNU tar writes the former).
-  for (const [value, want] of [['1700000000.5', 1700000000], ['-1.5', -2], ['-0.5', -1], ['-0', 0]] as const) {
+  for (const [value, want] of [
+    ['1700000000.5', 1700000000],
+    ['-1.5', -2],
+    ['-0.5', -1],
+    ['-0', 0],
+  ] as const) {
     const body = `${value.length + 10} mtime=${value}\n`;
     const tar = Buffer.concat([rawHeader('x', 'PaxHeaders/p', body.length), Buffer.from(body), paddingFor(body.length), rawHeader('0', 'p'), END_OF_ARCHIVE]);
     assert.is((await entriesOf(tar))[0]?.mtime, want, value);

@@ -48,12 +48,35 @@ function throwsCode(fn: () => unknown, code: string, text?: string): void {
 
 test('file names: segments, partial, history, backup, and what is not WAL', () => {
   assert.equal(parseWalFileName('000000010000000000000003'), { kind: 'segment', name: '000000010000000000000003', timeline: 1, log: 0, seg: 3 });
-  assert.equal(parseWalFileName('0000000A00000001000000FF.partial'), { kind: 'partial', name: '0000000A00000001000000FF.partial', timeline: 10, log: 1, seg: 255 });
+  assert.equal(parseWalFileName('0000000A00000001000000FF.partial'), {
+    kind: 'partial',
+    name: '0000000A00000001000000FF.partial',
+    timeline: 10,
+    log: 1,
+    seg: 255,
+  });
   assert.equal(parseWalFileName('00000002.history'), { kind: 'history', name: '00000002.history', timeline: 2 });
   // PostgreSQL asks restore_command for it at the end of recovery, though it never exists
   assert.equal(parseWalFileName('00000001.history'), { kind: 'history', name: '00000001.history', timeline: 1 });
-  assert.equal(parseWalFileName('000000010000000000000002.00000028.backup'), { kind: 'backup', name: '000000010000000000000002.00000028.backup', timeline: 1, log: 0, seg: 2, offset: 0x28 });
-  for (const bad of ['00000001000000000000003', '0000000100000000000000030', '000000010000000000000003.sha256', '00000000.history', '000000000000000000000003', '00000001000000000000000a', 'archive_status', '../000000010000000000000003', '']) {
+  assert.equal(parseWalFileName('000000010000000000000002.00000028.backup'), {
+    kind: 'backup',
+    name: '000000010000000000000002.00000028.backup',
+    timeline: 1,
+    log: 0,
+    seg: 2,
+    offset: 0x28,
+  });
+  for (const bad of [
+    '00000001000000000000003',
+    '0000000100000000000000030',
+    '000000010000000000000003.sha256',
+    '00000000.history',
+    '000000000000000000000003',
+    '00000001000000000000000a',
+    'archive_status',
+    '../000000010000000000000003',
+    '',
+  ]) {
     assert.is(parseWalFileName(bad), undefined, bad);
   }
 });
@@ -99,13 +122,31 @@ test('segment header check: a good one passes, each kind of mismatch is named', 
   assert.is(ok.startLsn, '0/3000000');
   assert.is(ok.segno, 3n);
   // every supported major's magic passes; with the server's major only its own
-  for (const [magic, major] of [[0xd106, 13], [0xd10d, 14], [0xd110, 15], [0xd113, 16], [0xd116, 17]] as const) {
+  for (const [magic, major] of [
+    [0xd106, 13],
+    [0xd10d, 14],
+    [0xd110, 15],
+    [0xd113, 16],
+    [0xd116, 17],
+  ] as const) {
     assert.is(checkSegmentHeader(name, header({ addr: 0x3000000n, magic })).header.pgVersion, major);
     assert.is(checkSegmentHeader(name, header({ addr: 0x3000000n, magic }), { major }).header.pgVersion, major);
   }
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd10d }), { major: 15 }), 'bad-wal', "magic 0xD10D is postgresql 14's, not 15's (0xD110)");
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd119 })), 'bad-wal', 'magic 0xD119 is not the wal of any supported version (postgresql 13 to 17)');
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd101 }), { major: 17 }), 'bad-wal', 'magic 0xD101 is not the wal of any supported version');
+  throwsCode(
+    () => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd10d }), { major: 15 }),
+    'bad-wal',
+    "magic 0xD10D is postgresql 14's, not 15's (0xD110)",
+  );
+  throwsCode(
+    () => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd119 })),
+    'bad-wal',
+    'magic 0xD119 is not the wal of any supported version (postgresql 13 to 17)',
+  );
+  throwsCode(
+    () => checkSegmentHeader(name, header({ addr: 0x3000000n, magic: 0xd101 }), { major: 17 }),
+    'bad-wal',
+    'magic 0xD101 is not the wal of any supported version',
+  );
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x4000000n })), 'bad-wal', 'page address 0/4000000 is not the segment');
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, tli: 2 })), 'bad-wal', 'page timeline 2');
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n, info: 0 })), 'bad-wal', 'no long header');
@@ -115,7 +156,11 @@ test('segment header check: a good one passes, each kind of mismatch is named', 
   throwsCode(() => checkSegmentHeader(name, header({ addr: 0x3000000n }).subarray(0, 30)), 'bad-wal', 'only 30 bytes');
   throwsCode(() => checkSegmentHeader('00000002.history', header({ addr: 0n })), 'bad-wal', 'not a wal segment name');
   // several problems at once are all listed
-  throwsCode(() => checkSegmentHeader(name, header({ addr: 0n, magic: 0x1234 })), 'bad-wal', 'magic 0x1234 is not the wal of any supported version (postgresql 13 to 17); page address');
+  throwsCode(
+    () => checkSegmentHeader(name, header({ addr: 0n, magic: 0x1234 })),
+    'bad-wal',
+    'magic 0x1234 is not the wal of any supported version (postgresql 13 to 17); page address',
+  );
 });
 
 test('segment header check: a first page from the parent timeline needs the history', () => {
@@ -167,7 +212,10 @@ test('backup history files: locations, times, timelines', () => {
   assert.is(b.startTimeUtc, '2026-11-24T00:50:00Z');
   assert.is(b.stopTimeUtc, '2026-11-24T00:50:01Z');
   assert.is(b.startTimeline, 1);
-  const cet = parseBackupLabel('000000010000000000000002.00000028.backup', BACKUP.replace('00:50:00 UTC', '01:50:00 CET').replace('00:50:01 UTC', '01:50:01 +01'));
+  const cet = parseBackupLabel(
+    '000000010000000000000002.00000028.backup',
+    BACKUP.replace('00:50:00 UTC', '01:50:00 CET').replace('00:50:01 UTC', '01:50:01 +01'),
+  );
   assert.is(cet.startTimeUtc, undefined, 'a named zone other than UTC is kept as written only');
   assert.is(cet.stopTimeUtc, '2026-11-24T00:50:01Z');
   throwsCode(() => parseBackupLabel('000000010000000000000002.00000028.backup', BACKUP.replace(/^STOP WAL.*\n/m, '')), 'bad-wal', 'no STOP WAL LOCATION');

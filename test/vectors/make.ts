@@ -53,14 +53,17 @@ const stranger = key('stranger', 'nobody');
 const id = identity('identity');
 identity('other-identity');
 const recipient = formatRecipient(recipientOf(id));
-const pub = (k: SigningKey) => `ssh-ed25519 ${Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from('ssh-ed25519'), Buffer.from([0, 0, 0, 32]), k.publicKey]).toString('base64')}`;
+const pub = (k: SigningKey) =>
+  `ssh-ed25519 ${Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from('ssh-ed25519'), Buffer.from([0, 0, 0, 32]), k.publicKey]).toString('base64')}`;
 writeFileSync(path.join(KEYS, 'allowed_signers'), `site-a ${pub(siteA)}\nsite-b ${pub(siteB)}\n`);
 
 const clock = (seq: number) => () => new Date(Date.UTC(2026, 0, 1, seq, 0, 0));
 
 /** Seq 1 is large enough to span several volumes and more than one age chunk; the rest are small. */
 function items(seed: string, blocks: number): SourceItem[] {
-  const out: SourceItem[] = [{ kind: 'record', record: { type: 'dir', source: '/etc/platform', mode: '0755', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' } }];
+  const out: SourceItem[] = [
+    { kind: 'record', record: { type: 'dir', source: '/etc/platform', mode: '0755', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' } },
+  ];
   for (let i = 1; i <= 3; i++) {
     const body = createHash('sha512').update(`${seed}-${i}`).digest();
     const data = Buffer.concat(Array.from({ length: blocks }, (_, j) => createHash('sha512').update(body).update(String(j)).digest()));
@@ -168,7 +171,19 @@ async function sealRaw(medium: string, seq: number, prev: string | undefined, ra
       put(e.name, body, e.listed !== false, e.claim);
     }
     if (e.listed !== false && (!e.typeflag || e.typeflag === '0') && !e.name.startsWith('/') && !e.name.includes('..')) {
-      index.push(canonicalLine({ type: 'file', path: e.name, size: body.byteLength, sha256: sha256(body), source: `/etc/platform/${path.basename(e.name)}`, mode: '0640', uid: 0, gid: 0, mtime: created }));
+      index.push(
+        canonicalLine({
+          type: 'file',
+          path: e.name,
+          size: body.byteLength,
+          sha256: sha256(body),
+          source: `/etc/platform/${path.basename(e.name)}`,
+          mode: '0640',
+          uid: 0,
+          gid: 0,
+          mtime: created,
+        }),
+      );
       files++;
       bytes += body.byteLength;
     }
@@ -239,7 +254,13 @@ async function makeCase(name: string, expected: Expected, build: (media: string)
   writeFileSync(path.join(dir, 'expected.json'), `${JSON.stringify(expected, null, 2)}\n`);
 }
 
-const bad = (description: string, findings: Expected['findings'], extra: Partial<Expected> = {}): Expected => ({ description, exit: 1, findings, restoreExit: 'failed', ...extra });
+const bad = (description: string, findings: Expected['findings'], extra: Partial<Expected> = {}): Expected => ({
+  description,
+  exit: 1,
+  findings,
+  restoreExit: 'failed',
+  ...extra,
+});
 
 async function main(): Promise<void> {
   if (only.length === 0) rmSync(CASES, { recursive: true, force: true });
@@ -249,15 +270,25 @@ async function main(): Promise<void> {
   const copy = (media: string) => cpSync(base, media, { recursive: true });
   const b1 = (media: string) => bdir(media, 1);
 
-  await makeCase('good-chain', { description: 'three bundles, seq 1 to 3, untouched', deep: true, exit: 0, findings: [], restoreExit: 'ok' }, async (m) => copy(m));
-  await makeCase('good-pruned-start', { description: 'a set that starts at seq 2 (seq 1 pruned) is fine', deep: true, exit: 0, findings: [], restoreExit: 'ok' }, async (m) => {
-    copy(m);
-    rmSync(b1(m), { recursive: true });
-  });
-  await makeCase('good-same-bundle-on-two-media', { description: 'the same bundles found on two media are one bundle each', exit: 0, findings: [], restoreExit: 'ok' }, async (m) => {
-    cpSync(base, path.join(m, 'medium-a'), { recursive: true });
-    cpSync(base, path.join(m, 'medium-b'), { recursive: true });
-  });
+  await makeCase('good-chain', { description: 'three bundles, seq 1 to 3, untouched', deep: true, exit: 0, findings: [], restoreExit: 'ok' }, async (m) =>
+    copy(m),
+  );
+  await makeCase(
+    'good-pruned-start',
+    { description: 'a set that starts at seq 2 (seq 1 pruned) is fine', deep: true, exit: 0, findings: [], restoreExit: 'ok' },
+    async (m) => {
+      copy(m);
+      rmSync(b1(m), { recursive: true });
+    },
+  );
+  await makeCase(
+    'good-same-bundle-on-two-media',
+    { description: 'the same bundles found on two media are one bundle each', exit: 0, findings: [], restoreExit: 'ok' },
+    async (m) => {
+      cpSync(base, path.join(m, 'medium-a'), { recursive: true });
+      cpSync(base, path.join(m, 'medium-b'), { recursive: true });
+    },
+  );
 
   await makeCase('volume-flipped-byte', bad('one byte of payload.001 flipped', [{ result: 'checksum-mismatch', file: 'payload.001' }]), async (m) => {
     copy(m);
@@ -270,61 +301,106 @@ async function main(): Promise<void> {
     copy(m);
     rmSync(path.join(b1(m), 'payload.002'));
   });
-  await makeCase('volumes-swapped', bad('payload.000 and payload.001 swapped', [{ result: 'checksum-mismatch', file: 'payload.000' }, { result: 'checksum-mismatch', file: 'payload.001' }]), async (m) => {
-    copy(m);
-    const d = b1(m);
-    renameSync(path.join(d, 'payload.000'), path.join(d, 'tmp'));
-    renameSync(path.join(d, 'payload.001'), path.join(d, 'payload.000'));
-    renameSync(path.join(d, 'tmp'), path.join(d, 'payload.001'));
-  });
+  await makeCase(
+    'volumes-swapped',
+    bad('payload.000 and payload.001 swapped', [
+      { result: 'checksum-mismatch', file: 'payload.000' },
+      { result: 'checksum-mismatch', file: 'payload.001' },
+    ]),
+    async (m) => {
+      copy(m);
+      const d = b1(m);
+      renameSync(path.join(d, 'payload.000'), path.join(d, 'tmp'));
+      renameSync(path.join(d, 'payload.001'), path.join(d, 'payload.000'));
+      renameSync(path.join(d, 'tmp'), path.join(d, 'payload.001'));
+    },
+  );
   await makeCase('volume-truncated', bad('the last volume cut short by 100 bytes', [{ result: 'size-mismatch' }]), async (m) => {
     copy(m);
     const d = b1(m);
-    const last = readdirSync(d).filter((n) => n.startsWith('payload.')).sort().at(-1) as string;
+    const last = readdirSync(d)
+      .filter((n) => n.startsWith('payload.'))
+      .sort()
+      .at(-1) as string;
     truncateSync(path.join(d, last), readFileSync(path.join(d, last)).byteLength - 100);
   });
-  await makeCase('volume-truncated-at-chunk-boundary', bad('the age file cut exactly after its first 65,552-byte chunk', [{ result: 'size-mismatch' }, { result: 'missing' }]), async (m) => {
-    copy(m);
-    const d = b1(m);
-    const all = Buffer.concat(readdirSync(d).filter((n) => n.startsWith('payload.')).sort().map((n) => readFileSync(path.join(d, n))));
-    const headerEnd = all.indexOf('\n', all.indexOf('---')) + 1;
-    const cut = headerEnd + 16 + 65552;
-    for (const n of readdirSync(d).filter((x) => x.startsWith('payload.'))) rmSync(path.join(d, n));
-    const kept = all.subarray(0, cut);
-    for (let i = 0; i * VOLUME < kept.byteLength; i++) writeFileSync(path.join(d, volumeName(i, 1)), kept.subarray(i * VOLUME, (i + 1) * VOLUME));
-  });
+  await makeCase(
+    'volume-truncated-at-chunk-boundary',
+    bad('the age file cut exactly after its first 65,552-byte chunk', [{ result: 'size-mismatch' }, { result: 'missing' }]),
+    async (m) => {
+      copy(m);
+      const d = b1(m);
+      const all = Buffer.concat(
+        readdirSync(d)
+          .filter((n) => n.startsWith('payload.'))
+          .sort()
+          .map((n) => readFileSync(path.join(d, n))),
+      );
+      const headerEnd = all.indexOf('\n', all.indexOf('---')) + 1;
+      const cut = headerEnd + 16 + 65552;
+      for (const n of readdirSync(d).filter((x) => x.startsWith('payload.'))) rmSync(path.join(d, n));
+      const kept = all.subarray(0, cut);
+      for (let i = 0; i * VOLUME < kept.byteLength; i++) writeFileSync(path.join(d, volumeName(i, 1)), kept.subarray(i * VOLUME, (i + 1) * VOLUME));
+    },
+  );
   await makeCase('volume-extended', bad('bytes appended to the last volume', [{ result: 'size-mismatch' }]), async (m) => {
     copy(m);
     const d = b1(m);
-    const last = readdirSync(d).filter((n) => n.startsWith('payload.')).sort().at(-1) as string;
+    const last = readdirSync(d)
+      .filter((n) => n.startsWith('payload.'))
+      .sort()
+      .at(-1) as string;
     appendFileSync(path.join(d, last), 'more');
   });
   await makeCase('extra-file', bad('a file the bundle does not list', [{ result: 'extra', file: 'notes.txt' }]), async (m) => {
     copy(m);
     writeFileSync(path.join(b1(m), 'notes.txt'), 'hello\n');
   });
-  await makeCase('sums-edited', bad('one hash in SHA256SUMS changed, signature not renewed', [{ result: 'bad-signature' }, { result: 'checksum-mismatch' }]), async (m) => {
-    copy(m);
-    const f = path.join(b1(m), 'SHA256SUMS');
-    const t = readFileSync(f, 'utf8');
-    writeFileSync(f, t.replace(/^[0-9a-f]/, (c) => (c === '0' ? '1' : '0')));
-  });
-  await makeCase('signature-from-another-bundle', bad('SHA256SUMS.sig of seq 2 put in seq 1', [{ result: 'bad-signature', file: 'SHA256SUMS.sig' }]), async (m) => {
-    copy(m);
-    cpSync(path.join(bdir(m, 2), 'SHA256SUMS.sig'), path.join(b1(m), 'SHA256SUMS.sig'));
-  });
-  await makeCase('signature-by-another-key', bad('signed by a key that allowed_signers does not list', [{ result: 'wrong-signer', file: 'SHA256SUMS.sig' }]), async (m) => {
-    copy(m);
-    resign(b1(m), stranger);
-  });
-  await makeCase('signature-another-namespace', bad('signed by the right key in the namespace "file"', [{ result: 'bad-signature', file: 'SHA256SUMS.sig' }]), async (m) => {
-    copy(m);
-    resign(b1(m), siteA, 'file');
-  });
-  await makeCase('signature-another-principal', bad("signed by site-b's key, which is allowed only for site-b", [{ result: 'wrong-signer', file: 'SHA256SUMS.sig' }]), async (m) => {
-    copy(m);
-    resign(b1(m), siteB);
-  });
+  await makeCase(
+    'sums-edited',
+    bad('one hash in SHA256SUMS changed, signature not renewed', [{ result: 'bad-signature' }, { result: 'checksum-mismatch' }]),
+    async (m) => {
+      copy(m);
+      const f = path.join(b1(m), 'SHA256SUMS');
+      const t = readFileSync(f, 'utf8');
+      writeFileSync(
+        f,
+        t.replace(/^[0-9a-f]/, (c) => (c === '0' ? '1' : '0')),
+      );
+    },
+  );
+  await makeCase(
+    'signature-from-another-bundle',
+    bad('SHA256SUMS.sig of seq 2 put in seq 1', [{ result: 'bad-signature', file: 'SHA256SUMS.sig' }]),
+    async (m) => {
+      copy(m);
+      cpSync(path.join(bdir(m, 2), 'SHA256SUMS.sig'), path.join(b1(m), 'SHA256SUMS.sig'));
+    },
+  );
+  await makeCase(
+    'signature-by-another-key',
+    bad('signed by a key that allowed_signers does not list', [{ result: 'wrong-signer', file: 'SHA256SUMS.sig' }]),
+    async (m) => {
+      copy(m);
+      resign(b1(m), stranger);
+    },
+  );
+  await makeCase(
+    'signature-another-namespace',
+    bad('signed by the right key in the namespace "file"', [{ result: 'bad-signature', file: 'SHA256SUMS.sig' }]),
+    async (m) => {
+      copy(m);
+      resign(b1(m), siteA, 'file');
+    },
+  );
+  await makeCase(
+    'signature-another-principal',
+    bad("signed by site-b's key, which is allowed only for site-b", [{ result: 'wrong-signer', file: 'SHA256SUMS.sig' }]),
+    async (m) => {
+      copy(m);
+      resign(b1(m), siteB);
+    },
+  );
   await makeCase('manifest-edited', bad('manifest.json changed after signing', [{ result: 'checksum-mismatch', file: 'manifest.json' }]), async (m) => {
     copy(m);
     const f = path.join(b1(m), 'manifest.json');
@@ -346,7 +422,10 @@ async function main(): Promise<void> {
   });
   await makeCase(
     'rollback',
-    bad('the verifier saw seq 4 before; this set ends at seq 3', [{ result: 'rollback' }], { state: { 'site-a': { seq: 4, sums: 'a'.repeat(64) } }, restoreExit: 'ok' }),
+    bad('the verifier saw seq 4 before; this set ends at seq 3', [{ result: 'rollback' }], {
+      state: { 'site-a': { seq: 4, sums: 'a'.repeat(64) } },
+      restoreExit: 'ok',
+    }),
     async (m) => copy(m),
   );
   await makeCase(
@@ -363,7 +442,10 @@ async function main(): Promise<void> {
   );
   await makeCase(
     'contradicts-state',
-    bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], { state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } }, restoreExit: 'ok' }),
+    bad('seq 2 differs from the seq 2 the verifier remembers', [{ result: 'fork' }], {
+      state: { 'site-a': { seq: 2, sums: 'b'.repeat(64) } },
+      restoreExit: 'ok',
+    }),
     async (m) => copy(m),
   );
   await makeCase('partial-left-over', bad('an interrupted export left a .partial folder', [{ result: 'partial' }]), async (m) => {
@@ -376,9 +458,21 @@ async function main(): Promise<void> {
     writeFileSync(f, mutate(readFileSync(f, 'utf8')));
     resign(b1(m));
   };
-  await makeCase('sums-crlf', bad('SHA256SUMS with CRLF line ends, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]), sumsLine((t) => t.replaceAll('\n', '\r\n')));
-  await makeCase('sums-dot-dot', bad('SHA256SUMS lists ../escape, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]), sumsLine((t) => `${'0'.repeat(64)}  ../escape\n${t}`));
-  await makeCase('sums-absolute', bad('SHA256SUMS lists /etc/passwd, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]), sumsLine((t) => `${'0'.repeat(64)}  /etc/passwd\n${t}`));
+  await makeCase(
+    'sums-crlf',
+    bad('SHA256SUMS with CRLF line ends, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]),
+    sumsLine((t) => t.replaceAll('\n', '\r\n')),
+  );
+  await makeCase(
+    'sums-dot-dot',
+    bad('SHA256SUMS lists ../escape, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]),
+    sumsLine((t) => `${'0'.repeat(64)}  ../escape\n${t}`),
+  );
+  await makeCase(
+    'sums-absolute',
+    bad('SHA256SUMS lists /etc/passwd, signed', [{ result: 'malformed', file: 'SHA256SUMS' }]),
+    sumsLine((t) => `${'0'.repeat(64)}  /etc/passwd\n${t}`),
+  );
   await makeCase('manifest-not-json', bad('manifest.json is not JSON, summed and signed', [{ result: 'malformed', file: 'manifest.json' }]), async (m) => {
     copy(m);
     writeFileSync(path.join(b1(m), 'manifest.json'), '{"format": "airlock-bundle",');
@@ -392,58 +486,105 @@ async function main(): Promise<void> {
     writeFileSync(f, canonicalJson(j));
     resum(b1(m));
   });
-  await makeCase('manifest-bom', bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }], { restoreExit: 'input' }), async (m) => {
-    copy(m);
-    const f = path.join(b1(m), 'manifest.json');
-    writeFileSync(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), readFileSync(f)]));
-    resum(b1(m));
-    // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
-    rmSync(bdir(m, 2), { recursive: true });
-    rmSync(bdir(m, 3), { recursive: true });
-  });
-  await makeCase('manifest-wrong-recipient-count', bad('manifest lists two recipients, the payload is encrypted to one', [{ result: 'malformed', file: 'payload.000' }]), async (m) => {
-    copy(m);
-    const f = path.join(b1(m), 'manifest.json');
-    const j = JSON.parse(readFileSync(f, 'utf8'));
-    j.recipients.push(formatRecipient(recipientOf(identity('other-identity'))));
-    writeFileSync(f, canonicalJson(j));
-    resum(b1(m));
-    // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
-    rmSync(bdir(m, 2), { recursive: true });
-    rmSync(bdir(m, 3), { recursive: true });
-  });
-  await makeCase('wrong-identity', bad('deep check with an identity the bundle was not encrypted to', [{ result: 'decrypt-failed' }], { deep: true, wrongIdentity: true }), async (m) => copy(m));
+  await makeCase(
+    'manifest-bom',
+    bad('manifest.json is the canonical text after a UTF-8 byte-order mark, summed and signed', [{ result: 'malformed', file: 'manifest.json' }], {
+      restoreExit: 'input',
+    }),
+    async (m) => {
+      copy(m);
+      const f = path.join(b1(m), 'manifest.json');
+      writeFileSync(f, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), readFileSync(f)]));
+      resum(b1(m));
+      // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
+      rmSync(bdir(m, 2), { recursive: true });
+      rmSync(bdir(m, 3), { recursive: true });
+    },
+  );
+  await makeCase(
+    'manifest-wrong-recipient-count',
+    bad('manifest lists two recipients, the payload is encrypted to one', [{ result: 'malformed', file: 'payload.000' }]),
+    async (m) => {
+      copy(m);
+      const f = path.join(b1(m), 'manifest.json');
+      const j = JSON.parse(readFileSync(f, 'utf8'));
+      j.recipients.push(formatRecipient(recipientOf(identity('other-identity'))));
+      writeFileSync(f, canonicalJson(j));
+      resum(b1(m));
+      // only this bundle: re-summing it changed its identity, which would break the chain to seq 2
+      rmSync(bdir(m, 2), { recursive: true });
+      rmSync(bdir(m, 3), { recursive: true });
+    },
+  );
+  await makeCase(
+    'wrong-identity',
+    bad('deep check with an identity the bundle was not encrypted to', [{ result: 'decrypt-failed' }], { deep: true, wrongIdentity: true }),
+    async (m) => copy(m),
+  );
 
   const file = (n: number) => ({ name: `files/${String(n).padStart(6, '0')}`, body: Buffer.from(`config ${n}\n`) });
   const tarCase = async (name: string, description: string, entry: RawEntry, file_?: string) =>
     makeCase(name, bad(description, [{ result: 'unsafe-entry', ...(file_ ? { file: file_ } : {}) }], { deep: true }), async (m) => {
       await sealRaw(m, 1, undefined, [file(1), entry]);
     });
-  await tarCase('tar-dot-dot', 'a signed payload with a tar entry ../../etc/cron.d/evil', { name: '../../etc/cron.d/evil', body: Buffer.from('* * * * * root sh\n') }, '../../etc/cron.d/evil');
+  await tarCase(
+    'tar-dot-dot',
+    'a signed payload with a tar entry ../../etc/cron.d/evil',
+    { name: '../../etc/cron.d/evil', body: Buffer.from('* * * * * root sh\n') },
+    '../../etc/cron.d/evil',
+  );
   await tarCase('tar-absolute', 'a signed payload with a tar entry /etc/evil', { name: '/etc/evil', body: Buffer.from('x') }, '/etc/evil');
   await tarCase('tar-symlink', 'a signed payload with a symbolic link entry', { name: 'files/link', typeflag: '2', linkname: '/etc/shadow' }, 'files/link');
   await tarCase('tar-hardlink', 'a signed payload with a hard link entry', { name: 'files/hard', typeflag: '1', linkname: 'files/000001' }, 'files/hard');
   await tarCase('tar-device', 'a signed payload with a character device entry', { name: 'files/dev', typeflag: '3' }, 'files/dev');
   await tarCase('tar-fifo', 'a signed payload with a fifo entry', { name: 'files/fifo', typeflag: '6' }, 'files/fifo');
-  await makeCase('tar-duplicate', bad('a signed payload with the same entry name twice', [{ result: 'unsafe-entry', file: 'files/000001' }], { deep: true }), async (m) => {
-    await sealRaw(m, 1, undefined, [file(1), { ...file(1), body: Buffer.from('other\n'), listed: false }]);
-  });
-  await makeCase('inner-manifest-mismatch', bad('MANIFEST.sha256 claims another hash for files/000002', [{ result: 'checksum-mismatch', file: 'files/000002' }], { deep: true }), async (m) => {
-    await sealRaw(m, 1, undefined, [file(1), { ...file(2), claim: 'c'.repeat(64) }]);
-  });
+  await makeCase(
+    'tar-duplicate',
+    bad('a signed payload with the same entry name twice', [{ result: 'unsafe-entry', file: 'files/000001' }], { deep: true }),
+    async (m) => {
+      await sealRaw(m, 1, undefined, [file(1), { ...file(1), body: Buffer.from('other\n'), listed: false }]);
+    },
+  );
+  await makeCase(
+    'inner-manifest-mismatch',
+    bad('MANIFEST.sha256 claims another hash for files/000002', [{ result: 'checksum-mismatch', file: 'files/000002' }], { deep: true }),
+    async (m) => {
+      await sealRaw(m, 1, undefined, [file(1), { ...file(2), claim: 'c'.repeat(64) }]);
+    },
+  );
   const meta = { mode: '0644', uid: 0, gid: 0, mtime: '2026-01-01T00:00:00.000Z' };
-  await makeCase('index-under-symlink', bad('a signed index puts a file under a symbolic link (a restore would write through it)', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
-    await sealRaw(m, 1, undefined, [file(1)], [
-      { type: 'symlink', source: '/etc/platform/l', target: '/tmp', ...meta },
-      { type: 'symlink', source: '/etc/platform/l/x', target: 'evil', ...meta },
-    ]);
-  });
-  await makeCase('index-duplicate-source', bad('a signed index names one source path twice', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
-    await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/platform/000001', ...meta }]);
-  });
-  await makeCase('index-relative-source', bad('a signed index names a source with ..', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }), async (m) => {
-    await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/../root', ...meta }]);
-  });
+  await makeCase(
+    'index-under-symlink',
+    bad('a signed index puts a file under a symbolic link (a restore would write through it)', [{ result: 'unsafe-entry', file: 'index.jsonl' }], {
+      deep: true,
+    }),
+    async (m) => {
+      await sealRaw(
+        m,
+        1,
+        undefined,
+        [file(1)],
+        [
+          { type: 'symlink', source: '/etc/platform/l', target: '/tmp', ...meta },
+          { type: 'symlink', source: '/etc/platform/l/x', target: 'evil', ...meta },
+        ],
+      );
+    },
+  );
+  await makeCase(
+    'index-duplicate-source',
+    bad('a signed index names one source path twice', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }),
+    async (m) => {
+      await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/platform/000001', ...meta }]);
+    },
+  );
+  await makeCase(
+    'index-relative-source',
+    bad('a signed index names a source with ..', [{ result: 'unsafe-entry', file: 'index.jsonl' }], { deep: true }),
+    async (m) => {
+      await sealRaw(m, 1, undefined, [file(1)], [{ type: 'dir', source: '/etc/../root', ...meta }]);
+    },
+  );
   rmSync(base, { recursive: true, force: true });
   console.log(`wrote ${readdirSync(CASES).length} cases to ${CASES}`);
 }

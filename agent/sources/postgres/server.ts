@@ -45,7 +45,9 @@ const DEBIAN_LIB = '/usr/lib/postgresql';
 export function clientBin(major: number): string | undefined {
   let installed: number[] = [];
   try {
-    installed = readdirSync(DEBIAN_LIB).filter((d) => /^\d+$/.test(d)).map(Number);
+    installed = readdirSync(DEBIAN_LIB)
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number);
   } catch {
     // not the Debian layout
   }
@@ -80,7 +82,9 @@ export function withDatabase(conninfo: string, dbname: string): string {
  */
 export function assertNoPassword(conninfo: string): void {
   if (/(^|\s)password\s*=/i.test(conninfo) || /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/i.test(conninfo) || /[?&]password=/i.test(conninfo)) {
-    throw new AirlockError('usage', 'the PostgreSQL connection string carries a password', { hint: 'leave it out and put it in a pgpass file named by PGPASSFILE (mode 0600), or in PGPASSWORD' });
+    throw new AirlockError('usage', 'the PostgreSQL connection string carries a password', {
+      hint: 'leave it out and put it in a pgpass file named by PGPASSFILE (mode 0600), or in PGPASSWORD',
+    });
   }
 }
 
@@ -101,13 +105,17 @@ export async function queryJson<T>(conn: Connection, sql: string, signal?: Abort
     ...(signal ? { signal } : {}),
   });
   if (r.code !== 0) {
-    throw new AirlockError('pg-failed', `postgresql: ${psqlFailure(r.stderr, r.code)}`, { hint: 'check --pg (the connection), that the server runs, and the role\'s rights (airlock check lists what is needed)' });
+    throw new AirlockError('pg-failed', `postgresql: ${psqlFailure(r.stderr, r.code)}`, {
+      hint: "check --pg (the connection), that the server runs, and the role's rights (airlock check lists what is needed)",
+    });
   }
   const text = r.stdout.toString('utf8').trim();
   try {
     return JSON.parse(text) as T;
   } catch {
-    throw new AirlockError('pg-failed', `postgresql: the answer to a query is not one json value: ${JSON.stringify(text.slice(0, 200))}`, { hint: 'check that --pg reaches a postgresql server and that psql is its client' });
+    throw new AirlockError('pg-failed', `postgresql: the answer to a query is not one json value: ${JSON.stringify(text.slice(0, 200))}`, {
+      hint: 'check that --pg reaches a postgresql server and that psql is its client',
+    });
   }
 }
 
@@ -162,13 +170,34 @@ export async function serverInfo(conn: Connection, signal?: AbortSignal): Promis
   );
   const str = (v: unknown): v is string => typeof v === 'string';
   const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every(str);
-  interface Collation { provider: string; collate: string; ctype: string; version: string | null }
+  interface Collation {
+    provider: string;
+    collate: string;
+    ctype: string;
+    version: string | null;
+  }
   const collation = (c: unknown): c is Collation => {
     const o = c as Partial<Record<keyof Collation, unknown>> | null;
     return typeof o === 'object' && o !== null && str(o.provider) && str(o.collate) && str(o.ctype) && (o.version === null || str(o.version));
   };
   const colls = r?.collation;
-  if (!r || typeof r.versionNum !== 'number' || !str(r.version) || !str(r.systemIdentifier) || typeof r.segmentSize !== 'number' || typeof r.timeline !== 'number' || !strings(r.tablespaces) || !strings(r.databases) || !Array.isArray(colls) || !colls.every(collation) || !(r.dataDirectory === null || str(r.dataDirectory)) || !(r.configFiles === null || strings(r.configFiles)) || !str(r.archiveMode) || !str(r.walLevel) || !str(r.currentDatabase)) {
+  if (
+    !r ||
+    typeof r.versionNum !== 'number' ||
+    !str(r.version) ||
+    !str(r.systemIdentifier) ||
+    typeof r.segmentSize !== 'number' ||
+    typeof r.timeline !== 'number' ||
+    !strings(r.tablespaces) ||
+    !strings(r.databases) ||
+    !Array.isArray(colls) ||
+    !colls.every(collation) ||
+    !(r.dataDirectory === null || str(r.dataDirectory)) ||
+    !(r.configFiles === null || strings(r.configFiles)) ||
+    !str(r.archiveMode) ||
+    !str(r.walLevel) ||
+    !str(r.currentDatabase)
+  ) {
     throw new AirlockError('pg-failed', 'postgresql: unexpected answer to the server information query');
   }
   const dataDirectory = r.dataDirectory ?? undefined;

@@ -128,8 +128,20 @@ interface StreamEnd {
  * Throws `child-failed` (the program's last stderr line) when it exits non-zero, `not-found` when
  * it is not installed.
  */
-async function* programParts(cmd: string, args: readonly string[], prefix: string, record: (part: number) => UnplacedRecord, partSize: number, now: () => Date, signal?: AbortSignal): AsyncGenerator<SourceItem, StreamEnd> {
-  const { child, exit } = startChild(cmd, args, { env: clientEnv(), install: 'install the PostgreSQL client programs of the server\'s major version, or give --pg-bin', ...(signal ? { signal } : {}) });
+async function* programParts(
+  cmd: string,
+  args: readonly string[],
+  prefix: string,
+  record: (part: number) => UnplacedRecord,
+  partSize: number,
+  now: () => Date,
+  signal?: AbortSignal,
+): AsyncGenerator<SourceItem, StreamEnd> {
+  const { child, exit } = startChild(cmd, args, {
+    env: clientEnv(),
+    install: "install the PostgreSQL client programs of the server's major version, or give --pg-bin",
+    ...(signal ? { signal } : {}),
+  });
   const exited = exit.then((ended) => {
     if (ended.code !== 0) throw childFailed(cmd, ended, { hint: 'nothing was written; fix the cause and export again' });
   });
@@ -142,7 +154,17 @@ async function* programParts(cmd: string, args: readonly string[], prefix: strin
   const part = (chunks: Buffer[], size: number): SourceItem => {
     parts++;
     bytes += size;
-    return { kind: 'entry', name: `${prefix}/${pad(parts, 6)}`, size, mode: 0o600, mtime, open: async function* () { yield* chunks; }, record: record(parts) };
+    return {
+      kind: 'entry',
+      name: `${prefix}/${pad(parts, 6)}`,
+      size,
+      mode: 0o600,
+      mtime,
+      open: async function* () {
+        yield* chunks;
+      },
+      record: record(parts),
+    };
   };
   // the program's output is read on while the previous part is written: at most READ_AHEAD full parts
   // wait, then the pipe is paused (and the program with it)
@@ -231,16 +253,26 @@ export class PostgresSnapshot {
   async prepare(): Promise<ServerInfo> {
     const info = await serverInfo(this.opts.conn, this.opts.signal);
     assertSupportedMajor(info.major, info.version);
-    if (info.walLevel === 'minimal') throw new AirlockError('pg-failed', 'wal_level is minimal: the server writes no WAL that can be archived', { hint: 'set wal_level = replica and archive_mode = on (airlock check lists every setting)' });
-    if (info.archiveMode === 'off') throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', { hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server" });
+    if (info.walLevel === 'minimal')
+      throw new AirlockError('pg-failed', 'wal_level is minimal: the server writes no WAL that can be archived', {
+        hint: 'set wal_level = replica and archive_mode = on (airlock check lists every setting)',
+      });
+    if (info.archiveMode === 'off')
+      throw new AirlockError('pg-failed', 'archive_mode is off: the server archives no WAL into the spool', {
+        hint: "set archive_mode = on and archive_command = 'airlock wal-push %p --spool DIR', then restart the server",
+      });
     if (this.opts.base && info.tablespaces.length > 0) {
       this.tablespaces = await listTablespaces(this.opts.conn, this.opts.signal);
     }
     const known = this.opts.catalog.walCluster();
     if (known && known.system_identifier !== info.systemIdentifier) {
-      throw new AirlockError('wal-conflict', `the server's system identifier ${info.systemIdentifier} is not the one of the WAL in the catalog (${known.system_identifier})`, {
-        hint: 'this is another cluster than the one archived so far (a new initdb or a restore); use a new state folder and spool for it',
-      });
+      throw new AirlockError(
+        'wal-conflict',
+        `the server's system identifier ${info.systemIdentifier} is not the one of the WAL in the catalog (${known.system_identifier})`,
+        {
+          hint: 'this is another cluster than the one archived so far (a new initdb or a restore); use a new state folder and spool for it',
+        },
+      );
     }
     this.info = info;
     return info;
@@ -284,31 +316,66 @@ export class PostgresSnapshot {
     const partSize = this.opts.partSize ?? DEFAULT_PART_SIZE;
     const say = this.opts.say ?? (() => {});
 
-    const infoJson = Buffer.from(`${JSON.stringify({
-      version: info.version,
-      versionNum: info.versionNum,
-      systemIdentifier: info.systemIdentifier,
-      segmentSize: info.segmentSize,
-      dataChecksums: info.dataChecksums,
-      timeline: info.timeline,
-      databases: info.databases,
-      collation: info.collation,
-      os: { type: osType(), release: release(), host: hostname(), glibc: (process.report.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ?? null },
-      configFiles: info.configFiles,
-    }, null, 2)}\n`);
+    const infoJson = Buffer.from(
+      `${JSON.stringify(
+        {
+          version: info.version,
+          versionNum: info.versionNum,
+          systemIdentifier: info.systemIdentifier,
+          segmentSize: info.segmentSize,
+          dataChecksums: info.dataChecksums,
+          timeline: info.timeline,
+          databases: info.databases,
+          collation: info.collation,
+          os: {
+            type: osType(),
+            release: release(),
+            host: hostname(),
+            glibc: (process.report.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ?? null,
+          },
+          configFiles: info.configFiles,
+        },
+        null,
+        2,
+      )}\n`,
+    );
     const mtime = Math.floor(now().getTime() / 1000);
-    yield { kind: 'entry', name: 'pg/info.json', size: infoJson.byteLength, mode: 0o600, mtime, open: async function* () { yield infoJson; }, record: { type: 'pg-info' } };
+    yield {
+      kind: 'entry',
+      name: 'pg/info.json',
+      size: infoJson.byteLength,
+      mode: 0o600,
+      mtime,
+      open: async function* () {
+        yield infoJson;
+      },
+      record: { type: 'pg-info' },
+    };
 
     for (const [i, file] of info.configFiles.entries()) {
       let text: Buffer;
       try {
         text = readFileSync(file);
       } catch (e) {
-        throw new AirlockError('source-unreadable', `${file}: the server's config file cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
-          hint: 'let the agent\'s user read it (e.g. add it to the postgres group), since a restore needs it',
-        });
+        throw new AirlockError(
+          'source-unreadable',
+          `${file}: the server's config file cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+          {
+            hint: "let the agent's user read it (e.g. add it to the postgres group), since a restore needs it",
+          },
+        );
       }
-      yield { kind: 'entry', name: `pg/config/${pad(i + 1, 3)}`, size: text.byteLength, mode: 0o600, mtime, open: async function* () { yield text; }, record: { type: 'pg-config', file } };
+      yield {
+        kind: 'entry',
+        name: `pg/config/${pad(i + 1, 3)}`,
+        size: text.byteLength,
+        mode: 0o600,
+        mtime,
+        open: async function* () {
+          yield text;
+        },
+        record: { type: 'pg-config', file },
+      };
     }
 
     let label: BackupLabel | undefined;
@@ -319,7 +386,15 @@ export class PostgresSnapshot {
       const start = now();
       let end: StreamEnd;
       if (this.tablespaces.length > 0) {
-        const r = yield* tablespaceBackup({ conn, tablespaces: this.tablespaces, scratch: this.opts.scratch, label: this.restorePointName, partSize, mtime, ...(signal ? { signal } : {}) });
+        const r = yield* tablespaceBackup({
+          conn,
+          tablespaces: this.tablespaces,
+          scratch: this.opts.scratch,
+          label: this.restorePointName,
+          partSize,
+          mtime,
+          ...(signal ? { signal } : {}),
+        });
         end = r.base;
         held = r.tablespaces;
       } else {
@@ -329,14 +404,22 @@ export class PostgresSnapshot {
       yield { kind: 'record', record: { type: 'pg-base-end', parts: end.parts, bytes: end.bytes, label: this.restorePointName } };
       baseTimes = { start, stop: await serverTimeAfterBackup(conn, signal) };
       faultPoint('export:after-base');
-      label = await this.waitFor('the base backup\'s .backup file', () => this.findLabel());
+      label = await this.waitFor("the base backup's .backup file", () => this.findLabel());
     }
 
     if (this.opts.dumps) {
       for (const [i, db] of info.databases.entries()) {
         say(`dump: pg_dump ${db}`);
         const prefix = `pg/dump/${pad(i + 1, 3)}`;
-        const end = yield* programParts(program(conn, 'pg_dump'), ['-d', withDatabase(conn.conninfo, db), '-w', '-Fc'], prefix, (part) => ({ type: 'pg-dump', database: db, part }), partSize, now, signal);
+        const end = yield* programParts(
+          program(conn, 'pg_dump'),
+          ['-d', withDatabase(conn.conninfo, db), '-w', '-Fc'],
+          prefix,
+          (part) => ({ type: 'pg-dump', database: db, part }),
+          partSize,
+          now,
+          signal,
+        );
         yield { kind: 'record', record: { type: 'pg-dump-end', database: db, prefix, parts: end.parts, bytes: end.bytes } };
       }
       say('dump: pg_dumpall --globals-only');
@@ -348,14 +431,36 @@ export class PostgresSnapshot {
 
     // the seal: a named restore point, then a switch so its segment is archived now, not when full
     const tables = this.opts.tableChecks ? await userTables(conn, signal) : undefined;
-    const point = await queryJson<{ lsn?: unknown; time?: unknown; timeline?: unknown; tables?: unknown } | null>(conn, sealSql(this.restorePointName, tables), signal);
+    const point = await queryJson<{ lsn?: unknown; time?: unknown; timeline?: unknown; tables?: unknown } | null>(
+      conn,
+      sealSql(this.restorePointName, tables),
+      signal,
+    );
     const switched = await queryJson<unknown>(conn, 'SELECT to_json(pg_walfile_name(pg_switch_wal()))', signal);
-    if (!point || typeof point.lsn !== 'string' || typeof point.time !== 'string' || typeof point.timeline !== 'number' || (tables && typeof point.tables !== 'object') || typeof switched !== 'string' || !parseWalFileName(switched)) {
+    if (
+      !point ||
+      typeof point.lsn !== 'string' ||
+      typeof point.time !== 'string' ||
+      typeof point.timeline !== 'number' ||
+      (tables && typeof point.tables !== 'object') ||
+      typeof switched !== 'string' ||
+      !parseWalFileName(switched)
+    ) {
       throw new AirlockError('pg-failed', 'postgresql: unexpected answer when creating the restore point');
     }
     if (tables) {
       const checks = Buffer.from(`${JSON.stringify({ database: info.currentDatabase, restorePoint: this.restorePointName, tables: point.tables }, null, 1)}\n`);
-      yield { kind: 'entry', name: 'pg/tables.json', size: checks.byteLength, mode: 0o600, mtime, open: async function* () { yield checks; }, record: { type: 'pg-tables', database: info.currentDatabase } };
+      yield {
+        kind: 'entry',
+        name: 'pg/tables.json',
+        size: checks.byteLength,
+        mode: 0o600,
+        mtime,
+        open: async function* () {
+          yield checks;
+        },
+        record: { type: 'pg-tables', database: info.currentDatabase },
+      };
     }
     const restorePoint = { name: this.restorePointName, lsn: formatLsn(parseLsn(point.lsn)), time: point.time, timeline: point.timeline };
     say(`restore point ${restorePoint.name} at ${restorePoint.lsn}; waiting for ${switched} in the spool`);
@@ -367,14 +472,21 @@ export class PostgresSnapshot {
     for (const row of rows) yield walItem(row, mtime);
 
     // a refused or lost segment would leave a hole inside this bundle's WAL: refuse to seal it
-    const ranges = walRanges(rows.filter((r) => r.kind === 'segment').map((r) => r.name), info.segmentSize);
+    const ranges = walRanges(
+      rows.filter((r) => r.kind === 'segment').map((r) => r.name),
+      info.segmentSize,
+    );
     const perTimeline = new Map<number, number>();
     for (const r of ranges) perTimeline.set(r.timeline, (perTimeline.get(r.timeline) ?? 0) + 1);
     const holed = [...perTimeline].filter(([, n]) => n > 1).map(([t]) => t);
     if (holed.length > 0) {
-      throw new AirlockError('bad-wal', `the WAL to export has a hole on timeline ${holed.join(', ')} (${ranges.map((r) => `${r.first}..${r.last}`).join(', ')}): a segment is missing from the spool or was refused`, {
-        hint: 'read the spool warnings above; archive the missing segment again from the server (it may still be in pg_wal), then export again',
-      });
+      throw new AirlockError(
+        'bad-wal',
+        `the WAL to export has a hole on timeline ${holed.join(', ')} (${ranges.map((r) => `${r.first}..${r.last}`).join(', ')}): a segment is missing from the spool or was refused`,
+        {
+          hint: 'read the spool warnings above; archive the missing segment again from the server (it may still be in pg_wal), then export again',
+        },
+      );
     }
 
     const timelines: TimelineSwitch[] = [];

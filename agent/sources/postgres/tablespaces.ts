@@ -125,7 +125,11 @@ async function baseWithManifest(dir: string, mtime: number): Promise<Piece[]> {
 
 /** Runs pg_basebackup to its end; throws `child-failed` with its last stderr line, `not-found`. */
 async function runToEnd(cmd: string, args: readonly string[], signal?: AbortSignal): Promise<void> {
-  const r = await runChild(cmd, args, { env: clientEnv(), install: "install the PostgreSQL client programs of the server's major version, or give --pg-bin", ...(signal ? { signal } : {}) });
+  const r = await runChild(cmd, args, {
+    env: clientEnv(),
+    install: "install the PostgreSQL client programs of the server's major version, or give --pg-bin",
+    ...(signal ? { signal } : {}),
+  });
   if (r.code !== 0) throw childFailed(cmd, r, { hint: 'nothing was written; fix the cause and export again' });
 }
 

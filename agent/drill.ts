@@ -47,7 +47,7 @@ export interface DrillReport {
 }
 
 export interface DrillOptions {
-  from: string;
+  from: readonly string[];
   identities: readonly Uint8Array[];
   /** verifies the set and returns its bundles (the clean set), or throws why not */
   verify: () => Promise<BundleReport[]>;
@@ -77,7 +77,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   };
   const report: DrillReport = {
     result: 'fail',
-    media: path.resolve(opts.from),
+    media: opts.from.map((m) => path.resolve(m)).join(', '),
     site: undefined,
     started: started.toISOString(),
     finished: '',
@@ -88,7 +88,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
 
   let verified: BundleReport[] = [];
   try {
-    say(`verifying ${opts.from}`);
+    say(`verifying ${opts.from.join(', ')}`);
     verified = await opts.verify();
     check('verify', 'pass', `${verified.length} bundle(s) verified without findings`);
   } catch (e) {

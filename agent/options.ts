@@ -149,9 +149,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     flag: 'from',
     key: 'medium',
-    kind: 'text',
+    kind: 'list',
     arg: 'path',
-    help: 'the media set: a bundle, or a folder holding bundles (the newest is restored)',
+    help: 'the media set: a bundle, or a folder holding bundles (the newest is restored); repeat it for a chain spread over several media',
     commands: each(RECOVERY, { required: 'give --from MEDIA, the medium or folder holding the bundles (or medium = ... in the file given with --config)' }),
   },
   {

@@ -17,7 +17,7 @@ import { drillText, runDrill } from '../drill.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 
 interface DrillFlags {
-  from: string;
+  from: string[];
   identity: string;
   allowedSigners: string;
   report?: string;

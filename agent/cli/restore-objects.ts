@@ -19,7 +19,7 @@ import { BUCKET_RE } from '../s3/objects.js';
 import type { BundleReport } from '../../verifier/verify.js';
 
 interface RestoreObjectsFlags {
-  from: string;
+  from: string[];
   identity: string;
   allowedSigners: string;
   endpoint?: string;

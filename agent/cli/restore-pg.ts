@@ -19,7 +19,7 @@ import { interruptible, note, progressReporter } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface RestorePgFlags {
-  from: string;
+  from: string[];
   identity: string;
   allowedSigners: string;
   pgdata?: string;
@@ -92,7 +92,7 @@ async function restorePgCommand(flags: RestorePgFlags): Promise<void> {
       .filter((b) => (b.manifest?.coverage?.postgres?.dumps ?? 0) > 0 && (seq === undefined || b.seq === seq))
       .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
     const bundle = withDumps.at(-1);
-    if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from} holds logical dumps`, { hint: 'export with --pg-dump' });
+    if (!bundle) throw new AirlockError('no-bundle', `no bundle under ${flags.from.join(', ')} holds logical dumps`, { hint: 'export with --pg-dump' });
     say(`restoring the dump of ${flags.database} from seq ${bundle.seq}`);
     const bin = flags.pgBin ?? versionBin(bundle.manifest?.coverage?.postgres?.major ?? 0);
     const r = await interruptible((signal) =>

@@ -13,7 +13,7 @@ import { announceBundle, interruptible, note, progressReporter } from './common.
 import { command, resolveOptions, type Flags } from './options.js';
 
 interface RestoreFlags {
-  from: string;
+  from: string[];
   identity: string;
   allowedSigners: string;
   to: string;

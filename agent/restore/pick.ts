@@ -14,7 +14,7 @@ import { mayRepair } from './repair.js';
  * chain of bundles.
  */
 export async function pickVerifiedBundle(
-  from: string,
+  from: string | readonly string[],
   allowedSignersFile: string,
   site: string | undefined,
   seq: number | undefined,
@@ -22,13 +22,16 @@ export async function pickVerifiedBundle(
   opts: { allowRepair?: boolean; volumes?: 'hash' | 'size' } = {},
 ): Promise<BundleReport> {
   const allowedSigners = parseAllowedSigners(await readAllowedSigners(allowedSignersFile));
-  const report = await verifyPaths([from], { allowedSigners, now: new Date(), tool: 'airlock', ...(opts.volumes ? { volumes: opts.volumes } : {}) });
+  // a chain may be spread over several media: the set is everything under all of them
+  const paths = typeof from === 'string' ? [from] : [...from];
+  const where = paths.join(', ');
+  const report = await verifyPaths(paths, { allowedSigners, now: new Date(), tool: 'airlock', ...(opts.volumes ? { volumes: opts.volumes } : {}) });
   const sites = [...new Set(report.bundles.map((b) => b.site).filter((s) => s !== undefined))];
   const chosenSite = site ?? (sites.length === 1 ? sites[0] : undefined);
   if (chosenSite === undefined) {
     throw new AirlockError(
       sites.length === 0 ? 'no-bundle' : 'usage',
-      sites.length === 0 ? `no verifiable bundle under ${from}` : `${from} holds bundles of ${sites.join(', ')}`,
+      sites.length === 0 ? `no verifiable bundle under ${where}` : `${where} holds bundles of ${sites.join(', ')}`,
       {
         hint: sites.length === 0 ? 'run airlock-verify on it to see why' : 'choose one with --site',
       },
@@ -36,7 +39,7 @@ export async function pickVerifiedBundle(
   }
   const candidates = report.bundles.filter((b) => b.site === chosenSite && (seq === undefined || b.seq === seq)).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
   const chosen = candidates.at(-1);
-  if (!chosen) throw new AirlockError('no-bundle', `no bundle of ${chosenSite}${seq !== undefined ? ` with seq ${seq}` : ''} under ${from}`);
+  if (!chosen) throw new AirlockError('no-bundle', `no bundle of ${chosenSite}${seq !== undefined ? ` with seq ${seq}` : ''} under ${where}`);
   // damaged volumes with recovery data beside them: the caller repairs them (withRepairedBundle)
   if (chosen.findings.length > 0 && !(opts.allowRepair === true && (await mayRepair(chosen)))) {
     const lines = chosen.findings.map((f) => `${f.result}${f.file ? ` ${f.file}` : ''}: ${f.message}`).join('; ');
@@ -51,7 +54,7 @@ export async function pickVerifiedBundle(
       .slice(0, 3)
       .map((f) => `${f.result} ${path.basename(f.bundle)}${f.file ? `/${f.file}` : ''}: ${f.message}`)
       .join('; ');
-    throw new AirlockError('verification-failed', `${from} does not verify (${others.length} finding(s)): ${lines}`, {
+    throw new AirlockError('verification-failed', `${where} does not verify (${others.length} finding(s)): ${lines}`, {
       hint: `nothing was restored; run airlock-verify for the full list, or give --from ${chosen.path} to restore that bundle alone`,
     });
   }

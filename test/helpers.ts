@@ -80,6 +80,27 @@ export function exportArgs(keys: Keys, medium: string, state: string, rest: read
   return ['export', '--to', medium, '--site', keys.site, '--signing-key', keys.signingKey, '--recipient', keys.recipient, '--state-dir', state, ...rest];
 }
 
+/** `restore objects` of the bundles on `medium` into the S3 server at `endpoint`: buckets as `map` says (SRC=DST), the id map at `idMap`. */
+export function restoreObjectsArgs(keys: Keys, medium: string, endpoint: string, map: string, idMap: string, rest: readonly string[] = []): string[] {
+  return [
+    'restore',
+    'objects',
+    '--from',
+    medium,
+    '--identity',
+    keys.identity,
+    '--allowed-signers',
+    keys.allowedSigners,
+    '--endpoint',
+    endpoint,
+    '--bucket-map',
+    map,
+    '--id-map',
+    idMap,
+    ...rest,
+  ];
+}
+
 /** A signing key made by `airlock keygen`, its allowed_signers, and an age identity made by `age-keygen`. */
 export function makeKeys(site = 'site-a'): Keys {
   const dir = tmp('airlock-keys-');

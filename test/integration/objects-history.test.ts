@@ -20,7 +20,7 @@ import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { putVersion } from '../../agent/s3/objects.js';
 import { partCandidates } from '../../agent/sources/objects.js';
-import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { airlock, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran, restoreObjectsArgs } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
 
@@ -35,23 +35,7 @@ function exportIncremental(medium: string, state: string, srv: S3Server, bucket:
 }
 
 function restoreArgs(medium: string, srv: S3Server, map: string, idMap: string, extra: string[] = []): string[] {
-  return [
-    'restore',
-    'objects',
-    '--from',
-    medium,
-    '--identity',
-    keys.identity,
-    '--allowed-signers',
-    keys.allowedSigners,
-    '--endpoint',
-    srv.endpoint,
-    '--bucket-map',
-    map,
-    '--id-map',
-    idMap,
-    ...extra,
-  ];
+  return restoreObjectsArgs(keys, medium, srv.endpoint, map, idMap, extra);
 }
 
 function ok(r: Ran, what: string): void {

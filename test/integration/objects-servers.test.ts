@@ -14,7 +14,7 @@ import * as Minio from 'minio';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { S3Client, backoff } from '../../agent/s3/client.js';
-import { airlock, airlockAsync, exportArgs, makeKeys, tmp, type Ran } from '../helpers.js';
+import { airlock, airlockAsync, exportArgs, makeKeys, tmp, type Ran, restoreObjectsArgs } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, faultProxy, makeCa, s3, sessionCredentials, versionedBucket, type S3Server } from '../s3.js';
 
@@ -29,23 +29,7 @@ function exportBucket(medium: string, endpoint: string, bucket: string, extra: s
 }
 
 function restoreArgs(medium: string, endpoint: string, map: string, idMap: string, extra: string[] = []): string[] {
-  return [
-    'restore',
-    'objects',
-    '--from',
-    medium,
-    '--identity',
-    keys.identity,
-    '--allowed-signers',
-    keys.allowedSigners,
-    '--endpoint',
-    endpoint,
-    '--bucket-map',
-    map,
-    '--id-map',
-    idMap,
-    ...extra,
-  ];
+  return restoreObjectsArgs(keys, medium, endpoint, map, idMap, extra);
 }
 
 function ok(r: Ran, what: string): void {

@@ -17,7 +17,7 @@ import type { ObjectRecord, Unplaced } from '../../manifests/records.js';
 import { parsePrivateKey } from '../../manifests/sshkey.js';
 import { writeBundle, type SourceItem } from '../../agent/bundle/writer.js';
 import { S3Client, utf8Header } from '../../agent/s3/client.js';
-import { airlock, airlockAsync, exportArgs, makeKeys, tmp } from '../helpers.js';
+import { airlock, airlockAsync, exportArgs, makeKeys, tmp, restoreObjectsArgs } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket } from '../s3.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -73,22 +73,7 @@ function headerLines(head: string): [string, string][] {
 }
 
 function restoreArgs(medium: string, endpoint: string, map: string, idMap: string): string[] {
-  return [
-    'restore',
-    'objects',
-    '--from',
-    medium,
-    '--identity',
-    keys.identity,
-    '--allowed-signers',
-    keys.allowedSigners,
-    '--endpoint',
-    endpoint,
-    '--bucket-map',
-    map,
-    '--id-map',
-    idMap,
-  ];
+  return restoreObjectsArgs(keys, medium, endpoint, map, idMap);
 }
 
 test('restore objects: keys that stress SigV4 and metadata with runs of spaces and unicode go out one header per field, exactly as recorded', async () => {

@@ -20,7 +20,7 @@ import { freePort } from '../../agent/port.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/s3/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran } from '../helpers.js';
+import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran, restoreObjectsArgs } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -38,22 +38,7 @@ function exportBuckets(medium: string, state: string, srv: S3Server, buckets: st
 
 /** `restore objects` of the bundles on `medium` into an S3 server: buckets as `map` says (SRC=DST), the id map at `idMap`. */
 function restoreToBuckets(medium: string, endpoint: string, map: string, idMap: string): string[] {
-  return [
-    'restore',
-    'objects',
-    '--from',
-    medium,
-    '--identity',
-    keys.identity,
-    '--allowed-signers',
-    keys.allowedSigners,
-    '--endpoint',
-    endpoint,
-    '--bucket-map',
-    map,
-    '--id-map',
-    idMap,
-  ];
+  return restoreObjectsArgs(keys, medium, endpoint, map, idMap);
 }
 
 /** PUT with curl's own SigV4, raw UTF-8 header bytes and all. */

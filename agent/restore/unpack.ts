@@ -12,12 +12,12 @@
  * writes tablespace_map and an empty pg_tblspc/ instead of tablespace links; tablespaces.ts makes the
  * links to the mapped folders).
  */
-import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { AirlockError } from '../../manifests/errors.js';
 import type { Digest } from '../../manifests/hash.js';
+import { Digests, HashFeed } from '../../manifests/hash-worker.js';
 import { entryProblem, readTar, type ReadEntry } from '../../manifests/tar.js';
 import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
 
@@ -31,6 +31,7 @@ export class BaseBackupSink {
   private failure: Error | undefined;
   private next = 1;
   private readonly blocks = alignedBlocks(2);
+  private feed: HashFeed | undefined;
 
   constructor(
     private readonly into: string,
@@ -46,15 +47,17 @@ export class BaseBackupSink {
         this.failure = e instanceof Error ? e : new Error(String(e));
         this.input.destroy();
       });
-      const h = createHash('sha256');
+      // hashed on a worker: this thread decrypts, and parses and writes the tar
+      const digests = new Digests(['part'], (this.feed ??= new HashFeed()));
       let size = 0;
       for await (const chunk of body) {
-        h.update(chunk);
+        await digests.update(chunk);
         size += chunk.byteLength;
         if (!this.input.destroyed && !this.input.write(chunk)) await this.drained();
         if (this.input.destroyed) await this.stopped();
       }
-      return { sha256: h.digest('hex'), size };
+      const [sha256] = await digests.digest();
+      return { sha256: sha256 ?? '', size };
     };
   }
 
@@ -63,6 +66,7 @@ export class BaseBackupSink {
     if (!this.unpacking) throw new AirlockError('malformed', 'the bundle holds no base backup part');
     this.input.end();
     await this.unpacking;
+    await this.closeFeed();
     if (this.failure) throw this.failure;
   }
 
@@ -70,6 +74,13 @@ export class BaseBackupSink {
   async abort(): Promise<void> {
     this.input.destroy();
     await this.unpacking;
+    await this.closeFeed();
+  }
+
+  private async closeFeed(): Promise<void> {
+    const feed = this.feed;
+    this.feed = undefined;
+    await feed?.close();
   }
 
   /** Resolves when the input drained or closed (unpacking stopped). */

@@ -240,7 +240,14 @@ export async function tableChecks(conn: Connection, expected: PgRestoreResult['t
  * B-tree indexes. `installMissing` creates the amcheck extension where it is missing, which a
  * throwaway cluster allows and a standby (read-only) does not.
  */
-export async function amcheck(s: { host: string; port: number; user: string; bin: string | undefined; major: number; installMissing: boolean }): Promise<DrillCheck> {
+export async function amcheck(s: {
+  host: string;
+  port: number;
+  user: string;
+  bin: string | undefined;
+  major: number;
+  installMissing: boolean;
+}): Promise<DrillCheck> {
   const name = 'pg_amcheck';
   if (s.major < 14) return { name, result: 'skipped', detail: `PostgreSQL ${s.major} has no pg_amcheck (it came with 14)` };
   const am = await runAsOwner(
@@ -259,7 +266,13 @@ export async function amcheck(s: { host: string; port: number; user: string; bin
  * replayed everything applied, do the tables equal the checks recorded at the newest restore point it
  * replayed, and pg_amcheck (where the source installed amcheck: a standby is read-only). Only reads.
  */
-export async function runStandbyDrill(opts: { dir: string; pgUser: string; pgBin: string | undefined; now: () => Date; say?: (line: string) => void }): Promise<DrillReport> {
+export async function runStandbyDrill(opts: {
+  dir: string;
+  pgUser: string;
+  pgBin: string | undefined;
+  now: () => Date;
+  say?: (line: string) => void;
+}): Promise<DrillReport> {
   const t0 = Date.now();
   const started = opts.now();
   const checks: DrillCheck[] = [];
@@ -296,12 +309,20 @@ export async function runStandbyDrill(opts: { dir: string; pgUser: string; pgBin
           : `in recovery, but replay is at ${replay.replayLsn ?? 'nothing yet'}, short of what was applied (seq ${state.applied.seq})`,
       });
     const db = state.tableChecks?.database ?? 'postgres';
-    check(caughtUp ? await tableChecks(standbyConnection(state, server, db), state.tableChecks, point?.name ?? '') : { name: 'table checks', result: 'skipped', detail: 'replay has not reached the newest restore point' });
+    check(
+      caughtUp
+        ? await tableChecks(standbyConnection(state, server, db), state.tableChecks, point?.name ?? '')
+        : { name: 'table checks', result: 'skipped', detail: 'replay has not reached the newest restore point' },
+    );
     const installed = await queryJson<number>(standbyConnection(state, server), "SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'").catch(() => 0);
     check(
       installed > 0
         ? await amcheck({ host: state.pgdata, port: state.port, user: opts.pgUser, bin, major: state.major, installMissing: false })
-        : { name: 'pg_amcheck', result: 'skipped', detail: 'the source has no amcheck extension in the postgres database, and a standby cannot create it (CREATE EXTENSION amcheck at the source)' },
+        : {
+            name: 'pg_amcheck',
+            result: 'skipped',
+            detail: 'the source has no amcheck extension in the postgres database, and a standby cannot create it (CREATE EXTENSION amcheck at the source)',
+          },
     );
   } catch (e) {
     check({ name: 'standby', result: 'fail', detail: message(e) });

@@ -274,7 +274,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     commands: {
       export: {},
       check: {},
-      ...each(['restore pg', 'drill', ...STANDBY], { source: 'flag', help: "the folder of pg_ctl, psql, pg_restore, pg_amcheck (default: the backed-up major version's)" }),
+      ...each(['restore pg', 'drill', ...STANDBY], {
+        source: 'flag',
+        help: "the folder of pg_ctl, psql, pg_restore, pg_amcheck (default: the backed-up major version's)",
+      }),
     },
   },
 
@@ -463,7 +466,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'a new or empty data folder; its WAL goes to DIR.wal beside it',
     commands: {
       'restore pg': {},
-      'standby init': { required: 'give --pgdata DIR, a new or empty data folder for the standby', help: "a new or empty data folder for the standby" },
+      'standby init': { required: 'give --pgdata DIR, a new or empty data folder for the standby', help: 'a new or empty data folder for the standby' },
     },
   },
   {
@@ -475,7 +478,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     commands: {
       'standby init': { help: "the standby's folder to make: its state, its WAL folder, its lock (default DIR.standby beside --pgdata, on its file system)" },
       ...each(['standby apply', 'standby status', 'standby promote'], { required: "give --standby DIR, the standby's folder that standby init made" }),
-      drill: { source: 'flag', help: "check the running standby of this folder read-only instead of restoring the media (no --from needed)" },
+      drill: { source: 'flag', help: 'check the running standby of this folder read-only instead of restoring the media (no --from needed)' },
     },
   },
   {
@@ -483,7 +486,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'text',
     arg: 'time',
     help: 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)',
-    commands: { 'restore pg': {}, 'standby promote': { help: 'end recovery at this time (with an offset) and promote; it must lie after what the standby replayed' } },
+    commands: {
+      'restore pg': {},
+      'standby promote': { help: 'end recovery at this time (with an offset) and promote; it must lie after what the standby replayed' },
+    },
   },
   {
     flag: 'tablespace-map',
@@ -536,7 +542,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'seconds',
     default: '3600',
     help: 'how long recovery may take',
-    commands: { ...each(['restore pg', 'drill', 'standby init', 'standby promote']), 'standby apply': { help: 'how long to wait for the standby to replay what was added' } },
+    commands: {
+      ...each(['restore pg', 'drill', 'standby init', 'standby promote']),
+      'standby apply': { help: 'how long to wait for the standby to replay what was added' },
+    },
   },
   {
     flag: 'airlock-cli',
@@ -600,14 +609,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: 'standby-lag-warning',
     kind: 'duration',
     default: '26h',
-    help: "standby status: warning when the newest restore point the standby replayed is this old",
+    help: 'standby status: warning when the newest restore point the standby replayed is this old',
     commands: { 'standby status': fromFile() },
   },
   {
     key: 'standby-lag-critical',
     kind: 'duration',
     default: '50h',
-    help: "standby status: critical when the newest restore point the standby replayed is this old",
+    help: 'standby status: critical when the newest restore point the standby replayed is this old',
     commands: { 'standby status': fromFile() },
   },
   { key: 'wal-age-warning', kind: 'duration', default: '5m', help: 'status: warning when the newest WAL is this old', commands: { status: fromFile() } },
@@ -686,7 +695,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     flag: 'standby',
     kind: 'flag',
-    help: "the server is a warm standby that standby apply feeds: a file announced by its sidecar but not placed yet is absent, not an error",
+    help: 'the server is a warm standby that standby apply feeds: a file announced by its sidecar but not placed yet is absent, not an error',
     commands: { 'wal-fetch': {} },
   },
   {

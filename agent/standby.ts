@@ -151,7 +151,8 @@ export function newBundles(state: StandbyState, verified: readonly BundleReport[
   const first = after[0];
   if (!first) return [];
   if (first.seq !== state.applied.seq + 1) {
-    const missing = (first.seq as number) - state.applied.seq === 2 ? `seq ${state.applied.seq + 1} is` : `seq ${state.applied.seq + 1} to ${(first.seq as number) - 1} are`;
+    const missing =
+      (first.seq as number) - state.applied.seq === 2 ? `seq ${state.applied.seq + 1} is` : `seq ${state.applied.seq + 1} to ${(first.seq as number) - 1} are`;
     throw new AirlockError('standby-gap', `${missing} missing: the standby holds up to seq ${state.applied.seq} and the media start at seq ${first.seq}`, {
       hint: 'apply the media holding the missing bundles first; nothing was applied',
     });
@@ -165,9 +166,13 @@ export function newBundles(state: StandbyState, verified: readonly BundleReport[
     const pg = pgOf(b);
     if (!pg) continue;
     if (pg.systemIdentifier !== state.systemIdentifier || pg.segmentSize !== state.segmentSize)
-      throw new AirlockError('standby-fork', `seq ${b.seq} is of another cluster (system identifier ${pg.systemIdentifier}) than the standby (${state.systemIdentifier})`, {
-        hint: 'nothing was applied',
-      });
+      throw new AirlockError(
+        'standby-fork',
+        `seq ${b.seq} is of another cluster (system identifier ${pg.systemIdentifier}) than the standby (${state.systemIdentifier})`,
+        {
+          hint: 'nothing was applied',
+        },
+      );
     for (const r of pg.wal) {
       if (r.timeline !== state.timeline)
         throw new AirlockError('standby-fork', `seq ${b.seq} carries WAL of timeline ${r.timeline}; the standby follows timeline ${state.timeline}`, {
@@ -175,9 +180,13 @@ export function newBundles(state: StandbyState, verified: readonly BundleReport[
         });
       const from = segmentNo(r.first, state.segmentSize);
       if (last !== undefined && from > last + 1n)
-        throw new AirlockError('standby-gap', `seq ${b.seq} starts its WAL at ${r.first}, but the standby's WAL ends before it (at segment ${state.lastSegment})`, {
-          hint: 'the WAL in between is in no bundle given; nothing was applied',
-        });
+        throw new AirlockError(
+          'standby-gap',
+          `seq ${b.seq} starts its WAL at ${r.first}, but the standby's WAL ends before it (at segment ${state.lastSegment})`,
+          {
+            hint: 'the WAL in between is in no bundle given; nothing was applied',
+          },
+        );
       const to = segmentNo(r.last, state.segmentSize);
       if (last === undefined || to > last) last = to;
     }
@@ -310,7 +319,7 @@ export async function serverRuns(pgdata: string): Promise<boolean> {
 export function replayGoal(state: StandbyState): bigint | undefined {
   const point = state.restorePoints.at(-1);
   const seg = state.lastSegment === undefined ? undefined : segmentStart(state.lastSegment, state.segmentSize);
-  const p = point && point.seq === state.applied.seq ? lsnValue(point.lsn) : undefined;
+  const p = point?.seq === state.applied.seq ? lsnValue(point.lsn) : undefined;
   if (p !== undefined) return seg !== undefined && seg > p ? seg : p;
   return seg;
 }
@@ -331,15 +340,21 @@ export async function waitForReplay(dir: string, state: StandbyState, goal: bigi
     } catch (e) {
       if (!(await serverRuns(state.pgdata))) {
         const f = serverFailure(await readFile(log, 'utf8').catch(() => ''));
-        throw new AirlockError('recovery-failed', `the standby's server is not running: ${f.why}`, { hint: `read ${log}; start it with pg_ctl -D ${state.pgdata} start` });
+        throw new AirlockError('recovery-failed', `the standby's server is not running: ${f.why}`, {
+          hint: `read ${log}; start it with pg_ctl -D ${state.pgdata} start`,
+        });
       }
       if (!(e instanceof AirlockError && e.code === 'pg-failed')) throw e;
     }
     if (r?.replayLsn && lsnValue(r.replayLsn) >= goal) return r;
     if (now() > deadline)
-      throw new AirlockError('recovery-failed', `the standby did not replay up to ${formatLsn(goal)} within ${Math.round(s.timeoutMs / 1000)} s (it is at ${r?.replayLsn ?? 'an unknown location'})`, {
-        hint: `read ${log}; the WAL is in place and the standby goes on replaying it`,
-      });
+      throw new AirlockError(
+        'recovery-failed',
+        `the standby did not replay up to ${formatLsn(goal)} within ${Math.round(s.timeoutMs / 1000)} s (it is at ${r?.replayLsn ?? 'an unknown location'})`,
+        {
+          hint: `read ${log}; the WAL is in place and the standby goes on replaying it`,
+        },
+      );
     await sleep(s.pollMs ?? 500);
   }
 }
@@ -368,7 +383,8 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
     () => true,
     () => false,
   );
-  if (taken) throw new AirlockError('target-exists', `${dir} holds a standby already`, { hint: 'give a new folder with --standby, or remove that standby first' });
+  if (taken)
+    throw new AirlockError('target-exists', `${dir} holds a standby already`, { hint: 'give a new folder with --standby, or remove that standby first' });
   const owner = await ownerFor(pgdata);
   // the server's user reads the WAL folder inside it
   if (owner) await chown(dir, owner.uid, owner.gid);
@@ -387,7 +403,9 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
       ...(opts.say ? { say: opts.say } : {}),
       ...(opts.notes ? { notes: opts.notes } : {}),
     });
-    const held = opts.verified.filter((b) => b.site === restore.site && restore.bundles.includes(b.seq as number)).sort((a, b) => (a.seq as number) - (b.seq as number));
+    const held = opts.verified
+      .filter((b) => b.site === restore.site && restore.bundles.includes(b.seq as number))
+      .sort((a, b) => (a.seq as number) - (b.seq as number));
     const newest = held.at(-1) as BundleReport;
     const pg = pgOf(newest) as PostgresCoverage;
     const state: StandbyState = {
@@ -401,7 +419,12 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
       segmentSize: pg.segmentSize,
       timeline: pg.timeline,
       baseSeq: restore.baseSeq,
-      applied: { seq: newest.seq as number, sums: newest.sums as string, ...(newest.created ? { created: newest.created } : {}), at: new Date(opts.now?.() ?? Date.now()).toISOString() },
+      applied: {
+        seq: newest.seq as number,
+        sums: newest.sums as string,
+        ...(newest.created ? { created: newest.created } : {}),
+        at: new Date(opts.now?.() ?? Date.now()).toISOString(),
+      },
       ...(restore.lastSegment ? { lastSegment: restore.lastSegment } : {}),
       restorePoints: pointsOf(held),
       ...(restore.tableChecks ? { tableChecks: restore.tableChecks } : {}),
@@ -479,11 +502,19 @@ function withApplied(
   nowMs: number,
 ): StandbyState {
   const newest = fresh.at(-1) as BundleReport;
-  const lastSegment = [before.lastSegment, added.lastSegment].filter((s) => s !== undefined).sort().at(-1);
+  const lastSegment = [before.lastSegment, added.lastSegment]
+    .filter((s) => s !== undefined)
+    .sort()
+    .at(-1);
   const tableChecks = added.tableChecks ?? before.tableChecks;
   return {
     ...before,
-    applied: { seq: newest.seq as number, sums: newest.sums as string, ...(newest.created ? { created: newest.created } : {}), at: new Date(nowMs).toISOString() },
+    applied: {
+      seq: newest.seq as number,
+      sums: newest.sums as string,
+      ...(newest.created ? { created: newest.created } : {}),
+      at: new Date(nowMs).toISOString(),
+    },
     ...(lastSegment ? { lastSegment } : {}),
     restorePoints: [...before.restorePoints, ...pointsOf(fresh)],
     ...(tableChecks ? { tableChecks } : {}),
@@ -529,9 +560,13 @@ export function promotePlan(target: Target, replay: Replay, points: readonly Sta
   const lastApplied = points.filter((p) => p.seq <= applied).at(-1);
   const newest = points.at(-1);
   const passed = (what: string) =>
-    new AirlockError('standby-passed', `the standby replayed past ${what} already${replay.lastCommit ? ` (its last transaction committed at ${replay.lastCommit})` : ''}`, {
-      hint: 'a standby cannot rewind: use restore pg with this target on the media, or promote to a later one',
-    });
+    new AirlockError(
+      'standby-passed',
+      `the standby replayed past ${what} already${replay.lastCommit ? ` (its last transaction committed at ${replay.lastCommit})` : ''}`,
+      {
+        hint: 'a standby cannot rewind: use restore pg with this target on the media, or promote to a later one',
+      },
+    );
   const committedAfter = (us: number) => replay.lastCommit !== null && micros(replay.lastCommit) > us;
   if (target.kind === 'latest') return { how: 'promote', addNew: true };
   if (target.kind === 'lsn') throw new AirlockError('usage', 'standby promote takes --target-time, --target-name or --latest');
@@ -548,9 +583,13 @@ export function promotePlan(target: Target, replay: Replay, points: readonly Sta
   }
   if (committedAfter(target.us)) throw passed(target.time);
   if (newest && target.us > micros(newest.time))
-    throw new AirlockError('usage', `the target time ${target.time} is after the newest data the standby holds (restore point ${newest.name} at ${newest.time})`, {
-      hint: 'give --latest, or --from with the media that reach the target',
-    });
+    throw new AirlockError(
+      'usage',
+      `the target time ${target.time} is after the newest data the standby holds (restore point ${newest.name} at ${newest.time})`,
+      {
+        hint: 'give --latest, or --from with the media that reach the target',
+      },
+    );
   if (lastApplied === undefined || target.us <= micros(lastApplied.time)) return { how: 'promote', addNew: false };
   // inside the new media, unless at or after their newest restore point, where they end
   return newest && target.us >= micros(newest.time) ? { how: 'promote', addNew: true } : { how: 'target', addNew: true };
@@ -593,10 +632,22 @@ export async function promoteStandby(opts: PromoteOptions): Promise<Promoted> {
       if (goal !== undefined) await waitForReplay(dir, state, goal, opts);
       opts.say?.('every WAL file held is replayed: promoting');
       const owner = await ownerFor(state.pgdata);
-      const p = await runAsOwner(opts.bin ? path.join(opts.bin, 'pg_ctl') : 'pg_ctl', ['-D', state.pgdata, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'promote'], owner);
-      if (p.code !== 0) throw new AirlockError('recovery-failed', `pg_ctl promote failed: ${p.stderr.trim() || p.stdout.trim()}`, { hint: `read ${path.join(dir, SERVER_LOG)}` });
+      const p = await runAsOwner(
+        opts.bin ? path.join(opts.bin, 'pg_ctl') : 'pg_ctl',
+        ['-D', state.pgdata, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'promote'],
+        owner,
+      );
+      if (p.code !== 0)
+        throw new AirlockError('recovery-failed', `pg_ctl promote failed: ${p.stderr.trim() || p.stdout.trim()}`, {
+          hint: `read ${path.join(dir, SERVER_LOG)}`,
+        });
       const after = await askReplay(state, opts);
-      result = { how, timeline: await timelineOf(state, opts), replayLsn: after.replayLsn ?? replay.replayLsn, lastCommit: after.lastCommit ?? replay.lastCommit };
+      result = {
+        how,
+        timeline: await timelineOf(state, opts),
+        replayLsn: after.replayLsn ?? replay.replayLsn,
+        lastCommit: after.lastCommit ?? replay.lastCommit,
+      };
     } else {
       opts.say?.('restarting the standby with the target set, to end recovery there and promote');
       await setTarget(state.pgdata, opts.target);
@@ -607,7 +658,14 @@ export async function promoteStandby(opts: PromoteOptions): Promise<Promoted> {
       result = { how, timeline: rec.timeline, replayLsn: rec.replayLsn, lastCommit: rec.lastCommit ?? null };
     }
     const seconds = ((opts.now ?? Date.now)() - t0) / 1000;
-    const targetText = opts.target.kind === 'latest' ? 'latest' : opts.target.kind === 'name' ? `restore point ${opts.target.name}` : opts.target.kind === 'time' ? opts.target.time : opts.target.lsn;
+    const targetText =
+      opts.target.kind === 'latest'
+        ? 'latest'
+        : opts.target.kind === 'name'
+          ? `restore point ${opts.target.name}`
+          : opts.target.kind === 'time'
+            ? opts.target.time
+            : opts.target.lsn;
     await writeStandbyState(dir, { ...state, promoted: { at: new Date((opts.now ?? Date.now)()).toISOString(), target: targetText, seconds } });
     return { ...result, seconds };
   } finally {
@@ -634,9 +692,11 @@ async function setTarget(pgdata: string, target: Target): Promise<void> {
 
 async function timelineOf(state: StandbyState, s: Pick<ServerOptions, 'bin' | 'user' | 'signal'>): Promise<number | null> {
   // the timeline of the WAL written now: the new one at once, before the first checkpoint records it
-  return queryJson<number | null>(conn(state, s), `SELECT to_json(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint)`, s.signal).catch(
-    () => null,
-  );
+  return queryJson<number | null>(
+    conn(state, s),
+    `SELECT to_json(('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint)`,
+    s.signal,
+  ).catch(() => null);
 }
 
 /** The connection to the standby as `user`, for read-only checks (drill). */
@@ -696,8 +756,10 @@ export function collectStandbyStatus(input: StandbyStatusInput): StandbyStatus {
     media: null,
     promoted: state.promoted ?? null,
   };
-  if (state.promoted) checks.push({ name: 'standby', level: 'warning', message: `promoted at ${state.promoted.at} (${state.promoted.target}): no longer a standby` });
-  else if (!answered) checks.push({ name: 'standby', level: 'critical', message: `the standby's server does not answer: ${(input.replay as { error: string }).error}` });
+  if (state.promoted)
+    checks.push({ name: 'standby', level: 'warning', message: `promoted at ${state.promoted.at} (${state.promoted.target}): no longer a standby` });
+  else if (!answered)
+    checks.push({ name: 'standby', level: 'critical', message: `the standby's server does not answer: ${(input.replay as { error: string }).error}` });
   else if (!answered.inRecovery) checks.push({ name: 'standby', level: 'critical', message: 'the server is not in recovery: it was promoted outside airlock' });
   else {
     const goal = replayGoal(state);
@@ -748,7 +810,11 @@ export function standbyStatusText(s: StandbyStatus, t: StandbyThresholds): strin
   const top = s.checks.find((c) => c.level === s.level);
   const summary = s.level === 'ok' || !top ? `${s.checks.length} checks ok, standby of ${s.site} at seq ${s.applied.seq}` : `${top.name}: ${top.message}`;
   const v = (x: number | null, unit = '') => (x === null ? 'U' : `${Math.round(x * 1000) / 1000}${unit}`);
-  const perf = [`lag=${v(s.lagSeconds, 's')};${t.lagWarning};${t.lagCritical};0`, `applied_seq=${s.applied.seq};;;0`, `behind=${v(s.media?.behind ?? null)};;;0`];
+  const perf = [
+    `lag=${v(s.lagSeconds, 's')};${t.lagWarning};${t.lagCritical};0`,
+    `applied_seq=${s.applied.seq};;;0`,
+    `behind=${v(s.media?.behind ?? null)};;;0`,
+  ];
   const lines = [
     `AIRLOCK STANDBY ${s.level.toUpperCase()} - ${oneLine(summary)} | ${perf.join(' ')}`,
     ...s.checks.map((c) => `${c.level}: ${c.name}: ${c.message}`),
@@ -766,7 +832,11 @@ export function standbyPrometheusText(s: StandbyStatus): string {
     ['airlock_standby_status', 'overall health: 0 ok, 1 warning, 2 critical, 3 unknown', [{ value: LEVEL_EXIT[s.level] }]],
     ['airlock_standby_applied_seq', 'the newest bundle the standby applied', [{ value: s.applied.seq }]],
     ['airlock_standby_lag_seconds', 'age of the newest restore point the standby applied', [{ value: s.lagSeconds }]],
-    ['airlock_standby_in_recovery', '1 while the server is a standby in recovery', [{ value: s.server.inRecovery === null ? null : Number(s.server.inRecovery) }]],
+    [
+      'airlock_standby_in_recovery',
+      '1 while the server is a standby in recovery',
+      [{ value: s.server.inRecovery === null ? null : Number(s.server.inRecovery) }],
+    ],
     ['airlock_standby_last_replay_timestamp_seconds', 'commit time of the last transaction replayed', [{ value: at(s.server.lastCommit) }]],
     ['airlock_standby_behind_bundles', 'bundles on the media given that the standby has not applied', [{ value: s.media?.behind ?? null }]],
   ]);

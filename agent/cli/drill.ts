@@ -47,9 +47,13 @@ async function osUser(name: string): Promise<{ uid: number; gid: number }> {
 function mediaOf(flags: DrillFlags): { from: string[]; identity: string; allowedSigners: string } {
   const { from, identity, allowedSigners } = flags;
   if (from === undefined || from.length === 0)
-    throw new AirlockError('usage', '--from is required', { hint: 'give --from MEDIA, the medium or folder holding the bundles, or --standby DIR to check a standby' });
-  if (identity === undefined) throw new AirlockError('usage', '--identity is required', { hint: 'give --identity FILE, the age identity of the recovery site' });
-  if (allowedSigners === undefined) throw new AirlockError('usage', '--allowed-signers is required', { hint: 'give --allowed-signers FILE naming the site key' });
+    throw new AirlockError('usage', '--from is required', {
+      hint: 'give --from MEDIA, the medium or folder holding the bundles, or --standby DIR to check a standby',
+    });
+  if (identity === undefined)
+    throw new AirlockError('usage', '--identity is required', { hint: 'give --identity FILE, the age identity of the recovery site' });
+  if (allowedSigners === undefined)
+    throw new AirlockError('usage', '--allowed-signers is required', { hint: 'give --allowed-signers FILE naming the site key' });
   return { from, identity, allowedSigners };
 }
 
@@ -62,7 +66,9 @@ async function drillCommand(flags: DrillFlags): Promise<void> {
   };
   if (flags.standby !== undefined) {
     if (flags.from !== undefined && flags.from.length > 0)
-      throw new AirlockError('usage', '--standby checks a running standby; --from restores media: give one of them', { hint: 'apply new media with standby apply first' });
+      throw new AirlockError('usage', '--standby checks a running standby; --from restores media: give one of them', {
+        hint: 'apply new media with standby apply first',
+      });
     return finish(flags, await runStandbyDrill({ dir: flags.standby, pgUser: flags.pgUser, pgBin: flags.pgBin, now: () => new Date(), say }));
   }
   const media = mediaOf(flags);
@@ -121,7 +127,9 @@ async function finish(flags: DrillFlags, report: DrillReport): Promise<void> {
 }
 
 export function register(program: Command): void {
-  command(program, 'drill', 'restore drill: verify the media set, restore it into throwaway places, check and time it; or check a running standby (--standby)').action((flags: Flags) =>
-    drillCommand(resolveOptions<DrillFlags>('drill', flags)),
-  );
+  command(
+    program,
+    'drill',
+    'restore drill: verify the media set, restore it into throwaway places, check and time it; or check a running standby (--standby)',
+  ).action((flags: Flags) => drillCommand(resolveOptions<DrillFlags>('drill', flags)));
 }

@@ -129,7 +129,11 @@ async function applyCommand(flags: StandbyFlags): Promise<void> {
   );
   if (r.applied.length === 0) say(`nothing new: the standby holds every bundle of the media (up to seq ${r.state.applied.seq})`);
   else say(`applied seq ${r.applied.join(', ')} (${r.walFiles} WAL file(s)); replayed to ${r.replay?.replayLsn ?? '(no restore point)'}`);
-  process.stdout.write(flags.json ? `${JSON.stringify({ applied: r.applied, walFiles: r.walFiles, seq: r.state.applied.seq, replay: r.replay ?? null })}\n` : `${r.state.applied.seq}\n`);
+  process.stdout.write(
+    flags.json
+      ? `${JSON.stringify({ applied: r.applied, walFiles: r.walFiles, seq: r.state.applied.seq, replay: r.replay ?? null })}\n`
+      : `${r.state.applied.seq}\n`,
+  );
 }
 
 function targetOf(flags: StandbyFlags): Target {
@@ -151,7 +155,9 @@ async function promoteCommand(flags: StandbyFlags): Promise<void> {
   const target = targetOf(flags);
   const withMedia = flags.from !== undefined && flags.from.length > 0;
   if (withMedia && (flags.identity === undefined || flags.allowedSigners === undefined))
-    throw new AirlockError('usage', '--from needs --identity and --allowed-signers', { hint: 'the new media are verified and decrypted like standby apply does' });
+    throw new AirlockError('usage', '--from needs --identity and --allowed-signers', {
+      hint: 'the new media are verified and decrypted like standby apply does',
+    });
   const identities = withMedia ? await identitiesOf(flags.identity as string) : [];
   const say = sayer(flags);
   const state = await readStandbyState(dir);
@@ -184,11 +190,17 @@ async function statusCommand(flags: StandbyFlags): Promise<number> {
   }
   let media: StandbyStatusInput['media'];
   if (flags.from !== undefined && flags.from.length > 0) {
-    if (flags.allowedSigners === undefined) throw new AirlockError('usage', '--from needs --allowed-signers', { hint: 'the media are verified (keyless) before they count' });
+    if (flags.allowedSigners === undefined)
+      throw new AirlockError('usage', '--from needs --allowed-signers', { hint: 'the media are verified (keyless) before they count' });
     try {
       // keyless: the signature, lists and chain; the volumes' sizes, not their bytes (status reads no payload)
       const verified = await verifyMedia(flags, state.site);
-      media = { newest: verified.filter((b) => b.site === state.site).sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).at(-1) };
+      media = {
+        newest: verified
+          .filter((b) => b.site === state.site)
+          .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0))
+          .at(-1),
+      };
     } catch (e) {
       media = { error: e instanceof Error ? e.message : String(e) };
     }

@@ -363,7 +363,13 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const total = plan.bundles.reduce((a, x) => a + (x.b.manifest?.payload.size ?? 0), 0);
   let read = 0;
   const onBytes = opts.progress ? (n: number) => opts.progress?.((read += n), total) : undefined;
-  const settings = serverSettings(opts, target, walDir, pgdata, plan.bundles.map((x) => x.seq));
+  const settings = serverSettings(
+    opts,
+    target,
+    walDir,
+    pgdata,
+    plan.bundles.map((x) => x.seq),
+  );
   const staging = await openStaging(pgdata, opts.notes ? { notes: opts.notes } : {});
   // the data folder and its WAL are built inside staging, on the target's file system
   const partial = path.join(staging.dir, 'pgdata');

@@ -103,9 +103,12 @@ test.after(() => {
 });
 
 test('five media sets from a running source: the standby made from the first replays each of the others to its restore point', () => {
-  psql('CREATE EXTENSION IF NOT EXISTS amcheck; CREATE TABLE standby_rows (id serial PRIMARY KEY, v text); INSERT INTO standby_rows (v) SELECT md5(g::text) FROM generate_series(1, 100) g', {
-    input: true,
-  });
+  psql(
+    'CREATE EXTENSION IF NOT EXISTS amcheck; CREATE TABLE standby_rows (id serial PRIMARY KEY, v text); INSERT INTO standby_rows (v) SELECT md5(g::text) FROM generate_series(1, 100) g',
+    {
+      input: true,
+    },
+  );
   exportSet(['--pg-base']);
   for (const n of [50, 70, 90]) {
     psql(`INSERT INTO standby_rows (v) SELECT md5(g::text) FROM generate_series(1, ${n}) g`);
@@ -126,7 +129,7 @@ test('five media sets from a running source: the standby made from the first rep
   assert.is(view(a.server), expected[0]);
   assert.is(psql('SELECT pg_is_in_recovery()', { server: a.server }), 't', 'a standby, not a promoted server');
   const conf = readFileSync(path.join(a.server.data, 'postgresql.conf'), 'utf8');
-  assert.match(conf, "archive_mode = off");
+  assert.match(conf, 'archive_mode = off');
   assert.match(conf, "listen_addresses = 'localhost'");
   assert.match(conf, /restore_command = '.* wal-fetch %f %p --from \S*\/wal\S* --standby'/);
   assert.not.match(conf, 'recovery_target_action', 'it never promotes by itself');
@@ -189,7 +192,12 @@ test('status: what was applied, the replay position, and how far behind the medi
   assert.match(readFileSync(prom, 'utf8'), 'airlock_standby_applied_seq{site="site-standby"} 4');
   const behind = airlock(['standby', 'status', '--standby', s.dir, '--from', media[4] as string, '--allowed-signers', site.keys().allowedSigners, '--json']);
   assert.is(behind.code, 1, behind.stderr);
-  const j = JSON.parse(behind.stdout) as { level: string; applied: { seq: number }; media: { newestSeq: number; behind: number }; server: { inRecovery: boolean; lastCommit: string } };
+  const j = JSON.parse(behind.stdout) as {
+    level: string;
+    applied: { seq: number };
+    media: { newestSeq: number; behind: number };
+    server: { inRecovery: boolean; lastCommit: string };
+  };
   assert.equal([j.level, j.applied.seq, j.media.newestSeq, j.media.behind, j.server.inRecovery], ['warning', 4, 5, 1, true]);
   assert.match(j.server.lastCommit, /^\d{4}-\d{2}-\d{2}T/);
   const gone = airlock(['standby', 'status', '--standby', tmp()]);
@@ -217,7 +225,9 @@ test('drill --standby checks the running standby read-only: replay, the table ch
 
 test('two applies at once: one applies, the other is refused by the lock; then promote to the newest data', async () => {
   const s = a as Standby;
-  const both = await Promise.all([0, 1].map(() => airlockAsync(['standby', 'apply', '--standby', s.dir, '--from', media[4] as string, ...keyArgs(), '--json'])));
+  const both = await Promise.all(
+    [0, 1].map(() => airlockAsync(['standby', 'apply', '--standby', s.dir, '--from', media[4] as string, ...keyArgs(), '--json'])),
+  );
   const codes = both.map((r) => r.code).sort();
   assert.equal(codes, [EXIT.ok, EXIT.conflict], both.map((r) => r.stderr).join('\n'));
   assert.match(both.find((r) => r.code === EXIT.conflict)?.stderr ?? '', '"code":"locked"');
@@ -243,7 +253,18 @@ test('promote to a time inside media that just arrived: exactly the rows committ
   // a second standby, made from the first four sets at once, and handed set 5 only at promotion
   const b = initStandby(media.slice(0, 4));
   assert.is(view(b.server), expected[3]);
-  const r = airlock(['standby', 'promote', '--standby', b.dir, '--from', media[4] as string, ...keyArgs(), '--target-time', (inside as { time: string }).time, '--json']);
+  const r = airlock([
+    'standby',
+    'promote',
+    '--standby',
+    b.dir,
+    '--from',
+    media[4] as string,
+    ...keyArgs(),
+    '--target-time',
+    (inside as { time: string }).time,
+    '--json',
+  ]);
   assert.is(r.code, EXIT.ok, r.stderr);
   const out = JSON.parse(r.stdout) as { how: string; seconds: number };
   assert.is(out.how, 'target');

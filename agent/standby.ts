@@ -22,7 +22,7 @@
  * inside media that just arrived (before a bad change they carry), give them to promote instead of
  * apply, which adds their WAL with the target set. The README explains the routine.
  */
-import { chown, lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../manifests/atomic.js';
 import { lsnValue, segmentNo, type PostgresCoverage } from '../manifests/coverage.js';
@@ -379,6 +379,8 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
   const dir = path.resolve(opts.dir);
   const pgdata = path.resolve(opts.pgdata);
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  // it will hold decrypted WAL: the server's user's alone, whatever the folder was made with
+  await chmod(dir, 0o700);
   const taken = await lstat(path.join(dir, STATE_FILE)).then(
     () => true,
     () => false,

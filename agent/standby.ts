@@ -297,7 +297,7 @@ export async function askReplay(state: StandbyState, s: Pick<ServerOptions, 'bin
     conn(state, s),
     `SELECT json_build_object('inRecovery', pg_is_in_recovery(), 'replayLsn', pg_last_wal_replay_lsn(),
       'lastCommit', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-      'paused', CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END)`,
+      'paused', CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END)`,
     s.signal,
   );
   return r;

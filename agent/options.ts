@@ -554,6 +554,12 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: "the airlock main.js the cluster's user runs for restore_command (default: this one)",
     commands: each(['restore pg', 'drill', 'standby init']),
   },
+  {
+    flag: 'rebase',
+    kind: 'flag',
+    help: 'when the new media carry a newer base backup: stop the standby and lay it down again from it (else only their WAL is applied)',
+    commands: { 'standby apply': {} },
+  },
   { flag: 'dump', kind: 'flag', help: 'restore a logical dump instead: needs --dbname and --database', commands: { 'restore pg': {} } },
   { flag: 'dbname', kind: 'text', arg: 'conninfo', help: 'with --dump: the database to restore into (it must exist)', commands: { 'restore pg': {} } },
   { flag: 'database', kind: 'text', arg: 'name', help: 'with --dump: the dumped database to restore', commands: { 'restore pg': {} } },

@@ -31,7 +31,7 @@ import { escapeText } from '../manifests/escape.js';
 import { digestStream } from '../manifests/hash.js';
 import type { IndexRecord } from '../manifests/records.js';
 import type { BundleReport } from '../verifier/verify.js';
-import { fsyncDir } from './fsutil.js';
+import { fsyncDir, removeTree } from './fsutil.js';
 import { acquireLock } from './lock.js';
 import { formatLsn } from './postgres/wal.js';
 import {
@@ -48,7 +48,7 @@ import {
   recoveryTarget,
   type Target,
 } from './restore/pg.js';
-import { openStaging, stageBundle, type Notes } from './restore/staging.js';
+import { openStaging, requireEmpty, stageBundle, type Notes } from './restore/staging.js';
 import { queryJson } from './sources/postgres/server.js';
 import { SIDECAR_SUFFIX, parseSidecar, sidecarText } from './spool.js';
 import { LEVEL_EXIT, byAge, duration, metricLines, oneLine, worst, type Level, type StatusCheck } from './status.js';
@@ -76,6 +76,8 @@ export interface StandbyState {
   segmentSize: number;
   timeline: number;
   baseSeq: number;
+  /** node and the airlock CLI as the server's user runs them for restore_command (a rebase writes it again) */
+  walFetch: { node: string; cli: string };
   /** the newest bundle whose WAL the standby holds, and its identity (the sha256 of its SHA256SUMS) */
   applied: { seq: number; sums: string; created?: string; at: string };
   /** the newest WAL segment in the WAL folder */
@@ -291,6 +293,15 @@ const conn = (state: StandbyState, s: Pick<ServerOptions, 'bin' | 'user'>, dbnam
   ...(s.bin ? { bin: s.bin } : {}),
 });
 
+/**
+ * Wakes the standby's recovery so that it asks for the WAL just added now, not after the rest of its
+ * wal_retrieve_retry_interval: a reload signals every server process, and the startup process takes
+ * the signal as a wake-up. A failure only means waiting for that interval.
+ */
+async function wakeStandby(pgdata: string, bin: string | undefined): Promise<void> {
+  await runAsOwner(bin ? path.join(bin, 'pg_ctl') : 'pg_ctl', ['-D', pgdata, 'reload'], await ownerFor(pgdata)).catch(() => undefined);
+}
+
 /** Where the standby's replay is. Throws `pg-failed` when the server does not answer. */
 export async function askReplay(state: StandbyState, s: Pick<ServerOptions, 'bin' | 'user' | 'signal'>): Promise<Replay> {
   const r = await queryJson<Replay>(
@@ -421,6 +432,7 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
       segmentSize: pg.segmentSize,
       timeline: pg.timeline,
       baseSeq: restore.baseSeq,
+      walFetch: opts.walFetch,
       applied: {
         seq: newest.seq as number,
         sums: newest.sums as string,
@@ -445,6 +457,8 @@ export async function initStandby(opts: InitOptions): Promise<{ state: StandbySt
 
 export interface ApplyOptions extends ServerOptions {
   dir: string;
+  /** when the new bundles carry a newer base backup: lay the standby down again from it */
+  rebase?: boolean;
   /** verifies the media and returns their bundles (the clean set), or throws why not */
   verify: (state: StandbyState) => Promise<BundleReport[]>;
   identities: readonly Uint8Array[];
@@ -481,6 +495,8 @@ export async function applyStandby(opts: ApplyOptions): Promise<ApplyResult> {
     assertStandby(before, dir);
     const fresh = newBundles(before, await opts.verify(before));
     if (fresh.length === 0) return { applied: [], walFiles: 0, state: before };
+    if (opts.rebase === true && fresh.some((b) => pgOf(b)?.base)) return await rebase(dir, before, fresh, opts);
+    if (opts.rebase === true) opts.say?.('the new media hold no base backup: applying their WAL');
     const added = await addWal(fresh, opts.identities, path.join(dir, WAL_DIR), {
       ...(opts.notes ? { notes: opts.notes } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
@@ -488,6 +504,7 @@ export async function applyStandby(opts: ApplyOptions): Promise<ApplyResult> {
     });
     const state = withApplied(before, fresh, added, opts.now?.() ?? Date.now());
     await writeStandbyState(dir, state);
+    await wakeStandby(state.pgdata, opts.bin);
     opts.say?.(`${added.files} WAL file(s) of seq ${fresh.map((b) => b.seq).join(', ')} added; waiting for the standby to replay them`);
     const goal = replayGoal(state);
     const replay = goal === undefined ? undefined : await waitForReplay(dir, state, goal, opts);
@@ -495,6 +512,60 @@ export async function applyStandby(opts: ApplyOptions): Promise<ApplyResult> {
   } finally {
     release();
   }
+}
+
+/**
+ * Lays the standby down again from the newest base backup of `fresh` (apply --rebase), so its WAL
+ * folder and replay start there: the server is stopped, its data folder and WAL folder set aside,
+ * the new ones laid down in their place (restore/pg.ts, as init), the server started and waited for;
+ * only then is the old copy removed. A failure before the start puts the old copy back and starts it.
+ * Throws what preparePgRestore throws, `target-exists` when an interrupted rebase left its old copy.
+ */
+async function rebase(dir: string, before: StandbyState, fresh: readonly BundleReport[], opts: ApplyOptions): Promise<ApplyResult> {
+  const walDir = path.join(dir, WAL_DIR);
+  const aside = { data: `${before.pgdata}.airlock-old`, wal: `${walDir}.airlock-old` };
+  for (const p of [aside.data, aside.wal])
+    await requireEmpty(p, 'an interrupted standby apply --rebase left the old standby there: move it back (or remove it), then apply again');
+  const base = fresh.filter((b) => pgOf(b)?.base).at(-1) as BundleReport;
+  opts.say?.(`rebasing the standby on the base backup of seq ${base.seq}: stopping it`);
+  if (await serverRuns(before.pgdata)) await stopRestored(before.pgdata, opts.bin);
+  await rename(before.pgdata, aside.data);
+  await rename(walDir, aside.wal);
+  let restore: PgRestoreResult;
+  try {
+    restore = await preparePgRestore({
+      verified: fresh,
+      identities: opts.identities,
+      pgdata: before.pgdata,
+      target: { kind: 'latest' },
+      orLatest: false,
+      port: before.port,
+      walFetch: before.walFetch,
+      standby: { walDir },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.say ? { say: opts.say } : {}),
+      ...(opts.notes ? { notes: opts.notes } : {}),
+    });
+  } catch (e) {
+    // preparePgRestore leaves neither folder behind on failure: the old standby goes back as it was
+    await rename(aside.data, before.pgdata);
+    await rename(aside.wal, walDir);
+    await startServer(before.pgdata, path.join(dir, SERVER_LOG), opts);
+    throw e;
+  }
+  const held = fresh.filter((b) => restore.bundles.includes(b.seq as number));
+  const state: StandbyState = {
+    ...withApplied(before, fresh, { ...(restore.tableChecks ? { tableChecks: restore.tableChecks } : {}) }, opts.now?.() ?? Date.now()),
+    baseSeq: restore.baseSeq,
+    ...(restore.lastSegment ? { lastSegment: restore.lastSegment } : {}),
+  };
+  await writeStandbyState(dir, state);
+  opts.say?.(`laid down from seq ${restore.baseSeq} with the WAL of seq ${held.map((b) => b.seq).join(', ')}: starting it`);
+  await startServer(before.pgdata, path.join(dir, SERVER_LOG), opts);
+  const goal = replayGoal(state);
+  const replay = goal === undefined ? undefined : await waitForReplay(dir, state, goal, opts);
+  for (const p of [aside.data, aside.wal]) await removeTree(p).catch(() => opts.notes?.(`warning: could not remove ${p}; it holds the old standby's data`));
+  return { applied: fresh.map((b) => b.seq as number), walFiles: restore.walFiles, state, ...(replay ? { replay } : {}) };
 }
 
 function withApplied(
@@ -627,6 +698,7 @@ export async function promoteStandby(opts: PromoteOptions): Promise<Promoted> {
       });
       state = withApplied(state, fresh, added, (opts.now ?? Date.now)());
       await writeStandbyState(dir, state);
+      if (how === 'promote') await wakeStandby(state.pgdata, opts.bin);
     }
     let result: Omit<Promoted, 'seconds'>;
     if (how === 'promote') {

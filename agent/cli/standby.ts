@@ -49,6 +49,7 @@ interface StandbyFlags {
   targetTime?: string;
   targetName?: string;
   latest?: boolean;
+  rebase?: boolean;
   prometheus?: string;
   standbyLagWarning: number;
   standbyLagCritical: number;
@@ -122,6 +123,7 @@ async function applyCommand(flags: StandbyFlags): Promise<void> {
       dir,
       verify: (s) => verifyMedia(flags, s.site),
       identities,
+      rebase: flags.rebase === true,
       signal,
       say,
       notes: note,

@@ -317,10 +317,10 @@ function serverSettings(opts: PgRestoreOptions, target: Target, walDir: string, 
     ...recoveryTarget(target),
     ...(opts.standby
       ? [
-          // read-only queries (status, drill) while it replays; it never promotes by itself
+          // read-only queries (status, drill) while it replays; it never promotes by itself. It asks
+          // wal-fetch for the next file every wal_retrieve_retry_interval (5 s) while none is there;
+          // standby apply wakes it at once after adding some (standby.ts, wakeStandby)
           'hot_standby = on',
-          // new WAL arrives by medium: look for it every few seconds, not every five
-          "wal_retrieve_retry_interval = '2s'",
         ]
       : ["recovery_target_action = 'promote'"]),
     "recovery_target_timeline = 'latest'",

@@ -223,7 +223,7 @@ test('drill --standby checks the running standby read-only: replay, the table ch
   assert.is(psql('SELECT pg_last_wal_replay_lsn()', { server: s.server }), lsn, 'nothing replayed or written by the drill');
 });
 
-test('two applies at once: one applies, the other is refused by the lock; then promote to the newest data', async () => {
+test('two applies at once: one applies, the other is refused by the lock; a rebase on a newer base backup; then promote to the newest data', async () => {
   const s = a as Standby;
   const both = await Promise.all(
     [0, 1].map(() => airlockAsync(['standby', 'apply', '--standby', s.dir, '--from', media[4] as string, ...keyArgs(), '--json'])),
@@ -232,6 +232,22 @@ test('two applies at once: one applies, the other is refused by the lock; then p
   assert.equal(codes, [EXIT.ok, EXIT.conflict], both.map((r) => r.stderr).join('\n'));
   assert.match(both.find((r) => r.code === EXIT.conflict)?.stderr ?? '', '"code":"locked"');
   assert.is(view(s.server), expected[4], 'after set 5: the source at its restore point');
+
+  // a sixth set with a new base backup: with --rebase, the standby is laid down again from it
+  psql('INSERT INTO standby_rows (v) SELECT md5(g::text) FROM generate_series(1, 25) g');
+  exportSet(['--pg-base']);
+  const rebased = apply(s, [media[5] as string], ['--rebase']);
+  assert.is(rebased.code, EXIT.ok, rebased.stderr);
+  assert.match(rebased.stderr, 'rebasing the standby on the base backup of seq 6');
+  const state = JSON.parse(readFileSync(path.join(s.dir, 'state.json'), 'utf8')) as { baseSeq: number; applied: { seq: number } };
+  assert.equal([state.baseSeq, state.applied.seq], [6, 6]);
+  assert.is(view(s.server), expected[5], 'after the rebase: the source at the restore point of set 6');
+  assert.is(psql('SELECT pg_is_in_recovery()', { server: s.server }), 't');
+  for (const d of [path.dirname(s.server.data), s.dir])
+    assert.not.ok(
+      readdirSync(d).some((n) => n.includes('airlock-old')),
+      `the old copy is gone from ${d}`,
+    );
 
   // a time inside set 4, which replay passed: the standby cannot rewind
   const passed = airlock(['standby', 'promote', '--standby', s.dir, '--target-time', (inside as { time: string }).time, '--json']);
@@ -244,7 +260,7 @@ test('two applies at once: one applies, the other is refused by the lock; then p
   assert.match(p.stderr, /promoted to timeline \d+ after \d+\.\d s/);
   assert.is(psql('SELECT pg_is_in_recovery()', { server: s.server }), 'f');
   psql("INSERT INTO standby_rows (v) VALUES ('written after the takeover')", { server: s.server });
-  const after = apply(s, [media[4] as string], ['--json']);
+  const after = apply(s, [media[5] as string], ['--json']);
   assert.is(after.code, EXIT.conflict);
   assert.is((JSON.parse(after.stderr) as { code: string }).code, 'standby-promoted');
 });

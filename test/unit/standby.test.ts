@@ -50,6 +50,7 @@ const state: StandbyState = {
   segmentSize: SEG,
   timeline: 1,
   baseSeq: 1,
+  walFetch: { node: '/usr/bin/node', cli: '/opt/airlock/dist/agent/cli/main.js' },
   applied: { seq: 2, sums: hash(2), at: '2026-01-01T00:00:00.000Z' },
   lastSegment: seg(5),
   restorePoints: [],

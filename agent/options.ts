@@ -374,7 +374,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'compression',
     arg: 'zstd|none',
     default: 'zstd',
-    help: 'compress the tar with zstd before encryption',
+    help: 'compress the tar with zstd before encryption (stretches that look random are stored as they are)',
     commands: { export: {} },
   },
   {

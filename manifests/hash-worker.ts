@@ -165,6 +165,8 @@ export class HashFeed {
   private readonly ring: BlockRing;
   private readonly workers: HashWorker[] = [];
   private ids: readonly string[] = [];
+  /** the worker each digest lives on, so one may outlive the set it started in */
+  private readonly placed = new Map<string, number>();
 
   constructor(
     private readonly parallel = 1,
@@ -191,8 +193,12 @@ export class HashFeed {
     return (this.workers[w] ??= new HashWorker());
   }
 
-  /** Appends `chunk` to the digests `ids`; one set of digests at a time, ended by `digest`. */
+  /**
+   * Appends `chunk` to the digests `ids`: one set of digests at a time, ended by `digest` (of all of
+   * them, or of some: the others go on into the next set, keeping their place in it).
+   */
   async add(ids: readonly string[], chunk: Uint8Array): Promise<void> {
+    if (ids !== this.ids) for (const [i, id] of ids.entries()) this.placed.set(id, i % this.parallel);
     this.ids = ids;
     await this.ring.write(chunk);
   }
@@ -200,7 +206,13 @@ export class HashFeed {
   /** The hex digests of everything added to `ids`. */
   async digest(ids: readonly string[]): Promise<string[]> {
     await this.ring.drain();
-    return Promise.all(ids.map((id, i) => this.worker(i % this.parallel).digest(id)));
+    return Promise.all(
+      ids.map((id, i) => {
+        const w = this.placed.get(id) ?? i % this.parallel;
+        this.placed.delete(id);
+        return this.worker(w).digest(id);
+      }),
+    );
   }
 
   /** Stops the workers (after waiting for the blocks in flight). */
@@ -229,8 +241,14 @@ export class Digests {
     else await this.feed!.add(this.ids, chunk);
   }
 
-  /** The hex digests, in the order of `ids`. */
-  async digest(): Promise<string[]> {
-    return this.here ? this.here.map((h) => h.digest('hex')) : this.feed!.digest(this.ids);
+  /** The hex digests of `only` (by default all of `ids`), in that order. */
+  async digest(only: readonly string[] = this.ids): Promise<string[]> {
+    if (!this.here) return this.feed!.digest(only);
+    const here = this.here;
+    return only.map((id) => {
+      const h = here[this.ids.indexOf(id)];
+      if (!h) throw new AirlockError('internal', `no digest named ${id}`);
+      return h.digest('hex');
+    });
   }
 }

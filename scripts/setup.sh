@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(age zstd jq gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 mmdebstrap chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
+packages=(age zstd jq strace gcc libc6-dev libssl-dev openssh-client tar coreutils par2 time postgresql-15 mmdebstrap chromium ceph-mon ceph-osd radosgw ceph-base ceph-common curl iproute2 rclone pgbackrest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

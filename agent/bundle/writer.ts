@@ -1,5 +1,5 @@
 /*
- * The bundle writer: source items -> tar -> (zstd) -> age -> fixed-size volumes, then the cleartext
+ * The bundle writer: source items -> tar -> (zstd, ./compress.ts) -> age -> fixed-size volumes, then the cleartext
  * files (manifest.json, RESTORE.txt, SHA256SUMS, SHA256SUMS.sig), all inside `<bundle>.partial`, each
  * fsynced; the folder is renamed to its final name last. A failure at any point removes the partial
  * folder, so a bundle either exists whole under its final name or not at all.
@@ -17,7 +17,6 @@ import { pipeline } from 'node:stream/promises';
 import { encryptStream } from '../../manifests/age/stream.js';
 import { parseRecipient } from '../../manifests/age/keys.js';
 import { canonicalJson, canonicalLine } from '../../manifests/canonical.js';
-import { childStage } from '../../manifests/child.js';
 import { AirlockError, fromSystemError } from '../../manifests/errors.js';
 import { sha256Hex } from '../../manifests/hash.js';
 import { Digests, HashFeed, HashWorker } from '../../manifests/hash-worker.js';
@@ -44,6 +43,7 @@ import { VERSION } from '../../manifests/version.js';
 import { faultPoint } from '../faults.js';
 import { fsyncDir, removeTree, writeFileDurable } from '../fsutil.js';
 import { BlockWriter, DirectFile, alignedBlocks } from '../direct.js';
+import { adaptiveZstd, type CompressStats } from './compress.js';
 import { recoveryLines } from './recovery.js';
 import { restoreText } from './restore-text.js';
 
@@ -97,6 +97,8 @@ export interface WriterOptions {
   progress?: (bytes: number) => void;
   /** write par2 recovery data able to rebuild this percentage of the volumes' blocks */
   recoveryPercent?: number;
+  /** filled with how much of the tar was compressed and how much stored (zstd only) */
+  compressStats?: CompressStats;
   /** the manifest's coverage section, asked for once every item was written */
   coverage?: () => Coverage | undefined;
 }
@@ -352,10 +354,10 @@ export async function writeBundle(opts: WriterOptions, items: AsyncIterable<Sour
       highWaterMark: 1024 * 1024,
     });
     const sink = new VolumeSink(partial, opts.volumeSize);
-    const stages: NodeJS.ReadWriteStream[] = [];
-    if (opts.compression === 'zstd') stages.push(childStage('zstd', ['-q', '-c', '-3', '-T0'], opts.signal));
-    stages.push(encryptStream(recipientKeys));
-    await pipeline([tar, ...stages, sink], ...(opts.signal ? [{ signal: opts.signal }] : []));
+    const encrypt = encryptStream(recipientKeys);
+    const signal = opts.signal ? [{ signal: opts.signal }] : [];
+    if (opts.compression === 'zstd') await pipeline(tar, adaptiveZstd(opts.signal, opts.compressStats), encrypt, sink, ...signal);
+    else await pipeline(tar, encrypt, sink, ...signal);
     faultPoint('writer:after-volumes');
 
     // more than 1000 volumes: rename every volume to the wider width, so a plain sort orders them

@@ -238,12 +238,17 @@ async function addWal(
         if (n.kind === 'segment' && (lastSegment === undefined || n.name > lastSegment)) lastSegment = n.name;
       }
     }
-    // every bundle checked out; a file already there (an overlap) must be the same file
+    // every bundle checked out; a file already there (an overlap) must be the same file, and one whose
+    // sidecar an interrupted apply wrote without the file is placed again
     const fresh: Placed[] = [];
     for (const f of placed) {
       const sidecar = path.join(walDir, `${f.name}${SIDECAR_SUFFIX}`);
       const known = await readFile(sidecar, 'utf8').catch(() => undefined);
-      if (known === undefined) fresh.push(f);
+      const there = await lstat(path.join(walDir, f.name)).then(
+        () => true,
+        () => false,
+      );
+      if (known === undefined || (!there && parseSidecar(f.name, known) === f.sha256)) fresh.push(f);
       else if (parseSidecar(f.name, known) !== f.sha256)
         throw new AirlockError('wal-conflict', `${f.name} is in the standby's WAL folder with other bytes than the media carry`, {
           hint: 'the media are not of the chain the standby holds; nothing was applied',
@@ -695,6 +700,10 @@ export async function promoteStandby(opts: PromoteOptions): Promise<Promoted> {
       const added = await addWal(fresh, opts.fresh?.identities ?? [], path.join(dir, WAL_DIR), {
         ...(opts.notes ? { notes: opts.notes } : {}),
         ...(opts.say ? { say: opts.say } : {}),
+      }).catch(async (e: unknown) => {
+        // a bundle that does not check adds nothing: the standby goes on as it was
+        if (how === 'target') await startServer(state.pgdata, path.join(dir, SERVER_LOG), opts);
+        throw e;
       });
       state = withApplied(state, fresh, added, (opts.now ?? Date.now)());
       await writeStandbyState(dir, state);

@@ -269,6 +269,25 @@ test('promote to a time inside media that just arrived: exactly the rows committ
   // a second standby, made from the first four sets at once, and handed set 5 only at promotion
   const b = initStandby(media.slice(0, 4));
   assert.is(view(b.server), expected[3]);
+  // set 5 with a byte flipped: refused, and the standby (stopped to set the target) goes on as it was
+  const tampered = copyOfSet(4);
+  const fd = openSync(path.join(tampered, 'payload.000'), 'r+');
+  writeSync(fd, Buffer.from([0xa5]), 0, 1, Math.floor(fstatSync(fd).size / 3));
+  closeSync(fd);
+  const bad = airlock([
+    'standby',
+    'promote',
+    '--standby',
+    b.dir,
+    '--from',
+    path.dirname(path.dirname(tampered)),
+    ...keyArgs(),
+    '--target-time',
+    (inside as { time: string }).time,
+  ]);
+  assert.is(bad.code, EXIT.failed, bad.stderr);
+  assert.is(psql('SELECT pg_is_in_recovery()', { server: b.server }), 't', 'still a standby');
+  assert.is(view(b.server), expected[3]);
   const r = airlock([
     'standby',
     'promote',

@@ -16,20 +16,8 @@ import { versionBin } from '../postgres/programs.js';
 import { parseTargetTime, type Target } from '../restore/pg.js';
 import { pickVerifiedBundle } from '../restore/pick.js';
 import { refuseUnsafeTarget } from '../restore/staging.js';
-import {
-  applyStandby,
-  askReplay,
-  collectStandbyStatus,
-  initStandby,
-  promoteStandby,
-  readStandbyState,
-  serverRuns,
-  standbyPrometheusDown,
-  standbyPrometheusText,
-  standbyStatusText,
-  type StandbyState,
-  type StandbyStatusInput,
-} from '../standby.js';
+import { applyStandby, askReplay, initStandby, promoteStandby, readStandbyState, serverRuns, type StandbyState } from '../standby.js';
+import { collectStandbyStatus, standbyPrometheusDown, standbyPrometheusText, standbyStatusText, type StandbyStatusInput } from '../standby-status.js';
 import { LEVEL_EXIT, nagiosUnknown } from '../status.js';
 import { interruptible, note } from './common.js';
 import { command, resolveOptions, type Flags } from './options.js';

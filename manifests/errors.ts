@@ -244,7 +244,8 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
 ];
 
 /** `airlock status` and `airlock standby status` speak the monitoring plugins' language instead (Nagios). */
-export const STATUS_EXIT_NOTE = 'airlock status and standby status only (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also when the status cannot be taken)';
+export const STATUS_EXIT_NOTE =
+  'airlock status and standby status only (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also when the status cannot be taken)';
 
 export function formatExitTable(): string {
   return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`), `  ${STATUS_EXIT_NOTE}`].join('\n');

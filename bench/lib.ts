@@ -4,6 +4,7 @@
  * Each side runs `rounds` times alternately and the best time counts.
  */
 import { spawnSync } from 'node:child_process';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -90,4 +91,65 @@ export function scratch(): string {
   const d = mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
   process.on('exit', () => rmSync(d, { recursive: true, force: true }));
   return d;
+}
+
+/** CPU seconds per GiB of the work an export cannot avoid, measured alone in this process, this run. */
+export interface Floor {
+  sha256: number;
+  cipher: number;
+}
+
+let measured: Floor | undefined;
+
+/**
+ * SHA-256 and age's ChaCha20-Poly1305 (64 KiB chunks, a cipher object each, as age does it) over
+ * 256 MiB in memory, on node:crypto (the same OpenSSL code the export runs); best of three.
+ */
+export function floor(): Floor {
+  if (measured) return measured;
+  const buf = randomBytes(64 * 1024 * 1024);
+  const key = randomBytes(32);
+  const nonce = Buffer.alloc(12);
+  const cpu = (f: () => void): number => {
+    let best = Infinity;
+    for (let round = 0; round < 3; round++) {
+      const start = process.cpuUsage();
+      f();
+      const used = process.cpuUsage(start);
+      best = Math.min(best, (used.user + used.system) / 1e6);
+    }
+    // 4 passes over 64 MiB: a quarter of a GiB
+    return best * 4;
+  };
+  const sha256 = cpu(() => {
+    const h = createHash('sha256');
+    for (let i = 0; i < 4; i++) h.update(buf);
+    h.digest();
+  });
+  const cipher = cpu(() => {
+    for (let i = 0; i < 4; i++)
+      for (let off = 0; off < buf.byteLength; off += 65536) {
+        const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+        c.update(buf.subarray(off, off + 65536));
+        c.final();
+        c.getAuthTag();
+      }
+  });
+  measured = { sha256, cipher };
+  return measured;
+}
+
+/**
+ * The CPU figure of an export beside its floor: CPU seconds per GiB of input against what the
+ * required hashing and cipher cost alone (`sha256Passes` SHA-256 passes and one cipher pass over the
+ * ciphertext, `cipherShare` of the input), plus `extra` CPU seconds per GiB measured alone (zstd).
+ */
+export function cpuLine(name: string, t: Timed, bytes: number, sha256Passes: number, cipherShare = 1, extra?: { name: string; perGiB: number }): string {
+  const f = floor();
+  const gib = bytes / 1024 ** 3;
+  const perGiB = t.cpuSeconds / gib;
+  const base = sha256Passes * f.sha256 + cipherShare * f.cipher;
+  const total = base + (extra?.perGiB ?? 0);
+  const parts = `${sha256Passes} x sha256 ${f.sha256.toFixed(2)} + cipher ${(cipherShare * f.cipher).toFixed(2)}${extra ? ` + ${extra.name} ${extra.perGiB.toFixed(2)}` : ''}`;
+  return `${name}: CPU ${perGiB.toFixed(2)} s/GiB against a floor of ${total.toFixed(2)} s/GiB (${parts}): ${(perGiB / total).toFixed(2)}x the floor (target <= 1.3x)`;
 }

@@ -1,10 +1,12 @@
 /*
- * Issue: object storage. Export of versioned buckets from a local radosgw, against `rclone copy
- * --s3-versions` of the same bucket into a plain folder with the same concurrency (32 transfers; the
- * export fetches 32 objects ahead), which neither encrypts, hashes into a manifest nor signs. Two
- * buckets, two figures: 20,000 objects of 4 KiB (objects per second) and 20 objects of 64 MiB (bytes
- * per second), the large one also with --no-read-back (the default export reads the bundle back from
- * the medium afterwards; rclone makes no second pass). Target: >= 1.0x rclone on both, peak RSS <= 300 MB.
+ * Issue: object storage, and exports at the machine's floor. Export of versioned buckets from a local
+ * radosgw, against `rclone copy --s3-versions` of the same bucket with the same concurrency (32
+ * transfers; the export fetches 32 objects ahead), then `sync`: into a plain folder (no encryption,
+ * no manifest, no signature) and into an rclone crypt remote over that folder (every object
+ * encrypted: the same-work peer). Two buckets: 20,000 objects of 4 KiB (objects per second) and 20
+ * objects of 64 MiB (bytes per second), the large one also with --no-read-back (the default export
+ * reads the bundle back from the medium afterwards; rclone makes no second pass). Targets: small
+ * >= 1.0x plain rclone and >= 1.3x rclone crypt, large >= 1.0x rclone crypt; peak RSS <= 300 MB.
  * A last line says where the CPU time of the large bucket goes: each side's and the S3 server's
  * (which shares the cores), and what the hashing and encryption the export must do cost by themselves.
  * BENCH_OBJECTS (default 20000) sets the number of small objects; BENCH_SIZE_MB (default 1024) the
@@ -146,6 +148,9 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       RCLONE_CONFIG_SRC_ACCESS_KEY_ID: 'minioadmin',
       RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY: 'minioadmin',
       RCLONE_CONFIG_SRC_FORCE_PATH_STYLE: 'true',
+      RCLONE_CONFIG_CRYPT_TYPE: 'crypt',
+      RCLONE_CONFIG_CRYPT_REMOTE: peerOut,
+      RCLONE_CONFIG_CRYPT_PASSWORD: spawnSync('rclone', ['obscure', randomBytes(24).toString('hex')], { encoding: 'utf8' }).stdout.trim(),
     };
     // the server shares the machine's cores with either side: its CPU time is measured with theirs
     const withServer = (run: () => Timed) => () => {
@@ -154,49 +159,52 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       t.serverCpuSeconds = cpuOf(rgw.pids) - before;
       return t;
     };
-    const side = (bucket: string, ...extra: string[]) =>
-      compare(
-        rounds,
-        reset,
-        withServer(() =>
-          timed(
-            process.execPath,
-            [
-              cli,
-              'export',
-              '--to',
-              medium,
-              '--site',
-              'bench',
-              '--signing-key',
-              path.join(keys, 'sk'),
-              '--recipient',
-              recipient,
-              '--state-dir',
-              state,
-              '--compress',
-              'none',
-              '--s3-endpoint',
-              rgw.endpoint,
-              '--bucket',
-              bucket,
-              ...extra,
-            ],
-            { env },
-          ),
-        ),
-        withServer(() =>
-          timed('rclone', ['copy', '--s3-versions', '--transfers', '32', '--checkers', '32', '--config', '/dev/null', `src:${bucket}`, peerOut], {
-            env: rcloneEnv,
-          }),
+    const ours = (bucket: string, extra: readonly string[]) =>
+      withServer(() =>
+        timed(
+          process.execPath,
+          [
+            cli,
+            'export',
+            '--to',
+            medium,
+            '--site',
+            'bench',
+            '--signing-key',
+            path.join(keys, 'sk'),
+            '--recipient',
+            recipient,
+            '--state-dir',
+            state,
+            '--compress',
+            'none',
+            '--s3-endpoint',
+            rgw.endpoint,
+            '--bucket',
+            bucket,
+            ...extra,
+          ],
+          { env },
         ),
       );
+    // rclone into a plain folder, or into a crypt remote over that folder (it encrypts every object,
+    // as the export does); then `sync`, since the export makes its bundle durable before it ends
+    const rclone = (bucket: string, into: string) =>
+      withServer(() =>
+        timed('bash', ['-c', 'rclone copy --s3-versions --transfers 32 --checkers 32 --config /dev/null "$1" "$2" && sync', 'x', `src:${bucket}`, into], {
+          env: rcloneEnv,
+        }),
+      );
+    const side = (bucket: string, ...extra: string[]) => compare(rounds, reset, ours(bucket, extra), rclone(bucket, peerOut));
+    const crypt = (bucket: string, ...extra: string[]) => compare(rounds, reset, ours(bucket, extra), rclone(bucket, 'crypt:'));
     const s = side('bench-small');
+    const sc = crypt('bench-small');
     const perSecond = (t: Timed) => (small / t.seconds).toFixed(0);
-    const smallLine = `export bucket of ${small} x 4 KiB objects: ${(s.peer.seconds / s.ours.seconds).toFixed(2)}x the objects per second of rclone copy --s3-versions (target >= 1.0x); airlock ${s.ours.seconds.toFixed(2)} s = ${perSecond(s.ours)} objects/s, rclone ${s.peer.seconds.toFixed(2)} s = ${perSecond(s.peer)} objects/s; peak RSS ${s.ours.maxRssMb.toFixed(0)} MB (limit 300); ${(smallBytes / 1024 / 1024).toFixed(0)} MiB`;
-    const l = side('bench-large');
+    const smallLine = (r: { ours: Timed; peer: Timed }, peer: string, target: string) =>
+      `export bucket of ${small} x 4 KiB objects: ${(r.peer.seconds / r.ours.seconds).toFixed(2)}x the objects per second of ${peer} (target ${target}); airlock ${r.ours.seconds.toFixed(2)} s = ${perSecond(r.ours)} objects/s, rclone ${r.peer.seconds.toFixed(2)} s = ${perSecond(r.peer)} objects/s; peak RSS ${r.ours.maxRssMb.toFixed(0)} MB (limit 300); ${(smallBytes / 1024 / 1024).toFixed(0)} MiB`;
+    const l = crypt('bench-large');
     // the default export reads the whole bundle back from the medium, which rclone does not
-    const written = side('bench-large', '--no-read-back');
+    const written = crypt('bench-large', '--no-read-back');
     const required = requiredCpu(largeBytes);
     const receive = receiveCpu(rgw.endpoint, 'bench-large', large, largeKey);
     const cores = os.availableParallelism();
@@ -208,17 +216,18 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       `by themselves, MD5, SHA-256 twice and ChaCha20-Poly1305 of these bytes take ${required.toFixed(1)} and receiving them in node ${receive.toFixed(1)}, so on ${cores} cores shared with the server ` +
       `an export that checks, hashes and encrypts them cannot end before (${required.toFixed(1)} + ${receive.toFixed(1)} + ${server.toFixed(1)}) / ${cores} = ${floor.toFixed(2)} s, writing them not counted; rclone took ${written.peer.seconds.toFixed(2)} s`;
     return [
-      smallLine,
+      smallLine(s, 'rclone copy --s3-versions', '>= 1.0x'),
+      smallLine(sc, 'rclone copy --s3-versions to crypt', '>= 1.3x'),
       line(
         `export bucket of ${large} x 64 MiB objects, read back from the medium (default)`,
         l,
-        'rclone copy --s3-versions',
+        'rclone copy --s3-versions to crypt',
         largeBytes,
         '>= 1.0x',
         'higher',
         300,
       ),
-      line(`export bucket of ${large} x 64 MiB objects, --no-read-back`, written, 'rclone copy --s3-versions', largeBytes, '>= 1.0x', 'higher', 300),
+      line(`export bucket of ${large} x 64 MiB objects, --no-read-back`, written, 'rclone copy --s3-versions to crypt', largeBytes, '>= 1.0x', 'higher', 300),
       cpuLine,
     ];
   } finally {

@@ -52,6 +52,7 @@ import {
   type VersionBody,
 } from '../s3/objects.js';
 import { parseXml } from '../s3/xml.js';
+import { gathered } from './gather.js';
 
 /** A bucket, or the part of it under a prefix. */
 export interface BucketTarget {
@@ -303,7 +304,7 @@ async function fetchObject(client: S3Client, bucket: string, v: ListedVersion, s
 async function* streamChecked(bucket: string, v: ListedVersion, f: Fetched): AsyncGenerator<Buffer> {
   let n = 0;
   try {
-    for await (const b of f.got.body) {
+    for await (const b of gathered(f.got.body)) {
       n += b.byteLength;
       f.layout?.update(b);
       yield b;

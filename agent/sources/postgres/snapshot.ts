@@ -33,6 +33,7 @@ import { clientEnv } from '../../postgres/programs.js';
 import { quoteLiteral, tableChecksSql } from '../../postgres/sql.js';
 import { assertSupportedMajor, program, queryJson, serverInfo, withDatabase, type Connection, type ServerInfo } from './server.js';
 import { listTablespaces, tablespaceBackup } from './tablespaces.js';
+import { Gather } from '../gather.js';
 import { formatLsn, parseBackupLabel, parseHistory, parseLsn, parseWalFileName, type BackupLabel } from '../../postgres/wal.js';
 
 export const DEFAULT_PART_SIZE = 32 * 1024 * 1024;
@@ -179,24 +180,28 @@ async function* programParts(
   };
   const stdout = child.stdout;
   if (!stdout) throw new AirlockError('internal', `${cmd} was spawned without a stdout pipe`);
-  stdout.on('data', (chunk: Buffer) => {
-    let c = chunk;
-    while (heldBytes + c.byteLength >= partSize) {
-      const take = partSize - heldBytes;
-      held.push(c.subarray(0, take));
-      c = c.subarray(take);
+  // the pipe's 64 KiB pieces gathered into blocks (../gather.ts), cut where a part ends
+  const gather = new Gather();
+  const seal = () => {
+    const block = gather.flush();
+    held.push(block);
+    heldBytes += block.byteLength;
+    if (heldBytes === partSize) {
       ready.push(held);
       held = [];
       heldBytes = 0;
     }
-    if (c.byteLength > 0) {
-      held.push(c);
-      heldBytes += c.byteLength;
+  };
+  stdout.on('data', (chunk: Buffer) => {
+    for (let off = 0; off < chunk.byteLength;) {
+      off += gather.take(chunk, off, partSize - heldBytes - gather.filled);
+      if (gather.full || heldBytes + gather.filled === partSize) seal();
     }
     if (ready.length >= READ_AHEAD) stdout.pause();
     notify();
   });
   stdout.on('end', () => {
+    if (gather.filled > 0) seal();
     ended = true;
     notify();
   });

@@ -21,7 +21,9 @@ import { removeTree } from './fsutil.js';
 import { freePort } from './port.js';
 import { versionBin } from './postgres/programs.js';
 import { tableChecksSql } from './postgres/sql.js';
-import { queryJson } from './sources/postgres/server.js';
+import { queryJson, type Connection } from './sources/postgres/server.js';
+import { askReplay, readStandbyState, replayGoal, standbyConnection } from './standby.js';
+import { lsnValue } from '../manifests/coverage.js';
 
 export interface DrillCheck {
   name: string;
@@ -156,35 +158,10 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
           conninfo: `host=${restored.pgdata} port=${port} user=${opts.pgUser} dbname=${restored.tableChecks?.database ?? 'postgres'}`,
           ...(bin ? { bin } : {}),
         };
-        const expected = restored.tableChecks;
-        if (!expected) check('table checks', 'skipped', 'the exports recorded none (export --pg-table-checks)');
-        else if (expected.restorePoint !== point) check('table checks', 'skipped', `recorded at ${expected.restorePoint}, not at ${point}`);
-        else {
-          const names = Object.keys(expected.tables);
-          const got = (await queryJson<Record<string, [number, string]> | null>(conn, `SELECT ${tableChecksSql(names)}`)) ?? {};
-          const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
-          check(
-            'table checks',
-            differ.length === 0 ? 'pass' : 'fail',
-            differ.length === 0
-              ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point`
-              : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`,
-          );
-        }
-        if (major < 14) check('pg_amcheck', 'skipped', `PostgreSQL ${major} has no pg_amcheck (it came with 14)`);
-        else {
-          const am = await runAsOwner(
-            bin ? path.join(bin, 'pg_amcheck') : 'pg_amcheck',
-            ['-h', restored.pgdata, '-p', String(port), '-U', opts.pgUser, '--all', '--install-missing', '--heapallindexed', '-w'],
-            undefined,
-          ).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
-          const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
-          check(
-            'pg_amcheck',
-            am.code === 0 ? 'pass' : 'fail',
-            am.code === 0 ? 'heap and B-tree indexes of every database are consistent' : `exit ${am.code}: ${said}`,
-          );
-        }
+        const t = await tableChecks(conn, restored.tableChecks, point);
+        check(t.name, t.result, t.detail);
+        const a = await amcheck({ host: restored.pgdata, port, user: opts.pgUser, bin, major, installMissing: true });
+        check(a.name, a.result, a.detail);
         report.restoreSeconds = (Date.now() - t0) / 1000;
       } catch (e) {
         check('postgresql recovery', 'fail', message(e));
@@ -234,6 +211,125 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   report.seconds = (Date.now() - t0) / 1000;
   report.result =
     checks.length > 0 && checks.every((c) => c.result !== 'fail') && checks.some((c) => c.result === 'pass' && c.name !== 'verify') ? 'pass' : 'fail';
+  return report;
+}
+
+/**
+ * Compares the row counts and checksums the exports recorded at restore point `point`
+ * (export --pg-table-checks) with what the cluster at `conn` holds now. Read-only.
+ */
+export async function tableChecks(conn: Connection, expected: PgRestoreResult['tableChecks'], point: string): Promise<DrillCheck> {
+  const name = 'table checks';
+  if (!expected) return { name, result: 'skipped', detail: 'the exports recorded none (export --pg-table-checks)' };
+  if (expected.restorePoint !== point) return { name, result: 'skipped', detail: `recorded at ${expected.restorePoint}, not at ${point}` };
+  const names = Object.keys(expected.tables);
+  const got = (await queryJson<Record<string, [number, string]> | null>(conn, `SELECT ${tableChecksSql(names)}`)) ?? {};
+  const differ = names.filter((t) => JSON.stringify(got[t]) !== JSON.stringify(expected.tables[t]));
+  return {
+    name,
+    result: differ.length === 0 ? 'pass' : 'fail',
+    detail:
+      differ.length === 0
+        ? `${names.length} table(s) of ${expected.database}: row counts and checksums equal those taken at the restore point`
+        : `differ: ${differ.map((t) => `${t} (recorded ${JSON.stringify(expected.tables[t])}, restored ${JSON.stringify(got[t] ?? null)})`).join('; ')}`,
+  };
+}
+
+/**
+ * pg_amcheck over every database of the server at `host` (a socket folder) and `port`: heap and
+ * B-tree indexes. `installMissing` creates the amcheck extension where it is missing, which a
+ * throwaway cluster allows and a standby (read-only) does not.
+ */
+export async function amcheck(s: {
+  host: string;
+  port: number;
+  user: string;
+  bin: string | undefined;
+  major: number;
+  installMissing: boolean;
+}): Promise<DrillCheck> {
+  const name = 'pg_amcheck';
+  if (s.major < 14) return { name, result: 'skipped', detail: `PostgreSQL ${s.major} has no pg_amcheck (it came with 14)` };
+  const am = await runAsOwner(
+    s.bin ? path.join(s.bin, 'pg_amcheck') : 'pg_amcheck',
+    ['-h', s.host, '-p', String(s.port), '-U', s.user, '--all', ...(s.installMissing ? ['--install-missing'] : []), '--heapallindexed', '-w'],
+    undefined,
+  ).catch((e: unknown) => ({ code: null, stdout: '', stderr: message(e) }));
+  const said = `${am.stdout}${am.stderr}`.trim().split('\n').slice(-3).join(' / ');
+  return am.code === 0
+    ? { name, result: 'pass', detail: 'heap and B-tree indexes of every database are consistent' }
+    : { name, result: 'fail', detail: `exit ${am.code}: ${said}` };
+}
+
+/**
+ * A drill on a running standby (standby.ts), without disturbing it: is it up and in recovery, has it
+ * replayed everything applied, do the tables equal the checks recorded at the newest restore point it
+ * replayed, and pg_amcheck (where the source installed amcheck: a standby is read-only). Only reads.
+ */
+export async function runStandbyDrill(opts: {
+  dir: string;
+  pgUser: string;
+  pgBin: string | undefined;
+  now: () => Date;
+  say?: (line: string) => void;
+}): Promise<DrillReport> {
+  const t0 = Date.now();
+  const started = opts.now();
+  const checks: DrillCheck[] = [];
+  const check = (c: DrillCheck) => {
+    checks.push(c);
+    opts.say?.(`${c.result}: ${c.name}: ${c.detail}`);
+  };
+  const state = await readStandbyState(opts.dir);
+  const bin = opts.pgBin ?? versionBin(state.major);
+  const server = { bin, user: opts.pgUser };
+  const point = state.restorePoints.at(-1);
+  const report: DrillReport = {
+    result: 'fail',
+    media: `standby ${path.resolve(opts.dir)}`,
+    site: state.site,
+    started: started.toISOString(),
+    finished: '',
+    seconds: 0,
+    bundles: state.restorePoints.map((p) => ({ seq: p.seq, created: undefined, base: p.seq === state.baseSeq, restorePoint: p.name })),
+    ...(point ? { target: point.name } : {}),
+    checks,
+  };
+  try {
+    const replay = await askReplay(state, server);
+    const goal = replayGoal(state);
+    const caughtUp = goal === undefined || (replay.replayLsn !== null && lsnValue(replay.replayLsn) >= goal);
+    if (!replay.inRecovery) check({ name: 'standby', result: 'fail', detail: 'the server is not in recovery: it was promoted' });
+    else
+      check({
+        name: 'standby',
+        result: caughtUp ? 'pass' : 'fail',
+        detail: caughtUp
+          ? `in recovery, replayed everything applied (seq ${state.applied.seq}) at ${replay.replayLsn}`
+          : `in recovery, but replay is at ${replay.replayLsn ?? 'nothing yet'}, short of what was applied (seq ${state.applied.seq})`,
+      });
+    const db = state.tableChecks?.database ?? 'postgres';
+    check(
+      caughtUp
+        ? await tableChecks(standbyConnection(state, server, db), state.tableChecks, point?.name ?? '')
+        : { name: 'table checks', result: 'skipped', detail: 'replay has not reached the newest restore point' },
+    );
+    const installed = await queryJson<number>(standbyConnection(state, server), "SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'").catch(() => 0);
+    check(
+      installed > 0
+        ? await amcheck({ host: state.pgdata, port: state.port, user: opts.pgUser, bin, major: state.major, installMissing: false })
+        : {
+            name: 'pg_amcheck',
+            result: 'skipped',
+            detail: 'the source has no amcheck extension in the postgres database, and a standby cannot create it (CREATE EXTENSION amcheck at the source)',
+          },
+    );
+  } catch (e) {
+    check({ name: 'standby', result: 'fail', detail: message(e) });
+  }
+  report.finished = opts.now().toISOString();
+  report.seconds = (Date.now() - t0) / 1000;
+  report.result = checks.length > 0 && checks.every((c) => c.result !== 'fail') && checks.some((c) => c.result === 'pass') ? 'pass' : 'fail';
   return report;
 }
 

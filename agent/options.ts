@@ -31,6 +31,10 @@ export type CommandPath =
   | 'media copy'
   | 'media list'
   | 'drill'
+  | 'standby init'
+  | 'standby apply'
+  | 'standby status'
+  | 'standby promote'
   | 'status'
   | 'prune'
   | 'run'
@@ -133,6 +137,10 @@ export interface OptionSpec {
 }
 
 const RECOVERY = ['restore files', 'restore objects', 'restore pg', 'drill'] as const;
+/** the commands that read the standby's folder and state */
+const STANDBY = ['standby init', 'standby apply', 'standby status', 'standby promote'] as const;
+/** the commands that verify media for a standby: init and apply need them; status and promote read them when given */
+const STANDBY_MEDIA = ['standby init', 'standby apply'] as const;
 const each = (paths: readonly CommandPath[], use: Use = {}) => Object.fromEntries(paths.map((p) => [p, use])) as Partial<Record<CommandPath, Use>>;
 const fromFile = (hint?: string): Use => ({ source: 'file', ...(hint !== undefined ? { required: hint } : {}) });
 
@@ -152,7 +160,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'list',
     arg: 'path',
     help: 'the media set: a bundle, or a folder holding bundles (the newest is restored); repeat it for a chain spread over several media',
-    commands: each(RECOVERY, { required: 'give --from MEDIA, the medium or folder holding the bundles (or medium = ... in the file given with --config)' }),
+    commands: {
+      ...each(['restore files', 'restore objects', 'restore pg', ...STANDBY_MEDIA], {
+        required: 'give --from MEDIA, the medium or folder holding the bundles (or medium = ... in the file given with --config)',
+      }),
+      drill: {},
+      'standby status': { help: 'also say how far the standby is behind the newest bundle verified on these media' },
+      'standby promote': { help: 'media that arrived since the last apply: verified against the standby, their WAL replayed up to the target' },
+    },
   },
   {
     flag: 'identity',
@@ -160,7 +175,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'text',
     arg: 'file',
     help: 'the age identity file of the recovery site',
-    commands: each(RECOVERY, { required: 'give --identity FILE, the age identity of the recovery site (or identity = ... in the file given with --config)' }),
+    commands: {
+      ...each(['restore files', 'restore objects', 'restore pg', ...STANDBY_MEDIA], {
+        required: 'give --identity FILE, the age identity of the recovery site (or identity = ... in the file given with --config)',
+      }),
+      drill: {},
+      'standby promote': { help: 'with --from: the age identity file of the recovery site' },
+    },
   },
   {
     flag: 'allowed-signers',
@@ -169,7 +190,11 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'file',
     help: 'OpenSSH allowed_signers naming the site key',
     commands: {
-      ...each(RECOVERY, { required: 'give --allowed-signers FILE naming the site key (or allowed-signers = ... in the file given with --config)' }),
+      ...each(['restore files', 'restore objects', 'restore pg', ...STANDBY_MEDIA], {
+        required: 'give --allowed-signers FILE naming the site key (or allowed-signers = ... in the file given with --config)',
+      }),
+      drill: {},
+      ...each(['standby status', 'standby promote'], { help: 'with --from: OpenSSH allowed_signers naming the site key' }),
       'media copy': { help: 'or: OpenSSH allowed_signers naming the keys bundles may be signed by' },
     },
   },
@@ -185,7 +210,7 @@ export const OPTIONS: readonly OptionSpec[] = [
       status: { required: 'give --site SITE' },
       prune: { required: 'give --site SITE' },
       keygen: { help: 'the site id the allowed_signers line names' },
-      ...each(RECOVERY, { source: 'flag', help: 'the site, when the folder holds bundles of several' }),
+      ...each([...RECOVERY, 'standby init'], { source: 'flag', help: 'the site, when the folder holds bundles of several' }),
       run: fromFile('put site = SITE into the config file'),
       runbook: fromFile('put site = SITE into the config file'),
     },
@@ -249,7 +274,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     commands: {
       export: {},
       check: {},
-      ...each(['restore pg', 'drill'], { source: 'flag', help: "the folder of pg_ctl, psql, pg_restore, pg_amcheck (default: the backed-up major version's)" }),
+      ...each(['restore pg', 'drill', ...STANDBY], {
+        source: 'flag',
+        help: "the folder of pg_ctl, psql, pg_restore, pg_amcheck (default: the backed-up major version's)",
+      }),
     },
   },
 
@@ -431,13 +459,37 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'restore history up to this time (ISO 8601); into a folder: the version current then',
     commands: { 'restore objects': {} },
   },
-  { flag: 'pgdata', kind: 'text', arg: 'dir', help: 'a new or empty data folder; its WAL goes to DIR.wal beside it', commands: { 'restore pg': {} } },
+  {
+    flag: 'pgdata',
+    kind: 'text',
+    arg: 'dir',
+    help: 'a new or empty data folder; its WAL goes to DIR.wal beside it',
+    commands: {
+      'restore pg': {},
+      'standby init': { required: 'give --pgdata DIR, a new or empty data folder for the standby', help: 'a new or empty data folder for the standby' },
+    },
+  },
+  {
+    flag: 'standby',
+    key: 'standby',
+    kind: 'text',
+    arg: 'dir',
+    help: "the standby's folder: its state, its WAL folder and its lock (mode 0700, on the data folder's file system)",
+    commands: {
+      'standby init': { help: "the standby's folder to make: its state, its WAL folder, its lock (default DIR.standby beside --pgdata, on its file system)" },
+      ...each(['standby apply', 'standby status', 'standby promote'], { required: "give --standby DIR, the standby's folder that standby init made" }),
+      drill: { source: 'flag', help: 'check the running standby of this folder read-only instead of restoring the media (no --from needed)' },
+    },
+  },
   {
     flag: 'target-time',
     kind: 'text',
     arg: 'time',
     help: 'recover to this time; it must carry an offset (2026-03-01T12:00:00Z)',
-    commands: { 'restore pg': {} },
+    commands: {
+      'restore pg': {},
+      'standby promote': { help: 'end recovery at this time (with an offset) and promote; it must lie after what the standby replayed' },
+    },
   },
   {
     flag: 'tablespace-map',
@@ -452,9 +504,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'text',
     arg: 'name',
     help: 'recover to this restore point (every export creates airlock-SITE-SEQ)',
-    commands: { 'restore pg': {} },
+    commands: { 'restore pg': {}, 'standby promote': { help: 'end recovery at this restore point and promote; it must not be replayed yet' } },
   },
-  { flag: 'latest', kind: 'flag', help: 'recover every WAL segment of the set', commands: { 'restore pg': {} } },
+  {
+    flag: 'latest',
+    kind: 'flag',
+    help: 'recover every WAL segment of the set',
+    commands: { 'restore pg': {}, 'standby promote': { help: 'promote once every WAL file the standby holds is replayed' } },
+  },
   { flag: 'or-latest', kind: 'flag', help: 'with --target-time after the newest data: restore the newest instead of refusing', commands: { 'restore pg': {} } },
   {
     flag: 'port',
@@ -462,7 +519,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'port',
     default: '5433',
     help: 'the port of the restored server; it listens on localhost only',
-    commands: { 'restore pg': {} },
+    commands: { 'restore pg': {}, 'standby init': { help: 'the port of the standby; it listens on localhost only' } },
   },
   {
     flag: 'start',
@@ -477,15 +534,31 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'role',
     default: 'postgres',
     help: 'the role that checks the restored cluster',
-    commands: each(['restore pg', 'drill']),
+    commands: each(['restore pg', 'drill', ...STANDBY]),
   },
-  { flag: 'timeout', kind: 'seconds', arg: 'seconds', default: '3600', help: 'how long recovery may take', commands: each(['restore pg', 'drill']) },
+  {
+    flag: 'timeout',
+    kind: 'seconds',
+    arg: 'seconds',
+    default: '3600',
+    help: 'how long recovery may take',
+    commands: {
+      ...each(['restore pg', 'drill', 'standby init', 'standby promote']),
+      'standby apply': { help: 'how long to wait for the standby to replay what was added' },
+    },
+  },
   {
     flag: 'airlock-cli',
     kind: 'text',
     arg: 'file',
     help: "the airlock main.js the cluster's user runs for restore_command (default: this one)",
-    commands: each(['restore pg', 'drill']),
+    commands: each(['restore pg', 'drill', 'standby init']),
+  },
+  {
+    flag: 'rebase',
+    kind: 'flag',
+    help: 'when the new media carry a newer base backup: stop the standby and lay it down again from it (else only their WAL is applied)',
+    commands: { 'standby apply': {} },
   },
   { flag: 'dump', kind: 'flag', help: 'restore a logical dump instead: needs --dbname and --database', commands: { 'restore pg': {} } },
   { flag: 'dbname', kind: 'text', arg: 'conninfo', help: 'with --dump: the database to restore into (it must exist)', commands: { 'restore pg': {} } },
@@ -531,7 +604,27 @@ export const OPTIONS: readonly OptionSpec[] = [
     commands: { 'media init': {} },
   },
   { flag: 'age', kind: 'text', arg: 'file', help: 'recovery site only: write an age identity here (0600); prints its recipient', commands: { keygen: {} } },
-  { flag: 'prometheus', kind: 'text', arg: 'file', help: 'also write the figures as a Prometheus text file (atomically)', commands: { status: {} } },
+  {
+    flag: 'prometheus',
+    kind: 'text',
+    arg: 'file',
+    help: 'also write the figures as a Prometheus text file (atomically)',
+    commands: { status: {}, 'standby status': {} },
+  },
+  {
+    key: 'standby-lag-warning',
+    kind: 'duration',
+    default: '26h',
+    help: 'standby status: warning when the newest restore point the standby replayed is this old',
+    commands: { 'standby status': fromFile() },
+  },
+  {
+    key: 'standby-lag-critical',
+    kind: 'duration',
+    default: '50h',
+    help: 'standby status: critical when the newest restore point the standby replayed is this old',
+    commands: { 'standby status': fromFile() },
+  },
   { key: 'wal-age-warning', kind: 'duration', default: '5m', help: 'status: warning when the newest WAL is this old', commands: { status: fromFile() } },
   { key: 'wal-age-critical', kind: 'duration', default: '15m', help: 'status: critical when the newest WAL is this old', commands: { status: fromFile() } },
   {
@@ -606,6 +699,12 @@ export const OPTIONS: readonly OptionSpec[] = [
     commands: { 'wal-fetch': { required: 'give --from DIR, the folder holding the extracted wal files (or wal-from = DIR in the file given with --config)' } },
   },
   {
+    flag: 'standby',
+    kind: 'flag',
+    help: 'the server is a warm standby that standby apply feeds: a file announced by its sidecar but not placed yet is absent, not an error',
+    commands: { 'wal-fetch': {} },
+  },
+  {
     flag: 'sums',
     kind: 'text',
     arg: 'file',
@@ -620,7 +719,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'file',
     help: 'read settings from this config file (flags win)',
     commands: {
-      ...each(['keygen', 'export', 'check', ...RECOVERY, 'media init', 'media copy', 'status', 'prune', 'wal-push', 'wal-ingest', 'wal-fetch']),
+      ...each(['keygen', 'export', 'check', ...RECOVERY, ...STANDBY, 'media init', 'media copy', 'status', 'prune', 'wal-push', 'wal-ingest', 'wal-fetch']),
       'media list': { help: 'checked like every config file; list needs nothing from it' },
       run: {
         help: 'the config file: site, keys, sources, medium, export-every, base-every',
@@ -633,7 +732,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: 'json',
     kind: 'flag',
     help: 'print the result as JSON',
-    commands: each(['export', 'check', ...RECOVERY, 'media init', 'media copy', 'media list', 'status', 'prune', 'wal-ingest']),
+    commands: each(['export', 'check', ...RECOVERY, ...STANDBY, 'media init', 'media copy', 'media list', 'status', 'prune', 'wal-ingest']),
   },
 ];
 

@@ -111,13 +111,16 @@ function serverRpo(server: ServerWal, spooled: { name: string; mtime: number } |
   return { age, message: `the server wrote ${pending} bytes of WAL after ${newest.name}, archived ${duration(age)} ago; they are not in the spool yet` };
 }
 
-const worst = (levels: readonly Level[]): Level => (['critical', 'unknown', 'warning', 'ok'] as const).find((l) => levels.includes(l)) ?? 'ok';
+/** The worst of `levels` (unknown ranks below critical, above warning); ok for none. */
+export const worst = (levels: readonly Level[]): Level => (['critical', 'unknown', 'warning', 'ok'] as const).find((l) => levels.includes(l)) ?? 'ok';
 
-function byAge(age: number, warn: number, crit: number): Level {
+/** The level of an age against its warning and critical thresholds. */
+export function byAge(age: number, warn: number, crit: number): Level {
   return age >= crit ? 'critical' : age >= warn ? 'warning' : 'ok';
 }
 
-const duration = (s: number) => (s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
+/** Seconds as people read them: 45 s, 12 min, 3.5 h. */
+export const duration = (s: number) => (s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 
 /** Reads the spool: the newest WAL file's time, total bytes, free space. */
 function spoolFacts(spool: string): { newest: { name: string; mtime: number } | undefined; bytes: number; free: number; fraction: number } {
@@ -303,9 +306,10 @@ export function prometheusDown(site: string | undefined): string {
   return `${lines.join('\n')}\n`;
 }
 
-type Series = { labels?: Record<string, string>; value: number | null }[];
+export type Series = { labels?: Record<string, string>; value: number | null }[];
 
-function metricLines(site: string | undefined, metrics: readonly (readonly [string, string, Series])[]): string[] {
+/** Prometheus text lines of `metrics` (name, help, series), every series labelled with `site`; a null value is left out. */
+export function metricLines(site: string | undefined, metrics: readonly (readonly [string, string, Series])[]): string[] {
   const lines: string[] = [];
   const quote = (x: string) => `"${x.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
   for (const [name, help, values] of metrics) {
@@ -348,7 +352,7 @@ export function nagiosUnknown(message: string): string {
 }
 
 /** Text for the plugin line: one line, no `|` (it starts the perfdata). */
-const oneLine = (text: string) => text.replace(/[\r\n]+/g, ' ').replace(/\|/g, '/');
+export const oneLine = (text: string) => text.replace(/[\r\n]+/g, ' ').replace(/\|/g, '/');
 
 /** The status for people and for Nagios: the plugin line, then one line per check, the level last. */
 export function statusText(s: Status, t: Thresholds): string {

@@ -88,6 +88,14 @@ const CODES = {
   incompatible: EXIT.conflict,
   /** a WAL file already held (spool or catalog) under that name with other bytes (exit 4) */
   'wal-conflict': EXIT.conflict,
+  /** media for a standby that do not continue the chain it holds: bundles or WAL segments missing in between (exit 4) */
+  'standby-gap': EXIT.conflict,
+  /** media for a standby whose chain is not the one it holds: another prev hash, another bundle with an applied seq, another cluster (exit 4) */
+  'standby-fork': EXIT.conflict,
+  /** a standby asked to stop at a target its replay already passed: it cannot rewind (exit 4) */
+  'standby-passed': EXIT.conflict,
+  /** a standby command on a standby that was promoted: it is a server of its own now (exit 4) */
+  'standby-promoted': EXIT.conflict,
   /** a source file changed while it was read (exit 5) */
   'source-changed': EXIT.source,
   /** a source file or folder that may not be read (exit 5) */
@@ -222,7 +230,7 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [EXIT.failed, 'verification failed (a finding), or a restore refused because of one'],
   [EXIT.usage, 'usage error: unknown option, missing argument, invalid config'],
   [EXIT.input, 'an input is missing or unreadable: key, allowed_signers, bundle, file, bucket'],
-  [EXIT.conflict, 'refused by state: target not empty, seq conflict, lock held, lost state'],
+  [EXIT.conflict, "refused by state: target not empty, seq conflict, lock held, lost state, media that do not continue a standby's chain"],
   [EXIT.source, 'a source failed (file changed or unreadable, a child tool failed, PostgreSQL refused or its WAL did not arrive, S3 unreachable or refusing)'],
   [EXIT.medium, 'the medium or state directory failed: I/O error, no space left'],
   [EXIT.internal, 'internal error (a bug; please report it with the message)'],
@@ -235,8 +243,9 @@ export const EXIT_TABLE: readonly (readonly [number, string])[] = [
   [WAL_FETCH_EXIT.error, 'wal-fetch only: any other failure, bad arguments included (recovery aborts)'],
 ];
 
-/** `airlock status` speaks the monitoring plugins' language instead (Nagios). */
-export const STATUS_EXIT_NOTE = 'airlock status only (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also when the status cannot be taken)';
+/** `airlock status` and `airlock standby status` speak the monitoring plugins' language instead (Nagios). */
+export const STATUS_EXIT_NOTE =
+  'airlock status and standby status only (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also when the status cannot be taken)';
 
 export function formatExitTable(): string {
   return ['Exit codes:', ...EXIT_TABLE.map(([c, s]) => `  ${String(c).padStart(3)}  ${s}`), `  ${STATUS_EXIT_NOTE}`].join('\n');

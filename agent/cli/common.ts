@@ -120,9 +120,10 @@ export function parseSimpleArgs(
   args: readonly string[],
   positionals: number,
   options: readonly string[],
-): { positional: string[]; options: Map<string, string> } {
+  booleans: readonly string[] = [],
+): { positional: string[]; options: Map<string, string | true> } {
   const positional: string[] = [];
-  const opts = new Map<string, string>();
+  const opts = new Map<string, string | true>();
   const hint = `see airlock ${command} --help`;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -130,6 +131,11 @@ export function parseSimpleArgs(
       const eq = a.indexOf('=');
       const name = a.slice(2, eq < 0 ? undefined : eq);
       if (!options.includes(name)) throw new AirlockError('usage', `unknown option --${name}`, { hint });
+      if (booleans.includes(name)) {
+        if (eq >= 0) throw new AirlockError('usage', `--${name} takes no value`, { hint });
+        opts.set(name, true);
+        continue;
+      }
       const value = eq < 0 ? args[++i] : a.slice(eq + 1);
       if (value === undefined || value === '') throw new AirlockError('usage', `--${name} needs a value`, { hint });
       if (opts.has(name)) throw new AirlockError('usage', `--${name} given twice`, { hint });

@@ -56,9 +56,14 @@ function wrap(text: string, width: number): string[] {
   return [...lines, line];
 }
 
-/** The names a command without commander (wal-push, wal-fetch) accepts as --NAME VALUE. */
+/** The names a command without commander (wal-push, wal-fetch) accepts as --NAME VALUE, or as --NAME alone (`booleans`). */
 export function flagNames(path: CommandPath): string[] {
   return optionsOf(path).flatMap((t) => (t.flag !== undefined ? [t.flag] : []));
+}
+
+/** The flags of `path` that take no value. */
+export function booleanFlagNames(path: CommandPath): string[] {
+  return optionsOf(path).flatMap((t) => (t.flag !== undefined && 'boolean' in KINDS[t.spec.kind] ? [t.flag] : []));
 }
 
 /** Commander's parsed flags, as an action receives them. */

@@ -17,6 +17,7 @@ import { register as registerMedia } from './media.js';
 import { register as registerRestore } from './restore.js';
 import { register as registerRestoreObjects } from './restore-objects.js';
 import { register as registerRestorePg } from './restore-pg.js';
+import { register as registerStandby } from './standby.js';
 import { register as registerStatus } from './status.js';
 import { register as registerPrune } from './prune.js';
 import { register as registerRun } from './run.js';
@@ -47,6 +48,7 @@ export function buildProgram(usageError: (e: AirlockError) => void = (e) => prin
   registerMedia(program);
   registerRestorePg(restore);
   registerDrill(program);
+  registerStandby(program);
   registerStatus(program);
   registerPrune(program);
   registerRun(program);

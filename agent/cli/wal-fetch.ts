@@ -13,14 +13,18 @@ import type { Command } from 'commander';
 import { WAL_FETCH_EXIT, walFetchExitCodeOf } from '../../manifests/errors.js';
 import { fetchWal } from '../restore/wal.js';
 import { parseSimpleArgs, printError } from './common.js';
-import { command, flagNames, resolveOptions } from './options.js';
+import { booleanFlagNames, command, flagNames, resolveOptions } from './options.js';
 
 /** Runs wal-fetch on its arguments (after the command name); returns the exit code (WAL_FETCH_EXIT). */
 export async function main(args: readonly string[]): Promise<number> {
   try {
-    const a = parseSimpleArgs('wal-fetch', args, 2, flagNames('wal-fetch'));
-    const { from, sums } = resolveOptions<{ from: string; sums?: string }>('wal-fetch', Object.fromEntries(a.options));
-    const r = fetchWal(a.positional[0] as string, a.positional[1] as string, { from, ...(sums !== undefined ? { sums } : {}) });
+    const a = parseSimpleArgs('wal-fetch', args, 2, flagNames('wal-fetch'), booleanFlagNames('wal-fetch'));
+    const { from, sums, standby } = resolveOptions<{ from: string; sums?: string; standby?: boolean }>('wal-fetch', Object.fromEntries(a.options));
+    const r = fetchWal(a.positional[0] as string, a.positional[1] as string, {
+      from,
+      ...(sums !== undefined ? { sums } : {}),
+      ...(standby === true ? { standby } : {}),
+    });
     return r === 'absent' ? WAL_FETCH_EXIT.absent : WAL_FETCH_EXIT.ok;
   } catch (e) {
     printError(e);

@@ -35,6 +35,7 @@ import type {
   PgGlobalsRecord,
   PgTablespaceEndRecord,
   PgTablespaceRecord,
+  PgWalRecord,
 } from '../../manifests/records.js';
 import { shellQuote } from '../../manifests/shell.js';
 import type { ReadEntry } from '../../manifests/tar.js';
@@ -42,7 +43,7 @@ import { digestStream } from '../../manifests/hash.js';
 import type { BundleReport } from '../../verifier/verify.js';
 import { removeTree } from '../fsutil.js';
 import { clientEnv, psqlFailure } from '../postgres/programs.js';
-import { formatLsn, parseLsn, parseWalFileName, segmentNumber } from '../postgres/wal.js';
+import { formatLsn, parseLsn, parseWalFileName, segmentNumber, type WalFileName } from '../postgres/wal.js';
 import { SIDECAR_SUFFIX, sidecarText } from '../spool.js';
 import { confString, writeRestoreConfig } from './pgconf.js';
 import { openStaging, promote, requireEmpty, stageBundle, type Notes, type StageHooks } from './staging.js';
@@ -242,13 +243,13 @@ async function feed(
 }
 
 /** The owner restored files get: the data folder's, or its parent's when it does not exist yet. */
-async function ownerFor(pgdata: string): Promise<{ uid: number; gid: number } | undefined> {
+export async function ownerFor(pgdata: string): Promise<{ uid: number; gid: number } | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const st = await stat(pgdata).catch(() => stat(path.dirname(pgdata)));
   return st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
 }
 
-async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
+export async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
   await chown(dir, owner.uid, owner.gid);
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
@@ -268,6 +269,11 @@ export interface PgRestoreOptions {
   tablespaceMap?: readonly TablespaceMapping[];
   /** node and the airlock CLI as the server's user runs them for restore_command */
   walFetch: { node: string; cli: string };
+  /**
+   * Lay down a warm standby instead (standby.ts): standby.signal, hot_standby, no recovery target, and
+   * the WAL in `walDir` (which airlock keeps filling) instead of DIR.wal beside the data folder.
+   */
+  standby?: { walDir: string };
   signal?: AbortSignal;
   say?: (line: string) => void;
   /** warnings that must reach the operator even when `say` is quiet */
@@ -298,6 +304,43 @@ export interface PgRestoreResult {
 }
 
 /**
+ * The settings a restored server starts with, after the source's KEPT ones (pgconf.ts): where its WAL
+ * comes from (wal-fetch, which hands over only files whose hash matches), the recovery target, and
+ * always archiving off and localhost only, so it never archives into a production spool.
+ */
+function serverSettings(opts: PgRestoreOptions, target: Target, walDir: string, pgdata: string, seqs: readonly number[]): string[] {
+  // a standby waits for files that are not there yet: wal-fetch must not take a half-placed one for a broken one
+  const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}${opts.standby ? ' --standby' : ''}`;
+  return [
+    `# ${opts.standby ? 'warm standby' : 'recovery'}, from seq ${seqs.join(', ')}`,
+    `restore_command = ${confString(fetch)}`,
+    ...recoveryTarget(target),
+    ...(opts.standby
+      ? [
+          // read-only queries (status, drill) while it replays; it never promotes by itself. It asks
+          // wal-fetch for the next file every wal_retrieve_retry_interval (5 s) while none is there;
+          // standby apply wakes it at once after adding some (standby.ts, wakeStandby)
+          'hot_standby = on',
+        ]
+      : ["recovery_target_action = 'promote'"]),
+    "recovery_target_timeline = 'latest'",
+    '# a restored cluster must never archive into the production spool, nor listen beyond this host',
+    'archive_mode = off',
+    `port = ${opts.port}`,
+    "listen_addresses = 'localhost'",
+    `unix_socket_directories = ${confString(pgdata)}`,
+  ];
+}
+
+/** The recovery_target_* settings of `target` (none for latest). */
+export function recoveryTarget(target: Target): string[] {
+  if (target.kind === 'time') return [`recovery_target_time = ${confString(target.pg)}`];
+  if (target.kind === 'lsn') return [`recovery_target_lsn = ${confString(target.lsn)}`];
+  if (target.kind === 'name') return [`recovery_target_name = ${confString(target.name)}`];
+  return [];
+}
+
+/**
  * Lays down a data folder ready for point-in-time recovery. Throws `target-exists` when `pgdata` is
  * not empty, `verification-failed` / `malformed` for a payload that does not check, `unsafe-entry`
  * for a base backup holding anything but folders and files; the data folder is left absent on failure.
@@ -307,7 +350,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const pgdata = path.resolve(opts.pgdata);
   await requireEmpty(pgdata, 'restore into a new or empty data folder');
   const owner = await ownerFor(pgdata);
-  const walDir = `${pgdata}.wal`;
+  const walDir = opts.standby ? path.resolve(opts.standby.walDir) : `${pgdata}.wal`;
   await requireEmpty(walDir, 'it holds the WAL of an earlier restore: remove it once that recovery finished');
   const spaces = await planTablespaces(plan.base.pg.base?.tablespaces ?? [], opts.tablespaceMap ?? [], pgdata);
   const spaceSinks = new TablespaceSinks(spaces, opts.signal);
@@ -320,21 +363,13 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
   const total = plan.bundles.reduce((a, x) => a + (x.b.manifest?.payload.size ?? 0), 0);
   let read = 0;
   const onBytes = opts.progress ? (n: number) => opts.progress?.((read += n), total) : undefined;
-  const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}`;
-  const settings = [
-    `# recovery, from seq ${plan.bundles.map((x) => x.seq).join(', ')}`,
-    `restore_command = ${confString(fetch)}`,
-    ...(target.kind === 'time' ? [`recovery_target_time = ${confString(target.pg)}`] : []),
-    ...(target.kind === 'lsn' ? [`recovery_target_lsn = ${confString(target.lsn)}`] : []),
-    ...(target.kind === 'name' ? [`recovery_target_name = ${confString(target.name)}`] : []),
-    "recovery_target_action = 'promote'",
-    "recovery_target_timeline = 'latest'",
-    '# a restored cluster must never archive into the production spool, nor listen beyond this host',
-    'archive_mode = off',
-    `port = ${opts.port}`,
-    "listen_addresses = 'localhost'",
-    `unix_socket_directories = ${confString(pgdata)}`,
-  ];
+  const settings = serverSettings(
+    opts,
+    target,
+    walDir,
+    pgdata,
+    plan.bundles.map((x) => x.seq),
+  );
   const staging = await openStaging(pgdata, opts.notes ? { notes: opts.notes } : {});
   // the data folder and its WAL are built inside staging, on the target's file system
   const partial = path.join(staging.dir, 'pgdata');
@@ -378,9 +413,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       }
       for (const r of records) {
         if (r.type !== 'pg-wal') continue;
-        const n = parseWalFileName(r.name);
-        if (!n || `pg/wal/${n.name}` !== r.path)
-          throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+        const n = walRecordName(r);
         await rename(path.join(dir, r.path), path.join(walTree, n.name));
         await writeFile(path.join(walTree, `${n.name}${SIDECAR_SUFFIX}`), sidecarText(n.name, r.sha256), { mode: 0o600 });
         walFiles++;
@@ -388,7 +421,7 @@ export async function preparePgRestore(opts: PgRestoreOptions): Promise<PgRestor
       }
       await removeTree(dir);
     }
-    await writeFile(path.join(partial, 'recovery.signal'), '', { mode: 0o600 });
+    await writeFile(path.join(partial, opts.standby ? 'standby.signal' : 'recovery.signal'), '', { mode: 0o600 });
     if (owner) {
       await chownTree(partial, owner);
       await chownTree(walTree, owner);
@@ -447,6 +480,13 @@ function collationWarnings(info: SourceInfo): string[] {
   return [
     `the source ran glibc ${there}, this machine has ${here}: indexes on text columns may be ordered differently; run REINDEX (or amcheck) on the restored cluster before trusting them`,
   ];
+}
+
+/** The WAL file a pg-wal record names, which must be the entry it points at (`pg/wal/<name>`). Throws `unsafe-entry`. */
+export function walRecordName(r: PgWalRecord): WalFileName {
+  const n = parseWalFileName(r.name);
+  if (!n || `pg/wal/${n.name}` !== r.path) throw new AirlockError('unsafe-entry', `index names WAL ${JSON.stringify(r.name)} at ${JSON.stringify(r.path)}`);
+  return n;
 }
 
 /** The first WAL location of a segment name. */
@@ -523,23 +563,35 @@ export function serverFailure(log: string): { phase: string; why: string } {
 }
 
 /**
+ * Starts the server of `pgdata` through pg_ctl (as the data folder's owner), logging to `log`, and
+ * returns its PID once it runs. Throws `recovery-failed` with the log's FATAL lines when it does not start.
+ */
+export async function startServer(pgdata: string, log: string, opts: Pick<RecoveryOptions, 'bin' | 'timeoutMs' | 'signal'>): Promise<number> {
+  const pgCtl = opts.bin ? path.join(opts.bin, 'pg_ctl') : 'pg_ctl';
+  const owner = await ownerFor(pgdata);
+  const start = await runAsOwner(pgCtl, ['-D', pgdata, '-l', log, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'start'], owner, opts.signal);
+  if (start.code !== 0) {
+    const f = serverFailure(await readFile(log, 'utf8').catch(() => ''));
+    throw new AirlockError('recovery-failed', `${f.phase}: ${f.why}`, { hint: `read ${log}; the data folder is kept for inspection` });
+  }
+  const pidText = await readFile(path.join(pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
+  return Number(pidText.split('\n')[0]);
+}
+
+/**
  * Starts the restored server, waits until recovery ended and it was promoted, and checks that replay
  * reached what was asked: the named restore point, the target LSN, or (latest) the set's last
  * segment. Throws `recovery-failed` with the server log's tail otherwise. The server keeps running.
  */
-export async function startAndRecover(r: PgRestoreResult, opts: RecoveryOptions): Promise<Recovered> {
+export async function startAndRecover(
+  r: Pick<PgRestoreResult, 'pgdata' | 'port' | 'target' | 'lastSegment' | 'segmentSize'>,
+  opts: RecoveryOptions,
+): Promise<Recovered> {
   const bin = (name: string) => (opts.bin ? path.join(opts.bin, name) : name);
-  const owner = await ownerFor(r.pgdata);
   const log = path.join(r.pgdata, 'airlock-restore.log');
   const started = Date.now();
   const readLog = () => readFile(log, 'utf8').catch(() => '');
-  const start = await runAsOwner(bin('pg_ctl'), ['-D', r.pgdata, '-l', log, '-w', '-t', String(Math.ceil(opts.timeoutMs / 1000)), 'start'], owner, opts.signal);
-  if (start.code !== 0) {
-    const f = serverFailure(await readLog());
-    throw new AirlockError('recovery-failed', `${f.phase}: ${f.why}`, { hint: `read ${log}; the data folder is kept for inspection` });
-  }
-  const pidText = await readFile(path.join(r.pgdata, 'postmaster.pid'), 'utf8').catch(() => '');
-  const pid = Number(pidText.split('\n')[0]);
+  const pid = await startServer(r.pgdata, log, opts);
   // one JSON value per query, as every query airlock sends (sources/postgres/server.ts)
   const psql = (sql: string) =>
     runAsOwner(

@@ -17,7 +17,8 @@
  *
  * Whether a file is absent is a result, not an error: only a missing file may end recovery
  * (exit 1); every failure, including a missing folder, exits above 125 so PostgreSQL aborts
- * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT).
+ * recovery instead of stopping short with data missing (see WAL_FETCH_EXIT). A standby (--standby)
+ * is the one exception: there, a file announced by its sidecar but not placed yet is absent too.
  */
 import { lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -48,6 +49,12 @@ export interface FetchOptions {
   from: string;
   /** a sha256sum-format index whose paths are relative to its folder */
   sums?: string;
+  /**
+   * The server is a warm standby that `standby apply` feeds while it runs: a file whose sidecar is
+   * there but which is not (yet) is absent, since apply places the sidecar first. A standby never ends
+   * recovery on an absent file, it asks again later; a restore would end early, so it is refused there.
+   */
+  standby?: boolean;
 }
 
 function knownSha256(name: string, src: string, opts: FetchOptions): string {
@@ -175,7 +182,7 @@ export function fetchWal(name: string, target: string, opts: FetchOptions): 'cop
       // unknown: truly absent; but a sidecar that cannot be read is there, so recovery must stop
       if (!(e instanceof AirlockError && e.code === 'bad-wal')) throw e;
     }
-    if (vouched)
+    if (vouched && opts.standby !== true)
       throw new AirlockError('not-found', `${name}: its checksum is known but the file is missing from ${opts.from}`, {
         hint: 'extract the WAL of the bundles again; recovery was stopped so it does not end early',
       });

@@ -150,6 +150,6 @@ export function cpuLine(name: string, t: Timed, bytes: number, sha256Passes: num
   const perGiB = t.cpuSeconds / gib;
   const base = sha256Passes * f.sha256 + cipherShare * f.cipher;
   const total = base + (extra?.perGiB ?? 0);
-  const parts = `${sha256Passes} x sha256 ${f.sha256.toFixed(2)} + cipher ${(cipherShare * f.cipher).toFixed(2)}${extra ? ` + ${extra.name} ${extra.perGiB.toFixed(2)}` : ''}`;
+  const parts = `${Number(sha256Passes.toFixed(2))} x sha256 ${f.sha256.toFixed(2)} + cipher ${(cipherShare * f.cipher).toFixed(2)}${extra ? ` + ${extra.name} ${extra.perGiB.toFixed(2)}` : ''}`;
   return `${name}: CPU ${perGiB.toFixed(2)} s/GiB against a floor of ${total.toFixed(2)} s/GiB (${parts}): ${(perGiB / total).toFixed(2)}x the floor (target <= 1.3x)`;
 }

@@ -304,6 +304,20 @@ export interface PgRestoreResult {
 }
 
 /**
+ * restore_command as `sh` runs it: `fetch` (wal-fetch) behind a test that answers "absent" (exit 1)
+ * without starting node when neither file `%f` nor its sidecar is in `walDir`. PostgreSQL asks for
+ * such files at every turn of recovery: the segment after the last, the history of the next
+ * timeline at promotion, and, on a standby, the next segment every few seconds. Whatever the test
+ * does not settle goes to wal-fetch: a missing folder (an error, so recovery stops instead of ending
+ * early), a sidecar without its file (vouched for, so missing), links and every file to copy.
+ */
+export function absentShortcut(walDir: string, fetch: string): string {
+  const dir = shellQuote(walDir);
+  const missing = (p: string) => `! test -e ${dir}/${p} && ! test -L ${dir}/${p}`;
+  return `if test -d ${dir} && ${missing('%f')} && ${missing(`%f${SIDECAR_SUFFIX}`)}; then exit 1; fi; exec ${fetch}`;
+}
+
+/**
  * The settings a restored server starts with, after the source's KEPT ones (pgconf.ts): where its WAL
  * comes from (wal-fetch, which hands over only files whose hash matches), the recovery target, and
  * always archiving off and localhost only, so it never archives into a production spool.
@@ -313,7 +327,7 @@ function serverSettings(opts: PgRestoreOptions, target: Target, walDir: string, 
   const fetch = `${shellQuote(opts.walFetch.node)} ${shellQuote(opts.walFetch.cli)} wal-fetch %f %p --from ${shellQuote(walDir)}${opts.standby ? ' --standby' : ''}`;
   return [
     `# ${opts.standby ? 'warm standby' : 'recovery'}, from seq ${seqs.join(', ')}`,
-    `restore_command = ${confString(fetch)}`,
+    `restore_command = ${confString(absentShortcut(walDir, fetch))}`,
     ...recoveryTarget(target),
     ...(opts.standby
       ? [

@@ -142,7 +142,7 @@ export function floor(): Floor {
 /**
  * The CPU figure of an export beside its floor: CPU seconds per GiB of input against what the
  * required hashing and cipher cost alone (`sha256Passes` SHA-256 passes and one cipher pass over the
- * ciphertext, `cipherShare` of the input), plus `extra` CPU seconds per GiB measured alone (zstd).
+ * ciphertext, `cipherShare` of the input), plus `extra` CPU seconds per GiB measured alone (zstd, pg_basebackup).
  */
 export function cpuLine(name: string, t: Timed, bytes: number, sha256Passes: number, cipherShare = 1, extra?: { name: string; perGiB: number }): string {
   const f = floor();

@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeKeys } from '../test/helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, freePort, poll, psql, shellSafe, stopServer, type Cluster } from '../test/pg.js';
-import { ROOT, compare, line, scratch, settle, timed, type Timed } from './lib.js';
+import { ROOT, compare, cpuLine, line, scratch, settle, timed, type Timed } from './lib.js';
 
 /**
  * Writes a pgBackRest config for the cluster `c` as stanza `bench` into `dir` (with its lock, log
@@ -210,11 +210,15 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     String(c.port),
   ]);
   const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
+  // the export runs pg_basebackup as its child, so the child's CPU is part of its floor
+  const basebackupCpu = { name: 'pg_basebackup alone', perGiB: bare.cpuSeconds / (bytes / 1024 ** 3) };
   const peerBest = Math.min(exp.peer.seconds, written.peer.seconds);
   const out = [
     `pg: database ${mib(bytes)} (bench_rows ${mib(payload)} of random bytea, storage EXTERNAL, none compressed); airlock --compress none; pgbackrest repo1-cipher-type=aes-256-cbc compress-type=none process-max=${processMax}; ${os.availableParallelism()} CPU(s)`,
     line(`pg base backup export ${mib(bytes)}, read back from the medium (default)`, exp, 'pgbackrest backup', bytes, '>= 1.5x', 'higher'),
+    cpuLine('  its CPU', exp.ours, bytes, 3, 1, basebackupCpu),
     line(`pg base backup export ${mib(bytes)}, --no-read-back`, written, 'pgbackrest backup', bytes, '>= 2.0x', 'higher'),
+    cpuLine('  its CPU', written.ours, bytes, 2, 1, basebackupCpu),
     `pg_basebackup alone into /dev/null (the export's floor): ${bare.seconds.toFixed(2)} s = ${(bytes / 1024 / 1024 / bare.seconds).toFixed(0)} MB/s, ${(peerBest / bare.seconds).toFixed(2)}x the speed of pgbackrest backup (${peerBest.toFixed(2)} s)`,
   ];
 

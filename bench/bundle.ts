@@ -13,8 +13,9 @@
  * (about 37% of its size under zstd -3), at most 512 MiB.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { exportArgs, makeKeys } from '../test/helpers.js';
 import { ROOT, compare, cpuLine, line, scratch, settle, timed } from './lib.js';
 
 /** Writes `mb` MiB of rows like a table dump's into `file`. */
@@ -69,13 +70,9 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
   const textFile = path.join(textSrc, 'rows.csv');
   writeText(textFile, textMb);
 
-  const keys = path.join(dir, 'keys');
-  mkdirSync(keys);
+  const keys = makeKeys('bench');
   const cli = path.join(ROOT, 'dist/agent/cli/main.js');
   const verifyCli = path.join(ROOT, 'dist/verifier/cli.js');
-  timed(process.execPath, [cli, 'keygen', '--signing-key', path.join(keys, 'sk'), '--site', 'bench']);
-  timed('age-keygen', ['-o', path.join(keys, 'id.txt')]);
-  const recipient = /public key: (age1\w+)/.exec(readFileSync(path.join(keys, 'id.txt'), 'utf8'))?.[1] as string;
   const medium = path.join(dir, 'medium');
   const state = path.join(dir, 'state');
   const peerOut = path.join(dir, 'peer.age');
@@ -86,35 +83,19 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
     mkdirSync(medium);
     settle();
   };
-  const exportOf = (from: string, ...rest: string[]) => [
-    cli,
-    'export',
-    '--to',
-    medium,
-    '--site',
-    'bench',
-    '--signing-key',
-    path.join(keys, 'sk'),
-    '--recipient',
-    recipient,
-    '--files',
-    from,
-    '--state-dir',
-    state,
-    ...rest,
-  ];
-  const exportArgs = exportOf(src, '--compress', 'none');
+  const exportOf = (from: string, ...rest: string[]) => [cli, ...exportArgs(keys, medium, state, ['--files', from, ...rest])];
+  const plainArgs = exportOf(src, '--compress', 'none');
   const ageTee = (input: string) => () =>
-    timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', recipient, input, peerOut]);
+    timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', keys.recipient, input, peerOut]);
   const zstdAgeTee = (input: string) => () =>
-    timed('bash', ['-c', 'set -o pipefail; zstd -q -c -3 < "$2" | age -r "$1" | tee >(sha256sum > "$3.sum") > "$3"', 'x', recipient, input, peerOut]);
+    timed('bash', ['-c', 'set -o pipefail; zstd -q -c -3 < "$2" | age -r "$1" | tee >(sha256sum > "$3.sum") > "$3"', 'x', keys.recipient, input, peerOut]);
   // the payload's size over the input's, of the bundle the last export wrote
   const share = (inputBytes: number) => {
     const m = JSON.parse(readFileSync(path.join(medium, 'bench', 'bench-00000001', 'manifest.json'), 'utf8')) as { payload: { size: number } };
     return m.payload.size / inputBytes;
   };
 
-  const written = compare(rounds, reset, () => timed(process.execPath, [...exportArgs, '--no-read-back']), ageTee(file));
+  const written = compare(rounds, reset, () => timed(process.execPath, [...plainArgs, '--no-read-back']), ageTee(file));
   const exp = compare(rounds, reset, () => timed(process.execPath, exportOf(src)), zstdAgeTee(file));
   const textBytes = textMb * 1024 * 1024;
   const text = compare(rounds, reset, () => timed(process.execPath, exportOf(textSrc)), zstdAgeTee(textFile));
@@ -134,26 +115,23 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
 
   // keyless verify of the last bundle written, against sha256sum over the same volumes
   reset();
-  timed(process.execPath, exportArgs);
+  timed(process.execPath, plainArgs);
   const bundle = path.join(medium, 'bench', 'bench-00000001');
-  const signers = path.join(keys, 'allowed_signers');
-  const pub = readFileSync(path.join(keys, 'sk.pub'), 'utf8').trim();
-  writeFileSync(signers, `bench ${pub}\n`);
   const volumes = readdirSync(bundle)
     .filter((n) => n.startsWith('payload.'))
     .map((n) => path.join(bundle, n));
   const ver = compare(
     rounds,
     () => {},
-    () => timed(process.execPath, [verifyCli, '--allowed-signers', signers, bundle]),
+    () => timed(process.execPath, [verifyCli, '--allowed-signers', keys.allowedSigners, bundle]),
     () => timed('sha256sum', volumes),
   );
   out.push(line(`keyless verify ${sizeMb} MiB`, ver, 'sha256sum', bytes, '>= 1.0x', 'higher', 200));
   const deep = compare(
     1,
     () => {},
-    () => timed(process.execPath, [verifyCli, '--allowed-signers', signers, '--identity', path.join(keys, 'id.txt'), bundle]),
-    () => timed('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | sha256sum', 'x', bundle, path.join(keys, 'id.txt')]),
+    () => timed(process.execPath, [verifyCli, '--allowed-signers', keys.allowedSigners, '--identity', keys.identity, bundle]),
+    () => timed('bash', ['-c', 'set -o pipefail; cat "$1"/payload.* | age -d -i "$2" | sha256sum', 'x', bundle, keys.identity]),
   );
   out.push(line(`deep verify ${sizeMb} MiB`, deep, 'age -d | sha256sum', bytes, 'none (information)', 'higher', 200));
   return out;

@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as Minio from 'minio';
+import { exportArgs, makeKeys } from '../test/helpers.js';
 import { ROOT, compare, cpuOf, line, scratch, settle, timed, type Timed } from './lib.js';
 
 async function startRgw(dir: string): Promise<{ endpoint: string; port: number; pids: number[]; stop: () => void }> {
@@ -123,12 +124,8 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const largeKey = (i: number) => `large/${i}.bin`;
     const largeBytes = await fill(c, 'bench-large', large, largeKey, () => randomBytes(64 * 1024 * 1024));
 
-    const keys = path.join(dir, 'keys');
-    mkdirSync(keys);
+    const keys = makeKeys('bench');
     const cli = path.join(ROOT, 'dist/agent/cli/main.js');
-    timed(process.execPath, [cli, 'keygen', '--signing-key', path.join(keys, 'sk'), '--site', 'bench']);
-    timed('age-keygen', ['-o', path.join(keys, 'id.txt')]);
-    const recipient = /public key: (age1\w+)/.exec(readFileSync(path.join(keys, 'id.txt'), 'utf8'))?.[1] as string;
     const medium = path.join(dir, 'medium');
     const state = path.join(dir, 'state');
     const peerOut = path.join(dir, 'peer');
@@ -163,27 +160,7 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       withServer(() =>
         timed(
           process.execPath,
-          [
-            cli,
-            'export',
-            '--to',
-            medium,
-            '--site',
-            'bench',
-            '--signing-key',
-            path.join(keys, 'sk'),
-            '--recipient',
-            recipient,
-            '--state-dir',
-            state,
-            '--compress',
-            'none',
-            '--s3-endpoint',
-            rgw.endpoint,
-            '--bucket',
-            bucket,
-            ...extra,
-          ],
+          [cli, ...exportArgs(keys, medium, state, ['--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra])],
           { env },
         ),
       );

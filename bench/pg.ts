@@ -27,7 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { makeKeys } from '../test/helpers.js';
+import { exportArgs, makeKeys, type Keys } from '../test/helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, freePort, poll, psql, shellSafe, stopServer, type Cluster } from '../test/pg.js';
 import { ROOT, compare, cpuLine, line, scratch, settle, timed, type Timed } from './lib.js';
 
@@ -174,31 +174,10 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const exportArgs = [
-    ...profiled(),
-    cli,
-    'export',
-    '--to',
-    medium,
-    '--site',
-    'bench',
-    '--signing-key',
-    keys.signingKey,
-    '--recipient',
-    keys.recipient,
-    '--state-dir',
-    state,
-    '--pg',
-    conninfo,
-    '--wal-spool',
-    c.spool,
-    '--pg-base',
-    '--compress',
-    'none',
-  ];
+  const baseArgs = [...profiled(), cli, ...exportArgs(keys, medium, state, ['--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'])];
   const peer = () => pgbr('backup', '--type=full');
-  const exp = compare(rounds, resetExport, () => timed(process.execPath, exportArgs), peer);
-  const written = compare(rounds, resetExport, () => timed(process.execPath, [...exportArgs, '--no-read-back']), peer);
+  const exp = compare(rounds, resetExport, () => timed(process.execPath, baseArgs), peer);
+  const written = compare(rounds, resetExport, () => timed(process.execPath, [...baseArgs, '--no-read-back']), peer);
   // the floor: pg_basebackup alone, its tar thrown away
   settle();
   const bare = timed('bash', [
@@ -316,7 +295,7 @@ function restoreAirlock(c: Cluster, cli: string, medium: string | readonly strin
 function standbyTakeover(
   c: Cluster,
   cli: string,
-  keys: { identity: string; allowedSigners: string; signingKey: string; recipient: string },
+  keys: Keys,
   at: { medium: string; state: string; dir: string; conninfo: string },
   sizeMb: number,
   bytes: number,
@@ -349,26 +328,7 @@ function standbyTakeover(
   );
   const next = path.join(at.dir, 'medium-next');
   mkdirSync(next, { recursive: true });
-  timed(process.execPath, [
-    cli,
-    'export',
-    '--to',
-    next,
-    '--site',
-    'bench',
-    '--signing-key',
-    keys.signingKey,
-    '--recipient',
-    keys.recipient,
-    '--state-dir',
-    at.state,
-    '--pg',
-    at.conninfo,
-    '--wal-spool',
-    c.spool,
-    '--compress',
-    'none',
-  ]);
+  timed(process.execPath, [cli, ...exportArgs(keys, next, at.state, ['--pg', at.conninfo, '--wal-spool', c.spool, '--compress', 'none'])]);
   try {
     settle();
     const apply = timed(process.execPath, [...profiled(), cli, 'standby', 'apply', '--standby', standby, '--from', next, ...keyArgs, '--json']);

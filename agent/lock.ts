@@ -21,6 +21,9 @@ import path from 'node:path';
 import { AirlockError, fromSystemError } from '../manifests/errors.js';
 import { ownLikeFolder } from './catalog.js';
 
+/** How long a starter waits for a lock another one is taking at the same moment. */
+const RACE_WAIT_MS = 250;
+
 /**
  * Takes the lock `name` in `stateDir` and returns its release function (which may be called more
  * than once). Throws `locked` if another process (or another caller in this one) holds it, and
@@ -30,8 +33,11 @@ export function acquireLock(stateDir: string, name: string): () => void {
   const file = path.join(stateDir, `${name}.lock`);
   let db: Database.Database | undefined;
   try {
-    // timeout 0: a held lock is an answer, not something to wait for
-    db = new Database(file, { timeout: 0 });
+    // a held lock is an answer, not something to wait for; but SQLite takes an exclusive lock in
+    // steps (shared first), so two starters at the same moment can each block the other's next
+    // step, and with no wait at all both would be refused. A short wait lets the loser step back
+    // (SQLite drops its shared lock between tries) and the winner go on.
+    db = new Database(file, { timeout: RACE_WAIT_MS });
     chmodSync(file, 0o600);
     ownLikeFolder(file);
     db.exec('BEGIN EXCLUSIVE');

@@ -215,6 +215,29 @@ for (const end = Date.now() + Number(ms); Date.now() < end; ) {
 console.log('held ' + held);
 `;
 
+// One try at the lock: prints `ok` and holds it a moment, or prints the error's code.
+const ONE_TRY = `
+import { acquireLock } from ${JSON.stringify(LOCK_JS)};
+try {
+  const release = acquireLock(process.argv[1], 'export');
+  console.log('ok');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+  release();
+} catch (e) {
+  console.log(e.code ?? e.message);
+}
+`;
+
+test('two starters at the same moment: one takes the lock, the other is refused, never both', async () => {
+  // SQLite takes the lock in steps; with no wait at all, two starters could each block the other
+  for (let round = 0; round < 20; round++) {
+    const state = tmp();
+    const both = await Promise.all([0, 1].map(() => nodeAsync(['--input-type=module', '-e', ONE_TRY, state])));
+    const answers = both.map((r) => r.stdout.trim()).sort();
+    assert.equal(answers, ['locked', 'ok'], `round ${round}: ${both.map((r) => r.stderr).join('')}`);
+  }
+});
+
 test('a dead holder is taken over; racing starters never hold the lock together', async () => {
   const state = tmp();
   // the lock a killed export leaves behind

@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { exportArgs, makeKeys } from '../test/helpers.js';
+import { AIRLOCK, exportArgs, makeKeys } from '../test/helpers.js';
 import { ROOT, compare, cpuLine, line, scratch, settle, timed } from './lib.js';
 
 /** Writes `mb` MiB of rows like a table dump's into `file`. */
@@ -71,7 +71,6 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
   writeText(textFile, textMb);
 
   const keys = makeKeys('bench');
-  const cli = path.join(ROOT, 'dist/agent/cli/main.js');
   const verifyCli = path.join(ROOT, 'dist/verifier/cli.js');
   const medium = path.join(dir, 'medium');
   const state = path.join(dir, 'state');
@@ -83,7 +82,7 @@ export function benchBundle(sizeMb: number, rounds: number): string[] {
     mkdirSync(medium);
     settle();
   };
-  const exportOf = (from: string, ...rest: string[]) => [cli, ...exportArgs(keys, medium, state, ['--files', from, ...rest])];
+  const exportOf = (from: string, ...rest: string[]) => [...AIRLOCK, ...exportArgs(keys, medium, state, ['--files', from, ...rest])];
   const plainArgs = exportOf(src, '--compress', 'none');
   const ageTee = (input: string) => () =>
     timed('bash', ['-c', 'set -o pipefail; age -r "$1" < "$2" | tee >(sha256sum > "$3.sum") > "$3"', 'x', keys.recipient, input, peerOut]);

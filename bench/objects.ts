@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as Minio from 'minio';
-import { exportArgs, makeKeys } from '../test/helpers.js';
+import { AIRLOCK, exportArgs, makeKeys } from '../test/helpers.js';
 import { ROOT, compare, cpuOf, line, scratch, settle, timed, type Timed } from './lib.js';
 
 async function startRgw(dir: string): Promise<{ endpoint: string; port: number; pids: number[]; stop: () => void }> {
@@ -125,7 +125,6 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
     const largeBytes = await fill(c, 'bench-large', large, largeKey, () => randomBytes(64 * 1024 * 1024));
 
     const keys = makeKeys('bench');
-    const cli = path.join(ROOT, 'dist/agent/cli/main.js');
     const medium = path.join(dir, 'medium');
     const state = path.join(dir, 'state');
     const peerOut = path.join(dir, 'peer');
@@ -160,7 +159,7 @@ export async function benchObjects(sizeMb: number, rounds: number): Promise<stri
       withServer(() =>
         timed(
           process.execPath,
-          [cli, ...exportArgs(keys, medium, state, ['--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra])],
+          [...AIRLOCK, ...exportArgs(keys, medium, state, ['--compress', 'none', '--s3-endpoint', rgw.endpoint, '--bucket', bucket, ...extra])],
           { env },
         ),
       );

@@ -27,9 +27,9 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { exportArgs, makeKeys, type Keys } from '../test/helpers.js';
+import { AIRLOCK, exportArgs, makeKeys, type Keys } from '../test/helpers.js';
 import { PG_BIN, alive, cluster, clusterDir, freePort, poll, psql, shellSafe, stopServer, type Cluster } from '../test/pg.js';
-import { ROOT, compare, cpuLine, line, scratch, settle, timed, type Timed } from './lib.js';
+import { compare, cpuLine, line, scratch, settle, timed, type Timed } from './lib.js';
 
 /**
  * Writes a pgBackRest config for the cluster `c` as stanza `bench` into `dir` (with its lock, log
@@ -165,7 +165,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   const dir = scratch();
   const medium = path.join(dir, 'medium');
   const state = path.join(dir, 'state');
-  const cli = path.join(ROOT, 'dist/agent/cli/main.js');
+  const cli = AIRLOCK;
   const conninfo = `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`;
   const resetExport = () => {
     drainArchive(c);
@@ -174,7 +174,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const baseArgs = [...profiled(), cli, ...exportArgs(keys, medium, state, ['--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'])];
+  const baseArgs = [...profiled(), ...cli, ...exportArgs(keys, medium, state, ['--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'])];
   const peer = () => pgbr('backup', '--type=full');
   const exp = compare(rounds, resetExport, () => timed(process.execPath, baseArgs), peer);
   const written = compare(rounds, resetExport, () => timed(process.execPath, [...baseArgs, '--no-read-back']), peer);
@@ -257,10 +257,16 @@ function profiled(): string[] {
   return process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
 }
 
-function restoreAirlock(c: Cluster, cli: string, medium: string | readonly string[], keys: { identity: string; allowedSigners: string }, data: string): Timed {
+function restoreAirlock(
+  c: Cluster,
+  cli: readonly string[],
+  medium: string | readonly string[],
+  keys: { identity: string; allowedSigners: string },
+  data: string,
+): Timed {
   const args = [
     ...profiled(),
-    cli,
+    ...cli,
     'restore',
     'pg',
     ...(typeof medium === 'string' ? [medium] : medium).flatMap((m) => ['--from', m]),
@@ -294,7 +300,7 @@ function restoreAirlock(c: Cluster, cli: string, medium: string | readonly strin
  */
 function standbyTakeover(
   c: Cluster,
-  cli: string,
+  cli: readonly string[],
   keys: Keys,
   at: { medium: string; state: string; dir: string; conninfo: string },
   sizeMb: number,
@@ -305,7 +311,7 @@ function standbyTakeover(
   const data = fresh('standby');
   const standby = `${data}.standby`;
   const init = timed(process.execPath, [
-    cli,
+    ...cli,
     'standby',
     'init',
     '--from',
@@ -328,11 +334,11 @@ function standbyTakeover(
   );
   const next = path.join(at.dir, 'medium-next');
   mkdirSync(next, { recursive: true });
-  timed(process.execPath, [cli, ...exportArgs(keys, next, at.state, ['--pg', at.conninfo, '--wal-spool', c.spool, '--compress', 'none'])]);
+  timed(process.execPath, [...cli, ...exportArgs(keys, next, at.state, ['--pg', at.conninfo, '--wal-spool', c.spool, '--compress', 'none'])]);
   try {
     settle();
-    const apply = timed(process.execPath, [...profiled(), cli, 'standby', 'apply', '--standby', standby, '--from', next, ...keyArgs, '--json']);
-    const promote = timed(process.execPath, [...profiled(), cli, 'standby', 'promote', '--standby', standby, '--latest', '--json']);
+    const apply = timed(process.execPath, [...profiled(), ...cli, 'standby', 'apply', '--standby', standby, '--from', next, ...keyArgs, '--json']);
+    const promote = timed(process.execPath, [...profiled(), ...cli, 'standby', 'promote', '--standby', standby, '--latest', '--json']);
     if (
       psql('SELECT count(*) FROM bench_day', {
         server: { data, port: (JSON.parse(readFileSync(path.join(standby, 'state.json'), 'utf8')) as { port: number }).port, pid: 0, socketDir: data, log: '' },

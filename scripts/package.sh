@@ -64,7 +64,9 @@ AIRLOCK_NODE=/usr/lib/airlock/bin/node AIRLOCK_NATIVE_OUT="$lib/dist/native/airl
 [ -x "$lib/dist/native/airlock-wal-push" ] || die "the archive_command helper was not built" "apt-get install gcc libssl-dev"
 
 for cmd in airlock:dist/agent/cli/main.js airlock-verify:dist/verifier/cli.js; do
-  printf '#!/bin/sh\nexec /usr/lib/airlock/bin/node /usr/lib/airlock/%s "$@"\n' "${cmd#*:}" >"$pkg/usr/bin/${cmd%%:*}"
+  # node's options as the script's first line gives them ("#!/usr/bin/env -S node OPTIONS")
+  opts=$(sed -n '1s|^#!/usr/bin/env -S node||p' "${cmd#*:}")
+  printf '#!/bin/sh\nexec /usr/lib/airlock/bin/node%s /usr/lib/airlock/%s "$@"\n' "$opts" "${cmd#*:}" >"$pkg/usr/bin/${cmd%%:*}"
   chmod 0755 "$pkg/usr/bin/${cmd%%:*}"
 done
 

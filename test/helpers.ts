@@ -34,8 +34,26 @@ export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions
   return { code: r.status ?? 128 + (r.signal ? os.constants.signals[r.signal] : 0), stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
 }
 
+/** node's options a script's first line gives (`#!/usr/bin/env -S node OPTIONS`), as users' runs get them. */
+export function launchOptions(script: string): string[] {
+  let first = '';
+  try {
+    first = readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return []; // not built yet: running it fails on its own
+  }
+  const m = /^#!\/usr\/bin\/env -S node((?: [-\w=]+)*)$/.exec(first);
+  return m?.[1]?.split(' ').filter(Boolean) ?? [];
+}
+
+/** node's arguments that start the built `airlock` as its executable does: options, then the script. */
+export const AIRLOCK: readonly string[] = (() => {
+  const main = path.join(ROOT, 'dist/agent/cli/main.js');
+  return [...launchOptions(main), main];
+})();
+
 export function airlock(args: readonly string[], opts: SpawnSyncOptions = {}): Ran {
-  return run(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
+  return run(process.execPath, [...AIRLOCK, ...args], opts);
 }
 
 /**
@@ -43,7 +61,7 @@ export function airlock(args: readonly string[], opts: SpawnSyncOptions = {}): R
  * proxy); resolves when it exited.
  */
 export function airlockAsync(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
-  return nodeAsync([path.join(ROOT, 'dist/agent/cli/main.js'), ...args], opts);
+  return nodeAsync([...AIRLOCK, ...args], opts);
 }
 
 /** Runs node with `args` without blocking this process (several at once); resolves when it exited, 128 + N for signal N. */

@@ -44,7 +44,8 @@ const say = (line: string) => process.stderr.write(`airlock run: ${now().toISOSt
 /** Runs `airlock ARGS` as a child; resolves its exit code. `stop` forwards a signal to it. */
 function child(args: readonly string[], running: Running): Promise<number> {
   return new Promise((resolve) => {
-    const c = spawn(process.execPath, [process.argv[1] as string, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    // with node's options this process got (the executable's --single-threaded-gc)
+    const c = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
     running.kill = (sig) => c.kill(sig);
     c.on('error', () => resolve(EXIT.internal));
     c.on('close', (code, sig) => {

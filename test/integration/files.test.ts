@@ -23,7 +23,7 @@ import { EXIT, isAirlockError } from '../../manifests/errors.js';
 import { fileItems } from '../../agent/sources/files.js';
 import { refuseUnsafeTarget } from '../../agent/restore/staging.js';
 import { sha256Hex } from '../../manifests/hash.js';
-import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
+import { AIRLOCK, ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 
 const keys = makeKeys('site-a');
 
@@ -457,19 +457,7 @@ test('a killed restore leaves decrypted staging that the next run removes; of tw
   assert.is(exportTo(medium, tmp(), src).code, 0);
   const parent = tmp();
   const to = path.join(parent, 'restored');
-  const args = [
-    path.join(ROOT, 'dist/agent/cli/main.js'),
-    'restore',
-    'files',
-    '--from',
-    medium,
-    '--identity',
-    keys.identity,
-    '--allowed-signers',
-    keys.allowedSigners,
-    '--to',
-    to,
-  ];
+  const args = [...AIRLOCK, 'restore', 'files', '--from', medium, '--identity', keys.identity, '--allowed-signers', keys.allowedSigners, '--to', to];
   const staged = () => readdirSync(parent).filter((n) => n.startsWith('.restored.airlock-staging-'));
 
   // killed once the bundle was decrypted into staging, as a power cut would

@@ -20,7 +20,7 @@ import { fingerprint, parsePrivateKey } from '../../manifests/sshkey.js';
 import { BUNDLE_NAMESPACE, sign } from '../../manifests/sshsig.js';
 import { formatSums } from '../../manifests/sums.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../../manifests/tar.js';
-import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
+import { AIRLOCK, ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { EXIT } from '../../manifests/errors.js';
 
 const VECTORS = path.join(ROOT, 'test', 'vectors');
@@ -308,7 +308,7 @@ test('an entry that decompresses to 1 GiB where the signed manifest and index sa
     `--fsize=${64 * MiB}`,
     '--',
     process.execPath,
-    path.join(ROOT, 'dist/agent/cli/main.js'),
+    ...AIRLOCK,
     'restore',
     'files',
     '--from',
@@ -445,7 +445,7 @@ test('80,000 long unique entry names in a signed bundle: the deep check keeps me
     [
       '-v',
       process.execPath,
-      path.join(ROOT, 'dist/agent/cli/main.js'),
+      ...AIRLOCK,
       'restore',
       'files',
       '--from',

@@ -125,6 +125,9 @@ test('the package follows Debian: layout, conffiles, dependencies from Debian 12
   ]) {
     assert.ok(contents.includes(` ${p}`), p);
   }
+  // the command starts the shipped node with the options the script's first line gives
+  const wrapper = run('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/bin/airlock', 'x', path.join(kit, deb)]).stdout;
+  assert.is(wrapper, '#!/bin/sh\nexec /usr/lib/airlock/bin/node --single-threaded-gc /usr/lib/airlock/dist/agent/cli/main.js "$@"\n');
   assert.not.ok(contents.includes('./var/lib/airlock'), 'the state folder is made by postinst, not shipped');
   assert.not.ok(/node_modules\/(typescript|uvu|tsx)\//.test(contents), 'no development dependency');
   assert.is(run('dpkg-deb', ['-f', path.join(kit, deb), 'Package']).stdout.trim(), 'airlock');

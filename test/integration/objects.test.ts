@@ -20,7 +20,7 @@ import { freePort } from '../../agent/port.js';
 import { S3Client } from '../../agent/s3/client.js';
 import { listVersions } from '../../agent/s3/objects.js';
 import { safeComponents } from '../../agent/restore/objects.js';
-import { ROOT, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran, restoreObjectsArgs } from '../helpers.js';
+import { AIRLOCK, airlock, airlockAsync, airlockVerify, exportArgs, makeKeys, run, tmp, type Ran, restoreObjectsArgs } from '../helpers.js';
 import { ACCESS_KEY, SECRET_KEY, bucketName, s3, versionedBucket, type S3Server } from '../s3.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -247,7 +247,7 @@ test('versioned bucket: export, verify, stock decrypt, restore into a fresh buck
   const idMap = path.join(tmp(), 'ids.jsonl');
   const restoreArgs = restoreToBuckets(medium, srv.endpoint, `${f.bucket}=${dest}`, idMap);
   // on a terminal (script(1) gives it one) each step shows its progress
-  const rs = run('script', ['-qec', [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...restoreArgs].join(' '), '/dev/null'], { env: ENV });
+  const rs = run('script', ['-qec', [process.execPath, ...AIRLOCK, ...restoreArgs].join(' '), '/dev/null'], { env: ENV });
   assert.is(rs.code, 0, `restore into a bucket: ${rs.stdout}`);
   assert.match(rs.stdout, /airlock: restore objects: decrypting: [\d.]+ (B|KiB|MiB) at .*\/s/);
   assert.match(rs.stdout, /airlock: restore objects: writing: [\d.]+ (B|KiB|MiB) at .*\/s/);
@@ -576,13 +576,7 @@ test('a 100 MiB multipart object streams through export in bounded memory and go
   const medium = tmp();
   const timed = run(
     '/usr/bin/time',
-    [
-      '-f',
-      'maxrss=%M',
-      process.execPath,
-      path.join(ROOT, 'dist/agent/cli/main.js'),
-      ...exportBuckets(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json']),
-    ],
+    ['-f', 'maxrss=%M', process.execPath, ...AIRLOCK, ...exportBuckets(medium, tmp(), srv, [bucket], ['--compress', 'none', '--volume-size', '32M', '--json'])],
     { env: ENV },
   );
   ok(timed, 'export');
@@ -835,7 +829,7 @@ test('restore objects stopped by SIGINT exits 130, keeps its journal and says so
   const args = (endpoint: string) => restoreToBuckets(medium, endpoint, `${bucket}=${dest}`, idMap);
   const proxy = await s3Proxy(srv.endpoint, { stallObjectWrites: true });
   try {
-    const child = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args(proxy.endpoint)], {
+    const child = spawn(process.execPath, [...AIRLOCK, ...args(proxy.endpoint)], {
       env: ENV,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

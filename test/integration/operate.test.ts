@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Manifest } from '../../manifests/manifest.js';
-import { ROOT, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
+import { AIRLOCK, airlock, airlockVerify, exportArgs, makeKeys, run, tmp } from '../helpers.js';
 import { cluster, switchWal } from '../pg.js';
 import { LEVEL_EXIT } from '../../agent/status.js';
 import { EXIT } from '../../manifests/errors.js';
@@ -52,18 +52,7 @@ test('prune keeps spooled WAL until enough verified media hold its bundle; a med
   // on a terminal (script(1) gives it one) the copy shows its progress with the share done and time left
   const shown = run('script', [
     '-qec',
-    [
-      process.execPath,
-      path.join(ROOT, 'dist/agent/cli/main.js'),
-      'media',
-      'copy',
-      mediumA,
-      mediumB,
-      '--signing-key',
-      keys.signingKey,
-      '--state-dir',
-      state,
-    ].join(' '),
+    [process.execPath, ...AIRLOCK, 'media', 'copy', mediumA, mediumB, '--signing-key', keys.signingKey, '--state-dir', state].join(' '),
     '/dev/null',
   ]);
   assert.is(shown.code, EXIT.ok, shown.stdout);
@@ -231,8 +220,7 @@ test('under systemd (stderr is the journal stream JOURNAL_STREAM names) errors c
   const log = path.join(dir, 'stderr');
   const fd = openSync(log, 'w');
   const st = fstatSync(fd, { bigint: true });
-  const main = path.join(ROOT, 'dist/agent/cli/main.js');
-  const args = [main, 'status', '--config', path.join(dir, 'missing.conf')];
+  const args = [...AIRLOCK, 'status', '--config', path.join(dir, 'missing.conf')];
   const journal = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', fd], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
   closeSync(fd);
   assert.is(journal.status, 3);
@@ -383,7 +371,7 @@ test('airlock run on an injected clock: exports on schedule, a failed job is rec
   assert.is(bundles().length, 3);
 
   // SIGTERM while the export writes: the agent stops, the partial bundle is gone
-  const agent = spawn(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), 'run', '--config', good], {
+  const agent = spawn(process.execPath, [...AIRLOCK, 'run', '--config', good], {
     ...at(300),
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -12,7 +12,7 @@ import type { Manifest } from '../../manifests/manifest.js';
 import { FAULT_POINTS } from '../../agent/faults.js';
 import { parseWalFileName, segmentName, segmentNumber } from '../../agent/postgres/wal.js';
 import { resignManifest } from '../resign.js';
-import { ROOT, airlock, airlockVerify, exportArgs, tmp } from '../helpers.js';
+import { AIRLOCK, airlock, airlockVerify, exportArgs, tmp } from '../helpers.js';
 import { cluster, pgSite, psql, stopServer, writeLoad, type Server } from '../pg.js';
 import { EXIT } from '../../manifests/errors.js';
 
@@ -265,7 +265,7 @@ test('an export killed at every fault point (seeded) and by SIGKILL: no bundle l
     assert.match(r.stderr, `fault point ${FAULT_POINTS[seed]}`);
   }
   // and a kill from outside while pg_basebackup streams
-  const killed = spawnSync(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), ...args], { timeout: 700, killSignal: 'SIGKILL' });
+  const killed = spawnSync(process.execPath, [...AIRLOCK, ...args], { timeout: 700, killSignal: 'SIGKILL' });
   assert.is(killed.signal, 'SIGKILL');
   const last = airlock(args);
   assert.is(last.code, EXIT.ok, last.stderr);

@@ -4,8 +4,8 @@
  * (--single-threaded-gc, on the line above; the package's /usr/bin/airlock passes the same option).
  * An export moves every byte through short-lived buffers (HTTP reads, cipher output), which starts a
  * full collection every few MiB; done by helper threads, these fought the hash workers for the
- * appliance's cores. Measured on a 1.3 GiB bucket export (2 cores, three alternating rounds): 6.0-6.3 s
- * and 8.2 CPU-s instead of 6.9-7.1 s and 9.9 CPU-s; file exports and the verifier were unchanged.
+ * appliance's cores. Measured on a 1.3 GiB bucket export (2 cores, five alternating rounds): 5.9-6.3 s
+ * and 8.2-8.6 CPU-s instead of 6.9-7.3 s and 9.5-10.1 CPU-s; file exports and the verifier were unchanged.
  * The option must be given when node starts: set later, V8 may crash.
  *
  * PostgreSQL runs wal-push once per 16 MiB of WAL (and wal-fetch once per

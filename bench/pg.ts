@@ -165,7 +165,6 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
   const dir = scratch();
   const medium = path.join(dir, 'medium');
   const state = path.join(dir, 'state');
-  const cli = AIRLOCK;
   const conninfo = `host=${c.socketDir} port=${c.port} user=postgres dbname=postgres`;
   const resetExport = () => {
     drainArchive(c);
@@ -174,7 +173,11 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     for (const n of readdirSync(c.spool)) rmSync(path.join(c.spool, n), { force: true });
     settle();
   };
-  const baseArgs = [...profiled(), ...cli, ...exportArgs(keys, medium, state, ['--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none'])];
+  const baseArgs = [
+    ...profiled(),
+    ...AIRLOCK,
+    ...exportArgs(keys, medium, state, ['--pg', conninfo, '--wal-spool', c.spool, '--pg-base', '--compress', 'none']),
+  ];
   const peer = () => pgbr('backup', '--type=full');
   const exp = compare(rounds, resetExport, () => timed(process.execPath, baseArgs), peer);
   const written = compare(rounds, resetExport, () => timed(process.execPath, [...baseArgs, '--no-read-back']), peer);
@@ -230,7 +233,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
     const res = compare(
       rounds,
       resetRestore,
-      () => restoreAirlock(c, cli, medium, keys, fresh('airlock-restore')),
+      () => restoreAirlock(c, medium, keys, fresh('airlock-restore')),
       () => {
         const data = fresh('pgbr-restore');
         mkdirSync(data, { mode: 0o700 });
@@ -245,7 +248,7 @@ export function benchPg(sizeMb: number, rounds: number): string[] {
         `pg restore, airlock's part: ${(res.ours.seconds - recoveryMs / 1000).toFixed(2)} s verify, decrypt and unpack, ${(recoveryMs / 1000).toFixed(2)} s from server start to promoted (then stopped)`,
       );
     resetRestore();
-    out.push(...standbyTakeover(c, cli, keys, { medium, state, dir, conninfo }, sizeMb, bytes, fresh));
+    out.push(...standbyTakeover(c, keys, { medium, state, dir, conninfo }, sizeMb, bytes, fresh));
   } finally {
     resetRestore();
   }
@@ -257,16 +260,10 @@ function profiled(): string[] {
   return process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
 }
 
-function restoreAirlock(
-  c: Cluster,
-  cli: readonly string[],
-  medium: string | readonly string[],
-  keys: { identity: string; allowedSigners: string },
-  data: string,
-): Timed {
+function restoreAirlock(c: Cluster, medium: string | readonly string[], keys: { identity: string; allowedSigners: string }, data: string): Timed {
   const args = [
     ...profiled(),
-    ...cli,
+    ...AIRLOCK,
     'restore',
     'pg',
     ...(typeof medium === 'string' ? [medium] : medium).flatMap((m) => ['--from', m]),
@@ -300,7 +297,6 @@ function restoreAirlock(
  */
 function standbyTakeover(
   c: Cluster,
-  cli: readonly string[],
   keys: Keys,
   at: { medium: string; state: string; dir: string; conninfo: string },
   sizeMb: number,
@@ -311,7 +307,7 @@ function standbyTakeover(
   const data = fresh('standby');
   const standby = `${data}.standby`;
   const init = timed(process.execPath, [
-    ...cli,
+    ...AIRLOCK,
     'standby',
     'init',
     '--from',
@@ -334,11 +330,11 @@ function standbyTakeover(
   );
   const next = path.join(at.dir, 'medium-next');
   mkdirSync(next, { recursive: true });
-  timed(process.execPath, [...cli, ...exportArgs(keys, next, at.state, ['--pg', at.conninfo, '--wal-spool', c.spool, '--compress', 'none'])]);
+  timed(process.execPath, [...AIRLOCK, ...exportArgs(keys, next, at.state, ['--pg', at.conninfo, '--wal-spool', c.spool, '--compress', 'none'])]);
   try {
     settle();
-    const apply = timed(process.execPath, [...profiled(), ...cli, 'standby', 'apply', '--standby', standby, '--from', next, ...keyArgs, '--json']);
-    const promote = timed(process.execPath, [...profiled(), ...cli, 'standby', 'promote', '--standby', standby, '--latest', '--json']);
+    const apply = timed(process.execPath, [...profiled(), ...AIRLOCK, 'standby', 'apply', '--standby', standby, '--from', next, ...keyArgs, '--json']);
+    const promote = timed(process.execPath, [...profiled(), ...AIRLOCK, 'standby', 'promote', '--standby', standby, '--latest', '--json']);
     if (
       psql('SELECT count(*) FROM bench_day', {
         server: { data, port: (JSON.parse(readFileSync(path.join(standby, 'state.json'), 'utf8')) as { port: number }).port, pid: 0, socketDir: data, log: '' },
@@ -346,7 +342,7 @@ function standbyTakeover(
     )
       throw new Error('the promoted standby does not hold the day of writes');
     settle();
-    const full = restoreAirlock(c, cli, [at.medium, next], keys, fresh('restore-full'));
+    const full = restoreAirlock(c, [at.medium, next], keys, fresh('restore-full'));
     const takeover = apply.seconds + promote.seconds;
     const mib = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`;
     return [

@@ -35,7 +35,7 @@ export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions
 }
 
 /** node's options a script's first line gives (`#!/usr/bin/env -S node OPTIONS`), as users' runs get them. */
-export function launchOptions(script: string): string[] {
+function launchOptions(script: string): string[] {
   let first = '';
   try {
     first = readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
